@@ -1,0 +1,22 @@
+"""User-facing errors. The CLI prints `AsdError` as one line and exits non-zero;
+anything else is a bug and keeps its traceback."""
+
+
+class AsdError(Exception):
+    """Base class: what is wrong and where (file, column, row; tier; URL)."""
+
+
+class TraceError(AsdError):
+    """A trace bundle or an input file is missing, malformed or inconsistent."""
+
+
+class PolicyError(AsdError):
+    """A policy artifact or engine input is invalid."""
+
+
+class BackendError(AsdError):
+    """A model backend failed: server down, model missing, no logprobs."""
+
+
+class ConfigError(AsdError):
+    """A command-line option or config file is invalid."""

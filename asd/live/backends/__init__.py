@@ -1,0 +1,1 @@
+"""asd.live.backends."""

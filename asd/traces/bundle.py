@@ -1,0 +1,261 @@
+"""Read and write trace bundles (see `asd.traces.schema`).
+
+Writes are atomic: the bundle is built in a temporary directory beside the target and
+renamed into place, so a crash never leaves a half-written bundle. Reads load only the
+columns asked for.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import shutil
+import tempfile
+from importlib import resources
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from asd import __version__
+from asd.errors import TraceError
+from asd.traces import schema as S
+
+BUILTIN = "builtin"
+MANIFEST = "manifest.json"
+_SUMMARIES = (("token_logprobs", "mean_logprob", "min_logprob"), ("token_entropy", "mean_entropy", None))
+
+
+def builtin_bundle_path() -> Path:
+    """Where the built-in trace (recorded by `asd record` on CPU models) is installed."""
+    return Path(str(resources.files("asd") / "traces" / "builtin" / "bundle"))
+
+
+def resolve_bundle_path(path: str | os.PathLike) -> Path:
+    """`builtin` names the trace shipped in the package; anything else is a directory."""
+    if str(path) == BUILTIN:
+        found = builtin_bundle_path()
+        if not (found / MANIFEST).is_file():
+            raise TraceError(f"the built-in trace is not installed at {found}")
+        return found
+    return Path(path)
+
+
+class Bundle:
+    """An opened trace bundle: its manifest, and column-selective table reads."""
+
+    def __init__(self, path: Path, manifest: dict):
+        self.path = path
+        self.manifest = manifest
+
+    @property
+    def tiers(self) -> list[dict]:
+        return self.manifest["tiers"]
+
+    @property
+    def tier_names(self) -> list[str]:
+        return [t["name"] for t in self.tiers]
+
+    @property
+    def n_tiers(self) -> int:
+        return len(self.tiers)
+
+    def has(self, table: str) -> bool:
+        return (self.path / f"{table}.parquet").is_file()
+
+    def columns(self, table: str) -> list[str]:
+        return pq.read_schema(self._file(table)).names
+
+    def read(self, table: str, columns: Iterable[str] | None = None) -> pa.Table:
+        """Read `table` (requests / outputs / drafts), only `columns` when given."""
+        file = self._file(table)
+        if columns is not None:
+            columns = list(columns)
+            present = set(pq.read_schema(file).names)
+            missing = [c for c in columns if c not in present]
+            if missing:
+                raise TraceError(f"{file}: no column {missing[0]!r} (has {sorted(present)})")
+        try:
+            return pq.read_table(file, columns=columns)
+        except (OSError, pa.ArrowException) as exc:
+            raise TraceError(f"{file}: unreadable Parquet ({exc})") from None
+
+    def to_pandas(self, table: str, columns: Iterable[str] | None = None):
+        return self.read(table, columns).to_pandas()
+
+    def _file(self, table: str) -> Path:
+        if table not in S.TABLES:
+            raise TraceError(f"unknown table {table!r}; tables are {list(S.TABLES)}")
+        file = self.path / f"{table}.parquet"
+        if not file.is_file():
+            raise TraceError(f"{self.path}: bundle has no {table} table ({file.name} missing)")
+        return file
+
+    def __repr__(self) -> str:
+        return f"Bundle({str(self.path)!r}, tiers={self.tier_names})"
+
+
+def open_bundle(path: str | os.PathLike) -> Bundle:
+    """Open a bundle directory (or `builtin`), checking its manifest and schema version."""
+    path = resolve_bundle_path(path)
+    if not path.exists():
+        raise TraceError(f"{path}: no such bundle")
+    if not path.is_dir():
+        raise TraceError(f"{path}: a bundle is a directory, this is a file")
+    manifest_file = path / MANIFEST
+    if not manifest_file.is_file():
+        raise TraceError(f"{path}: not a trace bundle ({MANIFEST} missing)")
+    try:
+        manifest = json.loads(manifest_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise TraceError(f"{manifest_file}: invalid JSON ({exc})") from None
+    check_manifest(manifest, manifest_file)
+    for table in S.REQUIRED_TABLES:
+        if not (path / f"{table}.parquet").is_file():
+            raise TraceError(f"{path}: bundle has no {table} table ({table}.parquet missing)")
+    return Bundle(path, manifest)
+
+
+def check_manifest(manifest: object, where: object = MANIFEST) -> None:
+    if not isinstance(manifest, dict):
+        raise TraceError(f"{where}: manifest must be a JSON object")
+    version = manifest.get("schema_version")
+    if not isinstance(version, int):
+        raise TraceError(f"{where}: schema_version missing or not an integer")
+    if version > S.SCHEMA_VERSION:
+        raise TraceError(
+            f"{where}: schema version {version} is newer than this asd reads ({S.SCHEMA_VERSION}); upgrade asd"
+        )
+    tiers = manifest.get("tiers")
+    if not isinstance(tiers, list) or not tiers:
+        raise TraceError(f"{where}: tiers missing or empty")
+    names = []
+    for i, tier in enumerate(tiers):
+        if not isinstance(tier, dict) or not isinstance(tier.get("name"), str) or not tier["name"]:
+            raise TraceError(f"{where}: tiers[{i}] has no name")
+        names.append(tier["name"])
+    if len(set(names)) != len(names):
+        raise TraceError(f"{where}: duplicate tier names {names}")
+
+
+def new_manifest(tiers: list[dict], **fields) -> dict:
+    """A manifest with the bookkeeping keys filled; `fields` (provenance, sampling, ...) override."""
+    manifest = {
+        "schema_version": S.SCHEMA_VERSION,
+        "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "asd_version": __version__,
+        "synthetic": False,
+        "tiers": [S.tier_entry(**t) for t in tiers],
+        "sampling": {},
+        "provenance": {},
+        "label_rule": None,
+        "estimated_columns": [],
+    }
+    manifest.update(fields)
+    return manifest
+
+
+def conform(table: str, data, where: str | None = None) -> pa.Table:
+    """Cast a DataFrame / dict / Arrow table to the bundle schema of `table`.
+
+    Missing optional columns become null; unknown columns and impossible casts are errors.
+    The per-row summaries (mean/min logprob, mean entropy) are derived from the lists when absent.
+    """
+    schema = S.TABLES[table]
+    where = where or table
+    if isinstance(data, pa.Table):
+        arrow = data
+    elif isinstance(data, Mapping):
+        arrow = pa.table(dict(data))
+    else:  # pandas
+        arrow = pa.Table.from_pandas(data, preserve_index=False)
+    unknown = [c for c in arrow.column_names if c not in schema.names]
+    if unknown:
+        raise TraceError(f"{where}: unknown column {unknown[0]!r} (columns are {schema.names})")
+    n = arrow.num_rows
+    columns = []
+    for field in schema:
+        if field.name in arrow.column_names:
+            col = arrow.column(field.name)
+            try:
+                col = col.cast(field.type)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                raise TraceError(
+                    f"{where}: column {field.name!r} has type {col.type}, expected {field.type} ({exc})"
+                ) from None
+        else:
+            col = pa.nulls(n, field.type)
+        if not field.nullable and col.null_count:
+            row = int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
+            raise TraceError(f"{where}: column {field.name!r} is null at row {row}")
+        columns.append(col)
+    out = pa.Table.from_arrays(columns, schema=schema)
+    if table == "outputs":
+        out = _fill_summaries(out, given=set(arrow.column_names))
+    return out
+
+
+def _fill_summaries(outputs: pa.Table, given: set[str]) -> pa.Table:
+    for list_col, mean_col, min_col in _SUMMARIES:
+        lists = outputs.column(list_col)
+        if lists.null_count == len(lists):
+            continue
+        for target, fn in ((mean_col, "mean"), (min_col, "min")):
+            if target is None or target in given:
+                continue
+            values = pc.list_flatten(lists)
+            parents = pc.list_parent_indices(lists)
+            per_row = pa.table({"row": parents, "v": values}).group_by("row").aggregate([("v", fn)])
+            result = np.full(len(lists), np.nan, dtype=np.float32)
+            result[per_row.column("row").to_numpy()] = per_row.column(f"v_{fn}").to_numpy()
+            mask = np.isnan(result)
+            idx = outputs.schema.get_field_index(target)
+            outputs = outputs.set_column(
+                idx, outputs.schema.field(idx), pa.array(result, type=pa.float32(), mask=mask)
+            )
+    return outputs
+
+
+def write_bundle(
+    path: str | os.PathLike,
+    manifest: dict,
+    requests,
+    outputs,
+    drafts=None,
+    *,
+    overwrite: bool = False,
+) -> Bundle:
+    """Write a bundle atomically. Tables are conformed to the v1 schema first."""
+    path = Path(path)
+    check_manifest(manifest, f"{path}/{MANIFEST}")
+    if path.exists() and not overwrite:
+        raise TraceError(f"{path}: already exists (pass overwrite to replace it)")
+    tables = {"requests": conform("requests", requests), "outputs": conform("outputs", outputs)}
+    if drafts is not None:
+        tables["drafts"] = conform("drafts", drafts)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        for name, table in tables.items():
+            pq.write_table(table, tmp / f"{name}.parquet", compression="zstd")
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
+        _replace_dir(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return Bundle(path, manifest)
+
+
+def _replace_dir(new: Path, target: Path) -> None:
+    """Move `new` to `target`; an existing target is swapped out, then removed."""
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        os.replace(target, old)
+        os.replace(new, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(new, target)
