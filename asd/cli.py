@@ -47,6 +47,38 @@ def traces():
 # --- traces commands (asd traces import/inspect/validate/split/synth/merge) ---
 
 
+from asd.traces.importers import IMPORTERS, import_trace, summary_lines  # noqa: E402
+
+
+@traces.command("import")
+@click.argument("fmt", metavar="FORMAT", type=click.Choice(list(IMPORTERS)))
+@click.argument("src", metavar="SRC", type=click.Path(path_type=Path))
+@click.option("-o", "--out", required=True, type=click.Path(path_type=Path), help="Bundle directory to write.")
+@click.option("--tiers", help="jsonl/csv: NAME[:PARAMS_B[:TP]],... in ladder order.")
+@click.option("--models", help="mmlu-pro/alpaca-eval/option-logits: model names as in the data, ladder order.")
+@click.option("--annotator", help="alpaca-eval: judge whose preferences give quality (default: one labelling every model; 'none': no labels).")
+@click.option("--prompt-style", help="option-logits: base, shared or task (default task).")
+@click.option("--icl-demos", type=int, help="option-logits: 0 or 1 in-context demos (default 1).")
+@click.option("--source-repo", help="spec-bench: which fork's runs (default yukiki-jc/Spec-Bench).")
+@click.option("--dataset", help="spec-bench: question set (default spec_bench).")
+@click.option("--method", help="spec-bench: draft-model run whose accepted lengths give drafts (default sps-68m).")
+@click.option("--verify-model", help="spec-bench: the verify tier (default vicuna-7b-v1.3).")
+@click.option("--drop-incomplete", is_flag=True, help="Drop requests missing a tier (counted) instead of failing.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing bundle at -o.")
+@click.option("--json", "json_path", type=click.Path(), help="Also write the summary as JSON.")
+def traces_import(fmt, src, out, overwrite, json_path, **options):
+    """Import outside results SRC (a file or directory) in FORMAT as a trace bundle.
+
+    \b
+    asd traces import jsonl runs.jsonl --tiers llama-8b:8:1,llama-70b:70:4 -o bundle
+    asd traces import mmlu-pro DIR --models Meta-Llama-3_1-8B,Meta-Llama-3_1-70B -o bundle
+    """
+    summary = import_trace(fmt, src, out, overwrite=overwrite, **options)
+    for line in summary_lines(summary):
+        click.echo(line)
+    write_json(json_path, summary)
+
+
 # --- engine commands ---
 
 

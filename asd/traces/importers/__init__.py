@@ -1,0 +1,149 @@
+"""Importers: bring outside results (JSONL/CSV, public eval dumps) into a trace bundle.
+
+`IMPORTERS` maps a format name to its class; the CLI's format choice comes from it, so a
+new format is one `Importer` subclass and one line here. `import_trace` loads, writes
+atomically, validates, and only then puts the bundle in place.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pandas as pd
+
+from asd.errors import ConfigError, TraceError
+from asd.traces.bundle import _replace_dir, write_bundle
+from asd.traces.importers.alpaca_eval import AlpacaEvalImporter
+from asd.traces.importers.base import ImportedTrace, Importer
+from asd.traces.importers.mmlu_pro import MmluProImporter
+from asd.traces.importers.option_logits import OptionLogitsImporter
+from asd.traces.importers.spec_bench import SpecBenchImporter
+from asd.traces.importers.tabular import CsvImporter, JsonlImporter
+
+IMPORTERS: dict[str, type[Importer]] = {
+    "jsonl": JsonlImporter,
+    "csv": CsvImporter,
+    "mmlu-pro": MmluProImporter,
+    "alpaca-eval": AlpacaEvalImporter,
+    "option-logits": OptionLogitsImporter,
+    "spec-bench": SpecBenchImporter,
+}
+
+__all__ = ["IMPORTERS", "ImportedTrace", "Importer", "get_importer", "import_trace", "load_trace", "summary_lines"]
+
+
+def get_importer(fmt: str) -> Importer:
+    try:
+        return IMPORTERS[fmt]()
+    except KeyError:
+        raise ConfigError(f"unknown import format {fmt!r}; formats are {', '.join(IMPORTERS)}") from None
+
+
+def load_trace(fmt: str, src: str | os.PathLike, **options) -> ImportedTrace:
+    """Read `src` in format `fmt` into memory. Options not given (None/False) are left out;
+    an option the format does not take is an error naming the formats that do."""
+    importer = get_importer(fmt)
+    given = {key: value for key, value in options.items() if value is not None and value is not False}
+    for key in given:
+        if key not in importer.options:
+            users = [name for name, cls in IMPORTERS.items() if key in cls.options]
+            flag = "--" + key.replace("_", "-")
+            raise ConfigError(f"{flag} does not apply to {fmt} (it is for {', '.join(users) or 'no format'})")
+    for key in importer.required:
+        if key not in given:
+            raise ConfigError(f"{fmt} needs --{key.replace('_', '-')}")
+    return importer.load(Path(src), **given)
+
+
+def import_trace(
+    fmt: str,
+    src: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    overwrite: bool = False,
+    validate: bool = True,
+    **options,
+) -> dict:
+    """Import `src` as a bundle at `out`; returns a summary (the CLI prints it, `--json` saves it).
+
+    The bundle is written beside `out` under a temporary name, validated (when
+    `asd.traces.validate` is available), and renamed into place only if it passes.
+    """
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise TraceError(f"{out}: already exists (pass --overwrite to replace it)")
+    trace = load_trace(fmt, src, **options)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = out.with_name(f".{out.name}.import-{os.getpid()}")
+    if staging.exists():
+        shutil.rmtree(staging)
+    try:
+        write_bundle(staging, trace.manifest, trace.requests, trace.outputs, trace.drafts)
+        problems = _validate(staging) if validate else []
+        if problems:
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            raise TraceError(f"{src}: the imported bundle fails validation: {problems[0]}{more}")
+        _replace_dir(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return summarize(fmt, out, trace)
+
+
+def _validate(path: Path) -> list:
+    try:  # written in parallel on another branch; without it the import is not validated
+        from asd.traces.validate import validate_bundle
+    except ImportError:
+        return []
+    return list(validate_bundle(path, max_problems=20))
+
+
+def summarize(fmt: str, out: Path, trace: ImportedTrace) -> dict:
+    outputs = trace.outputs
+    tiers = []
+    for index, tier in enumerate(trace.manifest["tiers"]):
+        rows = outputs[outputs["tier"] == index]
+        quality = rows["quality"].astype("float64") if "quality" in rows else pd.Series(dtype="float64")
+        tiers.append(
+            {
+                "name": tier["name"],
+                "params_b": tier["params_b"],
+                "n_outputs": int(len(rows)),
+                "n_labelled": int(quality.notna().sum()),
+                "mean_quality": float(quality.mean()) if quality.notna().any() else None,
+            }
+        )
+    return {
+        "format": fmt,
+        "bundle": str(out),
+        "n_requests": int(len(trace.requests)),
+        "n_drafts": int(len(trace.drafts)) if trace.drafts is not None else 0,
+        "tiers": tiers,
+        "dropped_incomplete": int(trace.report.get("dropped_incomplete", 0)),
+        "label_rule": trace.manifest.get("label_rule"),
+        "estimated_columns": list(trace.manifest.get("estimated_columns", [])),
+        "notes": list(trace.report.get("notes", [])),
+    }
+
+
+def summary_lines(summary: dict) -> list[str]:
+    """The import summary as the lines the CLI prints."""
+    tiers = summary["tiers"]
+    lines = [f"imported {summary['format']} -> {summary['bundle']}: {summary['n_requests']} requests x {len(tiers)} tiers"]
+    if summary["dropped_incomplete"]:
+        lines.append(f"dropped {summary['dropped_incomplete']} incomplete requests (a tier missing)")
+    width = max(len(t["name"]) for t in tiers)
+    for i, tier in enumerate(tiers):
+        size = f"{tier['params_b']:g}B" if tier["params_b"] is not None else "?"
+        quality = f"{tier['mean_quality']:.4f}" if tier["mean_quality"] is not None else "-"
+        lines.append(
+            f"  tier {i}  {tier['name']:<{width}}  {size:>6}  {tier['n_outputs']} outputs  "
+            f"{tier['n_labelled']} labelled  mean quality {quality}"
+        )
+    if summary["n_drafts"]:
+        lines.append(f"drafts: {summary['n_drafts']} rows")
+    if summary["estimated_columns"]:
+        lines.append(f"estimated: {', '.join(summary['estimated_columns'])} (rule in the manifest's provenance)")
+    lines.extend(summary["notes"])
+    return lines

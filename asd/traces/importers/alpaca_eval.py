@@ -1,0 +1,220 @@
+"""AlpacaEval (tatsu-lab's published outputs and per-example judge preferences, as tidied in
+shared/data/alpaca_eval): one tier per model, quality from the judge's preference against
+the annotator's baseline model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from asd.errors import ConfigError, TraceError
+from asd.traces.bundle import new_manifest
+from asd.traces.importers.base import (
+    TOKEN_ESTIMATE_RULE,
+    ImportedTrace,
+    Importer,
+    check_known_models,
+    complete_requests,
+    estimate_tokens,
+    parse_model_list,
+    parse_params_b,
+    require_files,
+)
+
+SOURCE = {
+    "repo": "tatsu-lab/alpaca_eval",
+    "commit": "cd543a149df89434d8a54582c0151c0b945c3d20",
+    "paths": ["results/<model>/model_outputs.json", "results/<model>/<annotator>/annotations.json"],
+    "license": "Apache-2.0 (repo); instructions CC-BY-NC-4.0",
+}
+# Which annotator the default picks when several label every requested model: the
+# continuous AlpacaEval 2 judge first, then AlpacaEval 1, then the rest.
+ANNOTATOR_ORDER = (
+    "weighted_alpaca_eval_gpt4_turbo",
+    "alpaca_eval_gpt4",
+    "alpaca_eval_cot_gpt4_turbo_fn",
+    "alpaca_eval_gpt4_turbo_fn",
+    "bedrock_claude",
+)
+NO_LABELS = "none"
+LABEL_RULE = (
+    "quality = preference - 1 from annotator {annotator} (judge vs baseline {baseline}): "
+    "1 (baseline better) -> 0, 2 (model better) -> 1, draw 1.5 -> 0.5, draw coded 0 -> 0.5; "
+    "weighted annotators give 1 + P(model better), so quality is continuous in [0, 1]; "
+    "a null preference, or a judged text that differs from the imported output, -> null quality"
+)
+
+
+def preference_to_quality(preference: np.ndarray) -> np.ndarray:
+    """AlpacaEval preference (1 = baseline better, 2 = model better, 0 or 1.5 = draw,
+    weighted judges anywhere in [1, 2]) → quality in [0, 1]; NaN stays NaN."""
+    preference = np.asarray(preference, dtype=np.float64)
+    quality = np.where(preference == 0.0, 0.5, preference - 1.0)
+    bad = ~np.isnan(preference) & ((quality < 0.0) | (quality > 1.0))
+    if bad.any():
+        raise ValueError(f"preference {preference[bad][0]!r} is neither 0 nor in [1, 2]")
+    return quality
+
+
+class AlpacaEvalImporter(Importer):
+    name = "alpaca-eval"
+    summary = "shared/data/alpaca_eval: one tier per --models name, quality from --annotator"
+    source_kind = "directory"
+    options = ("models", "annotator", "drop_incomplete")
+    required = ("models",)
+
+    def load(
+        self,
+        src: Path,
+        *,
+        models: str | None = None,
+        annotator: str | None = None,
+        drop_incomplete: bool = False,
+    ) -> ImportedTrace:
+        src = self.check_source(src)
+        require_files(src, ("prompts.parquet", "outputs.parquet", "annotations.parquet"), "an AlpacaEval export")
+        names = parse_model_list(models)
+        outputs_file = src / "outputs.parquet"
+        available = pc.unique(pq.read_table(outputs_file, columns=["model"]).column("model")).to_pylist()
+        check_known_models(names, available, str(outputs_file))
+
+        rows = pq.read_table(
+            outputs_file,
+            columns=["model", "params_b", "prompt_idx", "output"],
+            filters=[("model", "in", names)],
+        ).to_pandas()
+        rows = rows[rows["output"].notna()]
+        rows["tier"] = rows["model"].map({n: i for i, n in enumerate(names)}).astype("int16")
+        rows["request_id"] = rows["prompt_idx"].astype(str)
+        keep, dropped = complete_requests(rows[["request_id", "tier"]], len(names), names, drop_incomplete, str(outputs_file))
+
+        annotations_file = src / "annotations.parquet"
+        annotations = pd.read_parquet(annotations_file)
+        chosen = choose_annotator(annotations, names, annotator, str(annotations_file))
+        labels, n_mismatch, baseline = self._labels(annotations, chosen, names, str(annotations_file))
+
+        prompts = pd.read_parquet(src / "prompts.parquet")
+        prompts["request_id"] = prompts["prompt_idx"].astype(str)
+        prompts = prompts.set_index("request_id").reindex(keep)
+        if prompts["instruction"].isna().any():
+            first = prompts.index[prompts["instruction"].isna()][0]
+            raise TraceError(f"{src / 'prompts.parquet'}: no instruction for prompt_idx {first} (it has outputs)")
+        requests = pd.DataFrame(
+            {"request_id": keep, "prompt": prompts["instruction"].to_numpy(), "task": prompts["dataset"].to_numpy()}
+        )
+        order = pd.Series(range(len(keep)), index=keep)
+        rows = rows[rows["request_id"].isin(order.index)]
+        rows = rows.assign(_order=rows["request_id"].map(order)).sort_values(["_order", "tier"]).reset_index(drop=True)
+        prompt_tokens = estimate_tokens(requests.set_index("request_id")["prompt"])
+        outputs = pd.DataFrame(
+            {
+                "request_id": rows["request_id"],
+                "tier": rows["tier"],
+                "output": rows["output"],
+                "n_prompt_tokens": prompt_tokens.reindex(rows["request_id"]).to_numpy(),
+                "n_output_tokens": estimate_tokens(rows["output"]),
+            }
+        )
+        if labels is not None:
+            quality = labels.reindex(pd.MultiIndex.from_arrays([rows["model"], rows["prompt_idx"]]))
+            outputs["quality"] = pd.array(quality.to_numpy(), dtype="Float32")
+            outputs["label_source"] = np.where(quality.notna().to_numpy(), chosen, None)
+        params = rows.groupby("model")["params_b"].first()
+        tiers = [
+            {
+                "name": n,
+                "model_id": n,
+                "params_b": float(params[n]) if pd.notna(params.get(n)) else parse_params_b(n),
+            }
+            for n in names
+        ]
+        manifest = new_manifest(
+            tiers,
+            label_rule=LABEL_RULE.format(annotator=chosen, baseline=baseline) if labels is not None else None,
+            estimated_columns=["outputs.n_prompt_tokens", "outputs.n_output_tokens"],
+            provenance={
+                "importer": self.name,
+                "source": SOURCE,
+                "source_dir": str(src.resolve()),
+                "arguments": {"models": names, "annotator": annotator, "drop_incomplete": drop_incomplete},
+                "annotator": chosen,
+                "baseline": baseline,
+                "token_estimate_rule": {
+                    "outputs.n_prompt_tokens": TOKEN_ESTIMATE_RULE + " of the instruction (chat template not counted)",
+                    "outputs.n_output_tokens": TOKEN_ESTIMATE_RULE + " of the output",
+                },
+                "params_b_rule": "the data's params_b hand labels, else parsed from the model name",
+                "labels_nulled_text_mismatch": n_mismatch,
+                "dropped_incomplete_requests": dropped,
+            },
+        )
+        notes = []
+        if labels is not None:
+            notes.append(f"annotator {chosen} (baseline {baseline})")
+        if n_mismatch:
+            notes.append(f"{n_mismatch} labels nulled: the judged text differs from the imported output")
+        return ImportedTrace(manifest, requests, outputs, report={"dropped_incomplete": dropped, "notes": notes})
+
+    @staticmethod
+    def _labels(annotations: pd.DataFrame, chosen: str, names: list[str], where: str):
+        """(model, prompt_idx) → quality for the chosen annotator; None when `none`."""
+        if chosen == NO_LABELS:
+            return None, 0, None
+        rows = annotations[(annotations["annotator"] == chosen) & annotations["model"].isin(names)]
+        # Some annotation files are stored twice (identical rows); differing copies are an error.
+        rows = rows.drop_duplicates(["model", "prompt_idx", "preference", "output_2_matches_model_outputs"])
+        clash = rows.duplicated(["model", "prompt_idx"], keep=False)
+        if clash.any():
+            first = rows[clash].iloc[0]
+            raise TraceError(
+                f"{where}: conflicting preferences of {chosen} for model {first['model']!r}, "
+                f"prompt_idx {first['prompt_idx']}"
+            )
+        try:
+            quality = preference_to_quality(rows["preference"].to_numpy())
+        except ValueError as exc:
+            raise TraceError(f"{where}, column 'preference': {exc} (annotator {chosen})") from None
+        mismatch = ~rows["output_2_matches_model_outputs"].fillna(True).to_numpy(dtype=bool)
+        quality[mismatch] = np.nan
+        labels = pd.Series(quality, index=pd.MultiIndex.from_arrays([rows["model"], rows["prompt_idx"]]))
+        baselines = rows["baseline"].dropna().unique()
+        return labels, int(mismatch.sum()), (str(baselines[0]) if len(baselines) else None)
+
+
+def choose_annotator(annotations: pd.DataFrame, names: list[str], annotator: str | None, where: str) -> str:
+    """The requested annotator (checked), or the first in ANNOTATOR_ORDER labelling every model."""
+    labelled = annotations[annotations["preference"].notna() & annotations["model"].isin(names)]
+    covers = labelled.groupby("annotator")["model"].agg(lambda m: set(m))
+    everyone = set(annotations["annotator"].unique())
+    if annotator == NO_LABELS:
+        return NO_LABELS
+    if annotator is not None:
+        if annotator not in everyone:
+            raise ConfigError(
+                f"--annotator {annotator!r}: unknown in {where}; annotators: {', '.join(sorted(everyone))}, or none"
+            )
+        lacking = [n for n in names if n not in covers.get(annotator, set())]
+        if lacking:
+            raise TraceError(
+                f"{where}: annotator {annotator} has no labels for {', '.join(lacking)}; "
+                f"{_coverage(covers, names)}; or --annotator none for outputs without labels"
+            )
+        return annotator
+    ranked = sorted(covers.index, key=lambda a: (ANNOTATOR_ORDER.index(a) if a in ANNOTATOR_ORDER else 99, a))
+    for candidate in ranked:
+        if covers[candidate] >= set(names):
+            return candidate
+    raise TraceError(
+        f"{where}: no annotator labels all of {', '.join(names)}; {_coverage(covers, names)}; "
+        "pass --annotator none to import the outputs without labels"
+    )
+
+
+def _coverage(covers: pd.Series, names: list[str]) -> str:
+    parts = [f"{a} labels {', '.join(n for n in names if n in covers[a])}" for a in sorted(covers.index)]
+    return "; ".join(parts) if parts else "no annotator labels any of them"

@@ -1,0 +1,149 @@
+"""What every importer shares: the `Importer` base class, the in-memory `ImportedTrace` it
+returns, and the helpers for tier ladders, token estimates and incomplete requests.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import pandas as pd
+
+from asd.errors import ConfigError, TraceError
+
+# Where a source records no token counts: one token per 4 characters, rounded up
+# (the usual rule of thumb for English BPE vocabularies); an empty text is 0 tokens.
+CHARS_PER_TOKEN = 4
+TOKEN_ESTIMATE_RULE = "ceil(characters / 4)"
+
+
+@dataclass
+class ImportedTrace:
+    """An importer's result before it is written: bundle tables as DataFrames + manifest."""
+
+    manifest: dict
+    requests: pd.DataFrame
+    outputs: pd.DataFrame
+    drafts: pd.DataFrame | None = None
+    # Facts the CLI reports (e.g. how many incomplete requests were dropped).
+    report: dict = field(default_factory=dict)
+
+
+class Importer:
+    """One source format. Subclasses set `name`, `summary`, `options` and implement `load`.
+
+    `options` names the keyword options (CLI flags without dashes, `_` for `-`) this format
+    accepts besides the source path; `required` those it cannot do without.
+    """
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    source_kind: ClassVar[str] = "file"  # "file" or "directory"
+    options: ClassVar[tuple[str, ...]] = ()
+    required: ClassVar[tuple[str, ...]] = ()
+
+    def load(self, src: Path, **options) -> ImportedTrace:
+        raise NotImplementedError
+
+    def check_source(self, src: Path) -> Path:
+        src = Path(src)
+        if not src.exists():
+            raise TraceError(f"{src}: no such {self.source_kind}")
+        if self.source_kind == "directory" and not src.is_dir():
+            raise TraceError(f"{src}: {self.name} reads a directory, this is a file")
+        if self.source_kind == "file" and not src.is_file():
+            raise TraceError(f"{src}: {self.name} reads a file, this is a directory")
+        return src
+
+
+def require_files(src: Path, names: tuple[str, ...], what: str) -> None:
+    for name in names:
+        if not (src / name).is_file():
+            raise TraceError(f"{src}: not {what} ({name} missing)")
+
+
+def estimate_tokens(texts: pd.Series) -> pd.Series:
+    """Token count estimated from text length (TOKEN_ESTIMATE_RULE); null stays null."""
+    lengths = texts.str.len()
+    return np.ceil(lengths / CHARS_PER_TOKEN).astype("Int32")
+
+
+def estimate_tokens_from_chars(chars: pd.Series) -> pd.Series:
+    return np.ceil(chars.astype("float64") / CHARS_PER_TOKEN).astype("Int32")
+
+
+_SIZE_TOKEN = re.compile(r"^(\d+(?:[._]\d+)?)([bm])$", re.IGNORECASE)
+
+
+def parse_params_b(model: str) -> float | None:
+    """Parameter count in billions read from a model name, or None when it does not say.
+
+    The name is split on '-'; the first part that is a number followed by 'b' or 'm'
+    (a '_' or '.' inside is a decimal point) gives the size: 'Llama-2-13b-hf' → 13,
+    'Qwen-1_8B' → 1.8, 'Meta-Llama-3_1-70B' → 70, 'vicuna-68m' → 0.068. Mixture-of-experts
+    names ('Mixtral-8x7B') and names without a size give None rather than a guess.
+    """
+    for part in model.split("-"):
+        match = _SIZE_TOKEN.match(part)
+        if match:
+            value = float(match.group(1).replace("_", "."))
+            return value if match.group(2).lower() == "b" else value / 1000.0
+    return None
+
+
+def parse_model_list(text: str | None, option: str = "--models") -> list[str]:
+    if text is None:
+        raise ConfigError(f"{option} is required (comma-separated, in ladder order)")
+    names = [name.strip() for name in text.split(",")]
+    if not names or any(not name for name in names):
+        raise ConfigError(f"{option} {text!r}: empty model name")
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise ConfigError(f"{option} {text!r}: {duplicates[0]!r} appears twice")
+    return names
+
+
+def check_known_models(models: list[str], available, where: str) -> None:
+    known = set(available)
+    for model in models:
+        if model not in known:
+            raise TraceError(f"{where}: unknown model {model!r}; available: {', '.join(sorted(known))}")
+
+
+def complete_requests(
+    present: pd.DataFrame,
+    n_tiers: int,
+    tier_names: list[str],
+    drop_incomplete: bool,
+    where: str,
+) -> tuple[np.ndarray, int]:
+    """Which requests have a row at every tier.
+
+    `present` has columns request_id and tier (one row per recorded pair). Returns the
+    request ids to keep (in first-seen order) and how many incomplete ones were dropped;
+    an incomplete request without `drop_incomplete` is an error naming the first one.
+    """
+    ids = pd.unique(present["request_id"])
+    counts = present.groupby("request_id", sort=False)["tier"].nunique().reindex(ids)
+    incomplete = counts.index[counts.to_numpy() < n_tiers]
+    if len(incomplete) and not drop_incomplete:
+        first = incomplete[0]
+        have = set(present.loc[present["request_id"] == first, "tier"])
+        missing = [tier_names[t] for t in range(n_tiers) if t not in have]
+        more = f" (and {len(incomplete) - 1} more incomplete requests)" if len(incomplete) > 1 else ""
+        raise TraceError(
+            f"{where}: request {first!r} has no row for tier {missing[0]!r}{more}; "
+            "pass --drop-incomplete to drop incomplete requests"
+        )
+    keep = counts.index[counts.to_numpy() >= n_tiers].to_numpy()
+    if len(keep) == 0:
+        raise TraceError(f"{where}: no request has a row at every tier ({', '.join(tier_names)})")
+    return keep, int(len(incomplete))
+
+
+def is_missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))

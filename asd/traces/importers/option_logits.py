@@ -1,0 +1,165 @@
+"""Multiple-choice option logits (LLM-Uncertainty-Bench emotion task, shared/data/
+option_logits_emotion): the answer token's log-probability and the entropy over the six
+options become the token-level signals; quality = the chosen option is the gold one.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from asd.errors import ConfigError, TraceError
+from asd.traces.bundle import new_manifest
+from asd.traces.importers.base import (
+    ImportedTrace,
+    Importer,
+    check_known_models,
+    complete_requests,
+    parse_model_list,
+    parse_params_b,
+    require_files,
+)
+
+SOURCE = {
+    "repo": "colts661/LLM-Uncertainty-Bench",
+    "commit": "cfc8c3f4063430b6a5731afbd457c24f0b0b6823",
+    "paths": ["data/emotion_10k_4.json", "outputs_base/<model>_emotion_10k_4_<style>_icl<k>.pkl"],
+    "license": "fork of smartyfh/LLM-Uncertainty-Bench (MIT); the fork itself has no LICENSE file",
+}
+OPTIONS = "ABCDEF"
+LOGIT_COLUMNS = [f"logit_{o}" for o in OPTIONS]
+LABEL_RULE = "quality = 1.0 if the chosen (argmax) option letter equals the gold answer letter, else 0.0"
+SIGNAL_RULE = (
+    "token_logprobs = [log-softmax of the chosen option's logit over the 6 option letters]; "
+    "token_entropy = [entropy (nats) of the softmax over the 6 option letters]"
+)
+
+
+def option_signals(logits: np.ndarray, chosen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: log-softmax of the chosen option over all options, and the options' entropy."""
+    logits = np.asarray(logits, dtype=np.float64)
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    chosen_logprob = log_probs[np.arange(len(logits)), chosen]
+    entropy = -(np.exp(log_probs) * log_probs).sum(axis=1)
+    return np.minimum(chosen_logprob, 0.0), np.maximum(entropy, 0.0)
+
+
+def format_prompt(context: str, question: str, choices_json: str) -> str:
+    choices = json.loads(choices_json)
+    return f"{context}\n{question}\n" + "\n".join(f"{k}. {v}" for k, v in choices.items())
+
+
+class OptionLogitsImporter(Importer):
+    name = "option-logits"
+    summary = "shared/data/option_logits_emotion: answer-token logprob + option entropy, quality = correct"
+    source_kind = "directory"
+    options = ("models", "prompt_style", "icl_demos", "drop_incomplete")
+    required = ("models",)
+
+    def load(
+        self,
+        src: Path,
+        *,
+        models: str | None = None,
+        prompt_style: str | None = None,
+        icl_demos: int | None = None,
+        drop_incomplete: bool = False,
+    ) -> ImportedTrace:
+        src = self.check_source(src)
+        require_files(src, ("questions.parquet", "option_logits.parquet"), "an option-logits export")
+        # task/1 is the variant that covers the most models (11; the others 5).
+        prompt_style = "task" if prompt_style is None else prompt_style
+        icl_demos = 1 if icl_demos is None else int(icl_demos)
+        names = parse_model_list(models)
+        logits_file = src / "option_logits.parquet"
+        variants = pq.read_table(logits_file, columns=["model", "prompt_style", "icl_demos"]).group_by(
+            ["prompt_style", "icl_demos"]
+        ).aggregate([("model", "distinct")]).to_pylist()
+        by_variant = {(v["prompt_style"], v["icl_demos"]): v["model_distinct"] for v in variants}
+        if (prompt_style, icl_demos) not in by_variant:
+            raise ConfigError(
+                f"--prompt-style {prompt_style} --icl-demos {icl_demos}: not in {logits_file}; variants are "
+                + ", ".join(f"{s}/{k}" for s, k in sorted(by_variant))
+            )
+        check_known_models(names, by_variant[prompt_style, icl_demos], f"{logits_file} ({prompt_style}/icl{icl_demos})")
+
+        rows = pq.read_table(
+            logits_file,
+            columns=["model", "id", *LOGIT_COLUMNS, "pred"],
+            filters=[("model", "in", names), ("prompt_style", "=", prompt_style), ("icl_demos", "=", icl_demos)],
+        ).to_pandas()
+        rows["tier"] = rows["model"].map({n: i for i, n in enumerate(names)}).astype("int16")
+        rows["request_id"] = rows["id"].astype(str)
+        keep, dropped = complete_requests(rows[["request_id", "tier"]], len(names), names, drop_incomplete, str(logits_file))
+
+        questions = pd.read_parquet(src / "questions.parquet")
+        questions["request_id"] = questions["id"].astype(str)
+        questions = questions.set_index("request_id").reindex(keep)
+        if questions["answer"].isna().any():
+            first = questions.index[questions["answer"].isna()][0]
+            raise TraceError(f"{src / 'questions.parquet'}: no question with id {first} (it has logits)")
+        requests = pd.DataFrame(
+            {
+                "request_id": keep,
+                "prompt": [
+                    format_prompt(c, q, ch)
+                    for c, q, ch in zip(questions["context"], questions["question"], questions["choices"])
+                ],
+                "task": questions["source"].to_numpy(),
+                "reference": questions["answer"].to_numpy(),
+            }
+        )
+        order = pd.Series(range(len(keep)), index=keep)
+        rows = rows[rows["request_id"].isin(order.index)]
+        rows = rows.assign(_order=rows["request_id"].map(order)).sort_values(["_order", "tier"]).reset_index(drop=True)
+
+        # The answer is the data's `pred` (the argmax option letter); its log-softmax is the signal.
+        unknown = ~rows["pred"].isin(list(OPTIONS))
+        if unknown.any():
+            raise TraceError(f"{logits_file}, column 'pred': {rows['pred'][unknown].iloc[0]!r} is not one of {OPTIONS}")
+        logits = rows[LOGIT_COLUMNS].to_numpy(dtype=np.float64)
+        chosen = rows["pred"].map({o: i for i, o in enumerate(OPTIONS)}).to_numpy()
+        logprob, entropy = option_signals(logits, chosen)
+        answer = rows["pred"].to_numpy()
+        gold = requests.set_index("request_id")["reference"].reindex(rows["request_id"]).to_numpy()
+        correct = answer == gold
+        outputs = pd.DataFrame(
+            {
+                "request_id": rows["request_id"],
+                "tier": rows["tier"],
+                "output": answer,
+                "n_output_tokens": np.ones(len(rows), dtype=np.int32),  # one option letter
+                "token_logprobs": [[float(v)] for v in logprob],
+                "token_entropy": [[float(v)] for v in entropy],
+                "quality": correct.astype(np.float32),
+                "accepted": correct,
+                "label_source": "gold_label",
+            }
+        )
+        tiers = [{"name": n, "model_id": n, "params_b": parse_params_b(n)} for n in names]
+        manifest = new_manifest(
+            tiers,
+            label_rule=LABEL_RULE,
+            sampling={"prompt_style": prompt_style, "icl_demos": icl_demos, "decoding": "next-token option logits"},
+            provenance={
+                "importer": self.name,
+                "source": SOURCE,
+                "source_dir": str(src.resolve()),
+                "arguments": {
+                    "models": names,
+                    "prompt_style": prompt_style,
+                    "icl_demos": icl_demos,
+                    "drop_incomplete": drop_incomplete,
+                },
+                "signal_rule": SIGNAL_RULE,
+                "params_b_rule": "parsed from the model name (asd.traces.importers.base.parse_params_b)",
+                "dropped_incomplete_requests": dropped,
+            },
+        )
+        return ImportedTrace(manifest, requests, outputs, report={"dropped_incomplete": dropped})

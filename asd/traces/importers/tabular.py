@@ -1,0 +1,334 @@
+"""The universal path: one JSONL or CSV row per (request, tier), tiers named on the command
+line (`--tiers NAME[:PARAMS_B[:TP]],...`, ladder order). Every bad value is reported with
+the file, line and column it came from.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from asd.errors import ConfigError, TraceError
+from asd.traces.bundle import new_manifest
+from asd.traces.importers.base import ImportedTrace, Importer, complete_requests
+
+REQUEST_COLUMNS = ("prompt", "task", "reference")
+OUTPUT_COLUMNS = (
+    "output",
+    "quality",
+    "accepted",
+    "n_prompt_tokens",
+    "n_output_tokens",
+    "token_logprobs",
+    "ttft_ms",
+    "e2e_ms",
+)
+KNOWN_COLUMNS = ("request_id", "model", "tier", *REQUEST_COLUMNS, *OUTPUT_COLUMNS)
+_TRUE = {"true", "1", "yes"}
+_FALSE = {"false", "0", "no"}
+
+
+def parse_tiers(spec: str | None) -> list[dict]:
+    """`NAME[:PARAMS_B[:TP]],...` → manifest tier dicts, in the order given (the ladder)."""
+    if spec is None or not spec.strip():
+        raise ConfigError("--tiers is required: NAME[:PARAMS_B[:TP]],... in ladder order")
+    tiers = []
+    for item in spec.split(","):
+        parts = item.strip().split(":")
+        if len(parts) > 3 or not parts[0]:
+            raise ConfigError(f"--tiers: {item.strip()!r} is not NAME[:PARAMS_B[:TP]]")
+        tier = {"name": parts[0], "model_id": parts[0]}
+        if len(parts) > 1 and parts[1]:
+            try:
+                params_b = float(parts[1])
+            except ValueError:
+                params_b = math.nan
+            if not math.isfinite(params_b) or params_b <= 0:
+                raise ConfigError(f"--tiers: {item.strip()!r}: PARAMS_B must be a positive number")
+            tier["params_b"] = params_b
+        if len(parts) > 2 and parts[2]:
+            if not parts[2].isdigit() or int(parts[2]) < 1:
+                raise ConfigError(f"--tiers: {item.strip()!r}: TP must be a positive integer")
+            tier["tensor_parallel"] = int(parts[2])
+        if any(t["name"] == tier["name"] for t in tiers):
+            raise ConfigError(f"--tiers: tier name {tier['name']!r} appears twice")
+        tiers.append(tier)
+    return tiers
+
+
+class _RowError(Exception):
+    def __init__(self, column: str, message: str):
+        super().__init__(message)
+        self.column = column
+
+
+def _number(column: str, value, from_text: bool) -> float:
+    if from_text:
+        try:
+            return float(value)
+        except ValueError:
+            raise _RowError(column, f"{value!r} is not a number") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _RowError(column, f"expected a number, got {type(value).__name__} {value!r}")
+    return float(value)
+
+
+def _count(column: str, value, from_text: bool) -> int:
+    number = _number(column, value, from_text)
+    if not math.isfinite(number) or number != int(number) or number < 0:
+        raise _RowError(column, f"expected a whole number ≥ 0, got {value!r}")
+    return int(number)
+
+
+def _text(column: str, value, from_text: bool) -> str:
+    if not isinstance(value, str):
+        raise _RowError(column, f"expected a string, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _convert(column: str, value, from_text: bool):
+    """One cell → its bundle value (None = not recorded); `from_text` for CSV cells."""
+    if value is None or (from_text and value == ""):
+        return None
+    if column in ("request_id", "model"):
+        if not from_text and isinstance(value, int) and not isinstance(value, bool) and column == "request_id":
+            return str(value)
+        value = _text(column, value, from_text)
+        if not value:
+            raise _RowError(column, "is empty")
+        return value
+    if column == "tier":
+        return _count(column, value, from_text)
+    if column in ("output", *REQUEST_COLUMNS):
+        return _text(column, value, from_text)
+    if column == "quality":
+        quality = _number(column, value, from_text)
+        if math.isnan(quality):
+            raise _RowError(column, "quality is NaN (leave it empty/null when not judged)")
+        if not 0.0 <= quality <= 1.0:
+            raise _RowError(column, f"quality {quality!r} is outside [0, 1]")
+        return quality
+    if column == "accepted":
+        if from_text:
+            if value.strip().lower() in _TRUE:
+                return True
+            if value.strip().lower() in _FALSE:
+                return False
+            raise _RowError(column, f"{value!r} is not true/false")
+        if not isinstance(value, bool):
+            raise _RowError(column, f"expected true/false, got {type(value).__name__} {value!r}")
+        return value
+    if column in ("n_prompt_tokens", "n_output_tokens"):
+        return _count(column, value, from_text)
+    if column in ("ttft_ms", "e2e_ms"):
+        ms = _number(column, value, from_text)
+        if not math.isfinite(ms) or ms < 0:
+            raise _RowError(column, f"expected a time ≥ 0 in ms, got {value!r}")
+        return ms
+    if column == "token_logprobs":
+        if from_text:
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError:
+                raise _RowError(column, f"{value[:40]!r} is not a JSON list of numbers") from None
+        if not isinstance(value, list):
+            raise _RowError(column, f"expected a list of numbers, got {type(value).__name__}")
+        out = []
+        for i, item in enumerate(value):
+            if isinstance(item, bool) or not isinstance(item, (int, float)):
+                raise _RowError(column, f"item {i} is {item!r}, not a number")
+            if math.isnan(item) or item > 0:
+                raise _RowError(column, f"item {i} is {item!r}; a logprob is ≤ 0")
+            out.append(float(item))
+        return out
+    raise AssertionError(column)
+
+
+def _jsonl_rows(path: Path):
+    with path.open(encoding="utf-8") as handle:
+        try:
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise TraceError(f"{path}, line {number}: invalid JSON ({exc.msg})") from None
+                if not isinstance(row, dict):
+                    raise TraceError(f"{path}, line {number}: expected a JSON object, got {type(row).__name__}")
+                yield number, row
+        except UnicodeDecodeError as exc:
+            raise TraceError(f"{path}: not UTF-8 text ({exc.reason})") from None
+
+
+def _csv_rows(path: Path):
+    with path.open(encoding="utf-8", newline="") as handle:
+        try:
+            reader = csv.reader(handle)
+            header = next(reader, None)
+            if header is None:
+                return
+            header = [name.strip() for name in header]
+            duplicated = sorted({name for name in header if header.count(name) > 1})
+            if duplicated:
+                raise TraceError(f"{path}, line 1: column {duplicated[0]!r} appears twice in the header")
+            for cells in reader:
+                number = reader.line_num
+                if not cells or all(not c.strip() for c in cells):
+                    continue
+                if len(cells) != len(header):
+                    raise TraceError(f"{path}, line {number}: {len(cells)} fields, the header has {len(header)}")
+                yield number, dict(zip(header, cells))
+        except csv.Error as exc:
+            raise TraceError(f"{path}, line {reader.line_num}: malformed CSV ({exc})") from None
+        except UnicodeDecodeError as exc:
+            raise TraceError(f"{path}: not UTF-8 text ({exc.reason})") from None
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class TabularImporter(Importer):
+    """Shared by JSONL and CSV: they differ only in how rows are read and how cells are typed."""
+
+    options = ("tiers", "drop_incomplete")
+    required = ("tiers",)
+    from_text: bool = False
+
+    def rows(self, path: Path):
+        raise NotImplementedError
+
+    def load(self, src: Path, *, tiers: str | None = None, drop_incomplete: bool = False) -> ImportedTrace:
+        src = self.check_source(src)
+        tier_list = parse_tiers(tiers)
+        names = [t["name"] for t in tier_list]
+        tier_of = {name: i for i, name in enumerate(names)}
+        request_fields: dict[str, dict] = {}  # request_id → prompt/task/reference (+ line of first)
+        first_line: dict[tuple[str, int], int] = {}
+        out_rows: list[dict] = []
+        for number, raw in self.rows(src):
+            where = f"{src}, line {number}"
+            unknown = [key for key in raw if key not in KNOWN_COLUMNS]
+            if unknown:
+                raise TraceError(f"{where}: unknown column {unknown[0]!r} (columns are {', '.join(KNOWN_COLUMNS)})")
+            try:
+                row = {key: _convert(key, value, self.from_text) for key, value in raw.items()}
+            except _RowError as exc:
+                raise TraceError(f"{where}, column {exc.column!r}: {exc}") from None
+            request_id = row.get("request_id")
+            if request_id is None:
+                raise TraceError(f"{where}, column 'request_id': missing")
+            if "output" not in raw:
+                raise TraceError(f"{where}, column 'output': missing (use null when not recorded)")
+            tier = self._tier(row, names, tier_of, where)
+            if (request_id, tier) in first_line:
+                raise TraceError(
+                    f"{where}: duplicate row for request {request_id!r} at tier {names[tier]!r} "
+                    f"(first at line {first_line[request_id, tier]})"
+                )
+            first_line[request_id, tier] = number
+            fields = request_fields.setdefault(request_id, {"_line": number})
+            for column in REQUEST_COLUMNS:
+                value = row.get(column)
+                if value is None:
+                    continue
+                if fields.get(column) is not None and fields[column] != value:
+                    raise TraceError(
+                        f"{where}, column {column!r}: differs from the {column} given for request "
+                        f"{request_id!r} at line {fields['_line']}"
+                    )
+                fields[column] = value
+            logprobs, n_out = row.get("token_logprobs"), row.get("n_output_tokens")
+            if logprobs is not None and n_out is not None and len(logprobs) != n_out:
+                raise TraceError(
+                    f"{where}, column 'token_logprobs': {len(logprobs)} logprobs but n_output_tokens is {n_out}"
+                )
+            out = {column: row.get(column) for column in OUTPUT_COLUMNS}
+            out["request_id"], out["tier"] = request_id, tier
+            out["label_source"] = "input" if out["quality"] is not None or out["accepted"] is not None else None
+            out_rows.append(out)
+        if not out_rows:
+            raise TraceError(f"{src}: empty (no rows)")
+
+        outputs = pd.DataFrame(out_rows)
+        keep, dropped = complete_requests(outputs[["request_id", "tier"]], len(names), names, drop_incomplete, str(src))
+        order = {request_id: i for i, request_id in enumerate(keep)}
+        outputs = outputs[outputs["request_id"].isin(order)]
+        outputs = outputs.assign(_order=outputs["request_id"].map(order)).sort_values(["_order", "tier"], kind="stable")
+        outputs = outputs.drop(columns="_order").reset_index(drop=True)
+        requests = pd.DataFrame(
+            {
+                "request_id": keep,
+                **{c: [request_fields[r].get(c) for r in keep] for c in REQUEST_COLUMNS},
+            }
+        )
+        outputs = _typed_outputs(outputs)
+        manifest = new_manifest(
+            tier_list,
+            label_rule="quality and accepted as given in the input file" if outputs["quality"].notna().any()
+            or outputs["accepted"].notna().any() else None,
+            provenance={
+                "importer": self.name,
+                "source_file": str(src.resolve()),
+                "source_sha256": _sha256(src),
+                "arguments": {"tiers": tiers, "drop_incomplete": drop_incomplete},
+                "dropped_incomplete_requests": dropped,
+            },
+        )
+        return ImportedTrace(manifest, requests, outputs, report={"dropped_incomplete": dropped})
+
+    @staticmethod
+    def _tier(row: dict, names: list[str], tier_of: dict, where: str) -> int:
+        model, tier = row.get("model"), row.get("tier")
+        if model is None and tier is None:
+            raise TraceError(f"{where}, column 'model': missing (give 'model' (a tier name) or 'tier' (0-based))")
+        if model is not None and model not in tier_of:
+            raise TraceError(f"{where}, column 'model': unknown model {model!r}; tiers are {', '.join(names)}")
+        if tier is not None and tier >= len(names):
+            raise TraceError(
+                f"{where}, column 'tier': {tier} is out of range; tiers are 0..{len(names) - 1} ({', '.join(names)})"
+            )
+        if model is not None and tier is not None and tier_of[model] != tier:
+            raise TraceError(f"{where}, column 'tier': {tier} disagrees with model {model!r} (tier {tier_of[model]})")
+        return tier_of[model] if model is not None else tier
+
+
+def _typed_outputs(outputs: pd.DataFrame) -> pd.DataFrame:
+    """Nullable dtypes, so an all-null column is still typed and ints stay ints."""
+    return outputs.assign(
+        quality=outputs["quality"].astype("Float64"),
+        accepted=outputs["accepted"].astype("boolean"),
+        n_prompt_tokens=outputs["n_prompt_tokens"].astype("Int32"),
+        n_output_tokens=outputs["n_output_tokens"].astype("Int32"),
+        ttft_ms=outputs["ttft_ms"].astype("Float64"),
+        e2e_ms=outputs["e2e_ms"].astype("Float64"),
+        tier=outputs["tier"].astype("int16"),
+        output=outputs["output"].astype(object),
+    )
+
+
+class JsonlImporter(TabularImporter):
+    name = "jsonl"
+    summary = "JSON Lines, one object per (request, tier); needs --tiers"
+
+    def rows(self, path: Path):
+        return _jsonl_rows(path)
+
+
+class CsvImporter(TabularImporter):
+    name = "csv"
+    summary = "CSV with a header, one row per (request, tier); needs --tiers"
+    from_text = True
+
+    def rows(self, path: Path):
+        return _csv_rows(path)

@@ -1,0 +1,196 @@
+import json
+import math
+
+import pytest
+
+from asd.errors import ConfigError, TraceError
+from asd.traces.bundle import open_bundle
+from asd.traces.importers import import_trace, load_trace
+from asd.traces.importers.tabular import parse_tiers
+
+TIERS = "llama-8b:8:1,llama-70b:70:4"
+
+
+def _jsonl(path, rows):
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    return path
+
+
+GOOD_ROWS = [
+    {"request_id": "q1", "model": "llama-8b", "output": "Paris", "quality": 1.0, "prompt": "Capital of France?",
+     "task": "geo", "reference": "Paris", "n_prompt_tokens": 5, "n_output_tokens": 2,
+     "token_logprobs": [-0.1, -0.3], "ttft_ms": 12.5, "e2e_ms": 40.0},
+    {"request_id": "q1", "model": "llama-70b", "output": "Paris.", "quality": 1, "accepted": True,
+     "n_output_tokens": 3, "token_logprobs": [-0.01, -0.02, 0]},
+    {"request_id": 7, "tier": 0, "output": "4", "quality": 0.0, "accepted": False, "prompt": "2+3?"},
+    {"request_id": 7, "tier": 1, "output": "5", "quality": 0.75, "prompt": "2+3?"},
+]
+
+
+def test_jsonl_rows_land_in_the_bundle_in_ladder_order(tmp_path):
+    src = _jsonl(tmp_path / "runs.jsonl", GOOD_ROWS)
+    summary = import_trace("jsonl", src, tmp_path / "b", tiers=TIERS)
+    bundle = open_bundle(tmp_path / "b")
+    assert bundle.tier_names == ["llama-8b", "llama-70b"]
+    assert [t["params_b"] for t in bundle.tiers] == [8.0, 70.0]
+    assert [t["tensor_parallel"] for t in bundle.tiers] == [1, 4]
+    requests = bundle.to_pandas("requests")
+    assert requests["request_id"].tolist() == ["q1", "7"]
+    assert requests["prompt"].tolist() == ["Capital of France?", "2+3?"]
+    assert requests["reference"].tolist()[0] == "Paris"
+    out = bundle.to_pandas("outputs")
+    assert out["tier"].tolist() == [0, 1, 0, 1]
+    assert out["quality"].tolist() == [1.0, 1.0, 0.0, 0.75]
+    assert out["accepted"].tolist()[1:3] == [True, False]
+    assert out["accepted"].isna().tolist() == [True, False, False, True]
+    assert out["token_logprobs"][0].tolist() == pytest.approx([-0.1, -0.3])
+    assert out["mean_logprob"][1] == pytest.approx(-0.01)
+    assert out["e2e_ms"][0] == 40.0 and math.isnan(out["e2e_ms"][1])
+    assert summary["n_requests"] == 2 and summary["tiers"][1]["mean_quality"] == pytest.approx(0.875)
+    provenance = bundle.manifest["provenance"]
+    assert provenance["importer"] == "jsonl" and len(provenance["source_sha256"]) == 64
+
+
+def test_csv_cells_are_typed_like_jsonl_values(tmp_path):
+    src = tmp_path / "runs.csv"
+    src.write_text(
+        "request_id,model,output,quality,accepted,n_output_tokens,token_logprobs,e2e_ms,task\n"
+        'a,llama-8b,"hi, there",0.5,true,2,"[-0.5, -1]",10,chat\n'
+        "a,llama-70b,yo,,no,,,,chat\n"
+    )
+    import_trace("csv", src, tmp_path / "b", tiers=TIERS)
+    out = open_bundle(tmp_path / "b").to_pandas("outputs")
+    assert out["output"].tolist() == ["hi, there", "yo"]
+    assert out["quality"][0] == 0.5 and math.isnan(out["quality"][1])
+    assert out["accepted"].tolist() == [True, False]
+    assert out["token_logprobs"][0].tolist() == [-0.5, -1.0]
+    assert out["n_output_tokens"].tolist()[0] == 2
+
+
+def test_drop_incomplete_drops_and_counts_requests_missing_a_tier(tmp_path):
+    rows = GOOD_ROWS + [{"request_id": "lonely", "model": "llama-70b", "output": "x"}]
+    src = _jsonl(tmp_path / "runs.jsonl", rows)
+    with pytest.raises(TraceError, match=r"request 'lonely' has no row for tier 'llama-8b'.*--drop-incomplete"):
+        load_trace("jsonl", src, tiers=TIERS)
+    summary = import_trace("jsonl", src, tmp_path / "b", tiers=TIERS, drop_incomplete=True)
+    assert summary["dropped_incomplete"] == 1 and summary["n_requests"] == 2
+    assert open_bundle(tmp_path / "b").manifest["provenance"]["dropped_incomplete_requests"] == 1
+
+
+def _row(**changes):
+    row = {"request_id": "r", "model": "llama-8b", "output": "x"}
+    row.update(changes)
+    return {k: v for k, v in row.items() if v is not ...}
+
+
+# (rows of the file, what the one-line message must contain)
+BAD_JSONL = {
+    "unknown model lists the tiers": ([_row(model="gpt-5")], r"line 1, column 'model': unknown model 'gpt-5'; tiers are llama-8b, llama-70b"),
+    "NaN quality": (['{"request_id": "r", "model": "llama-8b", "output": "x", "quality": NaN}'], r"line 1, column 'quality': quality is NaN"),
+    "quality above 1": ([_row(quality=1.5)], r"line 1, column 'quality': quality 1.5 is outside \[0, 1\]"),
+    "quality as text": ([_row(quality="good")], r"line 1, column 'quality': expected a number, got str 'good'"),
+    "quality as bool": ([_row(quality=True)], r"column 'quality': expected a number, got bool"),
+    "duplicate request and tier": ([_row(), _row(output="y")], r"line 2: duplicate row for request 'r' at tier 'llama-8b' \(first at line 1\)"),
+    "same pair by name then index": ([_row(), _row(model=..., tier=0)], r"line 2: duplicate row"),
+    "tier out of range": ([_row(model=..., tier=2)], r"line 1, column 'tier': 2 is out of range; tiers are 0..1"),
+    "tier and model disagree": ([_row(tier=1)], r"column 'tier': 1 disagrees with model 'llama-8b'"),
+    "negative token count": ([_row(n_output_tokens=-1)], r"column 'n_output_tokens': expected a whole number ≥ 0"),
+    "fractional token count": ([_row(n_output_tokens=2.5)], r"column 'n_output_tokens': expected a whole number"),
+    "positive logprob": ([_row(token_logprobs=[-0.1, 0.2])], r"column 'token_logprobs': item 1 is 0.2; a logprob is ≤ 0"),
+    "logprobs not a list": ([_row(token_logprobs=-0.1)], r"column 'token_logprobs': expected a list of numbers"),
+    "logprob count differs": ([_row(token_logprobs=[-0.1], n_output_tokens=2)], r"column 'token_logprobs': 1 logprobs but n_output_tokens is 2"),
+    "negative time": ([_row(e2e_ms=-3)], r"column 'e2e_ms': expected a time ≥ 0"),
+    "accepted as text": ([_row(accepted="yes")], r"column 'accepted': expected true/false"),
+    "output missing": ([{"request_id": "r", "model": "llama-8b"}], r"line 1, column 'output': missing"),
+    "request id missing": ([{"model": "llama-8b", "output": "x"}], r"line 1, column 'request_id': missing"),
+    "neither model nor tier": ([{"request_id": "r", "output": "x"}], r"line 1, column 'model': missing"),
+    "unknown column": ([_row(qualty=1)], r"line 1: unknown column 'qualty'"),
+    "prompt differs between tiers": ([_row(prompt="a"), _row(model="llama-70b", prompt="b")], r"line 2, column 'prompt': differs from the prompt given for request 'r' at line 1"),
+    "invalid JSON": (['{"request_id": "r",'], r"line 1: invalid JSON"),
+    "not an object": (['[1, 2]'], r"line 1: expected a JSON object, got list"),
+    "empty file": ([], r"runs.jsonl: empty \(no rows\)"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_JSONL))
+def test_bad_jsonl_is_one_line_naming_file_line_and_column(tmp_path, case):
+    rows, expected = BAD_JSONL[case]
+    src = _jsonl(tmp_path / "runs.jsonl", rows) if rows else tmp_path / "runs.jsonl"
+    if not rows:
+        src.write_text("")
+    with pytest.raises(TraceError) as info:
+        import_trace("jsonl", src, tmp_path / "b", tiers=TIERS)
+    message = str(info.value)
+    assert "\n" not in message and str(src) in message
+    assert __import__("re").search(expected, message), message
+    assert not (tmp_path / "b").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["runs.jsonl"]  # nothing half-written
+
+
+BAD_CSV = {
+    "NaN quality": ("request_id,model,output,quality\nr,llama-8b,x,nan\n", r"line 2, column 'quality': quality is NaN"),
+    "quality not a number": ("request_id,model,output,quality\nr,llama-8b,x,high\n", r"line 2, column 'quality': 'high' is not a number"),
+    "unknown model": ("request_id,model,output\nr,llama-7b,x\n", r"line 2, column 'model': unknown model 'llama-7b'; tiers are llama-8b, llama-70b"),
+    "tier not a number": ("request_id,tier,output\nr,first,x\n", r"line 2, column 'tier': 'first' is not a number"),
+    "ragged row": ("request_id,model,output\nr,llama-8b\n", r"line 2: 2 fields, the header has 3"),
+    "duplicate": ("request_id,model,output\nr,llama-8b,x\nr,llama-8b,y\n", r"line 3: duplicate row for request 'r'"),
+    "accepted not boolean": ("request_id,model,output,accepted\nr,llama-8b,x,maybe\n", r"line 2, column 'accepted': 'maybe' is not true/false"),
+    "logprobs not JSON": ("request_id,model,output,token_logprobs\nr,llama-8b,x,-0.1;-0.2\n", r"column 'token_logprobs': '-0.1;-0.2' is not a JSON list"),
+    "header only": ("request_id,model,output\n", r"runs.csv: empty \(no rows\)"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_CSV))
+def test_bad_csv_is_one_line_naming_file_line_and_column(tmp_path, case):
+    text, expected = BAD_CSV[case]
+    src = tmp_path / "runs.csv"
+    src.write_text(text)
+    with pytest.raises(TraceError) as info:
+        import_trace("csv", src, tmp_path / "b", tiers=TIERS)
+    message = str(info.value)
+    assert "\n" not in message and str(src) in message
+    assert __import__("re").search(expected, message), message
+    assert not (tmp_path / "b").exists()
+
+
+def test_missing_file_is_named(tmp_path):
+    with pytest.raises(TraceError, match=r"nope.jsonl: no such file"):
+        import_trace("jsonl", tmp_path / "nope.jsonl", tmp_path / "b", tiers=TIERS)
+
+
+def test_existing_bundle_is_kept_unless_overwrite(tmp_path):
+    src = _jsonl(tmp_path / "runs.jsonl", GOOD_ROWS)
+    import_trace("jsonl", src, tmp_path / "b", tiers=TIERS)
+    with pytest.raises(TraceError, match="already exists"):
+        import_trace("jsonl", src, tmp_path / "b", tiers=TIERS)
+    import_trace("jsonl", src, tmp_path / "b", tiers="llama-8b:8:2,llama-70b:70:8", overwrite=True)
+    assert [t["tensor_parallel"] for t in open_bundle(tmp_path / "b").tiers] == [2, 8]
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        (None, "--tiers is required"),
+        ("a:x", "PARAMS_B must be a positive number"),
+        ("a:8:0", "TP must be a positive integer"),
+        ("a:8:1:2", "is not NAME"),
+        ("a,a", "'a' appears twice"),
+        ("a,,b", "is not NAME"),
+    ],
+)
+def test_bad_tiers_spec_is_a_config_error(spec, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_tiers(spec)
+
+
+def test_tiers_spec_keeps_ladder_order_and_optional_fields():
+    tiers = parse_tiers("llama-8b:8:1, llama-70b:70:4,llama-405b")
+    assert [t["name"] for t in tiers] == ["llama-8b", "llama-70b", "llama-405b"]
+    assert tiers[1] == {"name": "llama-70b", "model_id": "llama-70b", "params_b": 70.0, "tensor_parallel": 4}
+    assert "params_b" not in tiers[2]
+
+
+def test_option_for_another_format_is_refused(tmp_path):
+    src = _jsonl(tmp_path / "runs.jsonl", GOOD_ROWS)
+    with pytest.raises(ConfigError, match="--models does not apply to jsonl"):
+        load_trace("jsonl", src, tiers=TIERS, models="a,b")
