@@ -132,7 +132,8 @@ def summary_lines(summary: dict) -> list[str]:
     tiers = summary["tiers"]
     lines = [f"imported {summary['format']} -> {summary['bundle']}: {summary['n_requests']} requests x {len(tiers)} tiers"]
     if summary["dropped_incomplete"]:
-        lines.append(f"dropped {summary['dropped_incomplete']} incomplete requests (a tier missing)")
+        n = summary["dropped_incomplete"]
+        lines.append(f"dropped {n} incomplete request{'s' if n != 1 else ''} (a tier missing)")
     width = max(len(t["name"]) for t in tiers)
     for i, tier in enumerate(tiers):
         size = f"{tier['params_b']:g}B" if tier["params_b"] is not None else "?"

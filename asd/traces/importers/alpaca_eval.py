@@ -91,12 +91,11 @@ class AlpacaEvalImporter(Importer):
         rows = rows[rows["output"].notna()]
         rows["tier"] = rows["model"].map({n: i for i, n in enumerate(names)}).astype("int16")
         rows["request_id"] = rows["prompt_idx"].astype(str)
-        keep, dropped = complete_requests(rows[["request_id", "tier"]], len(names), names, drop_incomplete, str(outputs_file))
-
         annotations_file = src / "annotations.parquet"
         annotations = pd.read_parquet(annotations_file)
         chosen = choose_annotator(annotations, names, annotator, str(annotations_file))
         labels, n_mismatch, baseline = self._labels(annotations, chosen, names, str(annotations_file))
+        keep, dropped = complete_requests(rows[["request_id", "tier"]], len(names), names, drop_incomplete, str(outputs_file))
 
         prompts = pd.read_parquet(src / "prompts.parquet")
         prompts["request_id"] = prompts["prompt_idx"].astype(str)
@@ -157,7 +156,8 @@ class AlpacaEvalImporter(Importer):
         if labels is not None:
             notes.append(f"annotator {chosen} (baseline {baseline})")
         if n_mismatch:
-            notes.append(f"{n_mismatch} labels nulled: the judged text differs from the imported output")
+            plural = "s" if n_mismatch != 1 else ""
+            notes.append(f"{n_mismatch} label{plural} nulled: the judged text differs from the imported output")
         return ImportedTrace(manifest, requests, outputs, report={"dropped_incomplete": dropped, "notes": notes})
 
     @staticmethod

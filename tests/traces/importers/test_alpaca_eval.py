@@ -1,0 +1,88 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from asd.errors import ConfigError, TraceError
+from asd.traces.bundle import open_bundle
+from asd.traces.importers import import_trace, load_trace
+from asd.traces.importers.alpaca_eval import preference_to_quality
+
+LLAMA_2 = ["llama-2-7b-chat-hf", "llama-2-13b-chat-hf", "llama-2-70b-chat-hf"]
+
+
+def test_preference_mapping_covers_discrete_draws_and_weighted_judges():
+    quality = preference_to_quality([1.0, 2.0, 1.5, 0.0, 1.25, np.nan])
+    assert quality[:5].tolist() == [0.0, 1.0, 0.5, 0.5, 0.25] and np.isnan(quality[5])
+    with pytest.raises(ValueError, match="neither 0 nor in"):
+        preference_to_quality([0.5])
+
+
+@pytest.fixture(scope="module")
+def llama2_bundle(shared_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("alpaca") / "bundle"
+    summary = import_trace("alpaca-eval", shared_data / "alpaca_eval", out, models=",".join(LLAMA_2), drop_incomplete=True)
+    return open_bundle(out), summary
+
+
+def test_llama2_ladder_uses_the_v1_judge_and_drops_the_prompt_70b_lacks(llama2_bundle):
+    bundle, summary = llama2_bundle
+    assert bundle.tier_names == LLAMA_2 and [t["params_b"] for t in bundle.tiers] == [7.0, 13.0, 70.0]
+    assert summary["dropped_incomplete"] == 1 and summary["n_requests"] == 804
+    assert bundle.manifest["provenance"]["annotator"] == "alpaca_eval_gpt4"
+    assert "alpaca_eval_gpt4" in bundle.manifest["label_rule"]
+    assert "691" not in set(bundle.to_pandas("requests")["request_id"])
+
+
+def test_quality_is_the_mapped_preference_of_each_example(shared_data, llama2_bundle):
+    bundle, _ = llama2_bundle
+    annotations = pd.read_parquet(shared_data / "alpaca_eval" / "annotations.parquet")
+    v1 = annotations[(annotations["annotator"] == "alpaca_eval_gpt4") & annotations["model"].isin(LLAMA_2)]
+    v1 = v1[v1["output_2_matches_model_outputs"]]
+    outputs = bundle.to_pandas("outputs", ["request_id", "tier", "quality", "label_source"])
+    outputs["model"] = outputs["tier"].map(dict(enumerate(LLAMA_2)))
+    outputs["prompt_idx"] = outputs["request_id"].astype(int)
+    joined = outputs.merge(v1, on=["model", "prompt_idx"])
+    expected = preference_to_quality(joined["preference"].to_numpy())
+    np.testing.assert_allclose(joined["quality"].to_numpy(dtype=float), expected, equal_nan=True)
+    # Null preferences stay unlabelled rather than being dropped.
+    assert outputs["quality"].isna().sum() >= 1 and (outputs["label_source"] == "alpaca_eval_gpt4").sum() > 2000
+    means = outputs.groupby("tier")["quality"].mean()
+    assert means[0] < means[1] < means[2]
+
+
+def test_token_counts_are_estimated_from_text(llama2_bundle):
+    bundle, _ = llama2_bundle
+    assert bundle.manifest["estimated_columns"] == ["outputs.n_prompt_tokens", "outputs.n_output_tokens"]
+    out = bundle.to_pandas("outputs", ["output", "n_output_tokens", "ttft_ms", "e2e_ms"])
+    assert out["n_output_tokens"].tolist() == ((out["output"].str.len() + 3) // 4).tolist()
+    assert out["ttft_ms"].isna().all() and out["e2e_ms"].isna().all()  # never invented
+
+
+def test_weighted_judge_gives_continuous_quality_and_stored_twice_rows_count_once(shared_data):
+    trace = load_trace("alpaca-eval", shared_data / "alpaca_eval", models="vicuna-7b-v1.5,vicuna-13b-v1.5")
+    assert trace.manifest["provenance"]["annotator"] == "weighted_alpaca_eval_gpt4_turbo"
+    quality = trace.outputs["quality"].astype(float)
+    assert len(trace.outputs) == 2 * 805
+    assert ((quality > 0.01) & (quality < 0.99)).sum() > 100
+    assert quality.between(0, 1).all()
+
+
+def test_no_covering_annotator_is_an_error_unless_none(shared_data):
+    models = "Meta-Llama-3.1-8B-Instruct-Turbo,Meta-Llama-3.1-70B-Instruct-Turbo"
+    with pytest.raises(TraceError, match="no annotator labels all of .*--annotator none"):
+        load_trace("alpaca-eval", shared_data / "alpaca_eval", models=models)
+    trace = load_trace("alpaca-eval", shared_data / "alpaca_eval", models=models, annotator="none")
+    assert "quality" not in trace.outputs and trace.manifest["label_rule"] is None
+    assert len(trace.requests) == 805
+
+
+def test_annotator_lacking_a_model_or_unknown_is_refused(shared_data):
+    with pytest.raises(TraceError, match="alpaca_eval_cot_gpt4_turbo_fn has no labels for llama-2-7b-chat-hf"):
+        load_trace("alpaca-eval", shared_data / "alpaca_eval", models=",".join(LLAMA_2), annotator="alpaca_eval_cot_gpt4_turbo_fn")
+    with pytest.raises(ConfigError, match="--annotator 'gpt5': unknown"):
+        load_trace("alpaca-eval", shared_data / "alpaca_eval", models=",".join(LLAMA_2), annotator="gpt5")
+
+
+def test_unknown_model_lists_the_available_ones(shared_data):
+    with pytest.raises(TraceError, match=r"unknown model 'llama-2-7b'; available: .*llama-2-7b-chat-hf"):
+        load_trace("alpaca-eval", shared_data / "alpaca_eval", models="llama-2-7b,llama-2-13b-chat-hf")

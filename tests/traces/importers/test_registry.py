@@ -1,0 +1,116 @@
+import json
+import sys
+import types
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from asd.cli import main, traces_import
+from asd.errors import TraceError
+from asd.traces.importers import IMPORTERS, import_trace
+from asd.traces.importers.base import Importer, parse_params_b
+
+ROWS = [
+    {"request_id": "a", "model": "small", "output": "x", "quality": 0.0},
+    {"request_id": "a", "model": "big", "output": "y", "quality": 1.0},
+]
+
+
+def _file(tmp_path, rows=ROWS):
+    path = tmp_path / "runs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_cli_format_choice_is_the_registry():
+    fmt = next(p for p in traces_import.params if p.name == "fmt")
+    assert isinstance(fmt.type, click.Choice) and list(fmt.type.choices) == list(IMPORTERS)
+    assert all(issubclass(cls, Importer) and cls.name == name for name, cls in IMPORTERS.items())
+
+
+@pytest.mark.parametrize(
+    "name, params_b",
+    [
+        ("Llama-2-13b-hf", 13.0),
+        ("Meta-Llama-3_1-70B-Instruct", 70.0),
+        ("Qwen-1_8B", 1.8),
+        ("Qwen1.5-110B", 110.0),
+        ("vicuna-68m", 0.068),
+        ("TempNet-LLaMA2-Chat-7B-v0.1", 7.0),
+        ("Mixtral-8x7B-v0.1", None),
+        ("c4ai-command-r-v01", None),
+        ("Phi-3-mini-4k-instruct", None),
+    ],
+)
+def test_params_are_parsed_from_model_names_or_left_unknown(name, params_b):
+    assert parse_params_b(name) == params_b
+
+
+def test_cli_import_prints_the_summary_and_writes_json(tmp_path):
+    src = _file(tmp_path)
+    result = CliRunner().invoke(
+        main,
+        ["traces", "import", "jsonl", str(src), "--tiers", "small:1,big:8", "-o", str(tmp_path / "b"),
+         "--json", str(tmp_path / "s.json")],
+    )
+    assert result.exit_code == 0, result.output
+    assert f"imported jsonl -> {tmp_path / 'b'}: 1 requests x 2 tiers" in result.output
+    assert "tier 1  big" in result.output and "mean quality 1.0000" in result.output
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["n_requests"] == 1 and summary["tiers"][0]["mean_quality"] == 0.0
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--tiers", "small,big"], "error: {src}, line 1, column 'model': unknown model 'tiny'; tiers are small, big"),
+        ([], "error: jsonl needs --tiers"),
+        (["--tiers", "small,big", "--annotator", "x"], "error: --annotator does not apply to jsonl (it is for alpaca-eval)"),
+    ],
+)
+def test_cli_bad_input_is_one_error_line_and_nonzero_exit(tmp_path, args, message):
+    src = _file(tmp_path, [{"request_id": "a", "model": "tiny", "output": "x"}])
+    result = CliRunner().invoke(main, ["traces", "import", "jsonl", str(src), "-o", str(tmp_path / "b"), *args])
+    assert result.exit_code == 2
+    assert result.output.strip() == message.format(src=src)
+    assert "Traceback" not in result.output and not (tmp_path / "b").exists()
+
+
+def test_cli_missing_source_is_one_line(tmp_path):
+    result = CliRunner().invoke(
+        main, ["traces", "import", "csv", str(tmp_path / "gone.csv"), "--tiers", "a,b", "-o", str(tmp_path / "b")]
+    )
+    assert result.exit_code == 2 and result.output.strip() == f"error: {tmp_path / 'gone.csv'}: no such file"
+
+
+def test_cli_unknown_format_is_refused_by_click(tmp_path):
+    result = CliRunner().invoke(main, ["traces", "import", "parquet", "x", "-o", str(tmp_path / "b")])
+    assert result.exit_code != 0 and "'parquet' is not one of" in result.output
+
+
+def test_cli_import_of_the_mmlu_pro_llama31_ladder(shared_data, tmp_path):
+    result = CliRunner().invoke(
+        main,
+        ["traces", "import", "mmlu-pro", str(shared_data / "mmlu_pro"), "--models",
+         "Meta-Llama-3_1-8B,Meta-Llama-3_1-70B", "-o", str(tmp_path / "b")],
+    )
+    assert result.exit_code == 0, result.output
+    assert "mean quality 0.3649" in result.output and "mean quality 0.5247" in result.output
+
+
+def test_a_bundle_failing_validation_is_not_put_in_place(tmp_path, monkeypatch):
+    # Stands in for asd.traces.validate (another branch) to test that its verdict is obeyed.
+    fake = types.ModuleType("asd.traces.validate")
+    seen = []
+
+    def validate_bundle(path, max_problems=20):
+        seen.append(path)
+        return ["outputs.parquet, column 'quality', row 0: out of range"]
+
+    fake.validate_bundle = validate_bundle
+    monkeypatch.setitem(sys.modules, "asd.traces.validate", fake)
+    with pytest.raises(TraceError, match="fails validation: outputs.parquet, column 'quality', row 0"):
+        import_trace("jsonl", _file(tmp_path), tmp_path / "b", tiers="small,big")
+    assert seen and not (tmp_path / "b").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs.jsonl"]
