@@ -50,7 +50,10 @@ def traces():
 from asd.traces.importers import IMPORTERS, import_trace, summary_lines  # noqa: E402
 
 
-@traces.command("import")
+@traces.command(
+    "import",
+    epilog="\b\nFormats:\n" + "\n".join(f"  {name:<14} {cls.summary}" for name, cls in IMPORTERS.items()),
+)
 @click.argument("fmt", metavar="FORMAT", type=click.Choice(list(IMPORTERS)))
 @click.argument("src", metavar="SRC", type=click.Path(path_type=Path))
 @click.option("-o", "--out", required=True, type=click.Path(path_type=Path), help="Bundle directory to write.")

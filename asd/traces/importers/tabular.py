@@ -150,7 +150,7 @@ def _convert(column: str, value, from_text: bool):
 
 
 def _jsonl_rows(path: Path):
-    with path.open(encoding="utf-8") as handle:
+    with path.open(encoding="utf-8-sig") as handle:
         try:
             for number, line in enumerate(handle, start=1):
                 if not line.strip():
@@ -167,7 +167,7 @@ def _jsonl_rows(path: Path):
 
 
 def _csv_rows(path: Path):
-    with path.open(encoding="utf-8", newline="") as handle:
+    with path.open(encoding="utf-8-sig", newline="") as handle:
         try:
             reader = csv.reader(handle)
             header = next(reader, None)

@@ -194,3 +194,10 @@ def test_option_for_another_format_is_refused(tmp_path):
     src = _jsonl(tmp_path / "runs.jsonl", GOOD_ROWS)
     with pytest.raises(ConfigError, match="--models does not apply to jsonl"):
         load_trace("jsonl", src, tiers=TIERS, models="a,b")
+
+
+def test_csv_saved_with_a_byte_order_mark_reads_its_header(tmp_path):
+    src = tmp_path / "excel.csv"
+    src.write_bytes("request_id,tier,output\nr,0,x\nr,1,y\n".encode("utf-8-sig"))
+    trace = load_trace("csv", src, tiers="a,b")
+    assert trace.requests["request_id"].tolist() == ["r"]
