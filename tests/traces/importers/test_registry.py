@@ -114,3 +114,20 @@ def test_a_bundle_failing_validation_is_not_put_in_place(tmp_path, monkeypatch):
         import_trace("jsonl", _file(tmp_path), tmp_path / "b", tiers="small,big")
     assert seen and not (tmp_path / "b").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["runs.jsonl"]
+
+
+def test_installed_style_subprocess_reports_bad_input_on_stderr_with_exit_2(tmp_path):
+    import os
+    import subprocess
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[3]
+    src = _file(tmp_path, [{"request_id": "a", "model": "small", "output": "x", "quality": 2}])
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    done = subprocess.run(
+        [sys.executable, "-m", "asd.cli", "traces", "import", "jsonl", str(src), "--tiers", "small,big",
+         "-o", str(tmp_path / "b")],
+        cwd=repo, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == f"error: {src}, line 1, column 'quality': quality 2.0 is outside [0, 1]\n"
