@@ -17,10 +17,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from asd.errors import ConfigError, TraceError
-from asd.traces.bundle import MANIFEST, Bundle, _replace_dir, open_bundle
+from asd.traces.bundle import MANIFEST, Bundle, _replace_dir, open_bundle, write_parquet
 
 CALIBRATION, TEST = "calibration", "test"
 _HASH_KEY = "asd-split-v1-key"  # fixed 16-byte key: ids hash the same in every run
@@ -114,7 +113,7 @@ def _replace_file(file: Path, table: pa.Table) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{file.name}.tmp-", dir=file.parent)
     os.close(fd)
     try:
-        pq.write_table(table, tmp, compression="zstd")
+        write_parquet(table, tmp)
         os.replace(tmp, file)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -133,7 +132,7 @@ def _copy_with_requests(bundle: Bundle, out: Path, requests: pa.Table, overwrite
         for name in ("outputs.parquet", "drafts.parquet", MANIFEST):
             if (bundle.path / name).is_file():
                 shutil.copy2(bundle.path / name, tmp / name)
-        pq.write_table(requests, tmp / "requests.parquet", compression="zstd")
+        write_parquet(requests, tmp / "requests.parquet")
         _replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
