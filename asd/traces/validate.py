@@ -87,8 +87,11 @@ def validate_bundle(path_or_bundle: str | os.PathLike | Bundle, max_problems: in
             try:
                 bundle = open_bundle(path_or_bundle)
             except TraceError as exc:
-                where = resolve_bundle_path(path_or_bundle) if str(path_or_bundle) else Path(".")
-                out.add(_manifest_file(where), None, None, str(exc))
+                try:
+                    where = _manifest_file(resolve_bundle_path(path_or_bundle))
+                except TraceError:  # `builtin` when the built-in trace is not installed
+                    where = str(path_or_bundle)
+                out.add(where, None, None, str(exc))
                 return out.problems
         _check_bundle(bundle, out)
     except _Full:
