@@ -39,7 +39,7 @@ def print_summary(summary: dict, console: Console | None = None) -> None:
     console.print("[dim]quality, acceptable, out tokens, ttft, e2e: per-tier means (more in --json)[/dim]")
 
     if summary["agreement"]:
-        agree = Table(title="pairwise agreement of acceptability labels", box=box.SIMPLE_HEAD)
+        agree = Table(title="agreement of tier labels", box=box.SIMPLE_HEAD)
         agree.add_column("tiers")
         agree.add_column("agreement", justify="right")
         for pair in summary["agreement"]:
