@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from asd.traces.bundle import Bundle
+from asd.traces.columns import read_arrays
 
 DEFAULT_THRESHOLD = 0.5
 _OUTPUT_COLUMNS = (
@@ -32,14 +33,6 @@ def _dense(values: np.ndarray, rows: np.ndarray, tiers: np.ndarray, shape, fill=
     return out
 
 
-def _num(table: pa.Table, name: str) -> np.ndarray:
-    """A numeric or boolean column as float64, null → NaN."""
-    col = table.column(name)
-    if pa.types.is_boolean(col.type):
-        col = pc.cast(col, pa.float64())
-    return pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False)
-
-
 def _stat(x: np.ndarray, fn) -> float | None:
     x = x[~np.isnan(x)]
     return None if x.size == 0 else float(fn(x))
@@ -49,24 +42,17 @@ def summarize_bundle(bundle: Bundle, threshold: float = DEFAULT_THRESHOLD) -> di
     """The summary dict printed by `asd traces inspect` (and written by its `--json`)."""
     requests = bundle.read("requests", ["request_id", "task", "split"])
     present = set(bundle.columns("outputs"))
-    outputs = bundle.read("outputs", [c for c in _OUTPUT_COLUMNS if c in present])
+    arrays = read_arrays(bundle, "outputs", [c for c in _OUTPUT_COLUMNS if c in present])
     n_req, n_tiers = requests.num_rows, bundle.n_tiers
-
-    rows = pc.index_in(outputs.column("request_id"), value_set=requests.column("request_id").combine_chunks())
-    keep = pc.is_valid(rows)
-    if pc.sum(pc.invert(keep)).as_py():
-        outputs, rows = outputs.filter(keep), rows.filter(keep)
-    rows = rows.to_numpy(zero_copy_only=False).astype(np.int64)
-    tiers = outputs.column("tier").to_numpy(zero_copy_only=False).astype(np.int64)
-    in_range = (tiers >= 0) & (tiers < n_tiers)
-    rows, tiers = rows[in_range], tiers[in_range]
-    outputs = outputs.filter(pa.array(in_range))
+    rows, tiers = arrays.pop("request_index"), arrays.pop("tier").astype(np.int64)
+    keep = (rows >= 0) & (tiers >= 0) & (tiers < n_tiers)  # invalid rows are validate's business
+    rows, tiers = rows[keep], tiers[keep]
     shape = (n_req, n_tiers)
 
     def grid(name):
-        if name not in outputs.column_names:
+        if name not in arrays:
             return np.full(shape, np.nan)
-        return _dense(_num(outputs, name), rows, tiers, shape)
+        return _dense(arrays[name][keep].astype(np.float64), rows, tiers, shape)
 
     has = _dense(np.ones(len(rows)), rows, tiers, shape, fill=0.0) > 0
     quality, accepted = grid("quality"), grid("accepted")
@@ -106,7 +92,7 @@ def summarize_bundle(bundle: Bundle, threshold: float = DEFAULT_THRESHOLD) -> di
         "splits": _split_counts(requests),
         "label_rule": bundle.manifest.get("label_rule"),
         "tiers": tier_rows,
-        "signals": _signals(bundle, outputs),
+        "signals": _signals(bundle, arrays),
         "agreement": _agreement(bundle.tier_names, acceptable[complete]),
         "oracle": _oracle(bundle, acceptable[complete], score[complete], n_prompt[complete], n_output[complete]),
         "rules": {
@@ -123,9 +109,9 @@ def _split_counts(requests: pa.Table) -> dict:
     return {c["values"]: int(c["counts"]) for c in counts}
 
 
-def _signals(bundle: Bundle, outputs: pa.Table) -> dict:
+def _signals(bundle: Bundle, arrays: dict) -> dict:
     def any_valid(name):
-        return name in outputs.column_names and outputs.column(name).null_count < outputs.num_rows
+        return name in arrays and not np.isnan(arrays[name].astype(np.float64)).all()
 
     drafts = bundle.has("drafts") and bundle.read("drafts", ["request_id"]).num_rows > 0
     return {

@@ -237,3 +237,10 @@ def test_a_million_row_table_is_checked_vectorised(tmp_path):
     _set(path, "outputs", "quality", 123_456, 3.0)
     problems = validate_bundle(path)
     assert [(p.column, p.row) for p in problems] == [("quality", 123_456)]
+
+
+def test_unreadable_parquet_is_reported_by_file(base, tmp_path):
+    path = _copy(base, tmp_path)
+    (path / "drafts.parquet").write_bytes(b"not parquet at all")
+    problems = validate_bundle(path)
+    assert [(p.file, p.message.split(" (")[0]) for p in problems] == [("drafts.parquet", "unreadable Parquet")]
