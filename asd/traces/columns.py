@@ -91,8 +91,7 @@ def _runs_of(known: pa.Array, dictionaries: list[pa.Array]) -> list[int] | None:
 def read_arrays(bundle: Bundle, table: str, columns: Iterable[str]) -> dict[str, np.ndarray]:
     """Read `columns` of `table` as numpy arrays; `request_id` is returned as `request_index`."""
     columns = list(columns)
-    bundle.read(table, columns=[])  # checks the table exists
-    present = set(bundle.columns(table))
+    present = set(bundle.columns(table))  # also checks the table exists
     missing = [c for c in columns if c not in present]
     if missing:
         raise TraceError(f"{bundle.path}/{table}.parquet: no column {missing[0]!r}")
