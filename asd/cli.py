@@ -82,6 +82,98 @@ def traces_import(fmt, src, out, overwrite, json_path, **options):
     write_json(json_path, summary)
 
 
+@traces.command("validate")
+@click.argument("bundle")
+@click.option("--max-problems", default=20, show_default=True, type=click.IntRange(1), help="Stop after this many problems.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the result as JSON here.")
+def traces_validate(bundle, max_problems, json_path):
+    """Check BUNDLE (a directory, or `builtin`) against trace schema v1: version, column
+    types, keys, value ranges. Prints each problem as `file: column 'x' row N: message`
+    (rows 0-based) and exits 1 when there is any."""
+    from asd.traces.validate import validate_bundle
+
+    problems = validate_bundle(bundle, max_problems=max_problems)
+    write_json(json_path, {"bundle": str(bundle), "valid": not problems, "problems": [
+        {"file": p.file, "column": p.column, "row": p.row, "message": p.message} for p in problems]})
+    if problems:
+        for problem in problems:
+            click.echo(str(problem), err=True)
+        more = " (first ones; raise --max-problems for more)" if len(problems) == max_problems else ""
+        click.echo(f"error: {bundle}: {len(problems)} problem(s){more}", err=True)
+        sys.exit(1)
+    click.echo(f"ok: {bundle} is a valid trace bundle (schema v1)")
+
+
+@traces.command("inspect")
+@click.argument("bundle", default="builtin")
+@click.option("--threshold", default=0.5, show_default=True, type=click.FloatRange(0, 1),
+              help="Quality at or above which an answer counts as acceptable (where `accepted` is null).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the summary as JSON here.")
+def traces_inspect(bundle, threshold, json_path):
+    """Summarise BUNDLE (default: the built-in trace): tiers, per-tier quality and token
+    counts, recorded signals, pairwise agreement of tier labels, and the oracle (cheapest
+    acceptable tier) quality and cost share."""
+    from asd.traces.bundle import open_bundle
+    from asd.traces.summary import summarize_bundle
+    from asd.traces.summary_view import print_summary
+
+    summary = summarize_bundle(open_bundle(bundle), threshold=threshold)
+    print_summary(summary)
+    write_json(json_path, summary)
+
+
+@traces.command("split")
+@click.argument("bundle")
+@click.option("--test-frac", default=0.3, show_default=True, type=float, help="Share of requests (per task) held out for test.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("-o", "--out", type=click.Path(file_okay=False), help="Write a split copy here instead of updating BUNDLE in place.")
+@click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the split counts as JSON here.")
+def traces_split(bundle, test_frac, seed, out, overwrite, json_path):
+    """Split BUNDLE's requests into calibration and test, by request, stratified by task,
+    reproducible for a seed. Stored in the `split` column of requests.parquet."""
+    from asd.traces.split import split_bundle
+
+    result = split_bundle(bundle, test_frac=test_frac, seed=seed, out=out, overwrite=overwrite)
+    click.echo(f"{result['bundle']}: {result['n_calibration']} calibration, {result['n_test']} test requests "
+               f"({len(result['tasks'])} task(s), seed {seed})")
+    write_json(json_path, result)
+
+
+@traces.command("synth")
+@click.option("-n", "--requests", "n_requests", required=True, type=int, help="Number of requests (10..10^6).")
+@click.option("--tiers", "n_tiers", default=4, show_default=True, type=int, help="Number of tiers (2..8).")
+@click.option("--seed", required=True, type=int)
+@click.option("--informativeness", default=0.6, show_default=True, type=float,
+              help="How much the logprob signals tell about correctness: 0 = noise, 1 = perfect.")
+@click.option("--tasks", "n_tasks", default=4, show_default=True, type=click.IntRange(1))
+@click.option("--token-lists", is_flag=True, help="Also write per-token logprob/entropy lists (large).")
+@click.option("-o", "--out", required=True, type=click.Path(file_okay=False))
+@click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
+def traces_synth(n_requests, n_tiers, seed, informativeness, n_tasks, token_lists, out, overwrite):
+    """Write a SYNTHETIC bundle (for tests and benchmarks only): correlated per-tier
+    correctness from a latent difficulty, logprob-like signals, token counts, timings, drafts."""
+    from asd.traces.synth import write_synthetic_bundle
+
+    bundle = write_synthetic_bundle(out, n_requests, n_tiers, seed, overwrite=overwrite,
+                                    informativeness=informativeness, n_tasks=n_tasks, token_lists=token_lists)
+    click.echo(f"{out}: synthetic bundle, {n_requests} requests, tiers {', '.join(bundle.tier_names)} (seed {seed})")
+
+
+@traces.command("merge")
+@click.argument("bundles", nargs=-1, required=True)
+@click.option("-o", "--out", required=True, type=click.Path(file_okay=False))
+@click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
+def traces_merge(bundles, out, overwrite):
+    """Join BUNDLES recorded as shards (`asd record --shard i/n`) into OUT. Refuses bundles
+    whose tiers or sampling differ, and requests present in more than one bundle."""
+    from asd.traces.merge import merge_bundles
+
+    merged = merge_bundles(list(bundles), out, overwrite=overwrite)
+    n = merged.read("requests", ["request_id"]).num_rows
+    click.echo(f"{out}: merged {len(bundles)} bundles, {n} requests")
+
+
 # --- engine commands ---
 
 

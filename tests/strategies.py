@@ -6,5 +6,77 @@ from hypothesis import strategies as st  # noqa: F401
 
 # --- trace strategies ---
 
+_SPLITS = st.sampled_from(["calibration", "test", None])
+_LOGPROB = st.floats(-30.0, 0.0, width=32)
+_ENTROPY = st.floats(0.0, 12.0, width=32)
+_MS = st.floats(0.0, 1e5, allow_nan=False)
+
+
+def _maybe(strategy):
+    return st.one_of(st.none(), strategy)
+
+
+@st.composite
+def trace_bundles(draw, max_requests: int = 10, max_tiers: int = 4, with_drafts: bool | None = None):
+    """A valid v1 bundle as `(manifest, requests, outputs, drafts)` column dicts (drafts may be
+    None). Values are float32-exact, nulls appear everywhere they are allowed, list lengths
+    match the token counts, and each request has outputs for any subset of the tiers."""
+    from asd.traces.bundle import new_manifest
+
+    n_tiers = draw(st.integers(1, max_tiers))
+    params = draw(st.lists(st.one_of(st.none(), st.floats(0.1, 500.0)), min_size=n_tiers, max_size=n_tiers))
+    manifest = new_manifest([{"name": f"tier-{k}", "params_b": p} for k, p in enumerate(params)])
+    ids = draw(st.lists(st.text(min_size=1, max_size=6), min_size=1, max_size=max_requests, unique=True))
+    n = len(ids)
+    requests = {
+        "request_id": ids,
+        "prompt": draw(st.lists(_maybe(st.text(max_size=8)), min_size=n, max_size=n)),
+        "task": draw(st.lists(_maybe(st.sampled_from(["math", "code", "chat"])), min_size=n, max_size=n)),
+        "arrival_s": draw(st.lists(_maybe(st.floats(0.0, 1e6)), min_size=n, max_size=n)),
+        "split": draw(st.lists(_SPLITS, min_size=n, max_size=n)),
+    }
+    columns = ["request_id", "tier", "output", "n_prompt_tokens", "n_output_tokens", "token_logprobs",
+               "token_entropy", "ttft_ms", "e2e_ms", "quality", "accepted", "label_source"]
+    outputs = {c: [] for c in columns}
+    for rid in ids:
+        tiers = draw(st.lists(st.integers(0, n_tiers - 1), max_size=n_tiers, unique=True))
+        for tier in tiers:
+            n_out = draw(_maybe(st.integers(0, 5)))
+            length = n_out if n_out is not None else draw(st.integers(0, 5))
+            outputs["request_id"].append(rid)
+            outputs["tier"].append(tier)
+            outputs["output"].append(draw(_maybe(st.text(max_size=8))))
+            outputs["n_prompt_tokens"].append(draw(_maybe(st.integers(0, 10_000))))
+            outputs["n_output_tokens"].append(n_out)
+            outputs["token_logprobs"].append(draw(_maybe(st.lists(_LOGPROB, min_size=length, max_size=length))))
+            outputs["token_entropy"].append(draw(_maybe(st.lists(_ENTROPY, min_size=length, max_size=length))))
+            outputs["ttft_ms"].append(draw(_maybe(_MS)))
+            outputs["e2e_ms"].append(draw(_maybe(_MS)))
+            outputs["quality"].append(draw(_maybe(st.floats(0.0, 1.0, width=32))))
+            outputs["accepted"].append(draw(_maybe(st.booleans())))
+            outputs["label_source"].append(draw(_maybe(st.sampled_from(["exact-match", "judge"]))))
+    drafts = None
+    if n_tiers > 1 and (with_drafts if with_drafts is not None else draw(st.booleans())):
+        drafts = {c: [] for c in ["request_id", "draft_tier", "verify_tier", "n_draft_tokens", "n_accepted",
+                                  "verifier_logprobs", "verify_ms"]}
+        pairs = [(d, v) for d in range(n_tiers) for v in range(d + 1, n_tiers)]
+        for rid in ids:
+            for d, v in draw(st.lists(st.sampled_from(pairs), max_size=2, unique=True)):
+                n_draft = draw(st.integers(0, 5))
+                drafts["request_id"].append(rid)
+                drafts["draft_tier"].append(d)
+                drafts["verify_tier"].append(v)
+                drafts["n_draft_tokens"].append(n_draft)
+                drafts["n_accepted"].append(draw(_maybe(st.integers(0, n_draft))))
+                drafts["verifier_logprobs"].append(draw(_maybe(st.lists(_LOGPROB, min_size=n_draft, max_size=n_draft))))
+                drafts["verify_ms"].append(draw(_maybe(_MS)))
+        if not drafts["request_id"]:
+            drafts = None  # an empty drafts table is invalid: no drafts means no drafts.parquet
+    if not outputs["request_id"]:  # the outputs table must not be empty
+        outputs = {c: v[:0] for c, v in outputs.items()}
+        outputs.update(request_id=[ids[0]], tier=[0], **{c: [None] for c in columns[2:]})
+    return manifest, requests, outputs, drafts
+
+
 
 # --- engine table strategies ---

@@ -1,0 +1,76 @@
+"""Join bundles recorded as slices of one workload (`asd record --shard i/n`) into one.
+
+Slices must describe the same ladder (identical tier entries, sampling and schema version)
+and hold disjoint requests; anything else is refused before a byte is written.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from asd.errors import TraceError
+from asd.traces import schema as S
+from asd.traces.bundle import Bundle, new_manifest, open_bundle, write_bundle
+
+
+def _check_same_ladder(first: Bundle, other: Bundle) -> None:
+    a, b = first.manifest, other.manifest
+    if a["schema_version"] != b["schema_version"]:
+        raise TraceError(f"{other.path}: schema version {b['schema_version']} differs from {first.path} ({a['schema_version']})")
+    if first.tier_names != other.tier_names:
+        raise TraceError(f"{other.path}: tiers {other.tier_names} differ from {first.path} {first.tier_names}")
+    for ta, tb in zip(first.tiers, other.tiers):
+        for key in sorted(set(ta) | set(tb)):
+            if ta.get(key) != tb.get(key):
+                raise TraceError(
+                    f"{other.path}: tier {ta['name']!r} has {key}={tb.get(key)!r}, {first.path} has {ta.get(key)!r}"
+                )
+    if a.get("sampling") != b.get("sampling"):
+        raise TraceError(f"{other.path}: sampling {b.get('sampling')} differs from {first.path} {a.get('sampling')}")
+
+
+def merge_bundles(paths: list[str | os.PathLike], out: str | os.PathLike, overwrite: bool = False) -> Bundle:
+    """Concatenate the tables of `paths` into a new bundle at `out` (atomic write)."""
+    if len(paths) < 2:
+        raise TraceError("merge needs at least two bundles")
+    bundles = [open_bundle(p) for p in paths]
+    resolved = [b.path.resolve() for b in bundles]
+    if Path(out).resolve() in resolved:
+        raise TraceError(f"{out}: the output must not be one of the inputs")
+    if len(set(resolved)) != len(resolved):
+        raise TraceError(f"{paths}: the same bundle is given twice")
+    first = bundles[0]
+    for other in bundles[1:]:
+        _check_same_ladder(first, other)
+
+    requests = [b.read("requests") for b in bundles]
+    ids = pa.chunked_array([r.column("request_id").combine_chunks() for r in requests])
+    owner = np.repeat(np.arange(len(bundles)), [r.num_rows for r in requests])
+    codes = pc.dictionary_encode(ids.combine_chunks()).indices.to_numpy(zero_copy_only=False)
+    order = np.argsort(codes, kind="stable")
+    repeat = order[1:][codes[order][1:] == codes[order][:-1]]
+    if repeat.size:
+        row = int(repeat.min())
+        first_row = int(np.flatnonzero(codes == codes[row])[0])
+        raise TraceError(
+            f"{bundles[owner[row]].path}: request {ids[row].as_py()!r} is also in {bundles[owner[first_row]].path}"
+            " (shards must hold disjoint requests)"
+        )
+
+    outputs = pa.concat_tables([b.read("outputs") for b in bundles])
+    with_drafts = [b for b in bundles if b.has("drafts")]
+    drafts = pa.concat_tables([b.read("drafts") for b in with_drafts]) if with_drafts else None
+    fields = {k: v for k, v in first.manifest.items() if k not in ("tiers", "created_at", "asd_version", "schema_version")}
+    fields["synthetic"] = any(bool(b.manifest.get("synthetic")) for b in bundles)
+    fields["estimated_columns"] = sorted({c for b in bundles for c in b.manifest.get("estimated_columns", [])})
+    fields["provenance"] = {
+        "merged_from": [{"path": str(b.path), "provenance": b.manifest.get("provenance")} for b in bundles]
+    }
+    manifest = new_manifest([{k: v for k, v in t.items() if k in S.TIER_KEYS} for t in first.tiers], **fields)
+    manifest["tiers"] = first.tiers  # keep any extra keys a recorder added, exactly
+    return write_bundle(out, manifest, pa.concat_tables(requests), outputs, drafts, overwrite=overwrite)

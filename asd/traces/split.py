@@ -1,0 +1,140 @@
+"""Split a bundle's requests into calibration and test sets, by request, stratified by task.
+
+The split is stored in the `split` column of `requests.parquet` ("calibration" / "test"), so
+one bundle carries both halves and later commands select a half by name. A request's side
+depends only on its id, its task, the seed and the test fraction — not on row order — so
+re-splitting a merged or re-sorted bundle gives the same answer.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from asd.errors import ConfigError, TraceError
+from asd.traces.bundle import MANIFEST, Bundle, _replace_dir, open_bundle, write_parquet
+
+CALIBRATION, TEST = "calibration", "test"
+_HASH_KEY = "asd-split-v1-key"  # fixed 16-byte key: ids hash the same in every run
+
+
+def assign_split(request_ids, tasks, test_frac: float, seed: int) -> np.ndarray:
+    """Boolean array, True = test. Within each task (null task = one stratum) the
+    round(test_frac · n_task) requests with the smallest seeded hash of their id go to test."""
+    if not 0.0 < test_frac < 1.0:
+        raise ConfigError(f"--test-frac must be strictly between 0 and 1, got {test_frac}")
+    ids = pd.Series(np.asarray(request_ids, dtype=object))
+    n = len(ids)
+    key = pd.util.hash_pandas_object(ids, index=False, hash_key=_HASH_KEY).to_numpy()
+    seed_bits = (int(seed) * 0x9E3779B97F4A7C15 + 1) & 0xFFFFFFFFFFFFFFFF
+    key = _mix(key ^ _mix(np.uint64(seed_bits)))
+    strata = pd.Series(np.asarray(tasks, dtype=object)).fillna("\x00no-task").to_numpy(dtype=object)
+    codes, uniques = pd.factorize(strata, sort=True)
+    order = np.lexsort((ids.to_numpy(dtype=object).astype(str), key, codes))  # ties broken by id
+    sorted_codes = codes[order]
+    starts = np.searchsorted(sorted_codes, np.arange(len(uniques)))
+    rank = np.arange(n) - starts[sorted_codes]
+    sizes = np.bincount(codes, minlength=len(uniques))
+    n_test = np.floor(sizes * test_frac + 0.5).astype(np.int64)
+    test = np.empty(n, dtype=bool)
+    test[order] = rank < n_test[sorted_codes]
+    return test
+
+
+def _mix(x):
+    """splitmix64 finaliser: spreads the seed over all bits (uint64 wrap-around intended)."""
+    x = np.asarray(x, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return x ^ (x >> np.uint64(31))
+
+
+def split_bundle(path, test_frac: float = 0.3, seed: int = 0, out=None, overwrite: bool = False) -> dict:
+    """Write the `split` column. In place (atomic replace of requests.parquet) when `out` is
+    None, else into a copy of the bundle at `out`. Returns counts per split and per task."""
+    bundle = open_bundle(path)
+    requests = bundle.read("requests")
+    if requests.num_rows == 0:
+        raise TraceError(f"{bundle.path}/requests.parquet: empty table, nothing to split")
+    tasks = requests.column("task").to_numpy(zero_copy_only=False)
+    test = assign_split(requests.column("request_id").to_numpy(zero_copy_only=False), tasks, test_frac, seed)
+    n_test = int(test.sum())
+    if n_test == 0 or n_test == len(test):
+        side = TEST if n_test == 0 else CALIBRATION
+        raise ConfigError(
+            f"{bundle.path}: a test fraction of {test_frac} leaves the {side} split empty "
+            f"({len(test)} requests)"
+        )
+    labels = pa.array(np.where(test, TEST, CALIBRATION), type=pa.string())
+    idx = requests.schema.get_field_index("split")
+    requests = requests.set_column(idx, requests.schema.field(idx), labels)
+    if out is None:
+        _replace_file(bundle.path / "requests.parquet", requests)
+        target = bundle.path
+    else:
+        target = _copy_with_requests(bundle, Path(out), requests, overwrite)
+    task_names = pd.Series(tasks, dtype=object).fillna("(none)")
+    per_task = (
+        pd.DataFrame({"task": task_names, "test": test}).groupby("task")["test"].agg(["size", "sum"]).reset_index()
+    )
+    return {
+        "bundle": str(target),
+        "seed": int(seed),
+        "test_frac": float(test_frac),
+        "n_calibration": int(len(test) - n_test),
+        "n_test": n_test,
+        "tasks": [
+            {"task": str(r.task), "n_calibration": int(r.size - r.sum), "n_test": int(r.sum)}
+            for r in per_task.itertuples(index=False)
+        ],
+    }
+
+
+def split_request_ids(bundle: Bundle, which: str) -> pa.Array:
+    """Request ids of the `calibration` or `test` split (error when the bundle is not split)."""
+    if which not in (CALIBRATION, TEST):
+        raise ConfigError(f"split must be {CALIBRATION!r} or {TEST!r}, got {which!r}")
+    requests = bundle.read("requests", ["request_id", "split"])
+    split = requests.column("split")
+    if split.null_count == requests.num_rows:
+        raise TraceError(f"{bundle.path}: not split yet (run `asd traces split {bundle.path}`)")
+    return requests.column("request_id").filter(pc.fill_null(pc.equal(split, which), False)).combine_chunks()
+
+
+def _replace_file(file: Path, table: pa.Table) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{file.name}.tmp-", dir=file.parent)
+    os.close(fd)
+    try:
+        write_parquet(table, tmp)
+        os.replace(tmp, file)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _copy_with_requests(bundle: Bundle, out: Path, requests: pa.Table, overwrite: bool) -> Path:
+    if out.resolve() == bundle.path.resolve():
+        _replace_file(bundle.path / "requests.parquet", requests)
+        return out
+    if out.exists() and not overwrite:
+        raise TraceError(f"{out}: already exists (pass --overwrite to replace it)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        for name in ("outputs.parquet", "drafts.parquet", MANIFEST):
+            if (bundle.path / name).is_file():
+                shutil.copy2(bundle.path / name, tmp / name)
+        write_parquet(requests, tmp / "requests.parquet")
+        _replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out

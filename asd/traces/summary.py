@@ -1,0 +1,169 @@
+"""`asd traces inspect`: what a bundle holds — tiers, per-tier quality and token counts,
+which signals were recorded, how often tiers agree, and what an oracle would save.
+
+Rules (also stated in the returned dict under `rules`):
+- a tier's answer is *acceptable* when `accepted` is true, or, where `accepted` is null,
+  when `quality` ≥ `threshold` (default 0.5);
+- the *oracle* sends each request straight to its cheapest acceptable tier (if none is
+  acceptable: the cheapest tier among those with the best quality); only requests with
+  an output at every tier count;
+- *cost* of a tier on a request = params_b × (n_prompt_tokens + n_output_tokens), roughly
+  proportional to FLOPs; `cost_share` = Σ oracle cost / Σ cost of always using the last tier.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from asd.traces.bundle import Bundle
+from asd.traces.columns import read_arrays
+
+DEFAULT_THRESHOLD = 0.5
+_OUTPUT_COLUMNS = (
+    "request_id", "tier", "quality", "accepted", "n_prompt_tokens", "n_output_tokens",
+    "mean_logprob", "ttft_ms", "e2e_ms",
+)
+
+
+def _dense(values: np.ndarray, rows: np.ndarray, tiers: np.ndarray, shape, fill=np.nan) -> np.ndarray:
+    out = np.full(shape, fill, dtype=np.float64)
+    out[rows, tiers] = values
+    return out
+
+
+def _stat(x: np.ndarray, fn) -> float | None:
+    x = x[~np.isnan(x)]
+    return None if x.size == 0 else float(fn(x))
+
+
+def summarize_bundle(bundle: Bundle, threshold: float = DEFAULT_THRESHOLD) -> dict:
+    """The summary dict printed by `asd traces inspect` (and written by its `--json`)."""
+    requests = bundle.read("requests", ["request_id", "task", "split"])
+    present = set(bundle.columns("outputs"))
+    arrays = read_arrays(bundle, "outputs", [c for c in _OUTPUT_COLUMNS if c in present])
+    n_req, n_tiers = requests.num_rows, bundle.n_tiers
+    rows, tiers = arrays.pop("request_index"), arrays.pop("tier").astype(np.int64)
+    keep = (rows >= 0) & (tiers >= 0) & (tiers < n_tiers)  # invalid rows are validate's business
+    rows, tiers = rows[keep], tiers[keep]
+    shape = (n_req, n_tiers)
+
+    def grid(name):
+        if name not in arrays:
+            return np.full(shape, np.nan)
+        return _dense(arrays[name][keep].astype(np.float64), rows, tiers, shape)
+
+    has = _dense(np.ones(len(rows)), rows, tiers, shape, fill=0.0) > 0
+    quality, accepted = grid("quality"), grid("accepted")
+    acceptable = np.where(np.isnan(accepted), np.where(np.isnan(quality), np.nan, quality >= threshold), accepted)
+    score = np.where(np.isnan(quality), accepted, quality)
+    n_prompt, n_output = grid("n_prompt_tokens"), grid("n_output_tokens")
+
+    tier_rows = []
+    for k, tier in enumerate(bundle.tiers):
+        out_k = n_output[has[:, k], k]
+        tier_rows.append(
+            {
+                "name": tier["name"],
+                "params_b": tier.get("params_b"),
+                "n_outputs": int(has[:, k].sum()),
+                "mean_quality": _stat(score[has[:, k], k], np.mean),
+                "acceptable_rate": _stat(acceptable[has[:, k], k], np.mean),
+                "mean_output_tokens": _stat(out_k, np.mean),
+                "median_output_tokens": _stat(out_k, np.median),
+                "p90_output_tokens": _stat(out_k, lambda x: np.percentile(x, 90)),
+                "max_output_tokens": _stat(out_k, np.max),
+                "mean_prompt_tokens": _stat(n_prompt[has[:, k], k], np.mean),
+                "mean_ttft_ms": _stat(grid("ttft_ms")[has[:, k], k], np.mean),
+                "mean_e2e_ms": _stat(grid("e2e_ms")[has[:, k], k], np.mean),
+            }
+        )
+
+    complete = has.all(axis=1) & ~np.isnan(acceptable).any(axis=1)
+    summary = {
+        "path": str(bundle.path),
+        "schema_version": bundle.manifest.get("schema_version"),
+        "synthetic": bool(bundle.manifest.get("synthetic", False)),
+        "n_requests": int(n_req),
+        "n_outputs": int(len(rows)),
+        "n_complete_requests": int(complete.sum()),
+        "n_tasks": int(pc.count_distinct(requests.column("task")).as_py()),
+        "splits": _split_counts(requests),
+        "label_rule": bundle.manifest.get("label_rule"),
+        "tiers": tier_rows,
+        "signals": _signals(bundle, arrays),
+        "agreement": _agreement(bundle.tier_names, acceptable[complete]),
+        "oracle": _oracle(bundle, acceptable[complete], score[complete], n_prompt[complete], n_output[complete]),
+        "rules": {
+            "acceptable": f"accepted, or quality >= {threshold} where accepted is null",
+            "oracle": "cheapest acceptable tier per request (none acceptable: cheapest best-quality tier); complete requests only",
+            "cost": "params_b * (n_prompt_tokens + n_output_tokens); cost_share = oracle / always-last-tier",
+        },
+    }
+    return summary
+
+
+def _split_counts(requests: pa.Table) -> dict:
+    counts = pc.value_counts(pc.fill_null(requests.column("split"), "unsplit")).to_pylist()
+    return {c["values"]: int(c["counts"]) for c in counts}
+
+
+def _signals(bundle: Bundle, arrays: dict) -> dict:
+    def any_valid(name):
+        return name in arrays and not np.isnan(arrays[name].astype(np.float64)).all()
+
+    drafts = bundle.has("drafts") and bundle.read("drafts", ["request_id"]).num_rows > 0
+    return {
+        "logprobs": any_valid("mean_logprob"),
+        "timings": any_valid("ttft_ms") or any_valid("e2e_ms"),
+        "drafts": bool(drafts),
+    }
+
+
+def _agreement(names: list[str], acceptable: np.ndarray) -> list[dict]:
+    """Share of complete requests on which two tiers' acceptability labels agree."""
+    pairs = []
+    for i in range(len(names)):
+        for j in range(i + 1, len(names)):
+            value = float(np.mean(acceptable[:, i] == acceptable[:, j])) if len(acceptable) else None
+            pairs.append({"a": names[i], "b": names[j], "agreement": value})
+    return pairs
+
+
+def _oracle(bundle: Bundle, acceptable, score, n_prompt, n_output) -> dict:
+    n, k = acceptable.shape
+    if n == 0:
+        return {"quality": None, "cost_share": None, "tier_share": None, "n_requests": 0}
+    ok = acceptable > 0
+    first_ok = np.argmax(ok, axis=1)
+    best = np.argmax(np.nan_to_num(score, nan=-1.0), axis=1)  # argmax: first (cheapest) of ties
+    choice = np.where(ok.any(axis=1), first_ok, best)
+    idx = np.arange(n)
+    chosen_score = score[idx, choice]
+    tier_share = np.bincount(choice, minlength=k) / n
+    params = [t.get("params_b") for t in bundle.tiers]
+    cost_share, cost_note = None, None
+    if all(isinstance(p, (int, float)) and p > 0 for p in params):
+        tokens = np.nan_to_num(n_prompt) + np.nan_to_num(n_output)
+        if not tokens.any():
+            tokens = np.ones_like(tokens)
+            cost_note = "no token counts: cost = params_b per request"
+        cost = tokens * np.asarray(params, dtype=float)[None, :]
+        cost_share = float(cost[idx, choice].sum() / cost[:, -1].sum())
+    else:
+        cost_note = "params_b unknown for some tier"
+    result = {
+        "quality": _stat(chosen_score, np.mean),
+        "cost_share": cost_share,
+        "acceptable_rate": float(ok.any(axis=1).mean()),
+        "tier_share": {name: float(s) for name, s in zip(bundle.tier_names, tier_share)},
+        "last_tier_quality": _stat(score[:, -1], np.mean),
+        "n_requests": int(n),
+    }
+    if cost_note:
+        result["cost_note"] = cost_note
+    return result
+
+
+__all__ = ["summarize_bundle", "DEFAULT_THRESHOLD"]

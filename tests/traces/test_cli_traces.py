@@ -1,0 +1,129 @@
+"""`asd traces validate/inspect/split/synth/merge`: outputs, JSON, one-line errors and exit codes."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from asd.cli import main
+from asd.traces.bundle import open_bundle
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run(*args):
+    return CliRunner().invoke(main, ["traces", *map(str, args)])
+
+
+@pytest.fixture()
+def synth(tmp_path):
+    result = run("synth", "-n", 300, "--tiers", 3, "--seed", 0, "-o", tmp_path / "s")
+    assert result.exit_code == 0, result.output
+    assert "synthetic bundle, 300 requests, tiers synth-8b, synth-34b, synth-70b" in result.output
+    return tmp_path / "s"
+
+
+def test_synth_then_validate_ok(synth, tmp_path):
+    result = run("validate", synth, "--json", tmp_path / "v.json")
+    assert result.exit_code == 0 and result.output.startswith("ok: ")
+    assert json.loads((tmp_path / "v.json").read_text()) == {"bundle": str(synth), "valid": True, "problems": []}
+
+
+def test_validate_lists_problems_and_exits_1(synth):
+    file = synth / "outputs.parquet"
+    table = pq.read_table(file)
+    quality = table.column("quality").to_pylist()
+    quality[4] = 2.0
+    table = table.set_column(table.schema.get_field_index("quality"), "quality", pa.array(quality, pa.float32()))
+    pq.write_table(table, file)
+    result = run("validate", synth)
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert lines == ["outputs.parquet: column 'quality' row 4: quality 2.0 is outside [0, 1]", f"error: {synth}: 1 problem(s)"]
+
+
+def test_inspect_prints_a_table_and_writes_the_same_numbers_as_json(synth, tmp_path):
+    result = run("inspect", synth, "--json", tmp_path / "i.json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "i.json").read_text())
+    assert {"n_requests", "tiers", "signals", "oracle"} <= set(summary)
+    assert summary["n_requests"] == 300 and summary["signals"]["drafts"] is True
+    assert {"name", "params_b", "mean_quality", "mean_output_tokens"} <= set(summary["tiers"][0])
+    assert {"quality", "cost_share"} <= set(summary["oracle"])
+    assert "SYNTHETIC" in result.output and "synth-34b" in result.output
+    assert f"{summary['tiers'][0]['mean_quality']:.3f}" in result.output
+    assert f"cost share {summary['oracle']['cost_share']:.3f}" in result.output
+
+
+def test_split_is_reproducible_from_the_command_line(synth, tmp_path):
+    first = run("split", synth, "--test-frac", 0.3, "--seed", 0, "-o", tmp_path / "a", "--json", tmp_path / "a.json")
+    second = run("split", synth, "--test-frac", 0.3, "--seed", 0, "-o", tmp_path / "b")
+    assert first.exit_code == 0 and second.exit_code == 0
+    assert "calibration" in first.output and "test requests" in first.output
+    split = lambda p: pq.read_table(p / "requests.parquet").column("split").to_pylist()  # noqa: E731
+    assert split(tmp_path / "a") == split(tmp_path / "b")
+    assert json.loads((tmp_path / "a.json").read_text())["n_test"] == split(tmp_path / "a").count("test")
+
+
+def test_merge_joins_shards_from_the_command_line(tmp_path):
+    for i, seed in enumerate((1, 2)):
+        assert run("synth", "-n", 20, "--tiers", 2, "--seed", seed, "-o", tmp_path / f"s{i}").exit_code == 0
+    # two synthetic bundles share request ids (synth-00..): merge must refuse them
+    result = run("merge", tmp_path / "s0", tmp_path / "s1", "-o", tmp_path / "m")
+    assert result.exit_code == 2 and "is also in" in result.output and "Traceback" not in result.output
+    for table in ("requests", "outputs", "drafts"):
+        t = pq.read_table(tmp_path / "s1" / f"{table}.parquet")
+        ids = pa.array([f"x{r}" for r in t.column("request_id").to_pylist()])
+        pq.write_table(t.set_column(0, t.schema.field(0), ids), tmp_path / "s1" / f"{table}.parquet")
+    result = run("merge", tmp_path / "s0", tmp_path / "s1", "-o", tmp_path / "m")
+    assert result.exit_code == 0, result.output
+    assert "merged 2 bundles, 40 requests" in result.output
+    assert open_bundle(tmp_path / "m").read("outputs", ["tier"]).num_rows == 80
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["inspect", "{tmp}/missing"], "no such bundle"),
+        (["validate", "{tmp}/missing"], "no such bundle"),
+        (["split", "{tmp}/missing"], "no such bundle"),
+        (["synth", "-n", "5", "--seed", "0", "-o", "{tmp}/x"], "10..1000000 requests"),
+        (["synth", "-n", "50", "--tiers", "12", "--seed", "0", "-o", "{tmp}/x"], "2..8 tiers"),
+        (["merge", "{tmp}/a", "-o", "{tmp}/x"], "at least two bundles"),
+        (["merge", "{tmp}/a", "{tmp}/b", "-o", "{tmp}/x"], "no such bundle"),
+    ],
+)
+def test_bad_input_is_one_error_line_and_nonzero_exit(tmp_path, args, message):
+    result = run(*[a.format(tmp=tmp_path) for a in args])
+    assert result.exit_code != 0
+    assert message in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "x").exists()
+
+
+def test_split_with_bad_fraction_is_refused(synth):
+    result = run("split", synth, "--test-frac", 1.5)
+    assert result.exit_code == 2 and result.output.startswith("error: --test-frac must be strictly between 0 and 1")
+
+
+def test_inspect_without_a_bundle_means_the_builtin_trace(tmp_path):
+    result = run("inspect")
+    builtin = REPO / "asd" / "traces" / "builtin" / "bundle" / "manifest.json"
+    if builtin.is_file():
+        assert result.exit_code == 0 and "tiers" in result.output
+    else:
+        assert result.exit_code == 2 and "built-in trace is not installed" in result.output
+
+
+def test_console_entry_point_runs_in_a_subprocess(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    cmd = [sys.executable, "-m", "asd.cli", "traces", "synth", "-n", "10", "--tiers", "2", "--seed", "0", "-o", str(tmp_path / "s")]
+    assert subprocess.run(cmd, cwd=REPO, env=env, capture_output=True).returncode == 0
+    done = subprocess.run([sys.executable, "-m", "asd.cli", "traces", "validate", str(tmp_path / "nope")],
+                          cwd=REPO, env=env, capture_output=True, text=True)
+    assert done.returncode == 1 and "no such bundle" in done.stderr and "Traceback" not in done.stderr

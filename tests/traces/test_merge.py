@@ -1,0 +1,84 @@
+"""merge: shards of one workload join back into the whole; mismatches are refused."""
+
+import json
+import shutil
+
+import pyarrow.compute as pc
+import pytest
+
+from asd.errors import TraceError
+from asd.traces.bundle import write_bundle
+from asd.traces.merge import merge_bundles
+from asd.traces.synth import synthesize
+from asd.traces.validate import validate_bundle
+
+
+def _shards(tmp_path, n_shards=3, n=90, n_tiers=3):
+    manifest, requests, outputs, drafts = synthesize(n, n_tiers, seed=0)
+    ids = requests.column("request_id")
+    paths = []
+    for i in range(n_shards):
+        mine = ids.take(list(range(i, n, n_shards)))
+        keep = lambda t: t.filter(pc.is_in(t.column("request_id"), value_set=mine))  # noqa: E731
+        path = tmp_path / f"shard{i}"
+        write_bundle(path, dict(manifest, provenance={"shard": f"{i}/{n_shards}"}), keep(requests), keep(outputs), keep(drafts))
+        paths.append(path)
+    return paths, (requests, outputs, drafts)
+
+
+def _sorted(table):
+    return table.sort_by([(c, "ascending") for c in ("request_id", "tier", "draft_tier") if c in table.column_names])
+
+
+def test_merged_shards_equal_the_whole(tmp_path):
+    paths, (requests, outputs, drafts) = _shards(tmp_path)
+    merged = merge_bundles(paths, tmp_path / "all")
+    assert validate_bundle(merged) == []
+    back = _sorted(merged.read("requests", requests.column_names))
+    assert back.equals(_sorted(requests.cast(back.schema)))
+    back = _sorted(merged.read("outputs", outputs.column_names))
+    assert back.equals(_sorted(outputs.cast(back.schema)))
+    back = _sorted(merged.read("drafts", drafts.column_names))
+    assert back.equals(_sorted(drafts.cast(back.schema)))
+    assert merged.manifest["synthetic"] is True
+    assert [m["provenance"] for m in merged.manifest["provenance"]["merged_from"]] == [
+        {"shard": "0/3"}, {"shard": "1/3"}, {"shard": "2/3"}]
+
+
+def test_duplicate_requests_are_refused_naming_both_bundles(tmp_path):
+    paths, _ = _shards(tmp_path)
+    shutil.copytree(paths[0], tmp_path / "again")
+    with pytest.raises(TraceError, match=r"request 'synth-\d+' is also in .*shard0"):
+        merge_bundles([paths[0], paths[1], tmp_path / "again"], tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "edit,message",
+    [
+        (lambda m: m["tiers"].pop(), "tiers"),
+        (lambda m: m["tiers"][1].update(params_b=99.0), "params_b=99.0"),
+        (lambda m: m["tiers"][0].update(name="other"), "tiers"),
+        (lambda m: m.update(sampling={"temperature": 0.7}), "sampling"),
+    ],
+)
+def test_mismatched_ladders_are_refused(tmp_path, edit, message):
+    paths, _ = _shards(tmp_path, n_shards=2)
+    file = paths[1] / "manifest.json"
+    manifest = json.loads(file.read_text())
+    edit(manifest)
+    file.write_text(json.dumps(manifest))
+    with pytest.raises(TraceError, match=message):
+        merge_bundles(paths, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_output_must_be_new_and_not_an_input(tmp_path):
+    paths, _ = _shards(tmp_path, n_shards=2)
+    with pytest.raises(TraceError, match="must not be one of the inputs"):
+        merge_bundles(paths, paths[0])
+    with pytest.raises(TraceError, match="at least two"):
+        merge_bundles(paths[:1], tmp_path / "out")
+    (tmp_path / "out").mkdir()
+    with pytest.raises(TraceError, match="already exists"):
+        merge_bundles(paths, tmp_path / "out")

@@ -1,0 +1,65 @@
+"""inspect's summary: per-tier numbers, signals, agreement and oracle on a hand-checked bundle."""
+
+import pytest
+
+from asd.traces.bundle import new_manifest, open_bundle, write_bundle
+from asd.traces.summary import summarize_bundle
+from asd.traces.synth import write_synthetic_bundle
+
+
+@pytest.fixture()
+def hand_bundle(tmp_path):
+    """Three requests, tiers 1B and 10B. Acceptable: r1 tier 0; r2 tier 1 only; r3 neither."""
+    manifest = new_manifest([{"name": "small", "params_b": 1.0}, {"name": "big", "params_b": 10.0}])
+    requests = {"request_id": ["r1", "r2", "r3", "r4"], "task": ["x", "x", "y", None]}
+    outputs = {
+        "request_id": ["r1", "r1", "r2", "r2", "r3", "r3", "r4"],
+        "tier": [0, 1, 0, 1, 0, 1, 0],  # r4 lacks tier 1: not in the oracle
+        "quality": [0.9, 1.0, 0.2, 0.8, 0.1, 0.3, 1.0],
+        "accepted": [None, None, None, None, None, False, None],
+        "n_prompt_tokens": [10, 10, 10, 10, 10, 10, 10],
+        "n_output_tokens": [10, 30, 20, 10, 40, 20, 5],
+        "ttft_ms": [1.0, 2.0, None, None, None, None, None],
+    }
+    write_bundle(tmp_path / "h", manifest, requests, outputs)
+    return open_bundle(tmp_path / "h")
+
+
+def test_per_tier_means_signals_and_counts(hand_bundle):
+    s = summarize_bundle(hand_bundle)
+    assert s["n_requests"] == 4 and s["n_outputs"] == 7 and s["n_complete_requests"] == 3
+    small, big = s["tiers"]
+    assert small["name"] == "small" and small["params_b"] == 1.0 and small["n_outputs"] == 4
+    assert small["mean_quality"] == pytest.approx((0.9 + 0.2 + 0.1 + 1.0) / 4)
+    assert big["mean_output_tokens"] == pytest.approx(20.0)
+    assert small["acceptable_rate"] == pytest.approx(0.5)
+    assert s["signals"] == {"logprobs": False, "timings": True, "drafts": False}
+    assert s["n_tasks"] == 2 and s["splits"] == {"unsplit": 4}
+
+
+def test_oracle_takes_the_cheapest_acceptable_tier_and_states_its_cost_share(hand_bundle):
+    oracle = summarize_bundle(hand_bundle)["oracle"]
+    # r1 → small (0.9), r2 → big (0.8), r3 → none acceptable: best quality is big's 0.3 (accepted
+    # False overrides nothing: quality still scores it) → big.
+    assert oracle["quality"] == pytest.approx((0.9 + 0.8 + 0.3) / 3)
+    # cost = params · (prompt + output): oracle 1·20 + 10·20 + 10·30 vs always-big 10·(40 + 20 + 30)
+    assert oracle["cost_share"] == pytest.approx((20 + 200 + 300) / 900)
+    assert oracle["tier_share"] == {"small": pytest.approx(1 / 3), "big": pytest.approx(2 / 3)}
+
+
+def test_agreement_is_the_share_of_equal_acceptability_labels(hand_bundle):
+    (pair,) = summarize_bundle(hand_bundle)["agreement"]
+    # acceptable small/big: r1 T/T, r2 F/T, r3 F/F → 2 of 3 agree
+    assert pair == {"a": "small", "b": "big", "agreement": pytest.approx(2 / 3)}
+
+
+def test_threshold_changes_what_counts_as_acceptable(hand_bundle):
+    assert summarize_bundle(hand_bundle, threshold=0.95)["tiers"][0]["acceptable_rate"] == pytest.approx(0.25)
+
+
+def test_synthetic_bundle_reports_all_signals_and_a_cheaper_oracle(tmp_path):
+    bundle = write_synthetic_bundle(tmp_path / "s", 500, 4, seed=0)
+    s = summarize_bundle(bundle)
+    assert s["synthetic"] and s["signals"] == {"logprobs": True, "timings": True, "drafts": True}
+    assert [t["name"] for t in s["tiers"]] == bundle.tier_names and len(s["agreement"]) == 6
+    assert 0 < s["oracle"]["cost_share"] < 1 and s["oracle"]["quality"] >= s["tiers"][-1]["mean_quality"]
