@@ -26,9 +26,10 @@ def print_summary(summary: dict, console: Console | None = None) -> None:
     console.print(f"signals: {signals}; tasks: {summary['n_tasks']}; splits: {splits}")
 
     tiers = Table(title="tiers", box=box.SIMPLE_HEAD)
-    tiers.add_column("tier", no_wrap=True)
-    for col in ("params\nB", "outputs", "quality", "accept-\nable", "out\ntokens", "ttft\nms", "e2e\nms"):
-        tiers.add_column(col, justify="right")
+    # Numbers never wrap or truncate; a long tier name folds instead.
+    tiers.add_column("tier", overflow="fold", min_width=8)
+    for col in ("B", "n", "quality", "accept", "tokens", "ttft", "e2e"):
+        tiers.add_column(col, justify="right", no_wrap=True)
     for t in summary["tiers"]:
         tiers.add_row(
             t["name"], "—" if t["params_b"] is None else f"{t['params_b']:g}", _fmt(t["n_outputs"]),
@@ -36,7 +37,7 @@ def print_summary(summary: dict, console: Console | None = None) -> None:
             _fmt(t["mean_ttft_ms"], 0), _fmt(t["mean_e2e_ms"], 0),
         )
     console.print(tiers)
-    console.print("[dim]quality, acceptable, out tokens, ttft, e2e: per-tier means (more in --json)[/dim]")
+    console.print("[dim]B: parameters (billions); n: outputs; quality, accept(able), output tokens, ttft/e2e (ms): per-tier means (more in --json)[/dim]")
 
     if summary["agreement"]:
         agree = Table(title="agreement of tier labels", box=box.SIMPLE_HEAD)
