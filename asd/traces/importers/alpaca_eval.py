@@ -9,8 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from asd.errors import ConfigError, TraceError
 from asd.traces.bundle import new_manifest
@@ -18,11 +16,13 @@ from asd.traces.importers.base import (
     TOKEN_ESTIMATE_RULE,
     ImportedTrace,
     Importer,
-    check_known_models,
-    complete_requests,
+    complete_ladder_requests,
     estimate_tokens,
+    in_request_order,
     parse_model_list,
     parse_params_b,
+    read_ladder_rows,
+    read_request_table,
     require_files,
 )
 
@@ -80,35 +80,26 @@ class AlpacaEvalImporter(Importer):
         require_files(src, ("prompts.parquet", "outputs.parquet", "annotations.parquet"), "an AlpacaEval export")
         names = parse_model_list(models)
         outputs_file = src / "outputs.parquet"
-        available = pc.unique(pq.read_table(outputs_file, columns=["model"]).column("model")).to_pylist()
-        check_known_models(names, available, str(outputs_file))
-
-        rows = pq.read_table(
-            outputs_file,
-            columns=["model", "params_b", "prompt_idx", "output"],
-            filters=[("model", "in", names)],
-        ).to_pandas()
+        rows = read_ladder_rows(outputs_file, names, ["model", "params_b", "prompt_idx", "output"], "prompt_idx")
         rows = rows[rows["output"].notna()]
-        rows["tier"] = rows["model"].map({n: i for i, n in enumerate(names)}).astype("int16")
-        rows["request_id"] = rows["prompt_idx"].astype(str)
+        # The annotator is checked before completeness, so its errors come first.
         annotations_file = src / "annotations.parquet"
         annotations = pd.read_parquet(annotations_file)
         chosen = choose_annotator(annotations, names, annotator, str(annotations_file))
         labels, n_mismatch, baseline = self._labels(annotations, chosen, names, str(annotations_file))
-        keep, dropped = complete_requests(rows[["request_id", "tier"]], len(names), names, drop_incomplete, str(outputs_file))
+        keep, dropped = complete_ladder_requests(rows, names, drop_incomplete, str(outputs_file))
 
-        prompts = pd.read_parquet(src / "prompts.parquet")
-        prompts["request_id"] = prompts["prompt_idx"].astype(str)
-        prompts = prompts.set_index("request_id").reindex(keep)
-        if prompts["instruction"].isna().any():
-            first = prompts.index[prompts["instruction"].isna()][0]
-            raise TraceError(f"{src / 'prompts.parquet'}: no instruction for prompt_idx {first} (it has outputs)")
+        prompts = read_request_table(
+            src / "prompts.parquet",
+            "prompt_idx",
+            keep,
+            "instruction",
+            "no instruction for prompt_idx {} (it has outputs)",
+        )
         requests = pd.DataFrame(
             {"request_id": keep, "prompt": prompts["instruction"].to_numpy(), "task": prompts["dataset"].to_numpy()}
         )
-        order = pd.Series(range(len(keep)), index=keep)
-        rows = rows[rows["request_id"].isin(order.index)]
-        rows = rows.assign(_order=rows["request_id"].map(order)).sort_values(["_order", "tier"]).reset_index(drop=True)
+        rows = in_request_order(rows, keep)
         prompt_tokens = estimate_tokens(requests.set_index("request_id")["prompt"])
         outputs = pd.DataFrame(
             {

@@ -1,5 +1,6 @@
 """What every importer shares: the `Importer` base class, the in-memory `ImportedTrace` it
-returns, and the helpers for tier ladders, token estimates and incomplete requests.
+returns, and the helpers for tier ladders, token estimates, incomplete requests and the
+per-model Parquet exports in shared/data.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from typing import ClassVar
 
 import numpy as np
 import pandas as pd
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from asd.errors import ConfigError, TraceError
 
@@ -143,6 +146,60 @@ def complete_requests(
     if len(keep) == 0:
         raise TraceError(f"{where}: no request has a row at every tier ({', '.join(tier_names)})")
     return keep, int(len(incomplete))
+
+
+def read_ladder_rows(
+    path: Path,
+    names: list[str],
+    columns: list[str],
+    request_key: str,
+    *,
+    available=None,
+    where: str | None = None,
+    filters: tuple = (),
+) -> pd.DataFrame:
+    """The rows of a per-model Parquet export for the requested ladder `names`, with `tier`
+    (the model's place in `names`) and `request_id` (`request_key` as text) added.
+
+    Every name must be among `available` (default: the file's distinct `model` values), else
+    an error naming `where` (default: the file). `filters` narrow the read further.
+    """
+    if available is None:
+        available = pc.unique(pq.read_table(path, columns=["model"]).column("model")).to_pylist()
+    check_known_models(names, available, str(path) if where is None else where)
+    rows = pq.read_table(path, columns=columns, filters=[("model", "in", names), *filters]).to_pandas()
+    rows["tier"] = rows["model"].map({name: i for i, name in enumerate(names)}).astype("int16")
+    rows["request_id"] = rows[request_key].astype(str)
+    return rows
+
+
+def complete_ladder_requests(
+    rows: pd.DataFrame, names: list[str], drop_incomplete: bool, where: str
+) -> tuple[np.ndarray, int]:
+    """`complete_requests` over a ladder's rows (their request_id and tier columns)."""
+    return complete_requests(rows[["request_id", "tier"]], len(names), names, drop_incomplete, where)
+
+
+def in_request_order(rows: pd.DataFrame, keep) -> pd.DataFrame:
+    """The rows of the kept requests only, ordered as `keep`, then by tier."""
+    order = pd.Series(range(len(keep)), index=keep)
+    rows = rows[rows["request_id"].isin(order.index)]
+    rows = rows.assign(_order=rows["request_id"].map(order)).sort_values(["_order", "tier"], kind="stable")
+    return rows.drop(columns="_order").reset_index(drop=True)
+
+
+def read_request_table(path: Path, request_key: str, keep, required: str, missing: str) -> pd.DataFrame:
+    """A per-request Parquet table (questions, prompts) indexed by request_id (`request_key` as
+    text) and reindexed to `keep`. A kept request whose `required` column is null there is an
+    error: `path` then `missing` formatted with the first such request id.
+    """
+    table = pd.read_parquet(path)
+    table["request_id"] = table[request_key].astype(str)
+    table = table.set_index("request_id").reindex(keep)
+    absent = table.index[table[required].isna()]
+    if len(absent):
+        raise TraceError(f"{path}: " + missing.format(absent[0]))
+    return table
 
 
 def is_missing(value) -> bool:

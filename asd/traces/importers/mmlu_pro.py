@@ -8,20 +8,19 @@ import json
 from pathlib import Path
 
 import pandas as pd
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from asd.errors import TraceError
 from asd.traces.bundle import new_manifest
 from asd.traces.importers.base import (
     TOKEN_ESTIMATE_RULE,
     ImportedTrace,
     Importer,
-    check_known_models,
-    complete_requests,
+    complete_ladder_requests,
     estimate_tokens_from_chars,
+    in_request_order,
     parse_model_list,
     parse_params_b,
+    read_ladder_rows,
+    read_request_table,
     require_files,
 )
 
@@ -56,24 +55,14 @@ class MmluProImporter(Importer):
         require_files(src, ("questions.parquet", "outputs.parquet"), "an MMLU-Pro export")
         names = parse_model_list(models)
         outputs_file = src / "outputs.parquet"
-        available = pc.unique(pq.read_table(outputs_file, columns=["model"]).column("model")).to_pylist()
-        check_known_models(names, available, str(outputs_file))
+        rows = read_ladder_rows(
+            outputs_file, names, ["model", "question_id", "correct", "generated_text", "generated_chars"], "question_id"
+        )
+        keep, dropped = complete_ladder_requests(rows, names, drop_incomplete, str(outputs_file))
 
-        rows = pq.read_table(
-            outputs_file,
-            columns=["model", "question_id", "correct", "generated_text", "generated_chars"],
-            filters=[("model", "in", names)],
-        ).to_pandas()
-        rows["tier"] = rows["model"].map({name: i for i, name in enumerate(names)}).astype("int16")
-        rows["request_id"] = rows["question_id"].astype(str)
-        keep, dropped = complete_requests(rows[["request_id", "tier"]], len(names), names, drop_incomplete, str(outputs_file))
-
-        questions = pd.read_parquet(src / "questions.parquet")
-        questions["request_id"] = questions["question_id"].astype(str)
-        questions = questions.set_index("request_id").reindex(keep)
-        missing = questions.index[questions["question"].isna()]
-        if len(missing):
-            raise TraceError(f"{src / 'questions.parquet'}: no question {missing[0]!r} (it has outputs)")
+        questions = read_request_table(
+            src / "questions.parquet", "question_id", keep, "question", "no question {!r} (it has outputs)"
+        )
         requests = pd.DataFrame(
             {
                 "request_id": keep,
@@ -83,9 +72,7 @@ class MmluProImporter(Importer):
             }
         )
 
-        order = pd.Series(range(len(keep)), index=keep)
-        rows = rows[rows["request_id"].isin(order.index)]
-        rows = rows.assign(_order=rows["request_id"].map(order)).sort_values(["_order", "tier"]).reset_index(drop=True)
+        rows = in_request_order(rows, keep)
         # Some models' archives keep only the extracted letter (empty CoT text): not recorded.
         recorded = rows["generated_chars"] > 0
         outputs = pd.DataFrame(

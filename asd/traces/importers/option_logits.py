@@ -17,10 +17,12 @@ from asd.traces.bundle import new_manifest
 from asd.traces.importers.base import (
     ImportedTrace,
     Importer,
-    check_known_models,
-    complete_requests,
+    complete_ladder_requests,
+    in_request_order,
     parse_model_list,
     parse_params_b,
+    read_ladder_rows,
+    read_request_table,
     require_files,
 )
 
@@ -86,23 +88,20 @@ class OptionLogitsImporter(Importer):
                 f"--prompt-style {prompt_style} --icl-demos {icl_demos}: not in {logits_file}; variants are "
                 + ", ".join(f"{s}/{k}" for s, k in sorted(by_variant))
             )
-        check_known_models(names, by_variant[prompt_style, icl_demos], f"{logits_file} ({prompt_style}/icl{icl_demos})")
-
-        rows = pq.read_table(
+        rows = read_ladder_rows(
             logits_file,
-            columns=["model", "id", *LOGIT_COLUMNS, "pred"],
-            filters=[("model", "in", names), ("prompt_style", "=", prompt_style), ("icl_demos", "=", icl_demos)],
-        ).to_pandas()
-        rows["tier"] = rows["model"].map({n: i for i, n in enumerate(names)}).astype("int16")
-        rows["request_id"] = rows["id"].astype(str)
-        keep, dropped = complete_requests(rows[["request_id", "tier"]], len(names), names, drop_incomplete, str(logits_file))
+            names,
+            ["model", "id", *LOGIT_COLUMNS, "pred"],
+            "id",
+            available=by_variant[prompt_style, icl_demos],
+            where=f"{logits_file} ({prompt_style}/icl{icl_demos})",
+            filters=(("prompt_style", "=", prompt_style), ("icl_demos", "=", icl_demos)),
+        )
+        keep, dropped = complete_ladder_requests(rows, names, drop_incomplete, str(logits_file))
 
-        questions = pd.read_parquet(src / "questions.parquet")
-        questions["request_id"] = questions["id"].astype(str)
-        questions = questions.set_index("request_id").reindex(keep)
-        if questions["answer"].isna().any():
-            first = questions.index[questions["answer"].isna()][0]
-            raise TraceError(f"{src / 'questions.parquet'}: no question with id {first} (it has logits)")
+        questions = read_request_table(
+            src / "questions.parquet", "id", keep, "answer", "no question with id {} (it has logits)"
+        )
         requests = pd.DataFrame(
             {
                 "request_id": keep,
@@ -114,9 +113,7 @@ class OptionLogitsImporter(Importer):
                 "reference": questions["answer"].to_numpy(),
             }
         )
-        order = pd.Series(range(len(keep)), index=keep)
-        rows = rows[rows["request_id"].isin(order.index)]
-        rows = rows.assign(_order=rows["request_id"].map(order)).sort_values(["_order", "tier"]).reset_index(drop=True)
+        rows = in_request_order(rows, keep)
 
         # The answer is the data's `pred` (the argmax option letter); its log-softmax is the signal.
         unknown = ~rows["pred"].isin(list(OPTIONS))

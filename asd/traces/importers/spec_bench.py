@@ -13,7 +13,13 @@ import pandas as pd
 
 from asd.errors import ConfigError, TraceError
 from asd.traces.bundle import new_manifest
-from asd.traces.importers.base import ImportedTrace, Importer, complete_requests, parse_params_b, require_files
+from asd.traces.importers.base import (
+    ImportedTrace,
+    Importer,
+    complete_ladder_requests,
+    parse_params_b,
+    require_files,
+)
 
 QUESTIONS_SOURCE = {
     "repo": "hemingkx/Spec-Bench",
@@ -112,7 +118,7 @@ class SpecBenchImporter(Importer):
         )
         draft_name = draft_model_name(method, verify_model)
         names = [draft_name, verify_model]
-        keep, dropped = complete_requests(present, 2, names, drop_incomplete, str(traces_file))
+        keep, dropped = complete_ladder_requests(present, names, drop_incomplete, str(traces_file))
         keep = np.array(sorted(keep, key=_turn_order), dtype=object)
 
         vanilla, sps = vanilla.reindex(keep), sps.reindex(keep)

@@ -15,7 +15,7 @@ import pandas as pd
 
 from asd.errors import ConfigError, TraceError
 from asd.traces.bundle import new_manifest
-from asd.traces.importers.base import ImportedTrace, Importer, complete_requests
+from asd.traces.importers.base import ImportedTrace, Importer, complete_ladder_requests, in_request_order
 
 REQUEST_COLUMNS = ("prompt", "task", "reference")
 OUTPUT_COLUMNS = (
@@ -261,11 +261,8 @@ class TabularImporter(Importer):
             raise TraceError(f"{src}: empty (no rows)")
 
         outputs = pd.DataFrame(out_rows)
-        keep, dropped = complete_requests(outputs[["request_id", "tier"]], len(names), names, drop_incomplete, str(src))
-        order = {request_id: i for i, request_id in enumerate(keep)}
-        outputs = outputs[outputs["request_id"].isin(order)]
-        outputs = outputs.assign(_order=outputs["request_id"].map(order)).sort_values(["_order", "tier"], kind="stable")
-        outputs = outputs.drop(columns="_order").reset_index(drop=True)
+        keep, dropped = complete_ladder_requests(outputs, names, drop_incomplete, str(src))
+        outputs = in_request_order(outputs, keep)
         requests = pd.DataFrame(
             {
                 "request_id": keep,

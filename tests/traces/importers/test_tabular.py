@@ -1,5 +1,6 @@
 import json
 import math
+import re
 
 import pytest
 
@@ -112,21 +113,6 @@ BAD_JSONL = {
 }
 
 
-@pytest.mark.parametrize("case", list(BAD_JSONL))
-def test_bad_jsonl_is_one_line_naming_file_line_and_column(tmp_path, case):
-    rows, expected = BAD_JSONL[case]
-    src = _jsonl(tmp_path / "runs.jsonl", rows) if rows else tmp_path / "runs.jsonl"
-    if not rows:
-        src.write_text("")
-    with pytest.raises(TraceError) as info:
-        import_trace("jsonl", src, tmp_path / "b", tiers=TIERS)
-    message = str(info.value)
-    assert "\n" not in message and str(src) in message
-    assert __import__("re").search(expected, message), message
-    assert not (tmp_path / "b").exists()
-    assert [p.name for p in tmp_path.iterdir()] == ["runs.jsonl"]  # nothing half-written
-
-
 BAD_CSV = {
     "NaN quality": ("request_id,model,output,quality\nr,llama-8b,x,nan\n", r"line 2, column 'quality': quality is NaN"),
     "quality not a number": ("request_id,model,output,quality\nr,llama-8b,x,high\n", r"line 2, column 'quality': 'high' is not a number"),
@@ -140,17 +126,30 @@ BAD_CSV = {
 }
 
 
-@pytest.mark.parametrize("case", list(BAD_CSV))
-def test_bad_csv_is_one_line_naming_file_line_and_column(tmp_path, case):
-    text, expected = BAD_CSV[case]
-    src = tmp_path / "runs.csv"
-    src.write_text(text)
+def _bad_source(tmp_path, fmt, case):
+    """The bad source file of one BAD_JSONL / BAD_CSV case, written, and the message expected."""
+    src = tmp_path / f"runs.{fmt}"
+    if fmt == "jsonl":
+        rows, expected = BAD_JSONL[case]
+        _jsonl(src, rows)
+    else:
+        text, expected = BAD_CSV[case]
+        src.write_text(text)
+    return src, expected
+
+
+@pytest.mark.parametrize(
+    "fmt, case", [("jsonl", case) for case in BAD_JSONL] + [("csv", case) for case in BAD_CSV]
+)
+def test_bad_tabular_input_is_one_line_naming_file_line_and_column(tmp_path, fmt, case):
+    src, expected = _bad_source(tmp_path, fmt, case)
     with pytest.raises(TraceError) as info:
-        import_trace("csv", src, tmp_path / "b", tiers=TIERS)
+        import_trace(fmt, src, tmp_path / "b", tiers=TIERS)
     message = str(info.value)
     assert "\n" not in message and str(src) in message
-    assert __import__("re").search(expected, message), message
+    assert re.search(expected, message), message
     assert not (tmp_path / "b").exists()
+    assert [p.name for p in tmp_path.iterdir()] == [src.name]  # nothing half-written
 
 
 def test_missing_file_is_named(tmp_path):
