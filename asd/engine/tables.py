@@ -111,7 +111,7 @@ def _check_probabilities(name: str, a: np.ndarray, allow_nan: bool = False) -> N
     if bad.any():
         idx = np.argwhere(bad)[0]
         where = ", ".join(str(int(i)) for i in idx)
-        raise PolicyError(f"{name}[{where}] = {a[tuple(idx)]!r}: must be a probability in [0, 1]"
+        raise PolicyError(f"{name}[{where}] = {float(a[tuple(idx)])!r}: must be a probability in [0, 1]"
                           + ("" if allow_nan else " (NaN not allowed)"))
 
 
@@ -120,7 +120,7 @@ def _check_costs(name: str, a: np.ndarray) -> None:
     if bad.any():
         idx = np.argwhere(bad)[0]
         where = ", ".join(str(int(i)) for i in idx)
-        raise PolicyError(f"{name}[{where}] = {a[tuple(idx)]!r}: costs must be finite and >= 0")
+        raise PolicyError(f"{name}[{where}] = {float(a[tuple(idx)])!r}: costs must be finite and >= 0")
 
 
 def _kernel(src_bins, dst_bins, n_src, n_dst, smoothing):
@@ -129,6 +129,7 @@ def _kernel(src_bins, dst_bins, n_src, n_dst, smoothing):
     np.add.at(counts, (src_bins, dst_bins), 1.0)
     marginal = (np.bincount(dst_bins, minlength=n_dst) + 1.0) / (dst_bins.size + n_dst)
     rows = counts + smoothing * marginal[None, :]
+    rows[rows.sum(axis=1) == 0.0] = marginal  # unseen source bin with smoothing 0
     return rows / rows.sum(axis=1, keepdims=True)
 
 
