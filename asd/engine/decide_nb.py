@@ -23,7 +23,7 @@ OFF_KNOT_COUNTS, OFF_BIN_COUNTS, OFF_START = range(17, 20)
 HEADER_SIZE = 20
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def sigmoid_nb(z):
     if z >= 0.0:
         return 1.0 / (1.0 + math.exp(-z))
@@ -31,61 +31,57 @@ def sigmoid_nb(z):
     return e / (1.0 + e)
 
 
-@njit(cache=True)
-def predict_raw_nb(x, row, kind, w1, b1, w2, b2):
-    """Uncalibrated P(accept) of stage `row`: logistic (H = 1) or one ReLU hidden layer."""
+@njit(cache=True, inline="always")
+def predict_raw_nb(features, r, row, kind, w1, b1, w2, b2):
+    """Uncalibrated P(accept) of request r (a row of `features`) at stage `row`: logistic
+    (H = 1) or one ReLU hidden layer. Indexes 2-d arrays directly: a row view per request
+    would cost reference-count updates in the hot loop."""
     n_features = w1.shape[2]
     if kind == LOGISTIC:
         z = b1[row, 0]
         for f in range(n_features):
-            z += w1[row, 0, f] * x[f]
+            z += w1[row, 0, f] * features[r, f]
         return sigmoid_nb(z)
     z = b2[row]
     for h in range(w1.shape[1]):
         a = b1[row, h]
         for f in range(n_features):
-            a += w1[row, h, f] * x[f]
+            a += w1[row, h, f] * features[r, f]
         if a > 0.0:
             z += w2[row, h] * a
     return sigmoid_nb(z)
 
 
-@njit(cache=True)
-def isotonic_nb(p, knots_x, knots_y, n_knots):
-    """Piecewise-linear interpolation through the first n_knots knots, clamped at the ends."""
-    if p <= knots_x[0]:
-        return knots_y[0]
-    if p >= knots_x[n_knots - 1]:
-        return knots_y[n_knots - 1]
-    lo = 0
-    hi = n_knots - 1
-    while hi - lo > 1:
-        mid = (lo + hi) >> 1
-        if knots_x[mid] <= p:
-            lo = mid
-        else:
-            hi = mid
-    dx = knots_x[hi] - knots_x[lo]
+@njit(cache=True, inline="always")
+def isotonic_nb(p, knots_x, knots_y, row, n_knots):
+    """Piecewise-linear interpolation through the first n_knots knots of table `row`,
+    clamped at the ends."""
+    if p <= knots_x[row, 0]:
+        return knots_y[row, 0]
+    if p >= knots_x[row, n_knots - 1]:
+        return knots_y[row, n_knots - 1]
+    # Branch-free count instead of a binary search: tables are short, and mispredicted
+    # branches cost more than a few vectorised compares. hi = first knot above p.
+    hi = 0
+    for k in range(n_knots):
+        hi += knots_x[row, k] <= p
+    lo = hi - 1
+    dx = knots_x[row, hi] - knots_x[row, lo]
     if dx <= 0.0:
-        return knots_y[hi]
-    return knots_y[lo] + (knots_y[hi] - knots_y[lo]) * (p - knots_x[lo]) / dx
+        return knots_y[row, hi]
+    return knots_y[row, lo] + (knots_y[row, hi] - knots_y[row, lo]) * (p - knots_x[row, lo]) / dx
 
 
-@njit(cache=True)
-def bin_of_nb(p, edges_row, n_bins):
-    """Number of inner edges edges_row[1 .. n_bins-1] that are <= p."""
-    lo = 1
-    hi = n_bins
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if edges_row[mid] <= p:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo - 1
+@njit(cache=True, inline="always")
+def bin_of_nb(p, edges, row, n_bins):
+    """Number of inner edges edges[row, 1 .. n_bins-1] that are <= p (branch-free count)."""
+    count = 0
+    for j in range(1, n_bins):
+        count += edges[row, j] <= p
+    return count
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def unpack_nb(blob, layout):
     """Views into the packed policy (no copies)."""
     n_rows = layout[N_ROWS]
@@ -120,27 +116,28 @@ def unpack_nb(blob, layout):
     return w1, b1, w2, b2, iso_x, iso_y, edges, stop, knot_counts, bin_counts, start
 
 
-@njit(cache=True)
-def stage_bin_nb(x, row, kind, w1, b1, w2, b2, iso_x, iso_y, knot_counts, edges, bin_counts):
-    """Predictor → isotonic calibration → bin, for stage `row`."""
-    p = predict_raw_nb(x, row, kind, w1, b1, w2, b2)
-    p = isotonic_nb(p, iso_x[row], iso_y[row], knot_counts[row])
-    return bin_of_nb(p, edges[row], bin_counts[row])
+@njit(cache=True, inline="always")
+def stage_bin_nb(features, r, row, kind, w1, b1, w2, b2, iso_x, iso_y, knot_counts, edges, bin_counts):
+    """Predictor → isotonic calibration → bin, for request r at stage `row`."""
+    p = predict_raw_nb(features, r, row, kind, w1, b1, w2, b2)
+    p = isotonic_nb(p, iso_x, iso_y, row, knot_counts[row])
+    return bin_of_nb(p, edges, row, bin_counts[row])
 
 
 @njit(cache=True)
 def predict_packed_nb(blob, layout, row, x):
     """Calibrated P(accept) at stage `row` (0 = prompt, i+1 = after tier i)."""
     w1, b1, w2, b2, iso_x, iso_y, edges, stop, knot_counts, bin_counts, start = unpack_nb(blob, layout)
-    p = predict_raw_nb(x, row, layout[KIND], w1, b1, w2, b2)
-    return isotonic_nb(p, iso_x[row], iso_y[row], knot_counts[row])
+    p = predict_raw_nb(x.reshape((1, x.shape[0])), 0, row, layout[KIND], w1, b1, w2, b2)
+    return isotonic_nb(p, iso_x, iso_y, row, knot_counts[row])
 
 
 @njit(cache=True)
 def stop_packed_nb(blob, layout, tier, x):
     """True when the request should stop at `tier` (0-based), given tier's features x."""
     w1, b1, w2, b2, iso_x, iso_y, edges, stop, knot_counts, bin_counts, start = unpack_nb(blob, layout)
-    b = stage_bin_nb(x, tier + 1, layout[KIND], w1, b1, w2, b2, iso_x, iso_y, knot_counts, edges, bin_counts)
+    b = stage_bin_nb(x.reshape((1, x.shape[0])), 0, tier + 1, layout[KIND], w1, b1, w2, b2, iso_x, iso_y,
+                     knot_counts, edges, bin_counts)
     return stop[tier, b] != 0.0
 
 
@@ -148,7 +145,8 @@ def stop_packed_nb(blob, layout, tier, x):
 def start_packed_nb(blob, layout, x):
     """Start tier chosen at stage 0 from prompt features x."""
     w1, b1, w2, b2, iso_x, iso_y, edges, stop, knot_counts, bin_counts, start = unpack_nb(blob, layout)
-    b0 = stage_bin_nb(x, 0, layout[KIND], w1, b1, w2, b2, iso_x, iso_y, knot_counts, edges, bin_counts)
+    b0 = stage_bin_nb(x.reshape((1, x.shape[0])), 0, 0, layout[KIND], w1, b1, w2, b2, iso_x, iso_y,
+                      knot_counts, edges, bin_counts)
     return start[b0]
 
 
@@ -159,7 +157,7 @@ def stop_batch_packed_nb(blob, layout, tiers, features, out):
     kind = layout[KIND]
     for r in prange(features.shape[0]):
         tier = tiers[r]
-        b = stage_bin_nb(features[r], tier + 1, kind, w1, b1, w2, b2, iso_x, iso_y, knot_counts, edges, bin_counts)
+        b = stage_bin_nb(features, r, tier + 1, kind, w1, b1, w2, b2, iso_x, iso_y, knot_counts, edges, bin_counts)
         out[r] = 1 if stop[tier, b] != 0.0 else 0
 
 
@@ -169,7 +167,7 @@ def start_batch_packed_nb(blob, layout, features, out):
     w1, b1, w2, b2, iso_x, iso_y, edges, stop, knot_counts, bin_counts, start = unpack_nb(blob, layout)
     kind = layout[KIND]
     for r in prange(features.shape[0]):
-        b0 = stage_bin_nb(features[r], 0, kind, w1, b1, w2, b2, iso_x, iso_y, knot_counts, edges, bin_counts)
+        b0 = stage_bin_nb(features, r, 0, kind, w1, b1, w2, b2, iso_x, iso_y, knot_counts, edges, bin_counts)
         out[r] = start[b0]
 
 
@@ -179,4 +177,4 @@ def bins_batch_packed_nb(blob, layout, rows, features, out):
     w1, b1, w2, b2, iso_x, iso_y, edges, stop, knot_counts, bin_counts, start = unpack_nb(blob, layout)
     kind = layout[KIND]
     for r in prange(features.shape[0]):
-        out[r] = stage_bin_nb(features[r], rows[r], kind, w1, b1, w2, b2, iso_x, iso_y, knot_counts, edges, bin_counts)
+        out[r] = stage_bin_nb(features, r, rows[r], kind, w1, b1, w2, b2, iso_x, iso_y, knot_counts, edges, bin_counts)

@@ -78,38 +78,39 @@ def sigmoid(z):
     return e / (1.0 + e)
 
 
-def predict_raw(x, row, kind, w1, b1, w2, b2):
+def predict_raw(features, r, row, kind, w1, b1, w2, b2):
     n_features = w1.shape[2]
     if kind == LOGISTIC:
         z = b1[row, 0]
         for f in range(n_features):
-            z += w1[row, 0, f] * x[f]
+            z += w1[row, 0, f] * features[r, f]
         return sigmoid(z)
     z = b2[row]
     for h in range(w1.shape[1]):
         a = b1[row, h]
         for f in range(n_features):
-            a += w1[row, h, f] * x[f]
+            a += w1[row, h, f] * features[r, f]
         if a > 0.0:
             z += w2[row, h] * a
     return sigmoid(z)
 
 
-def isotonic(p, knots_x, knots_y, n_knots):
-    if p <= knots_x[0]:
-        return knots_y[0]
-    if p >= knots_x[n_knots - 1]:
-        return knots_y[n_knots - 1]
-    hi = next(j for j in range(1, n_knots) if knots_x[j] > p)
+def isotonic(p, knots_x, knots_y, row, n_knots):
+    xs, ys = knots_x[row], knots_y[row]
+    if p <= xs[0]:
+        return ys[0]
+    if p >= xs[n_knots - 1]:
+        return ys[n_knots - 1]
+    hi = next(j for j in range(1, n_knots) if xs[j] > p)
     lo = hi - 1
-    dx = knots_x[hi] - knots_x[lo]
+    dx = xs[hi] - xs[lo]
     if dx <= 0.0:
-        return knots_y[hi]
-    return knots_y[lo] + (knots_y[hi] - knots_y[lo]) * (p - knots_x[lo]) / dx
+        return ys[hi]
+    return ys[lo] + (ys[hi] - ys[lo]) * (p - xs[lo]) / dx
 
 
-def bin_of(p, edges_row, n_bins):
-    return sum(1 for j in range(1, n_bins) if edges_row[j] <= p)
+def bin_of(p, edges, row, n_bins):
+    return sum(1 for j in range(1, n_bins) if edges[row, j] <= p)
 
 
 def unpack(blob, layout):
@@ -128,27 +129,27 @@ def unpack(blob, layout):
             part(OFF_START, (layout[N_PROMPT_BINS],), layout))
 
 
-def stage_bin(x, row, kind, w1, b1, w2, b2, iso_x, iso_y, knot_counts, edges, bin_counts):
-    p = predict_raw(x, row, kind, w1, b1, w2, b2)
-    p = isotonic(p, iso_x[row], iso_y[row], knot_counts[row])
-    return bin_of(p, edges[row], bin_counts[row])
+def stage_bin(features, r, row, kind, w1, b1, w2, b2, iso_x, iso_y, knot_counts, edges, bin_counts):
+    p = predict_raw(features, r, row, kind, w1, b1, w2, b2)
+    p = isotonic(p, iso_x, iso_y, row, knot_counts[row])
+    return bin_of(p, edges, row, bin_counts[row])
 
 
 def predict_packed(blob, layout, row, x):
     w1, b1, w2, b2, iso_x, iso_y, edges, stop, knot_counts, bin_counts, start = unpack(blob, layout)
-    p = predict_raw(x, row, layout[KIND], w1, b1, w2, b2)
-    return isotonic(p, iso_x[row], iso_y[row], knot_counts[row])
+    p = predict_raw(x.reshape(1, -1), 0, row, layout[KIND], w1, b1, w2, b2)
+    return isotonic(p, iso_x, iso_y, row, knot_counts[row])
 
 
 def stop_packed(blob, layout, tier, x):
     w1, b1, w2, b2, iso_x, iso_y, edges, stop, knot_counts, bin_counts, start = unpack(blob, layout)
-    b = stage_bin(x, tier + 1, layout[KIND], w1, b1, w2, b2, iso_x, iso_y, knot_counts, edges, bin_counts)
+    b = stage_bin(x.reshape(1, -1), 0, tier + 1, layout[KIND], w1, b1, w2, b2, iso_x, iso_y, knot_counts, edges, bin_counts)
     return bool(stop[tier, b] != 0.0)
 
 
 def start_packed(blob, layout, x):
     w1, b1, w2, b2, iso_x, iso_y, edges, stop, knot_counts, bin_counts, start = unpack(blob, layout)
-    b0 = stage_bin(x, 0, layout[KIND], w1, b1, w2, b2, iso_x, iso_y, knot_counts, edges, bin_counts)
+    b0 = stage_bin(x.reshape(1, -1), 0, 0, layout[KIND], w1, b1, w2, b2, iso_x, iso_y, knot_counts, edges, bin_counts)
     return int(start[b0])
 
 
@@ -165,5 +166,5 @@ def start_batch_packed(blob, layout, features, out):
 def bins_batch_packed(blob, layout, rows, features, out):
     w1, b1, w2, b2, iso_x, iso_y, edges, stop, knot_counts, bin_counts, start = unpack(blob, layout)
     for r in range(features.shape[0]):
-        out[r] = stage_bin(features[r], int(rows[r]), layout[KIND], w1, b1, w2, b2, iso_x, iso_y,
+        out[r] = stage_bin(features, r, int(rows[r]), layout[KIND], w1, b1, w2, b2, iso_x, iso_y,
                            knot_counts, edges, bin_counts)

@@ -82,19 +82,20 @@ def test_logistic_and_mlp_forward_pass_match_numpy_formulas():
     mlp = Predictor.mlp(w1, b1, w2, b2)
     for row in range(n_rows):
         expected = 1.0 / (1.0 + np.exp(-(w[row] @ x + b[row])))
-        got = decide_nb.predict_raw_nb(x, row, decide_nb.LOGISTIC, logistic.w1, logistic.b1, logistic.w2, logistic.b2)
+        got = decide_nb.predict_raw_nb(x[None, :], 0, row, decide_nb.LOGISTIC, logistic.w1, logistic.b1, logistic.w2,
+                                       logistic.b2)
         assert abs(got - expected) < 1e-12
         hidden_out = np.maximum(w1[row] @ x + b1[row], 0.0)
         expected = 1.0 / (1.0 + np.exp(-(w2[row] @ hidden_out + b2[row])))
-        assert abs(decide_nb.predict_raw_nb(x, row, decide_nb.MLP, mlp.w1, mlp.b1, mlp.w2, mlp.b2) - expected) < 1e-12
+        assert abs(decide_nb.predict_raw_nb(x[None, :], 0, row, decide_nb.MLP, mlp.w1, mlp.b1, mlp.w2, mlp.b2) - expected) < 1e-12
 
 
 @settings(max_examples=100, deadline=None)
 @given(isotonic_tables(1, max_knots=8), st.floats(-0.5, 1.5))
 def test_isotonic_table_equals_numpy_interp_and_reference(tables, p):
     x, y = tables[0]
-    got = decide_nb.isotonic_nb(p, x, y, len(x))
-    assert got == reference.isotonic(p, x, y, len(x))
+    got = decide_nb.isotonic_nb(p, x[None, :], y[None, :], 0, len(x))
+    assert got == reference.isotonic(p, x[None, :], y[None, :], 0, len(x))
     if len(np.unique(x)) == len(x):  # np.interp agrees where knots are distinct
         assert abs(got - np.interp(p, x, y)) < 1e-12
 
@@ -104,7 +105,7 @@ def test_isotonic_table_equals_numpy_interp_and_reference(tables, p):
 def test_bin_lookup_equals_searchsorted_and_reference(inner, p):
     edges = np.array([0.0] + sorted(inner) + [1.0])
     n_bins = len(edges) - 1
-    got = decide_nb.bin_of_nb(p, edges, n_bins)
-    assert got == reference.bin_of(p, edges, n_bins)
+    got = decide_nb.bin_of_nb(p, edges[None, :], 0, n_bins)
+    assert got == reference.bin_of(p, edges[None, :], 0, n_bins)
     assert got == int(np.searchsorted(edges[1:-1], p, side="right"))
     assert 0 <= got < n_bins
