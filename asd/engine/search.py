@@ -127,6 +127,8 @@ class ArrayStatistic:
         self.out_start = np.empty(n, dtype=np.int64)
         self.out_stop = np.empty(n, dtype=np.int64)
         self.totals = np.empty(n)
+        self._seen: dict[bytes, float] = {}  # decision tables -> statistic: λ's between breakpoints repeat
+
 
     def reduce(self, totals: np.ndarray) -> float:
         if self.kind == "mean":
@@ -135,6 +137,12 @@ class ArrayStatistic:
 
     def __call__(self, lam: float) -> float:
         p = self.policy.solve(lam)
+        key = p.stop_table.tobytes() + p.start_table.tobytes()
+        if key not in self._seen:
+            self._seen[key] = self._evaluate(p)
+        return self._seen[key]
+
+    def _evaluate(self, p) -> float:
         walk_bins_nb(self.prompt_bins, self.tier_bins, p.start_table, p.stop_table, self.out_start, self.out_stop)
         if self.kind == "share_last":
             return float(np.count_nonzero(self.out_stop == self.policy.n_tiers - 1)) / self.out_stop.shape[0]
