@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from numba.core.errors import NumbaError
 
 from asd import __version__
 from asd.engine import decide_nb as K
@@ -38,6 +39,11 @@ def _f64(name, a, shape=None):
     if not np.isfinite(a).all():
         raise PolicyError(f"{name} contains NaN or infinite values")
     return a
+
+
+def _describe(a) -> str:
+    shape = getattr(a, "shape", None)
+    return f"{type(a).__name__} of shape {shape}" if shape is not None else type(a).__name__
 
 
 @dataclass(frozen=True)
@@ -163,6 +169,7 @@ class Policy:
         self.value0 = np.zeros(n_prompt_bins)
         self._pack()
         self._n_features = predictor.n_features
+        self._n_tiers = n_tiers
         self._stop_one = K.stop_packed_nb
         self._start_one = K.start_packed_nb
         self.lam = float("nan")
@@ -226,18 +233,26 @@ class Policy:
 
     # -- decisions --------------------------------------------------------------------------
     def decide(self, tier: int, features: np.ndarray) -> bool:
-        """Stop at `tier` (0-based) given that tier's features (float64, contiguous, F long)?
-        The hot path: one compiled call, no allocation."""
-        if not 0 <= tier < self.tables.alpha.shape[0] or features.shape[0] != self._n_features:
-            raise PolicyError(f"decide(tier={tier}, features of length {features.shape[0]}): tier must be "
-                              f"in 0..{self.n_tiers - 1} and features {self._n_features} long")
-        return self._stop_one(self._blob, self._layout, tier, features)
+        """Stop at `tier` (0-based) given that tier's features (1-d contiguous float64 array,
+        F long)? The hot path: two cheap checks and one compiled call, no allocation."""
+        try:
+            if 0 <= tier < self._n_tiers and features.shape[0] == self._n_features:
+                return self._stop_one(self._blob, self._layout, tier, features)
+        except (AttributeError, IndexError, NumbaError):
+            pass
+        raise PolicyError(f"decide(tier={tier!r}, features={_describe(features)}): tier must be in "
+                          f"0..{self.n_tiers - 1} and features a 1-d contiguous float64 array of "
+                          f"{self._n_features} values")
 
     def start(self, prompt_features: np.ndarray) -> int:
         """Start tier chosen at stage 0 from prompt features (tier 0 when no prompt predictor)."""
-        if prompt_features.shape[0] != self._n_features:
-            raise PolicyError(f"prompt features of length {prompt_features.shape[0]}: expected {self._n_features}")
-        return int(self._start_one(self._blob, self._layout, prompt_features))
+        try:
+            if prompt_features.shape[0] == self._n_features:
+                return int(self._start_one(self._blob, self._layout, prompt_features))
+        except (AttributeError, IndexError, NumbaError):
+            pass
+        raise PolicyError(f"start(prompt features={_describe(prompt_features)}): expected a 1-d contiguous "
+                          f"float64 array of {self._n_features} values")
 
     def predict(self, tier: int | None, features) -> float:
         """Calibrated P(accept) after `tier` (None = the prompt-only stage 0)."""

@@ -137,8 +137,14 @@ def test_bad_policy_input_raises_policy_error():
         policy.solve(float("nan"))
     with pytest.raises(PolicyError, match="tier must be in 0..3"):
         policy.decide(4, features[0, 0])
-    with pytest.raises(PolicyError, match="features 16 long"):
+    with pytest.raises(PolicyError, match="array of 16 values"):
         policy.decide(0, features[0, 0, :5])
+    with pytest.raises(PolicyError, match="contiguous"):
+        policy.decide(0, np.asfortranarray(features[:, 0, :])[0])
+    with pytest.raises(PolicyError, match="features=list"):
+        policy.decide(0, [0.0] * 16)
+    with pytest.raises(PolicyError, match="prompt features"):
+        policy.start(np.zeros(3))
     with pytest.raises(PolicyError, match=r"features have shape \(3, 5\)"):
         policy.decide_batch(0, np.zeros((3, 5)))
     with pytest.raises(PolicyError, match="NaN"):
