@@ -14,6 +14,11 @@ Risk-averse mode: the stop term uses the lower credible bound q_stop ≤ q_mean 
 in hand, while continuation is valued under the posterior mean (answers not yet seen carry
 no pessimism). Near-ties (1e-12 relative) resolve to stop. So a risk-averse policy never stops where the risk-neutral one continues, and
 `value` reports the mean-model expected loss of the policy actually played.
+
+Monotonicity: continuation is concave in λ (a minimum of lines) and non-negative at λ = 0
+while the stop cost is linear through 0, so each (tier, bin) stops on an interval [0, λ*]:
+from any start tier, every request's stopping tier is non-decreasing in λ. The stage-0
+argmin over start tiers is optimal but need not be monotone in λ (tests show a case).
 """
 
 from __future__ import annotations

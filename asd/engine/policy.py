@@ -323,7 +323,12 @@ class Policy:
         return int(tier)
 
     def _tiers(self, tiers, n):
-        tiers = np.ascontiguousarray(np.broadcast_to(np.asarray(tiers, dtype=np.int64), (n,)))
+        tiers = np.asarray(tiers, dtype=np.int64)
+        if tiers.ndim == 0:
+            tiers = np.full(n, int(tiers), dtype=np.int64)
+        if tiers.shape != (n,):
+            raise PolicyError(f"tiers have shape {tiers.shape}: expected ({n},), one per request")
+        tiers = np.ascontiguousarray(tiers)
         if n and (tiers.min() < 0 or tiers.max() >= self.n_tiers):
             raise PolicyError(f"tiers must lie in 0..{self.n_tiers - 1}")
         return tiers

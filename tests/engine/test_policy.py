@@ -151,6 +151,8 @@ def test_bad_policy_input_raises_policy_error():
         policy.decide_batch(0, np.full((2, 16), np.nan))
     with pytest.raises(PolicyError, match="tiers must lie in 0..3"):
         policy.decide_batch(7, np.zeros((2, 16)))
+    with pytest.raises(PolicyError, match=r"tiers have shape \(3,\): expected \(2,\)"):
+        policy.decide_batch([0, 1, 2], np.zeros((2, 16)))
     with pytest.raises(PolicyError, match="needs 5"):
         Policy(policy.tables, Predictor.logistic(np.zeros((3, 16)), np.zeros(3)))
     tables = build_tables(np.full((4, 4), 0.5), np.ones((4, 4)), np.ones(4), prompt_p=np.linspace(0, 1, 4))
