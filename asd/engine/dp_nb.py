@@ -1,0 +1,108 @@
+"""Numba kernels: backward induction for the stopping problem, stage 0, and walking requests.
+
+Arrays: tiers 0-based, q_stop/q_mean (L, B), trans (L-1, B, B), cnext (L-1, B),
+trans0 (L, B0, B), c0 (L, B0). Outputs are preallocated by the caller; nothing allocates.
+
+The DP (DESIGN.md, "The decision problem, done right"): after tier i answers, its
+calibrated score falls in bin b. Stopping costs λ(1 − q_i(b)) (expected unacceptable answer);
+continuing costs c_{i+1}(b) + Σ_b' T_i(b, b') V_{i+1}(b'). Backward from V_{L-1}(b) =
+λ(1 − q_{L-1}(b)), V_i(b) = min(stop, continue); stop iff stop <= continue. Stage 0, before
+any tier, picks the start tier s from the prompt bin b0: argmin_s c0_s(b0) + Σ_b T_{0→s}(b0, b)
+V_s(b), skipping tiers below s. O(L·B² + L·B0·B) per λ.
+
+Risk-averse mode: the stop term uses the lower credible bound q_stop ≤ q_mean for the answer
+in hand, while continuation is valued under the posterior mean (answers not yet seen carry
+no pessimism). Near-ties (1e-12 relative) resolve to stop. So a risk-averse policy never stops where the risk-neutral one continues, and
+`value` reports the mean-model expected loss of the policy actually played.
+
+Monotonicity: continuation is concave in λ (a minimum of lines) and non-negative at λ = 0
+while the stop cost is linear through 0, so each (tier, bin) stops on an interval [0, λ*]:
+from any start tier, every request's stopping tier is non-decreasing in λ. The stage-0
+argmin over start tiers is optimal but need not be monotone in λ (tests show a case).
+"""
+
+from __future__ import annotations
+
+from numba import njit
+
+# Stop on (near-)ties: within 1e-12 relative, stop and continue are the same value, and
+# rounding must not flip the choice between two λ (depth monotonicity). Scaling both sides
+# keeps the rule "linear stop cost vs concave continuation", so the monotonicity proof holds.
+TIE_LOW = 1.0 - 1e-12
+TIE_HIGH = 1.0 + 1e-12
+
+
+@njit(cache=True)
+def solve_dp_nb(lam, q_stop, q_mean, trans, cnext, trans0, c0,
+                stop, value, cont, vmean, start, value0):
+    """Fill stop (L, B) uint8, value (L, B), cont (L, B) (inf at the last tier),
+    vmean (L, B) risk-neutral optimum, start (B0,) int64, value0 (B0,)."""
+    n_tiers, n_bins = q_mean.shape
+    last = n_tiers - 1
+    for b in range(n_bins):
+        stop[last, b] = 1
+        cont[last, b] = 1e300
+        vmean[last, b] = lam * (1.0 - q_mean[last, b])
+        value[last, b] = vmean[last, b]
+    for i in range(last - 1, -1, -1):
+        for b in range(n_bins):
+            ahead_mean = 0.0
+            ahead_played = 0.0
+            for b2 in range(n_bins):
+                t = trans[i, b, b2]
+                ahead_mean += t * vmean[i + 1, b2]
+                ahead_played += t * value[i + 1, b2]
+            c = cnext[i, b] + ahead_mean
+            cont[i, b] = c
+            stop_mean = lam * (1.0 - q_mean[i, b])
+            vmean[i, b] = stop_mean if stop_mean * TIE_LOW <= c * TIE_HIGH else c
+            if lam * (1.0 - q_stop[i, b]) * TIE_LOW <= c * TIE_HIGH:
+                stop[i, b] = 1
+                value[i, b] = stop_mean
+            else:
+                stop[i, b] = 0
+                value[i, b] = cnext[i, b] + ahead_played
+    n_prompt_bins = c0.shape[1]
+    for b0 in range(n_prompt_bins):
+        best = 1e308
+        best_s = 0
+        for s in range(n_tiers):
+            w = c0[s, b0]
+            for b in range(n_bins):
+                w += trans0[s, b0, b] * vmean[s, b]
+            if w < best:
+                best = w
+                best_s = s
+        start[b0] = best_s
+        played = c0[best_s, b0]
+        for b in range(n_bins):
+            played += trans0[best_s, b0, b] * value[best_s, b]
+        value0[b0] = played
+
+
+# Serial on purpose: a walk is a few ns per request, while launching a parallel region on a
+# busy machine costs milliseconds (measured: 2 ms serial vs 20 ms prange for 100k requests
+# on 2 shared cores). Sweeps parallelise over λ or traces instead.
+@njit(cache=True)
+def walk_bins_nb(prompt_bins, tier_bins, start, stop, out_start, out_stop):
+    """Per request: start tier from its prompt bin, then the first tier whose bin says stop."""
+    n_requests, n_tiers = tier_bins.shape
+    for r in range(n_requests):
+        s = start[prompt_bins[r]]
+        k = n_tiers - 1
+        for i in range(s, n_tiers - 1):
+            if stop[i, tier_bins[r, i]]:
+                k = i
+                break
+        out_start[r] = s
+        out_stop[r] = k
+
+
+@njit(cache=True)
+def path_totals_nb(out_start, out_stop, tier_values, out):
+    """Per request: sum of tier_values over the tiers it ran (start..stop inclusive)."""
+    for r in range(tier_values.shape[0]):
+        total = 0.0
+        for i in range(out_start[r], out_stop[r] + 1):
+            total += tier_values[r, i]
+        out[r] = total

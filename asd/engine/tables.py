@@ -1,0 +1,250 @@
+"""Engine tables from calibration data: bin edges, Beta posteriors of acceptance per
+(tier, bin), Dirichlet-smoothed transition kernels (tier to tier, and prompt bin to each
+start tier), expected next-tier costs. Risk quantiles (scipy) are computed here, outside numba.
+
+Conventions: tiers are 0-based (0 = the smallest model), L tiers, B bins per tier, B0 prompt
+bins. A value p falls in bin b when edges[b] <= p < edges[b+1] (the last bin includes 1).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import stats
+
+from asd.errors import PolicyError
+
+BINNINGS = ("quantile", "fixed")
+
+
+@dataclass(frozen=True)
+class EngineTables:
+    """Everything the DP needs, estimated once from a calibration set.
+
+    edges (L, B+1), edges0 (B0+1,), alpha/beta (L, B) Beta posterior parameters,
+    n_obs (L, B) labelled observations, trans (L-1, B, B), trans0 (L, B0, B),
+    cnext (L-1, B) expected cost of tier i+1 given bin b at tier i, c0 (L, B0) expected cost
+    of starting at tier s given prompt bin b0. `notes` lists fallbacks taken (e.g. prior only).
+    """
+
+    edges: np.ndarray
+    edges0: np.ndarray
+    alpha: np.ndarray
+    beta: np.ndarray
+    n_obs: np.ndarray
+    trans: np.ndarray
+    trans0: np.ndarray
+    cnext: np.ndarray
+    c0: np.ndarray
+    prior_alpha: float = 1.0
+    prior_beta: float = 1.0
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def n_tiers(self) -> int:
+        return self.alpha.shape[0]
+
+    @property
+    def n_bins(self) -> int:
+        return self.alpha.shape[1]
+
+    @property
+    def n_prompt_bins(self) -> int:
+        return self.edges0.shape[0] - 1
+
+    def quality(self, risk: str | float = "mean") -> tuple[np.ndarray, np.ndarray]:
+        """(q_stop, q_mean) for the DP; see `risk_quality`."""
+        return risk_quality(self.alpha, self.beta, risk)
+
+
+def parse_risk(risk: str | float) -> float | None:
+    """None for the posterior mean, else the credible level γ in [0.5, 1)."""
+    if isinstance(risk, str):
+        if risk == "mean":
+            return None
+        try:
+            risk = float(risk)
+        except ValueError:
+            raise PolicyError(f"risk mode {risk!r}: use 'mean' or a credible level γ in [0.5, 1)") from None
+    gamma = float(risk)
+    if not (0.5 <= gamma < 1.0):
+        raise PolicyError(f"risk level γ={gamma}: must lie in [0.5, 1) (a lower credible bound)")
+    return gamma
+
+
+def risk_quality(alpha: np.ndarray, beta: np.ndarray, risk: str | float = "mean"):
+    """Acceptance used in the stop term, and the posterior mean.
+
+    risk="mean": both are the posterior mean α/(α+β). risk=γ: the stop term uses the lower
+    credible bound at level γ (the (1-γ)-quantile of the Beta posterior), never above the mean,
+    so a risk-averse policy needs more evidence before stopping on the answer it holds.
+    """
+    alpha = np.asarray(alpha, dtype=np.float64)
+    beta = np.asarray(beta, dtype=np.float64)
+    q_mean = alpha / (alpha + beta)
+    gamma = parse_risk(risk)
+    if gamma is None:
+        return q_mean.copy(), q_mean
+    q_low = stats.beta.ppf(1.0 - gamma, alpha, beta)
+    return np.ascontiguousarray(np.minimum(q_low, q_mean)), q_mean
+
+
+def bin_index(p: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Bin of each p for one tier's edges (same rule as the numba kernels)."""
+    return np.searchsorted(edges[1:-1], p, side="right").astype(np.int64)
+
+
+def make_edges(p: np.ndarray, n_bins: int, binning: str) -> np.ndarray:
+    """B+1 non-decreasing edges from 0 to 1: equal-width, or quantiles of p."""
+    if binning == "fixed" or p.size == 0:
+        return np.linspace(0.0, 1.0, n_bins + 1)
+    edges = np.quantile(p, np.linspace(0.0, 1.0, n_bins + 1))
+    edges[0], edges[-1] = 0.0, 1.0
+    return np.maximum.accumulate(np.clip(edges, 0.0, 1.0))
+
+
+def _check_probabilities(name: str, a: np.ndarray, allow_nan: bool = False) -> None:
+    bad = ~np.isfinite(a) if not allow_nan else np.isinf(a)
+    bad |= (a < 0.0) | (a > 1.0)
+    if bad.any():
+        idx = np.argwhere(bad)[0]
+        where = ", ".join(str(int(i)) for i in idx)
+        raise PolicyError(f"{name}[{where}] = {float(a[tuple(idx)])!r}: must be a probability in [0, 1]"
+                          + ("" if allow_nan else " (NaN not allowed)"))
+
+
+def _check_costs(name: str, a: np.ndarray) -> None:
+    bad = ~np.isfinite(a) | (a < 0.0)
+    if bad.any():
+        idx = np.argwhere(bad)[0]
+        where = ", ".join(str(int(i)) for i in idx)
+        raise PolicyError(f"{name}[{where}] = {float(a[tuple(idx)])!r}: costs must be finite and >= 0")
+
+
+def _kernel(src_bins, dst_bins, n_src, n_dst, smoothing):
+    """Rows P(dst | src), Dirichlet-smoothed toward the smoothed marginal of dst."""
+    counts = np.zeros((n_src, n_dst))
+    np.add.at(counts, (src_bins, dst_bins), 1.0)
+    marginal = (np.bincount(dst_bins, minlength=n_dst) + 1.0) / (dst_bins.size + n_dst)
+    rows = counts + smoothing * marginal[None, :]
+    rows[rows.sum(axis=1) == 0.0] = marginal  # unseen source bin with smoothing 0
+    return rows / rows.sum(axis=1, keepdims=True)
+
+
+def _binned_mean(bins, values, n_bins, smoothing):
+    """Per-bin mean, shrunk toward the overall mean with `smoothing` pseudo-observations."""
+    overall = float(values.mean()) if values.size else 0.0
+    sums = np.bincount(bins, weights=values, minlength=n_bins)
+    counts = np.bincount(bins, minlength=n_bins).astype(np.float64)
+    weight = max(smoothing, 1e-12)
+    return (sums + weight * overall) / (counts + weight)
+
+
+def build_tables(
+    p_hat,
+    accepted,
+    costs,
+    *,
+    prompt_p=None,
+    start_costs=None,
+    n_bins: int = 20,
+    n_prompt_bins: int | None = None,
+    binning: str = "quantile",
+    prior_alpha: float = 1.0,
+    prior_beta: float = 1.0,
+    smoothing: float = 1.0,
+) -> EngineTables:
+    """Estimate the engine tables from N calibration requests over L tiers.
+
+    p_hat (N, L): calibrated predicted acceptance after each tier. accepted (N, L): observed
+    acceptance, 0/1 or quality in [0, 1]; NaN = not labelled. costs (N, L) or (L,): cost of
+    running tier i. prompt_p (N,): optional prompt-only score for stage 0 (None = one prompt
+    bin). start_costs: cost of tier s when started cold (skipping the tiers below), default costs.
+    """
+    p_hat = np.asarray(p_hat, dtype=np.float64)
+    accepted = np.asarray(accepted, dtype=np.float64)
+    if p_hat.ndim != 2:
+        raise PolicyError(f"p_hat has shape {p_hat.shape}: expected (requests, tiers)")
+    n, n_tiers = p_hat.shape
+    if n == 0:
+        raise PolicyError("calibration set is empty: need at least one request")
+    if n_tiers == 0:
+        raise PolicyError("p_hat has no tiers: need at least one")
+    if accepted.shape != p_hat.shape:
+        raise PolicyError(f"accepted has shape {accepted.shape}, p_hat has {p_hat.shape}: must match")
+    costs = np.asarray(costs, dtype=np.float64)
+    if costs.ndim == 1:
+        if costs.shape[0] != n_tiers:
+            raise PolicyError(f"costs has {costs.shape[0]} tiers, p_hat has {n_tiers}: must match")
+        costs = np.broadcast_to(costs, (n, n_tiers))
+    elif costs.shape != p_hat.shape:
+        raise PolicyError(f"costs has shape {costs.shape}, p_hat has {p_hat.shape}: must match")
+    start_costs = costs if start_costs is None else np.asarray(start_costs, dtype=np.float64)
+    if start_costs.ndim == 1 and start_costs.shape[0] == n_tiers:
+        start_costs = np.broadcast_to(start_costs, (n, n_tiers))
+    if start_costs.shape != p_hat.shape:
+        raise PolicyError(f"start_costs has shape {start_costs.shape}, p_hat has {p_hat.shape}: must match")
+    if not isinstance(n_bins, (int, np.integer)) or n_bins < 1:
+        raise PolicyError(f"n_bins={n_bins!r}: must be a positive integer")
+    if binning not in BINNINGS:
+        raise PolicyError(f"binning {binning!r}: use one of {', '.join(BINNINGS)}")
+    if not (prior_alpha > 0 and prior_beta > 0):
+        raise PolicyError(f"Beta prior ({prior_alpha}, {prior_beta}): both parameters must be > 0")
+    if not smoothing >= 0:
+        raise PolicyError(f"smoothing={smoothing}: must be >= 0")
+    _check_probabilities("p_hat", p_hat)
+    _check_probabilities("accepted", accepted, allow_nan=True)
+    _check_costs("costs", costs)
+    _check_costs("start_costs", start_costs)
+
+    notes: list[str] = []
+    edges = np.stack([make_edges(p_hat[:, i], n_bins, binning) for i in range(n_tiers)])
+    bins = np.stack([bin_index(p_hat[:, i], edges[i]) for i in range(n_tiers)], axis=1)
+
+    alpha = np.full((n_tiers, n_bins), float(prior_alpha))
+    beta = np.full((n_tiers, n_bins), float(prior_beta))
+    n_obs = np.zeros((n_tiers, n_bins))
+    for i in range(n_tiers):
+        seen = ~np.isnan(accepted[:, i])
+        if not seen.any():
+            msg = f"tier {i}: no observed acceptance; using the Beta({prior_alpha:g}, {prior_beta:g}) prior"
+            notes.append(msg)
+            warnings.warn(msg, stacklevel=2)
+            continue
+        b, a = bins[seen, i], accepted[seen, i]
+        alpha[i] += np.bincount(b, weights=a, minlength=n_bins)
+        beta[i] += np.bincount(b, weights=1.0 - a, minlength=n_bins)
+        n_obs[i] = np.bincount(b, minlength=n_bins)
+
+    trans = np.zeros((max(n_tiers - 1, 0), n_bins, n_bins))
+    cnext = np.zeros((max(n_tiers - 1, 0), n_bins))
+    for i in range(n_tiers - 1):
+        trans[i] = _kernel(bins[:, i], bins[:, i + 1], n_bins, n_bins, smoothing)
+        cnext[i] = _binned_mean(bins[:, i], costs[:, i + 1], n_bins, smoothing)
+
+    if prompt_p is None:
+        edges0 = np.array([0.0, 1.0])
+        bins0 = np.zeros(n, dtype=np.int64)
+    else:
+        prompt_p = np.asarray(prompt_p, dtype=np.float64)
+        if prompt_p.shape != (n,):
+            raise PolicyError(f"prompt_p has shape {prompt_p.shape}: expected ({n},), one per request")
+        _check_probabilities("prompt_p", prompt_p)
+        b0 = n_bins if n_prompt_bins is None else n_prompt_bins
+        if not isinstance(b0, (int, np.integer)) or b0 < 1:
+            raise PolicyError(f"n_prompt_bins={b0!r}: must be a positive integer")
+        edges0 = make_edges(prompt_p, b0, binning)
+        bins0 = bin_index(prompt_p, edges0)
+    n_b0 = edges0.shape[0] - 1
+    trans0 = np.stack([_kernel(bins0, bins[:, s], n_b0, n_bins, smoothing) for s in range(n_tiers)])
+    c0 = np.stack([_binned_mean(bins0, start_costs[:, s], n_b0, smoothing) for s in range(n_tiers)])
+
+    return EngineTables(
+        edges=np.ascontiguousarray(edges), edges0=np.ascontiguousarray(edges0),
+        alpha=alpha, beta=beta, n_obs=n_obs, trans=np.ascontiguousarray(trans),
+        trans0=np.ascontiguousarray(trans0), cnext=np.ascontiguousarray(cnext),
+        c0=np.ascontiguousarray(c0), prior_alpha=float(prior_alpha),
+        prior_beta=float(prior_beta), notes=tuple(notes),
+    )

@@ -1,0 +1,104 @@
+"""Engine tables: well-formed kernels, Beta counts, prior fallback, risk bounds, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from asd.engine.tables import bin_index, build_tables, risk_quality
+from asd.errors import PolicyError
+from tests.strategies import calibration_sets
+
+
+@settings(max_examples=60, deadline=None)
+@given(calibration_sets(), st.integers(1, 8), st.sampled_from(["quantile", "fixed"]), st.floats(0.0, 5.0))
+def test_tables_are_well_formed_rows_of_every_kernel_sum_to_one(data, n_bins, binning, smoothing):
+    p_hat, accepted, costs = data
+    n, n_tiers = p_hat.shape
+    with pytest.warns(UserWarning) if np.isnan(accepted).all(axis=0).any() else _no_warning():
+        t = build_tables(p_hat, accepted, costs, prompt_p=p_hat[:, 0], n_bins=n_bins, binning=binning,
+                         smoothing=smoothing, n_prompt_bins=3)
+    assert t.trans.shape == (n_tiers - 1, n_bins, n_bins) and t.trans0.shape == (n_tiers, 3, n_bins)
+    np.testing.assert_allclose(t.trans.sum(axis=-1), 1.0, rtol=1e-12)
+    np.testing.assert_allclose(t.trans0.sum(axis=-1), 1.0, rtol=1e-12)
+    assert (t.trans >= 0).all() and (t.trans0 >= 0).all()
+    assert (np.diff(t.edges, axis=1) >= 0).all() and (t.edges[:, 0] == 0).all() and (t.edges[:, -1] == 1).all()
+    # Beta counts: prior + (weighted) successes and failures of the labelled requests per bin
+    for i in range(n_tiers):
+        bins = bin_index(p_hat[:, i], t.edges[i])
+        seen = ~np.isnan(accepted[:, i])
+        for b in range(n_bins):
+            sel = seen & (bins == b)
+            assert t.alpha[i, b] == pytest.approx(1.0 + accepted[sel, i].sum())
+            assert t.beta[i, b] == pytest.approx(1.0 + (1.0 - accepted[sel, i]).sum())
+    assert (t.cnext >= 0).all() and (t.c0 >= 0).all()
+    q_stop, q_mean = risk_quality(t.alpha, t.beta, 0.9)
+    assert (q_stop <= q_mean).all() and (q_stop >= 0).all()
+
+
+class _no_warning:
+    def __enter__(self):
+        import warnings
+        self._ctx = warnings.catch_warnings()
+        self._ctx.__enter__()
+        warnings.simplefilter("error")
+
+    def __exit__(self, *exc):
+        return self._ctx.__exit__(*exc)
+
+
+def test_expected_next_cost_is_the_per_bin_mean_shrunk_toward_overall():
+    p_hat = np.array([[0.1, 0.5], [0.2, 0.5], [0.9, 0.5], [0.8, 0.5]])
+    costs = np.array([[1.0, 10.0], [1.0, 20.0], [1.0, 30.0], [1.0, 40.0]])
+    t = build_tables(p_hat, np.ones_like(p_hat), costs, n_bins=2, binning="fixed", smoothing=1.0)
+    # bin 0 holds requests 0, 1 (costs 10, 20); overall mean 25; one pseudo-observation
+    assert t.cnext[0, 0] == pytest.approx((10 + 20 + 25) / 3)
+    assert t.cnext[0, 1] == pytest.approx((30 + 40 + 25) / 3)
+
+
+def test_a_tier_with_no_observations_falls_back_to_the_prior_and_says_so():
+    p_hat = np.full((5, 2), 0.5)
+    accepted = np.array([[1.0, np.nan]] * 5)
+    with pytest.warns(UserWarning, match="tier 1: no observed acceptance"):
+        t = build_tables(p_hat, accepted, [1.0, 2.0], n_bins=3, prior_alpha=2.0, prior_beta=3.0)
+    assert (t.alpha[1] == 2.0).all() and (t.beta[1] == 3.0).all()
+    assert any("tier 1" in note for note in t.notes)
+
+
+def test_lower_credible_bound_is_the_beta_quantile():
+    from scipy import stats
+
+    alpha, beta = np.array([[3.0, 50.0]]), np.array([[7.0, 2.0]])
+    q_stop, q_mean = risk_quality(alpha, beta, 0.9)
+    np.testing.assert_allclose(q_stop, np.minimum(stats.beta.ppf(0.1, alpha, beta), q_mean))
+    assert (risk_quality(alpha, beta, "mean")[0] == q_mean).all()
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"p_hat": [[0.5, np.nan]]}, r"p_hat\[0, 1\] = nan"),
+        ({"p_hat": [[0.5, 1.5]]}, r"p_hat\[0, 1\] = 1.5: must be a probability"),
+        ({"accepted": [[0.5, -0.1]]}, r"accepted\[0, 1\]"),
+        ({"costs": [1.0, -2.0]}, r"costs\[0, 1\] = -2.0: costs must be finite and >= 0"),
+        ({"p_hat": np.zeros((0, 2)), "accepted": np.zeros((0, 2))}, "calibration set is empty"),
+        ({"accepted": [[1.0, 0.0, 1.0]]}, r"accepted has shape \(1, 3\), p_hat has \(1, 2\)"),
+        ({"costs": [1.0, 2.0, 3.0]}, "costs has 3 tiers, p_hat has 2"),
+        ({"n_bins": 0}, "n_bins=0"),
+        ({"binning": "kmeans"}, "binning 'kmeans'"),
+        ({"prompt_p": [0.1, 0.2]}, r"prompt_p has shape \(2,\)"),
+        ({"prior_alpha": 0.0}, "Beta prior"),
+    ],
+)
+def test_bad_calibration_input_raises_policy_error_naming_the_problem(kwargs, message):
+    args = {"p_hat": [[0.5, 0.6]], "accepted": [[1.0, 0.0]], "costs": [1.0, 2.0], **kwargs}
+    with pytest.raises(PolicyError, match=message):
+        build_tables(args.pop("p_hat"), args.pop("accepted"), args.pop("costs"), **args)
+
+
+@pytest.mark.parametrize("risk", [0.3, 1.0, "high"])
+def test_bad_risk_level_raises_policy_error(risk):
+    with pytest.raises(PolicyError, match="risk"):
+        risk_quality(np.ones((1, 1)), np.ones((1, 1)), risk)
