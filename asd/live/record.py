@@ -158,11 +158,9 @@ def _run_tiers(ladder, prompts, work: "ShardStore", drafts, progress, counts) ->
                     draft_text = work.output_texts(t)
                     task = bar(f"{tiers[t]['name']} → {tier['name']}: verify", len(ids), len(ids) - len(todo_pair))
                     for chunk in _chunks(todo_pair, batch):
-                        rows = []
-                        for rid in chunk:
-                            score = backend.score(backend.format_prompt(text_of[rid]), _as_draft(tier, draft_text[rid]))
-                            rows.append(_draft_row(rid, t, u, score))
-                        work.write_drafts(rows)
+                        pairs = [(backend.format_prompt(text_of[r]), _as_draft(tier, draft_text[r])) for r in chunk]
+                        scores = backend.score_batch(pairs)
+                        work.write_drafts([_draft_row(r, t, u, s) for r, s in zip(chunk, scores)])
                         counts["scored"] += len(chunk)
                         task(len(chunk))
             finally:

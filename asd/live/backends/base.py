@@ -101,6 +101,10 @@ class Backend:
     def score(self, prompt: str, continuation: str, top_logprobs: int = 1) -> Score:
         raise NotImplementedError
 
+    def score_batch(self, pairs: Sequence[tuple[str, str]], top_logprobs: int = 1) -> list[Score]:
+        """Score (prompt, continuation) pairs; engines that batch override this."""
+        return [self.score(prompt, continuation, top_logprobs) for prompt, continuation in pairs]
+
     @property
     def stop(self) -> list[str]:
         stop = self.tier.get("stop") or []
