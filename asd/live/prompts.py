@@ -54,7 +54,8 @@ def load_prompts(path: str | Path) -> pd.DataFrame:
         row = int(dup.to_numpy().nonzero()[0][0])
         raise TraceError(f"{path}: row {row}: duplicate request_id {frame['request_id'].iloc[row]!r}")
     for column in ("reference", "task"):
-        frame[column] = [None if v is None or (isinstance(v, float) and v != v) else str(v) for v in frame[column]]
+        values = [None if v is None or (isinstance(v, float) and v != v) else str(v) for v in frame[column]]
+        frame[column] = pd.Series(values, index=frame.index, dtype=object)
     if frame.empty:
         raise TraceError(f"{path}: no prompts")
     return frame.reset_index(drop=True)

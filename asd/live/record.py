@@ -313,8 +313,8 @@ def _label(outputs: pd.DataFrame, prompts: pd.DataFrame, last: int, mode: str) -
     final = dict(zip(outputs.loc[outputs["tier"] == last, "request_id"], outputs.loc[outputs["tier"] == last, "output"]))
     quality, accepted, source = [], [], []
     for rid, text in zip(outputs["request_id"], outputs["output"]):
-        if reference[rid] is not None:
-            q, ok, src = labels.label_by_reference(text, reference[rid], task[rid])
+        if isinstance(reference[rid], str):
+            q, ok, src = labels.label_by_reference(text, reference[rid], task[rid] if isinstance(task[rid], str) else None)
         else:
             q, ok, src = labels.label_by_agreement(text, final[rid], mode)
         quality.append(q)
