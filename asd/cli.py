@@ -60,7 +60,7 @@ def traces():
 @click.option("--shard", default=None, metavar="I/N", help="Record only slice I of N (0 <= I < N, by hash of request_id).")
 @click.option("--drafts", type=click.Choice(["all", "next", "none"]), default="all", show_default=True, help="Score each tier's output under every later tier, the next one, or none.")
 @click.option("--label", type=click.Choice(["agreement", "bleu"]), default="agreement", show_default=True, help="Quality rule for prompts without a reference (vs the last tier).")
-@click.option("--overwrite", is_flag=True, help="Replace an existing bundle recorded from other inputs.")
+@click.option("--overwrite", is_flag=True, help="Re-record and replace an existing bundle.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 @click.option("--json", "json_path", default=None, type=click.Path(dir_okay=False), help="Write the summary as JSON.")
 def record_command(tiers_path, prompts_path, out, shard, drafts, label, overwrite, no_progress, json_path):

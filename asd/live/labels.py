@@ -23,13 +23,14 @@ def normalise(text: str) -> str:
     return " ".join(text.casefold().translate(_PUNCT).split())
 
 
-def first_number(text: str) -> float | None:
-    match = _NUMBER.search(text)
-    return float(match.group().replace(",", "")) if match else None
+def last_number(text: str) -> float | None:
+    """The last number in the text: answers end with it ("76 + 34 = 110", "The answer is 110.")."""
+    matches = _NUMBER.findall(text)
+    return float(matches[-1].replace(",", "")) if matches else None
 
 
 def score_numeric(output: str, reference: str) -> bool:
-    got, want = first_number(output), first_number(reference)
+    got, want = last_number(output), last_number(reference)
     return got is not None and want is not None and abs(got - want) < 1e-9
 
 
@@ -89,7 +90,7 @@ def label_rule(mode: str) -> str:
             "after case-folding, punctuation removal and whitespace collapsing"
         )
     return (
-        "with a reference: numeric (first number equals the reference) for arithmetic/math tasks, "
+        "with a reference: numeric (the last number in the output equals the reference) for arithmetic/math tasks, "
         "copy (reference words appear in order, case kept) for copying tasks, contains "
         "(normalised reference appears as whole words in the normalised output) otherwise; "
         f"quality 1 if accepted else 0. Without a reference: {fallback}."

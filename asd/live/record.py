@@ -100,6 +100,8 @@ def record(
         except (OSError, json.JSONDecodeError):
             done = None
         if done == fingerprint:
+            # A run killed between the final write and its cleanup leaves its shards behind.
+            shutil.rmtree(partial_path(out), ignore_errors=True)
             return {"bundle": str(out), "status": "already complete", "n_requests": len(prompts)}
         raise TraceError(f"{out}: already exists and was recorded from other inputs (pass --overwrite to replace it)")
     if out.exists() and not (out / B.MANIFEST).is_file() and not overwrite:
@@ -114,6 +116,11 @@ def record(
         kept = work.n_rows()
         raise type(exc)(
             f"{exc} — {kept} results recorded so far are kept in {work.path}; rerun the same command to resume"
+        ) from None
+    except KeyboardInterrupt:
+        raise AsdError(
+            f"interrupted — {work.n_rows()} results recorded so far are kept in {work.path}; "
+            "rerun the same command to resume"
         ) from None
     summary.update(counts)
     shutil.rmtree(work.path, ignore_errors=True)

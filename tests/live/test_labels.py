@@ -14,7 +14,9 @@ from asd.live import labels
     "output, reference, task, accepted",
     [
         ("The answer is 110.", "110", "arithmetic", True),
-        ("76 + 34 = 100", "110", "arithmetic", False),  # first number decides, not any number
+        ("76 + 34 = 110", "110", "arithmetic", True),
+        ("76 + 34 = 100", "110", "arithmetic", False),  # the last number decides
+        ("110 minus 34 is 76", "110", "arithmetic", False),
         ("1,024", "1024", "math", True),
         ("The capital of Japan is Tokyo.", "Tokyo", "facts", True),
         ("Tokyoite", "Tokyo", "facts", False),  # whole words only

@@ -87,7 +87,9 @@ def test_record_writes_a_complete_valid_bundle_and_rerun_is_a_no_op(tmp_path, sm
 
 def test_sigkill_mid_run_loses_nothing_recorded_and_rerun_completes(tmp_path, smollm2):
     tiers = ladder(tmp_path, smollm2, max_tokens=8, batch_size=1)
-    prompts = write_jsonl(tmp_path / "p.jsonl", PROMPTS)
+    # Twelve requests, one per shard: plenty of runway to kill the run in the middle.
+    many = PROMPTS + [{**p, "request_id": p["request_id"] + "b"} for p in PROMPTS]
+    prompts = write_jsonl(tmp_path / "p.jsonl", many)
     out = tmp_path / "bundle"
     partial = tmp_path / "bundle.partial"
     command = [sys.executable, "-m", "asd.cli", "record", "--tiers", str(tiers), "--prompts", str(prompts),
@@ -103,18 +105,18 @@ def test_sigkill_mid_run_loses_nothing_recorded_and_rerun_completes(tmp_path, sm
     assert not out.exists()
     shards = sorted(partial.glob("*.parquet"))
     kept = sum(pq.read_table(s).num_rows for s in shards)  # every shard left behind is whole
-    assert 3 <= kept < 12 + 6
+    assert 3 <= kept < 24 + 12
 
     finished = subprocess.run(command + ["--json", str(tmp_path / "s.json")], cwd=REPO, env=subprocess_env(),
                               capture_output=True, text=True, timeout=300)
     assert finished.returncode == 0, finished.stderr
     summary = json.loads((tmp_path / "s.json").read_text())
     assert summary["resumed_outputs"] + summary["resumed_drafts"] == kept
-    assert summary["generated"] + summary["resumed_outputs"] == 12
+    assert summary["generated"] + summary["resumed_outputs"] == 24
     bundle = open_bundle(out)
     outputs = bundle.to_pandas("outputs")
-    assert len(outputs) == 12 and not outputs.duplicated(["request_id", "tier"]).any()
-    assert len(bundle.to_pandas("drafts")) == 6
+    assert len(outputs) == 24 and not outputs.duplicated(["request_id", "tier"]).any()
+    assert len(bundle.to_pandas("drafts")) == 12
     assert not partial.exists()
 
 
