@@ -53,7 +53,9 @@ def llama_server(smollm2, tmp_path_factory):
     port = free_port()
     log = tmp_path_factory.mktemp("llama_server") / "server.log"
     command = [sys.executable, "-m", "llama_cpp.server", "--model", smollm2, "--host", "127.0.0.1",
-               "--port", str(port), "--n_ctx", "512", "--n_threads", "1"]
+               "--port", str(port), "--n_ctx", "512", "--n_threads", "1",
+               # llama.cpp's server cuts a running stream short when another request arrives.
+               "--interrupt_requests", "false"]
     with open(log, "wb") as sink:
         server = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"

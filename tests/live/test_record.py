@@ -172,12 +172,14 @@ def test_unreachable_server_keeps_earlier_tiers_and_resumes(tmp_path, smollm2):
 class _NoLogprobsServer(BaseHTTPRequestHandler):
     """An OpenAI-style server that ignores `logprobs` (as some proxies do)."""
 
+    finish_reason = "length"
+
     def do_GET(self):
         self._send({"data": [{"id": "m"}]})
 
     def do_POST(self):
         self.rfile.read(int(self.headers["Content-Length"]))
-        event = {"choices": [{"text": " hi", "index": 0, "logprobs": None, "finish_reason": None}]}
+        event = {"choices": [{"text": " hi", "index": 0, "logprobs": None, "finish_reason": self.finish_reason}]}
         body = f"data: {json.dumps(event)}\n\ndata: {json.dumps({'choices': [], 'usage': {'prompt_tokens': 3, 'completion_tokens': 1}})}\n\ndata: [DONE]\n\n"
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
@@ -195,6 +197,26 @@ class _NoLogprobsServer(BaseHTTPRequestHandler):
 
     def log_message(self, *args):
         pass
+
+
+class _CutShortServer(_NoLogprobsServer):
+    """A server whose stream stops before the completion finishes (no finish_reason)."""
+
+    finish_reason = None
+
+
+def test_stream_cut_short_is_refused_not_recorded_as_an_answer(tmp_path):
+    server = HTTPServer(("127.0.0.1", 0), _CutShortServer)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        config = tmp_path / "t.yaml"
+        config.write_text(yaml.safe_dump({"tiers": [{"name": "cut", "backend": "openai", "url": url}]}))
+        result = run_cli("--tiers", config, "--prompts", write_jsonl(tmp_path / "p.jsonl", PROMPTS), "-o", tmp_path / "b")
+    finally:
+        server.shutdown()
+    assert result.exit_code == 2 and "the stream ended before the completion finished" in result.output
 
 
 def test_tier_that_returns_no_logprobs_is_refused_with_one_line(tmp_path):

@@ -131,6 +131,12 @@ class OpenAIHTTPBackend(Backend):
         finally:
             response.close()
         e2e_ms = (time.perf_counter() - start) * 1e3
+        if finish is None:
+            raise BackendError(
+                f"{self.base}/v1/completions: the stream ended before the completion finished (no "
+                "finish_reason); the server may interrupt concurrent requests (llama.cpp: start it with "
+                "--interrupt_requests false, or set concurrency: 1)"
+            )
         n_prompt = usage.get("prompt_tokens") if usage else self._count_tokens(prompt)
         n_output = usage.get("completion_tokens") if usage else len(tokens)
         return Generation(

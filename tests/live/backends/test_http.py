@@ -64,3 +64,15 @@ def test_unreachable_server_is_one_backend_error_naming_the_url():
     url = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(BackendError, match=rf"{url}/v1/models: server unreachable after 2 tries"):
         make_backend({"name": "down", "backend": "openai", "url": url, "retries": 1, "backoff_s": 0.01})
+
+
+def test_concurrent_requests_come_back_in_prompt_order(llama_server):
+    backend = make_backend({"name": "c", "backend": "openai", "url": llama_server, "template": CHAT,
+                            "stop": ["<|im_end|>"], "concurrency": 2})
+    try:
+        prompts = [backend.format_prompt(q) for q in ("Say yes.", "Say no.", "What is 1 plus 1?")]
+        together = backend.generate(prompts, max_tokens=5)
+        alone = [backend.generate([p], max_tokens=5)[0] for p in prompts]
+    finally:
+        backend.close()
+    assert [g.text for g in together] == [g.text for g in alone]
