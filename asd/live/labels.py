@@ -13,7 +13,8 @@ _NUMBER = re.compile(r"-?\d+(?:,\d{3})*(?:\.\d+)?")
 _PUNCT = str.maketrans({c: " " for c in string.punctuation})
 
 # Task name → scorer; anything else is scored with `contains`.
-TASK_SCORERS = {"arithmetic": "numeric", "math": "numeric", "copying": "copy", "copy": "copy"}
+TASK_SCORERS = {"arithmetic": "numeric", "math": "numeric", "copying": "copy", "copy": "copy",
+                "multiple_choice": "choice"}
 BLEU_THRESHOLD = 0.8
 LABEL_MODES = ("agreement", "bleu")
 
@@ -50,11 +51,33 @@ def score_copy(output: str, reference: str) -> bool:
     return bool(ref) and f" {ref} " in f" {strip(output)} "
 
 
-SCORERS = {"numeric": score_numeric, "exact": score_exact, "contains": score_contains, "copy": score_copy}
+_CHOICE_PATTERNS = (
+    re.compile(r"answer is:?\s*\(?([A-P])\b", re.IGNORECASE),  # "the answer is (C)"
+    re.compile(r"^\s*\(?([A-P])(?:[).:]|\s*$|\s+(?![a-z']))"),  # starts with "C." / "(C)" / "C"
+    re.compile(r"\(([A-P])\)"),  # "(C)" anywhere
+    re.compile(r"\b([A-P])\b(?!\s+[a-z'])"),  # a lone letter, not the word "I" / "A" in a sentence
+)
+
+
+def choice_letter(output: str) -> str | None:
+    for pattern in _CHOICE_PATTERNS:
+        match = pattern.search(output)
+        if match:
+            return match.group(1).upper()
+    return None
+
+
+def score_choice(output: str, reference: str) -> bool:
+    """Multiple choice: the letter the output picks ("The answer is (C)", "C. …", "(C)", "… C")."""
+    return choice_letter(output) == reference.strip().upper()
+
+
+SCORERS = {"numeric": score_numeric, "choice": score_choice, "exact": score_exact, "contains": score_contains, "copy": score_copy}
 
 
 def scorer_for(task: str | None) -> str:
-    return TASK_SCORERS.get((task or "").casefold(), "contains")
+    """By task name, or its family before a slash (`multiple_choice/law` → choice)."""
+    return TASK_SCORERS.get((task or "").casefold().split("/")[0], "contains")
 
 
 def label_by_reference(output: str, reference: str, task: str | None) -> tuple[float, bool, str]:
@@ -91,7 +114,8 @@ def label_rule(mode: str) -> str:
         )
     return (
         "with a reference: numeric (the last number in the output equals the reference) for arithmetic/math tasks, "
-        "copy (reference words appear in order, case kept) for copying tasks, contains "
+        "copy (reference words appear in order, case kept) for copying tasks, choice (the option letter the output picks, "
+        "e.g. 'The answer is (C)', 'C. ...', equals the reference letter) for multiple_choice tasks, contains "
         "(normalised reference appears as whole words in the normalised output) otherwise; "
         f"quality 1 if accepted else 0. Without a reference: {fallback}."
     )

@@ -1,5 +1,6 @@
 """Prompt sets for `asd record`: JSONL, CSV or Parquet with `prompt` (required),
-`request_id`, `reference` and `task` (optional), and the stable hash slices of `--shard i/n`."""
+`request_id`, `reference` and `task` (optional), or a public question set (MT-bench,
+MMLU-Pro questions); and the stable hash slices of `--shard i/n`."""
 
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ def load_prompts(path: str | Path) -> pd.DataFrame:
             raise
         raise TraceError(f"{path}: cannot read prompts ({str(exc).splitlines()[0]})") from None
     if "prompt" not in frame.columns:
-        raise TraceError(f"{path}: no 'prompt' column (columns are {list(frame.columns)})")
+        frame = _from_question_set(frame, path)
     unknown = [c for c in frame.columns if c not in COLUMNS]
     frame = frame.drop(columns=unknown)
     if "request_id" not in frame.columns:
@@ -59,6 +60,35 @@ def load_prompts(path: str | Path) -> pd.DataFrame:
     if frame.empty:
         raise TraceError(f"{path}: no prompts")
     return frame.reset_index(drop=True)
+
+
+LETTERS = "ABCDEFGHIJKLMNOP"
+
+
+def _from_question_set(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """Public question sets as found in shared/data: MT-bench (`turn_1`; first turn only, no
+    exact reference, so quality is judged against the last tier) and MMLU-Pro (`question` +
+    JSON `options` + `answer` letter → a lettered multiple-choice prompt)."""
+    if "turn_1" in frame.columns:
+        return pd.DataFrame({"request_id": frame.get("question_id", pd.Series(range(len(frame)))).astype(str),
+                             "prompt": frame["turn_1"], "task": frame.get("category")})
+    if {"question", "options", "answer"} <= set(frame.columns):
+        prompts = []
+        for i, (question, options) in enumerate(zip(frame["question"], frame["options"])):
+            try:
+                choices = json.loads(options) if isinstance(options, str) else list(options)
+            except (json.JSONDecodeError, TypeError):
+                raise TraceError(f"{path}: row {i}: 'options' is not a JSON list") from None
+            lines = [f"{LETTERS[j]}. {c}" for j, c in enumerate(choices[: len(LETTERS)])]
+            prompts.append(f"{question}\n" + "\n".join(lines) + "\nAnswer with the letter of the correct option.")
+        category = frame["category"] if "category" in frame.columns else pd.Series([""] * len(frame))
+        return pd.DataFrame({
+            "request_id": frame.get("question_id", pd.Series(range(len(frame)))).astype(str),
+            "prompt": prompts,
+            "reference": frame["answer"],
+            "task": ["multiple_choice/" + str(c) for c in category],
+        })
+    raise TraceError(f"{path}: no 'prompt' column (columns are {list(frame.columns)})")
 
 
 def _read_jsonl(path: Path) -> pd.DataFrame:

@@ -25,6 +25,11 @@ from asd.live import labels
         ("Winter, Summer, Yellow.", "WINTER SUMMER YELLOW", "copying", False),  # copy keeps case
         ("blue, river", "blue river", "copying", True),
         ("Positive", "positive", "classification", True),
+        ("The answer is (C).", "C", "multiple_choice/law", True),
+        ("A. is wrong, so B", "B", "multiple_choice", False),  # the first letter is the answer
+        ("I think it's D", "D", "multiple_choice/math", True),  # the pronoun I is no option
+        ("I think it's D", "C", "multiple_choice/math", False),
+        ("the answer is b", "B", "multiple_choice", True),
     ],
 )
 def test_reference_scorers(output, reference, task, accepted):

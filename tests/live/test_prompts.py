@@ -61,3 +61,14 @@ def test_shard_spec_parsing_and_stability():
     assert [shard_of(f"r{i}", 4) for i in range(8)] == [shard_of(f"r{i}", 4) for i in range(8)]
     counts = [sum(shard_of(f"q{i}", 4) == k for i in range(4000)) for k in range(4)]
     assert min(counts) > 850  # roughly even
+
+
+def test_public_question_sets_load_as_prompts(shared_data):
+    mt = load_prompts(shared_data / "mt_bench" / "questions.parquet")
+    assert len(mt) == 80 and mt["request_id"].is_unique and mt["reference"].isna().all()
+    assert mt["prompt"].str.len().min() > 10 and mt["task"].notna().all()
+    mmlu = load_prompts(shared_data / "mmlu_pro" / "questions.parquet")
+    assert len(mmlu) > 10000 and mmlu["request_id"].is_unique
+    first = mmlu.iloc[0]
+    assert "\nA. " in first["prompt"] and first["prompt"].endswith("Answer with the letter of the correct option.")
+    assert first["reference"] in "ABCDEFGHIJ" and first["task"].startswith("multiple_choice/")
