@@ -147,7 +147,7 @@ def _run_tiers(ladder, prompts, work: "ShardStore", drafts, progress, counts) ->
             try:
                 work.save_tier_info(u, backend.describe())
                 sampling = tier["sampling"]
-                batch = int(tier.get("batch_size") or 8)
+                batch = int(tier.get("batch_size") or backend.default_batch_size)
                 task = bar(f"{tier['name']}: generate", len(ids), len(ids) - len(todo))
                 for chunk in _chunks(todo, batch):
                     formatted = [backend.format_prompt(text_of[r]) for r in chunk]

@@ -85,6 +85,8 @@ class Backend:
     """Base class of a tier backend. `name` is the registry key used in tier configs."""
 
     name: str = ""
+    # Prompts per `generate` call, and so per shard, unless the tier sets `batch_size`.
+    default_batch_size: int = 8
 
     def __init__(self, tier: Mapping):
         self.tier = dict(tier)

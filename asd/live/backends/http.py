@@ -40,6 +40,7 @@ class OpenAIHTTPBackend(Backend):
         self.retries = int(tier.get("retries", 3))
         self.backoff_s = float(tier.get("backoff_s", 0.5))
         self.concurrency = max(1, int(tier.get("concurrency", 1)))
+        self.default_batch_size = max(8, 2 * self.concurrency)  # keep every connection busy
         self.score_prefix = str(tier.get("score_prefix") or "")
         headers = {"Authorization": f"Bearer {tier['api_key']}"} if tier.get("api_key") else {}
         self._httpx = httpx
