@@ -97,7 +97,7 @@ def summarize_bundle(bundle: Bundle, threshold: float = DEFAULT_THRESHOLD) -> di
         "oracle": _oracle(bundle, acceptable[complete], score[complete], n_prompt[complete], n_output[complete]),
         "rules": {
             "acceptable": f"accepted, or quality >= {threshold} where accepted is null",
-            "oracle": "cheapest acceptable tier per request (none acceptable: cheapest best-quality tier); complete requests only",
+            "oracle": "cheapest acceptable tier per request by its cost (none acceptable: cheapest best-quality tier); complete requests only",
             "cost": "params_b * (n_prompt_tokens + n_output_tokens); cost_share = oracle / always-last-tier",
         },
     }
@@ -136,23 +136,27 @@ def _oracle(bundle: Bundle, acceptable, score, n_prompt, n_output) -> dict:
     if n == 0:
         return {"quality": None, "cost_share": None, "tier_share": None, "n_requests": 0}
     ok = acceptable > 0
-    first_ok = np.argmax(ok, axis=1)
-    best = np.argmax(np.nan_to_num(score, nan=-1.0), axis=1)  # argmax: first (cheapest) of ties
-    choice = np.where(ok.any(axis=1), first_ok, best)
     idx = np.arange(n)
-    chosen_score = score[idx, choice]
-    tier_share = np.bincount(choice, minlength=k) / n
     params = [t.get("params_b") for t in bundle.tiers]
-    cost_share, cost_note = None, None
+    cost, cost_note = None, None
     if all(isinstance(p, (int, float)) and p > 0 for p in params):
         tokens = np.nan_to_num(n_prompt) + np.nan_to_num(n_output)
         if not tokens.any():
             tokens = np.ones_like(tokens)
             cost_note = "no token counts: cost = params_b per request"
         cost = tokens * np.asarray(params, dtype=float)[None, :]
-        cost_share = float(cost[idx, choice].sum() / cost[:, -1].sum())
     else:
-        cost_note = "params_b unknown for some tier"
+        cost_note = "params_b unknown for some tier: cheapest = earliest in the ladder"
+    # Cheapest by the request's own cost where known (a chat template can make a small
+    # tier's prompt dearer than a big tier's), else by ladder order; argmin keeps the first tie.
+    rank = cost if cost is not None else np.broadcast_to(np.arange(k, dtype=float), (n, k))
+    score_filled = np.nan_to_num(score, nan=-1.0)
+    best = score_filled == score_filled.max(axis=1, keepdims=True)
+    candidates = np.where(ok.any(axis=1)[:, None], ok, best)
+    choice = np.argmin(np.where(candidates, rank, np.inf), axis=1)
+    chosen_score = score[idx, choice]
+    tier_share = np.bincount(choice, minlength=k) / n
+    cost_share = None if cost is None else float(cost[idx, choice].sum() / cost[:, -1].sum())
     result = {
         "quality": _stat(chosen_score, np.mean),
         "cost_share": cost_share,

@@ -63,3 +63,16 @@ def test_synthetic_bundle_reports_all_signals_and_a_cheaper_oracle(tmp_path):
     assert s["synthetic"] and s["signals"] == {"logprobs": True, "timings": True, "drafts": True}
     assert [t["name"] for t in s["tiers"]] == bundle.tier_names and len(s["agreement"]) == 6
     assert 0 < s["oracle"]["cost_share"] < 1 and s["oracle"]["quality"] >= s["tiers"][-1]["mean_quality"]
+
+
+def test_oracle_picks_by_the_requests_own_cost_when_a_smaller_tier_costs_more(tmp_path):
+    # Tier 0 is smaller but its long (chat-template) prompt makes it dearer: 1·200 > 2·30.
+    manifest = new_manifest([{"name": "small", "params_b": 1.0}, {"name": "big", "params_b": 2.0}])
+    outputs = {
+        "request_id": ["r1", "r1"], "tier": [0, 1], "quality": [1.0, 1.0],
+        "n_prompt_tokens": [190, 20], "n_output_tokens": [10, 10],
+    }
+    write_bundle(tmp_path / "c", manifest, {"request_id": ["r1"]}, outputs)
+    oracle = summarize_bundle(open_bundle(tmp_path / "c"))["oracle"]
+    assert oracle["tier_share"] == {"small": 0.0, "big": 1.0}
+    assert oracle["cost_share"] == pytest.approx(1.0)
