@@ -118,6 +118,7 @@ def traces_inspect(bundle, threshold, json_path):
     from asd.traces.summary_view import print_summary
 
     summary = summarize_bundle(open_bundle(bundle), threshold=threshold)
+    summary["path"] = bundle  # as the user named it ("builtin" rather than site-packages)
     print_summary(summary)
     write_json(json_path, summary)
 

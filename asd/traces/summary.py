@@ -94,6 +94,7 @@ def summarize_bundle(bundle: Bundle, threshold: float = DEFAULT_THRESHOLD) -> di
         "tiers": tier_rows,
         "signals": _signals(bundle, arrays),
         "agreement": _agreement(bundle.tier_names, acceptable[complete]),
+        "drafts": _draft_pairs(bundle),
         "oracle": _oracle(bundle, acceptable[complete], score[complete], n_prompt[complete], n_output[complete]),
         "rules": {
             "acceptable": f"accepted, or quality >= {threshold} where accepted is null",
@@ -119,6 +120,32 @@ def _signals(bundle: Bundle, arrays: dict) -> dict:
         "timings": any_valid("ttft_ms") or any_valid("e2e_ms"),
         "drafts": bool(drafts),
     }
+
+
+def _draft_pairs(bundle: Bundle) -> list[dict]:
+    """Per (draft tier, verify tier): how much of a draft the verifier keeps, and at what cost."""
+    if not bundle.has("drafts"):
+        return []
+    d = read_arrays(bundle, "drafts", ["draft_tier", "verify_tier", "n_draft_tokens", "n_accepted", "verify_ms"])
+    pairs = []
+    for draft, verify in sorted(set(zip(d["draft_tier"].astype(int), d["verify_tier"].astype(int)))):
+        if not (0 <= draft < bundle.n_tiers and 0 <= verify < bundle.n_tiers):
+            continue  # invalid rows are validate's business
+        sel = (d["draft_tier"] == draft) & (d["verify_tier"] == verify)
+        drafted, kept = d["n_draft_tokens"][sel], d["n_accepted"][sel]
+        both = ~np.isnan(drafted) & ~np.isnan(kept)
+        pairs.append(
+            {
+                "draft": bundle.tier_names[draft],
+                "verify": bundle.tier_names[verify],
+                "n_rows": int(sel.sum()),
+                "mean_n_accepted": _stat(kept, np.mean),
+                # Σ accepted / Σ drafted over rows recording both: the share of draft tokens kept.
+                "accepted_fraction": float(kept[both].sum() / drafted[both].sum()) if drafted[both].sum() > 0 else None,
+                "mean_verify_ms": _stat(d["verify_ms"][sel], np.mean),
+            }
+        )
+    return pairs
 
 
 def _agreement(names: list[str], acceptable: np.ndarray) -> list[dict]:

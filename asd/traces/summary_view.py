@@ -47,6 +47,16 @@ def print_summary(summary: dict, console: Console | None = None) -> None:
             agree.add_row(f"{pair['a']} / {pair['b']}", _fmt(pair["agreement"]))
         console.print(agree)
 
+    if summary["drafts"]:
+        drafts = Table(title="drafts (a tier's answer verified by a deeper tier)", box=box.SIMPLE_HEAD)
+        for col in ("draft → verify", "rows", "accepted tokens", "accepted share", "verify ms"):
+            drafts.add_column(col, justify="left" if col.startswith("draft") else "right")
+        for pair in summary["drafts"]:
+            drafts.add_row(f"{pair['draft']} → {pair['verify']}", _fmt(pair["n_rows"]),
+                           _fmt(pair["mean_n_accepted"], 1), _fmt(pair["accepted_fraction"]),
+                           _fmt(pair["mean_verify_ms"], 0))
+        console.print(drafts)
+
     oracle = summary["oracle"]
     console.print(
         f"oracle (cheapest acceptable tier, {oracle['n_requests']} complete requests): quality "

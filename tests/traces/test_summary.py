@@ -76,3 +76,18 @@ def test_oracle_picks_by_the_requests_own_cost_when_a_smaller_tier_costs_more(tm
     oracle = summarize_bundle(open_bundle(tmp_path / "c"))["oracle"]
     assert oracle["tier_share"] == {"small": 0.0, "big": 1.0}
     assert oracle["cost_share"] == pytest.approx(1.0)
+
+
+def test_draft_pairs_report_the_share_of_draft_tokens_the_verifier_keeps(tmp_path):
+    manifest = new_manifest([{"name": "a"}, {"name": "b"}, {"name": "c"}])
+    outputs = {"request_id": ["r1"] * 3 + ["r2"] * 3, "tier": [0, 1, 2] * 2}
+    drafts = {
+        "request_id": ["r1", "r2", "r1"], "draft_tier": [0, 0, 1], "verify_tier": [1, 1, 2],
+        "n_draft_tokens": [10, 30, 8], "n_accepted": [10, 0, None], "verify_ms": [5.0, 7.0, None],
+    }
+    write_bundle(tmp_path / "d", manifest, {"request_id": ["r1", "r2"]}, outputs, drafts)
+    pairs = summarize_bundle(open_bundle(tmp_path / "d"))["drafts"]
+    assert [(p["draft"], p["verify"], p["n_rows"]) for p in pairs] == [("a", "b", 2), ("b", "c", 1)]
+    assert pairs[0]["accepted_fraction"] == pytest.approx(10 / 40)
+    assert pairs[0]["mean_n_accepted"] == pytest.approx(5.0) and pairs[0]["mean_verify_ms"] == pytest.approx(6.0)
+    assert pairs[1]["accepted_fraction"] is None and pairs[1]["mean_n_accepted"] is None  # not recorded
