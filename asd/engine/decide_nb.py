@@ -21,6 +21,8 @@ KIND, N_ROWS, N_HIDDEN, N_FEATURES, N_KNOTS_MAX, N_TIERS, N_EDGES, N_BINS, N_PRO
 OFF_W1, OFF_B1, OFF_W2, OFF_B2, OFF_ISO_X, OFF_ISO_Y, OFF_EDGES, OFF_STOP = range(9, 17)
 OFF_KNOT_COUNTS, OFF_BIN_COUNTS, OFF_START = range(17, 20)
 HEADER_SIZE = 20
+# Raised (as ValueError) by the single-request kernels; Policy turns it into a PolicyError.
+NON_FINITE = "features contain NaN or infinite values"
 
 
 @njit(cache=True, inline="always")
@@ -117,6 +119,15 @@ def unpack_nb(blob, layout):
 
 
 @njit(cache=True, inline="always")
+def check_finite_nb(x):
+    """Refuse NaN/inf features inside the kernel: a check from Python would cost more than the
+    decision itself (NaN compares false everywhere and would land in bin 0 silently)."""
+    for f in range(x.shape[0]):
+        if not math.isfinite(x[f]):
+            raise ValueError(NON_FINITE)
+
+
+@njit(cache=True, inline="always")
 def stage_bin_nb(features, r, row, kind, w1, b1, w2, b2, iso_x, iso_y, knot_counts, edges, bin_counts):
     """Predictor → isotonic calibration → bin, for request r at stage `row`."""
     p = predict_raw_nb(features, r, row, kind, w1, b1, w2, b2)
@@ -135,6 +146,7 @@ def predict_packed_nb(blob, layout, row, x):
 @njit(cache=True)
 def stop_packed_nb(blob, layout, tier, x):
     """True when the request should stop at `tier` (0-based), given tier's features x."""
+    check_finite_nb(x)
     w1, b1, w2, b2, iso_x, iso_y, edges, stop, knot_counts, bin_counts, start = unpack_nb(blob, layout)
     b = stage_bin_nb(x.reshape((1, x.shape[0])), 0, tier + 1, layout[KIND], w1, b1, w2, b2, iso_x, iso_y,
                      knot_counts, edges, bin_counts)
@@ -144,6 +156,7 @@ def stop_packed_nb(blob, layout, tier, x):
 @njit(cache=True)
 def start_packed_nb(blob, layout, x):
     """Start tier chosen at stage 0 from prompt features x."""
+    check_finite_nb(x)
     w1, b1, w2, b2, iso_x, iso_y, edges, stop, knot_counts, bin_counts, start = unpack_nb(blob, layout)
     b0 = stage_bin_nb(x.reshape((1, x.shape[0])), 0, 0, layout[KIND], w1, b1, w2, b2, iso_x, iso_y,
                       knot_counts, edges, bin_counts)

@@ -234,10 +234,15 @@ class Policy:
     # -- decisions --------------------------------------------------------------------------
     def decide(self, tier: int, features: np.ndarray) -> bool:
         """Stop at `tier` (0-based) given that tier's features (1-d contiguous float64 array,
-        F long)? The hot path: two cheap checks and one compiled call, no allocation."""
+        F long)? The hot path: two cheap checks and one compiled call (which also refuses NaN/inf
+        features), no allocation."""
         try:
             if 0 <= tier < self._n_tiers and features.shape[0] == self._n_features:
                 return self._stop_one(self._blob, self._layout, tier, features)
+        except ValueError as exc:  # the kernel refuses NaN/inf features (K.NON_FINITE)
+            if str(exc) != K.NON_FINITE:
+                raise
+            raise PolicyError(f"decide(tier={tier!r}): {K.NON_FINITE}") from None
         except (AttributeError, IndexError, NumbaError):
             pass
         raise PolicyError(f"decide(tier={tier!r}, features={_describe(features)}): tier must be in "
@@ -249,6 +254,10 @@ class Policy:
         try:
             if prompt_features.shape[0] == self._n_features:
                 return int(self._start_one(self._blob, self._layout, prompt_features))
+        except ValueError as exc:  # the kernel refuses NaN/inf features (K.NON_FINITE)
+            if str(exc) != K.NON_FINITE:
+                raise
+            raise PolicyError(f"start(prompt features): {K.NON_FINITE}") from None
         except (AttributeError, IndexError, NumbaError):
             pass
         raise PolicyError(f"start(prompt features={_describe(prompt_features)}): expected a 1-d contiguous "

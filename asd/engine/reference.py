@@ -8,7 +8,7 @@ import math
 
 from asd.engine.decide_nb import (
     KIND, LOGISTIC, N_BINS, N_EDGES, N_FEATURES, N_HIDDEN, N_KNOTS_MAX, N_PROMPT_BINS, N_ROWS,
-    N_TIERS, OFF_B1, OFF_B2, OFF_BIN_COUNTS, OFF_EDGES, OFF_ISO_X, OFF_ISO_Y, OFF_KNOT_COUNTS,
+    NON_FINITE, N_TIERS, OFF_B1, OFF_B2, OFF_BIN_COUNTS, OFF_EDGES, OFF_ISO_X, OFF_ISO_Y, OFF_KNOT_COUNTS,
     OFF_START, OFF_STOP, OFF_W1, OFF_W2,
 )
 from asd.engine.dp_nb import TIE_HIGH, TIE_LOW
@@ -141,13 +141,21 @@ def predict_packed(blob, layout, row, x):
     return isotonic(p, iso_x, iso_y, row, knot_counts[row])
 
 
+def check_finite(x):
+    for value in x:
+        if not math.isfinite(value):
+            raise ValueError(NON_FINITE)
+
+
 def stop_packed(blob, layout, tier, x):
+    check_finite(x)
     w1, b1, w2, b2, iso_x, iso_y, edges, stop, knot_counts, bin_counts, start = unpack(blob, layout)
     b = stage_bin(x.reshape(1, -1), 0, tier + 1, layout[KIND], w1, b1, w2, b2, iso_x, iso_y, knot_counts, edges, bin_counts)
     return bool(stop[tier, b] != 0.0)
 
 
 def start_packed(blob, layout, x):
+    check_finite(x)
     w1, b1, w2, b2, iso_x, iso_y, edges, stop, knot_counts, bin_counts, start = unpack(blob, layout)
     b0 = stage_bin(x.reshape(1, -1), 0, 0, layout[KIND], w1, b1, w2, b2, iso_x, iso_y, knot_counts, edges, bin_counts)
     return int(start[b0])

@@ -4,6 +4,7 @@ numba equals the plain-Python reference, and the forward passes equal their nump
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -69,6 +70,20 @@ def test_single_and_batched_decisions_numba_equal_reference(case):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(policy.decide_batch(tiers, features),
                                   [policy.decide(int(t), x) for t, x in zip(tiers, features)])
+
+
+@settings(max_examples=20, deadline=None)
+@given(policies(), st.sampled_from([np.nan, np.inf, -np.inf]), st.integers(0, 5))
+def test_single_kernels_and_reference_both_refuse_non_finite_features(case, bad, position):
+    policy, rng = case
+    blob, layout = policy._blob, policy._layout
+    x = rng.normal(size=policy.predictor.n_features)
+    x[position % x.size] = bad
+    for kernel, twin, args in ((decide_nb.stop_packed_nb, reference.stop_packed, (0, x)),
+                               (decide_nb.start_packed_nb, reference.start_packed, (x,))):
+        for fn in (kernel, twin):
+            with pytest.raises(ValueError, match=decide_nb.NON_FINITE):
+                fn(blob, layout, *args)
 
 
 def test_logistic_and_mlp_forward_pass_match_numpy_formulas():

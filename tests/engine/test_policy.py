@@ -128,6 +128,29 @@ def test_one_prompt_bin_and_no_saving_from_skipping_reduces_to_always_start_at_t
     assert (policy.start_batch(prompt_features) == 0).all()
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_single_decide_and_start_refuse_non_finite_features_like_the_batch_calls(bad):
+    rng = np.random.default_rng(7)
+    policy, features, prompt_features = make_policy(rng, with_prompt=True)
+    for position in (0, features.shape[2] - 1):
+        x = features[0, 1].copy()
+        x[position] = bad
+        with pytest.raises(PolicyError, match=r"decide\(tier=1\): features contain NaN or infinite values"):
+            policy.decide(1, x)
+        with pytest.raises(PolicyError, match="NaN"):
+            policy.decide_batch(1, x[None, :])
+        p = prompt_features[0].copy()
+        p[position] = bad
+        with pytest.raises(PolicyError, match=r"start\(prompt features\): features contain NaN or infinite"):
+            policy.start(p)
+        with pytest.raises(PolicyError, match="NaN"):
+            policy.start_batch(p[None, :])
+    # finite features still decide, and agree with the batch call
+    x = features[0, 1]
+    assert policy.decide(1, x) == bool(policy.decide_batch(1, x[None, :])[0])
+    assert policy.start(prompt_features[0]) == int(policy.start_batch(prompt_features[:1])[0])
+
+
 def test_bad_policy_input_raises_policy_error():
     rng = np.random.default_rng(6)
     policy, features, _ = make_policy(rng, with_prompt=False)
