@@ -262,6 +262,7 @@ def _consolidate(ladder, prompts, work, out, tiers_path, prompts_path, shard, dr
             "command": command,
             "tiers_config": str(tiers_path),
             "tiers": [_public_tier(t) for t in tiers],
+            "tier_backends": _tier_backends(tiers, work),
             "prompts": str(prompts_path),
             "prompts_sha256": _file_sha256(prompts_path),
             "shard": shard,
@@ -335,7 +336,8 @@ def _label(outputs: pd.DataFrame, prompts: pd.DataFrame, last: int, mode: str) -
 def _tier_entry(tier: dict, info: dict) -> dict:
     from asd.live import models
 
-    model = str(tier.get("model") or tier.get("url"))
+    # An HTTP backend reports the model the server actually serves; its URL goes to provenance.
+    model = str(info.get("model_id") or tier.get("model") or tier.get("url"))
     entry = {
         "name": tier["name"],
         "model_id": tier.get("model_id") or models.MODEL_IDS.get(model, model),
@@ -348,6 +350,19 @@ def _tier_entry(tier: dict, info: dict) -> dict:
         "backend_version": info.get("backend_version"),
     }
     return entry
+
+
+def _tier_backends(tiers, work: "ShardStore") -> dict:
+    """What each backend reported beyond the manifest's fixed tier keys (an HTTP tier's
+    server URL), by tier name; the tier keys are a fixed part of the bundle schema."""
+    from asd.traces.schema import TIER_KEYS
+
+    details = {}
+    for u, tier in enumerate(tiers):
+        extra = {k: v for k, v in work.tier_info(u).items() if k not in TIER_KEYS}
+        if extra:
+            details[tier["name"]] = extra
+    return details
 
 
 def _public_tier(tier: dict) -> dict:

@@ -169,6 +169,25 @@ def test_unreachable_server_keeps_earlier_tiers_and_resumes(tmp_path, smollm2):
     assert kept == 6
 
 
+def test_openai_tier_records_the_served_model_server_version_and_url(tmp_path, llama_server):
+    import httpx
+    import llama_cpp
+
+    config = tmp_path / "t.yaml"
+    config.write_text(yaml.safe_dump({
+        "sampling": {"max_tokens": 2, "temperature": 0.0, "top_logprobs": 1},
+        "tiers": [{"name": "served", "backend": "openai", "url": llama_server + "/v1", "template": CHAT}],
+    }))
+    result = run_cli("--tiers", config, "--prompts", write_jsonl(tmp_path / "p.jsonl", PROMPTS[:2]),
+                     "-o", tmp_path / "b", "--drafts", "none")
+    assert result.exit_code == 0, result.output
+    bundle = open_bundle(tmp_path / "b")
+    served = httpx.get(f"{llama_server}/v1/models").json()["data"][0]["id"]
+    assert bundle.tiers[0]["model_id"] == served
+    assert bundle.tiers[0]["backend_version"] == f"llama-cpp-python server {llama_cpp.__version__}"
+    assert bundle.manifest["provenance"]["tier_backends"] == {"served": {"url": llama_server}}
+
+
 class _NoLogprobsServer(BaseHTTPRequestHandler):
     """An OpenAI-style server that ignores `logprobs` (as some proxies do)."""
 

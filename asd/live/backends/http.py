@@ -225,14 +225,42 @@ class OpenAIHTTPBackend(Backend):
         self._aligned = True
 
     def describe(self) -> dict:
-        version = None
+        """The served model name as model_id, the server's base URL, and its version where
+        the server reports one (vLLM `/version`, llama.cpp `/props` build_info, the
+        llama-cpp-python server's OpenAPI info), else "(version unknown)"."""
+        return {"backend": self.name, "backend_version": self._server_version(),
+                "model_id": self.model, "url": self.base}
+
+    def _server_version(self) -> str:
+        version = self._get_json("/version").get("version")
+        if version:
+            return f"{self._owner() or 'server'} {version}"
+        build = self._get_json("/props").get("build_info")
+        if build:
+            return f"llama.cpp server {build}"
+        info = self._get_json("/openapi.json").get("info") or {}
+        title, version = str(info.get("title") or ""), info.get("version")
+        if version and title and title != "FastAPI":  # FastAPI's defaults say nothing about the server
+            name = "llama-cpp-python server" if "llama.cpp Python" in title else title
+            return f"{name} {version}"
+        return f"{self._owner() or 'openai-compatible server'} (version unknown)"
+
+    def _owner(self) -> str | None:
+        """`owned_by` of the served model when it names the server (vllm, llamacpp, sglang)."""
+        for entry in self._get_json("/v1/models").get("data") or []:
+            if isinstance(entry, dict) and entry.get("id") == self.model:
+                owner = str(entry.get("owned_by") or "")
+                return owner if owner.lower() in ("vllm", "llamacpp", "sglang") else None
+        return None
+
+    def _get_json(self, path: str) -> dict:
+        """GET one informational route; any failure is an empty answer (never an error)."""
         try:
-            response = self.client.get(f"{self.base}/version")
-            if response.status_code == 200:
-                version = response.json().get("version")
-        except (self._httpx.HTTPError, ValueError, AttributeError):
-            pass
-        return {"backend": self.name, "backend_version": f"{self.base} ({version or 'version unknown'})"}
+            response = self.client.get(f"{self.base}{path}")
+            data = response.json() if response.status_code == 200 else {}
+        except (self._httpx.HTTPError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
 
     def close(self) -> None:
         self.client.close()

@@ -3,6 +3,12 @@ checked against the in-process llama.cpp backend on the same model file."""
 
 from __future__ import annotations
 
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import httpx
+import llama_cpp
 import pytest
 
 from asd.errors import BackendError
@@ -76,3 +82,56 @@ def test_concurrent_requests_come_back_in_prompt_order(llama_server):
     finally:
         backend.close()
     assert [g.text for g in together] == [g.text for g in alone]
+
+
+def test_describe_reports_the_served_model_its_url_and_the_server_version(http, llama_server):
+    served = httpx.get(f"{llama_server}/v1/models").json()["data"][0]["id"]
+    info = http.describe()
+    assert info["model_id"] == served and info["url"] == llama_server
+    assert info["backend"] == "openai"
+    assert info["backend_version"] == f"llama-cpp-python server {llama_cpp.__version__}"
+
+
+class _InfoServer(BaseHTTPRequestHandler):
+    """Answers only the informational GET routes, as the given server kind would."""
+
+    routes: dict = {}
+
+    def do_GET(self):
+        if self.path not in self.routes:
+            self.send_response(404)
+            self.end_headers()
+            return
+        body = json.dumps(self.routes[self.path]).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.parametrize("routes, model, expected", [
+    ({"/v1/models": {"data": [{"id": "meta-llama/Llama-3.1-8B-Instruct", "owned_by": "vllm"}]},
+      "/version": {"version": "0.6.3"}}, None, "vllm 0.6.3"),
+    ({"/v1/models": {"data": [{"id": "gemma.gguf", "owned_by": "llamacpp"}]},
+      "/props": {"build_info": "b5200-abc123"}}, "gemma.gguf", "llama.cpp server b5200-abc123"),
+    ({"/v1/models": {"data": [{"id": "m", "owned_by": "someone"}]},
+      "/openapi.json": {"info": {"title": "FastAPI", "version": "0.1.0"}}}, None,
+     "openai-compatible server (version unknown)"),
+])
+def test_describe_maps_each_servers_version_route(routes, model, expected):
+    handler = type("Handler", (_InfoServer,), {"routes": routes})
+    server = HTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        backend = make_backend({"name": "x", "backend": "openai", "url": url + "/v1", "model": model})
+        info = backend.describe()
+        backend.close()
+    finally:
+        server.shutdown()
+    assert info == {"backend": "openai", "backend_version": expected,
+                    "model_id": routes["/v1/models"]["data"][0]["id"], "url": url}
