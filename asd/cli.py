@@ -6,13 +6,14 @@ User mistakes raise `AsdError`, printed here as one line with a non-zero exit.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
 import click
 
 from asd import __version__
-from asd.errors import AsdError
+from asd.errors import AsdError, TraceError
 
 
 class AsdGroup(click.Group):
@@ -29,7 +30,34 @@ class AsdGroup(click.Group):
 def write_json(path: str | None, payload: dict) -> None:
     """`--json PATH`: the same dict the terminal table was printed from."""
     if path:
-        Path(path).write_text(json.dumps(payload, indent=2, default=float) + "\n")
+        try:
+            Path(path).write_text(json.dumps(payload, indent=2, default=float) + "\n")
+        except OSError as exc:
+            raise AsdError(f"{path}: cannot write --json ({exc.strerror or exc})") from None
+
+
+class JsonPath(click.Path):
+    """`--json PATH`: a file (dir_okay=False) that must be writable, checked when the option is
+    parsed, before any work starts — as one `error:` line rather than a usage screen."""
+
+    def __init__(self):
+        super().__init__(dir_okay=False)
+
+    def convert(self, value, param, ctx):
+        target = Path(value)
+        parent = target.parent if str(target.parent) else Path(".")
+        if target.is_dir():
+            raise AsdError(f"{value}: cannot write --json (it is a directory)")
+        if not parent.is_dir():
+            raise AsdError(f"{value}: cannot write --json (no directory {parent})")
+        if not os.access(target if target.exists() else parent, os.W_OK):
+            raise AsdError(f"{value}: cannot write --json (permission denied)")
+        return super().convert(value, param, ctx)
+
+
+def json_option(help: str):
+    """The `--json PATH` option every command shares."""
+    return click.option("--json", "json_path", default=None, type=JsonPath(), help=help)
 
 
 @click.group(cls=AsdGroup)
@@ -68,7 +96,7 @@ from asd.traces.importers import IMPORTERS, import_trace, summary_lines  # noqa:
 @click.option("--verify-model", help="spec-bench: the verify tier (default vicuna-7b-v1.3).")
 @click.option("--drop-incomplete", is_flag=True, help="Drop requests missing a tier (counted) instead of failing.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing bundle at -o.")
-@click.option("--json", "json_path", type=click.Path(), help="Also write the summary as JSON.")
+@json_option("Also write the summary as JSON.")
 def traces_import(fmt, src, out, overwrite, json_path, **options):
     """Import outside results SRC (a file or directory) in FORMAT as a trace bundle.
 
@@ -85,7 +113,7 @@ def traces_import(fmt, src, out, overwrite, json_path, **options):
 @traces.command("validate")
 @click.argument("bundle")
 @click.option("--max-problems", default=20, show_default=True, type=click.IntRange(1), help="Stop after this many problems.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the result as JSON here.")
+@json_option("Also write the result as JSON here.")
 def traces_validate(bundle, max_problems, json_path):
     """Check BUNDLE (a directory, or `builtin`) against trace schema v1: version, column
     types, keys, value ranges. Prints each problem as `file: column 'x' row N: message`
@@ -108,16 +136,21 @@ def traces_validate(bundle, max_problems, json_path):
 @click.argument("bundle", default="builtin")
 @click.option("--threshold", default=0.5, show_default=True, type=click.FloatRange(0, 1),
               help="Quality at or above which an answer counts as acceptable (where `accepted` is null).")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the summary as JSON here.")
+@json_option("Write the summary as JSON here.")
 def traces_inspect(bundle, threshold, json_path):
     """Summarise BUNDLE (default: the built-in trace): tiers, per-tier quality and token
     counts, recorded signals, pairwise agreement of tier labels, and the oracle (cheapest
-    acceptable tier) quality and cost share."""
+    acceptable tier) quality and cost share. Refuses a bundle that fails `asd traces validate`."""
     from asd.traces.bundle import open_bundle
     from asd.traces.summary import summarize_bundle
     from asd.traces.summary_view import print_summary
+    from asd.traces.validate import validate_bundle
 
-    summary = summarize_bundle(open_bundle(bundle), threshold=threshold)
+    opened = open_bundle(bundle)
+    problems = validate_bundle(opened, max_problems=1)  # numbers from a broken bundle mislead
+    if problems:
+        raise TraceError(f"{bundle}: {problems[0]}; run `asd traces validate {bundle}` for all problems")
+    summary = summarize_bundle(opened, threshold=threshold)
     summary["path"] = bundle  # as the user named it ("builtin" rather than site-packages)
     print_summary(summary)
     write_json(json_path, summary)
@@ -129,10 +162,11 @@ def traces_inspect(bundle, threshold, json_path):
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("-o", "--out", type=click.Path(file_okay=False), help="Write a split copy here instead of updating BUNDLE in place.")
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the split counts as JSON here.")
+@json_option("Write the split counts as JSON here.")
 def traces_split(bundle, test_frac, seed, out, overwrite, json_path):
     """Split BUNDLE's requests into calibration and test, by request, stratified by task,
-    reproducible for a seed. Stored in the `split` column of requests.parquet."""
+    reproducible for a seed. Stored in the `split` column of requests.parquet (`builtin` is
+    read-only: split a copy with -o OUT)."""
     from asd.traces.split import split_bundle
 
     result = split_bundle(bundle, test_frac=test_frac, seed=seed, out=out, overwrite=overwrite)
@@ -190,7 +224,7 @@ def traces_merge(bundles, out, overwrite):
 @click.option("--label", type=click.Choice(["agreement", "bleu"]), default="agreement", show_default=True, help="Quality rule for prompts without a reference (vs the last tier).")
 @click.option("--overwrite", is_flag=True, help="Re-record and replace an existing bundle.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
-@click.option("--json", "json_path", default=None, type=click.Path(dir_okay=False), help="Write the summary as JSON.")
+@json_option("Write the summary as JSON.")
 def record_command(tiers_path, prompts_path, out, shard, drafts, label, overwrite, no_progress, json_path):
     """Run every tier over a prompt set, score drafts under later tiers, write a trace bundle.
 

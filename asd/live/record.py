@@ -80,7 +80,7 @@ def record(
 ) -> dict:
     """Record (or resume recording) a bundle at `out`; returns a summary dict."""
     started = time.time()
-    out = Path(out)
+    out = B.output_path(out)  # never the shipped built-in trace
     if drafts not in DRAFT_MODES:
         raise ConfigError(f"--drafts {drafts!r}: choose one of {list(DRAFT_MODES)}")
     if label not in labels.LABEL_MODES:

@@ -45,6 +45,49 @@ def resolve_bundle_path(path: str | os.PathLike) -> Path:
     return Path(path)
 
 
+def is_builtin(path: str | os.PathLike) -> bool:
+    """True for `builtin`, and for the built-in trace's directory in an installed copy.
+
+    In a source checkout the directory is an ordinary path, so maintainers can re-record it
+    with `asd record -o asd/traces/builtin/bundle` (see asd/traces/builtin/README.md)."""
+    if str(path) == BUILTIN:
+        return True
+    installed = builtin_bundle_path()
+    if not {"site-packages", "dist-packages"} & set(installed.parts):
+        return False
+    try:
+        return Path(path).resolve() == installed.resolve()
+    except OSError:
+        return False
+
+
+def output_path(path: str | os.PathLike) -> Path:
+    """Where a command may write a bundle: anywhere but the shipped built-in trace, which is
+    read-only (in an installed copy it lives in site-packages)."""
+    if is_builtin(path):
+        raise TraceError(f"{path}: the built-in trace is read-only; write to another directory with -o OUT")
+    return Path(path)
+
+
+def read_schema(file: str | os.PathLike) -> pa.Schema:
+    """A Parquet file's schema; an unreadable file is a TraceError naming it."""
+    try:
+        return pq.read_schema(file)
+    except (OSError, pa.ArrowException) as exc:
+        raise TraceError(f"{file}: unreadable Parquet ({exc})") from None
+
+
+def check_readable(file: str | os.PathLike) -> None:
+    """Decode every row group of a Parquet file (one at a time, so memory stays bounded):
+    catches a damaged file before it is copied anywhere."""
+    try:
+        parquet = pq.ParquetFile(file)
+        for i in range(parquet.num_row_groups):
+            parquet.read_row_group(i)
+    except (OSError, pa.ArrowException) as exc:
+        raise TraceError(f"{file}: unreadable Parquet ({exc})") from None
+
+
 class Bundle:
     """An opened trace bundle: its manifest, and column-selective table reads."""
 
@@ -68,14 +111,14 @@ class Bundle:
         return (self.path / f"{table}.parquet").is_file()
 
     def columns(self, table: str) -> list[str]:
-        return pq.read_schema(self._file(table)).names
+        return read_schema(self._file(table)).names
 
     def read(self, table: str, columns: Iterable[str] | None = None) -> pa.Table:
         """Read `table` (requests / outputs / drafts), only `columns` when given."""
         file = self._file(table)
         if columns is not None:
             columns = list(columns)
-            present = set(pq.read_schema(file).names)
+            present = set(read_schema(file).names)
             missing = [c for c in columns if c not in present]
             if missing:
                 raise TraceError(f"{file}: no column {missing[0]!r} (has {sorted(present)})")

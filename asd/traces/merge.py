@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 
 from asd.errors import TraceError
 from asd.traces import schema as S
-from asd.traces.bundle import Bundle, new_manifest, open_bundle, write_bundle
+from asd.traces.bundle import Bundle, new_manifest, open_bundle, output_path, write_bundle
 
 
 def _check_same_ladder(first: Bundle, other: Bundle) -> None:
@@ -38,6 +38,7 @@ def merge_bundles(paths: list[str | os.PathLike], out: str | os.PathLike, overwr
     """Concatenate the tables of `paths` into a new bundle at `out` (atomic write)."""
     if len(paths) < 2:
         raise TraceError("merge needs at least two bundles")
+    output_path(out)
     bundles = [open_bundle(p) for p in paths]
     resolved = [b.path.resolve() for b in bundles]
     if Path(out).resolve() in resolved:

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from asd.errors import ConfigError, TraceError
-from asd.traces.bundle import MANIFEST, Bundle, _replace_dir, open_bundle, write_parquet
+from asd.traces.bundle import MANIFEST, Bundle, _replace_dir, check_readable, open_bundle, output_path, write_parquet
 
 CALIBRATION, TEST = "calibration", "test"
 _HASH_KEY = "asd-split-v1-key"  # fixed 16-byte key: ids hash the same in every run
@@ -59,7 +59,9 @@ def _mix(x):
 
 def split_bundle(path, test_frac: float = 0.3, seed: int = 0, out=None, overwrite: bool = False) -> dict:
     """Write the `split` column. In place (atomic replace of requests.parquet) when `out` is
-    None, else into a copy of the bundle at `out`. Returns counts per split and per task."""
+    None, else into a copy of the bundle at `out`. Returns counts per split and per task.
+    The built-in trace is read-only: split it into a copy."""
+    output_path(path if out is None else out)
     bundle = open_bundle(path)
     requests = bundle.read("requests")
     if requests.num_rows == 0:
@@ -126,6 +128,9 @@ def _copy_with_requests(bundle: Bundle, out: Path, requests: pa.Table, overwrite
         return out
     if out.exists() and not overwrite:
         raise TraceError(f"{out}: already exists (pass --overwrite to replace it)")
+    for name in ("outputs.parquet", "drafts.parquet"):  # copied byte for byte: check them first
+        if (bundle.path / name).is_file():
+            check_readable(bundle.path / name)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:

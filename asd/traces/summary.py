@@ -8,7 +8,9 @@ Rules (also stated in the returned dict under `rules`):
   acceptable: the cheapest tier among those with the best quality); only requests with
   an output at every tier count;
 - *cost* of a tier on a request = params_b × (n_prompt_tokens + n_output_tokens), roughly
-  proportional to FLOPs; `cost_share` = Σ oracle cost / Σ cost of always using the last tier.
+  proportional to FLOPs; a missing token count is filled with that tier's mean recorded count
+  over the complete requests (said in `oracle.cost_note`), so it never counts as free;
+  `cost_share` = Σ oracle cost / Σ cost of always using the last tier.
 """
 
 from __future__ import annotations
@@ -99,7 +101,8 @@ def summarize_bundle(bundle: Bundle, threshold: float = DEFAULT_THRESHOLD) -> di
         "rules": {
             "acceptable": f"accepted, or quality >= {threshold} where accepted is null",
             "oracle": "cheapest acceptable tier per request by its cost (none acceptable: cheapest best-quality tier); complete requests only",
-            "cost": "params_b * (n_prompt_tokens + n_output_tokens); cost_share = oracle / always-last-tier",
+            "cost": "params_b * (n_prompt_tokens + n_output_tokens), a missing count filled with its tier's "
+                    "mean recorded count; cost_share = oracle / always-last-tier",
         },
     }
     return summary
@@ -158,6 +161,21 @@ def _agreement(names: list[str], acceptable: np.ndarray) -> list[dict]:
     return pairs
 
 
+def _fill_counts(counts: np.ndarray) -> tuple[np.ndarray, int]:
+    """A (request, tier) token-count grid with each missing count replaced by its tier's mean
+    recorded count (a tier recording none: the mean over all tiers), so an unrecorded count
+    does not make a request look free. A column recorded nowhere counts as 0. Returns the
+    grid and how many counts were filled."""
+    missing = np.isnan(counts)
+    if missing.all() or not missing.any():
+        return np.nan_to_num(counts), 0
+    recorded = (~missing).sum(axis=0)
+    overall = np.nanmean(counts)
+    tier_mean = np.full(counts.shape[1], overall)
+    tier_mean[recorded > 0] = np.nansum(counts, axis=0)[recorded > 0] / recorded[recorded > 0]
+    return np.where(missing, tier_mean[None, :], counts), int(missing.sum())
+
+
 def _oracle(bundle: Bundle, acceptable, score, n_prompt, n_output) -> dict:
     n, k = acceptable.shape
     if n == 0:
@@ -167,10 +185,13 @@ def _oracle(bundle: Bundle, acceptable, score, n_prompt, n_output) -> dict:
     params = [t.get("params_b") for t in bundle.tiers]
     cost, cost_note = None, None
     if all(isinstance(p, (int, float)) and p > 0 for p in params):
-        tokens = np.nan_to_num(n_prompt) + np.nan_to_num(n_output)
+        (prompt, n_prompt_filled), (output, n_output_filled) = _fill_counts(n_prompt), _fill_counts(n_output)
+        tokens, n_filled = prompt + output, n_prompt_filled + n_output_filled
         if not tokens.any():
             tokens = np.ones_like(tokens)
             cost_note = "no token counts: cost = params_b per request"
+        elif n_filled:
+            cost_note = f"{n_filled} missing token count(s) filled with that tier's mean recorded count"
         cost = tokens * np.asarray(params, dtype=float)[None, :]
     else:
         cost_note = "params_b unknown for some tier: cheapest = earliest in the ladder"

@@ -87,11 +87,7 @@ def validate_bundle(path_or_bundle: str | os.PathLike | Bundle, max_problems: in
             try:
                 bundle = open_bundle(path_or_bundle)
             except TraceError as exc:
-                try:
-                    where = _manifest_file(resolve_bundle_path(path_or_bundle))
-                except TraceError:  # `builtin` when the built-in trace is not installed
-                    where = str(path_or_bundle)
-                out.add(where, None, None, str(exc))
+                out.add(*_bundle_level(path_or_bundle, str(exc)))
                 return out.problems
         _check_bundle(bundle, out)
     except _Full:
@@ -101,6 +97,20 @@ def validate_bundle(path_or_bundle: str | os.PathLike | Bundle, max_problems: in
 
 def _manifest_file(path: Path) -> str:
     return str(path / MANIFEST) if path.is_dir() else str(path)
+
+
+def _bundle_level(path: str | os.PathLike, message: str) -> tuple[str, None, None, str]:
+    """A bundle that does not open, as one problem naming its file once: the error already
+    starts with the path (`B: no such bundle`, `B/manifest.json: ...`), so that is the file."""
+    try:
+        resolved = resolve_bundle_path(path)
+        where = _manifest_file(resolved)
+    except TraceError:  # `builtin` when the built-in trace is not installed
+        resolved, where = path, str(path)
+    for prefix in sorted({where, str(path), str(resolved)}, key=len, reverse=True):
+        if message.startswith(prefix + ": "):
+            return prefix, None, None, message[len(prefix) + 2:]
+    return where, None, None, message
 
 
 def _check_bundle(bundle: Bundle, out: _Collector) -> None:

@@ -54,3 +54,32 @@ def test_wrong_column_type_names_the_column(tmp_path):
     with pytest.raises(TraceError, match="'tier'"):
         write_bundle(tmp_path / "x", manifest, {"request_id": ["a"]}, {"request_id": ["a"], "tier": ["zero"]})
     assert not (tmp_path / "x").exists()
+
+
+def test_builtin_is_never_an_output_path(tmp_path, monkeypatch):
+    from asd.traces import bundle as B
+
+    with pytest.raises(TraceError, match="^builtin: the built-in trace is read-only; write to another directory with -o OUT$"):
+        B.output_path("builtin")
+    assert B.output_path(tmp_path / "x") == tmp_path / "x"
+    # In an installed copy (site-packages) its directory is refused by path too; in a source
+    # checkout maintainers re-record it there, so the path is allowed.
+    installed = tmp_path / "lib" / "site-packages" / "asd" / "traces" / "builtin" / "bundle"
+    installed.mkdir(parents=True)
+    monkeypatch.setattr(B, "builtin_bundle_path", lambda: installed)
+    with pytest.raises(TraceError, match="read-only"):
+        B.output_path(installed)
+    source = tmp_path / "repo" / "asd" / "traces" / "builtin" / "bundle"
+    monkeypatch.setattr(B, "builtin_bundle_path", lambda: source)
+    assert B.output_path(source) == source
+
+
+def test_unreadable_table_is_a_trace_error_naming_the_file(tmp_path):
+    from asd.traces.columns import read_arrays
+
+    bundle = _small(tmp_path)
+    (bundle.path / "outputs.parquet").write_text("notparquet\n")
+    for read in (lambda: bundle.columns("outputs"), lambda: bundle.read("outputs", ["tier"]),
+                 lambda: read_arrays(bundle, "outputs", ["tier"])):
+        with pytest.raises(TraceError, match=r"outputs\.parquet: unreadable Parquet"):
+            read()

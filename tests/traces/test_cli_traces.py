@@ -127,3 +127,105 @@ def test_console_entry_point_runs_in_a_subprocess(tmp_path):
     done = subprocess.run([sys.executable, "-m", "asd.cli", "traces", "validate", str(tmp_path / "nope")],
                           cwd=REPO, env=env, capture_output=True, text=True)
     assert done.returncode == 1 and "no such bundle" in done.stderr and "Traceback" not in done.stderr
+
+
+# --- read-only built-in trace, --json checked up front, inspect refuses broken bundles ---
+
+
+def _snapshot(path: Path) -> dict:
+    return {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(path.iterdir()) if p.is_file()} if path.is_dir() else {}
+
+
+def _one_error_line(result, *fragments):
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error: "), result.output
+    for fragment in fragments:
+        assert fragment in lines[0]
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["traces", "split", "builtin"],
+        ["traces", "merge", "{tmp}/a", "{tmp}/b", "-o", "builtin"],
+        ["record", "--tiers", "{tmp}/t.yaml", "--prompts", "{tmp}/p.jsonl", "-o", "builtin", "--no-progress"],
+    ],
+)
+def test_the_builtin_trace_is_read_only(tmp_path, monkeypatch, args):
+    monkeypatch.chdir(tmp_path)  # a relative `builtin` directory must not appear either
+    from asd.traces.bundle import builtin_bundle_path
+
+    before = _snapshot(builtin_bundle_path())
+    result = CliRunner().invoke(main, [a.format(tmp=tmp_path) for a in args])
+    line = _one_error_line(result, "builtin: the built-in trace is read-only", "-o OUT")
+    assert "Traceback" not in line
+    assert _snapshot(builtin_bundle_path()) == before and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("target", ["{tmp}/nodir/x.json", "{tmp}"])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["traces", "import", "jsonl", "{tmp}/runs.jsonl", "--tiers", "a,b", "-o", "{tmp}/out"],
+        ["traces", "inspect", "{synth}"],
+        ["traces", "validate", "{synth}"],
+        ["traces", "split", "{synth}", "-o", "{tmp}/out"],
+        ["record", "--tiers", "{tmp}/t.yaml", "--prompts", "{tmp}/p.jsonl", "-o", "{tmp}/out", "--no-progress"],
+    ],
+)
+def test_unwritable_json_path_is_refused_before_any_work(synth, tmp_path, command, target):
+    before = sorted(p.name for p in tmp_path.iterdir())
+    source = _snapshot(synth)
+    fill = {"tmp": tmp_path, "synth": synth}
+    args = [a.format(**fill) for a in command] + ["--json", target.format(**fill)]
+    result = CliRunner().invoke(main, args)
+    _one_error_line(result, "cannot write --json", "no directory" if "nodir" in target else "it is a directory")
+    assert sorted(p.name for p in tmp_path.iterdir()) == before and _snapshot(synth) == source
+
+
+def test_write_json_failure_is_an_asd_error(tmp_path):
+    from asd.cli import write_json
+    from asd.errors import AsdError
+
+    (tmp_path / "gone").mkdir()
+    with pytest.raises(AsdError, match="cannot write --json"):
+        write_json(str(tmp_path / "gone" / "sub" / "x.json"), {"a": 1})
+
+
+def _rewrite(bundle, table, edit):
+    file = bundle / f"{table}.parquet"
+    pq.write_table(edit(pq.read_table(file)), file)
+
+
+def _set_quality_nan(t):
+    q = t.column("quality").to_pylist()
+    q[3] = float("nan")
+    return t.set_column(t.schema.get_field_index("quality"), "quality", pa.array(q, pa.float32()))
+
+
+def _orphan(t):
+    ids = t.column("request_id").to_pylist()
+    ids[5] = "nobody"
+    return t.set_column(0, t.schema.field(0), pa.array(ids))
+
+
+@pytest.mark.parametrize(
+    "table,edit,problem",
+    [
+        ("outputs", lambda t: pa.concat_tables([t, t.slice(2, 1)]), "duplicate (request, tier)"),
+        ("outputs", lambda t: t.slice(0, 0), "outputs.parquet: empty table"),
+        ("outputs", _orphan, "request 'nobody' is not in requests.parquet"),
+        ("outputs", _set_quality_nan, "NaN quality"),
+        ("drafts", None, "drafts.parquet: unreadable Parquet"),
+    ],
+)
+def test_inspect_refuses_an_invalid_bundle_with_one_line(synth, table, edit, problem):
+    if edit is None:
+        (synth / f"{table}.parquet").write_text("notparquet\n")
+    else:
+        _rewrite(synth, table, edit)
+    source = _snapshot(synth)
+    result = run("inspect", synth)
+    _one_error_line(result, f"error: {synth}: ", problem, f"run `asd traces validate {synth}` for all problems")
+    assert _snapshot(synth) == source

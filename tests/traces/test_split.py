@@ -78,3 +78,19 @@ def test_a_fraction_leaving_one_side_empty_is_refused_and_writes_nothing(tmp_pat
     with pytest.raises(ConfigError, match="empty"):
         split_bundle(tmp_path / "b", test_frac=0.01, seed=0)
     assert (tmp_path / "b" / "requests.parquet").read_bytes() == before
+
+
+def test_a_corrupt_table_is_refused_not_copied(tmp_path):
+    write_synthetic_bundle(tmp_path / "b", 50, 2, seed=0)
+    data = (tmp_path / "b" / "outputs.parquet").read_bytes()
+    # keep the footer (the schema reads fine) but wipe the first page header after the magic
+    (tmp_path / "b" / "outputs.parquet").write_bytes(data[:4] + bytes(64) + data[68:])
+    assert open_bundle(tmp_path / "b").columns("outputs")
+    with pytest.raises(TraceError, match=r"outputs\.parquet: unreadable Parquet"):
+        split_bundle(tmp_path / "b", 0.3, 0, out=tmp_path / "c")
+    assert not (tmp_path / "c").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["b"]
+
+
+def test_the_builtin_trace_is_not_split_in_place(tmp_path):
+    with pytest.raises(TraceError, match="read-only; write to another directory with -o OUT"):
+        split_bundle("builtin", 0.3, 0)

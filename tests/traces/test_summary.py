@@ -91,3 +91,34 @@ def test_draft_pairs_report_the_share_of_draft_tokens_the_verifier_keeps(tmp_pat
     assert pairs[0]["accepted_fraction"] == pytest.approx(10 / 40)
     assert pairs[0]["mean_n_accepted"] == pytest.approx(5.0) and pairs[0]["mean_verify_ms"] == pytest.approx(6.0)
     assert pairs[1]["accepted_fraction"] is None and pairs[1]["mean_n_accepted"] is None  # not recorded
+
+
+def test_missing_token_counts_are_filled_with_the_tiers_mean_not_zero(tmp_path):
+    manifest = new_manifest([{"name": "small", "params_b": 1.0}, {"name": "big", "params_b": 10.0}])
+    requests = {"request_id": ["r1", "r2", "r3"], "task": ["x", "x", "x"]}
+    outputs = {
+        "request_id": ["r1", "r1", "r2", "r2", "r3", "r3"],
+        "tier": [0, 1, 0, 1, 0, 1],
+        "quality": [0.9, 1.0, 0.9, 1.0, 0.9, 1.0],  # small is acceptable everywhere
+        "n_prompt_tokens": [10] * 6,
+        "n_output_tokens": [10, 30, 10, 50, 10, None],  # big's count for r3 was not recorded
+    }
+    write_bundle(tmp_path / "m", manifest, requests, outputs)
+    summary = summarize_bundle(open_bundle(tmp_path / "m"))
+    oracle = summary["oracle"]
+    # big's r3 output count := mean(30, 50) = 40, so always-big costs 10·(40 + 60 + 50) = 1500
+    # (treating it as 0 would give 1100 and overstate the saving); the oracle takes small: 3·1·20.
+    assert oracle["cost_share"] == pytest.approx(60 / 1500)
+    assert oracle["cost_note"] == "1 missing token count(s) filled with that tier's mean recorded count"
+    assert "mean recorded count" in summary["rules"]["cost"]
+
+
+def test_a_tier_recording_no_counts_is_filled_with_the_mean_over_all_tiers():
+    import numpy as np
+
+    from asd.traces.summary import _fill_counts
+
+    counts = np.array([[10.0, np.nan], [20.0, np.nan]])
+    filled, n = _fill_counts(counts)
+    assert n == 2 and filled.tolist() == [[10.0, 15.0], [20.0, 15.0]]
+    assert _fill_counts(np.full((2, 2), np.nan))[0].tolist() == [[0.0, 0.0], [0.0, 0.0]]

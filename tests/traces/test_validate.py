@@ -244,3 +244,18 @@ def test_unreadable_parquet_is_reported_by_file(base, tmp_path):
     (path / "drafts.parquet").write_bytes(b"not parquet at all")
     problems = validate_bundle(path)
     assert [(p.file, p.message.split(" (")[0]) for p in problems] == [("drafts.parquet", "unreadable Parquet")]
+
+
+@pytest.mark.parametrize("name", ["nonexist", "vnewer"])
+def test_bundle_level_problem_names_its_path_once(base, tmp_path, monkeypatch, name):
+    monkeypatch.chdir(tmp_path)
+    if name == "vnewer":
+        path = _copy(base, tmp_path)
+        path.rename(tmp_path / name)
+        manifest = json.loads((tmp_path / name / "manifest.json").read_text())
+        manifest["schema_version"] = 2
+        (tmp_path / name / "manifest.json").write_text(json.dumps(manifest))
+    (problem,) = validate_bundle(name)
+    expected = {"nonexist": "nonexist: no such bundle",
+                "vnewer": "vnewer/manifest.json: schema version 2 is newer than this asd reads (1); upgrade asd"}
+    assert str(problem) == expected[name]
