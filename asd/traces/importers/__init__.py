@@ -11,6 +11,7 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from asd.errors import ConfigError, TraceError
@@ -99,7 +100,22 @@ def _validate(path: Path) -> list:
     return list(validate_bundle(path, max_problems=20))
 
 
+# A tier's row counts as a recorded output when anything the tier produced is there: its
+# text, token counts or signals, timings or a label (the prompt's token count is not the
+# tier's doing). A tier that never ran alone (spec-bench's draft model) has rows but none.
+RECORDED_COLUMNS = (
+    "output", "n_output_tokens", "token_logprobs", "token_entropy", "ttft_ms", "e2e_ms", "quality", "accepted"
+)
+
+
+def recorded_outputs(rows: pd.DataFrame) -> int:
+    """How many of `rows` (outputs rows) record anything (RECORDED_COLUMNS)."""
+    present = [rows[column].notna().to_numpy() for column in RECORDED_COLUMNS if column in rows]
+    return int(np.logical_or.reduce(present).sum()) if present else 0
+
+
 def summarize(fmt: str, out: Path, trace: ImportedTrace) -> dict:
+    """`n_outputs` per tier counts recorded outputs (`recorded_outputs`), not rows."""
     outputs = trace.outputs
     tiers = []
     for index, tier in enumerate(trace.manifest["tiers"]):
@@ -109,7 +125,7 @@ def summarize(fmt: str, out: Path, trace: ImportedTrace) -> dict:
             {
                 "name": tier["name"],
                 "params_b": tier["params_b"],
-                "n_outputs": int(len(rows)),
+                "n_outputs": recorded_outputs(rows),
                 "n_labelled": int(quality.notna().sum()),
                 "mean_quality": float(quality.mean()) if quality.notna().any() else None,
             }

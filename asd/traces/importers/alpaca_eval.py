@@ -23,6 +23,7 @@ from asd.traces.importers.base import (
     parse_params_b,
     read_ladder_rows,
     read_request_table,
+    read_source,
     require_files,
 )
 
@@ -42,11 +43,23 @@ ANNOTATOR_ORDER = (
     "bedrock_claude",
 )
 NO_LABELS = "none"
+# prompt_idx is matched against the annotations' prompt_idx, so both must be integers.
+OUTPUT_KINDS = {"prompt_idx": "integer", "params_b": "number", "output": "string"}
+PROMPT_KINDS = {"dataset": "string", "instruction": "string"}
+ANNOTATION_KINDS = {
+    "model": "string",
+    "annotator": "string",
+    "prompt_idx": "integer",
+    "baseline": "string",
+    "preference": "number",
+    "output_2_matches_model_outputs": "boolean",
+}
 LABEL_RULE = (
     "quality = preference - 1 from annotator {annotator} (judge vs baseline {baseline}): "
     "1 (baseline better) -> 0, 2 (model better) -> 1, draw 1.5 -> 0.5, draw coded 0 -> 0.5; "
     "weighted annotators give 1 + P(model better), so quality is continuous in [0, 1]; "
-    "a null preference, or a judged text that differs from the imported output, -> null quality"
+    "a null preference, or a judged text that differs from the imported output (or is not known "
+    "to match it), -> null quality"
 )
 
 
@@ -80,19 +93,20 @@ class AlpacaEvalImporter(Importer):
         require_files(src, ("prompts.parquet", "outputs.parquet", "annotations.parquet"), "an AlpacaEval export")
         names = parse_model_list(models)
         outputs_file = src / "outputs.parquet"
-        rows = read_ladder_rows(outputs_file, names, ["model", "params_b", "prompt_idx", "output"], "prompt_idx")
+        rows = read_ladder_rows(outputs_file, names, OUTPUT_KINDS, "prompt_idx")
         rows = rows[rows["output"].notna()]
         # The annotator is checked before completeness, so its errors come first.
         annotations_file = src / "annotations.parquet"
-        annotations = pd.read_parquet(annotations_file)
+        annotations = read_source(annotations_file, ANNOTATION_KINDS, non_null=("model", "annotator", "prompt_idx"))
         chosen = choose_annotator(annotations, names, annotator, str(annotations_file))
-        labels, n_mismatch, baseline = self._labels(annotations, chosen, names, str(annotations_file))
+        labels, n_mismatch, n_unknown, baseline = self._labels(annotations, chosen, names, str(annotations_file))
         keep, dropped = complete_ladder_requests(rows, names, drop_incomplete, str(outputs_file))
 
         prompts = read_request_table(
             src / "prompts.parquet",
             "prompt_idx",
             keep,
+            PROMPT_KINDS,
             "instruction",
             "no instruction for prompt_idx {} (it has outputs)",
         )
@@ -140,6 +154,7 @@ class AlpacaEvalImporter(Importer):
                 },
                 "params_b_rule": "the data's params_b hand labels, else parsed from the model name",
                 "labels_nulled_text_mismatch": n_mismatch,
+                "labels_nulled_match_unknown": n_unknown,
                 "dropped_incomplete_requests": dropped,
             },
         )
@@ -149,13 +164,16 @@ class AlpacaEvalImporter(Importer):
         if n_mismatch:
             plural = "s" if n_mismatch != 1 else ""
             notes.append(f"{n_mismatch} label{plural} nulled: the judged text differs from the imported output")
+        if n_unknown:
+            plural = "s" if n_unknown != 1 else ""
+            notes.append(f"{n_unknown} label{plural} nulled: not known whether the judged text is the imported output")
         return ImportedTrace(manifest, requests, outputs, report={"dropped_incomplete": dropped, "notes": notes})
 
     @staticmethod
     def _labels(annotations: pd.DataFrame, chosen: str, names: list[str], where: str):
         """(model, prompt_idx) → quality for the chosen annotator; None when `none`."""
         if chosen == NO_LABELS:
-            return None, 0, None
+            return None, 0, 0, None
         rows = annotations[(annotations["annotator"] == chosen) & annotations["model"].isin(names)]
         # Some annotation files are stored twice (identical rows); differing copies are an error.
         rows = rows.drop_duplicates(["model", "prompt_idx", "preference", "output_2_matches_model_outputs"])
@@ -170,11 +188,14 @@ class AlpacaEvalImporter(Importer):
             quality = preference_to_quality(rows["preference"].to_numpy())
         except ValueError as exc:
             raise TraceError(f"{where}, column 'preference': {exc} (annotator {chosen})") from None
-        mismatch = ~rows["output_2_matches_model_outputs"].fillna(True).to_numpy(dtype=bool)
-        quality[mismatch] = np.nan
+        # A null match flag is not a match: the label may belong to another text.
+        matches = rows["output_2_matches_model_outputs"].astype("boolean")
+        mismatch = (matches == False).fillna(False).to_numpy(dtype=bool)  # noqa: E712 (elementwise)
+        unknown = matches.isna().to_numpy()
+        quality[mismatch | unknown] = np.nan
         labels = pd.Series(quality, index=pd.MultiIndex.from_arrays([rows["model"], rows["prompt_idx"]]))
         baselines = rows["baseline"].dropna().unique()
-        return labels, int(mismatch.sum()), (str(baselines[0]) if len(baselines) else None)
+        return labels, int(mismatch.sum()), int(unknown.sum()), (str(baselines[0]) if len(baselines) else None)
 
 
 def choose_annotator(annotations: pd.DataFrame, names: list[str], annotator: str | None, where: str) -> str:

@@ -5,6 +5,7 @@ per-model Parquet exports in shared/data.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from typing import ClassVar
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
@@ -148,10 +150,102 @@ def complete_requests(
     return keep, int(len(incomplete))
 
 
+def _is_text(arrow_type) -> bool:
+    return pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type)
+
+
+def _is_list_of(arrow_type, item) -> bool:
+    is_list = pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type)
+    return is_list and item(arrow_type.value_type)
+
+
+# What a source column must hold, as the importers read it (not an exact Arrow type: any
+# string width, integer size or float size will do). An all-null column (Arrow type null)
+# fits every kind; null values are checked where they matter.
+COLUMN_KINDS = {
+    "string": _is_text,
+    "integer": pa.types.is_integer,
+    "number": lambda t: pa.types.is_integer(t) or pa.types.is_floating(t),
+    "boolean": pa.types.is_boolean,
+    "id": lambda t: _is_text(t) or pa.types.is_integer(t),  # turned into text
+    "list of integers": lambda t: _is_list_of(t, pa.types.is_integer),
+    "list of strings": lambda t: _is_list_of(t, _is_text),
+}
+
+
+def _fits(arrow_type, kind: str) -> bool:
+    return pa.types.is_null(arrow_type) or COLUMN_KINDS[kind](arrow_type)
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def source_schema(path: Path) -> pa.Schema:
+    """The Arrow schema of a source Parquet file; an unreadable file is a TraceError."""
+    try:
+        return pq.read_schema(path)
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise TraceError(f"{path}: not a readable Parquet file ({_reason(exc)})") from None
+
+
+def check_columns(path: Path, kinds: dict[str, str]) -> pa.Schema:
+    """Every column in `kinds` (name → kind in COLUMN_KINDS) exists in `path` and holds that
+    kind; else a TraceError naming the file and the first bad column."""
+    schema = source_schema(path)
+    for column, kind in kinds.items():
+        index = schema.get_field_index(column)
+        if index < 0:
+            raise TraceError(f"{path}, column {column!r}: missing (expected {kind})")
+        found = schema.field(index).type
+        if not _fits(found, kind):
+            raise TraceError(f"{path}, column {column!r}: expected {kind}, found {found}")
+    return schema
+
+
+def read_source_table(path: Path, kinds: dict[str, str], *, filters=None, non_null: tuple[str, ...] = ()) -> pa.Table:
+    """The columns of `kinds` from a source Parquet file, after `check_columns`; `filters`
+    (pyarrow's) narrow the rows (their columns must be in `kinds`). A null in a `non_null`
+    column is an error naming the column. Every read failure is a TraceError."""
+    check_columns(path, kinds)
+    try:
+        table = pq.read_table(path, columns=list(kinds), filters=list(filters) if filters else None)
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise TraceError(f"{path}: not a readable Parquet file ({_reason(exc)})") from None
+    for column in non_null:
+        nulls = table.column(column).null_count
+        if nulls:
+            raise TraceError(f"{path}, column {column!r}: {nulls} null value{'s' if nulls != 1 else ''} (a value is required)")
+    return table
+
+
+def read_source(path: Path, kinds: dict[str, str], **options) -> pd.DataFrame:
+    """`read_source_table` as a DataFrame."""
+    return read_source_table(path, kinds, **options).to_pandas()
+
+
+def check_unique(path: Path, frame: pd.DataFrame, columns: list[str]) -> None:
+    """No two rows of `frame` share the values of `columns` (else the first repeat is named)."""
+    repeated = frame.duplicated(columns)
+    if repeated.any():
+        first = frame.loc[repeated, columns].iloc[0]
+        what = ", ".join(f"{c} {first[c]!r}" if isinstance(first[c], str) else f"{c} {first[c]}" for c in columns)
+        raise TraceError(f"{path}: two rows for {what}")
+
+
+def parse_json_cell(value, path: Path, column: str, key) -> object:
+    """A JSON text cell parsed; null or malformed is an error naming file, column and row key."""
+    try:
+        return json.loads(value)
+    except (TypeError, json.JSONDecodeError):
+        raise TraceError(f"{path}, column {column!r}: {key}: {value!r:.60} is not JSON") from None
+
+
 def read_ladder_rows(
     path: Path,
     names: list[str],
-    columns: list[str],
+    kinds: dict[str, str],
     request_key: str,
     *,
     available=None,
@@ -161,13 +255,18 @@ def read_ladder_rows(
     """The rows of a per-model Parquet export for the requested ladder `names`, with `tier`
     (the model's place in `names`) and `request_id` (`request_key` as text) added.
 
-    Every name must be among `available` (default: the file's distinct `model` values), else
-    an error naming `where` (default: the file). `filters` narrow the read further.
+    `kinds` names the columns to read and their kinds (`model` and `request_key` are added);
+    see `read_source`. Every name must be among `available` (default: the file's distinct
+    `model` values), else an error naming `where` (default: the file). `filters` narrow the
+    read further (their columns must be in `kinds`). A model with two rows for one request
+    is an error.
     """
+    kinds = {"model": "string", request_key: "id", **kinds}
     if available is None:
-        available = pc.unique(pq.read_table(path, columns=["model"]).column("model")).to_pylist()
+        available = pc.unique(read_source_table(path, {"model": "string"}).column("model")).drop_null().to_pylist()
     check_known_models(names, available, str(path) if where is None else where)
-    rows = pq.read_table(path, columns=columns, filters=[("model", "in", names), *filters]).to_pandas()
+    rows = read_source(path, kinds, filters=[("model", "in", names), *filters], non_null=(request_key,))
+    check_unique(path, rows, ["model", request_key])
     rows["tier"] = rows["model"].map({name: i for i, name in enumerate(names)}).astype("int16")
     rows["request_id"] = rows[request_key].astype(str)
     return rows
@@ -188,12 +287,16 @@ def in_request_order(rows: pd.DataFrame, keep) -> pd.DataFrame:
     return rows.drop(columns="_order").reset_index(drop=True)
 
 
-def read_request_table(path: Path, request_key: str, keep, required: str, missing: str) -> pd.DataFrame:
+def read_request_table(
+    path: Path, request_key: str, keep, kinds: dict[str, str], required: str, missing: str
+) -> pd.DataFrame:
     """A per-request Parquet table (questions, prompts) indexed by request_id (`request_key` as
-    text) and reindexed to `keep`. A kept request whose `required` column is null there is an
-    error: `path` then `missing` formatted with the first such request id.
+    text) and reindexed to `keep`; `kinds` as in `read_source` (`request_key` is added). A
+    kept request whose `required` column is null there is an error: `path` then `missing`
+    formatted with the first such request id.
     """
-    table = pd.read_parquet(path)
+    table = read_source(path, {request_key: "id", **kinds}, non_null=(request_key,))
+    check_unique(path, table, [request_key])
     table["request_id"] = table[request_key].astype(str)
     table = table.set_index("request_id").reindex(keep)
     absent = table.index[table[required].isna()]

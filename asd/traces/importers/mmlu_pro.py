@@ -4,11 +4,11 @@ one tier per model, quality = exact-match correctness of the extracted answer le
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
 
+from asd.errors import TraceError
 from asd.traces.bundle import new_manifest
 from asd.traces.importers.base import (
     TOKEN_ESTIMATE_RULE,
@@ -17,6 +17,7 @@ from asd.traces.importers.base import (
     complete_ladder_requests,
     estimate_tokens_from_chars,
     in_request_order,
+    parse_json_cell,
     parse_model_list,
     parse_params_b,
     read_ladder_rows,
@@ -37,10 +38,20 @@ LABEL_RULE = (
 LETTERS = "ABCDEFGHIJ"
 
 
-def format_prompt(question: str, options_json: str) -> str:
+OUTPUT_KINDS = {"correct": "boolean", "generated_text": "string", "generated_chars": "integer"}
+QUESTION_KINDS = {"category": "string", "question": "string", "options": "string", "answer": "string"}
+
+
+def format_prompt(question: str, options: list) -> str:
     """The question followed by its lettered options (the 5-shot CoT preamble is not in the data)."""
-    options = json.loads(options_json)
     return question + "\n" + "\n".join(f"{LETTERS[i]}. {text}" for i, text in enumerate(options))
+
+
+def parse_options(value, path: Path, question_id: str) -> list:
+    options = parse_json_cell(value, path, "options", f"question {question_id}")
+    if not isinstance(options, list) or len(options) > len(LETTERS):
+        raise TraceError(f"{path}, column 'options': question {question_id}: not a JSON list of up to {len(LETTERS)} options")
+    return options
 
 
 class MmluProImporter(Importer):
@@ -55,18 +66,21 @@ class MmluProImporter(Importer):
         require_files(src, ("questions.parquet", "outputs.parquet"), "an MMLU-Pro export")
         names = parse_model_list(models)
         outputs_file = src / "outputs.parquet"
-        rows = read_ladder_rows(
-            outputs_file, names, ["model", "question_id", "correct", "generated_text", "generated_chars"], "question_id"
-        )
+        rows = read_ladder_rows(outputs_file, names, OUTPUT_KINDS, "question_id")
         keep, dropped = complete_ladder_requests(rows, names, drop_incomplete, str(outputs_file))
 
+        questions_file = src / "questions.parquet"
         questions = read_request_table(
-            src / "questions.parquet", "question_id", keep, "question", "no question {!r} (it has outputs)"
+            questions_file, "question_id", keep, QUESTION_KINDS, "question", "no question {!r} (it has outputs)"
         )
+        prompts = [
+            format_prompt(question, parse_options(options, questions_file, qid))
+            for qid, question, options in zip(keep, questions["question"], questions["options"])
+        ]
         requests = pd.DataFrame(
             {
                 "request_id": keep,
-                "prompt": [format_prompt(q, o) for q, o in zip(questions["question"], questions["options"])],
+                "prompt": prompts,
                 "task": questions["category"].to_numpy(),
                 "reference": questions["answer"].to_numpy(),
             }
@@ -75,15 +89,17 @@ class MmluProImporter(Importer):
         rows = in_request_order(rows, keep)
         # Some models' archives keep only the extracted letter (empty CoT text): not recorded.
         recorded = rows["generated_chars"] > 0
+        # A null `correct` is an unlabelled output: null quality and accepted, never a guess.
+        correct = rows["correct"].astype("boolean")
         outputs = pd.DataFrame(
             {
                 "request_id": rows["request_id"],
                 "tier": rows["tier"],
                 "output": rows["generated_text"].where(recorded, None),
                 "n_output_tokens": estimate_tokens_from_chars(rows["generated_chars"].where(recorded)),
-                "quality": rows["correct"].astype("float32"),
-                "accepted": rows["correct"].astype(bool),
-                "label_source": "exact_match",
+                "quality": correct.astype("Float32"),
+                "accepted": correct,
+                "label_source": pd.Series("exact_match", index=rows.index).where(correct.notna(), None),
             }
         )
         tiers = [{"name": n, "model_id": n, "params_b": parse_params_b(n)} for n in names]

@@ -5,12 +5,10 @@ options become the token-level signals; quality = the chosen option is the gold 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 
 from asd.errors import ConfigError, TraceError
 from asd.traces.bundle import new_manifest
@@ -19,10 +17,12 @@ from asd.traces.importers.base import (
     Importer,
     complete_ladder_requests,
     in_request_order,
+    parse_json_cell,
     parse_model_list,
     parse_params_b,
     read_ladder_rows,
     read_request_table,
+    read_source_table,
     require_files,
 )
 
@@ -34,6 +34,9 @@ SOURCE = {
 }
 OPTIONS = "ABCDEF"
 LOGIT_COLUMNS = [f"logit_{o}" for o in OPTIONS]
+VARIANT_KINDS = {"model": "string", "prompt_style": "string", "icl_demos": "integer"}
+LOGIT_KINDS = {**VARIANT_KINDS, **{column: "number" for column in LOGIT_COLUMNS}, "pred": "string"}
+QUESTION_KINDS = {"context": "string", "question": "string", "choices": "string", "answer": "string", "source": "string"}
 LABEL_RULE = "quality = 1.0 if the chosen (argmax) option letter equals the gold answer letter, else 0.0"
 SIGNAL_RULE = (
     "token_logprobs = [log-softmax of the chosen option's logit over the 6 option letters]; "
@@ -51,9 +54,15 @@ def option_signals(logits: np.ndarray, chosen: np.ndarray) -> tuple[np.ndarray, 
     return np.minimum(chosen_logprob, 0.0), np.maximum(entropy, 0.0)
 
 
-def format_prompt(context: str, question: str, choices_json: str) -> str:
-    choices = json.loads(choices_json)
+def format_prompt(context: str, question: str, choices: dict) -> str:
     return f"{context}\n{question}\n" + "\n".join(f"{k}. {v}" for k, v in choices.items())
+
+
+def parse_choices(value, path: Path, item_id: str) -> dict:
+    choices = parse_json_cell(value, path, "choices", f"id {item_id}")
+    if not isinstance(choices, dict):
+        raise TraceError(f"{path}, column 'choices': id {item_id}: not a JSON object of lettered options")
+    return choices
 
 
 class OptionLogitsImporter(Importer):
@@ -79,7 +88,7 @@ class OptionLogitsImporter(Importer):
         icl_demos = 1 if icl_demos is None else int(icl_demos)
         names = parse_model_list(models)
         logits_file = src / "option_logits.parquet"
-        variants = pq.read_table(logits_file, columns=["model", "prompt_style", "icl_demos"]).group_by(
+        variants = read_source_table(logits_file, VARIANT_KINDS).group_by(
             ["prompt_style", "icl_demos"]
         ).aggregate([("model", "distinct")]).to_pylist()
         by_variant = {(v["prompt_style"], v["icl_demos"]): v["model_distinct"] for v in variants}
@@ -91,7 +100,7 @@ class OptionLogitsImporter(Importer):
         rows = read_ladder_rows(
             logits_file,
             names,
-            ["model", "id", *LOGIT_COLUMNS, "pred"],
+            LOGIT_KINDS,
             "id",
             available=by_variant[prompt_style, icl_demos],
             where=f"{logits_file} ({prompt_style}/icl{icl_demos})",
@@ -99,15 +108,16 @@ class OptionLogitsImporter(Importer):
         )
         keep, dropped = complete_ladder_requests(rows, names, drop_incomplete, str(logits_file))
 
+        questions_file = src / "questions.parquet"
         questions = read_request_table(
-            src / "questions.parquet", "id", keep, "answer", "no question with id {} (it has logits)"
+            questions_file, "id", keep, QUESTION_KINDS, "answer", "no question with id {} (it has logits)"
         )
         requests = pd.DataFrame(
             {
                 "request_id": keep,
                 "prompt": [
-                    format_prompt(c, q, ch)
-                    for c, q, ch in zip(questions["context"], questions["question"], questions["choices"])
+                    format_prompt(c, q, parse_choices(ch, questions_file, i))
+                    for i, c, q, ch in zip(keep, questions["context"], questions["question"], questions["choices"])
                 ],
                 "task": questions["source"].to_numpy(),
                 "reference": questions["answer"].to_numpy(),
@@ -120,6 +130,13 @@ class OptionLogitsImporter(Importer):
         if unknown.any():
             raise TraceError(f"{logits_file}, column 'pred': {rows['pred'][unknown].iloc[0]!r} is not one of {OPTIONS}")
         logits = rows[LOGIT_COLUMNS].to_numpy(dtype=np.float64)
+        not_finite = ~np.isfinite(logits)
+        if not_finite.any():
+            row, option = np.argwhere(not_finite)[0]
+            raise TraceError(
+                f"{logits_file}, column {LOGIT_COLUMNS[option]!r}: {logits[row, option]} for model "
+                f"{rows['model'].iloc[row]!r}, id {rows['request_id'].iloc[row]} (a logit must be a finite number)"
+            )
         chosen = rows["pred"].map({o: i for i, o in enumerate(OPTIONS)}).to_numpy()
         logprob, entropy = option_signals(logits, chosen)
         answer = rows["pred"].to_numpy()

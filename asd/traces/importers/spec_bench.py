@@ -16,8 +16,10 @@ from asd.traces.bundle import new_manifest
 from asd.traces.importers.base import (
     ImportedTrace,
     Importer,
+    check_unique,
     complete_ladder_requests,
     parse_params_b,
+    read_source,
     require_files,
 )
 
@@ -32,6 +34,22 @@ DEFAULT_DATASET = "spec_bench"
 DEFAULT_METHOD = "sps-68m"
 DEFAULT_VERIFY_MODEL = "vicuna-7b-v1.3"
 VANILLA = "vanilla"
+TRACE_KINDS = {
+    "source_repo": "string",
+    "commit": "string",
+    "dataset": "string",
+    "base_model": "string",
+    "method": "string",
+    "temperature": "number",
+    "question_id": "id",
+    "category": "string",
+    "turn": "integer",
+    "new_tokens": "integer",
+    "wall_time_s": "number",
+    "accept_lengths": "list of integers",
+    "output": "string",
+}
+QUESTION_KINDS = {"question_id": "id", "turns": "list of strings", "reference": "string"}
 DRAFT_RULE = (
     "one drafts row per turn (request_id = question_id:turn) from the SpS run: n_accepted = "
     "sum over verify steps of (accepted length - 1) = new_tokens - decoding_steps, the output "
@@ -51,8 +69,28 @@ def draft_model_name(method: str, verify_model: str) -> str:
 def accepted_from_steps(accept_lengths) -> int:
     """Draft tokens accepted over a turn: each verify step commits its accepted draft tokens
     plus one token of the verifier's own, so the draft's share is sum(length - 1)."""
-    lengths = np.asarray(accept_lengths, dtype=np.int64)
+    lengths = np.asarray(accept_lengths, dtype=np.float64)  # a null step reads as NaN
+    if np.isnan(lengths).any():
+        raise ValueError("a null step")
+    if (lengths < 1).any() or (lengths != np.round(lengths)).any():
+        bad = lengths[(lengths < 1) | (lengths != np.round(lengths))][0]
+        raise ValueError(f"accepted length {bad:g} is not a whole number >= 1 (each step commits a token)")
     return int((lengths - 1).sum())
+
+
+def draft_accepted(accept_lengths: pd.Series, where: Path) -> pd.array:
+    """`accepted_from_steps` per turn; a null list is not recorded (null), a bad one an error."""
+    values = []
+    for request_id, lengths in accept_lengths.items():
+        if lengths is None or (isinstance(lengths, float) and np.isnan(lengths)):
+            values.append(None)
+            continue
+        try:
+            values.append(accepted_from_steps(lengths))
+        except (TypeError, ValueError) as exc:
+            reason = "a null step" if isinstance(exc, TypeError) else str(exc)
+            raise TraceError(f"{where}, column 'accept_lengths': turn {request_id!r} of the draft run: {reason}") from None
+    return pd.array(values, dtype="Int32")
 
 
 class SpecBenchImporter(Importer):
@@ -78,7 +116,9 @@ class SpecBenchImporter(Importer):
         method = method or DEFAULT_METHOD
         verify_model = verify_model or DEFAULT_VERIFY_MODEL
         traces_file = src / "decoding_traces.parquet"
-        traces = pd.read_parquet(traces_file)
+        traces = read_source(
+            traces_file, TRACE_KINDS, non_null=("source_repo", "dataset", "base_model", "method", "question_id", "turn")
+        )
         runs = traces[["source_repo", "dataset", "base_model", "method"]].drop_duplicates()
         self._check_choice("--source-repo", source_repo, runs["source_repo"], traces_file)
         runs = runs[runs["source_repo"] == source_repo]
@@ -140,10 +180,10 @@ class SpecBenchImporter(Importer):
                 "draft_tier": np.zeros(n, dtype=np.int16),
                 "verify_tier": np.ones(n, dtype=np.int16),
                 "n_draft_tokens": pd.array([None] * n, dtype="Int32"),
-                "n_accepted": np.array([accepted_from_steps(a) for a in sps["accept_lengths"]], dtype=np.int32),
+                "n_accepted": draft_accepted(sps["accept_lengths"], traces_file),
             }
         )
-        commits = sorted(set(selected["commit"]))
+        commits = sorted(set(selected["commit"].dropna()))
         temperature = sorted(set(selected["temperature"]))
         tiers = [
             {"name": draft_name, "model_id": draft_name, "params_b": parse_params_b(draft_name), "dtype": "float16"},
@@ -188,15 +228,18 @@ class SpecBenchImporter(Importer):
 
     @staticmethod
     def _requests(src: Path, keep: np.ndarray, vanilla: pd.DataFrame) -> pd.DataFrame:
-        questions = pd.read_parquet(src / "questions.parquet")
+        questions_file = src / "questions.parquet"
+        questions = read_source(questions_file, QUESTION_KINDS, non_null=("question_id",))
+        check_unique(questions_file, questions, ["question_id"])
         by_id = questions.assign(qid=questions["question_id"].astype(str)).set_index("qid")
         prompts, references = [], []
         for request_id, turn in zip(keep, vanilla["turn"].to_numpy()):
             qid = request_id.rsplit(":", 1)[0]
             prompt = reference = None
             if qid in by_id.index:
-                turns = list(by_id.at[qid, "turns"])
-                prompt = turns[turn] if turn < len(turns) else None
+                turns = by_id.at[qid, "turns"]
+                turns = [] if turns is None or (isinstance(turns, float) and np.isnan(turns)) else list(turns)
+                prompt = turns[turn] if 0 <= turn < len(turns) else None
                 reference = _turn_reference(by_id.at[qid, "reference"], turn)
             prompts.append(prompt)
             references.append(reference)

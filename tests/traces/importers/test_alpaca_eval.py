@@ -1,11 +1,13 @@
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from asd.errors import ConfigError, TraceError
 from asd.traces.bundle import open_bundle
 from asd.traces.importers import import_trace, load_trace
 from asd.traces.importers.alpaca_eval import preference_to_quality
+from tests.traces.importers.tiny_sources import ALPACA_MODELS, alpaca_eval_tables, replace_column, write_source
 
 LLAMA_2 = ["llama-2-7b-chat-hf", "llama-2-13b-chat-hf", "llama-2-70b-chat-hf"]
 
@@ -86,3 +88,49 @@ def test_annotator_lacking_a_model_or_unknown_is_refused(shared_data):
 def test_unknown_model_lists_the_available_ones(shared_data):
     with pytest.raises(TraceError, match=r"unknown model 'llama-2-7b'; available: .*llama-2-7b-chat-hf"):
         load_trace("alpaca-eval", shared_data / "alpaca_eval", models="llama-2-7b,llama-2-13b-chat-hf")
+
+
+# --- tiny sources the tests write themselves (no shared data needed) ---
+
+
+def test_tiny_source_end_to_end_gives_the_expected_bundle(tmp_path):
+    src = write_source(tmp_path / "alpaca_eval", alpaca_eval_tables())
+    summary = import_trace("alpaca-eval", src, tmp_path / "b", models=",".join(ALPACA_MODELS))
+    bundle = open_bundle(tmp_path / "b")
+    # The weighted judge labels only 7b, so the default falls back to the v1 judge.
+    assert bundle.manifest["provenance"]["annotator"] == "alpaca_eval_gpt4"
+    assert bundle.manifest["provenance"]["baseline"] == "text_davinci_003"
+    assert [t["params_b"] for t in bundle.tiers] == [7.0, 13.0]  # 13b has no hand label: from its name
+    requests = bundle.to_pandas("requests")
+    assert requests["request_id"].tolist() == ["0", "1", "2"]
+    assert requests["prompt"].tolist() == ["Name a fruit.", "Write a haiku about rain.", "Why is the sky blue?"]
+    assert requests["task"].tolist() == ["helpful_base", "koala", "oasst"]
+    out = bundle.to_pandas("outputs")
+    assert out["output"].tolist() == ["Apple", "Pear", "Rain falls", "Soft rain", "Rayleigh scattering.", "Scattering"]
+    # 7b: preferences 1, 2, 1.5; 13b: 0 (a draw), null, and a judged text that is not the output.
+    assert out["quality"].fillna(-1).tolist() == [0.0, 0.5, 1.0, -1, 0.5, -1]
+    assert out["label_source"].fillna("-").tolist() == ["alpaca_eval_gpt4"] * 3 + ["-", "alpaca_eval_gpt4", "-"]
+    assert out["n_prompt_tokens"].tolist() == [4, 4, 7, 7, 5, 5]  # ceil(len(instruction) / 4)
+    assert out["n_output_tokens"].tolist() == [2, 1, 3, 3, 5, 3]
+    assert out["accepted"].isna().all() and out["e2e_ms"].isna().all()
+    assert [t["n_labelled"] for t in summary["tiers"]] == [3, 1]
+    assert "1 label nulled: the judged text differs from the imported output" in summary["notes"]
+
+
+def test_tiny_source_with_a_chosen_weighted_annotator_lacking_a_model_is_refused(tmp_path):
+    src = write_source(tmp_path / "alpaca_eval", alpaca_eval_tables())
+    with pytest.raises(TraceError, match="weighted_alpaca_eval_gpt4_turbo has no labels for llama-2-13b-chat-hf"):
+        load_trace("alpaca-eval", src, models=",".join(ALPACA_MODELS), annotator="weighted_alpaca_eval_gpt4_turbo")
+    trace = load_trace("alpaca-eval", src, models=ALPACA_MODELS[0], annotator="weighted_alpaca_eval_gpt4_turbo",
+                       drop_incomplete=True)
+    assert trace.outputs["quality"].fillna(-1).tolist() == [0.25, 0.75, -1]  # prompt 2 was not judged
+
+
+def test_a_null_match_flag_nulls_the_label_rather_than_trusting_it(tmp_path):
+    tables = alpaca_eval_tables()
+    flags = pa.array([True, None, True, True, True, False, True, True], pa.bool_())
+    tables["annotations.parquet"] = replace_column(tables["annotations.parquet"], "output_2_matches_model_outputs", flags)
+    trace = load_trace("alpaca-eval", write_source(tmp_path / "alpaca_eval", tables), models=",".join(ALPACA_MODELS))
+    assert trace.outputs["quality"].astype(float).fillna(-1).tolist() == [0.0, 0.5, -1, -1, 0.5, -1]
+    assert trace.manifest["provenance"]["labels_nulled_match_unknown"] == 1
+    assert "1 label nulled: not known whether the judged text is the imported output" in trace.report["notes"]

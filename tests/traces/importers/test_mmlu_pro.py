@@ -1,9 +1,11 @@
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from asd.errors import ConfigError, TraceError
 from asd.traces.bundle import open_bundle
 from asd.traces.importers import import_trace, load_trace
+from tests.traces.importers.tiny_sources import MMLU_MODELS, mmlu_pro_tables, replace_column, write_source
 
 LLAMA_31 = ["Meta-Llama-3_1-8B", "Meta-Llama-3_1-70B"]
 
@@ -75,3 +77,53 @@ def test_models_flag_is_required(shared_data):
 def test_a_directory_without_the_files_is_named(tmp_path):
     with pytest.raises(TraceError, match=r"not an MMLU-Pro export \(questions.parquet missing\)"):
         load_trace("mmlu-pro", tmp_path, models="a,b")
+
+
+# --- tiny sources the tests write themselves (no shared data needed) ---
+
+
+def _tiny(tmp_path, change=None):
+    tables = mmlu_pro_tables()
+    if change is not None:
+        name, edit = change
+        tables[name] = edit(tables[name])
+    return write_source(tmp_path / "mmlu_pro", tables)
+
+
+def test_tiny_source_end_to_end_gives_the_expected_bundle(tmp_path):
+    summary = import_trace("mmlu-pro", _tiny(tmp_path), tmp_path / "b", models=",".join(MMLU_MODELS))
+    bundle = open_bundle(tmp_path / "b")
+    assert bundle.tier_names == MMLU_MODELS and [t["params_b"] for t in bundle.tiers] == [7.0, 13.0]
+    requests = bundle.to_pandas("requests")
+    assert requests["request_id"].tolist() == ["70", "71", "72"]
+    assert requests["prompt"].tolist()[:2] == ["2 + 2 = ?\nA. 3\nB. 4", "Is a contract binding?\nA. Yes\nB. No\nC. Maybe"]
+    assert requests["task"].tolist() == ["math", "law", "math"] and requests["reference"].tolist() == ["B", "A", "B"]
+    out = bundle.to_pandas("outputs")
+    assert out[["request_id", "tier"]].values.tolist() == [["70", 0], ["70", 1], ["71", 0], ["71", 1], ["72", 0], ["72", 1]]
+    assert [None if pd.isna(v) else v for v in out["output"]] == [
+        "The answer is (A)", "2+2=4 (B)", "Yes. (A)", None, "hmm", "9 (B)"  # 13b kept no CoT text for 71
+    ]
+    assert out["n_output_tokens"].fillna(-1).tolist() == [5, 3, 2, -1, 1, 2]  # ceil(chars / 4); -1: null
+    assert out["quality"].tolist()[:5] == [0.0, 1.0, 1.0, 1.0, 0.0] and pd.isna(out["quality"].iloc[5])
+    assert out["accepted"].tolist()[:5] == [False, True, True, True, False]
+    assert [t["n_outputs"] for t in summary["tiers"]] == [3, 3] and [t["n_labelled"] for t in summary["tiers"]] == [3, 2]
+
+
+def test_a_null_correct_gives_null_quality_and_null_accepted(tmp_path):
+    trace = load_trace("mmlu-pro", _tiny(tmp_path), models=",".join(MMLU_MODELS))
+    unlabelled = trace.outputs[(trace.outputs["request_id"] == "72") & (trace.outputs["tier"] == 1)].iloc[0]
+    assert pd.isna(unlabelled["quality"]) and pd.isna(unlabelled["accepted"]) and pd.isna(unlabelled["label_source"])
+    assert unlabelled["output"] == "9 (B)"  # the output itself is kept
+    labelled = trace.outputs.drop(index=unlabelled.name)
+    assert labelled["accepted"].notna().all() and (labelled["label_source"] == "exact_match").all()
+
+
+def test_malformed_options_or_a_repeated_row_is_one_error_naming_file_and_column(tmp_path):
+    bad_options = ("questions.parquet", lambda t: replace_column(t, "options", pa.array(["[\"3\", \"4\"]", "nope", "[]"])))
+    src = _tiny(tmp_path / "a", bad_options)
+    with pytest.raises(TraceError, match=r"questions.parquet, column 'options': question 71: 'nope' is not JSON"):
+        load_trace("mmlu-pro", src, models=",".join(MMLU_MODELS))
+    repeated = ("outputs.parquet", lambda t: pa.concat_tables([t, t.slice(0, 1)]))
+    src = _tiny(tmp_path / "b", repeated)
+    with pytest.raises(TraceError, match=r"outputs.parquet: two rows for model 'Llama-2-7b-hf', question_id 70$"):
+        load_trace("mmlu-pro", src, models=",".join(MMLU_MODELS))

@@ -1,12 +1,15 @@
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from asd.errors import ConfigError, TraceError
-from asd.traces.importers import load_trace
+from asd.traces.bundle import open_bundle
+from asd.traces.importers import import_trace, load_trace
 from asd.traces.importers.option_logits import option_signals
+from tests.traces.importers.tiny_sources import LOGITS, OPTION_MODELS, option_logits_tables, replace_column, write_source
 
 QWEN = ["Qwen-1_8B", "Qwen-7B", "Qwen-14B"]
 
@@ -52,3 +55,47 @@ def test_variant_and_model_errors_list_what_exists(shared_data):
         load_trace("option-logits", src, models="Yi-6B,Qwen-14B", prompt_style="base", icl_demos=0)
     with pytest.raises(ConfigError, match=r"--prompt-style fancy --icl-demos 1: not in .*variants are base/0"):
         load_trace("option-logits", src, models="Qwen-7B", prompt_style="fancy")
+
+
+# --- tiny sources the tests write themselves (no shared data needed) ---
+
+
+def _tiny(tmp_path, change=None):
+    tables = option_logits_tables()
+    if change is not None:
+        name, edit = change
+        tables[name] = edit(tables[name])
+    return write_source(tmp_path / "option_logits", tables)
+
+
+def test_tiny_source_end_to_end_gives_the_expected_bundle(tmp_path):
+    import_trace("option-logits", _tiny(tmp_path), tmp_path / "b", models=",".join(OPTION_MODELS))
+    bundle = open_bundle(tmp_path / "b")
+    assert bundle.tier_names == OPTION_MODELS and [t["params_b"] for t in bundle.tiers] == [1.8, 7.0]
+    assert bundle.manifest["sampling"]["prompt_style"] == "task" and bundle.manifest["sampling"]["icl_demos"] == 1
+    requests = bundle.to_pandas("requests")
+    assert requests["request_id"].tolist() == ["0", "1"] and requests["reference"].tolist() == ["B", "A"]
+    assert requests["prompt"][1] == (
+        "i often feel lonely\nWhich sentiment best describes the context?\n"
+        "A. Sadness\nB. Joy\nC. Anger\nD. Fear\nE. I don't know\nF. None"
+    )
+    out = bundle.to_pandas("outputs")
+    # The base/0 row of Qwen-7B (pred A for id 0) is another variant and must not appear.
+    assert out["output"].tolist() == ["A", "B", "A", "A"]
+    assert out["quality"].tolist() == [0.0, 1.0, 1.0, 1.0] and out["accepted"].tolist() == [False, True, True, True]
+    for (request_id, tier, logprobs, entropies) in out[["request_id", "tier", "token_logprobs", "token_entropy"]].values:
+        logits = np.array(LOGITS[OPTION_MODELS[tier], int(request_id)])
+        probs = np.exp(logits) / np.exp(logits).sum()
+        chosen = "ABCDEF".index(out.loc[(out["request_id"] == request_id) & (out["tier"] == tier), "output"].iloc[0])
+        assert logprobs.tolist() == pytest.approx([np.log(probs[chosen])], abs=1e-6)
+        assert entropies.tolist() == pytest.approx([-(probs * np.log(probs)).sum()], abs=1e-6)
+    assert (out["n_output_tokens"] == 1).all()
+
+
+def test_tiny_source_with_a_nan_logit_or_bad_choices_is_one_error_naming_the_column(tmp_path):
+    nan_logit = ("option_logits.parquet", lambda t: replace_column(t, "logit_D", pa.array([0.0, float("nan"), 0, 0, 0], pa.float32())))
+    with pytest.raises(TraceError, match=r"option_logits.parquet, column 'logit_D': nan for model 'Qwen-1_8B', id 1 "):
+        load_trace("option-logits", _tiny(tmp_path / "a", nan_logit), models=",".join(OPTION_MODELS))
+    bad_choices = ("questions.parquet", lambda t: replace_column(t, "choices", pa.array(['["Sadness"]', "{}"])))
+    with pytest.raises(TraceError, match=r"questions.parquet, column 'choices': id 0: not a JSON object"):
+        load_trace("option-logits", _tiny(tmp_path / "b", bad_choices), models=",".join(OPTION_MODELS))

@@ -131,3 +131,15 @@ def test_installed_style_subprocess_reports_bad_input_on_stderr_with_exit_2(tmp_
     )
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr == f"error: {src}, line 1, column 'quality': quality 2.0 is outside [0, 1]\n"
+
+
+def test_summary_counts_recorded_outputs_per_tier_not_rows(tmp_path):
+    rows = [
+        {"request_id": "a", "model": "small", "output": None},
+        {"request_id": "a", "model": "big", "output": "y"},
+        {"request_id": "b", "model": "small", "output": None, "quality": 1.0},  # a label is recorded
+        {"request_id": "b", "model": "big", "output": None, "e2e_ms": 5.0},  # so is a timing
+    ]
+    summary = import_trace("jsonl", _file(tmp_path, rows), tmp_path / "b", tiers="small,big")
+    assert [t["n_outputs"] for t in summary["tiers"]] == [1, 2]
+    assert [t["n_labelled"] for t in summary["tiers"]] == [1, 0]

@@ -1,11 +1,13 @@
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
-from asd.errors import ConfigError
+from asd.errors import ConfigError, TraceError
 from asd.traces.bundle import open_bundle
 from asd.traces.importers import import_trace, load_trace
 from asd.traces.importers.spec_bench import accepted_from_steps
+from tests.traces.importers.tiny_sources import replace_column, spec_bench_tables, write_source
 
 
 def test_accepted_draft_tokens_exclude_the_verifiers_own_token_per_step():
@@ -63,3 +65,47 @@ def test_heads_methods_are_not_a_draft_tier(shared_data):
         load_trace("spec-bench", shared_data / "spec_bench", method="eagle")
     with pytest.raises(ConfigError, match=r"--source-repo 'me/Spec-Bench': not in .*available: BNukhkadiev/Spec-Bench"):
         load_trace("spec-bench", shared_data / "spec_bench", source_repo="me/Spec-Bench")
+
+
+# --- tiny sources the tests write themselves (no shared data needed) ---
+
+
+def _tiny(tmp_path, change=None):
+    tables = spec_bench_tables()
+    if change is not None:
+        name, edit = change
+        tables[name] = edit(tables[name])
+    return write_source(tmp_path / "spec_bench", tables)
+
+
+def test_tiny_source_end_to_end_gives_the_expected_bundle(tmp_path):
+    summary = import_trace("spec-bench", _tiny(tmp_path), tmp_path / "b")
+    bundle = open_bundle(tmp_path / "b")
+    assert bundle.tier_names == ["vicuna-68m", "vicuna-7b-v1.3"]
+    requests = bundle.to_pandas("requests")
+    assert requests["request_id"].tolist() == ["81:0", "81:1", "300:0"]
+    assert requests["prompt"].tolist() == ["Write a blog post.", "Rewrite it as a poem.", "Translate: Guten Tag"]
+    assert requests["task"].tolist() == ["writing", "writing", "translation"]
+    assert requests["reference"].fillna("-").tolist() == ["-", "-", "Good day"]
+    out = bundle.to_pandas("outputs")
+    verify = out[out["tier"] == 1]
+    assert verify["output"].tolist() == ["Post.", "Poem.", "Good day"]
+    assert verify["n_output_tokens"].tolist() == [4, 3, 2]
+    assert verify["e2e_ms"].tolist() == pytest.approx([80.0, 60.0, 40.0])
+    assert out[out["tier"] == 0].drop(columns=["request_id", "tier"]).isna().all().all()
+    drafts = bundle.to_pandas("drafts")
+    assert drafts["n_accepted"].tolist() == [2, 2, 0]  # sum(length - 1) of the sps-68m steps
+    assert drafts["n_draft_tokens"].isna().all()
+    # The draft tier has a row per request but recorded nothing: the summary says 0 outputs.
+    assert [t["n_outputs"] for t in summary["tiers"]] == [0, 3]
+
+
+def test_tiny_source_with_a_null_step_list_gives_null_accepted_and_a_bad_step_an_error(tmp_path):
+    lists = [[1, 1, 1, 1], [1, 1, 1], [1, 1], [3, 1], None, [1, 1], [4]]
+    null_list = ("decoding_traces.parquet", lambda t: replace_column(t, "accept_lengths", pa.array(lists, pa.list_(pa.int64()))))
+    trace = load_trace("spec-bench", _tiny(tmp_path / "a", null_list))
+    assert trace.drafts["n_accepted"].tolist()[0] == 2 and pd.isna(trace.drafts["n_accepted"].iloc[1])
+    lists[4] = [0, 3]
+    zero_step = ("decoding_traces.parquet", lambda t: replace_column(t, "accept_lengths", pa.array(lists, pa.list_(pa.int64()))))
+    with pytest.raises(TraceError, match=r"column 'accept_lengths': turn '81:1' of the draft run: accepted length 0 is not"):
+        load_trace("spec-bench", _tiny(tmp_path / "b", zero_step))
