@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from asd.errors import ConfigError, TraceError
+from asd.traces.jsonl import iter_jsonl_objects
 
 COLUMNS = ("request_id", "prompt", "reference", "task")
 
@@ -92,19 +93,7 @@ def _from_question_set(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
 
 
 def _read_jsonl(path: Path) -> pd.DataFrame:
-    rows = []
-    with open(path, encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise TraceError(f"{path}: line {line_no}: invalid JSON ({exc.msg})") from None
-            if not isinstance(row, dict):
-                raise TraceError(f"{path}: line {line_no}: expected a JSON object")
-            rows.append(row)
-    return pd.DataFrame(rows)
+    return pd.DataFrame([row for _, row in iter_jsonl_objects(path)])
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:

@@ -15,6 +15,7 @@ import pandas as pd
 
 from asd.errors import ConfigError, TraceError
 from asd.traces.bundle import new_manifest
+from asd.traces.jsonl import iter_jsonl_objects
 from asd.traces.importers.base import ImportedTrace, Importer, complete_ladder_requests, in_request_order
 
 REQUEST_COLUMNS = ("prompt", "task", "reference")
@@ -147,23 +148,6 @@ def _convert(column: str, value, from_text: bool):
             out.append(float(item))
         return out
     raise AssertionError(column)
-
-
-def _jsonl_rows(path: Path):
-    with path.open(encoding="utf-8-sig") as handle:
-        try:
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise TraceError(f"{path}, line {number}: invalid JSON ({exc.msg})") from None
-                if not isinstance(row, dict):
-                    raise TraceError(f"{path}, line {number}: expected a JSON object, got {type(row).__name__}")
-                yield number, row
-        except UnicodeDecodeError as exc:
-            raise TraceError(f"{path}: not UTF-8 text ({exc.reason})") from None
 
 
 def _csv_rows(path: Path):
@@ -319,7 +303,7 @@ class JsonlImporter(TabularImporter):
     summary = "JSON Lines, one object per (request, tier); needs --tiers"
 
     def rows(self, path: Path):
-        return _jsonl_rows(path)
+        return iter_jsonl_objects(path)
 
 
 class CsvImporter(TabularImporter):
