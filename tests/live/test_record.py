@@ -7,13 +7,10 @@ import json
 import signal
 import subprocess
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pyarrow.parquet as pq
-import pytest
 import yaml
 from click.testing import CliRunner
 
@@ -21,7 +18,7 @@ from asd.cli import main
 from asd.live import record as R
 from asd.live.prompts import load_prompts, select_shard, shard_of
 from asd.traces.bundle import open_bundle
-from tests.live.conftest import CHAT, REPO, free_port, subprocess_env, write_jsonl
+from tests.live.conftest import CHAT, REPO, QuietHandler, free_port, serving, subprocess_env, write_jsonl
 
 PROMPTS = [
     {"request_id": "a1", "prompt": "What is 2 plus 3? Answer with just the number.", "reference": "5", "task": "arithmetic"},
@@ -50,8 +47,7 @@ def ladder(tmp_path: Path, smollm2: str, max_tokens: int = 6, batch_size: int = 
 
 
 def run_cli(*args):
-    result = CliRunner().invoke(main, ["record", *map(str, args), "--no-progress"])
-    return result
+    return CliRunner().invoke(main, ["record", *map(str, args), "--no-progress"])
 
 
 def test_record_writes_a_complete_valid_bundle_and_rerun_is_a_no_op(tmp_path, smollm2):
@@ -188,34 +184,19 @@ def test_openai_tier_records_the_served_model_server_version_and_url(tmp_path, l
     assert bundle.manifest["provenance"]["tier_backends"] == {"served": {"url": llama_server}}
 
 
-class _NoLogprobsServer(BaseHTTPRequestHandler):
+class _NoLogprobsServer(QuietHandler):
     """An OpenAI-style server that ignores `logprobs` (as some proxies do)."""
 
     finish_reason = "length"
 
     def do_GET(self):
-        self._send({"data": [{"id": "m"}]})
+        self.reply(json.dumps({"data": [{"id": "m"}]}).encode())
 
     def do_POST(self):
         self.rfile.read(int(self.headers["Content-Length"]))
         event = {"choices": [{"text": " hi", "index": 0, "logprobs": None, "finish_reason": self.finish_reason}]}
         body = f"data: {json.dumps(event)}\n\ndata: {json.dumps({'choices': [], 'usage': {'prompt_tokens': 3, 'completion_tokens': 1}})}\n\ndata: [DONE]\n\n"
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body.encode())
-
-    def _send(self, payload):
-        body = json.dumps(payload).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
+        self.reply(body.encode(), "text/event-stream")
 
 
 class _CutShortServer(_NoLogprobsServer):
@@ -224,31 +205,22 @@ class _CutShortServer(_NoLogprobsServer):
     finish_reason = None
 
 
-def test_stream_cut_short_is_refused_not_recorded_as_an_answer(tmp_path):
-    server = HTTPServer(("127.0.0.1", 0), _CutShortServer)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}"
+def record_one_openai_tier(tmp_path, handler, tier_name):
+    """`asd record` of PROMPTS through one openai tier served by `handler`; (result, url)."""
+    with serving(handler) as url:
         config = tmp_path / "t.yaml"
-        config.write_text(yaml.safe_dump({"tiers": [{"name": "cut", "backend": "openai", "url": url}]}))
+        config.write_text(yaml.safe_dump({"tiers": [{"name": tier_name, "backend": "openai", "url": url}]}))
         result = run_cli("--tiers", config, "--prompts", write_jsonl(tmp_path / "p.jsonl", PROMPTS), "-o", tmp_path / "b")
-    finally:
-        server.shutdown()
+    return result, url
+
+
+def test_stream_cut_short_is_refused_not_recorded_as_an_answer(tmp_path):
+    result, _ = record_one_openai_tier(tmp_path, _CutShortServer, "cut")
     assert result.exit_code == 2 and "the stream ended before the completion finished" in result.output
 
 
 def test_tier_that_returns_no_logprobs_is_refused_with_one_line(tmp_path):
-    server = HTTPServer(("127.0.0.1", 0), _NoLogprobsServer)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}"
-        config = tmp_path / "t.yaml"
-        config.write_text(yaml.safe_dump({"tiers": [{"name": "proxy", "backend": "openai", "url": url}]}))
-        result = run_cli("--tiers", config, "--prompts", write_jsonl(tmp_path / "p.jsonl", PROMPTS), "-o", tmp_path / "b")
-    finally:
-        server.shutdown()
+    result, url = record_one_openai_tier(tmp_path, _NoLogprobsServer, "proxy")
     assert result.exit_code == 2
     assert f"tier 'proxy' ({url}) returned no logprobs for request 'a1'" in result.output
     assert not (tmp_path / "b").exists()

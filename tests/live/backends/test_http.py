@@ -4,8 +4,6 @@ checked against the in-process llama.cpp backend on the same model file."""
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import httpx
 import llama_cpp
@@ -13,7 +11,7 @@ import pytest
 
 from asd.errors import BackendError
 from asd.live.backends import make_backend
-from tests.live.conftest import CHAT, free_port
+from tests.live.conftest import CHAT, QuietHandler, free_port, serving
 
 QUESTION = "What is the capital of Japan? Answer with one word."
 
@@ -92,7 +90,7 @@ def test_describe_reports_the_served_model_its_url_and_the_server_version(http, 
     assert info["backend_version"] == f"llama-cpp-python server {llama_cpp.__version__}"
 
 
-class _InfoServer(BaseHTTPRequestHandler):
+class _InfoServer(QuietHandler):
     """Answers only the informational GET routes, as the given server kind would."""
 
     routes: dict = {}
@@ -102,15 +100,7 @@ class _InfoServer(BaseHTTPRequestHandler):
             self.send_response(404)
             self.end_headers()
             return
-        body = json.dumps(self.routes[self.path]).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
+        self.reply(json.dumps(self.routes[self.path]).encode())
 
 
 @pytest.mark.parametrize("routes, model, expected", [
@@ -123,15 +113,9 @@ class _InfoServer(BaseHTTPRequestHandler):
      "openai-compatible server (version unknown)"),
 ])
 def test_describe_maps_each_servers_version_route(routes, model, expected):
-    handler = type("Handler", (_InfoServer,), {"routes": routes})
-    server = HTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
+    with serving(type("Handler", (_InfoServer,), {"routes": routes})) as url:
         backend = make_backend({"name": "x", "backend": "openai", "url": url + "/v1", "model": model})
         info = backend.describe()
         backend.close()
-    finally:
-        server.shutdown()
     assert info == {"backend": "openai", "backend_version": expected,
                     "model_id": routes["/v1/models"]["data"][0]["id"], "url": url}
