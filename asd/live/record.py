@@ -30,8 +30,9 @@ from asd.errors import AsdError, BackendError, ConfigError, TraceError
 from asd.live import labels
 from asd.live.backends.base import Generation, Score, make_backend
 from asd.live.prompts import load_prompts, parse_shard, prompt_hash, select_shard
-from asd.live.tiers import DESCRIPTIVE, load_ladder
+from asd.live.tiers import load_ladder
 from asd.traces import bundle as B
+from asd.traces.validate import validate_bundle
 
 DRAFT_MODES = ("all", "next", "none")
 PLAN = "plan.json"
@@ -280,7 +281,7 @@ def _consolidate(ladder, prompts, work, out, tiers_path, prompts_path, shard, dr
         record={"fingerprint": fingerprint, "drafts": drafts, "label": label, "shard": shard},
     )
     B.write_bundle(out, manifest, requests, outputs, draft_table, overwrite=True)
-    problems = _validate(out)
+    problems = [str(p) for p in validate_bundle(out)]
     by_tier = outputs.groupby("tier")
     summary = {
         "bundle": str(out),
@@ -367,14 +368,6 @@ def _tier_backends(tiers, work: "ShardStore") -> dict:
 
 def _public_tier(tier: dict) -> dict:
     return {k: v for k, v in tier.items() if k not in ("api_key",)}
-
-
-def _validate(out: Path) -> list[str]:
-    try:
-        from asd.traces.validate import validate_bundle
-    except ImportError:
-        return []
-    return [str(p) for p in validate_bundle(out)]
 
 
 def _mean(values) -> float | None:

@@ -12,8 +12,6 @@ import yaml
 from asd.errors import ConfigError
 
 DEFAULT_SAMPLING = {"max_tokens": 48, "temperature": 0.0, "top_logprobs": 5}
-# Keys that describe the tier in the manifest; every other key is a backend option.
-DESCRIPTIVE = ("name", "params_b", "hardware", "tensor_parallel", "dtype", "quantization", "model_id")
 
 
 def load_ladder(path: str | Path) -> dict:

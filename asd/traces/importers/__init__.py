@@ -22,6 +22,7 @@ from asd.traces.importers.mmlu_pro import MmluProImporter
 from asd.traces.importers.option_logits import OptionLogitsImporter
 from asd.traces.importers.spec_bench import SpecBenchImporter
 from asd.traces.importers.tabular import CsvImporter, JsonlImporter
+from asd.traces.validate import validate_bundle
 
 IMPORTERS: dict[str, type[Importer]] = {
     "jsonl": JsonlImporter,
@@ -69,8 +70,8 @@ def import_trace(
 ) -> dict:
     """Import `src` as a bundle at `out`; returns a summary (the CLI prints it, `--json` saves it).
 
-    The bundle is written beside `out` under a temporary name, validated (when
-    `asd.traces.validate` is available), and renamed into place only if it passes.
+    The bundle is written beside `out` under a temporary name, validated, and renamed into
+    place only if it passes.
     """
     out = Path(out)
     if out.exists() and not overwrite:
@@ -82,7 +83,7 @@ def import_trace(
         shutil.rmtree(staging)
     try:
         write_bundle(staging, trace.manifest, trace.requests, trace.outputs, trace.drafts)
-        problems = _validate(staging) if validate else []
+        problems = validate_bundle(staging, max_problems=20) if validate else []
         if problems:
             more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
             raise TraceError(f"{src}: the imported bundle fails validation: {problems[0]}{more}")
@@ -90,14 +91,6 @@ def import_trace(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return summarize(fmt, out, trace)
-
-
-def _validate(path: Path) -> list:
-    try:  # written in parallel on another branch; without it the import is not validated
-        from asd.traces.validate import validate_bundle
-    except ImportError:
-        return []
-    return list(validate_bundle(path, max_problems=20))
 
 
 # A tier's row counts as a recorded output when anything the tier produced is there: its
