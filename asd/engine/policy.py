@@ -46,6 +46,14 @@ def _describe(a) -> str:
     return f"{type(a).__name__} of shape {shape}" if shape is not None else type(a).__name__
 
 
+def _non_finite_refusal(exc: ValueError, call: str) -> PolicyError:
+    """The single-decision kernels refuse NaN/inf features with ValueError(K.NON_FINITE): that
+    becomes a PolicyError naming the call; any other ValueError is re-raised as it is."""
+    if str(exc) != K.NON_FINITE:
+        raise exc
+    return PolicyError(f"{call}: {K.NON_FINITE}")
+
+
 @dataclass(frozen=True)
 class Predictor:
     """Acceptance predictor in the forms calibration exports, one row per stage.
@@ -158,7 +166,8 @@ class Policy:
         self.tables = tables
         self.predictor = predictor
         self.tier_names = tier_names
-        self.risk = "mean" if parse_risk(risk) is None else parse_risk(risk)
+        gamma = parse_risk(risk)
+        self.risk = "mean" if gamma is None else gamma
         self.q_stop, self.q_mean = risk_quality(tables.alpha, tables.beta, self.risk)
         n_bins, n_prompt_bins = tables.n_bins, tables.n_prompt_bins
         self.stop_table = np.zeros((n_tiers, n_bins), dtype=np.uint8)
@@ -239,10 +248,8 @@ class Policy:
         try:
             if 0 <= tier < self._n_tiers and features.shape[0] == self._n_features:
                 return self._stop_one(self._blob, self._layout, tier, features)
-        except ValueError as exc:  # the kernel refuses NaN/inf features (K.NON_FINITE)
-            if str(exc) != K.NON_FINITE:
-                raise
-            raise PolicyError(f"decide(tier={tier!r}): {K.NON_FINITE}") from None
+        except ValueError as exc:
+            raise _non_finite_refusal(exc, f"decide(tier={tier!r})") from None
         except (AttributeError, IndexError, NumbaError):
             pass
         raise PolicyError(f"decide(tier={tier!r}, features={_describe(features)}): tier must be in "
@@ -254,10 +261,8 @@ class Policy:
         try:
             if prompt_features.shape[0] == self._n_features:
                 return int(self._start_one(self._blob, self._layout, prompt_features))
-        except ValueError as exc:  # the kernel refuses NaN/inf features (K.NON_FINITE)
-            if str(exc) != K.NON_FINITE:
-                raise
-            raise PolicyError(f"start(prompt features): {K.NON_FINITE}") from None
+        except ValueError as exc:
+            raise _non_finite_refusal(exc, "start(prompt features)") from None
         except (AttributeError, IndexError, NumbaError):
             pass
         raise PolicyError(f"start(prompt features={_describe(prompt_features)}): expected a 1-d contiguous "
