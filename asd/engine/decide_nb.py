@@ -84,6 +84,13 @@ def bin_of_nb(p, edges, row, n_bins):
 
 
 @njit(cache=True, inline="always")
+def part_nb(source, layout, slot, size):
+    """The `size` values of `source` starting at the offset stored in layout[slot]."""
+    o = layout[slot]
+    return source[o:o + size]
+
+
+@njit(cache=True, inline="always")
 def unpack_nb(blob, layout):
     """Views into the packed policy (no copies)."""
     n_rows = layout[N_ROWS]
@@ -93,28 +100,17 @@ def unpack_nb(blob, layout):
     n_tiers = layout[N_TIERS]
     n_edges = layout[N_EDGES]
     n_bins = layout[N_BINS]
-    o = layout[OFF_W1]
-    w1 = blob[o:o + n_rows * n_hidden * n_features].reshape((n_rows, n_hidden, n_features))
-    o = layout[OFF_B1]
-    b1 = blob[o:o + n_rows * n_hidden].reshape((n_rows, n_hidden))
-    o = layout[OFF_W2]
-    w2 = blob[o:o + n_rows * n_hidden].reshape((n_rows, n_hidden))
-    o = layout[OFF_B2]
-    b2 = blob[o:o + n_rows]
-    o = layout[OFF_ISO_X]
-    iso_x = blob[o:o + n_rows * n_knots_max].reshape((n_rows, n_knots_max))
-    o = layout[OFF_ISO_Y]
-    iso_y = blob[o:o + n_rows * n_knots_max].reshape((n_rows, n_knots_max))
-    o = layout[OFF_EDGES]
-    edges = blob[o:o + n_rows * n_edges].reshape((n_rows, n_edges))
-    o = layout[OFF_STOP]
-    stop = blob[o:o + n_tiers * n_bins].reshape((n_tiers, n_bins))
-    o = layout[OFF_KNOT_COUNTS]
-    knot_counts = layout[o:o + n_rows]
-    o = layout[OFF_BIN_COUNTS]
-    bin_counts = layout[o:o + n_rows]
-    o = layout[OFF_START]
-    start = layout[o:o + layout[N_PROMPT_BINS]]
+    w1 = part_nb(blob, layout, OFF_W1, n_rows * n_hidden * n_features).reshape((n_rows, n_hidden, n_features))
+    b1 = part_nb(blob, layout, OFF_B1, n_rows * n_hidden).reshape((n_rows, n_hidden))
+    w2 = part_nb(blob, layout, OFF_W2, n_rows * n_hidden).reshape((n_rows, n_hidden))
+    b2 = part_nb(blob, layout, OFF_B2, n_rows)
+    iso_x = part_nb(blob, layout, OFF_ISO_X, n_rows * n_knots_max).reshape((n_rows, n_knots_max))
+    iso_y = part_nb(blob, layout, OFF_ISO_Y, n_rows * n_knots_max).reshape((n_rows, n_knots_max))
+    edges = part_nb(blob, layout, OFF_EDGES, n_rows * n_edges).reshape((n_rows, n_edges))
+    stop = part_nb(blob, layout, OFF_STOP, n_tiers * n_bins).reshape((n_tiers, n_bins))
+    knot_counts = part_nb(layout, layout, OFF_KNOT_COUNTS, n_rows)
+    bin_counts = part_nb(layout, layout, OFF_BIN_COUNTS, n_rows)
+    start = part_nb(layout, layout, OFF_START, layout[N_PROMPT_BINS])
     return w1, b1, w2, b2, iso_x, iso_y, edges, stop, knot_counts, bin_counts, start
 
 

@@ -113,20 +113,23 @@ def bin_of(p, edges, row, n_bins):
     return sum(1 for j in range(1, n_bins) if edges[row, j] <= p)
 
 
+def part(source, layout, slot, size):
+    return source[layout[slot]:layout[slot] + size]
+
+
 def unpack(blob, layout):
     rows, hidden, feats = layout[N_ROWS], layout[N_HIDDEN], layout[N_FEATURES]
     knots, tiers, n_edges, bins = layout[N_KNOTS_MAX], layout[N_TIERS], layout[N_EDGES], layout[N_BINS]
 
-    def part(slot, shape, source=blob):
-        size = math.prod(shape)
-        return source[layout[slot]:layout[slot] + size].reshape(shape)
+    def shaped(slot, shape, source=blob):
+        return part(source, layout, slot, math.prod(shape)).reshape(shape)
 
-    return (part(OFF_W1, (rows, hidden, feats)), part(OFF_B1, (rows, hidden)),
-            part(OFF_W2, (rows, hidden)), part(OFF_B2, (rows,)),
-            part(OFF_ISO_X, (rows, knots)), part(OFF_ISO_Y, (rows, knots)),
-            part(OFF_EDGES, (rows, n_edges)), part(OFF_STOP, (tiers, bins)),
-            part(OFF_KNOT_COUNTS, (rows,), layout), part(OFF_BIN_COUNTS, (rows,), layout),
-            part(OFF_START, (layout[N_PROMPT_BINS],), layout))
+    return (shaped(OFF_W1, (rows, hidden, feats)), shaped(OFF_B1, (rows, hidden)),
+            shaped(OFF_W2, (rows, hidden)), shaped(OFF_B2, (rows,)),
+            shaped(OFF_ISO_X, (rows, knots)), shaped(OFF_ISO_Y, (rows, knots)),
+            shaped(OFF_EDGES, (rows, n_edges)), shaped(OFF_STOP, (tiers, bins)),
+            shaped(OFF_KNOT_COUNTS, (rows,), layout), shaped(OFF_BIN_COUNTS, (rows,), layout),
+            shaped(OFF_START, (layout[N_PROMPT_BINS],), layout))
 
 
 def stage_bin(features, r, row, kind, w1, b1, w2, b2, iso_x, iso_y, knot_counts, edges, bin_counts):
