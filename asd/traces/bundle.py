@@ -12,9 +12,10 @@ import json
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Iterable, Iterator, Mapping
 
 import numpy as np
 import pyarrow as pa
@@ -69,23 +70,28 @@ def output_path(path: str | os.PathLike) -> Path:
     return Path(path)
 
 
-def read_schema(file: str | os.PathLike) -> pa.Schema:
-    """A Parquet file's schema; an unreadable file is a TraceError naming it."""
+@contextmanager
+def parquet_errors(file: str | os.PathLike) -> Iterator[None]:
+    """Reading a bundle's Parquet file inside: any failure is a TraceError naming the file."""
     try:
-        return pq.read_schema(file)
+        yield
     except (OSError, pa.ArrowException) as exc:
         raise TraceError(f"{file}: unreadable Parquet ({exc})") from None
+
+
+def read_schema(file: str | os.PathLike) -> pa.Schema:
+    """A Parquet file's schema; an unreadable file is a TraceError naming it."""
+    with parquet_errors(file):
+        return pq.read_schema(file)
 
 
 def check_readable(file: str | os.PathLike) -> None:
     """Decode every row group of a Parquet file (one at a time, so memory stays bounded):
     catches a damaged file before it is copied anywhere."""
-    try:
+    with parquet_errors(file):
         parquet = pq.ParquetFile(file)
         for i in range(parquet.num_row_groups):
             parquet.read_row_group(i)
-    except (OSError, pa.ArrowException) as exc:
-        raise TraceError(f"{file}: unreadable Parquet ({exc})") from None
 
 
 class Bundle:
@@ -122,10 +128,8 @@ class Bundle:
             missing = [c for c in columns if c not in present]
             if missing:
                 raise TraceError(f"{file}: no column {missing[0]!r} (has {sorted(present)})")
-        try:
+        with parquet_errors(file):
             return pq.read_table(file, columns=columns)
-        except (OSError, pa.ArrowException) as exc:
-            raise TraceError(f"{file}: unreadable Parquet ({exc})") from None
 
     def to_pandas(self, table: str, columns: Iterable[str] | None = None):
         return self.read(table, columns).to_pandas()
@@ -247,12 +251,11 @@ def _fill_summaries(outputs: pa.Table, given: set[str]) -> pa.Table:
         lists = outputs.column(list_col)
         if lists.null_count == len(lists):
             continue
+        flat = pa.table({"row": pc.list_parent_indices(lists), "v": pc.list_flatten(lists)})
         for target, fn in ((mean_col, "mean"), (min_col, "min")):
             if target is None or target in given:
                 continue
-            values = pc.list_flatten(lists)
-            parents = pc.list_parent_indices(lists)
-            per_row = pa.table({"row": parents, "v": values}).group_by("row").aggregate([("v", fn)])
+            per_row = flat.group_by("row").aggregate([("v", fn)])
             result = np.full(len(lists), np.nan, dtype=np.float32)
             result[per_row.column("row").to_numpy()] = per_row.column(f"v_{fn}").to_numpy()
             mask = np.isnan(result)

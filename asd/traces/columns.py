@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from asd.errors import TraceError
-from asd.traces.bundle import Bundle
+from asd.traces.bundle import Bundle, parquet_errors
 
 # What the simulator reads per output row and per draft row (see DESIGN.md, "Simulation").
 SIMULATOR_OUTPUT_COLUMNS = (
@@ -96,10 +96,8 @@ def read_arrays(bundle: Bundle, table: str, columns: Iterable[str]) -> dict[str,
     if missing:
         raise TraceError(f"{bundle.path}/{table}.parquet: no column {missing[0]!r}")
     file = bundle.path / f"{table}.parquet"
-    try:
+    with parquet_errors(file):
         arrow = pq.read_table(file, columns=columns, read_dictionary=["request_id"] if "request_id" in columns else None)
-    except (OSError, pa.ArrowException) as exc:
-        raise TraceError(f"{file}: unreadable Parquet ({exc})") from None
     out = {}
     for name in columns:
         if name == "request_id":
