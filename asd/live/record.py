@@ -265,7 +265,7 @@ def _consolidate(ladder, prompts, work, out, tiers_path, prompts_path, shard, dr
             "tiers": [_public_tier(t) for t in tiers],
             "tier_backends": _tier_backends(tiers, work),
             "prompts": str(prompts_path),
-            "prompts_sha256": _file_sha256(prompts_path),
+            "prompts_sha256": B.file_sha256(prompts_path),
             "shard": shard,
             "host": platform.node(),
             "platform": platform.platform(),
@@ -382,14 +382,6 @@ def _fingerprint(ladder, prompts, shard, drafts, label) -> str:
         digest.update(f"{rid}\x00{prompt}\x00".encode())
     digest.update(f"{shard}|{drafts}|{label}".encode())
     return digest.hexdigest()[:24]
-
-
-def _file_sha256(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # -- shards ---------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ columns asked for.
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import os
 import shutil
@@ -204,6 +205,15 @@ def new_manifest(tiers: list[dict], **fields) -> dict:
     }
     manifest.update(fields)
     return manifest
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a source file, read in 1 MiB blocks (for a manifest's provenance)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def conform(table: str, data, where: str | None = None) -> pa.Table:

@@ -73,8 +73,7 @@ def require_files(src: Path, names: tuple[str, ...], what: str) -> None:
 
 def estimate_tokens(texts: pd.Series) -> pd.Series:
     """Token count estimated from text length (TOKEN_ESTIMATE_RULE); null stays null."""
-    lengths = texts.str.len()
-    return np.ceil(lengths / CHARS_PER_TOKEN).astype("Int32")
+    return estimate_tokens_from_chars(texts.str.len())
 
 
 def estimate_tokens_from_chars(chars: pd.Series) -> pd.Series:

@@ -6,7 +6,6 @@ the file, line and column it came from.
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import math
 from pathlib import Path
@@ -14,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from asd.errors import ConfigError, TraceError
-from asd.traces.bundle import new_manifest
+from asd.traces.bundle import file_sha256, new_manifest
 from asd.traces.jsonl import iter_jsonl_objects
 from asd.traces.importers.base import ImportedTrace, Importer, complete_ladder_requests, in_request_order
 
@@ -86,7 +85,7 @@ def _count(column: str, value, from_text: bool) -> int:
     return int(number)
 
 
-def _text(column: str, value, from_text: bool) -> str:
+def _text(column: str, value) -> str:
     if not isinstance(value, str):
         raise _RowError(column, f"expected a string, got {type(value).__name__} {value!r}")
     return value
@@ -99,14 +98,14 @@ def _convert(column: str, value, from_text: bool):
     if column in ("request_id", "model"):
         if not from_text and isinstance(value, int) and not isinstance(value, bool) and column == "request_id":
             return str(value)
-        value = _text(column, value, from_text)
+        value = _text(column, value)
         if not value:
             raise _RowError(column, "is empty")
         return value
     if column == "tier":
         return _count(column, value, from_text)
     if column in ("output", *REQUEST_COLUMNS):
-        return _text(column, value, from_text)
+        return _text(column, value)
     if column == "quality":
         quality = _number(column, value, from_text)
         if math.isnan(quality):
@@ -172,14 +171,6 @@ def _csv_rows(path: Path):
             raise TraceError(f"{path}, line {reader.line_num}: malformed CSV ({exc})") from None
         except UnicodeDecodeError as exc:
             raise TraceError(f"{path}: not UTF-8 text ({exc.reason})") from None
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class TabularImporter(Importer):
@@ -261,7 +252,7 @@ class TabularImporter(Importer):
             provenance={
                 "importer": self.name,
                 "source_file": str(src.resolve()),
-                "source_sha256": _sha256(src),
+                "source_sha256": file_sha256(src),
                 "arguments": {"tiers": tiers, "drop_incomplete": drop_incomplete},
                 "dropped_incomplete_requests": dropped,
             },
