@@ -282,22 +282,11 @@ def _consolidate(ladder, prompts, work, out, tiers_path, prompts_path, shard, dr
     )
     B.write_bundle(out, manifest, requests, outputs, draft_table, overwrite=True)
     problems = [str(p) for p in validate_bundle(out)]
-    by_tier = outputs.groupby("tier")
-    summary = {
+    return {
         "bundle": str(out),
         "status": "complete",
         "n_requests": len(prompts),
-        "tiers": [
-            {
-                "tier": tier["name"],
-                "outputs": int(by_tier.size().get(u, 0)),
-                "mean_output_tokens": _mean(outputs.loc[outputs["tier"] == u, "n_output_tokens"]),
-                "mean_ttft_ms": _mean(outputs.loc[outputs["tier"] == u, "ttft_ms"]),
-                "mean_e2e_ms": _mean(outputs.loc[outputs["tier"] == u, "e2e_ms"]),
-                "quality": _mean(outputs.loc[outputs["tier"] == u, "quality"]),
-            }
-            for u, tier in enumerate(tiers)
-        ],
+        "tiers": [_tier_summary(tier["name"], outputs[outputs["tier"] == u]) for u, tier in enumerate(tiers)],
         "drafts": []
         if draft_table is None
         else [
@@ -313,7 +302,17 @@ def _consolidate(ladder, prompts, work, out, tiers_path, prompts_path, shard, dr
         "validation_problems": problems,
         "seconds": round(time.time() - started, 1),
     }
-    return summary
+
+
+def _tier_summary(name: str, rows: pd.DataFrame) -> dict:
+    return {
+        "tier": name,
+        "outputs": len(rows),
+        "mean_output_tokens": _mean(rows["n_output_tokens"]),
+        "mean_ttft_ms": _mean(rows["ttft_ms"]),
+        "mean_e2e_ms": _mean(rows["e2e_ms"]),
+        "quality": _mean(rows["quality"]),
+    }
 
 
 def _label(outputs: pd.DataFrame, prompts: pd.DataFrame, last: int, mode: str) -> None:
@@ -339,7 +338,7 @@ def _tier_entry(tier: dict, info: dict) -> dict:
 
     # An HTTP backend reports the model the server actually serves; its URL goes to provenance.
     model = str(info.get("model_id") or tier.get("model") or tier.get("url"))
-    entry = {
+    return {
         "name": tier["name"],
         "model_id": tier.get("model_id") or models.MODEL_IDS.get(model, model),
         "params_b": tier.get("params_b", models.PARAMS_B.get(model)),
@@ -350,7 +349,6 @@ def _tier_entry(tier: dict, info: dict) -> dict:
         "backend": info.get("backend") or tier.get("backend"),
         "backend_version": info.get("backend_version"),
     }
-    return entry
 
 
 def _tier_backends(tiers, work: "ShardStore") -> dict:
