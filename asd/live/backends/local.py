@@ -162,9 +162,9 @@ class LlamaCppBackend(Backend):
             logprobs.append(float(logp[token]))
             if k > 0:
                 best = np.argpartition(-logp, k)[:k] if k < len(logp) else np.arange(len(logp))
-                top = {}
+                top, previous = {}, out_ids[:-1]
                 for t in best[np.argsort(-logp[best])]:
-                    top.setdefault(self._token_text(int(t), out_ids[:-1]), float(logp[t]))
+                    top.setdefault(self._token_text(int(t), previous), float(logp[t]))
                 tops.append(top)
             if stops:
                 text = llm.detokenize(out_ids).decode("utf-8", errors="ignore")
