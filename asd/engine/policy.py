@@ -24,7 +24,7 @@ from numba.core.errors import NumbaError
 from asd import __version__
 from asd.engine import decide_nb as K
 from asd.engine.dp_nb import path_totals_nb, solve_dp_nb, walk_bins_nb
-from asd.engine.tables import EngineTables, parse_risk, risk_quality
+from asd.engine.tables import EngineTables, parse_risk
 from asd.errors import PolicyError
 
 POLICY_FORMAT = "asd.policy"
@@ -168,7 +168,7 @@ class Policy:
         self.tier_names = tier_names
         gamma = parse_risk(risk)
         self.risk = "mean" if gamma is None else gamma
-        self.q_stop, self.q_mean = risk_quality(tables.alpha, tables.beta, self.risk)
+        self.q_stop, self.q_mean = tables.quality(self.risk)
         n_bins, n_prompt_bins = tables.n_bins, tables.n_prompt_bins
         self.stop_table = np.zeros((n_tiers, n_bins), dtype=np.uint8)
         self.value_table = np.zeros((n_tiers, n_bins))

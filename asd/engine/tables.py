@@ -105,22 +105,22 @@ def make_edges(p: np.ndarray, n_bins: int, binning: str) -> np.ndarray:
     return np.maximum.accumulate(np.clip(edges, 0.0, 1.0))
 
 
+def _refuse_first(name: str, a: np.ndarray, bad: np.ndarray, rule: str) -> None:
+    """PolicyError naming the index and value of the first `bad` entry of `a`, if any."""
+    if bad.any():
+        idx = np.argwhere(bad)[0]
+        where = ", ".join(str(int(i)) for i in idx)
+        raise PolicyError(f"{name}[{where}] = {float(a[tuple(idx)])!r}: {rule}")
+
+
 def _check_probabilities(name: str, a: np.ndarray, allow_nan: bool = False) -> None:
     bad = ~np.isfinite(a) if not allow_nan else np.isinf(a)
     bad |= (a < 0.0) | (a > 1.0)
-    if bad.any():
-        idx = np.argwhere(bad)[0]
-        where = ", ".join(str(int(i)) for i in idx)
-        raise PolicyError(f"{name}[{where}] = {float(a[tuple(idx)])!r}: must be a probability in [0, 1]"
-                          + ("" if allow_nan else " (NaN not allowed)"))
+    _refuse_first(name, a, bad, "must be a probability in [0, 1]" + ("" if allow_nan else " (NaN not allowed)"))
 
 
 def _check_costs(name: str, a: np.ndarray) -> None:
-    bad = ~np.isfinite(a) | (a < 0.0)
-    if bad.any():
-        idx = np.argwhere(bad)[0]
-        where = ", ".join(str(int(i)) for i in idx)
-        raise PolicyError(f"{name}[{where}] = {float(a[tuple(idx)])!r}: costs must be finite and >= 0")
+    _refuse_first(name, a, ~np.isfinite(a) | (a < 0.0), "costs must be finite and >= 0")
 
 
 def _kernel(src_bins, dst_bins, n_src, n_dst, smoothing):
