@@ -6,7 +6,7 @@ within a target τ_max. Statistic from a callback, or from per-request arrays wi
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Callable
 
 import numpy as np
@@ -40,7 +40,7 @@ def bisect_lambda(statistic: Callable[[float], float], target: float, *, lam_hi:
                   rel_tol: float = 1e-6, max_evaluations: int = 200) -> LambdaSearch:
     """Largest λ with statistic(λ) <= target, for a statistic non-decreasing in λ.
 
-    The bracket grows by doubling from lam_hi (default 1) until the statistic exceeds the
+    The bracket grows by quadrupling from lam_hi (default 1) until the statistic exceeds the
     target; if it never does up to LAMBDA_CAP or stops changing, the target is slack.
     """
     target = float(target)
@@ -88,10 +88,8 @@ STATISTICS = ("mean", "share_last", "pNN (a percentile, e.g. p95)")
 
 def _reducer(statistic):
     """mean / share of requests stopping at the last tier / percentile q (float or 'p95')."""
-    if statistic == "mean":
-        return "mean", None
-    if statistic == "share_last":
-        return "share_last", None
+    if statistic in ("mean", "share_last"):
+        return statistic, None
     q = statistic
     if isinstance(q, str) and q.startswith("p"):
         q = q[1:]
@@ -129,7 +127,6 @@ class ArrayStatistic:
         self.totals = np.empty(n)
         self._seen: dict[bytes, float] = {}  # decision tables -> statistic: λ's between breakpoints repeat
 
-
     def reduce(self, totals: np.ndarray) -> float:
         if self.kind == "mean":
             return float(totals.mean())
@@ -166,8 +163,7 @@ def search_lambda(policy, prompt_bins, tier_bins, tier_values, target: float, *,
     scale = float(np.mean(stat.tier_values.sum(axis=1))) or 1.0
     found = bisect_lambda(stat, target, lam_hi=scale, rel_tol=rel_tol)
     policy.solve(found.lam)
-    return LambdaSearch(**{**found.to_dict(), "always_first": stat.fixed_tier(True),
-                           "always_last": stat.fixed_tier(False)})
+    return replace(found, always_first=stat.fixed_tier(True), always_last=stat.fixed_tier(False))
 
 
 def search_lambda_share(policy, prompt_bins, tier_bins, max_share: float, *,
