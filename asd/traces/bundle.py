@@ -320,14 +320,14 @@ def write_bundle(
         for name, table in tables.items():
             write_parquet(table, tmp / f"{name}.parquet")
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
-        _replace_dir(tmp, path)
+        replace_dir(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return Bundle(path, manifest)
 
 
-def _replace_dir(new: Path, target: Path) -> None:
+def replace_dir(new: Path, target: Path) -> None:
     """Move `new` to `target`; an existing target is swapped out, then removed."""
     if target.exists():
         old = target.with_name(f".{target.name}.old-{os.getpid()}")

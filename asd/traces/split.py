@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from asd.errors import ConfigError, TraceError
-from asd.traces.bundle import MANIFEST, Bundle, _replace_dir, check_readable, open_bundle, output_path, write_parquet
+from asd.traces.bundle import MANIFEST, Bundle, check_readable, open_bundle, output_path, replace_dir, write_parquet
 
 CALIBRATION, TEST = "calibration", "test"
 _HASH_KEY = "asd-split-v1-key"  # fixed 16-byte key: ids hash the same in every run
@@ -138,7 +138,7 @@ def _copy_with_requests(bundle: Bundle, out: Path, requests: pa.Table, overwrite
             if (bundle.path / name).is_file():
                 shutil.copy2(bundle.path / name, tmp / name)
         write_parquet(requests, tmp / "requests.parquet")
-        _replace_dir(tmp, out)
+        replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

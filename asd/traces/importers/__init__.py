@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from asd.errors import ConfigError, TraceError
-from asd.traces.bundle import _replace_dir, write_bundle
+from asd.traces.bundle import replace_dir, write_bundle
 from asd.traces.importers.alpaca_eval import AlpacaEvalImporter
 from asd.traces.importers.base import ImportedTrace, Importer
 from asd.traces.importers.mmlu_pro import MmluProImporter
@@ -87,7 +87,7 @@ def import_trace(
         if problems:
             more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
             raise TraceError(f"{src}: the imported bundle fails validation: {problems[0]}{more}")
-        _replace_dir(staging, out)
+        replace_dir(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return summarize(fmt, out, trace)
