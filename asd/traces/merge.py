@@ -16,6 +16,7 @@ import pyarrow.compute as pc
 from asd.errors import TraceError
 from asd.traces import schema as S
 from asd.traces.bundle import Bundle, new_manifest, open_bundle, output_path, write_bundle
+from asd.traces.validate import repeated_rows
 
 
 def _check_same_ladder(first: Bundle, other: Bundle) -> None:
@@ -53,10 +54,9 @@ def merge_bundles(paths: list[str | os.PathLike], out: str | os.PathLike, overwr
     ids = pa.chunked_array([r.column("request_id").combine_chunks() for r in requests])
     owner = np.repeat(np.arange(len(bundles)), [r.num_rows for r in requests])
     codes = pc.dictionary_encode(ids.combine_chunks()).indices.to_numpy(zero_copy_only=False)
-    order = np.argsort(codes, kind="stable")
-    repeat = order[1:][codes[order][1:] == codes[order][:-1]]
+    repeat = np.flatnonzero(repeated_rows(codes))
     if repeat.size:
-        row = int(repeat.min())
+        row = int(repeat[0])
         first_row = int(np.flatnonzero(codes == codes[row])[0])
         raise TraceError(
             f"{bundles[owner[row]].path}: request {ids[row].as_py()!r} is also in {bundles[owner[first_row]].path}"

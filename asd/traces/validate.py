@@ -245,13 +245,13 @@ def _request_codes(file: str, table: pa.Table, request_ids: pa.Array | None, out
     return _values(pc.fill_null(codes, -1)).astype(np.int64)
 
 
-def _first_duplicate(keys: np.ndarray) -> tuple[np.ndarray, int]:
-    """Rows whose key appeared on an earlier row (mask, count)."""
+def repeated_rows(keys: np.ndarray) -> np.ndarray:
+    """Mask of the rows whose key appeared on an earlier row."""
     order = np.argsort(keys, kind="stable")
     sorted_keys = keys[order]
     repeat = np.zeros(keys.size, dtype=bool)
     repeat[order[1:][sorted_keys[1:] == sorted_keys[:-1]]] = True
-    return repeat, int(repeat.sum())
+    return repeat
 
 
 def _check_tier_range(file: str, table: pa.Table, column: str, n_tiers: int, out: _Collector) -> bool:
@@ -273,7 +273,7 @@ def _check_requests(table: pa.Table, out: _Collector) -> pa.Array | None:
         return None
     ids = table.column("request_id").combine_chunks()
     codes = _values(pc.dictionary_encode(ids).indices).astype(np.int64)
-    repeat, _ = _first_duplicate(codes)
+    repeat = repeated_rows(codes)
     out.rows(file, "request_id", repeat, lambda v: f"duplicate request {v!r}", ids)
     if "split" in table.column_names:
         split = table.column("split")
@@ -289,7 +289,7 @@ def _check_outputs(table: pa.Table, request_ids, n_tiers: int, out: _Collector) 
     tiers_ok = _check_tier_range(file, table, "tier", n_tiers, out)
     if codes is not None and tiers_ok:
         tiers = _values(table.column("tier")).astype(np.int64)
-        repeat, _ = _first_duplicate(codes * n_tiers + tiers)
+        repeat = repeated_rows(codes * n_tiers + tiers)
         repeat &= codes >= 0
         ids = table.column("request_id")
         out.rows(file, "tier", repeat, lambda r: f"duplicate (request, tier): request {ids[r].as_py()!r} tier {tiers[r]}", np.arange(table.num_rows))
@@ -326,7 +326,7 @@ def _check_drafts(table: pa.Table, request_ids, n_tiers: int, out: _Collector) -
         v = _values(table.column("verify_tier")).astype(np.int64)
         out.rows(file, "verify_tier", v <= d, "the verify tier must be deeper than the draft tier")
         if codes is not None:
-            repeat, _ = _first_duplicate((codes * n_tiers + d) * n_tiers + v)
+            repeat = repeated_rows((codes * n_tiers + d) * n_tiers + v)
             repeat &= codes >= 0
             out.rows(file, "verify_tier", repeat, "duplicate (request, draft_tier, verify_tier)")
     _check_nonnegative(file, table, ["n_draft_tokens", "n_accepted"], out, integer=True)
