@@ -61,29 +61,31 @@ def summarize_bundle(bundle: Bundle, threshold: float = DEFAULT_THRESHOLD) -> di
     acceptable = np.where(np.isnan(accepted), np.where(np.isnan(quality), np.nan, quality >= threshold), accepted)
     score = np.where(np.isnan(quality), accepted, quality)
     n_prompt, n_output = grid("n_prompt_tokens"), grid("n_output_tokens")
+    ttft, e2e = grid("ttft_ms"), grid("e2e_ms")
 
     tier_rows = []
     for k, tier in enumerate(bundle.tiers):
-        out_k = n_output[has[:, k], k]
+        ran = has[:, k]
+        out_k = n_output[ran, k]
         tier_rows.append(
             {
                 "name": tier["name"],
                 "params_b": tier.get("params_b"),
-                "n_outputs": int(has[:, k].sum()),
-                "mean_quality": _stat(score[has[:, k], k], np.mean),
-                "acceptable_rate": _stat(acceptable[has[:, k], k], np.mean),
+                "n_outputs": int(ran.sum()),
+                "mean_quality": _stat(score[ran, k], np.mean),
+                "acceptable_rate": _stat(acceptable[ran, k], np.mean),
                 "mean_output_tokens": _stat(out_k, np.mean),
                 "median_output_tokens": _stat(out_k, np.median),
                 "p90_output_tokens": _stat(out_k, lambda x: np.percentile(x, 90)),
                 "max_output_tokens": _stat(out_k, np.max),
-                "mean_prompt_tokens": _stat(n_prompt[has[:, k], k], np.mean),
-                "mean_ttft_ms": _stat(grid("ttft_ms")[has[:, k], k], np.mean),
-                "mean_e2e_ms": _stat(grid("e2e_ms")[has[:, k], k], np.mean),
+                "mean_prompt_tokens": _stat(n_prompt[ran, k], np.mean),
+                "mean_ttft_ms": _stat(ttft[ran, k], np.mean),
+                "mean_e2e_ms": _stat(e2e[ran, k], np.mean),
             }
         )
 
     complete = has.all(axis=1) & ~np.isnan(acceptable).any(axis=1)
-    summary = {
+    return {
         "path": str(bundle.path),
         "schema_version": bundle.manifest.get("schema_version"),
         "synthetic": bool(bundle.manifest.get("synthetic", False)),
@@ -105,7 +107,6 @@ def summarize_bundle(bundle: Bundle, threshold: float = DEFAULT_THRESHOLD) -> di
                     "mean recorded count; cost_share = oracle / always-last-tier",
         },
     }
-    return summary
 
 
 def _split_counts(requests: pa.Table) -> dict:
