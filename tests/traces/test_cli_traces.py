@@ -111,7 +111,7 @@ def test_split_with_bad_fraction_is_refused(synth):
     assert result.exit_code == 2 and result.output.startswith("error: --test-frac must be strictly between 0 and 1")
 
 
-def test_inspect_without_a_bundle_means_the_builtin_trace(tmp_path):
+def test_inspect_without_a_bundle_means_the_builtin_trace():
     result = run("inspect")
     builtin = REPO / "asd" / "traces" / "builtin" / "bundle" / "manifest.json"
     if builtin.is_file():

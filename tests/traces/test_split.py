@@ -91,6 +91,6 @@ def test_a_corrupt_table_is_refused_not_copied(tmp_path):
     assert not (tmp_path / "c").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["b"]
 
 
-def test_the_builtin_trace_is_not_split_in_place(tmp_path):
+def test_the_builtin_trace_is_not_split_in_place():
     with pytest.raises(TraceError, match="read-only; write to another directory with -o OUT"):
         split_bundle("builtin", 0.3, 0)
