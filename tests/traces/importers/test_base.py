@@ -12,11 +12,7 @@ from tests.traces.importers.tiny_sources import SOURCES, replace_column, write_s
 
 def _source(tmp_path, fmt, change=None):
     tables, options = SOURCES[fmt]
-    tables = tables()
-    if change is not None:
-        name, edit = change
-        tables[name] = edit(tables[name])
-    return write_source(tmp_path / "src", tables), options
+    return write_source(tmp_path / "src", tables(), change), options
 
 
 def _cli_import(fmt, src, out, options):

@@ -83,11 +83,7 @@ def test_a_directory_without_the_files_is_named(tmp_path):
 
 
 def _tiny(tmp_path, change=None):
-    tables = mmlu_pro_tables()
-    if change is not None:
-        name, edit = change
-        tables[name] = edit(tables[name])
-    return write_source(tmp_path / "mmlu_pro", tables)
+    return write_source(tmp_path / "mmlu_pro", mmlu_pro_tables(), change)
 
 
 def test_tiny_source_end_to_end_gives_the_expected_bundle(tmp_path):

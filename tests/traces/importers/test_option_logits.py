@@ -61,11 +61,7 @@ def test_variant_and_model_errors_list_what_exists(shared_data):
 
 
 def _tiny(tmp_path, change=None):
-    tables = option_logits_tables()
-    if change is not None:
-        name, edit = change
-        tables[name] = edit(tables[name])
-    return write_source(tmp_path / "option_logits", tables)
+    return write_source(tmp_path / "option_logits", option_logits_tables(), change)
 
 
 def test_tiny_source_end_to_end_gives_the_expected_bundle(tmp_path):

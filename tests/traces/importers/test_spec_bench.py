@@ -71,11 +71,7 @@ def test_heads_methods_are_not_a_draft_tier(shared_data):
 
 
 def _tiny(tmp_path, change=None):
-    tables = spec_bench_tables()
-    if change is not None:
-        name, edit = change
-        tables[name] = edit(tables[name])
-    return write_source(tmp_path / "spec_bench", tables)
+    return write_source(tmp_path / "spec_bench", spec_bench_tables(), change)
 
 
 def test_tiny_source_end_to_end_gives_the_expected_bundle(tmp_path):

@@ -14,7 +14,11 @@ import pyarrow.parquet as pq
 STR = pa.large_string()  # as in the shared exports
 
 
-def write_source(directory: Path, tables: dict[str, pa.Table]) -> Path:
+def write_source(directory: Path, tables: dict[str, pa.Table], change=None) -> Path:
+    """Write `tables` into `directory`; `change` = (file name, edit) rewrites one table first."""
+    if change is not None:
+        name, edit = change
+        tables = {**tables, name: edit(tables[name])}
     directory.mkdir(parents=True, exist_ok=True)
     for name, table in tables.items():
         pq.write_table(table, directory / name)
