@@ -99,6 +99,15 @@ def parse_params_b(model: str) -> float | None:
     return None
 
 
+PARAMS_B_RULE = "parsed from the model name (asd.traces.importers.base.parse_params_b)"
+
+
+def tiers_named(names: list[str], **fields) -> list[dict]:
+    """One manifest tier per model name: model_id = the name, params_b by `parse_params_b`
+    (PARAMS_B_RULE); `fields` are shared by every tier."""
+    return [{"name": n, "model_id": n, "params_b": parse_params_b(n), **fields} for n in names]
+
+
 def parse_model_list(text: str | None, option: str = "--models") -> list[str]:
     if text is None:
         raise ConfigError(f"{option} is required (comma-separated, in ladder order)")

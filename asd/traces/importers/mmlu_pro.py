@@ -11,6 +11,7 @@ import pandas as pd
 from asd.errors import TraceError
 from asd.traces.bundle import new_manifest
 from asd.traces.importers.base import (
+    PARAMS_B_RULE,
     TOKEN_ESTIMATE_RULE,
     ImportedTrace,
     Importer,
@@ -19,10 +20,10 @@ from asd.traces.importers.base import (
     in_request_order,
     parse_json_cell,
     parse_model_list,
-    parse_params_b,
     read_ladder_rows,
     read_request_table,
     require_files,
+    tiers_named,
 )
 
 SOURCE = {
@@ -102,9 +103,8 @@ class MmluProImporter(Importer):
                 "label_source": pd.Series("exact_match", index=rows.index).where(correct.notna(), None),
             }
         )
-        tiers = [{"name": n, "model_id": n, "params_b": parse_params_b(n)} for n in names]
         manifest = new_manifest(
-            tiers,
+            tiers_named(names),
             label_rule=LABEL_RULE,
             estimated_columns=["outputs.n_output_tokens"],
             sampling={"prompting": "5-shot chain of thought (MMLU-Pro evaluation harness)"},
@@ -114,7 +114,7 @@ class MmluProImporter(Importer):
                 "source_dir": str(src.resolve()),
                 "arguments": {"models": names, "drop_incomplete": drop_incomplete},
                 "token_estimate_rule": {"outputs.n_output_tokens": TOKEN_ESTIMATE_RULE + " of the CoT text"},
-                "params_b_rule": "parsed from the model name (asd.traces.importers.base.parse_params_b)",
+                "params_b_rule": PARAMS_B_RULE,
                 "dropped_incomplete_requests": dropped,
             },
         )

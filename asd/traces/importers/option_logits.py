@@ -13,17 +13,18 @@ import pandas as pd
 from asd.errors import ConfigError, TraceError
 from asd.traces.bundle import new_manifest
 from asd.traces.importers.base import (
+    PARAMS_B_RULE,
     ImportedTrace,
     Importer,
     complete_ladder_requests,
     in_request_order,
     parse_json_cell,
     parse_model_list,
-    parse_params_b,
     read_ladder_rows,
     read_request_table,
     read_source_table,
     require_files,
+    tiers_named,
 )
 
 SOURCE = {
@@ -155,9 +156,8 @@ class OptionLogitsImporter(Importer):
                 "label_source": "gold_label",
             }
         )
-        tiers = [{"name": n, "model_id": n, "params_b": parse_params_b(n)} for n in names]
         manifest = new_manifest(
-            tiers,
+            tiers_named(names),
             label_rule=LABEL_RULE,
             sampling={"prompt_style": prompt_style, "icl_demos": icl_demos, "decoding": "next-token option logits"},
             provenance={
@@ -171,7 +171,7 @@ class OptionLogitsImporter(Importer):
                     "drop_incomplete": drop_incomplete,
                 },
                 "signal_rule": SIGNAL_RULE,
-                "params_b_rule": "parsed from the model name (asd.traces.importers.base.parse_params_b)",
+                "params_b_rule": PARAMS_B_RULE,
                 "dropped_incomplete_requests": dropped,
             },
         )

@@ -18,9 +18,9 @@ from asd.traces.importers.base import (
     Importer,
     check_unique,
     complete_ladder_requests,
-    parse_params_b,
     read_source,
     require_files,
+    tiers_named,
 )
 
 QUESTIONS_SOURCE = {
@@ -185,12 +185,8 @@ class SpecBenchImporter(Importer):
         )
         commits = sorted(set(selected["commit"].dropna()))
         temperature = sorted(set(selected["temperature"]))
-        tiers = [
-            {"name": draft_name, "model_id": draft_name, "params_b": parse_params_b(draft_name), "dtype": "float16"},
-            {"name": verify_model, "model_id": verify_model, "params_b": parse_params_b(verify_model), "dtype": "float16"},
-        ]
         manifest = new_manifest(
-            tiers,
+            tiers_named([draft_name, verify_model], dtype="float16"),
             sampling={"temperature": temperature[0] if len(temperature) == 1 else temperature, "batch_size": 1},
             provenance={
                 "importer": self.name,

@@ -14,8 +14,8 @@ import pandas as pd
 
 from asd.errors import ConfigError, TraceError
 from asd.traces.bundle import file_sha256, new_manifest
-from asd.traces.jsonl import iter_jsonl_objects
 from asd.traces.importers.base import ImportedTrace, Importer, complete_ladder_requests, in_request_order
+from asd.traces.jsonl import iter_jsonl_objects
 
 REQUEST_COLUMNS = ("prompt", "task", "reference")
 OUTPUT_COLUMNS = (
