@@ -178,14 +178,18 @@ def _offsets(lengths: np.ndarray) -> np.ndarray:
     return offsets
 
 
+def _float_lists(offsets: np.ndarray, values: np.ndarray) -> pa.Array:
+    """list<float32> rows of `values` cut at `offsets` (the bundle schema's list type)."""
+    return pa.LargeListArray.from_arrays(offsets, values).cast(pa.list_(pa.float32()))
+
+
 def _token_lists(rng, lengths, mean_lp, mean_ent):
     """Per-token logprobs (≤ 0) and entropies (≥ 0) whose row means follow the summaries."""
     owner = np.repeat(np.arange(lengths.size), lengths)
     offsets = _offsets(lengths)
     lp = (mean_lp[owner] * rng.exponential(1.0, size=owner.size)).astype(np.float32)
     ent = (mean_ent[owner] * rng.exponential(1.0, size=owner.size)).astype(np.float32)
-    as_list = lambda v: pa.LargeListArray.from_arrays(offsets, v).cast(pa.list_(pa.float32()))  # noqa: E731
-    return as_list(lp), as_list(ent)
+    return _float_lists(offsets, lp), _float_lists(offsets, ent)
 
 
 def _list_mean(lists: pa.Array) -> np.ndarray:
@@ -222,8 +226,7 @@ def _drafts(rng, request_ids, correct, n_output, params, token_lists) -> pa.Tabl
         "verify_ms": verify_ms.ravel(),
     }
     if token_lists:
-        lengths = n_draft.ravel()
-        offsets = _offsets(lengths)
+        offsets = _offsets(n_draft.ravel())
         values = (-rng.exponential(0.4, size=int(offsets[-1]))).astype(np.float32)
-        table["verifier_logprobs"] = pa.LargeListArray.from_arrays(offsets, values).cast(pa.list_(pa.float32()))
+        table["verifier_logprobs"] = _float_lists(offsets, values)
     return pa.table(table)

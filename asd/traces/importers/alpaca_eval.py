@@ -200,11 +200,11 @@ class AlpacaEvalImporter(Importer):
 
 def choose_annotator(annotations: pd.DataFrame, names: list[str], annotator: str | None, where: str) -> str:
     """The requested annotator (checked), or the first in ANNOTATOR_ORDER labelling every model."""
+    if annotator == NO_LABELS:
+        return NO_LABELS
     labelled = annotations[annotations["preference"].notna() & annotations["model"].isin(names)]
     covers = labelled.groupby("annotator")["model"].agg(lambda m: set(m))
     everyone = set(annotations["annotator"].unique())
-    if annotator == NO_LABELS:
-        return NO_LABELS
     if annotator is not None:
         if annotator not in everyone:
             raise ConfigError(
