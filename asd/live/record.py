@@ -27,11 +27,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from asd.errors import AsdError, BackendError, ConfigError, TraceError
-from asd.live import labels
+from asd.live import labels, models
 from asd.live.backends.base import Generation, Score, make_backend
 from asd.live.prompts import load_prompts, parse_shard, prompt_hash, select_shard
 from asd.live.tiers import load_ladder
 from asd.traces import bundle as B
+from asd.traces.schema import TIER_KEYS
 from asd.traces.validate import validate_bundle
 
 DRAFT_MODES = ("all", "next", "none")
@@ -334,8 +335,6 @@ def _label(outputs: pd.DataFrame, prompts: pd.DataFrame, last: int, mode: str) -
 
 
 def _tier_entry(tier: dict, info: dict) -> dict:
-    from asd.live import models
-
     # An HTTP backend reports the model the server actually serves; its URL goes to provenance.
     model = str(info.get("model_id") or tier.get("model") or tier.get("url"))
     return {
@@ -354,8 +353,6 @@ def _tier_entry(tier: dict, info: dict) -> dict:
 def _tier_backends(tiers, work: "ShardStore") -> dict:
     """What each backend reported beyond the manifest's fixed tier keys (an HTTP tier's
     server URL), by tier name; the tier keys are a fixed part of the bundle schema."""
-    from asd.traces.schema import TIER_KEYS
-
     details = {}
     for u, tier in enumerate(tiers):
         extra = {k: v for k, v in work.tier_info(u).items() if k not in TIER_KEYS}
