@@ -141,8 +141,7 @@ def _run_tiers(ladder, prompts, work: "ShardStore", drafts, progress, counts) ->
     with _progress(progress) as bar:
         for u, tier in enumerate(tiers):
             todo = [r for r in ids if r not in done_outputs.get(u, set())]
-            pairs = [(t, u) for t in _draft_tiers(u, drafts)]
-            todo_drafts = {p: [r for r in ids if r not in done_drafts.get(p, set())] for p in pairs}
+            todo_drafts = {t: [r for r in ids if r not in done_drafts.get((t, u), set())] for t in _draft_tiers(u, drafts)}
             if not todo and not any(todo_drafts.values()) and work.has_tier_info(u):
                 continue
             backend = make_backend(tier)
@@ -161,14 +160,15 @@ def _run_tiers(ladder, prompts, work: "ShardStore", drafts, progress, counts) ->
                     work.write_outputs([_output_row(rid, u, g) for rid, g in zip(chunk, gens)])
                     counts["generated"] += len(chunk)
                     task(len(chunk))
-                for (t, _), todo_pair in todo_drafts.items():
+                for t, todo_pair in todo_drafts.items():
                     if not todo_pair:
                         continue
                     draft_text = work.output_texts(t)
                     task = bar(f"{tiers[t]['name']} → {tier['name']}: verify", len(ids), len(ids) - len(todo_pair))
                     for chunk in _chunks(todo_pair, batch):
-                        pairs = [(backend.format_prompt(text_of[r]), _as_draft(tier, draft_text[r])) for r in chunk]
-                        scores = backend.score_batch(pairs)
+                        scores = backend.score_batch(
+                            [(backend.format_prompt(text_of[r]), _as_draft(tier, draft_text[r])) for r in chunk]
+                        )
                         work.write_drafts([_draft_row(r, t, u, s) for r, s in zip(chunk, scores)])
                         counts["scored"] += len(chunk)
                         task(len(chunk))
