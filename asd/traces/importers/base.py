@@ -6,7 +6,6 @@ per-model Parquet exports in shared/data.
 from __future__ import annotations
 
 import json
-import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -311,7 +310,3 @@ def read_request_table(
     if len(absent):
         raise TraceError(f"{path}: " + missing.format(absent[0]))
     return table
-
-
-def is_missing(value) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
