@@ -126,7 +126,7 @@ CORRUPTIONS = [
     ("drafts", "verify_tier", 3, 9, ("verify_tier", 3, "outside")),
     ("drafts", "verify_tier", 4, 0, ("verify_tier", 4, "deeper than the draft tier")),
     ("drafts", "request_id", 2, "synth-00", ("verify_tier", 2, "duplicate (request, draft_tier, verify_tier)")),
-    ("drafts", "n_accepted", 5, lambda a: 10_000, ("n_accepted", 5, "accepted of")),
+    ("drafts", "n_accepted", 5, 10_000, ("n_accepted", 5, "accepted of")),
     ("drafts", "n_draft_tokens", 6, -2, ("n_draft_tokens", 6, "negative")),
     ("drafts", "verifier_logprobs", 7, lambda lps: lps + [-0.1], ("verifier_logprobs", 7, "values but n_draft_tokens")),
     ("drafts", "verifier_logprobs", 8, lambda lps: [2.0] + lps[1:], ("verifier_logprobs", 8, "logprob > 0")),
