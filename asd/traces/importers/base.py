@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import json
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Iterator
 
 import numpy as np
 import pandas as pd
@@ -189,12 +190,19 @@ def _reason(exc: Exception) -> str:
     return text[0] if text else type(exc).__name__
 
 
-def source_schema(path: Path) -> pa.Schema:
-    """The Arrow schema of a source Parquet file; an unreadable file is a TraceError."""
+@contextmanager
+def _reading_source(path: Path) -> Iterator[None]:
+    """Reading a source Parquet file inside: any failure is a TraceError naming the file."""
     try:
-        return pq.read_schema(path)
+        yield
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise TraceError(f"{path}: not a readable Parquet file ({_reason(exc)})") from None
+
+
+def source_schema(path: Path) -> pa.Schema:
+    """The Arrow schema of a source Parquet file; an unreadable file is a TraceError."""
+    with _reading_source(path):
+        return pq.read_schema(path)
 
 
 def check_columns(path: Path, kinds: dict[str, str]) -> pa.Schema:
@@ -216,10 +224,8 @@ def read_source_table(path: Path, kinds: dict[str, str], *, filters=None, non_nu
     (pyarrow's) narrow the rows (their columns must be in `kinds`). A null in a `non_null`
     column is an error naming the column. Every read failure is a TraceError."""
     check_columns(path, kinds)
-    try:
+    with _reading_source(path):
         table = pq.read_table(path, columns=list(kinds), filters=list(filters) if filters else None)
-    except (pa.ArrowException, OSError, ValueError) as exc:
-        raise TraceError(f"{path}: not a readable Parquet file ({_reason(exc)})") from None
     for column in non_null:
         nulls = table.column(column).null_count
         if nulls:
