@@ -209,6 +209,118 @@ def traces_merge(bundles, out, overwrite):
     click.echo(f"{out}: merged {len(bundles)} bundles, {n} requests")
 
 
+# --- calibration and simulation commands (asd calibrate / simulate / sweep) ---
+
+COST_MODEL_HELP = ("trace: recorded timings; profile: the committed GPU hardware profile; params: parameters x "
+                   "tokens (default: trace when the bundle has timings, else profile).")
+
+
+def _progress(label):
+    """A one-line progress note per fold on stderr (calibration is the long part)."""
+    def note(k, n):
+        click.echo(f"{label}: calibrating {k + 1}/{n}", err=True)
+    return note
+
+
+@main.command("calibrate")
+@click.argument("bundle")
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Policy file to write (.npz).")
+@click.option("--predictor", default="logistic", show_default=True,
+              type=click.Choice(["logistic", "mlp", "gbt-reference"]),
+              help="gbt-reference: report its metrics only (not exportable to a policy).")
+@click.option("--features", "groups", default=None, help="Comma-separated feature groups (default: every group the trace supports).")
+@click.option("--bins", "n_bins", default=None, type=click.IntRange(1), help="Bins per tier (default: about sqrt(N)/2 within 4..20).")
+@click.option("--risk", default="mean", show_default=True, help="mean, or lcb:G for a lower credible bound at level G (e.g. lcb:0.9).")
+@click.option("--stage0/--no-stage0", default=True, show_default=True, help="Let the prompt alone choose a deeper start tier.")
+@click.option("--cost-model", default=None, help=COST_MODEL_HELP)
+@click.option("--split", default="calibration", show_default=True, help="Fit on this split when the bundle has one (else on every request).")
+@click.option("--lambda", "lam", default=1.0, show_default=True, type=float, help="λ the policy is solved at (simulate chooses its own).")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--plots", "plots", default=None, type=click.Path(file_okay=False), help="Write the reliability diagram here.")
+@json_option("Write the report as JSON.")
+def calibrate_command(bundle, out, predictor, groups, n_bins, risk, stage0, cost_model, split, lam, seed, plots, json_path):
+    """Fit features, calibrated predictors, engine tables and the cost model on BUNDLE and
+    write the policy file that simulate, check, live and serve run unchanged. Metrics are out of
+    fold (K-fold grouped by request)."""
+    from asd.calibration.calibrate import calibrate_to_file
+    from asd.simulator.report import print_calibration
+
+    report = calibrate_to_file(bundle, out, predictor=predictor, groups=groups, n_bins=n_bins, risk=_risk(risk),
+                               stage0=stage0, cost_model=cost_model, split=split, lam=lam, seed=seed, plots=plots)
+    print_calibration(report)
+    write_json(json_path, report)
+
+
+def _evaluation_options(f):
+    for option in reversed([
+        click.argument("bundle", default="builtin"),
+        click.option("--split", default=None, help="Replay on this split (e.g. test) of a split bundle."),
+        click.option("--folds", default=None, type=click.IntRange(2), help="Pooled K-fold cross-fitting (default 5 without a split column)."),
+        click.option("--cost-model", default=None, help=COST_MODEL_HELP),
+        click.option("--predictor", default="logistic", show_default=True, type=click.Choice(["logistic", "mlp"])),
+        click.option("--stage0/--no-stage0", default=True, show_default=True),
+        click.option("--risk", default="mean", show_default=True, help="mean, or lcb:G."),
+        click.option("--seed", default=0, show_default=True, type=int),
+        click.option("--plots", default=None, type=click.Path(file_okay=False), help="Write PNG plots here."),
+    ]):
+        f = option(f)
+    return f
+
+
+@main.command("simulate")
+@_evaluation_options
+@click.option("--tau-max", required=True, type=float, help="Latency limit in ms for the statistic --stat.")
+@click.option("--stat", default="p95", show_default=True, type=click.Choice(["mean", "p50", "p95", "p99"]))
+@click.option("--mode", default="replay", show_default=True, type=click.Choice(["replay"]))
+@click.option("--explain", "explain_id", default=None, help="Show one request's walk: outputs, features, p̂, values, decisions.")
+@json_option("Write the results as JSON.")
+def simulate_command(bundle, split, folds, cost_model, predictor, stage0, risk, seed, plots, tau_max, stat, mode,
+                     explain_id, json_path):
+    """Replay BUNDLE (default: the built-in trace) under a calibrated cascade policy on held-out
+    requests; choose λ by bisection for the best quality whose latency statistic stays within
+    --tau-max; compare every baseline at the same limit."""
+    from asd.simulator.report import print_explain, print_simulation
+    from asd.simulator.simulate import run_simulate
+
+    result = run_simulate(bundle, tau_max=tau_max, stat=stat, mode=mode, split=split, folds=folds,
+                          cost_model=cost_model, predictor=predictor, stage0=stage0, risk=_risk(risk), seed=seed,
+                          plots=plots, explain_id=explain_id, progress=_progress("simulate"))
+    print_simulation(result)
+    if result.get("explain"):
+        print_explain(result["explain"])
+    write_json(json_path, result)
+
+
+@main.command("sweep")
+@_evaluation_options
+@click.option("--ablate", default=None, type=click.Choice(["features", "risk"]), help="Also compare frontiers without each feature group, or across risk levels.")
+@click.option("--csv", "csv_path", default=None, type=click.Path(dir_okay=False), help="Write every frontier point as CSV.")
+@json_option("Write the frontiers as JSON.")
+def sweep_command(bundle, split, folds, cost_model, predictor, stage0, risk, seed, plots, ablate, csv_path, json_path):
+    """The quality/cost/latency frontier of the policy (every distinct policy over λ) and of every
+    baseline on held-out requests of BUNDLE (default: the built-in trace)."""
+    from asd.simulator.report import print_sweep
+    from asd.simulator.sweep import run_sweep
+
+    result = run_sweep(bundle, split=split, folds=folds, cost_model=cost_model, predictor=predictor, stage0=stage0,
+                       risk=_risk(risk), seed=seed, plots=plots, ablate=ablate, csv_path=csv_path,
+                       progress=_progress("sweep"))
+    print_sweep(result)
+    write_json(json_path, result)
+
+
+def _risk(risk: str):
+    """`mean` or `lcb:G` → the engine's risk argument."""
+    if risk == "mean":
+        return "mean"
+    if risk.startswith("lcb:"):
+        try:
+            return float(risk[4:])
+        except ValueError:
+            pass
+    raise AsdError(f"--risk {risk!r}: use mean or lcb:G with G in [0.5, 1), e.g. lcb:0.9")
+
+
 # --- engine commands ---
 
 
