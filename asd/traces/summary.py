@@ -21,8 +21,9 @@ import pyarrow.compute as pc
 
 from asd.traces.bundle import Bundle
 from asd.traces.columns import read_arrays
+from asd.traces.labels import ACCEPT_THRESHOLD, acceptable as acceptable_rule_array, acceptable_rule
 
-DEFAULT_THRESHOLD = 0.5
+DEFAULT_THRESHOLD = ACCEPT_THRESHOLD
 _OUTPUT_COLUMNS = (
     "request_id", "tier", "quality", "accepted", "n_prompt_tokens", "n_output_tokens",
     "mean_logprob", "ttft_ms", "e2e_ms",
@@ -58,7 +59,7 @@ def summarize_bundle(bundle: Bundle, threshold: float = DEFAULT_THRESHOLD) -> di
 
     has = _dense(np.ones(len(rows)), rows, tiers, shape, fill=0.0) > 0
     quality, accepted = grid("quality"), grid("accepted")
-    acceptable = np.where(np.isnan(accepted), np.where(np.isnan(quality), np.nan, quality >= threshold), accepted)
+    acceptable = acceptable_rule_array(quality, accepted, threshold)
     score = np.where(np.isnan(quality), accepted, quality)
     n_prompt, n_output = grid("n_prompt_tokens"), grid("n_output_tokens")
     ttft, e2e = grid("ttft_ms"), grid("e2e_ms")
@@ -101,7 +102,7 @@ def summarize_bundle(bundle: Bundle, threshold: float = DEFAULT_THRESHOLD) -> di
         "drafts": _draft_pairs(bundle),
         "oracle": _oracle(bundle, acceptable[complete], score[complete], n_prompt[complete], n_output[complete]),
         "rules": {
-            "acceptable": f"accepted, or quality >= {threshold} where accepted is null",
+            "acceptable": acceptable_rule(threshold),
             "oracle": "cheapest acceptable tier per request by its cost (none acceptable: cheapest best-quality tier); complete requests only",
             "cost": "params_b * (n_prompt_tokens + n_output_tokens), a missing count filled with its tier's "
                     "mean recorded count; cost_share = oracle / always-last-tier",
