@@ -23,8 +23,9 @@ _RUN_ON = re.compile(r"\n\s*(?:Question|Q|Human|User|Problem|### ?(?:Instruction
 _JSON_ANSWER = re.compile(
     r"[\"']answer[\"']\s*:\s*(\"(?:[^\"\\]|\\.)*\"|-?\d[\d,]*(?:\.\d+)?(?:[eE][-+]?\d+)?|true|false)", re.IGNORECASE
 )
-_ANSWER_IS = re.compile(r"\banswer\s+(?:is|would\s+be|should\s+be)\s*:?\s*([^\n]{0,80})", re.IGNORECASE)
-_ANSWER_COLON = re.compile(r"\banswer\s*[:：]\s*([^\n]{0,80})", re.IGNORECASE)
+# Case-sensitive alternatives are several times faster than IGNORECASE on long texts.
+_ANSWER_IS = re.compile(r"\b(?:[Aa]nswer|ANSWER)\s+(?:is|IS|Is|would\s+be|should\s+be)\s*:?\s*([^\n]{0,80})")
+_ANSWER_COLON = re.compile(r"\b(?:[Aa]nswer|ANSWER)\s*[:：]\s*([^\n]{0,80})")
 _BOXED = re.compile(r"\\boxed\s*\{((?:[^{}]|\{[^{}]*\})*)\}")
 _HASHES = re.compile(r"####\s*([^\n]{1,80})")
 # An option letter opening a span: "(C)", "C.", "C)", "C" alone, but not the words "A"/"I"
@@ -37,7 +38,7 @@ _LATEX_FRAC = re.compile(r"\\[dt]?frac\s*\{\s*([-−]?\d+(?:\.\d+)?)\s*\}\s*\{\s
 _LIST_MARKER = re.compile(r"^\s*(?:\d+|[a-zA-Z])[.)]\s+")  # "2. Eat well": a list, not an answer
 _SENTENCE_END = re.compile(r"(?<!\d)[.!?](?:\s|$)|\n")
 _ARTICLES = re.compile(r"\b(?:a|an|the)\b")
-_PUNCT = str.maketrans({c: " " for c in string.punctuation + "“”‘’«»…—–"})
+PUNCTUATION_TO_SPACE = _PUNCT = str.maketrans({c: " " for c in string.punctuation + "“”‘’«»…—–"})
 _SHORT_WORDS = 4  # a text of at most this many words is a bare answer ("C", "42", "Paris")
 
 KIND_EMPTY, KIND_TEXT, KIND_NUMBER, KIND_OPTION = 0, 1, 2, 3
@@ -117,7 +118,7 @@ _NUMERIC_LEAD = frozenset("approximately about around roughly nearly exactly jus
 
 
 def _json_answer(text: str) -> Answer | None:
-    if "answer" not in text.casefold():
+    if "nswer" not in text and "NSWER" not in text:
         return None
     match = _JSON_ANSWER.search(text)
     if not match:
@@ -148,7 +149,10 @@ def extract_answer(text: str | None) -> Answer:
     # "The answer is": the first option letter it names, else its first answer, as evaluation
     # harnesses read it ("The answer is 34 s. The answer is (J)." is J; later repeats are
     # run-on). \boxed{}, "####" and "Answer:": the last one.
-    for pattern, last in ((_BOXED, True), (_ANSWER_IS, False), (_HASHES, True), (_ANSWER_COLON, True)):
+    has_answer_word = "nswer" in text or "NSWER" in text
+    for pattern, last, needs in ((_BOXED, True, "boxed"), (_ANSWER_IS, False, None), (_HASHES, True, "####"), (_ANSWER_COLON, True, None)):
+        if (needs is None and not has_answer_word) or (needs is not None and needs not in text):
+            continue
         spans = pattern.findall(text)
         parsed = [a for a in map(_parse_span, reversed(spans) if last else spans) if a is not None]
         if parsed:

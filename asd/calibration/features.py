@@ -21,7 +21,7 @@ from typing import Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from asd.calibration.answers import KIND_NUMBER, KIND_OPTION, extract_answer, jaccard, normalise_text
+from asd.calibration.answers import KIND_NUMBER, KIND_OPTION, PUNCTUATION_TO_SPACE, extract_answer, jaccard
 from asd.calibration.views import TokenLists, TraceView
 from asd.errors import ConfigError
 
@@ -95,15 +95,17 @@ PROMPT_FEATURES: dict[str, str] = {
     "prompt_digit_share": "share of characters that are digits",
     "prompt_log_question_marks": "log(1 + number of '?')",
     "prompt_has_options": "at least two lettered option lines ('A. ...', '(B) ...')",
-    "prompt_has_code": "code markers (``` , def/class/import/return, braces with semicolons, #include)",
-    "prompt_has_math": "math markers (digit operator digit, LaTeX, $...$, equations)",
+    "prompt_has_code": "code markers (```, def/class/import/return, braces or semicolons ending a line, #include, print()",
+    "prompt_has_math": "math markers (digit operator digit, \\frac/\\sqrt/\\int/\\sum, ^2, $$)",
 }
 TASK_PREFIX = "task="
 
-_OPTION_LINE = re.compile(r"^\s*\(?[A-Ja-j][.)]\s+\S", re.MULTILINE)
-_CODE = re.compile(r"```|^\s*(?:def|class|import|from\s+\S+\s+import|return|#include|public\s+static)\b|[{};]\s*$", re.MULTILINE)
-_DROP_DIGITS = str.maketrans("", "", "0123456789")
-_MATH = re.compile(r"\d\s*[-+*/^=×÷]\s*\d|\\(?:frac|sqrt|int|sum)|\$[^$]+\$|[=<>≤≥]\s*-?\d")
+_OPTION_LINE = re.compile(r"^[ \t]*\(?[A-Ja-j][.)][ \t]+\S", re.MULTILINE)
+# Substring tests: much cheaper than one regex with many alternatives over a long prompt.
+_CODE_MARKERS = ("```", "def ", "class ", "import ", "#include", "return ", ";\n", "{\n", "};", "</", "console.", "print(")
+_MATH_MARKERS = ("\\frac", "\\sqrt", "\\int", "\\sum", "^2", "$$")
+_MATH = re.compile(r"\d ?[-+*/^=×÷<>≤≥] ?-?\d")
+_DIGITS = "0123456789"
 
 
 @dataclass(frozen=True)
@@ -250,7 +252,7 @@ class _Context:
         self.view = view
         self.imputed: dict[str, str] = {}
         self._answers: _Answers | None = None
-        self.normalised: dict[str, str] = {}
+        self.normalised: dict[str, tuple[str, frozenset]] = {}
 
     @property
     def answers(self) -> "_Answers":
@@ -258,11 +260,14 @@ class _Context:
             self._answers = parse_answers(self.view)
         return self._answers
 
-    def normalise(self, text: str) -> str:
-        # Tier i's text is tier i+1's `previous`: normalise each distinct text once.
+    def normalise(self, text: str) -> tuple[str, frozenset]:
+        """Case-folded words without punctuation, joined and as a set (articles kept: the
+        similarity only needs both sides treated alike). Tier i's text is tier i+1's
+        `previous`, so each distinct text is done once."""
         found = self.normalised.get(text)
         if found is None:
-            found = self.normalised[text] = normalise_text(text)
+            words = text.casefold().translate(PUNCTUATION_TO_SPACE).split()
+            found = self.normalised[text] = (" ".join(words), frozenset(words))
         return found
 
 
@@ -393,17 +398,13 @@ def _text_pairs(texts: np.ndarray, previous: np.ndarray, normalise) -> tuple[np.
         if a == b:
             sim[r] = contains[r] = 1.0
             continue
-        na, nb = normalise(a), normalise(b)
+        (na, wa), (nb, wb) = normalise(a), normalise(b)
         if not na or not nb:
             continue
-        sim[r] = jaccard(_words(na), _words(nb))
+        sim[r] = jaccard(wa, wb)
         short, long = (na, nb) if len(na) <= len(nb) else (nb, na)
         contains[r] = float(f" {short} " in f" {long} ")
     return sim, contains
-
-
-def _words(normalised: str) -> frozenset:
-    return frozenset(normalised.split())
 
 
 def _draft(context: _Context) -> dict:
@@ -470,11 +471,11 @@ def prompt_features(view: TraceView, tasks: list[str]) -> tuple[np.ndarray, list
         x[r, 2] = np.log1p(len(prompt.split()))
         if not known[r]:
             x[r, 3] = np.log1p(chars / 4.0)
-        x[r, 4] = (chars - len(prompt.translate(_DROP_DIGITS))) / chars if chars else 0.0
+        x[r, 4] = sum(map(prompt.count, _DIGITS)) / chars if chars else 0.0
         x[r, 5] = np.log1p(prompt.count("?"))
         x[r, 6] = float(len(_OPTION_LINE.findall(prompt)) >= 2)
-        x[r, 7] = float(_CODE.search(prompt) is not None)
-        x[r, 8] = float(_MATH.search(prompt) is not None)
+        x[r, 7] = float(any(m in prompt for m in _CODE_MARKERS))
+        x[r, 8] = float(any(m in prompt for m in _MATH_MARKERS) or _MATH.search(prompt) is not None)
     if tasks:
         column = {t: len(PROMPT_FEATURES) + k for k, t in enumerate(tasks)}
         for r, task in enumerate(view.tasks):
