@@ -228,14 +228,19 @@ def compute_features(view: TraceView, groups: str | Iterable[str] | None = None,
     for group in chosen:
         computed.update(_GROUP_FUNCTIONS[group](context))
     imputed = context.imputed
-    tier_x = np.empty((n, n_tiers, len(names)), dtype=np.float64)
-    for j, name in enumerate(names):
+    columns = []
+    for name in names:
         values = np.asarray(computed[name], dtype=np.float64)
-        tier_x[:, :, j] = np.where(np.isfinite(values), values, FEATURE_BY_NAME[name].fill)
-    cold_x = tier_x.copy()
-    for j, name in enumerate(names):
-        if FEATURE_BY_NAME[name].cold is not None:
-            cold_x[:, :, j] = FEATURE_BY_NAME[name].cold
+        columns.append(np.where(np.isfinite(values), values, FEATURE_BY_NAME[name].fill))
+    empty = np.zeros((n, n_tiers, 0))
+    # One interleaving pass per state: writing feature columns into (N, L, F) one at a time
+    # is strided and several times slower.
+    tier_x = np.stack(columns, axis=-1) if columns else empty
+    cold_columns = [
+        np.full((n, n_tiers), FEATURE_BY_NAME[name].cold) if FEATURE_BY_NAME[name].cold is not None else column
+        for name, column in zip(names, columns)
+    ]
+    cold_x = np.stack(cold_columns, axis=-1) if columns else empty
     prompt_x, prompt_names = prompt_features(view, tasks)
     spec = FeatureSpec(tuple(chosen), tuple(names), tuple(prompt_names), tuple(tasks))
     return FeatureSet(tier_x, cold_x, prompt_x, names, prompt_names, chosen, missing, spec, imputed)
@@ -304,7 +309,7 @@ def _entropy(context: _Context) -> dict:
 
 def _length(context: _Context) -> dict:
     view, imputed = context.view, context.imputed
-    chars = np.array([len(p) if isinstance(p, str) else np.nan for p in view.prompts], dtype=np.float64)
+    chars = prompt_chars(view.prompts)
     prompt_estimate = np.log1p(chars / 4.0)[:, None]
     limit = view.max_tokens[None, :]
     with np.errstate(invalid="ignore"):
@@ -446,10 +451,10 @@ _GROUP_FUNCTIONS = {
 
 def task_vocabulary(tasks: np.ndarray, limit: int = MAX_TASKS) -> list[str]:
     """The tasks seen, most frequent first (ties by name), at most `limit`; then sorted."""
-    named = pd.Series([t for t in tasks if isinstance(t, str)], dtype=object)
-    if named.empty:
+    counts = pd.Series(tasks, dtype=object).value_counts(dropna=True)
+    counts = counts[[isinstance(t, str) for t in counts.index]]
+    if counts.empty:
         return []
-    counts = named.value_counts()
     counts = counts.sort_index().sort_values(ascending=False, kind="stable")
     return sorted(counts.index[:limit].tolist())
 
@@ -463,7 +468,7 @@ def prompt_features(view: TraceView, tasks: list[str]) -> tuple[np.ndarray, list
     known = np.isfinite(tokens0) & (tokens0 >= 0)
     x[:, 0] = 1.0
     x[known, 3] = np.log1p(tokens0[known])
-    for r in np.flatnonzero([isinstance(p, str) for p in view.prompts]):
+    for r in np.flatnonzero(pd.notna(view.prompts)):
         prompt = view.prompts[r]
         chars = len(prompt)
         x[r, 0] = 0.0
@@ -477,12 +482,15 @@ def prompt_features(view: TraceView, tasks: list[str]) -> tuple[np.ndarray, list
         x[r, 7] = float(any(m in prompt for m in _CODE_MARKERS))
         x[r, 8] = float(any(m in prompt for m in _MATH_MARKERS) or _MATH.search(prompt) is not None)
     if tasks:
-        column = {t: len(PROMPT_FEATURES) + k for k, t in enumerate(tasks)}
-        for r, task in enumerate(view.tasks):
-            k = column.get(task) if isinstance(task, str) else None
-            if k is not None:
-                x[r, k] = 1.0
+        codes = pd.Categorical(view.tasks, categories=tasks).codes.astype(np.int64)  # -1: unknown / none
+        known_task = np.flatnonzero(codes >= 0)
+        x[known_task, len(PROMPT_FEATURES) + codes[known_task]] = 1.0
     return x, names
+
+
+def prompt_chars(prompts: np.ndarray) -> np.ndarray:
+    """Characters per prompt, NaN where not recorded."""
+    return pd.Series(prompts, dtype=object).str.len().to_numpy(dtype=np.float64, na_value=np.nan)
 
 
 # -- ragged reductions over TokenLists (vectorised: cumulative sums over the flat values) ---

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -206,7 +207,7 @@ class TraceView:
 
     @property
     def has_text(self) -> bool:
-        return any(o is not None for o in self.outputs.ravel())
+        return bool(pd.notna(self.outputs).any())
 
     def token_lists(self, name: str) -> TokenLists:
         """`token_logprobs`, `token_entropy` (outputs) or `verifier_logprobs` (drafts, at the
