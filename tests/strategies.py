@@ -136,3 +136,28 @@ def isotonic_tables(draw, n_rows, max_knots=6):
         y = _np.sort(draw(_hnp.arrays(_np.float64, k, elements=_unit)))
         tables.append((x, y))
     return tables
+
+
+# --- calibration strategies ---
+
+
+@st.composite
+def ragged_token_lists(draw, max_requests=6, max_tiers=4, max_len=40):
+    """A `TokenLists` over (N, L) cells, some missing, some empty, cells stored in a shuffled
+    order with gaps between them (as after `subset`), plus the plain Python lists it holds."""
+    from asd.calibration.views import TokenLists
+
+    n = draw(st.integers(1, max_requests))
+    n_tiers = draw(st.integers(1, max_tiers))
+    cells = [[draw(_maybe(st.lists(_LOGPROB, max_size=max_len))) for _ in range(n_tiers)] for _ in range(n)]
+    order = draw(st.permutations([(r, k) for r in range(n) for k in range(n_tiers)]))
+    values, start = [], _np.zeros((n, n_tiers), dtype=_np.int64)
+    length = _np.zeros((n, n_tiers), dtype=_np.int64)
+    present = _np.zeros((n, n_tiers), dtype=bool)
+    for r, k in order:
+        values.extend([-1.0] * draw(st.integers(0, 2)))  # a gap that belongs to no cell
+        if cells[r][k] is not None:
+            start[r, k], length[r, k], present[r, k] = len(values), len(cells[r][k]), True
+            values.extend(cells[r][k])
+    lists = TokenLists(_np.asarray(values, dtype=_np.float32), start, length, present)
+    return lists, cells
