@@ -24,8 +24,10 @@ _JSON_ANSWER = re.compile(
     r"[\"']answer[\"']\s*:\s*(\"(?:[^\"\\]|\\.)*\"|-?\d[\d,]*(?:\.\d+)?(?:[eE][-+]?\d+)?|true|false)", re.IGNORECASE
 )
 # Case-sensitive alternatives are several times faster than IGNORECASE on long texts.
-_ANSWER_IS = re.compile(r"\b(?:[Aa]nswer|ANSWER)\s+(?:is|IS|Is|would\s+be|should\s+be)\s*:?\s*([^\n]{0,80})")
-_ANSWER_COLON = re.compile(r"\b(?:[Aa]nswer|ANSWER)\s*[:：]\s*([^\n]{0,80})")
+# The span is captured inside a lookahead so that a second marker within 80 characters of the
+# first is still found ("The answer is 34 s. The answer is (J).").
+_ANSWER_IS = re.compile(r"\b(?:[Aa]nswer|ANSWER)\s+(?:is|IS|Is|would\s+be|should\s+be)\s*:?\s*(?=([^\n]{0,80}))")
+_ANSWER_COLON = re.compile(r"\b(?:[Aa]nswer|ANSWER)\s*[:：]\s*(?=([^\n]{0,80}))")
 _BOXED = re.compile(r"\\boxed\s*\{((?:[^{}]|\{[^{}]*\})*)\}")
 _HASHES = re.compile(r"####\s*([^\n]{1,80})")
 # An option letter opening a span: "(C)", "C.", "C)", "C" alone, but not the words "A"/"I"

@@ -493,62 +493,55 @@ def prompt_chars(prompts: np.ndarray) -> np.ndarray:
     return pd.Series(prompts, dtype=object).str.len().to_numpy(dtype=np.float64, na_value=np.nan)
 
 
-# -- ragged reductions over TokenLists (vectorised: cumulative sums over the flat values) ---
+# -- ragged reductions over TokenLists (vectorised with ufunc.reduceat) ----------------------
 
 
-def _cumsum(values: np.ndarray) -> np.ndarray:
-    out = np.zeros(values.size + 1, dtype=np.float64)
-    np.cumsum(values, dtype=np.float64, out=out[1:])
+def _segment_reduce(values: np.ndarray, begin: np.ndarray, end: np.ndarray, ufunc) -> np.ndarray:
+    """`ufunc` over values[begin:end] per cell (NaN where empty), each cell from its own
+    values only — so a cell's result never depends on another cell's (a cumulative sum would
+    let rounding leak between cells). Bounds go to `reduceat` interleaved, sorted by begin;
+    the segments between cells are computed and dropped."""
+    out = np.full(begin.shape, np.nan)
+    cells = np.flatnonzero((end > begin).ravel())
+    if cells.size == 0:
+        return out
+    b, e = begin.ravel()[cells], end.ravel()[cells]
+    order = np.argsort(b, kind="stable")
+    bounds = np.empty(2 * cells.size, dtype=np.int64)
+    bounds[0::2], bounds[1::2] = b[order], e[order]
+    padded = np.append(values.astype(np.float64), 0.0)  # an end bound may equal len(values)
+    out.ravel()[cells[order]] = ufunc.reduceat(padded, bounds)[0::2]
     return out
+
+
+def _end(lists: TokenLists) -> np.ndarray:
+    return lists.start + lists.length
 
 
 def ragged_mean(lists: TokenLists) -> np.ndarray:
     """Per cell mean; NaN where the list is missing or empty."""
-    cs = _cumsum(lists.values)
-    total = cs[lists.start + lists.length] - cs[lists.start]
-    return np.where(lists.length > 0, total / np.maximum(lists.length, 1), np.nan)
+    return _segment_reduce(lists.values, lists.start, _end(lists), np.add) / np.maximum(lists.length, 1)
 
 
 def ragged_tail_mean(lists: TokenLists, last: int) -> np.ndarray:
     """Per cell mean of the last `last` values; NaN where missing or empty."""
-    cs = _cumsum(lists.values)
-    end = lists.start + lists.length
+    end = _end(lists)
     begin = np.maximum(lists.start, end - last)
-    return np.where(lists.length > 0, (cs[end] - cs[begin]) / np.maximum(end - begin, 1), np.nan)
+    return _segment_reduce(lists.values, begin, end, np.add) / np.maximum(end - begin, 1)
 
 
 def ragged_share_below(lists: TokenLists, threshold: float) -> np.ndarray:
     """Per cell share of values < threshold; NaN where missing or empty."""
-    cs = _cumsum(lists.values < threshold)
-    count = cs[lists.start + lists.length] - cs[lists.start]
-    return np.where(lists.length > 0, count / np.maximum(lists.length, 1), np.nan)
-
-
-def _ragged_reduce(lists: TokenLists, ufunc) -> np.ndarray:
-    out = np.full(lists.start.shape, np.nan)
-    cells = np.flatnonzero(lists.length.ravel() > 0)
-    if cells.size == 0:
-        return out
-    start = lists.start.ravel()[cells]
-    end = start + lists.length.ravel()[cells]
-    order = np.argsort(start, kind="stable")
-    # Cells do not overlap: reduce over [start, end) segments given as interleaved bounds
-    # (the gap segments between cells are computed and dropped).
-    bounds = np.empty(2 * cells.size, dtype=np.int64)
-    bounds[0::2], bounds[1::2] = start[order], end[order]
-    values = np.append(lists.values.astype(np.float64), 0.0)  # an end bound may equal len(values)
-    reduced = ufunc.reduceat(values, bounds)[0::2]
-    flat = out.ravel()
-    flat[cells[order]] = reduced
-    return out
+    below = (lists.values < threshold).astype(np.float64)
+    return _segment_reduce(below, lists.start, _end(lists), np.add) / np.maximum(lists.length, 1)
 
 
 def ragged_max(lists: TokenLists) -> np.ndarray:
-    return _ragged_reduce(lists, np.maximum)
+    return _segment_reduce(lists.values, lists.start, _end(lists), np.maximum)
 
 
 def ragged_min(lists: TokenLists) -> np.ndarray:
-    return _ragged_reduce(lists, np.minimum)
+    return _segment_reduce(lists.values, lists.start, _end(lists), np.minimum)
 
 
 __all__ = [
