@@ -482,7 +482,7 @@ def prompt_features(view: TraceView, tasks: list[str]) -> tuple[np.ndarray, list
         x[r, 7] = float(any(m in prompt for m in _CODE_MARKERS))
         x[r, 8] = float(any(m in prompt for m in _MATH_MARKERS) or _MATH.search(prompt) is not None)
     if tasks:
-        codes = pd.Categorical(view.tasks, categories=tasks).codes.astype(np.int64)  # -1: unknown / none
+        codes = pd.Index(tasks, dtype=object).get_indexer(view.tasks)  # -1: unknown or none
         known_task = np.flatnonzero(codes >= 0)
         x[known_task, len(PROMPT_FEATURES) + codes[known_task]] = 1.0
     return x, names

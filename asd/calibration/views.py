@@ -86,7 +86,7 @@ class _Source:
         table, column = TOKEN_LISTS[name]
         shape = (self.n_requests, self.n_tiers)
         empty = TokenLists(np.zeros(0, np.float32), np.zeros(shape, np.int64), np.zeros(shape, np.int64), np.zeros(shape, bool))
-        if not self.has(table) or column not in self.columns(table):
+        if not self.has(table) or column not in self.columns(table) or self.all_null(table, column):
             return empty
         keys = ["tier"] if table == "outputs" else ["draft_tier", "verify_tier"]
         arrays = self.arrays(table, ["request_id", *keys])
@@ -128,6 +128,25 @@ class _BundleSource(_Source):
     def arrays(self, table, columns):
         return read_arrays(self.bundle, table, columns)
 
+    def all_null(self, table, column) -> bool:
+        """From the Parquet statistics, without reading the column (False when unsure)."""
+        file = self.bundle.path / f"{table}.parquet"
+        try:
+            meta = pq.ParquetFile(file).metadata
+            index = meta.schema.to_arrow_schema().get_field_index(column)
+            nulls = 0
+            for g in range(meta.num_row_groups):
+                group = meta.row_group(g)
+                # A list column is stored as its leaf (`column.list.element`): match by path.
+                leaf = next(j for j in range(group.num_columns) if group.column(j).path_in_schema.split(".")[0] == column)
+                stats = group.column(leaf).statistics
+                if stats is None or not stats.has_null_count or stats.has_min_max:
+                    return False
+                nulls += stats.null_count
+            return index >= 0 and nulls >= meta.num_rows
+        except (OSError, pa.ArrowException, StopIteration):
+            return False
+
 
 class _MemorySource(_Source):
     def __init__(self, tables: dict[str, pa.Table], n_tiers: int):
@@ -142,6 +161,9 @@ class _MemorySource(_Source):
 
     def read(self, table, columns):
         return self.tables[table].select(list(columns))
+
+    def all_null(self, table, column) -> bool:
+        return self.tables[table].column(column).null_count == self.tables[table].num_rows
 
     def arrays(self, table, columns):
         t = self.tables[table]
