@@ -265,7 +265,7 @@ def load_view(bundle: Bundle | str | os.PathLike) -> TraceView:
 
 
 def view_from_records(
-    tiers: Sequence[str | Mapping],
+    tiers: Sequence[str | Mapping] | None,
     requests: Sequence[Mapping],
     outputs: Sequence[Mapping],
     drafts: Sequence[Mapping] | None = None,
@@ -277,7 +277,8 @@ def view_from_records(
     code as `load_view`. Rows use the bundle schema's column names (`asd.traces.schema`):
     requests need `request_id`; outputs `request_id`, `tier` and whatever was measured;
     drafts `request_id`, `draft_tier`, `verify_tier`, ... . `tiers` are names or manifest
-    tier dicts; `sampling` ({tier name: {"max_tokens": ...}}) feeds "hit the token limit"."""
+    tier dicts (or None with `manifest`, e.g. a recorded bundle's); `sampling`
+    ({tier name: {"max_tokens": ...}}) feeds "hit the token limit"."""
     if manifest is None:
         entries = [{"name": t} if isinstance(t, str) else dict(t) for t in tiers]
         manifest = new_manifest(entries, sampling=dict(sampling or {}))

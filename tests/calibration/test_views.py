@@ -6,7 +6,6 @@ import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from asd.calibration import views as V
 from asd.calibration.views import ACCEPT_THRESHOLD, acceptable, load_view, view_from_outputs, view_from_records
 from asd.errors import ConfigError, TraceError
 from asd.traces.bundle import open_bundle, write_bundle
