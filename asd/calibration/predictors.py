@@ -34,6 +34,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
 
 from asd.calibration.metrics import best_single_feature, ece, reliability_plot, stage_metrics
 from asd.engine.policy import Predictor
@@ -170,7 +171,8 @@ class StageFit:
       out of fold on the labelled rows; folds: folds used (0 for the constant fallback); notes:
       what was done differently and why (fallbacks, soft labels); iso_x, iso_y: the final isotonic
       table; model: the final fitted predictor (`model.pipeline` is the scikit-learn estimator),
-      None for the constant fallback; constant: the rate when the fallback was used.
+      None for the constant fallback; calibrator: the final sklearn IsotonicRegression (None for
+      the fallback); constant: the rate when the fallback was used.
     """
 
     kind: str
@@ -185,6 +187,7 @@ class StageFit:
     iso_x: np.ndarray
     iso_y: np.ndarray
     model: object = field(default=None, repr=False)
+    calibrator: IsotonicRegression | None = field(default=None, repr=False)
     constant: float | None = None
 
     @property
@@ -297,13 +300,22 @@ def _constant_fit(kind, X, y, rate, reason, notes) -> StageFit:
                     constant=rate)
 
 
-def fit_stage(kind: str, X, y, groups=None, *, folds: int = 5, seed: int = 0, **options) -> StageFit:
+def fit_stage(kind: str, X, y, groups=None, *, folds: int = 5, seed: int = 0, threads: int | None = 1,
+              **options) -> StageFit:
     """Fit one stage's calibrated predictor (see the module docstring for the scheme).
 
     X (N, F) finite features; y (N,) labels in [0, 1], NaN = unlabelled (scored, not fitted);
     groups (N,) request ids (None = every row its own request); `options` go to the predictor
     (logistic: C, max_iter; mlp: hidden, alpha, max_iter; gbt-reference: max_iter, learning_rate).
+    threads: BLAS/OpenMP threads while fitting (None = the libraries' default). One by default:
+    these matrices are tall and thin, and on a busy machine OpenMP's spinning threads made a
+    gradient-boosting fit 40× slower than on one core.
     """
+    with threadpool_limits(limits=threads):
+        return _fit_stage(kind, X, y, groups, folds, seed, options)
+
+
+def _fit_stage(kind, X, y, groups, folds, seed, options) -> StageFit:
     if kind not in PREDICTORS:
         raise PolicyError(f"predictor {kind!r}: use one of {', '.join(PREDICTORS)}")
     if int(folds) < 2:
@@ -345,7 +357,7 @@ def fit_stage(kind: str, X, y, groups=None, *, folds: int = 5, seed: int = 0, **
         iso, _, _ = _isotonic(raw_l[~test], yl[~test])
         p_l[test] = iso.predict(raw_l[test])
     final = _fit_model(kind, Xl, yl, options, seed, notes, "final model")
-    _, iso_x, iso_y = _isotonic(raw_l, yl)
+    calibrator, iso_x, iso_y = _isotonic(raw_l, yl)
 
     oof_raw = np.empty(n)
     oof_p = np.empty(n)
@@ -357,7 +369,7 @@ def fit_stage(kind: str, X, y, groups=None, *, folds: int = 5, seed: int = 0, **
     fold[labelled] = fold_l
     return StageFit(kind=kind, n_features=X.shape[1], oof_p=oof_p, oof_raw=oof_raw, y=y, fold=fold,
                     metrics=stage_metrics(yl, p_l), folds=folds, notes=tuple(notes), iso_x=iso_x,
-                    iso_y=iso_y, model=final)
+                    iso_y=iso_y, model=final, calibrator=calibrator)
 
 
 # -- the engine's predictor ------------------------------------------------------------------
