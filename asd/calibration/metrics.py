@@ -123,7 +123,7 @@ def reliability_plot(curves: Mapping, path, *, bins: int = ECE_BINS, title: str 
     top.set(ylabel="observed acceptance rate", xlim=(0, 1), ylim=(0, 1),
             title=title or "Reliability (out of fold)")
     top.legend(loc="upper left", fontsize=7)
-    bottom.set(xlabel="predicted P(accept)", ylabel="requests")
+    bottom.set(xlabel="predicted P(accept)", ylabel="requests", yscale="log")  # log: sparse bins stay visible
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, format="png", dpi=110)
