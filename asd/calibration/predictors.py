@@ -63,6 +63,12 @@ def _logit(p: float) -> float:
 
 # -- the predictor kinds ---------------------------------------------------------------------
 
+def _weights(step, w) -> dict:
+    """Pipeline fit keyword for sample weights, only when there are any (MLPClassifier takes
+    them from scikit-learn 1.7 on; hard 0/1 labels never need them)."""
+    return {} if w is None else {f"{step}__sample_weight": w}
+
+
 @dataclass
 class _Constant:
     """A model that scores every row `rate` (a fold or stage with one class, or no signal)."""
@@ -88,7 +94,7 @@ class _Logistic:
     def fit(self, X, y, w):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
-            self.pipeline.fit(X, y, logisticregression__sample_weight=w)
+            self.pipeline.fit(X, y, **_weights("logisticregression", w))
         scaler, lr = self.pipeline[0], self.pipeline[1]
         self.w = lr.coef_[0] / scaler.scale_
         self.b = float(lr.intercept_[0] - self.w @ scaler.mean_)
@@ -121,7 +127,7 @@ class _MLP:
         self.pipeline = make_pipeline(StandardScaler(), net)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
-            self.pipeline.fit(X, y, mlpclassifier__sample_weight=w)
+            self.pipeline.fit(X, y, **_weights("mlpclassifier", w))
         scaler = self.pipeline[0]
         w0 = net.coefs_[0] / scaler.scale_[:, None]  # (F, H)
         self.w1 = np.ascontiguousarray(w0.T)
@@ -157,6 +163,10 @@ class _GBTReference:
 
 
 PREDICTORS = {"logistic": _Logistic, "mlp": _MLP, "gbt-reference": _GBTReference}
+# Options a kind takes; one that only another kind takes is ignored, so a caller (the CLI) can pass
+# one set for every kind; one that no kind takes is refused.
+PREDICTOR_OPTIONS = {"logistic": ("C", "max_iter"), "mlp": ("hidden", "alpha", "max_iter"),
+                     "gbt-reference": ("max_iter", "learning_rate")}
 
 
 # -- the fitted stage ------------------------------------------------------------------------
@@ -320,6 +330,12 @@ def _fit_stage(kind, X, y, groups, folds, seed, options) -> StageFit:
         raise PolicyError(f"predictor {kind!r}: use one of {', '.join(PREDICTORS)}")
     if int(folds) < 2:
         raise PolicyError(f"folds={folds}: cross-validation needs at least 2")
+    known = {name for names in PREDICTOR_OPTIONS.values() for name in names}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise PolicyError(f"predictor option {unknown[0]!r} is unknown: {kind} takes "
+                          f"{', '.join(PREDICTOR_OPTIONS[kind])}")
+    options = {k: v for k, v in options.items() if k in PREDICTOR_OPTIONS[kind]}
     X = _features(X)
     n = X.shape[0]
     y = _labels(y, n)
