@@ -76,7 +76,7 @@ class _Constant:
     rate: float
 
     def raw(self, X):
-        return np.full(X.shape[0], _sigmoid(np.array([_logit(self.rate)]))[0])
+        return np.full(X.shape[0], self.rate)
 
     def engine_weights(self, n_features, hidden):
         return (np.zeros((hidden, n_features)), np.zeros(hidden), np.zeros(hidden),
@@ -176,13 +176,13 @@ class StageFit:
     """One stage's calibrated predictor. Arrays are aligned with the rows given to `fit_stage`.
 
     oof_p: calibrated p̂ for every row — cross-fitted out of fold on labelled rows, the final
-      model's on unlabelled rows; oof_raw: the uncalibrated scores behind it; y: the labels (NaN =
-      unlabelled); fold: each labelled row's fold (−1 unlabelled); metrics: {auroc, brier, ece, n}
-      out of fold on the labelled rows; folds: folds used (0 for the constant fallback); notes:
-      what was done differently and why (fallbacks, soft labels); iso_x, iso_y: the final isotonic
-      table; model: the final fitted predictor (`model.pipeline` is the scikit-learn estimator),
-      None for the constant fallback; calibrator: the final sklearn IsotonicRegression (None for
-      the fallback); constant: the rate when the fallback was used.
+      model's on unlabelled rows; oof_raw: the uncalibrated scores behind it;
+    y: the labels (NaN = unlabelled); fold: each row's CV fold (−1: unlabelled, or no CV);
+    metrics: {auroc, brier, ece, n} out of fold on the labelled rows; folds: folds used (0 for the
+      constant fallback); notes: what was done differently and why (fallbacks, soft labels);
+    iso_x, iso_y: the final isotonic table; model: the final fitted predictor (`model.pipeline` is
+      the scikit-learn estimator), None for the constant fallback; calibrator: the final sklearn
+      IsotonicRegression (None for the fallback); constant: the rate when the fallback was used.
     """
 
     kind: str
@@ -303,9 +303,8 @@ def _constant_fit(kind, X, y, rate, reason, notes) -> StageFit:
     notes.append(f"constant predictor at the observed acceptance rate {rate:.4g}: {reason}")
     n = X.shape[0]
     p = np.full(n, rate)
-    labelled = ~np.isnan(y)
     return StageFit(kind=kind, n_features=X.shape[1], oof_p=p, oof_raw=p.copy(), y=y,
-                    fold=np.where(labelled, 0, -1), metrics=stage_metrics(y, p), folds=0,
+                    fold=np.full(n, -1, dtype=np.int64), metrics=stage_metrics(y, p), folds=0,
                     notes=tuple(notes), iso_x=np.array([0.5]), iso_y=np.array([rate]), model=None,
                     constant=rate)
 

@@ -145,7 +145,7 @@ def test_degenerate_stages_fall_back_to_a_constant_at_the_observed_rate(kind, ca
     else:
         X, y = np.random.default_rng(0).normal(size=(10, 3)), np.full(10, np.nan)
     fit = fit_stage(kind, X, y)
-    assert fit.constant == pytest.approx(rate) and fit.folds == 0
+    assert fit.constant == pytest.approx(rate) and fit.folds == 0 and (fit.fold == -1).all()
     assert any(reason in note for note in fit.notes)
     np.testing.assert_allclose(fit.oof_p, rate)
     assert fit.metrics["auroc"] in (None, 0.5)
