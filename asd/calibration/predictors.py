@@ -40,8 +40,8 @@ from asd.calibration.metrics import best_single_feature, ece, reliability_plot, 
 from asd.engine.policy import Predictor
 from asd.errors import PolicyError
 
-__all__ = ["PREDICTORS", "StageFit", "best_single_feature", "ece", "fit_stage", "reliability_plot",
-           "stack_predictor"]
+__all__ = ["PREDICTORS", "PREDICTOR_OPTIONS", "StageFit", "best_single_feature", "ece", "fit_stage",
+           "group_folds", "reliability_plot", "stack_predictor"]
 
 MLP_HIDDEN = 128  # the research protocol's QualityPredictor: Linear(F, 128) → ReLU → Linear(128, 1)
 _LOGIT_CLIP = 1e-12  # a constant predictor's bias is logit(rate) with rate clipped away from 0 and 1
