@@ -18,7 +18,12 @@ no pessimism). Near-ties (1e-12 relative) resolve to stop. So a risk-averse poli
 Monotonicity: continuation is concave in λ (a minimum of lines) and non-negative at λ = 0
 while the stop cost is linear through 0, so each (tier, bin) stops on an interval [0, λ*]:
 from any start tier, every request's stopping tier is non-decreasing in λ. The stage-0
-argmin over start tiers is optimal but need not be monotone in λ (tests show a case).
+argmin over start tiers is optimal but need not be monotone in λ (tests show a case), so
+`search.search_lambda` holds the start table fixed while it bisects.
+
+Cold starts: trans0[s] maps prompt bins to the bins a request has at s when it STARTED there
+(no earlier answers; `tables.build_tables(start_p_hat=...)`). The stop table is shared between
+that state and the climbed one: a bin is a range of calibrated P(accept), the same in both.
 """
 
 from __future__ import annotations
@@ -92,6 +97,24 @@ def walk_bins_nb(prompt_bins, tier_bins, start, stop, out_start, out_stop):
         k = n_tiers - 1
         for i in range(s, n_tiers - 1):
             if stop[i, tier_bins[r, i]]:
+                k = i
+                break
+        out_start[r] = s
+        out_stop[r] = k
+
+
+@njit(cache=True)
+def walk_bins_cold_nb(prompt_bins, tier_bins, cold_bins, start, stop, out_start, out_stop):
+    """As walk_bins_nb, for requests whose state at a skipped-to start tier s > 0 is the cold
+    one (no answers from tiers below s): the stop decision at s reads cold_bins[r, s], every
+    later tier reads tier_bins (the request has climbed from s by then)."""
+    n_requests, n_tiers = tier_bins.shape
+    for r in range(n_requests):
+        s = start[prompt_bins[r]]
+        k = n_tiers - 1
+        for i in range(s, n_tiers - 1):
+            b = cold_bins[r, i] if (i == s and s > 0) else tier_bins[r, i]
+            if stop[i, b]:
                 k = i
                 break
         out_start[r] = s

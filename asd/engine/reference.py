@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 
 from asd.engine.decide_nb import (
-    KIND, LOGISTIC, N_BINS, N_EDGES, N_FEATURES, N_HIDDEN, N_KNOTS_MAX, N_PROMPT_BINS, N_ROWS,
+    IDENTITY, KIND, LOGISTIC, OFF_FEATURE_COUNTS, N_BINS, N_EDGES, N_FEATURES, N_HIDDEN, N_KNOTS_MAX, N_PROMPT_BINS, N_ROWS,
     NON_FINITE, N_TIERS, OFF_B1, OFF_B2, OFF_BIN_COUNTS, OFF_EDGES, OFF_ISO_X, OFF_ISO_Y, OFF_KNOT_COUNTS,
     OFF_START, OFF_STOP, OFF_W1, OFF_W2,
 )
@@ -63,6 +63,16 @@ def walk_bins(prompt_bins, tier_bins, start, stop, out_start, out_stop):
         out_stop[r] = k
 
 
+def walk_bins_cold(prompt_bins, tier_bins, cold_bins, start, stop, out_start, out_stop):
+    n_requests, n_tiers = tier_bins.shape
+    for r in range(n_requests):
+        s = start[prompt_bins[r]]
+        bins = [cold_bins[r, i] if (i == s and s > 0) else tier_bins[r, i] for i in range(n_tiers)]
+        k = next((i for i in range(s, n_tiers - 1) if stop[i, bins[i]]), n_tiers - 1)
+        out_start[r] = s
+        out_stop[r] = k
+
+
 def path_totals(out_start, out_stop, tier_values, out):
     for r in range(tier_values.shape[0]):
         total = 0.0
@@ -78,8 +88,9 @@ def sigmoid(z):
     return e / (1.0 + e)
 
 
-def predict_raw(features, r, row, kind, w1, b1, w2, b2):
-    n_features = w1.shape[2]
+def predict_raw(features, r, row, kind, w1, b1, w2, b2, n_features):
+    if kind == IDENTITY:
+        return min(max(features[r, 0], 0.0), 1.0)
     if kind == LOGISTIC:
         z = b1[row, 0]
         for f in range(n_features):
@@ -129,18 +140,18 @@ def unpack(blob, layout):
             shaped(OFF_ISO_X, (rows, knots)), shaped(OFF_ISO_Y, (rows, knots)),
             shaped(OFF_EDGES, (rows, n_edges)), shaped(OFF_STOP, (tiers, bins)),
             shaped(OFF_KNOT_COUNTS, (rows,), layout), shaped(OFF_BIN_COUNTS, (rows,), layout),
-            shaped(OFF_START, (layout[N_PROMPT_BINS],), layout))
+            shaped(OFF_START, (layout[N_PROMPT_BINS],), layout), shaped(OFF_FEATURE_COUNTS, (rows,), layout))
 
 
-def stage_bin(features, r, row, kind, w1, b1, w2, b2, iso_x, iso_y, knot_counts, edges, bin_counts):
-    p = predict_raw(features, r, row, kind, w1, b1, w2, b2)
+def stage_bin(features, r, row, kind, w1, b1, w2, b2, iso_x, iso_y, knot_counts, edges, bin_counts, feature_counts):
+    p = predict_raw(features, r, row, kind, w1, b1, w2, b2, feature_counts[row])
     p = isotonic(p, iso_x, iso_y, row, knot_counts[row])
     return bin_of(p, edges, row, bin_counts[row])
 
 
 def predict_packed(blob, layout, row, x):
-    w1, b1, w2, b2, iso_x, iso_y, edges, stop, knot_counts, bin_counts, start = unpack(blob, layout)
-    p = predict_raw(x.reshape(1, -1), 0, row, layout[KIND], w1, b1, w2, b2)
+    w1, b1, w2, b2, iso_x, iso_y, edges, stop, knot_counts, bin_counts, start, counts = unpack(blob, layout)
+    p = predict_raw(x.reshape(1, -1), 0, row, layout[KIND], w1, b1, w2, b2, counts[row])
     return isotonic(p, iso_x, iso_y, row, knot_counts[row])
 
 
@@ -152,15 +163,17 @@ def check_finite(x):
 
 def stop_packed(blob, layout, tier, x):
     check_finite(x)
-    w1, b1, w2, b2, iso_x, iso_y, edges, stop, knot_counts, bin_counts, start = unpack(blob, layout)
-    b = stage_bin(x.reshape(1, -1), 0, tier + 1, layout[KIND], w1, b1, w2, b2, iso_x, iso_y, knot_counts, edges, bin_counts)
+    w1, b1, w2, b2, iso_x, iso_y, edges, stop, knot_counts, bin_counts, start, counts = unpack(blob, layout)
+    b = stage_bin(x.reshape(1, -1), 0, tier + 1, layout[KIND], w1, b1, w2, b2, iso_x, iso_y, knot_counts, edges, bin_counts,
+                  counts)
     return bool(stop[tier, b] != 0.0)
 
 
 def start_packed(blob, layout, x):
     check_finite(x)
-    w1, b1, w2, b2, iso_x, iso_y, edges, stop, knot_counts, bin_counts, start = unpack(blob, layout)
-    b0 = stage_bin(x.reshape(1, -1), 0, 0, layout[KIND], w1, b1, w2, b2, iso_x, iso_y, knot_counts, edges, bin_counts)
+    w1, b1, w2, b2, iso_x, iso_y, edges, stop, knot_counts, bin_counts, start, counts = unpack(blob, layout)
+    b0 = stage_bin(x.reshape(1, -1), 0, 0, layout[KIND], w1, b1, w2, b2, iso_x, iso_y, knot_counts, edges, bin_counts,
+                  counts)
     return int(start[b0])
 
 
@@ -175,7 +188,7 @@ def start_batch_packed(blob, layout, features, out):
 
 
 def bins_batch_packed(blob, layout, rows, features, out):
-    w1, b1, w2, b2, iso_x, iso_y, edges, stop, knot_counts, bin_counts, start = unpack(blob, layout)
+    w1, b1, w2, b2, iso_x, iso_y, edges, stop, knot_counts, bin_counts, start, counts = unpack(blob, layout)
     for r in range(features.shape[0]):
         out[r] = stage_bin(features, r, int(rows[r]), layout[KIND], w1, b1, w2, b2, iso_x, iso_y,
-                           knot_counts, edges, bin_counts)
+                           knot_counts, edges, bin_counts, counts)
