@@ -27,6 +27,7 @@ def test_found_lambda_meets_tau_max_and_a_larger_lambda_exceeds_it(ladder, stati
     tau_max = 0.5 * (stat(0.0) + stat(1e9))
     found = search_lambda(policy, None, tier_bins, latency, tau_max, statistic=statistic)
     assert found.status == "ok"
+    stat.start_lam = found.start_lam  # the start table the search settled on (pinned or not)
     assert found.statistic <= tau_max and stat(found.lam) == found.statistic
     assert stat(found.lam_infeasible) > tau_max
     assert found.lam_infeasible - found.lam <= 1e-6 * found.lam_infeasible
@@ -60,6 +61,7 @@ def test_target_share_mode_caps_the_share_reaching_the_last_tier(ladder):
     reach_last = (policy.walk(None, tier_bins).stop == 3).mean()
     assert reach_last == found.statistic
     stat = ArrayStatistic(policy, None, tier_bins, None, "share_last")
+    stat.start_lam = found.start_lam
     assert stat(found.lam_infeasible) > 0.2
 
 
