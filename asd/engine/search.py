@@ -312,7 +312,7 @@ def distinct_policies(policy, lam_lo: float = 0.0, lam_hi: float | None = None, 
             seen[lam] = (*_decision_key(policy), policy.stop_table.copy(), policy.start_table.copy())
         return seen[lam]
 
-    floor = 1e-12 * max(lam_hi, 1.0)  # below this a λ-gap is numerical noise
+    floor = 1e-12  # an absolute λ-gap below which splitting stops (the descent toward λ = 0)
     stack = [(lam_lo, lam_hi)]
     while stack:
         a, b = stack.pop()

@@ -43,7 +43,7 @@ def test_distinct_policies_match_a_dense_lambda_grid(seed, with_prompt, risk):
     assert policy.lam == 3.0  # left as it was
     assert pieces[0].lam_lo == 0.0 and pieces[-1].lam_hi == lam_hi
     for a, b in zip(pieces, pieces[1:]):  # ordered, adjacent, and each one a real change
-        assert a.lam_hi < b.lam_lo and b.lam_lo - a.lam_hi <= 1e-9 * b.lam_lo + 1e-12 * lam_hi
+        assert a.lam_hi < b.lam_lo and b.lam_lo - a.lam_hi <= 1e-9 * b.lam_lo + 1e-12
         assert not (np.array_equal(a.stop_table, b.stop_table) and np.array_equal(a.start_table, b.start_table))
     keys = [p.stop_table.tobytes() + p.start_table.tobytes() for p in pieces]
     grid = np.concatenate([[0.0], np.geomspace(1e-4, lam_hi, 3000)])
@@ -56,6 +56,10 @@ def test_distinct_policies_match_a_dense_lambda_grid(seed, with_prompt, risk):
             assert tables_at(policy, lam) in (keys[k], keys[k + 1]), lam
     # every table the grid sees is one of the pieces
     assert {tables_at(policy, lam) for lam in grid} <= set(keys)
+    # the default range (up to LAMBDA_CAP) finds the same pieces below lam_hi
+    wide = distinct_policies(policy)
+    assert [p.stop_table.tobytes() + p.start_table.tobytes() for p in wide[:len(pieces)]] == keys
+    assert wide[len(pieces) - 1].lam_hi >= lam_hi or len(wide) == len(pieces)
 
 
 @settings(max_examples=10, deadline=None)
