@@ -344,6 +344,9 @@ class Policy:
         """
         from asd.engine.tables import build_tables
 
+        for name, value in (("p_hat", "oof_p"), ("prompt_p", "oof_prompt_p"), ("start_p_hat", "oof_cold_p")):
+            if name in table_options:
+                raise PolicyError(f"{name}: from_calibration builds it from {value}")
         unknown = sorted(set(table_options) - set(TABLE_OPTIONS))
         if unknown:
             raise PolicyError(f"unknown table option {', '.join(map(repr, unknown))}: valid options are "
@@ -368,9 +371,6 @@ class Policy:
                               else "prompt_x given but the predictor has no prompt stage (has_prompt=False)")
         if (cold_x is None) != (oof_cold_p is None):
             raise PolicyError("cold_x and oof_cold_p come together: pass both for cold starts, or neither")
-        for name, value in (("p_hat", "oof_p"), ("prompt_p", "oof_prompt_p"), ("start_p_hat", "oof_cold_p")):
-            if name in table_options:
-                raise PolicyError(f"{name}: from_calibration builds it from {value}")
         rows_of = (lambda i: i) if predictor.n_rows == n_tiers and not predictor.has_prompt else (lambda i: i + 1)
         checks = [(f"tier {i}", rows_of(i), tier_x[:, i], oof_p[:, i]) for i in range(n_tiers)]
         if prompt_x is not None:
@@ -600,7 +600,7 @@ class Policy:
         bad = ~np.isfinite(accepted) | (accepted < 0) | (accepted > 1)
         if bad.any():
             i = int(np.argmax(bad))
-            raise PolicyError(f"update: accepted[{i}] = {accepted[i]!r}: must be 1/0 or a quality in [0, 1]")
+            raise PolicyError(f"update: accepted[{i}] = {float(accepted[i])!r}: must be 1/0 or a quality in [0, 1]")
         if features is not None:
             x = self._features(features, 2)
             if x.shape[0] != m:
