@@ -131,7 +131,6 @@ class ArrayStatistic:
         self.policy = policy
         self.prompt_bins, self.tier_bins, self.cold_bins = policy.check_bins(prompt_bins, tier_bins, cold_bins)
         self.start_lam = None  # None: start table optimal at each λ; else pinned to this λ's
-        self.history: list[tuple[float, float]] = []
         n, n_tiers = self.tier_bins.shape
         if n == 0:
             raise PolicyError("no requests to search λ over")
@@ -160,8 +159,15 @@ class ArrayStatistic:
         key = p.stop_table.tobytes() + p.start_table.tobytes()
         if key not in self._seen:
             self._seen[key] = self._evaluate(p)
-        self.history.append((float(lam), self._seen[key]))
         return self._seen[key]
+
+    def at(self, lam: float, start_lam: float | None) -> float:
+        """The statistic with the start table pinned to start_lam's (None: λ's own)."""
+        self.start_lam = start_lam
+        try:
+            return self(lam)
+        finally:
+            self.start_lam = None
 
     def _evaluate(self, p) -> float:
         if self.cold_bins is None:
@@ -204,23 +210,34 @@ def _non_monotone_note(history) -> str | None:
     return None
 
 
-def search_pinned(stat: ArrayStatistic, target: float, *, lam_hi: float, rel_tol: float) -> LambdaSearch:
-    """Largest λ within target for an ArrayStatistic whose policy has a stage 0 (see the module
-    docstring): bisection with the start table pinned, repeated until the start table optimal
-    at the λ found is the pinned one. Leaves the policy solved at the result."""
-    policy = stat.policy
-    stat.start_lam = None
-    naive = bisect_lambda(stat, target, lam_hi=lam_hi, rel_tol=rel_tol)
+def search_pinned(policy, statistic: Callable[[float, float | None], float], target: float, *,
+                  lam_hi: float | None = None, rel_tol: float = 1e-6,
+                  quality: Callable[[float, float | None], float] | None = None) -> LambdaSearch:
+    """Largest λ within target for a policy with a stage 0 (see the module docstring):
+    bisection with the start table pinned, repeated until the start table optimal at the λ
+    found is the pinned one. statistic(lam, start_lam) must evaluate the policy as
+    `policy.solve(lam, start_lam=start_lam)` leaves it (start_lam None: unpinned) and be
+    non-decreasing in lam for a fixed start_lam (depth is, from any fixed start table).
+    quality(lam, start_lam), optional, ranks candidates when no fixed point is reached (else
+    the one using most of the target). Leaves the policy solved at the result."""
+    history: list[tuple[float, float]] = []
+
+    def unpinned(lam):
+        value = statistic(lam, None)
+        history.append((float(lam), float(value)))
+        return value
+
+    naive = bisect_lambda(unpinned, target, lam_hi=lam_hi, rel_tol=rel_tol)
     evaluations = naive.evaluations
     if naive.status == "infeasible":  # λ = 0: every request stops where it starts, cheapest starts
+        policy.solve(0.0)
         return replace(naive, start_lam=0.0)
-    falling = _non_monotone_note(stat.history)
+    falling = _non_monotone_note(history)
     ref = naive.lam
     candidates = []
     for _ in range(MAX_PINS):
-        stat.start_lam = ref
         pinned_start = policy.solve(ref).start_table.copy()
-        found = bisect_lambda(stat, target, lam_hi=lam_hi, rel_tol=rel_tol)
+        found = bisect_lambda(lambda lam, ref=ref: statistic(lam, ref), target, lam_hi=lam_hi, rel_tol=rel_tol)
         evaluations += found.evaluations
         if found.status == "infeasible":  # this start table is too deep even at λ = 0
             ref = 0.0
@@ -231,12 +248,13 @@ def search_pinned(stat: ArrayStatistic, target: float, *, lam_hi: float, rel_tol
             found = replace(found, start_lam=found.lam)  # a fixed point: the plain optimum at λ
             break
         ref = found.lam
-    else:  # no fixed point: the candidate the tables expect to answer best (each meets the target)
-        found = max(candidates, key=lambda c: (stat.expected_acceptance(c.lam, c.start_lam), -c.statistic))
+    else:  # no fixed point: every candidate meets the target; take the best expected answer
+        rank = ((lambda c: (quality(c.lam, c.start_lam), -c.statistic)) if quality is not None
+                else (lambda c: (c.statistic, c.lam)))
+        found = max(candidates, key=rank)
         note = (f"start table pinned to the one optimal at λ={found.start_lam:.6g}: the optimal start table "
                 f"at λ={found.lam:.6g} differs (stage 0 is not monotone in λ)")
         found = replace(found, warning=note if falling is None else f"{note}; {falling}")
-    stat.start_lam = None
     policy.solve(found.lam, start_lam=found.start_lam)
     if found.warning is None and falling is not None:
         found = replace(found, warning=f"unpinned search saw the {falling}; the result pins nothing")
@@ -254,7 +272,7 @@ def search_lambda(policy, prompt_bins, tier_bins, tier_values, target: float, *,
     (`Policy.cold_tier_bins`), needed when the tables were built with start_p_hat."""
     stat = ArrayStatistic(policy, prompt_bins, tier_bins, tier_values, statistic, cold_bins)
     scale = float(np.mean(stat.tier_values.sum(axis=1))) or 1.0
-    found = search_pinned(stat, target, lam_hi=scale, rel_tol=rel_tol)
+    found = search_pinned(policy, stat.at, target, lam_hi=scale, rel_tol=rel_tol, quality=stat.expected_acceptance)
     return replace(found, always_first=stat.fixed_tier(True), always_last=stat.fixed_tier(False))
 
 
@@ -265,7 +283,8 @@ def search_lambda_share(policy, prompt_bins, tier_bins, max_share: float, *,
     if not 0.0 <= max_share <= 1.0:
         raise PolicyError(f"max_share={max_share}: must be a fraction in [0, 1]")
     stat = ArrayStatistic(policy, prompt_bins, tier_bins, None, "share_last", cold_bins)
-    return search_pinned(stat, max_share, lam_hi=float(np.max(policy.tables.c0)) + 1.0, rel_tol=rel_tol)
+    return search_pinned(policy, stat.at, max_share, lam_hi=float(np.max(policy.tables.c0)) + 1.0, rel_tol=rel_tol,
+                         quality=stat.expected_acceptance)
 
 
 # -- every distinct policy over a λ range, and the quality-target search ----------------------

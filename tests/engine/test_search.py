@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from asd.engine.search import ArrayStatistic, bisect_lambda, search_lambda, search_lambda_share
+from asd.engine.search import ArrayStatistic, bisect_lambda, search_lambda, search_lambda_share, search_pinned
 from asd.engine.tables import build_tables
 from asd.errors import PolicyError
 from tests.engine.test_policy import make_policy
@@ -167,3 +167,22 @@ def test_stage0_search_result_meets_tau_max_and_is_the_boundary_for_its_start_ta
     assert stat(found.lam) == found.statistic <= tau_max
     if found.status == "ok":
         assert stat(found.lam_infeasible) > tau_max
+
+
+def test_search_pinned_takes_any_statistic_callback_that_solves_with_the_pinned_start():
+    """The simulator's form: a callback that replays at (λ, start_lam) itself."""
+    policy = counterexample_policy()
+    tier_bins = np.array([[0, 0], [1, 0]] * 50)
+    latency = np.tile([1.0, 3.0], (100, 1))
+    calls = []
+
+    def replay_mean_latency(lam, start_lam):
+        calls.append(start_lam)
+        return policy.solve(lam, start_lam=start_lam).walk(None, tier_bins).totals(latency).mean()
+
+    found = search_pinned(policy, replay_mean_latency, 1.5, lam_hi=4.0)
+    assert any(c is not None for c in calls)  # it did pin
+    assert found.status == "ok" and found.statistic <= 1.5 and found.start_lam != found.lam
+    assert policy.lam == found.lam and policy.start_lam == found.start_lam
+    assert policy.walk(None, tier_bins).totals(latency).mean() == found.statistic
+    assert replay_mean_latency(found.lam_infeasible, found.start_lam) > 1.5
