@@ -1,5 +1,7 @@
 """The Policy: engine tables + predictor weights + the stop/start tables solved for one λ.
-Saved as one versioned file (npz with a JSON header); `asd simulate` and `asd live` load it.
+Saved as one versioned file (npz with a JSON header that carries `meta`: features, cost model,
+provenance, bundle hash); `asd simulate` and `asd live` load it. `update` folds online outcomes
+into the Beta posteriors; `from_calibration` builds it from features and out-of-fold p̂.
 
 How it decides (DESIGN.md, "The decision problem, done right"): the predictor turns a
 request's features after tier i into a calibrated P(accept), which falls into bin b; the

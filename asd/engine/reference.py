@@ -7,7 +7,8 @@ from __future__ import annotations
 import math
 
 from asd.engine.decide_nb import (
-    IDENTITY, KIND, LOGISTIC, OFF_FEATURE_COUNTS, N_BINS, N_EDGES, N_FEATURES, N_HIDDEN, N_KNOTS_MAX, N_PROMPT_BINS, N_ROWS,
+    IDENTITY, KIND, LOGISTIC, OFF_FEATURE_COUNTS,
+    N_BINS, N_EDGES, N_FEATURES, N_HIDDEN, N_KNOTS_MAX, N_PROMPT_BINS, N_ROWS,
     NON_FINITE, N_TIERS, OFF_B1, OFF_B2, OFF_BIN_COUNTS, OFF_EDGES, OFF_ISO_X, OFF_ISO_Y, OFF_KNOT_COUNTS,
     OFF_START, OFF_STOP, OFF_W1, OFF_W2,
 )
@@ -164,8 +165,8 @@ def check_finite(x):
 def stop_packed(blob, layout, tier, x):
     check_finite(x)
     w1, b1, w2, b2, iso_x, iso_y, edges, stop, knot_counts, bin_counts, start, counts = unpack(blob, layout)
-    b = stage_bin(x.reshape(1, -1), 0, tier + 1, layout[KIND], w1, b1, w2, b2, iso_x, iso_y, knot_counts, edges, bin_counts,
-                  counts)
+    b = stage_bin(x.reshape(1, -1), 0, tier + 1, layout[KIND], w1, b1, w2, b2, iso_x, iso_y, knot_counts, edges,
+                  bin_counts, counts)
     return bool(stop[tier, b] != 0.0)
 
 

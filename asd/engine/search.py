@@ -8,8 +8,9 @@ is not monotone in λ. `search_lambda` therefore bisects with the start table pi
 one optimal at a reference λ), re-solves the start table at the λ found and keeps it when it is
 the same table (a fixed point: the plain optimum at λ); otherwise it re-pins at the new λ and
 repeats, and after MAX_PINS rounds returns, among the pinned candidates, the one with the
-highest expected acceptance under the tables (`start_lam` != `lam`, `warning` set). Either way the returned policy's statistic was evaluated on the data and is <= τ_max,
-and λ is the largest (to rel_tol) for the start table it uses.
+highest expected acceptance under the tables (`start_lam` != `lam`, `warning` set). Either way
+the returned policy's statistic was evaluated on the data and is <= τ_max, and λ is the largest
+(to rel_tol) for the start table it uses.
 
 Quality targets: quality is not monotone in λ, so `search_lambda_quality` enumerates every
 distinct policy (`distinct_policies`: the stop/start tables are piecewise constant in λ) and
