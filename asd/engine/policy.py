@@ -25,8 +25,8 @@ from numba.core.errors import NumbaError
 
 from asd import __version__
 from asd.engine import decide_nb as K
-from asd.engine.dp_nb import path_totals_nb, solve_dp_nb, walk_bins_cold_nb, walk_bins_nb
-from asd.engine.tables import EngineTables, parse_risk
+from asd.engine.dp_nb import path_totals_nb, solve_cold_start_nb, solve_dp_nb, walk_bins_cold_nb, walk_bins_nb
+from asd.engine.tables import COLD_FIELDS, EngineTables, parse_risk
 from asd.errors import PolicyError
 
 POLICY_FORMAT = "asd.policy"
@@ -279,6 +279,7 @@ class Policy:
         gamma = parse_risk(risk)
         self.risk = "mean" if gamma is None else gamma
         self.q_stop, self.q_mean = tables.quality(self.risk)
+        self.q_stop_cold, self.q_mean_cold = tables.quality_cold(self.risk)
         n_bins, n_prompt_bins = tables.n_bins, tables.n_prompt_bins
         self.stop_table = np.zeros((n_tiers, n_bins), dtype=np.uint8)
         self.value_table = np.zeros((n_tiers, n_bins))
@@ -286,9 +287,12 @@ class Policy:
         self._vmean = np.zeros((n_tiers, n_bins))
         self.start_table = np.zeros(n_prompt_bins, dtype=np.int64)
         self.value0 = np.zeros(n_prompt_bins)
+        # the cold-start state (a request that started at tier s, skipping the tiers below)
+        self.stop_cold_table = np.zeros((n_tiers, n_bins), dtype=np.uint8)
+        self.value_cold_table = np.zeros((n_tiers, n_bins))
+        self._vmean_cold = np.zeros((n_tiers, n_bins))
         # scratch for a start table solved at another λ (solve(lam, start_lam=...))
-        self._scratch = tuple(np.zeros_like(a) for a in (self.stop_table, self.value_table, self.continue_table,
-                                                          self._vmean, self.start_table, self.value0))
+        self._scratch = tuple(np.zeros_like(a) for a in self._outputs())
         self._pack()
         self._n_features = predictor.n_features
         self._n_prompt_features = predictor.n_prompt_features
@@ -300,6 +304,20 @@ class Policy:
         self.solve(lam, start_lam=start_lam)
 
     # -- construction helpers -------------------------------------------------------------
+    def _outputs(self):
+        return (self.stop_table, self.value_table, self.continue_table, self._vmean, self.start_table, self.value0,
+                self.stop_cold_table, self.value_cold_table, self._vmean_cold)
+
+    def _solve_into(self, lam, stop, value, cont, vmean, start, value0, stop_cold, value_cold, vmean_cold) -> None:
+        t = self.tables
+        solve_dp_nb(lam, self.q_stop, self.q_mean, t.trans, t.cnext, t.trans0, t.c0,
+                    stop, value, cont, vmean, start, value0)
+        if t.cold_start:
+            solve_cold_start_nb(lam, self.q_stop_cold, self.q_mean_cold, t.trans_cold, t.cnext_cold, t.trans0, t.c0,
+                                stop, value, vmean, stop_cold, value_cold, vmean_cold, start, value0)
+        else:  # the cold state is priced like the climbed one
+            stop_cold[:], value_cold[:], vmean_cold[:] = stop, value, vmean
+
     def _pack(self) -> None:
         t, p = self.tables, self.predictor
         n_rows, hidden, feats = p.w1.shape
@@ -418,14 +436,12 @@ class Policy:
             raise PolicyError(f"start_lam={start_lam}: must be a finite number >= 0")
         t = self.tables
         if start_lam != lam:
-            solve_dp_nb(start_lam, self.q_stop, self.q_mean, t.trans, t.cnext, t.trans0, t.c0, *self._scratch)
-        solve_dp_nb(lam, self.q_stop, self.q_mean, t.trans, t.cnext, t.trans0, t.c0,
-                    self.stop_table, self.value_table, self.continue_table, self._vmean,
-                    self.start_table, self.value0)
+            self._solve_into(start_lam, *self._scratch)
+        self._solve_into(lam, *self._outputs())
         if start_lam != lam:
             self.start_table[:] = self._scratch[4]
             for b0, s in enumerate(self.start_table):  # the value actually played from that start
-                self.value0[b0] = t.c0[s, b0] + t.trans0[s, b0] @ self.value_table[s]
+                self.value0[b0] = t.c0[s, b0] + t.trans0[s, b0] @ self.value_cold_table[s]
         self._stop_view[:] = self.stop_table
         self._start_view[:] = self.start_table
         self.lam = lam
@@ -433,10 +449,13 @@ class Policy:
         return self
 
     # -- decisions --------------------------------------------------------------------------
-    def decide(self, tier: int, features: np.ndarray) -> bool:
+    def decide(self, tier: int, features: np.ndarray, cold: bool = False) -> bool:
         """Stop at `tier` (0-based) given that tier's features (1-d contiguous float64 array,
-        F long; climbed or cold-start features alike)? The hot path: two cheap checks and one
-        compiled call (which also refuses NaN/inf features), no allocation."""
+        F long)? cold=True at the tier a request started at, skipping the tiers below (its cold
+        features, cold stop table). The hot path: two cheap checks and one compiled call (which
+        also refuses NaN/inf features), no allocation."""
+        if cold and tier != 0:
+            return self._decide_cold(tier, features)
         try:
             if 0 <= tier < self._n_tiers and features.shape[0] == self._n_features:
                 return self._stop_one(self._blob, self._layout, tier, features)
@@ -447,6 +466,13 @@ class Policy:
         raise PolicyError(f"decide(tier={tier!r}, features={_describe(features)}): tier must be in "
                           f"0..{self.n_tiers - 1} and features a 1-d contiguous float64 array of "
                           f"{self._n_features} values")
+
+    def _decide_cold(self, tier, features) -> bool:
+        tier = self._check_tier(tier)
+        x = self._features(features, 1)
+        b = np.empty(1, dtype=np.int64)
+        K.bins_batch_packed_nb(self._blob, self._layout, np.array([tier + 1], dtype=np.int64), x, b)
+        return bool(self.stop_cold_table[tier, b[0]])
 
     def start(self, prompt_features: np.ndarray) -> int:
         """Start tier chosen at stage 0 from prompt features, P long (tier 0 when no prompt
@@ -512,7 +538,8 @@ class Policy:
 
     def walk(self, prompt_bins, tier_bins, cold_bins=None) -> LambdaWalk:
         """Start and stop tier of each request from its precomputed bins, under this λ. A request
-        that starts at s > 0 is decided at s on cold_bins[:, s] and on tier_bins after that.
+        that starts at s > 0 is decided at s on cold_bins[:, s] (cold stop table) and on
+        tier_bins (stop table) after that.
         prompt_bins may be None only when the policy has one prompt bin; cold_bins may be None
         only when the tables are not cold-start tables or no request skips a tier."""
         prompt_bins, tier_bins, cold_bins = self.check_bins(prompt_bins, tier_bins, cold_bins)
@@ -523,7 +550,7 @@ class Policy:
             self.refuse_climbed_bins_for_cold_starts(out_start)
         else:
             walk_bins_cold_nb(prompt_bins, tier_bins, cold_bins, self.start_table, self.stop_table,
-                              out_start, out_stop)
+                              self.stop_cold_table, out_start, out_stop)
         return LambdaWalk(out_start, out_stop)
 
     def refuse_climbed_bins_for_cold_starts(self, out_start) -> None:
@@ -583,14 +610,16 @@ class Policy:
         return x
 
     # -- online update ----------------------------------------------------------------------
-    def update(self, tiers, accepted, *, bins=None, features=None) -> Policy:
+    def update(self, tiers, accepted, *, bins=None, features=None, cold=None) -> Policy:
         """Fold observed outcomes into the Beta posteriors (research protocol, extension 3) and
         re-solve at the current λ (and start λ): a new Policy; this one is left as it was.
 
         One row per observation: tiers (M,) the tier that answered, accepted (M,) 1/0 (or a
         quality in [0, 1]), and either bins (M,) the bin its p̂ fell in, or features (M, F) its
-        tier features (binned here with the policy's predictor). Only alpha, beta and n_obs
-        change: transitions and costs stay as calibrated (refit for those).
+        tier features (binned here with the policy's predictor). cold (M,) bool marks answers
+        given at a tier the request started at cold (they update the cold posteriors; tier 0
+        is one state). Only the Beta posteriors and counts change: transitions and costs stay
+        as calibrated (refit for those).
         meta["online_updates"] counts the observations folded in so far."""
         if (bins is None) == (features is None):
             raise PolicyError("update: pass exactly one of bins= or features= for the observations")
@@ -614,13 +643,20 @@ class Policy:
             raise PolicyError(f"update: bins have shape {bins.shape}: expected ({m},)")
         if m and (bins.min() < 0 or bins.max() >= self.tables.n_bins):
             raise PolicyError(f"update: bins must lie in 0..{self.tables.n_bins - 1}")
+        cold = np.zeros(m, dtype=bool) if cold is None else np.asarray(cold, dtype=bool)
+        if cold.shape != (m,):
+            raise PolicyError(f"update: cold has shape {cold.shape}: expected ({m},)")
         t = self.tables
-        alpha, beta, n_obs = t.alpha.copy(), t.beta.copy(), t.n_obs.copy()
-        np.add.at(alpha, (tiers, bins), accepted)
-        np.add.at(beta, (tiers, bins), 1.0 - accepted)
-        np.add.at(n_obs, (tiers, bins), 1.0)
+        new = {}
+        for suffix, rows in (("", ~cold | (tiers == 0)), ("_cold", cold | (tiers == 0))):
+            alpha, beta, n_obs = (getattr(t, name + suffix).copy() for name in ("alpha", "beta", "n_obs"))
+            at = (tiers[rows], bins[rows])
+            np.add.at(alpha, at, accepted[rows])
+            np.add.at(beta, at, 1.0 - accepted[rows])
+            np.add.at(n_obs, at, 1.0)
+            new.update({"alpha" + suffix: alpha, "beta" + suffix: beta, "n_obs" + suffix: n_obs})
         meta = dict(self.meta, online_updates=int(self.meta.get("online_updates", 0)) + m)
-        return Policy(replace(t, alpha=alpha, beta=beta, n_obs=n_obs), self.predictor, lam=self.lam,
+        return Policy(replace(t, **new), self.predictor, lam=self.lam,
                       risk=self.risk, tier_names=self.tier_names, meta=meta, start_lam=self.start_lam)
 
     # -- compatibility ----------------------------------------------------------------------
@@ -665,10 +701,11 @@ class Policy:
         path = Path(path)
         t, p = self.tables, self.predictor
         arrays = {f"tables.{k}": getattr(t, k) for k in
-                  ("edges", "edges0", "alpha", "beta", "n_obs", "trans", "trans0", "cnext", "c0")}
+                  ("edges", "edges0", "alpha", "beta", "n_obs", "trans", "trans0", "cnext", "c0") + COLD_FIELDS}
         arrays.update({f"predictor.{k}": getattr(p, k) for k in
                        ("w1", "b1", "w2", "b2", "iso_x", "iso_y", "knot_counts", "feature_counts")})
-        arrays.update({"solved.stop": self.stop_table, "solved.start": self.start_table})
+        arrays.update({"solved.stop": self.stop_table, "solved.start": self.start_table,
+                       "solved.stop_cold": self.stop_cold_table})
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
@@ -709,7 +746,8 @@ class Policy:
         except (KeyError, TypeError, IndexError) as exc:
             raise PolicyError(f"policy file {path} is incomplete: missing {exc}") from None
         if not (np.array_equal(policy.stop_table, arrays["solved.stop"])
-                and np.array_equal(policy.start_table, arrays["solved.start"])):
+                and np.array_equal(policy.start_table, arrays["solved.start"])
+                and np.array_equal(policy.stop_cold_table, arrays["solved.stop_cold"])):
             raise PolicyError(f"policy file {path}: stored stop tables disagree with a re-solve at λ={policy.lam}")
         try:
             policy.check_compatible(expect_tiers, expect_params_b, expect_content_hash)

@@ -55,6 +55,40 @@ def solve_dp(lam, q_stop, q_mean, trans, cnext, trans0, c0, stop, value, cont, v
         value0[b0] = played
 
 
+def solve_cold_start(lam, q_stop_cold, q_mean_cold, trans_cold, cnext_cold, trans0, c0,
+                     stop, value, vmean, stop_cold, value_cold, vmean_cold, start, value0):
+    n_tiers, n_bins = q_mean_cold.shape
+    stop_cold[0], value_cold[0], vmean_cold[0] = stop[0], value[0], vmean[0]
+    for s in range(1, n_tiers):
+        for b in range(n_bins):
+            stop_mean = lam * (1.0 - q_mean_cold[s, b])
+            if s == n_tiers - 1:
+                stop_cold[s, b], value_cold[s, b], vmean_cold[s, b] = 1, stop_mean, stop_mean
+                continue
+            ahead_mean = ahead_played = 0.0
+            for b2 in range(n_bins):
+                ahead_mean += trans_cold[s, b, b2] * vmean[s + 1, b2]
+                ahead_played += trans_cold[s, b, b2] * value[s + 1, b2]
+            c = cnext_cold[s, b] + ahead_mean
+            vmean_cold[s, b] = stop_mean if stop_mean * TIE_LOW <= c * TIE_HIGH else c
+            stops = lam * (1.0 - q_stop_cold[s, b]) * TIE_LOW <= c * TIE_HIGH
+            stop_cold[s, b] = 1 if stops else 0
+            value_cold[s, b] = stop_mean if stops else cnext_cold[s, b] + ahead_played
+    for b0 in range(c0.shape[1]):
+        options = []
+        for s in range(n_tiers):
+            w = c0[s, b0]
+            for b in range(n_bins):
+                w += trans0[s, b0, b] * vmean_cold[s, b]
+            options.append(w)
+        best_s = min(range(n_tiers), key=lambda s: (options[s], s))
+        start[b0] = best_s
+        played = c0[best_s, b0]
+        for b in range(n_bins):
+            played += trans0[best_s, b0, b] * value_cold[best_s, b]
+        value0[b0] = played
+
+
 def walk_bins(prompt_bins, tier_bins, start, stop, out_start, out_stop):
     n_requests, n_tiers = tier_bins.shape
     for r in range(n_requests):
@@ -64,12 +98,13 @@ def walk_bins(prompt_bins, tier_bins, start, stop, out_start, out_stop):
         out_stop[r] = k
 
 
-def walk_bins_cold(prompt_bins, tier_bins, cold_bins, start, stop, out_start, out_stop):
+def walk_bins_cold(prompt_bins, tier_bins, cold_bins, start, stop, stop_cold, out_start, out_stop):
     n_requests, n_tiers = tier_bins.shape
     for r in range(n_requests):
         s = start[prompt_bins[r]]
-        bins = [cold_bins[r, i] if (i == s and s > 0) else tier_bins[r, i] for i in range(n_tiers)]
-        k = next((i for i in range(s, n_tiers - 1) if stop[i, bins[i]]), n_tiers - 1)
+        says_stop = [stop_cold[i, cold_bins[r, i]] if (i == s and s > 0) else stop[i, tier_bins[r, i]]
+                     for i in range(n_tiers)]
+        k = next((i for i in range(s, n_tiers - 1) if says_stop[i]), n_tiers - 1)
         out_start[r] = s
         out_stop[r] = k
 

@@ -157,7 +157,7 @@ class ArrayStatistic:
 
     def __call__(self, lam: float) -> float:
         p = self.policy.solve(lam, start_lam=self.start_lam)
-        key = p.stop_table.tobytes() + p.start_table.tobytes()
+        key = p.stop_table.tobytes() + p.start_table.tobytes() + p.stop_cold_table.tobytes()
         if key not in self._seen:
             self._seen[key] = self._evaluate(p)
         return self._seen[key]
@@ -176,7 +176,7 @@ class ArrayStatistic:
             p.refuse_climbed_bins_for_cold_starts(self.out_start)
         else:
             walk_bins_cold_nb(self.prompt_bins, self.tier_bins, self.cold_bins, p.start_table, p.stop_table,
-                              self.out_start, self.out_stop)
+                              p.stop_cold_table, self.out_start, self.out_stop)
         if self.kind == "share_last":
             return float(np.count_nonzero(self.out_stop == self.policy.n_tiers - 1)) / self.out_stop.shape[0]
         path_totals_nb(self.out_start, self.out_stop, self.tier_values, self.totals)
@@ -189,10 +189,11 @@ class ArrayStatistic:
         self._evaluate(p)
         stop = self.out_stop
         rows = np.arange(stop.shape[0])
-        bins = self.tier_bins[rows, stop]
+        q = p.q_mean[stop, self.tier_bins[rows, stop]]
         if self.cold_bins is not None:
-            bins = np.where((stop == self.out_start) & (stop > 0), self.cold_bins[rows, stop], bins)
-        return float(p.q_mean[stop, bins].mean())
+            at_start = (stop == self.out_start) & (stop > 0)
+            q = np.where(at_start, p.q_mean_cold[stop, self.cold_bins[rows, stop]], q)
+        return float(q.mean())
 
     def fixed_tier(self, first: bool) -> float:
         """The statistic if every request ran only tier 0 (first) or every tier (not first)."""
@@ -291,13 +292,15 @@ def search_lambda_share(policy, prompt_bins, tier_bins, max_share: float, *,
 # -- every distinct policy over a λ range, and the quality-target search ----------------------
 
 class DistinctPolicy(NamedTuple):
-    """One piece of λ → (stop table, start table): both tables are these at lam_lo and lam_hi
-    (both solved) and so on all of [lam_lo, lam_hi]; the next piece starts within rel_tol."""
+    """One piece of λ → (stop table, start table, cold stop table): the tables are these at
+    lam_lo and lam_hi (both solved) and so on all of [lam_lo, lam_hi]; the next piece starts
+    within rel_tol. stop_cold_table equals stop_table unless the tables have cold starts."""
 
     lam_lo: float
     lam_hi: float
     stop_table: np.ndarray
     start_table: np.ndarray
+    stop_cold_table: np.ndarray
 
 
 def _decision_key(policy) -> tuple[bytes, bytes]:
@@ -306,8 +309,9 @@ def _decision_key(policy) -> tuple[bytes, bytes]:
     interval [0, λ*], and with them fixed each start option's value is linear in λ, so the
     argmin start tier is the same at both ends only if it is the same in between."""
     mean_stop = (policy.lam * (1.0 - policy.q_mean)) * TIE_LOW <= policy.continue_table * TIE_HIGH
-    tables = policy.stop_table.tobytes() + policy.start_table.tobytes()
-    return tables, tables + np.packbits(mean_stop).tobytes()
+    mean_stop_cold = policy._vmean_cold == policy.lam * (1.0 - policy.q_mean_cold)  # the kernel's exact stop value
+    tables = policy.stop_table.tobytes() + policy.start_table.tobytes() + policy.stop_cold_table.tobytes()
+    return tables, tables + np.packbits(mean_stop).tobytes() + np.packbits(mean_stop_cold).tobytes()
 
 
 def distinct_policies(policy, lam_lo: float = 0.0, lam_hi: float | None = None, *,
@@ -329,7 +333,8 @@ def distinct_policies(policy, lam_lo: float = 0.0, lam_hi: float | None = None, 
     def at(lam):
         if lam not in seen:
             policy.solve(lam)
-            seen[lam] = (*_decision_key(policy), policy.stop_table.copy(), policy.start_table.copy())
+            seen[lam] = (*_decision_key(policy), policy.stop_table.copy(), policy.start_table.copy(),
+                         policy.stop_cold_table.copy())
         return seen[lam]
 
     floor = 1e-12  # an absolute λ-gap below which splitting stops (the descent toward λ = 0)
@@ -351,11 +356,11 @@ def distinct_policies(policy, lam_lo: float = 0.0, lam_hi: float | None = None, 
     policy.solve(keep[0], start_lam=keep[1])
     pieces: list[DistinctPolicy] = []
     for lam in sorted(seen):
-        key, _, stop, start = seen[lam]
+        key, _, stop, start, stop_cold = seen[lam]
         if pieces and key == seen[pieces[-1].lam_lo][0]:
             pieces[-1] = pieces[-1]._replace(lam_hi=lam)
         else:
-            pieces.append(DistinctPolicy(lam, lam, stop, start))
+            pieces.append(DistinctPolicy(lam, lam, stop, start, stop_cold))
     return pieces
 
 
@@ -385,15 +390,16 @@ class QualitySearch:
 
 def model_path_costs(policy, prompt_bins, tier_bins, cold_bins, walk) -> np.ndarray:
     """Per request, the tables' expected cost of the tiers it ran: c0 at its start (by prompt
-    bin), then cnext of each step by the bin it left (the cold bin when leaving the start)."""
+    bin), then cnext of each step by the bin it left (cnext_cold by the cold bin when leaving
+    a skipped-to start tier)."""
     t = policy.tables
-    n = tier_bins.shape[0]
-    rows = np.arange(n)
     cost = t.c0[walk.start, prompt_bins].astype(np.float64)
     for i in range(policy.n_tiers - 1):
         moved = (walk.start <= i) & (walk.stop > i)
-        left = tier_bins[:, i] if cold_bins is None else np.where(walk.start == i, cold_bins[:, i], tier_bins[:, i])
-        cost += np.where(moved, t.cnext[i, left[rows]], 0.0)
+        step = t.cnext[i, tier_bins[:, i]]
+        if cold_bins is not None and i > 0:
+            step = np.where(walk.start == i, t.cnext_cold[i, cold_bins[:, i]], step)
+        cost += np.where(moved, step, 0.0)
     return cost
 
 

@@ -21,6 +21,7 @@ from scipy import stats
 from asd.errors import PolicyError
 
 BINNINGS = ("quantile", "fixed")
+COLD_FIELDS = ("alpha_cold", "beta_cold", "n_obs_cold", "trans_cold", "cnext_cold")
 DEFAULT_MAX_PROMPT_BINS = 10  # prompt-only scores are weak: few, well-filled bins by default
 
 
@@ -32,8 +33,11 @@ class EngineTables:
     n_obs (L, B) labelled observations, trans (L-1, B, B), trans0 (L, B0, B),
     cnext (L-1, B) expected cost of tier i+1 given bin b at tier i, c0 (L, B0) expected cost
     of starting at tier s given prompt bin b0. `notes` lists fallbacks taken (e.g. prior only).
-    cold_start: trans0 maps to the cold-start bins (built with start_p_hat), so walks must be
-    given each request's cold bins at its start tier.
+    cold_start: built with start_p_hat, so trans0 maps prompt bins to cold-start bins, and
+    the cold state has its own alpha_cold/beta_cold/n_obs_cold (L, B) (acceptance by cold bin),
+    trans_cold (L-1, B, B) (cold bin at s → climbed bin at s+1) and cnext_cold (L-1, B); walks
+    must be given each request's cold bins at its start tier. Without start_p_hat the cold
+    arrays are copies of the climbed ones (tier 0 is the same state either way).
     """
 
     edges: np.ndarray
@@ -49,6 +53,20 @@ class EngineTables:
     prior_beta: float = 1.0
     notes: tuple[str, ...] = field(default_factory=tuple)
     cold_start: bool = False
+    alpha_cold: np.ndarray | None = None
+    beta_cold: np.ndarray | None = None
+    n_obs_cold: np.ndarray | None = None
+    trans_cold: np.ndarray | None = None
+    cnext_cold: np.ndarray | None = None
+
+    def __post_init__(self):
+        for name in COLD_FIELDS:  # absent: the cold state is priced like the climbed one
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, np.array(getattr(self, name.removesuffix("_cold")), dtype=np.float64))
+
+    def quality_cold(self, risk: str | float = "mean") -> tuple[np.ndarray, np.ndarray]:
+        """(q_stop, q_mean) of the cold-start state."""
+        return risk_quality(self.alpha_cold, self.beta_cold, risk)
 
     @property
     def n_tiers(self) -> int:
@@ -159,6 +177,27 @@ def _binned_mean(bins, values, n_bins, smoothing):
     return (sums + weight * overall) / (counts + weight)
 
 
+def _beta_counts(bins, accepted, n_bins, prior_alpha, prior_beta, notes=None):
+    """Beta posterior parameters and labelled counts per (tier, bin); NaN labels are skipped."""
+    n_tiers = bins.shape[1]
+    alpha = np.full((n_tiers, n_bins), float(prior_alpha))
+    beta = np.full((n_tiers, n_bins), float(prior_beta))
+    n_obs = np.zeros((n_tiers, n_bins))
+    for i in range(n_tiers):
+        seen = ~np.isnan(accepted[:, i])
+        if not seen.any():
+            if notes is not None:
+                msg = f"tier {i}: no observed acceptance; using the Beta({prior_alpha:g}, {prior_beta:g}) prior"
+                notes.append(msg)
+                warnings.warn(msg, stacklevel=3)
+            continue
+        b, a = bins[seen, i], accepted[seen, i]
+        alpha[i] += np.bincount(b, weights=a, minlength=n_bins)
+        beta[i] += np.bincount(b, weights=1.0 - a, minlength=n_bins)
+        n_obs[i] = np.bincount(b, minlength=n_bins)
+    return alpha, beta, n_obs
+
+
 def build_tables(
     p_hat,
     accepted,
@@ -225,20 +264,7 @@ def build_tables(
     edges = np.stack([make_edges(p_hat[:, i], n_bins, binning) for i in range(n_tiers)])
     bins = np.stack([bin_index(p_hat[:, i], edges[i]) for i in range(n_tiers)], axis=1)
 
-    alpha = np.full((n_tiers, n_bins), float(prior_alpha))
-    beta = np.full((n_tiers, n_bins), float(prior_beta))
-    n_obs = np.zeros((n_tiers, n_bins))
-    for i in range(n_tiers):
-        seen = ~np.isnan(accepted[:, i])
-        if not seen.any():
-            msg = f"tier {i}: no observed acceptance; using the Beta({prior_alpha:g}, {prior_beta:g}) prior"
-            notes.append(msg)
-            warnings.warn(msg, stacklevel=2)
-            continue
-        b, a = bins[seen, i], accepted[seen, i]
-        alpha[i] += np.bincount(b, weights=a, minlength=n_bins)
-        beta[i] += np.bincount(b, weights=1.0 - a, minlength=n_bins)
-        n_obs[i] = np.bincount(b, minlength=n_bins)
+    alpha, beta, n_obs = _beta_counts(bins, accepted, n_bins, prior_alpha, prior_beta, notes)
 
     trans = np.zeros((max(n_tiers - 1, 0), n_bins, n_bins))
     cnext = np.zeros((max(n_tiers - 1, 0), n_bins))
@@ -263,6 +289,7 @@ def build_tables(
         edges0 = make_edges(prompt_p, b0, binning)
         bins0 = bin_index(prompt_p, edges0)
     start_bins = bins
+    cold = {}
     if start_p_hat is not None:
         start_p_hat = np.asarray(start_p_hat, dtype=np.float64)
         if start_p_hat.shape != p_hat.shape:
@@ -270,6 +297,13 @@ def build_tables(
         _check_probabilities("start_p_hat", start_p_hat)
         start_bins = np.stack([bins[:, 0]] + [bin_index(start_p_hat[:, s], edges[s]) for s in range(1, n_tiers)],
                               axis=1)
+        cold["alpha_cold"], cold["beta_cold"], cold["n_obs_cold"] = _beta_counts(
+            start_bins, accepted, n_bins, prior_alpha, prior_beta)
+        cold["trans_cold"] = trans.copy()
+        cold["cnext_cold"] = cnext.copy()
+        for i in range(1, n_tiers - 1):  # tier 0 is the climbed state: its rows stay
+            cold["trans_cold"][i] = _kernel(start_bins[:, i], bins[:, i + 1], n_bins, n_bins, smoothing)
+            cold["cnext_cold"][i] = _binned_mean(start_bins[:, i], costs[:, i + 1], n_bins, smoothing)
     n_b0 = edges0.shape[0] - 1
     trans0 = np.stack([_kernel(bins0, start_bins[:, s], n_b0, n_bins, smoothing) for s in range(n_tiers)])
     c0 = np.stack([_binned_mean(bins0, start_costs[:, s], n_b0, smoothing) for s in range(n_tiers)])
@@ -280,4 +314,5 @@ def build_tables(
         trans0=np.ascontiguousarray(trans0), cnext=np.ascontiguousarray(cnext),
         c0=np.ascontiguousarray(c0), prior_alpha=float(prior_alpha),
         prior_beta=float(prior_beta), notes=tuple(notes), cold_start=start_p_hat is not None,
+        **{k: np.ascontiguousarray(v) for k, v in cold.items()},
     )

@@ -221,6 +221,16 @@ def test_a_stream_of_rejections_flips_a_stopping_bin_to_continue_and_survives_sa
     assert loaded.meta["online_updates"] == 2000
 
 
+def test_update_folds_cold_start_answers_into_the_cold_posteriors():
+    policy, _, _ = make_policy(np.random.default_rng(13), with_prompt=False)
+    tiers, bins = np.array([0, 2, 2, 3]), np.array([1, 1, 1, 1])
+    updated = policy.update(tiers, np.ones(4), bins=bins, cold=[True, True, False, False])
+    t, u = policy.tables, updated.tables
+    assert u.alpha_cold[2, 1] - t.alpha_cold[2, 1] == 1 and u.alpha[2, 1] - t.alpha[2, 1] == 1
+    assert u.alpha_cold[3, 1] == t.alpha_cold[3, 1] and u.alpha[3, 1] - t.alpha[3, 1] == 1
+    assert u.alpha[0, 1] - t.alpha[0, 1] == 1 == u.alpha_cold[0, 1] - t.alpha_cold[0, 1]  # tier 0: one state
+
+
 def test_bad_update_input_raises_policy_error():
     policy, features, _ = make_policy(np.random.default_rng(12), with_prompt=False)
     with pytest.raises(PolicyError, match="exactly one of bins= or features="):
