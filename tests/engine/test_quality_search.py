@@ -99,3 +99,29 @@ def test_quality_search_defaults_to_the_tables_costs_and_reports_infeasible_targ
         search_lambda_quality(policy, prompt_bins, tier_bins, accepted * np.nan, 0.5)
     with pytest.raises(PolicyError, match="λ range"):
         distinct_policies(policy, 5.0, 1.0)
+
+
+def test_distinct_policies_and_quality_search_cover_the_cold_stop_table():
+    rng = np.random.default_rng(5)
+    n, n_tiers = 600, 3
+    p_hat = rng.random((n, n_tiers)) ** np.array([1.5, 1.0, 0.6])
+    cold_p = np.clip(p_hat + rng.normal(0, 0.2, p_hat.shape), 0, 1)
+    accepted = (rng.random((n, n_tiers)) < p_hat).astype(float)
+    prompt_p = np.clip(p_hat[:, 0] + rng.normal(0, 0.2, n), 0, 1)
+    tables = build_tables(p_hat, accepted, [1.0, 2.0, 4.0], prompt_p=prompt_p, start_p_hat=cold_p, n_bins=4,
+                          n_prompt_bins=3, start_costs=[1.0, 2.5, 4.5])
+    policy = Policy(tables, Predictor.identity(n_tiers, has_prompt=True), lam=3.0)
+    prompt_bins, tier_bins = policy.prompt_bins(prompt_p[:, None]), policy.tier_bins(p_hat[:, :, None])
+    cold_bins = policy.cold_tier_bins(cold_p[:, :, None])
+    pieces = distinct_policies(policy, 0.0, 300.0)
+    key = lambda stop, start, cold: stop.tobytes() + start.tobytes() + cold.tobytes()  # noqa: E731
+    keys = {key(*p[2:]) for p in pieces}
+    for lam in np.geomspace(1e-3, 300.0, 800):
+        policy.solve(lam)
+        assert key(policy.stop_table, policy.start_table, policy.stop_cold_table) in keys
+    found = search_lambda_quality(policy, prompt_bins, tier_bins, np.nan_to_num(accepted), 0.6, cold_bins=cold_bins,
+                                  lam_hi=300.0)
+    walk = policy.walk(prompt_bins, tier_bins, cold_bins)
+    assert np.nan_to_num(accepted)[np.arange(n), walk.stop].mean() == pytest.approx(found.quality)
+    with pytest.raises(PolicyError, match="pass cold_bins"):
+        search_lambda_quality(policy, prompt_bins, tier_bins, np.nan_to_num(accepted), 0.6, lam_hi=300.0)
