@@ -662,9 +662,11 @@ class Policy:
     # -- compatibility ----------------------------------------------------------------------
     def check_compatible(self, tier_names=None, params_b=None, content_hash=None) -> None:
         """Refuse (one PolicyError line naming every difference) a ladder this policy was not
-        calibrated for: tier names, parameter counts (meta["tier_params_b"]), bundle hash
-        (meta["bundle_content_hash"]). Arguments left None are not compared; a trace view (or
-        anything with `tier_names` and `params_b`) may be passed as tier_names."""
+        calibrated for: tier names, parameter counts (meta["tier_params_b"], or the params_b of
+        meta["bundle"]["tiers"] as `asd calibrate` writes them), bundle hash
+        (meta["bundle_content_hash"] or meta["bundle"]["content_hash"]). Arguments left None, or
+        not recorded in meta, are not compared; a trace view (or anything with `tier_names` and
+        `params_b`) may be passed as tier_names."""
         if tier_names is not None and hasattr(tier_names, "tier_names"):
             view = tier_names
             tier_names = list(view.tier_names)
@@ -672,13 +674,17 @@ class Policy:
         problems = []
         if tier_names is not None and list(tier_names) != self.tier_names:
             problems.append(f"tiers {list(tier_names)} != policy tiers {self.tier_names}")
+        bundle = self.meta.get("bundle") if isinstance(self.meta.get("bundle"), dict) else {}
         known = self.meta.get("tier_params_b")
+        if known is None and isinstance(bundle.get("tiers"), list):
+            known = [t.get("params_b") if isinstance(t, dict) else None for t in bundle["tiers"]]
+            known = [np.nan if v is None else v for v in known]
         if params_b is not None and known is not None:
             given = np.asarray(params_b, dtype=np.float64)
             known = np.asarray(known, dtype=np.float64)
             if given.shape != known.shape or not np.allclose(given, known, rtol=1e-6, equal_nan=True):
                 problems.append(f"params_b {given.tolist()} != policy params_b {known.tolist()}")
-        known_hash = self.meta.get("bundle_content_hash")
+        known_hash = self.meta.get("bundle_content_hash", bundle.get("content_hash"))
         if content_hash is not None and known_hash is not None and content_hash != known_hash:
             problems.append(f"bundle hash {content_hash[:12]}… != the calibration bundle's {known_hash[:12]}…")
         if problems:

@@ -168,6 +168,16 @@ def test_a_policy_for_another_ladder_or_bundle_is_refused_in_one_line(tmp_path):
         policy.check_compatible(View())
 
 
+def test_check_compatible_reads_the_bundle_block_asd_calibrate_writes():
+    policy, _, _ = make_policy(np.random.default_rng(14), with_prompt=False)
+    meta = {"bundle": {"content_hash": "ef" * 32, "tiers": [{"name": n, "params_b": p} for n, p in
+                                                            zip(["8B", "13B", "34B", "70B"], [8, 13, 34, 70])]}}
+    policy = Policy(policy.tables, policy.predictor, meta=meta, tier_names=["8B", "13B", "34B", "70B"])
+    policy.check_compatible(["8B", "13B", "34B", "70B"], [8, 13, 34, 70], "ef" * 32)
+    with pytest.raises(PolicyError, match=r"params_b \[8.0, 13.0, 30.0, 70.0\] .*; bundle hash 000000000000…"):
+        policy.check_compatible(None, [8, 13, 30, 70], "0" * 64)
+
+
 def test_a_version_1_policy_file_is_refused_with_a_clear_message(tmp_path):
     policy, _, _ = make_policy(np.random.default_rng(8), with_prompt=False)
     path = policy.save(tmp_path / "policy.npz")
