@@ -37,11 +37,10 @@ import numpy as np
 
 from asd.calibration.profiles import load_hardware_profile, tier_hardware
 from asd.errors import ConfigError, PolicyError, TraceError
+from asd.traces.schema import DEFAULT_DRAFT_ACCEPTANCE, DRAFT_ACCEPTANCE
 from asd.traces.summary import _fill_counts as fill_token_counts  # the inspect oracle's imputation rule
 
 COST_MODELS = ("trace", "profile", "params")
-DRAFT_ACCEPTANCE = ("longest_prefix", "sps_steps")
-DEFAULT_DRAFT_ACCEPTANCE = "longest_prefix"
 COST_MODEL_FORMAT = "asd-cost-model/1"
 PARAMS_HARDWARE = "h100"
 
