@@ -7,9 +7,10 @@ Three models (`COST_MODELS`), chosen by `fit_cost_model(view, kind)`:
   spread. A request's latency is its recorded e2e where present, else the fit's prediction.
 - `profile`: the hardware profile (asd/calibration/data/hardware_profile.json, fitted from Vidur's
   GPU operator timings): the tier's hardware (a100/h100 from the manifest, else h100) and tensor
-  parallelism (manifest, else 1).
+  parallelism (the manifest's; where it names none, the smallest TP whose GPUs hold the fp16
+  weights in 80% of 80 GB: 8B/13B → 1, 34B → 2, 70B → 4).
 - `params`: cost = params_b × (prompt + output tokens), the inspect oracle's FLOPs yardstick;
-  latency from the profile on h100 at the manifest's tensor parallelism (else 1).
+  latency from the profile on h100 at the same tensor parallelism as `profile`.
 GPU cost (`trace`, `profile`) = latency × GPUs of the tier (tensor parallel × 1 replica).
 A missing token count is filled with its tier's mean recorded count (the inspect rule,
 `asd.traces.summary`), never free.
@@ -35,7 +36,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from asd.calibration.profiles import load_hardware_profile, tier_hardware
+from asd.calibration.profiles import default_tensor_parallel, load_hardware_profile, tier_hardware
 from asd.errors import ConfigError, PolicyError, TraceError
 from asd.traces.schema import DEFAULT_DRAFT_ACCEPTANCE, DRAFT_ACCEPTANCE
 from asd.traces.summary import _fill_counts as fill_token_counts  # the inspect oracle's imputation rule
@@ -196,11 +197,14 @@ def fit_cost_model(view, kind: str) -> CostModel:
     tp = np.where(tp >= 1, tp, 1)
     if kind == "trace":
         return _fit_trace(view, names, params, tp)
-    hardware, hw_notes = [], []
+    hardware, hw_notes, tp_notes = [], [], []
     tiers = (view.manifest or {}).get("tiers") or [{} for _ in names]
     for i, name in enumerate(names):
         if not (np.isfinite(params[i]) and params[i] > 0):
             raise ConfigError(f"tier {name}: parameter count unknown; the {kind} cost model needs params_b for every tier")
+        if (tiers[i] if i < len(tiers) else {}).get("tensor_parallel") is None:
+            tp[i] = default_tensor_parallel(float(params[i]))
+            tp_notes.append(f"{name}: TP {tp[i]} (assumed: fp16 weights in 80% of 80 GB per GPU)")
         if kind == "params":
             hardware.append(PARAMS_HARDWARE)
         else:
@@ -209,7 +213,7 @@ def fit_cost_model(view, kind: str) -> CostModel:
             hw_notes.append(f"{name}: {why}")
     coeffs = _profile_coefficients(names, params, tp, hardware)
     details = {"hardware": hardware, "tensor_parallel": tp.tolist(), "profile": _profile_provenance()}
-    scale = _profile_scale_note(params)
+    scale = _profile_scale_note(params) + ("; " + ", ".join(tp_notes) if tp_notes else "")
     if kind == "profile":
         note = (f"hardware profile (Vidur-derived) per tier: {', '.join(hw_notes)}, TP {tp.tolist()}; "
                 f"GPU cost = latency x TP{scale}")
@@ -317,7 +321,8 @@ def _fit_trace_tier(ttft, e2e, n_prompt, n_out) -> dict | None:
                 a, tpot = max(float(reg.intercept_), 0.0), float(reg.coef_[0])
                 resid = e2e[rows] - reg.predict(np.maximum(n_out[rows, None] - 1.0, 0.0))
         fit.update(ttft_intercept_ms=a, ttft_per_prompt_token_ms=0.0, ttft_residual_sd_ms=float("nan"),
-                   n_ttft=0, tpot_ms=tpot, tpot_sd_ms=float(np.std(resid)), n_tpot=int(rows.sum()),
+                   n_ttft=0, tpot_ms=tpot, tpot_sd_ms=float("nan"), e2e_residual_sd_ms=float(np.std(resid)),
+                   n_tpot=int(rows.sum()),
                    tpot_note="no ttft recorded: e2e = a + tpot x (n_out - 1) fitted by HuberRegressor, a standing in for TTFT")
     fit["ttft_intercept_ms"] = max(fit["ttft_intercept_ms"], 0.0)
     fit["tpot_ms"] = max(fit["tpot_ms"], 0.0)
@@ -330,11 +335,13 @@ def _trace_coefficients(fit: dict, n_prompt: np.ndarray) -> np.ndarray:
     sequences), so c0 = min(a, tpot) and the rest of the TTFT intercept moves into c1 at the tier's
     mean prompt length (exact on average over the trace's prompts)."""
     a, b, tpot = fit["ttft_intercept_ms"], fit["ttft_per_prompt_token_ms"], fit["tpot_ms"]
+    if not (n_prompt.size and np.mean(n_prompt) > 0) and a > tpot:
+        fit["iteration_note"] = f"no prompt tokens: a request alone gets TTFT = tpot ({tpot:.3g} ms), not {a:.3g} ms"
     c0 = min(a, tpot)
     mean_prompt = float(np.mean(n_prompt)) if n_prompt.size else 0.0
+    # No prompt tokens to carry the rest of the intercept: TPOT stays exact (it is paid per
+    # output token), the first token costs tpot instead of a (stated in the fit's note).
     c1 = b + ((a - c0) / mean_prompt if mean_prompt > 0 else 0.0)
-    if mean_prompt <= 0:
-        c0 = a  # no prompt tokens to carry the intercept: keep TTFT exact, TPOT gets c2 ≥ 0 only
     c2 = max(tpot - c0, 0.0)
     return np.array([c0, c1, c2, 0.0], dtype=np.float64)
 

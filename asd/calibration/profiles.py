@@ -294,6 +294,19 @@ def tier_hardware(tier: dict) -> tuple[str, str]:
     return "h100", "h100 (assumed: manifest hardware " + (repr(tier.get("hardware")) if tier.get("hardware") else "unknown") + ")"
 
 
+GPU_MEMORY_GB = 80.0  # both profiled parts are 80 GB
+WEIGHT_MEMORY_SHARE = 0.8  # the rest holds the KV cache and activations
+
+
+def default_tensor_parallel(params_b: float) -> int:
+    """Smallest profiled TP whose GPUs hold the fp16 weights in 80% of 80 GB each (8B, 13B → 1;
+    34B → 2; 70B → 4): the usual deployment, for a tier whose manifest names no TP."""
+    for tp in TENSOR_PARALLEL:
+        if params_b * BYTES_PER_VALUE <= WEIGHT_MEMORY_SHARE * GPU_MEMORY_GB * tp:
+            return tp
+    return TENSOR_PARALLEL[-1]
+
+
 # ---------------------------------------------------------------- LLMPerf cross-check
 
 LLMPERF_SIZES = {"7b": 6.74, "13b": 13.02, "70b": 68.98}
