@@ -13,7 +13,7 @@ Three models (`COST_MODELS`), chosen by `fit_cost_model(view, kind)`:
   latency from the profile on h100 at the same tensor parallelism as `profile`.
 GPU cost (`trace`, `profile`) = latency × GPUs of the tier (tensor parallel × 1 replica).
 A missing token count is filled with its tier's mean recorded count (the inspect rule,
-`asd.traces.summary`), never free.
+`asd.traces.summary`), rounded to a whole token, never free; `CostGrid` carries the counts it charged.
 
 The iteration model shared with the DES: one continuous-batching iteration takes
     c0 + c1·prefill_tokens + c2·decode_seqs + c3·kv_tokens
@@ -75,6 +75,14 @@ class CostGrid:
     speculative: bool
     unit: str  # "gpu_ms" or "params_tokens"
     note: str = ""
+    # The token counts charged, (N, L) float64 whole numbers, so a simulator replays exactly what
+    # was priced: missing counts filled (rounded to whole tokens); draft length and accepted prefix
+    # where tier i continues from tier i−1's draft, 0 elsewhere (continuation = a prefill over
+    # n_prompt + n_draft, then decode iterations from kv = n_prompt + n_accepted).
+    n_prompt_tokens: np.ndarray | None = None
+    n_output_tokens: np.ndarray | None = None
+    n_draft_tokens: np.ndarray | None = None
+    n_accepted: np.ndarray | None = None
 
 
 @dataclass
@@ -131,7 +139,8 @@ class CostModel:
             if not np.isfinite(arrays[name]).all():
                 raise TraceError(f"{getattr(view, 'path', 'trace')}: {self.kind} cost model gave a non-finite {name}")
         note = "; ".join(s for s in (self.note, why, fill_note) if s)
-        return CostGrid(**arrays, speculative=speculative, unit=self.unit, note=note)
+        return CostGrid(**arrays, speculative=speculative, unit=self.unit, note=note,
+                        n_prompt_tokens=n_prompt, n_output_tokens=n_out, n_draft_tokens=n_draft, n_accepted=n_acc)
 
     def _trace_latency(self, view, n_prompt, n_out, model_cold, model_cont, cont_mask, n_acc):
         """Recorded e2e where present; ttft + tpot·(n_out − 1) where only ttft is; the fit otherwise.
@@ -353,9 +362,12 @@ def _filled_tokens(view) -> tuple[np.ndarray, np.ndarray, str]:
     """Prompt and output token grids with missing counts filled (the inspect oracle's rule)."""
     n_prompt, filled_p = fill_token_counts(np.asarray(view.n_prompt_tokens, dtype=np.float64))
     n_out, filled_o = fill_token_counts(np.asarray(view.n_output_tokens, dtype=np.float64))
+    # Whole tokens, so an iteration-level simulator charges exactly these counts.
+    n_prompt, n_out = np.rint(n_prompt), np.rint(n_out)
     notes = []
     if filled_p or filled_o:
-        notes.append(f"{filled_p + filled_o} missing token count(s) filled with that tier's mean recorded count")
+        notes.append(f"{filled_p + filled_o} missing token count(s) filled with that tier's mean recorded count "
+                     f"(rounded to a whole token)")
     for label, raw in (("prompt", view.n_prompt_tokens), ("output", view.n_output_tokens)):
         if np.isnan(np.asarray(raw, dtype=np.float64)).all():
             notes.append(f"no {label} token counts recorded: counted as 0")
@@ -396,6 +408,7 @@ def _continuations(view, n_out_filled, speculative: bool, n_tiers: int):
     n_draft = np.where(np.isfinite(n_draft), n_draft, previous)
     mask = np.isfinite(acc)
     mask[:, 0] = False
+    n_draft = np.rint(np.maximum(n_draft, 0.0))
     n_acc = np.where(mask, np.minimum(acc, n_draft), 0.0)
     return mask, np.where(mask, n_draft, 0.0), n_acc
 

@@ -126,9 +126,13 @@ def test_model_latency_equals_a_request_run_alone_under_the_iteration_model(synt
     grid = model.grid(synth_view)
     coeffs = model.iteration_coefficients()
     assert coeffs.shape == (4, 4) and (coeffs >= 0).all()
+    for name in ("n_prompt_tokens", "n_output_tokens", "n_draft_tokens", "n_accepted"):
+        counts = getattr(grid, name)
+        assert counts.shape == (300, 4) and (counts == np.rint(counts)).all() and (counts >= 0).all()
     for n in range(0, 300, 37):
         for i in range(4):
             p, o = synth_view.n_prompt_tokens[n, i], synth_view.n_output_tokens[n, i]
+            assert (grid.n_prompt_tokens[n, i], grid.n_output_tokens[n, i]) == (p, o)
             assert grid.latency_ms[n, i] == pytest.approx(iterate_alone(coeffs[i], int(p), int(o)), rel=1e-9)
             if i and grid.speculative:
                 d, a = synth_view.draft_n_tokens[n, i], synth_view.draft_n_accepted[n, i]
@@ -164,8 +168,9 @@ def test_params_cost_fills_a_missing_count_with_the_tiers_mean(synth_view):
     counts[0, 2] = np.nan
     view = replace(synth_view, n_output_tokens=counts)
     grid = fit_cost_model(view, "params").grid(view)
-    expected = view.params_b[2] * (view.n_prompt_tokens[0, 2] + np.nanmean(counts[:, 2]))
+    expected = view.params_b[2] * (view.n_prompt_tokens[0, 2] + np.rint(np.nanmean(counts[:, 2])))
     assert grid.cost[0, 2] == pytest.approx(expected)
+    assert grid.n_output_tokens[0, 2] == np.rint(np.nanmean(counts[:, 2]))
     assert "filled with that tier's mean" in grid.note
 
 
