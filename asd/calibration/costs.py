@@ -189,8 +189,10 @@ class CostModel:
         if gpus.shape != (n,) or (gpus < 1).any():
             raise PolicyError(f"cost model: gpus must be {n} whole numbers >= 1")
         params = np.array([np.nan if p is None else p for p in data["params_b"]], dtype=np.float64)
-        return cls(data["kind"], list(data["tier_names"]), coeffs, gpus, params, data["unit"], data["note"],
-                   dict(data.get("details") or {}))
+        details = dict(data.get("details") or {})
+        if data["kind"] == "trace" and len(details.get("tpot_ms") or []) != n:
+            raise PolicyError(f"cost model: a trace model needs details.tpot_ms for its {n} tiers")
+        return cls(data["kind"], list(data["tier_names"]), coeffs, gpus, params, data["unit"], data["note"], details)
 
 
 # -------------------------------------------------------------------- fitting

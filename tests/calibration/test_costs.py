@@ -269,6 +269,9 @@ def test_from_dict_refuses_a_foreign_or_broken_model(builtin_view):
         CostModel.from_dict({**data, "coefficients": [[1.0, 2.0]]})
     with pytest.raises(PolicyError, match="unknown kind"):
         CostModel.from_dict({**data, "kind": "flops"})
+    trace = fit_cost_model(builtin_view, "trace").to_dict()
+    with pytest.raises(PolicyError, match="details.tpot_ms"):
+        CostModel.from_dict({**trace, "details": {}})
     with pytest.raises(TraceError, match="differ from the cost model"):
         CostModel.from_dict({**data, "tier_names": ["a", "b"]}).grid(builtin_view)
 
