@@ -32,7 +32,11 @@ def main() -> None:
     args.output.write_text(json.dumps(document, indent=1) + "\n")
     print(f"wrote {args.output}: {len(document['entries'])} entries")
     for key, value in document["validation"].items():
-        print(f"  {key}: {value:.3f}")
+        if isinstance(value, dict):
+            value = ", ".join(f"{k} {v:.3f}" for k, v in value.items() if isinstance(v, float))
+            print(f"  {key}: {value}")
+        else:
+            print(f"  {key}: {value:.3f}")
     llmperf = SHARED / "llmperf_leaderboard" / "requests.csv"
     if llmperf.is_file():
         for row in llmperf_comparison(llmperf, HardwareProfile(document)):

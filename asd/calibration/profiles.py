@@ -200,6 +200,27 @@ def _heldout_errors(c: np.ndarray, time_fn: _LinearOpTime, rows, held: np.ndarra
     return out
 
 
+# A profiled model kept out of the fit, to check the interpolation in parameter count.
+INTERPOLATION_CHECK = dict(hardware="a100", vidur_model="meta-llama/Meta-Llama-3-8B", params_b=8.03, hidden=4096,
+                           heads=32, kv_heads=8, layers=32, vocab=128256)
+
+
+def interpolation_errors(vidur_dir: str | Path, profile: "HardwareProfile") -> dict:
+    """MAPE of the profile's coefficients interpolated at 8.03B (between the 7B and 13B entries)
+    against Vidur's measured Llama-3-8B on A100 (GQA, 128k vocabulary; never used in the fit), at
+    every measured token count up to 4096, per TP."""
+    ops, net = _read_vidur(Path(vidur_dir))
+    check = INTERPOLATION_CHECK
+    out = {}
+    for tp in TENSOR_PARALLEL:
+        rows = ops[(ops["hardware"] == check["hardware"]) & (ops["model"] == check["vidur_model"])
+                   & (ops["num_tensor_parallel_workers"] == tp) & (ops["num_tokens"] <= 4096)]
+        time_fn = _LinearOpTime(rows, net, check["hardware"], check, tp, np.unique(rows["num_tokens"].to_numpy()))
+        c = profile.coefficients(check["hardware"], check["params_b"], tp)
+        out[f"tp{tp}"] = _heldout_errors(c, time_fn, rows, np.unique(rows["num_tokens"].to_numpy()))
+    return out
+
+
 def fit_hardware_profile(vidur_dir: str | Path) -> dict:
     """The hardware profile document (without its date) from the Vidur tables in `vidur_dir`."""
     entries, all_dec, all_pre = [], [], []
@@ -213,7 +234,7 @@ def fit_hardware_profile(vidur_dir: str | Path) -> dict:
         all_pre.append(errors["prefill_mape"])
         entries.append({"hardware": hardware, "model": key, "tensor_parallel": tp,
                         "coefficients": [round(float(v), 9) for v in coeffs], "heldout": errors})
-    return {
+    document = {
         "format": PROFILE_FORMAT,
         "iteration_form": ITERATION_FORM,
         "units": "milliseconds per iteration; c1 per prefill token, c2 per decode sequence, c3 per KV-cache token read",
@@ -240,6 +261,14 @@ def fit_hardware_profile(vidur_dir: str | Path) -> dict:
             "vidur_heldout_prefill_mape_max": float(np.max(all_pre)),
         },
     }
+    interp = interpolation_errors(vidur_dir, HardwareProfile(document))
+    document["validation"]["interpolated_8b_vs_llama3_8b_a100"] = {
+        "decode_mape_max_over_tp": max(e["decode_mape"] for e in interp.values()),
+        "prefill_mape_max_over_tp": max(e["prefill_mape"] for e in interp.values()),
+        "what": "coefficients interpolated at 8.03B between the 7B and 13B entries vs Vidur's measured "
+                "Meta-Llama-3-8B on A100 (not used in the fit)",
+    }
+    return document
 
 
 class HardwareProfile:
