@@ -56,6 +56,14 @@ DRAFTS = pa.schema(
     ]
 )
 
+# What `drafts.n_accepted` counts, from the manifest's optional top-level "draft_acceptance":
+# "longest_prefix" (the default, also when the key is absent): the longest prefix of the draft
+# the verifier accepts, so the verifier continues after it; "sps_steps": draft tokens accepted
+# summed over speculative-sampling steps (the Spec-Bench importer), which is no prefix and is
+# kept out of the continuation cost (asd.calibration.costs).
+DRAFT_ACCEPTANCE = ("longest_prefix", "sps_steps")
+DEFAULT_DRAFT_ACCEPTANCE = "longest_prefix"
+
 TABLES: dict[str, pa.Schema] = {"requests": REQUESTS, "outputs": OUTPUTS, "drafts": DRAFTS}
 REQUIRED_TABLES = ("requests", "outputs")
 

@@ -119,6 +119,9 @@ def _check_bundle(bundle: Bundle, out: _Collector) -> None:
         params = tier.get("params_b")
         if params is not None and (not isinstance(params, (int, float)) or not params > 0):
             out.add(MANIFEST, None, None, f"tiers[{i}] ({tier['name']}): params_b must be a positive number, got {params!r}")
+    acceptance = bundle.manifest.get("draft_acceptance", S.DEFAULT_DRAFT_ACCEPTANCE)
+    if acceptance not in S.DRAFT_ACCEPTANCE:
+        out.add(MANIFEST, None, None, f"draft_acceptance {acceptance!r} is not one of {', '.join(S.DRAFT_ACCEPTANCE)}")
     tables = {}
     for name in S.TABLES:
         if name == "drafts" and not bundle.has("drafts"):

@@ -208,6 +208,19 @@ def test_nonpositive_params_in_manifest_is_reported(base, tmp_path):
     assert problems and problems[0].file == "manifest.json" and "tiers[1]" in problems[0].message
 
 
+def test_unknown_draft_acceptance_in_manifest_is_reported(base, tmp_path):
+    path = _copy(base, tmp_path)
+    assert validate_bundle(path) == []  # absent: longest_prefix
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["draft_acceptance"] = "sps_steps"
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    assert validate_bundle(path) == []
+    manifest["draft_acceptance"] = "per_step"
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    problems = validate_bundle(path)
+    assert problems and problems[0].file == "manifest.json" and "draft_acceptance 'per_step'" in problems[0].message
+
+
 def test_missing_bundle_is_a_problem_not_an_exception(tmp_path):
     problems = validate_bundle(tmp_path / "nope")
     assert len(problems) == 1 and "no such bundle" in problems[0].message

@@ -49,6 +49,7 @@ TRACE_KINDS = {
     "accept_lengths": "list of integers",
     "output": "string",
 }
+DRAFT_ACCEPTANCE_SPS = "sps_steps"  # manifest value: see asd.traces.schema.DRAFT_ACCEPTANCE
 QUESTION_KINDS = {"question_id": "id", "turns": "list of strings", "reference": "string"}
 DRAFT_RULE = (
     "one drafts row per turn (request_id = question_id:turn) from the SpS run: n_accepted = "
@@ -187,6 +188,8 @@ class SpecBenchImporter(Importer):
         temperature = sorted(set(selected["temperature"]))
         manifest = new_manifest(
             tiers_named([draft_name, verify_model], dtype="float16"),
+            # n_accepted here is a sum over SpS steps, not the schema's longest accepted prefix.
+            draft_acceptance=DRAFT_ACCEPTANCE_SPS,
             sampling={"temperature": temperature[0] if len(temperature) == 1 else temperature, "batch_size": 1},
             provenance={
                 "importer": self.name,
