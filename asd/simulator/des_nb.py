@@ -32,10 +32,14 @@ from numba import njit
 from asd.simulator.enums import ARRIVAL, ITERATION_END
 from asd.simulator.latency_nb import iteration_ms_nb
 
-# Columns of the per-slot state slots (R, max_batch, 5), per-replica state replica_state (R, 3)
-# and per-tier counters tier_counts (L, 4).
-SLOT_REQ, SLOT_GEN, SLOT_PROMPT, SLOT_DECODE, SLOT_NEW = range(5)
-REP_BATCH, REP_KV, REP_BUSY = range(3)
+# Per-replica state replica_state (R, 7): batch size, KV reserved, busy flag, index of its next
+# iteration, and over the requests in its batch Σ prompt tokens and Σ admission iteration — so an
+# iteration's kv_tokens = Σ (prompt + generated) is O(1): generated = iteration − admission.
+REP_BATCH, REP_KV, REP_BUSY, REP_ITER, REP_SUM_PROMPT, REP_SUM_ADMIT = range(6)
+# Per-slot state slots (5, R, max_batch): request, admission iteration (its prefill), final
+# iteration (prefill + max(n_decode, 1) − 1), prompt tokens, peak KV (prompt + n_decode).
+S_REQ, S_ADMIT, S_FINAL, S_PROMPT, S_PEAK = range(5)
+# Per-tier counters tier_counts (L, 4).
 T_ITERATIONS, T_MAX_QUEUE, T_MAX_KV, T_MAX_BATCH = range(4)
 # Heap integer columns heap_int (capacity, 3); heap_state = [size, next sequence number].
 H_SEQ, H_KIND, H_ARG = range(3)
@@ -114,6 +118,11 @@ def start_iteration_nb(k, t, replica_tier, coeffs, max_batch, kv_capacity, start
     tier = replica_tier[k]
     n_batch = replica_state[k, REP_BATCH]
     kv = replica_state[k, REP_KV]
+    it = replica_state[k, REP_ITER]
+    # requests already in the batch decode one token each; kv = Σ prompt + Σ (it − admission)
+    decode_seqs = n_batch
+    kv_tokens = replica_state[k, REP_SUM_PROMPT] + n_batch * it - replica_state[k, REP_SUM_ADMIT]
+    prefill_tokens = 0
     head, tail = queue_ends[tier, 0], queue_ends[tier, 1]
     if head < tail:
         note_queue_nb(tier, t, queue_ends, queue_area, queue_since)
@@ -127,12 +136,16 @@ def start_iteration_nb(k, t, replica_tier, coeffs, max_batch, kv_capacity, start
             break
         head += 1
         kv += p + d
-        slots[k, n_batch, SLOT_REQ] = r
-        slots[k, n_batch, SLOT_GEN] = 0
-        slots[k, n_batch, SLOT_PROMPT] = p
-        slots[k, n_batch, SLOT_DECODE] = d
-        slots[k, n_batch, SLOT_NEW] = 1
+        slots[S_REQ, k, n_batch] = r
+        slots[S_ADMIT, k, n_batch] = it
+        slots[S_FINAL, k, n_batch] = it + max(d, 1) - 1
+        slots[S_PROMPT, k, n_batch] = p
+        slots[S_PEAK, k, n_batch] = p + d
+        replica_state[k, REP_SUM_PROMPT] += p
+        replica_state[k, REP_SUM_ADMIT] += it
         n_batch += 1
+        prefill_tokens += p
+        kv_tokens += p
         tier_admit_ms[r, tier] = t
         tier_replica[r, tier] = k
     queue_ends[tier, 0] = head
@@ -141,17 +154,6 @@ def start_iteration_nb(k, t, replica_tier, coeffs, max_batch, kv_capacity, start
     if n_batch == 0:
         replica_state[k, REP_BUSY] = 0
         return
-    prefill_tokens = 0
-    decode_seqs = 0
-    kv_tokens = 0
-    for j in range(n_batch):
-        p = slots[k, j, SLOT_PROMPT]
-        if slots[k, j, SLOT_NEW]:
-            prefill_tokens += p
-            kv_tokens += p
-        else:
-            decode_seqs += 1
-            kv_tokens += p + slots[k, j, SLOT_GEN]
     dt = iteration_ms_nb(coeffs, tier, prefill_tokens, decode_seqs, kv_tokens)
     busy_ms[tier] += dt
     tier_counts[tier, T_ITERATIONS] += 1
@@ -180,8 +182,8 @@ def simulate_cascade_nb(arrival_ms, arrival_order, start, stop, n_prompt, n_deco
     width = 1
     for i in range(n_tiers):
         width = max(width, max_batch[i])
-    slots = np.zeros((n_replicas, width, 5), dtype=np.int64)
-    replica_state = np.zeros((n_replicas, 3), dtype=np.int64)
+    slots = np.zeros((5, n_replicas, width), dtype=np.int64)
+    replica_state = np.zeros((n_replicas, 6), dtype=np.int64)
     queue = np.empty((n_tiers, max(n, 1)), dtype=np.int64)
     queue_ends = np.zeros((n_tiers, 2), dtype=np.int64)
     queue_since = np.zeros(n_tiers)
@@ -220,23 +222,21 @@ def simulate_cascade_nb(arrival_ms, arrival_order, start, stop, n_prompt, n_deco
                        queue_since, slots, replica_state, tier_enter_ms, tier_admit_ms, tier_replica,
                        busy_ms, tier_counts, heap_time, heap_int, heap_state)
             continue
-        # ITERATION_END of replica k: advance every request in its batch by one token.
+        # ITERATION_END of replica k: every request in its batch has one more token.
         k = arg
         tier = replica_tier[k]
+        it = replica_state[k, REP_ITER]
+        replica_state[k, REP_ITER] = it + 1
         replica_state[k, REP_BUSY] = 0
         kept = 0
         for j in range(replica_state[k, REP_BATCH]):
-            r = slots[k, j, SLOT_REQ]
-            d = slots[k, j, SLOT_DECODE]
-            if slots[k, j, SLOT_NEW]:
-                slots[k, j, SLOT_NEW] = 0
-                slots[k, j, SLOT_GEN] = 1 if d >= 1 else 0
-                if tier == stop[r]:
-                    ttft_ms[r] = t
-            else:
-                slots[k, j, SLOT_GEN] += 1
-            if slots[k, j, SLOT_GEN] >= d:
-                replica_state[k, REP_KV] -= slots[k, j, SLOT_PROMPT] + d
+            if slots[S_ADMIT, k, j] == it and tier == stop[slots[S_REQ, k, j]]:
+                ttft_ms[slots[S_REQ, k, j]] = t  # its prefill iteration gave the answer's first token
+            if slots[S_FINAL, k, j] == it:
+                r = slots[S_REQ, k, j]
+                replica_state[k, REP_KV] -= slots[S_PEAK, k, j]
+                replica_state[k, REP_SUM_PROMPT] -= slots[S_PROMPT, k, j]
+                replica_state[k, REP_SUM_ADMIT] -= slots[S_ADMIT, k, j]
                 tier_done_ms[r, tier] = t
                 if tier == stop[r]:
                     finish_ms[r] = t
@@ -248,7 +248,7 @@ def simulate_cascade_nb(arrival_ms, arrival_order, start, stop, n_prompt, n_deco
             else:
                 if kept != j:
                     for c in range(5):
-                        slots[k, kept, c] = slots[k, j, c]
+                        slots[c, k, kept] = slots[c, k, j]
                 kept += 1
         replica_state[k, REP_BATCH] = kept
         start_iteration_nb(k, t, replica_tier, coeffs, max_batch, kv_capacity, start, n_prompt, n_decode,
