@@ -19,6 +19,7 @@ from asd.errors import ConfigError
 from asd.simulator.des_nb import T_ITERATIONS, T_MAX_BATCH, T_MAX_KV, T_MAX_QUEUE, simulate_cascade_nb
 from asd.simulator.enums import ARRIVAL_PROCESSES
 from asd.simulator.latency import check_coefficients
+from asd.simulator.replay import percentile_of
 
 
 def arrival_times(n: int, *, process: str = "poisson", rate: float | None = None, cv: float = 1.0,
@@ -118,9 +119,8 @@ class DesResult:
 
     def latency(self, stat: str = "mean", which: str = "e2e") -> float:
         values = self.e2e_ms if which == "e2e" else self.ttft_ms
-        if stat == "mean":
-            return float(values.mean())
-        return float(np.percentile(values, float(stat.lstrip("p"))))
+        q = percentile_of(stat)
+        return float(values.mean() if q is None else np.percentile(values, q))
 
     def summary(self) -> dict:
         stats = ("mean", "p50", "p95", "p99")

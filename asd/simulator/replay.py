@@ -7,6 +7,7 @@ quality from the trace); `ReplayInputs` checks them once and is reused across λ
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -102,6 +103,19 @@ def _fractions(counts, n):
     return counts / float(n)
 
 
+def percentile_of(stat: str) -> float | None:
+    """None for 'mean', else the percentile of 'p50', 'p95', … (0..100); PolicyError otherwise."""
+    if stat == "mean":
+        return None
+    try:
+        q = float(str(stat).removeprefix("p"))
+    except ValueError:
+        q = math.nan
+    if not 0.0 <= q <= 100.0:
+        raise PolicyError(f"latency statistic {stat!r}: use mean or a percentile such as p50, p95, p99")
+    return q
+
+
 @dataclass(frozen=True)
 class ReplayResult:
     """One λ: per request start/stop tier, cost, latency (ms) and quality; summaries as properties."""
@@ -123,9 +137,8 @@ class ReplayResult:
 
     def latency(self, stat: str = "mean") -> float:
         """'mean' or a percentile 'p50', 'p95', 'p99', … of per-request latency."""
-        if stat == "mean":
-            return float(self.latency_ms.mean())
-        return float(np.percentile(self.latency_ms, float(stat.lstrip("p"))))
+        q = percentile_of(stat)
+        return float(self.latency_ms.mean() if q is None else np.percentile(self.latency_ms, q))
 
     @property
     def stop_fractions(self) -> np.ndarray:
@@ -156,9 +169,9 @@ class GridResult:
     stop_fractions: np.ndarray
 
     def latency(self, stat: str = "mean") -> np.ndarray:
-        if stat == "mean":
+        q = percentile_of(stat)
+        if q is None:
             return self.mean_latency_ms
-        q = float(stat.lstrip("p"))
         if q not in self.quantiles:
             raise PolicyError(f"latency {stat}: this grid has percentiles {', '.join(f'p{x:g}' for x in self.quantiles)}")
         return self.latency_q_ms[:, self.quantiles.index(q)]

@@ -211,3 +211,27 @@ def test_chrome_trace_has_one_complete_event_per_request_and_tier(tmp_path):
     assert len(spans) == int((walk.stop - walk.start + 1).sum())
     assert all(e["dur"] > 0 and e["args"]["queued_ms"] >= 0 for e in spans)
     assert {e["args"]["name"] for e in events if e["ph"] == "M"} == {"8b", "13b", "34b", "70b"}
+
+
+def test_des_equals_replay_at_zero_load_on_a_policy_walk_with_drafts():
+    policy, bins, _, quality = synthetic_policy(seed=5, n=300)
+    rng = np.random.default_rng(5)
+    n_prompt = rng.integers(20, 900, size=(300, 4))
+    n_decode = rng.integers(0, 400, size=(300, 4))
+    accepted = np.minimum(rng.integers(0, 200, size=(300, 4)), n_decode)
+    coeffs = np.array([[6.0, 0.03, 0.05, 2e-5], [8.0, 0.05, 0.08, 3e-5], [14.0, 0.12, 0.15, 6e-5],
+                       [24.0, 0.25, 0.25, 1e-4]])
+    cold = latency_grid(coeffs, n_prompt, n_decode)
+    cont = latency_grid(coeffs, n_prompt + accepted, n_decode - accepted)
+    inputs = ReplayInputs.build(bins, cost=cold, cost_cont=cont, latency_ms=cold, latency_cont_ms=cont,
+                                quality=quality, n_bins=policy.tables.n_bins)
+    paths = set()
+    for lam in (0.0, 1e3, 3e3, 1e4, 3e4, 1e6):
+        walk = replay(inputs, policy.solve(lam))
+        paths |= set(zip(walk.start.tolist(), walk.stop.tolist()))
+        result = simulate(walk.start, walk.stop, n_prompt, n_decode, n_prompt_cont=n_prompt + accepted,
+                          n_decode_cont=n_decode - accepted, arrival_ms=1e5 * np.arange(300),
+                          pools=Pools.build(coeffs, replicas=2, max_batch=16, kv_capacity=4096))
+        np.testing.assert_allclose(result.e2e_ms, walk.latency_ms, rtol=1e-9, atol=1e-9)
+        assert result.summary()["latency_ms"]["p95"] == pytest.approx(walk.latency("p95"), rel=1e-9)
+    assert len(paths) >= 3  # several (start, stop) paths, so cold and continued tiers both count
