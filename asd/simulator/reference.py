@@ -34,33 +34,36 @@ def latency_grid(coeffs, n_prompt, n_out, out):
 
 
 # -- replay_nb ----------------------------------------------------------------------------------
-def walk_one(r, prompt_bins, tier_bins, cold_bins, start_table, stop_table):
+def walk_path(r, prompt_bins, tier_bins, cold_bins, start_table, stop_table, cost, cost_cont, latency_ms,
+              latency_cont_ms):
+    """Walk first, then sum the path (the kernel fuses both; same order of additions)."""
     last = tier_bins.shape[1] - 1
     s = int(start_table[prompt_bins[r]])
+    k = last
     if s >= last or stop_table[s, cold_bins[r, s]]:
-        return s, s
-    for i in range(s + 1, last):
-        if stop_table[i, tier_bins[r, i]]:
-            return s, i
-    return s, last
-
-
-def path_sum(r, s, k, cold, cont):
-    total = cold[r, s]
-    for i in range(s + 1, k + 1):  # left to right, as the kernel: parity is exact
-        total += cont[r, i]
-    return total
+        k = s
+    else:
+        for i in range(s + 1, last):
+            if stop_table[i, tier_bins[r, i]]:
+                k = i
+                break
+    total_cost, total_latency = cost[r, s], latency_ms[r, s]
+    for i in range(s + 1, k + 1):
+        total_cost += cost_cont[r, i]
+        total_latency += latency_cont_ms[r, i]
+    return s, k, total_cost, total_latency
 
 
 def replay_requests(prompt_bins, tier_bins, cold_bins, start_table, stop_table, cost, cost_cont,
                     latency_ms, latency_cont_ms, quality, out_start, out_stop, out_cost, out_latency,
                     out_quality):
     for r in range(tier_bins.shape[0]):
-        s, k = walk_one(r, prompt_bins, tier_bins, cold_bins, start_table, stop_table)
+        s, k, total_cost, total_latency = walk_path(r, prompt_bins, tier_bins, cold_bins, start_table, stop_table,
+                                                    cost, cost_cont, latency_ms, latency_cont_ms)
         out_start[r] = s
         out_stop[r] = k
-        out_cost[r] = path_sum(r, s, k, cost, cost_cont)
-        out_latency[r] = path_sum(r, s, k, latency_ms, latency_cont_ms)
+        out_cost[r] = total_cost
+        out_latency[r] = total_latency
         out_quality[r] = quality[r, k]
 
 
@@ -82,11 +85,11 @@ def replay_grid_stats(prompt_bins, tier_bins, cold_bins, start_tables, stop_tabl
         out_start_counts[g, :] = 0
         out_stop_counts[g, :] = 0
         for r in range(n):
-            s, k = walk_one(r, prompt_bins, tier_bins, cold_bins, start_tables[g], stop_tables[g])
+            s, k, path_cost, latency = walk_path(r, prompt_bins, tier_bins, cold_bins, start_tables[g],
+                                                 stop_tables[g], cost, cost_cont, latency_ms, latency_cont_ms)
             out_start_counts[g, s] += 1
             out_stop_counts[g, k] += 1
-            sums[0] += path_sum(r, s, k, cost, cost_cont)
-            latency = path_sum(r, s, k, latency_ms, latency_cont_ms)
+            sums[0] += path_cost
             lat.append(latency)
             sums[1] += latency
             sums[2] += quality[r, k]

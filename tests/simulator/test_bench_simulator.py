@@ -36,13 +36,16 @@ def test_bench_simulator_reports_every_figure_and_prints_what_it_writes(tmp_path
     # the printed table: one line per figure, ending in [key], with value, goal, baseline, ratio
     printed = {}
     for line in done.stdout.splitlines():
-        m = re.search(r"\s(\S+)\s+(\S+)\s+(\S+)\s+(\S+)\s+(yes|NO)\s+\[(\w+)\]$", line)
+        m = re.search(r"\s(\S+)\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)\s+(yes|NO)\s+\[(\w+)\]$", line)
         if m:
-            printed[m.group(6)] = m.groups()
+            printed[m.group(7)] = m.groups()
     assert set(printed) == set(rows)
-    for key, (value, goal, baseline, ratio, met, _) in printed.items():
+    for key, (value, cpu, goal, baseline, ratio, met, _) in printed.items():
         row = rows[key]
         assert float(value) == pytest.approx(row["value"], rel=1e-5)
+        assert (cpu == "-") == (row["value_cpu_time"] is None)
+        if cpu != "-":
+            assert float(cpu) == pytest.approx(row["value_cpu_time"], rel=1e-5)
         assert float(goal) == pytest.approx(row["goal"], rel=1e-3)
         assert (baseline == "-") == (row["baseline"] is None)
         if baseline != "-":
