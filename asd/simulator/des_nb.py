@@ -32,10 +32,13 @@ from numba import njit
 from asd.simulator.enums import ARRIVAL, ITERATION_END
 from asd.simulator.latency_nb import iteration_ms_nb
 
-# Per-replica state replica_state (R, 7): batch size, KV reserved, busy flag, index of its next
+# Per-replica state replica_state (R, 8): batch size, KV reserved, busy flag, index of its next
 # iteration, and over the requests in its batch Σ prompt tokens and Σ admission iteration — so an
-# iteration's kv_tokens = Σ (prompt + generated) is O(1): generated = iteration − admission.
-REP_BATCH, REP_KV, REP_BUSY, REP_ITER, REP_SUM_PROMPT, REP_SUM_ADMIT = range(6)
+# iteration's kv_tokens = Σ (prompt + generated) is O(1): generated = iteration − admission —,
+# how many were admitted by the running iteration (the batch's tail: only they can see a first
+# token) and the earliest final iteration in the batch (no scan of the batch until then).
+REP_BATCH, REP_KV, REP_BUSY, REP_ITER, REP_SUM_PROMPT, REP_SUM_ADMIT, REP_NEW, REP_MIN_FINAL = range(8)
+NEVER = 2**62
 # Per-slot state slots (5, R, max_batch): request, admission iteration (its prefill), final
 # iteration (prefill + max(n_decode, 1) − 1), prompt tokens, peak KV (prompt + n_decode).
 S_REQ, S_ADMIT, S_FINAL, S_PROMPT, S_PEAK = range(5)
@@ -123,6 +126,7 @@ def start_iteration_nb(k, t, replica_tier, coeffs, max_batch, kv_capacity, start
     decode_seqs = n_batch
     kv_tokens = replica_state[k, REP_SUM_PROMPT] + n_batch * it - replica_state[k, REP_SUM_ADMIT]
     prefill_tokens = 0
+    min_final = replica_state[k, REP_MIN_FINAL]
     head, tail = queue_ends[tier, 0], queue_ends[tier, 1]
     if head < tail:
         note_queue_nb(tier, t, queue_ends, queue_area, queue_since)
@@ -139,6 +143,7 @@ def start_iteration_nb(k, t, replica_tier, coeffs, max_batch, kv_capacity, start
         slots[S_REQ, k, n_batch] = r
         slots[S_ADMIT, k, n_batch] = it
         slots[S_FINAL, k, n_batch] = it + max(d, 1) - 1
+        min_final = min(min_final, it + max(d, 1) - 1)
         slots[S_PROMPT, k, n_batch] = p
         slots[S_PEAK, k, n_batch] = p + d
         replica_state[k, REP_SUM_PROMPT] += p
@@ -149,6 +154,8 @@ def start_iteration_nb(k, t, replica_tier, coeffs, max_batch, kv_capacity, start
         tier_admit_ms[r, tier] = t
         tier_replica[r, tier] = k
     queue_ends[tier, 0] = head
+    replica_state[k, REP_NEW] = n_batch - decode_seqs
+    replica_state[k, REP_MIN_FINAL] = min_final
     replica_state[k, REP_BATCH] = n_batch
     replica_state[k, REP_KV] = kv
     if n_batch == 0:
@@ -183,7 +190,8 @@ def simulate_cascade_nb(arrival_ms, arrival_order, start, stop, n_prompt, n_deco
     for i in range(n_tiers):
         width = max(width, max_batch[i])
     slots = np.zeros((5, n_replicas, width), dtype=np.int64)
-    replica_state = np.zeros((n_replicas, 6), dtype=np.int64)
+    replica_state = np.zeros((n_replicas, 8), dtype=np.int64)
+    replica_state[:, REP_MIN_FINAL] = NEVER
     queue = np.empty((n_tiers, max(n, 1)), dtype=np.int64)
     queue_ends = np.zeros((n_tiers, 2), dtype=np.int64)
     queue_since = np.zeros(n_tiers)
@@ -228,10 +236,19 @@ def simulate_cascade_nb(arrival_ms, arrival_order, start, stop, n_prompt, n_deco
         it = replica_state[k, REP_ITER]
         replica_state[k, REP_ITER] = it + 1
         replica_state[k, REP_BUSY] = 0
-        kept = 0
-        for j in range(replica_state[k, REP_BATCH]):
-            if slots[S_ADMIT, k, j] == it and tier == stop[slots[S_REQ, k, j]]:
+        n_batch = replica_state[k, REP_BATCH]
+        for j in range(n_batch - replica_state[k, REP_NEW], n_batch):
+            if tier == stop[slots[S_REQ, k, j]]:
                 ttft_ms[slots[S_REQ, k, j]] = t  # its prefill iteration gave the answer's first token
+        if replica_state[k, REP_MIN_FINAL] > it:  # nobody finishes: no scan
+            start_iteration_nb(k, t, replica_tier, coeffs, max_batch, kv_capacity, start, n_prompt, n_decode,
+                               n_prompt_cont, n_decode_cont, queue, queue_ends, queue_area, queue_since,
+                               slots, replica_state, tier_admit_ms, tier_replica, busy_ms, tier_counts,
+                               heap_time, heap_int, heap_state)
+            continue
+        kept = 0
+        min_final = NEVER
+        for j in range(n_batch):
             if slots[S_FINAL, k, j] == it:
                 r = slots[S_REQ, k, j]
                 replica_state[k, REP_KV] -= slots[S_PEAK, k, j]
@@ -246,10 +263,12 @@ def simulate_cascade_nb(arrival_ms, arrival_order, start, stop, n_prompt, n_deco
                                queue_area, queue_since, slots, replica_state, tier_enter_ms, tier_admit_ms,
                                tier_replica, busy_ms, tier_counts, heap_time, heap_int, heap_state)
             else:
+                min_final = min(min_final, slots[S_FINAL, k, j])
                 if kept != j:
                     for c in range(5):
                         slots[c, k, kept] = slots[c, k, j]
                 kept += 1
+        replica_state[k, REP_MIN_FINAL] = min_final
         replica_state[k, REP_BATCH] = kept
         start_iteration_nb(k, t, replica_tier, coeffs, max_batch, kv_capacity, start, n_prompt, n_decode,
                            n_prompt_cont, n_decode_cont, queue, queue_ends, queue_area, queue_since,
