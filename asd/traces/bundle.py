@@ -130,9 +130,8 @@ def write_errors(target: str | os.PathLike) -> Iterator[None]:
     file where a directory belongs) is a TraceError naming the path."""
     try:
         yield
-    except OSError as exc:
-        where = exc.filename or target
-        raise TraceError(f"{where}: cannot write ({exc.strerror or exc})") from None
+    except OSError as exc:  # named by the target: exc.filename may be the source of a copy
+        raise TraceError(f"{target}: cannot write ({exc.strerror or one_line(exc)})") from None
     except pa.ArrowException as exc:
         raise TraceError(f"{target}: cannot write ({one_line(exc)})") from None
 
