@@ -205,7 +205,9 @@ def test_nonpositive_params_in_manifest_is_reported(base, tmp_path):
     manifest["tiers"][1]["params_b"] = -13
     (path / "manifest.json").write_text(json.dumps(manifest))
     problems = validate_bundle(path)
-    assert problems and problems[0].file == "manifest.json" and "tiers[1]" in problems[0].message
+    # named like every other manifest problem: by the manifest's path, bundle included
+    assert [(p.file, p.message) for p in problems] == [
+        (str(path / "manifest.json"), "tiers[1] (synth-34b): params_b must be a positive number or null, got -13")]
 
 
 def test_missing_bundle_is_a_problem_not_an_exception(tmp_path):
