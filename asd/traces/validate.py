@@ -162,7 +162,7 @@ def stamp_matches(bundle: Bundle) -> bool:
     if not isinstance(stamp, dict) or stamp.get("validator") != VALIDATOR_VERSION:
         return False
     files = stamp.get("files")
-    if not isinstance(files, dict) or sorted(files) != sorted(_table_files(bundle.path)):
+    if not isinstance(files, dict) or sorted(files) != sorted(_table_files(bundle.path)) or _stray_tables(bundle.path):
         return False
     if stamp.get("manifest_sha256") != _manifest_sha256(bundle.manifest):
         return False
@@ -260,15 +260,18 @@ def _read_checked(bundle: Bundle, name: str, out: _Collector) -> pa.Table | None
 def _check_stray_tables(bundle: Bundle, out: _Collector) -> None:
     """A Parquet file under another name (`Drafts.parquet`, `output.parquet`) would be
     silently ignored: report it."""
-    known = {f"{name}.parquet" for name in S.TABLES}
     try:
-        names = sorted(os.listdir(bundle.path))
+        stray = _stray_tables(bundle.path)
     except OSError as exc:
         out.add(str(bundle.path), None, None, f"cannot list the bundle directory ({exc.strerror or exc})")
         return
-    for name in names:
-        if name.lower().endswith(".parquet") and name not in known:
-            out.add(name, None, None, f"unknown table file (a bundle holds {', '.join(sorted(known))})")
+    for name in stray:
+        out.add(name, None, None, f"unknown table file (a bundle holds {', '.join(f'{t}.parquet' for t in S.TABLES)})")
+
+
+def _stray_tables(path: Path) -> list[str]:
+    known = {f"{name}.parquet" for name in S.TABLES}
+    return [name for name in sorted(os.listdir(path)) if name.lower().endswith(".parquet") and name not in known]
 
 
 # --- helpers -------------------------------------------------------------------------------

@@ -129,14 +129,21 @@ def _bytes(file: str, edit: Callable[[bytes], bytes]) -> Callable[[Path], None]:
     return apply
 
 
-def _flip(offset_share: float) -> Callable[[bytes], bytes]:
-    """Invert every bit of 16 bytes at `offset_share` of the file (a bad sector)."""
+def _bad_sector(file: str, offset_share: float) -> Callable[[Path], None]:
+    """The table as asd writes it today (`write_parquet`: page CRCs), then 16 bytes at
+    `offset_share` of the file inverted, size and mtime kept: a bad sector under a stamp."""
 
-    def edit(data: bytes) -> bytes:
+    def apply(path: Path) -> None:
+        from asd.traces.bundle import write_parquet
+
+        write_parquet(pq.read_table(path / file), path / file)
+        info = (path / file).stat()
+        data = (path / file).read_bytes()
         at = int(len(data) * offset_share)
-        return data[:at] + bytes(b ^ 0xFF for b in data[at:at + 16]) + data[at + 16:]
+        (path / file).write_bytes(data[:at] + bytes(b ^ 0xFF for b in data[at:at + 16]) + data[at + 16:])
+        os.utime(path / file, ns=(info.st_atime_ns, info.st_mtime_ns))
 
-    return edit
+    return apply
 
 
 def _replace_with_dir(file: str, inside: Callable[[Path, Path], None] | None = None) -> Callable[[Path], None]:
@@ -281,8 +288,8 @@ DAMAGES: list[Damage] = [
     Damage("outputs-truncated", "file", OUT, _bytes(OUT, lambda b: b[: len(b) // 2])),
     Damage("outputs-footer-zeroed", "file", OUT, _bytes(OUT, lambda b: b[:-64] + bytes(64))),
     Damage("outputs-page-header-zeroed", "file", OUT, _bytes(OUT, lambda b: b[:4] + bytes(64) + b[68:])),
-    Damage("outputs-bad-sector", "file", OUT, _bytes(OUT, _flip(0.3))),
-    Damage("requests-bad-sector", "file", REQ, _bytes(REQ, _flip(0.5))),
+    Damage("outputs-bad-sector", "file", OUT, _bad_sector(OUT, 0.3)),
+    Damage("requests-bad-sector", "file", REQ, _bad_sector(REQ, 0.5)),
     Damage("drafts-text", "file", DRA, _bytes(DRA, lambda b: b"request_id,draft_tier\nb0000,0\n")),
     Damage("outputs-csv-named-parquet", "file", OUT, _write_as(OUT, _csv)),
     Damage("outputs-arrow-ipc-named-parquet", "file", OUT, _write_as(OUT, lambda t, f: feather.write_feather(t, f))),
