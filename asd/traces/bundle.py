@@ -21,8 +21,8 @@ import hashlib
 import json
 import math
 import os
-import stat
 import shutil
+import stat
 import tempfile
 from contextlib import contextmanager
 from importlib import resources
@@ -149,15 +149,6 @@ def read_schema(file: str | os.PathLike) -> pa.Schema:
     """A Parquet file's schema; an unreadable file is a TraceError naming it."""
     with parquet_errors(file):
         return pq.read_schema(file)
-
-
-def check_readable(file: str | os.PathLike) -> None:
-    """Decode every row group of a Parquet file (one at a time, so memory stays bounded):
-    catches a damaged file before it is copied anywhere."""
-    with parquet_errors(file):
-        parquet = pq.ParquetFile(file)
-        for i in range(parquet.num_row_groups):
-            parquet.read_row_group(i)
 
 
 class Bundle:
