@@ -488,9 +488,8 @@ def write_bundle(
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
     if not validate:
         return Bundle(path, manifest)
-    written = _open_manifest(path)
-    written.validated = True
-    return written
+    stamp = read_manifest(path / MANIFEST).get(STAMP_KEY)
+    return Bundle(path, manifest, validated=True, stamp=stamp)
 
 
 @contextmanager
