@@ -1,7 +1,9 @@
 """Join bundles recorded as slices of one workload (`asd record --shard i/n`) into one.
 
 Slices must describe the same ladder (identical tier entries, sampling and schema version)
-and hold disjoint requests; anything else is refused before a byte is written.
+and hold disjoint requests; anything else is refused before a byte is written. Every input
+is opened through `open_bundle` (validated); the result is validated by `write_bundle`
+before it is put in place.
 """
 
 from __future__ import annotations
@@ -35,8 +37,9 @@ def _check_same_ladder(first: Bundle, other: Bundle) -> None:
         raise TraceError(f"{other.path}: sampling {b.get('sampling')} differs from {first.path} {a.get('sampling')}")
 
 
-def merge_bundles(paths: list[str | os.PathLike], out: str | os.PathLike, overwrite: bool = False) -> Bundle:
-    """Concatenate the tables of `paths` into a new bundle at `out` (atomic write)."""
+def merge_bundles(paths: list[str | os.PathLike | Bundle], out: str | os.PathLike, overwrite: bool = False) -> Bundle:
+    """Concatenate the tables of `paths` (directories, `builtin` or open bundles) into a new
+    bundle at `out` (atomic write, validated)."""
     if len(paths) < 2:
         raise TraceError("merge needs at least two bundles")
     output_path(out)

@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from asd.traces.bundle import Bundle
+from asd.traces.bundle import Bundle, open_bundle
 from asd.traces.columns import read_arrays
 from asd.traces.labels import ACCEPT_THRESHOLD, acceptable as acceptable_rule_array, acceptable_rule
 
@@ -41,8 +41,10 @@ def _stat(x: np.ndarray, fn) -> float | None:
     return None if x.size == 0 else float(fn(x))
 
 
-def summarize_bundle(bundle: Bundle, threshold: float = DEFAULT_THRESHOLD) -> dict:
-    """The summary dict printed by `asd traces inspect` (and written by its `--json`)."""
+def summarize_bundle(bundle: Bundle | str, threshold: float = DEFAULT_THRESHOLD) -> dict:
+    """The summary dict printed by `asd traces inspect` (and written by its `--json`).
+    `bundle`: an open bundle, a path or `builtin` (opened and validated by `open_bundle`)."""
+    bundle = open_bundle(bundle)
     requests = bundle.read("requests", ["request_id", "task", "split"])
     present = set(bundle.columns("outputs"))
     arrays = read_arrays(bundle, "outputs", [c for c in _OUTPUT_COLUMNS if c in present])

@@ -82,8 +82,9 @@ def import_trace(
     if staging.exists():
         shutil.rmtree(staging)
     try:
-        write_bundle(staging, trace.manifest, trace.requests, trace.outputs, trace.drafts)
-        problems = validate_bundle(staging, max_problems=20) if validate else []
+        write_bundle(staging, trace.manifest, trace.requests, trace.outputs, trace.drafts, validate=False)
+        # checked here rather than by write_bundle to name the source; a valid bundle is stamped
+        problems = validate_bundle(staging, max_problems=20, stamp=True) if validate else []
         if problems:
             more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
             raise TraceError(f"{src}: the imported bundle fails validation: {problems[0]}{more}")
