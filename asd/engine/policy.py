@@ -13,8 +13,6 @@ evaluation and one table lookup.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -377,16 +375,9 @@ class Policy:
         arrays.update({f"predictor.{k}": getattr(p, k) for k in
                        ("w1", "b1", "w2", "b2", "iso_x", "iso_y", "knot_counts")})
         arrays.update({"solved.stop": self.stop_table, "solved.start": self.start_table})
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, header=np.array(json.dumps(self.header())), **arrays)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        from asd.fsutil import atomic_write
+
+        return atomic_write(path, lambda fh: np.savez(fh, header=np.array(json.dumps(self.header())), **arrays))
 
     @classmethod
     def load(cls, path) -> Policy:

@@ -12,8 +12,9 @@ import pandas as pd
 
 from asd.errors import ConfigError, TraceError
 from asd.traces.jsonl import iter_jsonl_objects
+from asd.traces.schema import INPUT_REQUEST_COLUMNS
 
-COLUMNS = ("request_id", "prompt", "reference", "task")
+COLUMNS = INPUT_REQUEST_COLUMNS
 
 
 def load_prompts(path: str | Path) -> pd.DataFrame:

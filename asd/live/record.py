@@ -27,41 +27,23 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from asd.errors import AsdError, BackendError, ConfigError, TraceError
+from asd.fsutil import atomic_write
 from asd.live import labels, models
 from asd.live.backends.base import Generation, Score, make_backend
 from asd.live.prompts import load_prompts, parse_shard, prompt_hash, select_shard
 from asd.live.tiers import load_ladder
 from asd.traces import bundle as B
-from asd.traces.schema import TIER_KEYS
+from asd.traces import schema as S
+from asd.traces.summary import accepted_share
 from asd.traces.validate import validate_bundle
 
 DRAFT_MODES = ("all", "next", "none")
 PLAN = "plan.json"
 
-OUTPUT_SHARD = pa.schema(
-    [
-        ("request_id", pa.string()),
-        ("tier", pa.int16()),
-        ("output", pa.string()),
-        ("n_prompt_tokens", pa.int32()),
-        ("n_output_tokens", pa.int32()),
-        ("token_logprobs", pa.list_(pa.float32())),
-        ("token_entropy", pa.list_(pa.float32())),
-        ("ttft_ms", pa.float64()),
-        ("e2e_ms", pa.float64()),
-    ]
-)
-DRAFT_SHARD = pa.schema(
-    [
-        ("request_id", pa.string()),
-        ("draft_tier", pa.int16()),
-        ("verify_tier", pa.int16()),
-        ("n_draft_tokens", pa.int32()),
-        ("n_accepted", pa.int32()),
-        ("verifier_logprobs", pa.list_(pa.float32())),
-        ("verify_ms", pa.float64()),
-    ]
-)
+# Shards hold what the backends measured; labels and list summaries are added when the
+# bundle is consolidated (`bundle.conform`).
+OUTPUT_SHARD = pa.schema([S.OUTPUTS.field(name) for name in S.MEASURED_OUTPUT_COLUMNS])
+DRAFT_SHARD = S.DRAFTS
 
 
 def partial_path(out: Path) -> Path:
@@ -295,7 +277,7 @@ def _consolidate(ladder, prompts, work, out, tiers_path, prompts_path, shard, dr
                 "draft": tiers[int(d)]["name"],
                 "verifier": tiers[int(v)]["name"],
                 "rows": int(len(g)),
-                "mean_accepted_fraction": _mean(g["n_accepted"] / g["n_draft_tokens"].where(g["n_draft_tokens"] > 0)),
+                "accepted_share": _round(accepted_share(g["n_accepted"], g["n_draft_tokens"])),
                 "mean_verify_ms": _mean(g["verify_ms"]),
             }
             for (d, v), g in draft_table.groupby(["draft_tier", "verify_tier"])
@@ -355,7 +337,7 @@ def _tier_backends(tiers, work: "ShardStore") -> dict:
     server URL), by tier name; the tier keys are a fixed part of the bundle schema."""
     details = {}
     for u, tier in enumerate(tiers):
-        extra = {k: v for k, v in work.tier_info(u).items() if k not in TIER_KEYS}
+        extra = {k: v for k, v in work.tier_info(u).items() if k not in S.TIER_KEYS}
         if extra:
             details[tier["name"]] = extra
     return details
@@ -363,6 +345,14 @@ def _tier_backends(tiers, work: "ShardStore") -> dict:
 
 def _public_tier(tier: dict) -> dict:
     return {k: v for k, v in tier.items() if k not in ("api_key",)}
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'s' if n != 1 else ''}"
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
 
 
 def _mean(values) -> float | None:
@@ -452,33 +442,13 @@ class ShardStore:
         self._atomic_bytes(self.path / name, sink.getvalue().to_pybytes())
 
     def _atomic_bytes(self, target: Path, data: bytes) -> None:
-        """Write to a hidden temporary file, fsync, rename: readers see all of it or nothing."""
-        tmp = target.with_name(f".{target.name}.tmp")
+        """`atomic_write` (readers see all of the file or nothing), disk errors as one line."""
         try:
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, target)
-            _fsync_dir(target.parent)
+            atomic_write(target, data)
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise TraceError(f"{target.parent}: disk full while writing {target.name}") from None
             raise TraceError(f"{target}: cannot write ({exc.strerror or exc})") from None
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 # -- progress -------------------------------------------------------------------------------
@@ -510,12 +480,12 @@ def _progress(enabled: bool):
 
 def format_summary(summary: dict) -> str:
     """The terminal table of a `record` summary (the --json file holds the same dict)."""
-    lines = [f"{summary['bundle']}: {summary['status']}, {summary['n_requests']} requests"]
+    lines = [f"{summary['bundle']}: {summary['status']}, {_count(summary['n_requests'], 'request')}"]
     if summary.get("status") != "complete":
         return lines[0]
     lines.append(
-        f"  generated {summary.get('generated', 0)} outputs, scored {summary.get('scored', 0)} drafts "
-        f"(resumed {summary.get('resumed_outputs', 0)} outputs, {summary.get('resumed_drafts', 0)} drafts) "
+        f"  generated {_count(summary.get('generated', 0), 'output')}, scored {_count(summary.get('scored', 0), 'draft')} "
+        f"(resumed {_count(summary.get('resumed_outputs', 0), 'output')}, {_count(summary.get('resumed_drafts', 0), 'draft')}) "
         f"in {summary['seconds']} s"
     )
     lines.append(f"  {'tier':<24}{'outputs':>8}{'tokens':>8}{'ttft ms':>10}{'e2e ms':>10}{'quality':>9}")
@@ -527,8 +497,8 @@ def format_summary(summary: dict) -> str:
         )
     for row in summary["drafts"]:
         lines.append(
-            f"  draft {row['draft']} → {row['verifier']}: {row['rows']} rows, accepted fraction "
-            f"{fmt(row['mean_accepted_fraction'], '.3f')}, verify {fmt(row['mean_verify_ms'], '.1f')} ms"
+            f"  draft {row['draft']} → {row['verifier']}: {_count(row['rows'], 'row')}, accepted share "
+            f"{fmt(row['accepted_share'], '.3f')}, verify {fmt(row['mean_verify_ms'], '.1f')} ms"
         )
     for problem in summary.get("validation_problems") or []:
         lines.append(f"  validation: {problem}")

@@ -11,8 +11,6 @@ import datetime as _dt
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
@@ -25,6 +23,7 @@ import pyarrow.parquet as pq
 
 from asd import __version__
 from asd.errors import TraceError
+from asd.fsutil import atomic_dir
 from asd.traces import schema as S
 
 BUILTIN = "builtin"
@@ -314,25 +313,8 @@ def write_bundle(
     tables = {"requests": conform("requests", requests), "outputs": conform("outputs", outputs)}
     if drafts is not None:
         tables["drafts"] = conform("drafts", drafts)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-    try:
+    with atomic_dir(path) as tmp:
         for name, table in tables.items():
             write_parquet(table, tmp / f"{name}.parquet")
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
-        replace_dir(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return Bundle(path, manifest)
-
-
-def replace_dir(new: Path, target: Path) -> None:
-    """Move `new` to `target`; an existing target is swapped out, then removed."""
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        os.replace(target, old)
-        os.replace(new, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(new, target)

@@ -8,9 +8,7 @@ re-splitting a merged or re-sorted bundle gives the same answer.
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +17,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from asd.errors import ConfigError, TraceError
-from asd.traces.bundle import MANIFEST, Bundle, check_readable, open_bundle, output_path, replace_dir, write_parquet
+from asd.fsutil import atomic_dir, atomic_write
+from asd.traces.bundle import MANIFEST, Bundle, check_readable, open_bundle, output_path, write_parquet
 
 CALIBRATION, TEST = "calibration", "test"
 _HASH_KEY = "asd-split-v1-key"  # fixed 16-byte key: ids hash the same in every run
@@ -112,14 +111,7 @@ def split_request_ids(bundle: Bundle, which: str) -> pa.Array:
 
 
 def _replace_file(file: Path, table: pa.Table) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{file.name}.tmp-", dir=file.parent)
-    os.close(fd)
-    try:
-        write_parquet(table, tmp)
-        os.replace(tmp, file)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(file, lambda fh: write_parquet(table, fh))
 
 
 def _copy_with_requests(bundle: Bundle, out: Path, requests: pa.Table, overwrite: bool) -> Path:
@@ -131,15 +123,9 @@ def _copy_with_requests(bundle: Bundle, out: Path, requests: pa.Table, overwrite
     for name in ("outputs.parquet", "drafts.parquet"):  # copied byte for byte: check them first
         if (bundle.path / name).is_file():
             check_readable(bundle.path / name)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         for name in ("outputs.parquet", "drafts.parquet", MANIFEST):
             if (bundle.path / name).is_file():
                 shutil.copy2(bundle.path / name, tmp / name)
         write_parquet(requests, tmp / "requests.parquet")
-        replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
