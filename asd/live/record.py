@@ -59,10 +59,12 @@ def record(
     drafts: str = "all",
     label: str = "agreement",
     overwrite: bool = False,
+    restart: bool = False,
     progress: bool = True,
     command: str | None = None,
 ) -> dict:
-    """Record (or resume recording) a bundle at `out`; returns a summary dict."""
+    """Record (or resume recording) a bundle at `out`; returns a summary dict. `restart`
+    discards the results of an earlier, unfinished run kept in `out.partial/` first."""
     started = time.time()
     out = B.output_path(out)  # never the shipped built-in trace
     if drafts not in DRAFT_MODES:
@@ -91,24 +93,60 @@ def record(
     if out.exists() and not (out / B.MANIFEST).is_file() and not overwrite:
         raise TraceError(f"{out}: exists and is not a trace bundle (pass --overwrite to replace it)")
 
+    # Every tier's context must hold the prompts: checked (or chosen, `n_ctx: auto`) from the
+    # tokenised prompts before any model loads or anything is written.
+    ladder = fit_contexts(ladder, prompts, drafts, tiers_path)
+    discarded = _discard_partial(partial_path(out)) if restart else None
     work = ShardStore(partial_path(out), fingerprint, plan={"tiers_config": str(tiers_path), "prompts": str(prompts_path), "shard": shard, "drafts": drafts, "label": label})
     counts = {"generated": 0, "scored": 0, "resumed_outputs": 0, "resumed_drafts": 0}
     try:
         _run_tiers(ladder, prompts, work, drafts, progress, counts)
         summary = _consolidate(ladder, prompts, work, out, tiers_path, prompts_path, shard, drafts, label, fingerprint, command, started)
     except AsdError as exc:
-        kept = work.n_rows()
-        raise type(exc)(
-            f"{exc} — {kept} results recorded so far are kept in {work.path}; rerun the same command to resume"
-        ) from None
+        raise type(exc)(f"{exc} — {_kept(work)}") from None
     except KeyboardInterrupt:
-        raise AsdError(
-            f"interrupted — {work.n_rows()} results recorded so far are kept in {work.path}; "
-            "rerun the same command to resume"
-        ) from None
+        raise AsdError(f"interrupted — {_kept(work)}") from None
     summary.update(counts)
+    if discarded is not None:
+        summary["discarded"] = discarded
     shutil.rmtree(work.path, ignore_errors=True)
     return summary
+
+
+def _kept(work: "ShardStore") -> str:
+    return (
+        f"{work.n_rows()} results recorded so far are kept in {work.path}; rerun the same command to resume, "
+        "or after changing the tier config or options add --restart to discard them and start over"
+    )
+
+
+def _discard_partial(path: Path) -> dict:
+    """`--restart`: remove an unfinished run's shards; says what was discarded."""
+    if not path.is_dir():
+        return {"path": str(path), "results": 0}
+    try:
+        n = ShardStore.count_rows(path)
+    except (OSError, pa.ArrowException):
+        n = None  # unreadable shards are discarded all the same
+    shutil.rmtree(path)
+    return {"path": str(path), "results": n}
+
+
+def fit_contexts(ladder: dict, prompts: pd.DataFrame, drafts: str, tiers_path) -> dict:
+    """The ladder with each tier's context checked or chosen for these prompts (its
+    backend's `fit_context`), before any model loads: a tier verifying drafts also needs
+    room for the longest draft (the draft tiers' max_tokens)."""
+    from asd.live.backends import BACKENDS
+
+    pairs = list(zip(prompts["request_id"], prompts["prompt"]))
+    tiers = []
+    for u, tier in enumerate(ladder["tiers"]):
+        draft_max = max((ladder["tiers"][t]["sampling"]["max_tokens"] for t in _draft_tiers(u, drafts)), default=0)
+        try:
+            tiers.append(BACKENDS[tier["backend"]].fit_context(tier, pairs, tier["sampling"]["max_tokens"], draft_max))
+        except ConfigError as exc:
+            raise ConfigError(f"{tiers_path}: {exc}") from None
+    return {**ladder, "tiers": tiers}
 
 
 # -- the work --------------------------------------------------------------------------------
@@ -385,8 +423,8 @@ class ShardStore:
                     old = None
                 if old != fingerprint:
                     raise TraceError(
-                        f"{path}: a recording from other tiers/prompts/options is in progress here; "
-                        "rerun it with the same inputs, or delete this directory"
+                        f"{path}: holds an unfinished recording from other tiers/prompts/options; rerun it with "
+                        "the same inputs to finish it, or add --restart to discard it and start over"
                     )
             else:
                 self._atomic_bytes(plan_file, json.dumps({"fingerprint": fingerprint, **plan}, indent=2).encode())
@@ -404,7 +442,11 @@ class ShardStore:
         return pa.concat_tables(tables) if tables else schema.empty_table()
 
     def n_rows(self) -> int:
-        return sum(pq.read_metadata(f).num_rows for kind in ("outputs", "drafts") for f in self._files(kind))
+        return self.count_rows(self.path)
+
+    @staticmethod
+    def count_rows(path: Path) -> int:
+        return sum(pq.read_metadata(f).num_rows for kind in ("outputs", "drafts") for f in sorted(path.glob(f"{kind}-*.parquet")))
 
     def done_outputs(self) -> dict[int, set[str]]:
         table = self.read("outputs").select(["request_id", "tier"]).to_pandas()
@@ -500,6 +542,10 @@ def format_summary(summary: dict) -> str:
             f"  draft {row['draft']} → {row['verifier']}: {_count(row['rows'], 'row')}, accepted share "
             f"{fmt(row['accepted_share'], '.3f')}, verify {fmt(row['mean_verify_ms'], '.1f')} ms"
         )
+    discarded = summary.get("discarded")
+    if discarded:
+        results = "its results" if discarded["results"] is None else _count(discarded["results"], "result")
+        lines.insert(1, f"  --restart: discarded {results} of an unfinished run in {discarded['path']}")
     for problem in summary.get("validation_problems") or []:
         lines.append(f"  validation: {problem}")
     return "\n".join(lines)

@@ -189,15 +189,23 @@ def check_manifest(manifest: object, where: object = MANIFEST) -> None:
         raise TraceError(f"{where}: duplicate tier names {names}")
 
 
+def sampling_per_tier(tiers: list[dict], params: dict | None = None) -> dict:
+    """The manifest's `sampling`: tier name → that tier's sampling parameters (the one shape,
+    DESIGN.md: tiers carry their sampling parameters); `params` shared by every tier, or
+    {} (not known)."""
+    return {t["name"]: dict(params or {}) for t in tiers}
+
+
 def new_manifest(tiers: list[dict], **fields) -> dict:
-    """A manifest with the bookkeeping keys filled; `fields` (provenance, sampling, ...) override."""
+    """A manifest with the bookkeeping keys filled; `fields` (provenance, sampling, ...)
+    override. `sampling` is per tier (`sampling_per_tier`), {} per tier when not given."""
     manifest = {
         "schema_version": S.SCHEMA_VERSION,
         "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "asd_version": __version__,
         "synthetic": False,
         "tiers": [S.tier_entry(**t) for t in tiers],
-        "sampling": {},
+        "sampling": sampling_per_tier(tiers),
         "provenance": {},
         "label_rule": None,
         "estimated_columns": [],
@@ -309,7 +317,7 @@ def write_bundle(
     path = Path(path)
     check_manifest(manifest, f"{path}/{MANIFEST}")
     if path.exists() and not overwrite:
-        raise TraceError(f"{path}: already exists (pass overwrite to replace it)")
+        raise TraceError(f"{path}: already exists (pass --overwrite, or overwrite=True, to replace it)")
     tables = {"requests": conform("requests", requests), "outputs": conform("outputs", outputs)}
     if drafts is not None:
         tables["drafts"] = conform("drafts", drafts)

@@ -113,12 +113,31 @@ def _bundle_level(path: str | os.PathLike, message: str) -> tuple[str, None, Non
     return where, None, None, message
 
 
+def _check_sampling(bundle: Bundle, out: _Collector) -> None:
+    """`sampling` maps every tier's name to an object of its sampling parameters ({} when
+    not known), and nothing else: one shape for every writer."""
+    sampling = bundle.manifest.get("sampling")
+    if not isinstance(sampling, dict):
+        out.add(MANIFEST, None, None, f"sampling must be an object of tier name -> parameters, got {type(sampling).__name__}")
+        return
+    names = bundle.tier_names
+    for key, value in sampling.items():
+        if key not in names:
+            out.add(MANIFEST, None, None, f"sampling: {key!r} is not a tier (sampling is per tier: {', '.join(names)})")
+        elif not isinstance(value, dict):
+            out.add(MANIFEST, None, None, f"sampling[{key!r}] must be an object of parameters, got {type(value).__name__}")
+    for name in names:
+        if name not in sampling:
+            out.add(MANIFEST, None, None, f"sampling: no entry for tier {name!r} ({{}} when not known)")
+
+
 def _check_bundle(bundle: Bundle, out: _Collector) -> None:
     n_tiers = bundle.n_tiers
     for i, tier in enumerate(bundle.tiers):
         params = tier.get("params_b")
         if params is not None and (not isinstance(params, (int, float)) or not params > 0):
             out.add(MANIFEST, None, None, f"tiers[{i}] ({tier['name']}): params_b must be a positive number, got {params!r}")
+    _check_sampling(bundle, out)
     tables = {}
     for name in S.TABLES:
         if name == "drafts" and not bundle.has("drafts"):

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from asd.errors import ConfigError, TraceError
-from asd.traces.bundle import new_manifest
+from asd.traces.bundle import new_manifest, sampling_per_tier
 from asd.traces.importers.base import (
     ImportedTrace,
     Importer,
@@ -185,9 +185,12 @@ class SpecBenchImporter(Importer):
         )
         commits = sorted(set(selected["commit"].dropna()))
         temperature = sorted(set(selected["temperature"]))
+        tiers = tiers_named([draft_name, verify_model], dtype="float16")
         manifest = new_manifest(
-            tiers_named([draft_name, verify_model], dtype="float16"),
-            sampling={"temperature": temperature[0] if len(temperature) == 1 else temperature, "batch_size": 1},
+            tiers,
+            sampling=sampling_per_tier(
+                tiers, {"temperature": temperature[0] if len(temperature) == 1 else temperature, "batch_size": 1}
+            ),
             provenance={
                 "importer": self.name,
                 "source": {
