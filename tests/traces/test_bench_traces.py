@@ -49,9 +49,3 @@ def test_bench_traces_reports_every_figure_finite_and_prints_what_it_writes(tmp_
     assert isinstance(report["meets_targets"], bool)
     assert f"meets targets: {report['meets_targets']}" in done.stdout
 
-
-def test_bench_traces_help_gives_the_whole_first_paragraph():
-    done = subprocess.run([sys.executable, "benchmarks/bench_traces.py", "--help"], cwd=REPO, capture_output=True, text=True)
-    assert done.returncode == 0
-    help_text = " ".join(done.stdout.split())
-    assert "and measuring that process's peak RSS." in help_text and "pandas reading the same columns from CSV." in help_text
