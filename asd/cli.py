@@ -232,13 +232,14 @@ from asd.live.record import DRAFT_MODES  # noqa: E402
 @click.option("--prompts", "prompts_path", required=True, type=click.Path(dir_okay=False), help="Prompt set: JSONL, CSV or Parquet with prompt (request_id, reference, task optional).")
 @click.option("-o", "--output", "out", required=True, type=click.Path(file_okay=False), help="Bundle directory to write.")
 @click.option("--shard", default=None, metavar="I/N", help="Record only slice I of N (0 <= I < N, by hash of request_id).")
+@click.option("--limit", type=click.IntRange(1), default=None, help="Record only the first LIMIT prompts of the file.")
 @click.option("--drafts", type=click.Choice(DRAFT_MODES), default=DRAFT_MODES[0], show_default=True, help="Score each tier's output under every later tier, the next one, or none.")
 @click.option("--label", type=click.Choice(LABEL_MODES), default=LABEL_MODES[0], show_default=True, help="Quality rule for prompts without a reference (vs the last tier).")
 @click.option("--overwrite", is_flag=True, help="Re-record and replace an existing bundle.")
 @click.option("--restart", is_flag=True, help="Discard the results of an unfinished run in OUTPUT.partial/ and start over (after changing the tier config or options).")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 @json_option("Write the summary as JSON.")
-def record_command(tiers_path, prompts_path, out, shard, drafts, label, overwrite, restart, no_progress, json_path):
+def record_command(tiers_path, prompts_path, out, shard, limit, drafts, label, overwrite, restart, no_progress, json_path):
     """Run every tier over a prompt set, score drafts under later tiers, write a trace bundle.
 
     Crash-safe and resumable: results are kept in OUTPUT.partial/ as they complete;
@@ -249,7 +250,7 @@ def record_command(tiers_path, prompts_path, out, shard, drafts, label, overwrit
     from asd.live.record import format_summary, record
 
     summary = record(
-        tiers_path, prompts_path, out, shard=shard, drafts=drafts, label=label,
+        tiers_path, prompts_path, out, shard=shard, limit=limit, drafts=drafts, label=label,
         overwrite=overwrite, restart=restart, progress=not no_progress, command=" ".join(["asd"] + sys.argv[1:]),
     )
     click.echo(format_summary(summary))

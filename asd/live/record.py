@@ -56,6 +56,7 @@ def record(
     out: str | Path,
     *,
     shard: str | None = None,
+    limit: int | None = None,
     drafts: str = "all",
     label: str = "agreement",
     overwrite: bool = False,
@@ -63,8 +64,9 @@ def record(
     progress: bool = True,
     command: str | None = None,
 ) -> dict:
-    """Record (or resume recording) a bundle at `out`; returns a summary dict. `restart`
-    discards the results of an earlier, unfinished run kept in `out.partial/` first."""
+    """Record (or resume recording) a bundle at `out`; returns a summary dict. `limit` keeps
+    the first `limit` prompts of the file (before `shard` slices them); `restart` discards
+    the results of an earlier, unfinished run kept in `out.partial/` first."""
     started = time.time()
     out = B.output_path(out)  # never the shipped built-in trace
     if drafts not in DRAFT_MODES:
@@ -75,7 +77,10 @@ def record(
         labels.label_by_agreement("a", "a", "bleu")  # fail now, not after hours of recording
     ladder = load_ladder(tiers_path)
     shard_spec = parse_shard(shard)
-    prompts = select_shard(load_prompts(prompts_path), shard_spec)
+    if limit is not None and limit < 1:
+        raise ConfigError(f"--limit {limit}: must be at least 1")
+    prompts = load_prompts(prompts_path)
+    prompts = select_shard(prompts if limit is None else prompts.head(limit), shard_spec)
     if prompts.empty:
         raise ConfigError(f"--shard {shard}: this slice of {prompts_path} holds no prompts")
     fingerprint = _fingerprint(ladder, prompts, shard, drafts, label)
@@ -114,8 +119,9 @@ def record(
 
 
 def _kept(work: "ShardStore") -> str:
+    n = work.n_rows()
     return (
-        f"{work.n_rows()} results recorded so far are kept in {work.path}; rerun the same command to resume, "
+        f"{_count(n, 'result')} recorded so far {'is' if n == 1 else 'are'} kept in {work.path}; rerun the same command to resume, "
         "or after changing the tier config or options add --restart to discard them and start over"
     )
 

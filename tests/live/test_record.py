@@ -271,4 +271,5 @@ def test_resuming_with_other_inputs_is_refused(tmp_path, smollm2):
     partial.mkdir()
     (partial / "plan.json").write_text(json.dumps({"fingerprint": "something-else"}))
     result = run_cli("--tiers", tiers, "--prompts", prompts, "-o", tmp_path / "b")
-    assert result.exit_code == 2 and "from other tiers/prompts/options is in progress" in result.output
+    assert result.exit_code == 2 and "holds an unfinished recording from other tiers/prompts/options" in result.output
+    assert "add --restart to discard it and start over" in result.output
