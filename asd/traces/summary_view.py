@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rich import box
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 
 
@@ -18,8 +19,16 @@ def _fmt(value, digits=3) -> str:
 def _print_whole(console: Console, table: Table) -> None:
     """Print a table at its natural width even past the terminal's (80 columns when piped):
     cells are never wrapped or cut, so a tier name stays one word."""
-    width = max(console.width, console.measure(table).maximum)
-    console.print(table, width=width, crop=False)
+    natural = Measurement.get(console, console.options.update(max_width=10_000), table).maximum
+    width = console.width
+    if natural <= width:
+        console.print(table)
+        return
+    console.width = natural  # print(width=...) is capped at the console's width
+    try:
+        console.print(table, crop=False)
+    finally:
+        console.width = width
 
 
 def print_summary(summary: dict, console: Console | None = None) -> None:
@@ -28,7 +37,7 @@ def print_summary(summary: dict, console: Console | None = None) -> None:
     head = f"[bold]{summary['path']}[/bold]: {n} request{'s' if n != 1 else ''}, {k} tier{'s' if k != 1 else ''}"
     if summary["synthetic"]:
         head += " [yellow](SYNTHETIC)[/yellow]"
-    console.print(head)
+    console.print(head, soft_wrap=True)  # a long path stays on its line
     signals = ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in summary["signals"].items())
     splits = ", ".join(f"{k} {v}" for k, v in summary["splits"].items())
     tasks = f"; tasks: {summary['n_tasks']}" if summary["n_tasks"] else ""  # no task column: say nothing
