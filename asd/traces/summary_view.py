@@ -54,7 +54,7 @@ def print_summary(summary: dict, console: Console | None = None) -> None:
             _fmt(t["mean_ttft_ms"], 0), _fmt(t["mean_e2e_ms"], 0),
         )
     _print_whole(console, tiers)
-    console.print("[dim]B: parameters (billions); n: outputs; quality, accept(able), output tokens, ttft/e2e (ms): per-tier means (more in --json)[/dim]")
+    console.print("[dim]B: parameters (billions); n: recorded outputs; quality, accept(able), output tokens, ttft/e2e (ms): per-tier means (more in --json)[/dim]")
 
     if summary["agreement"]:
         agree = Table(title="agreement of tier labels", box=box.SIMPLE_HEAD)
