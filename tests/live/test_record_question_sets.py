@@ -155,3 +155,13 @@ def test_changed_tier_config_is_refused_naming_restart_and_restart_starts_over(t
     assert lines[2].startswith("  generated 2 outputs, scored 1 draft (resumed 0 outputs, 0 drafts)")
     assert re.search(r"draft small → big: 1 row, accepted share \d\.\d{3}", done.output)
     assert not (tmp_path / "b.partial").exists() and validate_bundle(tmp_path / "b") == []
+
+
+def test_n_ctx_that_is_neither_a_number_nor_auto_is_one_line(tmp_path):
+    tiers = shipped_ladder(tmp_path, n_ctx="lots")
+    prompts = write_jsonl(tmp_path / "p.jsonl", [{"prompt": "hi"}])
+    result = run_cli("--tiers", tiers, "--prompts", prompts, "-o", tmp_path / "b")
+    assert result.exit_code == 2 and result.output == (
+        f"error: {tiers}: tier 'smollm2-135m': n_ctx must be a positive integer or `auto`, got 'lots'\n"
+    )
+    assert not (tmp_path / "b.partial").exists()
