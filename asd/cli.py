@@ -18,7 +18,10 @@ from asd.errors import AsdError
 
 class AsdGroup(click.Group):
     """Turns `AsdError` into `error: <message>` and exit code 2, without a traceback; an OS
-    error that escaped the library (permission, disk full) likewise, naming its path."""
+    error that escaped the library (permission, disk full) likewise, naming its path.
+
+    Exit codes: 0 success; 1 a check found problems (`asd traces validate` on an invalid
+    bundle); 2 a usage error (bad option or input, missing file or bundle), as click's own."""
 
     def invoke(self, ctx):
         try:
@@ -136,9 +139,13 @@ def traces_import(fmt, src, out, overwrite, json_path, **options):
 def traces_validate(bundle, max_problems, json_path):
     """Check BUNDLE (a directory, or `builtin`) against trace schema v1: version, column
     types, keys, value ranges. Prints each problem as `file: column 'x' row N: message`
-    (rows 0-based) and exits 1 when there is any."""
+    (rows 0-based) and exits 1 when there is any (an invalid bundle); a BUNDLE that is not
+    there is a usage error: one line, exit 2."""
+    from asd.traces.bundle import open_bundle, resolve_bundle_path
     from asd.traces.validate import validate_bundle
 
+    if not resolve_bundle_path(bundle).is_dir():
+        open_bundle(bundle)  # nothing to validate: the one-line usage error inspect gives (exit 2)
     problems = validate_bundle(bundle, max_problems=max_problems)
     write_json(json_path, {"bundle": str(bundle), "valid": not problems, "problems": [
         {"file": p.file, "column": p.column, "row": p.row, "message": p.message} for p in problems]})
@@ -184,7 +191,8 @@ def traces_split(bundle, test_frac, seed, out, overwrite, json_path):
     from asd.traces.split import split_bundle
 
     result = split_bundle(bundle, test_frac=test_frac, seed=seed, out=out, overwrite=overwrite)
-    click.echo(f"{result['bundle']}: {result['n_calibration']} calibration, {result['n_test']} test requests "
+    click.echo(f"{result['bundle']}: {result['n_calibration']} calibration, {result['n_test']} test "
+               f"request{'s' if result['n_test'] != 1 else ''} "
                f"({len(result['tasks'])} task(s), seed {seed})")
     write_json(json_path, result)
 
@@ -220,7 +228,7 @@ def traces_merge(bundles, out, overwrite):
 
     merged = merge_bundles(list(bundles), out, overwrite=overwrite)
     n = merged.read("requests", ["request_id"]).num_rows
-    click.echo(f"{out}: merged {len(bundles)} bundles, {n} requests")
+    click.echo(f"{out}: merged {len(bundles)} bundles, {n} request{'s' if n != 1 else ''}")
 
 
 # --- engine commands ---
@@ -229,27 +237,35 @@ def traces_merge(bundles, out, overwrite):
 # --- record commands (asd record) ---
 
 
+from asd.live.labels import LABEL_MODES  # noqa: E402
+from asd.live.record import DRAFT_MODES  # noqa: E402
+
+
 @main.command("record")
 @click.option("--tiers", "tiers_path", required=True, type=click.Path(dir_okay=False), help="Tier ladder config (YAML or JSON), tiers in ladder order.")
 @click.option("--prompts", "prompts_path", required=True, type=click.Path(dir_okay=False), help="Prompt set: JSONL, CSV or Parquet with prompt (request_id, reference, task optional).")
 @click.option("-o", "--output", "out", required=True, type=click.Path(file_okay=False), help="Bundle directory to write.")
 @click.option("--shard", default=None, metavar="I/N", help="Record only slice I of N (0 <= I < N, by hash of request_id).")
-@click.option("--drafts", type=click.Choice(["all", "next", "none"]), default="all", show_default=True, help="Score each tier's output under every later tier, the next one, or none.")
-@click.option("--label", type=click.Choice(["agreement", "bleu"]), default="agreement", show_default=True, help="Quality rule for prompts without a reference (vs the last tier).")
+@click.option("--limit", type=click.IntRange(1), default=None, help="Record only the first LIMIT prompts of the file.")
+@click.option("--drafts", type=click.Choice(DRAFT_MODES), default=DRAFT_MODES[0], show_default=True, help="Score each tier's output under every later tier, the next one, or none.")
+@click.option("--label", type=click.Choice(LABEL_MODES), default=LABEL_MODES[0], show_default=True, help="Quality rule for prompts without a reference (vs the last tier).")
 @click.option("--overwrite", is_flag=True, help="Re-record and replace an existing bundle.")
+@click.option("--restart", is_flag=True, help="Discard the results of an unfinished run in OUTPUT.partial/ and start over (after changing the tier config or options).")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 @json_option("Write the summary as JSON.")
-def record_command(tiers_path, prompts_path, out, shard, drafts, label, overwrite, no_progress, json_path):
+def record_command(tiers_path, prompts_path, out, shard, limit, drafts, label, overwrite, restart, no_progress, json_path):
     """Run every tier over a prompt set, score drafts under later tiers, write a trace bundle.
 
     Crash-safe and resumable: results are kept in OUTPUT.partial/ as they complete;
-    rerun the same command to continue after a crash or kill.
+    rerun the same command to continue after a crash or kill, or add --restart to
+    discard them and start over. A llama_cpp tier's context (`n_ctx`, or `auto`) is
+    checked against the tokenised prompts before any model loads.
     """
     from asd.live.record import format_summary, record
 
     summary = record(
-        tiers_path, prompts_path, out, shard=shard, drafts=drafts, label=label,
-        overwrite=overwrite, progress=not no_progress, command=" ".join(["asd"] + sys.argv[1:]),
+        tiers_path, prompts_path, out, shard=shard, limit=limit, drafts=drafts, label=label,
+        overwrite=overwrite, restart=restart, progress=not no_progress, command=" ".join(["asd"] + sys.argv[1:]),
     )
     click.echo(format_summary(summary))
     write_json(json_path, summary)

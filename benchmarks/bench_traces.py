@@ -103,7 +103,7 @@ def median_of(mode: str, path: Path, repeats: int) -> dict:
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=1_000_000)
     parser.add_argument("--tiers", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)

@@ -15,8 +15,6 @@ evaluation and one table lookup.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -712,16 +710,9 @@ class Policy:
                        ("w1", "b1", "w2", "b2", "iso_x", "iso_y", "knot_counts", "feature_counts")})
         arrays.update({"solved.stop": self.stop_table, "solved.start": self.start_table,
                        "solved.stop_cold": self.stop_cold_table})
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, header=np.array(json.dumps(self.header())), **arrays)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        from asd.fsutil import atomic_write
+
+        return atomic_write(path, lambda fh: np.savez(fh, header=np.array(json.dumps(self.header())), **arrays))
 
     @classmethod
     def load(cls, path, *, expect_tiers=None, expect_params_b=None, expect_content_hash=None) -> Policy:

@@ -21,9 +21,7 @@ import hashlib
 import json
 import math
 import os
-import shutil
 import stat
-import tempfile
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
@@ -36,6 +34,7 @@ import pyarrow.parquet as pq
 
 from asd import __version__
 from asd.errors import TraceError
+from asd.fsutil import atomic_dir, atomic_write
 from asd.traces import schema as S
 
 BUILTIN = "builtin"
@@ -283,14 +282,7 @@ def write_manifest(path: Path, manifest: dict) -> None:
     """Replace `path/manifest.json` atomically (a temporary file renamed over it)."""
     target = path / MANIFEST
     with write_errors(target):
-        fd, tmp = tempfile.mkstemp(prefix=f".{MANIFEST}.tmp-", dir=path)
-        try:
-            with os.fdopen(fd, "w") as fh:
-                fh.write(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(target, (json.dumps(manifest, indent=2, sort_keys=False) + "\n").encode())
 
 
 _TEXT_TIER_KEYS = ("model_id", "dtype", "quantization", "hardware", "backend", "backend_version")
@@ -350,15 +342,23 @@ def check_manifest(manifest: object, where: object = MANIFEST) -> None:
         raise TraceError(f"{where}: estimated_columns must be a list of column names, got {estimated!r}")
 
 
+def sampling_per_tier(tiers: list[dict], params: dict | None = None) -> dict:
+    """The manifest's `sampling`: tier name → that tier's sampling parameters (the one shape,
+    DESIGN.md: tiers carry their sampling parameters); `params` shared by every tier, or
+    {} (not known)."""
+    return {t["name"]: dict(params or {}) for t in tiers}
+
+
 def new_manifest(tiers: list[dict], **fields) -> dict:
-    """A manifest with the bookkeeping keys filled; `fields` (provenance, sampling, ...) override."""
+    """A manifest with the bookkeeping keys filled; `fields` (provenance, sampling, ...)
+    override. `sampling` is per tier (`sampling_per_tier`), {} per tier when not given."""
     manifest = {
         "schema_version": S.SCHEMA_VERSION,
         "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "asd_version": __version__,
         "synthetic": False,
         "tiers": [S.tier_entry(**t) for t in tiers],
-        "sampling": {},
+        "sampling": sampling_per_tier(tiers),
         "provenance": {},
         "label_rule": None,
         "estimated_columns": [],
@@ -477,7 +477,7 @@ def write_bundle(
     manifest = {k: v for k, v in manifest.items() if k != STAMP_KEY}
     check_manifest(manifest, f"{path}/{MANIFEST}")
     if os.path.lexists(path) and not overwrite:
-        raise TraceError(f"{path}: already exists (pass overwrite to replace it)")
+        raise TraceError(f"{path}: already exists (pass --overwrite, or overwrite=True, to replace it)")
     tables = {"requests": conform("requests", requests), "outputs": conform("outputs", outputs)}
     if drafts is not None:
         tables["drafts"] = conform("drafts", drafts)
@@ -494,14 +494,11 @@ def write_bundle(
 
 @contextmanager
 def staging_dir(target: Path, *, validate: bool = True) -> Iterator[Path]:
-    """A temporary directory beside `target` to build a bundle in. When the block ends the
-    bundle is validated and stamped (with `validate`), then renamed over `target`; on any
-    failure the directory is removed and `target` is untouched."""
+    """A temporary directory beside `target` to build a bundle in (`asd.fsutil.atomic_dir`).
+    When the block ends the bundle is validated and stamped (with `validate`), then renamed
+    over `target`; on any failure the directory is removed and `target` is untouched."""
     target = Path(target)
-    with write_errors(target):
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
+    with write_errors(target), atomic_dir(target) as tmp:
         yield tmp
         if validate:
             from asd.traces.validate import validate_bundle  # validate imports this module
@@ -509,19 +506,3 @@ def staging_dir(target: Path, *, validate: bool = True) -> Iterator[Path]:
             problems = validate_bundle(tmp, max_problems=1, stamp=True)
             if problems:
                 raise TraceError(f"{target}: not written, the result fails validation: {problems[0]}")
-        with write_errors(target):
-            replace_dir(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def replace_dir(new: Path, target: Path) -> None:
-    """Move `new` to `target`; an existing target is swapped out, then removed."""
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        os.replace(target, old)
-        os.replace(new, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(new, target)

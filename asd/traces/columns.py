@@ -16,14 +16,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from asd.errors import TraceError
+from asd.traces import schema as S
 from asd.traces.bundle import Bundle, open_bundle, parquet_errors
 
 # What the simulator reads per output row and per draft row (see DESIGN.md, "Simulation").
-SIMULATOR_OUTPUT_COLUMNS = (
-    "request_id", "tier", "quality", "accepted", "n_prompt_tokens", "n_output_tokens",
-    "mean_logprob", "min_logprob", "mean_entropy", "ttft_ms", "e2e_ms",
-)
-SIMULATOR_DRAFT_COLUMNS = ("request_id", "draft_tier", "verify_tier", "n_draft_tokens", "n_accepted")
+SIMULATOR_OUTPUT_COLUMNS = S.SIMULATOR_OUTPUT_COLUMNS
+SIMULATOR_DRAFT_COLUMNS = S.SIMULATOR_DRAFT_COLUMNS
 
 
 def to_numpy(col: pa.ChunkedArray | pa.Array, name: str = "column") -> np.ndarray:

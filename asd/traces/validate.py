@@ -197,9 +197,28 @@ def _bundle_level(path: str | os.PathLike, message: str) -> tuple[str, None, Non
     return where, None, None, message
 
 
+def _check_sampling(bundle: Bundle, out: _Collector) -> None:
+    """`sampling` maps every tier's name to an object of its sampling parameters ({} when
+    not known), and nothing else: one shape for every writer."""
+    sampling = bundle.manifest.get("sampling")
+    if not isinstance(sampling, dict):
+        out.add(MANIFEST, None, None, f"sampling must be an object of tier name -> parameters, got {type(sampling).__name__}")
+        return
+    names = bundle.tier_names
+    for key, value in sampling.items():
+        if key not in names:
+            out.add(MANIFEST, None, None, f"sampling: {key!r} is not a tier (sampling is per tier: {', '.join(names)})")
+        elif not isinstance(value, dict):
+            out.add(MANIFEST, None, None, f"sampling[{key!r}] must be an object of parameters, got {type(value).__name__}")
+    for name in names:
+        if name not in sampling:
+            out.add(MANIFEST, None, None, f"sampling: no entry for tier {name!r} ({{}} when not known)")
+
+
 def _check_bundle(bundle: Bundle, out: _Collector) -> None:
     n_tiers = bundle.n_tiers  # the manifest itself was checked when the bundle was opened
     _check_stray_tables(bundle, out)
+    _check_sampling(bundle, out)
     acceptance = bundle.manifest.get("draft_acceptance", S.DEFAULT_DRAFT_ACCEPTANCE)
     if acceptance not in S.DRAFT_ACCEPTANCE:
         out.add(MANIFEST, None, None, f"draft_acceptance {acceptance!r} is not one of {', '.join(S.DRAFT_ACCEPTANCE)}")

@@ -6,6 +6,7 @@ estimation noise, and clearly better where a cascade should pay."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from asd.engine.policy import Policy, Predictor
@@ -17,7 +18,6 @@ PARAMS_B = np.array([1.8, 7.0, 14.0])  # cost of running a tier ∝ its paramete
 
 @pytest.fixture(scope="module")
 def qwen_ladder(shared_data):
-    pd = pytest.importorskip("pandas")
     frame = pd.read_parquet(shared_data / "option_logits_emotion" / "option_logits.parquet",
                             columns=["model", "prompt_style", "icl_demos", "id", "correct", "p_pred"])
     frame = frame[(frame.prompt_style == "task") & (frame.icl_demos == 1) & frame.model.isin(MODELS)]
