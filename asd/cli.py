@@ -293,18 +293,23 @@ def _evaluation_options(f):
 @_evaluation_options
 @click.option("--tau-max", required=True, type=float, help="Latency limit in ms for the statistic --stat.")
 @click.option("--stat", default="p95", show_default=True, type=click.Choice(["mean", "p50", "p95", "p99"]))
-@click.option("--mode", default="replay", show_default=True, type=click.Choice(["replay"]))
+@click.option("--mode", default="replay", show_default=True, type=click.Choice(["replay", "des"]),
+              help="replay: each request alone (no contention); des: discrete-event simulation under load.")
+@click.option("--rate", default=None, type=float, help="des: Poisson arrival rate, requests per second.")
+@click.option("--replicas", default="1", show_default=True, help="des: replicas per tier, one number or one per tier (1,1,2).")
+@click.option("--max-batch", default=256, show_default=True, type=click.IntRange(1), help="des: continuous-batching limit per replica.")
 @click.option("--explain", "explain_id", default=None, help="Show one request's walk: outputs, features, p̂, values, decisions.")
 @json_option("Write the results as JSON.")
 def simulate_command(bundle, split, folds, cost_model, predictor, stage0, risk, seed, plots, tau_max, stat, mode,
-                     explain_id, json_path):
+                     rate, replicas, max_batch, explain_id, json_path):
     """Replay BUNDLE (default: the built-in trace) under a calibrated cascade policy on held-out
     requests; choose λ by bisection for the best quality whose latency statistic stays within
     --tau-max; compare every baseline at the same limit."""
     from asd.simulator.report import print_explain, print_simulation
     from asd.simulator.simulate import run_simulate
 
-    result = run_simulate(bundle, tau_max=tau_max, stat=stat, mode=mode, split=split, folds=folds,
+    result = run_simulate(bundle, tau_max=tau_max, stat=stat, mode=mode, rate=rate, replicas=_replicas(replicas),
+                          max_batch=max_batch, split=split, folds=folds,
                           cost_model=cost_model, predictor=predictor, stage0=stage0, risk=_risk(risk), seed=seed,
                           plots=plots, explain_id=explain_id, progress=_progress("simulate"))
     print_simulation(result)
@@ -329,6 +334,17 @@ def sweep_command(bundle, split, folds, cost_model, predictor, stage0, risk, see
                        progress=_progress("sweep"))
     print_sweep(result)
     write_json(json_path, result)
+
+
+def _replicas(text: str):
+    """`--replicas 2` or `--replicas 1,1,2` → an int or a list of ints."""
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise AsdError(f"--replicas {text!r}: use a whole number or one per tier, e.g. 1,1,2") from None
+    if any(v < 1 for v in values):
+        raise AsdError(f"--replicas {text!r}: every count must be >= 1")
+    return values[0] if len(values) == 1 else values
 
 
 def _risk(risk: str):

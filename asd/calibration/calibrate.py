@@ -20,11 +20,11 @@ import numpy as np
 from asd import __version__
 from asd.calibration.costs import COST_MODELS, CostGrid, CostModel, fit_cost_model
 from asd.calibration.features import FeatureSet, compute_features
-from asd.calibration.metrics import best_single_feature, reliability_plot
+from asd.calibration.metrics import best_single_feature, reliability_plot, stage_metrics
 from asd.calibration.predictors import PREDICTORS, StageFit, fit_stage, stack_predictor
 from asd.calibration.views import TraceView, load_view
-from asd.engine import Policy, build_tables
-from asd.errors import ConfigError, PolicyError
+from asd.engine import Policy
+from asd.errors import ConfigError
 
 DEFAULT_FOLDS = 5
 MIN_BINS, MAX_BINS = 4, 20
@@ -34,6 +34,12 @@ def default_bins(n_requests: int) -> int:
     """Bins per tier: about √N / 2, within [4, 20] — enough requests per bin that each Beta
     posterior and transition row rests on data, enough bins to separate easy from hard."""
     return int(np.clip(round(math.sqrt(max(n_requests, 1)) / 2), MIN_BINS, MAX_BINS))
+
+
+def default_cost_model(view: TraceView) -> str:
+    """`trace` when every tier has recorded end-to-end timings, else the hardware `profile`."""
+    timed = np.isfinite(view.e2e_ms).any(axis=0)
+    return "trace" if timed.size and timed.all() else "profile"
 
 
 def split_rows(view: TraceView, split: str | None) -> tuple[np.ndarray, str]:
@@ -101,11 +107,14 @@ def calibrate(
     seed: int = 0,
     lam: float = 1.0,
     features: FeatureSet | None = None,
+    single_feature_report: bool = True,
 ) -> Calibration:
     """Fit a Policy on a bundle (a path, "builtin", a Bundle or a TraceView).
 
     rows: view rows to fit on (overrides `split`); features: precomputed for the whole view
-    (the simulator computes them once for every fold)."""
+    (the simulator computes them once for every fold); cost_model: a kind or an already fitted
+    CostModel (latency fits use no labels, so the simulator fits one for the whole bundle);
+    single_feature_report: compute each tier's best single feature for the report."""
     view = bundle if isinstance(bundle, TraceView) else load_view(bundle)
     if predictor not in PREDICTORS:
         raise ConfigError(f"predictor {predictor!r}: use one of {', '.join(PREDICTORS)}")
@@ -145,20 +154,23 @@ def calibrate(
     prompt_fit, p_prompt = None, None
     if stage0:
         # Stage 0 scores difficulty: the share of tiers whose answer is acceptable (a soft label).
-        difficulty = np.nanmean(np.where(np.isnan(y), np.nan, y), axis=1) if n_tiers else None
+        labelled = ~np.isnan(y)
+        counts = labelled.sum(axis=1)
+        difficulty = np.where(counts > 0, np.where(labelled, y, 0.0).sum(axis=1) / np.maximum(counts, 1), np.nan)
         prompt_fit = fit_stage(predictor, fs.prompt_x[rows], difficulty, request, folds=folds, seed=seed)
         p_prompt = prompt_fit.oof_p
 
-    model = fit_cost_model(view.subset(rows), cost_model)
-    costs = model.grid(view.subset(rows))
-    tables = build_tables(
-        p_climb, y, costs.cost_cont, start_costs=costs.cost, prompt_p=p_prompt, start_p_hat=p_cold if stage0 else None,
-        n_bins=bins, n_prompt_bins=min(bins, 10) if stage0 else None,
-    )
+    cal_view = view.subset(rows)
+    if isinstance(cost_model, CostModel):
+        model = cost_model
+    else:
+        model = fit_cost_model(cal_view, cost_model or default_cost_model(view))
+    costs = model.grid(cal_view)
     engine_predictor = stack_predictor(prompt_fit, fits, predictor)
-    report = _report(view, fs, fits, prompt_fit, rows, y, data_used, predictor, model, stage0, bins, risk, split)
+    report = _report(view, fs, fits, p_climb, prompt_fit, rows, y, data_used, predictor, model, stage0, bins, risk,
+                     split, single_feature_report)
     meta = {
-        "features": fs.spec() if hasattr(fs, "spec") else {"names": list(fs.names), "groups": list(fs.groups)},
+        "features": fs.spec.to_dict(),
         "cost_model": model.to_dict(),
         "bundle": {"path": view.path, "content_hash": view.content_hash, "tiers": view.manifest.get("tiers"),
                    "n_requests": view.n_requests},
@@ -166,16 +178,23 @@ def calibrate(
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "asd_version": __version__,
     }
-    policy = Policy(tables, engine_predictor, lam=lam, risk=risk, tier_names=view.tier_names, meta=meta)
+    stage0_arrays = dict(prompt_x=fs.prompt_x[rows], oof_prompt_p=p_prompt, cold_x=fs.cold_x[rows], oof_cold_p=p_cold,
+                         n_prompt_bins=min(bins, 10)) if stage0 else {}
+    policy = Policy.from_calibration(engine_predictor, fs.tier_x[rows], y, costs.cost_cont, oof_p=p_climb,
+                                     start_costs=costs.cost, n_bins=bins, lam=lam, risk=risk,
+                                     tier_names=view.tier_names, meta=meta, **stage0_arrays)
     return Calibration(policy, view, fs, model, rows, p_climb, p_cold, p_prompt, costs, fits, prompt_fit, report)
 
 
-def _report(view, fs, fits, prompt_fit, rows, y, data_used, predictor, model, stage0, bins, risk, split) -> dict:
+def _report(view, fs, fits, p_climb, prompt_fit, rows, y, data_used, predictor, model, stage0, bins, risk, split,
+            single_feature_report=True) -> dict:
     tiers = []
     for i, fit in enumerate(fits):
         labelled = ~np.isnan(y[:, i])
-        best, best_auc = best_single_feature(fs.tier_x[rows][labelled, i], y[labelled, i], list(fs.names))
-        m = fit.metrics
+        best, best_auc = (best_single_feature(fs.tier_x[rows][labelled, i], y[labelled, i], list(fs.names))
+                          if single_feature_report else (None, None))
+        # the climbed state, as requests meet it on the way up (cold copies are in the fit, not here)
+        m = stage_metrics(y[labelled, i], p_climb[labelled, i]) if labelled.any() else fit.metrics
         tiers.append({"name": view.tier_names[i], "auroc": m.get("auroc"), "brier": m.get("brier"),
                       "ece": m.get("ece"), "n": m.get("n"), "best_feature": best,
                       "best_feature_auroc": best_auc, "notes": list(fit.notes)})

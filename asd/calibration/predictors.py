@@ -396,11 +396,10 @@ def _pad(a, shape):
 
 
 def stack_predictor(prompt_fit: StageFit | None, tier_fits, kind: str) -> Predictor:
-    """The engine's `Predictor`: row 0 = the prompt stage (a neutral row scoring 0.5, with
-    has_prompt False, when `prompt_fit` is None), rows 1..L = the tiers. Today's engine needs
-    L + 1 rows of one feature width F: narrower stages are padded with zero weights, so their
-    inputs may be padded with any finite values (zeros); MLP rows of different widths are padded
-    with dead hidden units (zero in, zero out). Both change nothing in what a row computes."""
+    """The engine's `Predictor`: row 0 = the prompt stage when `prompt_fit` is given (its own
+    feature width P), then one row per tier (width F); without a prompt fit, the L tier rows
+    alone (the Policy pads its unused row 0). MLP rows of different hidden widths are padded with
+    dead hidden units (zero in, zero out), which changes nothing in what a row computes."""
     if kind not in ("logistic", "mlp"):
         raise PolicyError(f"predictor {kind!r} cannot be exported to a policy: use logistic or mlp")
     tier_fits = list(tier_fits)
@@ -411,25 +410,13 @@ def stack_predictor(prompt_fit: StageFit | None, tier_fits, kind: str) -> Predic
         if fit.kind != kind:
             raise PolicyError(f"stage {i} was fitted as {fit.kind!r}, not {kind!r}")
     rows = [fit.export() for fit in stages]
-    if prompt_fit is None:
-        rows.insert(0, None)
-    width = max(r["w1"].shape[1] for r in rows if r is not None)
-    hidden = max(r["w1"].shape[0] for r in rows if r is not None)
-    w1 = np.zeros((len(rows), hidden, width))
-    b1 = np.zeros((len(rows), hidden))
-    w2 = np.zeros((len(rows), hidden))
-    b2 = np.zeros(len(rows))
-    isotonic = []
-    for s, row in enumerate(rows):
-        if row is None:  # neutral prompt row: sigmoid(0) = 0.5 through the identity table
-            isotonic.append((np.array([0.0, 1.0]), np.array([0.0, 1.0])))
-            continue
-        w1[s] = _pad(row["w1"], (hidden, width))
-        b1[s] = _pad(row["b1"], (hidden,))
-        w2[s] = _pad(row["w2"], (hidden,))
-        b2[s] = row["b2"]
-        isotonic.append((row["iso_x"], row["iso_y"]))
+    hidden = max(r["w1"].shape[0] for r in rows)
+    isotonic = [(r["iso_x"], r["iso_y"]) for r in rows]
     has_prompt = prompt_fit is not None
     if kind == "logistic":
-        return Predictor.logistic(w1[:, 0, :], b1[:, 0], isotonic=isotonic, has_prompt=has_prompt)
-    return Predictor.mlp(w1, b1, w2, b2, isotonic=isotonic, has_prompt=has_prompt)
+        return Predictor.logistic([r["w1"][0] for r in rows], np.array([r["b1"][0] for r in rows]),
+                                  isotonic=isotonic, has_prompt=has_prompt)
+    w1 = [_pad(r["w1"], (hidden, r["w1"].shape[1])) for r in rows]
+    return Predictor.mlp(w1, np.stack([_pad(r["b1"], (hidden,)) for r in rows]),
+                         np.stack([_pad(r["w2"], (hidden,)) for r in rows]), np.array([r["b2"] for r in rows]),
+                         isotonic=isotonic, has_prompt=has_prompt)

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from asd.calibration.calibrate import DEFAULT_FOLDS, Calibration, calibrate
+from asd.calibration.calibrate import DEFAULT_FOLDS, Calibration, calibrate, default_cost_model
+from asd.calibration.costs import CostModel, fit_cost_model
 from asd.calibration.features import compute_features
 from asd.calibration.predictors import fit_stage
 from asd.calibration.views import TraceView, load_view
@@ -33,10 +34,13 @@ def fold_of(n_requests: int, folds: int, seed: int) -> np.ndarray:
     return fold
 
 
-def ladder_arrays(view: TraceView, costs) -> LadderArrays:
-    """The replay's per-(request, tier) arrays for these view rows and their cost grid."""
+def ladder_arrays(view: TraceView, costs, rows=None) -> LadderArrays:
+    """The replay's per-(request, tier) arrays for these view rows (all by default) from the
+    whole view's cost grid. Score: quality where judged, else the accepted flag."""
+    rows = slice(None) if rows is None else rows
     score = np.where(np.isnan(view.quality), view.accepted, view.quality)
-    return LadderArrays(score, view.acceptable, costs.cost, costs.cost_cont, costs.latency_ms, costs.latency_cont_ms)
+    return LadderArrays(*(np.ascontiguousarray(a[rows]) for a in (
+        score, view.acceptable, costs.cost, costs.cost_cont, costs.latency_ms, costs.latency_cont_ms)))
 
 
 @dataclass
@@ -59,6 +63,8 @@ class Fold:
         return self.calibration.policy
 
     def walk(self, lam: float) -> Outcomes:
+        """The held-out requests under the policy at λ: the engine's numba walk (cold-start
+        stop table at a skipped-to start tier), then the path charges."""
         policy = self.policy.solve(lam)
         w = policy.walk(self.prompt_bins, self.tier_bins, cold_bins=self.cold_bins)
         return walk_outcomes(w.start, w.stop, self.held_arrays)
@@ -108,8 +114,12 @@ class Evaluation:
                            "description": f"pooled {folds}-fold cross-fitting over {view.n_requests} requests "
                                           f"(each policy calibrated on {folds - 1} folds, replayed on its own)"}
         self.features = compute_features(view, groups)
+        # Latency and cost fits read timings and token counts, never labels: one for the bundle.
+        self.cost_model = cost_model if isinstance(cost_model, CostModel) else fit_cost_model(
+            view, cost_model or default_cost_model(view))
+        self.costs = self.cost_model.grid(view)
         self.options = dict(predictor=predictor, groups=groups, risk=risk, stage0=stage0,
-                            cost_model=cost_model, n_bins=n_bins, seed=seed)
+                            cost_model=self.cost_model, n_bins=n_bins, seed=seed)
         self.folds = []
         for k, (cal, held) in enumerate(plan):
             if progress is not None:
@@ -118,21 +128,19 @@ class Evaluation:
         self.held = np.concatenate([f.held for f in self.folds])
         self.arrays = LadderArrays.concat([f.held_arrays for f in self.folds])
         self.cost_last = float(self.arrays.cost[:, -1].sum())
-        first = self.folds[0].calibration
-        self.cost_model = first.cost_model
-        self.speculative = bool(first.costs.speculative)
+        self.speculative = bool(self.costs.speculative)
 
     def _fold(self, cal: np.ndarray, held: np.ndarray) -> Fold:
         o = self.options
         c = calibrate(self.view, rows=cal, predictor=o["predictor"], risk=o["risk"], stage0=o["stage0"],
-                      cost_model=o["cost_model"], n_bins=o["n_bins"], seed=o["seed"], features=self.features)
+                      cost_model=o["cost_model"], n_bins=o["n_bins"], seed=o["seed"], features=self.features,
+                      single_feature_report=False)
         fs, policy = self.features, c.policy
-        held_view = self.view.subset(held)
-        held_arrays = ladder_arrays(held_view, c.cost_model.grid(held_view))
-        cal_arrays = ladder_arrays(self.view.subset(cal), c.costs)
+        held_arrays = ladder_arrays(self.view, self.costs, held)
+        cal_arrays = ladder_arrays(self.view, self.costs, cal)
         prompt_bins = policy.prompt_bins(fs.prompt_x[held])
         tier_bins = policy.tier_bins(fs.tier_x[held])
-        cold_bins = policy.tier_bins(fs.cold_x[held])
+        cold_bins = policy.cold_tier_bins(fs.cold_x[held])
         p_held = np.stack([fit.predict(fs.tier_x[held, i]) for i, fit in enumerate(c.fits)], axis=1)
         route_cal, route_held = self._router_scores(cal, held)
         return Fold(c, held, held_arrays, cal_arrays, prompt_bins, tier_bins, cold_bins, p_held, route_cal, route_held)

@@ -8,6 +8,12 @@ from rich.console import Console
 from rich.table import Table
 
 
+def wide_console() -> Console:
+    """Tables of many columns: at least 120 columns (pipes and CI logs default to 80, which
+    would truncate the figures); a wider terminal is used as it is."""
+    return Console(width=max(Console().width, 120))
+
+
 def _f(value, digits=3, pct=False) -> str:
     if value is None:
         return "—"
@@ -25,7 +31,7 @@ def _stops(fractions) -> str:
 
 
 def print_calibration(report: dict, console: Console | None = None) -> None:
-    console = console or Console()
+    console = console or wide_console()
     console.print(f"[bold]{report['bundle']}[/bold]: calibrated on {report['data']}")
     console.print(f"predictor {report['predictor']}, {len(report['features'])} features "
                   f"({', '.join(report['feature_groups'])}), {report['bins']} bins, risk {report['risk']}, "
@@ -67,7 +73,7 @@ def _method_table(title, rows, stat, tau=None) -> Table:
 
 
 def print_simulation(result: dict, console: Console | None = None) -> None:
-    console = console or Console()
+    console = console or wide_console()
     stat, tau = result["stat"], result["tau_max_ms"]
     console.print(f"[bold]{result['bundle']}[/bold]: {result['n_requests']} held-out requests, tiers "
                   f"{' → '.join(result['tiers'])}; {result['evaluation']}")
@@ -95,7 +101,7 @@ def print_simulation(result: dict, console: Console | None = None) -> None:
 
 
 def print_sweep(result: dict, console: Console | None = None) -> None:
-    console = console or Console()
+    console = console or wide_console()
     console.print(f"[bold]{result['bundle']}[/bold]: {result['n_requests']} held-out requests, "
                   f"{result['evaluation']}; cost model {result['cost_model']}")
     table = Table(title=f"policy frontier ({len(result['policy'])} distinct policies)", box=box.SIMPLE_HEAD)
@@ -129,7 +135,7 @@ def print_sweep(result: dict, console: Console | None = None) -> None:
 
 
 def print_explain(ex: dict, console: Console | None = None) -> None:
-    console = console or Console()
+    console = console or wide_console()
     console.print(f"[bold]request {ex['request_id']}[/bold] at λ = {ex['lambda']:.4g}: starts at "
                   f"{ex['start_tier']}, stops at {ex['stop_tier']}")
     if ex.get("prompt"):

@@ -32,10 +32,36 @@ def _lam_scale(ev: Evaluation) -> float:
     return float(ev.arrays.cost.sum(axis=1).mean()) or 1.0
 
 
-def search_tau(ev: Evaluation, tau_max: float, stat: str):
-    """The largest λ whose pooled held-out latency statistic stays within τ_max (bisection; the
-    statistic is measured at the λ returned, so that λ meets τ_max whenever any does)."""
-    return bisect_lambda(_stat_callback(ev, stat), tau_max, lam_hi=_lam_scale(ev))
+CANDIDATES = 16  # λ values below the bisection's limit compared on quality (halving steps)
+
+
+def search_tau(ev: Evaluation, tau_max: float, stat: str, latency=None):
+    """λ for τ_max: bisection finds the largest λ whose pooled held-out latency statistic stays
+    within τ_max (measured at the λ returned, so it meets τ_max whenever any λ does); then the
+    best quality among that λ and CANDIDATES halvings of it, all within τ_max (quality is not
+    monotone in λ on every ladder: a deeper tier can be worse). Returns (search, λ chosen).
+    `latency(outcomes)` replaces the replay's latencies (the DES)."""
+    def outcomes(lam):
+        out = ev.policy_outcomes(lam)
+        return out if latency is None else latency(out)
+
+    def statistic(lam):
+        return latency_stat(outcomes(lam).latency_ms, stat)
+
+    found = bisect_lambda(statistic, tau_max, lam_hi=_lam_scale(ev))
+    if found.status == "infeasible":
+        return found, 0.0
+    best, best_key = found.lam, None
+    for k in range(CANDIDATES + 1):
+        lam = found.lam / 2.0**k
+        out = outcomes(lam)
+        if latency_stat(out.latency_ms, stat) > tau_max:
+            continue
+        labelled = ~np.isnan(out.quality)
+        key = (float(out.quality[labelled].mean()) if labelled.any() else 0.0, -float(out.cost.mean()))
+        if best_key is None or key > best_key:
+            best, best_key = lam, key
+    return found, best
 
 
 def criteria(chosen: dict, reference: dict, stat: str) -> dict:
@@ -70,33 +96,72 @@ def deployment_check(ev: Evaluation, tau_max: float, stat: str) -> dict:
             "note": "λ chosen on calibration data with no margin; held-out statistic per fold"}
 
 
-def simulate(bundle="builtin", *, tau_max: float, stat: str = "p95", mode: str = "replay",
-             split: str | None = None, folds: int | None = None, cost_model: str | None = None,
-             predictor: str = "logistic", stage0: bool = True, risk="mean", seed: int = 0,
-             evaluation: Evaluation | None = None, progress=None) -> dict:
+MODES = ("replay", "des")
+
+
+def des_latency(ev: Evaluation, *, rate: float, replicas=1, max_batch: int = 256, seed: int = 0):
+    """outcomes → the same outcomes with latencies from the discrete-event simulation: Poisson
+    arrivals at `rate` req/s over the pooled held-out requests, one pool per tier (`replicas`,
+    TP from the cost model, `max_batch`), iteration times from the cost model's coefficients."""
+    from asd.simulator.des import Pools, arrival_times
+    from asd.simulator.des import simulate as run_des
+
+    c, rows = ev.costs, ev.held
+    n_prompt, n_out = np.rint(c.n_prompt_tokens[rows]), np.rint(c.n_output_tokens[rows])
+    n_draft, n_acc = np.rint(c.n_draft_tokens[rows]), np.rint(c.n_accepted[rows])
+    tokens = dict(n_prompt=n_prompt.astype(np.int64), n_decode=n_out.astype(np.int64),
+                  n_prompt_cont=(n_prompt + n_draft).astype(np.int64),
+                  n_decode_cont=np.maximum(n_out - n_acc, 0).astype(np.int64))
+    pools = Pools.build(ev.cost_model.iteration_coefficients(), replicas=replicas,
+                        tensor_parallel=ev.cost_model.gpus.astype(np.int64), max_batch=max_batch)
+    arrival = arrival_times(rows.size, rate=rate, seed=seed)
+
+    def latency(out: Outcomes) -> Outcomes:
+        run = run_des(out.start, out.stop, arrival_ms=arrival, pools=pools, **tokens)
+        latency.last = run
+        return Outcomes(out.start, out.stop, out.cost, run.e2e_ms, out.quality)
+    latency.pools = pools
+    return latency
+
+
+def simulate(bundle="builtin", *, tau_max: float, stat: str = "p95", mode: str = "replay", rate: float | None = None,
+             replicas=1, max_batch: int = 256, split: str | None = None, folds: int | None = None,
+             cost_model: str | None = None, predictor: str = "logistic", stage0: bool = True, risk="mean",
+             seed: int = 0, evaluation: Evaluation | None = None, progress=None) -> dict:
     """Everything `asd simulate` prints and writes with --json."""
     if stat not in STATISTICS:
         raise ConfigError(f"--stat {stat!r}: use one of {', '.join(STATISTICS)}")
     if not (tau_max > 0):
         raise ConfigError(f"--tau-max {tau_max}: must be a positive number of milliseconds")
-    if mode != "replay":
-        raise ConfigError(f"--mode {mode!r}: use replay")
+    if mode not in MODES:
+        raise ConfigError(f"--mode {mode!r}: use one of {', '.join(MODES)}")
+    if mode == "des" and not (rate is not None and rate > 0):
+        raise ConfigError("--mode des needs --rate R (requests per second, > 0)")
     ev = evaluation or Evaluation(bundle, folds=folds, split=split, cost_model=cost_model, predictor=predictor,
                                   stage0=stage0, risk=risk, seed=seed, progress=progress)
     n_tiers = ev.view.n_tiers
-    found = search_tau(ev, tau_max, stat)
-    chosen_out = ev.policy_outcomes(found.lam)
-    chosen = {"lambda": found.lam, **summarize(chosen_out, ev.cost_last, n_tiers)}
+    latency = des_latency(ev, rate=rate, replicas=replicas, max_batch=max_batch, seed=seed) if mode == "des" else None
+    timed = (lambda out: out) if latency is None else latency
+    found, lam = search_tau(ev, tau_max, stat, latency)
+    chosen_out = timed(ev.policy_outcomes(lam))
+    chosen = {"lambda": lam, **summarize(chosen_out, ev.cost_last, n_tiers)}
     feasible = found.status != "infeasible"
+    load = None
+    if latency is not None:
+        run = latency.last
+        load = {"rate": rate, "replicas": latency.pools.replicas.tolist(), "max_batch": int(max_batch),
+                "utilisation": run.utilisation.tolist(), "gpu_s": run.gpu_s.tolist(),
+                "mean_queue": run.mean_queue.tolist(), "max_queue": run.max_queue.tolist(),
+                "ttft_ms": {s: run.latency(s, "ttft") for s in STATISTICS}}
 
-    outs: dict[str, Outcomes] = ev.fixed_baselines(found.lam)
+    outs: dict[str, Outcomes] = ev.fixed_baselines(lam)
     for name in B.TUNED:
         outs[name] = ev.tuned_baseline(name, latency=(stat, tau_max))
     outs["random"] = ev.random_baseline(float(chosen_out.cost.mean()))
     order = B.baseline_names(ev.view.tier_names)
     baselines = {}
     for name in order:
-        s = summarize(outs[name], ev.cost_last, n_tiers)
+        s = summarize(timed(outs[name]), ev.cost_last, n_tiers)
         s["meets_tau"] = s["latency_ms"][stat] <= tau_max
         if name == B.UPPER_BOUND:
             s["upper_bound"] = True
@@ -108,8 +173,11 @@ def simulate(bundle="builtin", *, tau_max: float, stat: str = "p95", mode: str =
         "split": ev.design["split"], "folds": ev.design["folds"], "evaluation": ev.design["description"],
         "n_requests": int(ev.held.size), "speculative": ev.speculative,
         "cost_model": ev.cost_model.kind, "cost_note": ev.cost_model.note,
-        "search": {"status": found.status, "evaluations": found.evaluations,
-                   "statistic": found.statistic, "lambda": found.lam},
+        "search": {"status": found.status, "evaluations": found.evaluations, "statistic": found.statistic,
+                   "lambda_limit": found.lam, "lambda": lam,
+                   "note": f"bisection for the largest λ within τ_max, then the best quality among it and "
+                           f"{CANDIDATES} halvings"},
+        "load": load,
         "feasible": feasible,
         "chosen": chosen,
         "baselines": baselines,
@@ -158,13 +226,16 @@ def explain(ev: Evaluation, request_id: str, lam: float) -> dict:
             "tiers": tiers}
 
 
-def run_simulate(bundle="builtin", *, tau_max: float, stat: str = "p95", mode: str = "replay", split=None,
-                 folds=None, cost_model=None, predictor="logistic", stage0=True, risk="mean", seed=0,
-                 plots=None, explain_id=None, progress=None) -> dict:
+def run_simulate(bundle="builtin", *, tau_max: float, stat: str = "p95", mode: str = "replay", rate=None,
+                 replicas=1, max_batch=256, split=None, folds=None, cost_model=None, predictor="logistic",
+                 stage0=True, risk="mean", seed=0, plots=None, explain_id=None, progress=None) -> dict:
     """`asd simulate` end to end: evaluate, search λ, baselines, optional plots and --explain."""
+    if mode == "des" and not (rate is not None and rate > 0):
+        raise ConfigError("--mode des needs --rate R (requests per second, > 0)")
     ev = Evaluation(bundle, folds=folds, split=split, cost_model=cost_model, predictor=predictor,
                     stage0=stage0, risk=risk, seed=seed, progress=progress)
-    result = simulate(bundle, tau_max=tau_max, stat=stat, mode=mode, evaluation=ev)
+    result = simulate(bundle, tau_max=tau_max, stat=stat, mode=mode, rate=rate, replicas=replicas,
+                      max_batch=max_batch, evaluation=ev, seed=seed)
     if explain_id is not None:
         result["explain"] = explain(ev, explain_id, result["chosen"]["lambda"])
     if plots:
@@ -172,6 +243,8 @@ def run_simulate(bundle="builtin", *, tau_max: float, stat: str = "p95", mode: s
 
         out = P.plots_dir(plots)
         chosen = ev.policy_outcomes(result["chosen"]["lambda"])
+        if mode == "des":
+            chosen = des_latency(ev, rate=rate, replicas=replicas, max_batch=max_batch, seed=seed)(chosen)
         result["plots"] = [str(p) for p in (
             P.latency_histogram(chosen.latency_ms, out / "latency.png", tau_max=tau_max,
                                 title=f"policy at λ={result['chosen']['lambda']:.3g}, held out"),

@@ -73,4 +73,4 @@ def test_mmlu_pro_out_of_fold_ece_within_003_and_auroc_beats_best_single_feature
         X0 = stages[-1][0][:50]
         engine = [predict_packed_nb(policy._blob, policy._layout, len(fits), x) for x in X0]
         np.testing.assert_allclose(engine, fits[-1].predict(X0), atol=1e-9)
-        assert stack_predictor(None, fits, kind).n_rows == len(fits) + 1
+        assert stack_predictor(None, fits, kind).n_rows == len(fits)  # no stage 0: the Policy pads row 0
