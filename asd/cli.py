@@ -245,7 +245,7 @@ def _progress(label):
 
 
 @main.command("calibrate")
-@click.argument("bundle")
+@click.argument("bundle", type=BUNDLE)
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Policy file to write (.npz).")
 @click.option("--predictor", default="logistic", show_default=True,
               type=click.Choice(["logistic", "mlp", "gbt-reference"]),
@@ -275,7 +275,7 @@ def calibrate_command(bundle, out, predictor, groups, n_bins, risk, stage0, cost
 
 def _evaluation_options(f):
     for option in reversed([
-        click.argument("bundle", default="builtin"),
+        click.argument("bundle", default="builtin", type=BUNDLE),
         click.option("--split", default=None, help="Replay on this split (e.g. test) of a split bundle."),
         click.option("--folds", default=None, type=click.IntRange(2), help="Pooled K-fold cross-fitting (default 5 without a split column)."),
         click.option("--cost-model", default=None, help=COST_MODEL_HELP),

@@ -138,7 +138,8 @@ class Evaluation:
         fs, policy = self.features, c.policy
         held_arrays = ladder_arrays(self.view, self.costs, held)
         cal_arrays = ladder_arrays(self.view, self.costs, cal)
-        prompt_bins = policy.prompt_bins(fs.prompt_x[held])
+        prompt_bins = (policy.prompt_bins(fs.prompt_x[held]) if policy.predictor.has_prompt
+                       else np.zeros(held.size, dtype=np.int64))
         tier_bins = policy.tier_bins(fs.tier_x[held])
         cold_bins = policy.cold_tier_bins(fs.cold_x[held])
         p_held = np.stack([fit.predict(fs.tier_x[held, i]) for i, fit in enumerate(c.fits)], axis=1)

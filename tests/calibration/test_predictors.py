@@ -180,7 +180,7 @@ def test_gbt_reference_fits_but_refuses_export():
 def test_stacked_predictor_rows_compute_each_stage_fit(kind):
     rng = np.random.default_rng(0)
     tiers = [fit_stage(kind, *synthetic_stage(s, 600, 5)[:2], hidden=3 + s) for s in range(3)]
-    Xp, yp, _ = synthetic_stage(42, 600, 2)  # prompt stage: narrower features, padded with zeros
+    Xp, yp, _ = synthetic_stage(42, 600, 2)  # prompt stage: its own, narrower features
     prompt = fit_stage(kind, Xp, yp, hidden=4)
     probe = rng.normal(size=(8, 5)) * 3
     for prompt_fit in (None, prompt):
@@ -189,9 +189,9 @@ def test_stacked_predictor_rows_compute_each_stage_fit(kind):
         assert predictor.n_rows == 4 and predictor.has_prompt == (prompt_fit is not None)
         for tier, fit in enumerate(tiers):
             np.testing.assert_allclose([policy.predict(tier, x) for x in probe], fit.predict(probe), atol=1e-9)
-        padded = np.c_[probe[:, :2], np.zeros((8, 3))]
-        expected = prompt.predict(probe[:, :2]) if prompt_fit is not None else np.full(8, 0.5)
-        np.testing.assert_allclose([policy.predict(None, x) for x in padded], expected, atol=1e-9)
+        if prompt_fit is not None:  # the prompt row reads its own 2 features
+            np.testing.assert_allclose([policy.predict(None, x) for x in probe[:, :2]], prompt.predict(probe[:, :2]),
+                                       atol=1e-9)
 
 
 def test_stack_predictor_refuses_mixed_kinds_and_no_tiers():

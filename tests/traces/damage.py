@@ -279,7 +279,8 @@ DAMAGES: list[Damage] = [
     Damage("synthetic-a-string", M, MANIFEST, _manifest(lambda m: m.update(synthetic="no"))),
     Damage("estimated-columns-a-string", M, MANIFEST, _manifest(lambda m: m.update(estimated_columns="quality"))),
     # the manifest lost its last tier: the tables now point past the ladder
-    Damage("tier-dropped-from-manifest", M, OUT, _manifest(lambda m: m["tiers"].pop())),
+    # the manifest then names sampling for a tier it no longer has: refused at manifest.json
+    Damage("tier-dropped-from-manifest", M, MANIFEST, _manifest(lambda m: m["tiers"].pop())),
     # files: missing, truncated, corrupt, misplaced, not files
     Damage("requests-missing", "file", REQ, lambda p: (p / REQ).unlink()),
     Damage("outputs-missing", "file", OUT, lambda p: (p / OUT).unlink()),

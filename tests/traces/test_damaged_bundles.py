@@ -36,6 +36,8 @@ REPO = Path(__file__).resolve().parents[2]
 ARGV: dict[tuple[str, ...], list[str]] = {
     ("traces", "split"): ["{bundle}", "-o", "{out}"],
     ("traces", "merge"): ["{bundle}", "{partner}", "-o", "{out}"],
+    ("calibrate",): ["{bundle}", "-o", "{out}"],
+    ("simulate",): ["{bundle}", "--tau-max", "800"],
 }
 # Commands that list every problem before their `error:` line.
 LISTS_PROBLEMS = {("traces", "validate")}
