@@ -158,6 +158,7 @@ def run_sweep(bundle="builtin", *, split=None, folds=None, cost_model=None, pred
     options = dict(cost_model=cost_model, predictor=predictor, stage0=stage0, risk=risk, seed=seed)
     ev = Evaluation(bundle, folds=folds, split=split, progress=progress, **options)
     result = sweep(evaluation=ev)
+    result["bundle"] = str(bundle)  # as the user named it ("builtin", not the package path)
     if ablate:
         result["ablation"] = ablation(ev, ablate, result["policy"], result["baselines"], options)
     if csv_path:
