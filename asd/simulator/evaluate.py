@@ -83,7 +83,7 @@ class Evaluation:
     def __init__(self, bundle, *, folds: int | None = None, split: str | None = None,
                  predictor: str = "logistic", groups=None, risk="mean", stage0: bool = True,
                  cost_model: str | None = None, n_bins: int | None = None, seed: int = DEFAULT_SEED,
-                 progress=None):
+                 progress=None, **calibrate_options):
         view = bundle if isinstance(bundle, TraceView) else load_view(bundle)
         self.view = view
         has_split = any(s is not None for s in view.split)
@@ -119,7 +119,7 @@ class Evaluation:
             view, cost_model or default_cost_model(view))
         self.costs = self.cost_model.grid(view)
         self.options = dict(predictor=predictor, groups=groups, risk=risk, stage0=stage0,
-                            cost_model=self.cost_model, n_bins=n_bins, seed=seed)
+                            cost_model=self.cost_model, n_bins=n_bins, seed=seed, extra=calibrate_options)
         self.folds = []
         for k, (cal, held) in enumerate(plan):
             if progress is not None:
@@ -134,7 +134,7 @@ class Evaluation:
         o = self.options
         c = calibrate(self.view, rows=cal, predictor=o["predictor"], risk=o["risk"], stage0=o["stage0"],
                       cost_model=o["cost_model"], n_bins=o["n_bins"], seed=o["seed"], features=self.features,
-                      single_feature_report=False)
+                      single_feature_report=False, **o["extra"])
         fs, policy = self.features, c.policy
         held_arrays = ladder_arrays(self.view, self.costs, held)
         cal_arrays = ladder_arrays(self.view, self.costs, cal)
