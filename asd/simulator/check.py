@@ -194,12 +194,13 @@ def check_policy(policy, bundles, *, min_quality: float | None = None, max_loss_
     old = None if against is None else load_policy(against)
     rows, reports = [], []
     for bundle in bundles:
-        ev = Evaluation(bundle, policy=new, split=split, folds=folds, seed=seed)
+        ev = Evaluation(bundle, policy=new, policy_name=label, split=split, folds=folds, seed=seed)
         name = str(bundle) if isinstance(bundle, (str, Path)) else ev.view.path
         beats = parse_beat(beat, ev.view.tier_names)
         old_ev = None
         if old is not None:
-            old_ev = Evaluation(ev.view, policy=old, split=split, folds=folds, seed=seed)
+            old_ev = Evaluation(ev.view, policy=old, policy_name=f"{against} (--against)", split=split, folds=folds,
+                                seed=seed)
         bundle_rows, report = _check_bundle(name, ev, old_ev, min_quality=min_quality,
                                             max_loss_vs_last=max_loss_vs_last, max_cost_rel=max_cost_rel,
                                             latency=latency, beats=beats, tolerance=tolerance, mode=mode,
@@ -238,8 +239,9 @@ def _check_bundle(name, ev: Evaluation, old_ev: Evaluation | None, *, min_qualit
         ok = v <= ms + EPS
         rows.append(Row(name, f"max {stat} latency (ms)", v, ms, ok,
                         f"{stat} latency {v:.1f} ms {'<=' if ok else '>'} {ms:g} ms", f"{v:.1f}"))
+    baselines = {}
     for baseline, margin in beats:
-        b = summarize(timed(_baseline(ev, baseline)), ev.cost_last, n_tiers)
+        b = baselines[baseline] = summarize(timed(_baseline(ev, baseline)), ev.cost_last, n_tiers)
         q_ok = s["quality"] is not None and b["quality"] is not None and s["quality"] >= b["quality"] - margin - EPS
         c_ok = s["cost_rel"] is not None and b["cost_rel"] is not None and s["cost_rel"] <= b["cost_rel"] + margin + EPS
         dq = None if s["quality"] is None or b["quality"] is None else s["quality"] - b["quality"]
@@ -262,12 +264,20 @@ def _check_bundle(name, ev: Evaluation, old_ev: Evaluation | None, *, min_qualit
         rows.append(Row(name, "no regression vs old", worst, tolerance, ok,
                         f"regression vs old policy: {where}" if not ok else
                         f"new frontier within {tolerance:g} of the old at every cost level (largest shortfall "
-                        f"{_num(worst)})", f"shortfall {_num(worst)}" + (f" at cost ≤ {regression['at_cost']:.3f}"
-                                                                         if regression["at_cost"] is not None else "")))
+                        f"{_num(worst)})", _shortfall(regression)))
     report = {"bundle": name, "n_requests": int(ev.held.size), "evaluation": ev.design["description"],
               "lambda": ev.policy_lam, "mode": mode, "cost_model": ev.cost_model.kind, "warnings": list(ev.warnings),
-              "figures": s, "regression": regression}
+              "figures": s, "baselines": baselines, "regression": regression}
     return rows, report
+
+
+def _shortfall(regression: dict) -> str:
+    at = regression["at_cost"]
+    if at is None:
+        return "no cost level"
+    if regression["worst"] is None:
+        return f"no new policy at cost ≤ {at:.3f}"
+    return f"shortfall {regression['worst']:.3f} at cost ≤ {at:.3f}"
 
 
 def _timer(ev: Evaluation, mode: str, rate, seed):

@@ -111,7 +111,8 @@ def fixed_policy_features(policy: Policy, view: TraceView, where: str = "policy"
     except ConfigError as exc:
         raise PolicyError(f"{where}: {exc} (written by asd {policy.meta.get('asd_version', '?')}; recalibrate "
                           "with this asd)") from None
-    if len(spec.names) != policy.predictor.n_features or len(spec.prompt_names) != policy.predictor.n_prompt_features:
+    prompt_width = policy.predictor.n_prompt_features if policy.predictor.has_prompt else len(spec.prompt_names)
+    if len(spec.names) != policy.predictor.n_features or len(spec.prompt_names) != prompt_width:
         raise PolicyError(f"{where}: its feature spec names {len(spec.names)} tier / {len(spec.prompt_names)} prompt "
                           f"features but its predictor reads {policy.predictor.n_features} / "
                           f"{policy.predictor.n_prompt_features}")
@@ -127,18 +128,20 @@ class Evaluation:
     """Policies and baselines replayed on held-out requests of one bundle.
 
     policy: a Policy or a policy file to replay as it is (no calibration; see the module
-    docstring); `policy_lam` is the λ it was saved at, `warnings` says when the replay is
+    docstring; policy_name names it in refusals); `policy_lam` is the λ it was saved at, `warnings` says when the replay is
     in-sample."""
 
     def __init__(self, bundle, *, folds: int | None = None, split: str | None = None,
                  predictor: str = "logistic", groups=None, risk="mean", stage0: bool = True,
                  cost_model: str | None = None, n_bins: int | None = None, seed: int = DEFAULT_SEED,
-                 progress=None, policy=None):
+                 progress=None, policy=None, policy_name: str | None = None):
         view = bundle if isinstance(bundle, TraceView) else load_view(bundle)
         self.view = view
         self.warnings: list[str] = []
         self.fixed = None if policy is None else load_policy(policy)
-        where = f"policy {policy}" if isinstance(policy, (str, bytes)) or hasattr(policy, "__fspath__") else "policy"
+        if policy_name is None and (isinstance(policy, str) or hasattr(policy, "__fspath__")):
+            policy_name = str(policy)
+        where = "policy" if policy_name is None else f"policy {policy_name}"
         if self.fixed is not None:  # compatibility before anything is computed
             self.features = fixed_policy_features(self.fixed, view, where)
             self.policy_lam = float(self.fixed.lam)
