@@ -178,15 +178,17 @@ class Evaluation:
         else:
             self._describe_fixed(split, plan)
         # Latency and cost fits read timings and token counts, never labels: one for the bundle.
-        # A given policy's cost is measured in its own model's kind (its unit), fitted to this bundle.
-        if cost_model is None and self.fixed is not None:
-            cost_model = (self.fixed.meta.get("cost_model") or {}).get("kind")
+        # A given policy brings the cost model it was calibrated with (its unit, its coefficients;
+        # the `trace` kind still charges this bundle's recorded timings where it has them).
+        if cost_model is None and self.fixed is not None and self.fixed.meta.get("cost_model"):
+            cost_model = CostModel.from_dict(self.fixed.meta["cost_model"])
         self.cost_model = cost_model if isinstance(cost_model, CostModel) else fit_cost_model(
             view, cost_model or default_cost_model(view))
         self.costs = self.cost_model.grid(view)
         self.options = dict(predictor=predictor, groups=groups, risk=risk, stage0=stage0,
                             cost_model=self.cost_model, n_bins=n_bins, seed=seed)
         self.folds = []
+        self._fixed_rows = None
         for k, (cal, held) in enumerate(plan):
             if progress is not None and self.fixed is None:
                 progress(k, len(plan))
@@ -227,13 +229,20 @@ class Evaluation:
                           cost_model=o["cost_model"], n_bins=o["n_bins"], seed=o["seed"], features=fs,
                           single_feature_report=False)
             policy, cal_bins, p_cal = c.policy, c.oof_bins(), c.p_climb
-        else:
+        else:  # a given policy: bins and p̂ once for the whole bundle, each fold takes its rows
             c, policy = None, self.fixed
-            cal_bins = self._bins(policy, cal)
-            p_cal = self._p_hat(policy, cal)
-        prompt_bins, tier_bins, cold_bins = self._bins(policy, held)
-        p_held = (np.stack([fit.predict(fs.tier_x[held, i]) for i, fit in enumerate(c.fits)], axis=1)
-                  if c is not None else self._p_hat(policy, held))
+            if self._fixed_rows is None:
+                every = np.arange(self.view.n_requests)
+                self._fixed_rows = (self._bins(policy, every), self._p_hat(policy, every))
+            bins, p_hat = self._fixed_rows
+            cal_bins = tuple(b[cal] for b in bins)
+            p_cal = p_hat[cal]
+        if c is None:
+            prompt_bins, tier_bins, cold_bins = (b[held] for b in self._fixed_rows[0])
+            p_held = self._fixed_rows[1][held]
+        else:
+            prompt_bins, tier_bins, cold_bins = self._bins(policy, held)
+            p_held = np.stack([fit.predict(fs.tier_x[held, i]) for i, fit in enumerate(c.fits)], axis=1)
         return Fold(policy, cal, held, held_arrays, cal_arrays, prompt_bins, tier_bins, cold_bins, cal_bins,
                     p_cal, p_held, calibration=c)
 
