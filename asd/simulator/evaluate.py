@@ -17,20 +17,25 @@ baselines that need calibration data: `threshold`, `router`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from asd.calibration.calibrate import DEFAULT_FOLDS, Calibration, calibrate, default_cost_model
 from asd.calibration.costs import CostModel, fit_cost_model
 from asd.calibration.features import FeatureSet, FeatureSpec, compute_features
-from asd.calibration.predictors import fit_stage
 from asd.calibration.views import TraceView, load_view
 from asd.engine import Policy
 from asd.errors import ConfigError, PolicyError
 from asd.simulator import baselines as B
 from asd.simulator.outcomes import LadderArrays, Outcomes, walk_outcomes
 
+if TYPE_CHECKING:
+    from asd.calibration.calibrate import Calibration
+
 DEFAULT_SEED = 0
+DEFAULT_FOLDS = 5  # = asd.calibration.calibrate.DEFAULT_FOLDS; calibration (scikit-learn) is imported only when used,
+                   # so `asd check` on a given policy starts without it
 
 
 def fold_of(n_requests: int, folds: int, seed: int) -> np.ndarray:
@@ -61,7 +66,7 @@ class Fold:
     cal: np.ndarray
     held: np.ndarray
     held_arrays: LadderArrays
-    cal_arrays: LadderArrays
+    make_cal_arrays: Callable[[], LadderArrays] = field(repr=False)
     prompt_bins: np.ndarray
     tier_bins: np.ndarray
     cold_bins: np.ndarray
@@ -70,6 +75,12 @@ class Fold:
     p_held: np.ndarray        # (Nh, L) calibrated p̂ after each tier, climbed state
     calibration: Calibration | None = None
     route: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)  # (route_cal, route_held), lazily
+
+    @cached_property
+    def cal_arrays(self) -> LadderArrays:
+        """The calibration rows' replay arrays, built the first time a baseline is tuned (a check
+        without tuned baselines never copies them)."""
+        return self.make_cal_arrays()
 
     def walk(self, lam: float) -> Outcomes:
         """The held-out requests under the policy at λ: the engine's numba walk (cold-start
@@ -182,8 +193,11 @@ class Evaluation:
         # the `trace` kind still charges this bundle's recorded timings where it has them).
         if cost_model is None and self.fixed is not None and self.fixed.meta.get("cost_model"):
             cost_model = CostModel.from_dict(self.fixed.meta["cost_model"])
-        self.cost_model = cost_model if isinstance(cost_model, CostModel) else fit_cost_model(
-            view, cost_model or default_cost_model(view))
+        if not isinstance(cost_model, CostModel):
+            from asd.calibration.calibrate import default_cost_model
+
+            cost_model = fit_cost_model(view, cost_model or default_cost_model(view))
+        self.cost_model = cost_model
         self.costs = self.cost_model.grid(view)
         self.options = dict(predictor=predictor, groups=groups, risk=risk, stage0=stage0,
                             cost_model=self.cost_model, n_bins=n_bins, seed=seed)
@@ -223,8 +237,10 @@ class Evaluation:
     def _fold(self, cal: np.ndarray, held: np.ndarray) -> Fold:
         o, fs = self.options, self.features
         held_arrays = ladder_arrays(self.view, self.costs, held)
-        cal_arrays = ladder_arrays(self.view, self.costs, cal)
+        cal_arrays = lambda: ladder_arrays(self.view, self.costs, cal)  # noqa: E731
         if self.fixed is None:
+            from asd.calibration.calibrate import calibrate
+
             c = calibrate(self.view, rows=cal, predictor=o["predictor"], risk=o["risk"], stage0=o["stage0"],
                           cost_model=o["cost_model"], n_bins=o["n_bins"], seed=o["seed"], features=fs,
                           single_feature_report=False)
@@ -262,6 +278,8 @@ class Evaluation:
         from the final model on the held-out rows (the router baseline's input), fitted the
         first time a router is asked for."""
         if f.route is None:
+            from asd.calibration.predictors import fit_stage
+
             cal, held = f.cal, f.held
             x = self.features.prompt_x
             y = self.view.acceptable

@@ -277,3 +277,11 @@ def test_given_policy_evaluation_replays_the_saved_lambda(synth):
     assert np.array_equal(ev.policy_outcomes().stop, before.stop)
     with pytest.raises(ConfigError):
         Evaluation(bundle).policy_outcomes()
+
+
+def test_evaluation_default_folds_match_calibration():
+    """evaluate.py keeps its own copy (calibration, with scikit-learn, is imported only when used)."""
+    from asd.calibration import calibrate
+    from asd.simulator import evaluate
+
+    assert evaluate.DEFAULT_FOLDS == calibrate.DEFAULT_FOLDS
