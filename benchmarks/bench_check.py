@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -31,9 +32,15 @@ PROMISES = ["--min-quality", "0.1", "--max-cost-rel", "2.0", "--max-latency", "p
 
 
 def timed_cli(argv: list[str], env: dict) -> tuple[float, subprocess.CompletedProcess]:
+    """Wall seconds of a fresh `asd` process; its CPU seconds (user + sys) go to `done.cpu_s`
+    (on a shared machine wall time includes waiting for a core, CPU time does not)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "asd.cli", *argv], cwd=REPO, env=env, capture_output=True, text=True)
-    return time.perf_counter() - start, done
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    done.cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, done
 
 
 def phases(policy: Path, bundle: Path) -> dict:
@@ -92,17 +99,20 @@ def main() -> dict:
             raise SystemExit(f"asd simulate failed: {sim.stderr}")
         parts = phases(policy, bundle)
 
-    rows = [("asd check, 3 promises (s)", check_s, TARGET_S, simulate_s, "asd simulate --policy, same bundle")]
+    rows = [("asd check, 3 promises (s)", check_s, TARGET_S, simulate_s, "asd simulate --policy, same bundle"),
+            ("asd check CPU, user + sys (s)", done.cpu_s, None, sim.cpu_s, "asd simulate --policy, same bundle")]
     rows += [(name, value, None, None, None) for name, value in parts.items()]
     report = {
         "n_requests": args.requests, "n_tiers": 4, "promises": len(checked["rows"]), "check_passed": checked["passed"],
-        "check_s": check_s, "simulate_s": simulate_s, "warmup_check_s": warm_s, "phases_s": parts,
+        "check_s": check_s, "simulate_s": simulate_s, "check_cpu_s": done.cpu_s, "simulate_cpu_s": sim.cpu_s,
+        "load_average_1min": os.getloadavg()[0], "cpus": os.cpu_count(), "warmup_check_s": warm_s, "phases_s": parts,
         "targets": {"check_s": TARGET_S}, "meets_targets": check_s <= TARGET_S,
         "table": [{"figure": f, "value": v, "target": t, "baseline": b, "baseline_of": bn,
                    "ratio_baseline_over_value": (b / v) if b else None} for f, v, t, b, bn in rows],
     }
     print(f"asd check: {args.requests} requests x 4 tiers, {report['promises']} promises "
-          f"({'all hold' if checked['passed'] else 'some fail'}); numba cache warm (warm-up run {warm_s:.2f} s)")
+          f"({'all hold' if checked['passed'] else 'some fail'}); numba cache warm (warm-up run {warm_s:.2f} s); "
+          f"load average {report['load_average_1min']:.1f} on {report['cpus']} CPUs")
     print(f"{'figure':48} {'value':>10} {'target':>8} {'baseline':>10} {'ratio':>7}  baseline")
     for f, v, t, b, bn in rows:
         target = f"<= {t:g}" if t else "—"
