@@ -192,7 +192,11 @@ class Evaluation:
         # A given policy brings the cost model it was calibrated with (its unit, its coefficients;
         # the `trace` kind still charges this bundle's recorded timings where it has them).
         if cost_model is None and self.fixed is not None and self.fixed.meta.get("cost_model"):
-            cost_model = CostModel.from_dict(self.fixed.meta["cost_model"])
+            try:
+                cost_model = CostModel.from_dict(self.fixed.meta["cost_model"])
+            except PolicyError as exc:
+                raise PolicyError(f"{where}: {exc} (written by asd {self.fixed.meta.get('asd_version', '?')}; "
+                                  "recalibrate with this asd)") from None
         if not isinstance(cost_model, CostModel):
             from asd.calibration.calibrate import default_cost_model
 

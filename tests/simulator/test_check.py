@@ -220,6 +220,12 @@ def test_an_incompatible_policy_is_refused_with_one_line(synth, tmp_path):
     np.savez(newer_spec, **{**data, "header": np.array(json.dumps(header2))})
     line = one_error_line(run("check", newer_spec, "builtin", "--min-quality", 0.1))
     assert "feature spec: expected a dict with version" in line and "recalibrate" in line
+    # a cost model of another format
+    header3 = dict(header, meta=dict(header["meta"], cost_model=dict(header["meta"]["cost_model"], format="asd.cost/99")))
+    other_costs = tmp_path / "other_costs.npz"
+    np.savez(other_costs, **{**data, "header": np.array(json.dumps(header3))})
+    line = one_error_line(run("check", other_costs, "builtin", "--min-quality", 0.1))
+    assert f"policy {other_costs}: cost model: format 'asd.cost/99'" in line and "recalibrate" in line
 
 
 @pytest.mark.parametrize("argv, words", [
