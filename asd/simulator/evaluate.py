@@ -139,8 +139,8 @@ class Evaluation:
     """Policies and baselines replayed on held-out requests of one bundle.
 
     policy: a Policy or a policy file to replay as it is (no calibration; see the module
-    docstring; policy_name names it in refusals); `policy_lam` is the λ it was saved at, `warnings` says when the replay is
-    in-sample."""
+    docstring; policy_name names it in refusals); `policy_lam` is the λ it was saved at,
+    `warnings` says when the replay is in-sample."""
 
     def __init__(self, bundle, *, folds: int | None = None, split: str | None = None,
                  predictor: str = "logistic", groups=None, risk="mean", stage0: bool = True,
