@@ -16,7 +16,6 @@ import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import stats
 
 from asd.errors import PolicyError
 
@@ -113,6 +112,8 @@ def risk_quality(alpha: np.ndarray, beta: np.ndarray, risk: str | float = "mean"
     gamma = parse_risk(risk)
     if gamma is None:
         return q_mean.copy(), q_mean
+    from scipy import stats  # here, not at import: scipy.stats costs ~1 s of every `asd` start (asd check in CI)
+
     q_low = stats.beta.ppf(1.0 - gamma, alpha, beta)
     return np.ascontiguousarray(np.minimum(q_low, q_mean)), q_mean
 
