@@ -206,7 +206,7 @@ def main(argv=None):
     inputs = big.inputs
     outs = (np.empty(big.n, np.int64), np.empty(big.n, np.int64), np.empty(big.n), np.empty(big.n), np.empty(big.n))
     args_nb = (inputs.prompt_bins, inputs.tier_bins, inputs.cold_bins, policy.start_table, policy.stop_table,
-               inputs.cost, inputs.cost_cont, inputs.latency_ms, inputs.latency_cont_ms, inputs.quality)
+               policy.stop_cold_table, inputs.cost, inputs.cost_cont, inputs.latency_ms, inputs.latency_cont_ms, inputs.quality)
     threads = numba.get_num_threads()
     numba.set_num_threads(1)
     replay_requests_nb(*args_nb, *outs)
@@ -271,7 +271,7 @@ def main(argv=None):
     ref_eval_out = (first, first.copy(), np.empty(n_sweep), np.empty(n_sweep), np.empty(n_sweep))
     ref_one_s, _ = timed(lambda: reference.replay_requests(
         sweep_inputs.prompt_bins, sweep_inputs.tier_bins, sweep_inputs.cold_bins, policy.solve(found.lam).start_table,
-        policy.stop_table, sweep_inputs.cost, sweep_inputs.cost_cont, sweep_inputs.latency_ms,
+        policy.stop_table, policy.stop_cold_table, sweep_inputs.cost, sweep_inputs.cost_cont, sweep_inputs.latency_ms,
         sweep_inputs.latency_cont_ms, sweep_inputs.quality, *ref_eval_out))
     row("bisection_replay_100k_s", bisect_s, ref_one_s * found.evaluations,
         f"reference replay × {found.evaluations} evaluations (one measured)",

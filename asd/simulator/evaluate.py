@@ -11,6 +11,7 @@ are causal per request, so no fold sees another's labels through them).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -22,6 +23,7 @@ from asd.calibration.views import TraceView, load_view
 from asd.errors import ConfigError
 from asd.simulator import baselines as B
 from asd.simulator.outcomes import LadderArrays, Outcomes, walk_outcomes
+from asd.simulator.replay import ReplayInputs, replay
 
 DEFAULT_SEED = 0
 
@@ -63,18 +65,34 @@ class Fold:
         return self.calibration.policy
 
     def walk(self, lam: float) -> Outcomes:
-        """The held-out requests under the policy at λ: the engine's numba walk (cold-start
-        stop table at a skipped-to start tier), then the path charges."""
-        policy = self.policy.solve(lam)
-        w = policy.walk(self.prompt_bins, self.tier_bins, cold_bins=self.cold_bins)
-        return walk_outcomes(w.start, w.stop, self.held_arrays)
+        """The held-out requests under the policy at λ: the simulator's numba replay (walk and
+        path charges fused; the cold stop table at a skipped-to start tier, as Policy.walk),
+        quality NaN where the answer it stops with is unlabelled."""
+        return _outcomes(replay(self._held_inputs, self.policy.solve(lam)))
 
     def walk_calibration(self, lam: float) -> Outcomes:
         """The policy at λ on its own calibration rows, through their out-of-fold bins."""
-        policy = self.policy.solve(lam)
-        prompt, tier, cold = self.calibration.oof_bins()
-        w = policy.walk(prompt, tier, cold_bins=cold)
-        return walk_outcomes(w.start, w.stop, self.cal_arrays)
+        return _outcomes(replay(self._cal_inputs, self.policy.solve(lam)))
+
+    @cached_property
+    def _held_inputs(self) -> ReplayInputs:
+        return _replay_inputs(self.policy, self.prompt_bins, self.tier_bins, self.cold_bins, self.held_arrays)
+
+    @cached_property
+    def _cal_inputs(self) -> ReplayInputs:
+        return _replay_inputs(self.policy, *self.calibration.oof_bins(), self.cal_arrays)
+
+
+def _replay_inputs(policy, prompt_bins, tier_bins, cold_bins, arrays: LadderArrays) -> ReplayInputs:
+    t = policy.tables
+    return ReplayInputs.build(tier_bins, prompt_bins=prompt_bins, cold_bins=cold_bins, cost=arrays.cost,
+                              cost_cont=arrays.cost_cont, latency_ms=arrays.latency_ms,
+                              latency_cont_ms=arrays.latency_cont_ms, quality=arrays.score,
+                              n_bins=t.n_bins, n_prompt_bins=t.n_prompt_bins, unlabelled_ok=True)
+
+
+def _outcomes(r) -> Outcomes:
+    return Outcomes(r.start, r.stop, r.cost, r.latency_ms, r.quality)
 
 
 class Evaluation:
