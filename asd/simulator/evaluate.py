@@ -17,7 +17,7 @@ import numpy as np
 
 from asd.calibration.calibrate import DEFAULT_FOLDS, Calibration, calibrate, default_cost_model
 from asd.calibration.costs import CostModel, fit_cost_model
-from asd.calibration.features import compute_features
+from asd.calibration.features import FEATURE_GROUPS, compute_features
 from asd.calibration.predictors import fit_stage
 from asd.calibration.views import TraceView, load_view
 from asd.errors import ConfigError
@@ -26,6 +26,22 @@ from asd.simulator.outcomes import LadderArrays, Outcomes, walk_outcomes
 from asd.simulator.replay import ReplayInputs, replay
 
 DEFAULT_SEED = 0
+# Above this many calibration requests a fold's policy (its predictors, tables, and the
+# threshold/router baselines tuned on calibration rows) is fitted on a seeded subsample of them;
+# held-out evaluation always covers every request. The tables need a few thousand rows (≤ 20
+# bins per tier); fitting 4 tiers × 2 states × 6 logistic fits on 800k rows per fold would not.
+MAX_CALIBRATION_ROWS = 50_000
+# Feature tensors (N, L, F) larger than this are stored as float32 (computed in float64,
+# rounded once; each consumer upcasts the rows it uses): 10^6 × 4 tiers × 19 features is
+# 0.6 GB per state in float64.
+FLOAT32_FEATURES_ABOVE_BYTES = 256 * 2**20
+
+
+def subsample_rows(rows: np.ndarray, limit: int | None, seed: int) -> np.ndarray:
+    """At most `limit` of `rows` (sorted), chosen by a seeded generator; all of them below it."""
+    if limit is None or rows.size <= limit:
+        return rows
+    return np.sort(np.random.default_rng([seed, rows.size]).choice(rows, int(limit), replace=False))
 
 
 def fold_of(n_requests: int, folds: int, seed: int) -> np.ndarray:
@@ -101,7 +117,7 @@ class Evaluation:
     def __init__(self, bundle, *, folds: int | None = None, split: str | None = None,
                  predictor: str = "logistic", groups=None, risk="mean", stage0: bool = True,
                  cost_model: str | None = None, n_bins: int | None = None, seed: int = DEFAULT_SEED,
-                 progress=None):
+                 max_calibration_rows: int | None = MAX_CALIBRATION_ROWS, progress=None):
         view = bundle if isinstance(bundle, TraceView) else load_view(bundle)
         self.view = view
         has_split = any(s is not None for s in view.split)
@@ -131,7 +147,19 @@ class Evaluation:
             self.design = {"split": None, "folds": folds,
                            "description": f"pooled {folds}-fold cross-fitting over {view.n_requests} requests "
                                           f"(each policy calibrated on {folds - 1} folds, replayed on its own)"}
-        self.features = compute_features(view, groups)
+        full_cal = int(sum(cal.size for cal, _ in plan))
+        plan = [(subsample_rows(cal, max_calibration_rows, seed), held) for cal, held in plan]
+        if sum(cal.size for cal, _ in plan) < full_cal:
+            self.design["description"] += (f"; each policy fitted on a seeded subsample of at most "
+                                           f"{max_calibration_rows} of its calibration requests")
+        self.design["max_calibration_rows"] = max_calibration_rows
+        n_features = sum(len(names) for names in FEATURE_GROUPS.values())  # an upper bound
+        dtype = (np.float32 if 8 * view.n_requests * view.n_tiers * n_features > FLOAT32_FEATURES_ABOVE_BYTES
+                 else np.float64)
+        self.features = compute_features(view, groups, dtype=dtype)
+        self.design["feature_storage"] = np.dtype(dtype).name
+        if dtype == np.float32:
+            self.design["description"] += "; features stored as float32"
         # Latency and cost fits read timings and token counts, never labels: one for the bundle.
         self.cost_model = cost_model if isinstance(cost_model, CostModel) else fit_cost_model(
             view, cost_model or default_cost_model(view))
