@@ -300,7 +300,7 @@ def _fit_trace(view, names, params, tp) -> CostModel:
 
 # HuberRegressor is iterative over every row (about 8 s per tier at 10^6 rows): above this many
 # timed rows it is fitted on a seeded subsample (stated in the fit), residual spreads on all rows.
-MAX_HUBER_ROWS = 100_000
+MAX_HUBER_ROWS = 20_000
 
 
 def _huber(x, y, seed=0):

@@ -241,12 +241,13 @@ def compute_features(view: TraceView, groups: str | Iterable[str] | None = None,
     computed: dict[str, np.ndarray] = {}
     context = _Context(view)
     for group in chosen:
-        computed.update(_GROUP_FUNCTIONS[group](context))
+        # filled and in storage dtype as soon as a group is done: a float32 view never holds
+        # every feature in float64 at once
+        for name, values in _GROUP_FUNCTIONS[group](context).items():
+            values = np.asarray(values, dtype=np.float64)
+            computed[name] = np.where(np.isfinite(values), values, FEATURE_BY_NAME[name].fill).astype(dtype, copy=False)
     imputed = context.imputed
-    columns = []
-    for name in names:
-        values = np.asarray(computed.pop(name), dtype=np.float64)  # pop: free each input once used
-        columns.append(np.where(np.isfinite(values), values, FEATURE_BY_NAME[name].fill).astype(dtype, copy=False))
+    columns = [computed.pop(name) for name in names]
     del computed
     # Interleaving whole columns into (N, L, F) one at a time is strided and several times
     # slower; a block of requests at a time is as fast as one np.stack without its full-size copy.

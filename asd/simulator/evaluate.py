@@ -30,7 +30,7 @@ DEFAULT_SEED = 0
 # threshold/router baselines tuned on calibration rows) is fitted on a seeded subsample of them;
 # held-out evaluation always covers every request. The tables need a few thousand rows (≤ 20
 # bins per tier); fitting 4 tiers × 2 states × 6 logistic fits on 800k rows per fold would not.
-MAX_CALIBRATION_ROWS = 50_000
+MAX_CALIBRATION_ROWS = 25_000
 # Feature tensors (N, L, F) larger than this are stored as float32 (computed in float64,
 # rounded once; each consumer upcasts the rows it uses): 10^6 × 4 tiers × 19 features is
 # 0.6 GB per state in float64.
@@ -107,6 +107,10 @@ def _replay_inputs(policy, prompt_bins, tier_bins, cold_bins, arrays: LadderArra
                               n_bins=t.n_bins, n_prompt_bins=t.n_prompt_bins, unlabelled_ok=True)
 
 
+def _rows_of(arrays: LadderArrays, rows: slice) -> LadderArrays:
+    return LadderArrays(*(getattr(arrays, f)[rows] for f in LadderArrays.__dataclass_fields__))
+
+
 def _outcomes(r) -> Outcomes:
     return Outcomes(r.start, r.stop, r.cost, r.latency_ms, r.quality)
 
@@ -166,23 +170,24 @@ class Evaluation:
         self.costs = self.cost_model.grid(view)
         self.options = dict(predictor=predictor, groups=groups, risk=risk, stage0=stage0,
                             cost_model=self.cost_model, n_bins=n_bins, seed=seed)
+        # the pooled held-out arrays once; each fold's are row slices of them (views, no copy)
+        self.held = np.concatenate([held for _, held in plan])
+        self.arrays = ladder_arrays(view, self.costs, self.held)
+        bounds = np.cumsum([0] + [held.size for _, held in plan])
         self.folds = []
         for k, (cal, held) in enumerate(plan):
             if progress is not None:
                 progress(k, len(plan))
-            self.folds.append(self._fold(cal, held))
-        self.held = np.concatenate([f.held for f in self.folds])
-        self.arrays = LadderArrays.concat([f.held_arrays for f in self.folds])
+            self.folds.append(self._fold(cal, held, _rows_of(self.arrays, slice(bounds[k], bounds[k + 1]))))
         self.cost_last = float(self.arrays.cost[:, -1].sum())
         self.speculative = bool(self.costs.speculative)
 
-    def _fold(self, cal: np.ndarray, held: np.ndarray) -> Fold:
+    def _fold(self, cal: np.ndarray, held: np.ndarray, held_arrays: LadderArrays) -> Fold:
         o = self.options
         c = calibrate(self.view, rows=cal, predictor=o["predictor"], risk=o["risk"], stage0=o["stage0"],
                       cost_model=o["cost_model"], n_bins=o["n_bins"], seed=o["seed"], features=self.features,
                       single_feature_report=False)
         fs, policy = self.features, c.policy
-        held_arrays = ladder_arrays(self.view, self.costs, held)
         cal_arrays = ladder_arrays(self.view, self.costs, cal)
         prompt_bins = (policy.prompt_bins(fs.prompt_x[held]) if policy.predictor.has_prompt
                        else np.zeros(held.size, dtype=np.int64))
@@ -210,14 +215,19 @@ class Evaluation:
 
     # -- baselines -------------------------------------------------------------------------------
     def fixed_baselines(self, lam: float) -> dict[str, Outcomes]:
+        return dict(self.iter_fixed_baselines(lam))
+
+    def iter_fixed_baselines(self, lam: float):
+        """(name, Outcomes) of each fixed baseline, one at a time (at 10^6 requests each is 40 MB:
+        a report summarises and drops them as they come)."""
         a = self.arrays
-        out = {f"always-{name}": B.always(a, i) for i, name in enumerate(self.view.tier_names)}
-        out["fixed-2stage"] = B.fixed_two_stage(a)
-        out["pipeline"] = B.pipeline(a)
+        for i, name in enumerate(self.view.tier_names):
+            yield f"always-{name}", B.always(a, i)
+        yield "fixed-2stage", B.fixed_two_stage(a)
+        yield "pipeline", B.pipeline(a)
         tier_costs = a.cost.mean(axis=0)
-        out["protocol"] = Outcomes.concat([B.protocol(f.held_arrays, f.p_held, tier_costs, lam) for f in self.folds])
-        out["oracle"] = B.oracle(a)
-        return out
+        yield "protocol", Outcomes.concat([B.protocol(f.held_arrays, f.p_held, tier_costs, lam) for f in self.folds])
+        yield "oracle", B.oracle(a)
 
     def tuned_baseline(self, name: str, *, latency=None, cost_rel=None) -> Outcomes:
         """`threshold` or `router`, each fold's member picked on its calibration rows under the
