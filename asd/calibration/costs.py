@@ -306,13 +306,18 @@ MAX_HUBER_ROWS = 20_000
 def _huber(x, y, seed=0):
     """HuberRegressor on (x (n, 1), y), on at most MAX_HUBER_ROWS seeded rows; (model, note)."""
     from sklearn.linear_model import HuberRegressor
+    from threadpoolctl import threadpool_limits
 
     n = y.shape[0]
-    if n <= MAX_HUBER_ROWS:
-        return HuberRegressor().fit(x, y), None
-    keep = np.sort(np.random.default_rng(seed).choice(n, MAX_HUBER_ROWS, replace=False))
-    return (HuberRegressor().fit(x[keep], y[keep]),
-            f"HuberRegressor fitted on a seeded subsample of {MAX_HUBER_ROWS} of {n} timed rows")
+    note = None
+    if n > MAX_HUBER_ROWS:
+        keep = np.sort(np.random.default_rng(seed).choice(n, MAX_HUBER_ROWS, replace=False))
+        x, y = x[keep], y[keep]
+        note = f"HuberRegressor fitted on a seeded subsample of {MAX_HUBER_ROWS} of {n} timed rows"
+    # one BLAS thread: a one-feature fit gains nothing from more, and on a busy machine spinning
+    # threads made it 10-100x slower
+    with threadpool_limits(limits=1):
+        return HuberRegressor().fit(x, y), note
 
 
 def _fit_trace_tier(ttft, e2e, n_prompt, n_out) -> dict | None:
