@@ -213,15 +213,17 @@ def explain(ev: Evaluation, request_id: str, lam: float) -> dict:
         cold = i == start and i > 0
         b = int((f.cold_bins if cold else f.tier_bins)[j, i])
         x = (fs.cold_x if cold else fs.tier_x)[row, i]
-        stop_value = lam * (1.0 - float(policy.q_stop[i, b]))
-        cont = float(policy.continue_table[i, b]) if i < view.n_tiers - 1 else None
+        # the cold start tier is decided on the cold-state tables (as the walk does); its
+        # continue value is not kept apart from the cold value table, so it is left out
+        stop_value = lam * (1.0 - float((policy.q_stop_cold if cold else policy.q_stop)[i, b]))
+        cont = float(policy.continue_table[i, b]) if i < view.n_tiers - 1 and not cold else None
         output = view.outputs[row, i]
         tiers.append({
             "tier": name, "ran": start <= i <= stop, "state": "cold start" if cold else "climbed",
             "output": None if output is None else str(output)[:300],
             "acceptable": None if np.isnan(view.acceptable[row, i]) else bool(view.acceptable[row, i]),
             "p_hat": float(f.p_held[j, i]), "bin": b, "stop_value": stop_value, "continue_value": cont,
-            "decision": "stop" if bool(policy.stop_table[i, b]) else "continue",
+            "decision": "stop" if bool((policy.stop_cold_table if cold else policy.stop_table)[i, b]) else "continue",
             "features": {n: float(v) for n, v in zip(fs.names, x)},
         })
     return {"request_id": str(request_id), "lambda": lam, "start_tier": view.tier_names[start],
