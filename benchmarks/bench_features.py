@@ -74,7 +74,15 @@ def asd_features(path: Path):
 
 
 def pandas_features(path: Path, with_text: bool):
-    """The plain pandas pipeline: long frame → apply/groupby/shift → one pivot per feature."""
+    """The plain pandas pipeline: long frame → apply/groupby/shift → one pivot per feature.
+    Returns (seconds after the Parquet read, feature rows, features)."""
+    seconds, x, names = pandas_feature_tensor(path, with_text)
+    return seconds, x.shape[0] * x.shape[1], len(names)
+
+
+def pandas_feature_tensor(path: Path, with_text: bool):
+    """The pandas pipeline's (N, L, F) features (requests sorted by id) and their names, and the
+    seconds it took after reading the Parquet files."""
     import pandas as pd
 
     from asd.calibration.answers import extract_answer, jaccard, word_set
@@ -110,8 +118,7 @@ def pandas_features(path: Path, with_text: bool):
     names = [c for c in feats.columns if c not in ("request_id", "tier")]
     grids = [feats.pivot(index="request_id", columns="tier", values=name).to_numpy() for name in names]
     x = np.stack(grids, axis=-1)
-    seconds = time.perf_counter() - t0
-    return seconds, x.shape[0] * x.shape[1], len(names)
+    return time.perf_counter() - t0, x, names
 
 
 def main(argv=None) -> dict:

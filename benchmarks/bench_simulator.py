@@ -7,7 +7,14 @@ the request's closed-form latency: no batching slowdown, no KV limit — the rea
 
 Workload: `asd.traces.synth` (4 tiers, drafts for speculative continuation), latency from
 asd.simulator.latency with illustrative iteration coefficients (not fitted to any GPU).
-`simulate_1m_end_to_end_s` needs `asd simulate` (a later issue) and is not measured here.
+
+`simulate_1m_end_to_end_s` and `rss_1m_gb`: `python -m asd.cli simulate BUNDLE --tau-max 10000
+--json PATH` in a fresh process, as a user runs it, on a 10^6-request × 4-tier bundle from
+`asd.traces.synth.write_synthetic_bundle` (Parquet read, features, 5-fold calibration, λ
+search, every baseline; writing the bundle is not timed): wall clock and peak RSS of that
+process. Baseline: the same command with the pre-scaling settings (every calibration request
+fitted, float64 features, Huber on every timed row) on 2% of the requests, times 50 (linear in N;
+it flatters the baseline, whose fits grow faster than N).
 
     python benchmarks/bench_simulator.py [--json PATH] [--scale S]
 """
@@ -59,7 +66,9 @@ GOALS = {  # key: (goal, "higher" | "lower", unit)
     "bisection_replay_100k_s": (1.0, "lower", "s"),
     "bisection_des_100k_s": (60.0, "lower", "s"),
     "rss_1m_gb": (2.0, "lower", "GB"),
+    "simulate_1m_end_to_end_s": (30.0, "lower", "s"),
 }
+SIMULATE_TAU_MS = 10_000.0  # p95 limit inside the synthetic ladder's range (always-8b .. always-70b)
 
 
 class Workload:
@@ -168,8 +177,44 @@ w = Workload(int(sys.argv[2]))
 walk = replay(w.inputs, w.policy.solve(float(sys.argv[3])))
 result = w.simulate(walk, arrival_times(w.n, rate=100.0, seed=1))
 assert np.isfinite(result.e2e_ms).all()
-print(json.dumps({"peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}))
+hwm = next(line for line in open("/proc/self/status") if line.startswith("VmHWM"))  # not ru_maxrss: see above
+print(json.dumps({"peak_rss_gb": int(hwm.split()[1]) / 2**20}))
 """
+
+
+SIMULATE_CHILD = r"""
+import json, resource, sys
+sys.path.insert(0, sys.argv[1])
+from asd.cli import main
+unscaled = sys.argv[2] == "unscaled"
+if unscaled:  # the pipeline as it was before it was made to scale
+    import asd.calibration.costs as costs
+    import asd.simulator.evaluate as evaluate
+    evaluate.MAX_CALIBRATION_ROWS = None
+    evaluate.FLOAT32_FEATURES_ABOVE_BYTES = float("inf")
+    costs.MAX_HUBER_ROWS = 10**12
+    evaluate.Evaluation.__init__.__kwdefaults__["max_calibration_rows"] = None
+try:
+    main(sys.argv[3:], standalone_mode=False)
+finally:
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the forking parent across exec
+    hwm = next(line for line in open("/proc/self/status") if line.startswith("VmHWM"))
+    print(json.dumps({"peak_rss_gb": int(hwm.split()[1]) / 2**20}))
+"""
+
+
+def simulate_end_to_end(bundle, json_path, unscaled=False):
+    """(wall seconds, CPU seconds, peak RSS GB) of `asd simulate` in a fresh process."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", SIMULATE_CHILD, str(REPO), "unscaled" if unscaled else "scaled",
+                          "simulate", str(bundle), "--tau-max", str(SIMULATE_TAU_MS), "--json", str(json_path)],
+                         check=True, capture_output=True, text=True, cwd=REPO,
+                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu, json.loads(out.stdout.strip().splitlines()[-1])["peak_rss_gb"]
 
 
 def rss_probe(n, lam):
@@ -206,7 +251,7 @@ def main(argv=None):
     inputs = big.inputs
     outs = (np.empty(big.n, np.int64), np.empty(big.n, np.int64), np.empty(big.n), np.empty(big.n), np.empty(big.n))
     args_nb = (inputs.prompt_bins, inputs.tier_bins, inputs.cold_bins, policy.start_table, policy.stop_table,
-               inputs.cost, inputs.cost_cont, inputs.latency_ms, inputs.latency_cont_ms, inputs.quality)
+               policy.stop_cold_table, inputs.cost, inputs.cost_cont, inputs.latency_ms, inputs.latency_cont_ms, inputs.quality)
     threads = numba.get_num_threads()
     numba.set_num_threads(1)
     replay_requests_nb(*args_nb, *outs)
@@ -271,7 +316,7 @@ def main(argv=None):
     ref_eval_out = (first, first.copy(), np.empty(n_sweep), np.empty(n_sweep), np.empty(n_sweep))
     ref_one_s, _ = timed(lambda: reference.replay_requests(
         sweep_inputs.prompt_bins, sweep_inputs.tier_bins, sweep_inputs.cold_bins, policy.solve(found.lam).start_table,
-        policy.stop_table, sweep_inputs.cost, sweep_inputs.cost_cont, sweep_inputs.latency_ms,
+        policy.stop_table, policy.stop_cold_table, sweep_inputs.cost, sweep_inputs.cost_cont, sweep_inputs.latency_ms,
         sweep_inputs.latency_cont_ms, sweep_inputs.quality, *ref_eval_out))
     row("bisection_replay_100k_s", bisect_s, ref_one_s * found.evaluations,
         f"reference replay × {found.evaluations} evaluations (one measured)",
@@ -332,18 +377,41 @@ def main(argv=None):
         f"bisection_des_{n_bisect // 1000}k_s (p95, {found_des.status})", CPU_SECONDS["bisect_des"])
     policy.solve(lam)
 
-    # -- peak memory simulating 10^6 requests -----------------------------------------------------
+    # -- `asd simulate` end to end on 10^6 requests: time and peak memory -------------------------
+    import tempfile
+
+    from asd.traces.synth import write_synthetic_bundle
+
+    n_e2e = size(1_000_000)
+    n_e2e_base = max(size(20_000), 200)
+    with tempfile.TemporaryDirectory(prefix="asd-bench-simulate-") as tmp:
+        bundle = write_synthetic_bundle(Path(tmp) / "ladder", n_e2e, N_TIERS, 0).path
+        e2e_s, e2e_cpu, e2e_rss = simulate_end_to_end(bundle, Path(tmp) / "simulate.json")
+        e2e_report = json.loads((Path(tmp) / "simulate.json").read_text())
+        del bundle
+        base_bundle = write_synthetic_bundle(Path(tmp) / "base", n_e2e_base, N_TIERS, 0).path
+        base_s, base_cpu, base_rss = simulate_end_to_end(base_bundle, Path(tmp) / "base.json", unscaled=True)
+    factor = n_e2e / n_e2e_base
+    row("simulate_1m_end_to_end_s", e2e_s, base_s * factor,
+        f"`asd simulate` before scaling (every calibration row fitted, float64 features) on {n_e2e_base:,} "
+        f"requests x {factor:g} (linear extrapolation)",
+        f"simulate_1m_end_to_end_s ({n_e2e:,} req, tau {SIMULATE_TAU_MS:g} ms p95)", e2e_cpu)
+    row("rss_1m_gb", e2e_rss, None, "", f"rss_1m_gb (`asd simulate`, {n_e2e:,} req, peak)")
+    notes.append(f"asd simulate on {n_e2e:,} requests: {e2e_report['evaluation']}; feasible {e2e_report['feasible']}, "
+                 f"λ {e2e_report['chosen']['lambda']:.4g}, quality {e2e_report['chosen']['quality']:.3f}, "
+                 f"cost_rel {e2e_report['chosen']['cost_rel']:.3f}")
+    notes.append(f"unscaled baseline on {n_e2e_base:,} requests: {base_s:.1f} s wall, {base_cpu:.1f} s CPU, "
+                 f"peak {base_rss:.2f} GB")
     n_rss = size(1_000_000)
     peak = rss_probe(n_rss, lam)
     here = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    row("rss_1m_gb", peak, None, "", f"rss_1m_gb ({n_rss:,} req: synth + replay + DES, peak)")
-    notes.append(f"this benchmark process peaked at {here:.2f} GB")
-    notes.append("simulate_1m_end_to_end_s: not measured here (needs `asd simulate`, a later issue)")
+    notes.append(f"replay + DES alone on {n_rss:,} requests (synth arrays, no calibration) peaked at {peak:.2f} GB; "
+                 f"this benchmark process at {here:.2f} GB")
 
     report = {**figures, "des_hour_cpu_s": des_cpu_s, "rows": rows, "notes": notes, "lambda": lam, "scale": scale, "threads": threads,
               "cpu_count": os.cpu_count(), "load_average_1min": os.getloadavg()[0],
               "requests": {"replay": big.n, "sweep": n_sweep, "des_hour": int(n_hour), "bisection_des": n_bisect,
-                           "rss": n_rss}}
+                           "rss": n_rss, "simulate_end_to_end": n_e2e, "simulate_baseline": n_e2e_base}}
     print(f"simulator benchmark — {os.cpu_count()} CPUs, {threads} numba threads, load average "
           f"{os.getloadavg()[0]:.2f} (shared machine: figures vary run to run), scale {scale:g}")
     print("value: wall clock (best of repeats); cpu: the same figure from process CPU time, which on a shared,\n"

@@ -168,8 +168,8 @@ _tokens = st.integers(0, 40)
 
 @st.composite
 def replay_instances(draw, max_requests=12, max_tiers=4, max_bins=4, max_prompt_bins=3):
-    """Random replay inputs: bins (climbed and cold), stage-0 start table, stop table (the last
-    tier always stops, as the DP guarantees), per-(request, tier) cost/latency cold and continued,
+    """Random replay inputs: bins (climbed and cold), stage-0 start table, stop tables climbed
+    and cold (the last tier always stops, as the DP guarantees), per-(request, tier) cost/latency cold and continued,
     quality."""
     n = draw(st.integers(1, max_requests))
     n_tiers = draw(st.integers(1, max_tiers))
@@ -177,13 +177,15 @@ def replay_instances(draw, max_requests=12, max_tiers=4, max_bins=4, max_prompt_
     n_prompt_bins = draw(st.integers(1, max_prompt_bins))
     stop = draw(_hnp.arrays(_np.uint8, (n_tiers, n_bins), elements=st.integers(0, 1)))
     stop[-1] = 1
+    stop_cold = draw(_hnp.arrays(_np.uint8, (n_tiers, n_bins), elements=st.integers(0, 1)))
+    stop_cold[-1] = 1
     values = _hnp.arrays(_np.float64, (n, n_tiers), elements=_cost)
     return {
         "prompt_bins": draw(_hnp.arrays(_np.int64, n, elements=st.integers(0, n_prompt_bins - 1))),
         "tier_bins": draw(_hnp.arrays(_np.int64, (n, n_tiers), elements=st.integers(0, n_bins - 1))),
         "cold_bins": draw(_hnp.arrays(_np.int64, (n, n_tiers), elements=st.integers(0, n_bins - 1))),
         "start_table": draw(_hnp.arrays(_np.int64, n_prompt_bins, elements=st.integers(0, n_tiers - 1))),
-        "stop_table": stop,
+        "stop_table": stop, "stop_cold_table": stop_cold,
         "cost": draw(values), "cost_cont": draw(values), "latency_ms": draw(values),
         "latency_cont_ms": draw(values),
         "quality": draw(_hnp.arrays(_np.float64, (n, n_tiers), elements=_unit)),

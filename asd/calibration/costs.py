@@ -298,8 +298,29 @@ def _fit_trace(view, names, params, tp) -> CostModel:
     return CostModel("trace", names, np.array(coeffs, dtype=np.float64), tp.copy(), params, "gpu_ms", note, details)
 
 
-def _fit_trace_tier(ttft, e2e, n_prompt, n_out) -> dict | None:
+# HuberRegressor is iterative over every row (about 8 s per tier at 10^6 rows): above this many
+# timed rows it is fitted on a seeded subsample (stated in the fit), residual spreads on all rows.
+MAX_HUBER_ROWS = 20_000
+
+
+def _huber(x, y, seed=0):
+    """HuberRegressor on (x (n, 1), y), on at most MAX_HUBER_ROWS seeded rows; (model, note)."""
     from sklearn.linear_model import HuberRegressor
+    from threadpoolctl import threadpool_limits
+
+    n = y.shape[0]
+    note = None
+    if n > MAX_HUBER_ROWS:
+        keep = np.sort(np.random.default_rng(seed).choice(n, MAX_HUBER_ROWS, replace=False))
+        x, y = x[keep], y[keep]
+        note = f"HuberRegressor fitted on a seeded subsample of {MAX_HUBER_ROWS} of {n} timed rows"
+    # one BLAS thread: a one-feature fit gains nothing from more, and on a busy machine spinning
+    # threads made it 10-100x slower
+    with threadpool_limits(limits=1):
+        return HuberRegressor().fit(x, y), note
+
+
+def _fit_trace_tier(ttft, e2e, n_prompt, n_out) -> dict | None:
 
     has_ttft = np.isfinite(ttft)
     has_e2e = np.isfinite(e2e)
@@ -311,7 +332,9 @@ def _fit_trace_tier(ttft, e2e, n_prompt, n_out) -> dict | None:
         rows = has_ttft & np.isfinite(n_prompt)
         a, b, resid = float(np.median(ttft[has_ttft])), 0.0, ttft[has_ttft] - np.median(ttft[has_ttft])
         if rows.sum() >= 3 and np.ptp(n_prompt[rows]) > 0:
-            reg = HuberRegressor().fit(n_prompt[rows, None], ttft[rows])
+            reg, sub_note = _huber(n_prompt[rows, None], ttft[rows])
+            if sub_note:
+                fit["subsample_note"] = sub_note
             if reg.coef_[0] >= 0:
                 a, b = float(reg.intercept_), float(reg.coef_[0])
                 resid = ttft[rows] - reg.predict(n_prompt[rows, None])
@@ -327,7 +350,9 @@ def _fit_trace_tier(ttft, e2e, n_prompt, n_out) -> dict | None:
         rows = has_e2e & np.isfinite(n_out)
         a, tpot, resid = float(np.median(e2e[has_e2e])), 0.0, e2e[has_e2e] - np.median(e2e[has_e2e])
         if rows.sum() >= 3 and np.ptp(n_out[rows]) > 0:
-            reg = HuberRegressor().fit(np.maximum(n_out[rows, None] - 1.0, 0.0), e2e[rows])
+            reg, sub_note = _huber(np.maximum(n_out[rows, None] - 1.0, 0.0), e2e[rows])
+            if sub_note:
+                fit["subsample_note"] = sub_note
             if reg.coef_[0] >= 0:
                 a, tpot = max(float(reg.intercept_), 0.0), float(reg.coef_[0])
                 resid = e2e[rows] - reg.predict(np.maximum(n_out[rows, None] - 1.0, 0.0))

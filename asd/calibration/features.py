@@ -142,7 +142,9 @@ class FeatureSpec:
 
 @dataclass(frozen=True)
 class FeatureSet:
-    """Features of a view. `tier_x`/`cold_x` (N, L, F) and `prompt_x` (N, P) are finite float64."""
+    """Features of a view. `tier_x`/`cold_x` (N, L, F) and `prompt_x` (N, P) are finite float64
+    (tier_x/cold_x float32 when compute_features was asked for it, to halve a large view's memory;
+    consumers upcast the rows they use)."""
 
     tier_x: np.ndarray
     cold_x: np.ndarray
@@ -197,14 +199,27 @@ def parse_groups(groups: str | Iterable[str] | None) -> list[str] | None:
     return groups
 
 
-def compute_features(view: TraceView, groups: str | Iterable[str] | None = None, *, spec: FeatureSpec | None = None) -> FeatureSet:
+_CHUNK_ROWS = 65_536  # requests interleaved into (N, L, F) per pass: cache-sized, no full-size temporary
+
+
+def _interleave(columns, n, n_tiers, dtype) -> np.ndarray:
+    """Stack (N, L) columns into (N, L, F) `dtype`, a block of requests at a time."""
+    out = np.empty((n, n_tiers, len(columns)), dtype=dtype)
+    for lo in range(0, n, _CHUNK_ROWS):
+        out[lo:lo + _CHUNK_ROWS] = np.stack([c[lo:lo + _CHUNK_ROWS] for c in columns], axis=-1)
+    return out
+
+
+def compute_features(view: TraceView, groups: str | Iterable[str] | None = None, *, spec: FeatureSpec | None = None,
+                     dtype=np.float64) -> FeatureSet:
     """Features of every (request, tier) of `view`.
 
     groups=None: every group the view supports (the others are listed in `missing_groups`);
     named groups: those plus `stage`, and a group the view cannot supply is a ConfigError.
     With `spec` (from a policy), its groups and task vocabulary are used as they are and a
     group the view lacks is computed from its fill values and listed in `missing_groups` —
-    the caller decides whether that is acceptable."""
+    the caller decides whether that is acceptable. dtype: of tier_x/cold_x (float32 halves a
+    large view's memory; features are computed in float64 and rounded once)."""
     availability = available_groups(view)
     if spec is not None:
         chosen = list(spec.groups)
@@ -226,21 +241,25 @@ def compute_features(view: TraceView, groups: str | Iterable[str] | None = None,
     computed: dict[str, np.ndarray] = {}
     context = _Context(view)
     for group in chosen:
-        computed.update(_GROUP_FUNCTIONS[group](context))
+        # filled and in storage dtype as soon as a group is done: a float32 view never holds
+        # every feature in float64 at once
+        for name, values in _GROUP_FUNCTIONS[group](context).items():
+            values = np.asarray(values, dtype=np.float64)
+            computed[name] = np.where(np.isfinite(values), values, FEATURE_BY_NAME[name].fill).astype(dtype, copy=False)
     imputed = context.imputed
-    columns = []
-    for name in names:
-        values = np.asarray(computed[name], dtype=np.float64)
-        columns.append(np.where(np.isfinite(values), values, FEATURE_BY_NAME[name].fill))
-    empty = np.zeros((n, n_tiers, 0))
-    # One interleaving pass per state: writing feature columns into (N, L, F) one at a time
-    # is strided and several times slower.
-    tier_x = np.stack(columns, axis=-1) if columns else empty
+    columns = [computed.pop(name) for name in names]
+    del computed
+    # Interleaving whole columns into (N, L, F) one at a time is strided and several times
+    # slower; a block of requests at a time is as fast as one np.stack without its full-size copy.
+    tier_x = _interleave(columns, n, n_tiers, dtype)
     cold_columns = [
-        np.full((n, n_tiers), FEATURE_BY_NAME[name].cold) if FEATURE_BY_NAME[name].cold is not None else column
+        np.broadcast_to(np.asarray(FEATURE_BY_NAME[name].cold, dtype=dtype), (n, n_tiers))
+        if FEATURE_BY_NAME[name].cold is not None else column
         for name, column in zip(names, columns)
     ]
-    cold_x = np.stack(cold_columns, axis=-1) if columns else empty
+    del columns
+    cold_x = _interleave(cold_columns, n, n_tiers, dtype)
+    del cold_columns
     prompt_x, prompt_names = prompt_features(view, tasks)
     spec = FeatureSpec(tuple(chosen), tuple(names), tuple(prompt_names), tuple(tasks))
     return FeatureSet(tier_x, cold_x, prompt_x, names, prompt_names, chosen, missing, spec, imputed)

@@ -261,7 +261,10 @@ def load_view(bundle: Bundle | str | os.PathLike) -> TraceView:
     if not isinstance(bundle, Bundle):
         bundle = open_bundle(bundle)
     n = bundle.read("requests", ["request_id"]).num_rows
-    return _build(_BundleSource(bundle, n), bundle.manifest, str(bundle.path), bundle_hash(bundle.path))
+    view = _build(_BundleSource(bundle, n), bundle.manifest, str(bundle.path), bundle_hash(bundle.path))
+    # Arrow's allocator keeps the Parquet read's freed buffers (0.4 GB at 10^6 × 4): return them
+    pa.default_memory_pool().release_unused()
+    return view
 
 
 def view_from_records(

@@ -23,12 +23,13 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 
 from asd.calibration.costs import CostModel, fit_cost_model
-from asd.calibration.features import FeatureSet, FeatureSpec, compute_features
+from asd.calibration.features import FEATURE_GROUPS, FeatureSet, FeatureSpec, compute_features
 from asd.calibration.views import TraceView, load_view
 from asd.engine import Policy
 from asd.errors import ConfigError, PolicyError
 from asd.simulator import baselines as B
 from asd.simulator.outcomes import LadderArrays, Outcomes, walk_outcomes
+from asd.simulator.replay import ReplayInputs, replay
 
 if TYPE_CHECKING:
     from asd.calibration.calibrate import Calibration
@@ -36,6 +37,22 @@ if TYPE_CHECKING:
 DEFAULT_SEED = 0
 DEFAULT_FOLDS = 5  # = asd.calibration.calibrate.DEFAULT_FOLDS; calibration (scikit-learn) is imported only when used,
                    # so `asd check` on a given policy starts without it
+# Above this many calibration requests a fold's policy (its predictors, tables, and the
+# threshold/router baselines tuned on calibration rows) is fitted on a seeded subsample of them;
+# held-out evaluation always covers every request. The tables need a few thousand rows (≤ 20
+# bins per tier); fitting 4 tiers × 2 states × 6 logistic fits on 800k rows per fold would not.
+MAX_CALIBRATION_ROWS = 25_000
+# Feature tensors (N, L, F) larger than this are stored as float32 (computed in float64,
+# rounded once; each consumer upcasts the rows it uses): 10^6 × 4 tiers × 19 features is
+# 0.6 GB per state in float64.
+FLOAT32_FEATURES_ABOVE_BYTES = 256 * 2**20
+
+
+def subsample_rows(rows: np.ndarray, limit: int | None, seed: int) -> np.ndarray:
+    """At most `limit` of `rows` (sorted), chosen by a seeded generator; all of them below it."""
+    if limit is None or rows.size <= limit:
+        return rows
+    return np.sort(np.random.default_rng([seed, rows.size]).choice(rows, int(limit), replace=False))
 
 
 def fold_of(n_requests: int, folds: int, seed: int) -> np.ndarray:
@@ -83,18 +100,42 @@ class Fold:
         return self.make_cal_arrays()
 
     def walk(self, lam: float) -> Outcomes:
-        """The held-out requests under the policy at λ: the engine's numba walk (cold-start
-        stop table at a skipped-to start tier), then the path charges."""
-        policy = self.policy.solve(lam)
-        w = policy.walk(self.prompt_bins, self.tier_bins, cold_bins=self.cold_bins)
-        return walk_outcomes(w.start, w.stop, self.held_arrays)
+        """The held-out requests under the policy at λ: the simulator's numba replay (walk and
+        path charges fused; the cold stop table at a skipped-to start tier, as Policy.walk),
+        quality NaN where the answer it stops with is unlabelled."""
+        return self.walk_solved(self.policy.solve(lam))
+
+    def walk_solved(self, policy: Policy) -> Outcomes:
+        """The held-out requests under `policy` as it is solved now."""
+        return _outcomes(replay(self._held_inputs, policy))
 
     def walk_calibration(self, lam: float) -> Outcomes:
         """The policy at λ on its calibration rows, through their bins."""
-        policy = self.policy.solve(lam)
-        prompt, tier, cold = self.cal_bins
-        w = policy.walk(prompt, tier, cold_bins=cold)
-        return walk_outcomes(w.start, w.stop, self.cal_arrays)
+        return _outcomes(replay(self._cal_inputs, self.policy.solve(lam)))
+
+    @cached_property
+    def _held_inputs(self) -> ReplayInputs:
+        return _replay_inputs(self.policy, self.prompt_bins, self.tier_bins, self.cold_bins, self.held_arrays)
+
+    @cached_property
+    def _cal_inputs(self) -> ReplayInputs:
+        return _replay_inputs(self.policy, *self.cal_bins, self.cal_arrays)
+
+
+def _replay_inputs(policy, prompt_bins, tier_bins, cold_bins, arrays: LadderArrays) -> ReplayInputs:
+    t = policy.tables
+    return ReplayInputs.build(tier_bins, prompt_bins=prompt_bins, cold_bins=cold_bins, cost=arrays.cost,
+                              cost_cont=arrays.cost_cont, latency_ms=arrays.latency_ms,
+                              latency_cont_ms=arrays.latency_cont_ms, quality=arrays.score,
+                              n_bins=t.n_bins, n_prompt_bins=t.n_prompt_bins, unlabelled_ok=True)
+
+
+def _rows_of(arrays: LadderArrays, rows: slice) -> LadderArrays:
+    return LadderArrays(*(getattr(arrays, f)[rows] for f in LadderArrays.__dataclass_fields__))
+
+
+def _outcomes(r) -> Outcomes:
+    return Outcomes(r.start, r.stop, r.cost, r.latency_ms, r.quality)
 
 
 def load_policy(policy) -> Policy:
@@ -145,7 +186,8 @@ class Evaluation:
     def __init__(self, bundle, *, folds: int | None = None, split: str | None = None,
                  predictor: str = "logistic", groups=None, risk="mean", stage0: bool = True,
                  cost_model: str | None = None, n_bins: int | None = None, seed: int = DEFAULT_SEED,
-                 progress=None, policy=None, policy_name: str | None = None, **calibrate_options):
+                 progress=None, policy=None, policy_name: str | None = None,
+                 max_calibration_rows: int | None = MAX_CALIBRATION_ROWS, **calibrate_options):
         view = bundle if isinstance(bundle, TraceView) else load_view(bundle)
         self.view = view
         self.warnings: list[str] = []
@@ -184,8 +226,20 @@ class Evaluation:
             self.design = {"split": None, "folds": folds,
                            "description": f"pooled {folds}-fold cross-fitting over {view.n_requests} requests "
                                           f"(each policy calibrated on {folds - 1} folds, replayed on its own)"}
+        full_cal = int(sum(cal.size for cal, _ in plan))
+        plan = [(subsample_rows(cal, max_calibration_rows, seed), held) for cal, held in plan]
+        if sum(cal.size for cal, _ in plan) < full_cal:
+            self.design["description"] += (f"; each policy fitted on a seeded subsample of at most "
+                                           f"{max_calibration_rows} of its calibration requests")
+        self.design["max_calibration_rows"] = max_calibration_rows
         if self.fixed is None:
-            self.features = compute_features(view, groups)
+            n_features = sum(len(names) for names in FEATURE_GROUPS.values())  # an upper bound
+            dtype = (np.float32 if 8 * view.n_requests * view.n_tiers * n_features > FLOAT32_FEATURES_ABOVE_BYTES
+                     else np.float64)
+            self.features = compute_features(view, groups, dtype=dtype)
+            self.design["feature_storage"] = np.dtype(dtype).name
+            if dtype == np.float32:
+                self.design["description"] += "; features stored as float32"
         else:
             self._describe_fixed(split, plan)
         # Latency and cost fits read timings and token counts, never labels: one for the bundle.
@@ -205,14 +259,16 @@ class Evaluation:
         self.costs = self.cost_model.grid(view)
         self.options = dict(predictor=predictor, groups=groups, risk=risk, stage0=stage0,
                             cost_model=self.cost_model, n_bins=n_bins, seed=seed, extra=calibrate_options)
+        # the pooled held-out arrays once; each fold's are row slices of them (views, no copy)
+        self.held = np.concatenate([held for _, held in plan])
+        self.arrays = ladder_arrays(view, self.costs, self.held)
+        bounds = np.cumsum([0] + [held.size for _, held in plan])
         self.folds = []
         self._fixed_rows = None
         for k, (cal, held) in enumerate(plan):
             if progress is not None and self.fixed is None:
                 progress(k, len(plan))
-            self.folds.append(self._fold(cal, held))
-        self.held = np.concatenate([f.held for f in self.folds])
-        self.arrays = LadderArrays.concat([f.held_arrays for f in self.folds])
+            self.folds.append(self._fold(cal, held, _rows_of(self.arrays, slice(bounds[k], bounds[k + 1]))))
         self.cost_last = float(self.arrays.cost[:, -1].sum())
         self.speculative = bool(self.costs.speculative)
 
@@ -238,9 +294,8 @@ class Evaluation:
                                  f"(content hash {known[:12]}…) and these requests were in its calibration data; "
                                  "figures are optimistic")
 
-    def _fold(self, cal: np.ndarray, held: np.ndarray) -> Fold:
+    def _fold(self, cal: np.ndarray, held: np.ndarray, held_arrays: LadderArrays) -> Fold:
         o, fs = self.options, self.features
-        held_arrays = ladder_arrays(self.view, self.costs, held)
         cal_arrays = lambda: ladder_arrays(self.view, self.costs, cal)  # noqa: E731
         if self.fixed is None:
             from asd.calibration.calibrate import calibrate
@@ -303,24 +358,24 @@ class Evaluation:
             if self.fixed is None:
                 raise ConfigError("policy_outcomes() without λ needs a given policy (Evaluation(policy=...))")
             self.fixed.solve(self.policy_lam, start_lam=self.policy_start_lam)
-            return Outcomes.concat([self._walk_solved(f) for f in self.folds])
+            return Outcomes.concat([f.walk_solved(self.fixed) for f in self.folds])
         return Outcomes.concat([f.walk(lam) for f in self.folds])
-
-    @staticmethod
-    def _walk_solved(f: Fold) -> Outcomes:
-        w = f.policy.walk(f.prompt_bins, f.tier_bins, cold_bins=f.cold_bins)
-        return walk_outcomes(w.start, w.stop, f.held_arrays)
 
     # -- baselines -------------------------------------------------------------------------------
     def fixed_baselines(self, lam: float) -> dict[str, Outcomes]:
+        return dict(self.iter_fixed_baselines(lam))
+
+    def iter_fixed_baselines(self, lam: float):
+        """(name, Outcomes) of each fixed baseline, one at a time (at 10^6 requests each is 40 MB:
+        a report summarises and drops them as they come)."""
         a = self.arrays
-        out = {f"always-{name}": B.always(a, i) for i, name in enumerate(self.view.tier_names)}
-        out["fixed-2stage"] = B.fixed_two_stage(a)
-        out["pipeline"] = B.pipeline(a)
+        for i, name in enumerate(self.view.tier_names):
+            yield f"always-{name}", B.always(a, i)
+        yield "fixed-2stage", B.fixed_two_stage(a)
+        yield "pipeline", B.pipeline(a)
         tier_costs = a.cost.mean(axis=0)
-        out["protocol"] = Outcomes.concat([B.protocol(f.held_arrays, f.p_held, tier_costs, lam) for f in self.folds])
-        out["oracle"] = B.oracle(a)
-        return out
+        yield "protocol", Outcomes.concat([B.protocol(f.held_arrays, f.p_held, tier_costs, lam) for f in self.folds])
+        yield "oracle", B.oracle(a)
 
     def tuned_baseline(self, name: str, *, latency=None, cost_rel=None, folds=None) -> Outcomes:
         """`threshold` or `router`, each fold's member picked on its calibration rows under the

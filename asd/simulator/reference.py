@@ -34,13 +34,14 @@ def latency_grid(coeffs, n_prompt, n_out, out):
 
 
 # -- replay_nb ----------------------------------------------------------------------------------
-def walk_path(r, prompt_bins, tier_bins, cold_bins, start_table, stop_table, cost, cost_cont, latency_ms,
-              latency_cont_ms):
+def walk_path(r, prompt_bins, tier_bins, cold_bins, start_table, stop_table, stop_cold_table, cost, cost_cont,
+              latency_ms, latency_cont_ms):
     """Walk first, then sum the path (the kernel fuses both; same order of additions)."""
     last = tier_bins.shape[1] - 1
     s = int(start_table[prompt_bins[r]])
     k = last
-    if s >= last or stop_table[s, cold_bins[r, s]]:
+    stop_here = stop_table[0, tier_bins[r, 0]] if s == 0 else stop_cold_table[s, cold_bins[r, s]]
+    if s >= last or stop_here:
         k = s
     else:
         for i in range(s + 1, last):
@@ -54,12 +55,12 @@ def walk_path(r, prompt_bins, tier_bins, cold_bins, start_table, stop_table, cos
     return s, k, total_cost, total_latency
 
 
-def replay_requests(prompt_bins, tier_bins, cold_bins, start_table, stop_table, cost, cost_cont,
+def replay_requests(prompt_bins, tier_bins, cold_bins, start_table, stop_table, stop_cold_table, cost, cost_cont,
                     latency_ms, latency_cont_ms, quality, out_start, out_stop, out_cost, out_latency,
                     out_quality):
     for r in range(tier_bins.shape[0]):
         s, k, total_cost, total_latency = walk_path(r, prompt_bins, tier_bins, cold_bins, start_table, stop_table,
-                                                    cost, cost_cont, latency_ms, latency_cont_ms)
+                                                    stop_cold_table, cost, cost_cont, latency_ms, latency_cont_ms)
         out_start[r] = s
         out_stop[r] = k
         out_cost[r] = total_cost
@@ -75,7 +76,7 @@ def sorted_percentile(sorted_values, q):
     return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
 
 
-def replay_grid_stats(prompt_bins, tier_bins, cold_bins, start_tables, stop_tables, cost, cost_cont,
+def replay_grid_stats(prompt_bins, tier_bins, cold_bins, start_tables, stop_tables, stop_cold_tables, cost, cost_cont,
                       latency_ms, latency_cont_ms, quality, quantiles, out_mean_cost, out_mean_latency,
                       out_mean_quality, out_start_counts, out_stop_counts, out_latency_q):
     n, n_tiers = tier_bins.shape
@@ -86,7 +87,7 @@ def replay_grid_stats(prompt_bins, tier_bins, cold_bins, start_tables, stop_tabl
         out_stop_counts[g, :] = 0
         for r in range(n):
             s, k, path_cost, latency = walk_path(r, prompt_bins, tier_bins, cold_bins, start_tables[g],
-                                                 stop_tables[g], cost, cost_cont, latency_ms, latency_cont_ms)
+                                                 stop_tables[g], stop_cold_tables[g], cost, cost_cont, latency_ms, latency_cont_ms)
             out_start_counts[g, s] += 1
             out_stop_counts[g, k] += 1
             sums[0] += path_cost

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -18,11 +19,11 @@ from asd.simulator.replay_nb import replay_grid_stats_nb, replay_requests_nb
 QUANTILES = (50.0, 95.0, 99.0)
 
 
-def _grid(name, a, shape):
+def _grid(name, a, shape, nan_ok=False):
     a = np.ascontiguousarray(a, dtype=np.float64)
     if a.shape != shape:
         raise PolicyError(f"{name} has shape {a.shape}: expected {shape}")
-    if not np.isfinite(a).all():
+    if not (np.isfinite(a) | (nan_ok & np.isnan(a))).all():
         r, i = (int(x) for x in np.argwhere(~np.isfinite(a))[0])
         raise PolicyError(f"{name}[{r}, {i}] is {a[r, i]!r}: replay needs finite values on every (request, tier)")
     return a
@@ -40,7 +41,9 @@ def _bins(name, a, shape, n_bins):
 @dataclass(frozen=True)
 class ReplayInputs:
     """Per-request arrays for replay (N requests, L tiers). cold_bins default to tier_bins and
-    the *_cont arrays to their cold counterparts (regeneration: no drafts)."""
+    the *_cont arrays to their cold counterparts (regeneration: no drafts). quality may hold NaN
+    (an unlabelled answer) only when built with unlabelled_ok=True: per-request results carry
+    it through, grid means over such requests are NaN."""
 
     prompt_bins: np.ndarray
     tier_bins: np.ndarray
@@ -55,7 +58,8 @@ class ReplayInputs:
 
     @classmethod
     def build(cls, tier_bins, *, cost, latency_ms, quality, prompt_bins=None, cold_bins=None,
-              cost_cont=None, latency_cont_ms=None, n_bins=None, n_prompt_bins=None) -> ReplayInputs:
+              cost_cont=None, latency_cont_ms=None, n_bins=None, n_prompt_bins=None,
+              unlabelled_ok=False) -> ReplayInputs:
         tier_bins = np.asarray(tier_bins)
         if tier_bins.ndim != 2 or tier_bins.shape[0] == 0 or tier_bins.shape[1] == 0:
             raise PolicyError(f"tier_bins has shape {tier_bins.shape}: expected (requests >= 1, tiers >= 1)")
@@ -72,7 +76,7 @@ class ReplayInputs:
         cost_cont = cost if cost_cont is None else _grid("cost_cont", cost_cont, (n, n_tiers))
         latency_cont_ms = latency_ms if latency_cont_ms is None else _grid("latency_cont_ms", latency_cont_ms,
                                                                             (n, n_tiers))
-        quality = _grid("quality", quality, (n, n_tiers))
+        quality = _grid("quality", quality, (n, n_tiers), nan_ok=unlabelled_ok)
         return cls(prompt_bins, tier_bins, cold_bins, cost, cost_cont, latency_ms, latency_cont_ms, quality,
                    n_bins, n_prompt_bins)
 
@@ -84,19 +88,30 @@ class ReplayInputs:
     def n_tiers(self) -> int:
         return self.tier_bins.shape[1]
 
-    def check_tables(self, start_table, stop_table):
-        """Tables as the kernels take them, or a PolicyError naming the mismatch."""
+    @property
+    def has_cold_bins(self) -> bool:
+        """Were cold-state bins given (not defaulted to tier_bins)?"""
+        return self.cold_bins is not self.tier_bins
+
+    def check_tables(self, start_table, stop_table, stop_cold_table=None):
+        """Tables as the kernels take them (the cold stop table defaults to the stop table: a
+        policy without cold-start tables), or a PolicyError naming the mismatch."""
         start_table = np.ascontiguousarray(start_table, dtype=np.int64)
         stop_table = np.ascontiguousarray(stop_table, dtype=np.uint8)
+        stop_cold_table = (stop_table if stop_cold_table is None
+                           else np.ascontiguousarray(stop_cold_table, dtype=np.uint8))
         lead = stop_table.shape[:-2]
         if stop_table.ndim < 2 or stop_table.shape[-2] != self.n_tiers or stop_table.shape[-1] < self.n_bins:
             raise PolicyError(f"stop table has shape {stop_table.shape[-2:]}: expected ({self.n_tiers}, "
                               f">= {self.n_bins}) for these bins")
+        if stop_cold_table.shape != stop_table.shape:
+            raise PolicyError(f"cold stop table has shape {stop_cold_table.shape}: expected {stop_table.shape} "
+                              "(the stop table's)")
         if start_table.shape[:-1] != lead or start_table.shape[-1] < self.n_prompt_bins:
             raise PolicyError(f"start table has shape {start_table.shape}: expected {lead + (self.n_prompt_bins,)}")
         if start_table.size and (start_table.min() < 0 or start_table.max() >= self.n_tiers):
             raise PolicyError(f"start table names tiers outside 0..{self.n_tiers - 1}")
-        return start_table, stop_table
+        return start_table, stop_table, stop_cold_table
 
 
 def _fractions(counts, n):
@@ -187,44 +202,61 @@ class GridResult:
 def _tables_of(policy_or_tables):
     if isinstance(policy_or_tables, tuple):
         return policy_or_tables
-    return policy_or_tables.start_table, policy_or_tables.stop_table
+    return policy_or_tables.start_table, policy_or_tables.stop_table, policy_or_tables.stop_cold_table
 
 
 def replay(inputs: ReplayInputs, tables) -> ReplayResult:
-    """Replay every request under one λ: `tables` is a solved Policy or (start_table, stop_table)."""
-    start_table, stop_table = inputs.check_tables(*_tables_of(tables))
+    """Replay every request under one λ: `tables` is a solved Policy or (start_table,
+    stop_table[, stop_cold_table]). A request that starts at s > 0 is decided there on its cold
+    bins and the cold stop table, as `Policy.walk(..., cold_bins=)`; a Policy with cold-start
+    tables refuses inputs without cold bins when some request skips a tier (as the engine does)."""
+    start_table, stop_table, stop_cold_table = inputs.check_tables(*_tables_of(tables))
     n = inputs.n_requests
     out_start = np.empty(n, dtype=np.int64)
     out_stop = np.empty(n, dtype=np.int64)
     out_cost, out_latency, out_quality = np.empty(n), np.empty(n), np.empty(n)
     replay_requests_nb(inputs.prompt_bins, inputs.tier_bins, inputs.cold_bins, start_table, stop_table,
-                       inputs.cost, inputs.cost_cont, inputs.latency_ms, inputs.latency_cont_ms, inputs.quality,
+                       stop_cold_table, inputs.cost, inputs.cost_cont, inputs.latency_ms, inputs.latency_cont_ms, inputs.quality,
                        out_start, out_stop, out_cost, out_latency, out_quality)
+    if not isinstance(tables, tuple) and not inputs.has_cold_bins:
+        tables.refuse_climbed_bins_for_cold_starts(out_start)
     return ReplayResult(out_start, out_stop, out_cost, out_latency, out_quality, inputs.n_tiers)
 
 
-def policy_tables(policy, lambdas):
-    """Stacked (start_tables (G, B0), stop_tables (G, L, B)) of `policy` solved at each λ; the
-    policy is left solved at its original λ."""
+class PolicyTables(NamedTuple):
+    """A policy's tables solved at each of G λ values, stacked for replay_grid."""
+
+    start_tables: np.ndarray      # (G, B0) int64
+    stop_tables: np.ndarray       # (G, L, B) uint8, climbed state
+    stop_cold_tables: np.ndarray  # (G, L, B) uint8, cold state at a skipped-to start tier
+
+
+def policy_tables(policy, lambdas) -> PolicyTables:
+    """Stacked start, stop and cold stop tables of `policy` solved at each λ; the policy is
+    left solved at its original λ."""
     lambdas = np.asarray(lambdas, dtype=np.float64)
     if lambdas.ndim != 1 or lambdas.size == 0 or not np.isfinite(lambdas).all() or (lambdas < 0).any():
         raise PolicyError("λ grid must be a non-empty 1-d array of finite values >= 0")
     original = policy.lam
     starts = np.empty((lambdas.size,) + policy.start_table.shape, dtype=np.int64)
     stops = np.empty((lambdas.size,) + policy.stop_table.shape, dtype=np.uint8)
+    stops_cold = np.empty_like(stops)
     try:
         for g, lam in enumerate(lambdas):
             policy.solve(float(lam))
-            starts[g], stops[g] = policy.start_table, policy.stop_table
+            starts[g], stops[g], stops_cold[g] = policy.start_table, policy.stop_table, policy.stop_cold_table
     finally:
-        policy.solve(original)
-    return starts, stops
+        if np.isfinite(original):
+            policy.solve(original)
+    return PolicyTables(starts, stops, stops_cold)
 
 
-def replay_grid(inputs: ReplayInputs, start_tables, stop_tables, *, lambdas=None,
+def replay_grid(inputs: ReplayInputs, start_tables, stop_tables, stop_cold_tables=None, *, lambdas=None,
                 quantiles=QUANTILES) -> GridResult:
-    """Replay every request under each of G stacked tables (prange over λ): aggregates only."""
-    start_tables, stop_tables = inputs.check_tables(start_tables, stop_tables)
+    """Replay every request under each of G stacked tables (prange over λ): aggregates only.
+    stop_cold_tables (G, L, B) default to stop_tables (no cold-start tables); pass
+    `*policy_tables(policy, lambdas)` for a policy."""
+    start_tables, stop_tables, stop_cold_tables = inputs.check_tables(start_tables, stop_tables, stop_cold_tables)
     if start_tables.ndim != 2 or stop_tables.ndim != 3 or start_tables.shape[0] != stop_tables.shape[0]:
         raise PolicyError(f"stacked tables have shapes {start_tables.shape} and {stop_tables.shape}: "
                           "expected (G, B0) and (G, L, B)")
@@ -237,7 +269,7 @@ def replay_grid(inputs: ReplayInputs, start_tables, stop_tables, *, lambdas=None
     stops = np.empty((g_count, n_tiers), dtype=np.int64)
     out_q = np.empty((g_count, q.size))
     replay_grid_stats_nb(inputs.prompt_bins, inputs.tier_bins, inputs.cold_bins, start_tables, stop_tables,
-                         inputs.cost, inputs.cost_cont, inputs.latency_ms, inputs.latency_cont_ms, inputs.quality,
+                         stop_cold_tables, inputs.cost, inputs.cost_cont, inputs.latency_ms, inputs.latency_cont_ms, inputs.quality,
                          q, out_cost, out_latency, out_quality, starts, stops, out_q)
     lambdas = np.full(g_count, np.nan) if lambdas is None else np.asarray(lambdas, dtype=np.float64)
     n = inputs.n_requests

@@ -4,7 +4,9 @@ solved tables and charge the cost, latency and quality of the path it takes.
 Arrays: tiers 0-based, N requests, L tiers, B bins, B0 prompt bins. prompt_bins (N,) int64;
 tier_bins (N, L) int64, the bin after tier i in the climbed state (tiers ≤ i seen); cold_bins
 (N, L) int64, the bin at tier s when the request started there cold (stage 0 skipped the tiers
-below; may equal tier_bins); start_table (B0,) int64; stop_table (L, B) uint8. Per (request,
+below; may equal tier_bins); start_table (B0,) int64; stop_table (L, B) uint8, the climbed
+state's; stop_cold_table (L, B) uint8, the cold state's (Policy.stop_cold_table; equal to
+stop_table for a policy without cold-start tables). Per (request,
 tier) float64: cost/latency_ms for the tier run cold (the start tier) and cost_cont/
 latency_cont_ms for the tier continuing from the previous tier's draft (every later tier),
 quality (N, L) of the answer the request stops with. The start tier reads cold_bins, every later
@@ -23,7 +25,7 @@ from numba import njit, prange
 # the sums run left to right like reference.walk_path): the same code in an inline helper
 # returning a tuple measured 5-8x slower.
 @njit(cache=True)
-def replay_requests_nb(prompt_bins, tier_bins, cold_bins, start_table, stop_table,
+def replay_requests_nb(prompt_bins, tier_bins, cold_bins, start_table, stop_table, stop_cold_table,
                        cost, cost_cont, latency_ms, latency_cont_ms, quality,
                        out_start, out_stop, out_cost, out_latency, out_quality):
     """Per request: start and stop tier, total cost, total latency, quality where it stops."""
@@ -33,7 +35,11 @@ def replay_requests_nb(prompt_bins, tier_bins, cold_bins, start_table, stop_tabl
         total_cost = cost[r, s]
         total_latency = latency_ms[r, s]
         k = s
-        if s < last and not stop_table[s, cold_bins[r, s]]:
+        if s == 0:
+            stop_here = stop_table[0, tier_bins[r, 0]]
+        else:
+            stop_here = stop_cold_table[s, cold_bins[r, s]]
+        if s < last and not stop_here:
             k = s + 1
             while True:
                 total_cost += cost_cont[r, k]
@@ -60,11 +66,11 @@ def sorted_percentile_nb(sorted_values, q):
 
 
 @njit(cache=True, parallel=True)
-def replay_grid_stats_nb(prompt_bins, tier_bins, cold_bins, start_tables, stop_tables,
+def replay_grid_stats_nb(prompt_bins, tier_bins, cold_bins, start_tables, stop_tables, stop_cold_tables,
                          cost, cost_cont, latency_ms, latency_cont_ms, quality, quantiles,
                          out_mean_cost, out_mean_latency, out_mean_quality, out_start_counts,
                          out_stop_counts, out_latency_q):
-    """Replay every λ of a grid: start_tables (G, B0), stop_tables (G, L, B). Per λ: means (G,),
+    """Replay every λ of a grid: start_tables (G, B0), stop_tables and stop_cold_tables (G, L, B). Per λ: means (G,),
     start/stop counts per tier (G, L) int64, latency percentiles (G, Q) at `quantiles` (0..100).
     prange over λ; each λ fills and partitions its own (N,) latency buffer (allocations per λ, none per request)."""
     n = tier_bins.shape[0]
@@ -88,12 +94,17 @@ def replay_grid_stats_nb(prompt_bins, tier_bins, cold_bins, start_tables, stop_t
             out_stop_counts[g, i] = 0
         start_table = start_tables[g]
         stop_table = stop_tables[g]
+        stop_cold_table = stop_cold_tables[g]
         for r in range(n):
             s = start_table[prompt_bins[r]]
             path_cost = cost[r, s]
             latency = latency_ms[r, s]
             k = s
-            if s < last and not stop_table[s, cold_bins[r, s]]:
+            if s == 0:
+                stop_here = stop_table[0, tier_bins[r, 0]]
+            else:
+                stop_here = stop_cold_table[s, cold_bins[r, s]]
+            if s < last and not stop_here:
                 k = s + 1
                 while True:
                     path_cost += cost_cont[r, k]

@@ -154,18 +154,21 @@ def simulate(bundle="builtin", *, tau_max: float, stat: str = "p95", mode: str =
                 "mean_queue": run.mean_queue.tolist(), "max_queue": run.max_queue.tolist(),
                 "ttft_ms": {s: run.latency(s, "ttft") for s in STATISTICS}}
 
-    outs: dict[str, Outcomes] = ev.fixed_baselines(lam)
-    for name in B.TUNED:
-        outs[name] = ev.tuned_baseline(name, latency=(stat, tau_max))
-    outs["random"] = ev.random_baseline(float(chosen_out.cost.mean()))
-    order = B.baseline_names(ev.view.tier_names)
-    baselines = {}
-    for name in order:
-        s = summarize(timed(outs[name]), ev.cost_last, n_tiers)
+    def outcomes_of_baselines():  # one at a time: summarised and dropped (40 MB each at 10^6 requests)
+        yield from ev.iter_fixed_baselines(lam)
+        for name in B.TUNED:
+            yield name, ev.tuned_baseline(name, latency=(stat, tau_max))
+        yield "random", ev.random_baseline(float(chosen_out.cost.mean()))
+
+    summaries = {}
+    for name, out in outcomes_of_baselines():
+        s = summarize(timed(out), ev.cost_last, n_tiers)
         s["meets_tau"] = s["latency_ms"][stat] <= tau_max
         if name == B.UPPER_BOUND:
             s["upper_bound"] = True
-        baselines[name] = s
+        summaries[name] = s
+        del out
+    baselines = {name: summaries[name] for name in B.baseline_names(ev.view.tier_names)}
 
     return {
         "bundle": ev.view.path,
@@ -211,15 +214,17 @@ def explain(ev: Evaluation, request_id: str, lam: float) -> dict:
         cold = i == start and i > 0
         b = int((f.cold_bins if cold else f.tier_bins)[j, i])
         x = (fs.cold_x if cold else fs.tier_x)[row, i]
-        stop_value = lam * (1.0 - float(policy.q_stop[i, b]))
-        cont = float(policy.continue_table[i, b]) if i < view.n_tiers - 1 else None
+        # the cold start tier is decided on the cold-state tables (as the walk does); its
+        # continue value is not kept apart from the cold value table, so it is left out
+        stop_value = lam * (1.0 - float((policy.q_stop_cold if cold else policy.q_stop)[i, b]))
+        cont = float(policy.continue_table[i, b]) if i < view.n_tiers - 1 and not cold else None
         output = view.outputs[row, i]
         tiers.append({
             "tier": name, "ran": start <= i <= stop, "state": "cold start" if cold else "climbed",
             "output": None if output is None else str(output)[:300],
             "acceptable": None if np.isnan(view.acceptable[row, i]) else bool(view.acceptable[row, i]),
             "p_hat": float(f.p_held[j, i]), "bin": b, "stop_value": stop_value, "continue_value": cont,
-            "decision": "stop" if bool(policy.stop_table[i, b]) else "continue",
+            "decision": "stop" if bool((policy.stop_cold_table if cold else policy.stop_table)[i, b]) else "continue",
             "features": {n: float(v) for n, v in zip(fs.names, x)},
         })
     return {"request_id": str(request_id), "lambda": lam, "start_tier": view.tier_names[start],

@@ -14,7 +14,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 FIGURES = ("replay_requests_per_s", "sweep_200_lambda_100k_s", "replay_speedup_vs_python", "des_events_per_s",
            "des_hour_100rps_4tiers_s", "des_speedup_vs_simpy", "bisection_replay_100k_s", "bisection_des_100k_s",
-           "rss_1m_gb")
+           "rss_1m_gb", "simulate_1m_end_to_end_s")
 
 
 def test_bench_simulator_reports_every_figure_and_prints_what_it_writes(tmp_path):
@@ -27,6 +27,7 @@ def test_bench_simulator_reports_every_figure_and_prints_what_it_writes(tmp_path
     report = json.loads(out.read_text())
     rows = {r["key"]: r for r in report["rows"]}
     assert set(FIGURES) <= set(rows)
+    assert any("asd simulate on" in note for note in report["notes"])  # the end-to-end run's own report
     for key in FIGURES:
         assert math.isfinite(report[key]) and report[key] > 0, key
         assert rows[key]["value"] == report[key]

@@ -6,13 +6,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from asd.engine import Policy, Predictor, build_tables
+from asd.engine.dp_nb import walk_bins_cold_nb
 from asd.errors import PolicyError
 from asd.simulator import ReplayInputs, policy_tables, replay, replay_grid
 from asd.simulator import reference as ref
 from asd.simulator.replay_nb import replay_grid_stats_nb, replay_requests_nb
 from tests.strategies import replay_instances
 
-ARRAYS = ("prompt_bins", "tier_bins", "cold_bins", "start_table", "stop_table", "cost", "cost_cont",
+ARRAYS = ("prompt_bins", "tier_bins", "cold_bins", "start_table", "stop_table", "stop_cold_table", "cost", "cost_cont",
           "latency_ms", "latency_cont_ms", "quality")
 
 
@@ -38,6 +39,12 @@ def test_replay_kernel_equals_reference_with_stage_0_and_cold_bins(inst):
         [inst["cost_cont"][r, s[r] + 1:k[r] + 1].sum() for r in rows])
     np.testing.assert_allclose(got[2], expected_cost, rtol=1e-12, atol=1e-12)
     np.testing.assert_array_equal(got[4], inst["quality"][rows, k])
+    # the same start and stop as the engine's cold-start walk on the same tables
+    first, last = np.empty(n, np.int64), np.empty(n, np.int64)
+    walk_bins_cold_nb(inst["prompt_bins"], inst["tier_bins"], inst["cold_bins"], inst["start_table"],
+                      inst["stop_table"], inst["stop_cold_table"], first, last)
+    np.testing.assert_array_equal(s, first)
+    np.testing.assert_array_equal(k, last)
 
 
 def test_start_tier_stops_on_its_cold_bin_not_the_climbed_one():
@@ -50,6 +57,12 @@ def test_start_tier_stops_on_its_cold_bin_not_the_climbed_one():
     assert (started_at_1.start[0], started_at_1.stop[0]) == (1, 1)
     climbed = replay(inputs, (np.array([0]), stop))
     assert (climbed.start[0], climbed.stop[0]) == (0, 2)
+    # with a cold stop table, the start tier reads it (and only the start tier, only at s > 0)
+    stop_cold = np.array([[1, 1], [1, 0], [1, 1]], dtype=np.uint8)  # cold tier 1 stops only in bin 0
+    assert replay(inputs, (np.array([1]), stop, stop_cold)).stop[0] == 2
+    assert replay(inputs, (np.array([0]), stop, stop_cold)).stop[0] == 2  # tier 0 is climbed: stop table
+    with pytest.raises(PolicyError, match="cold stop table"):
+        replay(inputs, (np.array([1]), stop, stop_cold[:2]))
 
 
 def _grid_instance(inst, n_grid, seed):
@@ -61,20 +74,23 @@ def _grid_instance(inst, n_grid, seed):
     stops[0] = inst["stop_table"]
     starts = rng.integers(0, n_tiers, size=(n_grid,) + inst["start_table"].shape)
     starts[0] = inst["start_table"]
-    return starts, stops
+    stops_cold = rng.integers(0, 2, size=(n_grid, n_tiers, n_bins)).astype(np.uint8)
+    stops_cold[:, -1] = 1
+    stops_cold[0] = inst["stop_cold_table"]
+    return starts, stops, stops_cold
 
 
 @settings(max_examples=60, deadline=None)
 @given(replay_instances(), st.integers(1, 5), st.integers(0, 2**31))
 def test_grid_replay_equals_one_replay_per_lambda_and_its_reference(inst, n_grid, seed):
-    starts, stops = _grid_instance(inst, n_grid, seed)
+    starts, stops, stops_cold = _grid_instance(inst, n_grid, seed)
     inputs = ReplayInputs.build(inst["tier_bins"], prompt_bins=inst["prompt_bins"], cold_bins=inst["cold_bins"],
                                 cost=inst["cost"], cost_cont=inst["cost_cont"], latency_ms=inst["latency_ms"],
                                 latency_cont_ms=inst["latency_cont_ms"], quality=inst["quality"],
                                 n_bins=stops.shape[2], n_prompt_bins=starts.shape[1])
-    grid = replay_grid(inputs, starts, stops, quantiles=(0.0, 50.0, 95.0, 99.0, 100.0))
+    grid = replay_grid(inputs, starts, stops, stops_cold, quantiles=(0.0, 50.0, 95.0, 99.0, 100.0))
     for g in range(n_grid):
-        one = replay(inputs, (starts[g], stops[g]))
+        one = replay(inputs, (starts[g], stops[g], stops_cold[g]))
         assert grid.mean_cost[g] == pytest.approx(one.mean_cost, rel=1e-12, abs=1e-12)
         assert grid.mean_quality[g] == pytest.approx(one.mean_quality, rel=1e-12, abs=1e-12)
         assert grid.mean_latency_ms[g] == pytest.approx(one.latency("mean"), rel=1e-12, abs=1e-12)
@@ -87,7 +103,7 @@ def test_grid_replay_equals_one_replay_per_lambda_and_its_reference(inst, n_grid
     got = [np.empty(n_grid), np.empty(n_grid), np.empty(n_grid), np.empty((n_grid, n_tiers), np.int64),
            np.empty((n_grid, n_tiers), np.int64), np.empty((n_grid, 2))]
     want = [a.copy() for a in got]
-    args = (inputs.prompt_bins, inputs.tier_bins, inputs.cold_bins, starts, stops, inputs.cost, inputs.cost_cont,
+    args = (inputs.prompt_bins, inputs.tier_bins, inputs.cold_bins, starts, stops, stops_cold, inputs.cost, inputs.cost_cont,
             inputs.latency_ms, inputs.latency_cont_ms, inputs.quality, q)
     replay_grid_stats_nb(*args, *got)
     ref.replay_grid_stats(*args, *want)
@@ -114,7 +130,7 @@ def synthetic_policy(seed=0, n=3000, n_tiers=4, n_bins=10):
 def test_latency_and_cost_are_monotone_in_lambda_without_stage_0():
     policy, bins, latency, quality = synthetic_policy()
     lambdas = np.concatenate([[0.0], np.geomspace(1.0, 1e6, 60)])
-    starts, stops = policy_tables(policy, lambdas)
+    starts, stops, _ = policy_tables(policy, lambdas)
     starts[:] = 0  # no stage 0: every request climbs from tier 0
     inputs = ReplayInputs.build(bins, cost=latency, latency_ms=latency, quality=quality, n_bins=policy.tables.n_bins)
     grid = replay_grid(inputs, starts, stops, lambdas=lambdas)
@@ -154,3 +170,62 @@ def test_replay_result_summary_has_latency_percentiles_and_stop_fractions():
     assert summary["latency_ms"]["p50"] <= summary["latency_ms"]["p95"] <= summary["latency_ms"]["p99"]
     assert sum(summary["stop_fractions"]) == pytest.approx(1.0)
     assert summary["latency_ms"]["mean"] == pytest.approx(result.latency_ms.mean())
+
+
+@pytest.fixture(scope="module")
+def cold_start_calibration(tmp_path_factory):
+    """A policy calibrated with stage 0 on a seeded synthetic ladder whose small tiers rarely
+    suffice, so stage 0 skips tiers: its cold stop table differs from the climbed one."""
+    from asd.calibration.calibrate import calibrate
+    from asd.traces.synth import write_synthetic_bundle
+
+    path = tmp_path_factory.mktemp("cold") / "ladder"
+    write_synthetic_bundle(path, 1500, 4, 3, informativeness=0.8)
+    return calibrate(path, stage0=True, single_feature_report=False)
+
+
+def test_replay_start_and_stop_equal_policy_walk_on_a_cold_start_policy(cold_start_calibration):
+    cal = cold_start_calibration
+    policy, fs, rows = cal.policy, cal.features, cal.rows
+    assert policy.tables.cold_start
+    prompt_bins = policy.prompt_bins(fs.prompt_x[rows])
+    tier_bins, cold_bins = policy.tier_bins(fs.tier_x[rows]), policy.cold_tier_bins(fs.cold_x[rows])
+    n_tiers = policy.n_tiers
+    inputs = ReplayInputs.build(tier_bins, prompt_bins=prompt_bins, cold_bins=cold_bins, cost=cal.costs.cost,
+                                cost_cont=cal.costs.cost_cont, latency_ms=cal.costs.latency_ms,
+                                latency_cont_ms=cal.costs.latency_cont_ms, quality=np.ones((rows.size, n_tiers)),
+                                n_bins=policy.tables.n_bins, n_prompt_bins=policy.tables.n_prompt_bins)
+    lambdas = np.geomspace(1e-2, 1e8, 40) * float(cal.costs.cost.mean())
+    tables = policy_tables(policy, lambdas)
+    grid = replay_grid(inputs, *tables, lambdas=lambdas)
+    skipped = differs = 0
+    for g, lam in enumerate(lambdas):
+        walk = policy.solve(float(lam)).walk(prompt_bins, tier_bins, cold_bins=cold_bins)
+        one = replay(inputs, policy)
+        np.testing.assert_array_equal(one.start, walk.start)
+        np.testing.assert_array_equal(one.stop, walk.stop)
+        np.testing.assert_allclose(grid.stop_fractions[g], one.stop_fractions)
+        np.testing.assert_allclose(grid.start_fractions[g], one.start_fractions)
+        skipped += int((walk.start > 0).sum())
+        differs += int((policy.stop_cold_table[1:] != policy.stop_table[1:]).any())
+    assert skipped > 0 and differs > 0  # the cold path was exercised, and it matters
+    # without cold bins, a cold-start policy that skips tiers is refused, as by the engine
+    for lam in lambdas:
+        if (policy.solve(float(lam)).walk(prompt_bins, tier_bins, cold_bins=cold_bins).start > 0).any():
+            plain = ReplayInputs.build(tier_bins, prompt_bins=prompt_bins, cost=cal.costs.cost,
+                                       latency_ms=cal.costs.latency_ms, quality=np.ones((rows.size, n_tiers)),
+                                       n_bins=policy.tables.n_bins, n_prompt_bins=policy.tables.n_prompt_bins)
+            with pytest.raises(PolicyError, match="cold_bins"):
+                replay(plain, policy)
+            break
+
+
+def test_replay_carries_unlabelled_quality_only_when_asked():
+    bins = np.zeros((2, 2), dtype=np.int64)
+    quality = np.array([[1.0, np.nan], [0.0, 1.0]])
+    with pytest.raises(PolicyError, match="quality\\[0, 1\\]"):
+        ReplayInputs.build(bins, cost=np.ones((2, 2)), latency_ms=np.ones((2, 2)), quality=quality)
+    inputs = ReplayInputs.build(bins, cost=np.ones((2, 2)), latency_ms=np.ones((2, 2)), quality=quality,
+                                unlabelled_ok=True)
+    out = replay(inputs, (np.array([0]), np.array([[0], [1]], dtype=np.uint8)))
+    assert np.isnan(out.quality[0]) and out.quality[1] == 1.0

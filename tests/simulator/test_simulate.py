@@ -162,6 +162,24 @@ def test_bad_input_is_one_line_and_exit_2(args, message):
     assert message in result.output and "Traceback" not in result.output
 
 
+def test_explain_decisions_agree_with_the_replayed_walk(evaluation):
+    """The debugger's per-tier decisions (cold-state tables at a skipped-to start tier) lead to
+    the very start and stop tiers the replay gives that request."""
+    from asd.simulator.simulate import explain
+
+    fold = evaluation.folds[0]
+    for lam in (0.0, 10.0, 1e3, 1e6):
+        out = fold.walk(lam)
+        for j in range(0, fold.held.size, max(1, fold.held.size // 15)):
+            ex = explain(evaluation, str(evaluation.view.request_ids[fold.held[j]]), lam)
+            names = list(evaluation.view.tier_names)
+            start, stop = names.index(ex["start_tier"]), names.index(ex["stop_tier"])
+            assert (start, stop) == (int(out.start[j]), int(out.stop[j]))
+            decisions = [t["decision"] for t in ex["tiers"][start:stop]]
+            assert all(d == "continue" for d in decisions)
+            assert stop == len(names) - 1 or ex["tiers"][stop]["decision"] == "stop"
+
+
 def test_sweep_ablation_and_csv(synth, tmp_path):
     from asd.simulator.sweep import run_sweep
 

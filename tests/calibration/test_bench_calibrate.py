@@ -1,0 +1,51 @@
+"""benchmarks/bench_calibrate.py runs end to end at a tiny size: every figure is there and
+finite, with its goal, baseline and ratio, and the printed table says what the JSON says.
+Whether a target is met is the benchmark's report, not this test's business."""
+
+import json
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+KEYS = ["fit_s_100k", "features_per_s"]
+
+
+def printed_rows(stdout: str) -> list[list[str]]:
+    """Cells of each table line after the `figure ... value` header (columns 2+ spaces apart)."""
+    lines = stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("figure"))
+    rows = []
+    for line in lines[start + 1:]:
+        if line.startswith(" "):
+            break
+        rows.append(re.split(r"\s{2,}", line.strip()))
+    return rows
+
+
+def test_bench_calibrate_reports_every_figure_finite_and_prints_what_it_writes(tmp_path):
+    out = tmp_path / "bench.json"
+    done = subprocess.run([sys.executable, "benchmarks/bench_calibrate.py", "--requests", "1000", "--json", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(out.read_text())
+    assert [r["key"] for r in report["table"]] == KEYS
+    assert report["requests"] == 1000 and report["tiers"] == 4
+    for r in report["table"]:
+        for field in ("value", "goal", "baseline", "ratio"):
+            assert isinstance(r[field], float) and math.isfinite(r[field]) and r[field] > 0, (r["key"], field)
+        assert report[r["key"]] == r["value"]
+        assert r["baseline_note"]
+        assert isinstance(r["meets_goal"], bool)
+    assert report["table"][0]["goal"] == 30.0 and report["table"][1]["goal"] == 1e5
+    printed = printed_rows(done.stdout)
+    assert len(printed) == len(report["table"]), done.stdout
+    for cells, r in zip(printed, report["table"]):
+        figure, value, goal, baseline, ratio, met = cells
+        assert figure == r["figure"]
+        for shown, exact in ((value, r["value"]), (goal, r["goal"]), (baseline, r["baseline"]), (ratio, r["ratio"])):
+            assert math.isclose(float(shown), exact, rel_tol=1e-3), (figure, shown, exact)
+        assert met == ("yes" if r["meets_goal"] else "NO")
+    assert f"meets goals: {report['meets_goals']}" in done.stdout
