@@ -6,7 +6,10 @@ runner falls back without waiting on a dead server.
 
 Tier options (beside the backend's own): `url` (one URL or a list: one replica each),
 `concurrency` (calls in flight per replica, default 1: a llama.cpp server with one slot),
-`timeout_s` (per call, 60), `retries` (2), `backoff_s` (0.2), `cooldown_s` (5).
+`timeout_s` (per call, 60), `retries` (2), `backoff_s` (0.2), `cooldown_s` (5), `speculative`
+(true: continue from the tier below's draft; false: regenerate — for servers where scoring a
+draft costs more than generating, such as llama-cpp-python's with a 262k-token vocabulary).
+`sampling.top_logprobs: 0` asks the tier for no logprobs at all.
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ class TierPool:
         self.max_tokens = int(self.sampling.get("max_tokens", 48))
         self.top_logprobs = int(self.sampling.get("top_logprobs", 5))
         self.gpus = int(tier.get("tensor_parallel") or 1)
+        self.speculative = bool(tier.get("speculative", True))
         self.retries = int(tier.get("retries", 2))
         self.backoff_s = float(tier.get("backoff_s", 0.2))
         self.cooldown_s = float(tier.get("cooldown_s", 5.0))

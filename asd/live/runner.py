@@ -230,9 +230,12 @@ class CascadeRunner:
             state.runs.append(run)
             self._notify("tier", {"tier": tier, "run": run})
             try:
+                last = tier == self.n_tiers - 1
+                if last and not self.pools[tier].top_logprobs:
+                    break  # no decision left and no logprobs asked for: no p̂ after the last tier
                 x = np.ascontiguousarray(self.features_for(state), dtype=np.float64)
                 run.p_accept = self.policy.predict(tier, x)
-                if tier == self.n_tiers - 1:
+                if last:
                     break
                 run.stop = self.policy.decide(tier, x)
             except PolicyError as exc:
@@ -284,7 +287,7 @@ class CascadeRunner:
         max_tokens = int(state.request.max_tokens or pool.max_tokens)
         below = state.last if state.last is not None and state.last.tier == tier - 1 else None
         draft, accepted, n_accepted, verify_ms, queue_ms, replica = None, "", 0, 0.0, 0.0, ""
-        if self.speculative and below is not None and below.generation.text:
+        if self.speculative and pool.speculative and below is not None and below.generation.text:
             text = pool.as_draft(below.generation.text)
             t0 = time.perf_counter()
             draft, replica, queue_ms = await pool.score(prompt, text)
@@ -364,3 +367,9 @@ def continued_generation(accepted: str, draft: Score | None, n_accepted: int, ge
         e2e_ms=verify_ms + float(generated.e2e_ms or 0.0),
         finish_reason=generated.finish_reason,
     )
+
+
+def build_runner(tiers: list[dict], policy: Policy, features_for: FeaturesFor, **options) -> CascadeRunner:
+    """Pools for the ladder's tiers (as `asd.live.tiers.load_ladder` returns them) and the
+    runner over them; call inside the event loop that will run it."""
+    return CascadeRunner([TierPool(i, tier) for i, tier in enumerate(tiers)], policy, features_for, **options)

@@ -97,7 +97,7 @@ class OpenAIHTTPBackend(Backend):
             return list(pool.map(one, prompts))
 
     def _generate_one(self, prompt: str, max_tokens: int, temperature: float, k: int) -> Generation:
-        payload = completion_payload(self.model, prompt, max_tokens, temperature, k, self.stop)
+        payload = completion_payload(self.model, prompt, max_tokens, temperature, max(1, k), self.stop)
         stream = StreamedCompletion(f"{self.base}/v1/completions")
         response = self._request("POST", "/v1/completions", payload, stream=True)
         try:
@@ -196,17 +196,19 @@ class OpenAIHTTPBackend(Backend):
 
 
 # -- request bodies and response parsing, shared by the blocking and the asyncio client ----------
-def completion_payload(model, prompt: str, max_tokens: int, temperature: float, k: int, stop) -> dict:
-    """A streamed `/v1/completions` body asking for per-token logprobs and a usage chunk."""
+def completion_payload(model, prompt: str, max_tokens: int, temperature: float, k: int | None, stop) -> dict:
+    """A streamed `/v1/completions` body with a usage chunk, asking for the top-`k` logprobs of
+    each token (none when k is 0 or None)."""
     payload = {
         "model": model,
         "prompt": prompt,
         "max_tokens": max_tokens,
         "temperature": temperature,
-        "logprobs": max(1, k),
         "stream": True,
         "stream_options": {"include_usage": True},
     }
+    if k:
+        payload["logprobs"] = int(k)
     if stop:
         payload["stop"] = list(stop)
     return payload
