@@ -295,3 +295,33 @@ def _stream(result: CascadeResult, *, chat: bool, serve: ServeState) -> Streamin
         yield "data: [DONE]\n\n"
 
     return StreamingResponse(events(), media_type="text/event-stream")
+
+
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+def serve(tiers_path, policy_path, *, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
+          max_queue: int = 256, feedback_path=None, speculative: bool = True, log_level: str = "warning") -> None:
+    """`asd serve`: load the ladder and the policy, then run uvicorn until interrupted."""
+    import uvicorn
+
+    from asd.engine.policy import Policy
+    from asd.errors import ConfigError
+    from asd.live.features import features_for_policy
+    from asd.live.runner import build_runner
+    from asd.live.tiers import load_ladder
+
+    if host not in LOOPBACK and not api_key:
+        raise ConfigError(f"--host {host}: binding beyond loopback needs --api-key (or ASD_API_KEY)")
+    if max_queue < 1:
+        raise ConfigError(f"--max-queue {max_queue}: must be >= 1")
+    ladder = load_ladder(tiers_path)
+    policy = Policy.load(policy_path)
+    features_for = features_for_policy(policy, ladder["tiers"])
+    store = FeedbackStore(policy, policy_path, feedback_path)  # applies earlier feedback to the policy
+
+    def build():
+        return build_runner(ladder["tiers"], policy, features_for, max_in_flight=max_queue, speculative=speculative)
+
+    app = create_app(build, api_key=api_key, feedback=lambda runner: store)
+    uvicorn.run(app, host=host, port=port, log_level=log_level)

@@ -42,16 +42,19 @@ def free_port() -> int:
 
 
 @contextmanager
-def llama_cpp_server(model: str, log: Path, n_ctx: int = 512) -> Iterator[tuple[str, subprocess.Popen]]:
+def llama_cpp_server(model: str, log: Path, n_ctx: int = 512, logits_all: bool = True) -> Iterator[tuple[str, subprocess.Popen]]:
     """`python -m llama_cpp.server` serving `model` on a free 127.0.0.1 port; yields (base URL,
-    process) once /v1/models answers, and stops the process on exit."""
+    process) once /v1/models answers, and stops the process on exit. `logits_all=False` makes
+    prompt evaluation cheaper (no logits for prompt tokens) but the server then returns no logprobs."""
     import httpx
 
     port = free_port()
     command = [sys.executable, "-m", "llama_cpp.server", "--model", model, "--host", "127.0.0.1",
                "--port", str(port), "--n_ctx", str(n_ctx), "--n_threads", "1",
+               # Prompt batches too: with the default (every core) its spinning threads crawl on a busy machine.
+               "--n_threads_batch", "1",
                # llama.cpp's server cuts a running stream short when another request arrives.
-               "--interrupt_requests", "false"]
+               "--interrupt_requests", "false", "--logits_all", str(logits_all).lower()]
     with open(log, "wb") as sink:
         server = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -105,7 +108,8 @@ def gemma3():
 def gemma_server(gemma3, tmp_path_factory):
     """A second llama.cpp server, Gemma-3-270M, on 127.0.0.1; yields its base URL."""
     _need_server_extra()
-    with llama_cpp_server(gemma3, tmp_path_factory.mktemp("gemma_server") / "server.log") as (url, _):
+    # The last tier of the served ladder: asked for no logprobs, so no logits for prompt tokens.
+    with llama_cpp_server(gemma3, tmp_path_factory.mktemp("gemma_server") / "server.log", logits_all=False) as (url, _):
         yield url
 
 
