@@ -241,5 +241,29 @@ def record_command(tiers_path, prompts_path, out, shard, drafts, label, overwrit
     write_json(json_path, summary)
 
 
+# --- live commands (asd serve, asd live) ---
+
+
+@main.command("serve")
+@click.option("--tiers", "tiers_path", required=True, type=click.Path(dir_okay=False),
+              help="Tier ladder config (YAML/JSON): each tier's server URL (or a list of replica URLs).")
+@click.option("--policy", "policy_path", required=True, type=click.Path(dir_okay=False), help="Policy file from `asd calibrate`.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (beyond loopback only with --api-key).")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--api-key", envvar="ASD_API_KEY", default=None, help="Bearer token required on every route but /health (env ASD_API_KEY).")
+@click.option("--max-queue", default=256, show_default=True, type=click.IntRange(1), help="Requests admitted at once; beyond: 429 with Retry-After.")
+@click.option("--feedback-file", default=None, type=click.Path(dir_okay=False), help="Where POST /v1/feedback counts persist (default POLICY.feedback.json).")
+@click.option("--no-speculative", is_flag=True, help="Regenerate at each tier instead of continuing from the draft.")
+def serve_command(tiers_path, policy_path, host, port, api_key, max_queue, feedback_file, no_speculative):
+    """OpenAI-compatible endpoint in front of the cascade: POST /v1/completions and
+    /v1/chat/completions (with an `asd` object: stopped_at_tier, tier_probabilities, cost,
+    fallback), POST /v1/feedback, GET /health, /stats, /metrics (Prometheus)."""
+    from asd.live.server import serve
+
+    click.echo(f"asd serve: http://{host}:{port} (tiers {tiers_path}, policy {policy_path})", err=True)
+    serve(tiers_path, policy_path, host=host, port=port, api_key=api_key, max_queue=max_queue,
+          feedback_path=feedback_file, speculative=not no_speculative)
+
+
 if __name__ == "__main__":
     main()

@@ -157,7 +157,7 @@ def _run_tiers(ladder, prompts, work: "ShardStore", drafts, progress, counts) ->
                         raise BackendError(f"tier {tier['name']!r}: asked for {len(chunk)} generations, got {len(gens)}")
                     for rid, gen in zip(chunk, gens):
                         _check_generation(tier, rid, gen)
-                    work.write_outputs([_output_row(rid, u, g) for rid, g in zip(chunk, gens)])
+                    work.write_outputs([output_row(rid, u, g) for rid, g in zip(chunk, gens)])
                     counts["generated"] += len(chunk)
                     task(len(chunk))
                 for t, todo_pair in todo_drafts.items():
@@ -169,7 +169,7 @@ def _run_tiers(ladder, prompts, work: "ShardStore", drafts, progress, counts) ->
                         scores = backend.score_batch(
                             [(backend.format_prompt(text_of[r]), _as_draft(tier, draft_text[r])) for r in chunk]
                         )
-                        work.write_drafts([_draft_row(r, t, u, s) for r, s in zip(chunk, scores)])
+                        work.write_drafts([draft_row(r, t, u, s) for r, s in zip(chunk, scores)])
                         counts["scored"] += len(chunk)
                         task(len(chunk))
             finally:
@@ -200,7 +200,7 @@ def _check_generation(tier: dict, rid: str, gen: Generation) -> None:
         )
 
 
-def _output_row(rid: str, tier: int, gen: Generation) -> dict:
+def output_row(rid: str, tier: int, gen: Generation) -> dict:
     entropy = gen.token_entropy
     return {
         "request_id": rid,
@@ -215,7 +215,7 @@ def _output_row(rid: str, tier: int, gen: Generation) -> dict:
     }
 
 
-def _draft_row(rid: str, draft: int, verify: int, score: Score) -> dict:
+def draft_row(rid: str, draft: int, verify: int, score: Score) -> dict:
     return {
         "request_id": rid,
         "draft_tier": draft,

@@ -100,6 +100,12 @@ class RequestState:
                 return run
         return None
 
+    @property
+    def climbed(self) -> bool:
+        """The last tier continued from the tier below (False: it started there cold)."""
+        last = self.last
+        return last is not None and (last.tier == 0 or self.run_at(last.tier - 1) is not None)
+
     def outputs(self) -> list[TierRun | None]:
         """Per tier (L long), the run or None where the tier did not answer."""
         by_tier = {run.tier: run for run in self.runs}
