@@ -257,13 +257,13 @@ def _consolidate(ladder, prompts, work, out, tiers_path, prompts_path, shard, dr
         }
     )
     manifest = B.new_manifest(
-        [_tier_entry(tier, work.tier_info(u)) for u, tier in enumerate(tiers)],
+        [manifest_tier_entry(tier, work.tier_info(u)) for u, tier in enumerate(tiers)],
         sampling={tier["name"]: tier["sampling"] for tier in tiers},
         provenance={
             "recorded_by": "asd record",
             "command": command,
             "tiers_config": str(tiers_path),
-            "tiers": [_public_tier(t) for t in tiers],
+            "tiers": [public_tier(t) for t in tiers],
             "tier_backends": _tier_backends(tiers, work),
             "prompts": str(prompts_path),
             "prompts_sha256": B.file_sha256(prompts_path),
@@ -334,7 +334,7 @@ def _label(outputs: pd.DataFrame, prompts: pd.DataFrame, last: int, mode: str) -
     outputs["label_source"] = source
 
 
-def _tier_entry(tier: dict, info: dict) -> dict:
+def manifest_tier_entry(tier: dict, info: dict) -> dict:
     # An HTTP backend reports the model the server actually serves; its URL goes to provenance.
     model = str(info.get("model_id") or tier.get("model") or tier.get("url"))
     return {
@@ -361,7 +361,7 @@ def _tier_backends(tiers, work: "ShardStore") -> dict:
     return details
 
 
-def _public_tier(tier: dict) -> dict:
+def public_tier(tier: dict) -> dict:
     return {k: v for k, v in tier.items() if k not in ("api_key",)}
 
 
@@ -372,7 +372,7 @@ def _mean(values) -> float | None:
 
 def _fingerprint(ladder, prompts, shard, drafts, label) -> str:
     digest = hashlib.sha256()
-    digest.update(json.dumps([_public_tier(t) for t in ladder["tiers"]], sort_keys=True, default=str).encode())
+    digest.update(json.dumps([public_tier(t) for t in ladder["tiers"]], sort_keys=True, default=str).encode())
     for rid, prompt in zip(prompts["request_id"], prompts["prompt"]):
         digest.update(f"{rid}\x00{prompt}\x00".encode())
     digest.update(f"{shard}|{drafts}|{label}".encode())
