@@ -265,5 +265,33 @@ def serve_command(tiers_path, policy_path, host, port, api_key, max_queue, feedb
           feedback_path=feedback_file, speculative=not no_speculative)
 
 
+@main.command("live")
+@click.option("--tiers", "tiers_path", required=True, type=click.Path(dir_okay=False), help="Tier ladder config with each tier's server URL(s).")
+@click.option("--policy", "policy_path", required=True, type=click.Path(dir_okay=False), help="Policy file from `asd calibrate`.")
+@click.option("--prompts", "prompts_path", required=True, type=click.Path(dir_okay=False), help="Prompt set (JSONL/CSV/Parquet, as for `asd record`).")
+@click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=None, help="Open loop: Poisson arrivals at R requests/s.")
+@click.option("--concurrency", type=click.IntRange(1), default=None, help="Closed loop: C clients, each sending its next prompt when answered.")
+@click.option("-n", "--limit", type=click.IntRange(1), default=None, help="Only the first N prompts.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the arrival times.")
+@click.option("-o", "--output", "out", default=None, type=click.Path(file_okay=False), help="Write the run as a trace bundle here (default: a temporary directory).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing bundle at -o.")
+@click.option("--deadline", "deadline_s", default=3600.0, show_default=True, type=click.FloatRange(min=1), help="Stop waiting for answers after this many seconds.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@json_option("Write measured vs simulated as JSON.")
+def live_command(tiers_path, policy_path, prompts_path, rate, concurrency, limit, seed, out, overwrite, deadline_s,
+                 no_progress, json_path):
+    """Run POLICY on the real tier servers for a prompt set, record the run as a trace bundle,
+    replay the same requests at the same arrival times in the simulator, and print measured
+    vs simulated latency (mean/p50/p95/p99 with relative error), quality, stop distribution
+    and GPU-seconds."""
+    from asd.live.confirm import format_report, live
+
+    report = live(tiers_path, policy_path, prompts_path, rate=rate, concurrency=concurrency, out=out, seed=seed,
+                  limit=limit, deadline_s=deadline_s, overwrite=overwrite, progress=not no_progress,
+                  command=" ".join(["asd"] + sys.argv[1:]))
+    click.echo(format_report(report))
+    write_json(json_path, report)
+
+
 if __name__ == "__main__":
     main()

@@ -173,3 +173,179 @@ def measured_summary(outcomes: list[LiveOutcome], tier_names: list[str], prompts
         "errors": len(outcomes) - len(done),
         "fallbacks": sum(bool(o.result.fallback) for o in done),
     }
+
+
+# -- the simulated side ---------------------------------------------------------------------------
+def tier_slots(tier: dict) -> int:
+    """Requests a tier's server runs at once per replica (llama.cpp's python server: 1; a vLLM
+    server: its max_num_seqs): the simulator's max batch. `slots` in the tier config, else its
+    `concurrency`."""
+    return int(tier.get("slots") or tier.get("concurrency") or 1)
+
+
+def simulate_live(bundle_path, policy, tiers: list[dict]) -> dict:
+    """Replay the recorded requests through the discrete-event simulator at their recorded
+    arrival times: the policy's walk on the same features, the tier latency fitted from the
+    live trace (the `trace` cost model), one pool per tier shaped like the servers (replicas =
+    URLs, max batch = slots)."""
+    from asd.calibration.costs import fit_cost_model
+    from asd.calibration.features import compute_features
+    from asd.calibration.views import load_view
+    from asd.live.features import policy_feature_spec
+    from asd.live.pool import replica_urls
+    from asd.simulator.des import Pools, simulate
+
+    view = load_view(bundle_path)
+    features = compute_features(view, spec=policy_feature_spec(policy))
+    prompt_bins = policy.prompt_bins(features.prompt_x) if policy.predictor.has_prompt else None
+    cold_bins = policy.cold_tier_bins(features.cold_x) if policy.tables.cold_start else None
+    walk = policy.walk(prompt_bins, policy.tier_bins(features.tier_x), cold_bins)
+    model = fit_cost_model(view, "trace")
+    grid = model.grid(view)
+    pools = Pools.build(model.iteration_coefficients(),
+                        replicas=np.array([max(1, len(replica_urls(t))) for t in tiers], dtype=np.int64),
+                        tensor_parallel=np.array([int(t.get("tensor_parallel") or 1) for t in tiers], dtype=np.int64),
+                        max_batch=np.array([tier_slots(t) for t in tiers], dtype=np.int64))
+    n_prompt = np.rint(grid.n_prompt_tokens).astype(np.int64)
+    n_out = np.rint(grid.n_output_tokens).astype(np.int64)
+    n_draft = np.rint(grid.n_draft_tokens).astype(np.int64) if grid.n_draft_tokens is not None else np.zeros_like(n_out)
+    n_accepted = np.rint(grid.n_accepted).astype(np.int64) if grid.n_accepted is not None else np.zeros_like(n_out)
+    arrival_ms = np.asarray(view_arrivals(bundle_path, view), dtype=np.float64) * 1e3
+    result = simulate(walk.start, walk.stop, n_prompt, n_out, arrival_ms=arrival_ms, pools=pools,
+                      n_prompt_cont=n_prompt + n_draft, n_decode_cont=np.maximum(n_out - n_accepted, 0))
+    rows = np.arange(view.n_requests)
+    quality = np.asarray(view.quality, dtype=np.float64)[rows, walk.stop]
+    stops = np.bincount(walk.stop, minlength=len(tiers))
+    return {
+        "latency_ms": latency_stats(result.e2e_ms),
+        "quality": float(np.nanmean(quality)) if np.isfinite(quality).any() else None,
+        "stop_fractions": {t["name"]: float(stops[i] / max(1, view.n_requests)) for i, t in enumerate(tiers)},
+        "gpu_s": float(result.gpu_s.sum()),
+        "stop_tiers": walk.stop,
+        "request_ids": view.request_ids,
+        "cost_model": {"kind": model.kind, "note": model.note, "iteration_coefficients_ms": model.iteration_coefficients().tolist()},
+        "pools": {"replicas": pools.replicas.tolist(), "max_batch": pools.max_batch.tolist()},
+    }
+
+
+def view_arrivals(bundle_path, view) -> np.ndarray:
+    """Recorded arrival offsets (s) in the view's request order."""
+    requests = B.open_bundle(bundle_path).to_pandas("requests").set_index("request_id")
+    return requests.loc[list(view.request_ids), "arrival_s"].to_numpy(dtype=np.float64)
+
+
+def relative_errors(measured: dict, simulated: dict) -> dict:
+    """(simulated − measured) / measured per latency statistic."""
+    out = {}
+    for stat in STATS:
+        m, s = measured["latency_ms"][stat], simulated["latency_ms"][stat]
+        out[stat] = None if m in (None, 0) or s is None else (s - m) / m
+    return out
+
+
+def live(tiers_path, policy_path, prompts_path, *, rate=None, concurrency=None, out=None, seed: int = 0,
+         limit: int | None = None, deadline_s: float = 3600.0, overwrite: bool = False, progress: bool = True,
+         command: str | None = None) -> dict:
+    """`asd live`: run, record, simulate, compare. Returns the dict the CLI prints and writes."""
+    import tempfile
+
+    from asd.engine.policy import Policy
+    from asd.live.features import features_for_policy
+    from asd.live.prompts import load_prompts
+    from asd.live.runner import build_runner
+    from asd.live.tiers import load_ladder
+
+    if (rate is None) == (concurrency is None):
+        raise ConfigError("give exactly one of --rate R (open loop, Poisson) or --concurrency C (closed loop)")
+    if concurrency is not None and concurrency < 1:
+        raise ConfigError(f"--concurrency {concurrency}: must be >= 1")
+    ladder = load_ladder(tiers_path)
+    tiers = ladder["tiers"]
+    policy = Policy.load(policy_path)
+    features_for = features_for_policy(policy, tiers)
+    prompts = load_prompts(prompts_path)
+    if limit is not None:
+        prompts = prompts.iloc[:limit].reset_index(drop=True)
+    arrivals = poisson_arrivals(len(prompts), rate, seed) if rate is not None else None
+    requests = [CascadeRequest(p, request_id=str(r), task=t if isinstance(t, str) else None)
+                for r, p, t in zip(prompts["request_id"], prompts["prompt"], prompts["task"])]
+
+    async def run():
+        runner = build_runner(tiers, policy, features_for)
+        try:
+            with _progress_bar(progress, len(requests)) as advance:
+                return await drive(runner, requests, arrivals_s=arrivals, concurrency=concurrency,
+                                   deadline_s=deadline_s, on_done=advance)
+        finally:
+            await runner.aclose()
+
+    started = time.time()
+    outcomes = asyncio.run(run())
+    wall_s = time.time() - started
+    names = [t["name"] for t in tiers]
+    measured = measured_summary(outcomes, names, prompts)
+    run_info = {"rate": rate, "concurrency": concurrency, "seed": seed, "n_requests": len(prompts),
+                "policy": str(policy_path), "lambda": policy.lam, "wall_s": wall_s, "command": command,
+                "measured": {k: v for k, v in measured.items()}}
+    answered = [o for o in outcomes if o.result is not None]
+    if not answered:
+        raise AsdError(f"no request was answered ({outcomes[0].error if outcomes else 'no prompts'})")
+    target = out if out is not None else Path(tempfile.mkdtemp(prefix="asd-live-")) / "bundle"
+    answered_ids = {o.request.request_id for o in answered}
+    recorded = prompts[prompts["request_id"].isin(answered_ids)].reset_index(drop=True)
+    bundle_path = write_live_bundle(target, tiers, recorded, answered, run=run_info, overwrite=overwrite)
+    simulated = simulate_live(bundle_path, policy, tiers)
+    measured_stops = {o.request.request_id: o.result.stopped_at_tier for o in answered}
+    same_stop = float(np.mean([measured_stops[rid] == int(s) for rid, s in
+                               zip(simulated.pop("request_ids"), simulated.pop("stop_tiers"))]))
+    return {
+        "n_requests": len(prompts), "rate": rate, "concurrency": concurrency,
+        "measured": measured, "simulated": simulated,
+        "rel_error": relative_errors(measured, simulated),
+        "same_stop_tier": same_stop,
+        "bundle": str(bundle_path), "wall_s": round(wall_s, 1),
+    }
+
+
+class _progress_bar:
+    """A rich progress bar over answered requests (a no-op when disabled)."""
+
+    def __init__(self, enabled: bool, total: int):
+        self.enabled, self.total = enabled, total
+
+    def __enter__(self):
+        if not self.enabled:
+            return lambda: None
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(TextColumn("live"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                                 console=Console(stderr=True))
+        self.progress.__enter__()
+        task = self.progress.add_task("live", total=self.total)
+        return lambda: self.progress.advance(task)
+
+    def __exit__(self, *exc):
+        if self.enabled:
+            self.progress.__exit__(*exc)
+
+
+def format_report(report: dict) -> str:
+    """The terminal table of `asd live` (the --json file holds the same dict)."""
+    m, s, e = report["measured"], report["simulated"], report["rel_error"]
+    loop = f"rate {report['rate']} req/s (open loop)" if report["rate"] is not None else \
+        f"concurrency {report['concurrency']} (closed loop)"
+    fmt = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
+    lines = [f"asd live: {report['n_requests']} requests, {loop}, {report['wall_s']} s; bundle {report['bundle']}",
+             f"  {'':<18}{'measured':>10}{'simulated':>11}{'rel. error':>12}"]
+    for stat in STATS:
+        lines.append(f"  {'latency ' + stat + ' ms':<18}{fmt(m['latency_ms'][stat], '.0f'):>10}"
+                     f"{fmt(s['latency_ms'][stat], '.0f'):>11}{fmt(None if e[stat] is None else 100 * e[stat], '+.1f'):>11}%")
+    lines.append(f"  {'quality':<18}{fmt(m['quality'], '.3f'):>10}{fmt(s['quality'], '.3f'):>11}")
+    lines.append(f"  {'GPU-seconds':<18}{fmt(m['gpu_s'], '.1f'):>10}{fmt(s['gpu_s'], '.1f'):>11}")
+    for name in m["stop_fractions"]:
+        lines.append(f"  {'stop ' + name:<18}{fmt(m['stop_fractions'][name], '.2f'):>10}"
+                     f"{fmt(s['stop_fractions'][name], '.2f'):>11}")
+    lines.append(f"  same stop tier live and simulated: {100 * report['same_stop_tier']:.0f}% of requests; "
+                 f"answered {m['answered']}, errors {m['errors']}, fallbacks {m['fallbacks']}")
+    return "\n".join(lines)
