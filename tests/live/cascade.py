@@ -92,3 +92,31 @@ def served_ladder(smollm2_url, gemma_url, max_tokens: int = 4, **gemma_options) 
              "backoff_s": 0.1}
     gemma.update(gemma_options)
     return [smollm2, gemma]
+
+
+def calibrated_builtin_policy(target_stop_share: float = 0.5, n_bins: int = 10) -> Policy:
+    """A Policy calibrated on the built-in trace with asd.calibration's features, logistic
+    predictors and trace cost model (no stage 0), its feature spec in meta; λ picked so that
+    about `target_stop_share` of the built-in requests stop at tier 0."""
+    from asd.calibration.costs import fit_cost_model
+    from asd.calibration.features import compute_features
+    from asd.calibration.predictors import fit_stage, stack_predictor
+    from asd.calibration.views import load_view
+
+    view = load_view("builtin")
+    features = compute_features(view)
+    accepted = np.asarray(view.acceptable, dtype=np.float64)
+    fits = [fit_stage("logistic", features.tier_x[:, i], accepted[:, i], view.request_ids)
+            for i in range(view.n_tiers)]
+    predictor = stack_predictor(None, fits, "logistic")
+    costs = fit_cost_model(view, "trace").grid(view).cost
+    oof_p = np.stack([fit.oof_p for fit in fits], axis=1)
+    policy = Policy.from_calibration(predictor, features.tier_x, accepted, costs, oof_p=oof_p,
+                                     tier_names=list(view.tier_names), n_bins=n_bins,
+                                     meta={"features": features.spec.to_dict()})
+    best = None
+    for lam in np.geomspace(1.0, 1e6, 80):
+        share = policy.solve(lam).decide_batch(0, features.tier_x[:, 0]).mean()
+        if best is None or abs(share - target_stop_share) < best[0]:
+            best = (abs(share - target_stop_share), lam)
+    return policy.solve(best[1])

@@ -53,6 +53,7 @@ class OpenAIReplica:
         self.model = tier.get("served_model")
         self.score_prefix = str(tier.get("score_prefix") or "")
         self._aligned = False
+        self._tokenize_route: str | None = None
         stop = tier.get("stop") or []
         self.stop = [stop] if isinstance(stop, str) else list(stop)
 
@@ -110,10 +111,29 @@ class OpenAIReplica:
         finally:
             await response.aclose()
         try:
-            usage = stream.usage or {}
-            return stream.generation(usage.get("prompt_tokens"))
+            generation = stream.generation(None)
         except BackendError as exc:  # no finish_reason: the server cut the stream
             raise ReplicaError(str(exc), retryable=True) from None
+        usage = stream.usage or {}
+        generation.n_prompt_tokens = usage.get("prompt_tokens") or await self._count_tokens(prompt)
+        return generation
+
+    async def _count_tokens(self, prompt: str) -> int | None:
+        """Prompt length when the stream carried no usage (llama-cpp-python's server ignores
+        `stream_options`): its /extras/tokenize route, or vLLM's /tokenize."""
+        routes = [self._tokenize_route] if self._tokenize_route else ["/extras/tokenize", "/tokenize"]
+        for route in routes:
+            body = {"input": prompt} if route == "/extras/tokenize" else {"prompt": prompt, "model": self.model}
+            try:
+                response = await self.client.post(f"{self.url}{route}", json=body)
+                data = response.json() if response.status_code == 200 else {}
+            except (self._httpx.HTTPError, ValueError):
+                continue
+            count = len(data["tokens"]) if isinstance(data.get("tokens"), list) else data.get("count")
+            if isinstance(count, int):
+                self._tokenize_route = route
+                return count
+        return None
 
     async def score(self, prompt: str, continuation: str, top_logprobs: int = 5) -> Score:
         if not continuation:

@@ -228,14 +228,17 @@ class StreamedCompletion:
         self.ttft_ms = None
         self.text, self.tokens, self.logprobs, self.tops = [], [], [], []
         self.usage, self.finish = None, None
+        self.text_events = 0  # servers stream one token per event: the count without usage or logprobs
 
     def add(self, chunk: dict) -> None:
         if chunk.get("usage"):
             self.usage = chunk["usage"]
         for choice in chunk.get("choices") or []:
             piece = choice.get("logprobs") or {}
-            if (choice.get("text") or piece.get("tokens")) and self.ttft_ms is None:
-                self.ttft_ms = (time.perf_counter() - self.start) * 1e3
+            if choice.get("text") or piece.get("tokens"):
+                self.text_events += 1
+                if self.ttft_ms is None:
+                    self.ttft_ms = (time.perf_counter() - self.start) * 1e3
             self.text.append(choice.get("text") or "")
             self.tokens.extend(piece.get("tokens") or [])
             self.logprobs.extend(piece.get("token_logprobs") or [])
@@ -250,7 +253,7 @@ class StreamedCompletion:
                 "finish_reason); the server may interrupt concurrent requests (llama.cpp: start it with "
                 "--interrupt_requests false, or set concurrency: 1)"
             )
-        n_output = self.usage.get("completion_tokens") if self.usage else len(self.tokens)
+        n_output = self.usage.get("completion_tokens") if self.usage else len(self.tokens) or self.text_events
         return Generation(
             text="".join(self.text),
             tokens=[str(t) for t in self.tokens],
