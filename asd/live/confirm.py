@@ -211,8 +211,11 @@ def simulate_live(bundle_path, policy, tiers: list[dict]) -> dict:
     n_draft = np.rint(grid.n_draft_tokens).astype(np.int64) if grid.n_draft_tokens is not None else np.zeros_like(n_out)
     n_accepted = np.rint(grid.n_accepted).astype(np.int64) if grid.n_accepted is not None else np.zeros_like(n_out)
     arrival_ms = np.asarray(view_arrivals(bundle_path, view), dtype=np.float64) * 1e3
-    result = simulate(walk.start, walk.stop, n_prompt, n_out, arrival_ms=arrival_ms, pools=pools,
-                      n_prompt_cont=n_prompt + n_draft, n_decode_cont=np.maximum(n_out - n_accepted, 0))
+    cont = dict(n_prompt_cont=n_prompt + n_draft, n_decode_cont=np.maximum(n_out - n_accepted, 0))
+    result = simulate(walk.start, walk.stop, n_prompt, n_out, arrival_ms=arrival_ms, pools=pools, **cont)
+    # The baseline a simulator without queueing would give: every request alone on the ladder.
+    spaced = np.arange(view.n_requests, dtype=np.float64) * (1e3 * float(result.e2e_ms.max(initial=0.0)) + 1e6)
+    alone = simulate(walk.start, walk.stop, n_prompt, n_out, arrival_ms=spaced, pools=pools, **cont)
     rows = np.arange(view.n_requests)
     quality = np.asarray(view.quality, dtype=np.float64)[rows, walk.stop]
     stops = np.bincount(walk.stop, minlength=len(tiers))
@@ -221,6 +224,7 @@ def simulate_live(bundle_path, policy, tiers: list[dict]) -> dict:
         "quality": float(np.nanmean(quality)) if np.isfinite(quality).any() else None,
         "stop_fractions": {t["name"]: float(stops[i] / max(1, view.n_requests)) for i, t in enumerate(tiers)},
         "gpu_s": float(result.gpu_s.sum()),
+        "no_queueing_latency_ms": latency_stats(alone.e2e_ms),
         "stop_tiers": walk.stop,
         "request_ids": view.request_ids,
         "cost_model": {"kind": model.kind, "note": model.note, "iteration_coefficients_ms": model.iteration_coefficients().tolist()},
@@ -286,7 +290,12 @@ def live(tiers_path, policy_path, prompts_path, *, rate=None, concurrency=None, 
     measured = measured_summary(outcomes, names, prompts)
     run_info = {"rate": rate, "concurrency": concurrency, "seed": seed, "n_requests": len(prompts),
                 "policy": str(policy_path), "lambda": policy.lam, "wall_s": wall_s, "command": command,
-                "measured": {k: v for k, v in measured.items()}}
+                "measured": measured,
+                "requests": [{"request_id": o.request.request_id, "sent_s": o.sent_s,
+                              "latency_ms": o.result.latency_ms if o.result else None,
+                              "stopped_at_tier": o.result.stopped_at_tier if o.result else None,
+                              "fallback": bool(o.result.fallback) if o.result else None, "error": o.error}
+                             for o in outcomes]}
     answered = [o for o in outcomes if o.result is not None]
     if not answered:
         raise AsdError(f"no request was answered ({outcomes[0].error if outcomes else 'no prompts'})")
@@ -298,10 +307,12 @@ def live(tiers_path, policy_path, prompts_path, *, rate=None, concurrency=None, 
     measured_stops = {o.request.request_id: o.result.stopped_at_tier for o in answered}
     same_stop = float(np.mean([measured_stops[rid] == int(s) for rid, s in
                                zip(simulated.pop("request_ids"), simulated.pop("stop_tiers"))]))
+    no_queueing = {"latency_ms": simulated.pop("no_queueing_latency_ms")}
     return {
         "n_requests": len(prompts), "rate": rate, "concurrency": concurrency,
         "measured": measured, "simulated": simulated,
         "rel_error": relative_errors(measured, simulated),
+        "no_queueing": no_queueing, "no_queueing_rel_error": relative_errors(measured, no_queueing),
         "same_stop_tier": same_stop,
         "bundle": str(bundle_path), "wall_s": round(wall_s, 1),
     }
@@ -341,6 +352,10 @@ def format_report(report: dict) -> str:
     for stat in STATS:
         lines.append(f"  {'latency ' + stat + ' ms':<18}{fmt(m['latency_ms'][stat], '.0f'):>10}"
                      f"{fmt(s['latency_ms'][stat], '.0f'):>11}{fmt(None if e[stat] is None else 100 * e[stat], '+.1f'):>11}%")
+    q = report["no_queueing_rel_error"]
+    lines.append(f"  {'(no queueing p50/p95)':<18}{'':>10}{fmt(report['no_queueing']['latency_ms']['p50'], '.0f'):>6}/"
+                 f"{fmt(report['no_queueing']['latency_ms']['p95'], '.0f'):<5}{fmt(None if q['p50'] is None else 100 * q['p50'], '+.0f'):>6}/"
+                 f"{fmt(None if q['p95'] is None else 100 * q['p95'], '+.0f')}%")
     lines.append(f"  {'quality':<18}{fmt(m['quality'], '.3f'):>10}{fmt(s['quality'], '.3f'):>11}")
     lines.append(f"  {'GPU-seconds':<18}{fmt(m['gpu_s'], '.1f'):>10}{fmt(s['gpu_s'], '.1f'):>11}")
     for name in m["stop_fractions"]:
