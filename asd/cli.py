@@ -13,11 +13,15 @@ from pathlib import Path
 import click
 
 from asd import __version__
-from asd.errors import AsdError, TraceError
+from asd.errors import AsdError
 
 
 class AsdGroup(click.Group):
-    """Turns `AsdError` into `error: <message>` and exit code 2, without a traceback."""
+    """Turns `AsdError` into `error: <message>` and exit code 2, without a traceback; an OS
+    error that escaped the library (permission, disk full) likewise, naming its path.
+
+    Exit codes: 0 success; 1 a check found problems (`asd traces validate` on an invalid
+    bundle); 2 a usage error (bad option or input, missing file or bundle), as click's own."""
 
     def invoke(self, ctx):
         try:
@@ -25,6 +29,24 @@ class AsdGroup(click.Group):
         except AsdError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
+        except OSError as exc:
+            where = f"{exc.filename}: " if exc.filename else ""
+            click.echo(f"error: {where}{exc.strerror or exc}", err=True)
+            sys.exit(2)
+
+
+class BundleArg(click.ParamType):
+    """A trace bundle to read: a directory or `builtin`. Commands open it with
+    `asd.traces.bundle.open_bundle`, which validates it; tests/traces/test_damaged_bundles.py
+    runs every command with an argument of this type over a corpus of damaged bundles."""
+
+    name = "bundle"
+
+    def convert(self, value, param, ctx):
+        return str(value)
+
+
+BUNDLE = BundleArg()
 
 
 def write_json(path: str | None, payload: dict) -> None:
@@ -111,15 +133,19 @@ def traces_import(fmt, src, out, overwrite, json_path, **options):
 
 
 @traces.command("validate")
-@click.argument("bundle")
+@click.argument("bundle", type=BUNDLE)
 @click.option("--max-problems", default=20, show_default=True, type=click.IntRange(1), help="Stop after this many problems.")
 @json_option("Also write the result as JSON here.")
 def traces_validate(bundle, max_problems, json_path):
     """Check BUNDLE (a directory, or `builtin`) against trace schema v1: version, column
     types, keys, value ranges. Prints each problem as `file: column 'x' row N: message`
-    (rows 0-based) and exits 1 when there is any."""
+    (rows 0-based) and exits 1 when there is any (an invalid bundle); a BUNDLE that is not
+    there is a usage error: one line, exit 2."""
+    from asd.traces.bundle import open_bundle, resolve_bundle_path
     from asd.traces.validate import validate_bundle
 
+    if not resolve_bundle_path(bundle).is_dir():
+        open_bundle(bundle)  # nothing to validate: the one-line usage error inspect gives (exit 2)
     problems = validate_bundle(bundle, max_problems=max_problems)
     write_json(json_path, {"bundle": str(bundle), "valid": not problems, "problems": [
         {"file": p.file, "column": p.column, "row": p.row, "message": p.message} for p in problems]})
@@ -133,7 +159,7 @@ def traces_validate(bundle, max_problems, json_path):
 
 
 @traces.command("inspect")
-@click.argument("bundle", default="builtin")
+@click.argument("bundle", default="builtin", type=BUNDLE)
 @click.option("--threshold", default=0.5, show_default=True, type=click.FloatRange(0, 1),
               help="Quality at or above which an answer counts as acceptable (where `accepted` is null).")
 @json_option("Write the summary as JSON here.")
@@ -144,20 +170,15 @@ def traces_inspect(bundle, threshold, json_path):
     from asd.traces.bundle import open_bundle
     from asd.traces.summary import summarize_bundle
     from asd.traces.summary_view import print_summary
-    from asd.traces.validate import validate_bundle
 
-    opened = open_bundle(bundle)
-    problems = validate_bundle(opened, max_problems=1)  # numbers from a broken bundle mislead
-    if problems:
-        raise TraceError(f"{bundle}: {problems[0]}; run `asd traces validate {bundle}` for all problems")
-    summary = summarize_bundle(opened, threshold=threshold)
+    summary = summarize_bundle(open_bundle(bundle), threshold=threshold)  # validated: numbers from a broken bundle mislead
     summary["path"] = bundle  # as the user named it ("builtin" rather than site-packages)
     print_summary(summary)
     write_json(json_path, summary)
 
 
 @traces.command("split")
-@click.argument("bundle")
+@click.argument("bundle", type=BUNDLE)
 @click.option("--test-frac", default=0.3, show_default=True, type=float, help="Share of requests (per task) held out for test.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("-o", "--out", type=click.Path(file_okay=False), help="Write a split copy here instead of updating BUNDLE in place.")
@@ -170,7 +191,8 @@ def traces_split(bundle, test_frac, seed, out, overwrite, json_path):
     from asd.traces.split import split_bundle
 
     result = split_bundle(bundle, test_frac=test_frac, seed=seed, out=out, overwrite=overwrite)
-    click.echo(f"{result['bundle']}: {result['n_calibration']} calibration, {result['n_test']} test requests "
+    click.echo(f"{result['bundle']}: {result['n_calibration']} calibration, {result['n_test']} test "
+               f"request{'s' if result['n_test'] != 1 else ''} "
                f"({len(result['tasks'])} task(s), seed {seed})")
     write_json(json_path, result)
 
@@ -196,7 +218,7 @@ def traces_synth(n_requests, n_tiers, seed, informativeness, n_tasks, token_list
 
 
 @traces.command("merge")
-@click.argument("bundles", nargs=-1, required=True)
+@click.argument("bundles", nargs=-1, required=True, type=BUNDLE)
 @click.option("-o", "--out", required=True, type=click.Path(file_okay=False))
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
 def traces_merge(bundles, out, overwrite):
@@ -206,7 +228,135 @@ def traces_merge(bundles, out, overwrite):
 
     merged = merge_bundles(list(bundles), out, overwrite=overwrite)
     n = merged.read("requests", ["request_id"]).num_rows
-    click.echo(f"{out}: merged {len(bundles)} bundles, {n} requests")
+    click.echo(f"{out}: merged {len(bundles)} bundles, {n} request{'s' if n != 1 else ''}")
+
+
+# --- calibration and simulation commands (asd calibrate / simulate / sweep) ---
+
+COST_MODEL_HELP = ("trace: recorded timings; profile: the committed GPU hardware profile; params: parameters x "
+                   "tokens (default: trace when the bundle has timings, else profile).")
+
+
+def _progress(label):
+    """A one-line progress note per fold on stderr (calibration is the long part)."""
+    def note(k, n):
+        click.echo(f"{label}: calibrating {k + 1}/{n}", err=True)
+    return note
+
+
+@main.command("calibrate")
+@click.argument("bundle", type=BUNDLE)
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Policy file to write (.npz).")
+@click.option("--predictor", default="logistic", show_default=True,
+              type=click.Choice(["logistic", "mlp", "gbt-reference"]),
+              help="gbt-reference: report its metrics only (not exportable to a policy).")
+@click.option("--features", "groups", default=None, help="Comma-separated feature groups (default: every group the trace supports).")
+@click.option("--bins", "n_bins", default=None, type=click.IntRange(1), help="Bins per tier (default: about sqrt(N)/2 within 4..20).")
+@click.option("--risk", default="mean", show_default=True, help="mean, or lcb:G for a lower credible bound at level G (e.g. lcb:0.9).")
+@click.option("--stage0/--no-stage0", default=True, show_default=True, help="Let the prompt alone choose a deeper start tier.")
+@click.option("--cost-model", default=None, help=COST_MODEL_HELP)
+@click.option("--split", default="calibration", show_default=True, help="Fit on this split when the bundle has one (else on every request).")
+@click.option("--lambda", "lam", default=1.0, show_default=True, type=float, help="λ the policy is solved at (simulate chooses its own).")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--plots", "plots", default=None, type=click.Path(file_okay=False), help="Write the reliability diagram here.")
+@json_option("Write the report as JSON.")
+def calibrate_command(bundle, out, predictor, groups, n_bins, risk, stage0, cost_model, split, lam, seed, plots, json_path):
+    """Fit features, calibrated predictors, engine tables and the cost model on BUNDLE and
+    write the policy file that simulate, check, live and serve run unchanged. Metrics are out of
+    fold (K-fold grouped by request)."""
+    from asd.calibration.calibrate import calibrate_to_file
+    from asd.simulator.report import print_calibration
+
+    report = calibrate_to_file(bundle, out, predictor=predictor, groups=groups, n_bins=n_bins, risk=_risk(risk),
+                               stage0=stage0, cost_model=cost_model, split=split, lam=lam, seed=seed, plots=plots)
+    print_calibration(report)
+    write_json(json_path, report)
+
+
+def _evaluation_options(f):
+    for option in reversed([
+        click.argument("bundle", default="builtin", type=BUNDLE),
+        click.option("--split", default=None, help="Replay on this split (e.g. test) of a split bundle."),
+        click.option("--folds", default=None, type=click.IntRange(2), help="Pooled K-fold cross-fitting (default 5 without a split column)."),
+        click.option("--cost-model", default=None, help=COST_MODEL_HELP),
+        click.option("--predictor", default="logistic", show_default=True, type=click.Choice(["logistic", "mlp"])),
+        click.option("--stage0/--no-stage0", default=True, show_default=True),
+        click.option("--risk", default="mean", show_default=True, help="mean, or lcb:G."),
+        click.option("--seed", default=0, show_default=True, type=int),
+        click.option("--plots", default=None, type=click.Path(file_okay=False), help="Write PNG plots here."),
+    ]):
+        f = option(f)
+    return f
+
+
+@main.command("simulate")
+@_evaluation_options
+@click.option("--tau-max", required=True, type=float, help="Latency limit in ms for the statistic --stat.")
+@click.option("--stat", default="p95", show_default=True, type=click.Choice(["mean", "p50", "p95", "p99"]))
+@click.option("--mode", default="replay", show_default=True, type=click.Choice(["replay", "des"]),
+              help="replay: each request alone (no contention); des: discrete-event simulation under load.")
+@click.option("--rate", default=None, type=float, help="des: Poisson arrival rate, requests per second.")
+@click.option("--replicas", default="1", show_default=True, help="des: replicas per tier, one number or one per tier (1,1,2).")
+@click.option("--max-batch", default=256, show_default=True, type=click.IntRange(1), help="des: continuous-batching limit per replica.")
+@click.option("--explain", "explain_id", default=None, help="Show one request's walk: outputs, features, p̂, values, decisions.")
+@json_option("Write the results as JSON.")
+def simulate_command(bundle, split, folds, cost_model, predictor, stage0, risk, seed, plots, tau_max, stat, mode,
+                     rate, replicas, max_batch, explain_id, json_path):
+    """Replay BUNDLE (default: the built-in trace) under a calibrated cascade policy on held-out
+    requests; choose λ by bisection for the best quality whose latency statistic stays within
+    --tau-max; compare every baseline at the same limit."""
+    from asd.simulator.report import print_explain, print_simulation
+    from asd.simulator.simulate import run_simulate
+
+    result = run_simulate(bundle, tau_max=tau_max, stat=stat, mode=mode, rate=rate, replicas=_replicas(replicas),
+                          max_batch=max_batch, split=split, folds=folds,
+                          cost_model=cost_model, predictor=predictor, stage0=stage0, risk=_risk(risk), seed=seed,
+                          plots=plots, explain_id=explain_id, progress=_progress("simulate"))
+    print_simulation(result)
+    if result.get("explain"):
+        print_explain(result["explain"])
+    write_json(json_path, result)
+
+
+@main.command("sweep")
+@_evaluation_options
+@click.option("--ablate", default=None, type=click.Choice(["features", "risk"]), help="Also compare frontiers without each feature group, or across risk levels.")
+@click.option("--csv", "csv_path", default=None, type=click.Path(dir_okay=False), help="Write every frontier point as CSV.")
+@json_option("Write the frontiers as JSON.")
+def sweep_command(bundle, split, folds, cost_model, predictor, stage0, risk, seed, plots, ablate, csv_path, json_path):
+    """The quality/cost/latency frontier of the policy (every distinct policy over λ) and of every
+    baseline on held-out requests of BUNDLE (default: the built-in trace)."""
+    from asd.simulator.report import print_sweep
+    from asd.simulator.sweep import run_sweep
+
+    result = run_sweep(bundle, split=split, folds=folds, cost_model=cost_model, predictor=predictor, stage0=stage0,
+                       risk=_risk(risk), seed=seed, plots=plots, ablate=ablate, csv_path=csv_path,
+                       progress=_progress("sweep"))
+    print_sweep(result)
+    write_json(json_path, result)
+
+
+def _replicas(text: str):
+    """`--replicas 2` or `--replicas 1,1,2` → an int or a list of ints."""
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise AsdError(f"--replicas {text!r}: use a whole number or one per tier, e.g. 1,1,2") from None
+    if any(v < 1 for v in values):
+        raise AsdError(f"--replicas {text!r}: every count must be >= 1")
+    return values[0] if len(values) == 1 else values
+
+
+def _risk(risk: str):
+    """`mean` or `lcb:G` → the engine's risk argument."""
+    if risk == "mean":
+        return "mean"
+    if risk.startswith("lcb:"):
+        try:
+            return float(risk[4:])
+        except ValueError:
+            pass
+    raise AsdError(f"--risk {risk!r}: use mean or lcb:G with G in [0.5, 1), e.g. lcb:0.9")
 
 
 # --- engine commands ---
@@ -215,27 +365,35 @@ def traces_merge(bundles, out, overwrite):
 # --- record commands (asd record) ---
 
 
+from asd.live.labels import LABEL_MODES  # noqa: E402
+from asd.live.record import DRAFT_MODES  # noqa: E402
+
+
 @main.command("record")
 @click.option("--tiers", "tiers_path", required=True, type=click.Path(dir_okay=False), help="Tier ladder config (YAML or JSON), tiers in ladder order.")
 @click.option("--prompts", "prompts_path", required=True, type=click.Path(dir_okay=False), help="Prompt set: JSONL, CSV or Parquet with prompt (request_id, reference, task optional).")
 @click.option("-o", "--output", "out", required=True, type=click.Path(file_okay=False), help="Bundle directory to write.")
 @click.option("--shard", default=None, metavar="I/N", help="Record only slice I of N (0 <= I < N, by hash of request_id).")
-@click.option("--drafts", type=click.Choice(["all", "next", "none"]), default="all", show_default=True, help="Score each tier's output under every later tier, the next one, or none.")
-@click.option("--label", type=click.Choice(["agreement", "bleu"]), default="agreement", show_default=True, help="Quality rule for prompts without a reference (vs the last tier).")
+@click.option("--limit", type=click.IntRange(1), default=None, help="Record only the first LIMIT prompts of the file.")
+@click.option("--drafts", type=click.Choice(DRAFT_MODES), default=DRAFT_MODES[0], show_default=True, help="Score each tier's output under every later tier, the next one, or none.")
+@click.option("--label", type=click.Choice(LABEL_MODES), default=LABEL_MODES[0], show_default=True, help="Quality rule for prompts without a reference (vs the last tier).")
 @click.option("--overwrite", is_flag=True, help="Re-record and replace an existing bundle.")
+@click.option("--restart", is_flag=True, help="Discard the results of an unfinished run in OUTPUT.partial/ and start over (after changing the tier config or options).")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 @json_option("Write the summary as JSON.")
-def record_command(tiers_path, prompts_path, out, shard, drafts, label, overwrite, no_progress, json_path):
+def record_command(tiers_path, prompts_path, out, shard, limit, drafts, label, overwrite, restart, no_progress, json_path):
     """Run every tier over a prompt set, score drafts under later tiers, write a trace bundle.
 
     Crash-safe and resumable: results are kept in OUTPUT.partial/ as they complete;
-    rerun the same command to continue after a crash or kill.
+    rerun the same command to continue after a crash or kill, or add --restart to
+    discard them and start over. A llama_cpp tier's context (`n_ctx`, or `auto`) is
+    checked against the tokenised prompts before any model loads.
     """
     from asd.live.record import format_summary, record
 
     summary = record(
-        tiers_path, prompts_path, out, shard=shard, drafts=drafts, label=label,
-        overwrite=overwrite, progress=not no_progress, command=" ".join(["asd"] + sys.argv[1:]),
+        tiers_path, prompts_path, out, shard=shard, limit=limit, drafts=drafts, label=label,
+        overwrite=overwrite, restart=restart, progress=not no_progress, command=" ".join(["asd"] + sys.argv[1:]),
     )
     click.echo(format_summary(summary))
     write_json(json_path, summary)

@@ -7,6 +7,12 @@ pandas reading the whole tables from Parquet, and pandas reading the same column
 
 Targets (issue 2): simulator columns read in <= 2 s with <= 1.5 GB peak RSS. Read times are
 the median of --repeats fresh processes (page cache warm: the bundle was just written).
+
+Validation (issue 12): every reader opens a bundle through `open_bundle`, which validates it.
+`inspect` (summarize_bundle) is timed three ways on the same bundle: without validation (the
+baseline), on the bundle as asd wrote it (its validation stamp matches: the files are hashed),
+and with the stamp ignored (the full check). Target: validation adds <= 20% to inspect on a
+bundle asd wrote. `write_s` includes writing the stamp (a full check of what was written).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ sys.path.insert(0, str(REPO))
 
 READ_TARGET_S = 2.0
 RSS_TARGET_MB = 1500.0
+VALIDATION_OVERHEAD_TARGET_PCT = 20.0
 
 # Each probe runs in its own interpreter so its peak RSS is its own; prints one JSON line.
 _PROBE = r"""
@@ -51,6 +58,14 @@ if mode == "simulator":
     out = read_arrays(bundle, "outputs", SIMULATOR_OUTPUT_COLUMNS)
     drafts = read_arrays(bundle, "drafts", SIMULATOR_DRAFT_COLUMNS)
     rows = len(out["tier"])
+elif mode.startswith("inspect-"):
+    from asd.traces.summary import summarize_bundle
+    bundle = open_bundle(path, validate=False)
+    if mode == "inspect-unvalidated":
+        bundle.validated = True  # the baseline: trust it unread
+    elif mode == "inspect-full-check":
+        bundle.stamp = None  # as if asd had not written it: the full check
+    rows = summarize_bundle(bundle)["n_outputs"]  # inspect-stamped: open_bundle's fast path
 elif mode == "arrow-full":
     out = pq.read_table(path + "/outputs.parquet"); drafts = pq.read_table(path + "/drafts.parquet")
     rows = out.num_rows
@@ -88,7 +103,7 @@ def median_of(mode: str, path: Path, repeats: int) -> dict:
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=1_000_000)
     parser.add_argument("--tiers", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
@@ -122,6 +137,10 @@ def main(argv=None) -> dict:
         arrow_full = median_of("arrow-full", path, args.repeats)
         pandas_full = median_of("pandas-full", path, 1)
         pandas_csv = median_of("pandas-csv", path, 1)
+        inspect = {m: median_of(f"inspect-{m}", path, args.repeats) for m in ("unvalidated", "stamped", "full-check")}
+
+    base_s = inspect["unvalidated"]["seconds"]
+    overhead = {m: 100.0 * (inspect[m]["seconds"] - base_s) / base_s for m in ("stamped", "full-check")}
 
     rows = [
         # figure, value, target, baseline, baseline name
@@ -130,6 +149,10 @@ def main(argv=None) -> dict:
         ("simulator read peak RSS (MB)", sim["peak_rss_mb"], RSS_TARGET_MB, pandas_full["peak_rss_mb"], "pandas read_parquet, whole tables"),
         ("whole tables, pyarrow (s)", arrow_full["seconds"], None, pandas_full["seconds"], "pandas read_parquet, whole tables"),
         ("write throughput (output rows/s)", n_rows / write_s, None, None, None),
+        ("inspect, bundle asd wrote (s)", inspect["stamped"]["seconds"], None, base_s, "inspect without validation"),
+        ("inspect, full check (s)", inspect["full-check"]["seconds"], None, base_s, "inspect without validation"),
+        ("validation adds to inspect (%)", overhead["stamped"], VALIDATION_OVERHEAD_TARGET_PCT, None, None),
+        ("full check adds to inspect (%)", overhead["full-check"], None, None, None),
     ]
     report = {
         "n_requests": args.requests,
@@ -143,8 +166,12 @@ def main(argv=None) -> dict:
         "arrow_full_read": arrow_full,
         "baseline_pandas_full_read": pandas_full,
         "baseline_pandas_csv_read": pandas_csv,
-        "targets": {"read_s": READ_TARGET_S, "peak_rss_mb": RSS_TARGET_MB},
-        "meets_targets": sim["seconds"] <= READ_TARGET_S and sim["peak_rss_mb"] <= RSS_TARGET_MB,
+        "inspect": inspect,
+        "validation_overhead_pct": overhead["stamped"],
+        "full_check_overhead_pct": overhead["full-check"],
+        "targets": {"read_s": READ_TARGET_S, "peak_rss_mb": RSS_TARGET_MB, "validation_overhead_pct": VALIDATION_OVERHEAD_TARGET_PCT},
+        "meets_targets": sim["seconds"] <= READ_TARGET_S and sim["peak_rss_mb"] <= RSS_TARGET_MB
+        and overhead["stamped"] <= VALIDATION_OVERHEAD_TARGET_PCT,
         "table": [
             {"figure": f, "value": v, "target": t, "baseline": b, "baseline_of": bn, "ratio_baseline_over_value": (b / v) if b else None}
             for f, v, t, b, bn in rows
@@ -158,7 +185,7 @@ def main(argv=None) -> dict:
         target = f"<= {t:g}" if t else "—"
         base = f"{b:.3f}" if b else "—"
         ratio = f"{b / v:.1f}x" if b else "—"
-        value = f"{v:,.0f}" if v > 1000 else f"{v:.3f}"
+        value = f"{v:,.0f}" if abs(v) > 1000 else f"{v:.3f}"
         print(f"{f:34} {value:>12} {target:>8} {base:>10} {ratio:>7}  {bn or ''}")
     print("meets targets:", report["meets_targets"])
     if args.json_path:

@@ -136,3 +136,80 @@ def isotonic_tables(draw, n_rows, max_knots=6):
         y = _np.sort(draw(_hnp.arrays(_np.float64, k, elements=_unit)))
         tables.append((x, y))
     return tables
+
+
+# --- calibration strategies ---
+
+
+@st.composite
+def ragged_token_lists(draw, max_requests=6, max_tiers=4, max_len=40):
+    """A `TokenLists` over (N, L) cells, some missing, some empty, cells stored in a shuffled
+    order with gaps between them (as after `subset`), plus the plain Python lists it holds."""
+    from asd.calibration.views import TokenLists
+
+    n = draw(st.integers(1, max_requests))
+    n_tiers = draw(st.integers(1, max_tiers))
+    cells = [[draw(_maybe(st.lists(_LOGPROB, max_size=max_len))) for _ in range(n_tiers)] for _ in range(n)]
+    order = draw(st.permutations([(r, k) for r in range(n) for k in range(n_tiers)]))
+    values, start = [], _np.zeros((n, n_tiers), dtype=_np.int64)
+    length = _np.zeros((n, n_tiers), dtype=_np.int64)
+    present = _np.zeros((n, n_tiers), dtype=bool)
+    for r, k in order:
+        values.extend([-1.0] * draw(st.integers(0, 2)))  # a gap that belongs to no cell
+        if cells[r][k] is not None:
+            start[r, k], length[r, k], present[r, k] = len(values), len(cells[r][k]), True
+            values.extend(cells[r][k])
+    lists = TokenLists(_np.asarray(values, dtype=_np.float32), start, length, present)
+    return lists, cells
+# --- simulator strategies ---
+
+_tokens = st.integers(0, 40)
+
+
+@st.composite
+def replay_instances(draw, max_requests=12, max_tiers=4, max_bins=4, max_prompt_bins=3):
+    """Random replay inputs: bins (climbed and cold), stage-0 start table, stop table (the last
+    tier always stops, as the DP guarantees), per-(request, tier) cost/latency cold and continued,
+    quality."""
+    n = draw(st.integers(1, max_requests))
+    n_tiers = draw(st.integers(1, max_tiers))
+    n_bins = draw(st.integers(1, max_bins))
+    n_prompt_bins = draw(st.integers(1, max_prompt_bins))
+    stop = draw(_hnp.arrays(_np.uint8, (n_tiers, n_bins), elements=st.integers(0, 1)))
+    stop[-1] = 1
+    values = _hnp.arrays(_np.float64, (n, n_tiers), elements=_cost)
+    return {
+        "prompt_bins": draw(_hnp.arrays(_np.int64, n, elements=st.integers(0, n_prompt_bins - 1))),
+        "tier_bins": draw(_hnp.arrays(_np.int64, (n, n_tiers), elements=st.integers(0, n_bins - 1))),
+        "cold_bins": draw(_hnp.arrays(_np.int64, (n, n_tiers), elements=st.integers(0, n_bins - 1))),
+        "start_table": draw(_hnp.arrays(_np.int64, n_prompt_bins, elements=st.integers(0, n_tiers - 1))),
+        "stop_table": stop,
+        "cost": draw(values), "cost_cont": draw(values), "latency_ms": draw(values),
+        "latency_cont_ms": draw(values),
+        "quality": draw(_hnp.arrays(_np.float64, (n, n_tiers), elements=_unit)),
+    }
+
+
+@st.composite
+def cascade_instances(draw, max_requests=10, max_tiers=3):
+    """Random DES inputs: paths start <= stop, token counts cold and continued (N, L), iteration
+    coefficients (L, 4), pools (replicas, max batch, KV capacity that fits every request)."""
+    n = draw(st.integers(1, max_requests))
+    n_tiers = draw(st.integers(1, max_tiers))
+    start = draw(_hnp.arrays(_np.int64, n, elements=st.integers(0, n_tiers - 1)))
+    depth = draw(_hnp.arrays(_np.int64, n, elements=st.integers(0, n_tiers - 1)))
+    stop = _np.minimum(start + depth, n_tiers - 1)
+    tokens = _hnp.arrays(_np.int64, (n, n_tiers), elements=_tokens)
+    coeffs = draw(_hnp.arrays(_np.float64, (n_tiers, 4), elements=st.floats(0.0, 5.0, allow_nan=False)))
+    coeffs[:, 0] += 0.5  # an iteration takes time: c0 > 0
+    n_prompt, n_decode, n_prompt_cont, n_decode_cont = (draw(tokens) for _ in range(4))
+    peak = max(int((n_prompt + n_decode).max()), int((n_prompt_cont + n_decode_cont).max()), 1)
+    return {
+        "start": start, "stop": stop, "n_prompt": n_prompt, "n_decode": n_decode,
+        "n_prompt_cont": n_prompt_cont, "n_decode_cont": n_decode_cont, "coeffs": coeffs,
+        "replicas": draw(_hnp.arrays(_np.int64, n_tiers, elements=st.integers(1, 2))),
+        "max_batch": draw(_hnp.arrays(_np.int64, n_tiers, elements=st.integers(1, 3))),
+        "kv_capacity": peak + draw(_hnp.arrays(_np.int64, n_tiers, elements=st.integers(0, 60))),
+        "arrival_ms": _np.sort(draw(_hnp.arrays(_np.float64, n, elements=st.sampled_from(
+            [0.0, 1.0, 2.5, 10.0, 50.0, 200.0])))),
+    }

@@ -4,7 +4,9 @@ calibration (piecewise-linear table), binning, stop/start lookup; single and bat
 A policy is packed into two contiguous arrays so that a call from Python passes four
 arguments and allocates nothing: `blob` (float64: weights, knots, edges, stop table) and
 `layout` (int64: sizes, offsets, knot counts, bin counts, start table). Predictor rows are
-stages: row 0 scores the prompt alone (stage 0), row i+1 scores tier i's answer.
+stages: row 0 scores the prompt alone (stage 0), row i+1 scores tier i's answer. Rows may
+read different feature counts (prompt features P, tier features F): weights are padded to the
+widest row and each row reads only its own `feature_counts[row]` values.
 """
 
 from __future__ import annotations
@@ -15,12 +17,13 @@ from numba import njit, prange
 
 LOGISTIC = 0
 MLP = 1
+IDENTITY = 2  # p̂ = feature 0, clipped to [0, 1]: precomputed scores, no model
 
 # layout[...] slots: sizes, then offsets into blob, then offsets into layout itself.
 KIND, N_ROWS, N_HIDDEN, N_FEATURES, N_KNOTS_MAX, N_TIERS, N_EDGES, N_BINS, N_PROMPT_BINS = range(9)
 OFF_W1, OFF_B1, OFF_W2, OFF_B2, OFF_ISO_X, OFF_ISO_Y, OFF_EDGES, OFF_STOP = range(9, 17)
-OFF_KNOT_COUNTS, OFF_BIN_COUNTS, OFF_START = range(17, 20)
-HEADER_SIZE = 20
+OFF_KNOT_COUNTS, OFF_BIN_COUNTS, OFF_START, OFF_FEATURE_COUNTS = range(17, 21)
+HEADER_SIZE = 21
 # Raised (as ValueError) by the single-request kernels; Policy turns it into a PolicyError.
 NON_FINITE = "features contain NaN or infinite values"
 
@@ -34,11 +37,12 @@ def sigmoid_nb(z):
 
 
 @njit(cache=True, inline="always")
-def predict_raw_nb(features, r, row, kind, w1, b1, w2, b2):
-    """Uncalibrated P(accept) of request r (a row of `features`) at stage `row`: logistic
-    (H = 1) or one ReLU hidden layer. Indexes 2-d arrays directly: a row view per request
-    would cost reference-count updates in the hot loop."""
-    n_features = w1.shape[2]
+def predict_raw_nb(features, r, row, kind, w1, b1, w2, b2, n_features):
+    """Uncalibrated P(accept) of request r (a row of `features`, n_features read) at stage
+    `row`: logistic (H = 1), one ReLU hidden layer, or identity (feature 0 is p̂). Indexes 2-d
+    arrays directly: a row view per request would cost reference-count updates in the hot loop."""
+    if kind == IDENTITY:
+        return min(max(features[r, 0], 0.0), 1.0)
     if kind == LOGISTIC:
         z = b1[row, 0]
         for f in range(n_features):
@@ -111,7 +115,8 @@ def unpack_nb(blob, layout):
     knot_counts = part_nb(layout, layout, OFF_KNOT_COUNTS, n_rows)
     bin_counts = part_nb(layout, layout, OFF_BIN_COUNTS, n_rows)
     start = part_nb(layout, layout, OFF_START, layout[N_PROMPT_BINS])
-    return w1, b1, w2, b2, iso_x, iso_y, edges, stop, knot_counts, bin_counts, start
+    feature_counts = part_nb(layout, layout, OFF_FEATURE_COUNTS, n_rows)
+    return w1, b1, w2, b2, iso_x, iso_y, edges, stop, knot_counts, bin_counts, start, feature_counts
 
 
 @njit(cache=True, inline="always")
@@ -124,9 +129,10 @@ def check_finite_nb(x):
 
 
 @njit(cache=True, inline="always")
-def stage_bin_nb(features, r, row, kind, w1, b1, w2, b2, iso_x, iso_y, knot_counts, edges, bin_counts):
+def stage_bin_nb(features, r, row, kind, w1, b1, w2, b2, iso_x, iso_y, knot_counts, edges, bin_counts,
+                 feature_counts):
     """Predictor → isotonic calibration → bin, for request r at stage `row`."""
-    p = predict_raw_nb(features, r, row, kind, w1, b1, w2, b2)
+    p = predict_raw_nb(features, r, row, kind, w1, b1, w2, b2, feature_counts[row])
     p = isotonic_nb(p, iso_x, iso_y, row, knot_counts[row])
     return bin_of_nb(p, edges, row, bin_counts[row])
 
@@ -134,8 +140,8 @@ def stage_bin_nb(features, r, row, kind, w1, b1, w2, b2, iso_x, iso_y, knot_coun
 @njit(cache=True)
 def predict_packed_nb(blob, layout, row, x):
     """Calibrated P(accept) at stage `row` (0 = prompt, i+1 = after tier i)."""
-    w1, b1, w2, b2, iso_x, iso_y, edges, stop, knot_counts, bin_counts, start = unpack_nb(blob, layout)
-    p = predict_raw_nb(x.reshape((1, x.shape[0])), 0, row, layout[KIND], w1, b1, w2, b2)
+    w1, b1, w2, b2, iso_x, iso_y, edges, stop, knot_counts, bin_counts, start, feature_counts = unpack_nb(blob, layout)
+    p = predict_raw_nb(x.reshape((1, x.shape[0])), 0, row, layout[KIND], w1, b1, w2, b2, feature_counts[row])
     return isotonic_nb(p, iso_x, iso_y, row, knot_counts[row])
 
 
@@ -143,9 +149,9 @@ def predict_packed_nb(blob, layout, row, x):
 def stop_packed_nb(blob, layout, tier, x):
     """True when the request should stop at `tier` (0-based), given tier's features x."""
     check_finite_nb(x)
-    w1, b1, w2, b2, iso_x, iso_y, edges, stop, knot_counts, bin_counts, start = unpack_nb(blob, layout)
+    w1, b1, w2, b2, iso_x, iso_y, edges, stop, knot_counts, bin_counts, start, feature_counts = unpack_nb(blob, layout)
     b = stage_bin_nb(x.reshape((1, x.shape[0])), 0, tier + 1, layout[KIND], w1, b1, w2, b2, iso_x, iso_y,
-                     knot_counts, edges, bin_counts)
+                     knot_counts, edges, bin_counts, feature_counts)
     return stop[tier, b] != 0.0
 
 
@@ -153,37 +159,40 @@ def stop_packed_nb(blob, layout, tier, x):
 def start_packed_nb(blob, layout, x):
     """Start tier chosen at stage 0 from prompt features x."""
     check_finite_nb(x)
-    w1, b1, w2, b2, iso_x, iso_y, edges, stop, knot_counts, bin_counts, start = unpack_nb(blob, layout)
+    w1, b1, w2, b2, iso_x, iso_y, edges, stop, knot_counts, bin_counts, start, feature_counts = unpack_nb(blob, layout)
     b0 = stage_bin_nb(x.reshape((1, x.shape[0])), 0, 0, layout[KIND], w1, b1, w2, b2, iso_x, iso_y,
-                      knot_counts, edges, bin_counts)
+                      knot_counts, edges, bin_counts, feature_counts)
     return start[b0]
 
 
 @njit(cache=True, parallel=True)
 def stop_batch_packed_nb(blob, layout, tiers, features, out):
     """out[r] = 1 when request r stops at tiers[r] given features[r]; prange over requests."""
-    w1, b1, w2, b2, iso_x, iso_y, edges, stop, knot_counts, bin_counts, start = unpack_nb(blob, layout)
+    w1, b1, w2, b2, iso_x, iso_y, edges, stop, knot_counts, bin_counts, start, feature_counts = unpack_nb(blob, layout)
     kind = layout[KIND]
     for r in prange(features.shape[0]):
         tier = tiers[r]
-        b = stage_bin_nb(features, r, tier + 1, kind, w1, b1, w2, b2, iso_x, iso_y, knot_counts, edges, bin_counts)
+        b = stage_bin_nb(features, r, tier + 1, kind, w1, b1, w2, b2, iso_x, iso_y, knot_counts, edges,
+                         bin_counts, feature_counts)
         out[r] = 1 if stop[tier, b] != 0.0 else 0
 
 
 @njit(cache=True, parallel=True)
 def start_batch_packed_nb(blob, layout, features, out):
     """out[r] = start tier for request r from its prompt features."""
-    w1, b1, w2, b2, iso_x, iso_y, edges, stop, knot_counts, bin_counts, start = unpack_nb(blob, layout)
+    w1, b1, w2, b2, iso_x, iso_y, edges, stop, knot_counts, bin_counts, start, feature_counts = unpack_nb(blob, layout)
     kind = layout[KIND]
     for r in prange(features.shape[0]):
-        b0 = stage_bin_nb(features, r, 0, kind, w1, b1, w2, b2, iso_x, iso_y, knot_counts, edges, bin_counts)
+        b0 = stage_bin_nb(features, r, 0, kind, w1, b1, w2, b2, iso_x, iso_y, knot_counts, edges, bin_counts,
+                          feature_counts)
         out[r] = start[b0]
 
 
 @njit(cache=True, parallel=True)
 def bins_batch_packed_nb(blob, layout, rows, features, out):
     """out[r] = bin of request r at stage rows[r]; λ-independent, so search bins once."""
-    w1, b1, w2, b2, iso_x, iso_y, edges, stop, knot_counts, bin_counts, start = unpack_nb(blob, layout)
+    w1, b1, w2, b2, iso_x, iso_y, edges, stop, knot_counts, bin_counts, start, feature_counts = unpack_nb(blob, layout)
     kind = layout[KIND]
     for r in prange(features.shape[0]):
-        out[r] = stage_bin_nb(features, r, rows[r], kind, w1, b1, w2, b2, iso_x, iso_y, knot_counts, edges, bin_counts)
+        out[r] = stage_bin_nb(features, r, rows[r], kind, w1, b1, w2, b2, iso_x, iso_y, knot_counts, edges,
+                              bin_counts, feature_counts)

@@ -18,7 +18,15 @@ no pessimism). Near-ties (1e-12 relative) resolve to stop. So a risk-averse poli
 Monotonicity: continuation is concave in λ (a minimum of lines) and non-negative at λ = 0
 while the stop cost is linear through 0, so each (tier, bin) stops on an interval [0, λ*]:
 from any start tier, every request's stopping tier is non-decreasing in λ. The stage-0
-argmin over start tiers is optimal but need not be monotone in λ (tests show a case).
+argmin over start tiers is optimal but need not be monotone in λ (tests show a case), so
+`search.search_lambda` holds the start table fixed while it bisects.
+
+Cold starts (`tables.build_tables(start_p_hat=...)`): a request that STARTED at s > 0 has no
+answers from the tiers below, so it is in another state than one that climbed there. It gets its
+own tables: q_cold (acceptance by cold bin), trans_cold (cold bin at s → climbed bin at s+1),
+cnext_cold. `solve_cold_start_nb`, run after `solve_dp_nb`, values that state against the
+climbed values one tier up (after one step the request has climbed), fills the cold stop table,
+and redoes stage 0 over the cold values: trans0[s] maps prompt bins to cold bins at s.
 """
 
 from __future__ import annotations
@@ -80,6 +88,58 @@ def solve_dp_nb(lam, q_stop, q_mean, trans, cnext, trans0, c0,
         value0[b0] = played
 
 
+@njit(cache=True)
+def solve_cold_start_nb(lam, q_stop_cold, q_mean_cold, trans_cold, cnext_cold, trans0, c0,
+                        stop, value, vmean, stop_cold, value_cold, vmean_cold, start, value0):
+    """After solve_dp_nb at the same λ (stop, value, vmean are its outputs): fill stop_cold,
+    value_cold, vmean_cold (L, B) for a request at tier s in cold bin b, and overwrite start
+    (B0,) and value0 (B0,) with stage 0 over the cold values. Tier 0 is the climbed state."""
+    n_tiers, n_bins = q_mean_cold.shape
+    last = n_tiers - 1
+    for b in range(n_bins):
+        stop_cold[0, b] = stop[0, b]
+        value_cold[0, b] = value[0, b]
+        vmean_cold[0, b] = vmean[0, b]
+    for s in range(1, n_tiers):
+        for b in range(n_bins):
+            stop_mean = lam * (1.0 - q_mean_cold[s, b])
+            if s == last:
+                stop_cold[s, b] = 1
+                value_cold[s, b] = stop_mean
+                vmean_cold[s, b] = stop_mean
+                continue
+            ahead_mean = 0.0
+            ahead_played = 0.0
+            for b2 in range(n_bins):
+                t = trans_cold[s, b, b2]
+                ahead_mean += t * vmean[s + 1, b2]
+                ahead_played += t * value[s + 1, b2]
+            c = cnext_cold[s, b] + ahead_mean
+            vmean_cold[s, b] = stop_mean if stop_mean * TIE_LOW <= c * TIE_HIGH else c
+            if lam * (1.0 - q_stop_cold[s, b]) * TIE_LOW <= c * TIE_HIGH:
+                stop_cold[s, b] = 1
+                value_cold[s, b] = stop_mean
+            else:
+                stop_cold[s, b] = 0
+                value_cold[s, b] = cnext_cold[s, b] + ahead_played
+    n_prompt_bins = c0.shape[1]
+    for b0 in range(n_prompt_bins):
+        best = 1e308
+        best_s = 0
+        for s in range(n_tiers):
+            w = c0[s, b0]
+            for b in range(n_bins):
+                w += trans0[s, b0, b] * vmean_cold[s, b]
+            if w < best:
+                best = w
+                best_s = s
+        start[b0] = best_s
+        played = c0[best_s, b0]
+        for b in range(n_bins):
+            played += trans0[best_s, b0, b] * value_cold[best_s, b]
+        value0[b0] = played
+
+
 # Serial on purpose: a walk is a few ns per request, while launching a parallel region on a
 # busy machine costs milliseconds (measured: 2 ms serial vs 20 ms prange for 100k requests
 # on 2 shared cores). Sweeps parallelise over λ or traces instead.
@@ -92,6 +152,27 @@ def walk_bins_nb(prompt_bins, tier_bins, start, stop, out_start, out_stop):
         k = n_tiers - 1
         for i in range(s, n_tiers - 1):
             if stop[i, tier_bins[r, i]]:
+                k = i
+                break
+        out_start[r] = s
+        out_stop[r] = k
+
+
+@njit(cache=True)
+def walk_bins_cold_nb(prompt_bins, tier_bins, cold_bins, start, stop, stop_cold, out_start, out_stop):
+    """As walk_bins_nb, for requests whose state at a skipped-to start tier s > 0 is the cold
+    one (no answers from tiers below s): the decision at s reads stop_cold[s, cold_bins[r, s]],
+    every later tier stop[i, tier_bins[r, i]] (the request has climbed from s by then)."""
+    n_requests, n_tiers = tier_bins.shape
+    for r in range(n_requests):
+        s = start[prompt_bins[r]]
+        k = n_tiers - 1
+        for i in range(s, n_tiers - 1):
+            if i == s and s > 0:
+                go_on = stop_cold[i, cold_bins[r, i]] == 0
+            else:
+                go_on = stop[i, tier_bins[r, i]] == 0
+            if not go_on:
                 k = i
                 break
         out_start[r] = s

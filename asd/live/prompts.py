@@ -4,6 +4,7 @@ MMLU-Pro questions); and the stable hash slices of `--shard i/n`."""
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 from pathlib import Path
@@ -12,8 +13,9 @@ import pandas as pd
 
 from asd.errors import ConfigError, TraceError
 from asd.traces.jsonl import iter_jsonl_objects
+from asd.traces.schema import INPUT_REQUEST_COLUMNS
 
-COLUMNS = ("request_id", "prompt", "reference", "task")
+COLUMNS = INPUT_REQUEST_COLUMNS
 
 
 def load_prompts(path: str | Path) -> pd.DataFrame:
@@ -23,12 +25,15 @@ def load_prompts(path: str | Path) -> pd.DataFrame:
         raise TraceError(f"{path}: prompt file not found")
     suffix = path.suffix.lower()
     try:
+        # `where[i]`: how an error names row i, counting from 1 as the importers do — the
+        # file's line for JSONL and CSV (the header is line 1), the row for Parquet.
         if suffix in (".jsonl", ".ndjson"):
-            frame = _read_jsonl(path)
+            frame, where = _read_jsonl(path)
         elif suffix == ".csv":
-            frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+            frame, where = _read_csv(path)
         elif suffix in (".parquet", ".pq"):
             frame = pd.read_parquet(path)
+            where = [f"row {i + 1}" for i in range(len(frame))]
         else:
             raise TraceError(f"{path}: unknown prompt file type {suffix!r} (use .jsonl, .csv or .parquet)")
     except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError) as exc:
@@ -36,7 +41,7 @@ def load_prompts(path: str | Path) -> pd.DataFrame:
             raise
         raise TraceError(f"{path}: cannot read prompts ({str(exc).splitlines()[0]})") from None
     if "prompt" not in frame.columns:
-        frame = _from_question_set(frame, path)
+        frame = _from_question_set(frame, path, where)
     unknown = [c for c in frame.columns if c not in COLUMNS]
     frame = frame.drop(columns=unknown)
     if "request_id" not in frame.columns:
@@ -47,14 +52,17 @@ def load_prompts(path: str | Path) -> pd.DataFrame:
     frame = frame[list(COLUMNS)].copy()
     for i, (rid, prompt) in enumerate(zip(frame["request_id"], frame["prompt"])):
         if not isinstance(prompt, str) or not prompt.strip():
-            raise TraceError(f"{path}: row {i}: 'prompt' is empty or not text")
+            raise TraceError(f"{path}, {where[i]}: 'prompt' is empty or not text")
         if rid is None or (isinstance(rid, float) and rid != rid) or str(rid) == "":
-            raise TraceError(f"{path}: row {i}: 'request_id' is empty")
+            raise TraceError(f"{path}, {where[i]}: 'request_id' is empty")
     frame["request_id"] = frame["request_id"].astype(str)
     dup = frame["request_id"].duplicated()
     if dup.any():
         row = int(dup.to_numpy().nonzero()[0][0])
-        raise TraceError(f"{path}: row {row}: duplicate request_id {frame['request_id'].iloc[row]!r}")
+        first = int((frame["request_id"] == frame["request_id"].iloc[row]).to_numpy().nonzero()[0][0])
+        raise TraceError(
+            f"{path}, {where[row]}: duplicate request_id {frame['request_id'].iloc[row]!r} (first at {where[first]})"
+        )
     for column in ("reference", "task"):
         values = [None if v is None or (isinstance(v, float) and v != v) else str(v) for v in frame[column]]
         frame[column] = pd.Series(values, index=frame.index, dtype=object)
@@ -66,7 +74,7 @@ def load_prompts(path: str | Path) -> pd.DataFrame:
 LETTERS = "ABCDEFGHIJKLMNOP"
 
 
-def _from_question_set(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
+def _from_question_set(frame: pd.DataFrame, path: Path, where: list[str]) -> pd.DataFrame:
     """Public question sets as found in shared/data: MT-bench (`turn_1`; first turn only, no
     exact reference, so quality is judged against the last tier) and MMLU-Pro (`question` +
     JSON `options` + `answer` letter → a lettered multiple-choice prompt)."""
@@ -79,7 +87,7 @@ def _from_question_set(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
             try:
                 choices = json.loads(options) if isinstance(options, str) else list(options)
             except (json.JSONDecodeError, TypeError):
-                raise TraceError(f"{path}: row {i}: 'options' is not a JSON list") from None
+                raise TraceError(f"{path}, {where[i]}: 'options' is not a JSON list") from None
             lines = [f"{LETTERS[j]}. {c}" for j, c in enumerate(choices[: len(LETTERS)])]
             prompts.append(f"{question}\n" + "\n".join(lines) + "\nAnswer with the letter of the correct option.")
         category = frame["category"] if "category" in frame.columns else pd.Series([""] * len(frame))
@@ -92,8 +100,33 @@ def _from_question_set(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
     raise TraceError(f"{path}: no 'prompt' column (columns are {list(frame.columns)})")
 
 
-def _read_jsonl(path: Path) -> pd.DataFrame:
-    return pd.DataFrame([row for _, row in iter_jsonl_objects(path)])
+def _read_jsonl(path: Path) -> tuple[pd.DataFrame, list[str]]:
+    numbered = list(iter_jsonl_objects(path))
+    return pd.DataFrame([row for _, row in numbered]), [f"line {number}" for number, _ in numbered]
+
+
+def _read_csv(path: Path) -> tuple[pd.DataFrame, list[str]]:
+    """Cells as text (empty → None), and each row's line in the file (a quoted cell may span lines)."""
+    rows, where = [], []
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        reader = csv.reader(handle)
+        try:
+            header = next(reader, None)
+            if header is None:
+                return pd.DataFrame(), []
+            header = [name.strip() for name in header]
+            start = reader.line_num + 1
+            for cells in reader:
+                line, start = start, reader.line_num + 1
+                if not cells or all(not c.strip() for c in cells):
+                    continue
+                if len(cells) != len(header):
+                    raise TraceError(f"{path}, line {line}: {len(cells)} fields, the header has {len(header)}")
+                rows.append({k: (v if v != "" else None) for k, v in zip(header, cells)})
+                where.append(f"line {line}")
+        except csv.Error as exc:
+            raise TraceError(f"{path}, line {reader.line_num}: malformed CSV ({exc})") from None
+    return pd.DataFrame(rows, columns=header), where
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:

@@ -27,41 +27,23 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from asd.errors import AsdError, BackendError, ConfigError, TraceError
+from asd.fsutil import atomic_write
 from asd.live import labels, models
 from asd.live.backends.base import Generation, Score, make_backend
 from asd.live.prompts import load_prompts, parse_shard, prompt_hash, select_shard
 from asd.live.tiers import load_ladder
 from asd.traces import bundle as B
-from asd.traces.schema import TIER_KEYS
+from asd.traces import schema as S
+from asd.traces.summary import accepted_share
 from asd.traces.validate import validate_bundle
 
 DRAFT_MODES = ("all", "next", "none")
 PLAN = "plan.json"
 
-OUTPUT_SHARD = pa.schema(
-    [
-        ("request_id", pa.string()),
-        ("tier", pa.int16()),
-        ("output", pa.string()),
-        ("n_prompt_tokens", pa.int32()),
-        ("n_output_tokens", pa.int32()),
-        ("token_logprobs", pa.list_(pa.float32())),
-        ("token_entropy", pa.list_(pa.float32())),
-        ("ttft_ms", pa.float64()),
-        ("e2e_ms", pa.float64()),
-    ]
-)
-DRAFT_SHARD = pa.schema(
-    [
-        ("request_id", pa.string()),
-        ("draft_tier", pa.int16()),
-        ("verify_tier", pa.int16()),
-        ("n_draft_tokens", pa.int32()),
-        ("n_accepted", pa.int32()),
-        ("verifier_logprobs", pa.list_(pa.float32())),
-        ("verify_ms", pa.float64()),
-    ]
-)
+# Shards hold what the backends measured; labels and list summaries are added when the
+# bundle is consolidated (`bundle.conform`).
+OUTPUT_SHARD = pa.schema([S.OUTPUTS.field(name) for name in S.MEASURED_OUTPUT_COLUMNS])
+DRAFT_SHARD = S.DRAFTS
 
 
 def partial_path(out: Path) -> Path:
@@ -74,13 +56,17 @@ def record(
     out: str | Path,
     *,
     shard: str | None = None,
+    limit: int | None = None,
     drafts: str = "all",
     label: str = "agreement",
     overwrite: bool = False,
+    restart: bool = False,
     progress: bool = True,
     command: str | None = None,
 ) -> dict:
-    """Record (or resume recording) a bundle at `out`; returns a summary dict."""
+    """Record (or resume recording) a bundle at `out`; returns a summary dict. `limit` keeps
+    the first `limit` prompts of the file (before `shard` slices them); `restart` discards
+    the results of an earlier, unfinished run kept in `out.partial/` first."""
     started = time.time()
     out = B.output_path(out)  # never the shipped built-in trace
     if drafts not in DRAFT_MODES:
@@ -91,7 +77,10 @@ def record(
         labels.label_by_agreement("a", "a", "bleu")  # fail now, not after hours of recording
     ladder = load_ladder(tiers_path)
     shard_spec = parse_shard(shard)
-    prompts = select_shard(load_prompts(prompts_path), shard_spec)
+    if limit is not None and limit < 1:
+        raise ConfigError(f"--limit {limit}: must be at least 1")
+    prompts = load_prompts(prompts_path)
+    prompts = select_shard(prompts if limit is None else prompts.head(limit), shard_spec)
     if prompts.empty:
         raise ConfigError(f"--shard {shard}: this slice of {prompts_path} holds no prompts")
     fingerprint = _fingerprint(ladder, prompts, shard, drafts, label)
@@ -109,24 +98,61 @@ def record(
     if out.exists() and not (out / B.MANIFEST).is_file() and not overwrite:
         raise TraceError(f"{out}: exists and is not a trace bundle (pass --overwrite to replace it)")
 
+    # Every tier's context must hold the prompts: checked (or chosen, `n_ctx: auto`) from the
+    # tokenised prompts before any model loads or anything is written.
+    ladder = fit_contexts(ladder, prompts, drafts, tiers_path)
+    discarded = _discard_partial(partial_path(out)) if restart else None
     work = ShardStore(partial_path(out), fingerprint, plan={"tiers_config": str(tiers_path), "prompts": str(prompts_path), "shard": shard, "drafts": drafts, "label": label})
     counts = {"generated": 0, "scored": 0, "resumed_outputs": 0, "resumed_drafts": 0}
     try:
         _run_tiers(ladder, prompts, work, drafts, progress, counts)
         summary = _consolidate(ladder, prompts, work, out, tiers_path, prompts_path, shard, drafts, label, fingerprint, command, started)
     except AsdError as exc:
-        kept = work.n_rows()
-        raise type(exc)(
-            f"{exc} — {kept} results recorded so far are kept in {work.path}; rerun the same command to resume"
-        ) from None
+        raise type(exc)(f"{exc} — {_kept(work)}") from None
     except KeyboardInterrupt:
-        raise AsdError(
-            f"interrupted — {work.n_rows()} results recorded so far are kept in {work.path}; "
-            "rerun the same command to resume"
-        ) from None
+        raise AsdError(f"interrupted — {_kept(work)}") from None
     summary.update(counts)
+    if discarded is not None:
+        summary["discarded"] = discarded
     shutil.rmtree(work.path, ignore_errors=True)
     return summary
+
+
+def _kept(work: "ShardStore") -> str:
+    n = work.n_rows()
+    return (
+        f"{_count(n, 'result')} recorded so far {'is' if n == 1 else 'are'} kept in {work.path}; rerun the same command to resume, "
+        "or after changing the tier config or options add --restart to discard them and start over"
+    )
+
+
+def _discard_partial(path: Path) -> dict:
+    """`--restart`: remove an unfinished run's shards; says what was discarded."""
+    if not path.is_dir():
+        return {"path": str(path), "results": 0}
+    try:
+        n = ShardStore.count_rows(path)
+    except (OSError, pa.ArrowException):
+        n = None  # unreadable shards are discarded all the same
+    shutil.rmtree(path)
+    return {"path": str(path), "results": n}
+
+
+def fit_contexts(ladder: dict, prompts: pd.DataFrame, drafts: str, tiers_path) -> dict:
+    """The ladder with each tier's context checked or chosen for these prompts (its
+    backend's `fit_context`), before any model loads: a tier verifying drafts also needs
+    room for the longest draft (the draft tiers' max_tokens)."""
+    from asd.live.backends import BACKENDS
+
+    pairs = list(zip(prompts["request_id"], prompts["prompt"]))
+    tiers = []
+    for u, tier in enumerate(ladder["tiers"]):
+        draft_max = max((ladder["tiers"][t]["sampling"]["max_tokens"] for t in _draft_tiers(u, drafts)), default=0)
+        try:
+            tiers.append(BACKENDS[tier["backend"]].fit_context(tier, pairs, tier["sampling"]["max_tokens"], draft_max))
+        except ConfigError as exc:
+            raise ConfigError(f"{tiers_path}: {exc}") from None
+    return {**ladder, "tiers": tiers}
 
 
 # -- the work --------------------------------------------------------------------------------
@@ -283,8 +309,8 @@ def _consolidate(ladder, prompts, work, out, tiers_path, prompts_path, shard, dr
         label_rule=labels.label_rule(label),
         record={"fingerprint": fingerprint, "drafts": drafts, "label": label, "shard": shard},
     )
-    B.write_bundle(out, manifest, requests, outputs, draft_table, overwrite=True)
-    problems = [str(p) for p in validate_bundle(out)]
+    B.write_bundle(out, manifest, requests, outputs, draft_table, overwrite=True, validate=False)
+    problems = [str(p) for p in validate_bundle(out, stamp=True)]  # reported, not raised; stamped when valid
     return {
         "bundle": str(out),
         "status": "complete",
@@ -297,7 +323,7 @@ def _consolidate(ladder, prompts, work, out, tiers_path, prompts_path, shard, dr
                 "draft": tiers[int(d)]["name"],
                 "verifier": tiers[int(v)]["name"],
                 "rows": int(len(g)),
-                "mean_accepted_fraction": _mean(g["n_accepted"] / g["n_draft_tokens"].where(g["n_draft_tokens"] > 0)),
+                "accepted_share": _round(accepted_share(g["n_accepted"], g["n_draft_tokens"])),
                 "mean_verify_ms": _mean(g["verify_ms"]),
             }
             for (d, v), g in draft_table.groupby(["draft_tier", "verify_tier"])
@@ -357,7 +383,7 @@ def _tier_backends(tiers, work: "ShardStore") -> dict:
     server URL), by tier name; the tier keys are a fixed part of the bundle schema."""
     details = {}
     for u, tier in enumerate(tiers):
-        extra = {k: v for k, v in work.tier_info(u).items() if k not in TIER_KEYS}
+        extra = {k: v for k, v in work.tier_info(u).items() if k not in S.TIER_KEYS}
         if extra:
             details[tier["name"]] = extra
     return details
@@ -365,6 +391,14 @@ def _tier_backends(tiers, work: "ShardStore") -> dict:
 
 def public_tier(tier: dict) -> dict:
     return {k: v for k, v in tier.items() if k not in ("api_key",)}
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'s' if n != 1 else ''}"
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
 
 
 def _mean(values) -> float | None:
@@ -397,8 +431,8 @@ class ShardStore:
                     old = None
                 if old != fingerprint:
                     raise TraceError(
-                        f"{path}: a recording from other tiers/prompts/options is in progress here; "
-                        "rerun it with the same inputs, or delete this directory"
+                        f"{path}: holds an unfinished recording from other tiers/prompts/options; rerun it with "
+                        "the same inputs to finish it, or add --restart to discard it and start over"
                     )
             else:
                 self._atomic_bytes(plan_file, json.dumps({"fingerprint": fingerprint, **plan}, indent=2).encode())
@@ -416,7 +450,11 @@ class ShardStore:
         return pa.concat_tables(tables) if tables else schema.empty_table()
 
     def n_rows(self) -> int:
-        return sum(pq.read_metadata(f).num_rows for kind in ("outputs", "drafts") for f in self._files(kind))
+        return self.count_rows(self.path)
+
+    @staticmethod
+    def count_rows(path: Path) -> int:
+        return sum(pq.read_metadata(f).num_rows for kind in ("outputs", "drafts") for f in sorted(path.glob(f"{kind}-*.parquet")))
 
     def done_outputs(self) -> dict[int, set[str]]:
         table = self.read("outputs").select(["request_id", "tier"]).to_pandas()
@@ -454,33 +492,13 @@ class ShardStore:
         self._atomic_bytes(self.path / name, sink.getvalue().to_pybytes())
 
     def _atomic_bytes(self, target: Path, data: bytes) -> None:
-        """Write to a hidden temporary file, fsync, rename: readers see all of it or nothing."""
-        tmp = target.with_name(f".{target.name}.tmp")
+        """`atomic_write` (readers see all of the file or nothing), disk errors as one line."""
         try:
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, target)
-            _fsync_dir(target.parent)
+            atomic_write(target, data)
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise TraceError(f"{target.parent}: disk full while writing {target.name}") from None
             raise TraceError(f"{target}: cannot write ({exc.strerror or exc})") from None
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 # -- progress -------------------------------------------------------------------------------
@@ -512,12 +530,12 @@ def _progress(enabled: bool):
 
 def format_summary(summary: dict) -> str:
     """The terminal table of a `record` summary (the --json file holds the same dict)."""
-    lines = [f"{summary['bundle']}: {summary['status']}, {summary['n_requests']} requests"]
+    lines = [f"{summary['bundle']}: {summary['status']}, {_count(summary['n_requests'], 'request')}"]
     if summary.get("status") != "complete":
         return lines[0]
     lines.append(
-        f"  generated {summary.get('generated', 0)} outputs, scored {summary.get('scored', 0)} drafts "
-        f"(resumed {summary.get('resumed_outputs', 0)} outputs, {summary.get('resumed_drafts', 0)} drafts) "
+        f"  generated {_count(summary.get('generated', 0), 'output')}, scored {_count(summary.get('scored', 0), 'draft')} "
+        f"(resumed {_count(summary.get('resumed_outputs', 0), 'output')}, {_count(summary.get('resumed_drafts', 0), 'draft')}) "
         f"in {summary['seconds']} s"
     )
     lines.append(f"  {'tier':<24}{'outputs':>8}{'tokens':>8}{'ttft ms':>10}{'e2e ms':>10}{'quality':>9}")
@@ -529,9 +547,13 @@ def format_summary(summary: dict) -> str:
         )
     for row in summary["drafts"]:
         lines.append(
-            f"  draft {row['draft']} → {row['verifier']}: {row['rows']} rows, accepted fraction "
-            f"{fmt(row['mean_accepted_fraction'], '.3f')}, verify {fmt(row['mean_verify_ms'], '.1f')} ms"
+            f"  draft {row['draft']} → {row['verifier']}: {_count(row['rows'], 'row')}, accepted share "
+            f"{fmt(row['accepted_share'], '.3f')}, verify {fmt(row['mean_verify_ms'], '.1f')} ms"
         )
+    discarded = summary.get("discarded")
+    if discarded:
+        results = "its results" if discarded["results"] is None else _count(discarded["results"], "result")
+        lines.insert(1, f"  --restart: discarded {results} of an unfinished run in {discarded['path']}")
     for problem in summary.get("validation_problems") or []:
         lines.append(f"  validation: {problem}")
     return "\n".join(lines)

@@ -1,18 +1,27 @@
 """Read and write trace bundles (see `asd.traces.schema`).
 
-Writes are atomic: the bundle is built in a temporary directory beside the target and
-renamed into place, so a crash never leaves a half-written bundle. Reads load only the
-columns asked for.
+`open_bundle(path_or_bundle)` is the one way to open a bundle for reading: it accepts a
+directory, the name `builtin` or an already opened `Bundle`, checks the manifest, and
+validates the tables (`asd.traces.validate`) before anything is read, so no reader can
+forget. A bundle asd itself wrote carries a validation stamp in its manifest (the sha256 of
+each table file); while the files still match it, the full check is skipped.
+
+Writes are atomic: the bundle is built in a temporary directory beside the target,
+validated, stamped and renamed into place, so a crash never leaves a half-written bundle
+and asd never puts an invalid one in place. Reads load only the columns asked for. OS
+errors (permission, a directory where a file belongs, disk full) become a `TraceError`
+naming the path.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import hashlib
 import json
+import math
 import os
-import shutil
-import tempfile
+import stat
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
@@ -25,10 +34,13 @@ import pyarrow.parquet as pq
 
 from asd import __version__
 from asd.errors import TraceError
+from asd.fsutil import atomic_dir, atomic_write
 from asd.traces import schema as S
 
 BUILTIN = "builtin"
 MANIFEST = "manifest.json"
+# Manifest key of the validation stamp (`asd.traces.validate.stamp_of`); not part of `Bundle.manifest`.
+STAMP_KEY = "validation"
 _SUMMARIES = (("token_logprobs", "mean_logprob", "min_logprob"), ("token_entropy", "mean_entropy", None))
 
 
@@ -71,13 +83,65 @@ def output_path(path: str | os.PathLike) -> Path:
     return Path(path)
 
 
+def one_line(exc: BaseException) -> str:
+    """An exception's message on one line (Arrow's span several), for an `error:` line."""
+    return " ".join(str(exc).split())
+
+
+def file_problem(path: str | os.PathLike, kind: str = "file") -> str | None:
+    """Why `path` is not a regular file asd can read (None when it is): missing, a directory
+    or other non-file in its place, a dangling or looping symbolic link, permission denied.
+    `kind="directory"` asks the same of a directory."""
+    path = Path(path)
+    try:
+        info = os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "a symbolic link loop"
+        if exc.errno == errno.ENOENT:
+            return "a dangling symbolic link" if os.path.islink(path) else "missing"
+        if exc.errno == errno.ENOTDIR:
+            return "missing (a file stands where its directory should be)"
+        return os.strerror(exc.errno) if exc.errno else str(exc)
+    if kind == "directory":
+        if not stat.S_ISDIR(info.st_mode):
+            return "a file, not a directory"
+        try:
+            os.listdir(path)
+        except OSError as exc:
+            return f"cannot list it ({exc.strerror or exc})"
+        return None
+    if stat.S_ISDIR(info.st_mode):
+        return "a directory where a file is expected"
+    if not stat.S_ISREG(info.st_mode):
+        return "not a regular file"
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        return f"cannot read it ({exc.strerror or exc})"
+    return None
+
+
+@contextmanager
+def write_errors(target: str | os.PathLike) -> Iterator[None]:
+    """Writing a bundle or one of its files inside: an OS failure (permission, disk full, a
+    file where a directory belongs) is a TraceError naming the path."""
+    try:
+        yield
+    except OSError as exc:  # named by the target: exc.filename may be the source of a copy
+        raise TraceError(f"{target}: cannot write ({exc.strerror or one_line(exc)})") from None
+    except pa.ArrowException as exc:
+        raise TraceError(f"{target}: cannot write ({one_line(exc)})") from None
+
+
 @contextmanager
 def parquet_errors(file: str | os.PathLike) -> Iterator[None]:
     """Reading a bundle's Parquet file inside: any failure is a TraceError naming the file."""
     try:
         yield
     except (OSError, pa.ArrowException) as exc:
-        raise TraceError(f"{file}: unreadable Parquet ({exc})") from None
+        raise TraceError(f"{file}: unreadable Parquet ({one_line(exc)})") from None
 
 
 def read_schema(file: str | os.PathLike) -> pa.Schema:
@@ -86,21 +150,15 @@ def read_schema(file: str | os.PathLike) -> pa.Schema:
         return pq.read_schema(file)
 
 
-def check_readable(file: str | os.PathLike) -> None:
-    """Decode every row group of a Parquet file (one at a time, so memory stays bounded):
-    catches a damaged file before it is copied anywhere."""
-    with parquet_errors(file):
-        parquet = pq.ParquetFile(file)
-        for i in range(parquet.num_row_groups):
-            parquet.read_row_group(i)
-
-
 class Bundle:
     """An opened trace bundle: its manifest, and column-selective table reads."""
 
-    def __init__(self, path: Path, manifest: dict):
+    def __init__(self, path: Path, manifest: dict, validated: bool = False, stamp: dict | None = None):
         self.path = path
         self.manifest = manifest
+        self.stamp = stamp  # the manifest's validation stamp, if asd wrote one
+        # True once `asd.traces.validate` passed it (or its stamp matched): readers may trust it.
+        self.validated = validated
 
     @property
     def tiers(self) -> list[dict]:
@@ -115,7 +173,9 @@ class Bundle:
         return len(self.tiers)
 
     def has(self, table: str) -> bool:
-        return (self.path / f"{table}.parquet").is_file()
+        """Whether the bundle has `table` (anything at its file name counts: validation
+        refuses a directory or other non-file there rather than treating it as absent)."""
+        return os.path.lexists(self.path / f"{table}.parquet")
 
     def columns(self, table: str) -> list[str]:
         return read_schema(self._file(table)).names
@@ -139,66 +199,166 @@ class Bundle:
         if table not in S.TABLES:
             raise TraceError(f"unknown table {table!r}; tables are {list(S.TABLES)}")
         file = self.path / f"{table}.parquet"
-        if not file.is_file():
+        problem = file_problem(file)
+        if problem == "missing":
             raise TraceError(f"{self.path}: bundle has no {table} table ({file.name} missing)")
+        if problem:
+            raise TraceError(f"{file}: {problem}")
         return file
 
     def __repr__(self) -> str:
         return f"Bundle({str(self.path)!r}, tiers={self.tier_names})"
 
 
-def open_bundle(path: str | os.PathLike) -> Bundle:
-    """Open a bundle directory (or `builtin`), checking its manifest and schema version."""
+def open_bundle(bundle: "Bundle | str | os.PathLike", *, validate: bool = True) -> Bundle:
+    """Open a bundle for reading: a directory, `builtin`, or a `Bundle` already opened.
+
+    The manifest is always checked. With `validate` (the default) the tables are validated
+    too (`asd.traces.validate`): a bundle carrying asd's validation stamp whose files still
+    match it is trusted after hashing them; any other bundle gets the full check. The first
+    problem is raised as a TraceError naming the bundle and file. `validate=False` is for
+    tools that must look at a broken bundle (`asd traces validate` itself)."""
+    if isinstance(bundle, Bundle):
+        opened, name = bundle, str(bundle.path)
+    else:
+        name = str(bundle)
+        opened = _open_manifest(bundle)
+    if validate and not opened.validated:
+        from asd.traces.validate import require_valid  # validate imports this module
+
+        require_valid(opened, name)
+    return opened
+
+
+def _open_manifest(path: str | os.PathLike) -> Bundle:
+    """The bundle directory and its checked manifest; tables are not looked at beyond
+    their presence."""
     path = resolve_bundle_path(path)
-    if not path.exists():
+    problem = file_problem(path, kind="directory")
+    if problem == "missing":
         raise TraceError(f"{path}: no such bundle")
-    if not path.is_dir():
+    if problem == "a file, not a directory":
         raise TraceError(f"{path}: a bundle is a directory, this is a file")
+    if problem:
+        raise TraceError(f"{path}: not a readable bundle directory ({problem})")
     manifest_file = path / MANIFEST
-    if not manifest_file.is_file():
+    problem = file_problem(manifest_file)
+    if problem == "missing":
         raise TraceError(f"{path}: not a trace bundle ({MANIFEST} missing)")
-    try:
-        manifest = json.loads(manifest_file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise TraceError(f"{manifest_file}: invalid JSON ({exc})") from None
+    if problem:
+        raise TraceError(f"{manifest_file}: {problem}")
+    manifest = read_manifest(manifest_file)
     check_manifest(manifest, manifest_file)
+    stamp = manifest.pop(STAMP_KEY, None)
     for table in S.REQUIRED_TABLES:
-        if not (path / f"{table}.parquet").is_file():
+        problem = file_problem(path / f"{table}.parquet")
+        if problem == "missing":
             raise TraceError(f"{path}: bundle has no {table} table ({table}.parquet missing)")
-    return Bundle(path, manifest)
+    return Bundle(path, manifest, stamp=stamp if isinstance(stamp, dict) else None)
+
+
+def _unique_keys(pairs: list) -> dict:
+    keys = [k for k, _ in pairs]
+    for key in keys:
+        if keys.count(key) > 1:
+            raise ValueError(f"duplicate key {key!r}")
+    return dict(pairs)
+
+
+def read_manifest(manifest_file: Path) -> dict:
+    """Parse manifest.json; invalid JSON, a repeated key or an unreadable file is a TraceError."""
+    try:
+        text = manifest_file.read_bytes().decode("utf-8")
+        return json.loads(text, object_pairs_hook=_unique_keys)
+    except OSError as exc:
+        raise TraceError(f"{manifest_file}: cannot read it ({exc.strerror or exc})") from None
+    except UnicodeDecodeError as exc:
+        raise TraceError(f"{manifest_file}: invalid JSON (not UTF-8: {exc.reason} at byte {exc.start})") from None
+    except (json.JSONDecodeError, ValueError) as exc:
+        raise TraceError(f"{manifest_file}: invalid JSON ({one_line(exc)})") from None
+
+
+def write_manifest(path: Path, manifest: dict) -> None:
+    """Replace `path/manifest.json` atomically (a temporary file renamed over it)."""
+    target = path / MANIFEST
+    with write_errors(target):
+        atomic_write(target, (json.dumps(manifest, indent=2, sort_keys=False) + "\n").encode())
+
+
+_TEXT_TIER_KEYS = ("model_id", "dtype", "quantization", "hardware", "backend", "backend_version")
+
+
+def _is_number(value) -> bool:
+    """A JSON number meant as a quantity: int or float, never a bool (True is an int in Python)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def check_manifest(manifest: object, where: object = MANIFEST) -> None:
+    """The manifest's own rules: a JSON object with `schema_version` equal to the one this
+    asd reads (a positive integer, not a bool), a non-empty list of tiers with unique
+    non-empty names, and every tier carrying every key of `schema.TIER_KEYS` (null when
+    unknown): `params_b` a finite number > 0, `tensor_parallel` an integer >= 1, the
+    descriptive keys strings. `where` (the manifest's path) starts every message."""
     if not isinstance(manifest, dict):
         raise TraceError(f"{where}: manifest must be a JSON object")
-    version = manifest.get("schema_version")
-    if not isinstance(version, int):
-        raise TraceError(f"{where}: schema_version missing or not an integer")
+    if "schema_version" not in manifest:
+        raise TraceError(f"{where}: schema_version missing")
+    version = manifest["schema_version"]
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise TraceError(f"{where}: schema_version must be a positive integer ({S.SCHEMA_VERSION}), got {version!r}")
     if version > S.SCHEMA_VERSION:
         raise TraceError(
             f"{where}: schema version {version} is newer than this asd reads ({S.SCHEMA_VERSION}); upgrade asd"
         )
+    if version != S.SCHEMA_VERSION:
+        raise TraceError(f"{where}: schema version {version} is not supported (this asd reads {S.SCHEMA_VERSION})")
     tiers = manifest.get("tiers")
     if not isinstance(tiers, list) or not tiers:
         raise TraceError(f"{where}: tiers missing or empty")
     names = []
     for i, tier in enumerate(tiers):
-        if not isinstance(tier, dict) or not isinstance(tier.get("name"), str) or not tier["name"]:
+        if not isinstance(tier, dict) or not isinstance(tier.get("name"), str) or not tier["name"].strip():
             raise TraceError(f"{where}: tiers[{i}] has no name")
+        label = f"{where}: tiers[{i}] ({tier['name']})"
+        missing = [key for key in S.TIER_KEYS if key not in tier]
+        if missing:
+            raise TraceError(f"{label}: missing {', '.join(missing)} (every tier carries all of {', '.join(S.TIER_KEYS)}; null when unknown)")
+        params = tier["params_b"]
+        if params is not None and not (_is_number(params) and math.isfinite(params) and params > 0):
+            raise TraceError(f"{label}: params_b must be a positive number or null, got {params!r}")
+        tp = tier["tensor_parallel"]
+        if tp is not None and not (isinstance(tp, int) and not isinstance(tp, bool) and tp >= 1):
+            raise TraceError(f"{label}: tensor_parallel must be an integer >= 1 or null, got {tp!r}")
+        for key in _TEXT_TIER_KEYS:
+            if tier[key] is not None and not isinstance(tier[key], str):
+                raise TraceError(f"{label}: {key} must be a string or null, got {tier[key]!r}")
         names.append(tier["name"])
     if len(set(names)) != len(names):
         raise TraceError(f"{where}: duplicate tier names {names}")
+    if "synthetic" in manifest and not isinstance(manifest["synthetic"], bool):
+        raise TraceError(f"{where}: synthetic must be true or false, got {manifest['synthetic']!r}")
+    estimated = manifest.get("estimated_columns", [])
+    if not isinstance(estimated, list) or not all(isinstance(c, str) for c in estimated):
+        raise TraceError(f"{where}: estimated_columns must be a list of column names, got {estimated!r}")
+
+
+def sampling_per_tier(tiers: list[dict], params: dict | None = None) -> dict:
+    """The manifest's `sampling`: tier name → that tier's sampling parameters (the one shape,
+    DESIGN.md: tiers carry their sampling parameters); `params` shared by every tier, or
+    {} (not known)."""
+    return {t["name"]: dict(params or {}) for t in tiers}
 
 
 def new_manifest(tiers: list[dict], **fields) -> dict:
-    """A manifest with the bookkeeping keys filled; `fields` (provenance, sampling, ...) override."""
+    """A manifest with the bookkeeping keys filled; `fields` (provenance, sampling, ...)
+    override. `sampling` is per tier (`sampling_per_tier`), {} per tier when not given."""
     manifest = {
         "schema_version": S.SCHEMA_VERSION,
         "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "asd_version": __version__,
         "synthetic": False,
         "tiers": [S.tier_entry(**t) for t in tiers],
-        "sampling": {},
+        "sampling": sampling_per_tier(tiers),
         "provenance": {},
         "label_rule": None,
         "estimated_columns": [],
@@ -287,13 +447,16 @@ DICTIONARY_COLUMNS = (
 
 
 def write_parquet(table: pa.Table, file: str | os.PathLike) -> None:
-    """Write one bundle table with the layout the fast column reader expects (zstd)."""
+    """Write one bundle table with the layout the fast column reader expects (zstd), with a
+    CRC per page so that validation catches a damaged sector even where the damaged bytes
+    still decode (stored text, raw zstd blocks)."""
     pq.write_table(
         table,
         file,
         compression="zstd",
         row_group_size=ROW_GROUP_SIZE,
         use_dictionary=[c for c in DICTIONARY_COLUMNS if c in table.column_names],
+        write_page_checksum=True,
     )
 
 
@@ -305,34 +468,41 @@ def write_bundle(
     drafts=None,
     *,
     overwrite: bool = False,
+    validate: bool = True,
 ) -> Bundle:
-    """Write a bundle atomically. Tables are conformed to the v1 schema first."""
+    """Write a bundle atomically. Tables are conformed to the v1 schema first. With
+    `validate` (the default) the written copy is validated and stamped before it is renamed
+    into place; an invalid one is refused (TraceError) and nothing is left behind."""
     path = Path(path)
+    manifest = {k: v for k, v in manifest.items() if k != STAMP_KEY}
     check_manifest(manifest, f"{path}/{MANIFEST}")
-    if path.exists() and not overwrite:
-        raise TraceError(f"{path}: already exists (pass overwrite to replace it)")
+    if os.path.lexists(path) and not overwrite:
+        raise TraceError(f"{path}: already exists (pass --overwrite, or overwrite=True, to replace it)")
     tables = {"requests": conform("requests", requests), "outputs": conform("outputs", outputs)}
     if drafts is not None:
         tables["drafts"] = conform("drafts", drafts)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-    try:
-        for name, table in tables.items():
-            write_parquet(table, tmp / f"{name}.parquet")
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
-        replace_dir(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return Bundle(path, manifest)
+    with staging_dir(path, validate=validate) as tmp:
+        with write_errors(path):
+            for name, table in tables.items():
+                write_parquet(table, tmp / f"{name}.parquet")
+            (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
+    if not validate:
+        return Bundle(path, manifest)
+    stamp = read_manifest(path / MANIFEST).get(STAMP_KEY)
+    return Bundle(path, manifest, validated=True, stamp=stamp)
 
 
-def replace_dir(new: Path, target: Path) -> None:
-    """Move `new` to `target`; an existing target is swapped out, then removed."""
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        os.replace(target, old)
-        os.replace(new, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(new, target)
+@contextmanager
+def staging_dir(target: Path, *, validate: bool = True) -> Iterator[Path]:
+    """A temporary directory beside `target` to build a bundle in (`asd.fsutil.atomic_dir`).
+    When the block ends the bundle is validated and stamped (with `validate`), then renamed
+    over `target`; on any failure the directory is removed and `target` is untouched."""
+    target = Path(target)
+    with write_errors(target), atomic_dir(target) as tmp:
+        yield tmp
+        if validate:
+            from asd.traces.validate import validate_bundle  # validate imports this module
+
+            problems = validate_bundle(tmp, max_problems=1, stamp=True)
+            if problems:
+                raise TraceError(f"{target}: not written, the result fails validation: {problems[0]}")

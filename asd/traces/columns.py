@@ -16,14 +16,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from asd.errors import TraceError
-from asd.traces.bundle import Bundle, parquet_errors
+from asd.traces import schema as S
+from asd.traces.bundle import Bundle, open_bundle, parquet_errors
 
 # What the simulator reads per output row and per draft row (see DESIGN.md, "Simulation").
-SIMULATOR_OUTPUT_COLUMNS = (
-    "request_id", "tier", "quality", "accepted", "n_prompt_tokens", "n_output_tokens",
-    "mean_logprob", "min_logprob", "mean_entropy", "ttft_ms", "e2e_ms",
-)
-SIMULATOR_DRAFT_COLUMNS = ("request_id", "draft_tier", "verify_tier", "n_draft_tokens", "n_accepted")
+SIMULATOR_OUTPUT_COLUMNS = S.SIMULATOR_OUTPUT_COLUMNS
+SIMULATOR_DRAFT_COLUMNS = S.SIMULATOR_DRAFT_COLUMNS
 
 
 def to_numpy(col: pa.ChunkedArray | pa.Array, name: str = "column") -> np.ndarray:
@@ -38,13 +36,15 @@ def to_numpy(col: pa.ChunkedArray | pa.Array, name: str = "column") -> np.ndarra
     return col.to_numpy(zero_copy_only=False)
 
 
-def request_index(bundle: Bundle, ids: pa.ChunkedArray) -> np.ndarray:
+def request_index(bundle: Bundle | str, ids: pa.ChunkedArray) -> np.ndarray:
     """Row of each id in requests.parquet (-1 where absent).
 
     Works on each chunk's dictionary (its distinct ids in order of first appearance). When a
     table is stored in request order — as recorders and `synth` write it — each dictionary
     is a run of the requests table and is matched by comparing strings, with no hashing;
-    otherwise all dictionaries are looked up in one hash join."""
+    otherwise all dictionaries are looked up in one hash join. `bundle`: an open bundle, a
+    path or `builtin` (opened and validated by `open_bundle`)."""
+    bundle = open_bundle(bundle)
     known = bundle.read("requests", ["request_id"]).column("request_id").combine_chunks()
     chunks = [c if pa.types.is_dictionary(c.type) else pc.dictionary_encode(c) for c in ids.chunks]
     if not chunks:
@@ -88,8 +88,10 @@ def _runs_of(known: pa.Array, dictionaries: list[pa.Array]) -> list[int] | None:
     return starts
 
 
-def read_arrays(bundle: Bundle, table: str, columns: Iterable[str]) -> dict[str, np.ndarray]:
-    """Read `columns` of `table` as numpy arrays; `request_id` is returned as `request_index`."""
+def read_arrays(bundle: Bundle | str, table: str, columns: Iterable[str]) -> dict[str, np.ndarray]:
+    """Read `columns` of `table` as numpy arrays; `request_id` is returned as `request_index`.
+    `bundle`: an open bundle, a path or `builtin` (opened and validated by `open_bundle`)."""
+    bundle = open_bundle(bundle)
     columns = list(columns)
     present = set(bundle.columns(table))  # also checks the table exists
     missing = [c for c in columns if c not in present]

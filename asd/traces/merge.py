@@ -1,11 +1,14 @@
 """Join bundles recorded as slices of one workload (`asd record --shard i/n`) into one.
 
 Slices must describe the same ladder (identical tier entries, sampling and schema version)
-and hold disjoint requests; anything else is refused before a byte is written.
+and hold disjoint requests; anything else is refused before a byte is written. Every input
+is opened through `open_bundle` (validated); the result is validated by `write_bundle`
+before it is put in place.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -24,19 +27,26 @@ def _check_same_ladder(first: Bundle, other: Bundle) -> None:
     if a["schema_version"] != b["schema_version"]:
         raise TraceError(f"{other.path}: schema version {b['schema_version']} differs from {first.path} ({a['schema_version']})")
     if first.tier_names != other.tier_names:
-        raise TraceError(f"{other.path}: tiers {other.tier_names} differ from {first.path} {first.tier_names}")
+        raise TraceError(
+            f"{other.path}: tiers {', '.join(other.tier_names)} differ from {first.path} ({', '.join(first.tier_names)})"
+        )
     for ta, tb in zip(first.tiers, other.tiers):
         for key in sorted(set(ta) | set(tb)):
             if ta.get(key) != tb.get(key):
                 raise TraceError(
                     f"{other.path}: tier {ta['name']!r} has {key}={tb.get(key)!r}, {first.path} has {ta.get(key)!r}"
                 )
-    if a.get("sampling") != b.get("sampling"):
-        raise TraceError(f"{other.path}: sampling {b.get('sampling')} differs from {first.path} {a.get('sampling')}")
+    sa, sb = a.get("sampling") or {}, b.get("sampling") or {}
+    if sa != sb:
+        tier = next(name for name in sorted(set(sa) | set(sb)) if sa.get(name) != sb.get(name))
+        raise TraceError(
+            f"{other.path}: sampling of tier {tier!r} is {json.dumps(sb.get(tier))}, {first.path} has {json.dumps(sa.get(tier))}"
+        )
 
 
-def merge_bundles(paths: list[str | os.PathLike], out: str | os.PathLike, overwrite: bool = False) -> Bundle:
-    """Concatenate the tables of `paths` into a new bundle at `out` (atomic write)."""
+def merge_bundles(paths: list[str | os.PathLike | Bundle], out: str | os.PathLike, overwrite: bool = False) -> Bundle:
+    """Concatenate the tables of `paths` (directories, `builtin` or open bundles) into a new
+    bundle at `out` (atomic write, validated)."""
     if len(paths) < 2:
         raise TraceError("merge needs at least two bundles")
     output_path(out)
@@ -45,7 +55,10 @@ def merge_bundles(paths: list[str | os.PathLike], out: str | os.PathLike, overwr
     if Path(out).resolve() in resolved:
         raise TraceError(f"{out}: the output must not be one of the inputs")
     if len(set(resolved)) != len(resolved):
-        raise TraceError(f"{paths}: the same bundle is given twice")
+        twice = next(p for p, r in zip(paths, resolved) if resolved.count(r) > 1)
+        raise TraceError(f"{twice}: the same bundle is given twice")
+    if Path(out).exists() and not overwrite:
+        raise TraceError(f"{out}: already exists (pass --overwrite to replace it)")
     first = bundles[0]
     for other in bundles[1:]:
         _check_same_ladder(first, other)

@@ -56,8 +56,45 @@ DRAFTS = pa.schema(
     ]
 )
 
+# What `drafts.n_accepted` counts, from the manifest's optional top-level "draft_acceptance":
+# "longest_prefix" (the default, also when the key is absent): the longest prefix of the draft
+# the verifier accepts, so the verifier continues after it; "sps_steps": draft tokens accepted
+# summed over speculative-sampling steps (the Spec-Bench importer), which is no prefix and is
+# kept out of the continuation cost (asd.calibration.costs).
+DRAFT_ACCEPTANCE = ("longest_prefix", "sps_steps")
+DEFAULT_DRAFT_ACCEPTANCE = "longest_prefix"
+
 TABLES: dict[str, pa.Schema] = {"requests": REQUESTS, "outputs": OUTPUTS, "drafts": DRAFTS}
 REQUIRED_TABLES = ("requests", "outputs")
+
+# Column groups, derived here so recorders, importers and readers never restate them.
+def scalar_columns(schema: pa.Schema) -> tuple[str, ...]:
+    """Numeric and boolean columns of a table (what the simulator reads as arrays)."""
+    kinds = (pa.types.is_integer, pa.types.is_floating, pa.types.is_boolean)
+    return tuple(f.name for f in schema if any(kind(f.type) for kind in kinds))
+
+
+# Per-row summaries of the token lists (derived by `bundle.conform` when absent) and the labels:
+# neither comes from a model backend.
+OUTPUT_SUMMARY_COLUMNS = ("mean_logprob", "min_logprob", "mean_entropy")
+LABEL_COLUMNS = ("quality", "accepted", "label_source")
+# What a backend measures per (request, tier): `asd record`'s shards hold exactly these.
+MEASURED_OUTPUT_COLUMNS = tuple(
+    f.name for f in OUTPUTS if f.name not in OUTPUT_SUMMARY_COLUMNS + LABEL_COLUMNS
+)
+# A tier's row is a *recorded output* when any of these holds a value: something the tier
+# produced (text, token counts or signals, timings) or a label. The prompt's token count is
+# not the tier's doing, and a tier that never answered alone (Spec-Bench's draft model) has
+# rows but no recorded output. `inspect`'s n and the import summary count these.
+RECORDED_OUTPUT_COLUMNS = tuple(
+    name for name in MEASURED_OUTPUT_COLUMNS if name not in ("request_id", "tier", "n_prompt_tokens")
+) + ("quality", "accepted")
+# The request columns a prompt set or an import file may give (the rest are derived or
+# set by later commands: prompt_hash, arrival_s, split).
+INPUT_REQUEST_COLUMNS = ("request_id", "prompt", "task", "reference")
+# What the simulator reads per output row and per draft row (DESIGN.md, "Simulation").
+SIMULATOR_OUTPUT_COLUMNS = ("request_id",) + scalar_columns(OUTPUTS)
+SIMULATOR_DRAFT_COLUMNS = ("request_id",) + scalar_columns(DRAFTS)
 
 # Keys every manifest tier entry carries (values may be null when unknown).
 TIER_KEYS = (

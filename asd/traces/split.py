@@ -3,7 +3,8 @@
 The split is stored in the `split` column of `requests.parquet` ("calibration" / "test"), so
 one bundle carries both halves and later commands select a half by name. A request's side
 depends only on its id, its task, the seed and the test fraction — not on row order — so
-re-splitting a merged or re-sorted bundle gives the same answer.
+re-splitting a merged or re-sorted bundle gives the same answer. The input is opened through
+`open_bundle` (validated) and the result is validated and stamped before it replaces anything.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from asd.errors import ConfigError, TraceError
-from asd.traces.bundle import MANIFEST, Bundle, check_readable, open_bundle, output_path, replace_dir, write_parquet
+from asd.traces.bundle import MANIFEST, Bundle, open_bundle, output_path, staging_dir, write_errors, write_parquet
+from asd.traces.validate import validate_bundle
 
 CALIBRATION, TEST = "calibration", "test"
 _HASH_KEY = "asd-split-v1-key"  # fixed 16-byte key: ids hash the same in every run
@@ -60,8 +62,13 @@ def _mix(x):
 def split_bundle(path, test_frac: float = 0.3, seed: int = 0, out=None, overwrite: bool = False) -> dict:
     """Write the `split` column. In place (atomic replace of requests.parquet) when `out` is
     None, else into a copy of the bundle at `out`. Returns counts per split and per task.
-    The built-in trace is read-only: split it into a copy."""
-    output_path(path if out is None else out)
+    `path`: a bundle directory, `builtin` or an open `Bundle`; it must pass validation, and
+    so must the result before it is put in place. The built-in trace is read-only: split it
+    into a copy."""
+    if out is not None:
+        output_path(out)
+    else:
+        output_path(path.path if isinstance(path, Bundle) else path)
     bundle = open_bundle(path)
     requests = bundle.read("requests")
     if requests.num_rows == 0:
@@ -79,7 +86,7 @@ def split_bundle(path, test_frac: float = 0.3, seed: int = 0, out=None, overwrit
     idx = requests.schema.get_field_index("split")
     requests = requests.set_column(idx, requests.schema.field(idx), labels)
     if out is None:
-        _replace_file(bundle.path / "requests.parquet", requests)
+        _split_in_place(bundle, requests)
         target = bundle.path
     else:
         target = _copy_with_requests(bundle, Path(out), requests, overwrite)
@@ -100,10 +107,12 @@ def split_bundle(path, test_frac: float = 0.3, seed: int = 0, out=None, overwrit
     }
 
 
-def split_request_ids(bundle: Bundle, which: str) -> pa.Array:
-    """Request ids of the `calibration` or `test` split (error when the bundle is not split)."""
+def split_request_ids(bundle: Bundle | str, which: str) -> pa.Array:
+    """Request ids of the `calibration` or `test` split (error when the bundle is not split).
+    `bundle`: an open bundle, a path or `builtin` (opened and validated by `open_bundle`)."""
     if which not in (CALIBRATION, TEST):
         raise ConfigError(f"split must be {CALIBRATION!r} or {TEST!r}, got {which!r}")
+    bundle = open_bundle(bundle)
     requests = bundle.read("requests", ["request_id", "split"])
     split = requests.column("split")
     if split.null_count == requests.num_rows:
@@ -111,35 +120,46 @@ def split_request_ids(bundle: Bundle, which: str) -> pa.Array:
     return requests.column("request_id").filter(pc.fill_null(pc.equal(split, which), False)).combine_chunks()
 
 
-def _replace_file(file: Path, table: pa.Table) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{file.name}.tmp-", dir=file.parent)
-    os.close(fd)
+def _split_in_place(bundle: Bundle, requests: pa.Table) -> None:
+    """Replace requests.parquet (and the manifest's stamp) only after the bundle with the new
+    table has passed validation: it is assembled in a hidden directory inside the bundle
+    (the other tables hard-linked, or copied where links are not allowed) and validated there."""
+    with write_errors(bundle.path):
+        tmp = Path(tempfile.mkdtemp(prefix=".split-", dir=bundle.path))
     try:
-        write_parquet(table, tmp)
-        os.replace(tmp, file)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        with write_errors(bundle.path):
+            write_parquet(requests, tmp / "requests.parquet")
+            for name in ("outputs.parquet", "drafts.parquet"):
+                if (bundle.path / name).is_file():
+                    try:
+                        os.link(bundle.path / name, tmp / name)
+                    except OSError:
+                        shutil.copy2(bundle.path / name, tmp / name)
+            shutil.copy2(bundle.path / MANIFEST, tmp / MANIFEST)
+        problems = validate_bundle(tmp, max_problems=1, stamp=True)
+        if problems:
+            raise TraceError(f"{bundle.path}: not split, the result fails validation: {problems[0]}")
+        with write_errors(bundle.path):
+            # requests first: if we stop in between, the old stamp no longer matches and the
+            # next reader validates in full
+            os.replace(tmp / "requests.parquet", bundle.path / "requests.parquet")
+            os.replace(tmp / MANIFEST, bundle.path / MANIFEST)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _copy_with_requests(bundle: Bundle, out: Path, requests: pa.Table, overwrite: bool) -> Path:
-    if out.resolve() == bundle.path.resolve():
-        _replace_file(bundle.path / "requests.parquet", requests)
+    if os.path.lexists(out) and out.resolve() == bundle.path.resolve():
+        _split_in_place(bundle, requests)
         return out
-    if out.exists() and not overwrite:
+    if os.path.lexists(out) and not overwrite:
         raise TraceError(f"{out}: already exists (pass --overwrite to replace it)")
-    for name in ("outputs.parquet", "drafts.parquet"):  # copied byte for byte: check them first
-        if (bundle.path / name).is_file():
-            check_readable(bundle.path / name)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        for name in ("outputs.parquet", "drafts.parquet", MANIFEST):
-            if (bundle.path / name).is_file():
-                shutil.copy2(bundle.path / name, tmp / name)
-        write_parquet(requests, tmp / "requests.parquet")
-        replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    # The source passed validation (or matched its stamp byte for byte), so its other tables
+    # are copied as they are; the copy is validated again before it is renamed into place.
+    with staging_dir(out) as tmp:
+        with write_errors(out):
+            for name in ("outputs.parquet", "drafts.parquet", MANIFEST):
+                if (bundle.path / name).is_file():
+                    shutil.copy2(bundle.path / name, tmp / name)
+            write_parquet(requests, tmp / "requests.parquet")
     return out

@@ -10,7 +10,13 @@ Rules (also stated in the returned dict under `rules`):
 - *cost* of a tier on a request = params_b × (n_prompt_tokens + n_output_tokens), roughly
   proportional to FLOPs; a missing token count is filled with that tier's mean recorded count
   over the complete requests (said in `oracle.cost_note`), so it never counts as free;
-  `cost_share` = Σ oracle cost / Σ cost of always using the last tier.
+  `cost_share` = Σ oracle cost / Σ cost of always using the last tier;
+- a tier's *n* (`n_outputs`) counts its *recorded outputs*: rows with anything the tier
+  produced or a label (`schema.RECORDED_OUTPUT_COLUMNS`), not rows — a draft model that
+  never answered alone shows 0;
+- a draft pair's *accepted share* = Σ n_accepted / Σ n_draft_tokens over the rows recording
+  both (`accepted_share`): the share of all draft tokens the verifier kept, so a long draft
+  weighs more than a short one. `asd record`'s summary uses the same function.
 """
 
 from __future__ import annotations
@@ -19,14 +25,35 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from asd.traces.bundle import Bundle
+from asd.traces import schema as S
+from asd.traces.bundle import Bundle, open_bundle
 from asd.traces.columns import read_arrays
+from asd.traces.labels import ACCEPT_THRESHOLD, acceptable as acceptable_rule_array, acceptable_rule
 
-DEFAULT_THRESHOLD = 0.5
-_OUTPUT_COLUMNS = (
-    "request_id", "tier", "quality", "accepted", "n_prompt_tokens", "n_output_tokens",
-    "mean_logprob", "ttft_ms", "e2e_ms",
-)
+DEFAULT_THRESHOLD = ACCEPT_THRESHOLD
+# Per-output figures read as arrays (the token lists are only checked for presence).
+_OUTPUT_COLUMNS = tuple(c for c in S.SIMULATOR_OUTPUT_COLUMNS if c not in ("min_logprob", "mean_entropy"))
+
+
+def accepted_share(n_accepted, n_draft_tokens) -> float | None:
+    """Σ n_accepted / Σ n_draft_tokens over the rows where both are recorded (NaN/None =
+    not recorded); None when no draft token was recorded. The one definition of a draft
+    pair's accepted share, for `asd traces inspect` and `asd record`."""
+    kept = np.asarray(n_accepted, dtype=np.float64)
+    drafted = np.asarray(n_draft_tokens, dtype=np.float64)
+    both = ~np.isnan(kept) & ~np.isnan(drafted)
+    total = drafted[both].sum()
+    return float(kept[both].sum() / total) if total > 0 else None
+
+
+def recorded_mask(bundle: Bundle) -> np.ndarray:
+    """Per outputs row: is it a recorded output (`schema.RECORDED_OUTPUT_COLUMNS`)?"""
+    present = [c for c in S.RECORDED_OUTPUT_COLUMNS if c in set(bundle.columns("outputs"))]
+    table = bundle.read("outputs", present)
+    mask = np.zeros(table.num_rows, dtype=bool)
+    for name in present:
+        mask |= pc.is_valid(table.column(name)).to_numpy(zero_copy_only=False)
+    return mask
 
 
 def _dense(values: np.ndarray, rows: np.ndarray, tiers: np.ndarray, shape, fill=np.nan) -> np.ndarray:
@@ -40,14 +67,17 @@ def _stat(x: np.ndarray, fn) -> float | None:
     return None if x.size == 0 else float(fn(x))
 
 
-def summarize_bundle(bundle: Bundle, threshold: float = DEFAULT_THRESHOLD) -> dict:
-    """The summary dict printed by `asd traces inspect` (and written by its `--json`)."""
+def summarize_bundle(bundle: Bundle | str, threshold: float = DEFAULT_THRESHOLD) -> dict:
+    """The summary dict printed by `asd traces inspect` (and written by its `--json`).
+    `bundle`: an open bundle, a path or `builtin` (opened and validated by `open_bundle`)."""
+    bundle = open_bundle(bundle)
     requests = bundle.read("requests", ["request_id", "task", "split"])
     present = set(bundle.columns("outputs"))
     arrays = read_arrays(bundle, "outputs", [c for c in _OUTPUT_COLUMNS if c in present])
     n_req, n_tiers = requests.num_rows, bundle.n_tiers
     rows, tiers = arrays.pop("request_index"), arrays.pop("tier").astype(np.int64)
     keep = (rows >= 0) & (tiers >= 0) & (tiers < n_tiers)  # invalid rows are validate's business
+    recorded = recorded_mask(bundle)[keep]
     rows, tiers = rows[keep], tiers[keep]
     shape = (n_req, n_tiers)
 
@@ -56,9 +86,9 @@ def summarize_bundle(bundle: Bundle, threshold: float = DEFAULT_THRESHOLD) -> di
             return np.full(shape, np.nan)
         return _dense(arrays[name][keep].astype(np.float64), rows, tiers, shape)
 
-    has = _dense(np.ones(len(rows)), rows, tiers, shape, fill=0.0) > 0
+    has = _dense(recorded.astype(np.float64), rows, tiers, shape, fill=0.0) > 0  # recorded outputs
     quality, accepted = grid("quality"), grid("accepted")
-    acceptable = np.where(np.isnan(accepted), np.where(np.isnan(quality), np.nan, quality >= threshold), accepted)
+    acceptable = acceptable_rule_array(quality, accepted, threshold)
     score = np.where(np.isnan(quality), accepted, quality)
     n_prompt, n_output = grid("n_prompt_tokens"), grid("n_output_tokens")
     ttft, e2e = grid("ttft_ms"), grid("e2e_ms")
@@ -90,7 +120,7 @@ def summarize_bundle(bundle: Bundle, threshold: float = DEFAULT_THRESHOLD) -> di
         "schema_version": bundle.manifest.get("schema_version"),
         "synthetic": bool(bundle.manifest.get("synthetic", False)),
         "n_requests": int(n_req),
-        "n_outputs": int(len(rows)),
+        "n_outputs": int(recorded.sum()),
         "n_complete_requests": int(complete.sum()),
         "n_tasks": int(pc.count_distinct(requests.column("task")).as_py()),
         "splits": _split_counts(requests),
@@ -101,7 +131,7 @@ def summarize_bundle(bundle: Bundle, threshold: float = DEFAULT_THRESHOLD) -> di
         "drafts": _draft_pairs(bundle),
         "oracle": _oracle(bundle, acceptable[complete], score[complete], n_prompt[complete], n_output[complete]),
         "rules": {
-            "acceptable": f"accepted, or quality >= {threshold} where accepted is null",
+            "acceptable": acceptable_rule(threshold),
             "oracle": "cheapest acceptable tier per request by its cost (none acceptable: cheapest best-quality tier); complete requests only",
             "cost": "params_b * (n_prompt_tokens + n_output_tokens), a missing count filled with its tier's "
                     "mean recorded count; cost_share = oracle / always-last-tier",
@@ -137,15 +167,13 @@ def _draft_pairs(bundle: Bundle) -> list[dict]:
             continue  # invalid rows are validate's business
         sel = (d["draft_tier"] == draft) & (d["verify_tier"] == verify)
         drafted, kept = d["n_draft_tokens"][sel], d["n_accepted"][sel]
-        both = ~np.isnan(drafted) & ~np.isnan(kept)
         pairs.append(
             {
                 "draft": bundle.tier_names[draft],
                 "verify": bundle.tier_names[verify],
                 "n_rows": int(sel.sum()),
                 "mean_n_accepted": _stat(kept, np.mean),
-                # Σ accepted / Σ drafted over rows recording both: the share of draft tokens kept.
-                "accepted_fraction": float(kept[both].sum() / drafted[both].sum()) if drafted[both].sum() > 0 else None,
+                "accepted_share": accepted_share(kept, drafted),
                 "mean_verify_ms": _stat(d["verify_ms"][sel], np.mean),
             }
         )
@@ -219,4 +247,4 @@ def _oracle(bundle: Bundle, acceptable, score, n_prompt, n_output) -> dict:
     return result
 
 
-__all__ = ["summarize_bundle", "DEFAULT_THRESHOLD"]
+__all__ = ["summarize_bundle", "accepted_share", "recorded_mask", "DEFAULT_THRESHOLD"]

@@ -3,10 +3,20 @@
 Every check is vectorised (pyarrow compute / numpy), so a 10^6-request bundle validates in
 seconds. Each failed check becomes one `Problem` naming the file, column and first bad row
 (0-based row of that Parquet file) and how many more rows fail the same way.
+
+Readers do not call this directly: `asd.traces.bundle.open_bundle` does, through
+`require_valid`. A bundle that passed is *stamped* when asd wrote it (`validate_bundle(...,
+stamp=True)`): its manifest records the validator version, a digest of the manifest and the
+size and sha256 of every table file. `require_valid` trusts a bundle whose stamp matches
+(hashing costs a few percent of `asd traces inspect`; the full check costs over half) and
+checks every other bundle in full. Hashes rather than sizes and mtimes, so a flipped bit
+on disk or a copy that kept the timestamps is still caught.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,11 +26,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from asd import __version__
 from asd.errors import TraceError
 from asd.traces import schema as S
-from asd.traces.bundle import MANIFEST, Bundle, open_bundle, resolve_bundle_path
+from asd.traces.bundle import (
+    MANIFEST, STAMP_KEY, Bundle, file_problem, file_sha256, one_line, open_bundle, resolve_bundle_path,
+    write_manifest,
+)
 
 SPLITS = ("calibration", "test")
+# Bump when a check is added or tightened: stamps written by an older validator then no
+# longer match, and those bundles get the full check once more.
+VALIDATOR_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -71,11 +88,16 @@ class _Collector:
         self.add(file, column, row, text)
 
 
-def validate_bundle(path_or_bundle: str | os.PathLike | Bundle, max_problems: int = 20) -> list[Problem]:
-    """Check a bundle; return at most `max_problems` problems (empty list: the bundle is valid).
+def validate_bundle(
+    path_or_bundle: str | os.PathLike | Bundle, max_problems: int = 20, *, stamp: bool = False
+) -> list[Problem]:
+    """Check a bundle in full (never trusting a stamp); return at most `max_problems`
+    problems (empty list: the bundle is valid).
 
     An unreadable bundle (no directory, no manifest, newer schema version) yields a single
-    problem rather than raising, so callers can print every result the same way.
+    problem rather than raising, so callers can print every result the same way. With
+    `stamp`, a valid bundle gets the validation stamp written into its manifest (what asd's
+    writers do; read-only commands never write it).
     """
     if max_problems < 1:
         raise ValueError("max_problems must be at least 1")
@@ -85,18 +107,80 @@ def validate_bundle(path_or_bundle: str | os.PathLike | Bundle, max_problems: in
             bundle = path_or_bundle
         else:
             try:
-                bundle = open_bundle(path_or_bundle)
+                bundle = open_bundle(path_or_bundle, validate=False)
             except TraceError as exc:
                 out.add(*_bundle_level(path_or_bundle, str(exc)))
                 return out.problems
         _check_bundle(bundle, out)
     except _Full:
         pass
+    if stamp and not out.problems:
+        bundle.stamp = stamp_of(bundle.path, bundle.manifest)
+        write_manifest(bundle.path, {**bundle.manifest, STAMP_KEY: bundle.stamp})
+        bundle.validated = True
     return out.problems
 
 
+def require_valid(bundle: Bundle, name: str | None = None) -> None:
+    """Raise a TraceError naming the first problem of `bundle` (`name`: the bundle as the
+    user wrote it), unless its validation stamp still matches its files. Marks it validated.
+    Called by `open_bundle`; use that."""
+    name = name or str(bundle.path)
+    if not stamp_matches(bundle):
+        problems = validate_bundle(bundle, max_problems=1)
+        if problems:
+            raise TraceError(f"{name}: {problems[0]}; run `asd traces validate {name}` for all problems")
+    bundle.validated = True
+
+
+def _manifest_sha256(manifest: dict) -> str:
+    canonical = json.dumps(manifest, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _table_files(path: Path) -> list[str]:
+    return [f"{name}.parquet" for name in S.TABLES if os.path.lexists(path / f"{name}.parquet")]
+
+
+def stamp_of(path: Path, manifest: dict) -> dict:
+    """The validation stamp of a bundle that has just passed `validate_bundle`."""
+    return {
+        "validator": VALIDATOR_VERSION,
+        "asd_version": __version__,
+        "manifest_sha256": _manifest_sha256(manifest),
+        "files": {
+            name: {"size": (path / name).stat().st_size, "sha256": file_sha256(path / name)}
+            for name in _table_files(path)
+        },
+    }
+
+
+def stamp_matches(bundle: Bundle) -> bool:
+    """Whether `bundle` carries a stamp from this validator that its manifest and table
+    files still match, byte for byte (sizes first: a changed size needs no hashing)."""
+    stamp = bundle.stamp
+    if not isinstance(stamp, dict) or stamp.get("validator") != VALIDATOR_VERSION:
+        return False
+    files = stamp.get("files")
+    if not isinstance(files, dict) or stamp.get("manifest_sha256") != _manifest_sha256(bundle.manifest):
+        return False
+    try:
+        if sorted(files) != sorted(_table_files(bundle.path)) or _stray_tables(bundle.path):
+            return False
+        for name, recorded in files.items():
+            file = bundle.path / name
+            if not isinstance(recorded, dict) or file_problem(file) or file.stat().st_size != recorded.get("size"):
+                return False
+        return all(file_sha256(bundle.path / name) == recorded.get("sha256") for name, recorded in files.items())
+    except OSError:
+        return False
+
+
 def _manifest_file(path: Path) -> str:
-    return str(path / MANIFEST) if path.is_dir() else str(path)
+    try:
+        return str(path / MANIFEST) if path.is_dir() else str(path)
+    except OSError:  # a directory that cannot be looked into
+        return str(path)
 
 
 def _bundle_level(path: str | os.PathLike, message: str) -> tuple[str, None, None, str]:
@@ -113,12 +197,31 @@ def _bundle_level(path: str | os.PathLike, message: str) -> tuple[str, None, Non
     return where, None, None, message
 
 
+def _check_sampling(bundle: Bundle, out: _Collector) -> None:
+    """`sampling` maps every tier's name to an object of its sampling parameters ({} when
+    not known), and nothing else: one shape for every writer."""
+    sampling = bundle.manifest.get("sampling")
+    if not isinstance(sampling, dict):
+        out.add(MANIFEST, None, None, f"sampling must be an object of tier name -> parameters, got {type(sampling).__name__}")
+        return
+    names = bundle.tier_names
+    for key, value in sampling.items():
+        if key not in names:
+            out.add(MANIFEST, None, None, f"sampling: {key!r} is not a tier (sampling is per tier: {', '.join(names)})")
+        elif not isinstance(value, dict):
+            out.add(MANIFEST, None, None, f"sampling[{key!r}] must be an object of parameters, got {type(value).__name__}")
+    for name in names:
+        if name not in sampling:
+            out.add(MANIFEST, None, None, f"sampling: no entry for tier {name!r} ({{}} when not known)")
+
+
 def _check_bundle(bundle: Bundle, out: _Collector) -> None:
-    n_tiers = bundle.n_tiers
-    for i, tier in enumerate(bundle.tiers):
-        params = tier.get("params_b")
-        if params is not None and (not isinstance(params, (int, float)) or not params > 0):
-            out.add(MANIFEST, None, None, f"tiers[{i}] ({tier['name']}): params_b must be a positive number, got {params!r}")
+    n_tiers = bundle.n_tiers  # the manifest itself was checked when the bundle was opened
+    _check_stray_tables(bundle, out)
+    _check_sampling(bundle, out)
+    acceptance = bundle.manifest.get("draft_acceptance", S.DEFAULT_DRAFT_ACCEPTANCE)
+    if acceptance not in S.DRAFT_ACCEPTANCE:
+        out.add(MANIFEST, None, None, f"draft_acceptance {acceptance!r} is not one of {', '.join(S.DRAFT_ACCEPTANCE)}")
     tables = {}
     for name in S.TABLES:
         if name == "drafts" and not bundle.has("drafts"):
@@ -138,10 +241,14 @@ def _read_checked(bundle: Bundle, name: str, out: _Collector) -> pa.Table | None
     """Read the columns of `name` whose type is right; report missing, unknown, mistyped ones."""
     file = f"{name}.parquet"
     expected = S.TABLES[name]
+    problem = file_problem(bundle.path / file)
+    if problem:
+        out.add(file, None, None, problem)
+        return None
     try:
         schema = pq.read_schema(bundle.path / file)
     except (OSError, pa.ArrowException) as exc:
-        out.add(file, None, None, f"unreadable Parquet ({exc})")
+        out.add(file, None, None, f"unreadable Parquet ({one_line(exc)})")
         return None
     good = []
     for field in expected:
@@ -157,9 +264,10 @@ def _read_checked(bundle: Bundle, name: str, out: _Collector) -> pa.Table | None
         if extra not in expected.names:
             out.add(file, extra, None, f"unknown column (schema v{S.SCHEMA_VERSION} has {expected.names})")
     try:
-        table = pq.read_table(bundle.path / file, columns=good)
+        # every page is decoded; pages written with a CRC (asd writes one) are checked against it
+        table = pq.read_table(bundle.path / file, columns=good, page_checksum_verification=True)
     except (OSError, pa.ArrowException) as exc:
-        out.add(file, None, None, f"unreadable Parquet ({exc})")
+        out.add(file, None, None, f"unreadable Parquet ({one_line(exc)})")
         return None
     if table.num_rows == 0:
         hint = "; omit drafts.parquet when no drafts were recorded" if name == "drafts" else ""
@@ -169,6 +277,23 @@ def _read_checked(bundle: Bundle, name: str, out: _Collector) -> pa.Table | None
         if not field.nullable and field.name in table.column_names:
             out.rows(file, field.name, _np(table.column(field.name).is_null()), "null (this column is required)")
     return table
+
+
+def _check_stray_tables(bundle: Bundle, out: _Collector) -> None:
+    """A Parquet file under another name (`Drafts.parquet`, `output.parquet`) would be
+    silently ignored: report it."""
+    try:
+        stray = _stray_tables(bundle.path)
+    except OSError as exc:
+        out.add(str(bundle.path), None, None, f"cannot list the bundle directory ({exc.strerror or exc})")
+        return
+    for name in stray:
+        out.add(name, None, None, f"unknown table file (a bundle holds {', '.join(f'{t}.parquet' for t in S.TABLES)})")
+
+
+def _stray_tables(path: Path) -> list[str]:
+    known = {f"{name}.parquet" for name in S.TABLES}
+    return [name for name in sorted(os.listdir(path)) if name.lower().endswith(".parquet") and name not in known]
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -272,9 +397,11 @@ def _check_requests(table: pa.Table, out: _Collector) -> pa.Array | None:
     if "request_id" not in table.column_names:
         return None
     ids = table.column("request_id").combine_chunks()
-    codes = _values(pc.dictionary_encode(ids).indices).astype(np.int64)
-    repeat = repeated_rows(codes)
+    # a null id (reported as such by _read_checked) gets code -1 and is no duplicate
+    codes = _values(pc.fill_null(pc.dictionary_encode(ids).indices, -1)).astype(np.int64)
+    repeat = repeated_rows(codes) & (codes >= 0)
     out.rows(file, "request_id", repeat, lambda v: f"duplicate request {v!r}", ids)
+    out.rows(file, "request_id", _np(pc.equal(pc.utf8_length(ids), 0)), "empty request id")
     if "split" in table.column_names:
         split = table.column("split")
         bad = _np(pc.and_(pc.is_valid(split), pc.invert(pc.is_in(split, value_set=pa.array(SPLITS)))))

@@ -204,7 +204,7 @@ def bench_shape(torch, name, shape, batches, prompt_len, context_len, repeats, d
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--shapes", default="8b,13b,34b,70b", help="comma list of " + ",".join(SHAPES))
     parser.add_argument("--batches", default="1,2,4,8,16,32,64")
     parser.add_argument("--prompt-len", type=int, default=512, help="prefill tokens per sequence")

@@ -14,17 +14,22 @@ from asd.engine.tables import build_tables
 from tests.strategies import isotonic_tables
 
 
-def random_policy(draw, kind, n_tiers, n_features, with_prompt):
+def random_policy(draw, kind, n_tiers, n_features, with_prompt, n_prompt_features=None):
+    """A policy with a random predictor; with a prompt stage, the prompt row may read its own
+    number of features P (ragged weights, padded inside)."""
     seed = draw(st.integers(0, 2**31 - 1))
     rng = np.random.default_rng(seed)
     n_rows = n_tiers + 1
+    widths = [n_prompt_features or n_features] + [n_features] * n_tiers
     iso = draw(isotonic_tables(n_rows))
-    if kind == "logistic":
-        predictor = Predictor.logistic(rng.normal(size=(n_rows, n_features)), rng.normal(size=n_rows),
+    if kind == "identity":
+        predictor = Predictor.identity(n_tiers, has_prompt=with_prompt, isotonic=iso)
+    elif kind == "logistic":
+        predictor = Predictor.logistic([rng.normal(size=w) for w in widths], rng.normal(size=n_rows),
                                        isotonic=iso, has_prompt=with_prompt)
     else:
         hidden = draw(st.integers(1, 5))
-        predictor = Predictor.mlp(rng.normal(size=(n_rows, hidden, n_features)), rng.normal(size=(n_rows, hidden)),
+        predictor = Predictor.mlp([rng.normal(size=(hidden, w)) for w in widths], rng.normal(size=(n_rows, hidden)),
                                   rng.normal(size=(n_rows, hidden)), rng.normal(size=n_rows), isotonic=iso,
                                   has_prompt=with_prompt)
     n = 200
@@ -32,15 +37,19 @@ def random_policy(draw, kind, n_tiers, n_features, with_prompt):
     accepted = (rng.random((n, n_tiers)) < p_hat).astype(float)
     tables = build_tables(p_hat, accepted, np.arange(1.0, n_tiers + 1), n_bins=draw(st.integers(1, 8)),
                           prompt_p=rng.random(n) if with_prompt else None,
-                          n_prompt_bins=draw(st.integers(1, 5)), binning=draw(st.sampled_from(["quantile", "fixed"])))
+                          n_prompt_bins=draw(st.integers(1, 5)) if with_prompt else None,
+                          binning=draw(st.sampled_from(["quantile", "fixed"])))
     policy = Policy(tables, predictor, lam=draw(st.floats(0.0, 100.0)))
     return policy, rng
 
 
 @st.composite
 def policies(draw):
-    kind = draw(st.sampled_from(["logistic", "mlp"]))
-    return random_policy(draw, kind, draw(st.integers(1, 4)), draw(st.integers(1, 6)), draw(st.booleans()))
+    kind = draw(st.sampled_from(["logistic", "mlp", "identity"]))
+    with_prompt = draw(st.booleans())
+    n_features = 1 if kind == "identity" else draw(st.integers(1, 6))
+    n_prompt = 1 if kind == "identity" else draw(st.integers(1, 6)) if with_prompt else None
+    return random_policy(draw, kind, draw(st.integers(1, 4)), n_features, with_prompt, n_prompt)
 
 
 @settings(max_examples=40, deadline=None)
@@ -48,19 +57,26 @@ def policies(draw):
 def test_single_and_batched_decisions_numba_equal_reference(case):
     policy, rng = case
     blob, layout = policy._blob, policy._layout
-    n, n_features = 64, policy.predictor.n_features
-    features = rng.normal(size=(n, n_features)) * 2.0
+    n, n_features, n_prompt = 64, policy.predictor.n_features, policy.predictor.n_prompt_features
+    scale = 0.6 if policy.predictor.kind == "identity" else 2.0  # identity: p̂ = feature 0, clipped
+    features = rng.normal(size=(n, n_features)) * scale + (0.5 if scale < 1 else 0.0)
+    prompt_features = rng.normal(size=(n, n_prompt)) * scale + (0.5 if scale < 1 else 0.0)
     tiers = rng.integers(0, policy.n_tiers, n)
-    rows = rng.integers(0, policy.n_tiers + 1, n)
+    rows = rng.integers(1, policy.n_tiers + 1, n)
     for r in range(8):
-        x, tier = features[r], int(tiers[r])
+        x, tier, x0 = features[r], int(tiers[r]), prompt_features[r]
         assert decide_nb.stop_packed_nb(blob, layout, tier, x) == reference.stop_packed(blob, layout, tier, x)
-        assert decide_nb.start_packed_nb(blob, layout, x) == reference.start_packed(blob, layout, x)
+        assert decide_nb.start_packed_nb(blob, layout, x0) == reference.start_packed(blob, layout, x0)
         assert decide_nb.predict_packed_nb(blob, layout, int(rows[r]), x) == reference.predict_packed(
             blob, layout, int(rows[r]), x)
+        assert decide_nb.predict_packed_nb(blob, layout, 0, x0) == reference.predict_packed(blob, layout, 0, x0)
+        k = int(policy.predictor.knot_counts[tier + 1])
+        if (np.diff(policy.predictor.iso_x[tier + 1, :k]) > 0).all():  # np.interp agrees on distinct knots
+            np.testing.assert_allclose(policy.predict(tier, x), policy.predictor.predict_proba(tier + 1, x[None])[0],
+                                       rtol=1e-12, atol=1e-12)
     pairs = [
         (decide_nb.stop_batch_packed_nb, reference.stop_batch_packed, (tiers, features), np.uint8),
-        (decide_nb.start_batch_packed_nb, reference.start_batch_packed, (features,), np.int64),
+        (decide_nb.start_batch_packed_nb, reference.start_batch_packed, (prompt_features,), np.int64),
         (decide_nb.bins_batch_packed_nb, reference.bins_batch_packed, (rows, features), np.int64),
     ]
     for fast, slow, args, dtype in pairs:
@@ -79,8 +95,10 @@ def test_single_kernels_and_reference_both_refuse_non_finite_features(case, bad,
     blob, layout = policy._blob, policy._layout
     x = rng.normal(size=policy.predictor.n_features)
     x[position % x.size] = bad
+    x0 = rng.normal(size=policy.predictor.n_prompt_features)
+    x0[position % x0.size] = bad
     for kernel, twin, args in ((decide_nb.stop_packed_nb, reference.stop_packed, (0, x)),
-                               (decide_nb.start_packed_nb, reference.start_packed, (x,))):
+                               (decide_nb.start_packed_nb, reference.start_packed, (x0,))):
         for fn in (kernel, twin):
             with pytest.raises(ValueError, match=decide_nb.NON_FINITE):
                 fn(blob, layout, *args)
@@ -98,11 +116,12 @@ def test_logistic_and_mlp_forward_pass_match_numpy_formulas():
     for row in range(n_rows):
         expected = 1.0 / (1.0 + np.exp(-(w[row] @ x + b[row])))
         got = decide_nb.predict_raw_nb(x[None, :], 0, row, decide_nb.LOGISTIC, logistic.w1, logistic.b1, logistic.w2,
-                                       logistic.b2)
+                                       logistic.b2, n_features)
         assert abs(got - expected) < 1e-12
         hidden_out = np.maximum(w1[row] @ x + b1[row], 0.0)
         expected = 1.0 / (1.0 + np.exp(-(w2[row] @ hidden_out + b2[row])))
-        assert abs(decide_nb.predict_raw_nb(x[None, :], 0, row, decide_nb.MLP, mlp.w1, mlp.b1, mlp.w2, mlp.b2) - expected) < 1e-12
+        assert abs(decide_nb.predict_raw_nb(x[None, :], 0, row, decide_nb.MLP, mlp.w1, mlp.b1, mlp.w2, mlp.b2,
+                                          n_features) - expected) < 1e-12
 
 
 @settings(max_examples=100, deadline=None)

@@ -36,9 +36,9 @@ def synthetic_ladder(rng, n=3000, n_tiers=4, n_features=16, hard_share=0.5, with
 def make_policy(rng, lam=20.0, costs=(1.0, 2.0, 4.0, 8.0), with_prompt=True, start_costs=None, **kw):
     predictor, features, prompt_features, p_true, accepted = synthetic_ladder(rng, with_prompt=with_prompt, **kw)
     prompt_p = 1.0 / (1.0 + np.exp(-prompt_features[:, 0])) if with_prompt else None
-    policy = Policy.from_calibration(p_true, accepted, np.array(costs), predictor, lam=lam,
-                                     prompt_p=prompt_p, n_prompt_bins=8 if with_prompt else None,
-                                     start_costs=start_costs)
+    policy = Policy.from_calibration(predictor, features, accepted, np.array(costs), oof_p=p_true, lam=lam,
+                                     prompt_x=prompt_features if with_prompt else None, oof_prompt_p=prompt_p,
+                                     n_prompt_bins=8 if with_prompt else None, start_costs=start_costs)
     return policy, features, prompt_features
 
 

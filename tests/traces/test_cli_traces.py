@@ -126,7 +126,8 @@ def test_console_entry_point_runs_in_a_subprocess(tmp_path):
     assert subprocess.run(cmd, cwd=REPO, env=env, capture_output=True).returncode == 0
     done = subprocess.run([sys.executable, "-m", "asd.cli", "traces", "validate", str(tmp_path / "nope")],
                           cwd=REPO, env=env, capture_output=True, text=True)
-    assert done.returncode == 1 and "no such bundle" in done.stderr and "Traceback" not in done.stderr
+    # A bundle that is not there is a usage error, as for inspect: one line, exit 2 (1 = invalid bundle).
+    assert done.returncode == 2 and done.stderr == f"error: {tmp_path / 'nope'}: no such bundle\n"
 
 
 # --- read-only built-in trace, --json checked up front, inspect refuses broken bundles ---

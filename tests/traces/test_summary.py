@@ -88,9 +88,9 @@ def test_draft_pairs_report_the_share_of_draft_tokens_the_verifier_keeps(tmp_pat
     write_bundle(tmp_path / "d", manifest, {"request_id": ["r1", "r2"]}, outputs, drafts)
     pairs = summarize_bundle(open_bundle(tmp_path / "d"))["drafts"]
     assert [(p["draft"], p["verify"], p["n_rows"]) for p in pairs] == [("a", "b", 2), ("b", "c", 1)]
-    assert pairs[0]["accepted_fraction"] == pytest.approx(10 / 40)
+    assert pairs[0]["accepted_share"] == pytest.approx(10 / 40)
     assert pairs[0]["mean_n_accepted"] == pytest.approx(5.0) and pairs[0]["mean_verify_ms"] == pytest.approx(6.0)
-    assert pairs[1]["accepted_fraction"] is None and pairs[1]["mean_n_accepted"] is None  # not recorded
+    assert pairs[1]["accepted_share"] is None and pairs[1]["mean_n_accepted"] is None  # not recorded
 
 
 def test_missing_token_counts_are_filled_with_the_tiers_mean_not_zero(tmp_path):

@@ -25,7 +25,7 @@ def test_written_bundle_reads_back_equal(tmp_path_factory, tables):
     path = tmp_path_factory.mktemp("rt") / "b"
     write_bundle(path, manifest, requests, outputs, drafts)
     bundle = open_bundle(path)
-    assert bundle.manifest == manifest
+    assert bundle.manifest == manifest and bundle.validated and bundle.stamp is not None
     for name, data in (("requests", requests), ("outputs", outputs), ("drafts", drafts)):
         if data is None:
             assert not bundle.has(name)
@@ -62,7 +62,7 @@ def test_out_of_range_quality_is_reported_at_its_row(tmp_path_factory, tables, d
     outputs = dict(outputs, quality=list(outputs["quality"]))
     outputs["quality"][row] = bad
     path = tmp_path_factory.mktemp("q") / "b"
-    write_bundle(path, manifest, requests, outputs, drafts)
+    write_bundle(path, manifest, requests, outputs, drafts, validate=False)  # plant it past the writer's check
     problems = validate_bundle(path)
     assert [(p.file, p.column, p.row) for p in problems] == [("outputs.parquet", "quality", row)]
 
@@ -205,7 +205,22 @@ def test_nonpositive_params_in_manifest_is_reported(base, tmp_path):
     manifest["tiers"][1]["params_b"] = -13
     (path / "manifest.json").write_text(json.dumps(manifest))
     problems = validate_bundle(path)
-    assert problems and problems[0].file == "manifest.json" and "tiers[1]" in problems[0].message
+    # named like every other manifest problem: by the manifest's path, bundle included
+    assert [(p.file, p.message) for p in problems] == [
+        (str(path / "manifest.json"), "tiers[1] (synth-34b): params_b must be a positive number or null, got -13")]
+
+
+def test_unknown_draft_acceptance_in_manifest_is_reported(base, tmp_path):
+    path = _copy(base, tmp_path)
+    assert validate_bundle(path) == []  # absent: longest_prefix
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["draft_acceptance"] = "sps_steps"
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    assert validate_bundle(path) == []
+    manifest["draft_acceptance"] = "per_step"
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    problems = validate_bundle(path)
+    assert problems and problems[0].file == "manifest.json" and "draft_acceptance 'per_step'" in problems[0].message
 
 
 def test_missing_bundle_is_a_problem_not_an_exception(tmp_path):

@@ -130,6 +130,15 @@ class Backend:
             "give `template` as a string containing {prompt}"
         )
 
+    @classmethod
+    def fit_context(cls, tier: Mapping, prompts: Sequence[tuple[str, str]], max_tokens: int, max_draft_tokens: int) -> dict:
+        """Before any model loads: `tier` with a context size that holds every prompt
+        ((name, text) pairs, named in errors) plus `max_tokens` new tokens and, when this tier
+        verifies drafts, `max_draft_tokens` draft tokens. A backend that sets its context
+        itself checks or chooses it here (ConfigError naming the prompt and the size needed);
+        the default leaves the tier as it is (a server's context is the server's business)."""
+        return dict(tier)
+
     def describe(self) -> dict:
         """Manifest fields for this tier: backend name and version, model id, quantization."""
         return {"backend": self.name, "backend_version": None}

@@ -29,7 +29,12 @@ class OpenAIHTTPBackend(Backend):
 
     def __init__(self, tier):
         super().__init__(tier)
-        import httpx
+        try:
+            import httpx
+        except ImportError:
+            raise BackendError(
+                f"tier {tier.get('name')!r}: backend openai needs httpx (pip install 'asd[live]')"
+            ) from None
 
         url = tier.get("url")
         if not url:

@@ -16,7 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
-from asd.errors import BackendError
+from asd.errors import BackendError, ConfigError
 from asd.live.backends.base import Backend, Generation, Score, register
 
 
@@ -56,12 +56,53 @@ def quiet_llama_logs(llama_cpp) -> None:
 
 @register
 class LlamaCppBackend(Backend):
-    """Tier options: `model` (GGUF path or short name), `n_ctx` (512), `n_threads`, `seed`,
-    `template` (`chat` uses the GGUF's chat template), `stop` (strings)."""
+    """Tier options: `model` (GGUF path or short name), `n_ctx` (a number, or `auto`: the
+    longest prompt of the run plus the new tokens, see `fit_context`; default 512 when the
+    backend is made directly), `n_threads`, `seed`, `template` (`chat` uses the GGUF's chat
+    template), `stop` (strings)."""
 
     name = "llama_cpp"
+    # `n_ctx: auto` rounds the context it needs up to a multiple of this.
+    CONTEXT_STEP = 64
 
-    def __init__(self, tier):
+    @classmethod
+    def fit_context(cls, tier, prompts, max_tokens, max_draft_tokens):
+        """Tokenise every prompt as this tier formats it, loading the GGUF's vocabulary only
+        (no weights), and size the context: `n_ctx: auto` (or absent) → the longest prompt +
+        max(max_tokens, 2 × max_draft_tokens) (a draft re-tokenised by another model's
+        vocabulary may take more tokens), rounded up to a multiple of 64; a given `n_ctx`
+        that cannot hold a prompt + max_tokens is a ConfigError naming the prompt and the
+        n_ctx it needs."""
+        tier = dict(tier)
+        given = tier.get("n_ctx")
+        auto = given is None or str(given).strip().lower() == "auto"
+        if not auto and (not str(given).isdigit() or int(given) < 1):
+            raise ConfigError(f"tier {tier.get('name')!r}: n_ctx must be a positive integer or `auto`, got {given!r}")
+        vocab = cls({**tier, "n_ctx": 0}, vocab_only=True)
+        try:
+            longest, longest_name = 0, None
+            for name, text in prompts:
+                n = len(vocab._tokenize_prompt(vocab.format_prompt(text)))
+                if n > longest:
+                    longest, longest_name = n, name
+        finally:
+            vocab.close()
+        extra = max(int(max_tokens), 2 * int(max_draft_tokens))
+        if auto:
+            step = cls.CONTEXT_STEP
+            tier["n_ctx"] = -(-(longest + extra) // step) * step
+            return tier
+        needed = longest + int(max_tokens)
+        if needed > int(given):
+            raise ConfigError(
+                f"tier {tier.get('name')!r}: prompt {longest_name!r} needs {needed} tokens "
+                f"({longest} prompt + {max_tokens} max_tokens) but n_ctx is {given}; set `n_ctx: "
+                f"{-(-(longest + extra) // cls.CONTEXT_STEP) * cls.CONTEXT_STEP}` (or `n_ctx: auto`) for this tier"
+            )
+        tier["n_ctx"] = int(given)
+        return tier
+
+    def __init__(self, tier, vocab_only: bool = False):
         super().__init__(tier)
         try:
             import llama_cpp
@@ -75,11 +116,15 @@ class LlamaCppBackend(Backend):
         self._llama_cpp = llama_cpp
         quiet_llama_logs(llama_cpp)
         self.model_path = resolve_model(tier.get("model") or "")
-        self.n_ctx = int(tier.get("n_ctx") or 512)
+        n_ctx = tier.get("n_ctx")
+        if isinstance(n_ctx, str) and n_ctx.strip().lower() == "auto":
+            n_ctx = None  # `asd record` resolves auto before it makes the backend
+        self.n_ctx = int(n_ctx or 512)
         kwargs = dict(
             model_path=str(self.model_path),
             n_ctx=self.n_ctx,
-            logits_all=True,
+            logits_all=not vocab_only,
+            vocab_only=vocab_only,
             verbose=False,
             seed=int(tier.get("seed") or 0),
         )

@@ -15,7 +15,9 @@ import numpy as np
 import pandas as pd
 
 from asd.errors import ConfigError, TraceError
-from asd.traces.bundle import replace_dir, write_bundle
+from asd.fsutil import replace_dir
+from asd.traces import schema as S
+from asd.traces.bundle import write_bundle
 from asd.traces.importers.alpaca_eval import AlpacaEvalImporter
 from asd.traces.importers.base import ImportedTrace, Importer
 from asd.traces.importers.mmlu_pro import MmluProImporter
@@ -82,8 +84,9 @@ def import_trace(
     if staging.exists():
         shutil.rmtree(staging)
     try:
-        write_bundle(staging, trace.manifest, trace.requests, trace.outputs, trace.drafts)
-        problems = validate_bundle(staging, max_problems=20) if validate else []
+        write_bundle(staging, trace.manifest, trace.requests, trace.outputs, trace.drafts, validate=False)
+        # checked here rather than by write_bundle to name the source; a valid bundle is stamped
+        problems = validate_bundle(staging, max_problems=20, stamp=True) if validate else []
         if problems:
             more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
             raise TraceError(f"{src}: the imported bundle fails validation: {problems[0]}{more}")
@@ -93,17 +96,9 @@ def import_trace(
     return summarize(fmt, out, trace)
 
 
-# A tier's row counts as a recorded output when anything the tier produced is there: its
-# text, token counts or signals, timings or a label (the prompt's token count is not the
-# tier's doing). A tier that never ran alone (spec-bench's draft model) has rows but none.
-RECORDED_COLUMNS = (
-    "output", "n_output_tokens", "token_logprobs", "token_entropy", "ttft_ms", "e2e_ms", "quality", "accepted"
-)
-
-
 def recorded_outputs(rows: pd.DataFrame) -> int:
-    """How many of `rows` (outputs rows) record anything (RECORDED_COLUMNS)."""
-    present = [rows[column].notna().to_numpy() for column in RECORDED_COLUMNS if column in rows]
+    """How many of `rows` (outputs rows) are recorded outputs (`schema.RECORDED_OUTPUT_COLUMNS`)."""
+    present = [rows[column].notna().to_numpy() for column in S.RECORDED_OUTPUT_COLUMNS if column in rows]
     return int(np.logical_or.reduce(present).sum()) if present else 0
 
 

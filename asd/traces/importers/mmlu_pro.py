@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from asd.errors import TraceError
-from asd.traces.bundle import new_manifest
+from asd.traces.bundle import new_manifest, sampling_per_tier
 from asd.traces.importers.base import (
     PARAMS_B_RULE,
     TOKEN_ESTIMATE_RULE,
@@ -103,11 +103,12 @@ class MmluProImporter(Importer):
                 "label_source": pd.Series("exact_match", index=rows.index).where(correct.notna(), None),
             }
         )
+        tiers = tiers_named(names)
         manifest = new_manifest(
-            tiers_named(names),
+            tiers,
             label_rule=LABEL_RULE,
             estimated_columns=["outputs.n_output_tokens"],
-            sampling={"prompting": "5-shot chain of thought (MMLU-Pro evaluation harness)"},
+            sampling=sampling_per_tier(tiers, {"prompting": "5-shot chain of thought (MMLU-Pro evaluation harness)"}),
             provenance={
                 "importer": self.name,
                 "source": SOURCE,

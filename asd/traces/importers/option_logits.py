@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from asd.errors import ConfigError, TraceError
-from asd.traces.bundle import new_manifest
+from asd.traces.bundle import new_manifest, sampling_per_tier
 from asd.traces.importers.base import (
     PARAMS_B_RULE,
     ImportedTrace,
@@ -156,10 +156,13 @@ class OptionLogitsImporter(Importer):
                 "label_source": "gold_label",
             }
         )
+        tiers = tiers_named(names)
         manifest = new_manifest(
-            tiers_named(names),
+            tiers,
             label_rule=LABEL_RULE,
-            sampling={"prompt_style": prompt_style, "icl_demos": icl_demos, "decoding": "next-token option logits"},
+            sampling=sampling_per_tier(
+                tiers, {"prompt_style": prompt_style, "icl_demos": icl_demos, "decoding": "next-token option logits"}
+            ),
             provenance={
                 "importer": self.name,
                 "source": SOURCE,

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from asd.errors import ConfigError, TraceError
-from asd.traces.bundle import new_manifest
+from asd.traces.bundle import new_manifest, sampling_per_tier
 from asd.traces.importers.base import (
     ImportedTrace,
     Importer,
@@ -49,6 +49,7 @@ TRACE_KINDS = {
     "accept_lengths": "list of integers",
     "output": "string",
 }
+DRAFT_ACCEPTANCE_SPS = "sps_steps"  # manifest value: see asd.traces.schema.DRAFT_ACCEPTANCE
 QUESTION_KINDS = {"question_id": "id", "turns": "list of strings", "reference": "string"}
 DRAFT_RULE = (
     "one drafts row per turn (request_id = question_id:turn) from the SpS run: n_accepted = "
@@ -185,9 +186,14 @@ class SpecBenchImporter(Importer):
         )
         commits = sorted(set(selected["commit"].dropna()))
         temperature = sorted(set(selected["temperature"]))
+        tiers = tiers_named([draft_name, verify_model], dtype="float16")
         manifest = new_manifest(
-            tiers_named([draft_name, verify_model], dtype="float16"),
-            sampling={"temperature": temperature[0] if len(temperature) == 1 else temperature, "batch_size": 1},
+            tiers,
+            # n_accepted here is a sum over SpS steps, not the schema's longest accepted prefix.
+            draft_acceptance=DRAFT_ACCEPTANCE_SPS,
+            sampling=sampling_per_tier(
+                tiers, {"temperature": temperature[0] if len(temperature) == 1 else temperature, "batch_size": 1}
+            ),
             provenance={
                 "importer": self.name,
                 "source": {

@@ -13,20 +13,16 @@ from pathlib import Path
 import pandas as pd
 
 from asd.errors import ConfigError, TraceError
+from asd.traces import schema as S
 from asd.traces.bundle import file_sha256, new_manifest
 from asd.traces.importers.base import ImportedTrace, Importer, complete_ladder_requests, in_request_order
 from asd.traces.jsonl import iter_jsonl_objects
 
-REQUEST_COLUMNS = ("prompt", "task", "reference")
-OUTPUT_COLUMNS = (
-    "output",
-    "quality",
-    "accepted",
-    "n_prompt_tokens",
-    "n_output_tokens",
-    "token_logprobs",
-    "ttft_ms",
-    "e2e_ms",
+# From the bundle schema: the request fields an input row may carry, and the output fields
+# (what a tier measured, and its label); label_source is set here, list summaries derived.
+REQUEST_COLUMNS = S.INPUT_REQUEST_COLUMNS[1:]
+OUTPUT_COLUMNS = tuple(
+    c for c in S.MEASURED_OUTPUT_COLUMNS + S.LABEL_COLUMNS if c not in ("request_id", "tier", "label_source")
 )
 KNOWN_COLUMNS = ("request_id", "model", "tier", *REQUEST_COLUMNS, *OUTPUT_COLUMNS)
 _TRUE = {"true", "1", "yes"}
@@ -130,7 +126,7 @@ def _convert(column: str, value, from_text: bool):
         if not math.isfinite(ms) or ms < 0:
             raise _RowError(column, f"expected a time ≥ 0 in ms, got {value!r}")
         return ms
-    if column == "token_logprobs":
+    if column in ("token_logprobs", "token_entropy"):
         if from_text:
             try:
                 value = json.loads(value)
@@ -142,8 +138,10 @@ def _convert(column: str, value, from_text: bool):
         for i, item in enumerate(value):
             if isinstance(item, bool) or not isinstance(item, (int, float)):
                 raise _RowError(column, f"item {i} is {item!r}, not a number")
-            if math.isnan(item) or item > 0:
+            if column == "token_logprobs" and (math.isnan(item) or item > 0):
                 raise _RowError(column, f"item {i} is {item!r}; a logprob is ≤ 0")
+            if column == "token_entropy" and not (math.isfinite(item) and item >= 0):
+                raise _RowError(column, f"item {i} is {item!r}; an entropy is finite and ≥ 0")
             out.append(float(item))
         return out
     raise AssertionError(column)
@@ -160,6 +158,9 @@ def _csv_rows(path: Path):
             duplicated = sorted({name for name in header if header.count(name) > 1})
             if duplicated:
                 raise TraceError(f"{path}, line 1: column {duplicated[0]!r} appears twice in the header")
+            unknown = [name for name in header if name not in KNOWN_COLUMNS]
+            if unknown:  # a header typo is the header's fault, not the first row's
+                raise TraceError(f"{path}, line 1: unknown column {unknown[0]!r} (columns are {', '.join(KNOWN_COLUMNS)})")
             for cells in reader:
                 number = reader.line_num
                 if not cells or all(not c.strip() for c in cells):
@@ -223,11 +224,13 @@ class TabularImporter(Importer):
                         f"{request_id!r} at line {fields['_line']}"
                     )
                 fields[column] = value
-            logprobs, n_out = row.get("token_logprobs"), row.get("n_output_tokens")
-            if logprobs is not None and n_out is not None and len(logprobs) != n_out:
-                raise TraceError(
-                    f"{where}, column 'token_logprobs': {len(logprobs)} logprobs but n_output_tokens is {n_out}"
-                )
+            n_out = row.get("n_output_tokens")
+            for column in ("token_logprobs", "token_entropy"):
+                values = row.get(column)
+                if values is not None and n_out is not None and len(values) != n_out:
+                    raise TraceError(
+                        f"{where}, column {column!r}: {len(values)} items but n_output_tokens is {n_out}"
+                    )
             out = {column: row.get(column) for column in OUTPUT_COLUMNS}
             out["request_id"], out["tier"] = request_id, tier
             out["label_source"] = "input" if out["quality"] is not None or out["accepted"] is not None else None

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import json
 
-import httpx
-import llama_cpp
 import pytest
 
-from asd.errors import BackendError
-from asd.live.backends import make_backend
-from tests.live.conftest import CHAT, QuietHandler, free_port, serving
+httpx = pytest.importorskip("httpx", reason="httpx not installed (pip install '.[live]')")
+
+from asd.errors import BackendError  # noqa: E402
+from asd.live.backends import make_backend  # noqa: E402
+from tests.live.conftest import CHAT, QuietHandler, free_port, serving  # noqa: E402
 
 QUESTION = "What is the capital of Japan? Answer with one word."
 
@@ -87,6 +87,8 @@ def test_describe_reports_the_served_model_its_url_and_the_server_version(http, 
     info = http.describe()
     assert info["model_id"] == served and info["url"] == llama_server
     assert info["backend"] == "openai"
+    import llama_cpp  # installed: the llama_server fixture skips otherwise
+
     assert info["backend_version"] == f"llama-cpp-python server {llama_cpp.__version__}"
 
 

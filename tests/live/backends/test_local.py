@@ -76,7 +76,7 @@ def test_chat_template_comes_from_the_gguf(local):
     assert text.endswith("<|im_start|>assistant\n") and "<|im_start|>user\nhi<|im_end|>" in text
 
 
-def test_missing_model_file_is_a_backend_error_naming_it(tmp_path):
+def test_missing_model_file_is_a_backend_error_naming_it(tmp_path, llama_cpp_installed):
     with pytest.raises(BackendError, match="nope.gguf: model file not found"):
         make_backend({"name": "s", "backend": "llama_cpp", "model": str(tmp_path / "nope.gguf")})
 

@@ -32,7 +32,7 @@ def qwen_trace(shared_data):
 def test_default_variant_is_task_icl1_and_labels_match_the_data(shared_data, qwen_trace):
     data = pd.read_parquet(shared_data / "option_logits_emotion" / "option_logits.parquet")
     data = data[(data["prompt_style"] == "task") & (data["icl_demos"] == 1)]
-    assert qwen_trace.manifest["sampling"]["prompt_style"] == "task"
+    assert all(qwen_trace.manifest["sampling"][name]["prompt_style"] == "task" for name in QWEN)
     out = qwen_trace.outputs
     assert len(qwen_trace.requests) == 10000 and len(out) == 30000
     for tier, model in enumerate(QWEN):
@@ -68,7 +68,8 @@ def test_tiny_source_end_to_end_gives_the_expected_bundle(tmp_path):
     import_trace("option-logits", _tiny(tmp_path), tmp_path / "b", models=",".join(OPTION_MODELS))
     bundle = open_bundle(tmp_path / "b")
     assert bundle.tier_names == OPTION_MODELS and [t["params_b"] for t in bundle.tiers] == [1.8, 7.0]
-    assert bundle.manifest["sampling"]["prompt_style"] == "task" and bundle.manifest["sampling"]["icl_demos"] == 1
+    assert all(bundle.manifest["sampling"][name] == {"prompt_style": "task", "icl_demos": 1, "decoding": "next-token option logits"}
+               for name in OPTION_MODELS)
     requests = bundle.to_pandas("requests")
     assert requests["request_id"].tolist() == ["0", "1"] and requests["reference"].tolist() == ["B", "A"]
     assert requests["prompt"][1] == (

@@ -103,7 +103,7 @@ def test_a_bundle_failing_validation_is_not_put_in_place(tmp_path, monkeypatch):
     # reaching validation, and the point here is that its verdict is obeyed.
     seen = []
 
-    def validate_bundle(path, max_problems=20):
+    def validate_bundle(path, max_problems=20, stamp=False):
         seen.append(path)
         return ["outputs.parquet, column 'quality', row 0: out of range"]
 

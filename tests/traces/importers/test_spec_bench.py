@@ -91,6 +91,7 @@ def test_tiny_source_end_to_end_gives_the_expected_bundle(tmp_path):
     assert out[out["tier"] == 0].drop(columns=["request_id", "tier"]).isna().all().all()
     drafts = bundle.to_pandas("drafts")
     assert drafts["n_accepted"].tolist() == [2, 2, 0]  # sum(length - 1) of the sps-68m steps
+    assert bundle.manifest["draft_acceptance"] == "sps_steps"  # a sum over steps, not a longest prefix
     assert drafts["n_draft_tokens"].isna().all()
     # The draft tier has a row per request but recorded nothing: the summary says 0 outputs.
     assert [t["n_outputs"] for t in summary["tiers"]] == [0, 3]

@@ -98,8 +98,9 @@ BAD_JSONL = {
     "negative token count": ([_row(n_output_tokens=-1)], r"column 'n_output_tokens': expected a whole number ≥ 0"),
     "fractional token count": ([_row(n_output_tokens=2.5)], r"column 'n_output_tokens': expected a whole number"),
     "positive logprob": ([_row(token_logprobs=[-0.1, 0.2])], r"column 'token_logprobs': item 1 is 0.2; a logprob is ≤ 0"),
+    "negative entropy": ([_row(token_entropy=[0.3, -0.1])], r"column 'token_entropy': item 1 is -0.1; an entropy is finite and ≥ 0"),
     "logprobs not a list": ([_row(token_logprobs=-0.1)], r"column 'token_logprobs': expected a list of numbers"),
-    "logprob count differs": ([_row(token_logprobs=[-0.1], n_output_tokens=2)], r"column 'token_logprobs': 1 logprobs but n_output_tokens is 2"),
+    "logprob count differs": ([_row(token_logprobs=[-0.1], n_output_tokens=2)], r"column 'token_logprobs': 1 items but n_output_tokens is 2"),
     "negative time": ([_row(e2e_ms=-3)], r"column 'e2e_ms': expected a time ≥ 0"),
     "accepted as text": ([_row(accepted="yes")], r"column 'accepted': expected true/false"),
     "output missing": ([{"request_id": "r", "model": "llama-8b"}], r"line 1, column 'output': missing"),
@@ -123,6 +124,9 @@ BAD_CSV = {
     "accepted not boolean": ("request_id,model,output,accepted\nr,llama-8b,x,maybe\n", r"line 2, column 'accepted': 'maybe' is not true/false"),
     "logprobs not JSON": ("request_id,model,output,token_logprobs\nr,llama-8b,x,-0.1;-0.2\n", r"column 'token_logprobs': '-0.1;-0.2' is not a JSON list"),
     "header only": ("request_id,model,output\n", r"runs.csv: empty \(no rows\)"),
+    "header typo": ("request_id,model,output,qualty\nr,llama-8b,x,1\n", r"runs.csv, line 1: unknown column 'qualty'"),
+    "entropy count differs": ("request_id,model,output,n_output_tokens,token_entropy\nr,llama-8b,x,2,[0.5]\n",
+                              r"line 2, column 'token_entropy': 1 items but n_output_tokens is 2"),
 }
 
 

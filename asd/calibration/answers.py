@@ -1,0 +1,201 @@
+"""Final answers out of model outputs, normalised so two tiers' answers can be compared.
+
+On ladders without logprobs, "does tier i say what tier i−1 said" is the strongest signal
+there is, so the answer must be found the same way whatever the wording: a JSON `answer`
+field, an explicit marker ("The answer is (B)", "Answer: 42", \\boxed{42}, "#### 42"), a
+short bare answer ("C", "(C) Paris", "1,234"), a number closing the last line, and else the
+whole text. Keys are typed, so "(B)" from a chain of thought and {"answer": "B"} agree:
+`num:1234.5`, `opt:B`, `txt:paris`. Every pattern is compiled once; `extract_answer` is
+called once per (request, tier) and caches by text.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import string
+from dataclasses import dataclass
+from functools import lru_cache
+
+# A new few-shot example or chat turn after the answer: base models run on past their answer
+# ("... The answer is (C).\n\nQuestion: ..."); only the text before it is the answer.
+_RUN_ON = re.compile(r"\n\s*(?:Question|Q|Human|User|Problem|### ?(?:Instruction|Question|Input))\s*[:.]", re.IGNORECASE)
+_JSON_ANSWER = re.compile(
+    r"[\"']answer[\"']\s*:\s*(\"(?:[^\"\\]|\\.)*\"|-?\d[\d,]*(?:\.\d+)?(?:[eE][-+]?\d+)?|true|false)", re.IGNORECASE
+)
+# Case-sensitive alternatives are several times faster than IGNORECASE on long texts.
+# The span is captured inside a lookahead so that a second marker within 80 characters of the
+# first is still found ("The answer is 34 s. The answer is (J).").
+_ANSWER_IS = re.compile(r"\b(?:[Aa]nswer|ANSWER)\s+(?:is|IS|Is|would\s+be|should\s+be)\s*:?\s*(?=([^\n]{0,80}))")
+_ANSWER_COLON = re.compile(r"\b(?:[Aa]nswer|ANSWER)\s*[:：]\s*(?=([^\n]{0,80}))")
+_BOXED = re.compile(r"\\boxed\s*\{((?:[^{}]|\{[^{}]*\})*)\}")
+_HASHES = re.compile(r"####\s*([^\n]{1,80})")
+# An option letter opening a span: "(C)", "C.", "C)", "C" alone, but not the words "A"/"I"
+# starting a sentence ("A dog ...", "I think ...").
+_OPTION = re.compile(r"^\s*(?:\(([A-Pa-p])\)|([A-P])(?=\s*$|[.,;:)\]*]|\s+(?![a-z'])))")
+_OPTION_WORD = re.compile(r"^\s*option\s+\(?([A-Pa-p])\b", re.IGNORECASE)
+_OPTION_AT_END = re.compile(r"\(([A-P])\)\W*$")
+_NUMBER = re.compile(r"(?<![\w.])[-−]?\$?\d[\d,]*(?:\.\d+)?(?:\s*/\s*\d+(?:\.\d+)?)?(?![\d])")
+_LATEX_FRAC = re.compile(r"\\[dt]?frac\s*\{\s*([-−]?\d+(?:\.\d+)?)\s*\}\s*\{\s*(\d+(?:\.\d+)?)\s*\}")
+_LIST_MARKER = re.compile(r"^\s*(?:\d+|[a-zA-Z])[.)]\s+")  # "2. Eat well": a list, not an answer
+_SENTENCE_END = re.compile(r"(?<!\d)[.!?](?:\s|$)|\n")
+_ARTICLES = re.compile(r"\b(?:a|an|the)\b")
+PUNCTUATION_TO_SPACE = _PUNCT = str.maketrans({c: " " for c in string.punctuation + "“”‘’«»…—–"})
+_SHORT_WORDS = 4  # a text of at most this many words is a bare answer ("C", "42", "Paris")
+
+KIND_EMPTY, KIND_TEXT, KIND_NUMBER, KIND_OPTION = 0, 1, 2, 3
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A parsed answer: `key` compares across tiers (None for an empty output); `kind` is
+    one of KIND_*; `from_json` says a JSON `answer` field held it; `marked` that the text
+    said which part is the answer (a marker, a JSON field, or a bare short answer)."""
+
+    key: str | None
+    kind: int
+    from_json: bool = False
+    marked: bool = False
+
+
+EMPTY = Answer(None, KIND_EMPTY)
+
+
+def normalise_text(text: str) -> str:
+    """Case-folded, punctuation and the articles a/an/the removed, whitespace collapsed."""
+    return " ".join(_ARTICLES.sub(" ", text.casefold().translate(_PUNCT)).split())
+
+
+def canonical_number(token: str) -> str | None:
+    """'1,234.50' → '1234.5', '-3/4' → '-0.75', '$5' → '5', '7.0' → '7'; None if not a number."""
+    token = token.replace("−", "-").replace("$", "").replace(",", "").replace(" ", "")
+    try:
+        if "/" in token:
+            num, den = token.split("/", 1)
+            value = float(num) / float(den)
+        else:
+            value = float(token)
+    except (ValueError, ZeroDivisionError):
+        return None
+    if value != value or value in (float("inf"), float("-inf")):
+        return None
+    if value == int(value) and abs(value) < 1e15:
+        return str(int(value))
+    return f"{value:.6g}"
+
+
+def _first_sentence(span: str) -> str:
+    match = _SENTENCE_END.search(span)
+    return span[: match.start()] if match else span
+
+
+def _parse_span(span: str) -> Answer | None:
+    """What an answer marker points at: an option letter, else a number, else its text."""
+    span = span.strip().strip("*$ ")
+    if not span:
+        return None
+    match = _OPTION.match(span) or _OPTION_WORD.match(span)
+    if match:
+        letter = next(g for g in match.groups() if g)
+        return Answer(f"opt:{letter.upper()}", KIND_OPTION, marked=True)
+    span = _LATEX_FRAC.sub(lambda m: f"{m.group(1)}/{m.group(2)}", span)
+    sentence = _first_sentence(span)
+    number = _NUMBER.search(sentence)
+    # "42", "$1,234", "42 apples" are numeric answers; "Paris, 3 times" is text.
+    if number:
+        canon = canonical_number(number.group(0))
+        if canon is not None and not _has_words_before(sentence[: number.start()]):
+            return Answer(f"num:{canon}", KIND_NUMBER, marked=True)
+    text = normalise_text(sentence)
+    return Answer(f"txt:{text}", KIND_TEXT, marked=True) if text else None
+
+
+def _has_words_before(prefix: str) -> bool:
+    # "approximately 42" and "x = 42" still count as numeric; "Paris has 3" does not.
+    words = [w for w in normalise_text(prefix).split() if w not in _NUMERIC_LEAD]
+    return len(words) > 0
+
+
+_NUMERIC_LEAD = frozenset("approximately about around roughly nearly exactly just x y n total equals equal is so therefore thus".split())
+
+
+def _json_answer(text: str) -> Answer | None:
+    if "nswer" not in text and "NSWER" not in text:
+        return None
+    match = _JSON_ANSWER.search(text)
+    if not match:
+        return None
+    raw = match.group(1)
+    if raw.startswith('"'):
+        try:
+            raw = json.loads(raw)
+        except json.JSONDecodeError:
+            raw = raw[1:-1]
+    parsed = _parse_span(str(raw))
+    if parsed is None:
+        return None
+    return Answer(parsed.key, parsed.kind, from_json=True, marked=True)
+
+
+@lru_cache(maxsize=1 << 16)
+def extract_answer(text: str | None) -> Answer:
+    """The final answer of one output (see the module docstring for the order of rules)."""
+    if text is None or not text.strip():
+        return EMPTY
+    run_on = _RUN_ON.search(text)
+    if run_on and run_on.start() > 0:
+        text = text[: run_on.start()]
+    found = _json_answer(text)
+    if found:
+        return found
+    # "The answer is": the first option letter it names, else its first answer, as evaluation
+    # harnesses read it ("The answer is 34 s. The answer is (J)." is J; later repeats are
+    # run-on). \boxed{}, "####" and "Answer:": the last one.
+    has_answer_word = "nswer" in text or "NSWER" in text
+    for pattern, last, needs in ((_BOXED, True, "boxed"), (_ANSWER_IS, False, None), (_HASHES, True, "####"), (_ANSWER_COLON, True, None)):
+        if (needs is None and not has_answer_word) or (needs is not None and needs not in text):
+            continue
+        spans = pattern.findall(text)
+        parsed = [a for a in map(_parse_span, reversed(spans) if last else spans) if a is not None]
+        if parsed:
+            return parsed[0] if last else next((a for a in parsed if a.kind == KIND_OPTION), parsed[0])
+    stripped = text.strip()
+    short = len(stripped.split()) <= _SHORT_WORDS
+    if short:
+        found = _parse_span(stripped)
+        if found and found.kind != KIND_TEXT:
+            return found
+    option = _OPTION.match(stripped)
+    if option and (option.group(1) or stripped[1:2] in ".)"):
+        letter = next(g for g in option.groups() if g)
+        return Answer(f"opt:{letter.upper()}", KIND_OPTION, marked=True)
+    tail = _LIST_MARKER.sub("", stripped.rsplit("\n", 1)[-1][-200:])
+    end_option = _OPTION_AT_END.search(tail)
+    if end_option:
+        return Answer(f"opt:{end_option.group(1)}", KIND_OPTION)
+    numbers = _NUMBER.findall(_LATEX_FRAC.sub(lambda m: f"{m.group(1)}/{m.group(2)}", tail))
+    for token in reversed(numbers):
+        canon = canonical_number(token)
+        if canon is not None:
+            return Answer(f"num:{canon}", KIND_NUMBER)
+    text_key = normalise_text(stripped)
+    return Answer(f"txt:{text_key}", KIND_TEXT, marked=short) if text_key else EMPTY
+
+
+def word_set(text: str | None) -> frozenset:
+    """The distinct words of the normalised text (for the Jaccard similarity of free text)."""
+    return frozenset(normalise_text(text).split()) if text else frozenset()
+
+
+def jaccard(a: frozenset, b: frozenset) -> float:
+    """|a ∩ b| / |a ∪ b|; 0 when either is empty (two empty outputs do not agree)."""
+    if not a or not b:
+        return 0.0
+    inter = len(a & b)
+    return inter / (len(a) + len(b) - inter)
+
+
+__all__ = [
+    "Answer", "KIND_EMPTY", "KIND_NUMBER", "KIND_OPTION", "KIND_TEXT", "canonical_number",
+    "extract_answer", "jaccard", "normalise_text", "word_set",
+]

@@ -1,0 +1,250 @@
+"""From a trace bundle to a Policy: the one path that turns recorded outputs into the artifact
+`asd simulate`, `asd check`, `asd live` and `asd serve` run unchanged.
+
+Steps: dense view → causal features (climbed state, and the cold state of a request that
+started at a tier) → one calibrated predictor per tier, fitted on both states with the
+`cold_start` flag telling them apart, and a prompt-only predictor for stage 0 → engine tables
+built from the predictors' own OUT-OF-FOLD p̂ (in-sample p̂ would be overconfident, and tables
+from another model would drift from the decisions) → the cost/latency model → a Policy whose
+header carries the feature spec, the cost model and the bundle it came from.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from asd import __version__
+from asd.calibration.costs import COST_MODELS, CostGrid, CostModel, fit_cost_model
+from asd.calibration.features import FeatureSet, compute_features
+from asd.calibration.metrics import best_single_feature, reliability_plot, stage_metrics
+from asd.calibration.predictors import PREDICTORS, StageFit, fit_stage, stack_predictor
+from asd.calibration.views import TraceView, load_view
+from asd.engine import Policy
+from asd.errors import ConfigError
+
+DEFAULT_FOLDS = 5
+MIN_BINS, MAX_BINS = 4, 20
+
+
+def default_bins(n_requests: int) -> int:
+    """Bins per tier: about √N / 2, within [4, 20] — enough requests per bin that each Beta
+    posterior and transition row rests on data, enough bins to separate easy from hard."""
+    return int(np.clip(round(math.sqrt(max(n_requests, 1)) / 2), MIN_BINS, MAX_BINS))
+
+
+def default_cost_model(view: TraceView) -> str:
+    """`trace` when every tier has recorded end-to-end timings, else the hardware `profile`."""
+    timed = np.isfinite(view.e2e_ms).any(axis=0)
+    return "trace" if timed.size and timed.all() else "profile"
+
+
+def split_rows(view: TraceView, split: str | None) -> tuple[np.ndarray, str]:
+    """Rows to calibrate on and a sentence saying which: the named split when the bundle has a
+    split column, else every request."""
+    has_split = any(s is not None for s in view.split)
+    if split is None or not has_split:
+        reason = "every request (the bundle has no split column)" if not has_split else "every request"
+        return np.arange(view.n_requests), f"{reason}: {view.n_requests} requests"
+    rows = np.flatnonzero(view.split == split)
+    if rows.size == 0:
+        known = sorted({s for s in view.split if s is not None})
+        raise ConfigError(f"{view.path}: no request in split {split!r} (splits: {', '.join(known)})")
+    return rows, f"split {split!r}: {rows.size} of {view.n_requests} requests"
+
+
+@dataclass
+class Calibration:
+    """A fitted policy and how it was fitted. Arrays are aligned with `rows` (view rows).
+
+    p_climb / p_cold (n, L): out-of-fold calibrated p̂ after each tier, for a request that
+    climbed there / started there cold; p_prompt (n,): out-of-fold stage-0 score (None without
+    stage 0); costs: the cost grid of these rows; report: what `asd calibrate` prints."""
+
+    policy: Policy
+    view: TraceView
+    features: FeatureSet
+    cost_model: CostModel
+    rows: np.ndarray
+    p_climb: np.ndarray
+    p_cold: np.ndarray
+    p_prompt: np.ndarray | None
+    costs: CostGrid
+    fits: list[StageFit]
+    prompt_fit: StageFit | None
+    report: dict = field(default_factory=dict)
+
+    def oof_bins(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(prompt, climbed, cold) bins of the calibration rows from their out-of-fold p̂ — what
+        a λ chosen on calibration data must be judged on."""
+        t = self.policy.tables
+        tier = np.stack([_bin(self.p_climb[:, i], t.edges[i]) for i in range(t.n_tiers)], axis=1)
+        cold = np.stack([_bin(self.p_cold[:, i], t.edges[i]) for i in range(t.n_tiers)], axis=1)
+        prompt = (np.zeros(len(self.rows), dtype=np.int64) if self.p_prompt is None
+                  else _bin(self.p_prompt, t.edges0))
+        return prompt, tier, cold
+
+
+def _bin(p: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    return np.searchsorted(edges[1:-1], p, side="right").astype(np.int64)
+
+
+def calibrate(
+    bundle,
+    *,
+    rows=None,
+    split: str | None = "calibration",
+    predictor: str = "logistic",
+    groups=None,
+    n_bins: int | None = None,
+    risk="mean",
+    stage0: bool = True,
+    cost_model: str | None = None,
+    folds: int = DEFAULT_FOLDS,
+    seed: int = 0,
+    lam: float = 1.0,
+    features: FeatureSet | None = None,
+    single_feature_report: bool = True,
+) -> Calibration:
+    """Fit a Policy on a bundle (a path, "builtin", a Bundle or a TraceView).
+
+    rows: view rows to fit on (overrides `split`); features: precomputed for the whole view
+    (the simulator computes them once for every fold); cost_model: a kind or an already fitted
+    CostModel (latency fits use no labels, so the simulator fits one for the whole bundle);
+    single_feature_report: compute each tier's best single feature for the report."""
+    view = bundle if isinstance(bundle, TraceView) else load_view(bundle)
+    if predictor not in PREDICTORS:
+        raise ConfigError(f"predictor {predictor!r}: use one of {', '.join(PREDICTORS)}")
+    if predictor not in ("logistic", "mlp"):
+        raise ConfigError(f"predictor {predictor!r} is an offline reference: a policy needs logistic or mlp "
+                          "(compare them with `asd calibrate --predictor gbt-reference --json`)")
+    if rows is None:
+        rows, data_used = split_rows(view, split)
+    else:
+        rows = np.asarray(rows, dtype=np.int64)
+        data_used = f"{rows.size} of {view.n_requests} requests"
+    n, n_tiers = rows.size, view.n_tiers
+    if n < folds:
+        raise ConfigError(f"{view.path}: {n} requests to calibrate on, fewer than {folds} folds")
+    fs = features if features is not None else compute_features(view, groups)
+    bins = default_bins(n) if n_bins is None else int(n_bins)
+    if bins < 1:
+        raise ConfigError(f"--bins {n_bins}: must be a positive integer")
+    if n < bins:
+        raise ConfigError(f"{view.path}: {n} requests to calibrate on, fewer than {bins} bins (use --bins)")
+
+    y = view.acceptable[rows]
+    request = np.arange(n)
+    fits, p_climb, p_cold = [], np.empty((n, n_tiers)), np.empty((n, n_tiers))
+    for i in range(n_tiers):
+        climbed = fs.tier_x[rows, i]
+        if stage0 and i > 0:  # both states in one model; the cold_start flag tells them apart
+            fit = fit_stage(predictor, np.concatenate([climbed, fs.cold_x[rows, i]]),
+                            np.concatenate([y[:, i], y[:, i]]), np.concatenate([request, request]),
+                            folds=folds, seed=seed)
+            p_climb[:, i], p_cold[:, i] = fit.oof_p[:n], fit.oof_p[n:]
+        else:
+            fit = fit_stage(predictor, climbed, y[:, i], request, folds=folds, seed=seed)
+            p_climb[:, i] = p_cold[:, i] = fit.oof_p
+        fits.append(fit)
+
+    prompt_fit, p_prompt = None, None
+    if stage0:
+        # Stage 0 scores difficulty: the share of tiers whose answer is acceptable (a soft label).
+        labelled = ~np.isnan(y)
+        counts = labelled.sum(axis=1)
+        difficulty = np.where(counts > 0, np.where(labelled, y, 0.0).sum(axis=1) / np.maximum(counts, 1), np.nan)
+        prompt_fit = fit_stage(predictor, fs.prompt_x[rows], difficulty, request, folds=folds, seed=seed)
+        p_prompt = prompt_fit.oof_p
+
+    cal_view = view.subset(rows)
+    if isinstance(cost_model, CostModel):
+        model = cost_model
+    else:
+        model = fit_cost_model(cal_view, cost_model or default_cost_model(view))
+    costs = model.grid(cal_view)
+    engine_predictor = stack_predictor(prompt_fit, fits, predictor)
+    report = _report(view, fs, fits, p_climb, prompt_fit, rows, y, data_used, predictor, model, stage0, bins, risk,
+                     split, single_feature_report)
+    meta = {
+        "features": fs.spec.to_dict(),
+        "cost_model": model.to_dict(),
+        "bundle": {"path": view.path, "content_hash": view.content_hash, "tiers": view.manifest.get("tiers"),
+                   "n_requests": view.n_requests},
+        "calibration": {k: report[k] for k in ("split", "data", "predictor", "stage0", "bins")},
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "asd_version": __version__,
+    }
+    stage0_arrays = dict(prompt_x=fs.prompt_x[rows], oof_prompt_p=p_prompt, cold_x=fs.cold_x[rows], oof_cold_p=p_cold,
+                         n_prompt_bins=min(bins, 10)) if stage0 else {}
+    policy = Policy.from_calibration(engine_predictor, fs.tier_x[rows], y, costs.cost_cont, oof_p=p_climb,
+                                     start_costs=costs.cost, n_bins=bins, lam=lam, risk=risk,
+                                     tier_names=view.tier_names, meta=meta, **stage0_arrays)
+    return Calibration(policy, view, fs, model, rows, p_climb, p_cold, p_prompt, costs, fits, prompt_fit, report)
+
+
+def _report(view, fs, fits, p_climb, prompt_fit, rows, y, data_used, predictor, model, stage0, bins, risk, split,
+            single_feature_report=True) -> dict:
+    tiers = []
+    for i, fit in enumerate(fits):
+        labelled = ~np.isnan(y[:, i])
+        best, best_auc = (best_single_feature(fs.tier_x[rows][labelled, i], y[labelled, i], list(fs.names))
+                          if single_feature_report else (None, None))
+        # the climbed state, as requests meet it on the way up (cold copies are in the fit, not here)
+        m = stage_metrics(y[labelled, i], p_climb[labelled, i]) if labelled.any() else fit.metrics
+        tiers.append({"name": view.tier_names[i], "auroc": m.get("auroc"), "brier": m.get("brier"),
+                      "ece": m.get("ece"), "n": m.get("n"), "best_feature": best,
+                      "best_feature_auroc": best_auc, "notes": list(fit.notes)})
+    return {
+        "bundle": view.path, "split": split if any(s is not None for s in view.split) else None,
+        "data": data_used, "predictor": predictor, "features": list(fs.names),
+        "feature_groups": list(fs.groups), "missing_groups": dict(fs.missing_groups),
+        "cost_model": model.kind, "cost_note": model.note, "stage0": bool(stage0),
+        "stage0_metrics": None if prompt_fit is None else dict(prompt_fit.metrics),
+        "bins": bins, "risk": risk, "tiers": tiers,
+        "metrics_note": "out of fold (K-fold grouped by request; ECE with 10 equal-width bins)",
+    }
+
+
+def save_reliability(cal: Calibration, path) -> None:
+    """The reliability diagram of every tier's out-of-fold p̂ (PNG)."""
+    curves = {name: fit.curve() for name, fit in zip(cal.view.tier_names, cal.fits)}
+    reliability_plot(curves, path, title="out-of-fold reliability per tier")
+
+
+def calibrate_to_file(bundle, out, *, predictor="logistic", groups=None, n_bins=None, risk="mean", stage0=True,
+                      cost_model=None, split="calibration", lam=1.0, seed=0, plots=None) -> dict:
+    """`asd calibrate`: fit, write the policy file, optionally the reliability diagram; the report.
+    `gbt-reference` fits the offline reference for its metrics and writes no policy."""
+    if isinstance(groups, str):
+        groups = [g.strip() for g in groups.split(",") if g.strip()]
+    if predictor == "gbt-reference":
+        return reference_report(bundle, groups=groups, split=split, seed=seed)
+    cal = calibrate(bundle, predictor=predictor, groups=groups, n_bins=n_bins, risk=risk, stage0=stage0,
+                    cost_model=cost_model, split=split, lam=lam, seed=seed)
+    path = cal.policy.save(out)
+    report = dict(cal.report, policy_path=str(path))
+    if plots:
+        from asd.simulator.plots import plots_dir
+
+        report["plots"] = [str(plots_dir(plots) / "reliability.png")]
+        save_reliability(cal, report["plots"][0])
+    return report
+
+
+def reference_report(bundle, *, groups=None, split="calibration", seed=0) -> dict:
+    """Out-of-fold metrics of gradient-boosted trees on the same features: the offline yardstick
+    a logistic or MLP policy is compared with (no policy is written)."""
+    view = bundle if isinstance(bundle, TraceView) else load_view(bundle)
+    rows, data_used = split_rows(view, split)
+    fs = compute_features(view, groups)
+    y = view.acceptable[rows]
+    tiers = []
+    for i, name in enumerate(view.tier_names):
+        fit = fit_stage("gbt-reference", fs.tier_x[rows, i], y[:, i], np.arange(rows.size), seed=seed)
+        tiers.append({"name": name, **{k: fit.metrics.get(k) for k in ("auroc", "brier", "ece", "n")}})
+    return {"bundle": view.path, "data": data_used, "predictor": "gbt-reference", "tiers": tiers,
+            "features": list(fs.names), "note": "offline reference: no policy written"}

@@ -1,0 +1,131 @@
+"""How good a calibrated acceptance predictor is: AUROC, Brier score, expected calibration error
+(10 equal-width bins), the best single feature's AUROC as the bar a predictor must clear, and the
+reliability diagram (matplotlib PNG) that `asd calibrate --plots` writes.
+
+Labels are acceptance outcomes in [0, 1] (1 = the tier's answer was acceptable); NaN = unlabelled,
+dropped everywhere here. Soft labels (strictly between 0 and 1) are used as they are by the Brier
+score and ECE (both are defined for expectations) and thresholded at 0.5 for AUROC and for the
+reliability curve, which need classes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import brier_score_loss, roc_auc_score
+
+ECE_BINS = 10
+
+
+def _labelled(y, p):
+    y = np.asarray(y, dtype=np.float64).ravel()
+    p = np.asarray(p, dtype=np.float64).ravel()
+    if y.shape != p.shape:
+        raise ValueError(f"labels ({y.size}) and probabilities ({p.size}) differ in length")
+    keep = ~np.isnan(y)
+    return y[keep], p[keep]
+
+
+def is_binary(y) -> bool:
+    return bool(np.all((y == 0.0) | (y == 1.0)))
+
+
+def ece(y, p, bins: int = ECE_BINS) -> float:
+    """Expected calibration error with `bins` equal-width bins over [0, 1]: Σ_b (n_b / n) ·
+    |mean label in b − mean p̂ in b|. Bin b holds p̂ in [b/bins, (b+1)/bins), the last bin also 1.
+    NaN labels are dropped; no labelled row gives NaN."""
+    y, p = _labelled(y, p)
+    if y.size == 0:
+        return float("nan")
+    which = np.minimum((np.clip(p, 0.0, 1.0) * bins).astype(np.int64), bins - 1)
+    gap = np.bincount(which, weights=y, minlength=bins) - np.bincount(which, weights=p, minlength=bins)
+    return float(np.abs(gap).sum() / y.size)  # Σ n_b |ȳ_b − p̄_b| / n = Σ |Σy − Σp| / n
+
+
+def auroc(y, score) -> float | None:
+    """Area under the ROC curve of `score` for labels y ≥ 0.5; None when one class only."""
+    y, score = _labelled(y, score)
+    classes = y >= 0.5
+    if classes.all() or not classes.any():
+        return None
+    return float(roc_auc_score(classes, score))
+
+
+def brier(y, p) -> float | None:
+    y, p = _labelled(y, p)
+    if y.size == 0:
+        return None
+    if is_binary(y):
+        return float(brier_score_loss(y, p))
+    return float(np.mean((p - y) ** 2))  # soft labels: the same squared error, as expectations
+
+
+def stage_metrics(y, p) -> dict:
+    """{auroc, brier, ece, n} of calibrated p̂ against labels (NaN labels dropped); auroc None
+    with one class, brier/ece None with no labelled row."""
+    y_l, p_l = _labelled(y, p)
+    return {"auroc": auroc(y_l, p_l), "brier": brier(y_l, p_l),
+            "ece": ece(y_l, p_l) if y_l.size else None, "n": int(y_l.size)}
+
+
+def best_single_feature(X, y, names) -> tuple[str | None, float | None]:
+    """The feature whose value alone ranks accepted above rejected answers best, on labelled
+    rows: AUROC of each column, sign-free (max(a, 1 − a)), so a predictor's AUROC can be held
+    against it. (None, None) when the labels have one class only."""
+    X = np.asarray(X, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64).ravel()
+    if X.ndim != 2 or X.shape[0] != y.size or X.shape[1] != len(names):
+        raise ValueError(f"features {X.shape} do not match {y.size} labels and {len(names)} names")
+    keep = ~np.isnan(y)
+    X, classes = X[keep], y[keep] >= 0.5
+    if classes.all() or not classes.any():
+        return None, None
+    best_name, best = None, -1.0
+    for name, column in zip(names, X.T):
+        a = float(roc_auc_score(classes, column))  # a constant column scores 0.5
+        a = max(a, 1.0 - a)
+        if a > best:
+            best_name, best = name, a
+    return best_name, best
+
+
+def reliability_plot(curves: Mapping, path, *, bins: int = ECE_BINS, title: str | None = None) -> Path:
+    """Reliability diagram as a PNG: per stage, the mean label against the mean p̂ in `bins`
+    equal-width bins (sklearn `calibration_curve`) with the diagonal, and below it the count of
+    requests per p̂ bin. `curves` maps a stage name to `(y, p)` or to a `StageFit` (its labelled
+    out-of-fold p̂). Returns the path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.calibration import calibration_curve
+
+    path = Path(path)
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(6, 7), sharex=True,
+                                      gridspec_kw={"height_ratios": [3, 1]})
+    top.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="perfectly calibrated")
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    for name, curve in curves.items():
+        y, p = curve.curve() if hasattr(curve, "curve") else curve
+        y, p = _labelled(y, p)
+        if y.size == 0:
+            continue
+        classes = (y >= 0.5).astype(np.int64)
+        label = f"{name} (ECE {ece(y, p, bins):.3f}, n={y.size})"
+        if classes.min() == classes.max():
+            frac, mean_p = np.array([classes[0]], float), np.array([p.mean()])
+        else:
+            frac, mean_p = calibration_curve(classes, np.clip(p, 0.0, 1.0), n_bins=bins, strategy="uniform")
+        line, = top.plot(mean_p, frac, marker="o", ms=3, label=label)
+        bottom.hist(np.clip(p, 0.0, 1.0), bins=edges, histtype="step", color=line.get_color())
+    top.set(ylabel="observed acceptance rate", xlim=(0, 1), ylim=(0, 1),
+            title=title or "Reliability (out of fold)")
+    top.legend(loc="upper left", fontsize=7)
+    bottom.set(xlabel="predicted P(accept)", ylabel="requests", yscale="log")  # log: sparse bins stay visible
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png", dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,102 @@
+"""Atomic writes: the one way asd puts a file or a directory in place.
+
+A file is written to a hidden temporary name beside its target, flushed and fsynced, then
+renamed over the target (`os.replace`), and the directory is fsynced: readers see the old
+content or all of the new, never a torn file. A directory is built beside its target and
+swapped in the same way. Policy files, assembled models, bundles, splits and `asd record`'s
+shards all go through here.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO, Callable, Iterator
+
+
+def fsync_dir(path: str | os.PathLike) -> None:
+    """Make a rename inside `path` durable (best effort: not every filesystem allows it)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
+    """`with atomic_file(target) as tmp:` write the file `tmp` (by path, for libraries that
+    take one); on success it is fsynced and renamed over `target`; on an exception it is
+    removed and `target` is left as it was."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def atomic_write(path: str | os.PathLike, writer: Callable[[BinaryIO], object] | bytes) -> Path:
+    """Write `path` atomically (`atomic_file`). `writer` is the bytes, or a function given
+    the open binary file (e.g. `lambda fh: np.savez(fh, ...)`); a writer that raises leaves
+    no trace and the old file untouched."""
+    with atomic_file(path) as tmp, open(tmp, "wb") as fh:
+        if isinstance(writer, (bytes, bytearray, memoryview)):
+            fh.write(writer)
+        else:
+            writer(fh)
+    return Path(path)
+
+
+@contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """`with atomic_dir(target) as tmp:` fill `tmp`; on success it replaces `target` (an
+    existing one is swapped out, then removed); on an exception `tmp` is removed and
+    `target` is left as it was."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        yield tmp
+        for file in tmp.iterdir():
+            if file.is_file():
+                with open(file, "rb") as fh:
+                    os.fsync(fh.fileno())
+        replace_dir(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def replace_dir(new: Path, target: Path) -> None:
+    """Move directory `new` to `target`; an existing target is swapped out, then removed."""
+    new, target = Path(new), Path(target)
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        os.replace(target, old)
+        os.replace(new, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(new, target)
+    fsync_dir(target.parent)
+
+
+def is_temporary(name: str) -> bool:
+    """A leftover of an interrupted `atomic_write` / `atomic_dir` (hidden, `.tmp` marked)."""
+    return name.startswith(".") and (name.endswith(".tmp") or ".tmp-" in name)

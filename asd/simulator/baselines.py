@@ -1,0 +1,165 @@
+"""Baselines, replayed on the same held-out requests as the policy and named exactly so in every
+table and JSON: `always-<tier>`, `fixed-2stage`, `pipeline`, `threshold`, `router`, `random`,
+`protocol`, `oracle`.
+
+Fixed baselines need no data to tune. `threshold` (FrugalGPT-style per-tier thresholds on the
+same calibrated p̂ the policy uses) and `router` (RouteLLM-style: one tier chosen from the
+prompt alone) are families of rules; each fold picks its member on its own calibration rows
+under the same constraint the policy meets (a latency limit or a cost budget), and only then is
+it replayed on the held-out rows — exactly as the policy's λ is treated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from asd.engine.protocol import ProtocolPolicy
+from asd.simulator.outcomes import LadderArrays, Outcomes, latency_stat, walk_outcomes
+
+FIXED = ("fixed-2stage", "pipeline", "protocol", "oracle")
+TUNED = ("threshold", "router")
+UPPER_BOUND = "oracle"
+MAX_CANDIDATES = 300      # threshold combinations per family: enough to trace a frontier, cheap to score
+MAX_TUNING_ROWS = 50_000  # calibration rows used to pick a member (a seeded subsample beyond this)
+
+
+def baseline_names(tier_names) -> list[str]:
+    """Every baseline in report order."""
+    return [f"always-{t}" for t in tier_names] + ["fixed-2stage", "pipeline", "threshold", "router",
+                                                   "random", "protocol", "oracle"]
+
+
+# -- fixed rules -----------------------------------------------------------------------------------
+def always(arrays: LadderArrays, tier: int) -> Outcomes:
+    """Every request runs tier `tier` alone (the tiers below it skipped)."""
+    k = np.full(arrays.n_requests, tier, dtype=np.int64)
+    return walk_outcomes(k, k, arrays)
+
+
+def pipeline(arrays: LadderArrays) -> Outcomes:
+    """PipeSpec-style fixed full depth: every tier in turn, each continuing from the one below."""
+    n = arrays.n_requests
+    return walk_outcomes(np.zeros(n, dtype=np.int64), np.full(n, arrays.n_tiers - 1, dtype=np.int64), arrays)
+
+
+def fixed_two_stage(arrays: LadderArrays) -> Outcomes:
+    """The protocol's FixedDepthBaseline: the first tier drafts, the last tier answers. With two
+    tiers the last continues from the draft (speculative where the trace has drafts); on longer
+    ladders the pair is not adjacent, so the last tier regenerates, as the protocol's code does."""
+    n, last = arrays.n_requests, arrays.n_tiers - 1
+    if last == 1:
+        return pipeline(arrays)
+    rows = np.arange(n)
+    return Outcomes(np.zeros(n, dtype=np.int64), np.full(n, last, dtype=np.int64),
+                    arrays.cost[:, 0] + arrays.cost[:, last],
+                    arrays.latency_ms[:, 0] + arrays.latency_ms[:, last], arrays.score[rows, last])
+
+
+def oracle(arrays: LadderArrays) -> Outcomes:
+    """Upper bound: each request sent straight to its cheapest acceptable tier (tiers below it
+    skipped); when no tier is acceptable, to its cheapest tier."""
+    ok = arrays.acceptable == 1.0
+    cost_if_ok = np.where(ok, arrays.cost, np.inf)
+    tier = np.where(ok.any(axis=1), np.argmin(cost_if_ok, axis=1), np.argmin(arrays.cost, axis=1))
+    return walk_outcomes(tier, tier, arrays)
+
+
+def protocol(arrays: LadderArrays, p_hat: np.ndarray, tier_costs, lam: float) -> Outcomes:
+    """The research protocol's own rule on the same p̂ (it always stops at the first tier:
+    asd.engine.protocol explains why)."""
+    stop = ProtocolPolicy(tier_costs, lam).stop_tiers(p_hat)
+    return walk_outcomes(np.zeros(arrays.n_requests, dtype=np.int64), stop, arrays)
+
+
+def random_matched(arrays: LadderArrays, target_cost: float, seed: int = 0) -> Outcomes:
+    """Each request sent to one tier at random, mixing the two single tiers whose mean cost
+    brackets `target_cost` so the expected mean cost matches it (seeded)."""
+    n = arrays.n_requests
+    means = arrays.cost.mean(axis=0)
+    order = np.argsort(means)
+    tier = np.full(n, order[0], dtype=np.int64)
+    if target_cost >= means[order[-1]]:
+        tier[:] = order[-1]
+    elif target_cost > means[order[0]]:
+        hi = int(np.searchsorted(means[order], target_cost))
+        a, b = order[hi - 1], order[hi]
+        share_b = (target_cost - means[a]) / (means[b] - means[a])
+        tier = np.where(np.random.default_rng(seed).random(n) < share_b, b, a).astype(np.int64)
+    return walk_outcomes(tier, tier, arrays)
+
+
+# -- tuned families ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Family:
+    """A family of rules indexed by candidate: stop tiers from a score matrix (N, L)."""
+
+    name: str
+    thresholds: np.ndarray  # (C, L-1) for threshold, (C, 1) for router
+
+    def start_stop(self, scores: np.ndarray, c: int) -> tuple[np.ndarray, np.ndarray]:
+        n, n_tiers = scores.shape
+        t = self.thresholds[c]
+        if self.name == "threshold":  # climb from tier 0, stop at the first tier confident enough
+            start = np.zeros(n, dtype=np.int64)
+            hit = scores[:, : n_tiers - 1] >= t[None, :]
+        else:  # router: go straight to the cheapest tier predicted acceptable from the prompt
+            hit = scores[:, : n_tiers - 1] >= t[0]
+        stop = np.where(hit.any(axis=1), np.argmax(hit, axis=1), n_tiers - 1).astype(np.int64)
+        return (start if self.name == "threshold" else stop), stop
+
+    @property
+    def size(self) -> int:
+        return self.thresholds.shape[0]
+
+
+def threshold_family(scores: np.ndarray) -> Family:
+    """Per-tier thresholds on calibrated p̂, from a grid of its quantiles (plus 'never stop here'),
+    every combination up to MAX_CANDIDATES."""
+    n_tiers = scores.shape[1]
+    if n_tiers == 1:
+        return Family("threshold", np.zeros((1, 0)))
+    per_tier = max(2, int(MAX_CANDIDATES ** (1.0 / (n_tiers - 1))))
+    grids = [_grid(scores[:, i], per_tier) for i in range(n_tiers - 1)]
+    mesh = np.meshgrid(*grids, indexing="ij")
+    return Family("threshold", np.stack([m.ravel() for m in mesh], axis=1))
+
+
+def router_family(route_scores: np.ndarray) -> Family:
+    """One threshold on the prompt-only P(acceptable at tier s), shared by every tier."""
+    grid = _grid(route_scores[:, :-1].ravel(), 64) if route_scores.shape[1] > 1 else np.array([2.0])
+    return Family("router", grid[:, None])
+
+
+def _grid(values: np.ndarray, size: int) -> np.ndarray:
+    """`size` thresholds: quantiles of the scores, and 2.0 (a score never reaches it)."""
+    qs = np.quantile(values, np.linspace(0.0, 1.0, max(size - 1, 1))) if values.size else np.array([])
+    return np.unique(np.concatenate([qs, [2.0]]))
+
+
+def pick(family: Family, scores: np.ndarray, arrays: LadderArrays, *, latency: tuple[str, float] | None = None,
+         cost_rel: float | None = None, seed: int = 0) -> int:
+    """The member with the best quality on these (calibration) rows whose latency statistic stays
+    within `latency` = (stat, τ_max) or whose cost relative to always-last within `cost_rel`;
+    ties go to the cheaper member. When none meets the constraint, the cheapest member."""
+    if arrays.n_requests > MAX_TUNING_ROWS:
+        rows = np.sort(np.random.default_rng(seed).choice(arrays.n_requests, MAX_TUNING_ROWS, replace=False))
+        scores, arrays = scores[rows], arrays.take(rows)
+    cost_last = float(arrays.cost[:, -1].sum())
+    best, best_key, cheapest, cheapest_cost = 0, None, 0, np.inf
+    for c in range(family.size):
+        out = walk_outcomes(*family.start_stop(scores, c), arrays)
+        cost = float(out.cost.sum()) / cost_last if cost_last > 0 else 0.0
+        if cost < cheapest_cost:
+            cheapest, cheapest_cost = c, cost
+        if latency is not None and latency_stat(out.latency_ms, latency[0]) > latency[1]:
+            continue
+        if cost_rel is not None and cost > cost_rel + 1e-12:
+            continue
+        labelled = ~np.isnan(out.quality)
+        quality = float(out.quality[labelled].mean()) if labelled.any() else 0.0
+        key = (quality, -cost)
+        if best_key is None or key > best_key:
+            best, best_key = c, key
+    return best if best_key is not None else cheapest

@@ -1,0 +1,209 @@
+"""Discrete-event simulation of a cascade under load (Python side): arrival processes, the
+replica pools, input checks, the result object with latency/utilisation summaries and a
+Chrome-trace export. The event loop itself is des_nb.simulate_cascade_nb (see it for the model).
+
+GPU-seconds of a tier = busy time of its replicas × tensor-parallel degree (GPUs held by a
+replica while it runs iterations); `provisioned_gpu_s` counts every replica for the whole run.
+Utilisation = busy time / (run length × replicas). The run starts at t = 0 and ends at its last event.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from asd.errors import ConfigError
+from asd.simulator.des_nb import T_ITERATIONS, T_MAX_BATCH, T_MAX_KV, T_MAX_QUEUE, simulate_cascade_nb
+from asd.simulator.enums import ARRIVAL_PROCESSES
+from asd.simulator.latency import check_coefficients
+from asd.simulator.replay import percentile_of
+
+
+def arrival_times(n: int, *, process: str = "poisson", rate: float | None = None, cv: float = 1.0,
+                  offsets_s=None, seed: int = 0) -> np.ndarray:
+    """Arrival times in ms (N,) from t = 0: Poisson at `rate` req/s, bursty gamma gaps with
+    coefficient of variation `cv` (cv = 1 is Poisson), or the trace's offsets (seconds)."""
+    if process not in ARRIVAL_PROCESSES:
+        raise ConfigError(f"arrival process {process!r}: use one of {', '.join(ARRIVAL_PROCESSES)}")
+    if process == "trace":
+        if offsets_s is None:
+            raise ConfigError("arrival process 'trace' needs the trace's arrival offsets")
+        offsets = np.asarray(offsets_s, dtype=np.float64)
+        if offsets.shape != (n,) or not np.isfinite(offsets).all():
+            raise ConfigError(f"arrival offsets: need {n} finite values (the trace has nulls or the wrong count)")
+        return (offsets - offsets.min()) * 1e3 if n else offsets
+    if rate is None or not rate > 0:
+        raise ConfigError(f"arrival rate {rate!r}: must be > 0 requests per second")
+    rng = np.random.default_rng(seed)
+    if process == "poisson":
+        gaps = rng.exponential(1.0 / rate, n)
+    else:
+        if not cv > 0:
+            raise ConfigError(f"burstiness cv={cv!r}: must be > 0")
+        shape = 1.0 / cv**2
+        gaps = rng.gamma(shape, 1.0 / (rate * shape), n)
+    return np.cumsum(gaps) * 1e3
+
+
+@dataclass(frozen=True)
+class Pools:
+    """One replica pool per tier (L,) each: replicas, tensor-parallel degree, max batch size,
+    KV-cache token capacity per replica; coeffs (L, 4) iteration coefficients in ms."""
+
+    replicas: np.ndarray
+    tensor_parallel: np.ndarray
+    max_batch: np.ndarray
+    kv_capacity: np.ndarray
+    coeffs: np.ndarray
+
+    @classmethod
+    def build(cls, coeffs, *, replicas=1, tensor_parallel=1, max_batch=256, kv_capacity=10**9) -> Pools:
+        coeffs = check_coefficients(coeffs)
+        n_tiers = coeffs.shape[0]
+        arrays = {}
+        for name, value in (("replicas", replicas), ("tensor_parallel", tensor_parallel),
+                            ("max_batch", max_batch), ("kv_capacity", kv_capacity)):
+            a = np.broadcast_to(np.asarray(value), (n_tiers,)) if np.ndim(value) == 0 else np.asarray(value)
+            if a.shape != (n_tiers,):
+                raise ConfigError(f"{name}: need one value per tier ({n_tiers}), got {list(np.ravel(a))}")
+            if not np.issubdtype(a.dtype, np.integer) or (a < 1).any():
+                raise ConfigError(f"{name} = {list(np.ravel(a))}: must be integers >= 1")
+            arrays[name] = np.ascontiguousarray(a, dtype=np.int64)
+        return cls(coeffs=coeffs, **arrays)
+
+    @property
+    def n_tiers(self) -> int:
+        return self.coeffs.shape[0]
+
+
+@dataclass(frozen=True)
+class DesResult:
+    """Per request (N,): arrival, TTFT (to the first token at its stop tier) and end-to-end
+    latency, in ms; per (request, tier) enter/admit/done times (NaN where not visited) and the
+    replica; per tier (L,): busy time, iterations, utilisation, GPU-seconds, queue statistics."""
+
+    arrival_ms: np.ndarray
+    start: np.ndarray
+    stop: np.ndarray
+    ttft_ms: np.ndarray
+    e2e_ms: np.ndarray
+    tier_enter_ms: np.ndarray
+    tier_admit_ms: np.ndarray
+    tier_done_ms: np.ndarray
+    tier_replica: np.ndarray
+    busy_ms: np.ndarray
+    iterations: np.ndarray
+    max_queue: np.ndarray
+    mean_queue: np.ndarray
+    max_kv_reserved: np.ndarray
+    max_batch_seen: np.ndarray
+    events: int
+    end_ms: float
+    pools: Pools
+
+    @property
+    def utilisation(self) -> np.ndarray:
+        wall = self.end_ms * self.pools.replicas
+        return np.divide(self.busy_ms, wall, out=np.zeros_like(self.busy_ms), where=wall > 0)
+
+    @property
+    def gpu_s(self) -> np.ndarray:
+        return self.busy_ms * self.pools.tensor_parallel / 1e3
+
+    @property
+    def provisioned_gpu_s(self) -> np.ndarray:
+        return self.end_ms * self.pools.replicas * self.pools.tensor_parallel / 1e3
+
+    def latency(self, stat: str = "mean", which: str = "e2e") -> float:
+        values = self.e2e_ms if which == "e2e" else self.ttft_ms
+        q = percentile_of(stat)
+        return float(values.mean() if q is None else np.percentile(values, q))
+
+    def summary(self) -> dict:
+        stats = ("mean", "p50", "p95", "p99")
+        return {
+            "n_requests": int(self.e2e_ms.size), "events": self.events, "duration_s": self.end_ms / 1e3,
+            "latency_ms": {s: self.latency(s) for s in stats},
+            "ttft_ms": {s: self.latency(s, "ttft") for s in stats},
+            "utilisation": self.utilisation.tolist(), "gpu_s": self.gpu_s.tolist(),
+            "mean_queue": self.mean_queue.tolist(), "max_queue": self.max_queue.tolist(),
+        }
+
+    def chrome_trace(self, path, tier_names=None, request_ids=None, limit: int | None = 100_000) -> Path:
+        """Write a chrome://tracing JSON: one complete ("X") event per request per tier it ran,
+        on process = tier, thread = replica; queueing shows as the gap after "enter"."""
+        n_tiers = self.busy_ms.size
+        names = list(tier_names) if tier_names is not None else [f"tier {i}" for i in range(n_tiers)]
+        events = [{"name": "process_name", "ph": "M", "pid": i, "args": {"name": names[i]}} for i in range(n_tiers)]
+        rows, tiers = np.nonzero(~np.isnan(self.tier_done_ms))
+        if limit is not None:
+            rows, tiers = rows[:limit], tiers[:limit]
+        for r, i in zip(rows.tolist(), tiers.tolist()):
+            admit, done = self.tier_admit_ms[r, i], self.tier_done_ms[r, i]
+            events.append({"name": str(request_ids[r]) if request_ids is not None else f"request {r}",
+                           "ph": "X", "pid": i, "tid": int(self.tier_replica[r, i]),
+                           "ts": admit * 1e3, "dur": (done - admit) * 1e3,
+                           "args": {"queued_ms": admit - self.tier_enter_ms[r, i], "stop_tier": int(self.stop[r])}})
+        path = Path(path)
+        path.write_text(json.dumps({"traceEvents": events, "displayTimeUnit": "ms"}))
+        return path
+
+
+def _tokens(name, a, shape):
+    a = np.ascontiguousarray(a, dtype=np.int64)
+    if a.shape != shape:
+        raise ConfigError(f"{name} has shape {a.shape}: expected {shape}")
+    if (a < 0).any():
+        raise ConfigError(f"{name} has negative token counts")
+    return a
+
+
+def simulate(start, stop, n_prompt, n_decode, *, arrival_ms, pools: Pools, n_prompt_cont=None,
+             n_decode_cont=None) -> DesResult:
+    """Run the cascade: request r runs tiers start[r]..stop[r] (from the replay walk), the start
+    tier cold with (n_prompt, n_decode) tokens, later tiers continuing with (n_prompt_cont,
+    n_decode_cont) (default: regeneration, the cold counts). Token arrays (N, L) int."""
+    start = np.ascontiguousarray(start, dtype=np.int64)
+    stop = np.ascontiguousarray(stop, dtype=np.int64)
+    n = start.shape[0]
+    n_tiers = pools.n_tiers
+    shape = (n, n_tiers)
+    if start.shape != (n,) or stop.shape != (n,):
+        raise ConfigError(f"start/stop tiers have shapes {start.shape} and {stop.shape}: expected ({n},)")
+    if n and (start.min() < 0 or stop.max() >= n_tiers or (stop < start).any()):
+        raise ConfigError(f"paths must satisfy 0 <= start <= stop < {n_tiers}")
+    n_prompt = _tokens("n_prompt", n_prompt, shape)
+    n_decode = _tokens("n_decode", n_decode, shape)
+    n_prompt_cont = n_prompt if n_prompt_cont is None else _tokens("n_prompt_cont", n_prompt_cont, shape)
+    n_decode_cont = n_decode if n_decode_cont is None else _tokens("n_decode_cont", n_decode_cont, shape)
+    arrival_ms = np.ascontiguousarray(arrival_ms, dtype=np.float64)
+    if arrival_ms.shape != (n,) or not np.isfinite(arrival_ms).all() or (arrival_ms < 0).any():
+        raise ConfigError(f"arrival times: need {n} finite values >= 0 (ms)")
+    # Peak KV of each (request, tier) it visits must fit one replica, or it would wait forever.
+    tiers = np.arange(n_tiers)
+    visited = (tiers[None, :] >= start[:, None]) & (tiers[None, :] <= stop[:, None])
+    cold = tiers[None, :] == start[:, None]
+    peak = np.where(cold, n_prompt + n_decode, n_prompt_cont + n_decode_cont)
+    too_big = visited & (peak > pools.kv_capacity[None, :])
+    if too_big.any():
+        r, i = (int(x) for x in np.argwhere(too_big)[0])
+        raise ConfigError(f"request {r} needs {int(peak[r, i])} KV tokens at tier {i}, more than a replica "
+                          f"holds (kv_capacity {int(pools.kv_capacity[i])})")
+    order = np.argsort(arrival_ms, kind="stable")
+    first_replica = np.concatenate([[0], np.cumsum(pools.replicas)]).astype(np.int64)
+    ttft, finish = np.empty(n), np.empty(n)
+    enter, admit, done = np.empty(shape), np.empty(shape), np.empty(shape)
+    replica = np.empty(shape, dtype=np.int64)
+    busy, area = np.empty(n_tiers), np.empty(n_tiers)
+    counts = np.empty((n_tiers, 4), dtype=np.int64)
+    events, end_ms = simulate_cascade_nb(arrival_ms, order, start, stop, n_prompt, n_decode, n_prompt_cont,
+                                         n_decode_cont, pools.coeffs, first_replica, pools.max_batch,
+                                         pools.kv_capacity, ttft, finish, enter, admit, done, replica, busy,
+                                         area, counts)
+    mean_queue = area / end_ms if end_ms > 0 else np.zeros(n_tiers)
+    return DesResult(arrival_ms, start, stop, ttft - arrival_ms, finish - arrival_ms, enter, admit, done, replica,
+                     busy, counts[:, T_ITERATIONS], counts[:, T_MAX_QUEUE], mean_queue, counts[:, T_MAX_KV],
+                     counts[:, T_MAX_BATCH], int(events), float(end_ms), pools)

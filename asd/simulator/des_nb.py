@@ -1,0 +1,301 @@
+"""Numba discrete-event simulation of a cascade under load: one replica pool per tier,
+continuous batching at iteration level (as Vidur and vLLM schedule), FIFO queues, KV-cache limits.
+
+Arrays: N requests, L tiers, R replicas in all (replica k serves tier replica_tier[k]; a tier's
+replicas are contiguous, first_replica (L+1,)). Per request: arrival_ms (N,), arrival_order (N,)
+(indices by arrival time, ties by index), start/stop tier (N,) from the replay walk. Per (request,
+tier) int64 token counts: n_prompt/n_decode when the tier runs cold (the start tier), and
+n_prompt_cont/n_decode_cont when it continues from the previous tier's draft (prompt + accepted
+draft tokens to verify; output tokens minus the accepted prefix). coeffs (L, 4) ms: one iteration
+takes c0 + c1·prefill_tokens + c2·decode_seqs + c3·kv_tokens (latency_nb.iteration_ms_nb).
+
+Scheduling (one iteration per replica at a time): at the start of an iteration the replica admits
+requests from the head of its tier's FIFO queue while the batch has room (max_batch) and the
+request's peak KV (prompt + every token it will generate at this tier) fits next to what the batch
+has reserved (kv_capacity): reserving the peak means no preemption is ever needed (vLLM preempts
+instead). Admitted requests prefill their whole prompt in that iteration (no chunking) and get
+their first token; running ones decode one token. kv_tokens of a request in an iteration = its
+prompt + tokens generated before the iteration. When a request has all its tokens it frees its
+KV and either finishes (its stop tier) or joins the next tier's queue at that instant. Events sit
+in an array binary heap ordered by (time, sequence number of the push): deterministic. There is no
+randomness inside: arrivals come from the caller (des.arrival_times, seeded).
+
+TTFT: from arrival to the end of the prefill iteration at the request's stop tier (the first
+token of the answer it is served with). End-to-end: arrival to the last token at the stop tier.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from asd.simulator.enums import ARRIVAL, ITERATION_END
+from asd.simulator.latency_nb import iteration_ms_nb
+
+# Per-replica state replica_state (R, 8): batch size, KV reserved, busy flag, index of its next
+# iteration, and over the requests in its batch Σ prompt tokens and Σ admission iteration — so an
+# iteration's kv_tokens = Σ (prompt + generated) is O(1): generated = iteration − admission —,
+# how many were admitted by the running iteration (the batch's tail: only they can see a first
+# token) and the earliest final iteration in the batch (no scan of the batch until then).
+REP_BATCH, REP_KV, REP_BUSY, REP_ITER, REP_SUM_PROMPT, REP_SUM_ADMIT, REP_NEW, REP_MIN_FINAL = range(8)
+NEVER = 2**62
+# Per-slot state slots (5, R, max_batch): request, admission iteration (its prefill), final
+# iteration (prefill + max(n_decode, 1) − 1), prompt tokens, peak KV (prompt + n_decode).
+S_REQ, S_ADMIT, S_FINAL, S_PROMPT, S_PEAK = range(5)
+# Per-tier counters tier_counts (L, 4).
+T_ITERATIONS, T_MAX_QUEUE, T_MAX_KV, T_MAX_BATCH = range(4)
+# Heap integer columns heap_int (capacity, 3); heap_state = [size, next sequence number].
+H_SEQ, H_KIND, H_ARG = range(3)
+
+
+@njit(cache=True, inline="always")
+def heap_push_nb(heap_time, heap_int, heap_state, t, kind, arg):
+    """Push an event; its sequence number is the push count, so equal times pop in push order."""
+    seq = heap_state[1]
+    heap_state[1] = seq + 1
+    i = heap_state[0]
+    heap_state[0] = i + 1
+    while i > 0:
+        parent = (i - 1) >> 1
+        pt = heap_time[parent]
+        if pt < t or (pt == t and heap_int[parent, H_SEQ] < seq):
+            break
+        heap_time[i] = pt
+        heap_int[i, H_SEQ] = heap_int[parent, H_SEQ]
+        heap_int[i, H_KIND] = heap_int[parent, H_KIND]
+        heap_int[i, H_ARG] = heap_int[parent, H_ARG]
+        i = parent
+    heap_time[i] = t
+    heap_int[i, H_SEQ] = seq
+    heap_int[i, H_KIND] = kind
+    heap_int[i, H_ARG] = arg
+
+
+@njit(cache=True, inline="always")
+def heap_pop_nb(heap_time, heap_int, heap_state):
+    """Remove the earliest event (time, then sequence); returns (time, kind, arg)."""
+    t, kind, arg = heap_time[0], heap_int[0, H_KIND], heap_int[0, H_ARG]
+    size = heap_state[0] - 1
+    heap_state[0] = size
+    if size > 0:
+        lt, lseq = heap_time[size], heap_int[size, H_SEQ]
+        lkind, larg = heap_int[size, H_KIND], heap_int[size, H_ARG]
+        i = 0
+        while True:
+            child = 2 * i + 1
+            if child >= size:
+                break
+            right = child + 1
+            if right < size and (heap_time[right] < heap_time[child] or (
+                    heap_time[right] == heap_time[child] and heap_int[right, H_SEQ] < heap_int[child, H_SEQ])):
+                child = right
+            ct = heap_time[child]
+            if lt < ct or (lt == ct and lseq < heap_int[child, H_SEQ]):
+                break
+            heap_time[i] = ct
+            heap_int[i, H_SEQ] = heap_int[child, H_SEQ]
+            heap_int[i, H_KIND] = heap_int[child, H_KIND]
+            heap_int[i, H_ARG] = heap_int[child, H_ARG]
+            i = child
+        heap_time[i] = lt
+        heap_int[i, H_SEQ] = lseq
+        heap_int[i, H_KIND] = lkind
+        heap_int[i, H_ARG] = larg
+    return t, kind, arg
+
+
+@njit(cache=True, inline="always")
+def note_queue_nb(tier, t, queue_ends, queue_area, queue_since):
+    """Accumulate the time-weighted queue length up to t before the queue changes."""
+    queue_area[tier] += (queue_ends[tier, 1] - queue_ends[tier, 0]) * (t - queue_since[tier])
+    queue_since[tier] = t
+
+
+@njit(cache=True)
+def start_iteration_nb(k, t, replica_tier, coeffs, max_batch, kv_capacity, start, n_prompt, n_decode,
+                       n_prompt_cont, n_decode_cont, queue, queue_ends, queue_area, queue_since,
+                       slots, replica_state, tier_admit_ms, tier_replica, busy_ms, tier_counts,
+                       heap_time, heap_int, heap_state):
+    """Admit from the queue head (FIFO, stop at the first that does not fit), then run one
+    iteration of replica k's batch from time t; an empty batch leaves the replica idle."""
+    tier = replica_tier[k]
+    n_batch = replica_state[k, REP_BATCH]
+    kv = replica_state[k, REP_KV]
+    it = replica_state[k, REP_ITER]
+    # requests already in the batch decode one token each; kv = Σ prompt + Σ (it − admission)
+    decode_seqs = n_batch
+    kv_tokens = replica_state[k, REP_SUM_PROMPT] + n_batch * it - replica_state[k, REP_SUM_ADMIT]
+    prefill_tokens = 0
+    min_final = replica_state[k, REP_MIN_FINAL]
+    head, tail = queue_ends[tier, 0], queue_ends[tier, 1]
+    if head < tail:
+        note_queue_nb(tier, t, queue_ends, queue_area, queue_since)
+    while head < tail and n_batch < max_batch[tier]:
+        r = queue[tier, head]
+        if tier == start[r]:
+            p, d = n_prompt[r, tier], n_decode[r, tier]
+        else:
+            p, d = n_prompt_cont[r, tier], n_decode_cont[r, tier]
+        if kv + p + d > kv_capacity[tier]:
+            break
+        head += 1
+        kv += p + d
+        slots[S_REQ, k, n_batch] = r
+        slots[S_ADMIT, k, n_batch] = it
+        slots[S_FINAL, k, n_batch] = it + max(d, 1) - 1
+        min_final = min(min_final, it + max(d, 1) - 1)
+        slots[S_PROMPT, k, n_batch] = p
+        slots[S_PEAK, k, n_batch] = p + d
+        replica_state[k, REP_SUM_PROMPT] += p
+        replica_state[k, REP_SUM_ADMIT] += it
+        n_batch += 1
+        prefill_tokens += p
+        kv_tokens += p
+        tier_admit_ms[r, tier] = t
+        tier_replica[r, tier] = k
+    queue_ends[tier, 0] = head
+    replica_state[k, REP_NEW] = n_batch - decode_seqs
+    replica_state[k, REP_MIN_FINAL] = min_final
+    replica_state[k, REP_BATCH] = n_batch
+    replica_state[k, REP_KV] = kv
+    if n_batch == 0:
+        replica_state[k, REP_BUSY] = 0
+        return
+    dt = iteration_ms_nb(coeffs, tier, prefill_tokens, decode_seqs, kv_tokens)
+    busy_ms[tier] += dt
+    tier_counts[tier, T_ITERATIONS] += 1
+    tier_counts[tier, T_MAX_KV] = max(tier_counts[tier, T_MAX_KV], kv)
+    tier_counts[tier, T_MAX_BATCH] = max(tier_counts[tier, T_MAX_BATCH], n_batch)
+    replica_state[k, REP_BUSY] = 1
+    heap_push_nb(heap_time, heap_int, heap_state, t + dt, ITERATION_END, k)
+
+
+@njit(cache=True)
+def simulate_cascade_nb(arrival_ms, arrival_order, start, stop, n_prompt, n_decode, n_prompt_cont,
+                        n_decode_cont, coeffs, first_replica, max_batch, kv_capacity,
+                        ttft_ms, finish_ms, tier_enter_ms, tier_admit_ms, tier_done_ms, tier_replica,
+                        busy_ms, queue_area, tier_counts):
+    """Run the cascade to completion. Fills per request ttft_ms, finish_ms (absolute, ms) (N,),
+    per (request, tier) enter/admit/done times (NaN where not visited) and replica (-1), per tier
+    busy_ms (L,), queue_area (L,) (∫ queue length dt) and tier_counts (L, 4): iterations, max
+    queue length, max KV reserved on one replica, max batch. Returns (events, end time in ms)."""
+    n = arrival_ms.shape[0]
+    n_tiers = coeffs.shape[0]
+    n_replicas = first_replica[n_tiers]
+    replica_tier = np.empty(n_replicas, dtype=np.int64)
+    for i in range(n_tiers):
+        for k in range(first_replica[i], first_replica[i + 1]):
+            replica_tier[k] = i
+    width = 1
+    for i in range(n_tiers):
+        width = max(width, max_batch[i])
+    slots = np.zeros((5, n_replicas, width), dtype=np.int64)
+    replica_state = np.zeros((n_replicas, 8), dtype=np.int64)
+    replica_state[:, REP_MIN_FINAL] = NEVER
+    queue = np.empty((n_tiers, max(n, 1)), dtype=np.int64)
+    queue_ends = np.zeros((n_tiers, 2), dtype=np.int64)
+    queue_since = np.zeros(n_tiers)
+    heap_time = np.empty(n_replicas + 2)
+    heap_int = np.empty((n_replicas + 2, 3), dtype=np.int64)
+    heap_state = np.zeros(2, dtype=np.int64)
+    for i in range(n_tiers):
+        busy_ms[i] = 0.0
+        queue_area[i] = 0.0
+        for c in range(4):
+            tier_counts[i, c] = 0
+    for r in range(n):
+        ttft_ms[r] = np.nan
+        finish_ms[r] = np.nan
+        for i in range(n_tiers):
+            tier_enter_ms[r, i] = np.nan
+            tier_admit_ms[r, i] = np.nan
+            tier_done_ms[r, i] = np.nan
+            tier_replica[r, i] = -1
+    if n == 0:
+        return 0, 0.0
+    # Arrivals enter the heap one at a time (the next one when the previous pops): the heap
+    # holds at most one arrival plus one iteration per replica.
+    heap_push_nb(heap_time, heap_int, heap_state, arrival_ms[arrival_order[0]], ARRIVAL, 0)
+    events = 0
+    t = 0.0
+    while heap_state[0] > 0:
+        t, kind, arg = heap_pop_nb(heap_time, heap_int, heap_state)
+        events += 1
+        if kind == ARRIVAL:
+            if arg + 1 < n:
+                heap_push_nb(heap_time, heap_int, heap_state, arrival_ms[arrival_order[arg + 1]], ARRIVAL, arg + 1)
+            r = arrival_order[arg]
+            enqueue_nb(r, start[r], t, first_replica, replica_tier, coeffs, max_batch, kv_capacity, start,
+                       n_prompt, n_decode, n_prompt_cont, n_decode_cont, queue, queue_ends, queue_area,
+                       queue_since, slots, replica_state, tier_enter_ms, tier_admit_ms, tier_replica,
+                       busy_ms, tier_counts, heap_time, heap_int, heap_state)
+            continue
+        # ITERATION_END of replica k: every request in its batch has one more token.
+        k = arg
+        tier = replica_tier[k]
+        it = replica_state[k, REP_ITER]
+        replica_state[k, REP_ITER] = it + 1
+        replica_state[k, REP_BUSY] = 0
+        n_batch = replica_state[k, REP_BATCH]
+        for j in range(n_batch - replica_state[k, REP_NEW], n_batch):
+            if tier == stop[slots[S_REQ, k, j]]:
+                ttft_ms[slots[S_REQ, k, j]] = t  # its prefill iteration gave the answer's first token
+        if replica_state[k, REP_MIN_FINAL] > it:  # nobody finishes: no scan
+            start_iteration_nb(k, t, replica_tier, coeffs, max_batch, kv_capacity, start, n_prompt, n_decode,
+                               n_prompt_cont, n_decode_cont, queue, queue_ends, queue_area, queue_since,
+                               slots, replica_state, tier_admit_ms, tier_replica, busy_ms, tier_counts,
+                               heap_time, heap_int, heap_state)
+            continue
+        kept = 0
+        min_final = NEVER
+        for j in range(n_batch):
+            if slots[S_FINAL, k, j] == it:
+                r = slots[S_REQ, k, j]
+                replica_state[k, REP_KV] -= slots[S_PEAK, k, j]
+                replica_state[k, REP_SUM_PROMPT] -= slots[S_PROMPT, k, j]
+                replica_state[k, REP_SUM_ADMIT] -= slots[S_ADMIT, k, j]
+                tier_done_ms[r, tier] = t
+                if tier == stop[r]:
+                    finish_ms[r] = t
+                else:
+                    enqueue_nb(r, tier + 1, t, first_replica, replica_tier, coeffs, max_batch, kv_capacity,
+                               start, n_prompt, n_decode, n_prompt_cont, n_decode_cont, queue, queue_ends,
+                               queue_area, queue_since, slots, replica_state, tier_enter_ms, tier_admit_ms,
+                               tier_replica, busy_ms, tier_counts, heap_time, heap_int, heap_state)
+            else:
+                min_final = min(min_final, slots[S_FINAL, k, j])
+                if kept != j:
+                    for c in range(5):
+                        slots[c, k, kept] = slots[c, k, j]
+                kept += 1
+        replica_state[k, REP_MIN_FINAL] = min_final
+        replica_state[k, REP_BATCH] = kept
+        start_iteration_nb(k, t, replica_tier, coeffs, max_batch, kv_capacity, start, n_prompt, n_decode,
+                           n_prompt_cont, n_decode_cont, queue, queue_ends, queue_area, queue_since,
+                           slots, replica_state, tier_admit_ms, tier_replica, busy_ms, tier_counts,
+                           heap_time, heap_int, heap_state)
+    for i in range(n_tiers):
+        note_queue_nb(i, t, queue_ends, queue_area, queue_since)
+    return events, t
+
+
+@njit(cache=True)
+def enqueue_nb(r, tier, t, first_replica, replica_tier, coeffs, max_batch, kv_capacity, start, n_prompt,
+               n_decode, n_prompt_cont, n_decode_cont, queue, queue_ends, queue_area, queue_since, slots,
+               replica_state, tier_enter_ms, tier_admit_ms, tier_replica, busy_ms, tier_counts,
+               heap_time, heap_int, heap_state):
+    """Request r joins tier's FIFO queue at t; idle replicas of the tier (lowest index first) start."""
+    note_queue_nb(tier, t, queue_ends, queue_area, queue_since)
+    queue[tier, queue_ends[tier, 1]] = r
+    queue_ends[tier, 1] += 1
+    tier_enter_ms[r, tier] = t
+    for k in range(first_replica[tier], first_replica[tier + 1]):
+        if queue_ends[tier, 0] == queue_ends[tier, 1]:
+            break
+        if replica_state[k, REP_BUSY] == 0:
+            start_iteration_nb(k, t, replica_tier, coeffs, max_batch, kv_capacity, start, n_prompt, n_decode,
+                               n_prompt_cont, n_decode_cont, queue, queue_ends, queue_area, queue_since,
+                               slots, replica_state, tier_admit_ms, tier_replica, busy_ms, tier_counts,
+                               heap_time, heap_int, heap_state)
+    # Measured after idle replicas took their share: a request admitted at once never waited.
+    tier_counts[tier, T_MAX_QUEUE] = max(tier_counts[tier, T_MAX_QUEUE], queue_ends[tier, 1] - queue_ends[tier, 0])

@@ -1,0 +1,101 @@
+"""Per-request outcomes of one method on held-out requests, and the figures every report
+prints from them: quality, GPU cost relative to always-last, latency mean/p50/p95/p99 and
+where requests stopped. Policies and baselines alike end up here, so they are compared on
+exactly the same requests with exactly the same arithmetic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from asd.errors import PolicyError
+
+PERCENTILES = {"p50": 50.0, "p95": 95.0, "p99": 99.0}
+STATISTICS = ("mean", "p50", "p95", "p99")
+
+
+@dataclass(frozen=True)
+class LadderArrays:
+    """What a replay charges, per (request, tier), for the requests being evaluated.
+
+    score: quality of the tier's answer in [0, 1] (NaN = not labelled); cost / latency_ms: the
+    tier run cold (regenerating); cost_cont / latency_cont_ms: the tier continuing from the
+    previous tier's draft (equal to the cold figures where the trace has no drafts).
+    """
+
+    score: np.ndarray
+    acceptable: np.ndarray
+    cost: np.ndarray
+    cost_cont: np.ndarray
+    latency_ms: np.ndarray
+    latency_cont_ms: np.ndarray
+
+    @property
+    def n_requests(self) -> int:
+        return self.score.shape[0]
+
+    @property
+    def n_tiers(self) -> int:
+        return self.score.shape[1]
+
+    def take(self, rows) -> LadderArrays:
+        return LadderArrays(*(np.ascontiguousarray(getattr(self, f)[rows]) for f in self.__dataclass_fields__))
+
+    @classmethod
+    def concat(cls, parts: list[LadderArrays]) -> LadderArrays:
+        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in cls.__dataclass_fields__))
+
+
+@dataclass(frozen=True)
+class Outcomes:
+    """Where each request started and stopped, and what it cost, took and scored."""
+
+    start: np.ndarray
+    stop: np.ndarray
+    cost: np.ndarray
+    latency_ms: np.ndarray
+    quality: np.ndarray
+
+    @classmethod
+    def concat(cls, parts: list[Outcomes]) -> Outcomes:
+        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in cls.__dataclass_fields__))
+
+
+def walk_outcomes(start: np.ndarray, stop: np.ndarray, arrays: LadderArrays) -> Outcomes:
+    """Charge each request the tiers start..stop: the start tier cold, each later tier as a
+    continuation of the one before it (speculative where the trace has drafts)."""
+    start = np.asarray(start, dtype=np.int64)
+    stop = np.asarray(stop, dtype=np.int64)
+    n, n_tiers = arrays.score.shape
+    if start.shape != (n,) or stop.shape != (n,):
+        raise PolicyError(f"start/stop tiers have shapes {start.shape}/{stop.shape}: expected ({n},)")
+    if n and ((start < 0).any() or (stop >= n_tiers).any() or (stop < start).any()):
+        raise PolicyError("start/stop tiers must satisfy 0 <= start <= stop < tiers")
+    rows = np.arange(n)
+    tiers = np.arange(n_tiers)[None, :]
+    continued = (tiers > start[:, None]) & (tiers <= stop[:, None])
+    cost = arrays.cost[rows, start] + np.where(continued, arrays.cost_cont, 0.0).sum(axis=1)
+    latency = arrays.latency_ms[rows, start] + np.where(continued, arrays.latency_cont_ms, 0.0).sum(axis=1)
+    return Outcomes(start, stop, cost, latency, arrays.score[rows, stop])
+
+
+def latency_stat(latency_ms: np.ndarray, stat: str) -> float:
+    if stat == "mean":
+        return float(np.mean(latency_ms))
+    if stat not in PERCENTILES:
+        raise PolicyError(f"latency statistic {stat!r}: use one of {', '.join(STATISTICS)}")
+    return float(np.percentile(latency_ms, PERCENTILES[stat]))
+
+
+def summarize(out: Outcomes, cost_last: float, n_tiers: int) -> dict:
+    """The figures of one method: quality (mean score over labelled requests), cost_rel (Σ cost /
+    Σ cost of always-last), latency_ms {mean, p50, p95, p99}, stop_fractions per tier."""
+    labelled = ~np.isnan(out.quality)
+    return {
+        "quality": float(out.quality[labelled].mean()) if labelled.any() else None,
+        "cost_rel": float(out.cost.sum() / cost_last) if cost_last > 0 else None,
+        "latency_ms": {s: latency_stat(out.latency_ms, s) for s in STATISTICS},
+        "stop_fractions": (np.bincount(out.stop, minlength=n_tiers) / max(out.stop.size, 1)).tolist(),
+    }

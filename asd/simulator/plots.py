@@ -1,0 +1,82 @@
+"""Report plots (matplotlib, PNG): latency distribution with p50/p95, stops per tier, the
+quality–cost and quality–latency frontiers with every baseline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, never a window
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from asd.errors import ConfigError  # noqa: E402
+
+
+def plots_dir(path) -> Path:
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot create --plots directory ({exc.strerror or exc})") from None
+    return path
+
+
+def latency_histogram(latency_ms: np.ndarray, path, *, title: str, tau_max: float | None = None) -> Path:
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    ax.hist(latency_ms, bins=60, color="#4c72b0", alpha=0.85)
+    for q, style in ((50, "--"), (95, ":")):
+        v = float(np.percentile(latency_ms, q))
+        ax.axvline(v, color="black", linestyle=style, label=f"p{q} {v:.0f} ms")
+    if tau_max is not None:
+        ax.axvline(tau_max, color="#c44e52", label=f"τ_max {tau_max:.0f} ms")
+    ax.set_xlabel("end-to-end latency (ms)")
+    ax.set_ylabel("requests")
+    ax.set_title(title)
+    ax.legend()
+    return _save(fig, path)
+
+
+def stop_distribution(stop_fractions: dict[str, list[float]], tier_names, path) -> Path:
+    """Grouped bars: share of requests stopping at each tier, per method."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    width = 0.8 / max(len(stop_fractions), 1)
+    x = np.arange(len(tier_names))
+    for k, (name, fractions) in enumerate(stop_fractions.items()):
+        ax.bar(x + k * width, fractions, width, label=name)
+    ax.set_xticks(x + 0.4 - width / 2, tier_names)
+    ax.set_ylabel("share of requests stopping here")
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def frontier(policy_points: list[dict], baselines: dict[str, list[dict]], path, *, x: str = "cost_rel",
+             stat: str = "p95") -> Path:
+    """Quality against cost (x="cost_rel") or against a latency statistic (x="latency")."""
+    def xs(points):
+        return [p["cost_rel"] if x == "cost_rel" else p["latency_ms"][stat] for p in points]
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    pts = sorted(policy_points, key=lambda p: xs([p])[0])
+    ax.step(xs(pts), [p["quality"] for p in pts], where="post", color="black", label="policy", linewidth=2)
+    markers = "osD^v<>ph*X+"
+    for k, (name, points) in enumerate(baselines.items()):
+        ax.plot(xs(points), [p["quality"] for p in points], marker=markers[k % len(markers)],
+                linestyle="-" if len(points) > 1 else "none", label=name, alpha=0.8)
+    ax.set_xlabel("GPU cost relative to always-last" if x == "cost_rel" else f"{stat} latency (ms)")
+    ax.set_ylabel("quality (held out)")
+    ax.legend(fontsize=7, ncol=2)
+    return _save(fig, path)
+
+
+def _save(fig, path) -> Path:
+    path = Path(path)
+    fig.tight_layout()
+    try:
+        fig.savefig(path, dpi=110)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot write plot ({exc.strerror or exc})") from None
+    finally:
+        plt.close(fig)
+    return path

@@ -1,0 +1,221 @@
+"""Plain-Python twins of the simulator kernels (same names minus `_nb`, same arguments and
+outputs): the ground truth of the parity tests and the baseline of benchmarks/bench_simulator.py.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+
+from asd.simulator.enums import ARRIVAL, ITERATION_END
+
+
+# -- latency_nb ---------------------------------------------------------------------------------
+def iteration_ms(coeffs, tier, prefill_tokens, decode_seqs, kv_tokens):
+    return (coeffs[tier, 0] + coeffs[tier, 1] * prefill_tokens + coeffs[tier, 2] * decode_seqs
+            + coeffs[tier, 3] * kv_tokens)
+
+
+def prefill_ms(coeffs, tier, n_prompt):
+    return coeffs[tier, 0] + (coeffs[tier, 1] + coeffs[tier, 3]) * n_prompt
+
+
+def request_latency_ms(coeffs, tier, n_prompt, n_out):
+    steps = max(n_out, 1) - 1
+    return (prefill_ms(coeffs, tier, n_prompt)
+            + steps * (coeffs[tier, 0] + coeffs[tier, 2] + coeffs[tier, 3] * n_prompt)
+            + coeffs[tier, 3] * (steps * (steps + 1) / 2.0))
+
+
+def latency_grid(coeffs, n_prompt, n_out, out):
+    for r in range(n_prompt.shape[0]):
+        for i in range(n_prompt.shape[1]):
+            out[r, i] = request_latency_ms(coeffs, i, int(n_prompt[r, i]), int(n_out[r, i]))
+
+
+# -- replay_nb ----------------------------------------------------------------------------------
+def walk_path(r, prompt_bins, tier_bins, cold_bins, start_table, stop_table, cost, cost_cont, latency_ms,
+              latency_cont_ms):
+    """Walk first, then sum the path (the kernel fuses both; same order of additions)."""
+    last = tier_bins.shape[1] - 1
+    s = int(start_table[prompt_bins[r]])
+    k = last
+    if s >= last or stop_table[s, cold_bins[r, s]]:
+        k = s
+    else:
+        for i in range(s + 1, last):
+            if stop_table[i, tier_bins[r, i]]:
+                k = i
+                break
+    total_cost, total_latency = cost[r, s], latency_ms[r, s]
+    for i in range(s + 1, k + 1):
+        total_cost += cost_cont[r, i]
+        total_latency += latency_cont_ms[r, i]
+    return s, k, total_cost, total_latency
+
+
+def replay_requests(prompt_bins, tier_bins, cold_bins, start_table, stop_table, cost, cost_cont,
+                    latency_ms, latency_cont_ms, quality, out_start, out_stop, out_cost, out_latency,
+                    out_quality):
+    for r in range(tier_bins.shape[0]):
+        s, k, total_cost, total_latency = walk_path(r, prompt_bins, tier_bins, cold_bins, start_table, stop_table,
+                                                    cost, cost_cont, latency_ms, latency_cont_ms)
+        out_start[r] = s
+        out_stop[r] = k
+        out_cost[r] = total_cost
+        out_latency[r] = total_latency
+        out_quality[r] = quality[r, k]
+
+
+def sorted_percentile(sorted_values, q):
+    n = len(sorted_values)
+    pos = q / 100.0 * (n - 1)
+    lo = int(math.floor(pos))
+    hi = min(lo + 1, n - 1)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
+
+
+def replay_grid_stats(prompt_bins, tier_bins, cold_bins, start_tables, stop_tables, cost, cost_cont,
+                      latency_ms, latency_cont_ms, quality, quantiles, out_mean_cost, out_mean_latency,
+                      out_mean_quality, out_start_counts, out_stop_counts, out_latency_q):
+    n, n_tiers = tier_bins.shape
+    for g in range(start_tables.shape[0]):
+        lat = []
+        sums = [0.0, 0.0, 0.0]
+        out_start_counts[g, :] = 0
+        out_stop_counts[g, :] = 0
+        for r in range(n):
+            s, k, path_cost, latency = walk_path(r, prompt_bins, tier_bins, cold_bins, start_tables[g],
+                                                 stop_tables[g], cost, cost_cont, latency_ms, latency_cont_ms)
+            out_start_counts[g, s] += 1
+            out_stop_counts[g, k] += 1
+            sums[0] += path_cost
+            lat.append(latency)
+            sums[1] += latency
+            sums[2] += quality[r, k]
+        out_mean_cost[g] = sums[0] / n
+        out_mean_latency[g] = sums[1] / n
+        out_mean_quality[g] = sums[2] / n
+        lat.sort()
+        for j, q in enumerate(quantiles):
+            out_latency_q[g, j] = sorted_percentile(lat, q)
+
+
+# -- des_nb -------------------------------------------------------------------------------------
+def simulate_cascade(arrival_ms, arrival_order, start, stop, n_prompt, n_decode, n_prompt_cont,
+                     n_decode_cont, coeffs, first_replica, max_batch, kv_capacity, ttft_ms, finish_ms,
+                     tier_enter_ms, tier_admit_ms, tier_done_ms, tier_replica, busy_ms, queue_area,
+                     tier_counts):
+    """The same event loop with heapq and Python lists (see des_nb for the model)."""
+    n = len(arrival_ms)
+    n_tiers = coeffs.shape[0]
+    replica_tier = [i for i in range(n_tiers) for _ in range(first_replica[i], first_replica[i + 1])]
+    batches = [[] for _ in replica_tier]  # [request, generated, prompt, decode, new]
+    kv_reserved = [0] * len(replica_tier)
+    busy = [False] * len(replica_tier)
+    queues = [[] for _ in range(n_tiers)]
+    heads = [0] * n_tiers
+    queue_since = [0.0] * n_tiers
+    heap = []
+    seq = [0]
+    busy_ms[:] = 0.0
+    queue_area[:] = 0.0
+    tier_counts[:] = 0
+    ttft_ms[:] = math.nan
+    finish_ms[:] = math.nan
+    tier_enter_ms[:] = math.nan
+    tier_admit_ms[:] = math.nan
+    tier_done_ms[:] = math.nan
+    tier_replica[:] = -1
+
+    def push(t, kind, arg):
+        heapq.heappush(heap, (t, seq[0], kind, arg))
+        seq[0] += 1
+
+    def note_queue(tier, t):
+        queue_area[tier] += (len(queues[tier]) - heads[tier]) * (t - queue_since[tier])
+        queue_since[tier] = t
+
+    def start_iteration(k, t):
+        tier = replica_tier[k]
+        batch = batches[k]
+        if heads[tier] < len(queues[tier]):
+            note_queue(tier, t)
+        while heads[tier] < len(queues[tier]) and len(batch) < max_batch[tier]:
+            r = queues[tier][heads[tier]]
+            if tier == start[r]:
+                p, d = int(n_prompt[r, tier]), int(n_decode[r, tier])
+            else:
+                p, d = int(n_prompt_cont[r, tier]), int(n_decode_cont[r, tier])
+            if kv_reserved[k] + p + d > kv_capacity[tier]:
+                break
+            heads[tier] += 1
+            kv_reserved[k] += p + d
+            batch.append([r, 0, p, d, True])
+            tier_admit_ms[r, tier] = t
+            tier_replica[r, tier] = k
+        if not batch:
+            busy[k] = False
+            return
+        prefill = sum(s[2] for s in batch if s[4])
+        decode = sum(1 for s in batch if not s[4])
+        kv = sum(s[2] if s[4] else s[2] + s[1] for s in batch)
+        dt = iteration_ms(coeffs, tier, prefill, decode, kv)
+        busy_ms[tier] += dt
+        tier_counts[tier, 0] += 1
+        tier_counts[tier, 2] = max(tier_counts[tier, 2], kv_reserved[k])
+        tier_counts[tier, 3] = max(tier_counts[tier, 3], len(batch))
+        busy[k] = True
+        push(t + dt, ITERATION_END, k)
+
+    def enqueue(r, tier, t):
+        note_queue(tier, t)
+        queues[tier].append(r)
+        tier_enter_ms[r, tier] = t
+        for k in range(first_replica[tier], first_replica[tier + 1]):
+            if heads[tier] == len(queues[tier]):
+                break
+            if not busy[k]:
+                start_iteration(k, t)
+        tier_counts[tier, 1] = max(tier_counts[tier, 1], len(queues[tier]) - heads[tier])
+
+    if n == 0:
+        return 0, 0.0
+    push(arrival_ms[arrival_order[0]], ARRIVAL, 0)
+    events, t = 0, 0.0
+    while heap:
+        t, _, kind, arg = heapq.heappop(heap)
+        events += 1
+        if kind == ARRIVAL:
+            if arg + 1 < n:
+                push(arrival_ms[arrival_order[arg + 1]], ARRIVAL, arg + 1)
+            r = arrival_order[arg]
+            enqueue(r, start[r], t)
+            continue
+        k = arg
+        tier = replica_tier[k]
+        busy[k] = False
+        kept = []
+        for slot in batches[k]:
+            r, _, p, d, new = slot
+            if new:
+                slot[4] = False
+                slot[1] = 1 if d >= 1 else 0
+                if tier == stop[r]:
+                    ttft_ms[r] = t
+            else:
+                slot[1] += 1
+            if slot[1] >= d:
+                kv_reserved[k] -= p + d
+                tier_done_ms[r, tier] = t
+                if tier == stop[r]:
+                    finish_ms[r] = t
+                else:
+                    enqueue(r, tier + 1, t)
+            else:
+                kept.append(slot)
+        batches[k] = kept
+        start_iteration(k, t)
+    for i in range(n_tiers):
+        note_queue(i, t)
+    return events, t

@@ -1,0 +1,252 @@
+"""Replay without contention: where each request starts and stops under a policy's tables, and
+what it costs, how long it takes and what quality it ends with — for one λ or a whole λ grid.
+
+Inputs are arrays only (bins from the engine, cost/latency from the cost model's CostGrid,
+quality from the trace); `ReplayInputs` checks them once and is reused across λ.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from asd.errors import PolicyError
+from asd.simulator.replay_nb import replay_grid_stats_nb, replay_requests_nb
+
+QUANTILES = (50.0, 95.0, 99.0)
+
+
+def _grid(name, a, shape):
+    a = np.ascontiguousarray(a, dtype=np.float64)
+    if a.shape != shape:
+        raise PolicyError(f"{name} has shape {a.shape}: expected {shape}")
+    if not np.isfinite(a).all():
+        r, i = (int(x) for x in np.argwhere(~np.isfinite(a))[0])
+        raise PolicyError(f"{name}[{r}, {i}] is {a[r, i]!r}: replay needs finite values on every (request, tier)")
+    return a
+
+
+def _bins(name, a, shape, n_bins):
+    a = np.ascontiguousarray(a, dtype=np.int64)
+    if a.shape != shape:
+        raise PolicyError(f"{name} has shape {a.shape}: expected {shape}")
+    if a.size and (a.min() < 0 or a.max() >= n_bins):
+        raise PolicyError(f"{name} holds bins outside 0..{n_bins - 1}")
+    return a
+
+
+@dataclass(frozen=True)
+class ReplayInputs:
+    """Per-request arrays for replay (N requests, L tiers). cold_bins default to tier_bins and
+    the *_cont arrays to their cold counterparts (regeneration: no drafts)."""
+
+    prompt_bins: np.ndarray
+    tier_bins: np.ndarray
+    cold_bins: np.ndarray
+    cost: np.ndarray
+    cost_cont: np.ndarray
+    latency_ms: np.ndarray
+    latency_cont_ms: np.ndarray
+    quality: np.ndarray
+    n_bins: int
+    n_prompt_bins: int
+
+    @classmethod
+    def build(cls, tier_bins, *, cost, latency_ms, quality, prompt_bins=None, cold_bins=None,
+              cost_cont=None, latency_cont_ms=None, n_bins=None, n_prompt_bins=None) -> ReplayInputs:
+        tier_bins = np.asarray(tier_bins)
+        if tier_bins.ndim != 2 or tier_bins.shape[0] == 0 or tier_bins.shape[1] == 0:
+            raise PolicyError(f"tier_bins has shape {tier_bins.shape}: expected (requests >= 1, tiers >= 1)")
+        n, n_tiers = tier_bins.shape
+        n_bins = int(tier_bins.max()) + 1 if n_bins is None else int(n_bins)
+        tier_bins = _bins("tier_bins", tier_bins, (n, n_tiers), n_bins)
+        cold_bins = tier_bins if cold_bins is None else _bins("cold_bins", cold_bins, (n, n_tiers), n_bins)
+        if prompt_bins is None:
+            prompt_bins = np.zeros(n, dtype=np.int64)
+        n_prompt_bins = int(np.max(prompt_bins)) + 1 if n_prompt_bins is None else int(n_prompt_bins)
+        prompt_bins = _bins("prompt_bins", prompt_bins, (n,), n_prompt_bins)
+        cost = _grid("cost", cost, (n, n_tiers))
+        latency_ms = _grid("latency_ms", latency_ms, (n, n_tiers))
+        cost_cont = cost if cost_cont is None else _grid("cost_cont", cost_cont, (n, n_tiers))
+        latency_cont_ms = latency_ms if latency_cont_ms is None else _grid("latency_cont_ms", latency_cont_ms,
+                                                                            (n, n_tiers))
+        quality = _grid("quality", quality, (n, n_tiers))
+        return cls(prompt_bins, tier_bins, cold_bins, cost, cost_cont, latency_ms, latency_cont_ms, quality,
+                   n_bins, n_prompt_bins)
+
+    @property
+    def n_requests(self) -> int:
+        return self.tier_bins.shape[0]
+
+    @property
+    def n_tiers(self) -> int:
+        return self.tier_bins.shape[1]
+
+    def check_tables(self, start_table, stop_table):
+        """Tables as the kernels take them, or a PolicyError naming the mismatch."""
+        start_table = np.ascontiguousarray(start_table, dtype=np.int64)
+        stop_table = np.ascontiguousarray(stop_table, dtype=np.uint8)
+        lead = stop_table.shape[:-2]
+        if stop_table.ndim < 2 or stop_table.shape[-2] != self.n_tiers or stop_table.shape[-1] < self.n_bins:
+            raise PolicyError(f"stop table has shape {stop_table.shape[-2:]}: expected ({self.n_tiers}, "
+                              f">= {self.n_bins}) for these bins")
+        if start_table.shape[:-1] != lead or start_table.shape[-1] < self.n_prompt_bins:
+            raise PolicyError(f"start table has shape {start_table.shape}: expected {lead + (self.n_prompt_bins,)}")
+        if start_table.size and (start_table.min() < 0 or start_table.max() >= self.n_tiers):
+            raise PolicyError(f"start table names tiers outside 0..{self.n_tiers - 1}")
+        return start_table, stop_table
+
+
+def _fractions(counts, n):
+    return counts / float(n)
+
+
+def percentile_of(stat: str) -> float | None:
+    """None for 'mean', else the percentile of 'p50', 'p95', … (0..100); PolicyError otherwise."""
+    if stat == "mean":
+        return None
+    try:
+        q = float(str(stat).removeprefix("p"))
+    except ValueError:
+        q = math.nan
+    if not 0.0 <= q <= 100.0:
+        raise PolicyError(f"latency statistic {stat!r}: use mean or a percentile such as p50, p95, p99")
+    return q
+
+
+@dataclass(frozen=True)
+class ReplayResult:
+    """One λ: per request start/stop tier, cost, latency (ms) and quality; summaries as properties."""
+
+    start: np.ndarray
+    stop: np.ndarray
+    cost: np.ndarray
+    latency_ms: np.ndarray
+    quality: np.ndarray
+    n_tiers: int
+
+    @property
+    def mean_cost(self) -> float:
+        return float(self.cost.mean())
+
+    @property
+    def mean_quality(self) -> float:
+        return float(self.quality.mean())
+
+    def latency(self, stat: str = "mean") -> float:
+        """'mean' or a percentile 'p50', 'p95', 'p99', … of per-request latency."""
+        q = percentile_of(stat)
+        return float(self.latency_ms.mean() if q is None else np.percentile(self.latency_ms, q))
+
+    @property
+    def stop_fractions(self) -> np.ndarray:
+        return _fractions(np.bincount(self.stop, minlength=self.n_tiers), self.stop.size)
+
+    @property
+    def start_fractions(self) -> np.ndarray:
+        return _fractions(np.bincount(self.start, minlength=self.n_tiers), self.start.size)
+
+    def summary(self) -> dict:
+        return {"quality": self.mean_quality, "cost": self.mean_cost,
+                "latency_ms": {s: self.latency(s) for s in ("mean", "p50", "p95", "p99")},
+                "stop_fractions": self.stop_fractions.tolist(), "start_fractions": self.start_fractions.tolist()}
+
+
+@dataclass(frozen=True)
+class GridResult:
+    """A λ grid (G values): per λ mean cost/quality/latency (G,), latency percentiles (G, Q) at
+    `quantiles`, start/stop fractions (G, L)."""
+
+    lambdas: np.ndarray
+    mean_cost: np.ndarray
+    mean_quality: np.ndarray
+    mean_latency_ms: np.ndarray
+    latency_q_ms: np.ndarray
+    quantiles: tuple
+    start_fractions: np.ndarray
+    stop_fractions: np.ndarray
+
+    def latency(self, stat: str = "mean") -> np.ndarray:
+        q = percentile_of(stat)
+        if q is None:
+            return self.mean_latency_ms
+        if q not in self.quantiles:
+            raise PolicyError(f"latency {stat}: this grid has percentiles {', '.join(f'p{x:g}' for x in self.quantiles)}")
+        return self.latency_q_ms[:, self.quantiles.index(q)]
+
+    def point(self, g: int) -> dict:
+        return {"lambda": float(self.lambdas[g]), "quality": float(self.mean_quality[g]),
+                "cost": float(self.mean_cost[g]),
+                "latency_ms": {"mean": float(self.mean_latency_ms[g]),
+                               **{f"p{q:g}": float(self.latency_q_ms[g, j]) for j, q in enumerate(self.quantiles)}},
+                "stop_fractions": self.stop_fractions[g].tolist()}
+
+
+def _tables_of(policy_or_tables):
+    if isinstance(policy_or_tables, tuple):
+        return policy_or_tables
+    return policy_or_tables.start_table, policy_or_tables.stop_table
+
+
+def replay(inputs: ReplayInputs, tables) -> ReplayResult:
+    """Replay every request under one λ: `tables` is a solved Policy or (start_table, stop_table)."""
+    start_table, stop_table = inputs.check_tables(*_tables_of(tables))
+    n = inputs.n_requests
+    out_start = np.empty(n, dtype=np.int64)
+    out_stop = np.empty(n, dtype=np.int64)
+    out_cost, out_latency, out_quality = np.empty(n), np.empty(n), np.empty(n)
+    replay_requests_nb(inputs.prompt_bins, inputs.tier_bins, inputs.cold_bins, start_table, stop_table,
+                       inputs.cost, inputs.cost_cont, inputs.latency_ms, inputs.latency_cont_ms, inputs.quality,
+                       out_start, out_stop, out_cost, out_latency, out_quality)
+    return ReplayResult(out_start, out_stop, out_cost, out_latency, out_quality, inputs.n_tiers)
+
+
+def policy_tables(policy, lambdas):
+    """Stacked (start_tables (G, B0), stop_tables (G, L, B)) of `policy` solved at each λ; the
+    policy is left solved at its original λ."""
+    lambdas = np.asarray(lambdas, dtype=np.float64)
+    if lambdas.ndim != 1 or lambdas.size == 0 or not np.isfinite(lambdas).all() or (lambdas < 0).any():
+        raise PolicyError("λ grid must be a non-empty 1-d array of finite values >= 0")
+    original = policy.lam
+    starts = np.empty((lambdas.size,) + policy.start_table.shape, dtype=np.int64)
+    stops = np.empty((lambdas.size,) + policy.stop_table.shape, dtype=np.uint8)
+    try:
+        for g, lam in enumerate(lambdas):
+            policy.solve(float(lam))
+            starts[g], stops[g] = policy.start_table, policy.stop_table
+    finally:
+        policy.solve(original)
+    return starts, stops
+
+
+def replay_grid(inputs: ReplayInputs, start_tables, stop_tables, *, lambdas=None,
+                quantiles=QUANTILES) -> GridResult:
+    """Replay every request under each of G stacked tables (prange over λ): aggregates only."""
+    start_tables, stop_tables = inputs.check_tables(start_tables, stop_tables)
+    if start_tables.ndim != 2 or stop_tables.ndim != 3 or start_tables.shape[0] != stop_tables.shape[0]:
+        raise PolicyError(f"stacked tables have shapes {start_tables.shape} and {stop_tables.shape}: "
+                          "expected (G, B0) and (G, L, B)")
+    g_count, n_tiers = start_tables.shape[0], inputs.n_tiers
+    q = np.asarray(quantiles, dtype=np.float64)
+    if q.ndim != 1 or (q < 0).any() or (q > 100).any():
+        raise PolicyError(f"quantiles {quantiles}: must be percentiles in [0, 100]")
+    out_cost, out_latency, out_quality = np.empty(g_count), np.empty(g_count), np.empty(g_count)
+    starts = np.empty((g_count, n_tiers), dtype=np.int64)
+    stops = np.empty((g_count, n_tiers), dtype=np.int64)
+    out_q = np.empty((g_count, q.size))
+    replay_grid_stats_nb(inputs.prompt_bins, inputs.tier_bins, inputs.cold_bins, start_tables, stop_tables,
+                         inputs.cost, inputs.cost_cont, inputs.latency_ms, inputs.latency_cont_ms, inputs.quality,
+                         q, out_cost, out_latency, out_quality, starts, stops, out_q)
+    lambdas = np.full(g_count, np.nan) if lambdas is None else np.asarray(lambdas, dtype=np.float64)
+    n = inputs.n_requests
+    return GridResult(lambdas, out_cost, out_quality, out_latency, out_q, tuple(float(x) for x in q),
+                      _fractions(starts, n), _fractions(stops, n))
+
+
+def replay_statistic(inputs: ReplayInputs, policy, stat: str = "p95"):
+    """statistic(λ) for `asd.engine.bisect_lambda`: solve the policy at λ, replay, reduce latency."""
+    def statistic(lam: float) -> float:
+        return replay(inputs, policy.solve(lam)).latency(stat)
+    return statistic

@@ -1,0 +1,151 @@
+"""Terminal rendering (rich tables) of the dicts `asd calibrate`, `asd simulate` and `asd sweep`
+return; their --json files are the same dicts."""
+
+from __future__ import annotations
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+
+def wide_console() -> Console:
+    """Tables of many columns: at least 120 columns (pipes and CI logs default to 80, which
+    would truncate the figures); a wider terminal is used as it is."""
+    return Console(width=max(Console().width, 120))
+
+
+def _f(value, digits=3, pct=False) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if pct:
+        return f"{100 * value:+.1f}%"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _stops(fractions) -> str:
+    return " ".join(f"{f:.2f}" for f in fractions)
+
+
+def print_calibration(report: dict, console: Console | None = None) -> None:
+    console = console or wide_console()
+    console.print(f"[bold]{report['bundle']}[/bold]: calibrated on {report['data']}")
+    console.print(f"predictor {report['predictor']}, {len(report['features'])} features "
+                  f"({', '.join(report['feature_groups'])}), {report['bins']} bins, risk {report['risk']}, "
+                  f"stage 0 {'on' if report['stage0'] else 'off'}, cost model {report['cost_model']}")
+    for group, reason in report["missing_groups"].items():
+        console.print(f"[dim]no {group} features: {reason}[/dim]")
+    table = Table(title="out-of-fold metrics per tier", box=box.SIMPLE_HEAD)
+    table.add_column("tier", no_wrap=True)
+    for col in ("n", "AUROC", "Brier", "ECE", "best single feature", "its AUROC"):
+        table.add_column(col, justify="left" if col.startswith("best") else "right", no_wrap=True)
+    for t in report["tiers"]:
+        table.add_row(t["name"], _f(t["n"]), _f(t["auroc"]), _f(t["brier"]), _f(t["ece"]),
+                      _f(t["best_feature"]), _f(t["best_feature_auroc"]))
+    console.print(table)
+    if report.get("stage0_metrics"):
+        m = report["stage0_metrics"]
+        console.print(f"stage 0 (prompt only, share of tiers acceptable): AUROC {_f(m.get('auroc'))}, "
+                      f"Brier {_f(m.get('brier'))}, ECE {_f(m.get('ece'))}")
+    console.print(f"[dim]{report['metrics_note']}; {report['cost_note']}[/dim]")
+    if report.get("policy_path"):
+        console.print(f"policy written to {report['policy_path']}")
+
+
+def _method_table(title, rows, stat, tau=None) -> Table:
+    table = Table(title=title, box=box.SIMPLE_HEAD)
+    table.add_column("method", no_wrap=True)
+    for col in ("quality", "cost", "mean ms", "p50 ms", "p95 ms", "p99 ms", "stops per tier"):
+        table.add_column(col, justify="right", no_wrap=True)
+    if tau is not None:
+        table.add_column(f"{stat}≤τ", justify="right", no_wrap=True)
+    for name, s in rows:
+        lat = s["latency_ms"]
+        cells = [name, _f(s["quality"]), _f(s["cost_rel"]), _f(lat["mean"], 0), _f(lat["p50"], 0),
+                 _f(lat["p95"], 0), _f(lat["p99"], 0), _stops(s["stop_fractions"])]
+        if tau is not None:
+            cells.append(_f(s.get("meets_tau", lat[stat] <= tau)))
+        table.add_row(*cells)
+    return table
+
+
+def print_simulation(result: dict, console: Console | None = None) -> None:
+    console = console or wide_console()
+    stat, tau = result["stat"], result["tau_max_ms"]
+    console.print(f"[bold]{result['bundle']}[/bold]: {result['n_requests']} held-out requests, tiers "
+                  f"{' → '.join(result['tiers'])}; {result['evaluation']}")
+    console.print(f"cost model {result['cost_model']} ({result['cost_note']}); mode {result['mode']}")
+    c = result["chosen"]
+    status = result["search"]["status"]
+    head = {"ok": f"λ = {c['lambda']:.4g}: the largest λ whose {stat} latency stays ≤ {tau:g} ms",
+            "slack": f"λ = {c['lambda']:.4g}: τ_max does not bind (the deepest policy fits)",
+            "infeasible": f"infeasible: even λ = 0 exceeds {stat} ≤ {tau:g} ms; showing λ = 0"}[status]
+    console.print(head)
+    rows = [("policy", c)] + list(result["baselines"].items())
+    console.print(_method_table(f"held-out results at τ_max = {tau:g} ms ({stat})", rows, stat, tau))
+    console.print("[dim]cost: GPU cost relative to always-last; stops: share of requests stopping at each tier; "
+                  "oracle is an upper bound (cheapest acceptable tier per request)[/dim]")
+    cr = result["criteria"]
+    console.print(
+        f"protocol criteria vs {cr['against']}: latency {_f(cr['latency_change']['value'], pct=True)} "
+        f"(goal {cr['latency_change']['goal']}: {'met' if cr['latency_change']['met'] else 'not met'}), "
+        f"quality loss {_f(cr['quality_loss']['value'], pct=True)} (goal {cr['quality_loss']['goal']}: "
+        f"{'met' if cr['quality_loss']['met'] else 'not met'}), GPU {_f(cr['gpu_change']['value'], pct=True)} "
+        f"(goal {cr['gpu_change']['goal']}: {'met' if cr['gpu_change']['met'] else 'not met'})")
+    d = result["deployment"]
+    console.print(f"deployment: λ chosen on each fold's calibration rows met τ_max on {d['met']} of {d['of']} "
+                  f"held-out folds ({d['note']})")
+
+
+def print_sweep(result: dict, console: Console | None = None) -> None:
+    console = console or wide_console()
+    console.print(f"[bold]{result['bundle']}[/bold]: {result['n_requests']} held-out requests, "
+                  f"{result['evaluation']}; cost model {result['cost_model']}")
+    table = Table(title=f"policy frontier ({len(result['policy'])} distinct policies)", box=box.SIMPLE_HEAD)
+    for col in ("λ", "quality", "cost", "mean ms", "p95 ms", "stops per tier"):
+        table.add_column(col, justify="right", no_wrap=True)
+    points = result["policy"]
+    shown = points if len(points) <= 16 else [points[int(i)] for i in
+                                              sorted(set(round(k * (len(points) - 1) / 15) for k in range(16)))]
+    for p in shown:
+        table.add_row(f"{p['lambda']:.4g}", _f(p["quality"]), _f(p["cost_rel"]), _f(p["latency_ms"]["mean"], 0),
+                      _f(p["latency_ms"]["p95"], 0), _stops(p["stop_fractions"]))
+    console.print(table)
+    rows = []
+    for name, pts in result["baselines"].items():
+        if len(pts) == 1:
+            rows.append((name, pts[0]))
+        else:
+            rows.append((f"{name} ({len(pts)} points, best)", max(pts, key=lambda p: p["quality"] or 0)))
+    console.print(_method_table("baselines", rows, "p95"))
+    q = result["quality_check"]
+    pol = q["policy"]
+    console.print(
+        f"at ≤ 2% quality loss vs always-last (quality ≥ {q['quality_floor']:.3f}): policy cost "
+        f"{_f(pol['cost_rel'] if pol else None)}, best simple ({q['best_simple']['name']}) "
+        f"{_f(q['best_simple']['cost_rel'])}, oracle {_f(q['oracle']['cost_rel'])}; saved "
+        f"{_f(q['saved_vs_simple_points'], 1)} points, gap closed {_f(q['gap_closed'])}, "
+        f"baseline points above the policy: {len(q['baseline_points_above_policy'])}")
+    for ab in result.get("ablation", []):
+        console.print(f"ablation {ab['name']}: cost at ≤ 2% loss {_f(ab['cost_rel'])} "
+                      f"(change {_f(ab['change_points'], 1)} points)")
+
+
+def print_explain(ex: dict, console: Console | None = None) -> None:
+    console = console or wide_console()
+    console.print(f"[bold]request {ex['request_id']}[/bold] at λ = {ex['lambda']:.4g}: starts at "
+                  f"{ex['start_tier']}, stops at {ex['stop_tier']}")
+    if ex.get("prompt"):
+        console.print(f"prompt: {ex['prompt']!r}")
+    for t in ex["tiers"]:
+        ran = "ran" if t["ran"] else "not run"
+        cont = "—" if t["continue_value"] is None else f"{t['continue_value']:.4g}"
+        console.print(f"  {t['tier']} ({ran}, {t['state']}): p̂ {t['p_hat']:.3f}, bin {t['bin']}, stop value "
+                      f"{t['stop_value']:.4g}, continue value {cont} → {t['decision']}; acceptable "
+                      f"{_f(t['acceptable'])}")
+        console.print(f"    output: {t['output']!r}")
+        top = sorted(t["features"].items(), key=lambda kv: -abs(kv[1]))[:8]
+        console.print("    features: " + ", ".join(f"{k}={v:.3g}" for k, v in top))

@@ -1,0 +1,256 @@
+"""`asd simulate`: the main job. Replay a trace under a cascade policy on held-out requests,
+find by bisection the λ with the best quality whose latency statistic stays within τ_max, and
+put every baseline beside it at the same τ_max, with the research protocol's success criteria.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from asd.engine import bisect_lambda
+from asd.errors import ConfigError
+from asd.simulator import baselines as B
+from asd.simulator.evaluate import Evaluation
+from asd.simulator.outcomes import STATISTICS, Outcomes, latency_stat, summarize
+
+# The research protocol's §6.1 goals, judged against `fixed-2stage`.
+GOALS = {
+    "latency_change": (-0.50, -0.30),  # latency 30–50 % below fixed-2stage
+    "quality_loss": 0.02,              # quality within 2 % of fixed-2stage
+    "gpu_change": -0.40,               # GPU time 40 % below fixed-2stage
+}
+
+
+def _stat_callback(ev: Evaluation, stat: str):
+    def statistic(lam: float) -> float:
+        return latency_stat(ev.policy_outcomes(lam).latency_ms, stat)
+    return statistic
+
+
+def _lam_scale(ev: Evaluation) -> float:
+    """A λ of the order of a request's whole-ladder cost: where the bracket starts growing."""
+    return float(ev.arrays.cost.sum(axis=1).mean()) or 1.0
+
+
+CANDIDATES = 16  # λ values below the bisection's limit compared on quality (halving steps)
+
+
+def search_tau(ev: Evaluation, tau_max: float, stat: str, latency=None):
+    """λ for τ_max: bisection finds the largest λ whose pooled held-out latency statistic stays
+    within τ_max (measured at the λ returned, so it meets τ_max whenever any λ does); then the
+    best quality among that λ and CANDIDATES halvings of it, all within τ_max (quality is not
+    monotone in λ on every ladder: a deeper tier can be worse). Returns (search, λ chosen).
+    `latency(outcomes)` replaces the replay's latencies (the DES)."""
+    def outcomes(lam):
+        out = ev.policy_outcomes(lam)
+        return out if latency is None else latency(out)
+
+    def statistic(lam):
+        return latency_stat(outcomes(lam).latency_ms, stat)
+
+    found = bisect_lambda(statistic, tau_max, lam_hi=_lam_scale(ev))
+    if found.status == "infeasible":
+        return found, 0.0
+    best, best_key = found.lam, None
+    for k in range(CANDIDATES + 1):
+        lam = found.lam / 2.0**k
+        out = outcomes(lam)
+        if latency_stat(out.latency_ms, stat) > tau_max:
+            continue
+        labelled = ~np.isnan(out.quality)
+        key = (float(out.quality[labelled].mean()) if labelled.any() else 0.0, -float(out.cost.mean()))
+        if best_key is None or key > best_key:
+            best, best_key = lam, key
+    return found, best
+
+
+def criteria(chosen: dict, reference: dict, stat: str) -> dict:
+    """The protocol's success criteria for the chosen policy against `fixed-2stage`."""
+    def change(a, b):
+        return None if a is None or b in (None, 0) else a / b - 1.0
+    lat = change(chosen["latency_ms"][stat], reference["latency_ms"][stat])
+    loss = (None if chosen["quality"] is None or not reference["quality"]
+            else (reference["quality"] - chosen["quality"]) / reference["quality"])
+    gpu = change(chosen["cost_rel"], reference["cost_rel"])
+    return {
+        "against": "fixed-2stage",
+        "latency_change": {"value": lat, "goal": "-30% to -50%", "met": lat is not None and lat <= GOALS["latency_change"][1]},
+        "quality_loss": {"value": loss, "goal": "< 2%", "met": loss is not None and loss < GOALS["quality_loss"]},
+        "gpu_change": {"value": gpu, "goal": "-40%", "met": gpu is not None and gpu <= GOALS["gpu_change"]},
+    }
+
+
+def deployment_check(ev: Evaluation, tau_max: float, stat: str) -> dict:
+    """λ as it would be deployed: chosen on each fold's own calibration rows (through their
+    out-of-fold bins), then judged on that fold's held-out rows — how often it met τ_max."""
+    lams, met, held = [], 0, []
+    for f in ev.folds:
+        found = bisect_lambda(lambda lam: latency_stat(f.walk_calibration(lam).latency_ms, stat), tau_max,
+                              lam_hi=_lam_scale(ev))
+        value = latency_stat(f.walk(found.lam).latency_ms, stat)
+        lams.append(found.lam)
+        held.append(value)
+        met += value <= tau_max
+    return {"lambdas": lams, "held_out_statistic": held, "met": int(met), "of": len(ev.folds),
+            "margin": 0.0,
+            "note": "λ chosen on calibration data with no margin; held-out statistic per fold"}
+
+
+MODES = ("replay", "des")
+
+
+def des_latency(ev: Evaluation, *, rate: float, replicas=1, max_batch: int = 256, seed: int = 0):
+    """outcomes → the same outcomes with latencies from the discrete-event simulation: Poisson
+    arrivals at `rate` req/s over the pooled held-out requests, one pool per tier (`replicas`,
+    TP from the cost model, `max_batch`), iteration times from the cost model's coefficients."""
+    from asd.simulator.des import Pools, arrival_times
+    from asd.simulator.des import simulate as run_des
+
+    c, rows = ev.costs, ev.held
+    n_prompt, n_out = np.rint(c.n_prompt_tokens[rows]), np.rint(c.n_output_tokens[rows])
+    n_draft, n_acc = np.rint(c.n_draft_tokens[rows]), np.rint(c.n_accepted[rows])
+    tokens = dict(n_prompt=n_prompt.astype(np.int64), n_decode=n_out.astype(np.int64),
+                  n_prompt_cont=(n_prompt + n_draft).astype(np.int64),
+                  n_decode_cont=np.maximum(n_out - n_acc, 0).astype(np.int64))
+    pools = Pools.build(ev.cost_model.iteration_coefficients(), replicas=replicas,
+                        tensor_parallel=ev.cost_model.gpus.astype(np.int64), max_batch=max_batch)
+    arrival = arrival_times(rows.size, rate=rate, seed=seed)
+
+    def latency(out: Outcomes) -> Outcomes:
+        run = run_des(out.start, out.stop, arrival_ms=arrival, pools=pools, **tokens)
+        latency.last = run
+        return Outcomes(out.start, out.stop, out.cost, run.e2e_ms, out.quality)
+    latency.pools = pools
+    return latency
+
+
+def simulate(bundle="builtin", *, tau_max: float, stat: str = "p95", mode: str = "replay", rate: float | None = None,
+             replicas=1, max_batch: int = 256, split: str | None = None, folds: int | None = None,
+             cost_model: str | None = None, predictor: str = "logistic", stage0: bool = True, risk="mean",
+             seed: int = 0, evaluation: Evaluation | None = None, progress=None) -> dict:
+    """Everything `asd simulate` prints and writes with --json."""
+    if stat not in STATISTICS:
+        raise ConfigError(f"--stat {stat!r}: use one of {', '.join(STATISTICS)}")
+    if not (tau_max > 0):
+        raise ConfigError(f"--tau-max {tau_max}: must be a positive number of milliseconds")
+    if mode not in MODES:
+        raise ConfigError(f"--mode {mode!r}: use one of {', '.join(MODES)}")
+    if mode == "des" and not (rate is not None and rate > 0):
+        raise ConfigError("--mode des needs --rate R (requests per second, > 0)")
+    ev = evaluation or Evaluation(bundle, folds=folds, split=split, cost_model=cost_model, predictor=predictor,
+                                  stage0=stage0, risk=risk, seed=seed, progress=progress)
+    n_tiers = ev.view.n_tiers
+    latency = des_latency(ev, rate=rate, replicas=replicas, max_batch=max_batch, seed=seed) if mode == "des" else None
+    timed = (lambda out: out) if latency is None else latency
+    found, lam = search_tau(ev, tau_max, stat, latency)
+    chosen_out = timed(ev.policy_outcomes(lam))
+    chosen = {"lambda": lam, **summarize(chosen_out, ev.cost_last, n_tiers)}
+    feasible = found.status != "infeasible"
+    load = None
+    if latency is not None:
+        run = latency.last
+        load = {"rate": rate, "replicas": latency.pools.replicas.tolist(), "max_batch": int(max_batch),
+                "utilisation": run.utilisation.tolist(), "gpu_s": run.gpu_s.tolist(),
+                "mean_queue": run.mean_queue.tolist(), "max_queue": run.max_queue.tolist(),
+                "ttft_ms": {s: run.latency(s, "ttft") for s in STATISTICS}}
+
+    outs: dict[str, Outcomes] = ev.fixed_baselines(lam)
+    for name in B.TUNED:
+        outs[name] = ev.tuned_baseline(name, latency=(stat, tau_max))
+    outs["random"] = ev.random_baseline(float(chosen_out.cost.mean()))
+    order = B.baseline_names(ev.view.tier_names)
+    baselines = {}
+    for name in order:
+        s = summarize(timed(outs[name]), ev.cost_last, n_tiers)
+        s["meets_tau"] = s["latency_ms"][stat] <= tau_max
+        if name == B.UPPER_BOUND:
+            s["upper_bound"] = True
+        baselines[name] = s
+
+    return {
+        "bundle": ev.view.path,
+        "tau_max_ms": float(tau_max), "stat": stat, "mode": mode,
+        "split": ev.design["split"], "folds": ev.design["folds"], "evaluation": ev.design["description"],
+        "n_requests": int(ev.held.size), "speculative": ev.speculative,
+        "cost_model": ev.cost_model.kind, "cost_note": ev.cost_model.note,
+        "search": {"status": found.status, "evaluations": found.evaluations, "statistic": found.statistic,
+                   "lambda_limit": found.lam, "lambda": lam,
+                   "note": f"bisection for the largest λ within τ_max, then the best quality among it and "
+                           f"{CANDIDATES} halvings"},
+        "load": load,
+        "feasible": feasible,
+        "chosen": chosen,
+        "baselines": baselines,
+        "criteria": criteria(chosen, baselines["fixed-2stage"], stat),
+        "deployment": deployment_check(ev, tau_max, stat),
+        "tiers": list(ev.view.tier_names),
+    }
+
+
+def explain(ev: Evaluation, request_id: str, lam: float) -> dict:
+    """The protocol's debugger for one request: its output per tier, features, p̂, bin, the
+    stop and continue values and the decision, under its own fold's policy at λ."""
+    matches = np.flatnonzero(ev.view.request_ids.astype(str) == str(request_id))
+    if matches.size == 0:
+        raise ConfigError(f"--explain {request_id!r}: no such request in {ev.view.path}")
+    row = int(matches[0])
+    for f in ev.folds:
+        where = np.flatnonzero(f.held == row)
+        if where.size:
+            break
+    else:
+        raise ConfigError(f"--explain {request_id!r}: the request is not among the held-out requests")
+    j = int(where[0])
+    policy = f.policy.solve(lam)
+    w = policy.walk(f.prompt_bins[j:j + 1], f.tier_bins[j:j + 1], cold_bins=f.cold_bins[j:j + 1])
+    start, stop = int(w.start[0]), int(w.stop[0])
+    fs, view = ev.features, ev.view
+    tiers = []
+    for i, name in enumerate(view.tier_names):
+        cold = i == start and i > 0
+        b = int((f.cold_bins if cold else f.tier_bins)[j, i])
+        x = (fs.cold_x if cold else fs.tier_x)[row, i]
+        stop_value = lam * (1.0 - float(policy.q_stop[i, b]))
+        cont = float(policy.continue_table[i, b]) if i < view.n_tiers - 1 else None
+        output = view.outputs[row, i]
+        tiers.append({
+            "tier": name, "ran": start <= i <= stop, "state": "cold start" if cold else "climbed",
+            "output": None if output is None else str(output)[:300],
+            "acceptable": None if np.isnan(view.acceptable[row, i]) else bool(view.acceptable[row, i]),
+            "p_hat": float(f.p_held[j, i]), "bin": b, "stop_value": stop_value, "continue_value": cont,
+            "decision": "stop" if bool(policy.stop_table[i, b]) else "continue",
+            "features": {n: float(v) for n, v in zip(fs.names, x)},
+        })
+    return {"request_id": str(request_id), "lambda": lam, "start_tier": view.tier_names[start],
+            "stop_tier": view.tier_names[stop], "prompt": None if view.prompts[row] is None else str(view.prompts[row])[:300],
+            "tiers": tiers}
+
+
+def run_simulate(bundle="builtin", *, tau_max: float, stat: str = "p95", mode: str = "replay", rate=None,
+                 replicas=1, max_batch=256, split=None, folds=None, cost_model=None, predictor="logistic",
+                 stage0=True, risk="mean", seed=0, plots=None, explain_id=None, progress=None) -> dict:
+    """`asd simulate` end to end: evaluate, search λ, baselines, optional plots and --explain."""
+    if mode == "des" and not (rate is not None and rate > 0):
+        raise ConfigError("--mode des needs --rate R (requests per second, > 0)")
+    ev = Evaluation(bundle, folds=folds, split=split, cost_model=cost_model, predictor=predictor,
+                    stage0=stage0, risk=risk, seed=seed, progress=progress)
+    result = simulate(bundle, tau_max=tau_max, stat=stat, mode=mode, rate=rate, replicas=replicas,
+                      max_batch=max_batch, evaluation=ev, seed=seed)
+    if explain_id is not None:
+        result["explain"] = explain(ev, explain_id, result["chosen"]["lambda"])
+    if plots:
+        from asd.simulator import plots as P
+
+        out = P.plots_dir(plots)
+        chosen = ev.policy_outcomes(result["chosen"]["lambda"])
+        if mode == "des":
+            chosen = des_latency(ev, rate=rate, replicas=replicas, max_batch=max_batch, seed=seed)(chosen)
+        result["plots"] = [str(p) for p in (
+            P.latency_histogram(chosen.latency_ms, out / "latency.png", tau_max=tau_max,
+                                title=f"policy at λ={result['chosen']['lambda']:.3g}, held out"),
+            P.stop_distribution({"policy": result["chosen"]["stop_fractions"]}
+                                | {k: v["stop_fractions"] for k, v in result["baselines"].items()
+                                   if k in ("threshold", "router", "oracle")},
+                                ev.view.tier_names, out / "stops.png"),
+        )]
+    return result

@@ -1,0 +1,189 @@
+"""`asd sweep`: the quality / cost / latency frontier of the policy and of every baseline on
+held-out requests. The DP's policy is piecewise constant in λ, so the policy's frontier is
+every distinct policy (the breakpoints of all folds' policies, pooled), not a fixed grid.
+Also the comparison a user decides on: the GPU saved at ≤ 2 % quality loss against always-last,
+by the policy, the best simple policy and the oracle.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from asd.engine.search import LAMBDA_CAP, distinct_policies
+from asd.simulator import baselines as B
+from asd.simulator.evaluate import Evaluation
+from asd.simulator.outcomes import summarize
+
+QUALITY_SLACK = 0.02   # "≤ 2 % quality loss against always-last", relative
+BUDGET_LEVELS = 24     # cost budgets the tuned baselines are picked at
+
+
+def _point(out, ev, lam=None) -> dict:
+    s = summarize(out, ev.cost_last, ev.view.n_tiers)
+    return ({"lambda": lam} if lam is not None else {}) | s
+
+
+def policy_frontier(ev: Evaluation) -> list[dict]:
+    """One point per distinct pooled policy: the union of every fold policy's λ breakpoints; a
+    λ inside each interval between consecutive breakpoints represents it."""
+    edges = {0.0}
+    for f in ev.folds:
+        for piece in distinct_policies(f.policy, 0.0, LAMBDA_CAP, rel_tol=1e-6):
+            edges.update((piece.lam_lo, piece.lam_hi))
+    edges = sorted(edges)
+    lams = [edges[0]] + [0.5 * (a + b) for a, b in zip(edges, edges[1:]) if b > a] + [edges[-1]]
+    points, last_key = [], None
+    for lam in lams:
+        out = ev.policy_outcomes(lam)
+        key = (out.start.tobytes(), out.stop.tobytes())
+        if key == last_key:
+            continue
+        last_key = key
+        points.append(_point(out, ev, lam))
+    return points
+
+
+def baseline_frontiers(ev: Evaluation, lam_for_protocol: float = 1.0) -> dict[str, list[dict]]:
+    """Fixed baselines as one point each; `threshold` and `router` picked per fold on calibration
+    rows at a ladder of cost budgets; `random` at the mean cost of each single tier mix."""
+    out = {name: [_point(o, ev)] for name, o in ev.fixed_baselines(lam_for_protocol).items()}
+    first = float(ev.arrays.cost[:, 0].sum() / ev.cost_last) if ev.cost_last > 0 else 0.0
+    budgets = np.linspace(min(first, 1.0), 1.0, BUDGET_LEVELS)
+    for name in B.TUNED:
+        pts, seen = [], set()
+        for b in budgets:
+            o = ev.tuned_baseline(name, cost_rel=float(b))
+            key = o.stop.tobytes() + o.start.tobytes()
+            if key in seen:
+                continue
+            seen.add(key)
+            pts.append(_point(o, ev) | {"budget": float(b)})
+        out[name] = sorted(pts, key=lambda p: p["cost_rel"])
+    mean_costs = ev.arrays.cost.mean(axis=0)
+    out["random"] = [_point(ev.random_baseline(float(c)), ev) for c in np.linspace(mean_costs.min(), mean_costs.max(), 9)]
+    order = B.baseline_names(ev.view.tier_names)
+    return {name: out[name] for name in order}
+
+
+def cheapest_within(points: list[dict], min_quality: float) -> dict | None:
+    ok = [p for p in points if p["quality"] is not None and p["quality"] >= min_quality - 1e-12]
+    return min(ok, key=lambda p: p["cost_rel"]) if ok else None
+
+
+def quality_check(policy_points, baselines, tier_names) -> dict:
+    """At ≤ 2 % quality loss against always-last: the cheapest policy point, the best simple
+    policy (the threshold cascade, or a single tier meeting it alone), the oracle; the GPU the
+    policy saves beyond the simple one (points of cost) and the share of the simple-to-oracle gap
+    it closes; and whether any threshold or router point lies above the policy's frontier."""
+    last = baselines[f"always-{tier_names[-1]}"][0]
+    floor = last["quality"] * (1.0 - QUALITY_SLACK)
+    policy = cheapest_within(policy_points, floor)
+    simple_candidates = {"threshold": cheapest_within(baselines["threshold"], floor)}
+    for t in tier_names:
+        simple_candidates[f"always-{t}"] = cheapest_within(baselines[f"always-{t}"], floor)
+    simple_name, simple = min(((k, v) for k, v in simple_candidates.items() if v is not None),
+                              key=lambda kv: kv[1]["cost_rel"])
+    oracle = baselines["oracle"][0]
+    saved = None if policy is None else simple["cost_rel"] - policy["cost_rel"]
+    gap = simple["cost_rel"] - oracle["cost_rel"]
+    closed = None if policy is None or gap <= 0 else saved / gap
+    dominated = []
+    for name in ("threshold", "router"):
+        for p in baselines[name]:
+            if _above(p, policy_points):
+                dominated.append({"baseline": name, "quality": p["quality"], "cost_rel": p["cost_rel"]})
+    return {
+        "quality_floor": floor, "always_last_quality": last["quality"],
+        "policy": policy, "best_simple": {"name": simple_name, **simple}, "oracle": oracle,
+        "saved_vs_simple_points": None if saved is None else 100.0 * saved,
+        "gap_closed": closed, "baseline_points_above_policy": dominated,
+        "goals": {"saved_points": 3.0, "gap_closed": 0.25},
+        "met": bool(saved is not None and saved * 100 >= 3.0 and closed is not None and closed >= 0.25 and not dominated),
+    }
+
+
+def _above(point: dict, frontier: list[dict]) -> bool:
+    """Is `point` strictly better in quality than the policy's frontier at its cost (the
+    frontier's best quality among points costing no more)?"""
+    if point["quality"] is None:
+        return False
+    cheaper = [p["quality"] for p in frontier if p["cost_rel"] <= point["cost_rel"] + 1e-12 and p["quality"] is not None]
+    best = max(cheaper) if cheaper else -np.inf
+    return point["quality"] > best + 1e-9
+
+
+def sweep(bundle="builtin", *, split=None, folds=None, cost_model=None, predictor="logistic", stage0=True,
+          risk="mean", seed=0, groups=None, evaluation: Evaluation | None = None, progress=None) -> dict:
+    ev = evaluation or Evaluation(bundle, folds=folds, split=split, cost_model=cost_model, predictor=predictor,
+                                  stage0=stage0, risk=risk, seed=seed, groups=groups, progress=progress)
+    policy_points = policy_frontier(ev)
+    baselines = baseline_frontiers(ev)
+    return {
+        "bundle": ev.view.path, "split": ev.design["split"], "folds": ev.design["folds"],
+        "evaluation": ev.design["description"], "n_requests": int(ev.held.size),
+        "cost_model": ev.cost_model.kind, "cost_note": ev.cost_model.note, "speculative": ev.speculative,
+        "tiers": list(ev.view.tier_names),
+        "policy": policy_points, "baselines": baselines,
+        "quality_check": quality_check(policy_points, baselines, ev.view.tier_names),
+        "features": list(ev.features.names),
+    }
+
+
+def ablation(ev: Evaluation, kind: str, base_points, baselines, options: dict) -> list[dict]:
+    """Frontier change without each feature group (`features`), or at several risk levels
+    (`risk`): the cost at ≤ 2 % quality loss against always-last, and its change in points."""
+    floor = quality_check(base_points, baselines, ev.view.tier_names)["quality_floor"]
+    base = cheapest_within(base_points, floor)
+    variants = []
+    if kind == "features":
+        groups = list(ev.features.groups)
+        variants = [(f"without {g}", {"groups": [x for x in groups if x != g]}) for g in groups if len(groups) > 1]
+    else:
+        variants = [(f"risk lcb:{g}", {"risk": g}) for g in (0.7, 0.8, 0.9, 0.95)]
+    out = []
+    for name, change in variants:
+        opts = {**options, **change}
+        other = Evaluation(ev.view, folds=ev.design["folds"], split=ev.design["split"], **opts)
+        point = cheapest_within(policy_frontier(other), floor)
+        cost = None if point is None else point["cost_rel"]
+        out.append({"name": name, "cost_rel": cost, "base_cost_rel": None if base is None else base["cost_rel"],
+                    "change_points": None if cost is None or base is None else 100 * (cost - base["cost_rel"])})
+    return out
+
+
+def run_sweep(bundle="builtin", *, split=None, folds=None, cost_model=None, predictor="logistic", stage0=True,
+              risk="mean", seed=0, plots=None, ablate=None, csv_path=None, progress=None) -> dict:
+    """`asd sweep` end to end: frontiers, optional ablation, CSV and plots."""
+    options = dict(cost_model=cost_model, predictor=predictor, stage0=stage0, risk=risk, seed=seed)
+    ev = Evaluation(bundle, folds=folds, split=split, progress=progress, **options)
+    result = sweep(evaluation=ev)
+    if ablate:
+        result["ablation"] = ablation(ev, ablate, result["policy"], result["baselines"], options)
+    if csv_path:
+        write_csv(result, csv_path)
+    if plots:
+        from asd.simulator import plots as P
+
+        out = P.plots_dir(plots)
+        result["plots"] = [str(P.frontier(result["policy"], result["baselines"], out / "frontier_cost.png")),
+                           str(P.frontier(result["policy"], result["baselines"], out / "frontier_latency.png", x="latency"))]
+    return result
+
+
+def write_csv(result: dict, path) -> None:
+    import csv
+
+    from asd.errors import ConfigError
+
+    rows = [("policy", p) for p in result["policy"]] + [(n, p) for n, pts in result["baselines"].items() for p in pts]
+    try:
+        with open(path, "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["method", "lambda", "quality", "cost_rel", "latency_mean_ms", "latency_p50_ms",
+                        "latency_p95_ms", "latency_p99_ms"])
+            for name, p in rows:
+                lat = p["latency_ms"]
+                w.writerow([name, p.get("lambda", ""), p["quality"], p["cost_rel"], lat["mean"], lat["p50"],
+                            lat["p95"], lat["p99"]])
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot write --csv ({exc.strerror or exc})") from None

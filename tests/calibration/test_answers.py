@@ -1,0 +1,90 @@
+"""Answer extraction: the same answer in different wordings gets the same key; run-on text,
+lists and free prose do not produce spurious answers."""
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from asd.calibration.answers import (
+    KIND_EMPTY, KIND_NUMBER, KIND_OPTION, KIND_TEXT, canonical_number, extract_answer, jaccard, normalise_text, word_set,
+)
+
+
+@pytest.mark.parametrize(
+    "text, key",
+    [
+        ("The answer is (B).", "opt:B"),
+        (" Let's think step by step. ... so the answer is (C).\n\n", "opt:C"),
+        # MMLU-Pro base models run on into the next few-shot question: only the first answer counts.
+        ("Thus x = 3. The answer is (D).\n\nQuestion: Which of these ... The answer is (A).", "opt:D"),
+        # A number answer before the letter: the option letter wins, as the harness reads it.
+        (" The answer is 34 residues per second. The answer is (J).\n\n", "opt:J"),
+        ("Answer: C", "opt:C"),
+        ("B", "opt:B"),
+        ("(b) Paris", "opt:B"),
+        ("C. Paris is the capital of France.", "opt:C"),
+        ('{"answer": "B"}', "opt:B"),
+        ('```json\n{"reasoning": "add them", "answer": 1234}\n```', "num:1234"),
+        ('{"answer": "1,234.0"}', "num:1234"),
+        ("The total is 1,250 dollars.\nSo she pays $1,250.", "num:1250"),
+        ("76 + 34 = 110", "num:110"),
+        ("so the answer is $1,234.50 dollars", "num:1234.5"),
+        ("#### 1,000", "num:1000"),
+        ("Therefore x = \\boxed{\\frac{3}{4}}.", "num:0.75"),
+        ("The answer is approximately 14.1 m/s", "num:14.1"),
+        ("The answer is -3.0", "num:-3"),
+        ("It costs 7.50.", "num:7.5"),
+        ("The answer is a dog.", "txt:dog"),
+        ("  Zn ", "txt:zn"),
+    ],
+)
+def test_answers_in_many_wordings_get_their_canonical_key(text, key):
+    assert extract_answer(text).key == key
+
+
+def test_the_same_answer_agrees_across_formats():
+    same = ["The answer is (B).", '{"answer": "B"}', "B", "(B) 42 kg", "Answer: B"]
+    assert {extract_answer(t).key for t in same} == {"opt:B"}
+    numbers = ["1,234", "The answer is 1234.", "#### 1234.0", '{"answer": 1234}', "x = 1234"]
+    assert {extract_answer(t).key for t in numbers} == {"num:1234"}
+
+
+def test_kinds_and_flags():
+    assert extract_answer('{"answer": "B"}').from_json
+    assert extract_answer("The answer is (B).").kind == KIND_OPTION
+    assert extract_answer("#### 7").kind == KIND_NUMBER and extract_answer("#### 7").marked
+    prose = extract_answer("A dog is an animal that barks.")
+    assert prose.kind == KIND_TEXT and prose.key == "txt:dog is animal that barks" and not prose.marked
+    for empty in (None, "", "   \n"):
+        assert extract_answer(empty).kind == KIND_EMPTY and extract_answer(empty).key is None
+
+
+def test_list_items_and_sentence_openers_are_not_answers():
+    assert extract_answer("Here are tips:\n1. Sleep well\n2. Eat well").kind == KIND_TEXT
+    assert extract_answer("I think it is Paris.").kind == KIND_TEXT  # "I" is not option I
+    assert extract_answer("A dog barks.").kind == KIND_TEXT  # nor is "A"
+
+
+@pytest.mark.parametrize(
+    "token, canon",
+    [("1,234.50", "1234.5"), ("-3/4", "-0.75"), ("$5", "5"), ("7.0", "7"), ("−2", "-2"), ("1/0", None), ("abc", None)],
+)
+def test_canonical_numbers(token, canon):
+    assert canonical_number(token) == canon
+
+
+def test_normalised_text_drops_case_punctuation_and_articles():
+    assert normalise_text("  The Quick, brown fox -- an ANIMAL!  ") == "quick brown fox animal"
+
+
+def test_jaccard_of_word_sets():
+    assert jaccard(word_set("the cat sat"), word_set("The cat sat!")) == 1.0
+    assert jaccard(word_set("cat sat"), word_set("cat ran")) == pytest.approx(1 / 3)
+    assert jaccard(word_set(""), word_set("")) == 0.0  # two empty outputs do not agree
+
+
+@given(st.text(max_size=200))
+def test_any_text_gives_a_key_or_empty_and_never_raises(text):
+    answer = extract_answer(text)
+    assert (answer.key is None) == (answer.kind == KIND_EMPTY)
+    assert answer.key is None or answer.key.split(":", 1)[0] in {"num", "opt", "txt"}

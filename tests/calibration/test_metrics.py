@@ -1,0 +1,72 @@
+"""Calibration metrics: ECE against hand-computed values, AUROC/Brier conventions, the best single
+feature, and the reliability diagram as a real PNG file."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from asd.calibration.metrics import auroc, best_single_feature, brier, ece, reliability_plot, stage_metrics
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def test_ece_equals_hand_computed_weighted_bin_gaps():
+    # one row per bin: |1-.05| + |0-.15| + |1-.85| + |1-.95| = 1.3 over 4 rows
+    assert ece([1, 0, 1, 1], [0.05, 0.15, 0.85, 0.95]) == pytest.approx(0.325)
+    # two rows share bin 3 (mean p .325, mean y .5) and p = 1.0 falls in the last bin: (2·.175 + 0) / 3
+    assert ece([0, 1, 1], [0.3, 0.35, 1.0]) == pytest.approx(2 * 0.175 / 3)
+    # NaN labels are dropped, not counted
+    assert ece([1, np.nan, 0], [0.95, 0.5, 0.05]) == pytest.approx(0.05)
+    assert np.isnan(ece([np.nan], [0.5]))
+
+
+def test_ece_with_more_bins_is_never_smaller_on_nested_bins():
+    rng = np.random.default_rng(1)
+    p = rng.random(500)
+    y = (rng.random(500) < p ** 2).astype(float)
+    assert ece(y, p, bins=20) >= ece(y, p, bins=10) - 1e-12  # 20 bins refine 10: triangle inequality
+
+
+@settings(max_examples=30, deadline=None)
+@given(hnp.arrays(np.float64, st.integers(1, 60), elements=st.floats(0, 1)), st.integers(1, 20))
+def test_ece_is_zero_when_each_bin_is_calibrated_and_bounded_by_one(p, bins):
+    assert 0.0 <= ece((p > 0.5).astype(float), p, bins) <= 1.0
+    assert ece(p, p, bins) == pytest.approx(0.0, abs=1e-12)  # soft labels equal to p̂: perfectly calibrated
+
+
+def test_auroc_is_none_with_one_class_and_brier_handles_soft_labels():
+    assert auroc([1, 1, np.nan], [0.2, 0.3, 0.4]) is None
+    assert auroc([0, 1, 1], [0.1, 0.2, 0.9]) == pytest.approx(1.0)
+    assert brier([0.5, 1.0], [0.5, 0.5]) == pytest.approx(0.125)
+    assert stage_metrics([np.nan], [0.5]) == {"auroc": None, "brier": None, "ece": None, "n": 0}
+
+
+def test_best_single_feature_is_sign_free_and_skips_unlabelled_rows():
+    rng = np.random.default_rng(0)
+    y = (rng.random(400) < 0.5).astype(float)
+    X = np.column_stack([rng.random(400), -y + 0.3 * rng.random(400), np.ones(400)])
+    name, score = best_single_feature(X, y, ["noise", "reversed", "constant"])
+    assert name == "reversed" and score == pytest.approx(1.0)
+    y_nan = y.copy()
+    y_nan[:10] = np.nan
+    assert best_single_feature(X, y_nan, ["noise", "reversed", "constant"])[0] == "reversed"
+    assert best_single_feature(X, np.ones(400), ["a", "b", "c"]) == (None, None)
+
+
+def test_reliability_plot_writes_a_valid_png_with_one_line_per_stage(tmp_path):
+    import matplotlib.image
+
+    rng = np.random.default_rng(0)
+    p = rng.random(300)
+    curves = {"tier 0": ((rng.random(300) < p).astype(float), p),
+              "tier 1": ((rng.random(300) < p ** 2).astype(float), p),
+              "one class": (np.ones(20), np.full(20, 0.9))}
+    path = reliability_plot(curves, tmp_path / "plots" / "reliability.png")
+    assert path.read_bytes()[:8] == PNG_SIGNATURE
+    image = matplotlib.image.imread(path)
+    assert image.ndim == 3 and image.shape[0] > 300 and image.shape[1] > 300
+    assert image.std() > 0.01  # something was drawn

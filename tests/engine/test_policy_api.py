@@ -1,0 +1,253 @@
+"""The engine's Python API as a new user meets it (issue 7, item 8), the policy's meta header
+and compatibility check, and the online update of the Beta posteriors (item 7)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import asd.engine as engine
+from asd.engine import POLICY_VERSION, Policy, Predictor, bin_index, build_tables, make_edges
+from asd.errors import PolicyError
+from tests.engine.test_policy import make_policy, synthetic_ladder
+
+
+def scores(seed=0, n=2000, n_tiers=3):
+    rng = np.random.default_rng(seed)
+    p = rng.random((n, n_tiers))
+    return p, (rng.random((n, n_tiers)) < p).astype(float), rng
+
+
+# -- precomputed scores, feature widths, table options, binning helpers -----------------------
+
+def test_precomputed_scores_need_no_dummy_predictor_row():
+    p, accepted, _ = scores()
+    tables = build_tables(p, accepted, [1.0, 2.0, 4.0], n_bins=6)
+    by_identity = Policy(tables, Predictor.identity(3), lam=8.0)
+    assert by_identity.predict(1, np.array([0.37])) == pytest.approx(0.37)
+    # a 3-row logistic predictor for a 3-tier ladder without stage 0: row 0 is padded inside
+    logit = np.log(p / (1 - p))[:, :, None]
+    three_rows = Policy(tables, Predictor.logistic(np.ones((3, 1)), np.zeros(3)), lam=8.0)
+    assert three_rows.predictor.n_rows == 4
+    np.testing.assert_array_equal(three_rows.tier_bins(logit), by_identity.tier_bins(p[:, :, None]))
+    np.testing.assert_array_equal(three_rows.walk(None, three_rows.tier_bins(logit)).stop,
+                                  by_identity.walk(None, by_identity.tier_bins(p[:, :, None])).stop)
+    assert three_rows.start(np.zeros(1)) == 0
+
+
+def test_prompt_features_may_have_their_own_width():
+    rng = np.random.default_rng(1)
+    n, n_tiers, tier_width, prompt_width = 500, 3, 5, 2
+    weights = [rng.normal(size=prompt_width)] + [rng.normal(size=tier_width) for _ in range(n_tiers)]
+    predictor = Predictor.logistic(weights, np.zeros(n_tiers + 1), has_prompt=True)
+    assert (predictor.n_prompt_features, predictor.n_features) == (prompt_width, tier_width)
+    tier_x, prompt_x = rng.normal(size=(n, n_tiers, tier_width)), rng.normal(size=(n, prompt_width))
+    oof_p = np.stack([predictor.predict_proba(i + 1, tier_x[:, i]) for i in range(n_tiers)], axis=1)
+    oof_prompt = predictor.predict_proba(0, prompt_x)
+    accepted = (rng.random((n, n_tiers)) < oof_p).astype(float)
+    policy = Policy.from_calibration(predictor, tier_x, accepted, [1.0, 2.0, 4.0], oof_p=oof_p, prompt_x=prompt_x,
+                                     oof_prompt_p=oof_prompt, n_bins=5, lam=10.0)
+    assert policy.tables.n_prompt_bins == 5  # default: min(n_bins, 10)
+    expected = 1 / (1 + np.exp(-(prompt_x[0] @ weights[0])))
+    assert policy.predict(None, prompt_x[0]) == pytest.approx(expected)
+    assert policy.start(prompt_x[0]) == policy.start_batch(prompt_x[:1])[0]
+    np.testing.assert_array_equal(policy.start_batch(prompt_x), policy.start_table[policy.prompt_bins(prompt_x)])
+    with pytest.raises(PolicyError, match="array of 2 values"):
+        policy.start(tier_x[0, 0])
+    with pytest.raises(PolicyError, match="array of 5 values"):
+        policy.decide(0, prompt_x[0])
+
+
+def test_prompt_bins_default_and_refusal_without_a_prompt_score():
+    p, accepted, _ = scores()
+    assert build_tables(p, accepted, [1, 2, 4], prompt_p=p[:, 0], n_bins=30).n_prompt_bins == 10
+    assert build_tables(p, accepted, [1, 2, 4], prompt_p=p[:, 0], n_bins=4).n_prompt_bins == 4
+    with pytest.raises(PolicyError, match="n_prompt_bins=8 without prompt_p"):
+        build_tables(p, accepted, [1, 2, 4], n_prompt_bins=8)
+
+
+def test_walk_without_prompt_bins_on_a_stage0_policy_is_refused():
+    policy, features, prompt_features = make_policy(np.random.default_rng(2), with_prompt=True)
+    with pytest.raises(PolicyError, match="prompt bins are None but this policy has a stage 0 with 8"):
+        policy.walk(None, policy.tier_bins(features))
+    policy.walk(policy.prompt_bins(prompt_features), policy.tier_bins(features))
+
+
+def test_an_unknown_table_option_names_itself_and_the_valid_ones():
+    predictor, features, _, p_true, accepted = synthetic_ladder(np.random.default_rng(3), n=300, with_prompt=False)
+    with pytest.raises(PolicyError, match=r"unknown table option 'nbins': valid options are start_costs, n_bins"):
+        Policy.from_calibration(predictor, features, accepted, [1, 2, 4, 8], oof_p=p_true, nbins=4)
+    with pytest.raises(PolicyError, match="from oof_prompt_p"):
+        Policy.from_calibration(predictor, features, accepted, [1, 2, 4, 8], oof_p=p_true, prompt_p=p_true[:, 0])
+
+
+def test_binning_helpers_are_public_and_match_the_tables():
+    assert {"bin_index", "make_edges", "search_lambda_quality", "distinct_policies"} <= set(engine.__all__)
+    p, accepted, _ = scores()
+    edges = make_edges(p[:, 1], 7)
+    t = build_tables(p, accepted, [1, 2, 4], n_bins=7)
+    np.testing.assert_array_equal(edges, t.edges[1])
+    np.testing.assert_array_equal(bin_index(p[:, 1], edges), Policy(t, Predictor.identity(3)).tier_bins(
+        p[:, :, None])[:, 1])
+    with pytest.raises(PolicyError, match="binning 'kmeans'"):
+        make_edges(p[:, 0], 4, "kmeans")
+
+
+# -- from_calibration: features + out-of-fold p̂ of the same predictor family ------------------
+
+def test_from_calibration_checks_shapes_and_that_oof_p_agrees_with_the_predictor():
+    predictor, features, prompt_features, p_true, accepted = synthetic_ladder(np.random.default_rng(4), n=400)
+    prompt_p = 1 / (1 + np.exp(-prompt_features[:, 0]))
+    ok = dict(oof_p=p_true, prompt_x=prompt_features, oof_prompt_p=prompt_p)
+    Policy.from_calibration(predictor, features, accepted, [1, 2, 4, 8], **ok)
+    cases = [
+        (dict(ok, oof_p=p_true[:, :3]), r"oof_p has shape \(400, 3\): expected \(400, 4\)"),
+        (dict(ok, oof_p=1 - p_true), "out-of-fold p̂ of tier 0 disagrees with the predictor"),
+        (dict(ok, oof_prompt_p=1 - prompt_p), "of the prompt stage disagrees"),
+        (dict(oof_p=p_true), "has a prompt stage but no prompt_x"),
+        (dict(ok, oof_prompt_p=None), "prompt_x and oof_prompt_p come together"),
+        (dict(ok, cold_x=features), "cold_x and oof_cold_p come together"),
+        (dict(ok, cold_x=features[:, :2], oof_cold_p=p_true), "cold features have shape"),
+    ]
+    for kwargs, message in cases:
+        with pytest.raises(PolicyError, match=message):
+            Policy.from_calibration(predictor, features, accepted, [1, 2, 4, 8], **kwargs)
+    with pytest.raises(PolicyError, match="tier features have 3 columns; the predictor reads 16"):
+        Policy.from_calibration(predictor, features[:, :, :3], accepted, [1, 2, 4, 8], **ok)
+
+
+def test_from_calibration_with_cold_features_builds_cold_start_tables():
+    predictor, features, prompt_features, p_true, accepted = synthetic_ladder(np.random.default_rng(5), n=800)
+    cold = features.copy()
+    cold[:, 1:, 0] *= 0.8  # less evidence when started cold
+    cold_p = 1 / (1 + np.exp(-cold[:, :, 0]))
+    policy = Policy.from_calibration(predictor, features, accepted, [1, 2, 4, 8], oof_p=p_true,
+                                     prompt_x=prompt_features, oof_prompt_p=1 / (1 + np.exp(-prompt_features[:, 0])),
+                                     cold_x=cold, oof_cold_p=cold_p, lam=30.0)
+    assert policy.tables.cold_start
+    walk = policy.walk(policy.prompt_bins(prompt_features), policy.tier_bins(features), policy.cold_tier_bins(cold))
+    assert walk.stop.shape == (800,)
+
+
+# -- meta, compatibility, file version ---------------------------------------------------------
+
+META = {"features": ["logprob", "agreement"], "cost_model": {"kind": "params"}, "tier_params_b": [8, 13, 34, 70],
+        "bundle_content_hash": "ab" * 32, "calibration": {"auroc": [0.7, 0.8, 0.8, 0.9]}}
+
+
+def test_meta_is_saved_in_the_header_and_restored(tmp_path):
+    policy, _, _ = make_policy(np.random.default_rng(6), with_prompt=False)
+    policy = Policy(policy.tables, policy.predictor, lam=5.0, meta=META, tier_names=["8B", "13B", "34B", "70B"])
+    path = policy.save(tmp_path / "policy.npz")
+    with np.load(path) as data:
+        assert json.loads(str(data["header"]))["meta"] == META
+    assert Policy.load(path).meta == META
+    with pytest.raises(PolicyError, match="JSON-able"):
+        Policy(policy.tables, policy.predictor, meta={"x": np.zeros(2)})
+
+
+def test_a_policy_for_another_ladder_or_bundle_is_refused_in_one_line(tmp_path):
+    policy, _, _ = make_policy(np.random.default_rng(7), with_prompt=False)
+    policy = Policy(policy.tables, policy.predictor, meta=META, tier_names=["8B", "13B", "34B", "70B"])
+    path = policy.save(tmp_path / "policy.npz")
+    Policy.load(path, expect_tiers=["8B", "13B", "34B", "70B"], expect_params_b=[8, 13, 34, 70])
+    with pytest.raises(PolicyError) as err:
+        Policy.load(path, expect_tiers=["7B", "13B", "34B", "70B"], expect_params_b=[7, 13, 34, 70],
+                    expect_content_hash="cd" * 32)
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(f"policy file {path}: policy does not fit this ladder")
+    assert "tiers ['7B'" in message and "params_b [7.0" in message and "bundle hash cdcd" in message
+
+    class View:  # anything with tier_names and params_b, like a TraceView
+        tier_names = ["8B", "13B", "34B", "70B"]
+        params_b = np.array([8.0, 13.0, 34.0, 72.0])
+
+    with pytest.raises(PolicyError, match=r"params_b \[8.0, 13.0, 34.0, 72.0\] != policy params_b"):
+        policy.check_compatible(View())
+
+
+def test_check_compatible_reads_the_bundle_block_asd_calibrate_writes():
+    policy, _, _ = make_policy(np.random.default_rng(14), with_prompt=False)
+    meta = {"bundle": {"content_hash": "ef" * 32, "tiers": [{"name": n, "params_b": p} for n, p in
+                                                            zip(["8B", "13B", "34B", "70B"], [8, 13, 34, 70])]}}
+    policy = Policy(policy.tables, policy.predictor, meta=meta, tier_names=["8B", "13B", "34B", "70B"])
+    policy.check_compatible(["8B", "13B", "34B", "70B"], [8, 13, 34, 70], "ef" * 32)
+    with pytest.raises(PolicyError, match=r"params_b \[8.0, 13.0, 30.0, 70.0\] .*; bundle hash 000000000000…"):
+        policy.check_compatible(None, [8, 13, 30, 70], "0" * 64)
+
+
+def test_a_version_1_policy_file_is_refused_with_a_clear_message(tmp_path):
+    policy, _, _ = make_policy(np.random.default_rng(8), with_prompt=False)
+    path = policy.save(tmp_path / "policy.npz")
+    with np.load(path) as data:
+        arrays = {k: data[k] for k in data.files}
+    header = json.loads(str(arrays["header"]))
+    header["version"] = 1
+    arrays["header"] = np.array(json.dumps(header))
+    np.savez(tmp_path / "old.npz", **arrays)
+    assert POLICY_VERSION == 2
+    with pytest.raises(PolicyError, match=r"has version 1; this asd .* reads version 2 only: recalibrate"):
+        Policy.load(tmp_path / "old.npz")
+
+
+# -- online update ------------------------------------------------------------------------------
+
+def test_update_adds_the_observed_counts_to_the_posteriors():
+    policy, features, _ = make_policy(np.random.default_rng(9), with_prompt=False)
+    rng = np.random.default_rng(10)
+    tiers, bins = rng.integers(0, 4, 300), rng.integers(0, policy.tables.n_bins, 300)
+    accepted = (rng.random(300) < 0.5).astype(float)
+    updated = policy.update(tiers, accepted, bins=bins)
+    t, u = policy.tables, updated.tables
+    expected_alpha, expected_beta, expected_n = t.alpha.copy(), t.beta.copy(), t.n_obs.copy()
+    for tier, b, a in zip(tiers, bins, accepted):
+        expected_alpha[tier, b] += a
+        expected_beta[tier, b] += 1 - a
+        expected_n[tier, b] += 1
+    np.testing.assert_allclose(u.alpha, expected_alpha)
+    np.testing.assert_allclose(u.beta, expected_beta)
+    np.testing.assert_allclose(u.n_obs, expected_n)
+    assert u.n_obs.sum() - t.n_obs.sum() == 300 and updated.meta["online_updates"] == 300
+    assert updated.lam == policy.lam and np.array_equal(t.trans, u.trans)
+    # features are binned with the policy's own predictor: the same as passing those bins
+    x = features[:50, 1]
+    by_features = policy.update(np.ones(50, int), accepted[:50], features=x)
+    by_bins = policy.update(np.ones(50, int), accepted[:50], bins=policy.tier_bins(features[:50])[:, 1])
+    np.testing.assert_array_equal(by_features.tables.alpha, by_bins.tables.alpha)
+
+
+def test_a_stream_of_rejections_flips_a_stopping_bin_to_continue_and_survives_save_load(tmp_path):
+    policy, _, _ = make_policy(np.random.default_rng(11), with_prompt=False, lam=20.0)
+    stopping = np.flatnonzero(policy.stop_table[1])
+    assert stopping.size
+    b = int(stopping[-1])
+    updated = policy.update(np.ones(2000, int), np.zeros(2000), bins=np.full(2000, b))
+    assert policy.stop_table[1, b] == 1 and updated.stop_table[1, b] == 0
+    loaded = Policy.load(updated.save(tmp_path / "updated.npz"))
+    np.testing.assert_array_equal(loaded.tables.beta, updated.tables.beta)
+    np.testing.assert_array_equal(loaded.stop_table, updated.stop_table)
+    assert loaded.meta["online_updates"] == 2000
+
+
+def test_update_folds_cold_start_answers_into_the_cold_posteriors():
+    policy, _, _ = make_policy(np.random.default_rng(13), with_prompt=False)
+    tiers, bins = np.array([0, 2, 2, 3]), np.array([1, 1, 1, 1])
+    updated = policy.update(tiers, np.ones(4), bins=bins, cold=[True, True, False, False])
+    t, u = policy.tables, updated.tables
+    assert u.alpha_cold[2, 1] - t.alpha_cold[2, 1] == 1 and u.alpha[2, 1] - t.alpha[2, 1] == 1
+    assert u.alpha_cold[3, 1] == t.alpha_cold[3, 1] and u.alpha[3, 1] - t.alpha[3, 1] == 1
+    assert u.alpha[0, 1] - t.alpha[0, 1] == 1 == u.alpha_cold[0, 1] - t.alpha_cold[0, 1]  # tier 0: one state
+
+
+def test_bad_update_input_raises_policy_error():
+    policy, features, _ = make_policy(np.random.default_rng(12), with_prompt=False)
+    with pytest.raises(PolicyError, match="exactly one of bins= or features="):
+        policy.update([0], [1.0])
+    with pytest.raises(PolicyError, match=r"accepted\[1\] = 2.0"):
+        policy.update([0, 0], [1.0, 2.0], bins=[0, 0])
+    with pytest.raises(PolicyError, match="tiers must lie in 0..3"):
+        policy.update([9], [1.0], bins=[0])
+    with pytest.raises(PolicyError, match="bins must lie in"):
+        policy.update([0], [1.0], bins=[999])

@@ -1,0 +1,131 @@
+"""Every baseline on a tiny trace whose results are computed by hand in the comments."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from asd.simulator import baselines as B
+from asd.simulator.outcomes import LadderArrays, summarize, walk_outcomes
+
+# Three requests, three tiers. Cold costs 1, 2, 6 (ms and cost alike); a continuation costs
+# 1.5 at tier 1 and 5 at tier 2 (the previous tier's draft saves some work).
+#   request 0: every tier acceptable          (scores 1, 1, 1)
+#   request 1: only tiers 1 and 2 acceptable  (scores 0, 1, 1)
+#   request 2: only tier 2 acceptable         (scores 0, 0, 1)
+SCORE = np.array([[1.0, 1.0, 1.0], [0.0, 1.0, 1.0], [0.0, 0.0, 1.0]])
+COST = np.tile([1.0, 2.0, 6.0], (3, 1))
+CONT = np.tile([1.0, 1.5, 5.0], (3, 1))
+TINY = LadderArrays(SCORE, SCORE.copy(), COST, CONT, COST.copy(), CONT.copy())
+
+
+def test_always_tier_runs_that_tier_alone():
+    out = B.always(TINY, 1)
+    assert out.cost.tolist() == [2.0, 2.0, 2.0]
+    assert out.quality.tolist() == [1.0, 1.0, 0.0]
+
+
+def test_pipeline_climbs_every_tier_with_continuation_costs():
+    out = B.pipeline(TINY)
+    assert out.cost.tolist() == [7.5, 7.5, 7.5]  # 1 + 1.5 + 5
+    assert out.stop.tolist() == [2, 2, 2]
+
+
+def test_fixed_two_stage_regenerates_the_last_tier_on_a_longer_ladder():
+    out = B.fixed_two_stage(TINY)
+    assert out.cost.tolist() == [7.0, 7.0, 7.0]  # 1 + 6: tiers 0 and 2 are not adjacent
+    two = TINY.take(np.arange(3))
+    two = LadderArrays(*(a[:, [0, 2]] for a in (two.score, two.acceptable, two.cost, two.cost_cont,
+                                                 two.latency_ms, two.latency_cont_ms)))
+    assert B.fixed_two_stage(two).cost.tolist() == [6.0, 6.0, 6.0]  # 1 + 5: two tiers continue the draft
+
+
+def test_oracle_takes_the_cheapest_acceptable_tier_and_skips_the_rest():
+    out = B.oracle(TINY)
+    assert out.stop.tolist() == [0, 1, 2]
+    assert out.start.tolist() == [0, 1, 2]
+    assert out.cost.tolist() == [1.0, 2.0, 6.0]
+    assert out.quality.tolist() == [1.0, 1.0, 1.0]
+
+
+def test_oracle_without_an_acceptable_tier_takes_the_cheapest():
+    bad = LadderArrays(*(np.array(a) for a in (SCORE[2:] * 0, SCORE[2:] * 0, COST[2:], CONT[2:], COST[2:], CONT[2:])))
+    assert B.oracle(bad).stop.tolist() == [0]
+
+
+def test_protocol_rule_always_stops_at_the_first_tier():
+    p_hat = np.array([[0.1, 0.5, 0.9], [0.9, 0.9, 0.9], [0.5, 0.2, 0.3]])
+    out = B.protocol(TINY, p_hat, [1.0, 2.0, 6.0], lam=100.0)
+    assert out.stop.tolist() == [0, 0, 0]
+    assert out.cost.tolist() == [1.0, 1.0, 1.0]
+
+
+def test_random_matches_the_target_mean_cost():
+    many = TINY.take(np.repeat(np.arange(3), 4000))
+    out = B.random_matched(many, target_cost=4.0, seed=1)  # halfway between tiers 1 (2) and 2 (6)
+    assert set(np.unique(out.stop)) == {1, 2}
+    assert out.cost.mean() == pytest.approx(4.0, abs=0.1)
+
+
+def test_threshold_family_stops_at_the_first_confident_tier():
+    p_hat = np.array([[0.9, 0.9, 0.9], [0.2, 0.8, 0.9], [0.2, 0.3, 0.9]])
+    fam = B.Family("threshold", np.array([[0.5, 0.5]]))
+    start, stop = fam.start_stop(p_hat, 0)
+    assert start.tolist() == [0, 0, 0]
+    assert stop.tolist() == [0, 1, 2]
+    out = walk_outcomes(start, stop, TINY)
+    assert out.cost.tolist() == [1.0, 2.5, 7.5]  # 1; 1 + 1.5; 1 + 1.5 + 5
+    assert out.quality.tolist() == [1.0, 1.0, 1.0]
+
+
+def test_router_goes_straight_to_the_cheapest_tier_predicted_acceptable():
+    route = np.array([[0.9, 0.9, 0.9], [0.2, 0.8, 0.9], [0.2, 0.3, 0.9]])
+    start, stop = B.Family("router", np.array([[0.5]])).start_stop(route, 0)
+    assert start.tolist() == stop.tolist() == [0, 1, 2]
+    assert walk_outcomes(start, stop, TINY).cost.tolist() == [1.0, 2.0, 6.0]
+
+
+def test_pick_chooses_the_best_quality_within_the_budget():
+    p_hat = np.array([[0.9, 0.9, 0.9], [0.2, 0.8, 0.9], [0.2, 0.3, 0.9]])
+    fam = B.Family("threshold", np.array([[2.0, 2.0], [0.5, 0.5], [0.1, 0.1]]))
+    # members: always climb to the end (cost 22.5, quality 1), stop when confident (cost 11,
+    # quality 1), stop at tier 0 (cost 3, quality 1/3). Always-last costs 18.
+    assert B.pick(fam, p_hat, TINY, cost_rel=1.5) == 1      # both top members fit; ties → cheaper
+    assert B.pick(fam, p_hat, TINY, cost_rel=0.5) == 2      # only the cheap one fits
+    assert B.pick(fam, p_hat, TINY, latency=("mean", 3.0)) == 2
+    assert B.pick(fam, p_hat, TINY, latency=("mean", 0.5)) == 2  # none fits: the cheapest
+
+
+def test_summary_figures():
+    s = summarize(B.oracle(TINY), cost_last=18.0, n_tiers=3)
+    assert s["quality"] == 1.0
+    assert s["cost_rel"] == pytest.approx(9.0 / 18.0)
+    assert s["latency_ms"]["mean"] == pytest.approx(3.0)
+    assert s["stop_fractions"] == pytest.approx([1 / 3, 1 / 3, 1 / 3])
+
+
+def test_baseline_names_are_in_report_order():
+    assert B.baseline_names(["a", "b"]) == ["always-a", "always-b", "fixed-2stage", "pipeline", "threshold",
+                                            "router", "random", "protocol", "oracle"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 40), st.integers(2, 5), st.integers(0, 2**31 - 1))
+def test_oracle_bounds_every_single_path(n, n_tiers, seed):
+    """No walk (any start, any stop) beats the oracle's quality, and under regeneration none
+    reaches an acceptable answer more cheaply. (With speculative continuation a climb can cost
+    less than its last tier run cold, so the oracle bounds quality, not always cost.)"""
+    rng = np.random.default_rng(seed)
+    acc = (rng.random((n, n_tiers)) < 0.5).astype(float)
+    cost = rng.uniform(0.1, 5.0, (n, n_tiers))
+    arrays = LadderArrays(acc, acc.copy(), cost, cost.copy(), cost.copy(), cost.copy())
+    orc = B.oracle(arrays)
+    start = rng.integers(0, n_tiers, n)
+    stop = np.minimum(start + rng.integers(0, n_tiers, n), n_tiers - 1)
+    walk = walk_outcomes(start, stop, arrays)
+    assert (orc.quality >= walk.quality).all()
+    # among requests where the walk ends acceptable, the oracle is no dearer
+    ok = walk.quality == 1.0
+    assert (orc.cost[ok] <= walk.cost[ok] + 1e-12).all()

@@ -1,0 +1,54 @@
+"""benchmarks/bench_simulator.py runs end to end at a tiny scale: every figure the issue names is
+there, finite, with its goal, and the printed table carries the same numbers as the JSON."""
+
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+FIGURES = ("replay_requests_per_s", "sweep_200_lambda_100k_s", "replay_speedup_vs_python", "des_events_per_s",
+           "des_hour_100rps_4tiers_s", "des_speedup_vs_simpy", "bisection_replay_100k_s", "bisection_des_100k_s",
+           "rss_1m_gb")
+
+
+def test_bench_simulator_reports_every_figure_and_prints_what_it_writes(tmp_path):
+    pytest.importorskip("simpy", reason="the benchmark's SimPy peer needs simpy (the test extra)")
+    out = tmp_path / "bench.json"
+    done = subprocess.run([sys.executable, "benchmarks/bench_simulator.py", "--scale", "0.002", "--json", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stderr
+    report = json.loads(out.read_text())
+    rows = {r["key"]: r for r in report["rows"]}
+    assert set(FIGURES) <= set(rows)
+    for key in FIGURES:
+        assert math.isfinite(report[key]) and report[key] > 0, key
+        assert rows[key]["value"] == report[key]
+        assert rows[key]["goal"] > 0 and rows[key]["better"] in ("higher", "lower")
+        if key != "rss_1m_gb":
+            assert math.isfinite(rows[key]["baseline"]) and math.isfinite(rows[key]["ratio"]), key
+    # the printed table: one line per figure, ending in [key], with value, goal, baseline, ratio
+    printed = {}
+    for line in done.stdout.splitlines():
+        m = re.search(r"\s(\S+)\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)\s+(yes|NO)\s+\[(\w+)\]$", line)
+        if m:
+            printed[m.group(7)] = m.groups()
+    assert set(printed) == set(rows)
+    for key, (value, cpu, goal, baseline, ratio, met, _) in printed.items():
+        row = rows[key]
+        assert float(value) == pytest.approx(row["value"], rel=1e-5)
+        assert (cpu == "-") == (row["value_cpu_time"] is None)
+        if cpu != "-":
+            assert float(cpu) == pytest.approx(row["value_cpu_time"], rel=1e-5)
+        assert float(goal) == pytest.approx(row["goal"], rel=1e-3)
+        assert (baseline == "-") == (row["baseline"] is None)
+        if baseline != "-":
+            assert float(baseline) == pytest.approx(row["baseline"], rel=1e-5)
+            assert float(ratio) == pytest.approx(row["ratio"], rel=1e-3)
+        assert (met == "yes") == row["meets_goal"]

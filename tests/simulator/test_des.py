@@ -1,0 +1,237 @@
+"""Discrete-event simulation: a hand-computed case, numba = plain-Python twin, = replay at zero
+load, seeds reproduce, conservation (every request finishes, KV within capacity, busy within the
+wall clock), queueing grows with the arrival rate, Chrome-trace export."""
+
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+
+from asd.errors import ConfigError
+from asd.simulator import Pools, ReplayInputs, arrival_times, latency_grid, replay, simulate
+from asd.simulator import reference as ref
+from asd.simulator.des_nb import simulate_cascade_nb
+from asd.simulator.latency_nb import prefill_ms_nb
+from tests.simulator.test_replay import synthetic_policy
+from tests.strategies import cascade_instances
+
+COEFFS_2 = np.array([[10.0, 1.0, 2.0, 0.5], [20.0, 2.0, 3.0, 1.0]])
+
+
+def test_two_requests_batch_of_two_match_numbers_computed_by_hand():
+    # One tier, one replica, batch 2. A: prompt 4, 3 tokens, arrives at 0. B: prompt 2, 2 tokens, at 5.
+    # it 1 [0, 16]:      A prefill: 10 + 1·4 + 0.5·4 = 16               → A has token 1 (TTFT 16)
+    # it 2 [16, 33.5]:   B prefill + A decode: 10 + 1·2 + 2·1 + 0.5·(2 + 4+1) = 17.5 → B token 1, A token 2
+    # it 3 [33.5, 52]:   A, B decode: 10 + 2·2 + 0.5·((4+2) + (2+1)) = 18.5 → both done at 52
+    pools = Pools.build(COEFFS_2, replicas=1, max_batch=2)
+    result = simulate([0, 0], [0, 0], [[4, 4], [2, 2]], [[3, 3], [2, 2]], arrival_ms=[0.0, 5.0], pools=pools)
+    np.testing.assert_allclose(result.ttft_ms, [16.0, 33.5 - 5.0])
+    np.testing.assert_allclose(result.e2e_ms, [52.0, 52.0 - 5.0])
+    assert result.busy_ms.tolist() == [52.0, 0.0]
+    assert result.iterations.tolist() == [3, 0]
+    assert result.events == 5  # 2 arrivals + 3 iterations
+    assert result.max_queue.tolist() == [1, 0]  # B waited from 5 to 16
+    assert result.mean_queue[0] == pytest.approx(11.0 / 52.0)
+    assert result.max_kv_reserved[0] == 7 + 4
+    assert result.utilisation[0] == pytest.approx(1.0)
+    # batch 1: B waits for A to finish (45.5 = closed form), then runs alone (26.5)
+    serial = simulate([0, 0], [0, 0], [[4, 4], [2, 2]], [[3, 3], [2, 2]], arrival_ms=[0.0, 5.0],
+                      pools=Pools.build(COEFFS_2, max_batch=1))
+    np.testing.assert_allclose(serial.e2e_ms, [45.5, 45.5 + 26.5 - 5.0])
+
+
+def test_continuation_uses_the_continued_token_counts_and_moves_at_once():
+    # tier 0 cold (prompt 4, 1 token: 10 + 1.5·4 = 16), then tier 1 verifies prompt + draft (6 tokens)
+    # and decodes 2: prefill 20 + 3·6 = 38, one decode 20 + 3 + 1·(6+1) = 30 → 16 + 38 + 30 = 84
+    pools = Pools.build(COEFFS_2)
+    result = simulate([0], [1], [[4, 99]], [[1, 99]], n_prompt_cont=[[0, 6]], n_decode_cont=[[0, 2]],
+                      arrival_ms=[100.0], pools=pools)
+    assert result.e2e_ms[0] == pytest.approx(84.0)
+    assert result.ttft_ms[0] == pytest.approx(16.0 + 38.0)
+    assert result.tier_enter_ms[0, 1] == result.tier_done_ms[0, 0] == 116.0
+
+
+def _run_both(inst):
+    n, n_tiers = inst["n_prompt"].shape
+    pools = Pools.build(inst["coeffs"], replicas=inst["replicas"], max_batch=inst["max_batch"],
+                        kv_capacity=inst["kv_capacity"])
+    first = np.concatenate([[0], np.cumsum(pools.replicas)]).astype(np.int64)
+    order = np.argsort(inst["arrival_ms"], kind="stable")
+    args = (inst["arrival_ms"], order, inst["start"], inst["stop"], inst["n_prompt"], inst["n_decode"],
+            inst["n_prompt_cont"], inst["n_decode_cont"], pools.coeffs, first, pools.max_batch, pools.kv_capacity)
+
+    def outputs():
+        return [np.empty(n), np.empty(n), np.empty((n, n_tiers)), np.empty((n, n_tiers)), np.empty((n, n_tiers)),
+                np.empty((n, n_tiers), np.int64), np.empty(n_tiers), np.empty(n_tiers),
+                np.empty((n_tiers, 4), np.int64)]
+
+    got, want = outputs(), outputs()
+    got_ret = simulate_cascade_nb(*args, *got)
+    want_ret = ref.simulate_cascade(*args, *want)
+    return got, want, got_ret, want_ret
+
+
+@settings(max_examples=150, deadline=None)
+@given(cascade_instances())
+def test_des_kernel_equals_reference_under_load(inst):
+    got, want, got_ret, want_ret = _run_both(inst)
+    assert got_ret[0] == want_ret[0]
+    assert got_ret[1] == pytest.approx(want_ret[1], rel=1e-12)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-9, equal_nan=True)
+
+
+def _latencies(inst):
+    cold = latency_grid(inst["coeffs"], inst["n_prompt"], inst["n_decode"])
+    cont = latency_grid(inst["coeffs"], inst["n_prompt_cont"], inst["n_decode_cont"])
+    return cold, cont
+
+
+@settings(max_examples=150, deadline=None)
+@given(cascade_instances())
+def test_des_equals_replay_at_zero_load(inst):
+    n, n_tiers = inst["n_prompt"].shape
+    cold, cont = _latencies(inst)
+    # replay with the walk forced to the instance's paths: start table per request, stop at `stop`
+    rows = np.arange(n)
+    stop_table = np.zeros((n_tiers, n), dtype=np.uint8)
+    stop_table[inst["stop"], rows] = 1
+    stop_table[-1] = 1
+    inputs = ReplayInputs.build(np.tile(rows[:, None], (1, n_tiers)), prompt_bins=rows, cost=cold, cost_cont=cont,
+                                latency_ms=cold, latency_cont_ms=cont, quality=np.zeros((n, n_tiers)), n_bins=n,
+                                n_prompt_bins=n)
+    replayed = replay(inputs, (inst["start"], stop_table))
+    np.testing.assert_array_equal(replayed.stop, inst["stop"])
+    # arrivals so far apart that each request is alone in the system
+    spacing = 2.0 * (cold.sum(axis=1) + cont.sum(axis=1)).max() + 1.0
+    pools = Pools.build(inst["coeffs"], replicas=inst["replicas"], max_batch=inst["max_batch"],
+                        kv_capacity=inst["kv_capacity"])
+    result = simulate(inst["start"], inst["stop"], inst["n_prompt"], inst["n_decode"],
+                      n_prompt_cont=inst["n_prompt_cont"], n_decode_cont=inst["n_decode_cont"],
+                      arrival_ms=1000.0 + spacing * rows, pools=pools)
+    np.testing.assert_allclose(result.e2e_ms, replayed.latency_ms, rtol=1e-9, atol=1e-9)
+    # TTFT: every tier before the stop tier in full, then the stop tier's prefill iteration
+    s, k = inst["start"], inst["stop"]
+    stop_prompt = np.where(k == s, inst["n_prompt"][rows, k], inst["n_prompt_cont"][rows, k])
+    before = replayed.latency_ms - np.where(k == s, cold[rows, k], cont[rows, k])
+    prefill = np.array([prefill_ms_nb(inst["coeffs"], k[r], stop_prompt[r]) for r in rows])
+    np.testing.assert_allclose(result.ttft_ms, before + prefill, rtol=1e-9, atol=1e-9)
+    assert result.max_queue.max() == 0
+
+
+def _loaded_run(seed=0, rate=40.0, n=400, **pool_args):
+    policy, bins, latency, quality = synthetic_policy(seed=seed, n=n)
+    inputs = ReplayInputs.build(bins, cost=latency, latency_ms=latency, quality=quality, n_bins=policy.tables.n_bins)
+    walk = replay(inputs, policy.solve(300.0))
+    rng = np.random.default_rng(seed)
+    n_prompt = rng.integers(50, 800, size=(n, 4))
+    n_decode = rng.integers(1, 300, size=(n, 4))
+    coeffs = np.array([[5.0, 0.02, 0.05, 1e-4], [7.0, 0.03, 0.08, 2e-4], [12.0, 0.07, 0.15, 4e-4],
+                       [20.0, 0.14, 0.3, 8e-4]])
+    pools = Pools.build(coeffs, **{"replicas": 1, "max_batch": 8, "kv_capacity": 4000, **pool_args})
+    arrivals = arrival_times(n, rate=rate, seed=seed)
+    return walk, simulate(walk.start, walk.stop, n_prompt, n_decode, n_prompt_cont=n_prompt // 2,
+                          n_decode_cont=n_decode // 2, arrival_ms=arrivals, pools=pools)
+
+
+def test_des_is_deterministic_for_a_seed():
+    _, a = _loaded_run(seed=3)
+    _, b = _loaded_run(seed=3)
+    for name in ("ttft_ms", "e2e_ms", "tier_admit_ms", "tier_replica", "busy_ms", "mean_queue"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+    assert a.events == b.events
+    np.testing.assert_array_equal(arrival_times(50, rate=3.0, seed=1), arrival_times(50, rate=3.0, seed=1))
+    assert not np.array_equal(arrival_times(50, rate=3.0, seed=1), arrival_times(50, rate=3.0, seed=2))
+
+
+@pytest.mark.parametrize("pool_args", [{}, {"replicas": [1, 2, 1, 3], "max_batch": [4, 2, 8, 1]},
+                                       {"kv_capacity": [1100, 1100, 2500, 1100]}])
+def test_des_conserves_requests_kv_and_busy_time(pool_args):
+    walk, result = _loaded_run(rate=80.0, **pool_args)
+    pools = result.pools
+    assert np.isfinite(result.e2e_ms).all() and np.isfinite(result.ttft_ms).all()
+    assert (result.ttft_ms > 0).all() and (result.ttft_ms <= result.e2e_ms).all()
+    assert (result.max_kv_reserved <= pools.kv_capacity).all()
+    assert (result.max_batch_seen <= pools.max_batch).all()
+    assert (result.busy_ms <= result.end_ms * pools.replicas + 1e-6).all()
+    assert ((0 <= result.utilisation) & (result.utilisation <= 1 + 1e-12)).all()
+    n_tiers = pools.n_tiers
+    visited = (np.arange(n_tiers)[None, :] >= walk.start[:, None]) & (np.arange(n_tiers)[None, :] <= walk.stop[:, None])
+    assert (np.isfinite(result.tier_done_ms) == visited).all()
+    assert (result.tier_admit_ms[visited] >= result.tier_enter_ms[visited]).all()
+    assert (result.tier_done_ms[visited] > result.tier_admit_ms[visited]).all()
+    for r in range(walk.start.size):  # a request moves on the instant it finishes a tier
+        for i in range(walk.start[r], walk.stop[r]):
+            assert result.tier_enter_ms[r, i + 1] == result.tier_done_ms[r, i]
+    assert result.events == walk.start.size + result.iterations.sum()
+    assert (result.gpu_s <= result.provisioned_gpu_s + 1e-9).all()
+
+
+def test_queueing_latency_grows_with_the_arrival_rate():
+    means = [_loaded_run(rate=rate, max_batch=4)[1] for rate in (0.05, 5.0, 50.0, 500.0)]
+    e2e = [m.latency("mean") for m in means]
+    queue = [m.mean_queue.sum() for m in means]
+    assert e2e == sorted(e2e) and e2e[-1] > 2 * e2e[0]
+    assert queue == sorted(queue) and queue[0] < 1e-3 < queue[-1]
+
+
+def test_arrival_processes():
+    gamma = np.diff(arrival_times(20000, process="gamma", rate=10.0, cv=3.0, seed=0))
+    assert np.std(gamma) / np.mean(gamma) == pytest.approx(3.0, rel=0.1)
+    assert 1e3 / np.mean(gamma) == pytest.approx(10.0, rel=0.1)
+    np.testing.assert_allclose(arrival_times(3, process="trace", offsets_s=[5.0, 2.0, 9.5]), [3000.0, 0.0, 7500.0])
+    with pytest.raises(ConfigError, match="rate"):
+        arrival_times(3, rate=0.0)
+    with pytest.raises(ConfigError, match="offsets"):
+        arrival_times(2, process="trace", offsets_s=[1.0, np.nan])
+
+
+def test_unsorted_trace_arrivals_are_served_in_time_order():
+    pools = Pools.build(COEFFS_2, max_batch=1)
+    result = simulate([0, 0], [0, 0], [[4, 4], [2, 2]], [[3, 3], [2, 2]], arrival_ms=[5.0, 0.0], pools=pools)
+    np.testing.assert_allclose(result.e2e_ms, [26.5 + 45.5 - 5.0, 26.5])
+
+
+def test_des_refuses_requests_that_cannot_fit_a_replica():
+    pools = Pools.build(COEFFS_2, kv_capacity=[6, 100])
+    with pytest.raises(ConfigError, match="request 0 needs 7 KV tokens at tier 0"):
+        simulate([0], [0], [[4, 4]], [[3, 3]], arrival_ms=[0.0], pools=pools)
+    with pytest.raises(ConfigError, match="replicas"):
+        Pools.build(COEFFS_2, replicas=[1, 0])
+    with pytest.raises(ConfigError, match="paths"):
+        simulate([1], [0], [[4, 4]], [[3, 3]], arrival_ms=[0.0], pools=pools)
+
+
+def test_chrome_trace_has_one_complete_event_per_request_and_tier(tmp_path):
+    walk, result = _loaded_run(n=60)
+    path = result.chrome_trace(tmp_path / "trace.json", tier_names=["8b", "13b", "34b", "70b"])
+    events = json.loads(path.read_text())["traceEvents"]
+    spans = [e for e in events if e["ph"] == "X"]
+    assert len(spans) == int((walk.stop - walk.start + 1).sum())
+    assert all(e["dur"] > 0 and e["args"]["queued_ms"] >= 0 for e in spans)
+    assert {e["args"]["name"] for e in events if e["ph"] == "M"} == {"8b", "13b", "34b", "70b"}
+
+
+def test_des_equals_replay_at_zero_load_on_a_policy_walk_with_drafts():
+    policy, bins, _, quality = synthetic_policy(seed=5, n=300)
+    rng = np.random.default_rng(5)
+    n_prompt = rng.integers(20, 900, size=(300, 4))
+    n_decode = rng.integers(0, 400, size=(300, 4))
+    accepted = np.minimum(rng.integers(0, 200, size=(300, 4)), n_decode)
+    coeffs = np.array([[6.0, 0.03, 0.05, 2e-5], [8.0, 0.05, 0.08, 3e-5], [14.0, 0.12, 0.15, 6e-5],
+                       [24.0, 0.25, 0.25, 1e-4]])
+    cold = latency_grid(coeffs, n_prompt, n_decode)
+    cont = latency_grid(coeffs, n_prompt + accepted, n_decode - accepted)
+    inputs = ReplayInputs.build(bins, cost=cold, cost_cont=cont, latency_ms=cold, latency_cont_ms=cont,
+                                quality=quality, n_bins=policy.tables.n_bins)
+    paths = set()
+    for lam in (0.0, 1e3, 3e3, 1e4, 3e4, 1e6):
+        walk = replay(inputs, policy.solve(lam))
+        paths |= set(zip(walk.start.tolist(), walk.stop.tolist()))
+        result = simulate(walk.start, walk.stop, n_prompt, n_decode, n_prompt_cont=n_prompt + accepted,
+                          n_decode_cont=n_decode - accepted, arrival_ms=1e5 * np.arange(300),
+                          pools=Pools.build(coeffs, replicas=2, max_batch=16, kv_capacity=4096))
+        np.testing.assert_allclose(result.e2e_ms, walk.latency_ms, rtol=1e-9, atol=1e-9)
+        assert result.summary()["latency_ms"]["p95"] == pytest.approx(walk.latency("p95"), rel=1e-9)
+    assert len(paths) >= 3  # several (start, stop) paths, so cold and continued tiers both count

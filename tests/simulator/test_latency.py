@@ -1,0 +1,44 @@
+"""Latency model: kernels = twins, and the closed form = the iterations it stands for."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from asd.errors import ConfigError
+from asd.simulator import latency_grid
+from asd.simulator import reference as ref
+from asd.simulator.latency_nb import latency_grid_nb, request_latency_ms_nb
+
+coefficients = hnp.arrays(np.float64, (3, 4), elements=st.floats(0.0, 10.0, allow_nan=False))
+
+
+@settings(max_examples=100, deadline=None)
+@given(coefficients, st.integers(0, 3000), st.integers(0, 600), st.integers(0, 2))
+def test_closed_form_equals_the_sum_of_its_iterations(coeffs, n_prompt, n_out, tier):
+    # prefill iteration (kv = prompt), then one decode iteration per further token (kv grows)
+    total = ref.iteration_ms(coeffs, tier, n_prompt, 0, n_prompt)
+    for j in range(1, max(n_out, 1)):
+        total += ref.iteration_ms(coeffs, tier, 0, 1, n_prompt + j)
+    closed = request_latency_ms_nb(coeffs, tier, n_prompt, n_out)
+    assert closed == pytest.approx(total, rel=1e-12, abs=1e-9)
+    assert closed == ref.request_latency_ms(coeffs, tier, n_prompt, n_out)
+
+
+@settings(max_examples=50, deadline=None)
+@given(coefficients, hnp.arrays(np.int64, (5, 3), elements=st.integers(0, 500)),
+       hnp.arrays(np.int64, (5, 3), elements=st.integers(0, 500)))
+def test_latency_grid_kernel_equals_reference(coeffs, n_prompt, n_out):
+    got, want = np.empty((5, 3)), np.empty((5, 3))
+    latency_grid_nb(coeffs, n_prompt, n_out, got)
+    ref.latency_grid(coeffs, n_prompt, n_out, want)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(latency_grid(coeffs, n_prompt, n_out), got)
+
+
+def test_latency_grid_refuses_bad_coefficients():
+    with pytest.raises(ConfigError, match="shape"):
+        latency_grid(np.ones((2, 3)), np.ones((1, 2)), np.ones((1, 2)))
+    with pytest.raises(ConfigError, match=r"\[1, 2\]"):
+        latency_grid(np.array([[1.0, 1, 1, 1], [1, 1, -1, 1]]), np.ones((1, 2)), np.ones((1, 2)))

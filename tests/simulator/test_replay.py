@@ -1,0 +1,156 @@
+"""Replay kernels: numba = plain-Python twin, λ grid = one replay per λ, latency monotone in λ."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from asd.engine import Policy, Predictor, build_tables
+from asd.errors import PolicyError
+from asd.simulator import ReplayInputs, policy_tables, replay, replay_grid
+from asd.simulator import reference as ref
+from asd.simulator.replay_nb import replay_grid_stats_nb, replay_requests_nb
+from tests.strategies import replay_instances
+
+ARRAYS = ("prompt_bins", "tier_bins", "cold_bins", "start_table", "stop_table", "cost", "cost_cont",
+          "latency_ms", "latency_cont_ms", "quality")
+
+
+def _outputs(n):
+    return (np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n), np.empty(n), np.empty(n))
+
+
+@settings(max_examples=200, deadline=None)
+@given(replay_instances())
+def test_replay_kernel_equals_reference_with_stage_0_and_cold_bins(inst):
+    n = inst["tier_bins"].shape[0]
+    got, want = _outputs(n), _outputs(n)
+    replay_requests_nb(*(inst[k] for k in ARRAYS), *got)
+    ref.replay_requests(*(inst[k] for k in ARRAYS), *want)
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+    s, k = got[0], got[1]
+    assert (s <= k).all()
+    assert (s == inst["start_table"][inst["prompt_bins"]]).all()
+    # the start tier is charged cold, every later tier as a continuation
+    rows = np.arange(n)
+    expected_cost = inst["cost"][rows, s] + np.array(
+        [inst["cost_cont"][r, s[r] + 1:k[r] + 1].sum() for r in rows])
+    np.testing.assert_allclose(got[2], expected_cost, rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(got[4], inst["quality"][rows, k])
+
+
+def test_start_tier_stops_on_its_cold_bin_not_the_climbed_one():
+    tier_bins = np.array([[0, 0, 0]])
+    cold_bins = np.array([[0, 1, 0]])
+    stop = np.array([[0, 0], [0, 1], [1, 1]], dtype=np.uint8)  # tier 1 stops only in bin 1
+    inputs = ReplayInputs.build(tier_bins, cold_bins=cold_bins, cost=np.ones((1, 3)), latency_ms=np.ones((1, 3)),
+                                quality=np.ones((1, 3)), n_bins=2)
+    started_at_1 = replay(inputs, (np.array([1]), stop))
+    assert (started_at_1.start[0], started_at_1.stop[0]) == (1, 1)
+    climbed = replay(inputs, (np.array([0]), stop))
+    assert (climbed.start[0], climbed.stop[0]) == (0, 2)
+
+
+def _grid_instance(inst, n_grid, seed):
+    """Stack the instance's tables with random others."""
+    rng = np.random.default_rng(seed)
+    n_tiers, n_bins = inst["stop_table"].shape
+    stops = rng.integers(0, 2, size=(n_grid, n_tiers, n_bins)).astype(np.uint8)
+    stops[:, -1] = 1
+    stops[0] = inst["stop_table"]
+    starts = rng.integers(0, n_tiers, size=(n_grid,) + inst["start_table"].shape)
+    starts[0] = inst["start_table"]
+    return starts, stops
+
+
+@settings(max_examples=60, deadline=None)
+@given(replay_instances(), st.integers(1, 5), st.integers(0, 2**31))
+def test_grid_replay_equals_one_replay_per_lambda_and_its_reference(inst, n_grid, seed):
+    starts, stops = _grid_instance(inst, n_grid, seed)
+    inputs = ReplayInputs.build(inst["tier_bins"], prompt_bins=inst["prompt_bins"], cold_bins=inst["cold_bins"],
+                                cost=inst["cost"], cost_cont=inst["cost_cont"], latency_ms=inst["latency_ms"],
+                                latency_cont_ms=inst["latency_cont_ms"], quality=inst["quality"],
+                                n_bins=stops.shape[2], n_prompt_bins=starts.shape[1])
+    grid = replay_grid(inputs, starts, stops, quantiles=(0.0, 50.0, 95.0, 99.0, 100.0))
+    for g in range(n_grid):
+        one = replay(inputs, (starts[g], stops[g]))
+        assert grid.mean_cost[g] == pytest.approx(one.mean_cost, rel=1e-12, abs=1e-12)
+        assert grid.mean_quality[g] == pytest.approx(one.mean_quality, rel=1e-12, abs=1e-12)
+        assert grid.mean_latency_ms[g] == pytest.approx(one.latency("mean"), rel=1e-12, abs=1e-12)
+        np.testing.assert_allclose(grid.latency_q_ms[g], np.percentile(one.latency_ms, [0, 50, 95, 99, 100]),
+                                   rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(grid.stop_fractions[g], one.stop_fractions)
+        np.testing.assert_allclose(grid.start_fractions[g], one.start_fractions)
+    # the plain-Python twin of the grid kernel agrees exactly
+    n_tiers, q = inputs.n_tiers, np.array([50.0, 95.0])
+    got = [np.empty(n_grid), np.empty(n_grid), np.empty(n_grid), np.empty((n_grid, n_tiers), np.int64),
+           np.empty((n_grid, n_tiers), np.int64), np.empty((n_grid, 2))]
+    want = [a.copy() for a in got]
+    args = (inputs.prompt_bins, inputs.tier_bins, inputs.cold_bins, starts, stops, inputs.cost, inputs.cost_cont,
+            inputs.latency_ms, inputs.latency_cont_ms, inputs.quality, q)
+    replay_grid_stats_nb(*args, *got)
+    ref.replay_grid_stats(*args, *want)
+    for g_arr, w_arr in zip(got, want):
+        np.testing.assert_allclose(g_arr, w_arr, rtol=1e-12, atol=1e-12)
+
+
+def synthetic_policy(seed=0, n=3000, n_tiers=4, n_bins=10):
+    """Engine tables from a synthetic calibration set whose acceptance follows p̂; latency grows
+    with the tier. Returns (policy, bins, latency, quality)."""
+    rng = np.random.default_rng(seed)
+    difficulty = rng.normal(size=n)
+    p_hat = 1.0 / (1.0 + np.exp(difficulty[:, None] - np.linspace(-0.5, 1.5, n_tiers)[None, :]
+                                + 0.5 * rng.normal(size=(n, n_tiers))))
+    accepted = (rng.random((n, n_tiers)) < p_hat).astype(float)
+    latency = rng.gamma(4.0, 1.0, size=(n, n_tiers)) * np.array([100.0, 160.0, 420.0, 875.0])[:n_tiers]
+    tables = build_tables(p_hat, accepted, latency, n_bins=n_bins)
+    predictor = Predictor.logistic(np.zeros((n_tiers + 1, 1)), np.zeros(n_tiers + 1))
+    policy = Policy(tables, predictor, lam=1.0)
+    bins = np.stack([np.searchsorted(tables.edges[i, 1:-1], p_hat[:, i], side="right") for i in range(n_tiers)], 1)
+    return policy, bins, latency, accepted
+
+
+def test_latency_and_cost_are_monotone_in_lambda_without_stage_0():
+    policy, bins, latency, quality = synthetic_policy()
+    lambdas = np.concatenate([[0.0], np.geomspace(1.0, 1e6, 60)])
+    starts, stops = policy_tables(policy, lambdas)
+    starts[:] = 0  # no stage 0: every request climbs from tier 0
+    inputs = ReplayInputs.build(bins, cost=latency, latency_ms=latency, quality=quality, n_bins=policy.tables.n_bins)
+    grid = replay_grid(inputs, starts, stops, lambdas=lambdas)
+    for stat in ("mean", "p50", "p95", "p99"):
+        assert (np.diff(grid.latency(stat)) >= -1e-9).all(), stat
+    assert (np.diff(grid.mean_cost) >= -1e-9).all()
+    assert grid.stop_fractions[0, 0] > 0.5 and grid.stop_fractions[-1, -1] > 0.5  # the sweep spans the ladder
+    # per request, too: the stop tier never decreases as λ grows
+    previous = replay(inputs, (starts[0], stops[0])).stop
+    for g in range(1, lambdas.size):
+        now = replay(inputs, (starts[g], stops[g])).stop
+        assert (now >= previous).all()
+        previous = now
+
+
+def test_replay_refuses_bad_inputs_with_a_policy_error():
+    bins = np.zeros((2, 3), dtype=np.int64)
+    ok = dict(cost=np.ones((2, 3)), latency_ms=np.ones((2, 3)), quality=np.ones((2, 3)))
+    with pytest.raises(PolicyError, match="latency_ms\\[1, 2\\]"):
+        ReplayInputs.build(bins, **{**ok, "latency_ms": np.array([[1.0, 1, 1], [1, 1, np.nan]])})
+    with pytest.raises(PolicyError, match="cost has shape"):
+        ReplayInputs.build(bins, **{**ok, "cost": np.ones((2, 2))})
+    inputs = ReplayInputs.build(bins, **ok, n_bins=2)
+    with pytest.raises(PolicyError, match="stop table"):
+        replay(inputs, (np.array([0]), np.ones((2, 2), dtype=np.uint8)))
+    with pytest.raises(PolicyError, match="start table names tiers"):
+        replay(inputs, (np.array([3]), np.ones((3, 2), dtype=np.uint8)))
+    with pytest.raises(PolicyError, match="tier_bins holds bins"):
+        ReplayInputs.build(bins + 5, **ok, n_bins=2)
+
+
+def test_replay_result_summary_has_latency_percentiles_and_stop_fractions():
+    policy, bins, latency, quality = synthetic_policy(n=500)
+    inputs = ReplayInputs.build(bins, cost=latency, latency_ms=latency, quality=quality, n_bins=policy.tables.n_bins)
+    result = replay(inputs, policy.solve(500.0))
+    summary = result.summary()
+    assert summary["latency_ms"]["p50"] <= summary["latency_ms"]["p95"] <= summary["latency_ms"]["p99"]
+    assert sum(summary["stop_fractions"]) == pytest.approx(1.0)
+    assert summary["latency_ms"]["mean"] == pytest.approx(result.latency_ms.mean())

@@ -1,0 +1,159 @@
+"""`asd calibrate`, `asd simulate` and `asd sweep` end to end: the built-in trace through the
+CLI, a small synthetic ladder through the Python API (seeded, so figures reproduce)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from asd.cli import main
+from asd.engine import Policy
+from asd.errors import ConfigError, PolicyError
+from asd.simulator.evaluate import Evaluation
+from asd.simulator.simulate import simulate
+from asd.simulator.sweep import sweep
+from asd.traces.synth import write_synthetic_bundle
+
+BASELINES = ["fixed-2stage", "pipeline", "threshold", "router", "random", "protocol", "oracle"]
+
+
+def run(*args):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def finite(d):
+    return all(v is None or math.isfinite(v) for v in (d["quality"], d["cost_rel"], *d["latency_ms"].values()))
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    path = tmp_path_factory.mktemp("synth") / "ladder"
+    write_synthetic_bundle(path, 400, 3, 7, informativeness=0.7)
+    return path
+
+
+@pytest.fixture(scope="module")
+def evaluation(synth):
+    return Evaluation(synth, folds=3, seed=0)
+
+
+def test_simulate_builtin_cli_reports_every_baseline_at_tau(tmp_path):
+    out = tmp_path / "sim.json"
+    result = run("simulate", "--tau-max", "800", "--json", str(out), "--plots", str(tmp_path / "plots"))
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    for key in ("tau_max_ms", "stat", "mode", "split", "n_requests", "speculative", "cost_model", "chosen",
+                "baselines", "feasible"):
+        assert key in data
+    assert data["n_requests"] == 600 and data["folds"] == 5 and data["split"] is None
+    assert list(data["baselines"]) == ["always-smollm2-135m", "always-gemma3-270m"] + BASELINES
+    assert data["feasible"] and data["chosen"]["latency_ms"]["p95"] <= 800
+    assert all(finite(b) for b in data["baselines"].values()) and finite(data["chosen"])
+    oracle = data["baselines"]["oracle"]["quality"]
+    assert all(b["quality"] <= oracle + 1e-12 for b in data["baselines"].values())
+    assert data["chosen"]["quality"] <= oracle
+    assert sum(data["chosen"]["stop_fractions"]) == pytest.approx(1.0)
+    assert "held-out results at τ_max = 800 ms" in result.output and "oracle" in result.output
+    assert all((tmp_path / "plots" / name).stat().st_size > 0 for name in ("latency.png", "stops.png"))
+
+
+def test_simulate_reports_an_infeasible_limit_instead_of_failing(evaluation):
+    data = simulate(tau_max=1e-3, stat="p95", evaluation=evaluation)
+    assert data["feasible"] is False and data["chosen"]["lambda"] == 0.0
+    assert data["search"]["status"] == "infeasible"
+
+
+def test_simulate_with_a_generous_limit_is_slack_and_meets_it(evaluation):
+    data = simulate(tau_max=1e9, stat="p99", evaluation=evaluation)
+    assert data["feasible"] and data["search"]["status"] == "slack"
+    assert data["chosen"]["latency_ms"]["p99"] <= 1e9
+
+
+def test_the_oracle_bounds_the_quality_of_every_policy_point_and_baseline(evaluation):
+    result = sweep(evaluation=evaluation)
+    oracle = result["baselines"]["oracle"][0]["quality"]
+    assert all(p["quality"] <= oracle + 1e-12 for p in result["policy"])
+    assert all(p["quality"] <= oracle + 1e-12 for pts in result["baselines"].values() for p in pts)
+    assert len(result["baselines"]["fixed-2stage"]) == 1 and len(result["baselines"]["threshold"]) >= 2
+
+
+def test_policy_latency_is_monotone_in_lambda_without_stage0(synth):
+    ev = Evaluation(synth, folds=3, seed=0, stage0=False)
+    lams = np.geomspace(1e-3, 1e6, 40)
+    means = [ev.policy_outcomes(lam).latency_ms.mean() for lam in lams]
+    assert all(b >= a - 1e-9 for a, b in zip(means, means[1:]))
+    depth = [ev.policy_outcomes(lam).stop for lam in lams]
+    assert all((b >= a).all() for a, b in zip(depth, depth[1:]))
+
+
+def test_seeds_reproduce(synth):
+    a = simulate(tau_max=2000, evaluation=Evaluation(synth, folds=3, seed=3))
+    b = simulate(tau_max=2000, evaluation=Evaluation(synth, folds=3, seed=3))
+    assert json.dumps(a, sort_keys=True, default=float) == json.dumps(b, sort_keys=True, default=float)
+
+
+def test_sweep_policy_points_are_distinct_policies(evaluation):
+    points = sweep(evaluation=evaluation)["policy"]
+    keys = [tuple(p["stop_fractions"]) + (p["cost_rel"],) for p in points]
+    assert len(points) >= 3
+    assert all(a != b for a, b in zip(keys, keys[1:]))
+
+
+def test_des_mode_under_load_is_slower_than_replay(evaluation):
+    replay = simulate(tau_max=1e9, stat="mean", evaluation=evaluation)
+    des = simulate(tau_max=1e9, stat="mean", mode="des", rate=50.0, evaluation=evaluation)
+    assert des["load"]["rate"] == 50.0 and des["mode"] == "des"
+    assert des["chosen"]["lambda"] == pytest.approx(replay["chosen"]["lambda"])
+    assert des["chosen"]["latency_ms"]["mean"] >= replay["chosen"]["latency_ms"]["mean"] * 0.5
+    with pytest.raises(ConfigError, match="--rate"):
+        simulate(tau_max=1e9, mode="des", evaluation=evaluation)
+
+
+def test_calibrate_cli_writes_a_policy_for_its_bundle(tmp_path):
+    policy_file, report = tmp_path / "p.npz", tmp_path / "cal.json"
+    result = run("calibrate", "builtin", "-o", str(policy_file), "--json", str(report), "--plots", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    data = json.loads(report.read_text())
+    for key in ("tiers", "features", "predictor", "cost_model", "stage0", "split"):
+        assert key in data
+    for tier in data["tiers"]:
+        assert set(tier) >= {"name", "auroc", "brier", "ece", "n", "best_feature", "best_feature_auroc"}
+        assert tier["n"] == 600 and 0.5 < tier["auroc"] <= 1.0 and 0 <= tier["ece"] <= 1
+    assert "every request" in data["data"]  # the built-in trace has no split column: said so
+    policy = Policy.load(policy_file)
+    assert policy.tier_names == ["smollm2-135m", "gemma3-270m"]
+    assert policy.meta["features"]["names"] == data["features"]
+    Policy.load(policy_file, expect_content_hash=policy.meta["bundle"]["content_hash"])
+    with pytest.raises(PolicyError):
+        Policy.load(policy_file, expect_content_hash="0" * 64)
+    assert (tmp_path / "reliability.png").stat().st_size > 0
+
+
+def test_explain_shows_one_requests_walk(evaluation):
+    from asd.simulator.simulate import explain
+
+    rid = str(evaluation.view.request_ids[5])
+    ex = explain(evaluation, rid, 10.0)
+    assert ex["request_id"] == rid and len(ex["tiers"]) == 3
+    assert {t["decision"] for t in ex["tiers"]} <= {"stop", "continue"}
+    with pytest.raises(ConfigError, match="no such request"):
+        explain(evaluation, "not-a-request", 10.0)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["simulate", "/no/such/bundle", "--tau-max", "800"], "/no/such/bundle"),
+    (["simulate", "--tau-max", "800", "--mode", "des"], "--rate"),
+    (["simulate", "--tau-max", "-5"], "--tau-max"),
+    (["simulate", "--tau-max", "800", "--replicas", "x"], "--replicas"),
+    (["sweep", "/no/such/bundle"], "/no/such/bundle"),
+    (["calibrate", "/no/such/bundle", "-o", "p.npz"], "/no/such/bundle"),
+    (["calibrate", "builtin", "-o", "p.npz", "--risk", "bold"], "--risk"),
+])
+def test_bad_input_is_one_line_and_exit_2(args, message):
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output

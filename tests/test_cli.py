@@ -1,0 +1,122 @@
+"""The messages and tables a new user meets on the command line: counts that mean what the
+README says, table cells kept whole, one-line errors that name the real flag and the line,
+exit codes (1 = invalid bundle, 2 = usage error)."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pyarrow as pa
+import pytest
+from click.testing import CliRunner
+
+from asd.cli import main, record_command
+from asd.live.labels import LABEL_MODES
+from asd.live.record import DRAFT_MODES
+from asd.traces.bundle import new_manifest, write_bundle
+
+
+def run(*args, **env):
+    return CliRunner(env={"COLUMNS": "80", **env}).invoke(main, [str(a) for a in args])
+
+
+def one_error_line(result, exit_code=2) -> str:
+    assert result.exit_code == exit_code, result.output
+    assert result.output.count("\n") == 1 and result.output.startswith("error: "), result.output
+    return result.output.rstrip("\n")
+
+
+def small_bundle(path, tiers=("tiny-model-with-a-rather-long-name", "big"), n=1, **manifest_fields):
+    manifest = new_manifest([{"name": t, "params_b": float(i + 1)} for i, t in enumerate(tiers)], **manifest_fields)
+    ids = [f"r{i}" for i in range(n)]
+    outputs = {"request_id": [r for r in ids for _ in tiers], "tier": [k for _ in ids for k in range(len(tiers))],
+               "output": ["x"] * (n * len(tiers)), "quality": [1.0] * (n * len(tiers))}
+    write_bundle(path, manifest, {"request_id": ids}, outputs)
+    return path
+
+
+def test_inspect_n_counts_recorded_outputs_so_spec_bench_draft_tier_shows_0(shared_data, tmp_path):
+    assert run("traces", "import", "spec-bench", shared_data / "spec_bench", "-o", tmp_path / "sb").exit_code == 0
+    result = run("traces", "inspect", tmp_path / "sb", "--json", tmp_path / "s.json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "s.json").read_text())
+    draft, verify = summary["tiers"]
+    assert (draft["n_outputs"], verify["n_outputs"]) == (0, 560) and summary["n_outputs"] == 560
+    rows = {}  # the tiers table comes first; later tables start with tier names too
+    for line in result.output.splitlines():
+        if line.strip().startswith((draft["name"], verify["name"])):
+            rows.setdefault(line.split()[0], line.split())
+    assert rows[draft["name"]][2] == "0" and rows[verify["name"]][2] == "560"  # columns: tier, B, n, ...
+
+
+def test_inspect_keeps_tier_names_whole_at_80_columns(tmp_path):
+    long_names = ("vicuna-68m-draft-model-for-speculation", "vicuna-7b-v1.3-verifier-tier")
+    manifest = new_manifest([{"name": n, "params_b": float(i + 1)} for i, n in enumerate(long_names)])
+    outputs = {"request_id": ["r0", "r0"], "tier": [0, 1], "output": ["a", "a"], "quality": [1.0, 0.0]}
+    drafts = {"request_id": ["r0"], "draft_tier": [0], "verify_tier": [1], "n_draft_tokens": [4], "n_accepted": [1]}
+    write_bundle(tmp_path / "b", manifest, {"request_id": ["r0"]}, outputs, drafts)
+    result = run("traces", "inspect", tmp_path / "b")
+    assert result.exit_code == 0, result.output
+    for name in long_names:
+        assert any(name in line for line in result.output.splitlines() if line.strip().startswith(name)), result.output
+    assert f"{long_names[0]} → {long_names[1]}" in result.output
+    assert re.search(r"accepted share: Σ n_accepted / Σ n_draft_tokens", " ".join(result.output.split()))
+
+
+def test_inspect_says_1_request_and_no_tasks_line_for_a_bundle_without_tasks(tmp_path):
+    result = run("traces", "inspect", small_bundle(tmp_path / "b"))
+    assert result.exit_code == 0, result.output
+    head, signals = result.output.splitlines()[:2]
+    assert head == f"{tmp_path / 'b'}: 1 request, 2 tiers"
+    assert "tasks" not in signals and signals.startswith("signals: ")
+
+
+def test_validate_missing_bundle_is_a_usage_error_and_an_invalid_one_exits_1(tmp_path):
+    line = one_error_line(run("traces", "validate", tmp_path / "nope"), exit_code=2)
+    assert line == f"error: {tmp_path / 'nope'}: no such bundle"
+    flat = small_bundle(tmp_path / "flat", sampling={"temperature": 0.0})  # not per tier
+    result = run("traces", "validate", flat)
+    assert result.exit_code == 1
+    assert "manifest.json: sampling: 'temperature' is not a tier (sampling is per tier:" in result.output
+    assert "manifest.json: sampling: no entry for tier 'big' ({} when not known)" in result.output
+
+
+def test_every_writer_gives_sampling_per_tier(tmp_path):
+    bundle = small_bundle(tmp_path / "b")
+    assert json.loads((bundle / "manifest.json").read_text())["sampling"] == {"tiny-model-with-a-rather-long-name": {}, "big": {}}
+    assert run("traces", "validate", bundle).exit_code == 0
+
+
+def test_merge_errors_name_the_real_flag_and_no_python_lists(tmp_path):
+    a, b = small_bundle(tmp_path / "a"), small_bundle(tmp_path / "b")
+    (tmp_path / "out").mkdir()
+    line = one_error_line(run("traces", "merge", a, b, "-o", tmp_path / "out"))
+    assert line == f"error: {tmp_path / 'out'}: already exists (pass --overwrite to replace it)"
+    line = one_error_line(run("traces", "merge", a, tmp_path / "a", "-o", tmp_path / "m"))
+    assert line == f"error: {tmp_path / 'a'}: the same bundle is given twice"
+    other = small_bundle(tmp_path / "c", tiers=("small", "big"))
+    line = one_error_line(run("traces", "merge", a, other, "-o", tmp_path / "m"))
+    assert "[" not in line and line.endswith(f"differ from {a} (tiny-model-with-a-rather-long-name, big)")
+
+
+def test_csv_header_typo_is_reported_at_line_1(tmp_path):
+    src = tmp_path / "runs.csv"
+    src.write_text("request_id,model,output,qualty\nr,small,x,1\n")
+    line = one_error_line(run("traces", "import", "csv", src, "--tiers", "small", "-o", tmp_path / "b"))
+    assert line.startswith(f"error: {src}, line 1: unknown column 'qualty'")
+
+
+def test_record_prompt_errors_count_lines_from_1_like_import(tmp_path):
+    tiers = tmp_path / "t.yaml"
+    tiers.write_text("tiers: [{name: x, backend: llama_cpp, model: smollm2-135m}]\n")
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"prompt": "hello"}\n{"prompt": ""}\n')
+    line = one_error_line(run("record", "--tiers", tiers, "--prompts", prompts, "-o", tmp_path / "b", "--no-progress"))
+    assert line == f"error: {prompts}, line 2: 'prompt' is empty or not text"
+
+
+def test_record_mode_choices_are_the_mode_tuples():
+    choices = {p.name: list(p.type.choices) for p in record_command.params if p.name in ("drafts", "label")}
+    assert choices == {"drafts": list(DRAFT_MODES), "label": list(LABEL_MODES)}
+    assert "--restart" in run("record", "--help").output
