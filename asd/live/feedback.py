@@ -1,7 +1,8 @@
 """Online posterior updates for `asd serve`: accept/reject feedback on answered requests folds
-into the Beta posteriors q_i(b) of the (stopped tier, p̂ bin) each request ended in, the policy is
-re-solved for its λ, and the counts are persisted atomically (temporary file + fsync + rename)
-beside the policy, so a restart keeps them. The calibrated policy file itself is never touched.
+into the Beta posteriors q_i(b) of the state each request ended in — (stopped tier, p̂ bin),
+climbed or started cold — through `Policy.update` (re-solved at the policy's λ), and the counts
+are persisted atomically (temporary file + fsync + rename) beside the policy, so a restart keeps
+them. The calibrated policy file itself is never touched.
 """
 
 from __future__ import annotations
@@ -20,17 +21,6 @@ from asd.errors import ConfigError
 FORMAT = "asd.feedback"
 
 
-def update_posteriors(policy: Policy, accepted: np.ndarray, rejected: np.ndarray) -> None:
-    """Fold observed counts per (tier, bin), each (L, B), into the policy's Beta posteriors and
-    re-solve at its λ: α += accepted, β += rejected, n_obs += both."""
-    tables = policy.tables
-    tables.alpha[...] += accepted
-    tables.beta[...] += rejected
-    tables.n_obs[...] += accepted + rejected
-    policy.q_stop, policy.q_mean = tables.quality(policy.risk)
-    policy.solve(policy.lam)
-
-
 def file_sha256(path: str | Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -40,14 +30,15 @@ def file_sha256(path: str | Path) -> str:
 
 
 class FeedbackStore:
-    """Accepted/rejected counts per (tier, bin) for one policy file, kept in a JSON file."""
+    """Accepted/rejected counts per (state, tier, bin) — state 0 climbed, 1 cold — for one policy
+    file, kept in a JSON file; `policy` is the calibrated policy with every count folded in."""
 
     def __init__(self, policy: Policy, policy_path: str | Path, path: str | Path | None = None):
         self.policy = policy
         self.policy_path = Path(policy_path)
         self.path = Path(path) if path else self.policy_path.with_name(self.policy_path.name + ".feedback.json")
         self.policy_sha256 = file_sha256(self.policy_path)
-        shape = (policy.n_tiers, policy.tables.n_bins)
+        shape = (2, policy.n_tiers, policy.tables.n_bins)
         self.accepted = np.zeros(shape)
         self.rejected = np.zeros(shape)
         self.n = 0
@@ -66,22 +57,37 @@ class FeedbackStore:
                               "(move it away to start afresh)")
         if accepted.shape != self.accepted.shape or rejected.shape != self.rejected.shape:
             raise ConfigError(f"{self.path}: counts have shape {accepted.shape}, the policy needs {self.accepted.shape}")
+        if (accepted < 0).any() or (rejected < 0).any() or not (np.isfinite(accepted).all() and np.isfinite(rejected).all()):
+            raise ConfigError(f"{self.path}: counts must be finite and >= 0")
+        self._fold(accepted, rejected)
         self.accepted, self.rejected, self.n = accepted, rejected, int(data.get("n", 0))
-        update_posteriors(self.policy, accepted, rejected)
 
-    def add(self, tier: int, bin_: int, accepted: bool) -> None:
-        """Record one observation, update the policy, persist."""
+    def _fold(self, accepted: np.ndarray, rejected: np.ndarray) -> None:
+        """One observation per count into `Policy.update` (a new policy; the old one is kept
+        by whoever still holds it until they take the new one)."""
+        rows = []
+        for outcome, counts in ((1.0, accepted), (0.0, rejected)):
+            for state, tier, bin_ in zip(*np.nonzero(counts)):
+                rows += [(tier, bin_, state, outcome)] * int(round(counts[state, tier, bin_]))
+        if rows:
+            tier, bin_, cold, outcome = (np.array(c) for c in zip(*rows))
+            self.policy = self.policy.update(tier, outcome, bins=bin_, cold=cold.astype(bool))
+
+    def add(self, tier: int, bin_: int, cold: bool, accepted: bool) -> Policy:
+        """Record one observation, update the policy, persist; returns the updated policy."""
         accepted_delta, rejected_delta = np.zeros_like(self.accepted), np.zeros_like(self.rejected)
-        (accepted_delta if accepted else rejected_delta)[tier, bin_] = 1.0
-        update_posteriors(self.policy, accepted_delta, rejected_delta)
+        (accepted_delta if accepted else rejected_delta)[int(cold), tier, bin_] = 1.0
+        self._fold(accepted_delta, rejected_delta)
         self.accepted += accepted_delta
         self.rejected += rejected_delta
         self.n += 1
         self.save()
+        return self.policy
 
     def save(self) -> None:
         payload = {"format": FORMAT, "policy": str(self.policy_path), "policy_sha256": self.policy_sha256,
-                   "n": self.n, "accepted": self.accepted.tolist(), "rejected": self.rejected.tolist()}
+                   "n": self.n, "states": ["climbed", "cold"],
+                   "accepted": self.accepted.tolist(), "rejected": self.rejected.tolist()}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
         try:

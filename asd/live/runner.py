@@ -131,6 +131,7 @@ class CascadeResult:
     latency_ms: float
     stop_bin: int | None
     n_prompt_tokens: int | None
+    stop_cold: bool = False  # the answering tier was where the request started cold (tiers skipped)
 
     @property
     def gpu_ms(self) -> float:
@@ -168,7 +169,7 @@ class CascadeRunner:
         self.stops = [0] * len(pools)
         self.fallbacks = 0
         self._latency_ewma_ms = 0.0
-        self._recent: OrderedDict[str, tuple[int, int]] = OrderedDict()  # request id → (tier, bin)
+        self._recent: OrderedDict[str, tuple[int, int, bool]] = OrderedDict()  # request id → (tier, bin, cold)
         self._remember = int(remember)
         self.observers: list[Callable[[str, dict], None]] = []
 
@@ -210,7 +211,7 @@ class CascadeRunner:
         self.fallbacks += bool(result.fallback)
         self._latency_ewma_ms += 0.1 * (result.latency_ms - self._latency_ewma_ms)
         if result.stop_bin is not None:
-            self._recent[result.request_id] = (result.stopped_at_tier, result.stop_bin)
+            self._recent[result.request_id] = (result.stopped_at_tier, result.stop_bin, result.stop_cold)
             while len(self._recent) > self._remember:
                 self._recent.popitem(last=False)
         self._notify("done", {"result": result})
@@ -243,7 +244,7 @@ class CascadeRunner:
                 run.p_accept = self.policy.predict(tier, x)
                 if last:
                     break
-                run.stop = self.policy.decide(tier, x)
+                run.stop = self.policy.decide(tier, x, cold=not state.climbed)
             except PolicyError as exc:
                 # Features the policy cannot read: keep this answer and say so.
                 fallback.append({"tier": self.pools[tier].name, "error": f"policy: {exc}",
@@ -253,6 +254,7 @@ class CascadeRunner:
                 break
             tier += 1
         final = state.last
+        stop_cold = not state.climbed
         stop_bin = None
         if final.p_accept is not None:
             stop_bin = int(bin_index(np.array([final.p_accept]), self.policy.tables.edges[final.tier])[0])
@@ -269,6 +271,7 @@ class CascadeRunner:
             latency_ms=(time.perf_counter() - started) * 1e3,
             stop_bin=stop_bin,
             n_prompt_tokens=first.n_prompt_tokens,
+            stop_cold=stop_cold,
         )
 
     def _fall_back(self, state: RequestState, tier: int) -> str:
@@ -314,8 +317,8 @@ class CascadeRunner:
         )
 
     # -- feedback and observers ------------------------------------------------------------------
-    def stop_of(self, request_id: str) -> tuple[int, int] | None:
-        """(stopped tier, p̂ bin) of a recent request, for feedback."""
+    def stop_of(self, request_id: str) -> tuple[int, int, bool] | None:
+        """(stopped tier, p̂ bin, cold state) of a recent request, for feedback."""
         return self._recent.get(request_id)
 
     def _notify(self, event: str, payload: dict) -> None:

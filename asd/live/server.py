@@ -215,10 +215,10 @@ def create_app(build_runner: Callable[[], CascadeRunner], *, api_key: str | None
         if where is None:
             raise ApiError(404, f"request_id {body.request_id!r}: not a recent request of this server",
                            "not_found_error", "unknown_request_id")
-        tier, bin_ = where
-        serve.feedback.add(tier, bin_, body.accepted)
+        tier, bin_, cold = where
+        serve.runner.policy = serve.feedback.add(tier, bin_, cold, body.accepted)
         serve.metrics.feedback.labels(str(body.accepted).lower()).inc()
-        return {"request_id": body.request_id, "tier": serve.runner.pools[tier].name, "bin": bin_,
+        return {"request_id": body.request_id, "tier": serve.runner.pools[tier].name, "bin": bin_, "cold": cold,
                 "accepted": body.accepted, "observations": serve.feedback.n}
 
     @app.get("/health")
@@ -318,10 +318,11 @@ def serve(tiers_path, policy_path, *, host: str = "127.0.0.1", port: int = 8000,
     ladder = load_ladder(tiers_path)
     policy = Policy.load(policy_path)
     features_for = features_for_policy(policy, ladder["tiers"])
-    store = FeedbackStore(policy, policy_path, feedback_path)  # applies earlier feedback to the policy
+    store = FeedbackStore(policy, policy_path, feedback_path)  # earlier feedback folded in: store.policy
 
     def build():
-        return build_runner(ladder["tiers"], policy, features_for, max_in_flight=max_queue, speculative=speculative)
+        return build_runner(ladder["tiers"], store.policy, features_for, max_in_flight=max_queue,
+                            speculative=speculative)
 
     app = create_app(build, api_key=api_key, feedback=lambda runner: store)
     uvicorn.run(app, host=host, port=port, log_level=log_level)

@@ -62,7 +62,7 @@ def builtin_policy(lam: float | None = None, target_stop_share: float = 0.5, *,
         p_hat[:, t] = model.predict_proba(x[:, t])[:, 1]
     predictor = Predictor.logistic(weights, bias)
     names = ["smollm2-135m", "gemma3-270m"][:n_tiers]
-    policy = Policy.from_calibration(p_hat, y, cost, predictor, lam=1.0, tier_names=names, n_bins=10)
+    policy = Policy.from_calibration(predictor, x, y, cost, oof_p=p_hat, lam=1.0, tier_names=names, n_bins=10)
     if lam is None:
         best = None
         for candidate in np.geomspace(10.0, 1e5, 60):
@@ -82,29 +82,17 @@ def served_ladder(smollm2_url, gemma_url, max_tokens: int = 4, **gemma_options) 
     return [smollm2, gemma]
 
 
-def calibrated_builtin_policy(target_stop_share: float = 0.5, n_bins: int = 10, groups=None) -> Policy:
-    """A Policy calibrated on the built-in trace with asd.calibration's features, logistic
-    predictors and trace cost model (no stage 0), its feature spec in meta; λ picked so that
-    about `target_stop_share` of the built-in requests stop at tier 0."""
-    from asd.calibration.costs import fit_cost_model
-    from asd.calibration.features import compute_features
-    from asd.calibration.predictors import fit_stage, stack_predictor
-    from asd.calibration.views import load_view
+def calibrated_builtin_policy(target_stop_share: float = 0.5, groups=None, stage0: bool = False) -> Policy:
+    """`asd calibrate` on the built-in trace (asd.calibration: features, logistic predictors,
+    trace cost model), λ picked so that about `target_stop_share` of the built-in requests that
+    start at tier 0 stop there."""
+    from asd.calibration.calibrate import calibrate
 
-    view = load_view("builtin")
-    features = compute_features(view, groups)
-    accepted = np.asarray(view.acceptable, dtype=np.float64)
-    fits = [fit_stage("logistic", features.tier_x[:, i], accepted[:, i], view.request_ids)
-            for i in range(view.n_tiers)]
-    predictor = stack_predictor(None, fits, "logistic")
-    costs = fit_cost_model(view, "trace").grid(view).cost
-    oof_p = np.stack([fit.oof_p for fit in fits], axis=1)
-    policy = Policy.from_calibration(predictor, features.tier_x, accepted, costs, oof_p=oof_p,
-                                     tier_names=list(view.tier_names), n_bins=n_bins,
-                                     meta={"features": features.spec.to_dict()})
+    cal = calibrate("builtin", groups=groups, stage0=stage0, n_bins=10, split=None)
+    policy, x = cal.policy, cal.features.tier_x[:, 0]
     best = None
     for lam in np.geomspace(1.0, 1e6, 80):
-        share = policy.solve(lam).decide_batch(0, features.tier_x[:, 0]).mean()
+        share = policy.solve(lam).decide_batch(0, x).mean()
         if best is None or abs(share - target_stop_share) < best[0]:
             best = (abs(share - target_stop_share), lam)
     return policy.solve(best[1])

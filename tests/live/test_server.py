@@ -35,9 +35,8 @@ def policy_file(tmp_path_factory):
 
 
 def make_app(tiers, policy_path, *, api_key=None, max_in_flight=64, feedback_path=None, request_timeout_s=300.0):
-    policy = Policy.load(policy_path)
-    store = FeedbackStore(policy, policy_path, feedback_path)
-    return create_app(lambda: build_runner(tiers, policy, simple_features, max_in_flight=max_in_flight,
+    store = FeedbackStore(Policy.load(policy_path), policy_path, feedback_path)
+    return create_app(lambda: build_runner(tiers, store.policy, simple_features, max_in_flight=max_in_flight,
                                            request_timeout_s=request_timeout_s),
                       api_key=api_key, feedback=lambda runner: store)
 
@@ -160,8 +159,11 @@ def test_feedback_updates_the_posterior_and_survives_a_restart(llama_server, gem
         ok = client.post("/v1/feedback", json={"request_id": answer["request_id"], "accepted": False})
         assert ok.status_code == 200, ok.text
         tier, bin_ = answer["stopped_at_tier_index"], ok.json()["bin"]
+        running = client.app.state.asd.runner.policy  # the server decides with the updated posterior at once
+        assert running.tables.beta[tier, bin_] == before.beta[tier, bin_] + 1
+    assert ok.json()["cold"] is False  # this policy has no stage 0: every request climbs from tier 0
     saved = json.loads(store.read_text())
-    assert saved["rejected"][tier][bin_] == 1 and saved["n"] == 1
+    assert saved["rejected"][0][tier][bin_] == 1 and saved["n"] == 1
     # Restart: a new server on the same policy file reads the feedback back.
     with TestClient(make_app(tiers, policy_file, feedback_path=store)) as client:
         assert client.get("/stats").json()["feedback"]["observations"] == 1
