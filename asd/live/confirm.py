@@ -191,13 +191,15 @@ def simulate_live(bundle_path, policy, tiers: list[dict]) -> dict:
     from asd.calibration.costs import fit_cost_model
     from asd.calibration.features import compute_features
     from asd.calibration.views import load_view
-    from asd.live.features import policy_feature_spec
+    from asd.live.features import policy_feature_spec, stage0_prompt_features
     from asd.live.pool import replica_urls
     from asd.simulator.des import Pools, simulate
 
     view = load_view(bundle_path)
     features = compute_features(view, spec=policy_feature_spec(policy))
-    prompt_bins = policy.prompt_bins(features.prompt_x) if policy.predictor.has_prompt else None
+    # Stage 0 sees what the live runner saw then: the prompt, not yet tier 0's token count.
+    prompt_x = stage0_prompt_features(view, policy_feature_spec(policy))
+    prompt_bins = policy.prompt_bins(prompt_x) if policy.predictor.has_prompt else None
     cold_bins = policy.cold_tier_bins(features.cold_x) if policy.tables.cold_start else None
     walk = policy.walk(prompt_bins, policy.tier_bins(features.tier_x), cold_bins)
     model = fit_cost_model(view, "trace")

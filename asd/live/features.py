@@ -59,3 +59,15 @@ class CalibrationFeatures:
 
 def features_for_policy(policy, tiers: list[dict]) -> FeaturesFor:
     return CalibrationFeatures(policy_feature_spec(policy), tiers)
+
+
+def stage0_prompt_features(view, spec) -> np.ndarray:
+    """Prompt features (N, P) as the live runner has them at stage 0: before any tier ran, so
+    without tier 0's prompt token count (the prompt-length feature falls back to its
+    characters-based estimate). A recorded bundle knows the count; the decision did not."""
+    import dataclasses
+
+    from asd.calibration.features import compute_features
+
+    unknown = dataclasses.replace(view, n_prompt_tokens=np.full_like(view.n_prompt_tokens, np.nan))
+    return compute_features(unknown, spec=spec).prompt_x

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from asd.live.confirm import drive, write_live_bundle
-from asd.live.features import features_for_policy
+from asd.live.features import features_for_policy, stage0_prompt_features
 from asd.live.runner import CascadeRequest, RequestState, build_runner
 from tests.live.cascade import calibrated_builtin_policy, served_ladder
 
@@ -26,7 +26,7 @@ PROMPTS = pd.DataFrame({
 
 @pytest.fixture(scope="module")
 def policy():
-    return calibrated_builtin_policy(groups="logprob,entropy,format", target_stop_share=0.3)
+    return calibrated_builtin_policy()
 
 
 def test_live_features_equal_the_recorded_bundles_features(llama_server, gemma_server, policy, tmp_path):
@@ -55,10 +55,15 @@ def test_live_features_equal_the_recorded_bundles_features(llama_server, gemma_s
     view = load_view(write_live_bundle(tmp_path / "b", tiers, PROMPTS, outcomes, run={}))
     recorded = compute_features(view, spec=policy_spec(policy))
     row = {rid: i for i, rid in enumerate(view.request_ids)}
+    started = {o.request.request_id: o.result.start_tier for o in outcomes}
     decided = [(rid, tier) for rid, tier in seen if tier is not None]
     assert decided
     for rid, tier in decided:
-        np.testing.assert_allclose(seen[(rid, tier)], recorded.tier_x[row[rid], tier], rtol=0, atol=1e-9)
+        grid = recorded.tier_x if tier == 0 or tier > started[rid] else recorded.cold_x  # the state it was in
+        np.testing.assert_allclose(seen[(rid, tier)], grid[row[rid], tier], rtol=0, atol=1e-9)
+    stage0 = stage0_prompt_features(view, policy_spec(policy))
+    for rid in PROMPTS["request_id"]:  # stage 0 read the prompt features the simulator gives it
+        np.testing.assert_allclose(seen[(rid, None)], stage0[row[rid]], rtol=0, atol=1e-9)
 
 
 def policy_spec(policy):
