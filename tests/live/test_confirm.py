@@ -7,6 +7,7 @@ import asyncio
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from asd.live.confirm import drive, measured_summary, poisson_arrivals, write_live_bundle
 from asd.live.runner import CascadeRequest, build_runner
@@ -68,3 +69,42 @@ def test_closed_and_open_loop_runs_are_recorded_as_a_valid_bundle(llama_server, 
     assert summary["answered"] == 4 and summary["errors"] == 0
     assert sum(summary["stop_fractions"].values()) == 1.0 and summary["gpu_s"] > 0
     assert summary["latency_ms"]["p50"] <= summary["latency_ms"]["p95"]
+
+
+def test_asd_live_cli_prints_measured_vs_simulated_and_writes_the_json_keys(llama_server, gemma_server, tmp_path):
+    import json
+
+    import yaml
+    from click.testing import CliRunner
+
+    from asd.cli import main
+    from tests.live.cascade import calibrated_builtin_policy
+    from tests.live.conftest import write_jsonl
+
+    tiers = tmp_path / "tiers.yaml"
+    tiers.write_text(yaml.safe_dump({"tiers": served_ladder(llama_server, gemma_server, max_tokens=3)}))
+    calibrated_builtin_policy().save(tmp_path / "policy.npz")
+    prompts = write_jsonl(tmp_path / "p.jsonl", PROMPTS.where(PROMPTS.notna(), None).to_dict("records"))
+    result = CliRunner().invoke(main, ["live", "--tiers", str(tiers), "--policy", str(tmp_path / "policy.npz"),
+                                       "--prompts", str(prompts), "--rate", "2", "-o", str(tmp_path / "run"),
+                                       "--json", str(tmp_path / "r.json"), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "measured  simulated  rel. error" in result.output
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["n_requests"] == 4 and report["rate"] == 2.0
+    for side in ("measured", "simulated"):
+        assert set(report[side]["latency_ms"]) == {"mean", "p50", "p95", "p99"}
+        assert sum(report[side]["stop_fractions"].values()) == pytest.approx(1.0)
+        assert "quality" in report[side]
+    assert set(report["rel_error"]) == {"mean", "p50", "p95", "p99"}
+    assert report["same_stop_tier"] == 1.0  # one feature path: the simulator walks as the runner did
+    assert validate_bundle(tmp_path / "run") == []
+
+
+def test_asd_live_refuses_both_or_neither_loop_with_one_line(tmp_path):
+    from click.testing import CliRunner
+
+    from asd.cli import main
+
+    result = CliRunner().invoke(main, ["live", "--tiers", "t.yaml", "--policy", "p.npz", "--prompts", "p.jsonl"])
+    assert result.exit_code == 2 and "error: give exactly one of --rate" in result.output
