@@ -9,7 +9,7 @@ measured in the same run. Then `asd serve` (the real command, in a subprocess) t
 concurrent clients while the Gemma server is killed mid-run: every request must be answered or
 get a clear error. Everything it started is stopped at the end.
 
-    python benchmarks/bench_live.py [--json PATH] [--low-n 20] [--high-n 40] [--clients 64]
+    python benchmarks/bench_live.py [--json PATH] [--low-n 24] [--high-n 60] [--clients 64]
 """
 
 from __future__ import annotations
@@ -39,15 +39,13 @@ from asd.live.models import gemma3_path, smollm2_path  # noqa: E402
 PROMPTS = REPO / "asd" / "traces" / "builtin" / "prompts.jsonl"
 
 
-def calibrated_policy(path: Path):
-    """The built-in trace's policy (asd.calibration), λ so that about half the built-in requests
-    stop at SmolLM2; features without the length group (the live runs cap answers at 8 tokens,
-    the built-in trace at 48)."""
-    from tests.live.cascade import calibrated_builtin_policy
+def calibrated_policy(path: Path) -> dict:
+    """`asd calibrate builtin --features logprob,entropy,format --lambda 1e4`: stage 0 on, about
+    16% of the built-in prompts start at Gemma, a quarter of the rest continue there. Without
+    the length group: the live runs cap answers at 8 tokens, the built-in trace at 48."""
+    from asd.calibration.calibrate import calibrate_to_file
 
-    policy = calibrated_builtin_policy(groups="logprob,entropy,format")
-    policy.save(path)
-    return policy
+    return calibrate_to_file("builtin", path, groups="logprob,entropy,format", lam=1e4)
 
 
 def prompts_file(work: Path, start: int, n: int) -> Path:
@@ -141,8 +139,8 @@ def serve_load_test(tiers_path, policy_path, work: Path, prompts: list[str], vic
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", dest="json_path", help="write the figures as JSON here")
-    ap.add_argument("--low-n", type=int, default=20, help="requests in the low-rate run")
-    ap.add_argument("--high-n", type=int, default=40, help="requests in the queueing-rate run")
+    ap.add_argument("--low-n", type=int, default=24, help="requests in the low-rate run")
+    ap.add_argument("--high-n", type=int, default=60, help="requests in the queueing-rate run")
     ap.add_argument("--clients", type=int, default=64, help="concurrent clients of the serve load test")
     ap.add_argument("--max-tokens", type=int, default=8)
     args = ap.parse_args(argv)
