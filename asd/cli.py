@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from asd import __version__
-from asd.errors import AsdError
+from asd.errors import AsdError, ConfigError
 
 
 class AsdGroup(click.Group):
@@ -416,7 +416,10 @@ def serve_command(tiers_path, policy_path, host, port, api_key, max_queue, feedb
     """OpenAI-compatible endpoint in front of the cascade: POST /v1/completions and
     /v1/chat/completions (with an `asd` object: stopped_at_tier, tier_probabilities, cost,
     fallback), POST /v1/feedback, GET /health, /stats, /metrics (Prometheus)."""
-    from asd.live.server import serve
+    try:
+        from asd.live.server import serve
+    except ImportError as exc:
+        raise ConfigError(f"asd serve needs {exc.name} (pip install 'asd[live]')") from None
 
     click.echo(f"asd serve: http://{host}:{port} (tiers {tiers_path}, policy {policy_path})", err=True)
     serve(tiers_path, policy_path, host=host, port=port, api_key=api_key, max_queue=max_queue,

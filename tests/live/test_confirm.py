@@ -9,6 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+pytest.importorskip("httpx", reason="httpx not installed (pip install '.[live]')")
+
 from asd.live.confirm import drive, measured_summary, poisson_arrivals, write_live_bundle
 from asd.live.runner import CascadeRequest, build_runner
 from asd.traces.bundle import open_bundle

@@ -9,6 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+pytest.importorskip("httpx", reason="httpx not installed (pip install '.[live]')")
+
 from asd.live.confirm import drive, write_live_bundle
 from asd.live.features import features_for_policy, stage0_prompt_features
 from asd.live.runner import CascadeRequest, RequestState, build_runner

@@ -11,6 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+pytest.importorskip("httpx", reason="httpx not installed (pip install '.[live]')")
+
 from asd.live.backends.base import Score
 from asd.live.runner import CascadeError, CascadeRequest, accepted_prefix, build_runner
 from tests.live.cascade import builtin_policy, served_ladder, simple_features

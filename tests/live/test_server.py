@@ -11,9 +11,12 @@ import threading
 import time
 from contextlib import contextmanager
 
-import httpx
 import numpy as np
 import pytest
+
+httpx = pytest.importorskip("httpx", reason="httpx not installed (pip install '.[live]')")
+pytest.importorskip("fastapi", reason="fastapi not installed (pip install '.[live]')")
+
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 

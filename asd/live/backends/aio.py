@@ -40,7 +40,10 @@ class OpenAIReplica:
     `model`/`served_model`, `api_key`, `timeout_s`, `score_prefix`, `stop`."""
 
     def __init__(self, tier: dict, url: str):
-        import httpx
+        try:
+            import httpx
+        except ImportError:
+            raise BackendError(f"tier {tier.get('name')!r}: backend openai needs httpx (pip install 'asd[live]')") from None
 
         self.tier = tier
         base = str(url).rstrip("/")
