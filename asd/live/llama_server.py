@@ -63,23 +63,14 @@ def llama_cpp_server(model: str, log: Path, *, n_ctx: int = 512, logits_all: boo
                 server.wait()
 
 
-CHAT_TEMPLATE = "<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n"  # SmolLM2's chat turn
-GEMMA_TEMPLATE = "Question: {prompt}\nAnswer:"  # the built-in ladder's plain prompt for base Gemma-3
-
-
 def cpu_server_ladder(smollm2_url, gemma_url, max_tokens: int = 8) -> list[dict]:
-    """The built-in ladder (SmolLM2-135M → Gemma-3-270M) as tier configs for two llama.cpp servers.
-    SmolLM2 answers with top-5 logprobs (its features). Gemma is the last tier: no decision follows
-    it, so it is asked for no logprobs and regenerates instead of verifying the draft, because
-    llama-cpp-python's server sorts Gemma's 262k-token vocabulary in Python for every logprob it
-    returns: scoring a 10-token draft there takes longer than generating 16 tokens. `slots: 1`:
-    that server runs one request at a time (the simulator's max batch)."""
-    return [
-        {"name": "smollm2-135m", "backend": "openai", "url": smollm2_url, "template": CHAT_TEMPLATE,
-         "stop": ["<|im_end|>"], "params_b": 0.135, "slots": 1, "timeout_s": 120, "retries": 1, "backoff_s": 0.1,
-         "sampling": {"max_tokens": max_tokens, "temperature": 0.0, "top_logprobs": 5}},
-        {"name": "gemma3-270m", "backend": "openai", "url": gemma_url, "template": GEMMA_TEMPLATE,
-         "stop": ["\n"], "draft_separator": " ", "speculative": False, "params_b": 0.27, "slots": 1,
-         "timeout_s": 120, "retries": 1, "backoff_s": 0.1,
-         "sampling": {"max_tokens": max_tokens, "temperature": 0.0, "top_logprobs": 0}},
-    ]
+    """The built-in ladder on two llama.cpp servers (`asd/traces/builtin/servers.yaml`, whose
+    comments say why each tier is set up as it is) at these URLs, answers capped at `max_tokens`."""
+    from asd.live.tiers import load_ladder
+
+    path = Path(__file__).resolve().parents[1] / "traces" / "builtin" / "servers.yaml"
+    tiers = load_ladder(path)["tiers"]
+    for tier, url in zip(tiers, (smollm2_url, gemma_url)):
+        tier["url"] = url
+        tier["sampling"]["max_tokens"] = int(max_tokens)
+    return tiers
