@@ -237,12 +237,10 @@ class CascadeRunner:
             state.runs.append(run)
             self._notify("tier", {"tier": tier, "run": run})
             try:
-                last = tier == self.n_tiers - 1
-                if last and not self.pools[tier].top_logprobs:
-                    break  # no decision left and no logprobs asked for: no p̂ after the last tier
+                # p̂ after every tier, the last too: it is reported and bins feedback on the answer.
                 x = np.ascontiguousarray(self.features_for(state), dtype=np.float64)
                 run.p_accept = self.policy.predict(tier, x)
-                if last:
+                if tier == self.n_tiers - 1:
                     break
                 run.stop = self.policy.decide(tier, x, cold=not state.climbed)
             except PolicyError as exc:
