@@ -147,3 +147,24 @@ def test_features_are_a_1d_float_vector_of_the_policys_width(policy):
     state = RequestState(CascadeRequest("hello"), 2)
     x = simple_features(state)
     assert x.shape == (policy.predictor.n_features,) and np.isfinite(x).all()
+
+
+def test_gemma_in_process_verifies_a_smollm2_draft_and_continues_after_the_agreed_prefix(llama_server, gemma3):
+    """Speculative continuation across two different models: the verifier (Gemma in-process,
+    which reads its own logits, so scoring is cheap) keeps only the prefix its greedy choice agrees
+    with, and its answer is that prefix followed by what it generated from prompt + prefix."""
+    smollm2, gemma = served_ladder(llama_server, "http://127.0.0.1:1", max_tokens=6)
+    gemma = {"name": "gemma3-270m", "backend": "llama_cpp", "model": gemma3, "template": gemma["template"],
+             "stop": ["\n"], "draft_separator": " ", "n_ctx": 256, "n_threads": 1,
+             "sampling": {"max_tokens": 6, "temperature": 0.0, "top_logprobs": 5}}
+    results, stats = run_all([smollm2, gemma], builtin_policy(lam=100.0, last_tier_always_right=True), PROMPTS[1:2])
+    (result,) = results
+    assert not isinstance(result, Exception), result
+    draft_run, verify_run = result.runs
+    assert verify_run.draft is not None and verify_run.draft.n_draft_tokens >= 1
+    assert 0 <= verify_run.n_accepted <= verify_run.draft.n_draft_tokens
+    assert verify_run.n_accepted == verify_run.draft.n_accepted  # below max_tokens: nothing capped
+    assert result.text.startswith(verify_run.accepted_text)
+    assert (" " + draft_run.generation.text).startswith(verify_run.accepted_text)
+    assert verify_run.generation.n_output_tokens >= verify_run.n_accepted
+    assert stats["tiers"][1]["replicas"][0]["url"].startswith("in-process:llama_cpp")
