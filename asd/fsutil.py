@@ -84,6 +84,23 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+def scratch_dir(parent: str | os.PathLike, prefix: str) -> Path:
+    """A new hidden temporary directory inside `parent`, for assembling files that
+    `move_into_place` then renames over their targets (same filesystem)."""
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+
+
+def move_into_place(src: str | os.PathLike, target: str | os.PathLike) -> Path:
+    """Rename a finished file `src` over `target` (same filesystem), durably: the file is
+    fsynced first and the directory after, as `atomic_write` does."""
+    src, target = Path(src), Path(target)
+    with open(src, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(src, target)
+    fsync_dir(target.parent)
+    return target
+
+
 def replace_dir(new: Path, target: Path) -> None:
     """Move directory `new` to `target`; an existing target is swapped out, then removed."""
     new, target = Path(new), Path(target)

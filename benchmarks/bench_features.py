@@ -1,6 +1,7 @@
 """Feature extraction throughput (`asd.calibration.compute_features`), in (request, tier)
-feature rows per second, on two synthetic 4-tier workloads of --requests requests:
+feature rows per second, on two synthetic 4-tier workloads of --requests requests.
 
+Workloads:
 - numeric: logprob/entropy summaries, token counts, timings and drafts, no text (what a
   recorded GPU trace at scale looks like);
 - text: the same plus short answer texts in mixed formats ("The answer is (B).", numbers with
@@ -114,7 +115,7 @@ def pandas_features(path: Path, with_text: bool):
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=100_000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", dest="json_path")

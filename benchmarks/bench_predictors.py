@@ -52,7 +52,7 @@ def timed(fn):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--json", dest="json_path", help="write the figures as JSON here")
     ap.add_argument("--requests", type=int, default=100_000)
     args = ap.parse_args(argv)

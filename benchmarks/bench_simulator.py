@@ -180,7 +180,7 @@ def rss_probe(n, lam):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--json", dest="json_path", help="write the figures as JSON here")
     ap.add_argument("--scale", type=float, default=1.0,
                     help="multiply every request count and the simulated hour (e.g. 0.01 for a smoke run)")

@@ -27,12 +27,12 @@ def one_error_line(result, exit_code=2) -> str:
     return result.output.rstrip("\n")
 
 
-def small_bundle(path, tiers=("tiny-model-with-a-rather-long-name", "big"), n=1, **manifest_fields):
+def small_bundle(path, tiers=("tiny-model-with-a-rather-long-name", "big"), n=1, validate=True, **manifest_fields):
     manifest = new_manifest([{"name": t, "params_b": float(i + 1)} for i, t in enumerate(tiers)], **manifest_fields)
     ids = [f"r{i}" for i in range(n)]
     outputs = {"request_id": [r for r in ids for _ in tiers], "tier": [k for _ in ids for k in range(len(tiers))],
                "output": ["x"] * (n * len(tiers)), "quality": [1.0] * (n * len(tiers))}
-    write_bundle(path, manifest, {"request_id": ids}, outputs)
+    write_bundle(path, manifest, {"request_id": ids}, outputs, validate=validate)
     return path
 
 
@@ -75,7 +75,7 @@ def test_inspect_says_1_request_and_no_tasks_line_for_a_bundle_without_tasks(tmp
 def test_validate_missing_bundle_is_a_usage_error_and_an_invalid_one_exits_1(tmp_path):
     line = one_error_line(run("traces", "validate", tmp_path / "nope"), exit_code=2)
     assert line == f"error: {tmp_path / 'nope'}: no such bundle"
-    flat = small_bundle(tmp_path / "flat", sampling={"temperature": 0.0})  # not per tier
+    flat = small_bundle(tmp_path / "flat", validate=False, sampling={"temperature": 0.0})  # not per tier
     result = run("traces", "validate", flat)
     assert result.exit_code == 1
     assert "manifest.json: sampling: 'temperature' is not a tier (sampling is per tier:" in result.output

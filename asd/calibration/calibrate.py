@@ -226,7 +226,7 @@ def calibrate_to_file(bundle, out, *, predictor="logistic", groups=None, n_bins=
     cal = calibrate(bundle, predictor=predictor, groups=groups, n_bins=n_bins, risk=risk, stage0=stage0,
                     cost_model=cost_model, split=split, lam=lam, seed=seed)
     path = cal.policy.save(out)
-    report = dict(cal.report, policy_path=str(path))
+    report = dict(cal.report, policy_path=str(path), bundle=str(bundle))
     if plots:
         from asd.simulator.plots import plots_dir
 

@@ -397,9 +397,10 @@ def _pad(a, shape):
 
 def stack_predictor(prompt_fit: StageFit | None, tier_fits, kind: str) -> Predictor:
     """The engine's `Predictor`: row 0 = the prompt stage when `prompt_fit` is given (its own
-    feature width P), then one row per tier (width F); without a prompt fit, the L tier rows
-    alone (the Policy pads its unused row 0). MLP rows of different hidden widths are padded with
-    dead hidden units (zero in, zero out), which changes nothing in what a row computes."""
+    feature width P), then one row per tier (width F: a narrower tier stage is zero-padded, so its
+    inputs may be padded with any finite values); without a prompt fit, the L tier rows alone (the
+    Policy pads its unused row 0). MLP rows of different hidden widths are padded with dead hidden
+    units (zero in, zero out). Neither padding changes what a row computes."""
     if kind not in ("logistic", "mlp"):
         raise PolicyError(f"predictor {kind!r} cannot be exported to a policy: use logistic or mlp")
     tier_fits = list(tier_fits)
@@ -410,12 +411,24 @@ def stack_predictor(prompt_fit: StageFit | None, tier_fits, kind: str) -> Predic
         if fit.kind != kind:
             raise PolicyError(f"stage {i} was fitted as {fit.kind!r}, not {kind!r}")
     rows = [fit.export() for fit in stages]
+    # Tier stages share one width F (narrower ones zero-padded: their extra inputs weigh
+    # nothing); the prompt stage keeps its own width P.
+    width = max(r["w1"].shape[1] for r in rows[1 if prompt_fit is not None else 0:])
     hidden = max(r["w1"].shape[0] for r in rows)
     isotonic = [(r["iso_x"], r["iso_y"]) for r in rows]
     has_prompt = prompt_fit is not None
+
+    def w1_of(s, r):
+        cols = r["w1"].shape[1] if (has_prompt and s == 0) else width
+        return _pad(r["w1"], (hidden, cols))
+
+    w1 = [w1_of(s, r) for s, r in enumerate(rows)]
     if kind == "logistic":
-        return Predictor.logistic([r["w1"][0] for r in rows], np.array([r["b1"][0] for r in rows]),
+        return Predictor.logistic([w[0] for w in w1], np.array([r["b1"][0] for r in rows]),
                                   isotonic=isotonic, has_prompt=has_prompt)
+    return Predictor.mlp(w1, np.stack([_pad(r["b1"], (hidden,)) for r in rows]),
+                         np.stack([_pad(r["w2"], (hidden,)) for r in rows]), np.array([r["b2"] for r in rows]),
+                         isotonic=isotonic, has_prompt=has_prompt)
     w1 = [_pad(r["w1"], (hidden, r["w1"].shape[1])) for r in rows]
     return Predictor.mlp(w1, np.stack([_pad(r["b1"], (hidden,)) for r in rows]),
                          np.stack([_pad(r["w2"], (hidden,)) for r in rows]), np.array([r["b2"] for r in rows]),

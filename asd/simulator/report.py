@@ -80,7 +80,9 @@ def print_simulation(result: dict, console: Console | None = None) -> None:
     console.print(f"cost model {result['cost_model']} ({result['cost_note']}); mode {result['mode']}")
     c = result["chosen"]
     status = result["search"]["status"]
-    head = {"ok": f"λ = {c['lambda']:.4g}: the largest λ whose {stat} latency stays ≤ {tau:g} ms",
+    limit = result["search"].get("lambda_limit", c["lambda"])
+    head = {"ok": f"λ = {c['lambda']:.4g}: best held-out quality among λ ≤ {limit:.4g}, the largest λ whose {stat} "
+                  f"latency stays ≤ {tau:g} ms",
             "slack": f"λ = {c['lambda']:.4g}: τ_max does not bind (the deepest policy fits)",
             "infeasible": f"infeasible: even λ = 0 exceeds {stat} ≤ {tau:g} ms; showing λ = 0"}[status]
     console.print(head)

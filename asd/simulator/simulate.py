@@ -236,6 +236,7 @@ def run_simulate(bundle="builtin", *, tau_max: float, stat: str = "p95", mode: s
                     stage0=stage0, risk=risk, seed=seed, progress=progress)
     result = simulate(bundle, tau_max=tau_max, stat=stat, mode=mode, rate=rate, replicas=replicas,
                       max_batch=max_batch, evaluation=ev, seed=seed)
+    result["bundle"] = str(bundle)  # as the user named it ("builtin", not the package path)
     if explain_id is not None:
         result["explain"] = explain(ev, explain_id, result["chosen"]["lambda"])
     if plots:

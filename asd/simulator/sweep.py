@@ -137,7 +137,8 @@ def ablation(ev: Evaluation, kind: str, base_points, baselines, options: dict) -
     variants = []
     if kind == "features":
         groups = list(ev.features.groups)
-        variants = [(f"without {g}", {"groups": [x for x in groups if x != g]}) for g in groups if len(groups) > 1]
+        # `stage` (tier index, cold-start flag) is part of every feature set: not ablated
+        variants = [(f"without {g}", {"groups": [x for x in groups if x != g]}) for g in groups if g != "stage"]
     else:
         variants = [(f"risk lcb:{g}", {"risk": g}) for g in (0.7, 0.8, 0.9, 0.95)]
     out = []
@@ -157,6 +158,7 @@ def run_sweep(bundle="builtin", *, split=None, folds=None, cost_model=None, pred
     options = dict(cost_model=cost_model, predictor=predictor, stage0=stage0, risk=risk, seed=seed)
     ev = Evaluation(bundle, folds=folds, split=split, progress=progress, **options)
     result = sweep(evaluation=ev)
+    result["bundle"] = str(bundle)  # as the user named it ("builtin", not the package path)
     if ablate:
         result["ablation"] = ablation(ev, ablate, result["policy"], result["baselines"], options)
     if csv_path:

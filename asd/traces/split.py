@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from asd.errors import ConfigError, TraceError
+from asd.fsutil import move_into_place, scratch_dir
 from asd.traces.bundle import MANIFEST, Bundle, open_bundle, output_path, staging_dir, write_errors, write_parquet
 from asd.traces.validate import validate_bundle
 
@@ -125,7 +125,7 @@ def _split_in_place(bundle: Bundle, requests: pa.Table) -> None:
     table has passed validation: it is assembled in a hidden directory inside the bundle
     (the other tables hard-linked, or copied where links are not allowed) and validated there."""
     with write_errors(bundle.path):
-        tmp = Path(tempfile.mkdtemp(prefix=".split-", dir=bundle.path))
+        tmp = scratch_dir(bundle.path, ".split-")
     try:
         with write_errors(bundle.path):
             write_parquet(requests, tmp / "requests.parquet")
@@ -142,8 +142,8 @@ def _split_in_place(bundle: Bundle, requests: pa.Table) -> None:
         with write_errors(bundle.path):
             # requests first: if we stop in between, the old stamp no longer matches and the
             # next reader validates in full
-            os.replace(tmp / "requests.parquet", bundle.path / "requests.parquet")
-            os.replace(tmp / MANIFEST, bundle.path / MANIFEST)
+            move_into_place(tmp / "requests.parquet", bundle.path / "requests.parquet")
+            move_into_place(tmp / MANIFEST, bundle.path / MANIFEST)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

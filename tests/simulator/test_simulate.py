@@ -157,3 +157,18 @@ def test_bad_input_is_one_line_and_exit_2(args, message):
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
+
+
+def test_sweep_ablation_and_csv(synth, tmp_path):
+    from asd.simulator.sweep import run_sweep
+
+    csv_path = tmp_path / "frontier.csv"
+    result = run_sweep(synth, folds=3, ablate="features", csv_path=csv_path, plots=tmp_path / "plots")
+    names = [a["name"] for a in result["ablation"]]
+    assert "without logprob" in names and "without stage" not in names  # stage is always kept
+    for a in result["ablation"]:
+        assert a["base_cost_rel"] is None or math.isfinite(a["base_cost_rel"])
+    rows = csv_path.read_text().splitlines()
+    n_points = len(result["policy"]) + sum(len(p) for p in result["baselines"].values())
+    assert rows[0].startswith("method,lambda,quality,cost_rel") and len(rows) == 1 + n_points
+    assert all((tmp_path / "plots" / f).stat().st_size > 0 for f in ("frontier_cost.png", "frontier_latency.png"))

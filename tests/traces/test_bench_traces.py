@@ -13,7 +13,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 FIGURES = {"simulator columns read (s)", "simulator read peak RSS (MB)", "whole tables, pyarrow (s)",
-           "write throughput (output rows/s)", "validation adds to inspect (%)"}
+           "write throughput (output rows/s)", "validation adds to inspect (%)", "inspect, full check (s)",
+           "full check adds to inspect (%)", "inspect, bundle asd wrote (s)"}
 
 
 def printed_rows(stdout: str) -> list[tuple[str, float]]:
@@ -22,7 +23,7 @@ def printed_rows(stdout: str) -> list[tuple[str, float]]:
     start = next(i for i, line in enumerate(lines) if line.startswith("figure"))
     rows = []
     for line in lines[start + 1:]:
-        match = re.match(r"(.+?)\s{2,}([\d,]+(?:\.\d+)?)\s", line)
+        match = re.match(r"(.+?)\s{2,}(-?[\d,]+(?:\.\d+)?)\s", line)
         if not match:
             break
         rows.append((match.group(1).strip(), float(match.group(2).replace(",", ""))))

@@ -53,13 +53,26 @@ def test_duplicate_requests_are_refused_naming_both_bundles(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def _drop_last_tier(m):
+    m["sampling"].pop(m["tiers"].pop()["name"], None)  # sampling is per tier: it goes too
+
+
+def _rename_first_tier(m):
+    m["sampling"]["other"] = m["sampling"].pop(m["tiers"][0]["name"], {})
+    m["tiers"][0]["name"] = "other"
+
+
+def _other_temperature(m):
+    m["sampling"][m["tiers"][0]["name"]] = {**m["sampling"].get(m["tiers"][0]["name"], {}), "temperature": 0.7}
+
+
 @pytest.mark.parametrize(
     "edit,message",
     [
-        (lambda m: m["tiers"].pop(), "tiers"),
+        (_drop_last_tier, "tiers"),
         (lambda m: m["tiers"][1].update(params_b=99.0), "params_b=99.0"),
-        (lambda m: m["tiers"][0].update(name="other"), "tiers"),
-        (lambda m: m.update(sampling={"temperature": 0.7}), "sampling"),
+        (_rename_first_tier, "tiers"),
+        (_other_temperature, "sampling"),
     ],
 )
 def test_mismatched_ladders_are_refused(tmp_path, edit, message):
