@@ -221,17 +221,20 @@ class CascadeRunner:
         state = RequestState(request, self.n_tiers)
         fallback: list[dict] = []
         state.start_tier = tier = self._start_tier(state, fallback)
+        failed: set[int] = set()
         while True:
             try:
                 run = await self._run_tier(state, tier)
             except BackendError as exc:
-                action = self._fall_back(state, tier)
-                fallback.append({"tier": self.pools[tier].name, "error": str(exc), "action": action})
+                failed.add(tier)
+                untried = self._untried(state, failed, tier)
+                fallback.append({"tier": self.pools[tier].name, "error": str(exc),
+                                 "action": self._fall_back(state, untried)})
                 self._notify("fallback", {"tier": tier})
                 if state.runs:
                     break  # answer from the tier already computed
-                if tier + 1 < self.n_tiers:
-                    tier += 1  # nothing computed yet: skip to the next tier, cold
+                if untried is not None:
+                    tier = untried  # nothing computed yet: the next tier up (else below), cold
                     continue
                 raise CascadeError(f"request {request.request_id}: no tier could answer ({exc})") from None
             state.runs.append(run)
@@ -272,11 +275,18 @@ class CascadeRunner:
             stop_cold=stop_cold,
         )
 
-    def _fall_back(self, state: RequestState, tier: int) -> str:
+    def _untried(self, state: RequestState, failed: set[int], tier: int) -> int | None:
+        """Where a request with no answer yet goes after `tier` failed: the next tier up, else
+        the nearest tier below that stage 0 skipped; None when every tier has failed."""
+        above = [t for t in range(tier + 1, self.n_tiers) if t not in failed]
+        below = [t for t in range(tier - 1, -1, -1) if t not in failed]
+        return (above or below or [None])[0]
+
+    def _fall_back(self, state: RequestState, untried: int | None) -> str:
         if state.runs:
             return f"answered from {state.last.name}"
-        if tier + 1 < self.n_tiers:
-            return f"skipped to {self.pools[tier + 1].name}"
+        if untried is not None:
+            return f"skipped to {self.pools[untried].name}"
         return "no tier left"
 
     def _start_tier(self, state: RequestState, fallback: list[dict]) -> int:

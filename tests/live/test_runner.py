@@ -168,3 +168,19 @@ def test_gemma_in_process_verifies_a_smollm2_draft_and_continues_after_the_agree
     assert (" " + draft_run.generation.text).startswith(verify_run.accepted_text)
     assert verify_run.generation.n_output_tokens >= verify_run.n_accepted
     assert stats["tiers"][1]["replicas"][0]["url"].startswith("in-process:llama_cpp")
+
+
+def test_a_dead_start_tier_at_the_top_falls_back_to_a_skipped_tier_below(llama_server, policy):
+    """Stage 0 sent the request straight to the last tier, which is down: the tier it skipped answers."""
+    async def go():
+        runner = build_runner(served_ladder(llama_server, dead_url()), policy, simple_features)
+        runner._start_tier = lambda state, fallback: 1  # stage 0's choice, fixed for the test
+        try:
+            return await runner.run(CascadeRequest(PROMPTS[0]))
+        finally:
+            await runner.aclose()
+
+    result = asyncio.run(go())
+    assert result.start_tier == 1 and result.stopped_at_tier == 0 and result.text
+    assert result.fallback[0]["action"] == "skipped to smollm2-135m"
+    assert len(result.runs) == 1 and result.runs[0].draft is None
