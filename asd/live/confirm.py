@@ -300,7 +300,7 @@ def live(tiers_path, policy_path, prompts_path, *, rate=None, concurrency=None, 
     from asd.engine.policy import Policy
     from asd.live.features import features_for_policy
     from asd.live.prompts import load_prompts
-    from asd.live.runner import build_runner
+    from asd.live.runner import build_runner, check_ladder
     from asd.live.tiers import load_ladder
 
     if (rate is None) == (concurrency is None):
@@ -310,6 +310,7 @@ def live(tiers_path, policy_path, prompts_path, *, rate=None, concurrency=None, 
     ladder = load_ladder(tiers_path)
     tiers = ladder["tiers"]
     policy = Policy.load(policy_path)
+    check_ladder([t["name"] for t in tiers], policy)
     features_for = features_for_policy(policy, tiers)
     prompts = load_prompts(prompts_path)
     if limit is not None:

@@ -152,11 +152,7 @@ class CascadeRunner:
     def __init__(self, pools: list[TierPool], policy: Policy, features_for: FeaturesFor, *,
                  speculative: bool = True, max_in_flight: int = 256, request_timeout_s: float = 300.0,
                  remember: int = 100_000):
-        if len(pools) != policy.n_tiers:
-            raise ConfigError(f"tier config has {len(pools)} tiers but the policy has {policy.n_tiers}")
-        names = [p.name for p in pools]
-        if list(policy.tier_names) != names and not all(n.startswith("tier") for n in policy.tier_names):
-            raise ConfigError(f"tier config names {names} differ from the policy's tiers {list(policy.tier_names)}")
+        check_ladder([p.name for p in pools], policy)
         self.pools = pools
         self.policy = policy
         self.features_for = features_for
@@ -384,6 +380,15 @@ def continued_generation(accepted: str, draft: Score | None, n_accepted: int, ge
         e2e_ms=verify_ms + float(generated.e2e_ms or 0.0),
         finish_reason=generated.finish_reason,
     )
+
+
+def check_ladder(tier_names: list[str], policy: Policy) -> None:
+    """The tier config must be the ladder the policy was calibrated for (same tiers, in order)."""
+    if len(tier_names) != policy.n_tiers:
+        raise ConfigError(f"tier config has {len(tier_names)} tiers but the policy has {policy.n_tiers}")
+    known = list(policy.tier_names)
+    if known != list(tier_names) and not all(n.startswith("tier") for n in known):
+        raise ConfigError(f"tier config names {list(tier_names)} differ from the policy's tiers {known}")
 
 
 def build_runner(tiers: list[dict], policy: Policy, features_for: FeaturesFor, **options) -> CascadeRunner:

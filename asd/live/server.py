@@ -308,7 +308,7 @@ def serve(tiers_path, policy_path, *, host: str = "127.0.0.1", port: int = 8000,
     from asd.engine.policy import Policy
     from asd.errors import ConfigError
     from asd.live.features import features_for_policy
-    from asd.live.runner import build_runner
+    from asd.live.runner import build_runner, check_ladder
     from asd.live.tiers import load_ladder
 
     if host not in LOOPBACK and not api_key:
@@ -317,6 +317,7 @@ def serve(tiers_path, policy_path, *, host: str = "127.0.0.1", port: int = 8000,
         raise ConfigError(f"--max-queue {max_queue}: must be >= 1")
     ladder = load_ladder(tiers_path)
     policy = Policy.load(policy_path)
+    check_ladder([t["name"] for t in ladder["tiers"]], policy)  # refused here, not inside uvicorn's startup
     features_for = features_for_policy(policy, ladder["tiers"])
     store = FeedbackStore(policy, policy_path, feedback_path)  # earlier feedback folded in: store.policy
 

@@ -281,3 +281,21 @@ async def load(url, prompts, victim, kill_after=8):
     async with httpx.AsyncClient(timeout=300, limits=limits) as http:
         await asyncio.gather(*[one(http, i) for i in range(len(prompts))])
     return answered, errors, lost, killed_after
+
+
+def test_asd_serve_refuses_a_ladder_the_policy_was_not_calibrated_for_with_one_line(policy_file, tmp_path):
+    import yaml
+    from click.testing import CliRunner
+
+    from asd.cli import main
+
+    tiers = served_ladder("http://127.0.0.1:1", "http://127.0.0.1:2")
+    tiers[1]["name"] = "llama-70b"
+    config = tmp_path / "tiers.yaml"
+    config.write_text(yaml.safe_dump({"tiers": tiers}))
+    result = CliRunner().invoke(main, ["serve", "--tiers", str(config), "--policy", str(policy_file)])
+    assert result.exit_code == 2
+    assert result.output.splitlines()[-1] == ("error: tier config names ['smollm2-135m', 'llama-70b'] differ from "
+                                              "the policy's tiers ['smollm2-135m', 'gemma3-270m']")
+    wide = CliRunner().invoke(main, ["serve", "--tiers", str(config), "--policy", str(policy_file), "--host", "0.0.0.0"])
+    assert wide.exit_code == 2 and "binding beyond loopback needs --api-key" in wide.output
