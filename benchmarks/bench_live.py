@@ -1,4 +1,4 @@
-"""Live confirmation on the CPU ladder: does the simulator tell the truth about real servers?
+"""Live confirmation on the CPU ladder: measured against simulated latency on two real llama.cpp servers.
 
 Starts two llama.cpp servers on loopback (SmolLM2-135M → Gemma-3-270M, one thread each), calibrates
 a policy on the built-in trace, and runs `asd live` twice — at a low rate and at a rate where

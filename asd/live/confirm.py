@@ -298,6 +298,7 @@ def live(tiers_path, policy_path, prompts_path, *, rate=None, concurrency=None, 
     import tempfile
 
     from asd.engine.policy import Policy
+    from asd.fsutil import scratch_dir
     from asd.live.features import features_for_policy
     from asd.live.prompts import load_prompts
     from asd.live.runner import build_runner, check_ladder
@@ -344,7 +345,7 @@ def live(tiers_path, policy_path, prompts_path, *, rate=None, concurrency=None, 
     answered = [o for o in outcomes if o.result is not None]
     if not answered:
         raise AsdError(f"no request was answered ({outcomes[0].error if outcomes else 'no prompts'})")
-    target = out if out is not None else Path(tempfile.mkdtemp(prefix="asd-live-")) / "bundle"
+    target = out if out is not None else scratch_dir(tempfile.gettempdir(), "asd-live-") / "bundle"
     answered_ids = {o.request.request_id for o in answered}
     recorded = prompts[prompts["request_id"].isin(answered_ids)].reset_index(drop=True)
     bundle_path = write_live_bundle(target, tiers, recorded, answered, run=run_info, overwrite=overwrite)

@@ -1,22 +1,21 @@
 """Online posterior updates for `asd serve`: accept/reject feedback on answered requests folds
 into the Beta posteriors q_i(b) of the state each request ended in — (stopped tier, p̂ bin),
 climbed or started cold — through `Policy.update` (re-solved at the policy's λ), and the counts
-are persisted atomically (temporary file + fsync + rename) beside the policy, so a restart keeps
-them. The calibrated policy file itself is never touched.
+are persisted atomically beside the policy (`asd.fsutil.atomic_write`: temporary file, fsync,
+rename), so a restart keeps them. The calibrated policy file itself is never touched.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from asd.engine.policy import Policy
 from asd.errors import ConfigError
+from asd.fsutil import atomic_write
 
 FORMAT = "asd.feedback"
 
@@ -89,16 +88,7 @@ class FeedbackStore:
                    "n": self.n, "states": ["climbed", "cold"],
                    "accepted": self.accepted.tolist(), "rejected": self.rejected.tolist()}
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as fh:
-                json.dump(payload, fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(self.path, json.dumps(payload).encode())
 
     def summary(self) -> dict:
         return {"path": str(self.path), "observations": self.n,
