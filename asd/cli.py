@@ -62,18 +62,19 @@ class JsonPath(click.Path):
     """`--json PATH`: a file (dir_okay=False) that must be writable, checked when the option is
     parsed, before any work starts — as one `error:` line rather than a usage screen."""
 
-    def __init__(self):
+    def __init__(self, option: str = "--json"):
         super().__init__(dir_okay=False)
+        self.option = option
 
     def convert(self, value, param, ctx):
         target = Path(value)
         parent = target.parent if str(target.parent) else Path(".")
         if target.is_dir():
-            raise AsdError(f"{value}: cannot write --json (it is a directory)")
+            raise AsdError(f"{value}: cannot write {self.option} (it is a directory)")
         if not parent.is_dir():
-            raise AsdError(f"{value}: cannot write --json (no directory {parent})")
+            raise AsdError(f"{value}: cannot write {self.option} (no directory {parent})")
         if not os.access(target if target.exists() else parent, os.W_OK):
-            raise AsdError(f"{value}: cannot write --json (permission denied)")
+            raise AsdError(f"{value}: cannot write {self.option} (permission denied)")
         return super().convert(value, param, ctx)
 
 
@@ -284,6 +285,9 @@ def _evaluation_options(f):
         click.option("--risk", default="mean", show_default=True, help="mean, or lcb:G."),
         click.option("--seed", default=0, show_default=True, type=int),
         click.option("--plots", default=None, type=click.Path(file_okay=False), help="Write PNG plots here."),
+        click.option("--policy", default=None, type=click.Path(dir_okay=False),
+                     help="Replay this policy file (from `asd calibrate`) instead of calibrating one: on the test "
+                          "split, else on every request; only the tuned baselines are fitted."),
     ]):
         f = option(f)
     return f
@@ -300,8 +304,8 @@ def _evaluation_options(f):
 @click.option("--max-batch", default=256, show_default=True, type=click.IntRange(1), help="des: continuous-batching limit per replica.")
 @click.option("--explain", "explain_id", default=None, help="Show one request's walk: outputs, features, p̂, values, decisions.")
 @json_option("Write the results as JSON.")
-def simulate_command(bundle, split, folds, cost_model, predictor, stage0, risk, seed, plots, tau_max, stat, mode,
-                     rate, replicas, max_batch, explain_id, json_path):
+def simulate_command(bundle, split, folds, cost_model, predictor, stage0, risk, seed, plots, policy, tau_max, stat,
+                     mode, rate, replicas, max_batch, explain_id, json_path):
     """Replay BUNDLE (default: the built-in trace) under a calibrated cascade policy on held-out
     requests; choose λ by bisection for the best quality whose latency statistic stays within
     --tau-max; compare every baseline at the same limit."""
@@ -311,7 +315,8 @@ def simulate_command(bundle, split, folds, cost_model, predictor, stage0, risk, 
     result = run_simulate(bundle, tau_max=tau_max, stat=stat, mode=mode, rate=rate, replicas=_replicas(replicas),
                           max_batch=max_batch, split=split, folds=folds,
                           cost_model=cost_model, predictor=predictor, stage0=stage0, risk=_risk(risk), seed=seed,
-                          plots=plots, explain_id=explain_id, progress=_progress("simulate"))
+                          plots=plots, explain_id=explain_id, progress=_progress("simulate"), policy=policy)
+    _warn(result)
     print_simulation(result)
     if result.get("explain"):
         print_explain(result["explain"])
@@ -323,7 +328,8 @@ def simulate_command(bundle, split, folds, cost_model, predictor, stage0, risk, 
 @click.option("--ablate", default=None, type=click.Choice(["features", "risk"]), help="Also compare frontiers without each feature group, or across risk levels.")
 @click.option("--csv", "csv_path", default=None, type=click.Path(dir_okay=False), help="Write every frontier point as CSV.")
 @json_option("Write the frontiers as JSON.")
-def sweep_command(bundle, split, folds, cost_model, predictor, stage0, risk, seed, plots, ablate, csv_path, json_path):
+def sweep_command(bundle, split, folds, cost_model, predictor, stage0, risk, seed, plots, policy, ablate, csv_path,
+                  json_path):
     """The quality/cost/latency frontier of the policy (every distinct policy over λ) and of every
     baseline on held-out requests of BUNDLE (default: the built-in trace)."""
     from asd.simulator.report import print_sweep
@@ -331,9 +337,68 @@ def sweep_command(bundle, split, folds, cost_model, predictor, stage0, risk, see
 
     result = run_sweep(bundle, split=split, folds=folds, cost_model=cost_model, predictor=predictor, stage0=stage0,
                        risk=_risk(risk), seed=seed, plots=plots, ablate=ablate, csv_path=csv_path,
-                       progress=_progress("sweep"))
+                       progress=_progress("sweep"), policy=policy)
+    _warn(result)
     print_sweep(result)
     write_json(json_path, result)
+
+
+def _warn(result: dict) -> None:
+    for warning in result.get("warnings", []):
+        click.echo(f"warning: {warning}", err=True)
+
+
+@main.command("check")
+@click.argument("policy", type=click.Path(dir_okay=False))
+@click.argument("bundles", nargs=-1, required=True, type=BUNDLE)
+@click.option("--min-quality", type=float, default=None, help="Quality (mean score over labelled requests) >= Q.")
+@click.option("--max-loss-vs-last", type=float, default=None, metavar="PCT",
+              help="Quality loss against always-last on the same requests, in %, <= PCT.")
+@click.option("--max-cost-rel", type=float, default=None, metavar="C", help="GPU cost relative to always-last <= C.")
+@click.option("--max-latency", multiple=True, metavar="STAT=MS", help="Latency statistic (mean, p50, p95, p99) <= MS; repeatable.")
+@click.option("--beat", multiple=True, metavar="BASELINE[:MARGIN]",
+              help="quality >= BASELINE's − MARGIN and cost_rel <= BASELINE's + MARGIN (tuned baselines picked at "
+                   "the policy's cost on calibration rows); repeatable.")
+@click.option("--against", default=None, type=click.Path(dir_okay=False), metavar="OLD_POLICY",
+              help="Regression: fail where the new frontier over λ is below OLD_POLICY's by more than --tolerance at any cost level.")
+@click.option("--tolerance", default=0.0, show_default=True, type=float, help="--against: allowed quality shortfall.")
+@click.option("--split", default=None, help="Replay on this split (e.g. test) of a split bundle (default: test when there is one).")
+@click.option("--folds", default=None, type=click.IntRange(2), help="Folds the tuned baselines are cross-fitted over without a split (default 5).")
+@click.option("--mode", default="replay", show_default=True, type=click.Choice(["replay", "des"]),
+              help="replay: each request alone; des: latencies from the discrete-event simulation at --rate.")
+@click.option("--rate", default=None, type=float, help="des: Poisson arrival rate, requests per second.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--junit", "junit_path", default=None, type=JsonPath("--junit"), help="Write JUnit XML (one test case per bundle × promise).")
+@json_option("Write the rows and figures as JSON.")
+def check_command(policy, bundles, min_quality, max_loss_vs_last, max_cost_rel, max_latency, beat, against, tolerance,
+                  split, folds, mode, rate, seed, junit_path, json_path):
+    """Test POLICY's promises on every BUNDLE: replay each under the policy as it was saved and
+    print one table (bundle, promise, measured, limit, result). Exit 0 when every promise
+    holds, 1 when any fails, 2 on bad input (an incompatible policy is refused before any
+    figure).
+
+    \b
+    asd check policy.npz traces/ --min-quality 0.8 --max-latency p95=800 --max-cost-rel 0.6
+    asd check new.npz traces/ --against old.npz --tolerance 0.01 --junit check.xml
+    """
+    from asd.simulator.check import check_policy, junit_xml
+    from asd.simulator.report import print_check
+
+    result = check_policy(policy, list(bundles), min_quality=min_quality, max_loss_vs_last=max_loss_vs_last,
+                          max_cost_rel=max_cost_rel, max_latency=list(max_latency), beat=list(beat), against=against,
+                          tolerance=tolerance, split=split, folds=folds, mode=mode, rate=rate, seed=seed)
+    for report in result.bundles:
+        for warning in report["warnings"]:
+            click.echo(f"warning: {report['bundle']}: {warning}", err=True)
+    print_check(result)
+    write_json(json_path, result.to_dict())
+    if junit_path:
+        try:
+            Path(junit_path).write_text(junit_xml(result))
+        except OSError as exc:
+            raise AsdError(f"{junit_path}: cannot write --junit ({exc.strerror or exc})") from None
+    if not result.passed:
+        sys.exit(1)
 
 
 def _replicas(text: str):

@@ -27,6 +27,9 @@ from asd.engine import Policy
 from asd.errors import ConfigError
 
 DEFAULT_FOLDS = 5
+# Pseudo-observations of each tier's Beta prior, centred on the tier's overall acceptance rate
+# (engine `build_tables(prior_strength=...)`): a thin bin leans toward the tier, not toward 1/2.
+DEFAULT_PRIOR_STRENGTH = 2.0
 MIN_BINS, MAX_BINS = 4, 20
 
 
@@ -34,6 +37,16 @@ def default_bins(n_requests: int) -> int:
     """Bins per tier: about √N / 2, within [4, 20] — enough requests per bin that each Beta
     posterior and transition row rests on data, enough bins to separate easy from hard."""
     return int(np.clip(round(math.sqrt(max(n_requests, 1)) / 2), MIN_BINS, MAX_BINS))
+
+
+MIN_REQUESTS_PER_PROMPT_BIN, MAX_PROMPT_BINS = 200, 10
+
+
+def default_prompt_bins(n_requests: int) -> int:
+    """Stage-0 bins: at least 200 requests each, at most 10. A skip is chosen by comparing the
+    start tiers' values within one prompt bin; with a few dozen requests per bin the difference
+    is noise (±0.1 in acceptance), and stage 0 skips to a worse tier on a lucky bin."""
+    return int(np.clip(n_requests // MIN_REQUESTS_PER_PROMPT_BIN, 1, MAX_PROMPT_BINS))
 
 
 def default_cost_model(view: TraceView) -> str:
@@ -108,13 +121,17 @@ def calibrate(
     lam: float = 1.0,
     features: FeatureSet | None = None,
     single_feature_report: bool = True,
+    prior_strength: float | None = DEFAULT_PRIOR_STRENGTH,
+    n_prompt_bins: int | None = None,
 ) -> Calibration:
     """Fit a Policy on a bundle (a path, "builtin", a Bundle or a TraceView).
 
     rows: view rows to fit on (overrides `split`); features: precomputed for the whole view
     (the simulator computes them once for every fold); cost_model: a kind or an already fitted
     CostModel (latency fits use no labels, so the simulator fits one for the whole bundle);
-    single_feature_report: compute each tier's best single feature for the report."""
+    single_feature_report: compute each tier's best single feature for the report;
+    prior_strength: the tables' empirical-Bayes prior (None: Beta(1, 1) in every bin);
+    n_prompt_bins: stage-0 bins (default `default_prompt_bins`)."""
     view = bundle if isinstance(bundle, TraceView) else load_view(bundle)
     if predictor not in PREDICTORS:
         raise ConfigError(f"predictor {predictor!r}: use one of {', '.join(PREDICTORS)}")
@@ -179,9 +196,11 @@ def calibrate(
         "asd_version": __version__,
     }
     stage0_arrays = dict(prompt_x=fs.prompt_x[rows], oof_prompt_p=p_prompt, cold_x=fs.cold_x[rows], oof_cold_p=p_cold,
-                         n_prompt_bins=min(bins, 10)) if stage0 else {}
+                         n_prompt_bins=min(bins, default_prompt_bins(n) if n_prompt_bins is None
+                                           else int(n_prompt_bins))) if stage0 else {}
     policy = Policy.from_calibration(engine_predictor, fs.tier_x[rows], y, costs.cost_cont, oof_p=p_climb,
                                      start_costs=costs.cost, n_bins=bins, lam=lam, risk=risk,
+                                     prior_strength=prior_strength,
                                      tier_names=view.tier_names, meta=meta, **stage0_arrays)
     return Calibration(policy, view, fs, model, rows, p_climb, p_cold, p_prompt, costs, fits, prompt_fit, report)
 

@@ -32,7 +32,8 @@ POLICY_FORMAT = "asd.policy"
 POLICY_VERSION = 2
 PREDICTOR_KINDS = {"logistic": K.LOGISTIC, "mlp": K.MLP, "identity": K.IDENTITY}
 # build_tables options from_calibration passes through (p̂ arrays come from its own arguments).
-TABLE_OPTIONS = ("start_costs", "n_bins", "n_prompt_bins", "binning", "prior_alpha", "prior_beta", "smoothing")
+TABLE_OPTIONS = ("start_costs", "n_bins", "n_prompt_bins", "binning", "prior_alpha", "prior_beta", "prior_strength",
+                 "smoothing")
 # Out-of-fold p̂ and the final predictor's in-sample p̂ differ by fold noise, not by this much:
 # a larger mean gap means the features or p̂ came from something else.
 AGREEMENT_TOL = 0.25
@@ -697,7 +698,7 @@ class Policy:
             "predictor": self.predictor.kind, "has_prompt": self.predictor.has_prompt,
             "n_features": self._n_features, "n_prompt_features": self._n_prompt_features,
             "n_bins": t.n_bins, "n_prompt_bins": t.n_prompt_bins, "cold_start": t.cold_start,
-            "prior": [t.prior_alpha, t.prior_beta], "notes": list(t.notes), "meta": self.meta,
+            "prior": [_json_prior(t.prior_alpha), _json_prior(t.prior_beta)], "notes": list(t.notes), "meta": self.meta,
         }
 
     def save(self, path) -> Path:
@@ -734,7 +735,8 @@ class Policy:
                               f"({__version__}) reads version {POLICY_VERSION} only: recalibrate")
         try:
             tables = EngineTables(**{k.split(".", 1)[1]: v for k, v in arrays.items() if k.startswith("tables.")},
-                                  prior_alpha=header["prior"][0], prior_beta=header["prior"][1],
+                                  prior_alpha=_from_json_prior(header["prior"][0]),
+                                  prior_beta=_from_json_prior(header["prior"][1]),
                                   notes=tuple(header["notes"]), cold_start=bool(header["cold_start"]))
             pa = {k.split(".", 1)[1]: v for k, v in arrays.items() if k.startswith("predictor.")}
             predictor = Predictor(kind=header["predictor"], has_prompt=header["has_prompt"], **pa)
@@ -751,3 +753,11 @@ class Policy:
         except PolicyError as exc:
             raise PolicyError(f"policy file {path}: {exc}") from None
         return policy
+
+
+def _json_prior(prior):
+    return list(prior) if isinstance(prior, tuple) else prior
+
+
+def _from_json_prior(prior):
+    return tuple(float(v) for v in prior) if isinstance(prior, list) else float(prior)

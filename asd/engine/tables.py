@@ -16,7 +16,6 @@ import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import stats
 
 from asd.errors import PolicyError
 
@@ -49,8 +48,8 @@ class EngineTables:
     trans0: np.ndarray
     cnext: np.ndarray
     c0: np.ndarray
-    prior_alpha: float = 1.0
-    prior_beta: float = 1.0
+    prior_alpha: float | tuple = 1.0  # one value for every tier, or (L,) (the empirical-Bayes prior)
+    prior_beta: float | tuple = 1.0
     notes: tuple[str, ...] = field(default_factory=tuple)
     cold_start: bool = False
     alpha_cold: np.ndarray | None = None
@@ -113,6 +112,8 @@ def risk_quality(alpha: np.ndarray, beta: np.ndarray, risk: str | float = "mean"
     gamma = parse_risk(risk)
     if gamma is None:
         return q_mean.copy(), q_mean
+    from scipy import stats  # here, not at import: scipy.stats costs ~1 s of every `asd` start (asd check in CI)
+
     q_low = stats.beta.ppf(1.0 - gamma, alpha, beta)
     return np.ascontiguousarray(np.minimum(q_low, q_mean)), q_mean
 
@@ -177,17 +178,29 @@ def _binned_mean(bins, values, n_bins, smoothing):
     return (sums + weight * overall) / (counts + weight)
 
 
+def empirical_prior(accepted, strength: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per-tier Beta prior centred on the tier's overall acceptance rate with `strength`
+    pseudo-observations: (strength·r_i, strength·(1 − r_i)), r_i = (accepted + 1) / (labelled + 2)
+    (so a tier with no labels gets 1/2, and no parameter reaches 0). A thin or empty bin then
+    leans toward what the tier usually achieves instead of toward 1/2."""
+    accepted = np.asarray(accepted, dtype=np.float64)
+    seen = ~np.isnan(accepted)
+    rate = (np.where(seen, accepted, 0.0).sum(axis=0) + 1.0) / (seen.sum(axis=0) + 2.0)
+    return strength * rate, strength * (1.0 - rate)
+
+
 def _beta_counts(bins, accepted, n_bins, prior_alpha, prior_beta, notes=None):
-    """Beta posterior parameters and labelled counts per (tier, bin); NaN labels are skipped."""
+    """Beta posterior parameters and labelled counts per (tier, bin); NaN labels are skipped.
+    prior_alpha/prior_beta: scalars, or (L,) one prior per tier."""
     n_tiers = bins.shape[1]
-    alpha = np.full((n_tiers, n_bins), float(prior_alpha))
-    beta = np.full((n_tiers, n_bins), float(prior_beta))
+    alpha = np.repeat(np.broadcast_to(np.asarray(prior_alpha, dtype=np.float64), (n_tiers,))[:, None], n_bins, axis=1)
+    beta = np.repeat(np.broadcast_to(np.asarray(prior_beta, dtype=np.float64), (n_tiers,))[:, None], n_bins, axis=1)
     n_obs = np.zeros((n_tiers, n_bins))
     for i in range(n_tiers):
         seen = ~np.isnan(accepted[:, i])
         if not seen.any():
             if notes is not None:
-                msg = f"tier {i}: no observed acceptance; using the Beta({prior_alpha:g}, {prior_beta:g}) prior"
+                msg = f"tier {i}: no observed acceptance; using the Beta({alpha[i, 0]:g}, {beta[i, 0]:g}) prior"
                 notes.append(msg)
                 warnings.warn(msg, stacklevel=3)
             continue
@@ -211,6 +224,7 @@ def build_tables(
     binning: str = "quantile",
     prior_alpha: float = 1.0,
     prior_beta: float = 1.0,
+    prior_strength: float | None = None,
     smoothing: float = 1.0,
 ) -> EngineTables:
     """Estimate the engine tables from N calibration requests over L tiers.
@@ -223,6 +237,9 @@ def build_tables(
     agreement and draft features neutral); when given, trans0[s] maps prompt bins to the bins
     of start_p_hat[:, s] under tier s's edges instead of the climbed-state bins (tier 0 is the
     same state either way). start_costs: cost of tier s when started cold, default costs.
+    prior_strength: when given, each tier's Beta prior is centred on that tier's overall
+    acceptance rate with this many pseudo-observations (`empirical_prior`), replacing
+    prior_alpha/prior_beta (Beta(1, 1) puts a thin bin at 1/2 whatever the tier).
     """
     p_hat = np.asarray(p_hat, dtype=np.float64)
     accepted = np.asarray(accepted, dtype=np.float64)
@@ -253,6 +270,8 @@ def build_tables(
         raise PolicyError(f"binning {binning!r}: use one of {', '.join(BINNINGS)}")
     if not (prior_alpha > 0 and prior_beta > 0):
         raise PolicyError(f"Beta prior ({prior_alpha}, {prior_beta}): both parameters must be > 0")
+    if prior_strength is not None and not prior_strength > 0:
+        raise PolicyError(f"prior_strength={prior_strength}: must be > 0 pseudo-observations")
     if not smoothing >= 0:
         raise PolicyError(f"smoothing={smoothing}: must be >= 0")
     _check_probabilities("p_hat", p_hat)
@@ -260,6 +279,8 @@ def build_tables(
     _check_costs("costs", costs)
     _check_costs("start_costs", start_costs)
 
+    if prior_strength is not None:
+        prior_alpha, prior_beta = empirical_prior(accepted, float(prior_strength))
     notes: list[str] = []
     edges = np.stack([make_edges(p_hat[:, i], n_bins, binning) for i in range(n_tiers)])
     bins = np.stack([bin_index(p_hat[:, i], edges[i]) for i in range(n_tiers)], axis=1)
@@ -312,7 +333,13 @@ def build_tables(
         edges=np.ascontiguousarray(edges), edges0=np.ascontiguousarray(edges0),
         alpha=alpha, beta=beta, n_obs=n_obs, trans=np.ascontiguousarray(trans),
         trans0=np.ascontiguousarray(trans0), cnext=np.ascontiguousarray(cnext),
-        c0=np.ascontiguousarray(c0), prior_alpha=float(prior_alpha),
-        prior_beta=float(prior_beta), notes=tuple(notes), cold_start=start_p_hat is not None,
+        c0=np.ascontiguousarray(c0), prior_alpha=_prior_value(prior_alpha),
+        prior_beta=_prior_value(prior_beta), notes=tuple(notes), cold_start=start_p_hat is not None,
         **{k: np.ascontiguousarray(v) for k, v in cold.items()},
     )
+
+
+def _prior_value(prior):
+    """A scalar prior as a float, a per-tier one as a tuple of floats (JSON-able in the header)."""
+    prior = np.asarray(prior, dtype=np.float64)
+    return float(prior) if prior.ndim == 0 else tuple(float(v) for v in prior)

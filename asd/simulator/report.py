@@ -136,6 +136,27 @@ def print_sweep(result: dict, console: Console | None = None) -> None:
                       f"(change {_f(ab['change_points'], 1)} points)")
 
 
+def print_check(result, console: Console | None = None) -> None:
+    """`asd check`: each bundle's replay in one line, then one table of every promise."""
+    console = console or wide_console()
+    console.print(f"[bold]asd check[/bold] {result.policy}")
+    for b in result.bundles:
+        console.print(f"{b['bundle']}: {b['evaluation']}; mode {b['mode']}, cost model {b['cost_model']}",
+                      highlight=False)
+    table = Table(box=box.SIMPLE_HEAD)
+    for col, justify in (("bundle", "left"), ("promise", "left"), ("measured", "right"), ("limit", "right"),
+                         ("result", "left")):
+        table.add_column(col, justify=justify, no_wrap=True)
+    for r in result.rows:
+        table.add_row(r.bundle, r.promise, r.shown, _f(r.limit) if not float(r.limit).is_integer() else f"{r.limit:g}",
+                      "pass" if r.passed else "[bold red]FAIL[/bold red]")
+    console.print(table)
+    for r in result.failures:
+        console.print(f"FAIL {r.bundle}: {r.message}", highlight=False)
+    n, failed = len(result.rows), len(result.failures)
+    console.print(f"{n - failed} of {n} promises hold" + ("" if not failed else f"; {failed} failed"), highlight=False)
+
+
 def print_explain(ex: dict, console: Console | None = None) -> None:
     console = console or wide_console()
     console.print(f"[bold]request {ex['request_id']}[/bold] at λ = {ex['lambda']:.4g}: starts at "

@@ -184,6 +184,7 @@ def simulate(bundle="builtin", *, tau_max: float, stat: str = "p95", mode: str =
         "criteria": criteria(chosen, baselines["fixed-2stage"], stat),
         "deployment": deployment_check(ev, tau_max, stat),
         "tiers": list(ev.view.tier_names),
+        "warnings": list(ev.warnings),
     }
 
 
@@ -228,12 +229,13 @@ def explain(ev: Evaluation, request_id: str, lam: float) -> dict:
 
 def run_simulate(bundle="builtin", *, tau_max: float, stat: str = "p95", mode: str = "replay", rate=None,
                  replicas=1, max_batch=256, split=None, folds=None, cost_model=None, predictor="logistic",
-                 stage0=True, risk="mean", seed=0, plots=None, explain_id=None, progress=None) -> dict:
-    """`asd simulate` end to end: evaluate, search λ, baselines, optional plots and --explain."""
+                 stage0=True, risk="mean", seed=0, plots=None, explain_id=None, progress=None, policy=None) -> dict:
+    """`asd simulate` end to end: evaluate, search λ, baselines, optional plots and --explain.
+    policy: a given policy file whose tables are searched over λ instead of calibrating one."""
     if mode == "des" and not (rate is not None and rate > 0):
         raise ConfigError("--mode des needs --rate R (requests per second, > 0)")
     ev = Evaluation(bundle, folds=folds, split=split, cost_model=cost_model, predictor=predictor,
-                    stage0=stage0, risk=risk, seed=seed, progress=progress)
+                    stage0=stage0, risk=risk, seed=seed, progress=progress, policy=policy)
     result = simulate(bundle, tau_max=tau_max, stat=stat, mode=mode, rate=rate, replicas=replicas,
                       max_batch=max_batch, evaluation=ev, seed=seed)
     result["bundle"] = str(bundle)  # as the user named it ("builtin", not the package path)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from asd.engine.search import LAMBDA_CAP, distinct_policies
+from asd.errors import ConfigError
 from asd.simulator import baselines as B
 from asd.simulator.evaluate import Evaluation
 from asd.simulator.outcomes import summarize
@@ -27,8 +28,9 @@ def policy_frontier(ev: Evaluation) -> list[dict]:
     """One point per distinct pooled policy: the union of every fold policy's λ breakpoints; a
     λ inside each interval between consecutive breakpoints represents it."""
     edges = {0.0}
-    for f in ev.folds:
-        for piece in distinct_policies(f.policy, 0.0, LAMBDA_CAP, rel_tol=1e-6):
+    policies = list({id(f.policy): f.policy for f in ev.folds}.values())  # a given policy is shared by every fold
+    for policy in policies:
+        for piece in distinct_policies(policy, 0.0, LAMBDA_CAP, rel_tol=1e-6):
             edges.update((piece.lam_lo, piece.lam_hi))
     edges = sorted(edges)
     lams = [edges[0]] + [0.5 * (a + b) for a, b in zip(edges, edges[1:]) if b > a] + [edges[-1]]
@@ -126,6 +128,7 @@ def sweep(bundle="builtin", *, split=None, folds=None, cost_model=None, predicto
         "policy": policy_points, "baselines": baselines,
         "quality_check": quality_check(policy_points, baselines, ev.view.tier_names),
         "features": list(ev.features.names),
+        "warnings": list(ev.warnings),
     }
 
 
@@ -153,10 +156,14 @@ def ablation(ev: Evaluation, kind: str, base_points, baselines, options: dict) -
 
 
 def run_sweep(bundle="builtin", *, split=None, folds=None, cost_model=None, predictor="logistic", stage0=True,
-              risk="mean", seed=0, plots=None, ablate=None, csv_path=None, progress=None) -> dict:
-    """`asd sweep` end to end: frontiers, optional ablation, CSV and plots."""
+              risk="mean", seed=0, plots=None, ablate=None, csv_path=None, progress=None, policy=None) -> dict:
+    """`asd sweep` end to end: frontiers, optional ablation, CSV and plots. policy: a given
+    policy file whose frontier (its distinct policies over λ) is swept instead of calibrating."""
+    if policy is not None and ablate:
+        raise ConfigError("--ablate recalibrates without each feature group or at each risk level: it cannot "
+                          "be combined with --policy (a fixed policy)")
     options = dict(cost_model=cost_model, predictor=predictor, stage0=stage0, risk=risk, seed=seed)
-    ev = Evaluation(bundle, folds=folds, split=split, progress=progress, **options)
+    ev = Evaluation(bundle, folds=folds, split=split, progress=progress, policy=policy, **options)
     result = sweep(evaluation=ev)
     result["bundle"] = str(bundle)  # as the user named it ("builtin", not the package path)
     if ablate:
@@ -174,8 +181,6 @@ def run_sweep(bundle="builtin", *, split=None, folds=None, cost_model=None, pred
 
 def write_csv(result: dict, path) -> None:
     import csv
-
-    from asd.errors import ConfigError
 
     rows = [("policy", p) for p in result["policy"]] + [(n, p) for n, pts in result["baselines"].items() for p in pts]
     try:

@@ -102,3 +102,37 @@ def test_bad_calibration_input_raises_policy_error_naming_the_problem(kwargs, me
 def test_bad_risk_level_raises_policy_error(risk):
     with pytest.raises(PolicyError, match="risk"):
         risk_quality(np.ones((1, 1)), np.ones((1, 1)), risk)
+
+
+def test_empirical_prior_centres_each_tier_on_its_own_acceptance_rate():
+    # tier 0 accepts 1 of 4, tier 1 all 4: a bin with no request leans to the tier's rate, not 1/2
+    p_hat = np.array([[0.1, 0.9], [0.2, 0.8], [0.3, 0.95], [0.4, 0.85]])
+    accepted = np.array([[0.0, 1.0], [0.0, 1.0], [1.0, 1.0], [0.0, 1.0]])
+    t = build_tables(p_hat, accepted, [1.0, 2.0], n_bins=2, binning="fixed", prior_strength=3.0)
+    rate = np.array([(1 + 1) / (4 + 2), (4 + 1) / (4 + 2)])
+    np.testing.assert_allclose(t.prior_alpha, 3.0 * rate)
+    np.testing.assert_allclose(t.prior_beta, 3.0 * (1 - rate))
+    assert t.n_obs[0, 1] == 0 and t.n_obs[1, 0] == 0  # the empty bins: prior mean = the tier's rate
+    q = t.alpha / (t.alpha + t.beta)
+    assert q[0, 1] == pytest.approx(rate[0]) and q[1, 0] == pytest.approx(rate[1])
+    np.testing.assert_allclose(t.alpha[0, 0], 3.0 * rate[0] + 1.0)  # 1 accepted of 4 in tier 0's bin 0
+    np.testing.assert_allclose(t.beta[0, 0], 3.0 * (1 - rate[0]) + 3.0)
+
+
+def test_empirical_prior_survives_a_policy_round_trip(tmp_path):
+    from asd.engine import Policy, Predictor
+
+    rng = np.random.default_rng(0)
+    p_hat = rng.random((50, 2))
+    accepted = (rng.random((50, 2)) < p_hat).astype(float)
+    t = build_tables(p_hat, accepted, [1.0, 3.0], n_bins=4, prior_strength=2.0)
+    policy = Policy(t, Predictor.identity(2), lam=5.0)
+    loaded = Policy.load(policy.save(tmp_path / "p.npz"))
+    assert loaded.tables.prior_alpha == t.prior_alpha and isinstance(t.prior_alpha, tuple)
+    np.testing.assert_array_equal(loaded.stop_table, policy.stop_table)
+
+
+@pytest.mark.parametrize("strength", [0.0, -1.0])
+def test_empirical_prior_needs_positive_strength(strength):
+    with pytest.raises(PolicyError, match="prior_strength"):
+        build_tables([[0.5, 0.6]], [[1.0, 0.0]], [1.0, 2.0], prior_strength=strength)

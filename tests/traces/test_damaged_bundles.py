@@ -30,6 +30,7 @@ from asd.traces.bundle import builtin_bundle_path, open_bundle
 from tests.traces.damage import DAMAGES, make, refusal_problems, run_command
 
 REPO = Path(__file__).resolve().parents[2]
+POLICY = str(REPO / "tests" / "policies" / "builtin.npz")  # the committed policy (tests/simulator/test_check.py)
 
 # argv after the command's own path; {bundle} is the damaged bundle, {out} a fresh path,
 # {partner} a valid bundle with other request ids (merge needs two).
@@ -38,6 +39,12 @@ ARGV: dict[tuple[str, ...], list[str]] = {
     ("traces", "merge"): ["{bundle}", "{partner}", "-o", "{out}"],
     ("calibrate",): ["{bundle}", "-o", "{out}"],
     ("simulate",): ["{bundle}", "--tau-max", "800"],
+    ("check",): [POLICY, "{bundle}", "--min-quality", "0"],
+}
+# Variants of a command run as well: the extra path words are its first arguments.
+VARIANTS: dict[tuple[str, ...], list[str]] = {
+    ("simulate", "--policy"): [POLICY, "{bundle}", "--tau-max", "800"],
+    ("sweep", "--policy"): [POLICY, "{bundle}"],
 }
 # Commands that list every problem before their `error:` line.
 LISTS_PROBLEMS = {("traces", "validate")}
@@ -69,7 +76,7 @@ def argv_template(path: tuple[str, ...], command: click.Command) -> list[str] | 
 
 
 COMMANDS = bundle_commands()
-RUNNABLE = {path: argv_template(path, cmd) for path, cmd in COMMANDS.items()}
+RUNNABLE = {path: argv_template(path, cmd) for path, cmd in COMMANDS.items()} | VARIANTS
 
 
 def test_every_bundle_reading_command_can_be_run():

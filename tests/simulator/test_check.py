@@ -1,0 +1,293 @@
+"""`asd check`, `asd.testing` and `asd simulate/sweep --policy`: asd checks its own committed
+policy (tests/policies/builtin.npz) with its committed promises; a broken policy fails with the
+expected message and exit 1; the JUnit file parses with the standard library; an incompatible
+policy (another ladder, features the bundle lacks, a newer format) is refused with one line
+and exit 2 before any figure."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from asd.calibration.calibrate import calibrate_to_file
+from asd.cli import main
+from asd.engine import Policy
+from asd.engine.policy import POLICY_VERSION
+from asd.errors import ConfigError, PolicyError
+from asd.simulator.evaluate import Evaluation
+from asd.testing import assert_policy, check_policy
+from asd.traces.synth import write_synthetic_bundle
+
+REPO = Path(__file__).resolve().parents[2]
+POLICIES = REPO / "tests" / "policies"
+SPEC = json.loads((POLICIES / "builtin.promises.json").read_text())
+POLICY = POLICIES / SPEC["policy"]
+REGENERATE = "PYTHONPATH=$PWD python scripts/make_check_policy.py"
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def promise_argv(promises: dict) -> list[str]:
+    """The committed promises as `asd check` options."""
+    argv = []
+    for key, value in promises.items():
+        flag = "--" + key.replace("_", "-")
+        if key == "max_latency":
+            argv += [a for stat, ms in value.items() for a in (flag, f"{stat}={ms}")]
+        elif key == "beat":
+            argv += [a for b in value for a in (flag, b)]
+        else:
+            argv += [flag, value]
+    return argv
+
+
+def one_error_line(result, exit_code=2) -> str:
+    assert result.exit_code == exit_code, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    assert "Traceback" not in result.output
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def broken(tmp_path_factory) -> Path:
+    """The committed policy solved at λ = 1e9: quality bought at any cost, so the cost and
+    latency promises break."""
+    path = tmp_path_factory.mktemp("broken") / "broken.npz"
+    Policy.load(POLICY).solve(1e9).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    """A split 3-tier synthetic ladder and a policy calibrated on its calibration split."""
+    root = tmp_path_factory.mktemp("synth")
+    bundle = root / "ladder"
+    write_synthetic_bundle(bundle, 300, 3, 5, informativeness=0.7)
+    assert run("traces", "split", bundle, "--seed", 1).exit_code == 0
+    policy = root / "ladder.npz"
+    calibrate_to_file(bundle, policy, lam=2000.0)
+    return bundle, policy
+
+
+def test_the_committed_policy_loads_with_this_asd():
+    try:
+        policy = Policy.load(POLICY, expect_tiers=["smollm2-135m", "gemma3-270m"])
+    except PolicyError as exc:
+        pytest.fail(f"{POLICY.relative_to(REPO)} no longer loads ({exc}); if the policy format changed on "
+                    f"purpose, regenerate it: {REGENERATE}")
+    assert policy.meta["features"]["groups"] and policy.lam == SPEC["calibrate"]["lam"]
+
+
+def test_asd_checks_its_own_committed_policy(tmp_path):
+    """The committed promises hold on the built-in trace: exit 0, one row per promise, the JSON
+    and JUnit files say the same."""
+    out, junit = tmp_path / "check.json", tmp_path / "check.xml"
+    result = run("check", POLICY, SPEC["bundle"], *promise_argv(SPEC["promises"]), "--json", out, "--junit", junit)
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    n = 4 + len(SPEC["promises"]["beat"])
+    assert data["passed"] and data["n_promises"] == n and data["n_failed"] == 0
+    assert [r["promise"] for r in data["rows"]] == ["min quality", "max loss vs last (%)", "max cost rel",
+                                                    "max p95 latency (ms)", "beat always-smollm2-135m"]
+    rows = {r["promise"]: r for r in data["rows"]}
+    assert rows["min quality"]["measured"] >= SPEC["promises"]["min_quality"]
+    assert rows["max cost rel"]["measured"] <= SPEC["promises"]["max_cost_rel"]
+    assert rows["max p95 latency (ms)"]["measured"] <= SPEC["promises"]["max_latency"]["p95"]
+    assert all(math.isfinite(r["measured"]) for r in data["rows"])
+    figures = data["bundles"][0]["figures"]
+    assert figures["quality"] == rows["min quality"]["measured"]
+    assert data["bundles"][0]["warnings"] and "in-sample" in data["bundles"][0]["warnings"][0]
+    assert "in-sample" in result.output and f"{n} of {n} promises hold" in result.output
+    suite = ET.parse(junit).getroot()
+    cases = suite.findall(".//testcase")
+    assert len(cases) == n and suite.get("failures") == "0"
+    assert [c.get("name") for c in cases] == [r["promise"] for r in data["rows"]]
+    assert all(c.get("classname") == "builtin" and c.find("failure") is None for c in cases)
+
+
+def test_a_broken_policy_fails_with_the_expected_message_and_exit_1(broken, tmp_path):
+    junit = tmp_path / "check.xml"
+    result = run("check", broken, "builtin", *promise_argv(SPEC["promises"]), "--junit", junit)
+    assert result.exit_code == 1, result.output
+    assert "FAIL builtin: cost relative to always-last 2.212 > 1.150" in result.output
+    assert "FAIL builtin: p95 latency 1073.8 ms > 480 ms" in result.output
+    assert "Traceback" not in result.output
+    cases = ET.parse(junit).getroot().findall(".//testcase")
+    failed = {c.get("name"): c.find("failure").get("message") for c in cases if c.find("failure") is not None}
+    assert failed["max cost rel"] == "cost relative to always-last 2.212 > 1.150"
+    assert failed["max p95 latency (ms)"] == "p95 latency 1073.8 ms > 480 ms"
+    assert "min quality" not in failed  # quality is what it bought
+
+
+def test_asd_testing_check_and_assert(broken):
+    ok = check_policy(POLICY, "builtin", min_quality=0.36, max_latency={"p95": 480})
+    assert ok.passed and len(ok.rows) == 2 and "2 of 2 promises hold" in ok.table()
+    assert assert_policy(POLICY, "builtin", max_cost_rel=1.15).passed
+    with pytest.raises(AssertionError) as caught:
+        assert_policy(broken, "builtin", max_cost_rel=1.15, min_quality=0.36)
+    message = str(caught.value)
+    assert "max cost rel" in message and "FAIL" in message and "pass" in message
+    assert "cost relative to always-last 2.212 > 1.150" in message
+
+
+def test_regression_mode_compares_frontiers_and_says_where(tmp_path):
+    weak = tmp_path / "weak.npz"
+    calibrate_to_file("builtin", weak, groups="length", stage0=False, lam=700.0)
+    same = run("check", POLICY, "builtin", "--against", POLICY, "--json", tmp_path / "same.json")
+    assert same.exit_code == 0, same.output
+    assert json.loads((tmp_path / "same.json").read_text())["rows"][0]["measured"] == 0.0
+    worse = run("check", weak, "builtin", "--against", POLICY, "--json", tmp_path / "worse.json")
+    assert worse.exit_code == 1, worse.output
+    assert "FAIL builtin: regression vs old policy: at cost ≤ " in worse.output
+    regression = json.loads((tmp_path / "worse.json").read_text())["bundles"][0]["regression"]
+    assert not regression["passed"] and regression["levels"] and regression["new_frontier"]
+    # the tolerance absorbs a shortfall no larger than itself
+    better = run("check", POLICY, "builtin", "--against", weak, "--json", tmp_path / "better.json")
+    shortfall = json.loads((tmp_path / "better.json").read_text())["rows"][0]["measured"]
+    tolerant = run("check", POLICY, "builtin", "--against", weak, "--tolerance", shortfall + 1e-6)
+    assert tolerant.exit_code == 0, tolerant.output
+    assert better.exit_code == (0 if shortfall <= 0 else 1)
+
+
+def test_check_on_a_test_split_is_out_of_sample_and_beats_are_defined(synth, tmp_path):
+    bundle, policy = synth
+    out = tmp_path / "check.json"
+    result = run("check", policy, bundle, "--min-quality", 0, "--beat", "threshold:1", "--beat", "router:1",
+                 "--beat", "random:1", "--max-latency", "p99=1e9", "--json", out)
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    report = data["bundles"][0]
+    assert report["warnings"] == [] and "replayed on split 'test'" in report["evaluation"]
+    assert report["n_requests"] < 300
+    # margin 0: the definition is quality >= B − m and cost <= B + m, row by row
+    strict = check_policy(policy, bundle, beat=["threshold", "oracle", "always-synth-70b:0.05"])
+    figures, baselines = strict.bundles[0]["figures"], strict.bundles[0]["baselines"]
+    for row, (name, margin) in zip(strict.rows, [("threshold", 0.0), ("oracle", 0.0), ("always-synth-70b", 0.05)]):
+        b = baselines[name]
+        assert row.measured == pytest.approx(figures["quality"] - b["quality"])
+        assert row.passed == (figures["quality"] >= b["quality"] - margin - 1e-12
+                              and figures["cost_rel"] <= b["cost_rel"] + margin + 1e-12)
+    oracle = strict.rows[1]
+    assert not oracle.passed and "oracle's" in oracle.message  # nothing beats the oracle's quality
+
+
+def test_des_mode_checks_latency_under_load(synth):
+    bundle, policy = synth
+    replay = check_policy(policy, bundle, max_latency={"p95": 1e9})
+    des = check_policy(policy, bundle, max_latency={"p95": 1e9}, mode="des", rate=50.0)
+    assert des.passed and des.rows[0].measured >= replay.rows[0].measured * 0.999
+
+
+def test_an_incompatible_policy_is_refused_with_one_line(synth, tmp_path):
+    bundle, policy = synth
+    # another ladder: the built-in trace's policy on a synthetic ladder
+    line = one_error_line(run("check", POLICY, bundle, "--min-quality", 0.1))
+    assert f"policy {POLICY} does not fit {bundle}: tiers [" in line and "!= policy tiers" in line
+    # features the bundle cannot provide: the synthetic ladder without its logprobs
+    nolp = tmp_path / "nolp"
+    shutil.copytree(bundle, nolp)
+    t = pq.read_table(nolp / "outputs.parquet")
+    for c in ("mean_logprob", "min_logprob", "token_logprobs"):
+        i = t.schema.get_field_index(c)
+        t = t.set_column(i, t.schema.field(i), pa.nulls(t.num_rows, t.schema.field(i).type))
+    pq.write_table(t, nolp / "outputs.parquet")
+    line = one_error_line(run("check", policy, nolp, "--min-quality", 0.1))
+    assert line == (f"error: policy {policy} uses feature groups {nolp} cannot provide: logprob (no logprobs in trace); "
+                    "recalibrate without them (asd calibrate --features ...) or record them")
+    # a newer policy format
+    data = dict(np.load(POLICY))
+    header = json.loads(str(data["header"]))
+    newer = tmp_path / "newer.npz"
+    np.savez(newer, **{**data, "header": np.array(json.dumps({**header, "version": POLICY_VERSION + 1}))})
+    line = one_error_line(run("check", newer, "builtin", "--min-quality", 0.1))
+    assert f"has version {POLICY_VERSION + 1}" in line and f"reads version {POLICY_VERSION} only" in line
+    # a newer feature spec
+    spec = dict(header["meta"]["features"], version=header["meta"]["features"]["version"] + 1)
+    newer_spec = tmp_path / "newer_spec.npz"
+    header2 = dict(header, meta=dict(header["meta"], features=spec))
+    np.savez(newer_spec, **{**data, "header": np.array(json.dumps(header2))})
+    line = one_error_line(run("check", newer_spec, "builtin", "--min-quality", 0.1))
+    assert "feature spec: expected a dict with version" in line and "recalibrate" in line
+    # a cost model of another format
+    header3 = dict(header, meta=dict(header["meta"], cost_model=dict(header["meta"]["cost_model"], format="asd.cost/99")))
+    other_costs = tmp_path / "other_costs.npz"
+    np.savez(other_costs, **{**data, "header": np.array(json.dumps(header3))})
+    line = one_error_line(run("check", other_costs, "builtin", "--min-quality", 0.1))
+    assert f"policy {other_costs}: cost model: format 'asd.cost/99'" in line and "recalibrate" in line
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["builtin"], "state at least one promise"),
+    (["builtin", "--max-latency", "p42=100"], "statistic must be one of"),
+    (["builtin", "--max-latency", "p95"], "use STAT=MS"),
+    (["builtin", "--beat", "nonsense"], "unknown baseline 'nonsense'"),
+    (["builtin", "--beat", "threshold:x"], "MARGIN must be a number"),
+    (["builtin", "--min-quality", "2"], "quality is a share"),
+    (["builtin", "--min-quality", "0.1", "--mode", "des"], "--mode des needs --rate"),
+    (["builtin", "--min-quality", "0.1", "--split", "test"], "no split column"),
+    (["no-such-bundle", "--min-quality", "0.1"], "no-such-bundle"),
+])
+def test_bad_input_is_one_line_and_exit_2(argv, words):
+    line = one_error_line(run("check", POLICY, *argv))
+    assert words in line
+
+
+def test_a_missing_policy_is_one_line_and_exit_2(tmp_path):
+    line = one_error_line(run("check", tmp_path / "none.npz", "builtin", "--min-quality", 0.1))
+    assert "none.npz not found" in line
+
+
+def test_simulate_and_sweep_replay_a_given_policy(synth, tmp_path):
+    bundle, policy = synth
+    out = tmp_path / "sim.json"
+    result = run("simulate", bundle, "--policy", policy, "--tau-max", 1e6, "--json", out)
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert "given policy" in data["evaluation"] and data["split"] == "test" and data["warnings"] == []
+    assert data["chosen"]["quality"] is not None and set(data["baselines"]) >= {"threshold", "router", "oracle"}
+    out = tmp_path / "sweep.json"
+    result = run("sweep", "builtin", "--policy", POLICY, "--json", out)
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert data["n_requests"] == 600 and len(data["policy"]) > 1 and "in-sample" in data["warnings"][0]
+    assert "warning: in-sample" in result.output
+    assert one_error_line(run("sweep", "builtin", "--policy", POLICY, "--ablate", "features")).endswith(
+        "cannot be combined with --policy (a fixed policy)")
+
+
+def test_given_policy_evaluation_replays_the_saved_lambda(synth):
+    """Evaluation(policy=...) walks the given policy at its saved λ in every fold; on a split
+    bundle the held-out rows are the test split, and a λ sweep leaves the policy as saved."""
+    bundle, policy = synth
+    ev = Evaluation(bundle, policy=policy)
+    assert ev.design["split"] == "test" and len(ev.folds) == 1 and ev.folds[0].calibration is None
+    before = ev.policy_outcomes()
+    p = Policy.load(policy)
+    fs = ev.features
+    held = ev.held
+    w = p.walk(p.prompt_bins(fs.prompt_x[held]), p.tier_bins(fs.tier_x[held]), cold_bins=p.cold_tier_bins(fs.cold_x[held]))
+    assert np.array_equal(before.stop, w.stop) and np.array_equal(before.start, w.start)
+    ev.policy_outcomes(0.0)
+    assert np.array_equal(ev.policy_outcomes().stop, before.stop)
+    with pytest.raises(ConfigError):
+        Evaluation(bundle).policy_outcomes()
+
+
+def test_evaluation_default_folds_match_calibration():
+    """evaluate.py keeps its own copy (calibration, with scikit-learn, is imported only when used)."""
+    from asd.calibration import calibrate
+    from asd.simulator import evaluate
+
+    assert evaluate.DEFAULT_FOLDS == calibrate.DEFAULT_FOLDS
