@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from asd import __version__
-from asd.errors import AsdError
+from asd.errors import AsdError, ConfigError
 
 
 class AsdGroup(click.Group):
@@ -462,6 +462,61 @@ def record_command(tiers_path, prompts_path, out, shard, limit, drafts, label, o
     )
     click.echo(format_summary(summary))
     write_json(json_path, summary)
+
+
+# --- live commands (asd serve, asd live) ---
+
+
+@main.command("serve")
+@click.option("--tiers", "tiers_path", required=True, type=click.Path(dir_okay=False),
+              help="Tier ladder config (YAML/JSON): each tier's server URL (or a list of replica URLs).")
+@click.option("--policy", "policy_path", required=True, type=click.Path(dir_okay=False), help="Policy file from `asd calibrate`.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (beyond loopback only with --api-key).")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--api-key", envvar="ASD_API_KEY", default=None, help="Bearer token required on every route but /health (env ASD_API_KEY).")
+@click.option("--max-queue", default=256, show_default=True, type=click.IntRange(1), help="Requests admitted at once; beyond: 429 with Retry-After.")
+@click.option("--feedback-file", default=None, type=click.Path(dir_okay=False), help="Where POST /v1/feedback counts persist (default POLICY.feedback.json).")
+@click.option("--no-speculative", is_flag=True, help="Regenerate at each tier instead of continuing from the draft.")
+def serve_command(tiers_path, policy_path, host, port, api_key, max_queue, feedback_file, no_speculative):
+    """OpenAI-compatible endpoint in front of the cascade: POST /v1/completions and
+    /v1/chat/completions (with an `asd` object: stopped_at_tier, tier_probabilities, cost,
+    fallback), POST /v1/feedback, GET /health, /stats, /metrics (Prometheus)."""
+    try:
+        from asd.live.server import serve
+    except ImportError as exc:
+        raise ConfigError(f"asd serve needs {exc.name} (pip install 'asd[live]')") from None
+
+    click.echo(f"asd serve: http://{host}:{port} (tiers {tiers_path}, policy {policy_path})", err=True)
+    serve(tiers_path, policy_path, host=host, port=port, api_key=api_key, max_queue=max_queue,
+          feedback_path=feedback_file, speculative=not no_speculative)
+
+
+@main.command("live")
+@click.option("--tiers", "tiers_path", required=True, type=click.Path(dir_okay=False), help="Tier ladder config with each tier's server URL(s).")
+@click.option("--policy", "policy_path", required=True, type=click.Path(dir_okay=False), help="Policy file from `asd calibrate`.")
+@click.option("--prompts", "prompts_path", required=True, type=click.Path(dir_okay=False), help="Prompt set (JSONL/CSV/Parquet, as for `asd record`).")
+@click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=None, help="Open loop: Poisson arrivals at R requests/s.")
+@click.option("--concurrency", type=click.IntRange(1), default=None, help="Closed loop: C clients, each sending its next prompt when answered.")
+@click.option("-n", "--limit", type=click.IntRange(1), default=None, help="Only the first N prompts.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the arrival times.")
+@click.option("-o", "--output", "out", default=None, type=click.Path(file_okay=False), help="Write the run as a trace bundle here (default: a temporary directory).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing bundle at -o.")
+@click.option("--deadline", "deadline_s", default=3600.0, show_default=True, type=click.FloatRange(min=1), help="Stop waiting for answers after this many seconds.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@json_option("Write measured vs simulated as JSON.")
+def live_command(tiers_path, policy_path, prompts_path, rate, concurrency, limit, seed, out, overwrite, deadline_s,
+                 no_progress, json_path):
+    """Run POLICY on the real tier servers for a prompt set, record the run as a trace bundle,
+    replay the same requests at the same arrival times in the simulator, and print measured
+    vs simulated latency (mean/p50/p95/p99 with relative error), quality, stop distribution
+    and GPU-seconds."""
+    from asd.live.confirm import format_report, live
+
+    report = live(tiers_path, policy_path, prompts_path, rate=rate, concurrency=concurrency, out=out, seed=seed,
+                  limit=limit, deadline_s=deadline_s, overwrite=overwrite, progress=not no_progress,
+                  command=" ".join(["asd"] + sys.argv[1:]))
+    click.echo(format_report(report))
+    write_json(json_path, report)
 
 
 if __name__ == "__main__":

@@ -183,7 +183,7 @@ def _run_tiers(ladder, prompts, work: "ShardStore", drafts, progress, counts) ->
                         raise BackendError(f"tier {tier['name']!r}: asked for {len(chunk)} generations, got {len(gens)}")
                     for rid, gen in zip(chunk, gens):
                         _check_generation(tier, rid, gen)
-                    work.write_outputs([_output_row(rid, u, g) for rid, g in zip(chunk, gens)])
+                    work.write_outputs([output_row(rid, u, g) for rid, g in zip(chunk, gens)])
                     counts["generated"] += len(chunk)
                     task(len(chunk))
                 for t, todo_pair in todo_drafts.items():
@@ -195,7 +195,7 @@ def _run_tiers(ladder, prompts, work: "ShardStore", drafts, progress, counts) ->
                         scores = backend.score_batch(
                             [(backend.format_prompt(text_of[r]), _as_draft(tier, draft_text[r])) for r in chunk]
                         )
-                        work.write_drafts([_draft_row(r, t, u, s) for r, s in zip(chunk, scores)])
+                        work.write_drafts([draft_row(r, t, u, s) for r, s in zip(chunk, scores)])
                         counts["scored"] += len(chunk)
                         task(len(chunk))
             finally:
@@ -226,22 +226,24 @@ def _check_generation(tier: dict, rid: str, gen: Generation) -> None:
         )
 
 
-def _output_row(rid: str, tier: int, gen: Generation) -> dict:
+def output_row(rid: str, tier: int, gen: Generation) -> dict:
+    """One outputs row; a tier asked for no logprobs (live) has null lists, "not recorded"."""
     entropy = gen.token_entropy
+    no_logprobs = not gen.token_logprobs and bool(gen.n_output_tokens)
     return {
         "request_id": rid,
         "tier": tier,
         "output": gen.text,
         "n_prompt_tokens": gen.n_prompt_tokens,
         "n_output_tokens": gen.n_output_tokens,
-        "token_logprobs": [float(x) for x in gen.token_logprobs],
-        "token_entropy": None if entropy is None else [float(x) for x in entropy],
+        "token_logprobs": None if no_logprobs else [float(x) for x in gen.token_logprobs],
+        "token_entropy": None if entropy is None or no_logprobs else [float(x) for x in entropy],
         "ttft_ms": gen.ttft_ms,
         "e2e_ms": gen.e2e_ms,
     }
 
 
-def _draft_row(rid: str, draft: int, verify: int, score: Score) -> dict:
+def draft_row(rid: str, draft: int, verify: int, score: Score) -> dict:
     return {
         "request_id": rid,
         "draft_tier": draft,
@@ -283,13 +285,13 @@ def _consolidate(ladder, prompts, work, out, tiers_path, prompts_path, shard, dr
         }
     )
     manifest = B.new_manifest(
-        [_tier_entry(tier, work.tier_info(u)) for u, tier in enumerate(tiers)],
+        [manifest_tier_entry(tier, work.tier_info(u)) for u, tier in enumerate(tiers)],
         sampling={tier["name"]: tier["sampling"] for tier in tiers},
         provenance={
             "recorded_by": "asd record",
             "command": command,
             "tiers_config": str(tiers_path),
-            "tiers": [_public_tier(t) for t in tiers],
+            "tiers": [public_tier(t) for t in tiers],
             "tier_backends": _tier_backends(tiers, work),
             "prompts": str(prompts_path),
             "prompts_sha256": B.file_sha256(prompts_path),
@@ -360,7 +362,7 @@ def _label(outputs: pd.DataFrame, prompts: pd.DataFrame, last: int, mode: str) -
     outputs["label_source"] = source
 
 
-def _tier_entry(tier: dict, info: dict) -> dict:
+def manifest_tier_entry(tier: dict, info: dict) -> dict:
     # An HTTP backend reports the model the server actually serves; its URL goes to provenance.
     model = str(info.get("model_id") or tier.get("model") or tier.get("url"))
     return {
@@ -387,7 +389,7 @@ def _tier_backends(tiers, work: "ShardStore") -> dict:
     return details
 
 
-def _public_tier(tier: dict) -> dict:
+def public_tier(tier: dict) -> dict:
     return {k: v for k, v in tier.items() if k not in ("api_key",)}
 
 
@@ -406,7 +408,7 @@ def _mean(values) -> float | None:
 
 def _fingerprint(ladder, prompts, shard, drafts, label) -> str:
     digest = hashlib.sha256()
-    digest.update(json.dumps([_public_tier(t) for t in ladder["tiers"]], sort_keys=True, default=str).encode())
+    digest.update(json.dumps([public_tier(t) for t in ladder["tiers"]], sort_keys=True, default=str).encode())
     for rid, prompt in zip(prompts["request_id"], prompts["prompt"]):
         digest.update(f"{rid}\x00{prompt}\x00".encode())
     digest.update(f"{shard}|{drafts}|{label}".encode())

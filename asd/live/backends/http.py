@@ -102,60 +102,19 @@ class OpenAIHTTPBackend(Backend):
             return list(pool.map(one, prompts))
 
     def _generate_one(self, prompt: str, max_tokens: int, temperature: float, k: int) -> Generation:
-        payload = {
-            "model": self.model,
-            "prompt": prompt,
-            "max_tokens": max_tokens,
-            "temperature": temperature,
-            "logprobs": max(1, k),
-            "stream": True,
-            "stream_options": {"include_usage": True},
-        }
-        if self.stop:
-            payload["stop"] = self.stop
-        start = time.perf_counter()
-        ttft_ms = None
-        text, tokens, logprobs, tops = [], [], [], []
-        usage, finish = None, None
+        payload = completion_payload(self.model, prompt, max_tokens, temperature, max(1, k), self.stop)
+        stream = StreamedCompletion(f"{self.base}/v1/completions")
         response = self._request("POST", "/v1/completions", payload, stream=True)
         try:
             for chunk in _sse_events(response):
-                if chunk.get("usage"):
-                    usage = chunk["usage"]
-                for choice in chunk.get("choices") or []:
-                    piece = choice.get("logprobs") or {}
-                    if choice.get("text") or piece.get("tokens"):
-                        if ttft_ms is None:
-                            ttft_ms = (time.perf_counter() - start) * 1e3
-                    text.append(choice.get("text") or "")
-                    tokens.extend(piece.get("tokens") or [])
-                    logprobs.extend(piece.get("token_logprobs") or [])
-                    tops.extend(piece.get("top_logprobs") or [])
-                    finish = choice.get("finish_reason") or finish
+                stream.add(chunk)
         except (self._httpx.TransportError, self._httpx.TimeoutException) as exc:
             raise BackendError(f"{self.base}/v1/completions: stream broke ({type(exc).__name__})") from None
         finally:
             response.close()
-        e2e_ms = (time.perf_counter() - start) * 1e3
-        if finish is None:
-            raise BackendError(
-                f"{self.base}/v1/completions: the stream ended before the completion finished (no "
-                "finish_reason); the server may interrupt concurrent requests (llama.cpp: start it with "
-                "--interrupt_requests false, or set concurrency: 1)"
-            )
+        usage = stream.usage
         n_prompt = usage.get("prompt_tokens") if usage else self._count_tokens(prompt)
-        n_output = usage.get("completion_tokens") if usage else len(tokens)
-        return Generation(
-            text="".join(text),
-            tokens=[str(t) for t in tokens],
-            token_logprobs=[float(x) for x in logprobs if x is not None],
-            top_logprobs=[t or {} for t in tops] if tops else None,
-            n_prompt_tokens=n_prompt,
-            n_output_tokens=n_output if n_output is not None else len(tokens),
-            ttft_ms=ttft_ms,
-            e2e_ms=e2e_ms,
-            finish_reason=finish,
-        )
+        return stream.generation(n_prompt)
 
     def _count_tokens(self, prompt: str) -> int | None:
         """Prompt length when the stream carried no usage: llama.cpp's and vLLM's tokenize routes."""
@@ -184,33 +143,11 @@ class OpenAIHTTPBackend(Backend):
             self._check_echo_alignment(prompt + continuation)
         start = time.perf_counter()
         tokens, logprobs, tops = self._echo(self.score_prefix + prompt + continuation, len(continuation), max(1, top_logprobs))
-        verify_ms = (time.perf_counter() - start) * 1e3
-        agrees = [bool(top) and max(top, key=top.get) == tok for tok, top in zip(tokens, tops)]
-        return Score(token_logprobs=logprobs, greedy_agrees=agrees, verify_ms=verify_ms, tokens=tokens)
+        return score_from_echo(tokens, logprobs, tops, (time.perf_counter() - start) * 1e3)
 
     def _echo(self, text: str, n_chars: int, k: int):
-        """Tokens, logprobs and top-k of the last `n_chars` characters of the echoed text.
-
-        Servers' text offsets skip special tokens, so the draft is found from the end: the
-        echo is prompt + draft + the generated token(s) that `usage.completion_tokens` counts.
-        """
-        payload = {"model": self.model, "prompt": text, "max_tokens": 1, "temperature": 0.0, "logprobs": k, "echo": True}
-        data = self._request("POST", "/v1/completions", payload).json()
-        try:
-            lp = data["choices"][0]["logprobs"]
-            tokens, values, tops = lp["tokens"], lp["token_logprobs"], lp["top_logprobs"] or [None] * len(lp["tokens"])
-        except (KeyError, IndexError, TypeError):
-            raise BackendError(f"{self.base}/v1/completions: echo returned no logprobs; this server cannot score drafts") from None
-        n_generated = int((data.get("usage") or {}).get("completion_tokens", 1) or 0)
-        end = len(tokens) - n_generated
-        begin, covered = end, 0
-        while begin > 0 and covered < n_chars:
-            begin -= 1
-            covered += len(tokens[begin] or "")
-        out_values = values[begin:end]
-        if any(v is None for v in out_values):
-            raise BackendError(f"{self.base}/v1/completions: echo gave no logprob for a draft token")
-        return list(tokens[begin:end]), [float(v) for v in out_values], [t or {} for t in tops[begin:end]]
+        data = self._request("POST", "/v1/completions", echo_payload(self.model, text, k)).json()
+        return echo_slice(data, n_chars, f"{self.base}/v1/completions")
 
     def _check_echo_alignment(self, text: str) -> None:
         """Generate a few tokens after `text`, echo-score them, and require the same logprobs."""
@@ -219,15 +156,7 @@ class OpenAIHTTPBackend(Backend):
         if not generated.text or not generated.token_logprobs:
             return  # the model stopped at once: nothing to compare, check on the next draft
         _, echoed, _ = self._echo(probe + generated.text, len(generated.text), 1)
-        n = min(len(echoed), len(generated.token_logprobs))
-        worst = max(abs(a - b) for a, b in zip(echoed[:n], generated.token_logprobs[:n])) if n else 0.0
-        if n == 0 or worst > 0.05:
-            raise BackendError(
-                f"{self.base}: echoed logprobs do not match generated ones (off by {worst:.3g}); the server "
-                "shifts them for models without a BOS token — set `score_prefix` to the model's BOS text "
-                "(e.g. <|im_start|> for SmolLM2) or use the llama_cpp backend"
-            )
-        self._aligned = True
+        self._aligned = check_echo_alignment(self.base, generated, echoed)
 
     def describe(self) -> dict:
         """The served model name as model_id, the server's base URL, and its version where
@@ -269,6 +198,120 @@ class OpenAIHTTPBackend(Backend):
 
     def close(self) -> None:
         self.client.close()
+
+
+# -- request bodies and response parsing, shared by the blocking and the asyncio client ----------
+def completion_payload(model, prompt: str, max_tokens: int, temperature: float, k: int | None, stop) -> dict:
+    """A streamed `/v1/completions` body with a usage chunk, asking for the top-`k` logprobs of
+    each token (none when k is 0 or None)."""
+    payload = {
+        "model": model,
+        "prompt": prompt,
+        "max_tokens": max_tokens,
+        "temperature": temperature,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    if k:
+        payload["logprobs"] = int(k)
+    if stop:
+        payload["stop"] = list(stop)
+    return payload
+
+
+def echo_payload(model, text: str, k: int) -> dict:
+    return {"model": model, "prompt": text, "max_tokens": 1, "temperature": 0.0, "logprobs": k, "echo": True}
+
+
+class StreamedCompletion:
+    """Collects the SSE chunks of one streamed completion; time to first token is taken when
+    the first chunk carrying text or tokens arrives."""
+
+    def __init__(self, where: str):
+        self.where = where
+        self.start = time.perf_counter()
+        self.ttft_ms = None
+        self.text, self.tokens, self.logprobs, self.tops = [], [], [], []
+        self.usage, self.finish = None, None
+        self.text_events = 0  # servers stream one token per event: the count without usage or logprobs
+
+    def add(self, chunk: dict) -> None:
+        if chunk.get("usage"):
+            self.usage = chunk["usage"]
+        for choice in chunk.get("choices") or []:
+            piece = choice.get("logprobs") or {}
+            if choice.get("text") or piece.get("tokens"):
+                self.text_events += 1
+                if self.ttft_ms is None:
+                    self.ttft_ms = (time.perf_counter() - self.start) * 1e3
+            self.text.append(choice.get("text") or "")
+            self.tokens.extend(piece.get("tokens") or [])
+            self.logprobs.extend(piece.get("token_logprobs") or [])
+            self.tops.extend(piece.get("top_logprobs") or [])
+            self.finish = choice.get("finish_reason") or self.finish
+
+    def generation(self, n_prompt_tokens: int | None) -> Generation:
+        e2e_ms = (time.perf_counter() - self.start) * 1e3
+        if self.finish is None:
+            raise BackendError(
+                f"{self.where}: the stream ended before the completion finished (no "
+                "finish_reason); the server may interrupt concurrent requests (llama.cpp: start it with "
+                "--interrupt_requests false, or set concurrency: 1)"
+            )
+        n_output = self.usage.get("completion_tokens") if self.usage else len(self.tokens) or self.text_events
+        return Generation(
+            text="".join(self.text),
+            tokens=[str(t) for t in self.tokens],
+            token_logprobs=[float(x) for x in self.logprobs if x is not None],
+            top_logprobs=[t or {} for t in self.tops] if self.tops else None,
+            n_prompt_tokens=n_prompt_tokens,
+            n_output_tokens=n_output if n_output is not None else len(self.tokens),
+            ttft_ms=self.ttft_ms,
+            e2e_ms=e2e_ms,
+            finish_reason=self.finish,
+        )
+
+
+def echo_slice(data: dict, n_chars: int, where: str):
+    """Tokens, logprobs and top-k of the last `n_chars` characters of an echoed text.
+
+    Servers' text offsets skip special tokens, so the draft is found from the end: the
+    echo is prompt + draft + the generated token(s) that `usage.completion_tokens` counts.
+    """
+    try:
+        lp = data["choices"][0]["logprobs"]
+        tokens, values, tops = lp["tokens"], lp["token_logprobs"], lp["top_logprobs"] or [None] * len(lp["tokens"])
+    except (KeyError, IndexError, TypeError):
+        raise BackendError(f"{where}: echo returned no logprobs; this server cannot score drafts") from None
+    n_generated = int((data.get("usage") or {}).get("completion_tokens", 1) or 0)
+    end = len(tokens) - n_generated
+    begin, covered = end, 0
+    while begin > 0 and covered < n_chars:
+        begin -= 1
+        covered += len(tokens[begin] or "")
+    out_values = values[begin:end]
+    if any(v is None for v in out_values):
+        raise BackendError(f"{where}: echo gave no logprob for a draft token")
+    return list(tokens[begin:end]), [float(v) for v in out_values], [t or {} for t in tops[begin:end]]
+
+
+def score_from_echo(tokens, logprobs, tops, verify_ms: float) -> Score:
+    agrees = [bool(top) and max(top, key=top.get) == tok for tok, top in zip(tokens, tops)]
+    return Score(token_logprobs=logprobs, greedy_agrees=agrees, verify_ms=verify_ms, tokens=tokens,
+                 top_logprobs=tops)
+
+
+def check_echo_alignment(base: str, generated: Generation, echoed: list[float]) -> bool:
+    """True when echoed logprobs equal generated ones; else the BOS-shift error."""
+    n = min(len(echoed), len(generated.token_logprobs))
+    worst = max(abs(a - b) for a, b in zip(echoed[:n], generated.token_logprobs[:n])) if n else 0.0
+    if n == 0 or worst > 0.05:
+        raise BackendError(
+            f"{base}: echoed logprobs do not match generated ones (off by {worst:.3g}); the server "
+            "shifts them for models without a BOS token — set `score_prefix` to the model's BOS text "
+            "(e.g. <|im_start|> for SmolLM2) or use the llama_cpp backend"
+        )
+    return True
 
 
 def _sse_events(response):

@@ -129,7 +129,9 @@ class LlamaCppBackend(Backend):
             seed=int(tier.get("seed") or 0),
         )
         if tier.get("n_threads"):
-            kwargs["n_threads"] = int(tier["n_threads"])
+            # Prompt evaluation too (llama.cpp's n_threads_batch defaults to every core, and its
+            # spinning threads make a prompt batch tens of times slower on a busy machine).
+            kwargs["n_threads"] = kwargs["n_threads_batch"] = int(tier["n_threads"])
         try:
             self.llm = llama_cpp.Llama(**kwargs)
         except (ValueError, RuntimeError) as exc:

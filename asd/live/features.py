@@ -1,0 +1,73 @@
+"""The live runner's feature function: a request's answers so far become a one-request trace
+view (`asd.calibration.views.view_from_outputs`, the rows `asd record` would write) and go
+through `asd.calibration.features.compute_features` with the policy's own feature spec — the
+code that computed the features the policy was calibrated on, so simulator and live agree.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from asd.errors import ConfigError
+from asd.live.record import draft_row, output_row
+from asd.live.runner import FeaturesFor, RequestState
+
+
+def policy_feature_spec(policy):
+    """The FeatureSpec a calibrated policy carries in its meta (`asd calibrate` writes it)."""
+    from asd.calibration.features import FeatureSpec
+
+    meta = getattr(policy, "meta", None) or {}
+    spec = meta.get("features")
+    if isinstance(spec, dict) and "spec" in spec:
+        spec = spec["spec"]
+    if not isinstance(spec, dict):
+        raise ConfigError("the policy records no feature spec (meta['features']); calibrate it with `asd calibrate`")
+    return FeatureSpec.from_dict(spec)
+
+
+class CalibrationFeatures:
+    """`FeaturesFor` over asd.calibration: prompt features before any tier answered, else the
+    features after the request's last tier, climbed (the tier below answered) or cold."""
+
+    def __init__(self, spec, tiers: list[dict]):
+        self.spec = spec
+        self.tier_names = [str(t["name"]) for t in tiers]
+        self.sampling = {str(t["name"]): dict(t.get("sampling") or {}) for t in tiers}
+
+    def view(self, state: RequestState):
+        from asd.calibration.views import view_from_outputs
+
+        rid = state.request.request_id
+        runs = state.outputs()
+        outputs = [None if run is None else output_row(rid, run.tier, run.generation) for run in runs]
+        drafts = [None if run is None or run.draft is None else draft_row(rid, run.tier - 1, run.tier, run.draft)
+                  for run in runs]
+        return view_from_outputs(state.request.prompt, outputs, tiers=self.tier_names, drafts=drafts,
+                                 request_id=rid, task=state.request.task, sampling=self.sampling)
+
+    def __call__(self, state: RequestState) -> np.ndarray:
+        from asd.calibration.features import compute_features
+
+        features = compute_features(self.view(state), spec=self.spec)
+        last = state.last
+        if last is None:
+            return np.ascontiguousarray(features.prompt_x[0])
+        grid = features.tier_x if state.climbed else features.cold_x
+        return np.ascontiguousarray(grid[0, last.tier])
+
+
+def features_for_policy(policy, tiers: list[dict]) -> FeaturesFor:
+    return CalibrationFeatures(policy_feature_spec(policy), tiers)
+
+
+def stage0_prompt_features(view, spec) -> np.ndarray:
+    """Prompt features (N, P) as the live runner has them at stage 0: before any tier ran, so
+    without tier 0's prompt token count (the prompt-length feature falls back to its
+    characters-based estimate). A recorded bundle knows the count; the decision did not."""
+    import dataclasses
+
+    from asd.calibration.features import compute_features
+
+    unknown = dataclasses.replace(view, n_prompt_tokens=np.full_like(view.n_prompt_tokens, np.nan))
+    return compute_features(unknown, spec=spec).prompt_x

@@ -1,0 +1,329 @@
+"""`asd serve`: an OpenAI-compatible HTTP endpoint in front of the cascade (FastAPI + uvicorn).
+
+FastAPI only maps requests to the cascade runner and back: `POST /v1/completions` and
+`/v1/chat/completions` (JSON or SSE streaming once the cascade has settled on a tier), with an
+extra `asd` object (stopped_at_tier, tier_probabilities, cost, fallback); `POST /v1/feedback`
+(online posterior update, persisted); `GET /health`, `/stats`, `/metrics` (prometheus_client).
+Errors are OpenAI-shaped: {"error": {"message", "type", "code"}}; a full queue is 429 with
+Retry-After; an optional bearer token guards every route but /health.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, Callable, Literal
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from asd import __version__
+from asd.live.feedback import FeedbackStore
+from asd.live.metrics import ServeMetrics
+from asd.live.runner import CascadeError, CascadeRequest, CascadeResult, CascadeRunner, Overloaded
+
+MAX_TOKENS_LIMIT = 4096
+STREAM_CHUNK_CHARS = 16
+
+
+# -- request bodies (unknown OpenAI fields are accepted and ignored) ------------------------------
+class CompletionBody(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    prompt: str | list[str]
+    model: str | None = None
+    max_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS_LIMIT)
+    stream: bool = False
+    n: int = Field(default=1, ge=1, le=1)
+    user: str | None = None
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    role: Literal["system", "user", "assistant", "tool", "developer"]
+    content: str | list[dict[str, Any]] | None = None
+
+
+class ChatBody(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    messages: list[ChatMessage] = Field(min_length=1)
+    model: str | None = None
+    max_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS_LIMIT)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS_LIMIT)
+    stream: bool = False
+    n: int = Field(default=1, ge=1, le=1)
+
+
+class FeedbackBody(BaseModel):
+    request_id: str = Field(min_length=1)
+    accepted: bool
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, type_: str, code: str, headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.message, self.type, self.code, self.headers = status, message, type_, code, headers
+
+
+def error_body(message: str, type_: str, code: str | None, param: str | None = None) -> dict:
+    return {"error": {"message": message, "type": type_, "code": code, "param": param}}
+
+
+def chat_prompt(messages: list[ChatMessage]) -> str:
+    """One user message is the prompt as it is (each tier applies its own template); a longer
+    conversation becomes a role-labelled transcript ending with the last message."""
+    texts = []
+    for message in messages:
+        content = message.content
+        if isinstance(content, list):  # content parts: keep the text parts
+            content = "".join(part.get("text", "") for part in content if part.get("type") == "text")
+        texts.append((message.role, content or ""))
+    if len(texts) == 1 and texts[0][0] == "user":
+        return texts[0][1]
+    return "\n".join(f"{role.capitalize()}: {text}" for role, text in texts)
+
+
+@dataclass
+class ServeState:
+    runner: CascadeRunner
+    metrics: ServeMetrics
+    feedback: FeedbackStore | None
+    started: float
+
+
+def create_app(build_runner: Callable[[], CascadeRunner], *, api_key: str | None = None,
+               feedback: Callable[[CascadeRunner], FeedbackStore | None] | None = None) -> FastAPI:
+    """The app. `build_runner` is called inside the server's event loop (its HTTP clients
+    belong to that loop); `feedback` builds the feedback store for the runner's policy."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        runner = build_runner()
+        store = feedback(runner) if feedback else None
+        app.state.asd = ServeState(runner, ServeMetrics(runner), store, time.time())
+        try:
+            yield
+        finally:
+            await runner.aclose()
+
+    app = FastAPI(title="asd", version=__version__, lifespan=lifespan)
+
+    def state(request: Request) -> ServeState:
+        return request.app.state.asd
+
+    @app.middleware("http")
+    async def guard_and_count(request: Request, call_next):
+        route = request.url.path
+        if api_key and route != "/health":
+            given = request.headers.get("authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {api_key}".encode()):
+                response = JSONResponse(error_body("missing or wrong bearer token", "authentication_error",
+                                                   "invalid_api_key"), status_code=401)
+                _count(request, route, 401)
+                return response
+        response = await call_next(request)
+        _count(request, route, response.status_code)
+        return response
+
+    def _count(request: Request, route: str, code: int) -> None:
+        known = {"/v1/completions", "/v1/chat/completions", "/v1/feedback", "/health", "/stats", "/metrics"}
+        serve = getattr(request.app.state, "asd", None)
+        if serve is not None:
+            serve.metrics.requests.labels(route if route in known else "other", str(code)).inc()
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError):
+        return JSONResponse(error_body(exc.message, exc.type, exc.code), status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_body(request: Request, exc: RequestValidationError):
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
+        message = f"{where}: {first.get('msg', 'invalid request')}"
+        code = "invalid_json" if first.get("type") == "json_invalid" else "invalid_request"
+        return JSONResponse(error_body(message, "invalid_request_error", code, where), status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        type_ = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
+        return JSONResponse(error_body(str(exc.detail), type_, str(exc.status_code)), status_code=exc.status_code)
+
+    async def answer(serve: ServeState, prompt: str, max_tokens: int | None) -> CascadeResult:
+        runner = serve.runner
+        try:
+            runner.admit()
+        except Overloaded as exc:
+            raise ApiError(429, f"server busy: {exc}; retry later", "rate_limit_error", "queue_full",
+                           {"Retry-After": str(exc.retry_after_s)}) from None
+        try:
+            return await runner.run(CascadeRequest(prompt=prompt, max_tokens=max_tokens))
+        except CascadeError as exc:
+            raise ApiError(503, str(exc), "server_error", "tiers_unavailable") from None
+        finally:
+            runner.release()
+
+    @app.post("/v1/completions")
+    async def completions(body: CompletionBody, request: Request):
+        prompt = body.prompt
+        if isinstance(prompt, list):
+            if len(prompt) != 1:
+                raise ApiError(400, f"prompt: give one prompt (got a list of {len(prompt)})", "invalid_request_error",
+                               "invalid_request")
+            prompt = prompt[0]
+        if not prompt.strip():
+            raise ApiError(400, "prompt: empty", "invalid_request_error", "invalid_request")
+        serve = state(request)
+        result = await answer(serve, prompt, body.max_tokens)
+        if body.stream:
+            return _stream(result, chat=False, serve=serve)
+        return {
+            "id": f"cmpl-{result.request_id}", "object": "text_completion", "created": int(time.time()),
+            "model": result.tier_name,
+            "choices": [{"index": 0, "text": result.text, "logprobs": None, "finish_reason": result.finish_reason}],
+            "usage": _usage(result), "asd": _asd_object(result, serve.runner),
+        }
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(body: ChatBody, request: Request):
+        prompt = chat_prompt(body.messages)
+        if not prompt.strip():
+            raise ApiError(400, "messages: no text content", "invalid_request_error", "invalid_request")
+        serve = state(request)
+        result = await answer(serve, prompt, body.max_completion_tokens or body.max_tokens)
+        if body.stream:
+            return _stream(result, chat=True, serve=serve)
+        return {
+            "id": f"chatcmpl-{result.request_id}", "object": "chat.completion", "created": int(time.time()),
+            "model": result.tier_name,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": result.text},
+                         "finish_reason": result.finish_reason}],
+            "usage": _usage(result), "asd": _asd_object(result, serve.runner),
+        }
+
+    @app.post("/v1/feedback")
+    async def feedback_route(body: FeedbackBody, request: Request):
+        serve = state(request)
+        if serve.feedback is None:
+            raise ApiError(501, "feedback is off on this server", "invalid_request_error", "feedback_disabled")
+        where = serve.runner.stop_of(body.request_id)
+        if where is None:
+            raise ApiError(404, f"request_id {body.request_id!r}: not a recent request of this server",
+                           "not_found_error", "unknown_request_id")
+        tier, bin_, cold = where
+        serve.runner.policy = serve.feedback.add(tier, bin_, cold, body.accepted)
+        serve.metrics.feedback.labels(str(body.accepted).lower()).inc()
+        return {"request_id": body.request_id, "tier": serve.runner.pools[tier].name, "bin": bin_, "cold": cold,
+                "accepted": body.accepted, "observations": serve.feedback.n}
+
+    @app.get("/health")
+    async def health(request: Request):
+        serve = state(request)
+        tiers = [p.stats() for p in serve.runner.pools]
+        up = all(any(r["up"] for r in t["replicas"]) for t in tiers)
+        return JSONResponse({"status": "ok" if up else "degraded", "tiers": {t["tier"]: any(r["up"] for r in t["replicas"])
+                                                                              for t in tiers}})
+
+    @app.get("/stats")
+    async def stats(request: Request):
+        serve = state(request)
+        out = serve.runner.stats()
+        out["uptime_s"] = round(time.time() - serve.started, 1)
+        out["feedback"] = serve.feedback.summary() if serve.feedback else None
+        return out
+
+    @app.get("/metrics")
+    async def metrics(request: Request):
+        return Response(state(request).metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def _usage(result: CascadeResult) -> dict:
+    final = result.runs[-1].generation
+    prompt = int(result.n_prompt_tokens or 0)
+    completion = int(final.n_output_tokens or 0)
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def _asd_object(result: CascadeResult, runner: CascadeRunner) -> dict:
+    return {
+        "request_id": result.request_id,
+        "stopped_at_tier": result.tier_name,
+        "stopped_at_tier_index": result.stopped_at_tier,
+        "start_tier": runner.pools[result.start_tier].name,
+        "tier_probabilities": result.tier_probabilities(),
+        "cost": {"gpu_ms": round(result.gpu_ms, 3), "tiers_run": [run.name for run in result.runs]},
+        "fallback": result.fallback,
+        "latency_ms": round(result.latency_ms, 3),
+        "tiers": [{"tier": run.name, "replica": run.replica, "draft_tokens": run.draft.n_draft_tokens if run.draft else None,
+                   "accepted_tokens": run.n_accepted if run.draft else None,
+                   "queue_ms": round(run.queue_ms, 3), "verify_ms": round(run.verify_ms, 3),
+                   "generate_ms": round(run.generate_ms, 3)} for run in result.runs],
+    }
+
+
+def _stream(result: CascadeResult, *, chat: bool, serve: ServeState) -> StreamingResponse:
+    """The settled answer as OpenAI SSE chunks; the last chunk carries finish_reason and `asd`."""
+    created = int(time.time())
+    ident = f"{'chatcmpl' if chat else 'cmpl'}-{result.request_id}"
+    kind = "chat.completion.chunk" if chat else "text_completion"
+    text = result.text
+
+    def chunk(piece: str | None, finish: str | None, extra: dict | None = None, role: bool = False) -> str:
+        if chat:
+            delta = {"role": "assistant"} if role else {} if piece is None else {"content": piece}
+            choice = {"index": 0, "delta": delta, "finish_reason": finish}
+        else:
+            choice = {"index": 0, "text": piece or "", "logprobs": None, "finish_reason": finish}
+        event = {"id": ident, "object": kind, "created": created, "model": result.tier_name, "choices": [choice]}
+        event.update(extra or {})
+        return f"data: {json.dumps(event)}\n\n"
+
+    def events():
+        if chat:
+            yield chunk(None, None, role=True)
+        for i in range(0, len(text), STREAM_CHUNK_CHARS):
+            yield chunk(text[i:i + STREAM_CHUNK_CHARS], None)
+        yield chunk(None if chat else "", result.finish_reason,
+                    {"usage": _usage(result), "asd": _asd_object(result, serve.runner)})
+        yield "data: [DONE]\n\n"
+
+    return StreamingResponse(events(), media_type="text/event-stream")
+
+
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+def serve(tiers_path, policy_path, *, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
+          max_queue: int = 256, feedback_path=None, speculative: bool = True, log_level: str = "warning") -> None:
+    """`asd serve`: load the ladder and the policy, then run uvicorn until interrupted."""
+    import uvicorn
+
+    from asd.engine.policy import Policy
+    from asd.errors import ConfigError
+    from asd.live.features import features_for_policy
+    from asd.live.runner import build_runner, check_ladder
+    from asd.live.tiers import load_ladder
+
+    if host not in LOOPBACK and not api_key:
+        raise ConfigError(f"--host {host}: binding beyond loopback needs --api-key (or ASD_API_KEY)")
+    if max_queue < 1:
+        raise ConfigError(f"--max-queue {max_queue}: must be >= 1")
+    ladder = load_ladder(tiers_path)
+    policy = Policy.load(policy_path)
+    check_ladder([t["name"] for t in ladder["tiers"]], policy)  # refused here, not inside uvicorn's startup
+    features_for = features_for_policy(policy, ladder["tiers"])
+    store = FeedbackStore(policy, policy_path, feedback_path)  # earlier feedback folded in: store.policy
+
+    def build():
+        return build_runner(ladder["tiers"], store.policy, features_for, max_in_flight=max_queue,
+                            speculative=speculative)
+
+    app = create_app(build, api_key=api_key, feedback=lambda runner: store)
+    uvicorn.run(app, host=host, port=port, log_level=log_level)

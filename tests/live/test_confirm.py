@@ -1,0 +1,112 @@
+"""`asd live` pieces against real llama.cpp servers: open and closed loops send every prompt
+once, and the run is recorded as a valid trace bundle that the calibration view reads."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pandas as pd
+import pytest
+
+pytest.importorskip("httpx", reason="httpx not installed (pip install '.[live]')")
+
+from asd.live.confirm import drive, measured_summary, poisson_arrivals, write_live_bundle
+from asd.live.runner import CascadeRequest, build_runner
+from asd.traces.bundle import open_bundle
+from asd.traces.validate import validate_bundle
+from tests.live.cascade import builtin_policy, served_ladder, simple_features
+
+PROMPTS = pd.DataFrame({
+    "request_id": ["a", "b", "c", "d"],
+    "prompt": ["What is 76 plus 34? Answer with just the number.",
+               "What is the chemical symbol for zinc? Answer with just the symbol.",
+               "Write these words in capital letters: winter summer yellow",
+               "Is a lemon sour or sweet? Answer with one word."],
+    "reference": ["110", "Zn", "WINTER SUMMER YELLOW", None],
+    "task": ["arithmetic", "facts", "copying", None],
+})
+
+
+def run_live(tiers, **loop):
+    policy = builtin_policy()
+
+    async def go():
+        runner = build_runner(tiers, policy, simple_features)
+        try:
+            requests = [CascadeRequest(p, request_id=r, task=t) for r, p, t in
+                        zip(PROMPTS["request_id"], PROMPTS["prompt"], PROMPTS["task"])]
+            return await drive(runner, requests, deadline_s=300, **loop)
+        finally:
+            await runner.aclose()
+
+    return asyncio.run(go())
+
+
+def test_poisson_arrivals_start_at_zero_and_match_the_rate():
+    arrivals = poisson_arrivals(20_000, rate=4.0, seed=1)
+    assert arrivals[0] == 0.0 and np.all(np.diff(arrivals) >= 0)
+    assert abs(len(arrivals) / arrivals[-1] - 4.0) < 0.1
+
+
+def test_closed_and_open_loop_runs_are_recorded_as_a_valid_bundle(llama_server, gemma_server, tmp_path):
+    tiers = served_ladder(llama_server, gemma_server, max_tokens=3)
+    closed = run_live(tiers, concurrency=2)
+    assert all(o.result is not None for o in closed), [o.error for o in closed]
+    opened = run_live(tiers, arrivals_s=poisson_arrivals(len(PROMPTS), rate=2.0, seed=0))
+    assert all(o.result is not None for o in opened)
+    sent = [o.sent_s for o in opened]
+    assert sent == sorted(sent) and sent[0] < 0.5
+    path = write_live_bundle(tmp_path / "live", tiers, PROMPTS, opened, run={"rate": 2.0})
+    assert validate_bundle(path) == []
+    bundle = open_bundle(path)
+    outputs = bundle.to_pandas("outputs")
+    assert len(outputs) == sum(len(o.result.runs) for o in opened)
+    requests = bundle.to_pandas("requests")
+    assert np.allclose(requests["arrival_s"], sent)
+    first = outputs[(outputs["request_id"] == "a") & (outputs["tier"] == 0)].iloc[0]
+    assert first["quality"] in (0.0, 1.0) and first["e2e_ms"] > 0
+    assert outputs[outputs["request_id"] == "d"]["quality"].isna().all()  # no reference: unlabelled
+    summary = measured_summary(opened, ["smollm2-135m", "gemma3-270m"], PROMPTS)
+    assert summary["answered"] == 4 and summary["errors"] == 0
+    assert sum(summary["stop_fractions"].values()) == 1.0 and summary["gpu_s"] > 0
+    assert summary["latency_ms"]["p50"] <= summary["latency_ms"]["p95"]
+
+
+def test_asd_live_cli_prints_measured_vs_simulated_and_writes_the_json_keys(llama_server, gemma_server, tmp_path):
+    import json
+
+    import yaml
+    from click.testing import CliRunner
+
+    from asd.cli import main
+    from tests.live.cascade import calibrated_builtin_policy
+    from tests.live.conftest import write_jsonl
+
+    tiers = tmp_path / "tiers.yaml"
+    tiers.write_text(yaml.safe_dump({"tiers": served_ladder(llama_server, gemma_server, max_tokens=3)}))
+    calibrated_builtin_policy().save(tmp_path / "policy.npz")
+    prompts = write_jsonl(tmp_path / "p.jsonl", PROMPTS.where(PROMPTS.notna(), None).to_dict("records"))
+    result = CliRunner().invoke(main, ["live", "--tiers", str(tiers), "--policy", str(tmp_path / "policy.npz"),
+                                       "--prompts", str(prompts), "--rate", "2", "-o", str(tmp_path / "run"),
+                                       "--json", str(tmp_path / "r.json"), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "measured  simulated  rel. error" in result.output
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["n_requests"] == 4 and report["rate"] == 2.0
+    for side in ("measured", "simulated"):
+        assert set(report[side]["latency_ms"]) == {"mean", "p50", "p95", "p99"}
+        assert sum(report[side]["stop_fractions"].values()) == pytest.approx(1.0)
+        assert "quality" in report[side]
+    assert set(report["rel_error"]) == {"mean", "p50", "p95", "p99"}
+    assert report["same_stop_tier"] == 1.0  # one feature path: the simulator walks as the runner did
+    assert validate_bundle(tmp_path / "run") == []
+
+
+def test_asd_live_refuses_both_or_neither_loop_with_one_line(tmp_path):
+    from click.testing import CliRunner
+
+    from asd.cli import main
+
+    result = CliRunner().invoke(main, ["live", "--tiers", "t.yaml", "--policy", "p.npz", "--prompts", "p.jsonl"])
+    assert result.exit_code == 2 and "error: give exactly one of --rate" in result.output

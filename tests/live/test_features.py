@@ -1,0 +1,82 @@
+"""One feature path for live and simulated: the runner's features of a request, computed from
+its answers as they arrive, equal the calibration features of the bundle the run recorded."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pandas as pd
+import pytest
+
+pytest.importorskip("httpx", reason="httpx not installed (pip install '.[live]')")
+
+from asd.live.confirm import drive, write_live_bundle
+from asd.live.features import features_for_policy, stage0_prompt_features
+from asd.live.runner import CascadeRequest, RequestState, build_runner
+from tests.live.cascade import calibrated_builtin_policy, served_ladder
+
+PROMPTS = pd.DataFrame({
+    "request_id": ["a", "b", "c"],
+    "prompt": ["What is 76 plus 34? Answer with just the number.",
+               "What is the chemical symbol for zinc? Answer with just the symbol.",
+               "Write these words in capital letters: winter summer yellow"],
+    "reference": ["110", "Zn", "WINTER SUMMER YELLOW"],
+    "task": ["arithmetic", "facts", "copying"],
+})
+
+
+@pytest.fixture(scope="module")
+def policy():
+    return calibrated_builtin_policy()
+
+
+def test_live_features_equal_the_recorded_bundles_features(llama_server, gemma_server, policy, tmp_path):
+    from asd.calibration.features import compute_features
+    from asd.calibration.views import load_view
+
+    tiers = served_ladder(llama_server, gemma_server, max_tokens=4)
+    seen = {}
+
+    def features_for(state: RequestState):
+        x = features_for_policy(policy, tiers)(state)
+        seen[(state.request.request_id, state.last.tier if state.last else None)] = x
+        return x
+
+    async def go():
+        runner = build_runner(tiers, policy, features_for)
+        try:
+            requests = [CascadeRequest(p, request_id=r, task=t) for r, p, t in
+                        zip(PROMPTS["request_id"], PROMPTS["prompt"], PROMPTS["task"])]
+            return await drive(runner, requests, concurrency=1, deadline_s=300)
+        finally:
+            await runner.aclose()
+
+    outcomes = asyncio.run(go())
+    assert all(o.result is not None for o in outcomes)
+    view = load_view(write_live_bundle(tmp_path / "b", tiers, PROMPTS, outcomes, run={}))
+    recorded = compute_features(view, spec=policy_spec(policy))
+    row = {rid: i for i, rid in enumerate(view.request_ids)}
+    started = {o.request.request_id: o.result.start_tier for o in outcomes}
+    decided = [(rid, tier) for rid, tier in seen if tier is not None]
+    assert decided
+    for rid, tier in decided:
+        grid = recorded.tier_x if tier == 0 or tier > started[rid] else recorded.cold_x  # the state it was in
+        np.testing.assert_allclose(seen[(rid, tier)], grid[row[rid], tier], rtol=0, atol=1e-9)
+    stage0 = stage0_prompt_features(view, policy_spec(policy))
+    for rid in PROMPTS["request_id"]:  # stage 0 read the prompt features the simulator gives it
+        np.testing.assert_allclose(seen[(rid, None)], stage0[row[rid]], rtol=0, atol=1e-9)
+
+
+def policy_spec(policy):
+    from asd.live.features import policy_feature_spec
+
+    return policy_feature_spec(policy)
+
+
+def test_a_policy_without_a_feature_spec_is_one_clear_error():
+    from asd.errors import ConfigError
+    from tests.live.cascade import builtin_policy
+
+    with pytest.raises(ConfigError, match="no feature spec"):
+        features_for_policy(builtin_policy(), served_ladder("http://127.0.0.1:1", "http://127.0.0.1:2"))

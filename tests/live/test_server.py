@@ -1,0 +1,301 @@
+"""`asd serve` in front of two real llama.cpp servers: OpenAI-shaped answers with the `asd`
+object, streaming, OpenAI-style errors for malformed requests, bearer token, Prometheus text
+that the official parser reads, feedback that survives a restart, 429 when the queue is full,
+and 64 concurrent clients with a tier server killed mid-run: none lost, none hung."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from contextlib import contextmanager
+
+import numpy as np
+import pytest
+
+httpx = pytest.importorskip("httpx", reason="httpx not installed (pip install '.[live]')")
+pytest.importorskip("fastapi", reason="fastapi not installed (pip install '.[live]')")
+
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from asd.engine.policy import Policy
+from asd.live.feedback import FeedbackStore
+from asd.live.runner import build_runner
+from asd.live.server import create_app
+from tests.live.cascade import builtin_policy, served_ladder, simple_features
+from tests.live.conftest import free_port, llama_cpp_server
+
+PROMPT = "What is the chemical symbol for zinc? Answer with just the symbol."
+
+
+@pytest.fixture(scope="module")
+def policy_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("policy") / "policy.npz"
+    builtin_policy().save(path)
+    return path
+
+
+def make_app(tiers, policy_path, *, api_key=None, max_in_flight=64, feedback_path=None, request_timeout_s=300.0):
+    store = FeedbackStore(Policy.load(policy_path), policy_path, feedback_path)
+    return create_app(lambda: build_runner(tiers, store.policy, simple_features, max_in_flight=max_in_flight,
+                                           request_timeout_s=request_timeout_s),
+                      api_key=api_key, feedback=lambda runner: store)
+
+
+@pytest.fixture(scope="module")
+def client(llama_server, gemma_server, policy_file, tmp_path_factory):
+    feedback = tmp_path_factory.mktemp("feedback") / "fb.json"
+    with TestClient(make_app(served_ladder(llama_server, gemma_server, max_tokens=3), policy_file,
+                             feedback_path=feedback)) as test_client:
+        yield test_client
+
+
+def test_completion_is_openai_shaped_with_the_asd_object(client):
+    response = client.post("/v1/completions", json={"prompt": PROMPT, "max_tokens": 3})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["object"] == "text_completion" and body["id"].startswith("cmpl-")
+    (choice,) = body["choices"]
+    assert isinstance(choice["text"], str) and choice["finish_reason"] in ("stop", "length")
+    asd = body["asd"]
+    assert asd["stopped_at_tier"] in ("smollm2-135m", "gemma3-270m") and body["model"] == asd["stopped_at_tier"]
+    assert 0.0 <= asd["tier_probabilities"]["smollm2-135m"] <= 1.0
+    assert asd["cost"]["gpu_ms"] > 0 and asd["cost"]["tiers_run"][0] == "smollm2-135m"
+    assert asd["fallback"] is None
+    assert body["usage"]["completion_tokens"] <= 3
+
+
+def test_chat_completion_streams_openai_chunks_ending_with_asd_and_done(client):
+    body = {"messages": [{"role": "user", "content": PROMPT}], "max_tokens": 3, "stream": True}
+    with client.stream("POST", "/v1/chat/completions", json=body) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        lines = [line for line in response.iter_lines() if line.startswith("data: ")]
+    assert lines[-1] == "data: [DONE]"
+    events = [json.loads(line[len("data: "):]) for line in lines[:-1]]
+    assert events[0]["choices"][0]["delta"] == {"role": "assistant"}
+    assert all(e["object"] == "chat.completion.chunk" for e in events)
+    text = "".join(e["choices"][0]["delta"].get("content", "") for e in events)
+    assert events[-1]["choices"][0]["finish_reason"] in ("stop", "length")
+    assert events[-1]["asd"]["stopped_at_tier"] in ("smollm2-135m", "gemma3-270m")
+    plain = client.post("/v1/chat/completions", json={**body, "stream": False}).json()
+    assert plain["choices"][0]["message"]["content"] == text  # greedy: the same answer
+
+
+@pytest.mark.parametrize("body, where", [
+    ({}, "prompt"),
+    ({"prompt": PROMPT, "max_tokens": 0}, "max_tokens"),
+    ({"prompt": PROMPT, "n": 2}, "n"),
+    ({"prompt": [PROMPT, PROMPT]}, "prompt"),
+    ({"prompt": "   "}, "prompt"),
+    ({"prompt": 42}, "prompt"),
+])
+def test_malformed_completion_requests_get_400_with_an_openai_error_body(client, body, where):
+    response = client.post("/v1/completions", json=body)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request_error" and error["message"].startswith(where)
+
+
+def test_malformed_json_chat_roles_and_routes_get_openai_error_bodies(client):
+    broken = client.post("/v1/completions", content=b"{not json", headers={"content-type": "application/json"})
+    assert broken.status_code == 400 and broken.json()["error"]["code"] == "invalid_json"
+    no_messages = client.post("/v1/chat/completions", json={"messages": []})
+    assert no_messages.status_code == 400 and no_messages.json()["error"]["message"].startswith("messages")
+    bad_role = client.post("/v1/chat/completions", json={"messages": [{"role": "wizard", "content": "hi"}]})
+    assert bad_role.status_code == 400 and "role" in bad_role.json()["error"]["message"]
+    missing = client.get("/v1/nothing")
+    assert missing.status_code == 404 and missing.json()["error"]["type"] == "not_found_error"
+    wrong_method = client.get("/v1/completions")
+    assert wrong_method.status_code == 405 and "error" in wrong_method.json()
+
+
+def test_metrics_are_prometheus_text_the_official_parser_reads(client):
+    client.post("/v1/completions", json={"prompt": PROMPT, "max_tokens": 2})
+    stats = client.get("/stats").json()
+    text = client.get("/metrics").text
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    for name in ("asd_requests", "asd_stops", "asd_request_latency_seconds", "asd_tier_latency_seconds",
+                 "asd_errors", "asd_queue_depth", "asd_in_flight", "asd_fallbacks"):
+        assert name in families, name
+    stops = {s.labels["tier"]: s.value for s in families["asd_stops"].samples if s.name == "asd_stops_total"}
+    assert sum(stops.values()) == stats["completed"] and set(stops) == {"smollm2-135m", "gemma3-270m"}
+    count = [s.value for s in families["asd_request_latency_seconds"].samples
+             if s.name == "asd_request_latency_seconds_count"]
+    assert count == [stats["completed"]]
+    depth = {s.labels["tier"] for s in families["asd_queue_depth"].samples}
+    assert depth == {"smollm2-135m", "gemma3-270m"}
+
+
+def test_health_and_stats_describe_the_ladder(client):
+    health = client.get("/health").json()
+    assert health["status"] == "ok" and set(health["tiers"]) == {"smollm2-135m", "gemma3-270m"}
+    stats = client.get("/stats").json()
+    assert [t["tier"] for t in stats["tiers"]] == ["smollm2-135m", "gemma3-270m"]
+    assert stats["lambda"] > 0 and stats["feedback"]["path"].endswith("fb.json")
+
+
+def test_bearer_token_guards_every_route_but_health(llama_server, gemma_server, policy_file):
+    app = make_app(served_ladder(llama_server, gemma_server), policy_file, api_key="s3cret")
+    with TestClient(app) as client:
+        assert client.get("/health").status_code == 200
+        for route in ("/stats", "/metrics"):
+            denied = client.get(route)
+            assert denied.status_code == 401 and denied.json()["error"]["type"] == "authentication_error"
+        assert client.post("/v1/completions", json={"prompt": PROMPT}).status_code == 401
+        assert client.get("/stats", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert client.get("/stats", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+
+
+def test_feedback_updates_the_posterior_and_survives_a_restart(llama_server, gemma_server, policy_file, tmp_path):
+    tiers = served_ladder(llama_server, gemma_server, max_tokens=2)
+    store = tmp_path / "feedback.json"
+    before = Policy.load(policy_file).tables
+    with TestClient(make_app(tiers, policy_file, feedback_path=store)) as client:
+        answer = client.post("/v1/completions", json={"prompt": PROMPT}).json()["asd"]
+        unknown = client.post("/v1/feedback", json={"request_id": "nope", "accepted": True})
+        assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "unknown_request_id"
+        bad = client.post("/v1/feedback", json={"request_id": answer["request_id"]})
+        assert bad.status_code == 400
+        ok = client.post("/v1/feedback", json={"request_id": answer["request_id"], "accepted": False})
+        assert ok.status_code == 200, ok.text
+        tier, bin_ = answer["stopped_at_tier_index"], ok.json()["bin"]
+        running = client.app.state.asd.runner.policy  # the server decides with the updated posterior at once
+        assert running.tables.beta[tier, bin_] == before.beta[tier, bin_] + 1
+    assert ok.json()["cold"] is False  # this policy has no stage 0: every request climbs from tier 0
+    saved = json.loads(store.read_text())
+    assert saved["rejected"][0][tier][bin_] == 1 and saved["n"] == 1
+    # Restart: a new server on the same policy file reads the feedback back.
+    with TestClient(make_app(tiers, policy_file, feedback_path=store)) as client:
+        assert client.get("/stats").json()["feedback"]["observations"] == 1
+        policy = client.app.state.asd.runner.policy
+        assert policy.tables.beta[tier, bin_] == before.beta[tier, bin_] + 1
+        assert policy.tables.alpha[tier, bin_] == before.alpha[tier, bin_]
+        assert np.array_equal(policy.tables.beta.sum() - before.beta.sum(), 1.0)
+
+
+@contextmanager
+def uvicorn_server(app):
+    """The app under a real uvicorn on a free loopback port, in a thread; yields its URL."""
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def test_full_queue_is_429_with_retry_after(llama_server, gemma_server, policy_file):
+    app = make_app(served_ladder(llama_server, gemma_server, max_tokens=2), policy_file, max_in_flight=1)
+
+    async def burst(url):
+        async with httpx.AsyncClient(timeout=120) as http:
+            calls = [http.post(f"{url}/v1/completions", json={"prompt": PROMPT}) for _ in range(4)]
+            return await asyncio.gather(*calls)
+
+    with uvicorn_server(app) as url:
+        responses = asyncio.run(asyncio.wait_for(burst(url), 240))
+    codes = sorted(r.status_code for r in responses)
+    assert codes[0] == 200 and 429 in codes
+    for response in responses:
+        if response.status_code == 429:
+            assert int(response.headers["Retry-After"]) >= 1
+            assert response.json()["error"]["code"] == "queue_full"
+
+
+@pytest.mark.slow
+def test_64_clients_with_a_tier_server_killed_mid_run_lose_no_request(smollm2, gemma3, policy_file, tmp_path):
+    """Every request gets an answer or a clear error; the run is bounded in count and time:
+    the server gives up on a request after 240 s (a clear 503), the clients wait 300 s, the
+    whole run at most 420 s."""
+    n_clients, deadline_s = 64, 420
+    prompts = [row["prompt"] for row in load_prompts_rows(n_clients)]
+    with llama_cpp_server(smollm2, tmp_path / "s.log") as (smol_url, _), \
+            llama_cpp_server(gemma3, tmp_path / "g.log", logits_all=False) as (gemma_url, gemma):
+        tiers = served_ladder(smol_url, gemma_url, max_tokens=2)
+        app = make_app(tiers, policy_file, max_in_flight=n_clients, request_timeout_s=240)
+        with uvicorn_server(app) as url:
+            outcome = asyncio.run(asyncio.wait_for(load(url, prompts, gemma), deadline_s))
+            stats = httpx.get(f"{url}/stats").json()
+            metrics = httpx.get(f"{url}/metrics").text
+    answered, errors, lost, killed_after = outcome
+    print(f"sent {n_clients}, answered {len(answered)}, errors {len(errors)}, lost {len(lost)}, "
+          f"Gemma killed after {killed_after} answers, {sum(bool(a['asd']['fallback']) for a in answered)} fallbacks")
+    assert killed_after is not None
+    assert len(answered) + len(errors) + len(lost) == n_clients
+    assert lost == [], lost
+    for status, body in errors:
+        assert status in (429, 503, 504) and body["error"]["message"]
+    assert answered  # the cascade kept answering from SmolLM2 after Gemma died
+    fell_back = [a for a in answered if a["asd"]["fallback"]]
+    assert fell_back and all(a["asd"]["stopped_at_tier"] == "smollm2-135m" for a in fell_back)
+    assert stats["completed"] == len(answered) and stats["in_flight"] == 0
+    assert list(text_string_to_metric_families(metrics))
+
+
+def load_prompts_rows(n):
+    """The first n prompts of the built-in set (four tasks, so some requests continue to Gemma)."""
+    from asd.traces.bundle import builtin_bundle_path
+
+    path = builtin_bundle_path().parent / "prompts.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()[:n]]
+
+
+async def load(url, prompts, victim, kill_after=8):
+    """One concurrent client per prompt; SIGKILL `victim` once `kill_after` answers are in.
+    → (answers, [(status, error body)], [lost: exceptions or bodies without an answer], answers at kill)."""
+    answered, errors, lost = [], [], []
+    killed_after = None
+
+    async def one(http, i):
+        nonlocal killed_after
+        try:
+            response = await http.post(f"{url}/v1/completions", json={"prompt": prompts[i]})
+            body = response.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            lost.append(f"{type(exc).__name__}: {exc}")
+            return
+        if response.status_code == 200 and body.get("choices"):
+            answered.append(body)
+        elif response.status_code >= 400 and "error" in body:
+            errors.append((response.status_code, body))
+        else:
+            lost.append(body)
+        if killed_after is None and len(answered) >= kill_after:
+            killed_after = len(answered)
+            victim.kill()
+
+    limits = httpx.Limits(max_connections=len(prompts))
+    async with httpx.AsyncClient(timeout=300, limits=limits) as http:
+        await asyncio.gather(*[one(http, i) for i in range(len(prompts))])
+    return answered, errors, lost, killed_after
+
+
+def test_asd_serve_refuses_a_ladder_the_policy_was_not_calibrated_for_with_one_line(policy_file, tmp_path):
+    import yaml
+    from click.testing import CliRunner
+
+    from asd.cli import main
+
+    tiers = served_ladder("http://127.0.0.1:1", "http://127.0.0.1:2")
+    tiers[1]["name"] = "llama-70b"
+    config = tmp_path / "tiers.yaml"
+    config.write_text(yaml.safe_dump({"tiers": tiers}))
+    result = CliRunner().invoke(main, ["serve", "--tiers", str(config), "--policy", str(policy_file)])
+    assert result.exit_code == 2
+    assert result.output.splitlines()[-1] == ("error: tier config names ['smollm2-135m', 'llama-70b'] differ from "
+                                              "the policy's tiers ['smollm2-135m', 'gemma3-270m']")
+    wide = CliRunner().invoke(main, ["serve", "--tiers", str(config), "--policy", str(policy_file), "--host", "0.0.0.0"])
+    assert wide.exit_code == 2 and "binding beyond loopback needs --api-key" in wide.output
