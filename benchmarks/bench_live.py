@@ -33,7 +33,7 @@ import httpx  # noqa: E402
 import yaml  # noqa: E402
 
 from asd.live.confirm import format_report, live  # noqa: E402
-from asd.live.llama_server import cpu_server_ladder, free_port, llama_cpp_server  # noqa: E402
+from asd.live.llama_server import cpu_server_ladder, free_port, llama_cpp_server, stop_process  # noqa: E402
 from asd.live.models import gemma3_path, smollm2_path  # noqa: E402
 
 PROMPTS = REPO / "asd" / "traces" / "builtin" / "prompts.jsonl"
@@ -119,11 +119,7 @@ def serve_load_test(tiers_path, policy_path, work: Path, prompts: list[str], vic
         wall_s = time.perf_counter() - started
         metrics = httpx.get(f"{url}/metrics", timeout=10).text
     finally:
-        serve.terminate()
-        try:
-            serve.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            serve.kill()
+        stop_process(serve)
         log.close()
     from prometheus_client.parser import text_string_to_metric_families
 

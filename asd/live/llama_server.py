@@ -54,13 +54,18 @@ def llama_cpp_server(model: str, log: Path, *, n_ctx: int = 512, logits_all: boo
             time.sleep(0.5)
         yield url, server
     finally:
-        if server.poll() is None:
-            server.terminate()
-            try:
-                server.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
+        stop_process(server)
+
+
+def stop_process(process: subprocess.Popen, timeout_s: float = 20.0) -> None:
+    """Terminate a server we started, and kill it if it has not exited within `timeout_s`."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def cpu_server_ladder(smollm2_url, gemma_url, max_tokens: int = 8) -> list[dict]:
