@@ -2,14 +2,12 @@
 finite, with its goal, baseline and ratio, and the printed table says what the JSON says.
 Whether a target is met is the benchmark's report, not this test's business."""
 
-import json
 import math
 import re
-import subprocess
-import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.benchmarks import run_benchmark
+
+
 KEYS = ["fit_s_100k", "features_per_s"]
 
 
@@ -26,11 +24,7 @@ def printed_rows(stdout: str) -> list[list[str]]:
 
 
 def test_bench_calibrate_reports_every_figure_finite_and_prints_what_it_writes(tmp_path):
-    out = tmp_path / "bench.json"
-    done = subprocess.run([sys.executable, "benchmarks/bench_calibrate.py", "--requests", "1000", "--json", str(out)],
-                          cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr
-    report = json.loads(out.read_text())
+    report, stdout = run_benchmark("bench_calibrate.py", "--requests", "1000", tmp_path=tmp_path, timeout=600)
     assert [r["key"] for r in report["table"]] == KEYS
     assert report["requests"] == 1000 and report["tiers"] == 4
     for r in report["table"]:
@@ -40,12 +34,12 @@ def test_bench_calibrate_reports_every_figure_finite_and_prints_what_it_writes(t
         assert r["baseline_note"]
         assert isinstance(r["meets_goal"], bool)
     assert report["table"][0]["goal"] == 30.0 and report["table"][1]["goal"] == 1e5
-    printed = printed_rows(done.stdout)
-    assert len(printed) == len(report["table"]), done.stdout
+    printed = printed_rows(stdout)
+    assert len(printed) == len(report["table"]), stdout
     for cells, r in zip(printed, report["table"]):
         figure, value, goal, baseline, ratio, met = cells
         assert figure == r["figure"]
         for shown, exact in ((value, r["value"]), (goal, r["goal"]), (baseline, r["baseline"]), (ratio, r["ratio"])):
             assert math.isclose(float(shown), exact, rel_tol=1e-3), (figure, shown, exact)
         assert met == ("yes" if r["meets_goal"] else "NO")
-    assert f"meets goals: {report['meets_goals']}" in done.stdout
+    assert f"meets goals: {report['meets_goals']}" in stdout

@@ -2,14 +2,11 @@
 table row has its baseline, and the printed table says what the JSON says. Whether a target
 is met is the benchmark's report, not this test's business."""
 
-import json
 import math
-import os
-import subprocess
-import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.benchmarks import run_benchmark
+
+
 NAMED = ("decisions_per_s_batch", "decisions_per_s_batch_all_threads", "single_decision_us", "dp_solve_ms_L8_B64",
          "bisection_s_100k", "speedup_vs_reference", "compile_s_first_process", "first_calls_s_cached_process")
 
@@ -27,18 +24,11 @@ def printed_rows(stdout: str) -> dict[str, list[str]]:
 
 
 def test_bench_engine_reports_every_figure_finite_and_prints_what_it_writes(tmp_path):
-    out = tmp_path / "bench.json"
-    done = subprocess.run(
-        [sys.executable, "benchmarks/bench_engine.py", "--requests", "5000", "--json", str(out)],
-        cwd=REPO, capture_output=True, text=True, timeout=600,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-    )
-    assert done.returncode == 0, done.stderr
-    report = json.loads(out.read_text())
+    report, stdout = run_benchmark("bench_engine.py", "--requests", "5000", tmp_path=tmp_path, timeout=600)
     for key in NAMED:
         assert isinstance(report[key], (int, float)) and math.isfinite(report[key]) and report[key] > 0, key
     assert report["bisection_status"] == "ok"
-    printed = printed_rows(done.stdout)
+    printed = printed_rows(stdout)
     assert len(report["rows"]) >= 4
     for row in report["rows"]:
         for key in ("value", "target", "baseline", "ratio_vs_baseline"):
@@ -49,5 +39,5 @@ def test_bench_engine_reports_every_figure_finite_and_prints_what_it_writes(tmp_
         assert cells[3] == f"{row['ratio_vs_baseline']:.0f}x" and cells[4] == ("yes" if row["meets_target"] else "NO")
     speedup = printed["speedup_vs_reference (batch, 1 thread)"]
     assert float(speedup[0]) == round(report["speedup_vs_reference"])
-    assert f"{report['compile_s_first_process']:.2f} s" in done.stdout
+    assert f"{report['compile_s_first_process']:.2f} s" in stdout
 

@@ -2,16 +2,14 @@
 and the printed table says what the JSON says. Whether the 5 s target is met is the
 benchmark's report, not this test's business."""
 
-import json
 import math
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.benchmarks import run_benchmark
+
+
 FIGURES = ["asd check, 3 promises (s)", "asd check CPU, user + sys (s)", "read bundle (s)", "features (s)",
            "evaluation incl. features, cost grid, bins (s)", "replay (s)", "whole check in process (s)"]
 
@@ -29,14 +27,8 @@ def printed_rows(stdout: str) -> list[tuple[str, float]]:
 
 
 def test_bench_check_reports_every_figure_finite_and_prints_what_it_writes(tmp_path):
-    out = tmp_path / "bench.json"
-    done = subprocess.run(
-        [sys.executable, "benchmarks/bench_check.py", "--requests", "400", "--calibration-requests", "300",
-         "--json", str(out)],
-        cwd=REPO, capture_output=True, text=True, timeout=600,
-    )
-    assert done.returncode == 0, done.stderr
-    report = json.loads(out.read_text())
+    report, stdout = run_benchmark("bench_check.py", "--requests", "400", "--calibration-requests", "300",
+                                   tmp_path=tmp_path, timeout=600)
     assert report["n_requests"] == 400 and report["n_tiers"] == 4 and report["promises"] == 3
     assert report["targets"] == {"check_s": 5.0} and isinstance(report["meets_targets"], bool)
     assert [row["figure"] for row in report["table"]] == FIGURES
@@ -45,8 +37,8 @@ def test_bench_check_reports_every_figure_finite_and_prints_what_it_writes(tmp_p
     head = report["table"][0]
     assert head["value"] == report["check_s"] and head["baseline"] == report["simulate_s"] > 0
     assert head["ratio_baseline_over_value"] == pytest.approx(report["simulate_s"] / report["check_s"])
-    printed = printed_rows(done.stdout)
-    assert [f for f, _ in printed] == FIGURES, done.stdout
+    printed = printed_rows(stdout)
+    assert [f for f, _ in printed] == FIGURES, stdout
     for (figure, shown), row in zip(printed, report["table"]):
         assert abs(shown - row["value"]) <= 0.0005, (figure, shown, row["value"])
-    assert f"meets targets: {report['meets_targets']}" in done.stdout
+    assert f"meets targets: {report['meets_targets']}" in stdout

@@ -1,17 +1,14 @@
 """benchmarks/bench_simulator.py runs end to end at a tiny scale: every figure the issue names is
 there, finite, with its goal, and the printed table carries the same numbers as the JSON."""
 
-import json
 import math
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.benchmarks import run_benchmark
+
+
 FIGURES = ("replay_requests_per_s", "sweep_200_lambda_100k_s", "replay_speedup_vs_python", "des_events_per_s",
            "des_hour_100rps_4tiers_s", "des_speedup_vs_simpy", "bisection_replay_100k_s", "bisection_des_100k_s",
            "rss_1m_gb", "simulate_1m_end_to_end_s")
@@ -19,12 +16,7 @@ FIGURES = ("replay_requests_per_s", "sweep_200_lambda_100k_s", "replay_speedup_v
 
 def test_bench_simulator_reports_every_figure_and_prints_what_it_writes(tmp_path):
     pytest.importorskip("simpy", reason="the benchmark's SimPy peer needs simpy (the test extra)")
-    out = tmp_path / "bench.json"
-    done = subprocess.run([sys.executable, "benchmarks/bench_simulator.py", "--scale", "0.002", "--json", str(out)],
-                          cwd=REPO, capture_output=True, text=True, timeout=900,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})
-    assert done.returncode == 0, done.stderr
-    report = json.loads(out.read_text())
+    report, stdout = run_benchmark("bench_simulator.py", "--scale", "0.002", tmp_path=tmp_path, timeout=900)
     rows = {r["key"]: r for r in report["rows"]}
     assert set(FIGURES) <= set(rows)
     assert any("asd simulate on" in note for note in report["notes"])  # the end-to-end run's own report
@@ -36,7 +28,7 @@ def test_bench_simulator_reports_every_figure_and_prints_what_it_writes(tmp_path
             assert math.isfinite(rows[key]["baseline"]) and math.isfinite(rows[key]["ratio"]), key
     # the printed table: one line per figure, ending in [key], with value, goal, baseline, ratio
     printed = {}
-    for line in done.stdout.splitlines():
+    for line in stdout.splitlines():
         m = re.search(r"\s(\S+)\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)\s+(yes|NO)\s+\[(\w+)\]$", line)
         if m:
             printed[m.group(7)] = m.groups()

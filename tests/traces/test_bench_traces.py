@@ -2,16 +2,14 @@
 finite, and the printed table says what the JSON says. Whether a target is met is the
 benchmark's report, not this test's business."""
 
-import json
 import math
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.benchmarks import run_benchmark
+
+
 FIGURES = {"simulator columns read (s)", "simulator read peak RSS (MB)", "whole tables, pyarrow (s)",
            "write throughput (output rows/s)", "validation adds to inspect (%)", "inspect, full check (s)",
            "full check adds to inspect (%)", "inspect, bundle asd wrote (s)"}
@@ -31,13 +29,7 @@ def printed_rows(stdout: str) -> list[tuple[str, float]]:
 
 
 def test_bench_traces_reports_every_figure_finite_and_prints_what_it_writes(tmp_path):
-    out = tmp_path / "bench.json"
-    done = subprocess.run(
-        [sys.executable, "benchmarks/bench_traces.py", "--requests", "2000", "--repeats", "1", "--json", str(out)],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
-    )
-    assert done.returncode == 0, done.stderr
-    report = json.loads(out.read_text())
+    report, stdout = run_benchmark("bench_traces.py", "--requests", "2000", "--repeats", "1", tmp_path=tmp_path, timeout=300)
     assert report["output_rows"] == 8000 and report["simulator_read"]["rows"] == 8000
     assert report["targets"] == {"read_s": 2.0, "peak_rss_mb": 1500.0, "validation_overhead_pct": 20.0}
     assert {row["figure"] for row in report["table"]} == FIGURES
@@ -48,10 +40,10 @@ def test_bench_traces_reports_every_figure_finite_and_prints_what_it_writes(tmp_
             assert math.isfinite(row["baseline"]) and row["ratio_baseline_over_value"] == row["baseline"] / row["value"]
     figures = {row["figure"]: row["value"] for row in report["table"]}
     assert figures["validation adds to inspect (%)"] == pytest.approx(report["validation_overhead_pct"])
-    printed = printed_rows(done.stdout)
-    assert [f for f, _ in printed] == [row["figure"] for row in report["table"]], done.stdout
+    printed = printed_rows(stdout)
+    assert [f for f, _ in printed] == [row["figure"] for row in report["table"]], stdout
     for (figure, shown), row in zip(printed, report["table"]):
         # Printed with 3 decimals, or rounded to a whole number above 1000.
         assert abs(shown - row["value"]) <= (0.5 if abs(row["value"]) > 1000 else 0.0005), (figure, shown, row["value"])
     assert isinstance(report["meets_targets"], bool)
-    assert f"meets targets: {report['meets_targets']}" in done.stdout
+    assert f"meets targets: {report['meets_targets']}" in stdout
