@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 import re
 
-import pyarrow as pa
-import pytest
 from click.testing import CliRunner
 
 from asd.cli import main, record_command

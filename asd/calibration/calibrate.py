@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from asd import __version__
-from asd.calibration.costs import COST_MODELS, CostGrid, CostModel, fit_cost_model
+from asd.calibration.costs import CostGrid, CostModel, fit_cost_model
 from asd.calibration.features import FeatureSet, compute_features
 from asd.calibration.metrics import best_single_feature, reliability_plot, stage_metrics
 from asd.calibration.predictors import PREDICTORS, StageFit, fit_stage, stack_predictor

@@ -327,7 +327,7 @@ def _entropy(context: _Context) -> dict:
 
 
 def _length(context: _Context) -> dict:
-    view, imputed = context.view, context.imputed
+    view = context.view
     chars = prompt_chars(view.prompts)
     prompt_estimate = np.log1p(chars / 4.0)[:, None]
     limit = view.max_tokens[None, :]
@@ -369,7 +369,7 @@ def parse_answers(view: TraceView) -> _Answers:
 
 
 def _format(context: _Context) -> dict:
-    view, imputed = context.view, context.imputed
+    view = context.view
     a = context.answers
     empty = np.array([t is None or not t.strip() for t in view.outputs.ravel()], dtype=bool).reshape(view.outputs.shape)
     return {
@@ -382,7 +382,7 @@ def _format(context: _Context) -> dict:
 
 
 def _agreement(context: _Context) -> dict:
-    view, imputed = context.view, context.imputed
+    view = context.view
     a = context.answers
     codes = a.codes
     n, n_tiers = codes.shape
@@ -454,7 +454,7 @@ def _draft(context: _Context) -> dict:
 
 
 def _stage(context: _Context) -> dict:
-    view, imputed = context.view, context.imputed
+    view = context.view
     shape = (view.n_requests, view.n_tiers)
     return {"tier_index": np.broadcast_to(np.arange(view.n_tiers, dtype=np.float64), shape), "cold_start": np.zeros(shape)}
 

@@ -21,7 +21,6 @@ from asd.calibration.costs import (
 )
 from asd.calibration.profiles import (
     PROFILE_PATH,
-    HardwareProfile,
     fit_hardware_profile,
     llmperf_comparison,
     load_hardware_profile,
