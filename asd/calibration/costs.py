@@ -38,30 +38,13 @@ import numpy as np
 
 from asd.calibration.profiles import default_tensor_parallel, load_hardware_profile, tier_hardware
 from asd.errors import ConfigError, PolicyError, TraceError
+from asd.simulator.latency import latency_ms as request_latency_ms  # the one closed form, shared with the DES
 from asd.traces.schema import DEFAULT_DRAFT_ACCEPTANCE, DRAFT_ACCEPTANCE
 from asd.traces.summary import _fill_counts as fill_token_counts  # the inspect oracle's imputation rule
 
 COST_MODELS = ("trace", "profile", "params")
 COST_MODEL_FORMAT = "asd-cost-model/1"
 PARAMS_HARDWARE = "h100"
-
-
-def request_latency_ms(coeffs, n_prompt, n_out, n_draft=0, n_accepted=0) -> np.ndarray:
-    """Latency (ms) of one request alone at a tier under the iteration model (module docstring).
-
-    `coeffs` is (..., 4) [c0, c1, c2, c3]; token counts broadcast against coeffs[..., 0]. Cold:
-    n_draft = n_accepted = 0. Continuing from a draft: the verify pass covers prompt + draft and
-    only max(n_out − n_accepted − 1, 0) decode iterations follow."""
-    c = np.asarray(coeffs, dtype=np.float64)
-    c0, c1, c2, c3 = c[..., 0], c[..., 1], c[..., 2], c[..., 3]
-    n_prompt, n_out = np.asarray(n_prompt, np.float64), np.asarray(n_out, np.float64)
-    n_draft, n_accepted = np.asarray(n_draft, np.float64), np.asarray(n_accepted, np.float64)
-    prefill_tokens = n_prompt + n_draft
-    m = np.maximum(n_out - n_accepted - 1.0, 0.0)
-    start_kv = n_prompt + n_accepted
-    prefill = c0 + (c1 + c3) * prefill_tokens
-    decode = m * (c0 + c2 + c3 * start_kv) + c3 * m * (m + 1.0) / 2.0
-    return prefill + decode
 
 
 @dataclass(frozen=True)

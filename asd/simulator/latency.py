@@ -7,8 +7,10 @@ with P prompt tokens and D output tokens takes (D' = max(D, 1)):
     request_latency_ms = c0 + (c1 + c3)·P  +  (D'−1)·(c0 + c2 + c3·P)  +  c3·(D'−1)·D'/2
 
 (one prefill iteration yielding the first token, then D'−1 decode iterations whose KV grows by one
-token each). The cost model imports `request_latency_ms` / `latency_grid` from here so that replay
-latencies and the DES at zero load agree exactly.
+token each). A continuation from a draft of n_draft tokens with n_accepted kept prefills prompt +
+draft, then decodes max(n_out − n_accepted − 1, 0) tokens from KV = prompt + accepted. The cost
+model prices latencies with `latency_ms` from here, so replay latencies and the DES at zero load
+agree exactly.
 """
 
 from __future__ import annotations
@@ -48,3 +50,22 @@ def latency_grid(coeffs, n_prompt, n_out) -> np.ndarray:
     out = np.empty(n_prompt.shape)
     latency_grid_nb(c, n_prompt, n_out, out)
     return out
+
+
+def latency_ms(coeffs, n_prompt, n_out, n_draft=0, n_accepted=0) -> np.ndarray:
+    """Latency (ms) of requests each alone at a tier, vectorised (the closed form above), cold or
+    continuing from a draft.
+
+    `coeffs` is (..., 4) [c0, c1, c2, c3]; token counts broadcast against coeffs[..., 0]. Cold:
+    n_draft = n_accepted = 0. Continuing from a draft: the verify pass covers prompt + draft and
+    only max(n_out − n_accepted − 1, 0) decode iterations follow."""
+    c = np.asarray(coeffs, dtype=np.float64)
+    c0, c1, c2, c3 = c[..., 0], c[..., 1], c[..., 2], c[..., 3]
+    n_prompt, n_out = np.asarray(n_prompt, np.float64), np.asarray(n_out, np.float64)
+    n_draft, n_accepted = np.asarray(n_draft, np.float64), np.asarray(n_accepted, np.float64)
+    prefill_tokens = n_prompt + n_draft
+    m = np.maximum(n_out - n_accepted - 1.0, 0.0)
+    start_kv = n_prompt + n_accepted
+    prefill = c0 + (c1 + c3) * prefill_tokens
+    decode = m * (c0 + c2 + c3 * start_kv) + c3 * m * (m + 1.0) / 2.0
+    return prefill + decode

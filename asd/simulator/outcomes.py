@@ -43,10 +43,6 @@ class LadderArrays:
     def take(self, rows) -> LadderArrays:
         return LadderArrays(*(np.ascontiguousarray(getattr(self, f)[rows]) for f in self.__dataclass_fields__))
 
-    @classmethod
-    def concat(cls, parts: list[LadderArrays]) -> LadderArrays:
-        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in cls.__dataclass_fields__))
-
 
 @dataclass(frozen=True)
 class Outcomes:

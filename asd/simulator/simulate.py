@@ -21,12 +21,6 @@ GOALS = {
 }
 
 
-def _stat_callback(ev: Evaluation, stat: str):
-    def statistic(lam: float) -> float:
-        return latency_stat(ev.policy_outcomes(lam).latency_ms, stat)
-    return statistic
-
-
 def _lam_scale(ev: Evaluation) -> float:
     """A λ of the order of a request's whole-ladder cost: where the bracket starts growing."""
     return float(ev.arrays.cost.sum(axis=1).mean()) or 1.0

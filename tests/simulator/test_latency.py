@@ -8,6 +8,7 @@ from hypothesis.extra import numpy as hnp
 
 from asd.errors import ConfigError
 from asd.simulator import latency_grid
+from asd.simulator.latency import latency_ms
 from asd.simulator import reference as ref
 from asd.simulator.latency_nb import latency_grid_nb, request_latency_ms_nb
 
@@ -42,3 +43,15 @@ def test_latency_grid_refuses_bad_coefficients():
         latency_grid(np.ones((2, 3)), np.ones((1, 2)), np.ones((1, 2)))
     with pytest.raises(ConfigError, match=r"\[1, 2\]"):
         latency_grid(np.array([[1.0, 1, 1, 1], [1, 1, -1, 1]]), np.ones((1, 2)), np.ones((1, 2)))
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(1, 4), st.integers(0, 2**31 - 1))
+def test_vectorised_latency_equals_the_kernel_grid_for_cold_requests(n_tiers, seed):
+    """`latency_ms` (what the cost model prices with) is the kernels' closed form, cold."""
+    rng = np.random.default_rng(seed)
+    coeffs = rng.uniform(0.0, 3.0, (n_tiers, 4))
+    n_prompt = rng.integers(0, 500, (20, n_tiers))
+    n_out = rng.integers(0, 300, (20, n_tiers))
+    np.testing.assert_allclose(latency_ms(coeffs[None, :, :], n_prompt, n_out), latency_grid(coeffs, n_prompt, n_out),
+                               rtol=1e-12, atol=1e-9)
