@@ -77,6 +77,48 @@ def protocol_stop_tier(p_hat, costs, lam, *, risk_adjustment=True) -> int:
     return k_star
 
 
+def optimal_stopping_k_star(p, C, lam) -> np.ndarray:
+    """`optimal_stopping_rule`'s k_star for every row at once: p (N, m) acceptance, C (m,)
+    costs. The same float64 operations in the same order, one stage column at a time."""
+    n, m = p.shape
+    p_bar = np.empty((n, m + 1))
+    p_bar[:, 0] = 1.0
+    for i in range(m):
+        p_bar[:, i + 1] = p_bar[:, i] * p[:, i]
+    J_next = np.zeros(n)  # J[L+1] = 0
+    k_star = np.full(n, m - 1, dtype=np.int64)
+    for i in reversed(range(m)):
+        with np.errstate(invalid="ignore"):  # λ = inf at p̄ = 1 gives NaN, as in Python: never "stop"
+            cost_stop = C[i] + lam * (1 - p_bar[:, i + 1])
+        cost_continue = C[i] + J_next
+        stop = cost_stop <= cost_continue
+        J_next = np.where(stop, cost_stop, cost_continue)
+        k_star[stop] = i  # walking down, the last stop written is the first one
+    return k_star
+
+
+def protocol_stop_tiers(p_hat, costs, lam, *, risk_adjustment=True) -> np.ndarray:
+    """`protocol_stop_tier` for every row of p_hat (N, L) at once: stage by stage on the rows
+    still running, the rule on the same prefixes with the same arithmetic (results equal)."""
+    p_hat = np.asarray(p_hat, dtype=np.float64)
+    n, n_stages = p_hat.shape
+    C = [float(c) for c in costs]
+    if len(C) != n_stages:
+        raise PolicyError(f"protocol: {n_stages} predictions for {len(C)} stages")
+    probabilities = np.ones((n, n_stages))  # the last stage's p = 1.0
+    probabilities[:, :-1] = (pipeline_bayesian_adjustment(p_hat[:, :-1], n_stages) if risk_adjustment
+                             else p_hat[:, :-1])
+    stop_tier = np.full(n, n_stages - 1, dtype=np.int64)
+    running = np.arange(n)
+    for i in range(n_stages):
+        if running.size == 0:
+            break
+        k_star = optimal_stopping_k_star(probabilities[running, : i + 1], C[: i + 1], lam)
+        stop_tier[running] = k_star  # the loop's k_star; final for rows that stop here or never do
+        running = running[k_star != i]
+    return stop_tier
+
+
 class ProtocolPolicy:
     """The protocol's rule as a baseline policy over per-request predictions (N, L)."""
 
@@ -99,7 +141,7 @@ class ProtocolPolicy:
             raise PolicyError(f"protocol predictions have shape {p_hat.shape}: expected (requests, {len(self.costs)})")
         if np.isnan(p_hat).any() or (p_hat < 0).any() or (p_hat > 1).any():
             raise PolicyError("protocol predictions must be probabilities in [0, 1]")
-        return np.array([self.stop_tier(row) for row in p_hat.tolist()], dtype=np.int64)
+        return protocol_stop_tiers(p_hat, self.costs, self.lam, risk_adjustment=self.risk_adjustment)
 
 
 def find_lambda_bisection(measure_average_latency, tau_max, low=0.01, high=100.0, tol=1e-3):

@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from asd.engine.protocol import (
-    ProtocolPolicy, bayesian_risk_adjustment, find_lambda_bisection, optimal_stopping_rule,
-    pipeline_bayesian_adjustment, protocol_stop_tier,
+    ProtocolPolicy, bayesian_risk_adjustment, find_lambda_bisection, optimal_stopping_k_star, optimal_stopping_rule,
+    pipeline_bayesian_adjustment, protocol_stop_tier, protocol_stop_tiers,
 )
 from asd.errors import PolicyError
 
@@ -70,3 +70,30 @@ def test_protocol_policy_batch_and_bad_input():
         ProtocolPolicy([1.0, -1.0], lam=1.0)
     with pytest.raises(PolicyError, match="λ=-1"):
         ProtocolPolicy([1.0], lam=-1.0)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1, 6).flatmap(lambda m: st.tuples(
+           st.lists(st.lists(probabilities, min_size=m, max_size=m), min_size=1, max_size=12),
+           st.lists(costs, min_size=m, max_size=m))),
+       st.one_of(st.floats(0.0, 1e6, allow_nan=False), st.just(float("inf"))))
+def test_vectorised_rule_equals_the_rule_as_written_on_every_row(case, lam):
+    """optimal_stopping_k_star: the same k_star as optimal_stopping_rule on any lists (full
+    lists too, where the rule does not degenerate)."""
+    rows, stage_costs = case
+    k_star = optimal_stopping_k_star(np.array(rows), stage_costs, lam)
+    assert k_star.tolist() == [optimal_stopping_rule(row, stage_costs, lam)[0] for row in rows]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 6).flatmap(lambda m: st.tuples(
+           st.lists(st.lists(probabilities, min_size=m, max_size=m), min_size=1, max_size=12),
+           st.lists(costs, min_size=m, max_size=m))),
+       st.floats(0.0, 1e6, allow_nan=False), st.booleans())
+def test_batch_stop_tiers_equal_the_per_request_pipeline(case, lam, risk_adjustment):
+    rows, stage_costs = case
+    got = protocol_stop_tiers(np.array(rows), stage_costs, lam, risk_adjustment=risk_adjustment)
+    assert got.tolist() == [protocol_stop_tier(row, stage_costs, lam, risk_adjustment=risk_adjustment)
+                            for row in rows]
+    assert ProtocolPolicy(stage_costs, lam, risk_adjustment=risk_adjustment).stop_tiers(np.array(rows)).tolist() \
+        == got.tolist()
