@@ -129,3 +129,33 @@ def test_oracle_bounds_every_single_path(n, n_tiers, seed):
     # among requests where the walk ends acceptable, the oracle is no dearer
     ok = walk.quality == 1.0
     assert (orc.cost[ok] <= walk.cost[ok] + 1e-12).all()
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.integers(1, 60), st.integers(1, 5), st.integers(0, 2**31 - 1))
+def test_path_charges_are_walk_outcomes_bit_for_bit(n, n_tiers, seed):
+    """pick scores members through PathCharges: every path's outcomes must be exactly
+    walk_outcomes' (values spread over magnitudes, so any change of summation order shows)."""
+    rng = np.random.default_rng(seed)
+    grid = lambda: rng.random((n, n_tiers)) * 10.0 ** rng.integers(-6, 7, (n, n_tiers))  # noqa: E731
+    score = np.where(rng.random((n, n_tiers)) < 0.2, np.nan, rng.random((n, n_tiers)))
+    arrays = LadderArrays(score, score.copy(), grid(), grid(), grid(), grid())
+    start = rng.integers(0, n_tiers, n)
+    stop = np.minimum(start + rng.integers(0, n_tiers, n), n_tiers - 1)
+    got, want = B.PathCharges(arrays).outcomes(start, stop), walk_outcomes(start, stop, arrays)
+    for field in ("start", "stop", "cost", "latency_ms", "quality"):
+        np.testing.assert_array_equal(getattr(got, field), getattr(want, field))
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.integers(1, 40), st.integers(1, 5), st.sampled_from(["threshold", "router"]), st.integers(0, 2**31 - 1))
+def test_family_stops_at_the_first_tier_that_meets_its_threshold(n, n_tiers, name, seed):
+    rng = np.random.default_rng(seed)
+    scores = np.round(rng.random((n, n_tiers)), 1)  # ties with the thresholds happen
+    t = np.round(rng.random(max(n_tiers - 1, 1) if name == "threshold" else 1), 1)
+    start, stop = B.Family(name, t[None, :]).start_stop(scores, 0)
+    want = [next((i for i in range(n_tiers - 1) if scores[r, i] >= t[i if name == "threshold" else 0]), n_tiers - 1)
+            for r in range(n)]
+    assert stop.tolist() == want
+    assert start.tolist() == ([0] * n if name == "threshold" else want)
+    assert stop.dtype == start.dtype == np.int64
