@@ -229,3 +229,33 @@ def test_replay_carries_unlabelled_quality_only_when_asked():
                                 unlabelled_ok=True)
     out = replay(inputs, (np.array([0]), np.array([[0], [1]], dtype=np.uint8)))
     assert np.isnan(out.quality[0]) and out.quality[1] == 1.0
+
+
+@settings(max_examples=100, deadline=None)
+@given(replay_instances())
+def test_replay_inputs_narrow_bins_and_column_major_grids_change_no_result(inst):
+    """ReplayInputs stores bins in the narrowest dtype and grids column-major (the kernels'
+    fastest layout); the replay equals the plain-Python twin on the arrays as given."""
+    n_tiers, n_bins = inst["stop_table"].shape
+    inputs = ReplayInputs.build(inst["tier_bins"], prompt_bins=inst["prompt_bins"], cold_bins=inst["cold_bins"],
+                                cost=inst["cost"], cost_cont=inst["cost_cont"], latency_ms=inst["latency_ms"],
+                                latency_cont_ms=inst["latency_cont_ms"], quality=inst["quality"],
+                                n_bins=n_bins, n_prompt_bins=inst["start_table"].size)
+    assert inputs.tier_bins.dtype == inputs.cold_bins.dtype == inputs.prompt_bins.dtype == np.uint8
+    assert all(a.flags.f_contiguous for a in (inputs.cost, inputs.cost_cont, inputs.latency_ms,
+                                              inputs.latency_cont_ms, inputs.quality))
+    got = replay(inputs, (inst["start_table"], inst["stop_table"], inst["stop_cold_table"]))
+    n = inst["tier_bins"].shape[0]
+    want = _outputs(n)
+    ref.replay_requests(*(inst[k] for k in ARRAYS), *want)
+    for g, w in zip((got.start, got.stop, got.cost, got.latency_ms, got.quality), want):
+        np.testing.assert_array_equal(g, w)
+
+
+def test_negative_zero_charges_are_stored_as_zero():
+    inputs = ReplayInputs.build(np.zeros((1, 2), np.int64), cost=np.array([[-0.0, -0.0]]),
+                                latency_ms=np.array([[-0.0, 1.0]]), quality=np.ones((1, 2)), n_bins=300)
+    assert not np.signbit(inputs.cost).any() and inputs.latency_ms[0, 1] == 1.0
+    assert inputs.tier_bins.dtype == np.uint16
+    out = replay(inputs, (np.array([0]), np.array([[0] * 300, [1] * 300], dtype=np.uint8)))
+    assert out.stop[0] == 1 and out.cost[0] == 0.0 and not np.signbit(out.cost[0])
