@@ -58,7 +58,7 @@ def default_cost_model(view: TraceView) -> str:
 def split_rows(view: TraceView, split: str | None) -> tuple[np.ndarray, str]:
     """Rows to calibrate on and a sentence saying which: the named split when the bundle has a
     split column, else every request."""
-    has_split = any(s is not None for s in view.split)
+    has_split = view.has_split
     if split is None or not has_split:
         reason = "every request (the bundle has no split column)" if not has_split else "every request"
         return np.arange(view.n_requests), f"{reason}: {view.n_requests} requests"
@@ -218,7 +218,7 @@ def _report(view, fs, fits, p_climb, prompt_fit, rows, y, data_used, predictor, 
                       "ece": m.get("ece"), "n": m.get("n"), "best_feature": best,
                       "best_feature_auroc": best_auc, "notes": list(fit.notes)})
     return {
-        "bundle": view.path, "split": split if any(s is not None for s in view.split) else None,
+        "bundle": view.path, "split": split if view.has_split else None,
         "data": data_used, "predictor": predictor, "features": list(fs.names),
         "feature_groups": list(fs.groups), "missing_groups": dict(fs.missing_groups),
         "cost_model": model.kind, "cost_note": model.note, "stage0": bool(stage0),

@@ -4,8 +4,10 @@ and the live runner all read, built by one function from Parquet files or from i
 Conventions: tiers are 0-based, N requests × L tiers; numeric grids are float64 (N, L) with
 NaN = not recorded; `outputs` is an (N, L) object grid of str or None. Draft grids hold in
 column i the row (draft tier i−1 → verify tier i); column 0 and pairs not recorded are NaN
-(rows between non-consecutive tiers are not part of the grid). Per-token lists are read only
-when asked for (`TraceView.token_lists`), as ragged `TokenLists`.
+(rows between non-consecutive tiers are not part of the grid). The text columns (request ids,
+tasks, splits, prompts, references, outputs) are read as Python objects on first use and
+per-token lists only when asked for (`TraceView.token_lists`), as ragged `TokenLists`: a
+numeric run over 10^6 requests never builds millions of strings it does not read.
 """
 
 from __future__ import annotations
@@ -62,11 +64,20 @@ class TokenLists:
         return self.values[s : s + self.length[request, tier]]
 
     def take(self, rows: np.ndarray) -> "TokenLists":
+        if not self.values.size and not self.present.strides[0]:  # `no_lists`: stays a broadcast
+            return no_lists((len(rows),) + self.present.shape[1:])
         return TokenLists(self.values, self.start[rows], self.length[rows], self.present[rows])
 
     @property
     def any(self) -> bool:
         return bool(self.present.any())
+
+
+def no_lists(shape) -> TokenLists:
+    """No list recorded anywhere, as read-only broadcast zeros: three (N, L) grids of nothing
+    would be 65 MB per list name at 10^6 requests × 4 tiers."""
+    zero = lambda dtype: np.broadcast_to(np.zeros((), dtype), shape)  # noqa: E731
+    return TokenLists(np.zeros(0, np.float32), zero(np.int64), zero(np.int64), zero(bool))
 
 
 class _Source:
@@ -82,10 +93,31 @@ class _Source:
             self._lists[name] = self._read_lists(name)
         return self._lists[name]
 
+    def column_all_null(self, table: str, column: str) -> bool:
+        """True when `column` is absent from `table` or (cheaply known to be) null throughout."""
+        return not self.has(table) or column not in self.columns(table) or self.all_null(table, column)
+
+    def request_objects(self, name: str) -> np.ndarray:
+        """A requests column as an (N,) object array, None where null or absent."""
+        if self.column_all_null("requests", name):
+            return np.full(self.n_requests, None, dtype=object)
+        # ids are unique; other columns repeat a few values: one str object per distinct value
+        return _objects(self.read("requests", [name]).column(0), shared=name != "request_id")
+
+    def output_texts(self) -> np.ndarray:
+        """(N, L) object grid of the outputs' texts, None where absent."""
+        texts = np.full((self.n_requests, self.n_tiers), None, dtype=object)
+        if not self.column_all_null("outputs", "output"):
+            arrays = self.arrays("outputs", ["request_id", "tier"])
+            rows, tier = arrays["request_index"], arrays["tier"].astype(np.int64)
+            keep = _valid(rows, tier, self.n_tiers)
+            texts[rows[keep], tier[keep]] = _objects(self.read("outputs", ["output"]).column(0))[keep]
+        return texts
+
     def _read_lists(self, name: str) -> TokenLists:
         table, column = TOKEN_LISTS[name]
         shape = (self.n_requests, self.n_tiers)
-        empty = TokenLists(np.zeros(0, np.float32), np.zeros(shape, np.int64), np.zeros(shape, np.int64), np.zeros(shape, bool))
+        empty = no_lists(shape)
         if not self.has(table) or column not in self.columns(table) or self.all_null(table, column):
             return empty
         keys = ["tier"] if table == "outputs" else ["draft_tier", "verify_tier"]
@@ -192,12 +224,8 @@ class TraceView:
     tensor_parallel: np.ndarray  # (L,) int64, 1 when unknown
     n_requests: int
     n_tiers: int
-    request_ids: np.ndarray  # (N,) object
-    tasks: np.ndarray  # (N,) object, None where absent
-    split: np.ndarray  # (N,) object, None where absent
-    prompts: np.ndarray  # (N,) object
-    references: np.ndarray  # (N,) object
-    outputs: np.ndarray  # (N, L) object: str or None
+    # request_ids, tasks, split, prompts, references (N,) and outputs (N, L): object arrays
+    # (None where absent), properties below read from the source on first use
     has_output: np.ndarray  # (N, L) bool: an outputs row exists
     quality: np.ndarray
     accepted: np.ndarray
@@ -218,6 +246,28 @@ class TraceView:
     content_hash: str
     _source: _Source = field(repr=False, compare=False)
     _rows: np.ndarray = field(repr=False, compare=False)  # each request's row in the source
+    _objects: dict = field(default_factory=dict, repr=False, compare=False)  # text columns read so far
+
+    def _text_column(self, name: str) -> np.ndarray:
+        found = self._objects.get(name)
+        if found is None:
+            whole = self._source.output_texts() if name == "outputs" else self._source.request_objects(name)
+            found = self._objects[name] = whole[self._rows]
+        return found
+
+    request_ids = property(lambda self: self._text_column("request_id"), doc="(N,) object")
+    tasks = property(lambda self: self._text_column("task"), doc="(N,) object, None where absent")
+    split = property(lambda self: self._text_column("split"), doc="(N,) object, None where absent")
+    prompts = property(lambda self: self._text_column("prompt"), doc="(N,) object, None where absent")
+    references = property(lambda self: self._text_column("reference"), doc="(N,) object, None where absent")
+    outputs = property(lambda self: self._text_column("outputs"), doc="(N, L) object: str or None")
+
+    @property
+    def has_split(self) -> bool:
+        """Does any request carry a split label?"""
+        if "split" not in self._objects and self._source.column_all_null("requests", "split"):
+            return False
+        return any(s is not None for s in self.split)
 
     @property
     def has_logprobs(self) -> bool:
@@ -229,6 +279,8 @@ class TraceView:
 
     @property
     def has_text(self) -> bool:
+        if "outputs" not in self._objects and self._source.column_all_null("outputs", "output"):
+            return False
         return bool(pd.notna(self.outputs).any())
 
     def token_lists(self, name: str) -> TokenLists:
@@ -253,7 +305,8 @@ class TraceView:
             for f in dataclasses.fields(self)
             if isinstance(getattr(self, f.name), np.ndarray) and f.name not in ("params_b", "tensor_parallel", "max_tokens")
         }
-        return dataclasses.replace(self, n_requests=int(rows.size), **per_request)
+        texts = {name: column[rows] for name, column in self._objects.items()}
+        return dataclasses.replace(self, n_requests=int(rows.size), _objects=texts, **per_request)
 
 
 def load_view(bundle: Bundle | str | os.PathLike) -> TraceView:
@@ -339,14 +392,6 @@ def _build(source: _Source, manifest: dict, path: str | None, content_hash: str)
     n, n_tiers = source.n_requests, len(tiers)
     shape = (n, n_tiers)
 
-    present = set(source.columns("requests"))
-    requests = source.read("requests", [c for c in REQUEST_COLUMNS if c in present])
-
-    def request_column(name):
-        if name not in requests.column_names:
-            return np.full(n, None, dtype=object)
-        return _objects(requests.column(name))
-
     out_columns = set(source.columns("outputs"))
     arrays = source.arrays("outputs", ["request_id", "tier", *[c for c in OUTPUT_GRIDS if c in out_columns]])
     rows, tier = arrays.pop("request_index"), arrays.pop("tier").astype(np.int64)
@@ -360,10 +405,6 @@ def _build(source: _Source, manifest: dict, path: str | None, content_hash: str)
 
     grids = {name: grid(arrays[name][keep]) if name in arrays else np.full(shape, np.nan) for name in OUTPUT_GRIDS}
     has_output = grid(True, fill=False, dtype=bool)
-    texts = np.full(shape, None, dtype=object)
-    if "output" in out_columns:
-        column = source.read("outputs", ["output"]).column(0)
-        texts[rows, tier] = _objects(column)[keep]
 
     drafts = {target: np.full(shape, np.nan) for target in DRAFT_GRIDS.values()}
     has_drafts = False
@@ -384,12 +425,6 @@ def _build(source: _Source, manifest: dict, path: str | None, content_hash: str)
         tensor_parallel=np.array([int(t.get("tensor_parallel") or 1) for t in tiers], dtype=np.int64),
         n_requests=int(n),
         n_tiers=n_tiers,
-        request_ids=request_column("request_id"),
-        tasks=request_column("task"),
-        split=request_column("split"),
-        prompts=request_column("prompt"),
-        references=request_column("reference"),
-        outputs=texts,
         has_output=has_output,
         acceptable=acceptable(grids["quality"], grids["accepted"], ACCEPT_THRESHOLD),
         **grids,
@@ -403,8 +438,14 @@ def _build(source: _Source, manifest: dict, path: str | None, content_hash: str)
     )
 
 
-def _objects(column: pa.ChunkedArray) -> np.ndarray:
-    """A string column as an object array (None where null)."""
+def _objects(column: pa.ChunkedArray, shared: bool = False) -> np.ndarray:
+    """A string column as an object array (None where null). shared: equal values are one
+    Python object (through the column's dictionary), for columns that repeat a few values."""
+    if shared and len(column):
+        encoded = pc.dictionary_encode(column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column)
+        values = np.append(encoded.dictionary.to_numpy(zero_copy_only=False).astype(object), None)
+        codes = pc.fill_null(encoded.indices, len(encoded.dictionary)).to_numpy(zero_copy_only=False)
+        return values[codes]
     out = column.to_numpy(zero_copy_only=False) if len(column) else np.zeros(0, dtype=object)
     return out.astype(object, copy=False)
 

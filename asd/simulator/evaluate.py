@@ -18,18 +18,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from asd.calibration.costs import CostModel, fit_cost_model
+from asd.calibration.costs import CostGrid, CostModel, fit_cost_model
 from asd.calibration.features import FEATURE_GROUPS, FeatureSet, FeatureSpec, compute_features
 from asd.calibration.views import TraceView, load_view
 from asd.engine import Policy
 from asd.errors import ConfigError, PolicyError
 from asd.simulator import baselines as B
 from asd.simulator.outcomes import LadderArrays, Outcomes, walk_outcomes
-from asd.simulator.replay import ReplayInputs, replay
+from asd.simulator.replay import ReplayInputs, bin_dtype, replay
 
 if TYPE_CHECKING:
     from asd.calibration.calibrate import Calibration
@@ -46,6 +46,9 @@ MAX_CALIBRATION_ROWS = 25_000
 # rounded once; each consumer upcasts the rows it uses): 10^6 × 4 tiers × 19 features is
 # 0.6 GB per state in float64.
 FLOAT32_FEATURES_ABOVE_BYTES = 256 * 2**20
+# Requests whose features are upcast to float64 and binned at a time (a whole fold's at once
+# would be a 0.2 GB temporary at 10^6 requests).
+BIN_CHUNK_ROWS = 65_536
 
 
 def subsample_rows(rows: np.ndarray, limit: int | None, seed: int) -> np.ndarray:
@@ -67,9 +70,11 @@ def ladder_arrays(view: TraceView, costs, rows=None) -> LadderArrays:
     """The replay's per-(request, tier) arrays for these view rows (all by default) from the
     whole view's cost grid. Score: quality where judged, else the accepted flag."""
     rows = slice(None) if rows is None else rows
-    score = np.where(np.isnan(view.quality), view.accepted, view.quality)
-    return LadderArrays(*(np.ascontiguousarray(a[rows]) for a in (
-        score, view.acceptable, costs.cost, costs.cost_cont, costs.latency_ms, costs.latency_cont_ms)))
+    quality = view.quality[rows]
+    score = np.where(np.isnan(quality), view.accepted[rows], quality)
+    return LadderArrays(*(np.ascontiguousarray(a) for a in (
+        score, view.acceptable[rows], costs.cost[rows], costs.cost_cont[rows], costs.latency_ms[rows],
+        costs.latency_cont_ms[rows])))
 
 
 @dataclass
@@ -83,7 +88,7 @@ class Fold:
     cal: np.ndarray
     held: np.ndarray
     held_arrays: LadderArrays
-    make_cal_arrays: Callable[[], LadderArrays] = field(repr=False)
+    cal_arrays: LadderArrays = field(repr=False)  # the calibration rows' replay arrays (tuned baselines)
     prompt_bins: np.ndarray
     tier_bins: np.ndarray
     cold_bins: np.ndarray
@@ -92,12 +97,6 @@ class Fold:
     p_held: np.ndarray        # (Nh, L) calibrated p̂ after each tier, climbed state
     calibration: Calibration | None = None
     route: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)  # (route_cal, route_held), lazily
-
-    @cached_property
-    def cal_arrays(self) -> LadderArrays:
-        """The calibration rows' replay arrays, built the first time a baseline is tuned (a check
-        without tuned baselines never copies them)."""
-        return self.make_cal_arrays()
 
     def walk(self, lam: float) -> Outcomes:
         """The held-out requests under the policy at λ: the simulator's numba replay (walk and
@@ -124,10 +123,12 @@ class Fold:
 
 def _replay_inputs(policy, prompt_bins, tier_bins, cold_bins, arrays: LadderArrays) -> ReplayInputs:
     t = policy.tables
+    # the held-out grids are row slices of the pooled arrays: replayed where they lie, not copied
     return ReplayInputs.build(tier_bins, prompt_bins=prompt_bins, cold_bins=cold_bins, cost=arrays.cost,
                               cost_cont=arrays.cost_cont, latency_ms=arrays.latency_ms,
                               latency_cont_ms=arrays.latency_cont_ms, quality=arrays.score,
-                              n_bins=t.n_bins, n_prompt_bins=t.n_prompt_bins, unlabelled_ok=True)
+                              n_bins=t.n_bins, n_prompt_bins=t.n_prompt_bins, unlabelled_ok=True,
+                              column_major=False)
 
 
 def _rows_of(arrays: LadderArrays, rows: slice) -> LadderArrays:
@@ -199,7 +200,7 @@ class Evaluation:
             self.features = fixed_policy_features(self.fixed, view, where)
             self.policy_lam = float(self.fixed.lam)
             self.policy_start_lam = float(self.fixed.start_lam)
-        has_split = any(s is not None for s in view.split)
+        has_split = view.has_split
         if split is not None and folds is not None:
             raise ConfigError("--split and --folds are alternatives: give one")
         if split is None and folds is None:
@@ -256,21 +257,29 @@ class Evaluation:
 
             cost_model = fit_cost_model(view, cost_model or default_cost_model(view))
         self.cost_model = cost_model
-        self.costs = self.cost_model.grid(view)
+        costs = self.cost_model.grid(view)  # kept only as the rows replayed: see `costs`
         self.options = dict(predictor=predictor, groups=groups, risk=risk, stage0=stage0,
                             cost_model=self.cost_model, n_bins=n_bins, seed=seed, extra=calibrate_options)
         # the pooled held-out arrays once; each fold's are row slices of them (views, no copy)
         self.held = np.concatenate([held for _, held in plan])
-        self.arrays = ladder_arrays(view, self.costs, self.held)
+        self.arrays = ladder_arrays(view, costs, self.held)
         bounds = np.cumsum([0] + [held.size for _, held in plan])
         self.folds = []
         self._fixed_rows = None
         for k, (cal, held) in enumerate(plan):
             if progress is not None and self.fixed is None:
                 progress(k, len(plan))
-            self.folds.append(self._fold(cal, held, _rows_of(self.arrays, slice(bounds[k], bounds[k + 1]))))
+            self.folds.append(self._fold(cal, held, _rows_of(self.arrays, slice(bounds[k], bounds[k + 1])),
+                                         ladder_arrays(view, costs, cal)))
         self.cost_last = float(self.arrays.cost[:, -1].sum())
-        self.speculative = bool(self.costs.speculative)
+        self.speculative = bool(costs.speculative)
+
+    @cached_property
+    def costs(self) -> CostGrid:
+        """The cost grid of every request (the DES reads its token counts), recomputed on first
+        use: the evaluation itself keeps only the charges it replays (`arrays`, each fold's
+        `cal_arrays`), not eight more (N, L) grids (0.25 GB at 10^6 requests × 4 tiers)."""
+        return self.cost_model.grid(self.view)
 
     def _describe_fixed(self, split, plan) -> None:
         """The design sentence and the in-sample warning of a given policy's replay."""
@@ -294,9 +303,8 @@ class Evaluation:
                                  f"(content hash {known[:12]}…) and these requests were in its calibration data; "
                                  "figures are optimistic")
 
-    def _fold(self, cal: np.ndarray, held: np.ndarray, held_arrays: LadderArrays) -> Fold:
+    def _fold(self, cal: np.ndarray, held: np.ndarray, held_arrays: LadderArrays, cal_arrays: LadderArrays) -> Fold:
         o, fs = self.options, self.features
-        cal_arrays = lambda: ladder_arrays(self.view, self.costs, cal)  # noqa: E731
         if self.fixed is None:
             from asd.calibration.calibrate import calibrate
 
@@ -322,10 +330,19 @@ class Evaluation:
                     p_cal, p_held, calibration=c)
 
     def _bins(self, policy: Policy, rows: np.ndarray):
-        fs = self.features
-        prompt = (policy.prompt_bins(fs.prompt_x[rows]) if policy.predictor.has_prompt
-                  else np.zeros(rows.size, dtype=np.int64))
-        return prompt, policy.tier_bins(fs.tier_x[rows]), policy.cold_tier_bins(fs.cold_x[rows])
+        """(prompt, climbed, cold) bins of these rows, in the narrowest dtype that holds them
+        (`bin_dtype`: what the replay reads), BIN_CHUNK_ROWS requests at a time."""
+        fs, t = self.features, policy.tables
+        prompt = np.zeros(rows.size, dtype=bin_dtype(t.n_prompt_bins))
+        tier = np.empty((rows.size, self.view.n_tiers), dtype=bin_dtype(t.n_bins))
+        cold = np.empty_like(tier)
+        for lo in range(0, rows.size, BIN_CHUNK_ROWS):
+            part, out = rows[lo:lo + BIN_CHUNK_ROWS], slice(lo, lo + BIN_CHUNK_ROWS)
+            if policy.predictor.has_prompt:
+                prompt[out] = policy.prompt_bins(fs.prompt_x[part])
+            tier[out] = policy.tier_bins(fs.tier_x[part])
+            cold[out] = policy.cold_tier_bins(fs.cold_x[part])
+        return prompt, tier, cold
 
     def _p_hat(self, policy: Policy, rows: np.ndarray) -> np.ndarray:
         """The policy's own calibrated p̂ after each tier (climbed state) for these rows."""

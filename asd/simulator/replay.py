@@ -19,19 +19,22 @@ from asd.simulator.replay_nb import replay_grid_stats_nb, replay_requests_nb
 QUANTILES = (50.0, 95.0, 99.0)
 
 
-def _grid(name, a, shape, nan_ok=False):
+def _grid(name, a, shape, nan_ok=False, column_major=True):
     a = np.asarray(a, dtype=np.float64)
     if a.shape != shape:
         raise PolicyError(f"{name} has shape {a.shape}: expected {shape}")
     if not (np.isfinite(a) | (nan_ok & np.isnan(a))).all():
         r, i = (int(x) for x in np.argwhere(~np.isfinite(a))[0])
         raise PolicyError(f"{name}[{r}, {i}] is {a[r, i]!r}: replay needs finite values on every (request, tier)")
-    # Column-major: the kernels read a request's start tier and the tiers it climbs, so a
-    # row-major grid would stream every tier of every request through memory. + 0.0 makes a
-    # −0.0 charge 0.0 (nothing else changes), so the kernels' branch-free sums are exact.
-    out = np.empty(shape, order="F")
-    np.add(a, 0.0, out=out)
-    return out
+    # + 0.0 makes a −0.0 charge 0.0 (nothing else changes), so the kernels' branch-free sums
+    # are exact. Column-major: the kernels read a request's start tier and the tiers it climbs,
+    # so a row-major grid streams every tier of every request through memory (1.4x slower).
+    if column_major:
+        out = np.empty(shape, order="F")
+        np.add(a, 0.0, out=out)
+        return out
+    zero = a == 0.0
+    return a + 0.0 if zero.any() and np.signbit(a[zero]).any() else a
 
 
 def bin_dtype(n_bins: int) -> np.dtype:
@@ -54,7 +57,8 @@ def _bins(name, a, shape, n_bins):
 @dataclass(frozen=True)
 class ReplayInputs:
     """Per-request arrays for replay (N requests, L tiers), as the kernels read them fastest:
-    bins in the narrowest unsigned dtype (`bin_dtype`), float64 grids column-major. cold_bins
+    bins in the narrowest unsigned dtype (`bin_dtype`), float64 grids column-major (unless built
+    with column_major=False). cold_bins
     default to tier_bins and the *_cont arrays to their cold counterparts (regeneration: no
     drafts). quality may hold NaN
     (an unlabelled answer) only when built with unlabelled_ok=True: per-request results carry
@@ -74,7 +78,9 @@ class ReplayInputs:
     @classmethod
     def build(cls, tier_bins, *, cost, latency_ms, quality, prompt_bins=None, cold_bins=None,
               cost_cont=None, latency_cont_ms=None, n_bins=None, n_prompt_bins=None,
-              unlabelled_ok=False) -> ReplayInputs:
+              unlabelled_ok=False, column_major=True) -> ReplayInputs:
+        """column_major=False keeps a float64 grid where it lies, in its own layout (the
+        kernels take any): for callers that replay row slices of large arrays they keep."""
         tier_bins = np.asarray(tier_bins)
         if tier_bins.ndim != 2 or tier_bins.shape[0] == 0 or tier_bins.shape[1] == 0:
             raise PolicyError(f"tier_bins has shape {tier_bins.shape}: expected (requests >= 1, tiers >= 1)")
@@ -86,12 +92,12 @@ class ReplayInputs:
             prompt_bins = np.zeros(n, dtype=np.int64)
         n_prompt_bins = int(np.max(prompt_bins)) + 1 if n_prompt_bins is None else int(n_prompt_bins)
         prompt_bins = _bins("prompt_bins", prompt_bins, (n,), n_prompt_bins)
-        cost = _grid("cost", cost, (n, n_tiers))
-        latency_ms = _grid("latency_ms", latency_ms, (n, n_tiers))
-        cost_cont = cost if cost_cont is None else _grid("cost_cont", cost_cont, (n, n_tiers))
-        latency_cont_ms = latency_ms if latency_cont_ms is None else _grid("latency_cont_ms", latency_cont_ms,
-                                                                            (n, n_tiers))
-        quality = _grid("quality", quality, (n, n_tiers), nan_ok=unlabelled_ok)
+        grid = lambda name, a, nan_ok=False: _grid(name, a, (n, n_tiers), nan_ok, column_major)  # noqa: E731
+        cost = grid("cost", cost)
+        latency_ms = grid("latency_ms", latency_ms)
+        cost_cont = cost if cost_cont is None else grid("cost_cont", cost_cont)
+        latency_cont_ms = latency_ms if latency_cont_ms is None else grid("latency_cont_ms", latency_cont_ms)
+        quality = grid("quality", quality, nan_ok=unlabelled_ok)
         return cls(prompt_bins, tier_bins, cold_bins, cost, cost_cont, latency_ms, latency_cont_ms, quality,
                    n_bins, n_prompt_bins)
 
