@@ -27,6 +27,7 @@ from asd.calibration.features import FEATURE_GROUPS, FeatureSet, FeatureSpec, co
 from asd.calibration.views import TraceView, load_view
 from asd.engine import Policy
 from asd.errors import ConfigError, PolicyError
+from asd.memory import release_freed_memory
 from asd.simulator import baselines as B
 from asd.simulator.outcomes import LadderArrays, Outcomes, walk_outcomes
 from asd.simulator.replay import ReplayInputs, bin_dtype, replay
@@ -257,12 +258,20 @@ class Evaluation:
 
             cost_model = fit_cost_model(view, cost_model or default_cost_model(view))
         self.cost_model = cost_model
-        costs = self.cost_model.grid(view)  # kept only as the rows replayed: see `costs`
         self.options = dict(predictor=predictor, groups=groups, risk=risk, stage0=stage0,
                             cost_model=self.cost_model, n_bins=n_bins, seed=seed, extra=calibrate_options)
-        # the pooled held-out arrays once; each fold's are row slices of them (views, no copy)
+        # the pooled held-out arrays once; each fold's are row slices of them (views, no copy).
+        # The cost grid is kept only as the rows replayed (see `costs`) and dropped before the
+        # folds are fitted.
+        costs = self.cost_model.grid(view)
+        self.speculative = bool(costs.speculative)
+        costs = CostGrid(costs.cost, costs.cost_cont, costs.latency_ms, costs.latency_cont_ms, costs.speculative,
+                         costs.unit)  # the charges alone: its four token-count grids go now
         self.held = np.concatenate([held for _, held in plan])
         self.arrays = ladder_arrays(view, costs, self.held)
+        cal_arrays = [ladder_arrays(view, costs, cal) for cal, _ in plan]
+        del costs
+        release_freed_memory()
         bounds = np.cumsum([0] + [held.size for _, held in plan])
         self.folds = []
         self._fixed_rows = None
@@ -270,9 +279,9 @@ class Evaluation:
             if progress is not None and self.fixed is None:
                 progress(k, len(plan))
             self.folds.append(self._fold(cal, held, _rows_of(self.arrays, slice(bounds[k], bounds[k + 1])),
-                                         ladder_arrays(view, costs, cal)))
+                                         cal_arrays[k]))
+            release_freed_memory()  # a fold's fits leave MBs of freed temporaries among live arrays
         self.cost_last = float(self.arrays.cost[:, -1].sum())
-        self.speculative = bool(costs.speculative)
 
     @cached_property
     def costs(self) -> CostGrid:

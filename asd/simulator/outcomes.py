@@ -13,6 +13,7 @@ import numpy as np
 from asd.errors import PolicyError
 
 PERCENTILES = {"p50": 50.0, "p95": 95.0, "p99": 99.0}
+WALK_BLOCK_ROWS = 65_536  # requests charged at a time by walk_outcomes
 STATISTICS = ("mean", "p50", "p95", "p99")
 
 
@@ -71,9 +72,17 @@ def walk_outcomes(start: np.ndarray, stop: np.ndarray, arrays: LadderArrays) -> 
         raise PolicyError("start/stop tiers must satisfy 0 <= start <= stop < tiers")
     rows = np.arange(n)
     tiers = np.arange(n_tiers)[None, :]
-    continued = (tiers > start[:, None]) & (tiers <= stop[:, None])
-    cost = arrays.cost[rows, start] + np.where(continued, arrays.cost_cont, 0.0).sum(axis=1)
-    latency = arrays.latency_ms[rows, start] + np.where(continued, arrays.latency_cont_ms, 0.0).sum(axis=1)
+    cost, latency = np.empty(n), np.empty(n)
+    # a block of requests at a time: the (N, L) temporaries are 32 MB each at 10^6 × 4 (every
+    # request's figures are computed alone, so blocks change no number)
+    for lo in range(0, n, WALK_BLOCK_ROWS):
+        block = slice(lo, lo + WALK_BLOCK_ROWS)
+        first, last = start[block], stop[block]
+        continued = (tiers > first[:, None]) & (tiers <= last[:, None])
+        cost[block] = (arrays.cost[rows[block], first]
+                       + np.where(continued, arrays.cost_cont[block], 0.0).sum(axis=1))
+        latency[block] = (arrays.latency_ms[rows[block], first]
+                          + np.where(continued, arrays.latency_cont_ms[block], 0.0).sum(axis=1))
     return Outcomes(start, stop, cost, latency, arrays.score[rows, stop])
 
 
