@@ -165,6 +165,10 @@ class ColdFeatures:
         block[..., self.columns] = self.values
         return block
 
+    def of_climbed(self, block: np.ndarray) -> np.ndarray:
+        """The cold state of rows already taken from tier_x (a copy): saves taking them twice."""
+        return self._cold(np.array(block))
+
     def __array__(self, dtype=None, copy=None):
         full = self._cold(self.tier_x.copy())
         return full if dtype is None else full.astype(dtype, copy=False)

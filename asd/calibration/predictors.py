@@ -291,7 +291,8 @@ def _fit_model(kind, X, y, options, seed, notes, where):
     if classes.size < 2:
         notes.append(f"{where}: training labels have one class only; that fold scores its observed rate")
         return _Constant(float(np.mean(y)))
-    return PREDICTORS[kind](seed=seed, **options).fit(X[rows], target, weight)
+    # hard labels: the rows as they are (X[rows] would copy X for nothing)
+    return PREDICTORS[kind](seed=seed, **options).fit(X if weight is None else X[rows], target, weight)
 
 
 def _isotonic(raw, y):

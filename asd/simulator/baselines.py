@@ -135,6 +135,22 @@ class Family:
         stop = np.argmax(hit, axis=1).astype(np.int64)
         return (np.zeros(n, dtype=np.int64) if self.name == "threshold" else stop), stop
 
+    def members(self, scores: np.ndarray):
+        """start_stop(scores, c) of every member c in turn, from each tier's comparisons with its
+        distinct thresholds made once (the same comparisons: the same tiers)."""
+        n, n_tiers = scores.shape
+        per_tier = self.thresholds if self.name == "threshold" else np.repeat(self.thresholds, n_tiers - 1, axis=1)
+        reaches, which = [], np.empty((self.size, n_tiers - 1), dtype=np.intp)
+        for i in range(n_tiers - 1):
+            values, which[:, i] = np.unique(per_tier[:, i], return_inverse=True)
+            reaches.append(scores[None, :, i] >= values[:, None])  # (thresholds, n): tier i confident enough
+        zeros = np.zeros(n, dtype=np.int64)
+        for c in range(self.size):
+            stop = np.full(n, n_tiers - 1, dtype=np.int64)
+            for i in reversed(range(n_tiers - 1)):  # the first tier that reaches its threshold wins
+                stop[reaches[i][which[c, i]]] = i
+            yield (zeros if self.name == "threshold" else stop), stop
+
     @property
     def size(self) -> int:
         return self.thresholds.shape[0]
@@ -175,8 +191,8 @@ def pick(family: Family, scores: np.ndarray, arrays: LadderArrays, *, latency: t
     cost_last = float(arrays.cost[:, -1].sum())
     paths = PathCharges(arrays)
     best, best_key, cheapest, cheapest_cost = 0, None, 0, np.inf
-    for c in range(family.size):
-        out = paths.outcomes(*family.start_stop(scores, c))
+    for c, (start, stop) in enumerate(family.members(scores)):
+        out = paths.outcomes(start, stop)
         cost = float(out.cost.sum()) / cost_last if cost_last > 0 else 0.0
         if cost < cheapest_cost:
             cheapest, cheapest_cost = c, cost

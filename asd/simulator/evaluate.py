@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from asd.calibration.costs import CostGrid, CostModel, fit_cost_model
-from asd.calibration.features import FEATURE_GROUPS, FeatureSet, FeatureSpec, compute_features
+from asd.calibration.features import FEATURE_GROUPS, ColdFeatures, FeatureSet, FeatureSpec, compute_features
 from asd.calibration.views import TraceView, load_view
 from asd.engine import Policy
 from asd.errors import ConfigError, PolicyError
@@ -349,8 +349,10 @@ class Evaluation:
             part, out = rows[lo:lo + BIN_CHUNK_ROWS], slice(lo, lo + BIN_CHUNK_ROWS)
             if policy.predictor.has_prompt:
                 prompt[out] = policy.prompt_bins(fs.prompt_x[part])
-            tier[out] = policy.tier_bins(fs.tier_x[part])
-            cold[out] = policy.cold_tier_bins(fs.cold_x[part])
+            climbed = fs.tier_x[part]
+            tier[out] = policy.tier_bins(climbed)
+            cold[out] = policy.cold_tier_bins(fs.cold_x.of_climbed(climbed) if isinstance(fs.cold_x, ColdFeatures)
+                                              else fs.cold_x[part])
         return prompt, tier, cold
 
     def _p_hat(self, policy: Policy, rows: np.ndarray) -> np.ndarray:

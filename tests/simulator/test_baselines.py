@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from asd.simulator import baselines as B
-from asd.simulator.outcomes import LadderArrays, summarize, walk_outcomes
+from asd.simulator.outcomes import STATISTICS, LadderArrays, Outcomes, latency_stat, summarize, walk_outcomes
 
 # Three requests, three tiers. Cold costs 1, 2, 6 (ms and cost alike); a continuation costs
 # 1.5 at tier 1 and 5 at tier 2 (the previous tier's draft saves some work).
@@ -159,3 +159,29 @@ def test_family_stops_at_the_first_tier_that_meets_its_threshold(n, n_tiers, nam
     assert stop.tolist() == want
     assert start.tolist() == ([0] * n if name == "threshold" else want)
     assert stop.dtype == start.dtype == np.int64
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 30), st.integers(1, 5), st.sampled_from(["threshold", "router"]), st.integers(0, 2**31 - 1))
+def test_family_members_are_start_stop_of_every_member(n, n_tiers, name, seed):
+    rng = np.random.default_rng(seed)
+    scores = np.where(rng.random((n, n_tiers)) < 0.1, np.nan, np.round(rng.random((n, n_tiers)), 1))
+    fam = B.threshold_family(np.nan_to_num(scores)) if name == "threshold" else B.router_family(np.nan_to_num(scores))
+    members = list(fam.members(scores))
+    assert len(members) == fam.size
+    for c, (start, stop) in enumerate(members):
+        want_start, want_stop = fam.start_stop(scores, c)
+        np.testing.assert_array_equal(start, want_start)
+        np.testing.assert_array_equal(stop, want_stop)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(0.0, 1e6, allow_nan=False), min_size=1, max_size=200))
+def test_summary_latency_figures_are_latency_stat_bit_for_bit(values):
+    latency = np.array(values)
+    n = latency.size
+    out = Outcomes(np.zeros(n, np.int64), np.zeros(n, np.int64), latency.copy(), latency, np.ones(n))
+    s = summarize(out, cost_last=1.0, n_tiers=1)
+    assert list(s["latency_ms"]) == list(STATISTICS)
+    for stat in STATISTICS:
+        assert s["latency_ms"][stat] == latency_stat(latency, stat)
