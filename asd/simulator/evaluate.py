@@ -27,7 +27,6 @@ from asd.calibration.features import FEATURE_GROUPS, ColdFeatures, FeatureSet, F
 from asd.calibration.views import TraceView, load_view
 from asd.engine import Policy
 from asd.errors import ConfigError, PolicyError
-from asd.memory import release_freed_memory
 from asd.simulator import baselines as B
 from asd.simulator.outcomes import LadderArrays, Outcomes, walk_outcomes
 from asd.simulator.replay import ReplayInputs, bin_dtype, replay
@@ -271,7 +270,6 @@ class Evaluation:
         self.arrays = ladder_arrays(view, costs, self.held)
         cal_arrays = [ladder_arrays(view, costs, cal) for cal, _ in plan]
         del costs
-        release_freed_memory()
         bounds = np.cumsum([0] + [held.size for _, held in plan])
         self.folds = []
         self._fixed_rows = None
@@ -280,7 +278,6 @@ class Evaluation:
                 progress(k, len(plan))
             self.folds.append(self._fold(cal, held, _rows_of(self.arrays, slice(bounds[k], bounds[k + 1])),
                                          cal_arrays[k]))
-            release_freed_memory()  # a fold's fits leave MBs of freed temporaries among live arrays
         self.cost_last = float(self.arrays.cost[:, -1].sum())
 
     @cached_property

@@ -9,7 +9,6 @@ import numpy as np
 
 from asd.engine import bisect_lambda
 from asd.errors import ConfigError
-from asd.memory import release_freed_memory
 from asd.simulator import baselines as B
 from asd.simulator.evaluate import Evaluation
 from asd.simulator.outcomes import STATISTICS, Outcomes, latency_stat, summarize
@@ -140,7 +139,6 @@ def simulate(bundle="builtin", *, tau_max: float, stat: str = "p95", mode: str =
     latency = des_latency(ev, rate=rate, replicas=replicas, max_batch=max_batch, seed=seed) if mode == "des" else None
     timed = (lambda out: out) if latency is None else latency
     found, lam = search_tau(ev, tau_max, stat, latency)
-    release_freed_memory()  # the search's pooled outcomes, dropped
     chosen_out = timed(ev.policy_outcomes(lam))
     chosen = {"lambda": lam, **summarize(chosen_out, ev.cost_last, n_tiers)}
     feasible = found.status != "infeasible"
@@ -166,7 +164,6 @@ def simulate(bundle="builtin", *, tau_max: float, stat: str = "p95", mode: str =
             s["upper_bound"] = True
         summaries[name] = s
         del out
-        release_freed_memory()
     baselines = {name: summaries[name] for name in B.baseline_names(ev.view.tier_names)}
 
     return {
