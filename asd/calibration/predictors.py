@@ -23,6 +23,7 @@ y itself.
 from __future__ import annotations
 
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -43,6 +44,7 @@ from asd.errors import PolicyError
 __all__ = ["PREDICTORS", "PREDICTOR_OPTIONS", "StageFit", "best_single_feature", "ece", "fit_stage",
            "group_folds", "reliability_plot", "stack_predictor"]
 
+FIT_THREADS = 2  # a stage's cross-validation fits run two at a time (they wait on BLAS and Cython, not the GIL)
 MLP_HIDDEN = 128  # the research protocol's QualityPredictor: Linear(F, 128) → ReLU → Linear(128, 1)
 _LOGIT_CLIP = 1e-12  # a constant predictor's bias is logit(rate) with rate clipped away from 0 and 1
 
@@ -92,9 +94,7 @@ class _Logistic:
         self.pipeline = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=max_iter))
 
     def fit(self, X, y, w):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            self.pipeline.fit(X, y, **_weights("logisticregression", w))
+        self.pipeline.fit(X, y, **_weights("logisticregression", w))  # ConvergenceWarning: see _fit_stage
         scaler, lr = self.pipeline[0], self.pipeline[1]
         self.w = lr.coef_[0] / scaler.scale_
         self.b = float(lr.intercept_[0] - self.w @ scaler.mean_)
@@ -125,9 +125,7 @@ class _MLP:
                             solver="adam" if big else "lbfgs", early_stopping=big, n_iter_no_change=5,
                             batch_size=256, max_iter=self.max_iter, random_state=self.seed)
         self.pipeline = make_pipeline(StandardScaler(), net)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            self.pipeline.fit(X, y, **_weights("mlpclassifier", w))
+        self.pipeline.fit(X, y, **_weights("mlpclassifier", w))  # ConvergenceWarning: see _fit_stage
         scaler = self.pipeline[0]
         w0 = net.coefs_[0] / scaler.scale_[:, None]  # (F, H)
         self.w1 = np.ascontiguousarray(w0.T)
@@ -321,11 +319,13 @@ def fit_stage(kind: str, X, y, groups=None, *, folds: int = 5, seed: int = 0, th
     these matrices are tall and thin, and on a busy machine OpenMP's spinning threads made a
     gradient-boosting fit 40× slower than on one core.
     """
-    with threadpool_limits(limits=threads):
-        return _fit_stage(kind, X, y, groups, folds, seed, options)
+    # warnings filters are process-wide: set once here, not inside fits that run in threads
+    with threadpool_limits(limits=threads), warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return _fit_stage(kind, X, y, groups, folds, seed, options, threads)
 
 
-def _fit_stage(kind, X, y, groups, folds, seed, options) -> StageFit:
+def _fit_stage(kind, X, y, groups, folds, seed, options, threads=1) -> StageFit:
     if kind not in PREDICTORS:
         raise PolicyError(f"predictor {kind!r}: use one of {', '.join(PREDICTORS)}")
     if int(folds) < 2:
@@ -362,17 +362,31 @@ def _fit_stage(kind, X, y, groups, folds, seed, options) -> StageFit:
         return _constant_fit(kind, X, y, rate, f"{n_groups} labelled requests, fewer than {folds} folds", notes)
 
     fold_l = group_folds(groups[labelled], folds, seed)
+
+    def fit(k):  # fold k's model and its out-of-fold raw scores; k = folds: the final model
+        own_notes = []
+        with threadpool_limits(limits=threads):  # OpenMP's limit is per thread: set it in this one too
+            if k == folds:
+                return _fit_model(kind, Xl, yl, options, seed, own_notes, "final model"), None, own_notes
+            test = fold_l == k
+            model = _fit_model(kind, Xl[~test], yl[~test], options, seed, own_notes, f"fold {k}")
+            return model, model.raw(Xl[test]), own_notes
+
+    # The K fold fits and the final one are independent, FIT_THREADS at a time; each is the fit a
+    # sequential loop makes (its own estimator, BLAS/OpenMP at `threads`), collected in order.
+    with ThreadPoolExecutor(max_workers=FIT_THREADS) as pool:
+        fitted = list(pool.map(fit, range(folds + 1)))
     raw_l = np.empty(n_labelled)
     for k in range(folds):
-        test = fold_l == k
-        model = _fit_model(kind, Xl[~test], yl[~test], options, seed, notes, f"fold {k}")
-        raw_l[test] = model.raw(Xl[test])
+        raw_l[fold_l == k] = fitted[k][1]
+        notes.extend(fitted[k][2])
     p_l = np.empty(n_labelled)
     for k in range(folds):  # cross-fitted calibration: fold k's labels never calibrate fold k
         test = fold_l == k
         iso, _, _ = _isotonic(raw_l[~test], yl[~test])
         p_l[test] = iso.predict(raw_l[test])
-    final = _fit_model(kind, Xl, yl, options, seed, notes, "final model")
+    final = fitted[folds][0]
+    notes.extend(fitted[folds][2])
     calibrator, iso_x, iso_y = _isotonic(raw_l, yl)
 
     oof_raw = np.empty(n)

@@ -47,8 +47,8 @@ MAX_CALIBRATION_ROWS = 25_000
 # 0.6 GB per state in float64.
 FLOAT32_FEATURES_ABOVE_BYTES = 256 * 2**20
 # Requests whose features are upcast to float64 and binned at a time (a whole fold's at once
-# would be a 0.2 GB temporary at 10^6 requests).
-BIN_CHUNK_ROWS = 65_536
+# would be a 0.2 GB temporary at 10^6 requests, this many 20 MB).
+BIN_CHUNK_ROWS = 16_384
 
 
 def subsample_rows(rows: np.ndarray, limit: int | None, seed: int) -> np.ndarray:
@@ -98,15 +98,16 @@ class Fold:
     calibration: Calibration | None = None
     route: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)  # (route_cal, route_held), lazily
 
-    def walk(self, lam: float) -> Outcomes:
+    def walk(self, lam: float, out=None) -> Outcomes:
         """The held-out requests under the policy at λ: the simulator's numba replay (walk and
         path charges fused; the cold stop table at a skipped-to start tier, as Policy.walk),
-        quality NaN where the answer it stops with is unlabelled."""
-        return self.walk_solved(self.policy.solve(lam))
+        quality NaN where the answer it stops with is unlabelled. out: arrays to write into
+        (`replay`'s)."""
+        return self.walk_solved(self.policy.solve(lam), out)
 
-    def walk_solved(self, policy: Policy) -> Outcomes:
+    def walk_solved(self, policy: Policy, out=None) -> Outcomes:
         """The held-out requests under `policy` as it is solved now."""
-        return _outcomes(replay(self._held_inputs, policy))
+        return _outcomes(replay(self._held_inputs, policy, out))
 
     def walk_calibration(self, lam: float) -> Outcomes:
         """The policy at λ on its calibration rows, through their bins."""
@@ -383,8 +384,15 @@ class Evaluation:
             if self.fixed is None:
                 raise ConfigError("policy_outcomes() without λ needs a given policy (Evaluation(policy=...))")
             self.fixed.solve(self.policy_lam, start_lam=self.policy_start_lam)
-            return Outcomes.concat([f.walk_solved(self.fixed) for f in self.folds])
-        return Outcomes.concat([f.walk(lam) for f in self.folds])
+        # each fold replays straight into its slice of the pooled arrays (no per-fold copies to join)
+        n = self.held.size
+        pooled = (np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64), np.empty(n), np.empty(n), np.empty(n))
+        lo = 0
+        for f in self.folds:
+            part = tuple(a[lo:lo + f.held.size] for a in pooled)
+            f.walk(lam, part) if lam is not None else f.walk_solved(self.fixed, part)
+            lo += f.held.size
+        return Outcomes(*pooled)
 
     # -- baselines -------------------------------------------------------------------------------
     def fixed_baselines(self, lam: float) -> dict[str, Outcomes]:

@@ -226,16 +226,20 @@ def _tables_of(policy_or_tables):
     return policy_or_tables.start_table, policy_or_tables.stop_table, policy_or_tables.stop_cold_table
 
 
-def replay(inputs: ReplayInputs, tables) -> ReplayResult:
+def replay(inputs: ReplayInputs, tables, out=None) -> ReplayResult:
     """Replay every request under one λ: `tables` is a solved Policy or (start_table,
     stop_table[, stop_cold_table]). A request that starts at s > 0 is decided there on its cold
     bins and the cold stop table, as `Policy.walk(..., cold_bins=)`; a Policy with cold-start
-    tables refuses inputs without cold bins when some request skips a tier (as the engine does)."""
+    tables refuses inputs without cold bins when some request skips a tier (as the engine does).
+    out: (start, stop, cost, latency, quality) arrays (N,) int64, int64, float64 ×3 to write the
+    result into (slices of pooled arrays, say), else new ones."""
     start_table, stop_table, stop_cold_table = inputs.check_tables(*_tables_of(tables))
     n = inputs.n_requests
-    out_start = np.empty(n, dtype=np.int64)
-    out_stop = np.empty(n, dtype=np.int64)
-    out_cost, out_latency, out_quality = np.empty(n), np.empty(n), np.empty(n)
+    if out is None:
+        out = (np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64), np.empty(n), np.empty(n), np.empty(n))
+    elif [(a.shape, a.dtype) for a in out] != [((n,), np.dtype(d)) for d in (np.int64, np.int64, float, float, float)]:
+        raise PolicyError(f"replay outputs must be ({n},) arrays of int64, int64, float64, float64, float64")
+    out_start, out_stop, out_cost, out_latency, out_quality = out
     replay_requests_nb(inputs.prompt_bins, inputs.tier_bins, inputs.cold_bins, start_table, stop_table,
                        stop_cold_table, inputs.cost, inputs.cost_cont, inputs.latency_ms, inputs.latency_cont_ms, inputs.quality,
                        out_start, out_stop, out_cost, out_latency, out_quality)

@@ -50,6 +50,7 @@ def search_tau(ev: Evaluation, tau_max: float, stat: str, latency=None):
     best, best_key = found.lam, None
     for k in range(CANDIDATES + 1):
         lam = found.lam / 2.0**k
+        out = None  # dropped before the next λ's outcomes are made (40 MB at 10^6 requests)
         out = outcomes(lam)
         if latency_stat(out.latency_ms, stat) > tau_max:
             continue
@@ -141,6 +142,8 @@ def simulate(bundle="builtin", *, tau_max: float, stat: str = "p95", mode: str =
     found, lam = search_tau(ev, tau_max, stat, latency)
     chosen_out = timed(ev.policy_outcomes(lam))
     chosen = {"lambda": lam, **summarize(chosen_out, ev.cost_last, n_tiers)}
+    chosen_cost = float(chosen_out.cost.mean())  # what `random` matches; the outcomes go now
+    del chosen_out
     feasible = found.status != "infeasible"
     load = None
     if latency is not None:
@@ -154,7 +157,7 @@ def simulate(bundle="builtin", *, tau_max: float, stat: str = "p95", mode: str =
         yield from ev.iter_fixed_baselines(lam)
         for name in B.TUNED:
             yield name, ev.tuned_baseline(name, latency=(stat, tau_max))
-        yield "random", ev.random_baseline(float(chosen_out.cost.mean()))
+        yield "random", ev.random_baseline(chosen_cost)
 
     summaries = {}
     for name, out in outcomes_of_baselines():

@@ -217,3 +217,25 @@ def test_bad_input_is_one_policy_error():
     with pytest.raises(PolicyError, match="option 'hiden' is unknown: mlp takes hidden, alpha, max_iter"):
         fit_stage("mlp", X, np.zeros(5), hiden=3)
     assert fit_stage("logistic", X, np.zeros(5), hidden=3).kind == "logistic"  # another kind's option: ignored
+
+
+@pytest.mark.parametrize("kind", sorted(PREDICTORS))
+def test_fits_run_two_at_a_time_and_give_what_one_at_a_time_gives(kind, monkeypatch):
+    """fit_stage runs its cross-validation fits on FIT_THREADS threads: every number (and every
+    note, in order) is the sequential loop's, with soft labels and unlabelled rows."""
+    import asd.calibration.predictors as P
+
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(600, 4))
+    y = (X[:, 0] + rng.normal(size=600) > 0).astype(float)
+    y[:40] = 0.5  # soft labels: weighted fits
+    y[40:60] = np.nan  # unlabelled rows: scored by the final model
+    fits = {}
+    for threads in (1, 2):
+        monkeypatch.setattr(P, "FIT_THREADS", threads)
+        fits[threads] = fit_stage(kind, X, y, np.arange(600) // 2, folds=4, seed=1)
+    one, two = fits[1], fits[2]
+    for name in ("oof_p", "oof_raw", "fold", "iso_x", "iso_y"):
+        np.testing.assert_array_equal(getattr(one, name), getattr(two, name), err_msg=name)
+    assert one.notes == two.notes and one.metrics == two.metrics
+    np.testing.assert_array_equal(one.predict(X), two.predict(X))
