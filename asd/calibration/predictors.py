@@ -35,7 +35,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from asd.calibration.metrics import best_single_feature, ece, reliability_plot, stage_metrics
 from asd.engine.policy import Predictor
@@ -308,6 +308,18 @@ def _constant_fit(kind, X, y, rate, reason, notes) -> StageFit:
                     constant=rate)
 
 
+_CONTROLLER: ThreadpoolController | None = None
+
+
+def _thread_limits(threads):
+    """threadpoolctl's limits through one controller: it finds the BLAS/OpenMP libraries once
+    (threadpool_limits looks them up on every call, 1 ms — and a calibration makes hundreds of fits)."""
+    global _CONTROLLER
+    if _CONTROLLER is None:
+        _CONTROLLER = ThreadpoolController()
+    return _CONTROLLER.limit(limits=threads)
+
+
 def fit_stage(kind: str, X, y, groups=None, *, folds: int = 5, seed: int = 0, threads: int | None = 1,
               **options) -> StageFit:
     """Fit one stage's calibrated predictor (see the module docstring for the scheme).
@@ -320,7 +332,7 @@ def fit_stage(kind: str, X, y, groups=None, *, folds: int = 5, seed: int = 0, th
     gradient-boosting fit 40× slower than on one core.
     """
     # warnings filters are process-wide: set once here, not inside fits that run in threads
-    with threadpool_limits(limits=threads), warnings.catch_warnings():
+    with _thread_limits(threads), warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         return _fit_stage(kind, X, y, groups, folds, seed, options, threads)
 
@@ -365,7 +377,7 @@ def _fit_stage(kind, X, y, groups, folds, seed, options, threads=1) -> StageFit:
 
     def fit(k):  # fold k's model and its out-of-fold raw scores; k = folds: the final model
         own_notes = []
-        with threadpool_limits(limits=threads):  # OpenMP's limit is per thread: set it in this one too
+        with _thread_limits(threads):  # OpenMP's limit is per thread: set it in this one too
             if k == folds:
                 return _fit_model(kind, Xl, yl, options, seed, own_notes, "final model"), None, own_notes
             test = fold_l == k
