@@ -48,7 +48,7 @@ def print_calibration(report: dict, console: Console | None = None) -> None:
     console.print(table)
     if report.get("stage0_metrics"):
         m = report["stage0_metrics"]
-        console.print(f"stage 0 (prompt only, share of tiers acceptable): AUROC {_f(m.get('auroc'))}, "
+        console.print(f"stage 0 (prompt only, P(tier 0 acceptable)): AUROC {_f(m.get('auroc'))}, "
                       f"Brier {_f(m.get('brier'))}, ECE {_f(m.get('ece'))}")
     console.print(f"[dim]{report['metrics_note']}; {report['cost_note']}[/dim]")
     if report.get("policy_path"):
