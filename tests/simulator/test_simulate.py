@@ -231,3 +231,29 @@ def test_deployment_check_keeps_lambda_within_the_margin_and_reports_both(evalua
     assert d["met"] == sum(v <= tau for v in d["held_out_statistic"])
     assert plain["met"] == sum(v <= tau for v in plain["held_out_statistic"])
     assert "prediction margin" in d["note"]
+
+
+def test_sweep_repeats_the_quality_check_over_fold_seeds(synth, tmp_path):
+    out = tmp_path / "sweep.json"
+    result = run("sweep", str(synth), "--folds", "3", "--seed", "4", "--repeats", "3", "--json", str(out))
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    rep = data["repeats"]
+    assert rep["seeds"] == [4, 5, 6] and len(rep["checks"]) == 3
+    # the first draw is the run the frontiers come from; each other one is that seed's own sweep
+    assert rep["checks"][0]["saved_vs_simple_points"] == pytest.approx(data["quality_check"]["saved_vs_simple_points"])
+    other = sweep(synth, folds=3, seed=6)["quality_check"]
+    assert rep["checks"][2]["saved_vs_simple_points"] == pytest.approx(other["saved_vs_simple_points"])
+    saved = [c["saved_vs_simple_points"] for c in rep["checks"]]
+    assert rep["saved_vs_simple_points"]["mean"] == pytest.approx(np.mean(saved))
+    assert rep["saved_vs_simple_points"]["sd"] == pytest.approx(np.std(saved, ddof=1))
+    assert rep["met"] == sum(c["met"] for c in rep["checks"])
+    assert "over 3 fold seeds (4..6)" in result.output
+
+
+def test_sweep_repeats_needs_folds_not_a_fixed_split(tmp_path):
+    path = tmp_path / "split"
+    write_synthetic_bundle(path, 200, 2, 3)
+    assert run("traces", "split", str(path)).exit_code == 0
+    result = CliRunner().invoke(main, ["sweep", str(path), "--repeats", "2"])
+    assert result.exit_code == 2 and "use --folds K" in result.output and "Traceback" not in result.output
