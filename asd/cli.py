@@ -327,9 +327,11 @@ def simulate_command(bundle, split, folds, cost_model, predictor, stage0, risk, 
 @_evaluation_options
 @click.option("--ablate", default=None, type=click.Choice(["features", "risk"]), help="Also compare frontiers without each feature group, or across risk levels.")
 @click.option("--csv", "csv_path", default=None, type=click.Path(dir_okay=False), help="Write every frontier point as CSV.")
+@click.option("--repeats", default=1, show_default=True, type=click.IntRange(1),
+              help="Repeat the quality check over this many fold seeds (seed, seed+1, …): mean and spread.")
 @json_option("Write the frontiers as JSON.")
 def sweep_command(bundle, split, folds, cost_model, predictor, stage0, risk, seed, plots, policy, ablate, csv_path,
-                  json_path):
+                  repeats, json_path):
     """The quality/cost/latency frontier of the policy (every distinct policy over λ) and of every
     baseline on held-out requests of BUNDLE (default: the built-in trace)."""
     from asd.simulator.report import print_sweep
@@ -337,7 +339,7 @@ def sweep_command(bundle, split, folds, cost_model, predictor, stage0, risk, see
 
     result = run_sweep(bundle, split=split, folds=folds, cost_model=cost_model, predictor=predictor, stage0=stage0,
                        risk=_risk(risk), seed=seed, plots=plots, ablate=ablate, csv_path=csv_path,
-                       progress=_progress("sweep"), policy=policy)
+                       progress=_progress("sweep"), policy=policy, repeats=repeats)
     _warn(result)
     print_sweep(result)
     write_json(json_path, result)

@@ -170,11 +170,13 @@ def calibrate(
 
     prompt_fit, p_prompt = None, None
     if stage0:
-        # Stage 0 scores difficulty: the share of tiers whose answer is acceptable (a soft label).
-        labelled = ~np.isnan(y)
-        counts = labelled.sum(axis=1)
-        difficulty = np.where(counts > 0, np.where(labelled, y, 0.0).sum(axis=1) / np.maximum(counts, 1), np.nan)
-        prompt_fit = fit_stage(predictor, fs.prompt_x[rows], difficulty, request, folds=folds, seed=seed)
+        # Stage 0 decides whether to skip the cheap tier: running it pays off when its answer
+        # will do, so the prompt predicts tier 0's acceptance. (The share of tiers acceptable,
+        # used before, mixes in whether deeper tiers succeed, which a skip does not hinge on:
+        # pooled 5-fold GPU saved at <= 2 % loss, mean of 3 fold seeds, went from -14.8 to -6.1
+        # points on AlpacaEval Llama-2-chat and 6.5 to 9.9 on MMLU-Pro Llama-2; within 0.4
+        # either way on the other real ladders.)
+        prompt_fit = fit_stage(predictor, fs.prompt_x[rows], y[:, 0], request, folds=folds, seed=seed)
         p_prompt = prompt_fit.oof_p
 
     cal_view = view.subset(rows)

@@ -48,7 +48,7 @@ def print_calibration(report: dict, console: Console | None = None) -> None:
     console.print(table)
     if report.get("stage0_metrics"):
         m = report["stage0_metrics"]
-        console.print(f"stage 0 (prompt only, share of tiers acceptable): AUROC {_f(m.get('auroc'))}, "
+        console.print(f"stage 0 (prompt only, P(tier 0 acceptable)): AUROC {_f(m.get('auroc'))}, "
                       f"Brier {_f(m.get('brier'))}, ECE {_f(m.get('ece'))}")
     console.print(f"[dim]{report['metrics_note']}; {report['cost_note']}[/dim]")
     if report.get("policy_path"):
@@ -131,6 +131,16 @@ def print_sweep(result: dict, console: Console | None = None) -> None:
         f"{_f(q['best_simple']['cost_rel'])}, oracle {_f(q['oracle']['cost_rel'])}; saved "
         f"{_f(q['saved_vs_simple_points'], 1)} points, gap closed {_f(q['gap_closed'])}, "
         f"baseline points above the policy: {len(q['baseline_points_above_policy'])}")
+    rep = result.get("repeats")
+    if rep:
+        def spread(d, digits=3):
+            return "n/a" if d is None else (f"{_f(d['mean'], digits)} ± {_f(d['sd'], digits)} "
+                                            f"({_f(d['min'], digits)} to {_f(d['max'], digits)})")
+        k = len(rep["seeds"])
+        console.print(f"over {k} fold seeds ({rep['seeds'][0]}..{rep['seeds'][-1]}): policy cost "
+                      f"{spread(rep['policy_cost_rel'])}, saved {spread(rep['saved_vs_simple_points'], 1)} points, "
+                      f"gap closed {spread(rep['gap_closed'])}; baseline points above the policy in "
+                      f"{rep['with_baseline_points_above']} of {k}; every goal met in {rep['met']} of {k}")
     for ab in result.get("ablation", []):
         console.print(f"ablation {ab['name']}: cost at ≤ 2% loss {_f(ab['cost_rel'])} "
                       f"(change {_f(ab['change_points'], 1)} points)")

@@ -14,7 +14,8 @@ from asd.cli import main
 from asd.engine import Policy
 from asd.errors import ConfigError, PolicyError
 from asd.simulator.evaluate import Evaluation
-from asd.simulator.simulate import simulate
+from asd.simulator.outcomes import latency_stat
+from asd.simulator.simulate import deployment_check, prediction_margin, simulate
 from asd.simulator.sweep import sweep
 from asd.traces.synth import write_synthetic_bundle
 
@@ -193,3 +194,66 @@ def test_sweep_ablation_and_csv(synth, tmp_path):
     n_points = len(result["policy"]) + sum(len(p) for p in result["baselines"].values())
     assert rows[0].startswith("method,lambda,quality,cost_rel") and len(rows) == 1 + n_points
     assert all((tmp_path / "plots" / f).stat().st_size > 0 for f in ("frontier_cost.png", "frontier_latency.png"))
+
+
+@pytest.mark.parametrize("stat", ["mean", "p95"])
+def test_prediction_margin_covers_the_spread_of_a_windows_statistic(stat):
+    # lognormal latencies: the statistic over fresh windows of 500 exceeds the calibration
+    # estimate + margin about 5% of the time (one-sided 95%), and rarely with no margin at 50%
+    rng = np.random.default_rng(3)
+    calibration = rng.lognormal(6.0, 0.8, 2000)
+    margin = prediction_margin(calibration, stat, n_window=500, seed=1)
+    estimate = latency_stat(calibration, stat)
+    assert margin > 0
+    exceed = []
+    for _ in range(400):
+        fresh_cal = rng.lognormal(6.0, 0.8, 2000)
+        window = rng.lognormal(6.0, 0.8, 500)
+        bound = latency_stat(fresh_cal, stat) + prediction_margin(fresh_cal, stat, 500, seed=2)
+        exceed.append(latency_stat(window, stat) > bound)
+    assert 0.01 <= np.mean(exceed) <= 0.12
+    # a larger window is a more stable statistic: a smaller margin; a constant has none
+    assert prediction_margin(calibration, stat, n_window=50_000, seed=1) < margin
+    assert estimate > 0 and prediction_margin(np.full(100, 7.0), stat, 10) == 0.0
+
+
+def test_deployment_check_keeps_lambda_within_the_margin_and_reports_both(evaluation):
+    lat = [latency_stat(evaluation.policy_outcomes(lam).latency_ms, "p95") for lam in (0.0, 1e9)]
+    tau = 0.5 * (lat[0] + lat[1])  # a binding limit
+    d = deployment_check(evaluation, tau, "p95")
+    plain = d["without_margin"]
+    assert d["of"] == len(evaluation.folds) == len(d["lambdas"]) == len(plain["lambdas"]) == len(d["margin_ms"])
+    assert all(m > 0 for m in d["margin_ms"])
+    # the margin only ever lowers λ, and each λ kept its calibration rows within τ_max − margin
+    for f, lam, lam_plain, m in zip(evaluation.folds, d["lambdas"], plain["lambdas"], d["margin_ms"]):
+        assert lam <= lam_plain
+        assert latency_stat(f.walk_calibration(lam).latency_ms, "p95") <= tau - m + 1e-9
+    assert d["met"] == sum(v <= tau for v in d["held_out_statistic"])
+    assert plain["met"] == sum(v <= tau for v in plain["held_out_statistic"])
+    assert "prediction margin" in d["note"]
+
+
+def test_sweep_repeats_the_quality_check_over_fold_seeds(synth, tmp_path):
+    out = tmp_path / "sweep.json"
+    result = run("sweep", str(synth), "--folds", "3", "--seed", "4", "--repeats", "3", "--json", str(out))
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    rep = data["repeats"]
+    assert rep["seeds"] == [4, 5, 6] and len(rep["checks"]) == 3
+    # the first draw is the run the frontiers come from; each other one is that seed's own sweep
+    assert rep["checks"][0]["saved_vs_simple_points"] == pytest.approx(data["quality_check"]["saved_vs_simple_points"])
+    other = sweep(synth, folds=3, seed=6)["quality_check"]
+    assert rep["checks"][2]["saved_vs_simple_points"] == pytest.approx(other["saved_vs_simple_points"])
+    saved = [c["saved_vs_simple_points"] for c in rep["checks"]]
+    assert rep["saved_vs_simple_points"]["mean"] == pytest.approx(np.mean(saved))
+    assert rep["saved_vs_simple_points"]["sd"] == pytest.approx(np.std(saved, ddof=1))
+    assert rep["met"] == sum(c["met"] for c in rep["checks"])
+    assert "over 3 fold seeds (4..6)" in result.output
+
+
+def test_sweep_repeats_needs_folds_not_a_fixed_split(tmp_path):
+    path = tmp_path / "split"
+    write_synthetic_bundle(path, 200, 2, 3)
+    assert run("traces", "split", str(path)).exit_code == 0
+    result = CliRunner().invoke(main, ["sweep", str(path), "--repeats", "2"])
+    assert result.exit_code == 2 and "use --folds K" in result.output and "Traceback" not in result.output
