@@ -118,7 +118,7 @@ class _Source:
         table, column = TOKEN_LISTS[name]
         shape = (self.n_requests, self.n_tiers)
         empty = no_lists(shape)
-        if not self.has(table) or column not in self.columns(table) or self.all_null(table, column):
+        if self.column_all_null(table, column):
             return empty
         keys = ["tier"] if table == "outputs" else ["draft_tier", "verify_tier"]
         arrays = self.arrays(table, ["request_id", *keys])

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from asd.calibration.costs import CostGrid, CostModel, fit_cost_model
-from asd.calibration.features import FEATURE_GROUPS, ColdFeatures, FeatureSet, FeatureSpec, compute_features
+from asd.calibration.features import FEATURE_GROUPS, FeatureSet, FeatureSpec, compute_features
 from asd.calibration.views import TraceView, load_view
 from asd.engine import Policy
 from asd.errors import ConfigError, PolicyError
@@ -349,8 +349,7 @@ class Evaluation:
                 prompt[out] = policy.prompt_bins(fs.prompt_x[part])
             climbed = fs.tier_x[part]
             tier[out] = policy.tier_bins(climbed)
-            cold[out] = policy.cold_tier_bins(fs.cold_x.of_climbed(climbed) if isinstance(fs.cold_x, ColdFeatures)
-                                              else fs.cold_x[part])
+            cold[out] = policy.cold_tier_bins(fs.cold_x.of_climbed(climbed))
         return prompt, tier, cold
 
     def _p_hat(self, policy: Policy, rows: np.ndarray) -> np.ndarray:
@@ -390,7 +389,10 @@ class Evaluation:
         lo = 0
         for f in self.folds:
             part = tuple(a[lo:lo + f.held.size] for a in pooled)
-            f.walk(lam, part) if lam is not None else f.walk_solved(self.fixed, part)
+            if lam is None:
+                f.walk_solved(self.fixed, part)
+            else:
+                f.walk(lam, part)
             lo += f.held.size
         return Outcomes(*pooled)
 

@@ -40,8 +40,6 @@ def search_tau(ev: Evaluation, tau_max: float, stat: str, latency=None):
         return out if latency is None else latency(out)
 
     def statistic(lam):
-        if latency is None:  # the pooled latencies alone (the same numbers, no other column copied)
-            return latency_stat(np.concatenate([f.walk(lam).latency_ms for f in ev.folds]), stat)
         return latency_stat(outcomes(lam).latency_ms, stat)
 
     found = bisect_lambda(statistic, tau_max, lam_hi=_lam_scale(ev))
