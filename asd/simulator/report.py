@@ -32,6 +32,9 @@ def _stops(fractions) -> str:
 
 def print_calibration(report: dict, console: Console | None = None) -> None:
     console = console or wide_console()
+    if report["predictor"] == "gbt-reference":
+        print_reference(report, console)
+        return
     console.print(f"[bold]{report['bundle']}[/bold]: calibrated on {report['data']}")
     console.print(f"predictor {report['predictor']}, {len(report['features'])} features "
                   f"({', '.join(report['feature_groups'])}), {report['bins']} bins, risk {report['risk']}, "
@@ -53,6 +56,23 @@ def print_calibration(report: dict, console: Console | None = None) -> None:
     console.print(f"[dim]{report['metrics_note']}; {report['cost_note']}[/dim]")
     if report.get("policy_path"):
         console.print(f"policy written to {report['policy_path']}")
+
+
+def print_reference(report: dict, console: Console) -> None:
+    """`asd calibrate --predictor gbt-reference`: boosted trees beside logistic, per stage."""
+    console.print(f"[bold]{report['bundle']}[/bold]: calibrated on {report['data']}")
+    console.print(f"gradient-boosted trees (offline reference) vs logistic, {len(report['features'])} features "
+                  f"({', '.join(report['feature_groups'])})")
+    for group, reason in report["missing_groups"].items():
+        console.print(f"[dim]no {group} features: {reason}[/dim]")
+    table = Table(title="out-of-fold metrics: boosted trees | logistic", box=box.SIMPLE_HEAD)
+    for col in ("stage", "n", "AUROC", "Brier", "ECE", "logistic AUROC", "Brier", "ECE"):
+        table.add_column(col, justify="left" if col == "stage" else "right", no_wrap=True)
+    for t in report["tiers"] + [report["stage0_metrics"]]:
+        table.add_row(t["name"], _f(t["n"]), _f(t["auroc"]), _f(t["brier"]), _f(t["ece"]),
+                      _f(t["logistic_auroc"]), _f(t["logistic_brier"]), _f(t["logistic_ece"]))
+    console.print(table)
+    console.print(f"[dim]{report['metrics_note']}; {report['note']}[/dim]")
 
 
 def _method_table(title, rows, stat, tau=None) -> Table:

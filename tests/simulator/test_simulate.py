@@ -148,6 +148,25 @@ def test_explain_shows_one_requests_walk(evaluation):
         explain(evaluation, "not-a-request", 10.0)
 
 
+def test_calibrate_cli_gbt_reference_reports_beside_logistic_and_writes_no_policy(tmp_path):
+    """The offline yardstick: boosted trees and logistic on the same rows and folds, per tier and
+    for stage 0; `-o` is not written (trees are not exportable to a policy)."""
+    policy_file, report = tmp_path / "p.npz", tmp_path / "ref.json"
+    result = run("calibrate", "builtin", "-o", str(policy_file), "--predictor", "gbt-reference", "--json", str(report))
+    assert result.exit_code == 0, result.output
+    assert "boosted trees | logistic" in result.output and "no policy written" in result.output
+    assert not policy_file.exists()
+    data = json.loads(report.read_text())
+    assert [t["name"] for t in data["tiers"]] == ["smollm2-135m", "gemma3-270m"]
+    for row in data["tiers"] + [data["stage0_metrics"]]:
+        assert row["n"] == 600
+        for key in ("auroc", "logistic_auroc"):
+            assert 0.5 < row[key] <= 1.0, (row["name"], key)
+        for key in ("brier", "ece", "logistic_brier", "logistic_ece"):
+            assert 0.0 <= row[key] <= 1.0
+
+
+
 @pytest.mark.parametrize("args, message", [
     (["simulate", "/no/such/bundle", "--tau-max", "800"], "/no/such/bundle"),
     (["simulate", "--tau-max", "800", "--mode", "des"], "--rate"),
