@@ -723,10 +723,15 @@ class Policy:
         if not path.is_file():
             raise PolicyError(f"policy file {path} not found")
         try:
-            with np.load(path, allow_pickle=False) as data:
+            data = np.load(path, allow_pickle=False)
+            if not isinstance(data, np.lib.npyio.NpzFile):
+                raise ValueError("a single .npy array, not an .npz archive")
+            with data:
                 header = json.loads(str(data["header"]))
                 arrays = {k: data[k] for k in data.files if k != "header"}
-        except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
+            if not isinstance(header, dict):
+                raise ValueError(f"its header is a JSON {type(header).__name__}, not an object")
+        except (OSError, ValueError, KeyError, EOFError, json.JSONDecodeError) as exc:
             raise PolicyError(f"policy file {path} is not a readable asd policy ({exc.__class__.__name__}: {exc})") from None
         if header.get("format") != POLICY_FORMAT:
             raise PolicyError(f"policy file {path}: format {header.get('format')!r} is not {POLICY_FORMAT!r}")
@@ -742,11 +747,11 @@ class Policy:
             predictor = Predictor(kind=header["predictor"], has_prompt=header["has_prompt"], **pa)
             policy = cls(tables, predictor, lam=header["lam"], risk=header["risk"], tier_names=header["tier_names"],
                          meta=header["meta"], start_lam=header["start_lam"])
+            stored = arrays["solved.stop"], arrays["solved.start"], arrays["solved.stop_cold"]
         except (KeyError, TypeError, IndexError) as exc:
             raise PolicyError(f"policy file {path} is incomplete: missing {exc}") from None
-        if not (np.array_equal(policy.stop_table, arrays["solved.stop"])
-                and np.array_equal(policy.start_table, arrays["solved.start"])
-                and np.array_equal(policy.stop_cold_table, arrays["solved.stop_cold"])):
+        if not all(np.array_equal(solved, kept) for solved, kept in
+                   zip((policy.stop_table, policy.start_table, policy.stop_cold_table), stored)):
             raise PolicyError(f"policy file {path}: stored stop tables disagree with a re-solve at λ={policy.lam}")
         try:
             policy.check_compatible(expect_tiers, expect_params_b, expect_content_hash)

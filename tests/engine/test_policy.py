@@ -82,6 +82,23 @@ def test_missing_or_corrupt_policy_file_raises_policy_error(tmp_path):
         Policy.load(tmp_path / "other.npz")
 
 
+def test_other_files_in_place_of_a_policy_raise_policy_error(tmp_path):
+    """A .npy array, an empty file, a header that is not a JSON object, a file without the
+    solved tables: each a PolicyError (they escaped as TypeError, EOFError — click's "Aborted!" —,
+    AttributeError and KeyError)."""
+    np.save(tmp_path / "array.npy", np.arange(3))
+    (tmp_path / "empty.npz").write_bytes(b"")
+    np.savez(tmp_path / "list.npz", header=np.array("[]"))
+    rng = np.random.default_rng(1)
+    path = make_policy(rng)[0].save(tmp_path / "policy.npz")
+    with np.load(path) as data:
+        np.savez(tmp_path / "unsolved.npz", **{k: data[k] for k in data.files if k != "solved.stop"})
+    for name, message in [("array.npy", "not an .npz archive"), ("empty.npz", "not a readable asd policy"),
+                          ("list.npz", "header is a JSON list"), ("unsolved.npz", "incomplete: missing 'solved.stop'")]:
+        with pytest.raises(PolicyError, match=message):
+            Policy.load(tmp_path / name)
+
+
 def test_decisions_follow_the_stop_table_of_the_bin_the_predictor_lands_in():
     rng = np.random.default_rng(2)
     policy, features, _ = make_policy(rng, with_prompt=False)
