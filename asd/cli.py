@@ -201,7 +201,7 @@ def traces_split(bundle, test_frac, seed, out, overwrite, json_path):
 @traces.command("synth")
 @click.option("-n", "--requests", "n_requests", required=True, type=int, help="Number of requests (10..10^6).")
 @click.option("--tiers", "n_tiers", default=4, show_default=True, type=int, help="Number of tiers (2..8).")
-@click.option("--seed", required=True, type=int)
+@click.option("--seed", required=True, type=click.IntRange(0))
 @click.option("--informativeness", default=0.6, show_default=True, type=float,
               help="How much the logprob signals tell about correctness: 0 = noise, 1 = perfect.")
 @click.option("--tasks", "n_tasks", default=4, show_default=True, type=click.IntRange(1))
@@ -258,7 +258,7 @@ def _progress(label):
 @click.option("--cost-model", default=None, help=COST_MODEL_HELP)
 @click.option("--split", default="calibration", show_default=True, help="Fit on this split when the bundle has one (else on every request).")
 @click.option("--lambda", "lam", default=1.0, show_default=True, type=float, help="λ the policy is solved at (simulate chooses its own).")
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0))
 @click.option("--plots", "plots", default=None, type=click.Path(file_okay=False), help="Write the reliability diagram here.")
 @json_option("Write the report as JSON.")
 def calibrate_command(bundle, out, predictor, groups, n_bins, risk, stage0, cost_model, split, lam, seed, plots, json_path):
@@ -283,7 +283,7 @@ def _evaluation_options(f):
         click.option("--predictor", default="logistic", show_default=True, type=click.Choice(["logistic", "mlp"])),
         click.option("--stage0/--no-stage0", default=True, show_default=True),
         click.option("--risk", default="mean", show_default=True, help="mean, or lcb:G."),
-        click.option("--seed", default=0, show_default=True, type=int),
+        click.option("--seed", default=0, show_default=True, type=click.IntRange(0)),
         click.option("--plots", default=None, type=click.Path(file_okay=False), help="Write PNG plots here."),
         click.option("--policy", default=None, type=click.Path(dir_okay=False),
                      help="Replay this policy file (from `asd calibrate`) instead of calibrating one: on the test "
@@ -369,7 +369,7 @@ def _warn(result: dict) -> None:
 @click.option("--mode", default="replay", show_default=True, type=click.Choice(["replay", "des"]),
               help="replay: each request alone; des: latencies from the discrete-event simulation at --rate.")
 @click.option("--rate", default=None, type=float, help="des: Poisson arrival rate, requests per second.")
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0))
 @click.option("--junit", "junit_path", default=None, type=JsonPath("--junit"), help="Write JUnit XML (one test case per bundle × promise).")
 @json_option("Write the rows and figures as JSON.")
 def check_command(policy, bundles, min_quality, max_loss_vs_last, max_cost_rel, max_latency, beat, against, tolerance,
@@ -500,7 +500,7 @@ def serve_command(tiers_path, policy_path, host, port, api_key, max_queue, feedb
 @click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=None, help="Open loop: Poisson arrivals at R requests/s.")
 @click.option("--concurrency", type=click.IntRange(1), default=None, help="Closed loop: C clients, each sending its next prompt when answered.")
 @click.option("-n", "--limit", type=click.IntRange(1), default=None, help="Only the first N prompts.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the arrival times.")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0), help="Seed of the arrival times.")
 @click.option("-o", "--output", "out", default=None, type=click.Path(file_okay=False), help="Write the run as a trace bundle here (default: a temporary directory).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing bundle at -o.")
 @click.option("--deadline", "deadline_s", default=3600.0, show_default=True, type=click.FloatRange(min=1), help="Stop waiting for answers after this many seconds.")

@@ -118,3 +118,16 @@ def test_record_mode_choices_are_the_mode_tuples():
     choices = {p.name: list(p.type.choices) for p in record_command.params if p.name in ("drafts", "label")}
     assert choices == {"drafts": list(DRAFT_MODES), "label": list(LABEL_MODES)}
     assert "--restart" in run("record", "--help").output
+
+
+def test_a_negative_seed_is_a_usage_error_not_a_numpy_traceback(tmp_path):
+    """numpy's generators take seeds >= 0: `--seed -1` was a ValueError traceback in synth,
+    calibrate, simulate, sweep, check and live (split hashes its seed: any integer works)."""
+    for args in (["traces", "synth", "-n", "100", "-o", tmp_path / "s"], ["calibrate", "builtin", "-o", tmp_path / "p.npz"],
+                 ["simulate", "--tau-max", "800"], ["sweep"], ["check", tmp_path / "p.npz", "builtin", "--min-quality", "0"],
+                 ["live", "--tiers", "t.yaml", "--policy", "p.npz", "--prompts", "p.jsonl", "--rate", "1"]):
+        result = run(*args, "--seed", "-1")
+        assert result.exit_code == 2 and "Invalid value for '--seed': -1 is not in the range x>=0" in result.output, \
+            (args, result.output)
+    small_bundle(tmp_path / "b", n=4)
+    assert run("traces", "split", tmp_path / "b", "--seed", "-5", "-o", tmp_path / "c").exit_code == 0
