@@ -473,7 +473,7 @@ def write_bundle(
     """Write a bundle atomically. Tables are conformed to the v1 schema first. With
     `validate` (the default) the written copy is validated and stamped before it is renamed
     into place; an invalid one is refused (TraceError) and nothing is left behind."""
-    path = Path(path)
+    path = output_path(path)  # never the shipped built-in trace
     manifest = {k: v for k, v in manifest.items() if k != STAMP_KEY}
     check_manifest(manifest, f"{path}/{MANIFEST}")
     if os.path.lexists(path) and not overwrite:

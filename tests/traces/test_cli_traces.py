@@ -151,6 +151,9 @@ def _one_error_line(result, *fragments):
         ["traces", "split", "builtin"],
         ["traces", "merge", "{tmp}/a", "{tmp}/b", "-o", "builtin"],
         ["record", "--tiers", "{tmp}/t.yaml", "--prompts", "{tmp}/p.jsonl", "-o", "builtin", "--no-progress"],
+        # synth and import wrote a directory named `builtin` that `builtin` never names
+        ["traces", "synth", "-n", "100", "--seed", "0", "-o", "builtin"],
+        ["traces", "import", "jsonl", "{tmp}/runs.jsonl", "--tiers", "a,b", "-o", "builtin"],
     ],
 )
 def test_the_builtin_trace_is_read_only(tmp_path, monkeypatch, args):

@@ -17,7 +17,7 @@ import pandas as pd
 from asd.errors import ConfigError, TraceError
 from asd.fsutil import replace_dir
 from asd.traces import schema as S
-from asd.traces.bundle import write_bundle
+from asd.traces.bundle import output_path, write_bundle
 from asd.traces.importers.alpaca_eval import AlpacaEvalImporter
 from asd.traces.importers.base import ImportedTrace, Importer
 from asd.traces.importers.mmlu_pro import MmluProImporter
@@ -75,7 +75,7 @@ def import_trace(
     The bundle is written beside `out` under a temporary name, validated, and renamed into
     place only if it passes.
     """
-    out = Path(out)
+    out = output_path(out)  # never the shipped built-in trace
     if out.exists() and not overwrite:
         raise TraceError(f"{out}: already exists (pass --overwrite to replace it)")
     trace = load_trace(fmt, src, **options)
