@@ -308,6 +308,10 @@ def live(tiers_path, policy_path, prompts_path, *, rate=None, concurrency=None, 
         raise ConfigError("give exactly one of --rate R (open loop, Poisson) or --concurrency C (closed loop)")
     if concurrency is not None and concurrency < 1:
         raise ConfigError(f"--concurrency {concurrency}: must be >= 1")
+    if out is not None:  # refused now, not after the run it would discard
+        B.output_path(out)
+        if Path(out).exists() and not overwrite:
+            raise ConfigError(f"{out}: already exists (pass --overwrite to replace it)")
     ladder = load_ladder(tiers_path)
     tiers = ladder["tiers"]
     policy = Policy.load(policy_path)

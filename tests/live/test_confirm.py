@@ -110,3 +110,23 @@ def test_asd_live_refuses_both_or_neither_loop_with_one_line(tmp_path):
 
     result = CliRunner().invoke(main, ["live", "--tiers", "t.yaml", "--policy", "p.npz", "--prompts", "p.jsonl"])
     assert result.exit_code == 2 and "error: give exactly one of --rate" in result.output
+
+
+def test_asd_live_refuses_its_output_before_the_run(tmp_path, monkeypatch):
+    """-o builtin, or an existing -o without --overwrite, was refused only when the bundle was
+    written, after every request had been sent; now before the tier config is even read."""
+    from click.testing import CliRunner
+
+    from asd.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "taken").mkdir()
+    for out, message in [("builtin", "error: builtin: the built-in trace is read-only"),
+                         ("taken", "error: taken: already exists (pass --overwrite to replace it)")]:
+        result = CliRunner().invoke(main, ["live", "--tiers", "absent.yaml", "--policy", "p.npz",
+                                           "--prompts", "p.jsonl", "--rate", "1", "-o", out])
+        assert result.exit_code == 2 and result.output.startswith(message) and result.output.count("\n") == 1, \
+            result.output
+    result = CliRunner().invoke(main, ["live", "--tiers", "absent.yaml", "--policy", "p.npz", "--prompts", "p.jsonl",
+                                       "--rate", "1", "-o", "taken", "--overwrite"])
+    assert result.output == "error: absent.yaml: tier config not found\n"  # --overwrite: on to the config
