@@ -5,6 +5,7 @@ plus default sampling for all tiers."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import yaml
@@ -12,6 +13,14 @@ import yaml
 from asd.errors import ConfigError
 
 DEFAULT_SAMPLING = {"max_tokens": 48, "temperature": 0.0, "top_logprobs": 5}
+# Tier options the runner, the simulator and the backends read as numbers: (whole number?, least
+# value, least value allowed?); null or absent = the default.
+NUMBER_OPTIONS = {
+    "params_b": (False, 0, False), "tensor_parallel": (True, 1, True), "concurrency": (True, 1, True),
+    "slots": (True, 1, True), "timeout_s": (False, 0, False), "retries": (True, 0, True),
+    "backoff_s": (False, 0, True), "cooldown_s": (False, 0, True), "batch_size": (True, 1, True),
+    "n_threads": (True, 1, True), "seed": (True, 0, True),
+}
 
 
 def load_ladder(path: str | Path) -> dict:
@@ -53,6 +62,7 @@ def load_ladder(path: str | Path) -> dict:
             if not isinstance(sampling[key], int) or sampling[key] < (1 if key == "max_tokens" else 0):
                 raise ConfigError(f"{where} ({name}): sampling.{key} must be a non-negative integer")
         tier["sampling"] = sampling
+        _check_options(tier, f"{where} ({name})")
         tiers.append(tier)
     return {"tiers": tiers, "sampling": defaults}
 
@@ -61,3 +71,19 @@ def _mapping(value, where: str) -> dict:
     if not isinstance(value, dict):
         raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
     return value
+
+
+def _check_options(tier: dict, where: str) -> None:
+    """`url` and the numeric options (`NUMBER_OPTIONS`) of one tier, named when wrong."""
+    for key, (whole, least, inclusive) in NUMBER_OPTIONS.items():
+        value = tier.get(key)
+        if value is None:
+            continue
+        number = isinstance(value, int) if whole else isinstance(value, (int, float)) and math.isfinite(value)
+        if isinstance(value, bool) or not number or not (value >= least if inclusive else value > least):
+            kind = "a whole number" if whole else "a number"
+            raise ConfigError(f"{where}: `{key}` must be {kind} {'>=' if inclusive else '>'} {least}, got {value!r}")
+    url = tier.get("url")
+    urls = [url] if isinstance(url, str) else url
+    if url is not None and not (isinstance(urls, list) and urls and all(isinstance(u, str) and u for u in urls)):
+        raise ConfigError(f"{where}: `url` must be a URL or a list of URLs, got {url!r}")

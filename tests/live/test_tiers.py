@@ -35,6 +35,15 @@ def test_per_tier_sampling_overrides_defaults_and_json_works(tmp_path):
         ([{"name": "a", "backend": "openai"}], "give `model`"),
         ([{"name": "a", "backend": "llama_cpp", "model": "m", "sampling": {"max_tokens": -1}}], "max_tokens"),
         ([], "at least one tier"),
+        # read as numbers and URLs later: a TypeError/ValueError traceback in asd live and serve
+        ([{"name": "a", "backend": "openai", "url": 5}], r"tiers\[0\] \(a\): `url` must be a URL or a list of URLs, got 5"),
+        ([{"name": "a", "backend": "openai", "url": {"h": 1}}], "`url` must be a URL or a list"),
+        ([{"name": "a", "backend": "openai", "url": "http://h:1", "retries": "x"}], "`retries` must be a whole number >= 0, got 'x'"),
+        ([{"name": "a", "backend": "openai", "url": "http://h:1", "timeout_s": -1}], "`timeout_s` must be a number > 0"),
+        ([{"name": "a", "backend": "openai", "url": "http://h:1", "backoff_s": [1]}], "`backoff_s` must be a number >= 0"),
+        ([{"name": "a", "backend": "openai", "url": "http://h:1", "concurrency": True}], "`concurrency` must be a whole number >= 1"),
+        ([{"name": "a", "backend": "llama_cpp", "model": "m", "tensor_parallel": 1.5}], "`tensor_parallel` must be a whole"),
+        ([{"name": "a", "backend": "llama_cpp", "model": "m", "params_b": "x"}], "`params_b` must be a number > 0"),
     ],
 )
 def test_config_mistakes_name_the_tier(tmp_path, tiers, message):
