@@ -68,9 +68,9 @@ class Pools:
                             ("max_batch", max_batch), ("kv_capacity", kv_capacity)):
             a = np.broadcast_to(np.asarray(value), (n_tiers,)) if np.ndim(value) == 0 else np.asarray(value)
             if a.shape != (n_tiers,):
-                raise ConfigError(f"{name}: need one value per tier ({n_tiers}), got {list(np.ravel(a))}")
+                raise ConfigError(f"{name}: need one value per tier ({n_tiers}), got {np.ravel(a).tolist()}")
             if not np.issubdtype(a.dtype, np.integer) or (a < 1).any():
-                raise ConfigError(f"{name} = {list(np.ravel(a))}: must be integers >= 1")
+                raise ConfigError(f"{name} = {np.ravel(a).tolist()}: must be integers >= 1")
             arrays[name] = np.ascontiguousarray(a, dtype=np.int64)
         return cls(coeffs=coeffs, **arrays)
 

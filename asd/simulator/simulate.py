@@ -5,6 +5,8 @@ put every baseline beside it at the same τ_max, with the research protocol's su
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from asd.engine import bisect_lambda
@@ -151,19 +153,24 @@ def des_latency(ev: Evaluation, *, rate: float, replicas=1, max_batch: int = 256
     return latency
 
 
-def simulate(bundle="builtin", *, tau_max: float, stat: str = "p95", mode: str = "replay", rate: float | None = None,
-             replicas=1, max_batch: int = 256, split: str | None = None, folds: int | None = None,
-             cost_model: str | None = None, predictor: str = "logistic", stage0: bool = True, risk="mean",
-             seed: int = 0, evaluation: Evaluation | None = None, progress=None) -> dict:
-    """Everything `asd simulate` prints and writes with --json."""
+def check_options(tau_max: float, stat: str, mode: str, rate: float | None) -> None:
+    """`asd simulate`'s limit, statistic and mode, checked before any calibration."""
     if stat not in STATISTICS:
         raise ConfigError(f"--stat {stat!r}: use one of {', '.join(STATISTICS)}")
-    if not (tau_max > 0):
+    if not (tau_max > 0 and math.isfinite(tau_max)):
         raise ConfigError(f"--tau-max {tau_max}: must be a positive number of milliseconds")
     if mode not in MODES:
         raise ConfigError(f"--mode {mode!r}: use one of {', '.join(MODES)}")
     if mode == "des" and not (rate is not None and rate > 0):
         raise ConfigError("--mode des needs --rate R (requests per second, > 0)")
+
+
+def simulate(bundle="builtin", *, tau_max: float, stat: str = "p95", mode: str = "replay", rate: float | None = None,
+             replicas=1, max_batch: int = 256, split: str | None = None, folds: int | None = None,
+             cost_model: str | None = None, predictor: str = "logistic", stage0: bool = True, risk="mean",
+             seed: int = 0, evaluation: Evaluation | None = None, progress=None) -> dict:
+    """Everything `asd simulate` prints and writes with --json."""
+    check_options(tau_max, stat, mode, rate)
     ev = evaluation or Evaluation(bundle, folds=folds, split=split, cost_model=cost_model, predictor=predictor,
                                   stage0=stage0, risk=risk, seed=seed, progress=progress)
     n_tiers = ev.view.n_tiers
@@ -266,8 +273,7 @@ def run_simulate(bundle="builtin", *, tau_max: float, stat: str = "p95", mode: s
                  stage0=True, risk="mean", seed=0, plots=None, explain_id=None, progress=None, policy=None) -> dict:
     """`asd simulate` end to end: evaluate, search λ, baselines, optional plots and --explain.
     policy: a given policy file whose tables are searched over λ instead of calibrating one."""
-    if mode == "des" and not (rate is not None and rate > 0):
-        raise ConfigError("--mode des needs --rate R (requests per second, > 0)")
+    check_options(tau_max, stat, mode, rate)
     ev = Evaluation(bundle, folds=folds, split=split, cost_model=cost_model, predictor=predictor,
                     stage0=stage0, risk=risk, seed=seed, progress=progress, policy=policy)
     result = simulate(bundle, tau_max=tau_max, stat=stat, mode=mode, rate=rate, replicas=replicas,

@@ -172,6 +172,10 @@ def test_calibrate_cli_gbt_reference_reports_beside_logistic_and_writes_no_polic
     (["simulate", "--tau-max", "800", "--mode", "des"], "--rate"),
     (["simulate", "--tau-max", "-5"], "--tau-max"),
     (["simulate", "--tau-max", "800", "--replicas", "x"], "--replicas"),
+    # checked before the bundle is read and calibrated on; inf named "target inf", not the flag
+    (["simulate", "/no/such/bundle", "--tau-max", "inf"], "error: --tau-max inf: must be a positive number"),
+    (["simulate", "--tau-max", "800", "--mode", "des", "--rate", "2", "--replicas", "1,2,3"],
+     "replicas: need one value per tier (2), got [1, 2, 3]\n"),  # not [np.int64(1), ...]
     (["sweep", "/no/such/bundle"], "/no/such/bundle"),
     (["calibrate", "/no/such/bundle", "-o", "p.npz"], "/no/such/bundle"),
     (["calibrate", "builtin", "-o", "p.npz", "--risk", "bold"], "--risk"),
