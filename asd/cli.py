@@ -6,6 +6,7 @@ User mistakes raise `AsdError`, printed here as one line with a non-zero exit.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -47,6 +48,17 @@ class BundleArg(click.ParamType):
 
 
 BUNDLE = BundleArg()
+
+
+class FloatRange(click.FloatRange):
+    """click.FloatRange that refuses nan too (nan fails every comparison, so click's bounds
+    let it through: `--threshold nan` counted nothing as acceptable)."""
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if math.isnan(number):
+            self.fail(f"{value!r} is not a number.", param, ctx)
+        return number
 
 
 def write_json(path: str | None, payload: dict) -> None:
@@ -161,7 +173,7 @@ def traces_validate(bundle, max_problems, json_path):
 
 @traces.command("inspect")
 @click.argument("bundle", default="builtin", type=BUNDLE)
-@click.option("--threshold", default=0.5, show_default=True, type=click.FloatRange(0, 1),
+@click.option("--threshold", default=0.5, show_default=True, type=FloatRange(0, 1),
               help="Quality at or above which an answer counts as acceptable (where `accepted` is null).")
 @json_option("Write the summary as JSON here.")
 def traces_inspect(bundle, threshold, json_path):
@@ -497,13 +509,13 @@ def serve_command(tiers_path, policy_path, host, port, api_key, max_queue, feedb
 @click.option("--tiers", "tiers_path", required=True, type=click.Path(dir_okay=False), help="Tier ladder config with each tier's server URL(s).")
 @click.option("--policy", "policy_path", required=True, type=click.Path(dir_okay=False), help="Policy file from `asd calibrate`.")
 @click.option("--prompts", "prompts_path", required=True, type=click.Path(dir_okay=False), help="Prompt set (JSONL/CSV/Parquet, as for `asd record`).")
-@click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=None, help="Open loop: Poisson arrivals at R requests/s.")
+@click.option("--rate", type=FloatRange(min=0, min_open=True), default=None, help="Open loop: Poisson arrivals at R requests/s.")
 @click.option("--concurrency", type=click.IntRange(1), default=None, help="Closed loop: C clients, each sending its next prompt when answered.")
 @click.option("-n", "--limit", type=click.IntRange(1), default=None, help="Only the first N prompts.")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(0), help="Seed of the arrival times.")
 @click.option("-o", "--output", "out", default=None, type=click.Path(file_okay=False), help="Write the run as a trace bundle here (default: a temporary directory).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing bundle at -o.")
-@click.option("--deadline", "deadline_s", default=3600.0, show_default=True, type=click.FloatRange(min=1), help="Stop waiting for answers after this many seconds.")
+@click.option("--deadline", "deadline_s", default=3600.0, show_default=True, type=FloatRange(min=1), help="Stop waiting for answers after this many seconds.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @json_option("Write measured vs simulated as JSON.")
 def live_command(tiers_path, policy_path, prompts_path, rate, concurrency, limit, seed, out, overwrite, deadline_s,

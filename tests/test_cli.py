@@ -131,3 +131,15 @@ def test_a_negative_seed_is_a_usage_error_not_a_numpy_traceback(tmp_path):
             (args, result.output)
     small_bundle(tmp_path / "b", n=4)
     assert run("traces", "split", tmp_path / "b", "--seed", "-5", "-o", tmp_path / "c").exit_code == 0
+
+
+def test_nan_is_refused_by_the_ranged_float_options():
+    """click's FloatRange lets nan through (every comparison is false): `traces inspect
+    --threshold nan` counted no answer as acceptable, `live --deadline nan` waited nan seconds."""
+    live = ["live", "--tiers", "t.yaml", "--policy", "p.npz", "--prompts", "p.jsonl"]
+    for args, flag in ((["traces", "inspect", "--threshold", "nan"], "--threshold"),
+                       ([*live, "--rate", "nan"], "--rate"), ([*live, "--rate", "1", "--deadline", "nan"], "--deadline")):
+        result = run(*args)
+        assert result.exit_code == 2 and f"Invalid value for '{flag}': 'nan' is not a number." in result.output, \
+            (args, result.output)
+    assert run("traces", "inspect", "--threshold", "0.7").exit_code == 0
