@@ -243,7 +243,7 @@ def calibrate_to_file(bundle, out, *, predictor="logistic", groups=None, n_bins=
     if isinstance(groups, str):
         groups = [g.strip() for g in groups.split(",") if g.strip()]
     if predictor == "gbt-reference":
-        return reference_report(bundle, groups=groups, split=split, seed=seed)
+        return reference_report(bundle, groups=groups, split=split, seed=seed, plots=plots)
     cal = calibrate(bundle, predictor=predictor, groups=groups, n_bins=n_bins, risk=risk, stage0=stage0,
                     cost_model=cost_model, split=split, lam=lam, seed=seed)
     path = cal.policy.save(out)
@@ -256,30 +256,41 @@ def calibrate_to_file(bundle, out, *, predictor="logistic", groups=None, n_bins=
     return report
 
 
-def reference_report(bundle, *, groups=None, split="calibration", seed=0) -> dict:
+def reference_report(bundle, *, groups=None, split="calibration", seed=0, plots=None) -> dict:
     """Out-of-fold metrics of gradient-boosted trees on the same features, beside the logistic
     predictor's on the same rows and folds: the offline yardstick for a policy's predictors
-    (no policy is written). A large AUROC gap says the features hold signal a linear model misses."""
+    (no policy is written). A large AUROC gap says the features hold signal a linear model misses.
+    `plots`: a directory for the boosted trees' reliability diagram per tier."""
     view = bundle if isinstance(bundle, TraceView) else load_view(bundle)
     rows, data_used = split_rows(view, split)
     fs = compute_features(view, groups)
     y = view.acceptable[rows]
     request = np.arange(rows.size)
+    curves = {}
 
     def compare(name, X, labels):
         row = {"name": name}
         for kind, prefix in (("gbt-reference", ""), ("logistic", "logistic_")):
             fit = fit_stage(kind, X, labels, request, seed=seed)
             row.update({prefix + k: fit.metrics.get(k) for k in ("auroc", "brier", "ece", "n")})
+            if kind == "gbt-reference":
+                curves[name] = fit.curve()
         del row["logistic_n"]
         return row
 
     tiers = [compare(name, fs.tier_x[rows, i], y[:, i]) for i, name in enumerate(view.tier_names)]
     stage0 = compare("stage 0 (prompt only, P(tier 0 acceptable))", fs.prompt_x[rows], y[:, 0])
-    return {"bundle": view.path, "data": data_used, "predictor": "gbt-reference", "tiers": tiers,
-            "stage0_metrics": stage0, "features": list(fs.names), "feature_groups": list(fs.groups),
-            "missing_groups": dict(fs.missing_groups),
-            "metrics_note": "out of fold (K-fold grouped by request; ECE with 10 equal-width bins)",
-            "note": "offline reference: no policy written"}
+    report = {"bundle": view.path, "data": data_used, "predictor": "gbt-reference", "tiers": tiers,
+              "stage0_metrics": stage0, "features": list(fs.names), "feature_groups": list(fs.groups),
+              "missing_groups": dict(fs.missing_groups),
+              "metrics_note": "out of fold (K-fold grouped by request; ECE with 10 equal-width bins)",
+              "note": "offline reference: no policy written"}
+    if plots:  # was silently ignored
+        from asd.simulator.plots import plots_dir
+
+        report["plots"] = [str(plots_dir(plots) / "reliability.png")]
+        reliability_plot({name: curves[name] for name in view.tier_names}, report["plots"][0],
+                         title="out-of-fold reliability per tier, boosted trees (offline reference)")
+    return report
 
 

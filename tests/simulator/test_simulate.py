@@ -152,11 +152,14 @@ def test_calibrate_cli_gbt_reference_reports_beside_logistic_and_writes_no_polic
     """The offline yardstick: boosted trees and logistic on the same rows and folds, per tier and
     for stage 0; `-o` is not written (trees are not exportable to a policy)."""
     policy_file, report = tmp_path / "p.npz", tmp_path / "ref.json"
-    result = run("calibrate", "builtin", "-o", str(policy_file), "--predictor", "gbt-reference", "--json", str(report))
+    result = run("calibrate", "builtin", "-o", str(policy_file), "--predictor", "gbt-reference", "--json", str(report),
+                 "--plots", str(tmp_path / "plots"))
     assert result.exit_code == 0, result.output
     assert "boosted trees | logistic" in result.output and "no policy written" in result.output
     assert not policy_file.exists()
     data = json.loads(report.read_text())
+    assert data["plots"] == [str(tmp_path / "plots" / "reliability.png")]  # --plots was silently ignored
+    assert (tmp_path / "plots" / "reliability.png").stat().st_size > 0
     assert [t["name"] for t in data["tiers"]] == ["smollm2-135m", "gemma3-270m"]
     for row in data["tiers"] + [data["stage0_metrics"]]:
         assert row["n"] == 600
