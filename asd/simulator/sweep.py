@@ -78,6 +78,9 @@ def quality_check(policy_points, baselines, tier_names) -> dict:
     policy saves beyond the simple one (points of cost) and the share of the simple-to-oracle gap
     it closes; and whether any threshold or router point lies above the policy's frontier."""
     last = baselines[f"always-{tier_names[-1]}"][0]
+    if last["quality"] is None:  # an unlabelled bundle (e.g. Spec-Bench's): no quality to trade against cost
+        raise ConfigError(f"asd sweep compares quality at a cost, but always-{tier_names[-1]} has no quality "
+                          "label on the held-out requests (an unlabelled bundle): use asd simulate for cost and latency")
     floor = last["quality"] * (1.0 - QUALITY_SLACK)
     policy = cheapest_within(policy_points, floor)
     simple_candidates = {"threshold": cheapest_within(baselines["threshold"], floor)}

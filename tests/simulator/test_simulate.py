@@ -283,3 +283,20 @@ def test_sweep_repeats_needs_folds_not_a_fixed_split(tmp_path):
     assert run("traces", "split", str(path)).exit_code == 0
     result = CliRunner().invoke(main, ["sweep", str(path), "--repeats", "2"])
     assert result.exit_code == 2 and "use --folds K" in result.output and "Traceback" not in result.output
+
+
+def test_sweep_of_an_unlabelled_bundle_is_one_line_and_simulate_still_runs(tmp_path):
+    """Spec-Bench imports carry no quality labels: sweep's quality check multiplied always-last's
+    None quality (a TypeError traceback); it has nothing to compare, so it says so."""
+    from asd.traces.bundle import open_bundle, write_bundle
+
+    write_synthetic_bundle(tmp_path / "s", 200, 2, 5)
+    source = open_bundle(tmp_path / "s")
+    outputs = source.to_pandas("outputs").assign(quality=None, accepted=None)
+    write_bundle(tmp_path / "u", source.manifest, source.to_pandas("requests"), outputs, source.to_pandas("drafts"))
+    result = CliRunner().invoke(main, ["sweep", str(tmp_path / "u"), "--folds", "2"])
+    assert result.exit_code == 2 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        "error: asd sweep compares quality at a cost, but always-synth-70b has no quality label on the held-out "
+        "requests (an unlabelled bundle): use asd simulate for cost and latency")
+    assert run("simulate", str(tmp_path / "u"), "--folds", "2", "--tau-max", "1e5").exit_code == 0
