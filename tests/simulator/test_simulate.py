@@ -285,6 +285,7 @@ def test_sweep_repeats_needs_folds_not_a_fixed_split(tmp_path):
     assert result.exit_code == 2 and "use --folds K" in result.output and "Traceback" not in result.output
 
 
+@pytest.mark.filterwarnings("ignore:tier:UserWarning")  # "tier i: no observed acceptance"
 def test_sweep_of_an_unlabelled_bundle_is_one_line_and_simulate_still_runs(tmp_path):
     """Spec-Bench imports carry no quality labels: sweep's quality check multiplied always-last's
     None quality (a TypeError traceback); it has nothing to compare, so it says so."""
