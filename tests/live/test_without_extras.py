@@ -65,6 +65,6 @@ def test_live_tests_skip_with_a_reason_without_the_extras(tmp_path):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     skips = [line for line in done.stdout.splitlines() if line.startswith("SKIPPED")]
     assert skips, done.stdout[-2000:]
-    for line in skips:
-        assert "not installed" in line or "the nested run itself" in line, line
+    for line in skips:  # or the shared data is absent (tests/conftest.py), as in a checkout without ../shared
+        assert "not installed" in line or "the nested run itself" in line or "real public data not found" in line, line
     assert "error" not in done.stdout.splitlines()[-1]
