@@ -322,7 +322,7 @@ def simulate_command(bundle, split, folds, cost_model, predictor, stage0, risk, 
     requests; choose λ by bisection for the best quality whose latency statistic stays within
     --tau-max; compare every baseline at the same limit."""
     from asd.simulator.report import print_explain, print_simulation
-    from asd.simulator.simulate import run_simulate
+    from asd.simulator.job import run_simulate
 
     result = run_simulate(bundle, tau_max=tau_max, stat=stat, mode=mode, rate=rate, replicas=_replicas(replicas),
                           max_batch=max_batch, split=split, folds=folds,

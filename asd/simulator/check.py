@@ -283,7 +283,7 @@ def _shortfall(regression: dict) -> str:
 def _timer(ev: Evaluation, mode: str, rate, seed):
     if mode == "replay":
         return lambda out: out
-    from asd.simulator.simulate import des_latency
+    from asd.simulator.job import des_latency
 
     return des_latency(ev, rate=rate, seed=seed)
 

@@ -235,3 +235,20 @@ def test_des_equals_replay_at_zero_load_on_a_policy_walk_with_drafts():
         np.testing.assert_allclose(result.e2e_ms, walk.latency_ms, rtol=1e-9, atol=1e-9)
         assert result.summary()["latency_ms"]["p95"] == pytest.approx(walk.latency("p95"), rel=1e-9)
     assert len(paths) >= 3  # several (start, stop) paths, so cold and continued tiers both count
+
+
+def test_the_packages_simulate_stays_the_des_function_after_every_simulator_module_is_imported():
+    """`from asd.simulator import simulate` is the discrete-event simulation (the README's API);
+    no submodule of the same name may replace it once `asd simulate` has run in the process."""
+    import importlib
+    import pkgutil
+
+    import asd.simulator as package
+    from asd.simulator.des import simulate as des_simulate
+
+    for module in pkgutil.iter_modules(package.__path__):
+        importlib.import_module(f"asd.simulator.{module.name}")
+    assert package.simulate is des_simulate
+    from asd.simulator import simulate as again
+
+    assert again is des_simulate

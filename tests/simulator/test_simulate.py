@@ -15,7 +15,7 @@ from asd.engine import Policy
 from asd.errors import ConfigError, PolicyError
 from asd.simulator.evaluate import Evaluation
 from asd.simulator.outcomes import latency_stat
-from asd.simulator.simulate import deployment_check, prediction_margin, simulate
+from asd.simulator.job import deployment_check, prediction_margin, simulate
 from asd.simulator.sweep import sweep
 from asd.traces.synth import write_synthetic_bundle
 
@@ -138,7 +138,7 @@ def test_calibrate_cli_writes_a_policy_for_its_bundle(tmp_path):
 
 
 def test_explain_shows_one_requests_walk(evaluation):
-    from asd.simulator.simulate import explain
+    from asd.simulator.job import explain
 
     rid = str(evaluation.view.request_ids[5])
     ex = explain(evaluation, rid, 10.0)
@@ -192,7 +192,7 @@ def test_bad_input_is_one_line_and_exit_2(args, message):
 def test_explain_decisions_agree_with_the_replayed_walk(evaluation):
     """The debugger's per-tier decisions (cold-state tables at a skipped-to start tier) lead to
     the very start and stop tiers the replay gives that request."""
-    from asd.simulator.simulate import explain
+    from asd.simulator.job import explain
 
     fold = evaluation.folds[0]
     for lam in (0.0, 10.0, 1e3, 1e6):
