@@ -9,6 +9,7 @@ import json
 import math
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import click
@@ -25,6 +26,7 @@ class AsdGroup(click.Group):
     bundle); 2 a usage error (bad option or input, missing file or bundle), as click's own."""
 
     def invoke(self, ctx):
+        warnings.showwarning = _warning_line
         try:
             return super().invoke(ctx)
         except AsdError as exc:
@@ -34,6 +36,12 @@ class AsdGroup(click.Group):
             where = f"{exc.filename}: " if exc.filename else ""
             click.echo(f"error: {where}{exc.strerror or exc}", err=True)
             sys.exit(2)
+
+
+def _warning_line(message, category, filename, lineno, file=None, line=None):
+    """A library warning (e.g. a tier with no observed acceptance) as one `warning:` line on
+    stderr, not Python's file:line: Category: text plus the source line."""
+    click.echo(f"warning: {message}", err=True)
 
 
 class BundleArg(click.ParamType):

@@ -145,7 +145,8 @@ def calibrate(
         data_used = f"{rows.size} of {view.n_requests} requests"
     n, n_tiers = rows.size, view.n_tiers
     if n < folds:
-        raise ConfigError(f"{view.path}: {n} requests to calibrate on, fewer than {folds} folds")
+        raise ConfigError(f"{view.path}: {n} requests to calibrate on; calibration cross-validates each predictor "
+                          f"over {folds} folds of requests and needs at least {folds}")
     fs = features if features is not None else compute_features(view, groups)
     bins = default_bins(n) if n_bins is None else int(n_bins)
     if bins < 1:

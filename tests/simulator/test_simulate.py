@@ -301,3 +301,36 @@ def test_sweep_of_an_unlabelled_bundle_is_one_line_and_simulate_still_runs(tmp_p
         "error: asd sweep compares quality at a cost, but always-synth-70b has no quality label on the held-out "
         "requests (an unlabelled bundle): use asd simulate for cost and latency")
     assert run("simulate", str(tmp_path / "u"), "--folds", "2", "--tau-max", "1e5").exit_code == 0
+
+
+def test_library_warnings_print_as_one_warning_line_each(tmp_path):
+    """A tier with no observed acceptance warns during calibration: the CLI prints it as a
+    `warning:` line, not Python's file:line: UserWarning plus the offending source line."""
+    from asd.traces.bundle import open_bundle, write_bundle
+
+    write_synthetic_bundle(tmp_path / "s", 200, 2, 5)
+    source = open_bundle(tmp_path / "s")
+    outputs = source.to_pandas("outputs").assign(quality=None, accepted=None)
+    write_bundle(tmp_path / "u", source.manifest, source.to_pandas("requests"), outputs, source.to_pandas("drafts"))
+    result = CliRunner().invoke(main, ["calibrate", str(tmp_path / "u"), "-o", str(tmp_path / "p.npz")])
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stderr.splitlines() if "no observed acceptance" in line]
+    assert lines and all(line.startswith("warning: tier ") for line in lines), result.stderr
+    assert "UserWarning" not in result.stderr and ".py:" not in result.stderr
+
+
+def test_too_few_requests_for_calibrations_folds_says_whose_folds(tmp_path):
+    """`--folds 2` on 6 requests leaves 3 to calibrate on; the 5 in the message is calibration's own
+    cross-validation, which the user never set, so the message says so."""
+    from asd.traces.bundle import open_bundle, write_bundle
+
+    write_synthetic_bundle(tmp_path / "s", 10, 2, 5)
+    source = open_bundle(tmp_path / "s")
+    requests = source.to_pandas("requests").head(6)
+    keep = lambda t: source.to_pandas(t).loc[lambda d: d.request_id.isin(requests.request_id)]  # noqa: E731
+    write_bundle(tmp_path / "tiny", source.manifest, requests, keep("outputs"), keep("drafts"))
+    result = CliRunner().invoke(main, ["simulate", str(tmp_path / "tiny"), "--folds", "2", "--tau-max", "800"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert result.stderr.strip().splitlines()[-1].endswith(
+        "3 requests to calibrate on; calibration cross-validates each predictor over 5 folds of requests and needs "
+        "at least 5"), result.stderr
