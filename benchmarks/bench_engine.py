@@ -25,7 +25,7 @@ sys.path.insert(0, str(REPO))
 import numba  # noqa: E402
 
 from asd.engine import decide_nb, reference  # noqa: E402
-from asd.engine.dp_nb import solve_dp_nb  # noqa: E402
+from asd.engine.dp_nb import empirical_start_nb, solve_dp_nb  # noqa: E402
 from asd.engine.policy import Policy, Predictor  # noqa: E402
 from asd.engine.search import ArrayStatistic, search_lambda  # noqa: E402
 from asd.engine.tables import build_tables  # noqa: E402
@@ -157,6 +157,26 @@ def main(argv=None):
     ref_dp_ms = best_of(lambda: reference.solve_dp(10.0, q, q, trans, cnext, trans0, c0, *outs), repeats=2) * 1e3
     row("dp_solve_ms_L8_B64", dp_ms, "ms", 1.0, "lower", ref_dp_ms, "reference.solve_dp")
 
+    # -- empirical stage 0: 25k calibration requests replayed from each of 4 start tiers --------
+    n_ev, ev_tiers, ev_bins, ev_prompt_bins = 25_000, 4, 20, 10
+    q4 = np.sort(rng.random((ev_tiers, ev_bins)), axis=1)
+    stop4 = (rng.random((ev_tiers, ev_bins)) < 0.5).astype(np.uint8)
+    stop4[-1] = 1
+    ev_args = (stop4, stop4.copy(), q4, q4, rng.integers(0, ev_prompt_bins, n_ev),
+               rng.integers(0, ev_bins, (n_ev, ev_tiers)), rng.integers(0, ev_bins, (n_ev, ev_tiers)),
+               (rng.random((n_ev, ev_tiers)) < 0.6).astype(float), rng.random((n_ev, ev_tiers)),
+               rng.random((n_ev, ev_tiers)))
+    counts = np.bincount(ev_args[4], minlength=ev_prompt_bins).astype(float)
+    ev_outs = (np.zeros((ev_tiers, ev_prompt_bins)), np.zeros(ev_prompt_bins, np.int64), np.zeros(ev_prompt_bins))
+    model_values = rng.random((ev_tiers, ev_prompt_bins))
+    empirical_start_nb(10.0, *ev_args, counts, model_values, 1.0, *ev_outs)
+    ev_ms = min(timeit.repeat(lambda: empirical_start_nb(10.0, *ev_args, counts, model_values, 1.0, *ev_outs),
+                              number=20, repeat=5)) / 20 * 1e3
+    ref_ev_ms = best_of(lambda: reference.empirical_start(10.0, *ev_args, counts, model_values, 1.0, *ev_outs),
+                        repeats=1) * 1e3
+    # target: a sweep re-solves a few thousand times per fold; 1 ms each keeps that to seconds
+    row("empirical_start_ms_25k_L4", ev_ms, "ms", 1.0, "lower", ref_ev_ms, "reference.empirical_start")
+
     # -- λ bisection to τ_max over 100k per-request arrays -----------------------------------
     n_req = 100_000
     tier_bins = policy.tier_bins(rng.normal(size=(n_req, 4, N_FEATURES)))
@@ -183,6 +203,7 @@ def main(argv=None):
         "decisions_per_s_batch_all_threads": batch_all,
         "single_decision_us": single_us,
         "dp_solve_ms_L8_B64": dp_ms,
+        "empirical_start_ms_25k_L4": ev_ms,
         "bisection_s_100k": bisect_s,
         "speedup_vs_reference": batch_1 / ref_rate,
         "compile_s_first_process": cold_s,

@@ -21,6 +21,10 @@ from any start tier, every request's stopping tier is non-decreasing in λ. The 
 argmin over start tiers is optimal but need not be monotone in λ (tests show a case), so
 `search.search_lambda` holds the start table fixed while it bisects.
 
+Empirical stage 0 (`empirical_start_nb`): the model's start values chain one transition per
+tier climbed, and their errors add up in the comparison stage 0 makes; with the calibration
+requests' own bins, acceptance and costs at hand, each start is valued by replaying them instead.
+
 Cold starts (`tables.build_tables(start_p_hat=...)`): a request that STARTED at s > 0 has no
 answers from the tiers below, so it is in another state than one that climbed there. It gets its
 own tables: q_cold (acceptance by cold bin), trans_cold (cold bin at s → climbed bin at s+1),
@@ -138,6 +142,52 @@ def solve_cold_start_nb(lam, q_stop_cold, q_mean_cold, trans_cold, cnext_cold, t
         for b in range(n_bins):
             played += trans0[best_s, b0, b] * value_cold[best_s, b]
         value0[b0] = played
+
+
+@njit(cache=True)
+def empirical_start_nb(lam, stop, stop_cold, q_mean, q_mean_cold, prompt_bins, tier_bins, cold_bins, accepted,
+                       cost, cost_cont, counts, model_values, prior_weight, start_values, start, value0):
+    """Stage 0 by replaying the calibration requests themselves (every one ran every tier, so
+    each start tier's outcome is observed, not modelled): start_values[s, b0] is the mean over
+    the requests in prompt bin b0 of the cost of starting at s and walking the solved stop tables
+    (cold table at s > 0) plus λ(1 − acceptance where it stops), shrunk toward the model's value
+    model_values[s, b0] with prior_weight pseudo-requests (an empty bin keeps the model's
+    choice). Unlabelled stops count the bin's posterior mean. start (B0,) is the argmin (ties:
+    the lower tier), value0 its value. counts (B0,): requests per prompt bin. O(N·L²)."""
+    n_tiers, n_prompt_bins = model_values.shape
+    for s in range(n_tiers):
+        for b0 in range(n_prompt_bins):
+            start_values[s, b0] = 0.0
+    for r in range(prompt_bins.shape[0]):
+        b0 = prompt_bins[r]
+        for s in range(n_tiers):
+            k = n_tiers - 1
+            for i in range(s, n_tiers - 1):
+                if i == s and s > 0:
+                    here = stop_cold[i, cold_bins[r, i]]
+                else:
+                    here = stop[i, tier_bins[r, i]]
+                if here:
+                    k = i
+                    break
+            total = cost[r, s]
+            for i in range(s + 1, k + 1):
+                total += cost_cont[r, i]
+            a = accepted[r, k]
+            if a != a:  # unlabelled: what the bin it stopped in expects
+                a = q_mean_cold[k, cold_bins[r, k]] if (k == s and s > 0) else q_mean[k, tier_bins[r, k]]
+            start_values[s, b0] += total + lam * (1.0 - a)
+    for b0 in range(n_prompt_bins):
+        best = 1e308
+        best_s = 0
+        for s in range(n_tiers):
+            v = (start_values[s, b0] + prior_weight * model_values[s, b0]) / (counts[b0] + prior_weight)
+            start_values[s, b0] = v
+            if v < best:
+                best = v
+                best_s = s
+        start[b0] = best_s
+        value0[b0] = best
 
 
 # Serial on purpose: a walk is a few ns per request, while launching a parallel region on a

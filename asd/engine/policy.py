@@ -7,7 +7,9 @@ How it decides (DESIGN.md, "The decision problem, done right"): the predictor tu
 request's features after tier i into a calibrated P(accept), which falls into bin b; the
 request stops at tier i iff the stop table says λ(1 − q_i(b)) ≤ c_{i+1}(b) + Σ T_i(b,b') V_{i+1}(b'),
 the value of going on (backward induction over tiers, `dp_nb.solve_dp_nb`). Before any tier,
-stage 0 scores the prompt alone and picks the start tier s minimising c_s + Σ T_{0→s} V_s.
+stage 0 scores the prompt alone and picks the start tier s minimising c_s + Σ T_{0→s} V_s, or,
+when the tables keep start evidence (`asd calibrate` does), the start from which the calibration
+requests in that prompt bin did best when replayed under the solved stop tables.
 Solving for a new λ is O(L·B²) and rewrites the tables in place; a decision is one predictor
 evaluation and one table lookup.
 """
@@ -23,17 +25,23 @@ from numba.core.errors import NumbaError
 
 from asd import __version__
 from asd.engine import decide_nb as K
-from asd.engine.dp_nb import path_totals_nb, solve_cold_start_nb, solve_dp_nb, walk_bins_cold_nb, walk_bins_nb
-from asd.engine.tables import COLD_FIELDS, EngineTables, parse_risk
+from asd.engine.dp_nb import (empirical_start_nb, path_totals_nb, solve_cold_start_nb, solve_dp_nb, walk_bins_cold_nb,
+                              walk_bins_nb)
+from asd.engine.tables import COLD_FIELDS, EVIDENCE_FIELDS, EngineTables, parse_risk
 from asd.errors import PolicyError
 
 POLICY_FORMAT = "asd.policy"
 # 2: meta header, start_lam, per-stage feature counts, cold-start tables, identity predictor.
-POLICY_VERSION = 2
+# 3: optional start evidence (stage 0 chosen by replaying the calibration requests).
+POLICY_VERSION = 3
+READABLE_VERSIONS = (2, 3)  # a version-2 file has no start evidence: its stage 0 is the model's
+# Pseudo-requests of the model's value in each prompt bin's empirical start value: enough to
+# decide an empty bin, too few to outweigh a single observed request.
+START_PRIOR_WEIGHT = 1.0
 PREDICTOR_KINDS = {"logistic": K.LOGISTIC, "mlp": K.MLP, "identity": K.IDENTITY}
 # build_tables options from_calibration passes through (p̂ arrays come from its own arguments).
 TABLE_OPTIONS = ("start_costs", "n_bins", "n_prompt_bins", "binning", "prior_alpha", "prior_beta", "prior_strength",
-                 "smoothing")
+                 "smoothing", "empirical_start")
 # Out-of-fold p̂ and the final predictor's in-sample p̂ differ by fold noise, not by this much:
 # a larger mean gap means the features or p̂ came from something else.
 AGREEMENT_TOL = 0.25
@@ -286,6 +294,8 @@ class Policy:
         self._vmean = np.zeros((n_tiers, n_bins))
         self.start_table = np.zeros(n_prompt_bins, dtype=np.int64)
         self.value0 = np.zeros(n_prompt_bins)
+        self.start_values = np.zeros((n_tiers, n_prompt_bins))  # value of starting at s from prompt bin b0
+        self._evidence = _start_evidence(tables)
         # the cold-start state (a request that started at tier s, skipping the tiers below)
         self.stop_cold_table = np.zeros((n_tiers, n_bins), dtype=np.uint8)
         self.value_cold_table = np.zeros((n_tiers, n_bins))
@@ -305,9 +315,10 @@ class Policy:
     # -- construction helpers -------------------------------------------------------------
     def _outputs(self):
         return (self.stop_table, self.value_table, self.continue_table, self._vmean, self.start_table, self.value0,
-                self.stop_cold_table, self.value_cold_table, self._vmean_cold)
+                self.stop_cold_table, self.value_cold_table, self._vmean_cold, self.start_values)
 
-    def _solve_into(self, lam, stop, value, cont, vmean, start, value0, stop_cold, value_cold, vmean_cold) -> None:
+    def _solve_into(self, lam, stop, value, cont, vmean, start, value0, stop_cold, value_cold, vmean_cold,
+                    start_values) -> None:
         t = self.tables
         solve_dp_nb(lam, self.q_stop, self.q_mean, t.trans, t.cnext, t.trans0, t.c0,
                     stop, value, cont, vmean, start, value0)
@@ -316,6 +327,14 @@ class Policy:
                                 stop, value, vmean, stop_cold, value_cold, vmean_cold, start, value0)
         else:  # the cold state is priced like the climbed one
             stop_cold[:], value_cold[:], vmean_cold[:] = stop, value, vmean
+        # the model's value of each start as played: c0_s(b0) + Σ_b T_{0→s}(b0, b) V_cold_s(b)
+        np.einsum("sab,sb->sa", t.trans0, value_cold, out=start_values)
+        start_values += t.c0
+        if self._evidence is not None:
+            e = self._evidence
+            empirical_start_nb(lam, stop, stop_cold, self.q_mean, self.q_mean_cold, e.prompt_bins, e.tier_bins,
+                               e.cold_bins, e.accepted, e.cost, e.cost_cont, e.counts, start_values.copy(),
+                               START_PRIOR_WEIGHT, start_values, start, value0)
 
     def _pack(self) -> None:
         t, p = self.tables, self.predictor
@@ -440,7 +459,7 @@ class Policy:
         if start_lam != lam:
             self.start_table[:] = self._scratch[4]
             for b0, s in enumerate(self.start_table):  # the value actually played from that start
-                self.value0[b0] = t.c0[s, b0] + t.trans0[s, b0] @ self.value_cold_table[s]
+                self.value0[b0] = self.start_values[s, b0]
         self._stop_view[:] = self.stop_table
         self._start_view[:] = self.start_table
         self.lam = lam
@@ -617,8 +636,8 @@ class Policy:
         quality in [0, 1]), and either bins (M,) the bin its p̂ fell in, or features (M, F) its
         tier features (binned here with the policy's predictor). cold (M,) bool marks answers
         given at a tier the request started at cold (they update the cold posteriors; tier 0
-        is one state). Only the Beta posteriors and counts change: transitions and costs stay
-        as calibrated (refit for those).
+        is one state). Only the Beta posteriors and counts change: transitions, costs and the
+        start evidence stay as calibrated (refit for those).
         meta["online_updates"] counts the observations folded in so far."""
         if (bins is None) == (features is None):
             raise PolicyError("update: pass exactly one of bins= or features= for the observations")
@@ -707,6 +726,8 @@ class Policy:
         t, p = self.tables, self.predictor
         arrays = {f"tables.{k}": getattr(t, k) for k in
                   ("edges", "edges0", "alpha", "beta", "n_obs", "trans", "trans0", "cnext", "c0") + COLD_FIELDS}
+        if t.has_start_evidence:
+            arrays.update({f"tables.{k}": getattr(t, k) for k in EVIDENCE_FIELDS})
         arrays.update({f"predictor.{k}": getattr(p, k) for k in
                        ("w1", "b1", "w2", "b2", "iso_x", "iso_y", "knot_counts", "feature_counts")})
         arrays.update({"solved.stop": self.stop_table, "solved.start": self.start_table,
@@ -735,9 +756,9 @@ class Policy:
             raise PolicyError(f"policy file {path} is not a readable asd policy ({exc.__class__.__name__}: {exc})") from None
         if header.get("format") != POLICY_FORMAT:
             raise PolicyError(f"policy file {path}: format {header.get('format')!r} is not {POLICY_FORMAT!r}")
-        if header.get("version") != POLICY_VERSION:
+        if header.get("version") not in READABLE_VERSIONS:
             raise PolicyError(f"policy file {path} has version {header.get('version')}; this asd "
-                              f"({__version__}) reads version {POLICY_VERSION} only: recalibrate")
+                              f"({__version__}) reads versions {', '.join(map(str, READABLE_VERSIONS))}: recalibrate")
         try:
             tables = EngineTables(**{k.split(".", 1)[1]: v for k, v in arrays.items() if k.startswith("tables.")},
                                   prior_alpha=_from_json_prior(header["prior"][0]),
@@ -766,3 +787,48 @@ def _json_prior(prior):
 
 def _from_json_prior(prior):
     return tuple(float(v) for v in prior) if isinstance(prior, list) else float(prior)
+
+
+@dataclass(frozen=True)
+class _StartEvidence:
+    """EngineTables' evidence_* arrays checked and laid out for `empirical_start_nb`."""
+
+    prompt_bins: np.ndarray
+    tier_bins: np.ndarray
+    cold_bins: np.ndarray
+    accepted: np.ndarray
+    cost: np.ndarray
+    cost_cont: np.ndarray
+    counts: np.ndarray
+
+
+def _start_evidence(tables: EngineTables) -> _StartEvidence | None:
+    """None without evidence; a PolicyError naming the array for evidence that does not fit
+    the tables (a damaged or hand-made file must not index past a table in the kernel)."""
+    if not tables.has_start_evidence:
+        return None
+    missing = [k for k in EVIDENCE_FIELDS if getattr(tables, k) is None]
+    if missing:
+        raise PolicyError(f"start evidence is incomplete: {', '.join(missing)} missing")
+    n = np.asarray(tables.evidence_prompt_bins).shape[0]
+    shape = (n, tables.n_tiers)
+    arrays = {}
+    for name, bound in (("prompt_bins", tables.n_prompt_bins), ("tier_bins", tables.n_bins),
+                        ("cold_bins", tables.n_bins)):
+        a = np.ascontiguousarray(getattr(tables, "evidence_" + name), dtype=np.int64)
+        if a.shape != ((n,) if name == "prompt_bins" else shape):
+            raise PolicyError(f"evidence_{name} has shape {a.shape}: expected {(n,) if name == 'prompt_bins' else shape}")
+        if a.size and (a.min() < 0 or a.max() >= bound):
+            raise PolicyError(f"evidence_{name} must lie in 0..{bound - 1}")
+        arrays[name] = a
+    for name in ("accepted", "cost", "cost_cont"):
+        a = np.ascontiguousarray(getattr(tables, "evidence_" + name), dtype=np.float64)
+        if a.shape != shape:
+            raise PolicyError(f"evidence_{name} has shape {a.shape}: expected {shape}")
+        bad = np.isinf(a) | (a < 0) | ((a > 1) if name == "accepted" else np.isnan(a))
+        if bad.any():
+            raise PolicyError(f"evidence_{name}: " + ("acceptance must be NaN or in [0, 1]" if name == "accepted"
+                                                      else "costs must be finite and >= 0"))
+        arrays[name] = a
+    counts = np.bincount(arrays["prompt_bins"], minlength=tables.n_prompt_bins).astype(np.float64)
+    return _StartEvidence(counts=counts, **arrays)

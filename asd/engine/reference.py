@@ -89,6 +89,32 @@ def solve_cold_start(lam, q_stop_cold, q_mean_cold, trans_cold, cnext_cold, tran
         value0[b0] = played
 
 
+def empirical_start(lam, stop, stop_cold, q_mean, q_mean_cold, prompt_bins, tier_bins, cold_bins, accepted,
+                    cost, cost_cont, counts, model_values, prior_weight, start_values, start, value0):
+    n_tiers, n_prompt_bins = model_values.shape
+    sums = [[0.0] * n_prompt_bins for _ in range(n_tiers)]
+    for r in range(len(prompt_bins)):
+        b0 = prompt_bins[r]
+        for s in range(n_tiers):
+            k = next((i for i in range(s, n_tiers - 1)
+                      if (stop_cold[i, cold_bins[r, i]] if i == s > 0 else stop[i, tier_bins[r, i]])), n_tiers - 1)
+            total = cost[r, s]
+            for i in range(s + 1, k + 1):  # same summation order as the kernel: parity is exact
+                total += cost_cont[r, i]
+            a = accepted[r, k]
+            if math.isnan(a):
+                a = q_mean_cold[k, cold_bins[r, k]] if k == s > 0 else q_mean[k, tier_bins[r, k]]
+            sums[s][b0] += total + lam * (1.0 - a)
+    for b0 in range(n_prompt_bins):
+        options = [(sums[s][b0] + prior_weight * model_values[s, b0]) / (counts[b0] + prior_weight)
+                   for s in range(n_tiers)]
+        for s in range(n_tiers):
+            start_values[s, b0] = options[s]
+        best_s = min(range(n_tiers), key=lambda s: (options[s], s))
+        start[b0] = best_s
+        value0[b0] = options[best_s]
+
+
 def walk_bins(prompt_bins, tier_bins, start, stop, out_start, out_stop):
     n_requests, n_tiers = tier_bins.shape
     for r in range(n_requests):

@@ -21,6 +21,9 @@ from asd.errors import PolicyError
 
 BINNINGS = ("quantile", "fixed")
 COLD_FIELDS = ("alpha_cold", "beta_cold", "n_obs_cold", "trans_cold", "cnext_cold")
+# The calibration requests' own outcomes, kept for an empirical stage 0 (see `build_tables`).
+EVIDENCE_FIELDS = ("evidence_prompt_bins", "evidence_tier_bins", "evidence_cold_bins", "evidence_accepted",
+                   "evidence_cost", "evidence_cost_cont")
 DEFAULT_MAX_PROMPT_BINS = 10  # prompt-only scores are weak: few, well-filled bins by default
 
 
@@ -37,6 +40,9 @@ class EngineTables:
     trans_cold (L-1, B, B) (cold bin at s → climbed bin at s+1) and cnext_cold (L-1, B); walks
     must be given each request's cold bins at its start tier. Without start_p_hat the cold
     arrays are copies of the climbed ones (tier 0 is the same state either way).
+    evidence_* (built with empirical_start=True, else None): per calibration request its prompt
+    bin (N,), climbed and cold bins (N, L), acceptance (N, L, NaN = unlabelled), cost of starting
+    at each tier and of continuing to it (N, L); the solve then picks stage 0 by replaying them.
     """
 
     edges: np.ndarray
@@ -57,6 +63,16 @@ class EngineTables:
     n_obs_cold: np.ndarray | None = None
     trans_cold: np.ndarray | None = None
     cnext_cold: np.ndarray | None = None
+    evidence_prompt_bins: np.ndarray | None = None
+    evidence_tier_bins: np.ndarray | None = None
+    evidence_cold_bins: np.ndarray | None = None
+    evidence_accepted: np.ndarray | None = None
+    evidence_cost: np.ndarray | None = None
+    evidence_cost_cont: np.ndarray | None = None
+
+    @property
+    def has_start_evidence(self) -> bool:
+        return self.evidence_prompt_bins is not None
 
     def __post_init__(self):
         for name in COLD_FIELDS:  # absent: the cold state is priced like the climbed one
@@ -226,6 +242,7 @@ def build_tables(
     prior_beta: float = 1.0,
     prior_strength: float | None = None,
     smoothing: float = 1.0,
+    empirical_start: bool = False,
 ) -> EngineTables:
     """Estimate the engine tables from N calibration requests over L tiers.
 
@@ -240,6 +257,11 @@ def build_tables(
     prior_strength: when given, each tier's Beta prior is centred on that tier's overall
     acceptance rate with this many pseudo-observations (`empirical_prior`), replacing
     prior_alpha/prior_beta (Beta(1, 1) puts a thin bin at 1/2 whatever the tier).
+    empirical_start: keep each request's bins, acceptance and costs (the evidence_* fields), so
+    that stage 0 is chosen by replaying these requests from every start tier under the solved
+    stop tables (`dp_nb.empirical_start_nb`) instead of through the transition model; needs
+    prompt_p. Why: the model chains one Markov transition per tier climbed, and its errors add
+    up in exactly the comparison stage 0 makes (climb from tier 0, or skip to a deeper tier).
     """
     p_hat = np.asarray(p_hat, dtype=np.float64)
     accepted = np.asarray(accepted, dtype=np.float64)
@@ -310,7 +332,7 @@ def build_tables(
         edges0 = make_edges(prompt_p, b0, binning)
         bins0 = bin_index(prompt_p, edges0)
     start_bins = bins
-    cold = {}
+    optional = {}  # cold-state tables, start evidence
     if start_p_hat is not None:
         start_p_hat = np.asarray(start_p_hat, dtype=np.float64)
         if start_p_hat.shape != p_hat.shape:
@@ -318,13 +340,22 @@ def build_tables(
         _check_probabilities("start_p_hat", start_p_hat)
         start_bins = np.stack([bins[:, 0]] + [bin_index(start_p_hat[:, s], edges[s]) for s in range(1, n_tiers)],
                               axis=1)
-        cold["alpha_cold"], cold["beta_cold"], cold["n_obs_cold"] = _beta_counts(
+        optional["alpha_cold"], optional["beta_cold"], optional["n_obs_cold"] = _beta_counts(
             start_bins, accepted, n_bins, prior_alpha, prior_beta)
-        cold["trans_cold"] = trans.copy()
-        cold["cnext_cold"] = cnext.copy()
+        optional["trans_cold"] = trans.copy()
+        optional["cnext_cold"] = cnext.copy()
         for i in range(1, n_tiers - 1):  # tier 0 is the climbed state: its rows stay
-            cold["trans_cold"][i] = _kernel(start_bins[:, i], bins[:, i + 1], n_bins, n_bins, smoothing)
-            cold["cnext_cold"][i] = _binned_mean(start_bins[:, i], costs[:, i + 1], n_bins, smoothing)
+            optional["trans_cold"][i] = _kernel(start_bins[:, i], bins[:, i + 1], n_bins, n_bins, smoothing)
+            optional["cnext_cold"][i] = _binned_mean(start_bins[:, i], costs[:, i + 1], n_bins, smoothing)
+    if empirical_start:
+        if prompt_p is None:
+            raise PolicyError("empirical_start picks the stage-0 start per prompt bin: it needs prompt_p")
+        optional["evidence_prompt_bins"] = bins0.astype(np.int32)
+        optional["evidence_tier_bins"] = bins.astype(np.int32)
+        optional["evidence_cold_bins"] = start_bins.astype(np.int32)
+        optional["evidence_accepted"] = accepted
+        optional["evidence_cost"] = np.array(start_costs, dtype=np.float64)
+        optional["evidence_cost_cont"] = np.array(costs, dtype=np.float64)
     n_b0 = edges0.shape[0] - 1
     trans0 = np.stack([_kernel(bins0, start_bins[:, s], n_b0, n_bins, smoothing) for s in range(n_tiers)])
     c0 = np.stack([_binned_mean(bins0, start_costs[:, s], n_b0, smoothing) for s in range(n_tiers)])
@@ -335,7 +366,7 @@ def build_tables(
         trans0=np.ascontiguousarray(trans0), cnext=np.ascontiguousarray(cnext),
         c0=np.ascontiguousarray(c0), prior_alpha=_prior_value(prior_alpha),
         prior_beta=_prior_value(prior_beta), notes=tuple(notes), cold_start=start_p_hat is not None,
-        **{k: np.ascontiguousarray(v) for k, v in cold.items()},
+        **{k: np.ascontiguousarray(v) for k, v in optional.items()},
     )
 
 

@@ -187,9 +187,26 @@ def test_a_version_1_policy_file_is_refused_with_a_clear_message(tmp_path):
     header["version"] = 1
     arrays["header"] = np.array(json.dumps(header))
     np.savez(tmp_path / "old.npz", **arrays)
-    assert POLICY_VERSION == 2
-    with pytest.raises(PolicyError, match=r"has version 1; this asd .* reads version 2 only: recalibrate"):
+    assert POLICY_VERSION == 3
+    with pytest.raises(PolicyError, match=r"has version 1; this asd .* reads versions 2, 3: recalibrate"):
         Policy.load(tmp_path / "old.npz")
+
+
+def test_a_version_2_policy_file_without_start_evidence_still_loads_with_the_models_stage0(tmp_path):
+    """Version 3 only added the optional start evidence: a version-2 file re-solves to the tables
+    it stored, its stage 0 chosen by the model."""
+    policy, _, _ = make_policy(np.random.default_rng(8))
+    assert not policy.tables.has_start_evidence
+    path = policy.save(tmp_path / "policy.npz")
+    with np.load(path) as data:
+        arrays = {k: data[k] for k in data.files}
+    header = json.loads(str(arrays["header"]))
+    header["version"] = 2
+    arrays["header"] = np.array(json.dumps(header))
+    np.savez(tmp_path / "v2.npz", **arrays)
+    loaded = Policy.load(tmp_path / "v2.npz")
+    np.testing.assert_array_equal(loaded.start_table, policy.start_table)
+    np.testing.assert_array_equal(loaded.stop_table, policy.stop_table)
 
 
 # -- online update ------------------------------------------------------------------------------
