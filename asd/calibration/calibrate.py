@@ -203,7 +203,7 @@ def calibrate(
                                            else int(n_prompt_bins))) if stage0 else {}
     policy = Policy.from_calibration(engine_predictor, fs.tier_x[rows], y, costs.cost_cont, oof_p=p_climb,
                                      start_costs=costs.cost, n_bins=bins, lam=lam, risk=risk,
-                                     prior_strength=prior_strength,
+                                     prior_strength=prior_strength, empirical_start=bool(stage0),
                                      tier_names=view.tier_names, meta=meta, **stage0_arrays)
     return Calibration(policy, view, fs, model, rows, p_climb, p_cold, p_prompt, costs, fits, prompt_fit, report)
 
