@@ -267,7 +267,8 @@ def _progress(label):
 
 @main.command("calibrate")
 @click.argument("bundle", type=BUNDLE)
-@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Policy file to write (.npz).")
+@click.option("-o", "--out", default=None, type=click.Path(dir_okay=False),
+              help="Policy file to write (.npz); required unless --predictor gbt-reference.")
 @click.option("--predictor", default="logistic", show_default=True,
               type=click.Choice(["logistic", "mlp", "gbt-reference"]),
               help="gbt-reference: report its metrics only (not exportable to a policy).")
@@ -287,6 +288,11 @@ def calibrate_command(bundle, out, predictor, groups, n_bins, risk, stage0, cost
     fold (K-fold grouped by request)."""
     from asd.calibration.calibrate import calibrate_to_file
     from asd.simulator.report import print_calibration
+
+    if predictor == "gbt-reference":  # metrics only: nothing is binned, solved or priced, and no policy is written
+        _warn_ignored(["out", "n_bins", "risk", "stage0", "cost_model", "lam"], "with --predictor gbt-reference")
+    elif out is None:
+        raise click.UsageError("Missing option '-o' / '--out' (the policy file to write).")
 
     report = calibrate_to_file(bundle, out, predictor=predictor, groups=groups, n_bins=n_bins, risk=_risk(risk),
                                stage0=stage0, cost_model=cost_model, split=split, lam=lam, seed=seed, plots=plots)
@@ -332,6 +338,9 @@ def simulate_command(bundle, split, folds, cost_model, predictor, stage0, risk, 
     from asd.simulator.report import print_explain, print_simulation
     from asd.simulator.job import run_simulate
 
+    if mode != "des":
+        _warn_ignored(["rate", "replicas", "max_batch"], "without --mode des")
+
     result = run_simulate(bundle, tau_max=tau_max, stat=stat, mode=mode, rate=rate, replicas=_replicas(replicas),
                           max_batch=max_batch, split=split, folds=folds,
                           cost_model=cost_model, predictor=predictor, stage0=stage0, risk=_risk(risk), seed=seed,
@@ -363,6 +372,20 @@ def sweep_command(bundle, split, folds, cost_model, predictor, stage0, risk, see
     _warn(result)
     print_sweep(result)
     write_json(json_path, result)
+
+
+def _warn_ignored(names: list[str], reason: str) -> None:
+    """One `warning:` line when options typed on the command line have no effect here (a
+    default value is not the user's choice, so it is not warned about)."""
+    from click.core import ParameterSource
+
+    ctx = click.get_current_context()
+    params = {p.name: p for p in ctx.command.params}
+    given = ["/".join(params[n].opts[-1:] + params[n].secondary_opts) for n in names
+             if ctx.get_parameter_source(n) == ParameterSource.COMMANDLINE]
+    if given:
+        click.echo(f"warning: {', '.join(given)} {'has' if len(given) == 1 else 'have'} no effect {reason}; ignored",
+                   err=True)
 
 
 def _warn(result: dict) -> None:
@@ -405,6 +428,11 @@ def check_command(policy, bundles, min_quality, max_loss_vs_last, max_cost_rel, 
     """
     from asd.simulator.check import check_policy, junit_xml
     from asd.simulator.report import print_check
+
+    if against is None:
+        _warn_ignored(["tolerance"], "without --against")
+    if mode != "des":
+        _warn_ignored(["rate"], "without --mode des")
 
     result = check_policy(policy, list(bundles), min_quality=min_quality, max_loss_vs_last=max_loss_vs_last,
                           max_cost_rel=max_cost_rel, max_latency=list(max_latency), beat=list(beat), against=against,

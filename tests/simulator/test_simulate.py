@@ -334,3 +334,29 @@ def test_too_few_requests_for_calibrations_folds_says_whose_folds(tmp_path):
     assert result.stderr.strip().splitlines()[-1].endswith(
         "3 requests to calibrate on; calibration cross-validates each predictor over 5 folds of requests and needs "
         "at least 5"), result.stderr
+
+
+def test_options_without_effect_are_named_in_one_warning_and_defaults_are_not():
+    """An option typed on the command line that the chosen mode ignores is named (not silently
+    dropped); an option left at its default is not the user's choice and draws no warning."""
+    result = CliRunner().invoke(main, ["simulate", "--tau-max", "800", "--rate", "3", "--max-batch", "4"])
+    assert result.exit_code == 0, result.output
+    assert "warning: --rate, --max-batch have no effect without --mode des; ignored" in result.stderr.splitlines()
+    result = CliRunner().invoke(main, ["simulate", "--tau-max", "800", "--mode", "des", "--rate", "3"])
+    assert result.exit_code == 0 and "no effect" not in result.stderr
+    from tests.simulator.test_check import POLICY
+
+    result = CliRunner().invoke(main, ["check", str(POLICY), "builtin", "--min-quality", "0.1", "--tolerance", "0.1"])
+    assert result.exit_code == 0 and "warning: --tolerance has no effect without --against; ignored" in result.stderr
+
+
+def test_calibrate_needs_out_except_for_the_gbt_reference_which_names_what_it_ignores(tmp_path):
+    result = CliRunner().invoke(main, ["calibrate", "builtin"])
+    assert result.exit_code == 2 and "Missing option '-o' / '--out'" in result.output
+    result = CliRunner().invoke(main, ["calibrate", "builtin", "--predictor", "gbt-reference"])
+    assert result.exit_code == 0 and "no effect" not in result.stderr and "boosted trees | logistic" in result.stdout
+    result = CliRunner().invoke(main, ["calibrate", "builtin", "--predictor", "gbt-reference", "--bins", "5",
+                                       "--no-stage0", "-o", str(tmp_path / "p.npz")])
+    assert result.exit_code == 0 and not (tmp_path / "p.npz").exists()
+    assert ("warning: --out, --bins, --stage0/--no-stage0 have no effect with --predictor gbt-reference; ignored"
+            in result.stderr.splitlines())
