@@ -178,18 +178,23 @@ def test_check_compatible_reads_the_bundle_block_asd_calibrate_writes():
         policy.check_compatible(None, [8, 13, 30, 70], "0" * 64)
 
 
-def test_a_version_1_policy_file_is_refused_with_a_clear_message(tmp_path):
-    policy, _, _ = make_policy(np.random.default_rng(8), with_prompt=False)
+def saved_as_version(policy, tmp_path, version):
+    """policy's file with its header's format version rewritten."""
     path = policy.save(tmp_path / "policy.npz")
     with np.load(path) as data:
         arrays = {k: data[k] for k in data.files}
     header = json.loads(str(arrays["header"]))
-    header["version"] = 1
-    arrays["header"] = np.array(json.dumps(header))
-    np.savez(tmp_path / "old.npz", **arrays)
+    arrays["header"] = np.array(json.dumps({**header, "version": version}))
+    np.savez(tmp_path / f"v{version}.npz", **arrays)
+    return tmp_path / f"v{version}.npz"
+
+
+def test_a_version_1_policy_file_is_refused_with_a_clear_message(tmp_path):
+    policy, _, _ = make_policy(np.random.default_rng(8), with_prompt=False)
+    old = saved_as_version(policy, tmp_path, 1)
     assert POLICY_VERSION == 3
     with pytest.raises(PolicyError, match=r"has version 1; this asd .* reads versions 2, 3: recalibrate"):
-        Policy.load(tmp_path / "old.npz")
+        Policy.load(old)
 
 
 def test_a_version_2_policy_file_without_start_evidence_still_loads_with_the_models_stage0(tmp_path):
@@ -197,14 +202,7 @@ def test_a_version_2_policy_file_without_start_evidence_still_loads_with_the_mod
     it stored, its stage 0 chosen by the model."""
     policy, _, _ = make_policy(np.random.default_rng(8))
     assert not policy.tables.has_start_evidence
-    path = policy.save(tmp_path / "policy.npz")
-    with np.load(path) as data:
-        arrays = {k: data[k] for k in data.files}
-    header = json.loads(str(arrays["header"]))
-    header["version"] = 2
-    arrays["header"] = np.array(json.dumps(header))
-    np.savez(tmp_path / "v2.npz", **arrays)
-    loaded = Policy.load(tmp_path / "v2.npz")
+    loaded = Policy.load(saved_as_version(policy, tmp_path, 2))
     np.testing.assert_array_equal(loaded.start_table, policy.start_table)
     np.testing.assert_array_equal(loaded.stop_table, policy.stop_table)
 
