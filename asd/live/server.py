@@ -300,6 +300,26 @@ def _stream(result: CascadeResult, *, chat: bool, serve: ServeState) -> Streamin
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
+def _check_can_listen(host: str, port: int) -> None:
+    """ConfigError when (host, port) cannot be bound: in use by another server, or not this
+    machine's address. Bound and released at once, with the SO_REUSEADDR uvicorn itself sets."""
+    import socket
+
+    from asd.errors import ConfigError
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise ConfigError(f"--host {host}: {exc.strerror}") from None
+    family, _, _, _, address = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise ConfigError(f"--host {host} --port {port}: cannot listen there ({exc.strerror})") from None
+
+
 def serve(tiers_path, policy_path, *, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
           max_queue: int = 256, feedback_path=None, speculative: bool = True, log_level: str = "warning") -> None:
     """`asd serve`: load the ladder and the policy, then run uvicorn until interrupted."""
@@ -315,6 +335,7 @@ def serve(tiers_path, policy_path, *, host: str = "127.0.0.1", port: int = 8000,
         raise ConfigError(f"--host {host}: binding beyond loopback needs --api-key (or ASD_API_KEY)")
     if max_queue < 1:
         raise ConfigError(f"--max-queue {max_queue}: must be >= 1")
+    _check_can_listen(host, port)  # one error: line now, not uvicorn's log line and exit 3 after loading
     ladder = load_ladder(tiers_path)
     policy = Policy.load(policy_path)
     check_ladder([t["name"] for t in ladder["tiers"]], policy)  # refused here, not inside uvicorn's startup

@@ -299,3 +299,24 @@ def test_asd_serve_refuses_a_ladder_the_policy_was_not_calibrated_for_with_one_l
                                               "the policy's tiers ['smollm2-135m', 'gemma3-270m']")
     wide = CliRunner().invoke(main, ["serve", "--tiers", str(config), "--policy", str(policy_file), "--host", "0.0.0.0"])
     assert wide.exit_code == 2 and "binding beyond loopback needs --api-key" in wide.output
+
+
+def test_serve_on_a_port_in_use_is_one_error_line_before_anything_loads(tmp_path):
+    """Another server on the port: one `error:` line naming host and port and exit 2 (uvicorn
+    would log its own line and exit 3, after the ladder and policy had loaded)."""
+    import socket
+
+    from click.testing import CliRunner
+
+    from asd.cli import main
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen(1)
+        port = other.getsockname()[1]
+        missing = tmp_path / "never-read.yaml"
+        result = CliRunner().invoke(main, ["serve", "--tiers", str(missing), "--policy", str(missing),
+                                           "--port", str(port)])
+    assert result.exit_code == 2, result.output
+    line = result.output.strip().splitlines()[-1]
+    assert line.startswith(f"error: --host 127.0.0.1 --port {port}: cannot listen there (") and "in use" in line
