@@ -39,8 +39,8 @@ class LiveOutcome:
 
 def poisson_arrivals(n: int, rate: float, seed: int = 0) -> np.ndarray:
     """Arrival offsets (s) of a Poisson process at `rate` requests/s, the first at 0."""
-    if not rate > 0:
-        raise ConfigError(f"--rate {rate}: must be > 0 requests per second")
+    if not 0 < rate < float("inf"):
+        raise ConfigError(f"--rate {rate}: must be a finite number > 0 requests per second")
     gaps = np.random.default_rng(seed).exponential(1.0 / rate, n)
     gaps[0] = 0.0
     return np.cumsum(gaps)

@@ -35,8 +35,8 @@ def arrival_times(n: int, *, process: str = "poisson", rate: float | None = None
         if offsets.shape != (n,) or not np.isfinite(offsets).all():
             raise ConfigError(f"arrival offsets: need {n} finite values (the trace has nulls or the wrong count)")
         return (offsets - offsets.min()) * 1e3 if n else offsets
-    if rate is None or not rate > 0:
-        raise ConfigError(f"arrival rate {rate!r}: must be > 0 requests per second")
+    if rate is None or not 0 < rate < float("inf"):
+        raise ConfigError(f"arrival rate {rate!r}: must be a finite number > 0 requests per second")
     rng = np.random.default_rng(seed)
     if process == "poisson":
         gaps = rng.exponential(1.0 / rate, n)

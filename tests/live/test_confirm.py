@@ -11,6 +11,7 @@ import pytest
 
 pytest.importorskip("httpx", reason="httpx not installed (pip install '.[live]')")
 
+from asd.errors import ConfigError
 from asd.live.confirm import drive, measured_summary, poisson_arrivals, write_live_bundle
 from asd.live.runner import CascadeRequest, build_runner
 from asd.traces.bundle import open_bundle
@@ -47,6 +48,9 @@ def test_poisson_arrivals_start_at_zero_and_match_the_rate():
     arrivals = poisson_arrivals(20_000, rate=4.0, seed=1)
     assert arrivals[0] == 0.0 and np.all(np.diff(arrivals) >= 0)
     assert abs(len(arrivals) / arrivals[-1] - 4.0) < 0.1
+    for bad in (0.0, -1.0, float("inf"), float("nan")):  # inf: every request at t = 0, not a rate
+        with pytest.raises(ConfigError, match="must be a finite number > 0 requests per second"):
+            poisson_arrivals(5, rate=bad)
 
 
 def test_closed_and_open_loop_runs_are_recorded_as_a_valid_bundle(llama_server, gemma_server, tmp_path):
