@@ -83,6 +83,10 @@ def _check_options(tier: dict, where: str) -> None:
         if isinstance(value, bool) or not number or not (value >= least if inclusive else value > least):
             kind = "a whole number" if whole else "a number"
             raise ConfigError(f"{where}: `{key}` must be {kind} {'>=' if inclusive else '>'} {least}, got {value!r}")
+    template = tier.get("template")
+    if template not in (None, "", "raw", "chat") and not (isinstance(template, str) and "{prompt}" in template):
+        # format_prompt substitutes {prompt}: without it every request would be sent the template alone
+        raise ConfigError(f"{where}: `template` must be chat, raw or a string containing {{prompt}}, got {template!r}")
     url = tier.get("url")
     urls = [url] if isinstance(url, str) else url
     if url is not None and not (isinstance(urls, list) and urls and all(isinstance(u, str) and u for u in urls)):
