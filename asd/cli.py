@@ -52,6 +52,8 @@ class BundleArg(click.ParamType):
     name = "bundle"
 
     def convert(self, value, param, ctx):
+        if not str(value).strip():  # Path("") is the working directory: never what an empty argument meant
+            self.fail("bundle path is empty", param, ctx)
         return str(value)
 
 

@@ -176,6 +176,8 @@ def test_calibrate_cli_gbt_reference_reports_beside_logistic_and_writes_no_polic
     (["simulate", "--tau-max", "-5"], "--tau-max"),
     (["simulate", "--tau-max", "800", "--replicas", "x"], "--replicas"),
     (["simulate", "--tau-max", "800", "--mode", "des", "--rate", "inf"], "arrival rate inf: must be a finite number"),
+    (["simulate", "", "--tau-max", "800"], "bundle path is empty"),  # Path("") would be the working directory
+    (["traces", "validate", ""], "bundle path is empty"),
     # checked before the bundle is read and calibrated on; inf named "target inf", not the flag
     (["simulate", "/no/such/bundle", "--tau-max", "inf"], "error: --tau-max inf: must be a positive number"),
     (["simulate", "--tau-max", "800", "--mode", "des", "--rate", "2", "--replicas", "1,2,3"],
