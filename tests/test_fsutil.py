@@ -40,6 +40,38 @@ def test_a_failing_writer_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
     assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["f.bin"]
 
 
+def test_errors_name_the_target_not_the_temporary_file(tmp_path):
+    """The user asked for `target`; the hidden temporary beside it is an implementation detail
+    (`calibrate -o /proc/x.npz` said `/proc/.x.npz.trnmxkro.tmp: No such file or directory`)."""
+    import errno
+    import os
+
+    target = tmp_path / "f.bin"
+
+    def fail_on_own_file(fh):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), fh.name)
+
+    with pytest.raises(OSError) as info:
+        atomic_write(target, fail_on_own_file)
+    assert info.value.filename == str(target) and info.value.errno == errno.ENOSPC
+    assert not list(tmp_path.iterdir())
+    other = tmp_path / "elsewhere"
+
+    def fail_on_another_file(fh):
+        raise OSError(errno.EACCES, os.strerror(errno.EACCES), str(other))
+
+    with pytest.raises(OSError) as info:  # an error about another file keeps its own name
+        atomic_write(target, fail_on_another_file)
+    assert info.value.filename == str(other)
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc (no file can be created there)")
+def test_a_target_where_no_temporary_can_be_created_is_named_itself():
+    with pytest.raises(OSError) as info:  # even root cannot create files in /proc
+        atomic_write("/proc/asd-test.npz", b"x")
+    assert info.value.filename == "/proc/asd-test.npz"
+
+
 def test_atomic_dir_swaps_a_whole_directory_or_nothing(tmp_path):
     target = tmp_path / "bundle"
     with atomic_dir(target) as tmp:
