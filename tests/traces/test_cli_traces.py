@@ -188,6 +188,13 @@ def test_unwritable_json_path_is_refused_before_any_work(synth, tmp_path, comman
     assert sorted(p.name for p in tmp_path.iterdir()) == before and _snapshot(synth) == source
 
 
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc (no file can be created there)")
+def test_a_json_path_no_file_can_be_created_at_is_refused_before_any_work_even_as_root():
+    """Permission bits say nothing for root: the check really creates (and removes) a file."""
+    result = CliRunner().invoke(main, ["traces", "inspect", "builtin", "--json", "/proc/asd-test.json"])
+    _one_error_line(result, "cannot write --json", "/proc/asd-test.json")
+
+
 def test_write_json_failure_is_an_asd_error(tmp_path):
     from asd.cli import write_json
     from asd.errors import AsdError
