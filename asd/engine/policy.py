@@ -45,6 +45,9 @@ TABLE_OPTIONS = ("start_costs", "n_bins", "n_prompt_bins", "binning", "prior_alp
 # Out-of-fold p̂ and the final predictor's in-sample p̂ differ by fold noise, not by this much:
 # a larger mean gap means the features or p̂ came from something else.
 AGREEMENT_TOL = 0.25
+# Below this many calibration requests, fold models fitted on a few dozen rows can miss the
+# tolerance by chance; the refusal then says to calibrate on more, not that the fit is foreign.
+FEW_REQUESTS = 100
 
 
 def _f64(name, a, shape=None):
@@ -432,8 +435,11 @@ class Policy:
                 raise PolicyError(f"features of {where} contain NaN or infinite values")
             gap = float(np.mean(np.abs(predictor.predict_proba(row, x) - oof)))
             if not gap < AGREEMENT_TOL:
+                why = (f"with {n} calibration requests the fold models can differ this much by chance: calibrate on "
+                       f"at least {FEW_REQUESTS}" if n < FEW_REQUESTS else
+                       "p̂ and predictor must come from one fit on these features")
                 raise PolicyError(f"out-of-fold p̂ of {where} disagrees with the predictor (mean |gap| = {gap:.3f} "
-                                  f">= {AGREEMENT_TOL}): p̂ and predictor must come from one fit on these features")
+                                  f">= {AGREEMENT_TOL}): {why}")
         tables = build_tables(oof_p, accepted, costs, prompt_p=oof_prompt_p, start_p_hat=oof_cold_p, **table_options)
         return cls(tables, predictor, lam=lam, risk=risk, tier_names=tier_names, meta=meta)
 

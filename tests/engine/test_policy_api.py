@@ -116,6 +116,14 @@ def test_from_calibration_checks_shapes_and_that_oof_p_agrees_with_the_predictor
             Policy.from_calibration(predictor, features, accepted, [1, 2, 4, 8], **kwargs)
     with pytest.raises(PolicyError, match="tier features have 3 columns; the predictor reads 16"):
         Policy.from_calibration(predictor, features[:, :, :3], accepted, [1, 2, 4, 8], **ok)
+    with pytest.raises(PolicyError, match="p̂ and predictor must come from one fit on these features"):
+        Policy.from_calibration(predictor, features, accepted, [1, 2, 4, 8], **dict(ok, oof_p=1 - p_true))
+    # on a dozen requests the same gap is what fold models of a few rows do by chance: say so
+    few = slice(0, 12)
+    with pytest.raises(PolicyError, match="with 12 calibration requests the fold models can differ this much by "
+                                          "chance: calibrate on at least 100"):
+        Policy.from_calibration(predictor, features[few], accepted[few], [1, 2, 4, 8], oof_p=1 - p_true[few],
+                                prompt_x=prompt_features[few], oof_prompt_p=prompt_p[few])
 
 
 def test_from_calibration_with_cold_features_builds_cold_start_tables():
