@@ -26,7 +26,11 @@ class AsdGroup(click.Group):
     bundle); 2 a usage error (bad option or input, missing file or bundle), as click's own."""
 
     def invoke(self, ctx):
-        warnings.showwarning = _warning_line
+        with warnings.catch_warnings():  # restores Python's own printer afterwards (CliRunner in tests)
+            warnings.showwarning = _warning_line
+            return self._invoke(ctx)
+
+    def _invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except AsdError as exc:

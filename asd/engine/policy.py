@@ -27,7 +27,7 @@ from asd import __version__
 from asd.engine import decide_nb as K
 from asd.engine.dp_nb import (empirical_start_nb, path_totals_nb, solve_cold_start_nb, solve_dp_nb, walk_bins_cold_nb,
                               walk_bins_nb)
-from asd.engine.tables import COLD_FIELDS, EVIDENCE_FIELDS, EngineTables, parse_risk
+from asd.engine.tables import COLD_FIELDS, EVIDENCE_FIELDS, EngineTables, check_evidence, parse_risk
 from asd.errors import PolicyError
 
 POLICY_FORMAT = "asd.policy"
@@ -298,6 +298,7 @@ class Policy:
         self.start_table = np.zeros(n_prompt_bins, dtype=np.int64)
         self.value0 = np.zeros(n_prompt_bins)
         self.start_values = np.zeros((n_tiers, n_prompt_bins))  # value of starting at s from prompt bin b0
+        self._start_model = np.zeros((n_tiers, n_prompt_bins))  # the model's part of it (scratch of each solve)
         self._evidence = _start_evidence(tables)
         # the cold-start state (a request that started at tier s, skipping the tiers below)
         self.stop_cold_table = np.zeros((n_tiers, n_bins), dtype=np.uint8)
@@ -331,12 +332,15 @@ class Policy:
         else:  # the cold state is priced like the climbed one
             stop_cold[:], value_cold[:], vmean_cold[:] = stop, value, vmean
         # the model's value of each start as played: c0_s(b0) + Σ_b T_{0→s}(b0, b) V_cold_s(b)
-        np.einsum("sab,sb->sa", t.trans0, value_cold, out=start_values)
-        start_values += t.c0
-        if self._evidence is not None:
+        model = self._start_model
+        np.einsum("sab,sb->sa", t.trans0, value_cold, out=model)
+        model += t.c0
+        if self._evidence is None:
+            start_values[:] = model
+        else:
             e = self._evidence
             empirical_start_nb(lam, stop, stop_cold, self.q_mean, self.q_mean_cold, e.prompt_bins, e.tier_bins,
-                               e.cold_bins, e.accepted, e.cost, e.cost_cont, e.counts, start_values.copy(),
+                               e.cold_bins, e.accepted, e.cost, e.cost_cont, e.counts, model,
                                START_PRIOR_WEIGHT, start_values, start, value0)
 
     def _pack(self) -> None:
@@ -809,32 +813,13 @@ class _StartEvidence:
 
 
 def _start_evidence(tables: EngineTables) -> _StartEvidence | None:
-    """None without evidence; a PolicyError naming the array for evidence that does not fit
-    the tables (a damaged or hand-made file must not index past a table in the kernel)."""
+    """None without evidence; else the checked arrays (`tables.check_evidence`) as the kernel
+    reads them."""
     if not tables.has_start_evidence:
         return None
-    missing = [k for k in EVIDENCE_FIELDS if getattr(tables, k) is None]
-    if missing:
-        raise PolicyError(f"start evidence is incomplete: {', '.join(missing)} missing")
-    n = np.asarray(tables.evidence_prompt_bins).shape[0]
-    shape = (n, tables.n_tiers)
-    arrays = {}
-    for name, bound in (("prompt_bins", tables.n_prompt_bins), ("tier_bins", tables.n_bins),
-                        ("cold_bins", tables.n_bins)):
-        a = np.ascontiguousarray(getattr(tables, "evidence_" + name), dtype=np.int64)
-        if a.shape != ((n,) if name == "prompt_bins" else shape):
-            raise PolicyError(f"evidence_{name} has shape {a.shape}: expected {(n,) if name == 'prompt_bins' else shape}")
-        if a.size and (a.min() < 0 or a.max() >= bound):
-            raise PolicyError(f"evidence_{name} must lie in 0..{bound - 1}")
-        arrays[name] = a
-    for name in ("accepted", "cost", "cost_cont"):
-        a = np.ascontiguousarray(getattr(tables, "evidence_" + name), dtype=np.float64)
-        if a.shape != shape:
-            raise PolicyError(f"evidence_{name} has shape {a.shape}: expected {shape}")
-        bad = np.isinf(a) | (a < 0) | ((a > 1) if name == "accepted" else np.isnan(a))
-        if bad.any():
-            raise PolicyError(f"evidence_{name}: " + ("acceptance must be NaN or in [0, 1]" if name == "accepted"
-                                                      else "costs must be finite and >= 0"))
-        arrays[name] = a
+    check_evidence(tables)
+    arrays = {name: np.ascontiguousarray(getattr(tables, "evidence_" + name), dtype=dtype)
+              for name, dtype in (("prompt_bins", np.int64), ("tier_bins", np.int64), ("cold_bins", np.int64),
+                                  ("accepted", np.float64), ("cost", np.float64), ("cost_cont", np.float64))}
     counts = np.bincount(arrays["prompt_bins"], minlength=tables.n_prompt_bins).astype(np.float64)
     return _StartEvidence(counts=counts, **arrays)

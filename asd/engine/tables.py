@@ -175,6 +175,31 @@ def _check_costs(name: str, a: np.ndarray) -> None:
     _refuse_first(name, a, ~np.isfinite(a) | (a < 0.0), "costs must be finite and >= 0")
 
 
+def check_evidence(tables: EngineTables) -> None:
+    """PolicyError naming the first start-evidence array that does not fit the tables (a
+    damaged or hand-made file must not index past a table in the kernel): all or none present,
+    (N,) prompt bins and (N, L) grids, bins within the tables', acceptance NaN or in [0, 1],
+    costs finite and >= 0."""
+    missing = [k for k in EVIDENCE_FIELDS if getattr(tables, k) is None]
+    if missing:
+        raise PolicyError(f"start evidence is incomplete: {', '.join(missing)} missing")
+    n = np.asarray(tables.evidence_prompt_bins).shape[0]
+    grid = (n, tables.n_tiers)
+    for name, shape, bound in (("evidence_prompt_bins", (n,), tables.n_prompt_bins),
+                               ("evidence_tier_bins", grid, tables.n_bins), ("evidence_cold_bins", grid, tables.n_bins),
+                               ("evidence_accepted", grid, None), ("evidence_cost", grid, None),
+                               ("evidence_cost_cont", grid, None)):
+        a = np.asarray(getattr(tables, name))
+        if a.shape != shape:
+            raise PolicyError(f"{name} has shape {a.shape}: expected {shape}")
+        if bound is not None:
+            _refuse_first(name, a, (a < 0) | (a >= bound), f"bins must lie in 0..{bound - 1}")
+        elif name == "evidence_accepted":
+            _check_probabilities(name, a.astype(np.float64), allow_nan=True)
+        else:
+            _check_costs(name, a.astype(np.float64))
+
+
 def _kernel(src_bins, dst_bins, n_src, n_dst, smoothing):
     """Rows P(dst | src), Dirichlet-smoothed toward the smoothed marginal of dst."""
     counts = np.zeros((n_src, n_dst))
@@ -353,7 +378,7 @@ def build_tables(
         optional["evidence_prompt_bins"] = bins0.astype(np.int32)
         optional["evidence_tier_bins"] = bins.astype(np.int32)
         optional["evidence_cold_bins"] = start_bins.astype(np.int32)
-        optional["evidence_accepted"] = accepted
+        optional["evidence_accepted"] = accepted.copy()
         optional["evidence_cost"] = np.array(start_costs, dtype=np.float64)
         optional["evidence_cost_cont"] = np.array(costs, dtype=np.float64)
     n_b0 = edges0.shape[0] - 1

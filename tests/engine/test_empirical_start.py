@@ -173,13 +173,17 @@ def test_empirical_start_needs_a_prompt_stage_and_damaged_evidence_is_refused():
 
     bad_bins = t.evidence_tier_bins.copy()
     bad_bins[0, 0] = t.n_bins
-    with pytest.raises(PolicyError, match="evidence_tier_bins must lie in"):
+    with pytest.raises(PolicyError, match=r"evidence_tier_bins\[0, 0\] = 5.0: bins must lie in 0..4"):
         Policy(replace(t, evidence_tier_bins=bad_bins), Predictor.identity(3, has_prompt=True))
     with pytest.raises(PolicyError, match="evidence_cost has shape"):
         Policy(replace(t, evidence_cost=t.evidence_cost[:5]), Predictor.identity(3, has_prompt=True))
     with pytest.raises(PolicyError, match="evidence is incomplete"):
         Policy(replace(t, evidence_accepted=None), Predictor.identity(3, has_prompt=True))
+    too_high = t.evidence_accepted.copy()
+    too_high[2, 0] = 1.5
+    with pytest.raises(PolicyError, match=r"evidence_accepted\[2, 0\] = 1.5: must be a probability in \[0, 1\]"):
+        Policy(replace(t, evidence_accepted=too_high), Predictor.identity(3, has_prompt=True))
     negative = t.evidence_cost_cont.copy()
     negative[1, 1] = -1.0
-    with pytest.raises(PolicyError, match="costs must be finite"):
+    with pytest.raises(PolicyError, match=r"evidence_cost_cont\[1, 1\] = -1.0: costs must be finite and >= 0"):
         Policy(replace(t, evidence_cost_cont=negative), Predictor.identity(3, has_prompt=True))
