@@ -1,0 +1,78 @@
+"""Is the policy limited by the engine or by the features? Compares asd's pooled cross-fitted
+policy with a learned reference on the same requests, folds, costs and features: fitted-Q with
+boosted trees over every feature (`asd.simulator.fitted_q`), at 1, 2 and 3 % quality loss
+against always-last.
+
+    python scripts/policy_reference.py BUNDLE [--folds 5] [--seed 0] [--cost-model params] [--points 25] [--json PATH]
+
+If the reference is no cheaper than the policy at the same quality, better use of these
+features will not close the gap to the oracle; better features (or logprobs) might.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+LOSSES = (0.01, 0.02, 0.03)
+
+
+def main(argv=None) -> int:
+    sys.path.insert(0, str(REPO))
+    from asd.errors import AsdError
+    from asd.fsutil import atomic_write
+    from asd.simulator.evaluate import Evaluation
+    from asd.simulator.fitted_q import fitted_q_reference
+    from asd.simulator.sweep import cheapest_within, sweep
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("bundle", help="a trace bundle, or 'builtin'")
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=0, help="fold seed (and the trees' seed)")
+    parser.add_argument("--cost-model", default="params", choices=["trace", "profile", "params"])
+    parser.add_argument("--points", type=int, default=25, help="value weights μ on the reference's grid")
+    parser.add_argument("--json", type=Path, help="write both frontiers and the comparison here")
+    args = parser.parse_args(argv)
+    try:
+        if args.points < 2 or args.seed < 0:
+            raise AsdError(f"--points {args.points} --seed {args.seed}: need at least 2 points and a seed >= 0")
+        ev = Evaluation(args.bundle, folds=args.folds, cost_model=args.cost_model, seed=args.seed)
+        result = sweep(evaluation=ev)
+        mus = np.geomspace(0.1, 1000.0, args.points)
+        reference = [p.as_dict() for p in fitted_q_reference(
+            ev, mus, seed=args.seed, progress=lambda j, n: print(f"\rfitted-Q: μ {j + 1} of {n}", end="",
+                                                                 file=sys.stderr, flush=True))]
+        print(file=sys.stderr)
+        last = result["quality_check"]["always_last_quality"]
+        rows = []
+        for loss in LOSSES:
+            floor = last * (1.0 - loss)
+            policy, ref = cheapest_within(result["policy"], floor), cheapest_within(reference, floor)
+            rows.append({"loss": loss, "quality_floor": floor,
+                         "policy_cost": None if policy is None else policy["cost_rel"],
+                         "reference_cost": None if ref is None else ref["cost_rel"]})
+        oracle = result["quality_check"]["oracle"]["cost_rel"]
+        print(f"{ev.view.path}: {ev.design['description']}; cost model {ev.cost_model.kind}; "
+              f"oracle cost {oracle:.3f}")
+        print("loss  quality ≥   policy cost   fitted-Q cost")
+        for r in rows:
+            fmt = lambda c: "   n/a" if c is None else f"{c:6.3f}"  # noqa: E731
+            print(f"{100 * r['loss']:3.0f}%  {r['quality_floor']:9.4f}   {fmt(r['policy_cost']):>11}   "
+                  f"{fmt(r['reference_cost']):>13}")
+        if args.json:
+            atomic_write(args.json, json.dumps({"bundle": str(ev.view.path), "seed": args.seed,
+                                                     "cost_model": ev.cost_model.kind, "comparison": rows,
+                                                     "policy": result["policy"], "fitted_q": reference}, indent=1).encode())
+    except AsdError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
