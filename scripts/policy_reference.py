@@ -24,6 +24,7 @@ LOSSES = (0.01, 0.02, 0.03)
 
 def main(argv=None) -> int:
     sys.path.insert(0, str(REPO))
+    from asd.cli import JsonPath
     from asd.errors import AsdError
     from asd.fsutil import atomic_write
     from asd.simulator.evaluate import Evaluation
@@ -41,6 +42,8 @@ def main(argv=None) -> int:
     try:
         if args.points < 2 or args.seed < 0:
             raise AsdError(f"--points {args.points} --seed {args.seed}: need at least 2 points and a seed >= 0")
+        if args.json:
+            JsonPath().convert(str(args.json), None, None)  # before the work, as the CLI does
         ev = Evaluation(args.bundle, folds=args.folds, cost_model=args.cost_model, seed=args.seed)
         result = sweep(evaluation=ev)
         mus = np.geomspace(0.1, 1000.0, args.points)
@@ -57,7 +60,7 @@ def main(argv=None) -> int:
                          "policy_cost": None if policy is None else policy["cost_rel"],
                          "reference_cost": None if ref is None else ref["cost_rel"]})
         oracle = result["quality_check"]["oracle"]["cost_rel"]
-        print(f"{ev.view.path}: {ev.design['description']}; cost model {ev.cost_model.kind}; "
+        print(f"{args.bundle}: {ev.design['description']}; cost model {ev.cost_model.kind}; "
               f"oracle cost {oracle:.3f}")
         print("loss  quality ≥   policy cost   fitted-Q cost")
         for r in rows:
@@ -65,11 +68,14 @@ def main(argv=None) -> int:
             print(f"{100 * r['loss']:3.0f}%  {r['quality_floor']:9.4f}   {fmt(r['policy_cost']):>11}   "
                   f"{fmt(r['reference_cost']):>13}")
         if args.json:
-            atomic_write(args.json, json.dumps({"bundle": str(ev.view.path), "seed": args.seed,
+            atomic_write(args.json, json.dumps({"bundle": str(args.bundle), "seed": args.seed,
                                                      "cost_model": ev.cost_model.kind, "comparison": rows,
                                                      "policy": result["policy"], "fitted_q": reference}, indent=1).encode())
     except AsdError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the --json target went away during the run
+        print(f"error: {args.json}: cannot write --json ({exc.strerror or exc})", file=sys.stderr)
         return 2
     return 0
 

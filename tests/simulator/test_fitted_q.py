@@ -124,3 +124,8 @@ def test_script_prints_both_costs_and_writes_json(tmp_path):
     bad = subprocess.run([sys.executable, "scripts/policy_reference.py", str(tmp_path / "missing")], cwd=REPO,
                          capture_output=True, text=True, timeout=600)
     assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [f"error: {tmp_path / 'missing'}: no such bundle"]
+    unwritable = tmp_path / "no-dir" / "ref.json"  # refused before the work
+    bad = subprocess.run([sys.executable, "scripts/policy_reference.py", "builtin", "--json", str(unwritable)],
+                         cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
+        f"error: {unwritable}: cannot write --json (no directory {unwritable.parent})"]
