@@ -20,6 +20,7 @@ import numpy as np
 from asd import __version__
 from asd.calibration.costs import CostGrid, CostModel, fit_cost_model
 from asd.calibration.features import FeatureSet, compute_features
+from asd.calibration.id_sketch import request_id_sketch
 from asd.calibration.metrics import best_single_feature, reliability_plot, stage_metrics
 from asd.calibration.predictors import PREDICTORS, StageFit, fit_stage, stack_predictor
 from asd.calibration.views import TraceView, load_view
@@ -144,6 +145,7 @@ def calibrate(
     if predictor not in ("logistic", "mlp"):
         raise ConfigError(f"predictor {predictor!r} is an offline reference: a policy needs logistic or mlp "
                           "(compare them with `asd calibrate --predictor gbt-reference --json`)")
+    sketch_ids = rows is None  # a policy of its own; the simulator's per-fold fits (rows given) need none
     if rows is None:
         rows, data_used = split_rows(view, split)
     else:
@@ -200,7 +202,8 @@ def calibrate(
         "cost_model": model.to_dict(),
         "bundle": {"path": view.path, "content_hash": view.content_hash, "tiers": view.manifest.get("tiers"),
                    "n_requests": view.n_requests},
-        "calibration": {k: report[k] for k in ("split", "data", "predictor", "stage0", "bins")},
+        "calibration": {k: report[k] for k in ("split", "data", "predictor", "stage0", "bins")}
+        | ({"request_id_sketch": request_id_sketch(view.request_ids[rows])} if sketch_ids else {}),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "asd_version": __version__,
     }

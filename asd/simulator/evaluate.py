@@ -24,6 +24,7 @@ import numpy as np
 
 from asd.calibration.costs import CostGrid, CostModel, fit_cost_model
 from asd.calibration.features import FEATURE_GROUPS, FeatureSet, FeatureSpec, compute_features
+from asd.calibration.id_sketch import calibration_share
 from asd.calibration.views import TraceView, load_view
 from asd.engine import Policy
 from asd.errors import ConfigError, PolicyError
@@ -49,6 +50,9 @@ FLOAT32_FEATURES_ABOVE_BYTES = 256 * 2**20
 # Requests whose features are upcast to float64 and binned at a time (a whole fold's at once
 # would be a 0.2 GB temporary at 10^6 requests, this many 20 MB).
 BIN_CHUNK_ROWS = 16_384
+# A given policy's replay is called in-sample when at least this share of the replayed requests
+# were among its calibration requests (estimated from the id sketch in its meta).
+IN_SAMPLE_SHARE = 0.05
 
 
 def subsample_rows(rows: np.ndarray, limit: int | None, seed: int) -> np.ndarray:
@@ -303,8 +307,16 @@ class Evaluation:
         self.design["policy_lambda"] = self.policy_lam
         bundle = meta.get("bundle") if isinstance(meta.get("bundle"), dict) else {}
         known = meta.get("bundle_content_hash", bundle.get("content_hash"))
-        calibrated_on = (meta.get("calibration") or {}).get("split")
-        held_out = split is not None and calibrated_on is not None and calibrated_on != split
+        calibration = meta.get("calibration") if isinstance(meta.get("calibration"), dict) else {}
+        if calibration.get("request_id_sketch") is not None:  # which requests it saw, whatever the bundle's hash
+            replayed = view.request_ids[np.concatenate([held for _, held in plan])]
+            found = calibration_share(calibration["request_id_sketch"], replayed)
+            if found is not None and found[0] >= IN_SAMPLE_SHARE:
+                self.warnings.append(f"in-sample: about {100 * found[0]:.0f}% of the {len(replayed)} requests replayed "
+                                     f"from {view.path} were in the policy's calibration data (by request id); "
+                                     "figures are optimistic")
+            return
+        held_out = split is not None and calibration.get("split") is not None and calibration.get("split") != split
         if known is not None and known == view.content_hash and not held_out:
             self.warnings.append(f"in-sample: {view.path} is the bundle the policy was calibrated on "
                                  f"(content hash {known[:12]}…) and these requests were in its calibration data; "
