@@ -81,6 +81,10 @@ class _Inputs:
 
 def _inputs(score, cost, cost_cont, tier_x, cold_x, prompt_x, fold) -> _Inputs:
     score = np.asarray(score, dtype=np.float64)
+    if score.ndim != 2 or score.shape[1] < 2:
+        raise ConfigError("fitted-Q reference: needs a ladder of at least 2 tiers")
+    if len(np.unique(fold)) < 2:
+        raise ConfigError("fitted-Q reference: needs at least 2 folds")
     n_tiers = score.shape[1]
     cost, cost_cont = np.asarray(cost, np.float64), np.asarray(cost_cont, np.float64)
     scale = float(cost[:, -1].mean())
@@ -141,11 +145,6 @@ def fitted_q_point(mu: float, score, cost, cost_cont, tier_x, cold_x, prompt_x, 
 def fitted_q_frontier(score, cost, cost_cont, tier_x, cold_x, prompt_x, fold, mus=DEFAULT_MUS, *,
                       make_learner: Callable | None = None, seed: int = 0, progress=None) -> list[FittedQPoint]:
     """fitted_q_point at every μ, sorted by cost."""
-    score = np.asarray(score, dtype=np.float64)
-    if score.ndim != 2 or score.shape[1] < 2:
-        raise ConfigError("fitted-Q reference: needs a ladder of at least 2 tiers")
-    if len(np.unique(fold)) < 2:
-        raise ConfigError("fitted-Q reference: needs at least 2 folds")
     make_learner = make_learner or (lambda: default_learner(seed))
     inputs = _inputs(score, cost, cost_cont, tier_x, cold_x, prompt_x, fold)
     points = []
@@ -161,7 +160,9 @@ def fitted_q_frontier(score, cost, cost_cont, tier_x, cold_x, prompt_x, fold, mu
 
 def fitted_q_reference(ev, mus=DEFAULT_MUS, *, seed: int = 0, progress=None) -> list[FittedQPoint]:
     """The fitted-Q frontier on an Evaluation's requests and folds (the same rows, costs and
-    features its policies are calibrated and replayed on)."""
+    features its policies are calibrated and replayed on). It fits on every row of the other
+    folds; above MAX_CALIBRATION_ROWS calibration rows a fold's policy fits on a subsample, so
+    on such bundles the reference has more data than the policy (it is a reference, not a rival)."""
     if ev.fixed is not None:
         raise ConfigError("fitted-Q reference: compares against policies calibrated per fold; give no --policy")
     if ev.design["folds"] is None:

@@ -82,6 +82,8 @@ def test_bad_ladders_are_refused():
         fitted_q_frontier(**(data | {"fold": np.zeros(len(data["fold"]), int)}), mus=[1.0])
     with pytest.raises(ConfigError, match="at least 2 tiers"):
         fitted_q_frontier(**(data | {"score": data["score"][:, :1]}), mus=[1.0])
+    with pytest.raises(ConfigError, match="at least 2 tiers"):
+        fitted_q_point(1.0, make_learner=learner, **(data | {"score": data["score"][:, 0]}))
 
 
 @pytest.fixture(scope="module")
