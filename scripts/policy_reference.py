@@ -64,9 +64,9 @@ def main(argv=None) -> int:
               f"oracle cost {oracle:.3f}")
         print("loss  quality ≥   policy cost   fitted-Q cost")
         for r in rows:
-            fmt = lambda c: "   n/a" if c is None else f"{c:6.3f}"  # noqa: E731
-            print(f"{100 * r['loss']:3.0f}%  {r['quality_floor']:9.4f}   {fmt(r['policy_cost']):>11}   "
-                  f"{fmt(r['reference_cost']):>13}")
+            policy_cost, reference_cost = (("n/a" if c is None else f"{c:.3f}") for c in
+                                           (r["policy_cost"], r["reference_cost"]))
+            print(f"{100 * r['loss']:3.0f}%  {r['quality_floor']:9.4f}   {policy_cost:>11}   {reference_cost:>13}")
         if args.json:
             atomic_write(args.json, json.dumps({"bundle": str(args.bundle), "seed": args.seed,
                                                      "cost_model": ev.cost_model.kind, "comparison": rows,

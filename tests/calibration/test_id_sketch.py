@@ -69,3 +69,10 @@ def test_replaying_on_a_split_copy_of_the_calibration_bundle_is_called_in_sample
     assert 0.5 < share < 0.9
     everything = Evaluation("builtin", policy=path).warnings  # no split column: every request, 70% seen
     assert len(everything) == 1 and "about 70% of the 600 requests" in everything[0]
+
+
+def test_without_an_estimate_the_bundle_hash_still_decides():
+    policy = calibrate("builtin").policy  # every request of the built-in trace
+    policy.meta["calibration"]["request_id_sketch"] = ["0000000000000001"]  # no replayed id hashes this low
+    warned = Evaluation("builtin", policy=policy).warnings
+    assert len(warned) == 1 and "is the bundle the policy was calibrated on (content hash" in warned[0]
