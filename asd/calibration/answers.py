@@ -5,8 +5,10 @@ there is, so the answer must be found the same way whatever the wording: a JSON 
 field, an explicit marker ("The answer is (B)", "Answer: 42", \\boxed{42}, "#### 42"), a
 short bare answer ("C", "(C) Paris", "1,234"), a number closing the last line, and else the
 whole text. Keys are typed, so "(B)" from a chain of thought and {"answer": "B"} agree:
-`num:1234.5`, `opt:B`, `txt:paris`. Every pattern is compiled once; `extract_answer` is
-called once per (request, tier) and caches by text.
+`num:1234.5`, `opt:B`, `txt:paris`, and a math answer that is not a plain number keeps its
+whole expression, LaTeX spelling normalised (`expr:2\\sqrt{3}`, `expr:(1,2)`): reading only its
+first number would make 2√3 and 2√2 "agree". Every pattern is compiled once; `extract_answer`
+is called once per (request, tier) and caches by text.
 """
 
 from __future__ import annotations
@@ -28,14 +30,39 @@ _JSON_ANSWER = re.compile(
 # first is still found ("The answer is 34 s. The answer is (J).").
 _ANSWER_IS = re.compile(r"\b(?:[Aa]nswer|ANSWER)\s+(?:is|IS|Is|would\s+be|should\s+be)\s*:?\s*(?=([^\n]{0,80}))")
 _ANSWER_COLON = re.compile(r"\b(?:[Aa]nswer|ANSWER)\s*[:：]\s*(?=([^\n]{0,80}))")
-_BOXED = re.compile(r"\\boxed\s*\{((?:[^{}]|\{[^{}]*\})*)\}")
+_BOXED_OPEN = re.compile(r"\\(?:boxed|fbox)\s*\{")
+
+
+class _Boxed:
+    """\\boxed{...} spans with their braces balanced to any depth (\\frac{\\sqrt{3}}{2} nests two)."""
+
+    @staticmethod
+    def findall(text: str) -> list[str]:
+        spans = []
+        for opening in _BOXED_OPEN.finditer(text):
+            depth, start = 1, opening.end()
+            for at in range(start, len(text)):
+                depth += {"{": 1, "}": -1}.get(text[at], 0)
+                if depth == 0:
+                    spans.append(text[start:at])
+                    break
+        return spans
+
+
+_BOXED = _Boxed()
+
 _HASHES = re.compile(r"####\s*([^\n]{1,80})")
 # An option letter opening a span: "(C)", "C.", "C)", "C" alone, but not the words "A"/"I"
 # starting a sentence ("A dog ...", "I think ...").
 _OPTION = re.compile(r"^\s*(?:\(([A-Pa-p])\)|([A-P])(?=\s*$|[.,;:)\]*]|\s+(?![a-z'])))")
 _OPTION_WORD = re.compile(r"^\s*option\s+\(?([A-Pa-p])\b", re.IGNORECASE)
 _OPTION_AT_END = re.compile(r"\(([A-P])\)\W*$")
-_NUMBER = re.compile(r"(?<![\w.])[-−]?\$?\d[\d,]*(?:\.\d+)?(?:\s*/\s*\d+(?:\.\d+)?)?(?![\d])")
+# A comma inside a number only groups thousands ("1,234"); "(1,2)" is not 12. Digits right
+# after "d," are never a number of their own: "130,00" (a truncated 130,000) is not 0.
+_DIGITS = r"(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)"
+_NUMBER = re.compile(r"(?<![\w.])(?<!\d,)[-−]?\$?" + _DIGITS + r"(?:\.\d+)?(?:\s*/\s*\d+(?:\.\d+)?)?(?![\d])")
+_PLAIN_NUMBER = re.compile(r"[-−]?\$?" + _DIGITS + r"(?:\.\d+)?(?:/\d+(?:\.\d+)?)?")
+_GROUPED_NUMBER = re.compile(r"-?" + _DIGITS + r"(?:\.\d+)?(?:/.*)?")
 _LATEX_FRAC = re.compile(r"\\[dt]?frac\s*\{\s*([-−]?\d+(?:\.\d+)?)\s*\}\s*\{\s*(\d+(?:\.\d+)?)\s*\}")
 _LIST_MARKER = re.compile(r"^\s*(?:\d+|[a-zA-Z])[.)]\s+")  # "2. Eat well": a list, not an answer
 _SENTENCE_END = re.compile(r"(?<!\d)[.!?](?:\s|$)|\n")
@@ -43,7 +70,23 @@ _ARTICLES = re.compile(r"\b(?:a|an|the)\b")
 PUNCTUATION_TO_SPACE = _PUNCT = str.maketrans({c: " " for c in string.punctuation + "“”‘’«»…—–"})
 _SHORT_WORDS = 4  # a text of at most this many words is a bare answer ("C", "42", "Paris")
 
-KIND_EMPTY, KIND_TEXT, KIND_NUMBER, KIND_OPTION = 0, 1, 2, 3
+# LaTeX spacing and sizing that never changes an answer; \text{...} and friends keep their words.
+_LATEX_NOISE = re.compile(r"\\(?:left|right|displaystyle|[,;:! ])|\^\s*\{?\s*\\circ\s*\}?|\\circ|\\?\$")
+_LATEX_WORDS = re.compile(r"\\(?:text|textbf|textrm|mathrm|mathbf|mbox|operatorname)\s*\{([^{}]*)\}")
+_LATEX_COMMAND = re.compile(r"\\[A-Za-z]+")
+_WORD = re.compile(r"[A-Za-z]{2,}")  # outside LaTeX commands: prose, not an expression
+_NUMBER_AND_UNIT = re.compile(r"^[-−]?\$?\d[\d,.]*\s+[A-Za-z]")  # "14.1 m/s": a number, then its unit
+# What makes a span an expression rather than a number: a LaTeX command, a power or index,
+# braces, a tuple or interval, or operators between operands.
+_STRUCTURE = re.compile(r"\\[A-Za-z]|[\^_{}]|[(\[][^()\[\]]*,[^()\[\]]*[)\]]|\d\s*,\s*\d|[\w)}]\s*[-+*/<>]\s*[\w(\\{]")
+_ONE_CHAR_GROUP = re.compile(r"([\^_])\{(\w)\}")  # x^{2} → x^2
+_BARE_ARGUMENT = re.compile(r"\\(sqrt|frac)(\d)(\d)?")  # \sqrt3 → \sqrt{3}, \frac12 → \frac{1}{2}
+_TIMES = re.compile(r"\\(?:cdot|times)")
+_SPACED_DIGITS = re.compile(r"\d\s+\d")  # "24 2/3", "1 000": not one expression to squeeze together
+_OPERAND = re.compile(r"[0-9A-Za-z]")  # "{" or "+" alone is no expression
+_ASSIGNMENT = re.compile(r"=|\\approx|\\equiv")
+
+KIND_EMPTY, KIND_TEXT, KIND_NUMBER, KIND_OPTION, KIND_EXPRESSION = 0, 1, 2, 3, 4
 
 
 @dataclass(frozen=True)
@@ -68,7 +111,11 @@ def normalise_text(text: str) -> str:
 
 def canonical_number(token: str) -> str | None:
     """'1,234.50' → '1234.5', '-3/4' → '-0.75', '$5' → '5', '7.0' → '7'; None if not a number."""
-    token = token.replace("−", "-").replace("$", "").replace(",", "").replace(" ", "")
+    token = token.replace("−", "-").replace("$", "").replace(" ", "")
+    if "," in token:
+        if not _GROUPED_NUMBER.fullmatch(token):
+            return None  # "3,4" is a list, not 34
+        token = token.replace(",", "")
     try:
         if "/" in token:
             num, den = token.split("/", 1)
@@ -89,17 +136,53 @@ def _first_sentence(span: str) -> str:
     return span[: match.start()] if match else span
 
 
+def _bare_argument(match: re.Match) -> str:
+    command, first, second = match.groups()
+    return f"\\{command}{{{first}}}" + (f"{{{second}}}" if second else "")
+
+
+def _expression(sentence: str) -> Answer | None:
+    """A math answer that is more than one number ("2\\sqrt{3}", "x^2+1", "(1, 2)", "[0,1)"),
+    as one key: spaces and one-character braces normalised (the caller has dropped \\left,
+    \\right and units and spelt \\dfrac12 as \\frac{1}{2}), \\cdot and \\times as *, and an
+    assignment read as its right-hand side ("x = 5" is 5). None for prose, a number with its
+    unit, digits apart ("24 2/3") or a plain number (the caller reads those)."""
+    span = sentence.strip().rstrip(".")
+    if (not span or _WORD.search(_LATEX_COMMAND.sub(" ", span)) or _NUMBER_AND_UNIT.match(span)
+            or _SPACED_DIGITS.search(span)):
+        return None
+    if not _STRUCTURE.search(span) or not _OPERAND.search(span):
+        return None
+    sides = [part for part in _ASSIGNMENT.split(span) if part.strip()]
+    span = sides[-1] if sides else span
+    compact = _TIMES.sub("*", _ONE_CHAR_GROUP.sub(r"\1\2", "".join(span.split())))
+    if not compact:
+        return None
+    if _PLAIN_NUMBER.fullmatch(compact):
+        canon = canonical_number(compact)
+        return None if canon is None else Answer(f"num:{canon}", KIND_NUMBER, marked=True)
+    return Answer(f"expr:{compact}", KIND_EXPRESSION, marked=True)
+
+
 def _parse_span(span: str) -> Answer | None:
-    """What an answer marker points at: an option letter, else a number, else its text."""
+    """What an answer marker points at: an option letter, else a math expression, else a
+    number, else its text."""
     span = span.strip().strip("*$ ")
     if not span:
         return None
+    if "\\" in span or "$" in span:  # LaTeX: drop spacing and units' markup, one spelling of fractions
+        span = _LATEX_WORDS.sub(lambda m: f" {m.group(1)} ", _LATEX_NOISE.sub(" ", span)).strip()
+        span = _BARE_ARGUMENT.sub(_bare_argument, span.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac"))
+    span = span.replace("{,}", ",")  # LaTeX's thousands separator: 1{,}000
     match = _OPTION.match(span) or _OPTION_WORD.match(span)
     if match:
         letter = next(g for g in match.groups() if g)
         return Answer(f"opt:{letter.upper()}", KIND_OPTION, marked=True)
     span = _LATEX_FRAC.sub(lambda m: f"{m.group(1)}/{m.group(2)}", span)
     sentence = _first_sentence(span)
+    expression = _expression(sentence)
+    if expression is not None:
+        return expression
     number = _NUMBER.search(sentence)
     # "42", "$1,234", "42 apples" are numeric answers; "Paris, 3 times" is text.
     if number:
@@ -152,7 +235,7 @@ def extract_answer(text: str | None) -> Answer:
     # harnesses read it ("The answer is 34 s. The answer is (J)." is J; later repeats are
     # run-on). \boxed{}, "####" and "Answer:": the last one.
     has_answer_word = "nswer" in text or "NSWER" in text
-    for pattern, last, needs in ((_BOXED, True, "boxed"), (_ANSWER_IS, False, None), (_HASHES, True, "####"), (_ANSWER_COLON, True, None)):
+    for pattern, last, needs in ((_BOXED, True, "box"), (_ANSWER_IS, False, None), (_HASHES, True, "####"), (_ANSWER_COLON, True, None)):
         if (needs is None and not has_answer_word) or (needs is not None and needs not in text):
             continue
         spans = pattern.findall(text)
@@ -196,6 +279,6 @@ def jaccard(a: frozenset, b: frozenset) -> float:
 
 
 __all__ = [
-    "Answer", "KIND_EMPTY", "KIND_NUMBER", "KIND_OPTION", "KIND_TEXT", "canonical_number",
+    "Answer", "KIND_EMPTY", "KIND_EXPRESSION", "KIND_NUMBER", "KIND_OPTION", "KIND_TEXT", "canonical_number",
     "extract_answer", "jaccard", "normalise_text", "word_set",
 ]

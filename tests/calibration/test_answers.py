@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from asd.calibration.answers import (
-    KIND_EMPTY, KIND_NUMBER, KIND_OPTION, KIND_TEXT, canonical_number, extract_answer, jaccard, normalise_text, word_set,
+    KIND_EMPTY, KIND_EXPRESSION, KIND_NUMBER, KIND_OPTION, KIND_TEXT, canonical_number, extract_answer, jaccard, normalise_text, word_set,
 )
 
 
@@ -87,4 +87,72 @@ def test_jaccard_of_word_sets():
 def test_any_text_gives_a_key_or_empty_and_never_raises(text):
     answer = extract_answer(text)
     assert (answer.key is None) == (answer.kind == KIND_EMPTY)
-    assert answer.key is None or answer.key.split(":", 1)[0] in {"num", "opt", "txt"}
+    assert answer.key is None or answer.key.split(":", 1)[0] in {"num", "opt", "txt", "expr"}
+
+
+# -- math answers (MATH-style \boxed{} and LaTeX) ----------------------------------------------
+
+@pytest.mark.parametrize(
+    "spellings, key",
+    [
+        ([r"\boxed{2\sqrt{3}}", r"so the answer is $\boxed{2 \sqrt{3}}$.", r"\boxed{2\sqrt3}"], r"expr:2\sqrt{3}"),
+        ([r"\boxed{\frac{\sqrt{3}}{2}}", r"\boxed{\dfrac{\sqrt{3}}{2}}"], r"expr:\frac{\sqrt{3}}{2}"),
+        ([r"\boxed{\left( 3, \frac{\pi}{2} \right)}", r"\boxed{(3,\frac{\pi}{2})}"], r"expr:(3,\frac{\pi}{2})"),
+        ([r"\boxed{x^{2} + 1}", r"\boxed{x^2+1}", r"The answer is $y = x^2 + 1$."], "expr:x^2+1"),
+        ([r"\boxed{[0, 1)}", r"\boxed{[0,1)}"], "expr:[0,1)"),
+        ([r"\boxed{\dfrac{1}{2}}", r"\boxed{\tfrac12}", r"\boxed{\frac{1}{2}}", "The answer is 0.5", r"\boxed{x = \frac12}"],
+         "num:0.5"),
+        ([r"\boxed{12^\circ}", r"\boxed{12^{\circ}}", r"\boxed{12}", r"\boxed{12\text{ degrees}}"], "num:12"),
+        ([r"\boxed{1{,}000}", r"\boxed{\$1,000}", "#### 1,000"], "num:1000"),
+        ([r"\boxed{\text{(B)}}", r"\boxed{B}", "The answer is (B)."], "opt:B"),
+        ([r"\boxed{10\text{ cm}}", "The answer is 10 cm.", "Answer: 10"], "num:10"),
+        ([r"\fbox{7}", "Final Answer: The final answer is $7$. I hope it is correct."], "num:7"),
+    ],
+)
+def test_a_math_answer_gets_one_key_however_it_is_spelt(spellings, key):
+    assert {extract_answer(t).key for t in spellings} == {key}
+
+
+@pytest.mark.parametrize(
+    "one, other",
+    [
+        # Reading only the first number made each of these pairs "agree".
+        (r"\boxed{2\sqrt{3}}", r"\boxed{2\sqrt{2}}"),
+        (r"\boxed{(1,2)}", r"\boxed{(1,5)}"),
+        (r"\boxed{x^2+1}", r"\boxed{x^2+3}"),
+        (r"\boxed{2^{10}}", r"\boxed{2}"),
+        (r"\boxed{\frac{\sqrt{3}}{2}}", r"\boxed{\frac{\sqrt{2}}{2}}"),
+        ("Answer: 3, 4", "Answer: 3, 5"),
+        ("The answer is (A, B).", "The answer is (B)."),
+    ],
+)
+def test_different_math_answers_do_not_agree(one, other):
+    assert extract_answer(one).key != extract_answer(other).key
+
+
+def test_commas_group_thousands_only():
+    assert extract_answer("The answer is 1,234.").key == "num:1234"
+    assert extract_answer("The answer is 1,2").key == "expr:1,2"  # a list, not twelve
+    assert canonical_number("3,4") is None and canonical_number("1,234,567") == "1234567"
+    # A truncated "130,000" does not end in a number 0 that every truncated output would share.
+    assert extract_answer("The value after repairs is $130,00").key == "num:130"
+
+
+def test_expressions_are_their_own_kind_and_marked():
+    answer = extract_answer(r"\boxed{2\sqrt{3}}")
+    assert answer.kind == KIND_EXPRESSION and answer.marked
+    assert extract_answer("#### 24 2/3").kind == KIND_NUMBER  # a mixed number is not squeezed into 242/3
+    assert extract_answer("The answer is 14.1 m/s").key == "num:14.1"  # a unit is not an expression
+    assert extract_answer(r"\boxed{\frac{\sqrt{3}}{2}").kind != KIND_EMPTY  # an unclosed box still gives a key
+
+
+_terms = st.sampled_from([r"\sqrt{3}", r"\pi", "x", "x^2", r"\frac{\pi}{4}", "7", "12", r"\sqrt{2}"])
+
+
+@given(st.lists(_terms, min_size=1, max_size=4), st.lists(st.sampled_from(["+", "-", r"\cdot "]), min_size=3, max_size=3),
+       st.sampled_from([r"\boxed{%s}", r"The answer is $%s$.", r"Answer: $\displaystyle %s$", r"$\boxed{ %s }$"]),
+       st.booleans())
+def test_spacing_and_markup_never_change_an_expressions_key(terms, ops, wrapper, spaced):
+    tight = terms[0] + "".join(op + t for op, t in zip(ops, terms[1:]))
+    loose = terms[0] + "".join(f" {op} {t}" for op, t in zip(ops, terms[1:]))
+    assert extract_answer(r"\boxed{%s}" % tight).key == extract_answer(wrapper % (loose if spaced else tight)).key
