@@ -225,7 +225,8 @@ def _report(view, fs, fits, p_climb, prompt_fit, rows, y, data_used, predictor, 
         best, best_auc = (best_single_feature(fs.tier_x[rows][labelled, i], y[labelled, i], list(fs.names))
                           if single_feature_report else (None, None))
         # the climbed state, as requests meet it on the way up (cold copies are in the fit, not here)
-        m = stage_metrics(y[labelled, i], p_climb[labelled, i]) if labelled.any() else fit.metrics
+        m = (stage_metrics(y[labelled, i], p_climb[labelled, i], fit.fold[:labelled.size][labelled])
+             if labelled.any() else fit.metrics)
         tiers.append({"name": view.tier_names[i], "auroc": m.get("auroc"), "brier": m.get("brier"),
                       "ece": m.get("ece"), "n": m.get("n"), "best_feature": best,
                       "best_feature_auroc": best_auc, "notes": list(fit.notes)})
@@ -236,7 +237,7 @@ def _report(view, fs, fits, p_climb, prompt_fit, rows, y, data_used, predictor, 
         "cost_model": model.kind, "cost_note": model.note, "stage0": bool(stage0),
         "stage0_metrics": None if prompt_fit is None else dict(prompt_fit.metrics),
         "bins": bins, "risk": risk, "tiers": tiers,
-        "metrics_note": "out of fold (K-fold grouped by request; ECE with 10 equal-width bins)",
+        "metrics_note": "out of fold (K-fold grouped by request; AUROC the mean over folds; ECE with 10 equal-width bins)",
     }
 
 
@@ -293,7 +294,7 @@ def reference_report(bundle, *, groups=None, split="calibration", seed=0, plots=
     report = {"bundle": view.path, "data": data_used, "predictor": "gbt-reference", "tiers": tiers,
               "stage0_metrics": stage0, "features": list(fs.names), "feature_groups": list(fs.groups),
               "missing_groups": dict(fs.missing_groups),
-              "metrics_note": "out of fold (K-fold grouped by request; ECE with 10 equal-width bins)",
+              "metrics_note": "out of fold (K-fold grouped by request; AUROC the mean over folds; ECE with 10 equal-width bins)",
               "note": "offline reference: no policy written"}
     if plots:  # was silently ignored
         from asd.simulator.plots import plots_dir

@@ -410,7 +410,7 @@ def _fit_stage(kind, X, y, groups, folds, seed, options, threads=1) -> StageFit:
     fold = np.full(n, -1, dtype=np.int64)
     fold[labelled] = fold_l
     return StageFit(kind=kind, n_features=X.shape[1], oof_p=oof_p, oof_raw=oof_raw, y=y, fold=fold,
-                    metrics=stage_metrics(yl, p_l), folds=folds, notes=tuple(notes), iso_x=iso_x,
+                    metrics=stage_metrics(yl, p_l, fold_l), folds=folds, notes=tuple(notes), iso_x=iso_x,
                     iso_y=iso_y, model=final, calibrator=calibrator)
 
 

@@ -70,3 +70,47 @@ def test_reliability_plot_writes_a_valid_png_with_one_line_per_stage(tmp_path):
     image = matplotlib.image.imread(path)
     assert image.ndim == 3 and image.shape[0] > 300 and image.shape[1] > 300
     assert image.std() > 0.01  # something was drawn
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.integers(2, 6))
+def test_fold_auroc_is_the_mean_of_each_folds_own_auroc(seed, folds):
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(seed)
+    n = 200
+    y = (rng.random(n) < 0.4).astype(float)
+    score = 0.7 * rng.random(n) + 0.3 * y
+    fold = rng.integers(0, folds, n)
+    y[rng.random(n) < 0.1] = np.nan  # unlabelled rows drop out of every fold
+    by_hand = []
+    for k in range(folds):
+        rows = (fold == k) & ~np.isnan(y)
+        if 0 < y[rows].sum() < rows.sum():
+            by_hand.append(roc_auc_score(y[rows], score[rows]))
+    assert auroc(y, score, fold) == pytest.approx(np.mean(by_hand))
+    assert stage_metrics(y, score, fold)["auroc"] == pytest.approx(np.mean(by_hand))
+
+
+def test_fold_auroc_skips_one_class_folds_and_falls_back_to_pooled_without_folds():
+    y = np.array([1, 1, 0, 1, 0, 1.0])
+    score = np.array([0.9, 0.8, 0.1, 0.7, 0.2, 0.3])
+    fold = np.array([0, 0, 1, 1, 1, 1])  # fold 0 has one class: skipped
+    assert auroc(y, score, fold) == auroc(y[2:], score[2:])
+    assert auroc(y, score, np.full(6, -1)) == auroc(y, score)  # no fold at all: pooled
+
+
+def test_a_fitted_stage_reports_one_models_ranking_not_the_pooled_folds():
+    """A binary signal (agreement, say): within a fold the calibrated p̂ ranks exactly as the
+    feature does, so the stage's AUROC is the feature's own per-fold AUROC. Pooled over folds it
+    is lower: each fold's p̂ sits lower where that fold is more often accepted."""
+    from asd.calibration.predictors import fit_stage
+
+    rng = np.random.default_rng(3)
+    n = 1300
+    agree = (rng.random(n) < 0.6).astype(float)
+    y = (rng.random(n) < np.where(agree == 1, 0.94, 0.72)).astype(float)
+    fit = fit_stage("logistic", agree[:, None], y, folds=5, seed=0)
+    per_fold = np.mean([auroc(y[fit.fold == k], agree[fit.fold == k]) for k in range(5)])
+    assert fit.metrics["auroc"] == pytest.approx(per_fold)
+    assert auroc(y, fit.oof_p) < fit.metrics["auroc"]
