@@ -41,7 +41,7 @@ START_PRIOR_WEIGHT = 1.0
 PREDICTOR_KINDS = {"logistic": K.LOGISTIC, "mlp": K.MLP, "identity": K.IDENTITY}
 # build_tables options from_calibration passes through (p̂ arrays come from its own arguments).
 TABLE_OPTIONS = ("start_costs", "n_bins", "n_prompt_bins", "binning", "prior_alpha", "prior_beta", "prior_strength",
-                 "smoothing", "empirical_start")
+                 "smoothing", "empirical_start", "p_hat_weight")
 # Out-of-fold p̂ and the final predictor's in-sample p̂ differ by fold noise, not by this much:
 # a larger mean gap means the features or p̂ came from something else.
 AGREEMENT_TOL = 0.25

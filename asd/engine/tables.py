@@ -268,6 +268,7 @@ def build_tables(
     prior_strength: float | None = None,
     smoothing: float = 1.0,
     empirical_start: bool = False,
+    p_hat_weight: float = 0.0,
 ) -> EngineTables:
     """Estimate the engine tables from N calibration requests over L tiers.
 
@@ -287,6 +288,13 @@ def build_tables(
     stop tables (`dp_nb.empirical_start_nb`) instead of through the transition model; needs
     prompt_p. Why: the model chains one Markov transition per tier climbed, and its errors add
     up in exactly the comparison stage 0 makes (climb from tier 0, or skip to a deeper tier).
+    p_hat_weight: w in [0, 1]; each labelled request adds (1 − w)·its label + w·its p̂ to its
+    bin's Beta posterior (start_p_hat in the cold state; unlabelled requests are skipped, and the
+    start evidence keeps the labels). 0 counts labels only. For calibrated out-of-fold p̂ both
+    estimate the bin's rate: labels without bias but loudly (a bin of 50 moves by ±0.07, and the
+    DP stops wherever chance made a bin look good), p̂ quietly (its isotonic map pools every
+    label) but with the calibration map's own error in that bin. w = 1/2 is a prior centred on
+    the model, as strong as the bin's own data.
     """
     p_hat = np.asarray(p_hat, dtype=np.float64)
     accepted = np.asarray(accepted, dtype=np.float64)
@@ -321,6 +329,8 @@ def build_tables(
         raise PolicyError(f"prior_strength={prior_strength}: must be > 0 pseudo-observations")
     if not smoothing >= 0:
         raise PolicyError(f"smoothing={smoothing}: must be >= 0")
+    if not 0.0 <= p_hat_weight <= 1.0:
+        raise PolicyError(f"p_hat_weight={p_hat_weight!r}: must lie in [0, 1]")
     _check_probabilities("p_hat", p_hat)
     _check_probabilities("accepted", accepted, allow_nan=True)
     _check_costs("costs", costs)
@@ -332,7 +342,10 @@ def build_tables(
     edges = np.stack([make_edges(p_hat[:, i], n_bins, binning) for i in range(n_tiers)])
     bins = np.stack([bin_index(p_hat[:, i], edges[i]) for i in range(n_tiers)], axis=1)
 
-    alpha, beta, n_obs = _beta_counts(bins, accepted, n_bins, prior_alpha, prior_beta, notes)
+    def counted(p):  # what the bins' Beta posteriors count (see p_hat_weight); NaN stays unlabelled
+        return accepted if p_hat_weight == 0.0 else (1.0 - p_hat_weight) * accepted + p_hat_weight * p
+
+    alpha, beta, n_obs = _beta_counts(bins, counted(p_hat), n_bins, prior_alpha, prior_beta, notes)
 
     trans = np.zeros((max(n_tiers - 1, 0), n_bins, n_bins))
     cnext = np.zeros((max(n_tiers - 1, 0), n_bins))
@@ -366,7 +379,7 @@ def build_tables(
         start_bins = np.stack([bins[:, 0]] + [bin_index(start_p_hat[:, s], edges[s]) for s in range(1, n_tiers)],
                               axis=1)
         optional["alpha_cold"], optional["beta_cold"], optional["n_obs_cold"] = _beta_counts(
-            start_bins, accepted, n_bins, prior_alpha, prior_beta)
+            start_bins, counted(start_p_hat), n_bins, prior_alpha, prior_beta)
         optional["trans_cold"] = trans.copy()
         optional["cnext_cold"] = cnext.copy()
         for i in range(1, n_tiers - 1):  # tier 0 is the climbed state: its rows stay

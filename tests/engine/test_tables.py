@@ -90,6 +90,8 @@ def test_lower_credible_bound_is_the_beta_quantile():
         ({"binning": "kmeans"}, "binning 'kmeans'"),
         ({"prompt_p": [0.1, 0.2]}, r"prompt_p has shape \(2,\)"),
         ({"prior_alpha": 0.0}, "Beta prior"),
+        ({"p_hat_weight": 1.5}, r"p_hat_weight=1.5: must lie in \[0, 1\]"),
+        ({"p_hat_weight": float("nan")}, "p_hat_weight=nan"),
     ],
 )
 def test_bad_calibration_input_raises_policy_error_naming_the_problem(kwargs, message):
@@ -136,3 +138,41 @@ def test_empirical_prior_survives_a_policy_round_trip(tmp_path):
 def test_empirical_prior_needs_positive_strength(strength):
     with pytest.raises(PolicyError, match="prior_strength"):
         build_tables([[0.5, 0.6]], [[1.0, 0.0]], [1.0, 2.0], prior_strength=strength)
+
+
+def test_bins_count_labels_and_calibrated_p_hat_in_the_given_weights():
+    """p_hat_weight w: each labelled request adds (1 − w)·label + w·p̂ to its bin (unlabelled ones
+    are skipped); the cold tables count start_p_hat; the start evidence keeps the labels; w = 0
+    is the labels alone."""
+    p_hat = np.array([[0.1, 0.9], [0.2, 0.8], [0.7, 0.95], [0.6, 0.85], [0.3, 0.7]])
+    start_p = p_hat.copy()
+    start_p[:, 1] = [0.6, 0.55, 0.9, 0.9, 0.4]
+    accepted = np.array([[1.0, 1.0], [0.0, 1.0], [1.0, 1.0], [0.0, 1.0], [np.nan, 0.0]])
+    low = np.array([True, True, False, False, True])  # tier 0's bin 0 (p̂ < 0.5)
+    seen = ~np.isnan(accepted[:, 0])
+    cold_high = start_p[:, 1] >= 0.5
+    for w in (0.0, 0.5, 1.0):
+        t = build_tables(p_hat, accepted, [1.0, 2.0], n_bins=2, binning="fixed", prompt_p=np.full(5, 0.5),
+                         start_p_hat=start_p, empirical_start=True, p_hat_weight=w)
+        counted = (1 - w) * accepted + w * p_hat
+        assert t.alpha[0, 0] == pytest.approx(1.0 + counted[low & seen, 0].sum())
+        assert t.beta[0, 0] == pytest.approx(1.0 + (1 - counted[low & seen, 0]).sum())
+        assert t.n_obs[0, 0] == 2  # the unlabelled request is not counted
+        assert t.alpha[1, 1] == pytest.approx(1.0 + counted[:, 1].sum())  # every tier-1 p̂ is in bin 1
+        cold = (1 - w) * accepted[cold_high, 1] + w * start_p[cold_high, 1]
+        assert t.alpha_cold[1, 1] == pytest.approx(1.0 + cold.sum())
+        np.testing.assert_array_equal(t.evidence_accepted, accepted)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.integers(2, 12), st.integers(5, 30))
+def test_counting_p_hat_alone_makes_acceptance_rise_with_the_bin(seed, n_bins, per_bin):
+    """Quantile bins of equal size over distinct p̂: the posterior mean acceptance never falls from
+    one bin to the next when the bins count p̂ alone (their labels may: a few dozen draws a bin)."""
+    rng = np.random.default_rng(seed)
+    n = n_bins * per_bin
+    p_hat = rng.permutation(np.linspace(0.02, 0.98, n))[:, None]
+    accepted = (rng.random((n, 1)) < p_hat).astype(float)
+    t = build_tables(p_hat, accepted, [1.0], n_bins=n_bins, p_hat_weight=1.0, prior_strength=2.0)
+    q = t.alpha[0] / (t.alpha[0] + t.beta[0])
+    assert np.all(np.diff(q) >= -1e-12)
