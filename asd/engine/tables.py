@@ -329,7 +329,7 @@ def build_tables(
         raise PolicyError(f"prior_strength={prior_strength}: must be > 0 pseudo-observations")
     if not smoothing >= 0:
         raise PolicyError(f"smoothing={smoothing}: must be >= 0")
-    if not 0.0 <= p_hat_weight <= 1.0:
+    if not isinstance(p_hat_weight, (int, float, np.integer, np.floating)) or not 0.0 <= p_hat_weight <= 1.0:
         raise PolicyError(f"p_hat_weight={p_hat_weight!r}: must lie in [0, 1]")
     _check_probabilities("p_hat", p_hat)
     _check_probabilities("accepted", accepted, allow_nan=True)

@@ -92,6 +92,7 @@ def test_lower_credible_bound_is_the_beta_quantile():
         ({"prior_alpha": 0.0}, "Beta prior"),
         ({"p_hat_weight": 1.5}, r"p_hat_weight=1.5: must lie in \[0, 1\]"),
         ({"p_hat_weight": float("nan")}, "p_hat_weight=nan"),
+        ({"p_hat_weight": "half"}, "p_hat_weight='half'"),
     ],
 )
 def test_bad_calibration_input_raises_policy_error_naming_the_problem(kwargs, message):
