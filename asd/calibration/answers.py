@@ -31,6 +31,7 @@ _JSON_ANSWER = re.compile(
 _ANSWER_IS = re.compile(r"\b(?:[Aa]nswer|ANSWER)\s+(?:is|IS|Is|would\s+be|should\s+be)\s*:?\s*(?=([^\n]{0,80}))")
 _ANSWER_COLON = re.compile(r"\b(?:[Aa]nswer|ANSWER)\s*[:：]\s*(?=([^\n]{0,80}))")
 _BOXED_OPEN = re.compile(r"\\(?:boxed|fbox)\s*\{")
+_BRACE = re.compile(r"[{}]")
 
 
 class _Boxed:
@@ -40,11 +41,11 @@ class _Boxed:
     def findall(text: str) -> list[str]:
         spans = []
         for opening in _BOXED_OPEN.finditer(text):
-            depth, start = 1, opening.end()
-            for at in range(start, len(text)):
-                depth += {"{": 1, "}": -1}.get(text[at], 0)
+            depth = 1
+            for brace in _BRACE.finditer(text, opening.end()):
+                depth += 1 if brace.group() == "{" else -1
                 if depth == 0:
-                    spans.append(text[start:at])
+                    spans.append(text[opening.end():brace.start()])
                     break
         return spans
 
@@ -156,8 +157,6 @@ def _expression(sentence: str) -> Answer | None:
     sides = [part for part in _ASSIGNMENT.split(span) if part.strip()]
     span = sides[-1] if sides else span
     compact = _TIMES.sub("*", _ONE_CHAR_GROUP.sub(r"\1\2", "".join(span.split())))
-    if not compact:
-        return None
     if _PLAIN_NUMBER.fullmatch(compact):
         canon = canonical_number(compact)
         return None if canon is None else Answer(f"num:{canon}", KIND_NUMBER, marked=True)

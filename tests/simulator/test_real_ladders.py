@@ -15,7 +15,7 @@ import pytest
 
 from asd.calibration.calibrate import DEFAULT_P_HAT_WEIGHT
 from asd.simulator.evaluate import Evaluation
-from asd.simulator.sweep import sweep
+from asd.simulator.sweep import cheapest_within, sweep
 from asd.traces.importers import import_trace
 
 MODELS = "llama-2-7b-chat-hf,llama-2-13b-chat-hf,llama-2-70b-chat-hf"
@@ -35,11 +35,8 @@ def cost_at_losses(bundle, seed: int, p_hat_weight: float) -> float:
     result = sweep(evaluation=Evaluation(bundle, folds=5, cost_model="params", seed=seed,
                                          p_hat_weight=p_hat_weight))
     last = result["baselines"]["always-llama-2-70b-chat-hf"][0]["quality"]
-    costs = []
-    for loss in (0.01, 0.02, 0.03):
-        within = [p["cost_rel"] for p in result["policy"] if p["quality"] >= (1 - loss) * last]
-        costs.append(min(within))
-    return float(np.mean(costs))
+    return float(np.mean([cheapest_within(result["policy"], (1 - loss) * last)["cost_rel"]
+                          for loss in (0.01, 0.02, 0.03)]))
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
