@@ -27,7 +27,7 @@ from asd import __version__
 from asd.engine import decide_nb as K
 from asd.engine.dp_nb import (empirical_start_nb, path_totals_nb, solve_cold_start_nb, solve_dp_nb, walk_bins_cold_nb,
                               walk_bins_nb)
-from asd.engine.tables import COLD_FIELDS, EVIDENCE_FIELDS, EngineTables, check_evidence, parse_risk
+from asd.engine.tables import COLD_FIELDS, EVIDENCE_FIELDS, EngineTables, check_evidence, parse_risk, pooling_weights
 from asd.errors import PolicyError
 
 POLICY_FORMAT = "asd.policy"
@@ -41,7 +41,7 @@ START_PRIOR_WEIGHT = 1.0
 PREDICTOR_KINDS = {"logistic": K.LOGISTIC, "mlp": K.MLP, "identity": K.IDENTITY}
 # build_tables options from_calibration passes through (p̂ arrays come from its own arguments).
 TABLE_OPTIONS = ("start_costs", "n_bins", "n_prompt_bins", "binning", "prior_alpha", "prior_beta", "prior_strength",
-                 "smoothing", "empirical_start", "p_hat_weight")
+                 "smoothing", "empirical_start", "p_hat_weight", "pool_bins")
 # Out-of-fold p̂ and the final predictor's in-sample p̂ differ by fold noise, not by this much:
 # a larger mean gap means the features or p̂ came from something else.
 AGREEMENT_TOL = 0.25
@@ -647,7 +647,8 @@ class Policy:
         tier features (binned here with the policy's predictor). cold (M,) bool marks answers
         given at a tier the request started at cold (they update the cold posteriors; tier 0
         is one state). Only the Beta posteriors and counts change: transitions, costs and the
-        start evidence stay as calibrated (refit for those).
+        start evidence stay as calibrated (refit for those). With pooled tables (`pool_bins`) an
+        outcome counts in the neighbouring bins' posteriors with the calibration's weights.
         meta["online_updates"] counts the observations folded in so far."""
         if (bins is None) == (features is None):
             raise PolicyError("update: pass exactly one of bins= or features= for the observations")
@@ -675,12 +676,16 @@ class Policy:
         if cold.shape != (m,):
             raise PolicyError(f"update: cold has shape {cold.shape}: expected ({m},)")
         t = self.tables
+        weights = pooling_weights(t.n_bins, t.pool_bins)  # symmetric: a bin's row is its column
         new = {}
         for suffix, rows in (("", ~cold | (tiers == 0)), ("_cold", cold | (tiers == 0))):
             alpha, beta, n_obs = (getattr(t, name + suffix).copy() for name in ("alpha", "beta", "n_obs"))
             at = (tiers[rows], bins[rows])
-            np.add.at(alpha, at, accepted[rows])
-            np.add.at(beta, at, 1.0 - accepted[rows])
+            ones, zeros = np.zeros_like(alpha), np.zeros_like(beta)
+            np.add.at(ones, at, accepted[rows])
+            np.add.at(zeros, at, 1.0 - accepted[rows])
+            alpha += ones @ weights
+            beta += zeros @ weights
             np.add.at(n_obs, at, 1.0)
             new.update({"alpha" + suffix: alpha, "beta" + suffix: beta, "n_obs" + suffix: n_obs})
         meta = dict(self.meta, online_updates=int(self.meta.get("online_updates", 0)) + m)
@@ -727,7 +732,8 @@ class Policy:
             "predictor": self.predictor.kind, "has_prompt": self.predictor.has_prompt,
             "n_features": self._n_features, "n_prompt_features": self._n_prompt_features,
             "n_bins": t.n_bins, "n_prompt_bins": t.n_prompt_bins, "cold_start": t.cold_start,
-            "prior": [_json_prior(t.prior_alpha), _json_prior(t.prior_beta)], "notes": list(t.notes), "meta": self.meta,
+            "prior": [_json_prior(t.prior_alpha), _json_prior(t.prior_beta)], "notes": list(t.notes),
+            "pool_bins": t.pool_bins, "meta": self.meta,
         }
 
     def save(self, path) -> Path:
@@ -773,7 +779,8 @@ class Policy:
             tables = EngineTables(**{k.split(".", 1)[1]: v for k, v in arrays.items() if k.startswith("tables.")},
                                   prior_alpha=_from_json_prior(header["prior"][0]),
                                   prior_beta=_from_json_prior(header["prior"][1]),
-                                  notes=tuple(header["notes"]), cold_start=bool(header["cold_start"]))
+                                  notes=tuple(header["notes"]), cold_start=bool(header["cold_start"]),
+                                  pool_bins=header.get("pool_bins", 0))  # files before pooling: 0
             pa = {k.split(".", 1)[1]: v for k, v in arrays.items() if k.startswith("predictor.")}
             predictor = Predictor(kind=header["predictor"], has_prompt=header["has_prompt"], **pa)
             policy = cls(tables, predictor, lam=header["lam"], risk=header["risk"], tier_names=header["tier_names"],

@@ -43,6 +43,9 @@ class EngineTables:
     evidence_* (built with empirical_start=True, else None): per calibration request its prompt
     bin (N,), climbed and cold bins (N, L), acceptance (N, L, NaN = unlabelled), cost of starting
     at each tier and of continuing to it (N, L); the solve then picks stage 0 by replaying them.
+    pool_bins: each tier bin's posterior, transition row and next-tier cost pool the requests of
+    the bins up to pool_bins away (`pooling_weights`); `Policy.update` spreads an online outcome
+    the same way. n_obs counts each bin's own labelled requests.
     """
 
     edges: np.ndarray
@@ -69,12 +72,15 @@ class EngineTables:
     evidence_accepted: np.ndarray | None = None
     evidence_cost: np.ndarray | None = None
     evidence_cost_cont: np.ndarray | None = None
+    pool_bins: int = 0
 
     @property
     def has_start_evidence(self) -> bool:
         return self.evidence_prompt_bins is not None
 
     def __post_init__(self):
+        check_pool_bins(self.pool_bins)
+        object.__setattr__(self, "pool_bins", int(self.pool_bins))
         for name in COLD_FIELDS:  # absent: the cold state is priced like the climbed one
             if getattr(self, name) is None:
                 object.__setattr__(self, name, np.array(getattr(self, name.removesuffix("_cold")), dtype=np.float64))
@@ -200,21 +206,45 @@ def check_evidence(tables: EngineTables) -> None:
             _check_costs(name, a.astype(np.float64))
 
 
-def _kernel(src_bins, dst_bins, n_src, n_dst, smoothing):
-    """Rows P(dst | src), Dirichlet-smoothed toward the smoothed marginal of dst."""
+def check_pool_bins(pool_bins) -> None:
+    if isinstance(pool_bins, bool) or not isinstance(pool_bins, (int, np.integer)) or pool_bins < 0:
+        raise PolicyError(f"pool_bins={pool_bins!r}: must be a whole number >= 0")
+
+
+def pooling_weights(n_bins: int, pool_bins: int) -> np.ndarray:
+    """(B, B) weights of each bin's requests in each bin's statistics: 1 − d/(pool_bins + 1) for
+    bins d <= pool_bins apart, else 0 (the identity for pool_bins = 0). Symmetric, so bin b's
+    pooled count of x is (W @ counts)[b]. Why: the DP can only stop or go on per bin, so finer
+    bins place its cuts finer, but a bin's own few dozen requests estimate its acceptance and
+    transition row loudly; pooling its neighbours lets each estimate rest on as many requests as
+    a coarse bin while the decisions keep the fine edges (a kernel smoother over p̂ rank)."""
+    check_pool_bins(pool_bins)
+    index = np.arange(n_bins)
+    distance = np.abs(index[:, None] - index[None, :])
+    return np.clip(1.0 - distance / (pool_bins + 1.0), 0.0, None)
+
+
+def _kernel(src_bins, dst_bins, n_src, n_dst, smoothing, weights=None):
+    """Rows P(dst | src), Dirichlet-smoothed toward the smoothed marginal of dst; weights (n_src,
+    n_src): source bins pooled (`pooling_weights`)."""
     counts = np.zeros((n_src, n_dst))
     np.add.at(counts, (src_bins, dst_bins), 1.0)
+    if weights is not None:
+        counts = weights @ counts
     marginal = (np.bincount(dst_bins, minlength=n_dst) + 1.0) / (dst_bins.size + n_dst)
     rows = counts + smoothing * marginal[None, :]
     rows[rows.sum(axis=1) == 0.0] = marginal  # unseen source bin with smoothing 0
     return rows / rows.sum(axis=1, keepdims=True)
 
 
-def _binned_mean(bins, values, n_bins, smoothing):
-    """Per-bin mean, shrunk toward the overall mean with `smoothing` pseudo-observations."""
+def _binned_mean(bins, values, n_bins, smoothing, weights=None):
+    """Per-bin mean, shrunk toward the overall mean with `smoothing` pseudo-observations;
+    weights: bins pooled (`pooling_weights`)."""
     overall = float(values.mean()) if values.size else 0.0
     sums = np.bincount(bins, weights=values, minlength=n_bins)
     counts = np.bincount(bins, minlength=n_bins).astype(np.float64)
+    if weights is not None:
+        sums, counts = weights @ sums, weights @ counts
     weight = max(smoothing, 1e-12)
     return (sums + weight * overall) / (counts + weight)
 
@@ -230,9 +260,11 @@ def empirical_prior(accepted, strength: float) -> tuple[np.ndarray, np.ndarray]:
     return strength * rate, strength * (1.0 - rate)
 
 
-def _beta_counts(bins, accepted, n_bins, prior_alpha, prior_beta, notes=None):
+def _beta_counts(bins, accepted, n_bins, prior_alpha, prior_beta, notes=None, weights=None):
     """Beta posterior parameters and labelled counts per (tier, bin); NaN labels are skipped.
-    prior_alpha/prior_beta: scalars, or (L,) one prior per tier."""
+    prior_alpha/prior_beta: scalars, or (L,) one prior per tier. weights: each bin's posterior
+    pools its neighbours' labels (`pooling_weights`); the counts stay each bin's own."""
+    pool = (lambda x: x) if weights is None else (lambda x: weights @ x)
     n_tiers = bins.shape[1]
     alpha = np.repeat(np.broadcast_to(np.asarray(prior_alpha, dtype=np.float64), (n_tiers,))[:, None], n_bins, axis=1)
     beta = np.repeat(np.broadcast_to(np.asarray(prior_beta, dtype=np.float64), (n_tiers,))[:, None], n_bins, axis=1)
@@ -246,8 +278,8 @@ def _beta_counts(bins, accepted, n_bins, prior_alpha, prior_beta, notes=None):
                 warnings.warn(msg, stacklevel=3)
             continue
         b, a = bins[seen, i], accepted[seen, i]
-        alpha[i] += np.bincount(b, weights=a, minlength=n_bins)
-        beta[i] += np.bincount(b, weights=1.0 - a, minlength=n_bins)
+        alpha[i] += pool(np.bincount(b, weights=a, minlength=n_bins))
+        beta[i] += pool(np.bincount(b, weights=1.0 - a, minlength=n_bins))
         n_obs[i] = np.bincount(b, minlength=n_bins)
     return alpha, beta, n_obs
 
@@ -269,6 +301,7 @@ def build_tables(
     smoothing: float = 1.0,
     empirical_start: bool = False,
     p_hat_weight: float = 0.0,
+    pool_bins: int = 0,
 ) -> EngineTables:
     """Estimate the engine tables from N calibration requests over L tiers.
 
@@ -295,6 +328,11 @@ def build_tables(
     DP stops wherever chance made a bin look good), p̂ quietly (its isotonic map pools every
     label) but with the calibration map's own error in that bin. w = 1/2 is a prior centred on
     the model, as strong as the bin's own data.
+    pool_bins: each tier bin's acceptance posterior, transition row and next-tier cost pool the
+    requests of the bins up to pool_bins away, weighted 1 − d/(pool_bins + 1) (climbed and cold
+    state; prompt bins are not pooled). With n_bins k times a count whose bins rest on enough
+    requests and pool_bins = k, the DP cuts at k times finer p̂ while each estimate rests on about
+    as many requests as before (`asd calibrate` does this with k = 4). 0: each bin alone.
     """
     p_hat = np.asarray(p_hat, dtype=np.float64)
     accepted = np.asarray(accepted, dtype=np.float64)
@@ -331,6 +369,8 @@ def build_tables(
         raise PolicyError(f"smoothing={smoothing}: must be >= 0")
     if not isinstance(p_hat_weight, (int, float, np.integer, np.floating)) or not 0.0 <= p_hat_weight <= 1.0:
         raise PolicyError(f"p_hat_weight={p_hat_weight!r}: must lie in [0, 1]")
+    check_pool_bins(pool_bins)
+    pool = pooling_weights(n_bins, pool_bins) if pool_bins else None
     _check_probabilities("p_hat", p_hat)
     _check_probabilities("accepted", accepted, allow_nan=True)
     _check_costs("costs", costs)
@@ -345,13 +385,13 @@ def build_tables(
     def counted(p):  # what the bins' Beta posteriors count (see p_hat_weight); NaN stays unlabelled
         return accepted if p_hat_weight == 0.0 else (1.0 - p_hat_weight) * accepted + p_hat_weight * p
 
-    alpha, beta, n_obs = _beta_counts(bins, counted(p_hat), n_bins, prior_alpha, prior_beta, notes)
+    alpha, beta, n_obs = _beta_counts(bins, counted(p_hat), n_bins, prior_alpha, prior_beta, notes, pool)
 
     trans = np.zeros((max(n_tiers - 1, 0), n_bins, n_bins))
     cnext = np.zeros((max(n_tiers - 1, 0), n_bins))
     for i in range(n_tiers - 1):
-        trans[i] = _kernel(bins[:, i], bins[:, i + 1], n_bins, n_bins, smoothing)
-        cnext[i] = _binned_mean(bins[:, i], costs[:, i + 1], n_bins, smoothing)
+        trans[i] = _kernel(bins[:, i], bins[:, i + 1], n_bins, n_bins, smoothing, pool)
+        cnext[i] = _binned_mean(bins[:, i], costs[:, i + 1], n_bins, smoothing, pool)
 
     if prompt_p is None:
         if n_prompt_bins is not None and n_prompt_bins != 1:
@@ -379,12 +419,12 @@ def build_tables(
         start_bins = np.stack([bins[:, 0]] + [bin_index(start_p_hat[:, s], edges[s]) for s in range(1, n_tiers)],
                               axis=1)
         optional["alpha_cold"], optional["beta_cold"], optional["n_obs_cold"] = _beta_counts(
-            start_bins, counted(start_p_hat), n_bins, prior_alpha, prior_beta)
+            start_bins, counted(start_p_hat), n_bins, prior_alpha, prior_beta, weights=pool)
         optional["trans_cold"] = trans.copy()
         optional["cnext_cold"] = cnext.copy()
         for i in range(1, n_tiers - 1):  # tier 0 is the climbed state: its rows stay
-            optional["trans_cold"][i] = _kernel(start_bins[:, i], bins[:, i + 1], n_bins, n_bins, smoothing)
-            optional["cnext_cold"][i] = _binned_mean(start_bins[:, i], costs[:, i + 1], n_bins, smoothing)
+            optional["trans_cold"][i] = _kernel(start_bins[:, i], bins[:, i + 1], n_bins, n_bins, smoothing, pool)
+            optional["cnext_cold"][i] = _binned_mean(start_bins[:, i], costs[:, i + 1], n_bins, smoothing, pool)
     if empirical_start:
         if prompt_p is None:
             raise PolicyError("empirical_start picks the stage-0 start per prompt bin: it needs prompt_p")
@@ -404,6 +444,7 @@ def build_tables(
         trans0=np.ascontiguousarray(trans0), cnext=np.ascontiguousarray(cnext),
         c0=np.ascontiguousarray(c0), prior_alpha=_prior_value(prior_alpha),
         prior_beta=_prior_value(prior_beta), notes=tuple(notes), cold_start=start_p_hat is not None,
+        pool_bins=int(pool_bins),
         **{k: np.ascontiguousarray(v) for k, v in optional.items()},
     )
 

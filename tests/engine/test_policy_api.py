@@ -264,6 +264,50 @@ def test_update_folds_cold_start_answers_into_the_cold_posteriors():
     assert u.alpha[0, 1] - t.alpha[0, 1] == 1 == u.alpha_cold[0, 1] - t.alpha_cold[0, 1]  # tier 0: one state
 
 
+def pooled_policy(seed=14, pool_bins=2):
+    rng = np.random.default_rng(seed)
+    predictor, features, _, p_true, accepted = synthetic_ladder(rng, with_prompt=False)
+    return Policy.from_calibration(predictor, features, accepted, np.array([1.0, 2.0, 4.0, 8.0]), oof_p=p_true,
+                                   lam=20.0, n_bins=24, pool_bins=pool_bins)
+
+
+def test_update_of_pooled_tables_counts_each_outcome_in_the_neighbouring_bins_too():
+    """With pool_bins the calibration counted each request in the bins around its own; an online
+    outcome is counted the same way (n_obs still counts each bin's own)."""
+    policy = pooled_policy()
+    assert policy.tables.pool_bins == 2
+    rng = np.random.default_rng(15)
+    tiers, bins = rng.integers(0, 4, 200), rng.integers(0, 24, 200)
+    accepted = (rng.random(200) < 0.5).astype(float)
+    updated = policy.update(tiers, accepted, bins=bins)
+    t, u = policy.tables, updated.tables
+    weights = engine.tables.pooling_weights(24, 2)
+    expected_alpha, expected_beta, expected_n = t.alpha.copy(), t.beta.copy(), t.n_obs.copy()
+    for tier, b, a in zip(tiers, bins, accepted):
+        expected_alpha[tier] += weights[b] * a
+        expected_beta[tier] += weights[b] * (1 - a)
+        expected_n[tier, b] += 1
+    np.testing.assert_allclose(u.alpha, expected_alpha)
+    np.testing.assert_allclose(u.beta, expected_beta)
+    np.testing.assert_array_equal(u.n_obs, expected_n)
+    assert u.pool_bins == 2
+
+
+def test_pooled_tables_survive_save_load_and_older_files_load_unpooled(tmp_path):
+    policy = pooled_policy()
+    loaded = Policy.load(policy.save(tmp_path / "pooled.npz"))
+    assert loaded.tables.pool_bins == 2
+    np.testing.assert_array_equal(loaded.stop_table, policy.stop_table)
+    path = policy.save(tmp_path / "policy.npz")
+    with np.load(path) as data:
+        arrays = {k: data[k] for k in data.files}
+    header = json.loads(str(arrays["header"]))
+    del header["pool_bins"]  # written before pooling existed
+    arrays["header"] = np.array(json.dumps(header))
+    np.savez(tmp_path / "older.npz", **arrays)
+    assert Policy.load(tmp_path / "older.npz").tables.pool_bins == 0
+
+
 def test_bad_update_input_raises_policy_error():
     policy, features, _ = make_policy(np.random.default_rng(12), with_prompt=False)
     with pytest.raises(PolicyError, match="exactly one of bins= or features="):

@@ -7,32 +7,36 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from asd.engine.tables import bin_index, build_tables, risk_quality
+from asd.engine.tables import bin_index, build_tables, pooling_weights, risk_quality
 from asd.errors import PolicyError
 from tests.strategies import calibration_sets
 
 
 @settings(max_examples=60, deadline=None)
-@given(calibration_sets(), st.integers(1, 8), st.sampled_from(["quantile", "fixed"]), st.floats(0.0, 5.0))
-def test_tables_are_well_formed_rows_of_every_kernel_sum_to_one(data, n_bins, binning, smoothing):
+@given(calibration_sets(), st.integers(1, 8), st.sampled_from(["quantile", "fixed"]), st.floats(0.0, 5.0),
+       st.integers(0, 3))
+def test_tables_are_well_formed_rows_of_every_kernel_sum_to_one(data, n_bins, binning, smoothing, pool):
     p_hat, accepted, costs = data
     n, n_tiers = p_hat.shape
     with pytest.warns(UserWarning) if np.isnan(accepted).all(axis=0).any() else _no_warning():
         t = build_tables(p_hat, accepted, costs, prompt_p=p_hat[:, 0], n_bins=n_bins, binning=binning,
-                         smoothing=smoothing, n_prompt_bins=3)
+                         smoothing=smoothing, n_prompt_bins=3, pool_bins=pool)
+    weights = pooling_weights(n_bins, pool)
     assert t.trans.shape == (n_tiers - 1, n_bins, n_bins) and t.trans0.shape == (n_tiers, 3, n_bins)
     np.testing.assert_allclose(t.trans.sum(axis=-1), 1.0, rtol=1e-12)
     np.testing.assert_allclose(t.trans0.sum(axis=-1), 1.0, rtol=1e-12)
     assert (t.trans >= 0).all() and (t.trans0 >= 0).all()
     assert (np.diff(t.edges, axis=1) >= 0).all() and (t.edges[:, 0] == 0).all() and (t.edges[:, -1] == 1).all()
-    # Beta counts: prior + (weighted) successes and failures of the labelled requests per bin
+    # Beta counts: prior + (weighted) successes and failures of the labelled requests per bin,
+    # each bin counting the bins within `pool` of it at the pooling weights
     for i in range(n_tiers):
         bins = bin_index(p_hat[:, i], t.edges[i])
         seen = ~np.isnan(accepted[:, i])
         for b in range(n_bins):
-            sel = seen & (bins == b)
-            assert t.alpha[i, b] == pytest.approx(1.0 + accepted[sel, i].sum())
-            assert t.beta[i, b] == pytest.approx(1.0 + (1.0 - accepted[sel, i]).sum())
+            w = weights[b, bins[seen]]
+            assert t.alpha[i, b] == pytest.approx(1.0 + (w * accepted[seen, i]).sum())
+            assert t.beta[i, b] == pytest.approx(1.0 + (w * (1.0 - accepted[seen, i])).sum())
+            assert t.n_obs[i, b] == (bins[seen] == b).sum()
     assert (t.cnext >= 0).all() and (t.c0 >= 0).all()
     q_stop, q_mean = risk_quality(t.alpha, t.beta, 0.9)
     assert (q_stop <= q_mean).all() and (q_stop >= 0).all()
@@ -93,6 +97,9 @@ def test_lower_credible_bound_is_the_beta_quantile():
         ({"p_hat_weight": 1.5}, r"p_hat_weight=1.5: must lie in \[0, 1\]"),
         ({"p_hat_weight": float("nan")}, "p_hat_weight=nan"),
         ({"p_hat_weight": "half"}, "p_hat_weight='half'"),
+        ({"pool_bins": -1}, "pool_bins=-1: must be a whole number >= 0"),
+        ({"pool_bins": 1.5}, "pool_bins=1.5"),
+        ({"pool_bins": True}, "pool_bins=True"),
     ],
 )
 def test_bad_calibration_input_raises_policy_error_naming_the_problem(kwargs, message):
@@ -177,3 +184,69 @@ def test_counting_p_hat_alone_makes_acceptance_rise_with_the_bin(seed, n_bins, p
     t = build_tables(p_hat, accepted, [1.0], n_bins=n_bins, p_hat_weight=1.0, prior_strength=2.0)
     q = t.alpha[0] / (t.alpha[0] + t.beta[0])
     assert np.all(np.diff(q) >= -1e-12)
+
+
+def test_pooling_weights_fall_linearly_to_zero_beyond_the_pool():
+    np.testing.assert_array_equal(pooling_weights(3, 0), np.eye(3))
+    np.testing.assert_allclose(pooling_weights(4, 1), [[1, .5, 0, 0], [.5, 1, .5, 0], [0, .5, 1, .5], [0, 0, .5, 1]])
+    w = pooling_weights(7, 2)
+    np.testing.assert_allclose(w[3], [0, 1 / 3, 2 / 3, 1, 2 / 3, 1 / 3, 0])
+    np.testing.assert_array_equal(w, w.T)
+
+
+def test_pooled_bins_count_their_neighbours_requests_in_every_table():
+    """pool_bins=1 over 3 fixed bins, weights 1 and 1/2: hand-counted posteriors (climbed and cold),
+    transition rows and next-tier costs; n_obs and the start evidence stay each bin's own."""
+    p_hat = np.array([[0.1, 0.2], [0.2, 0.9], [0.5, 0.5], [0.9, 0.9], [0.95, 0.1]])
+    accepted = np.array([[0.0, 1.0], [1.0, 1.0], [1.0, 0.0], [1.0, 1.0], [np.nan, 0.0]])
+    costs = np.array([[1.0, 2.0], [1.0, 4.0], [1.0, 6.0], [1.0, 8.0], [1.0, 10.0]])
+    start_p = p_hat.copy()
+    start_p[:, 1] = [0.9, 0.9, 0.1, 0.5, 0.5]
+    t = build_tables(p_hat, accepted, costs, n_bins=3, binning="fixed", pool_bins=1, smoothing=0.0,
+                     prompt_p=np.full(5, 0.5), start_p_hat=start_p, empirical_start=True)
+    assert t.pool_bins == 1
+    # tier 0 bins: 0, 0, 1, 2, 2 (the last unlabelled); own labels: bin 0 {0, 1}, bin 1 {1}, bin 2 {1}
+    np.testing.assert_allclose(t.alpha[0], 1.0 + np.array([1 + .5 * 1, 1 + .5 * 1 + .5 * 1, 1 + .5 * 1]))
+    np.testing.assert_allclose(t.beta[0], 1.0 + np.array([1, .5 * 1, 0]))
+    np.testing.assert_array_equal(t.n_obs[0], [2, 1, 1])
+    # tier 0 → tier 1 (tier 1 bins: 0, 2, 1, 2, 0); bin 0 pools bin 1 at 1/2: {0: 1, 2: 1} + .5 {1: 1}
+    own = np.array([[1, 0, 1], [0, 1, 0], [1, 0, 1]], dtype=float)
+    pooled = pooling_weights(3, 1) @ own
+    np.testing.assert_allclose(t.trans[0], pooled / pooled.sum(axis=1, keepdims=True))
+    # next-tier cost: bin 0 (2 + 4 + .5·6) / 2.5, bin 1 (.5·(2 + 4) + 6 + .5·(8 + 10)) / 3, bin 2 (.5·6 + 8 + 10) / 2.5
+    np.testing.assert_allclose(t.cnext[0], [9 / 2.5, 18 / 3, 21 / 2.5])
+    # cold tier 1 (start bins 2, 2, 0, 1, 1): bin 0 own {0} + .5 {1, 0}
+    np.testing.assert_allclose(t.alpha_cold[1], 1.0 + np.array([0 + .5 * 1, 1 + .5 * 0 + .5 * 2, 2 + .5 * 1]))
+    np.testing.assert_allclose(t.beta_cold[1], 1.0 + np.array([1 + .5 * 1, 1 + .5 * 1 + .5 * 0, 0 + .5 * 1]))
+    np.testing.assert_array_equal(t.evidence_accepted, accepted)
+
+
+def test_no_pooling_is_the_tables_as_before():
+    rng = np.random.default_rng(3)
+    p_hat = rng.random((200, 3))
+    accepted = (rng.random((200, 3)) < p_hat).astype(float)
+    args = dict(n_bins=7, prompt_p=rng.random(200), start_p_hat=rng.random((200, 3)), empirical_start=True)
+    a = build_tables(p_hat, accepted, [1.0, 2.0, 5.0], **args)
+    b = build_tables(p_hat, accepted, [1.0, 2.0, 5.0], pool_bins=0, **args)
+    for name in ("alpha", "beta", "n_obs", "trans", "cnext", "trans0", "c0", "alpha_cold", "trans_cold"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.integers(2, 12), st.integers(0, 4))
+def test_a_pooled_bins_acceptance_lies_within_its_neighbours_own_rates(seed, n_bins, pool):
+    """Pooling is a weighted average: each bin's rate (prior aside) lies between the smallest and
+    the largest own rate of the filled bins within pool_bins of it."""
+    rng = np.random.default_rng(seed)
+    n = n_bins * 20
+    p_hat = rng.random((n, 1))
+    accepted = (rng.random((n, 1)) < p_hat).astype(float)
+    t = build_tables(p_hat, accepted, [1.0], n_bins=n_bins, binning="fixed", pool_bins=pool, prior_alpha=1e-9,
+                     prior_beta=1e-9)
+    own = build_tables(p_hat, accepted, [1.0], n_bins=n_bins, binning="fixed", prior_alpha=1e-9, prior_beta=1e-9)
+    rate = (own.alpha[0] - 1e-9) / np.maximum(own.n_obs[0], 1e-300)
+    pooled = (t.alpha[0] - 1e-9) / (t.alpha[0] + t.beta[0] - 2e-9)
+    for b in range(n_bins):
+        window = [j for j in range(max(0, b - pool), min(n_bins, b + pool + 1)) if own.n_obs[0, j] > 0]
+        if window:
+            assert rate[window].min() - 1e-9 <= pooled[b] <= rate[window].max() + 1e-9
