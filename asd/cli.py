@@ -286,7 +286,7 @@ def _progress(label):
               type=click.Choice(["logistic", "mlp", "gbt-reference"]),
               help="gbt-reference: report its metrics only (not exportable to a policy).")
 @click.option("--features", "groups", default=None, help="Comma-separated feature groups (default: every group the trace supports).")
-@click.option("--bins", "n_bins", default=None, type=click.IntRange(1), help="Bins per tier (default: about sqrt(N)/2 within 4..20).")
+@click.option("--bins", "n_bins", default=None, type=click.IntRange(1), help="Bins per tier, each on its own requests (default: 4x about sqrt(N)/2 within 4..20, each pooling its 4 neighbours on either side).")
 @click.option("--risk", default="mean", show_default=True, help="mean, or lcb:G for a lower credible bound at level G (e.g. lcb:0.9).")
 @click.option("--stage0/--no-stage0", default=True, show_default=True, help="Let the prompt alone choose a deeper start tier.")
 @click.option("--cost-model", default=None, help=COST_MODEL_HELP)

@@ -30,6 +30,11 @@ def _stops(fractions) -> str:
     return " ".join(f"{f:.2f}" for f in fractions)
 
 
+def _bins(report: dict) -> str:
+    pool = report.get("pool_bins") or 0
+    return f"{report['bins']} bins" + (f" (each pooling ±{pool} neighbours)" if pool else "")
+
+
 def print_calibration(report: dict, console: Console | None = None) -> None:
     console = console or wide_console()
     if report["predictor"] == "gbt-reference":
@@ -37,7 +42,7 @@ def print_calibration(report: dict, console: Console | None = None) -> None:
         return
     console.print(f"[bold]{report['bundle']}[/bold]: calibrated on {report['data']}")
     console.print(f"predictor {report['predictor']}, {len(report['features'])} features "
-                  f"({', '.join(report['feature_groups'])}), {report['bins']} bins, risk {report['risk']}, "
+                  f"({', '.join(report['feature_groups'])}), {_bins(report)}, risk {report['risk']}, "
                   f"stage 0 {'on' if report['stage0'] else 'off'}, cost model {report['cost_model']}")
     for group, reason in report["missing_groups"].items():
         console.print(f"[dim]no {group} features: {reason}[/dim]")

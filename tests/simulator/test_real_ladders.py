@@ -2,18 +2,22 @@
 with every tier), imported from ../shared/data (skipped when absent), `params` cost, pooled 5-fold
 cross-fitting as `asd sweep` runs it.
 
-Design choice under test: each bin's acceptance counts its calibration requests' labels and their
-calibrated out-of-fold p̂ half each (calibrate's DEFAULT_P_HAT_WEIGHT), not the labels alone. On a
-ladder of hundreds of requests a bin holds a few dozen labels, and their noise decides where the
-DP stops. Measured as GPU cost on the policy frontier at 1, 2 and 3 % quality loss against
-always-70B (mean of the three), it must be lower than with labels alone on every fold seed."""
+Design choices under test, measured as GPU cost on the policy frontier at 1, 2 and 3 % quality
+loss against always-70B (mean of the three), each lower than the alternative on every fold seed:
+- each bin's acceptance counts its calibration requests' labels and their calibrated out-of-fold
+  p̂ half each (calibrate's DEFAULT_P_HAT_WEIGHT), not the labels alone: on a ladder of hundreds
+  of requests a √N/2-bin holds a few dozen labels, and their noise decides where the DP stops;
+- calibrate's default bins are BIN_REFINE times finer and each pools its neighbours
+  (`default_tier_bins`), against the √N/2 bins alone: finer cuts, estimates on as many requests."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from asd.calibration.calibrate import DEFAULT_P_HAT_WEIGHT
+from functools import lru_cache
+
+from asd.calibration.calibrate import BIN_REFINE, DEFAULT_P_HAT_WEIGHT, default_bins
 from asd.simulator.evaluate import Evaluation
 from asd.simulator.sweep import cheapest_within, sweep
 from asd.traces.importers import import_trace
@@ -31,9 +35,13 @@ def alpaca_ladder(shared_data, tmp_path_factory):
     return out
 
 
-def cost_at_losses(bundle, seed: int, p_hat_weight: float) -> float:
+COARSE_BINS = default_bins(804 * 4 // 5)  # √N/2 bins of a fold's calibration rows, each on its own requests
+
+
+@lru_cache(maxsize=None)
+def cost_at_losses(bundle, seed: int, p_hat_weight: float, n_bins: int | None = None) -> float:
     result = sweep(evaluation=Evaluation(bundle, folds=5, cost_model="params", seed=seed,
-                                         p_hat_weight=p_hat_weight))
+                                         p_hat_weight=p_hat_weight, n_bins=n_bins))
     last = result["baselines"]["always-llama-2-70b-chat-hf"][0]["quality"]
     return float(np.mean([cheapest_within(result["policy"], (1 - loss) * last)["cost_rel"]
                           for loss in (0.01, 0.02, 0.03)]))
@@ -41,8 +49,18 @@ def cost_at_losses(bundle, seed: int, p_hat_weight: float) -> float:
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_bins_counting_calibrated_p_hat_buy_quality_cheaper_than_bins_counting_labels(alpaca_ladder, seed):
-    assert DEFAULT_P_HAT_WEIGHT == 0.5
-    labels = cost_at_losses(alpaca_ladder, seed, 0.0)
-    blended = cost_at_losses(alpaca_ladder, seed, DEFAULT_P_HAT_WEIGHT)
+    assert DEFAULT_P_HAT_WEIGHT == 0.5 and COARSE_BINS == 13
+    labels = cost_at_losses(alpaca_ladder, seed, 0.0, COARSE_BINS)
+    blended = cost_at_losses(alpaca_ladder, seed, DEFAULT_P_HAT_WEIGHT, COARSE_BINS)
     print(f"fold seed {seed}: GPU cost at 1-3 % loss, labels {labels:.3f}, labels and p̂ {blended:.3f}")
     assert blended < labels
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_finer_bins_pooling_their_neighbours_buy_quality_cheaper_than_the_bins_alone(alpaca_ladder, seed):
+    assert BIN_REFINE == 4
+    alone = cost_at_losses(alpaca_ladder, seed, DEFAULT_P_HAT_WEIGHT, COARSE_BINS)
+    pooled = cost_at_losses(alpaca_ladder, seed, DEFAULT_P_HAT_WEIGHT)  # calibrate's defaults
+    print(f"fold seed {seed}: GPU cost at 1-3 % loss, {COARSE_BINS} bins {alone:.3f}, "
+          f"{BIN_REFINE * COARSE_BINS} pooled ±{BIN_REFINE} {pooled:.3f}")
+    assert pooled < alone
