@@ -156,6 +156,10 @@ def print_sweep(result: dict, console: Console | None = None) -> None:
         f"{_f(q['best_simple']['cost_rel'])}, oracle {_f(q['oracle']['cost_rel'])}; saved "
         f"{_f(q['saved_vs_simple_points'], 1)} points, gap closed {_f(q['gap_closed'])}, "
         f"baseline points above the policy: {len(q['baseline_points_above_policy'])}")
+    at = q.get("policy_cost_at_loss")
+    if at:
+        console.print(f"policy cost at {' / '.join(f'{100 * float(k):g}' for k in at)}% loss: "
+                      f"{' / '.join(_f(v) for v in at.values())} (mean {_f(q['policy_cost_at_losses_mean'])})")
     rep = result.get("repeats")
     if rep:
         def spread(d, digits=3):
@@ -165,7 +169,8 @@ def print_sweep(result: dict, console: Console | None = None) -> None:
         console.print(f"over {k} fold seeds ({rep['seeds'][0]}..{rep['seeds'][-1]}): policy cost "
                       f"{spread(rep['policy_cost_rel'])}, saved {spread(rep['saved_vs_simple_points'], 1)} points, "
                       f"gap closed {spread(rep['gap_closed'])}; baseline points above the policy in "
-                      f"{rep['with_baseline_points_above']} of {k}; every goal met in {rep['met']} of {k}")
+                      f"{rep['with_baseline_points_above']} of {k}; every goal met in {rep['met']} of {k}; "
+                      f"policy cost at 1 / 2 / 3% loss, their mean: {spread(rep['policy_cost_at_losses_mean'])}")
     for ab in result.get("ablation", []):
         console.print(f"ablation {ab['name']}: cost at ≤ 2% loss {_f(ab['cost_rel'])} "
                       f"(change {_f(ab['change_points'], 1)} points)")

@@ -16,6 +16,9 @@ from asd.simulator.evaluate import Evaluation
 from asd.simulator.outcomes import summarize
 
 QUALITY_SLACK = 0.02   # "≤ 2 % quality loss against always-last", relative
+# The policy's cost at each of these losses, and their mean: one level reads one step of the
+# frontier, which a few requests move on a ladder of hundreds; three levels average that out.
+LOSS_LEVELS = (0.01, 0.02, 0.03)
 BUDGET_LEVELS = 24     # cost budgets the tuned baselines are picked at
 
 
@@ -89,6 +92,8 @@ def quality_check(policy_points, baselines, tier_names) -> dict:
     simple_name, simple = min(((k, v) for k, v in simple_candidates.items() if v is not None),
                               key=lambda kv: kv[1]["cost_rel"])
     oracle = baselines["oracle"][0]
+    at_losses = {f"{loss:g}": cheapest_within(policy_points, last["quality"] * (1.0 - loss)) for loss in LOSS_LEVELS}
+    at_losses = {k: None if p is None else p["cost_rel"] for k, p in at_losses.items()}
     saved = None if policy is None else simple["cost_rel"] - policy["cost_rel"]
     gap = simple["cost_rel"] - oracle["cost_rel"]
     closed = None if policy is None or gap <= 0 else saved / gap
@@ -102,6 +107,9 @@ def quality_check(policy_points, baselines, tier_names) -> dict:
         "policy": policy, "best_simple": {"name": simple_name, **simple}, "oracle": oracle,
         "saved_vs_simple_points": None if saved is None else 100.0 * saved,
         "gap_closed": closed, "baseline_points_above_policy": dominated,
+        "policy_cost_at_loss": at_losses,
+        "policy_cost_at_losses_mean": (None if None in at_losses.values()
+                                       else float(np.mean(list(at_losses.values())))),
         "goals": {"saved_points": 3.0, "gap_closed": 0.25},
         "met": bool(saved is not None and saved * 100 >= 3.0 and closed is not None and closed >= 0.25 and not dominated),
     }
@@ -170,6 +178,7 @@ def repeated_checks(ev: Evaluation, repeats: int, options: dict, first: dict, pr
                            **{**options, "seed": seed + r})
         checks.append(quality_check(policy_frontier(other), baseline_frontiers(other), ev.view.tier_names))
     rows = [{"seed": seed + r, "policy_cost_rel": None if q["policy"] is None else q["policy"]["cost_rel"],
+             "policy_cost_at_losses_mean": q["policy_cost_at_losses_mean"],
              "best_simple": q["best_simple"]["name"], "best_simple_cost_rel": q["best_simple"]["cost_rel"],
              "saved_vs_simple_points": q["saved_vs_simple_points"], "gap_closed": q["gap_closed"],
              "baseline_points_above_policy": len(q["baseline_points_above_policy"]), "met": q["met"]}
@@ -185,6 +194,7 @@ def repeated_checks(ev: Evaluation, repeats: int, options: dict, first: dict, pr
     return {"seeds": [row["seed"] for row in rows], "checks": rows,
             "saved_vs_simple_points": spread("saved_vs_simple_points"), "gap_closed": spread("gap_closed"),
             "policy_cost_rel": spread("policy_cost_rel"),
+            "policy_cost_at_losses_mean": spread("policy_cost_at_losses_mean"),
             "with_baseline_points_above": sum(row["baseline_points_above_policy"] > 0 for row in rows),
             "met": sum(row["met"] for row in rows)}
 

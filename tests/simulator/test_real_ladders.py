@@ -12,14 +12,13 @@ loss against always-70B (mean of the three), each lower than the alternative on 
 
 from __future__ import annotations
 
-import numpy as np
-import pytest
-
 from functools import lru_cache
+
+import pytest
 
 from asd.calibration.calibrate import BIN_REFINE, DEFAULT_P_HAT_WEIGHT, default_bins
 from asd.simulator.evaluate import Evaluation
-from asd.simulator.sweep import cheapest_within, sweep
+from asd.simulator.sweep import LOSS_LEVELS, sweep
 from asd.traces.importers import import_trace
 
 MODELS = "llama-2-7b-chat-hf,llama-2-13b-chat-hf,llama-2-70b-chat-hf"
@@ -42,14 +41,12 @@ COARSE_BINS = default_bins(804 * 4 // 5)  # √N/2 bins of a fold's calibration 
 def cost_at_losses(bundle, seed: int, p_hat_weight: float, n_bins: int | None = None) -> float:
     result = sweep(evaluation=Evaluation(bundle, folds=5, cost_model="params", seed=seed,
                                          p_hat_weight=p_hat_weight, n_bins=n_bins))
-    last = result["baselines"]["always-llama-2-70b-chat-hf"][0]["quality"]
-    return float(np.mean([cheapest_within(result["policy"], (1 - loss) * last)["cost_rel"]
-                          for loss in (0.01, 0.02, 0.03)]))
+    return result["quality_check"]["policy_cost_at_losses_mean"]  # sweep's own mean over LOSS_LEVELS
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_bins_counting_calibrated_p_hat_buy_quality_cheaper_than_bins_counting_labels(alpaca_ladder, seed):
-    assert DEFAULT_P_HAT_WEIGHT == 0.5 and COARSE_BINS == 13
+    assert DEFAULT_P_HAT_WEIGHT == 0.5 and COARSE_BINS == 13 and LOSS_LEVELS == (0.01, 0.02, 0.03)
     labels = cost_at_losses(alpaca_ladder, seed, 0.0, COARSE_BINS)
     blended = cost_at_losses(alpaca_ladder, seed, DEFAULT_P_HAT_WEIGHT, COARSE_BINS)
     print(f"fold seed {seed}: GPU cost at 1-3 % loss, labels {labels:.3f}, labels and p̂ {blended:.3f}")

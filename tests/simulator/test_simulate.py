@@ -16,7 +16,7 @@ from asd.errors import ConfigError, PolicyError
 from asd.simulator.evaluate import Evaluation
 from asd.simulator.outcomes import latency_stat
 from asd.simulator.job import deployment_check, prediction_margin, simulate
-from asd.simulator.sweep import sweep
+from asd.simulator.sweep import cheapest_within, sweep
 from asd.traces.synth import write_synthetic_bundle
 
 BASELINES = ["fixed-2stage", "pipeline", "threshold", "router", "random", "protocol", "oracle"]
@@ -279,6 +279,18 @@ def test_sweep_repeats_the_quality_check_over_fold_seeds(synth, tmp_path):
     assert rep["saved_vs_simple_points"]["sd"] == pytest.approx(np.std(saved, ddof=1))
     assert rep["met"] == sum(c["met"] for c in rep["checks"])
     assert "over 3 fold seeds (4..6)" in result.output
+    # the policy's cost at 1, 2 and 3 % loss (the middle one is the check's own) and their mean, per seed
+    q = data["quality_check"]
+    last = data["baselines"][f"always-{data['tiers'][-1]}"][0]["quality"]
+    assert list(q["policy_cost_at_loss"]) == ["0.01", "0.02", "0.03"]
+    for level, cost in q["policy_cost_at_loss"].items():
+        assert cost == cheapest_within(data["policy"], last * (1 - float(level)))["cost_rel"]
+    assert q["policy_cost_at_loss"]["0.02"] == q["policy"]["cost_rel"]
+    assert q["policy_cost_at_losses_mean"] == pytest.approx(np.mean(list(q["policy_cost_at_loss"].values())))
+    means = [c["policy_cost_at_losses_mean"] for c in rep["checks"]]
+    assert means[0] == pytest.approx(q["policy_cost_at_losses_mean"])
+    assert rep["policy_cost_at_losses_mean"]["mean"] == pytest.approx(np.mean(means))
+    assert "policy cost at 1 / 2 / 3% loss" in result.output
 
 
 def test_sweep_repeats_needs_folds_not_a_fixed_split(tmp_path):
