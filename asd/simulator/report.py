@@ -35,6 +35,11 @@ def _bins(report: dict) -> str:
     return f"{report['bins']} bins" + (f" (each pooling ±{pool} neighbours)" if pool else "")
 
 
+def _loss_levels(at: dict) -> str:
+    """"1 / 2 / 3%" from the quality check's policy_cost_at_loss keys ("0.01", ...)."""
+    return " / ".join(f"{100 * float(loss):g}" for loss in at) + "%"
+
+
 def print_calibration(report: dict, console: Console | None = None) -> None:
     console = console or wide_console()
     if report["predictor"] == "gbt-reference":
@@ -156,10 +161,9 @@ def print_sweep(result: dict, console: Console | None = None) -> None:
         f"{_f(q['best_simple']['cost_rel'])}, oracle {_f(q['oracle']['cost_rel'])}; saved "
         f"{_f(q['saved_vs_simple_points'], 1)} points, gap closed {_f(q['gap_closed'])}, "
         f"baseline points above the policy: {len(q['baseline_points_above_policy'])}")
-    at = q.get("policy_cost_at_loss")
-    if at:
-        console.print(f"policy cost at {' / '.join(f'{100 * float(k):g}' for k in at)}% loss: "
-                      f"{' / '.join(_f(v) for v in at.values())} (mean {_f(q['policy_cost_at_losses_mean'])})")
+    at = q["policy_cost_at_loss"]
+    console.print(f"policy cost at {_loss_levels(at)} loss: {' / '.join(_f(v) for v in at.values())} "
+                  f"(mean {_f(q['policy_cost_at_losses_mean'])})")
     rep = result.get("repeats")
     if rep:
         def spread(d, digits=3):
@@ -170,7 +174,7 @@ def print_sweep(result: dict, console: Console | None = None) -> None:
                       f"{spread(rep['policy_cost_rel'])}, saved {spread(rep['saved_vs_simple_points'], 1)} points, "
                       f"gap closed {spread(rep['gap_closed'])}; baseline points above the policy in "
                       f"{rep['with_baseline_points_above']} of {k}; every goal met in {rep['met']} of {k}; "
-                      f"policy cost at 1 / 2 / 3% loss, their mean: {spread(rep['policy_cost_at_losses_mean'])}")
+                      f"policy cost at {_loss_levels(at)} loss, their mean: {spread(rep['policy_cost_at_losses_mean'])}")
     for ab in result.get("ablation", []):
         console.print(f"ablation {ab['name']}: cost at ≤ 2% loss {_f(ab['cost_rel'])} "
                       f"(change {_f(ab['change_points'], 1)} points)")

@@ -85,15 +85,17 @@ def quality_check(policy_points, baselines, tier_names) -> dict:
         raise ConfigError(f"asd sweep compares quality at a cost, but always-{tier_names[-1]} has no quality "
                           "label on the held-out requests (an unlabelled bundle): use asd simulate for cost and latency")
     floor = last["quality"] * (1.0 - QUALITY_SLACK)
-    policy = cheapest_within(policy_points, floor)
+    # the policy's cheapest point at each loss level; the check's own level is one of them
+    at_loss = {loss: cheapest_within(policy_points, last["quality"] * (1.0 - loss))
+               for loss in sorted({*LOSS_LEVELS, QUALITY_SLACK})}
+    policy = at_loss[QUALITY_SLACK]
     simple_candidates = {"threshold": cheapest_within(baselines["threshold"], floor)}
     for t in tier_names:
         simple_candidates[f"always-{t}"] = cheapest_within(baselines[f"always-{t}"], floor)
     simple_name, simple = min(((k, v) for k, v in simple_candidates.items() if v is not None),
                               key=lambda kv: kv[1]["cost_rel"])
     oracle = baselines["oracle"][0]
-    at_losses = {f"{loss:g}": cheapest_within(policy_points, last["quality"] * (1.0 - loss)) for loss in LOSS_LEVELS}
-    at_losses = {k: None if p is None else p["cost_rel"] for k, p in at_losses.items()}
+    at_losses = {f"{loss:g}": None if at_loss[loss] is None else at_loss[loss]["cost_rel"] for loss in LOSS_LEVELS}
     saved = None if policy is None else simple["cost_rel"] - policy["cost_rel"]
     gap = simple["cost_rel"] - oracle["cost_rel"]
     closed = None if policy is None or gap <= 0 else saved / gap
