@@ -162,10 +162,12 @@ def _tokens(name, a, shape):
 
 
 def simulate(start, stop, n_prompt, n_decode, *, arrival_ms, pools: Pools, n_prompt_cont=None,
-             n_decode_cont=None) -> DesResult:
+             n_decode_cont=None, priority=None) -> DesResult:
     """Run the cascade: request r runs tiers start[r]..stop[r] (from the replay walk), the start
     tier cold with (n_prompt, n_decode) tokens, later tiers continuing with (n_prompt_cont,
-    n_decode_cont) (default: regeneration, the cold counts). Token arrays (N, L) int."""
+    n_decode_cont) (default: regeneration, the cold counts). Token arrays (N, L) int.
+    priority: None for FIFO queues; else (N, L) finite keys, and each tier admits the lowest
+    key of its queue first (equal keys in the order they joined; `difficulty_priority`)."""
     start = np.ascontiguousarray(start, dtype=np.int64)
     stop = np.ascontiguousarray(stop, dtype=np.int64)
     n = start.shape[0]
@@ -192,6 +194,13 @@ def simulate(start, stop, n_prompt, n_decode, *, arrival_ms, pools: Pools, n_pro
         r, i = (int(x) for x in np.argwhere(too_big)[0])
         raise ConfigError(f"request {r} needs {int(peak[r, i])} KV tokens at tier {i}, more than a replica "
                           f"holds (kv_capacity {int(pools.kv_capacity[i])})")
+    by_priority = priority is not None
+    if by_priority:
+        priority = np.ascontiguousarray(priority, dtype=np.float64)
+        if priority.shape != shape or not np.isfinite(priority).all():
+            raise ConfigError(f"priority: need {shape} finite keys (requests × tiers), got shape {priority.shape}")
+    else:
+        priority = np.zeros((1, 1))
     order = np.argsort(arrival_ms, kind="stable")
     first_replica = np.concatenate([[0], np.cumsum(pools.replicas)]).astype(np.int64)
     ttft, finish = np.empty(n), np.empty(n)
@@ -201,8 +210,8 @@ def simulate(start, stop, n_prompt, n_decode, *, arrival_ms, pools: Pools, n_pro
     counts = np.empty((n_tiers, 4), dtype=np.int64)
     events, end_ms = simulate_cascade_nb(arrival_ms, order, start, stop, n_prompt, n_decode, n_prompt_cont,
                                          n_decode_cont, pools.coeffs, first_replica, pools.max_batch,
-                                         pools.kv_capacity, ttft, finish, enter, admit, done, replica, busy,
-                                         area, counts)
+                                         pools.kv_capacity, priority, by_priority, ttft, finish, enter, admit,
+                                         done, replica, busy, area, counts)
     mean_queue = area / end_ms if end_ms > 0 else np.zeros(n_tiers)
     return DesResult(arrival_ms, start, stop, ttft - arrival_ms, finish - arrival_ms, enter, admit, done, replica,
                      busy, counts[:, T_ITERATIONS], counts[:, T_MAX_QUEUE], mean_queue, counts[:, T_MAX_KV],

@@ -1,5 +1,6 @@
 """Numba discrete-event simulation of a cascade under load: one replica pool per tier,
-continuous batching at iteration level (as Vidur and vLLM schedule), FIFO queues, KV-cache limits.
+continuous batching at iteration level (as Vidur and vLLM schedule), FIFO or priority queues,
+KV-cache limits.
 
 Arrays: N requests, L tiers, R replicas in all (replica k serves tier replica_tier[k]; a tier's
 replicas are contiguous, first_replica (L+1,)). Per request: arrival_ms (N,), arrival_order (N,)
@@ -10,7 +11,7 @@ draft tokens to verify; output tokens minus the accepted prefix). coeffs (L, 4) 
 takes c0 + c1·prefill_tokens + c2·decode_seqs + c3·kv_tokens (latency_nb.iteration_ms_nb).
 
 Scheduling (one iteration per replica at a time): at the start of an iteration the replica admits
-requests from the head of its tier's FIFO queue while the batch has room (max_batch) and the
+requests from the head of its tier's queue while the batch has room (max_batch) and the
 request's peak KV (prompt + every token it will generate at this tier) fits next to what the batch
 has reserved (kv_capacity): reserving the peak means no preemption is ever needed (vLLM preempts
 instead). Admitted requests prefill their whole prompt in that iteration (no chunking) and get
@@ -19,6 +20,12 @@ prompt + tokens generated before the iteration. When a request has all its token
 KV and either finishes (its stop tier) or joins the next tier's queue at that instant. Events sit
 in an array binary heap ordered by (time, sequence number of the push): deterministic. There is no
 randomness inside: arrivals come from the caller (des.arrival_times, seeded).
+
+Queues: FIFO, or with by_priority each tier's queue is a binary heap ordered by (priority[r, tier],
+order of joining that queue), lowest first, so equal keys are FIFO. The head is still admitted only
+while it fits (no overtaking by a smaller request behind it). `des.simulate(scheduler="difficulty")`
+passes each request's predicted chance of failing at the tier it joins: the protocol's difficulty
+batching (its extension 4), as a shortest-expected-remaining-work rule.
 
 TTFT: from arrival to the end of the prefill iteration at the request's stop tier (the first
 token of the answer it is served with). End-to-end: arrival to the last token at the stop tier.
@@ -111,13 +118,78 @@ def note_queue_nb(tier, t, queue_ends, queue_area, queue_since):
     queue_since[tier] = t
 
 
+@njit(cache=True, inline="always")
+def _queue_before(queue_key, queue_seq, tier, a, b):
+    """Does heap slot a come before slot b (key, then order of joining)?"""
+    ka, kb = queue_key[tier, a], queue_key[tier, b]
+    return ka < kb or (ka == kb and queue_seq[tier, a] < queue_seq[tier, b])
+
+
+@njit(cache=True, inline="always")
+def queue_head_nb(tier, queue, queue_ends, by_priority):
+    """The request at the head of tier's queue (the queue is not empty)."""
+    return queue[tier, 0] if by_priority else queue[tier, queue_ends[tier, 0]]
+
+
+@njit(cache=True, inline="always")
+def queue_push_nb(tier, r, key, queue, queue_key, queue_seq, queue_ends, by_priority):
+    """r joins tier's queue: at the tail (FIFO), or sifted up the tier's heap by (key, join order)."""
+    tail = queue_ends[tier, 1]
+    queue_ends[tier, 1] = tail + 1
+    if not by_priority:
+        queue[tier, tail] = r
+        return
+    i = tail - queue_ends[tier, 0]  # heap size before the push
+    while i > 0:
+        parent = (i - 1) >> 1
+        pk = queue_key[tier, parent]
+        if pk < key or (pk == key and queue_seq[tier, parent] < tail):
+            break
+        queue[tier, i] = queue[tier, parent]
+        queue_key[tier, i] = pk
+        queue_seq[tier, i] = queue_seq[tier, parent]
+        i = parent
+    queue[tier, i] = r
+    queue_key[tier, i] = key
+    queue_seq[tier, i] = tail
+
+
+@njit(cache=True, inline="always")
+def queue_pop_nb(tier, queue, queue_key, queue_seq, queue_ends, by_priority):
+    """Remove the head of tier's queue."""
+    head = queue_ends[tier, 0]
+    size = queue_ends[tier, 1] - head - 1  # after the pop
+    queue_ends[tier, 0] = head + 1
+    if not by_priority or size == 0:
+        return
+    r, key, seq = queue[tier, size], queue_key[tier, size], queue_seq[tier, size]
+    i = 0
+    while True:
+        child = 2 * i + 1
+        if child >= size:
+            break
+        if child + 1 < size and _queue_before(queue_key, queue_seq, tier, child + 1, child):
+            child += 1
+        ck = queue_key[tier, child]
+        if key < ck or (key == ck and seq < queue_seq[tier, child]):
+            break
+        queue[tier, i] = queue[tier, child]
+        queue_key[tier, i] = ck
+        queue_seq[tier, i] = queue_seq[tier, child]
+        i = child
+    queue[tier, i] = r
+    queue_key[tier, i] = key
+    queue_seq[tier, i] = seq
+
+
 @njit(cache=True)
 def start_iteration_nb(k, t, replica_tier, coeffs, max_batch, kv_capacity, start, n_prompt, n_decode,
-                       n_prompt_cont, n_decode_cont, queue, queue_ends, queue_area, queue_since,
+                       n_prompt_cont, n_decode_cont, queue, queue_key, queue_seq, by_priority, priority,
+                       queue_ends, queue_area, queue_since,
                        slots, replica_state, tier_admit_ms, tier_replica, busy_ms, tier_counts,
                        heap_time, heap_int, heap_state):
-    """Admit from the queue head (FIFO, stop at the first that does not fit), then run one
-    iteration of replica k's batch from time t; an empty batch leaves the replica idle."""
+    """Admit from the queue head (stop at the first that does not fit), then run one iteration
+    of replica k's batch from time t; an empty batch leaves the replica idle."""
     tier = replica_tier[k]
     n_batch = replica_state[k, REP_BATCH]
     kv = replica_state[k, REP_KV]
@@ -131,13 +203,14 @@ def start_iteration_nb(k, t, replica_tier, coeffs, max_batch, kv_capacity, start
     if head < tail:
         note_queue_nb(tier, t, queue_ends, queue_area, queue_since)
     while head < tail and n_batch < max_batch[tier]:
-        r = queue[tier, head]
+        r = queue_head_nb(tier, queue, queue_ends, by_priority)
         if tier == start[r]:
             p, d = n_prompt[r, tier], n_decode[r, tier]
         else:
             p, d = n_prompt_cont[r, tier], n_decode_cont[r, tier]
         if kv + p + d > kv_capacity[tier]:
             break
+        queue_pop_nb(tier, queue, queue_key, queue_seq, queue_ends, by_priority)
         head += 1
         kv += p + d
         slots[S_REQ, k, n_batch] = r
@@ -153,7 +226,6 @@ def start_iteration_nb(k, t, replica_tier, coeffs, max_batch, kv_capacity, start
         kv_tokens += p
         tier_admit_ms[r, tier] = t
         tier_replica[r, tier] = k
-    queue_ends[tier, 0] = head
     replica_state[k, REP_NEW] = n_batch - decode_seqs
     replica_state[k, REP_MIN_FINAL] = min_final
     replica_state[k, REP_BATCH] = n_batch
@@ -172,7 +244,7 @@ def start_iteration_nb(k, t, replica_tier, coeffs, max_batch, kv_capacity, start
 
 @njit(cache=True)
 def simulate_cascade_nb(arrival_ms, arrival_order, start, stop, n_prompt, n_decode, n_prompt_cont,
-                        n_decode_cont, coeffs, first_replica, max_batch, kv_capacity,
+                        n_decode_cont, coeffs, first_replica, max_batch, kv_capacity, priority, by_priority,
                         ttft_ms, finish_ms, tier_enter_ms, tier_admit_ms, tier_done_ms, tier_replica,
                         busy_ms, queue_area, tier_counts):
     """Run the cascade to completion. Fills per request ttft_ms, finish_ms (absolute, ms) (N,),
@@ -193,6 +265,9 @@ def simulate_cascade_nb(arrival_ms, arrival_order, start, stop, n_prompt, n_deco
     replica_state = np.zeros((n_replicas, 8), dtype=np.int64)
     replica_state[:, REP_MIN_FINAL] = NEVER
     queue = np.empty((n_tiers, max(n, 1)), dtype=np.int64)
+    heap_rows = max(n, 1) if by_priority else 1  # keys and join order: only a priority queue reads them
+    queue_key = np.empty((n_tiers, heap_rows))
+    queue_seq = np.empty((n_tiers, heap_rows), dtype=np.int64)
     queue_ends = np.zeros((n_tiers, 2), dtype=np.int64)
     queue_since = np.zeros(n_tiers)
     heap_time = np.empty(n_replicas + 2)
@@ -226,9 +301,9 @@ def simulate_cascade_nb(arrival_ms, arrival_order, start, stop, n_prompt, n_deco
                 heap_push_nb(heap_time, heap_int, heap_state, arrival_ms[arrival_order[arg + 1]], ARRIVAL, arg + 1)
             r = arrival_order[arg]
             enqueue_nb(r, start[r], t, first_replica, replica_tier, coeffs, max_batch, kv_capacity, start,
-                       n_prompt, n_decode, n_prompt_cont, n_decode_cont, queue, queue_ends, queue_area,
-                       queue_since, slots, replica_state, tier_enter_ms, tier_admit_ms, tier_replica,
-                       busy_ms, tier_counts, heap_time, heap_int, heap_state)
+                       n_prompt, n_decode, n_prompt_cont, n_decode_cont, queue, queue_key, queue_seq, by_priority,
+                       priority, queue_ends, queue_area, queue_since, slots, replica_state, tier_enter_ms,
+                       tier_admit_ms, tier_replica, busy_ms, tier_counts, heap_time, heap_int, heap_state)
             continue
         # ITERATION_END of replica k: every request in its batch has one more token.
         k = arg
@@ -242,9 +317,9 @@ def simulate_cascade_nb(arrival_ms, arrival_order, start, stop, n_prompt, n_deco
                 ttft_ms[slots[S_REQ, k, j]] = t  # its prefill iteration gave the answer's first token
         if replica_state[k, REP_MIN_FINAL] > it:  # nobody finishes: no scan
             start_iteration_nb(k, t, replica_tier, coeffs, max_batch, kv_capacity, start, n_prompt, n_decode,
-                               n_prompt_cont, n_decode_cont, queue, queue_ends, queue_area, queue_since,
-                               slots, replica_state, tier_admit_ms, tier_replica, busy_ms, tier_counts,
-                               heap_time, heap_int, heap_state)
+                               n_prompt_cont, n_decode_cont, queue, queue_key, queue_seq, by_priority, priority,
+                               queue_ends, queue_area, queue_since, slots, replica_state, tier_admit_ms,
+                               tier_replica, busy_ms, tier_counts, heap_time, heap_int, heap_state)
             continue
         kept = 0
         min_final = NEVER
@@ -259,9 +334,10 @@ def simulate_cascade_nb(arrival_ms, arrival_order, start, stop, n_prompt, n_deco
                     finish_ms[r] = t
                 else:
                     enqueue_nb(r, tier + 1, t, first_replica, replica_tier, coeffs, max_batch, kv_capacity,
-                               start, n_prompt, n_decode, n_prompt_cont, n_decode_cont, queue, queue_ends,
-                               queue_area, queue_since, slots, replica_state, tier_enter_ms, tier_admit_ms,
-                               tier_replica, busy_ms, tier_counts, heap_time, heap_int, heap_state)
+                               start, n_prompt, n_decode, n_prompt_cont, n_decode_cont, queue, queue_key, queue_seq,
+                               by_priority, priority, queue_ends, queue_area, queue_since, slots, replica_state,
+                               tier_enter_ms, tier_admit_ms, tier_replica, busy_ms, tier_counts, heap_time,
+                               heap_int, heap_state)
             else:
                 min_final = min(min_final, slots[S_FINAL, k, j])
                 if kept != j:
@@ -271,9 +347,9 @@ def simulate_cascade_nb(arrival_ms, arrival_order, start, stop, n_prompt, n_deco
         replica_state[k, REP_MIN_FINAL] = min_final
         replica_state[k, REP_BATCH] = kept
         start_iteration_nb(k, t, replica_tier, coeffs, max_batch, kv_capacity, start, n_prompt, n_decode,
-                           n_prompt_cont, n_decode_cont, queue, queue_ends, queue_area, queue_since,
-                           slots, replica_state, tier_admit_ms, tier_replica, busy_ms, tier_counts,
-                           heap_time, heap_int, heap_state)
+                           n_prompt_cont, n_decode_cont, queue, queue_key, queue_seq, by_priority, priority,
+                           queue_ends, queue_area, queue_since, slots, replica_state, tier_admit_ms, tier_replica,
+                           busy_ms, tier_counts, heap_time, heap_int, heap_state)
     for i in range(n_tiers):
         note_queue_nb(i, t, queue_ends, queue_area, queue_since)
     return events, t
@@ -281,21 +357,21 @@ def simulate_cascade_nb(arrival_ms, arrival_order, start, stop, n_prompt, n_deco
 
 @njit(cache=True)
 def enqueue_nb(r, tier, t, first_replica, replica_tier, coeffs, max_batch, kv_capacity, start, n_prompt,
-               n_decode, n_prompt_cont, n_decode_cont, queue, queue_ends, queue_area, queue_since, slots,
-               replica_state, tier_enter_ms, tier_admit_ms, tier_replica, busy_ms, tier_counts,
-               heap_time, heap_int, heap_state):
-    """Request r joins tier's FIFO queue at t; idle replicas of the tier (lowest index first) start."""
+               n_decode, n_prompt_cont, n_decode_cont, queue, queue_key, queue_seq, by_priority, priority, queue_ends,
+               queue_area, queue_since, slots, replica_state, tier_enter_ms, tier_admit_ms, tier_replica, busy_ms,
+               tier_counts, heap_time, heap_int, heap_state):
+    """Request r joins tier's queue at t; idle replicas of the tier (lowest index first) start."""
     note_queue_nb(tier, t, queue_ends, queue_area, queue_since)
-    queue[tier, queue_ends[tier, 1]] = r
-    queue_ends[tier, 1] += 1
+    queue_push_nb(tier, r, priority[r, tier] if by_priority else 0.0, queue, queue_key, queue_seq, queue_ends,
+                  by_priority)
     tier_enter_ms[r, tier] = t
     for k in range(first_replica[tier], first_replica[tier + 1]):
         if queue_ends[tier, 0] == queue_ends[tier, 1]:
             break
         if replica_state[k, REP_BUSY] == 0:
             start_iteration_nb(k, t, replica_tier, coeffs, max_batch, kv_capacity, start, n_prompt, n_decode,
-                               n_prompt_cont, n_decode_cont, queue, queue_ends, queue_area, queue_since,
-                               slots, replica_state, tier_admit_ms, tier_replica, busy_ms, tier_counts,
-                               heap_time, heap_int, heap_state)
+                               n_prompt_cont, n_decode_cont, queue, queue_key, queue_seq, by_priority, priority,
+                               queue_ends, queue_area, queue_since, slots, replica_state, tier_admit_ms,
+                               tier_replica, busy_ms, tier_counts, heap_time, heap_int, heap_state)
     # Measured after idle replicas took their share: a request admitted at once never waited.
     tier_counts[tier, T_MAX_QUEUE] = max(tier_counts[tier, T_MAX_QUEUE], queue_ends[tier, 1] - queue_ends[tier, 0])

@@ -371,10 +371,10 @@ class Evaluation:
         x = self.features.tier_x[rows]
         return np.stack([policy.predictor.predict_proba(i + 1, x[:, i]) for i in range(self.view.n_tiers)], axis=1)
 
-    def _router_scores(self, f: Fold):
+    def router_scores(self, f: Fold):
         """Prompt-only P(acceptable at tier s), per tier: out of fold on the calibration rows,
-        from the final model on the held-out rows (the router baseline's input), fitted the
-        first time a router is asked for."""
+        from the final model on the held-out rows (the router baseline's input and the DES's
+        difficulty scheduler's at a start tier), fitted the first time they are asked for."""
         if f.route is None:
             from asd.calibration.predictors import fit_stage
 
@@ -434,7 +434,7 @@ class Evaluation:
             if name == "threshold":
                 family, cal_scores, held_scores = B.threshold_family(f.p_cal), f.p_cal, f.p_held
             else:
-                route_cal, route_held = self._router_scores(f)
+                route_cal, route_held = self.router_scores(f)
                 family, cal_scores, held_scores = B.router_family(route_cal), route_cal, route_held
             c = B.pick(family, cal_scores, f.cal_arrays, latency=latency, cost_rel=cost_rel, seed=self.options["seed"])
             parts.append(walk_outcomes(*family.start_stop(held_scores, c), f.held_arrays))

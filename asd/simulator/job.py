@@ -126,12 +126,44 @@ def deployment_check(ev: Evaluation, tau_max: float, stat: str) -> dict:
 
 
 MODES = ("replay", "des")
+SCHEDULERS = ("fifo", "difficulty")
 
 
-def des_latency(ev: Evaluation, *, rate: float, replicas=1, max_batch: int = 256, seed: int = 0):
+def difficulty_priority(ev: Evaluation, out: Outcomes) -> np.ndarray:
+    """(N, L) queue keys for the DES's difficulty scheduler: the predicted chance that tier i's
+    answer will NOT do, as known when the request joins tier i's queue — from the prompt alone
+    at its start tier (the router's per-tier prompt models), from the previous tier's bin after
+    a climb (its fold policy's transition row times the tier's acceptance by bin). Easy requests
+    are likely to leave the cascade at this tier, so serving them first is a shortest-expected-
+    remaining-work rule: lower mean and median latency, a longer tail for the hard ones."""
+    keys = np.empty((ev.held.size, ev.view.n_tiers))
+    lo = 0
+    for f in ev.folds:
+        rows = np.arange(lo, lo + f.held.size)
+        lo += f.held.size
+        prompt_p = ev.router_scores(f)[1]  # (Nh, L) P(acceptable at s) from the prompt
+        policy, t = f.policy, f.policy.tables
+        expected = np.empty_like(prompt_p)
+        expected[:, 0] = prompt_p[:, 0]
+        start = out.start[rows]
+        for i in range(1, ev.view.n_tiers):
+            climbed = t.trans[i - 1] @ policy.q_mean[i]  # E[acceptance at i | bin at i − 1]
+            expected[:, i] = climbed[f.tier_bins[:, i - 1]]
+            if t.cold_start and i - 1 > 0:  # climbed from a cold start at i − 1: its cold bin and row
+                cold = (t.trans_cold[i - 1] @ policy.q_mean[i])[f.cold_bins[:, i - 1]]
+                expected[:, i] = np.where(start == i - 1, cold, expected[:, i])
+        at_start = np.arange(rows.size)
+        expected[at_start, start] = prompt_p[at_start, start]
+        keys[rows] = 1.0 - expected
+    return keys
+
+
+def des_latency(ev: Evaluation, *, rate: float, replicas=1, max_batch: int = 256, seed: int = 0,
+                scheduler: str = "fifo"):
     """outcomes → the same outcomes with latencies from the discrete-event simulation: Poisson
     arrivals at `rate` req/s over the pooled held-out requests, one pool per tier (`replicas`,
-    TP from the cost model, `max_batch`), iteration times from the cost model's coefficients."""
+    TP from the cost model, `max_batch`), iteration times from the cost model's coefficients;
+    queues FIFO or by predicted difficulty (`scheduler`, see difficulty_priority)."""
     from asd.simulator.des import Pools, arrival_times
     from asd.simulator.des import simulate as run_des
 
@@ -146,14 +178,15 @@ def des_latency(ev: Evaluation, *, rate: float, replicas=1, max_batch: int = 256
     arrival = arrival_times(rows.size, rate=rate, seed=seed)
 
     def latency(out: Outcomes) -> Outcomes:
-        run = run_des(out.start, out.stop, arrival_ms=arrival, pools=pools, **tokens)
+        priority = difficulty_priority(ev, out) if scheduler == "difficulty" else None
+        run = run_des(out.start, out.stop, arrival_ms=arrival, pools=pools, priority=priority, **tokens)
         latency.last = run
         return Outcomes(out.start, out.stop, out.cost, run.e2e_ms, out.quality)
     latency.pools = pools
     return latency
 
 
-def check_options(tau_max: float, stat: str, mode: str, rate: float | None) -> None:
+def check_options(tau_max: float, stat: str, mode: str, rate: float | None, scheduler: str = "fifo") -> None:
     """`asd simulate`'s limit, statistic and mode, checked before any calibration."""
     if stat not in STATISTICS:
         raise ConfigError(f"--stat {stat!r}: use one of {', '.join(STATISTICS)}")
@@ -163,18 +196,21 @@ def check_options(tau_max: float, stat: str, mode: str, rate: float | None) -> N
         raise ConfigError(f"--mode {mode!r}: use one of {', '.join(MODES)}")
     if mode == "des" and not (rate is not None and rate > 0):
         raise ConfigError("--mode des needs --rate R (requests per second, > 0)")
+    if scheduler not in SCHEDULERS:
+        raise ConfigError(f"--scheduler {scheduler!r}: use one of {', '.join(SCHEDULERS)}")
 
 
 def simulate(bundle="builtin", *, tau_max: float, stat: str = "p95", mode: str = "replay", rate: float | None = None,
              replicas=1, max_batch: int = 256, split: str | None = None, folds: int | None = None,
              cost_model: str | None = None, predictor: str = "logistic", stage0: bool = True, risk="mean",
-             seed: int = 0, evaluation: Evaluation | None = None, progress=None) -> dict:
+             seed: int = 0, evaluation: Evaluation | None = None, progress=None, scheduler: str = "fifo") -> dict:
     """Everything `asd simulate` prints and writes with --json."""
-    check_options(tau_max, stat, mode, rate)
+    check_options(tau_max, stat, mode, rate, scheduler)
     ev = evaluation or Evaluation(bundle, folds=folds, split=split, cost_model=cost_model, predictor=predictor,
                                   stage0=stage0, risk=risk, seed=seed, progress=progress)
     n_tiers = ev.view.n_tiers
-    latency = des_latency(ev, rate=rate, replicas=replicas, max_batch=max_batch, seed=seed) if mode == "des" else None
+    latency = (des_latency(ev, rate=rate, replicas=replicas, max_batch=max_batch, seed=seed, scheduler=scheduler)
+               if mode == "des" else None)
     timed = (lambda out: out) if latency is None else latency
     found, lam = search_tau(ev, tau_max, stat, latency)
     chosen_out = timed(ev.policy_outcomes(lam))
@@ -186,6 +222,7 @@ def simulate(bundle="builtin", *, tau_max: float, stat: str = "p95", mode: str =
     if latency is not None:
         run = latency.last
         load = {"rate": rate, "replicas": latency.pools.replicas.tolist(), "max_batch": int(max_batch),
+                "scheduler": scheduler,
                 "utilisation": run.utilisation.tolist(), "gpu_s": run.gpu_s.tolist(),
                 "mean_queue": run.mean_queue.tolist(), "max_queue": run.max_queue.tolist(),
                 "ttft_ms": {s: run.latency(s, "ttft") for s in STATISTICS}}
@@ -270,14 +307,15 @@ def explain(ev: Evaluation, request_id: str, lam: float) -> dict:
 
 def run_simulate(bundle="builtin", *, tau_max: float, stat: str = "p95", mode: str = "replay", rate=None,
                  replicas=1, max_batch=256, split=None, folds=None, cost_model=None, predictor="logistic",
-                 stage0=True, risk="mean", seed=0, plots=None, explain_id=None, progress=None, policy=None) -> dict:
+                 stage0=True, risk="mean", seed=0, plots=None, explain_id=None, progress=None, policy=None,
+                 scheduler="fifo") -> dict:
     """`asd simulate` end to end: evaluate, search λ, baselines, optional plots and --explain.
     policy: a given policy file whose tables are searched over λ instead of calibrating one."""
-    check_options(tau_max, stat, mode, rate)
+    check_options(tau_max, stat, mode, rate, scheduler)
     ev = Evaluation(bundle, folds=folds, split=split, cost_model=cost_model, predictor=predictor,
                     stage0=stage0, risk=risk, seed=seed, progress=progress, policy=policy)
     result = simulate(bundle, tau_max=tau_max, stat=stat, mode=mode, rate=rate, replicas=replicas,
-                      max_batch=max_batch, evaluation=ev, seed=seed)
+                      max_batch=max_batch, evaluation=ev, seed=seed, scheduler=scheduler)
     result["bundle"] = str(bundle)  # as the user named it ("builtin", not the package path)
     if explain_id is not None:
         result["explain"] = explain(ev, explain_id, result["chosen"]["lambda"])
@@ -287,7 +325,8 @@ def run_simulate(bundle="builtin", *, tau_max: float, stat: str = "p95", mode: s
         out = P.plots_dir(plots)
         chosen = ev.policy_outcomes(result["chosen"]["lambda"])
         if mode == "des":
-            chosen = des_latency(ev, rate=rate, replicas=replicas, max_batch=max_batch, seed=seed)(chosen)
+            chosen = des_latency(ev, rate=rate, replicas=replicas, max_batch=max_batch, seed=seed,
+                                 scheduler=scheduler)(chosen)
         result["plots"] = [str(p) for p in (
             P.latency_histogram(chosen.latency_ms, out / "latency.png", tau_max=tau_max,
                                 title=f"policy at λ={result['chosen']['lambda']:.3g}, held out"),

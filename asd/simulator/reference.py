@@ -104,18 +104,20 @@ def replay_grid_stats(prompt_bins, tier_bins, cold_bins, start_tables, stop_tabl
 
 # -- des_nb -------------------------------------------------------------------------------------
 def simulate_cascade(arrival_ms, arrival_order, start, stop, n_prompt, n_decode, n_prompt_cont,
-                     n_decode_cont, coeffs, first_replica, max_batch, kv_capacity, ttft_ms, finish_ms,
-                     tier_enter_ms, tier_admit_ms, tier_done_ms, tier_replica, busy_ms, queue_area,
+                     n_decode_cont, coeffs, first_replica, max_batch, kv_capacity, priority, by_priority, ttft_ms,
+                     finish_ms, tier_enter_ms, tier_admit_ms, tier_done_ms, tier_replica, busy_ms, queue_area,
                      tier_counts):
-    """The same event loop with heapq and Python lists (see des_nb for the model)."""
+    """The same event loop with heapq and Python lists (see des_nb for the model): a queue is a
+    list read from a moving head (FIFO), or a heapq of (priority, order of joining, request)."""
     n = len(arrival_ms)
     n_tiers = coeffs.shape[0]
     replica_tier = [i for i in range(n_tiers) for _ in range(first_replica[i], first_replica[i + 1])]
     batches = [[] for _ in replica_tier]  # [request, generated, prompt, decode, new]
     kv_reserved = [0] * len(replica_tier)
     busy = [False] * len(replica_tier)
-    queues = [[] for _ in range(n_tiers)]
-    heads = [0] * n_tiers
+    queues = [[] for _ in range(n_tiers)]  # FIFO: every request that joined; priority: the heap
+    heads = [0] * n_tiers  # FIFO: how many left the queue
+    joined = [0] * n_tiers
     queue_since = [0.0] * n_tiers
     heap = []
     seq = [0]
@@ -133,24 +135,43 @@ def simulate_cascade(arrival_ms, arrival_order, start, stop, n_prompt, n_decode,
         heapq.heappush(heap, (t, seq[0], kind, arg))
         seq[0] += 1
 
+    def queue_length(tier):
+        return len(queues[tier]) - heads[tier]
+
+    def queue_head(tier):
+        return queues[tier][0][2] if by_priority else queues[tier][heads[tier]]
+
+    def queue_pop(tier):
+        if by_priority:
+            heapq.heappop(queues[tier])
+        else:
+            heads[tier] += 1
+
+    def queue_push(tier, r):
+        if by_priority:
+            heapq.heappush(queues[tier], (float(priority[r, tier]), joined[tier], r))
+        else:
+            queues[tier].append(r)
+        joined[tier] += 1
+
     def note_queue(tier, t):
-        queue_area[tier] += (len(queues[tier]) - heads[tier]) * (t - queue_since[tier])
+        queue_area[tier] += queue_length(tier) * (t - queue_since[tier])
         queue_since[tier] = t
 
     def start_iteration(k, t):
         tier = replica_tier[k]
         batch = batches[k]
-        if heads[tier] < len(queues[tier]):
+        if queue_length(tier):
             note_queue(tier, t)
-        while heads[tier] < len(queues[tier]) and len(batch) < max_batch[tier]:
-            r = queues[tier][heads[tier]]
+        while queue_length(tier) and len(batch) < max_batch[tier]:
+            r = queue_head(tier)
             if tier == start[r]:
                 p, d = int(n_prompt[r, tier]), int(n_decode[r, tier])
             else:
                 p, d = int(n_prompt_cont[r, tier]), int(n_decode_cont[r, tier])
             if kv_reserved[k] + p + d > kv_capacity[tier]:
                 break
-            heads[tier] += 1
+            queue_pop(tier)
             kv_reserved[k] += p + d
             batch.append([r, 0, p, d, True])
             tier_admit_ms[r, tier] = t
@@ -171,14 +192,14 @@ def simulate_cascade(arrival_ms, arrival_order, start, stop, n_prompt, n_decode,
 
     def enqueue(r, tier, t):
         note_queue(tier, t)
-        queues[tier].append(r)
+        queue_push(tier, r)
         tier_enter_ms[r, tier] = t
         for k in range(first_replica[tier], first_replica[tier + 1]):
-            if heads[tier] == len(queues[tier]):
+            if not queue_length(tier):
                 break
             if not busy[k]:
                 start_iteration(k, t)
-        tier_counts[tier, 1] = max(tier_counts[tier, 1], len(queues[tier]) - heads[tier])
+        tier_counts[tier, 1] = max(tier_counts[tier, 1], queue_length(tier))
 
     if n == 0:
         return 0, 0.0

@@ -107,7 +107,10 @@ def print_simulation(result: dict, console: Console | None = None) -> None:
     stat, tau = result["stat"], result["tau_max_ms"]
     console.print(f"[bold]{result['bundle']}[/bold]: {result['n_requests']} held-out requests, tiers "
                   f"{' → '.join(result['tiers'])}; {result['evaluation']}")
-    console.print(f"cost model {result['cost_model']} ({result['cost_note']}); mode {result['mode']}")
+    load = result.get("load")
+    under = "" if not load else (f" at {load['rate']:g} req/s, replicas {load['replicas']}, max batch "
+                                 f"{load['max_batch']}, {load.get('scheduler', 'fifo')} queues")
+    console.print(f"cost model {result['cost_model']} ({result['cost_note']}); mode {result['mode']}{under}")
     c = result["chosen"]
     status = result["search"]["status"]
     limit = result["search"].get("lambda_limit", c["lambda"])

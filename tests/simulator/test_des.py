@@ -1,12 +1,14 @@
-"""Discrete-event simulation: a hand-computed case, numba = plain-Python twin, = replay at zero
-load, seeds reproduce, conservation (every request finishes, KV within capacity, busy within the
-wall clock), queueing grows with the arrival rate, Chrome-trace export."""
+"""Discrete-event simulation: hand-computed cases (FIFO and priority queues), numba = plain-Python
+twin (both queue kinds), equal keys = FIFO, = replay at zero load, seeds reproduce, conservation
+(every request finishes, KV within capacity, busy within the wall clock), queueing grows with the
+arrival rate, Chrome-trace export."""
 
 import json
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from asd.errors import ConfigError
 from asd.simulator import Pools, ReplayInputs, arrival_times, latency_grid, replay, simulate
@@ -52,14 +54,42 @@ def test_continuation_uses_the_continued_token_counts_and_moves_at_once():
     assert result.tier_enter_ms[0, 1] == result.tier_done_ms[0, 0] == 116.0
 
 
-def _run_both(inst):
+def test_difficulty_queue_admits_the_lowest_key_first_and_equal_keys_in_arrival_order():
+    # One tier, one replica, batch 1; three identical requests (prompt 4, 3 tokens: 45.5 ms alone).
+    # A (key 9) arrives at 0 and runs at once; B (key 5) at 1 and C (key 1) at 2 wait. FIFO serves
+    # B then C; by priority C (the lower key) goes before B. Equal keys keep the arrival order.
+    tokens = dict(n_prompt=[[4]] * 3, n_decode=[[3]] * 3)
+    pools = Pools.build(COEFFS_2[:1], max_batch=1)
+    run = dict(arrival_ms=[0.0, 1.0, 2.0], pools=pools, **tokens)
+    fifo = simulate([0, 0, 0], [0, 0, 0], **run)
+    np.testing.assert_allclose(fifo.e2e_ms, [45.5, 91.0 - 1.0, 136.5 - 2.0])
+    keyed = simulate([0, 0, 0], [0, 0, 0], priority=[[9.0], [5.0], [1.0]], **run)
+    np.testing.assert_allclose(keyed.e2e_ms, [45.5, 136.5 - 1.0, 91.0 - 2.0])
+    np.testing.assert_allclose(keyed.tier_admit_ms[:, 0], [0.0, 91.0, 45.5])
+    tied = simulate([0, 0, 0], [0, 0, 0], priority=[[3.0], [2.0], [2.0]], **run)
+    np.testing.assert_allclose(tied.e2e_ms, fifo.e2e_ms)
+    assert keyed.max_queue.tolist() == fifo.max_queue.tolist() == [2]
+    assert keyed.mean_queue[0] == pytest.approx(fifo.mean_queue[0])
+
+
+def test_des_refuses_malformed_priorities():
+    pools = Pools.build(COEFFS_2)
+    run = dict(arrival_ms=[0.0, 1.0], pools=pools)
+    with pytest.raises(ConfigError, match=r"priority: need \(2, 2\) finite keys"):
+        simulate([0, 0], [1, 1], [[1, 1]] * 2, [[1, 1]] * 2, priority=[[0.0, 1.0]], **run)
+    with pytest.raises(ConfigError, match="priority: need"):
+        simulate([0, 0], [1, 1], [[1, 1]] * 2, [[1, 1]] * 2, priority=[[0.0, np.nan], [1.0, 1.0]], **run)
+
+
+def _run_both(inst, priority=None):
     n, n_tiers = inst["n_prompt"].shape
     pools = Pools.build(inst["coeffs"], replicas=inst["replicas"], max_batch=inst["max_batch"],
                         kv_capacity=inst["kv_capacity"])
     first = np.concatenate([[0], np.cumsum(pools.replicas)]).astype(np.int64)
     order = np.argsort(inst["arrival_ms"], kind="stable")
     args = (inst["arrival_ms"], order, inst["start"], inst["stop"], inst["n_prompt"], inst["n_decode"],
-            inst["n_prompt_cont"], inst["n_decode_cont"], pools.coeffs, first, pools.max_batch, pools.kv_capacity)
+            inst["n_prompt_cont"], inst["n_decode_cont"], pools.coeffs, first, pools.max_batch, pools.kv_capacity,
+            np.zeros((1, 1)) if priority is None else priority, priority is not None)
 
     def outputs():
         return [np.empty(n), np.empty(n), np.empty((n, n_tiers)), np.empty((n, n_tiers)), np.empty((n, n_tiers)),
@@ -80,6 +110,31 @@ def test_des_kernel_equals_reference_under_load(inst):
     assert got_ret[1] == pytest.approx(want_ret[1], rel=1e-12)
     for g, w in zip(got, want):
         np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-9, equal_nan=True)
+
+
+def _keys(inst, seed):
+    """Priority keys with many ties (0, 1 or 2), so both the key and the join order decide."""
+    return np.random.default_rng(seed).integers(0, 3, size=inst["n_prompt"].shape).astype(np.float64)
+
+
+@settings(max_examples=150, deadline=None)
+@given(cascade_instances(), st.integers(0, 2**32 - 1))
+def test_des_kernel_equals_reference_with_priority_queues(inst, seed):
+    got, want, got_ret, want_ret = _run_both(inst, _keys(inst, seed))
+    assert got_ret[0] == want_ret[0]
+    assert got_ret[1] == pytest.approx(want_ret[1], rel=1e-12)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-9, equal_nan=True)
+
+
+@settings(max_examples=100, deadline=None)
+@given(cascade_instances())
+def test_priority_queues_with_equal_keys_are_fifo(inst):
+    fifo, _, fifo_ret, _ = _run_both(inst)
+    same, _, same_ret, _ = _run_both(inst, np.full(inst["n_prompt"].shape, 0.25))
+    assert same_ret == fifo_ret
+    for g, w in zip(same, fifo):
+        np.testing.assert_array_equal(g, w)
 
 
 def _latencies(inst):
@@ -118,6 +173,11 @@ def test_des_equals_replay_at_zero_load(inst):
     prefill = np.array([prefill_ms_nb(inst["coeffs"], k[r], stop_prompt[r]) for r in rows])
     np.testing.assert_allclose(result.ttft_ms, before + prefill, rtol=1e-9, atol=1e-9)
     assert result.max_queue.max() == 0
+    # alone in the system, the queue order cannot matter
+    keyed = simulate(inst["start"], inst["stop"], inst["n_prompt"], inst["n_decode"],
+                     n_prompt_cont=inst["n_prompt_cont"], n_decode_cont=inst["n_decode_cont"],
+                     arrival_ms=1000.0 + spacing * rows, pools=pools, priority=-_latencies(inst)[0])
+    np.testing.assert_array_equal(keyed.e2e_ms, result.e2e_ms)
 
 
 def _loaded_run(seed=0, rate=40.0, n=400, **pool_args):

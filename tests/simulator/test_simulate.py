@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import astuple
 
 import numpy as np
 import pytest
@@ -14,8 +15,8 @@ from asd.cli import main
 from asd.engine import Policy
 from asd.errors import ConfigError, PolicyError
 from asd.simulator.evaluate import Evaluation
-from asd.simulator.outcomes import latency_stat
-from asd.simulator.job import deployment_check, prediction_margin, simulate
+from asd.simulator.outcomes import Outcomes, latency_stat
+from asd.simulator.job import deployment_check, difficulty_priority, prediction_margin, simulate
 from asd.simulator.sweep import cheapest_within, sweep
 from asd.traces.synth import write_synthetic_bundle
 
@@ -115,6 +116,54 @@ def test_des_mode_under_load_is_slower_than_replay(evaluation):
     assert des["chosen"]["latency_ms"]["mean"] >= replay["chosen"]["latency_ms"]["mean"] * 0.5
     with pytest.raises(ConfigError, match="--rate"):
         simulate(tau_max=1e9, mode="des", evaluation=evaluation)
+
+
+def test_difficulty_keys_are_what_a_request_is_known_by_when_it_joins_each_queue(evaluation):
+    ev = evaluation
+    out = ev.policy_outcomes(1.0)
+    # the keys hang on each request's start tier only: draw every start, so cold starts are covered
+    out = Outcomes(np.random.default_rng(0).integers(0, ev.view.n_tiers, ev.held.size), *astuple(out)[1:])
+    keys = difficulty_priority(ev, out)
+    assert keys.shape == (ev.held.size, ev.view.n_tiers) and ((keys >= 0) & (keys <= 1)).all()
+    lo = 0
+    for f in ev.folds:  # an element-wise twin: prompt models at the start tier, the transition row after
+        prompt_p = ev.router_scores(f)[1]
+        policy, t = f.policy, f.policy.tables
+        for j in range(f.held.size):
+            s = int(out.start[lo + j])
+            for i in range(ev.view.n_tiers):
+                if i == s:
+                    want = prompt_p[j, i]
+                elif i == 0:
+                    want = prompt_p[j, 0]  # never joined: the start tier is above
+                else:
+                    cold = t.cold_start and i - 1 == s and s > 0
+                    trans, b = (t.trans_cold, f.cold_bins) if cold else (t.trans, f.tier_bins)
+                    want = sum(trans[i - 1][b[j, i - 1], c] * policy.q_mean[i, c] for c in range(t.n_bins))
+                assert keys[lo + j, i] == pytest.approx(1.0 - want, abs=1e-12)
+        lo += f.held.size
+
+
+def test_simulate_des_with_the_difficulty_scheduler_reorders_queues_not_paths(evaluation):
+    args = dict(tau_max=1e9, stat="mean", mode="des", rate=200.0, max_batch=2, evaluation=evaluation)
+    fifo = simulate(**args)
+    keyed = simulate(**args, scheduler="difficulty")
+    assert fifo["load"]["scheduler"] == "fifo" and keyed["load"]["scheduler"] == "difficulty"
+    for key in ("lambda", "quality", "cost_rel", "stop_fractions"):
+        assert keyed["chosen"][key] == fifo["chosen"][key]
+    assert keyed["chosen"]["latency_ms"] != fifo["chosen"]["latency_ms"]  # queues formed, and their order moved
+    assert simulate(**args, scheduler="difficulty")["chosen"] == keyed["chosen"]  # deterministic
+    with pytest.raises(ConfigError, match="--scheduler 'sjf': use one of fifo, difficulty"):
+        simulate(**args, scheduler="sjf")
+
+
+def test_simulate_cli_names_the_scheduler_and_warns_when_it_has_no_effect():
+    result = CliRunner().invoke(main, ["simulate", "--tau-max", "800", "--mode", "des", "--rate", "8",
+                                       "--max-batch", "2", "--scheduler", "difficulty"])
+    assert result.exit_code == 0, result.output
+    assert "mode des at 8 req/s, replicas [1, 1], max batch 2, difficulty queues" in result.stdout
+    result = CliRunner().invoke(main, ["simulate", "--tau-max", "800", "--scheduler", "difficulty"])
+    assert "warning: --scheduler has no effect without --mode des; ignored" in result.stderr.splitlines()
 
 
 def test_calibrate_cli_writes_a_policy_for_its_bundle(tmp_path):
