@@ -126,6 +126,13 @@ def _queue_before(queue_key, queue_seq, tier, a, b):
 
 
 @njit(cache=True, inline="always")
+def _queue_put(queue, queue_key, queue_seq, tier, i, r, key, seq):
+    queue[tier, i] = r
+    queue_key[tier, i] = key
+    queue_seq[tier, i] = seq
+
+
+@njit(cache=True, inline="always")
 def queue_head_nb(tier, queue, queue_ends, by_priority):
     """The request at the head of tier's queue (the queue is not empty)."""
     return queue[tier, 0] if by_priority else queue[tier, queue_ends[tier, 0]]
@@ -145,13 +152,9 @@ def queue_push_nb(tier, r, key, queue, queue_key, queue_seq, queue_ends, by_prio
         pk = queue_key[tier, parent]
         if pk < key or (pk == key and queue_seq[tier, parent] < tail):
             break
-        queue[tier, i] = queue[tier, parent]
-        queue_key[tier, i] = pk
-        queue_seq[tier, i] = queue_seq[tier, parent]
+        _queue_put(queue, queue_key, queue_seq, tier, i, queue[tier, parent], pk, queue_seq[tier, parent])
         i = parent
-    queue[tier, i] = r
-    queue_key[tier, i] = key
-    queue_seq[tier, i] = tail
+    _queue_put(queue, queue_key, queue_seq, tier, i, r, key, tail)
 
 
 @njit(cache=True, inline="always")
@@ -173,13 +176,9 @@ def queue_pop_nb(tier, queue, queue_key, queue_seq, queue_ends, by_priority):
         ck = queue_key[tier, child]
         if key < ck or (key == ck and seq < queue_seq[tier, child]):
             break
-        queue[tier, i] = queue[tier, child]
-        queue_key[tier, i] = ck
-        queue_seq[tier, i] = queue_seq[tier, child]
+        _queue_put(queue, queue_key, queue_seq, tier, i, queue[tier, child], ck, queue_seq[tier, child])
         i = child
-    queue[tier, i] = r
-    queue_key[tier, i] = key
-    queue_seq[tier, i] = seq
+    _queue_put(queue, queue_key, queue_seq, tier, i, r, key, seq)
 
 
 @njit(cache=True)
