@@ -164,6 +164,11 @@ def test_simulate_cli_names_the_scheduler_and_warns_when_it_has_no_effect():
     assert "mode des at 8 req/s, replicas [1, 1], max batch 2, difficulty queues" in result.stdout
     result = CliRunner().invoke(main, ["simulate", "--tau-max", "800", "--scheduler", "difficulty"])
     assert "warning: --scheduler has no effect without --mode des; ignored" in result.stderr.splitlines()
+    from tests.simulator.test_check import POLICY  # a given policy: its tables give the keys after a climb
+
+    result = CliRunner().invoke(main, ["simulate", "--policy", str(POLICY), "--tau-max", "800", "--mode", "des",
+                                       "--rate", "6", "--max-batch", "4", "--scheduler", "difficulty"])
+    assert result.exit_code == 0 and "max batch 4, difficulty queues" in result.stdout, result.output
 
 
 def test_calibrate_cli_writes_a_policy_for_its_bundle(tmp_path):
