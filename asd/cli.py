@@ -338,7 +338,11 @@ def _evaluation_options(f):
 @click.option("--stat", default="p95", show_default=True, type=click.Choice(["mean", "p50", "p95", "p99"]))
 @click.option("--mode", default="replay", show_default=True, type=click.Choice(["replay", "des"]),
               help="replay: each request alone (no contention); des: discrete-event simulation under load.")
-@click.option("--rate", default=None, type=float, help="des: Poisson arrival rate, requests per second.")
+@click.option("--rate", default=None, type=float, help="des: arrival rate, requests per second.")
+@click.option("--arrivals", default="poisson", show_default=True, type=click.Choice(["poisson", "gamma", "trace"]),
+              help="des: Poisson at --rate, bursty gamma gaps at --rate (--cv), or the trace's recorded offsets.")
+@click.option("--cv", default=1.0, show_default=True, type=float,
+              help="des, gamma arrivals: coefficient of variation of the gaps (1 = Poisson; 2-4 is bursty).")
 @click.option("--replicas", default="1", show_default=True, help="des: replicas per tier, one number or one per tier (1,1,2).")
 @click.option("--max-batch", default=256, show_default=True, type=click.IntRange(1), help="des: continuous-batching limit per replica.")
 @click.option("--scheduler", default="fifo", show_default=True, type=click.Choice(["fifo", "difficulty"]),
@@ -346,7 +350,7 @@ def _evaluation_options(f):
 @click.option("--explain", "explain_id", default=None, help="Show one request's walk: outputs, features, p̂, values, decisions.")
 @json_option("Write the results as JSON.")
 def simulate_command(bundle, split, folds, cost_model, predictor, stage0, risk, seed, plots, policy, tau_max, stat,
-                     mode, rate, replicas, max_batch, scheduler, explain_id, json_path):
+                     mode, rate, arrivals, cv, replicas, max_batch, scheduler, explain_id, json_path):
     """Replay BUNDLE (default: the built-in trace) under a calibrated cascade policy on held-out
     requests; choose λ by bisection for the best quality whose latency statistic stays within
     --tau-max; compare every baseline at the same limit."""
@@ -354,13 +358,17 @@ def simulate_command(bundle, split, folds, cost_model, predictor, stage0, risk, 
     from asd.simulator.job import run_simulate
 
     if mode != "des":
-        _warn_ignored(["rate", "replicas", "max_batch", "scheduler"], "without --mode des")
+        _warn_ignored(["rate", "arrivals", "cv", "replicas", "max_batch", "scheduler"], "without --mode des")
+    elif arrivals != "gamma":
+        _warn_ignored(["cv"], "without --arrivals gamma")
+    if mode == "des" and arrivals == "trace":
+        _warn_ignored(["rate"], "with --arrivals trace")
 
     result = run_simulate(bundle, tau_max=tau_max, stat=stat, mode=mode, rate=rate, replicas=_replicas(replicas),
                           max_batch=max_batch, split=split, folds=folds,
                           cost_model=cost_model, predictor=predictor, stage0=stage0, risk=_risk(risk), seed=seed,
                           plots=plots, explain_id=explain_id, progress=_progress("simulate"), policy=policy,
-                          scheduler=scheduler)
+                          scheduler=scheduler, arrivals=arrivals, cv=cv)
     _warn(result)
     print_simulation(result)
     if result.get("explain"):

@@ -6,6 +6,7 @@ put every baseline beside it at the same τ_max, with the research protocol's su
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 
@@ -127,6 +128,35 @@ def deployment_check(ev: Evaluation, tau_max: float, stat: str) -> dict:
 
 MODES = ("replay", "des")
 SCHEDULERS = ("fifo", "difficulty")
+ARRIVALS = ("poisson", "gamma", "trace")
+
+
+def check_trace_arrivals(bundle) -> None:
+    """Refuse --arrivals trace up front for a bundle that recorded no arrival offsets at all."""
+    from asd.traces.bundle import open_bundle
+
+    opened = open_bundle(bundle)
+    offsets = opened.to_pandas("requests", ["arrival_s"])["arrival_s"]
+    if offsets.isna().all():
+        raise ConfigError(f"{opened.path}: --arrivals trace needs requests.arrival_s, and no request has one "
+                          "(use --rate R for Poisson or gamma arrivals)")
+
+
+def trace_offsets(ev: Evaluation) -> np.ndarray:
+    """The held-out requests' recorded arrival offsets (requests.arrival_s, seconds), in the
+    pooled order the DES runs them in; a trace without them is a ConfigError naming it."""
+    from asd.traces.bundle import open_bundle
+
+    where = ev.view.path or "this trace"
+    if ev.view.path is None:
+        raise ConfigError(f"{where}: --arrivals trace needs a bundle with requests.arrival_s")
+    offsets = open_bundle(ev.view.path).to_pandas("requests", ["arrival_s"])["arrival_s"].to_numpy(np.float64)
+    offsets = offsets[ev.held]
+    missing = int(np.isnan(offsets).sum())
+    if missing:
+        raise ConfigError(f"{where}: --arrivals trace needs requests.arrival_s; {missing} of {offsets.size} "
+                          "held-out requests have none (use --rate R for Poisson or gamma arrivals)")
+    return offsets
 
 
 def difficulty_priority(ev: Evaluation, out: Outcomes) -> np.ndarray:
@@ -158,12 +188,14 @@ def difficulty_priority(ev: Evaluation, out: Outcomes) -> np.ndarray:
     return keys
 
 
-def des_latency(ev: Evaluation, *, rate: float, replicas=1, max_batch: int = 256, seed: int = 0,
-                scheduler: str = "fifo"):
-    """outcomes → the same outcomes with latencies from the discrete-event simulation: Poisson
-    arrivals at `rate` req/s over the pooled held-out requests, one pool per tier (`replicas`,
-    TP from the cost model, `max_batch`), iteration times from the cost model's coefficients;
-    queues FIFO or by predicted difficulty (`scheduler`, see difficulty_priority)."""
+def des_latency(ev: Evaluation, *, rate: float | None, replicas=1, max_batch: int = 256, seed: int = 0,
+                scheduler: str = "fifo", arrivals: str = "poisson", cv: float = 1.0):
+    """outcomes → the same outcomes with latencies from the discrete-event simulation over the
+    pooled held-out requests: arrivals Poisson at `rate` req/s, gamma gaps with coefficient of
+    variation `cv` at that rate (bursty for cv > 1), or the trace's recorded offsets; one pool
+    per tier (`replicas`, TP from the cost model, `max_batch`), iteration times from the cost
+    model's coefficients; queues FIFO or by predicted difficulty (`scheduler`, see
+    difficulty_priority)."""
     from asd.simulator.des import Pools, arrival_times
     from asd.simulator.des import simulate as run_des
 
@@ -175,7 +207,10 @@ def des_latency(ev: Evaluation, *, rate: float, replicas=1, max_batch: int = 256
                   n_decode_cont=np.maximum(n_out - n_acc, 0).astype(np.int64))
     pools = Pools.build(ev.cost_model.iteration_coefficients(), replicas=replicas,
                         tensor_parallel=ev.cost_model.gpus.astype(np.int64), max_batch=max_batch)
-    arrival = arrival_times(rows.size, rate=rate, seed=seed)
+    if arrivals == "trace":
+        arrival = arrival_times(rows.size, process="trace", offsets_s=trace_offsets(ev))
+    else:
+        arrival = arrival_times(rows.size, process=arrivals, rate=rate, cv=cv, seed=seed)
 
     def latency(out: Outcomes) -> Outcomes:
         priority = difficulty_priority(ev, out) if scheduler == "difficulty" else None
@@ -186,7 +221,8 @@ def des_latency(ev: Evaluation, *, rate: float, replicas=1, max_batch: int = 256
     return latency
 
 
-def check_options(tau_max: float, stat: str, mode: str, rate: float | None, scheduler: str = "fifo") -> None:
+def check_options(tau_max: float, stat: str, mode: str, rate: float | None, scheduler: str = "fifo",
+                  arrivals: str = "poisson", cv: float = 1.0) -> None:
     """`asd simulate`'s limit, statistic and mode, checked before any calibration."""
     if stat not in STATISTICS:
         raise ConfigError(f"--stat {stat!r}: use one of {', '.join(STATISTICS)}")
@@ -194,8 +230,12 @@ def check_options(tau_max: float, stat: str, mode: str, rate: float | None, sche
         raise ConfigError(f"--tau-max {tau_max}: must be a positive number of milliseconds")
     if mode not in MODES:
         raise ConfigError(f"--mode {mode!r}: use one of {', '.join(MODES)}")
-    if mode == "des" and not (rate is not None and rate > 0):
-        raise ConfigError("--mode des needs --rate R (requests per second, > 0)")
+    if arrivals not in ARRIVALS:
+        raise ConfigError(f"--arrivals {arrivals!r}: use one of {', '.join(ARRIVALS)}")
+    if mode == "des" and arrivals != "trace" and not (rate is not None and rate > 0):
+        raise ConfigError("--mode des needs --rate R (requests per second, > 0), or --arrivals trace")
+    if not (cv > 0 and math.isfinite(cv)):
+        raise ConfigError(f"--cv {cv}: the gaps' coefficient of variation must be a positive number (1 = Poisson)")
     if scheduler not in SCHEDULERS:
         raise ConfigError(f"--scheduler {scheduler!r}: use one of {', '.join(SCHEDULERS)}")
 
@@ -203,13 +243,15 @@ def check_options(tau_max: float, stat: str, mode: str, rate: float | None, sche
 def simulate(bundle="builtin", *, tau_max: float, stat: str = "p95", mode: str = "replay", rate: float | None = None,
              replicas=1, max_batch: int = 256, split: str | None = None, folds: int | None = None,
              cost_model: str | None = None, predictor: str = "logistic", stage0: bool = True, risk="mean",
-             seed: int = 0, evaluation: Evaluation | None = None, progress=None, scheduler: str = "fifo") -> dict:
+             seed: int = 0, evaluation: Evaluation | None = None, progress=None, scheduler: str = "fifo",
+             arrivals: str = "poisson", cv: float = 1.0) -> dict:
     """Everything `asd simulate` prints and writes with --json."""
-    check_options(tau_max, stat, mode, rate, scheduler)
+    check_options(tau_max, stat, mode, rate, scheduler, arrivals, cv)
     ev = evaluation or Evaluation(bundle, folds=folds, split=split, cost_model=cost_model, predictor=predictor,
                                   stage0=stage0, risk=risk, seed=seed, progress=progress)
     n_tiers = ev.view.n_tiers
-    latency = (des_latency(ev, rate=rate, replicas=replicas, max_batch=max_batch, seed=seed, scheduler=scheduler)
+    latency = (des_latency(ev, rate=rate, replicas=replicas, max_batch=max_batch, seed=seed, scheduler=scheduler,
+                           arrivals=arrivals, cv=cv)
                if mode == "des" else None)
     timed = (lambda out: out) if latency is None else latency
     found, lam = search_tau(ev, tau_max, stat, latency)
@@ -221,8 +263,10 @@ def simulate(bundle="builtin", *, tau_max: float, stat: str = "p95", mode: str =
     load = None
     if latency is not None:
         run = latency.last
-        load = {"rate": rate, "replicas": latency.pools.replicas.tolist(), "max_batch": int(max_batch),
-                "scheduler": scheduler,
+        rate_seen = run.arrival_ms.size / (np.ptp(run.arrival_ms) / 1e3) if run.arrival_ms.size > 1 else None
+        load = {"rate": rate if arrivals != "trace" else rate_seen, "arrivals": arrivals,
+                "cv": cv if arrivals == "gamma" else None, "replicas": latency.pools.replicas.tolist(),
+                "max_batch": int(max_batch), "scheduler": scheduler,
                 "utilisation": run.utilisation.tolist(), "gpu_s": run.gpu_s.tolist(),
                 "mean_queue": run.mean_queue.tolist(), "max_queue": run.max_queue.tolist(),
                 "ttft_ms": {s: run.latency(s, "ttft") for s in STATISTICS}}
@@ -308,14 +352,16 @@ def explain(ev: Evaluation, request_id: str, lam: float) -> dict:
 def run_simulate(bundle="builtin", *, tau_max: float, stat: str = "p95", mode: str = "replay", rate=None,
                  replicas=1, max_batch=256, split=None, folds=None, cost_model=None, predictor="logistic",
                  stage0=True, risk="mean", seed=0, plots=None, explain_id=None, progress=None, policy=None,
-                 scheduler="fifo") -> dict:
+                 scheduler="fifo", arrivals="poisson", cv=1.0) -> dict:
     """`asd simulate` end to end: evaluate, search λ, baselines, optional plots and --explain.
     policy: a given policy file whose tables are searched over λ instead of calibrating one."""
-    check_options(tau_max, stat, mode, rate, scheduler)
+    check_options(tau_max, stat, mode, rate, scheduler, arrivals, cv)
+    if mode == "des" and arrivals == "trace" and isinstance(bundle, (str, os.PathLike)):
+        check_trace_arrivals(bundle)  # before any calibration
     ev = Evaluation(bundle, folds=folds, split=split, cost_model=cost_model, predictor=predictor,
                     stage0=stage0, risk=risk, seed=seed, progress=progress, policy=policy)
     result = simulate(bundle, tau_max=tau_max, stat=stat, mode=mode, rate=rate, replicas=replicas,
-                      max_batch=max_batch, evaluation=ev, seed=seed, scheduler=scheduler)
+                      max_batch=max_batch, evaluation=ev, seed=seed, scheduler=scheduler, arrivals=arrivals, cv=cv)
     result["bundle"] = str(bundle)  # as the user named it ("builtin", not the package path)
     if explain_id is not None:
         result["explain"] = explain(ev, explain_id, result["chosen"]["lambda"])
@@ -326,7 +372,7 @@ def run_simulate(bundle="builtin", *, tau_max: float, stat: str = "p95", mode: s
         chosen = ev.policy_outcomes(result["chosen"]["lambda"])
         if mode == "des":
             chosen = des_latency(ev, rate=rate, replicas=replicas, max_batch=max_batch, seed=seed,
-                                 scheduler=scheduler)(chosen)
+                                 scheduler=scheduler, arrivals=arrivals, cv=cv)(chosen)
         result["plots"] = [str(p) for p in (
             P.latency_histogram(chosen.latency_ms, out / "latency.png", tau_max=tau_max,
                                 title=f"policy at λ={result['chosen']['lambda']:.3g}, held out"),

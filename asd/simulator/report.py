@@ -108,8 +108,8 @@ def print_simulation(result: dict, console: Console | None = None) -> None:
     console.print(f"[bold]{result['bundle']}[/bold]: {result['n_requests']} held-out requests, tiers "
                   f"{' → '.join(result['tiers'])}; {result['evaluation']}")
     load = result.get("load")
-    under = "" if not load else (f" at {load['rate']:g} req/s, replicas {load['replicas']}, max batch "
-                                 f"{load['max_batch']}, {load.get('scheduler', 'fifo')} queues")
+    under = "" if not load else (f" at {load['rate']:.3g} req/s ({_arrivals(load)}), replicas {load['replicas']}, "
+                                 f"max batch {load['max_batch']}, {load.get('scheduler', 'fifo')} queues")
     console.print(f"cost model {result['cost_model']} ({result['cost_note']}); mode {result['mode']}{under}")
     c = result["chosen"]
     status = result["search"]["status"]
@@ -133,6 +133,11 @@ def print_simulation(result: dict, console: Console | None = None) -> None:
     d = result["deployment"]
     console.print(f"deployment: λ chosen on each fold's calibration rows met τ_max on {d['met']} of {d['of']} "
                   f"held-out folds ({d['note']})")
+
+
+def _arrivals(load: dict) -> str:
+    kind = load.get("arrivals", "poisson")
+    return {"poisson": "Poisson", "gamma": f"gamma gaps, CV {load.get('cv')}", "trace": "the trace's offsets"}[kind]
 
 
 def print_sweep(result: dict, console: Console | None = None) -> None:

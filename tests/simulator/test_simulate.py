@@ -8,6 +8,7 @@ import math
 from dataclasses import astuple
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
@@ -16,10 +17,12 @@ from asd.engine import Policy
 from asd.errors import ConfigError, PolicyError
 from asd.simulator.evaluate import Evaluation
 from asd.simulator.outcomes import Outcomes, latency_stat
-from asd.simulator.job import deployment_check, difficulty_priority, prediction_margin, simulate
+from asd.simulator.job import deployment_check, des_latency, difficulty_priority, prediction_margin, simulate
 from asd.simulator.sweep import cheapest_within, sweep
+from asd.traces.bundle import open_bundle
 from asd.traces.synth import write_synthetic_bundle
 
+BUILTIN = open_bundle("builtin").path
 BASELINES = ["fixed-2stage", "pipeline", "threshold", "router", "random", "protocol", "oracle"]
 
 
@@ -157,11 +160,41 @@ def test_simulate_des_with_the_difficulty_scheduler_reorders_queues_not_paths(ev
         simulate(**args, scheduler="sjf")
 
 
+def test_des_arrivals_bursty_gamma_and_the_traces_own_offsets(evaluation, synth):
+    args = dict(tau_max=1e9, stat="mean", mode="des", rate=50.0, evaluation=evaluation)
+    poisson = simulate(**args)
+    bursty = simulate(**args, arrivals="gamma", cv=3.0)
+    assert poisson["load"]["arrivals"] == "poisson" and poisson["load"]["cv"] is None
+    assert bursty["load"]["arrivals"] == "gamma" and bursty["load"]["cv"] == 3.0 and bursty["load"]["rate"] == 50.0
+    assert bursty["chosen"]["latency_ms"]["p99"] > poisson["chosen"]["latency_ms"]["p99"]  # bursts queue
+    # the trace's offsets: each held-out request arrives when it was recorded to (pooled order)
+    latency = des_latency(evaluation, rate=None, arrivals="trace")
+    latency(evaluation.policy_outcomes(1.0))
+    offsets = pq.read_table(synth / "requests.parquet", columns=["arrival_s"]).column(0).to_numpy()[evaluation.held]
+    np.testing.assert_allclose(latency.last.arrival_ms, (offsets - offsets.min()) * 1e3)
+    traced = simulate(tau_max=1e9, stat="mean", mode="des", arrivals="trace", evaluation=evaluation)
+    assert traced["load"]["rate"] == pytest.approx(offsets.size / np.ptp(offsets))
+    with pytest.raises(ConfigError, match="--arrivals 'uniform': use one of poisson, gamma, trace"):
+        simulate(**args, arrivals="uniform")
+    with pytest.raises(ConfigError, match="--cv 0.0: the gaps' coefficient of variation must be a positive number"):
+        simulate(**args, arrivals="gamma", cv=0.0)
+
+
+def test_trace_arrivals_on_a_trace_without_offsets_fail_in_one_line_before_calibrating():
+    result = CliRunner().invoke(main, ["simulate", "--tau-max", "800", "--mode", "des", "--arrivals", "trace"])
+    assert result.exit_code != 0 and "calibrating" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"error: {BUILTIN}: --arrivals trace needs requests.arrival_s, and no request has one (use --rate R for "
+        "Poisson or gamma arrivals)"]
+    result = CliRunner().invoke(main, ["simulate", "--tau-max", "800", "--mode", "des", "--rate", "3", "--cv", "2"])
+    assert "warning: --cv has no effect without --arrivals gamma; ignored" in result.stderr.splitlines()
+
+
 def test_simulate_cli_names_the_scheduler_and_warns_when_it_has_no_effect():
     result = CliRunner().invoke(main, ["simulate", "--tau-max", "800", "--mode", "des", "--rate", "8",
                                        "--max-batch", "2", "--scheduler", "difficulty"])
     assert result.exit_code == 0, result.output
-    assert "mode des at 8 req/s, replicas [1, 1], max batch 2, difficulty queues" in result.stdout
+    assert "mode des at 8 req/s (Poisson), replicas [1, 1], max batch 2, difficulty queues" in result.stdout
     result = CliRunner().invoke(main, ["simulate", "--tau-max", "800", "--scheduler", "difficulty"])
     assert "warning: --scheduler has no effect without --mode des; ignored" in result.stderr.splitlines()
     from tests.simulator.test_check import POLICY  # a given policy: its tables give the keys after a climb
