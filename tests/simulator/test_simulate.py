@@ -8,6 +8,7 @@ import math
 from dataclasses import astuple
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
@@ -178,6 +179,20 @@ def test_des_arrivals_bursty_gamma_and_the_traces_own_offsets(evaluation, synth)
         simulate(**args, arrivals="uniform")
     with pytest.raises(ConfigError, match="--cv 0.0: the gaps' coefficient of variation must be a positive number"):
         simulate(**args, arrivals="gamma", cv=0.0)
+
+
+def test_trace_arrivals_refuse_held_out_requests_without_offsets_by_count(tmp_path):
+    path = tmp_path / "gaps"
+    write_synthetic_bundle(path, 60, 2, 3)
+    requests = pq.read_table(path / "requests.parquet")
+    offsets = requests.column("arrival_s").to_pylist()
+    offsets[:7] = [None] * 7
+    pq.write_table(requests.set_column(requests.schema.get_field_index("arrival_s"), "arrival_s",
+                                       pa.array(offsets, pa.float64())), path / "requests.parquet")
+    ev = Evaluation(path, folds=3, seed=0)
+    with pytest.raises(ConfigError, match=r"gaps: --arrivals trace needs requests.arrival_s; 7 of 60 held-out "
+                                          r"requests have none \(use --rate R"):
+        des_latency(ev, rate=None, arrivals="trace")
 
 
 def test_trace_arrivals_on_a_trace_without_offsets_fail_in_one_line_before_calibrating():
