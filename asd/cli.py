@@ -347,10 +347,12 @@ def _evaluation_options(f):
 @click.option("--max-batch", default=256, show_default=True, type=click.IntRange(1), help="des: continuous-batching limit per replica.")
 @click.option("--scheduler", default="fifo", show_default=True, type=click.Choice(["fifo", "difficulty"]),
               help="des: queue order at each tier; difficulty: the requests most likely to be answered there first.")
+@click.option("--chrome-trace", "chrome_trace", default=None, type=JsonPath("--chrome-trace"),
+              help="des: write the chosen policy's run as a chrome://tracing file (one span per request per tier).")
 @click.option("--explain", "explain_id", default=None, help="Show one request's walk: outputs, features, p̂, values, decisions.")
 @json_option("Write the results as JSON.")
 def simulate_command(bundle, split, folds, cost_model, predictor, stage0, risk, seed, plots, policy, tau_max, stat,
-                     mode, rate, arrivals, cv, replicas, max_batch, scheduler, explain_id, json_path):
+                     mode, rate, arrivals, cv, replicas, max_batch, scheduler, chrome_trace, explain_id, json_path):
     """Replay BUNDLE (default: the built-in trace) under a calibrated cascade policy on held-out
     requests; choose λ by bisection for the best quality whose latency statistic stays within
     --tau-max; compare every baseline at the same limit."""
@@ -358,7 +360,8 @@ def simulate_command(bundle, split, folds, cost_model, predictor, stage0, risk, 
     from asd.simulator.job import run_simulate
 
     if mode != "des":
-        _warn_ignored(["rate", "arrivals", "cv", "replicas", "max_batch", "scheduler"], "without --mode des")
+        _warn_ignored(["rate", "arrivals", "cv", "replicas", "max_batch", "scheduler", "chrome_trace"],
+                      "without --mode des")
     elif arrivals != "gamma":
         _warn_ignored(["cv"], "without --arrivals gamma")
     if mode == "des" and arrivals == "trace":
@@ -368,7 +371,7 @@ def simulate_command(bundle, split, folds, cost_model, predictor, stage0, risk, 
                           max_batch=max_batch, split=split, folds=folds,
                           cost_model=cost_model, predictor=predictor, stage0=stage0, risk=_risk(risk), seed=seed,
                           plots=plots, explain_id=explain_id, progress=_progress("simulate"), policy=policy,
-                          scheduler=scheduler, arrivals=arrivals, cv=cv)
+                          scheduler=scheduler, arrivals=arrivals, cv=cv, chrome_trace=chrome_trace)
     _warn(result)
     print_simulation(result)
     if result.get("explain"):

@@ -129,6 +129,7 @@ def deployment_check(ev: Evaluation, tau_max: float, stat: str) -> dict:
 MODES = ("replay", "des")
 SCHEDULERS = ("fifo", "difficulty")
 ARRIVALS = ("poisson", "gamma", "trace")
+CHROME_TRACE_SPANS = 100_000  # (request, tier) spans written: chrome://tracing slows past a few hundred thousand
 
 
 def check_trace_arrivals(bundle) -> None:
@@ -244,8 +245,9 @@ def simulate(bundle="builtin", *, tau_max: float, stat: str = "p95", mode: str =
              replicas=1, max_batch: int = 256, split: str | None = None, folds: int | None = None,
              cost_model: str | None = None, predictor: str = "logistic", stage0: bool = True, risk="mean",
              seed: int = 0, evaluation: Evaluation | None = None, progress=None, scheduler: str = "fifo",
-             arrivals: str = "poisson", cv: float = 1.0) -> dict:
-    """Everything `asd simulate` prints and writes with --json."""
+             arrivals: str = "poisson", cv: float = 1.0, chrome_trace=None) -> dict:
+    """Everything `asd simulate` prints and writes with --json. chrome_trace: under --mode des, a
+    path for the chosen policy's run as a chrome://tracing file."""
     check_options(tau_max, stat, mode, rate, scheduler, arrivals, cv)
     ev = evaluation or Evaluation(bundle, folds=folds, split=split, cost_model=cost_model, predictor=predictor,
                                   stage0=stage0, risk=risk, seed=seed, progress=progress)
@@ -270,6 +272,13 @@ def simulate(bundle="builtin", *, tau_max: float, stat: str = "p95", mode: str =
                 "utilisation": run.utilisation.tolist(), "gpu_s": run.gpu_s.tolist(),
                 "mean_queue": run.mean_queue.tolist(), "max_queue": run.max_queue.tolist(),
                 "ttft_ms": {s: run.latency(s, "ttft") for s in STATISTICS}}
+        if chrome_trace is not None:
+            try:
+                run.chrome_trace(chrome_trace, tier_names=ev.view.tier_names, request_ids=ev.view.request_ids[ev.held],
+                                 limit=CHROME_TRACE_SPANS)
+            except OSError as exc:
+                raise ConfigError(f"{chrome_trace}: cannot write --chrome-trace ({exc.strerror or exc})") from None
+            load["chrome_trace"] = str(chrome_trace)
 
     def outcomes_of_baselines():  # one at a time: summarised and dropped (40 MB each at 10^6 requests)
         yield from ev.iter_fixed_baselines(lam)
@@ -352,7 +361,7 @@ def explain(ev: Evaluation, request_id: str, lam: float) -> dict:
 def run_simulate(bundle="builtin", *, tau_max: float, stat: str = "p95", mode: str = "replay", rate=None,
                  replicas=1, max_batch=256, split=None, folds=None, cost_model=None, predictor="logistic",
                  stage0=True, risk="mean", seed=0, plots=None, explain_id=None, progress=None, policy=None,
-                 scheduler="fifo", arrivals="poisson", cv=1.0) -> dict:
+                 scheduler="fifo", arrivals="poisson", cv=1.0, chrome_trace=None) -> dict:
     """`asd simulate` end to end: evaluate, search λ, baselines, optional plots and --explain.
     policy: a given policy file whose tables are searched over λ instead of calibrating one."""
     check_options(tau_max, stat, mode, rate, scheduler, arrivals, cv)
@@ -361,7 +370,8 @@ def run_simulate(bundle="builtin", *, tau_max: float, stat: str = "p95", mode: s
     ev = Evaluation(bundle, folds=folds, split=split, cost_model=cost_model, predictor=predictor,
                     stage0=stage0, risk=risk, seed=seed, progress=progress, policy=policy)
     result = simulate(bundle, tau_max=tau_max, stat=stat, mode=mode, rate=rate, replicas=replicas,
-                      max_batch=max_batch, evaluation=ev, seed=seed, scheduler=scheduler, arrivals=arrivals, cv=cv)
+                      max_batch=max_batch, evaluation=ev, seed=seed, scheduler=scheduler, arrivals=arrivals, cv=cv,
+                      chrome_trace=chrome_trace)
     result["bundle"] = str(bundle)  # as the user named it ("builtin", not the package path)
     if explain_id is not None:
         result["explain"] = explain(ev, explain_id, result["chosen"]["lambda"])

@@ -205,6 +205,31 @@ def test_trace_arrivals_on_a_trace_without_offsets_fail_in_one_line_before_calib
     assert "warning: --cv has no effect without --arrivals gamma; ignored" in result.stderr.splitlines()
 
 
+def test_simulate_writes_the_chosen_policys_des_run_as_a_chrome_trace(tmp_path):
+    trace, out = tmp_path / "run.json", tmp_path / "sim.json"
+    result = run("simulate", "--tau-max", "800", "--mode", "des", "--rate", "6", "--max-batch", "4",
+                 "--chrome-trace", str(trace), "--json", str(out))
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert data["load"]["chrome_trace"] == str(trace)
+    events = json.loads(trace.read_text())["traceEvents"]
+    spans = [e for e in events if e["ph"] == "X"]
+    # one span per request per tier it ran, under the chosen policy (its stop fractions say where it ended)
+    assert len(spans) >= data["n_requests"]
+    assert {e["args"]["name"] for e in events if e["ph"] == "M"} == set(data["tiers"])
+    ended = np.bincount([e["args"]["stop_tier"] for e in spans if e["pid"] == e["args"]["stop_tier"]],
+                        minlength=len(data["tiers"])) / data["n_requests"]
+    np.testing.assert_allclose(ended, data["chosen"]["stop_fractions"])
+    assert all(e["dur"] > 0 and e["args"]["queued_ms"] >= 0 for e in spans)
+    result = CliRunner().invoke(main, ["simulate", "--tau-max", "800", "--mode", "des", "--rate", "6",
+                                       "--chrome-trace", str(tmp_path / "missing" / "run.json")])
+    assert result.exit_code != 0 and "calibrating" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: {tmp_path / 'missing' / 'run.json'}: cannot write --chrome-trace (no directory {tmp_path / 'missing'})")
+    result = CliRunner().invoke(main, ["simulate", "--tau-max", "800", "--chrome-trace", str(trace)])
+    assert "warning: --chrome-trace has no effect without --mode des; ignored" in result.stderr.splitlines()
+
+
 def test_simulate_cli_names_the_scheduler_and_warns_when_it_has_no_effect():
     result = CliRunner().invoke(main, ["simulate", "--tau-max", "800", "--mode", "des", "--rate", "8",
                                        "--max-batch", "2", "--scheduler", "difficulty"])
