@@ -23,9 +23,11 @@ randomness inside: arrivals come from the caller (des.arrival_times, seeded).
 
 Queues: FIFO, or with by_priority each tier's queue is a binary heap ordered by (priority[r, tier],
 order of joining that queue), lowest first, so equal keys are FIFO. The head is still admitted only
-while it fits (no overtaking by a smaller request behind it). `des.simulate(scheduler="difficulty")`
-passes each request's predicted chance of failing at the tier it joins: the protocol's difficulty
-batching (its extension 4), as a shortest-expected-remaining-work rule.
+while it fits (no overtaking by a smaller request behind it). The FIFO path is the plain array it
+always was (the DES hour runs within 2% of the kernel before priority queues). `asd simulate
+--scheduler difficulty` (job.difficulty_priority) keys each request by its predicted chance of
+failing at the tier it joins: the protocol's difficulty batching (its extension 4), as a
+shortest-expected-remaining-work rule.
 
 TTFT: from arrival to the end of the prefill iteration at the request's stop tier (the first
 token of the answer it is served with). End-to-end: arrival to the last token at the stop tier.
@@ -119,72 +121,60 @@ def note_queue_nb(tier, t, queue_ends, queue_area, queue_since):
 
 
 @njit(cache=True, inline="always")
-def _queue_before(queue_key, queue_seq, tier, a, b):
+def _heap_before(queue_order, tier, a, b):
     """Does heap slot a come before slot b (key, then order of joining)?"""
-    ka, kb = queue_key[tier, a], queue_key[tier, b]
-    return ka < kb or (ka == kb and queue_seq[tier, a] < queue_seq[tier, b])
+    ka, kb = queue_order[tier, a, 0], queue_order[tier, b, 0]
+    return ka < kb or (ka == kb and queue_order[tier, a, 1] < queue_order[tier, b, 1])
 
 
 @njit(cache=True, inline="always")
-def _queue_put(queue, queue_key, queue_seq, tier, i, r, key, seq):
+def _heap_put(queue, queue_order, tier, i, r, key, seq):
     queue[tier, i] = r
-    queue_key[tier, i] = key
-    queue_seq[tier, i] = seq
+    queue_order[tier, i, 0] = key
+    queue_order[tier, i, 1] = seq
 
 
-@njit(cache=True, inline="always")
-def queue_head_nb(tier, queue, queue_ends, by_priority):
-    """The request at the head of tier's queue (the queue is not empty)."""
-    return queue[tier, 0] if by_priority else queue[tier, queue_ends[tier, 0]]
-
-
-@njit(cache=True, inline="always")
-def queue_push_nb(tier, r, key, queue, queue_key, queue_seq, queue_ends, by_priority):
-    """r joins tier's queue: at the tail (FIFO), or sifted up the tier's heap by (key, join order)."""
-    tail = queue_ends[tier, 1]
-    queue_ends[tier, 1] = tail + 1
-    if not by_priority:
-        queue[tier, tail] = r
-        return
-    i = tail - queue_ends[tier, 0]  # heap size before the push
+@njit(cache=True)
+def heap_queue_push_nb(tier, r, key, seq, size, queue, queue_order):
+    """r joins tier's priority queue (a heap of `size` in slots 0..size-1) with (key, seq)."""
+    i = size
     while i > 0:
         parent = (i - 1) >> 1
-        pk = queue_key[tier, parent]
-        if pk < key or (pk == key and queue_seq[tier, parent] < tail):
+        pk = queue_order[tier, parent, 0]
+        if pk < key or (pk == key and queue_order[tier, parent, 1] < seq):
             break
-        _queue_put(queue, queue_key, queue_seq, tier, i, queue[tier, parent], pk, queue_seq[tier, parent])
+        _heap_put(queue, queue_order, tier, i, queue[tier, parent], pk, queue_order[tier, parent, 1])
         i = parent
-    _queue_put(queue, queue_key, queue_seq, tier, i, r, key, tail)
+    _heap_put(queue, queue_order, tier, i, r, key, seq)
 
 
-@njit(cache=True, inline="always")
-def queue_pop_nb(tier, queue, queue_key, queue_seq, queue_ends, by_priority):
-    """Remove the head of tier's queue."""
-    head = queue_ends[tier, 0]
-    size = queue_ends[tier, 1] - head - 1  # after the pop
-    queue_ends[tier, 0] = head + 1
-    if not by_priority or size == 0:
+@njit(cache=True)
+def heap_queue_pop_nb(tier, size, queue, queue_order):
+    """Remove slot 0 of tier's priority queue (a heap of `size`, at least 1): the last slot
+    sifts down from the root."""
+    size -= 1
+    if size == 0:
         return
-    r, key, seq = queue[tier, size], queue_key[tier, size], queue_seq[tier, size]
+    r, key, seq = queue[tier, size], queue_order[tier, size, 0], queue_order[tier, size, 1]
     i = 0
     while True:
         child = 2 * i + 1
         if child >= size:
             break
-        if child + 1 < size and _queue_before(queue_key, queue_seq, tier, child + 1, child):
+        if child + 1 < size and _heap_before(queue_order, tier, child + 1, child):
             child += 1
-        ck = queue_key[tier, child]
-        if key < ck or (key == ck and seq < queue_seq[tier, child]):
+        ck = queue_order[tier, child, 0]
+        if key < ck or (key == ck and seq < queue_order[tier, child, 1]):
             break
-        _queue_put(queue, queue_key, queue_seq, tier, i, queue[tier, child], ck, queue_seq[tier, child])
+        _heap_put(queue, queue_order, tier, i, queue[tier, child], ck, queue_order[tier, child, 1])
         i = child
-    _queue_put(queue, queue_key, queue_seq, tier, i, r, key, seq)
+    _heap_put(queue, queue_order, tier, i, r, key, seq)
 
 
 @njit(cache=True)
 def start_iteration_nb(k, t, replica_tier, coeffs, max_batch, kv_capacity, start, n_prompt, n_decode,
-                       n_prompt_cont, n_decode_cont, queue, queue_key, queue_seq, by_priority, priority,
-                       queue_ends, queue_area, queue_since,
+                       n_prompt_cont, n_decode_cont, queue, queue_order, by_priority, queue_ends,
+                       queue_area, queue_since,
                        slots, replica_state, tier_admit_ms, tier_replica, busy_ms, tier_counts,
                        heap_time, heap_int, heap_state):
     """Admit from the queue head (stop at the first that does not fit), then run one iteration
@@ -202,14 +192,15 @@ def start_iteration_nb(k, t, replica_tier, coeffs, max_batch, kv_capacity, start
     if head < tail:
         note_queue_nb(tier, t, queue_ends, queue_area, queue_since)
     while head < tail and n_batch < max_batch[tier]:
-        r = queue_head_nb(tier, queue, queue_ends, by_priority)
+        r = queue[tier, 0] if by_priority else queue[tier, head]  # a priority queue's head is its heap root
         if tier == start[r]:
             p, d = n_prompt[r, tier], n_decode[r, tier]
         else:
             p, d = n_prompt_cont[r, tier], n_decode_cont[r, tier]
         if kv + p + d > kv_capacity[tier]:
             break
-        queue_pop_nb(tier, queue, queue_key, queue_seq, queue_ends, by_priority)
+        if by_priority:
+            heap_queue_pop_nb(tier, tail - head, queue, queue_order)
         head += 1
         kv += p + d
         slots[S_REQ, k, n_batch] = r
@@ -225,6 +216,7 @@ def start_iteration_nb(k, t, replica_tier, coeffs, max_batch, kv_capacity, start
         kv_tokens += p
         tier_admit_ms[r, tier] = t
         tier_replica[r, tier] = k
+    queue_ends[tier, 0] = head
     replica_state[k, REP_NEW] = n_batch - decode_seqs
     replica_state[k, REP_MIN_FINAL] = min_final
     replica_state[k, REP_BATCH] = n_batch
@@ -264,9 +256,8 @@ def simulate_cascade_nb(arrival_ms, arrival_order, start, stop, n_prompt, n_deco
     replica_state = np.zeros((n_replicas, 8), dtype=np.int64)
     replica_state[:, REP_MIN_FINAL] = NEVER
     queue = np.empty((n_tiers, max(n, 1)), dtype=np.int64)
-    heap_rows = max(n, 1) if by_priority else 1  # keys and join order: only a priority queue reads them
-    queue_key = np.empty((n_tiers, heap_rows))
-    queue_seq = np.empty((n_tiers, heap_rows), dtype=np.int64)
+    # (key, join order) per heap slot: only a priority queue reads them
+    queue_order = np.empty((n_tiers, max(n, 1) if by_priority else 1, 2))
     queue_ends = np.zeros((n_tiers, 2), dtype=np.int64)
     queue_since = np.zeros(n_tiers)
     heap_time = np.empty(n_replicas + 2)
@@ -300,7 +291,7 @@ def simulate_cascade_nb(arrival_ms, arrival_order, start, stop, n_prompt, n_deco
                 heap_push_nb(heap_time, heap_int, heap_state, arrival_ms[arrival_order[arg + 1]], ARRIVAL, arg + 1)
             r = arrival_order[arg]
             enqueue_nb(r, start[r], t, first_replica, replica_tier, coeffs, max_batch, kv_capacity, start,
-                       n_prompt, n_decode, n_prompt_cont, n_decode_cont, queue, queue_key, queue_seq, by_priority,
+                       n_prompt, n_decode, n_prompt_cont, n_decode_cont, queue, queue_order, by_priority,
                        priority, queue_ends, queue_area, queue_since, slots, replica_state, tier_enter_ms,
                        tier_admit_ms, tier_replica, busy_ms, tier_counts, heap_time, heap_int, heap_state)
             continue
@@ -316,7 +307,7 @@ def simulate_cascade_nb(arrival_ms, arrival_order, start, stop, n_prompt, n_deco
                 ttft_ms[slots[S_REQ, k, j]] = t  # its prefill iteration gave the answer's first token
         if replica_state[k, REP_MIN_FINAL] > it:  # nobody finishes: no scan
             start_iteration_nb(k, t, replica_tier, coeffs, max_batch, kv_capacity, start, n_prompt, n_decode,
-                               n_prompt_cont, n_decode_cont, queue, queue_key, queue_seq, by_priority, priority,
+                               n_prompt_cont, n_decode_cont, queue, queue_order, by_priority,
                                queue_ends, queue_area, queue_since, slots, replica_state, tier_admit_ms,
                                tier_replica, busy_ms, tier_counts, heap_time, heap_int, heap_state)
             continue
@@ -333,7 +324,7 @@ def simulate_cascade_nb(arrival_ms, arrival_order, start, stop, n_prompt, n_deco
                     finish_ms[r] = t
                 else:
                     enqueue_nb(r, tier + 1, t, first_replica, replica_tier, coeffs, max_batch, kv_capacity,
-                               start, n_prompt, n_decode, n_prompt_cont, n_decode_cont, queue, queue_key, queue_seq,
+                               start, n_prompt, n_decode, n_prompt_cont, n_decode_cont, queue, queue_order,
                                by_priority, priority, queue_ends, queue_area, queue_since, slots, replica_state,
                                tier_enter_ms, tier_admit_ms, tier_replica, busy_ms, tier_counts, heap_time,
                                heap_int, heap_state)
@@ -346,7 +337,7 @@ def simulate_cascade_nb(arrival_ms, arrival_order, start, stop, n_prompt, n_deco
         replica_state[k, REP_MIN_FINAL] = min_final
         replica_state[k, REP_BATCH] = kept
         start_iteration_nb(k, t, replica_tier, coeffs, max_batch, kv_capacity, start, n_prompt, n_decode,
-                           n_prompt_cont, n_decode_cont, queue, queue_key, queue_seq, by_priority, priority,
+                           n_prompt_cont, n_decode_cont, queue, queue_order, by_priority,
                            queue_ends, queue_area, queue_since, slots, replica_state, tier_admit_ms, tier_replica,
                            busy_ms, tier_counts, heap_time, heap_int, heap_state)
     for i in range(n_tiers):
@@ -356,20 +347,24 @@ def simulate_cascade_nb(arrival_ms, arrival_order, start, stop, n_prompt, n_deco
 
 @njit(cache=True)
 def enqueue_nb(r, tier, t, first_replica, replica_tier, coeffs, max_batch, kv_capacity, start, n_prompt,
-               n_decode, n_prompt_cont, n_decode_cont, queue, queue_key, queue_seq, by_priority, priority, queue_ends,
+               n_decode, n_prompt_cont, n_decode_cont, queue, queue_order, by_priority, priority, queue_ends,
                queue_area, queue_since, slots, replica_state, tier_enter_ms, tier_admit_ms, tier_replica, busy_ms,
                tier_counts, heap_time, heap_int, heap_state):
     """Request r joins tier's queue at t; idle replicas of the tier (lowest index first) start."""
     note_queue_nb(tier, t, queue_ends, queue_area, queue_since)
-    queue_push_nb(tier, r, priority[r, tier] if by_priority else 0.0, queue, queue_key, queue_seq, queue_ends,
-                  by_priority)
+    tail = queue_ends[tier, 1]
+    if by_priority:  # join order = pushes so far, so equal keys leave first come, first served
+        heap_queue_push_nb(tier, r, priority[r, tier], tail, tail - queue_ends[tier, 0], queue, queue_order)
+    else:
+        queue[tier, tail] = r
+    queue_ends[tier, 1] = tail + 1
     tier_enter_ms[r, tier] = t
     for k in range(first_replica[tier], first_replica[tier + 1]):
         if queue_ends[tier, 0] == queue_ends[tier, 1]:
             break
         if replica_state[k, REP_BUSY] == 0:
             start_iteration_nb(k, t, replica_tier, coeffs, max_batch, kv_capacity, start, n_prompt, n_decode,
-                               n_prompt_cont, n_decode_cont, queue, queue_key, queue_seq, by_priority, priority,
+                               n_prompt_cont, n_decode_cont, queue, queue_order, by_priority,
                                queue_ends, queue_area, queue_since, slots, replica_state, tier_admit_ms,
                                tier_replica, busy_ms, tier_counts, heap_time, heap_int, heap_state)
     # Measured after idle replicas took their share: a request admitted at once never waited.
