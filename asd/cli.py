@@ -332,6 +332,20 @@ def _evaluation_options(f):
     return f
 
 
+def _des_load_options(f):
+    """--arrivals, --cv, --scheduler: the DES's load, shared by `asd simulate` and `asd check`."""
+    for option in reversed([
+        click.option("--arrivals", default="poisson", show_default=True, type=click.Choice(["poisson", "gamma", "trace"]),
+                     help="des: Poisson at --rate, bursty gamma gaps at --rate (--cv), or the trace's recorded offsets."),
+        click.option("--cv", default=1.0, show_default=True, type=float,
+                     help="des, gamma arrivals: coefficient of variation of the gaps (1 = Poisson; 2-4 is bursty)."),
+        click.option("--scheduler", default="fifo", show_default=True, type=click.Choice(["fifo", "difficulty"]),
+                     help="des: queue order at each tier; difficulty: the requests most likely to be answered there first."),
+    ]):
+        f = option(f)
+    return f
+
+
 @main.command("simulate")
 @_evaluation_options
 @click.option("--tau-max", required=True, type=float, help="Latency limit in ms for the statistic --stat.")
@@ -339,33 +353,22 @@ def _evaluation_options(f):
 @click.option("--mode", default="replay", show_default=True, type=click.Choice(["replay", "des"]),
               help="replay: each request alone (no contention); des: discrete-event simulation under load.")
 @click.option("--rate", default=None, type=float, help="des: arrival rate, requests per second.")
-@click.option("--arrivals", default="poisson", show_default=True, type=click.Choice(["poisson", "gamma", "trace"]),
-              help="des: Poisson at --rate, bursty gamma gaps at --rate (--cv), or the trace's recorded offsets.")
-@click.option("--cv", default=1.0, show_default=True, type=float,
-              help="des, gamma arrivals: coefficient of variation of the gaps (1 = Poisson; 2-4 is bursty).")
+@_des_load_options
 @click.option("--replicas", default="1", show_default=True, help="des: replicas per tier, one number or one per tier (1,1,2).")
 @click.option("--max-batch", default=256, show_default=True, type=click.IntRange(1), help="des: continuous-batching limit per replica.")
-@click.option("--scheduler", default="fifo", show_default=True, type=click.Choice(["fifo", "difficulty"]),
-              help="des: queue order at each tier; difficulty: the requests most likely to be answered there first.")
 @click.option("--chrome-trace", "chrome_trace", default=None, type=JsonPath("--chrome-trace"),
               help="des: write the chosen policy's run as a chrome://tracing file (one span per request per tier).")
 @click.option("--explain", "explain_id", default=None, help="Show one request's walk: outputs, features, p̂, values, decisions.")
 @json_option("Write the results as JSON.")
 def simulate_command(bundle, split, folds, cost_model, predictor, stage0, risk, seed, plots, policy, tau_max, stat,
-                     mode, rate, arrivals, cv, replicas, max_batch, scheduler, chrome_trace, explain_id, json_path):
+                     mode, rate, arrivals, cv, scheduler, replicas, max_batch, chrome_trace, explain_id, json_path):
     """Replay BUNDLE (default: the built-in trace) under a calibrated cascade policy on held-out
     requests; choose λ by bisection for the best quality whose latency statistic stays within
     --tau-max; compare every baseline at the same limit."""
     from asd.simulator.report import print_explain, print_simulation
     from asd.simulator.job import run_simulate
 
-    if mode != "des":
-        _warn_ignored(["rate", "arrivals", "cv", "replicas", "max_batch", "scheduler", "chrome_trace"],
-                      "without --mode des")
-    elif arrivals != "gamma":
-        _warn_ignored(["cv"], "without --arrivals gamma")
-    if mode == "des" and arrivals == "trace":
-        _warn_ignored(["rate"], "with --arrivals trace")
+    _warn_ignored_load(mode, arrivals, also=["replicas", "max_batch", "chrome_trace"])
 
     result = run_simulate(bundle, tau_max=tau_max, stat=stat, mode=mode, rate=rate, replicas=_replicas(replicas),
                           max_batch=max_batch, split=split, folds=folds,
@@ -399,6 +402,18 @@ def sweep_command(bundle, split, folds, cost_model, predictor, stage0, risk, see
     _warn(result)
     print_sweep(result)
     write_json(json_path, result)
+
+
+def _warn_ignored_load(mode: str, arrivals: str, also=()) -> None:
+    """The load options (and `also`, other des-only options) that have no effect for this mode
+    and arrival process: one warning per reason."""
+    if mode != "des":
+        _warn_ignored(["rate", "arrivals", "cv", "scheduler", *also], "without --mode des")
+        return
+    if arrivals != "gamma":
+        _warn_ignored(["cv"], "without --arrivals gamma")
+    if arrivals == "trace":
+        _warn_ignored(["rate"], "with --arrivals trace")
 
 
 def _warn_ignored(names: list[str], reason: str) -> None:
@@ -438,12 +453,13 @@ def _warn(result: dict) -> None:
 @click.option("--folds", default=None, type=click.IntRange(2), help="Folds the tuned baselines are cross-fitted over without a split (default 5).")
 @click.option("--mode", default="replay", show_default=True, type=click.Choice(["replay", "des"]),
               help="replay: each request alone; des: latencies from the discrete-event simulation at --rate.")
-@click.option("--rate", default=None, type=float, help="des: Poisson arrival rate, requests per second.")
+@click.option("--rate", default=None, type=float, help="des: arrival rate, requests per second.")
+@_des_load_options
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(0))
 @click.option("--junit", "junit_path", default=None, type=JsonPath("--junit"), help="Write JUnit XML (one test case per bundle × promise).")
 @json_option("Write the rows and figures as JSON.")
 def check_command(policy, bundles, min_quality, max_loss_vs_last, max_cost_rel, max_latency, beat, against, tolerance,
-                  split, folds, mode, rate, seed, junit_path, json_path):
+                  split, folds, mode, rate, arrivals, cv, scheduler, seed, junit_path, json_path):
     """Test POLICY's promises on every BUNDLE: replay each under the policy as it was saved and
     print one table (bundle, promise, measured, limit, result). Exit 0 when every promise
     holds, 1 when any fails, 2 on bad input (an incompatible policy is refused before any
@@ -458,12 +474,12 @@ def check_command(policy, bundles, min_quality, max_loss_vs_last, max_cost_rel, 
 
     if against is None:
         _warn_ignored(["tolerance"], "without --against")
-    if mode != "des":
-        _warn_ignored(["rate"], "without --mode des")
+    _warn_ignored_load(mode, arrivals)
 
     result = check_policy(policy, list(bundles), min_quality=min_quality, max_loss_vs_last=max_loss_vs_last,
                           max_cost_rel=max_cost_rel, max_latency=list(max_latency), beat=list(beat), against=against,
-                          tolerance=tolerance, split=split, folds=folds, mode=mode, rate=rate, seed=seed)
+                          tolerance=tolerance, split=split, folds=folds, mode=mode, rate=rate, seed=seed,
+                          arrivals=arrivals, cv=cv, scheduler=scheduler)
     for report in result.bundles:
         for warning in report["warnings"]:
             click.echo(f"warning: {report['bundle']}: {warning}", err=True)

@@ -36,9 +36,9 @@ import numpy as np
 from asd.errors import ConfigError
 from asd.simulator import baselines as B
 from asd.simulator.evaluate import Evaluation, load_policy
+from asd.simulator.job import check_load_options, des_latency
 from asd.simulator.outcomes import STATISTICS, Outcomes, summarize, walk_outcomes
 
-MODES = ("replay", "des")
 EPS = 1e-12
 
 
@@ -165,12 +165,14 @@ def _check_limit(name, value, lo=0.0):
 def check_policy(policy, bundles, *, min_quality: float | None = None, max_loss_vs_last: float | None = None,
                  max_cost_rel: float | None = None, max_latency=None, beat=None, against=None,
                  tolerance: float = 0.0, split: str | None = None, folds: int | None = None,
-                 mode: str = "replay", rate: float | None = None, seed: int = 0) -> CheckResult:
+                 mode: str = "replay", rate: float | None = None, seed: int = 0, arrivals: str = "poisson",
+                 cv: float = 1.0, scheduler: str = "fifo") -> CheckResult:
     """Replay every bundle under `policy` (a Policy or a policy file) and test each promise.
 
     bundles: one bundle (a path, "builtin", a TraceView) or a list. Promises left None are not
     tested; at least one is required. Bad input (no promise, unknown statistic or baseline, an
-    incompatible policy, an unreadable bundle) raises an AsdError before any figure."""
+    incompatible policy, an unreadable bundle) raises an AsdError before any figure. mode "des":
+    latencies under load (rate, arrivals, cv, scheduler as in `asd simulate`)."""
     bundles = [bundles] if isinstance(bundles, (str, Path)) or not isinstance(bundles, (list, tuple)) else list(bundles)
     if not bundles:
         raise ConfigError("asd check: give at least one bundle")
@@ -180,10 +182,8 @@ def check_policy(policy, bundles, *, min_quality: float | None = None, max_loss_
         _check_limit(name, value)
     if min_quality is not None and min_quality > 1:
         raise ConfigError(f"--min-quality {min_quality}: quality is a share in [0, 1]")
-    if mode not in MODES:
-        raise ConfigError(f"--mode {mode!r}: use one of {', '.join(MODES)}")
-    if mode == "des" and not (rate is not None and rate > 0):
-        raise ConfigError("--mode des needs --rate R (requests per second, > 0)")
+    check_load_options(mode, rate, scheduler, arrivals, cv)
+    load = {"rate": rate, "arrivals": arrivals, "cv": cv, "scheduler": scheduler} if mode == "des" else None
     beats_given = beat not in (None, [], ())
     if not any(v is not None for v in (min_quality, max_loss_vs_last, max_cost_rel, against)) and not latency \
             and not beats_given:
@@ -204,16 +204,16 @@ def check_policy(policy, bundles, *, min_quality: float | None = None, max_loss_
         bundle_rows, report = _check_bundle(name, ev, old_ev, min_quality=min_quality,
                                             max_loss_vs_last=max_loss_vs_last, max_cost_rel=max_cost_rel,
                                             latency=latency, beats=beats, tolerance=tolerance, mode=mode,
-                                            rate=rate, seed=seed)
+                                            load=load, seed=seed)
         rows += bundle_rows
         reports.append(report)
     return CheckResult(label, rows, reports)
 
 
 def _check_bundle(name, ev: Evaluation, old_ev: Evaluation | None, *, min_quality, max_loss_vs_last,
-                  max_cost_rel, latency, beats, tolerance, mode, rate, seed) -> tuple[list[Row], dict]:
+                  max_cost_rel, latency, beats, tolerance, mode, load, seed) -> tuple[list[Row], dict]:
     n_tiers = ev.view.n_tiers
-    timed = _timer(ev, mode, rate, seed)
+    timed = _timer(ev, load, seed)
     out = timed(ev.policy_outcomes())
     s = summarize(out, ev.cost_last, n_tiers)
     rows = []
@@ -266,7 +266,8 @@ def _check_bundle(name, ev: Evaluation, old_ev: Evaluation | None, *, min_qualit
                         f"new frontier within {tolerance:g} of the old at every cost level (largest shortfall "
                         f"{_num(worst)})", _shortfall(regression)))
     report = {"bundle": name, "n_requests": int(ev.held.size), "evaluation": ev.design["description"],
-              "lambda": ev.policy_lam, "mode": mode, "cost_model": ev.cost_model.kind, "warnings": list(ev.warnings),
+              "lambda": ev.policy_lam, "mode": mode, "load": load, "cost_model": ev.cost_model.kind,
+              "warnings": list(ev.warnings),
               "figures": s, "baselines": baselines, "regression": regression}
     return rows, report
 
@@ -280,12 +281,10 @@ def _shortfall(regression: dict) -> str:
     return f"shortfall {regression['worst']:.3f} at cost ≤ {at:.3f}"
 
 
-def _timer(ev: Evaluation, mode: str, rate, seed):
-    if mode == "replay":
+def _timer(ev: Evaluation, load: dict | None, seed):
+    if load is None:  # replay
         return lambda out: out
-    from asd.simulator.job import des_latency
-
-    return des_latency(ev, rate=rate, seed=seed)
+    return des_latency(ev, seed=seed, **load)
 
 
 def _baseline(ev: Evaluation, name: str) -> Outcomes:

@@ -229,6 +229,12 @@ def check_options(tau_max: float, stat: str, mode: str, rate: float | None, sche
         raise ConfigError(f"--stat {stat!r}: use one of {', '.join(STATISTICS)}")
     if not (tau_max > 0 and math.isfinite(tau_max)):
         raise ConfigError(f"--tau-max {tau_max}: must be a positive number of milliseconds")
+    check_load_options(mode, rate, scheduler, arrivals, cv)
+
+
+def check_load_options(mode: str, rate: float | None, scheduler: str = "fifo", arrivals: str = "poisson",
+                       cv: float = 1.0) -> None:
+    """The mode and the DES's load (`asd simulate` and `asd check`), checked before any work."""
     if mode not in MODES:
         raise ConfigError(f"--mode {mode!r}: use one of {', '.join(MODES)}")
     if arrivals not in ARRIVALS:

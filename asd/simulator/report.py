@@ -135,6 +135,10 @@ def print_simulation(result: dict, console: Console | None = None) -> None:
                   f"held-out folds ({d['note']})")
 
 
+def _num_rate(load: dict) -> str:
+    return "the trace's rate" if load.get("rate") is None else f"{load['rate']:.3g} req/s"
+
+
 def _arrivals(load: dict) -> str:
     kind = load.get("arrivals", "poisson")
     return {"poisson": "Poisson", "gamma": f"gamma gaps, CV {load.get('cv')}", "trace": "the trace's offsets"}[kind]
@@ -193,7 +197,9 @@ def print_check(result, console: Console | None = None) -> None:
     console = console or wide_console()
     console.print(f"[bold]asd check[/bold] {result.policy}")
     for b in result.bundles:
-        console.print(f"{b['bundle']}: {b['evaluation']}; mode {b['mode']}, cost model {b['cost_model']}",
+        load = b.get("load")
+        under = "" if not load else (f" at {_num_rate(load)} ({_arrivals(load)}), {load['scheduler']} queues")
+        console.print(f"{b['bundle']}: {b['evaluation']}; mode {b['mode']}{under}, cost model {b['cost_model']}",
                       highlight=False)
     table = Table(box=box.SIMPLE_HEAD)
     for col, justify in (("bundle", "left"), ("promise", "left"), ("measured", "right"), ("limit", "right"),

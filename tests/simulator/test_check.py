@@ -24,6 +24,7 @@ from asd.engine import Policy
 from asd.engine.policy import POLICY_VERSION
 from asd.errors import ConfigError, PolicyError
 from asd.simulator.evaluate import Evaluation
+from asd.simulator.job import des_latency
 from asd.testing import assert_policy, check_policy
 from asd.traces.synth import write_synthetic_bundle
 
@@ -190,6 +191,23 @@ def test_des_mode_checks_latency_under_load(synth):
     assert des.passed and des.rows[0].measured >= replay.rows[0].measured * 0.999
 
 
+def test_des_mode_takes_the_same_load_as_asd_simulate(synth):
+    """--arrivals/--cv/--scheduler reach the DES exactly as `asd simulate` builds it."""
+    bundle, policy = synth
+    load = dict(rate=40.0, arrivals="gamma", cv=3.0, scheduler="difficulty")
+    result = check_policy(policy, bundle, max_latency={"p95": 1e9}, mode="des", seed=2, **load)
+    report = result.bundles[0]
+    assert report["load"] == load and report["mode"] == "des"
+    ev = Evaluation(bundle, policy=policy)
+    want = des_latency(ev, seed=2, **load)(ev.policy_outcomes()).latency_ms
+    assert result.rows[0].measured == pytest.approx(np.percentile(want, 95), rel=1e-12)
+    replay = check_policy(policy, bundle, max_latency={"p95": 1e9})
+    assert replay.bundles[0]["load"] is None
+    out = run("check", policy, bundle, "--max-latency", "p95=1e9", "--mode", "des", "--rate", 40, "--arrivals",
+              "gamma", "--cv", 3, "--scheduler", "difficulty")
+    assert out.exit_code == 0 and "mode des at 40 req/s (gamma gaps, CV 3.0), difficulty queues" in out.stdout
+
+
 def test_an_incompatible_policy_is_refused_with_one_line(synth, tmp_path):
     bundle, policy = synth
     # another ladder: the built-in trace's policy on a synthetic ladder
@@ -236,6 +254,10 @@ def test_an_incompatible_policy_is_refused_with_one_line(synth, tmp_path):
     (["builtin", "--beat", "threshold:x"], "MARGIN must be a number"),
     (["builtin", "--min-quality", "2"], "quality is a share"),
     (["builtin", "--min-quality", "0.1", "--mode", "des"], "--mode des needs --rate"),
+    (["builtin", "--min-quality", "0.1", "--mode", "des", "--arrivals", "trace"],
+     "--arrivals trace needs requests.arrival_s; 600 of 600 held-out requests have none"),
+    (["builtin", "--min-quality", "0.1", "--mode", "des", "--rate", "2", "--arrivals", "gamma", "--cv", "-1"],
+     "--cv -1.0: the gaps' coefficient of variation must be a positive number"),
     (["builtin", "--min-quality", "0.1", "--split", "test"], "no split column"),
     (["no-such-bundle", "--min-quality", "0.1"], "no-such-bundle"),
 ])
