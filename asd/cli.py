@@ -332,30 +332,40 @@ def _evaluation_options(f):
     return f
 
 
-def _des_load_options(f):
-    """--arrivals, --cv, --scheduler: the DES's load, shared by `asd simulate` and `asd check`."""
-    for option in reversed([
+def _des_options(pools: bool):
+    """--mode, --rate, --arrivals, --cv, --scheduler (the DES's load) and with `pools` --replicas,
+    --max-batch: one definition for `asd simulate`, `asd sweep` and `asd check`."""
+    options = [
+        click.option("--mode", default="replay", show_default=True, type=click.Choice(["replay", "des"]),
+                     help="replay: each request alone (no contention); des: discrete-event simulation under load."),
+        click.option("--rate", default=None, type=float, help="des: arrival rate, requests per second."),
         click.option("--arrivals", default="poisson", show_default=True, type=click.Choice(["poisson", "gamma", "trace"]),
                      help="des: Poisson at --rate, bursty gamma gaps at --rate (--cv), or the trace's recorded offsets."),
         click.option("--cv", default=1.0, show_default=True, type=float,
                      help="des, gamma arrivals: coefficient of variation of the gaps (1 = Poisson; 2-4 is bursty)."),
         click.option("--scheduler", default="fifo", show_default=True, type=click.Choice(["fifo", "difficulty"]),
                      help="des: queue order at each tier; difficulty: the requests most likely to be answered there first."),
-    ]):
-        f = option(f)
-    return f
+    ]
+    if pools:
+        options += [
+            click.option("--replicas", default="1", show_default=True,
+                         help="des: replicas per tier, one number or one per tier (1,1,2)."),
+            click.option("--max-batch", default=256, show_default=True, type=click.IntRange(1),
+                         help="des: continuous-batching limit per replica."),
+        ]
+
+    def decorate(f):
+        for option in reversed(options):
+            f = option(f)
+        return f
+    return decorate
 
 
 @main.command("simulate")
 @_evaluation_options
 @click.option("--tau-max", required=True, type=float, help="Latency limit in ms for the statistic --stat.")
 @click.option("--stat", default="p95", show_default=True, type=click.Choice(["mean", "p50", "p95", "p99"]))
-@click.option("--mode", default="replay", show_default=True, type=click.Choice(["replay", "des"]),
-              help="replay: each request alone (no contention); des: discrete-event simulation under load.")
-@click.option("--rate", default=None, type=float, help="des: arrival rate, requests per second.")
-@_des_load_options
-@click.option("--replicas", default="1", show_default=True, help="des: replicas per tier, one number or one per tier (1,1,2).")
-@click.option("--max-batch", default=256, show_default=True, type=click.IntRange(1), help="des: continuous-batching limit per replica.")
+@_des_options(pools=True)
 @click.option("--chrome-trace", "chrome_trace", default=None, type=JsonPath("--chrome-trace"),
               help="des: write the chosen policy's run as a chrome://tracing file (one span per request per tier).")
 @click.option("--explain", "explain_id", default=None, help="Show one request's walk: outputs, features, p̂, values, decisions.")
@@ -388,17 +398,21 @@ def simulate_command(bundle, split, folds, cost_model, predictor, stage0, risk, 
 @click.option("--csv", "csv_path", default=None, type=click.Path(dir_okay=False), help="Write every frontier point as CSV.")
 @click.option("--repeats", default=1, show_default=True, type=click.IntRange(1),
               help="Repeat the quality check over this many fold seeds (seed, seed+1, …): mean and spread.")
+@_des_options(pools=True)
 @json_option("Write the frontiers as JSON.")
 def sweep_command(bundle, split, folds, cost_model, predictor, stage0, risk, seed, plots, policy, ablate, csv_path,
-                  repeats, json_path):
+                  repeats, mode, rate, arrivals, cv, scheduler, replicas, max_batch, json_path):
     """The quality/cost/latency frontier of the policy (every distinct policy over λ) and of every
     baseline on held-out requests of BUNDLE (default: the built-in trace)."""
     from asd.simulator.report import print_sweep
     from asd.simulator.sweep import run_sweep
 
+    _warn_ignored_load(mode, arrivals, also=["replicas", "max_batch"])
     result = run_sweep(bundle, split=split, folds=folds, cost_model=cost_model, predictor=predictor, stage0=stage0,
                        risk=_risk(risk), seed=seed, plots=plots, ablate=ablate, csv_path=csv_path,
-                       progress=_progress("sweep"), policy=policy, repeats=repeats)
+                       progress=_progress("sweep"), policy=policy, repeats=repeats, mode=mode, rate=rate,
+                       arrivals=arrivals, cv=cv, scheduler=scheduler, replicas=_replicas(replicas),
+                       max_batch=max_batch)
     _warn(result)
     print_sweep(result)
     write_json(json_path, result)
@@ -451,10 +465,7 @@ def _warn(result: dict) -> None:
 @click.option("--tolerance", default=0.0, show_default=True, type=float, help="--against: allowed quality shortfall.")
 @click.option("--split", default=None, help="Replay on this split (e.g. test) of a split bundle (default: test when there is one).")
 @click.option("--folds", default=None, type=click.IntRange(2), help="Folds the tuned baselines are cross-fitted over without a split (default 5).")
-@click.option("--mode", default="replay", show_default=True, type=click.Choice(["replay", "des"]),
-              help="replay: each request alone; des: latencies from the discrete-event simulation at --rate.")
-@click.option("--rate", default=None, type=float, help="des: arrival rate, requests per second.")
-@_des_load_options
+@_des_options(pools=False)
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(0))
 @click.option("--junit", "junit_path", default=None, type=JsonPath("--junit"), help="Write JUnit XML (one test case per bundle × promise).")
 @json_option("Write the rows and figures as JSON.")

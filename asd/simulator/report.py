@@ -107,10 +107,8 @@ def print_simulation(result: dict, console: Console | None = None) -> None:
     stat, tau = result["stat"], result["tau_max_ms"]
     console.print(f"[bold]{result['bundle']}[/bold]: {result['n_requests']} held-out requests, tiers "
                   f"{' → '.join(result['tiers'])}; {result['evaluation']}")
-    load = result.get("load")
-    under = "" if not load else (f" at {load['rate']:.3g} req/s ({_arrivals(load)}), replicas {load['replicas']}, "
-                                 f"max batch {load['max_batch']}, {load.get('scheduler', 'fifo')} queues")
-    console.print(f"cost model {result['cost_model']} ({result['cost_note']}); mode {result['mode']}{under}")
+    console.print(f"cost model {result['cost_model']} ({result['cost_note']}); mode {result['mode']}"
+                  f"{_load_text(result.get('load'))}")
     c = result["chosen"]
     status = result["search"]["status"]
     limit = result["search"].get("lambda_limit", c["lambda"])
@@ -135,19 +133,22 @@ def print_simulation(result: dict, console: Console | None = None) -> None:
                   f"held-out folds ({d['note']})")
 
 
-def _num_rate(load: dict) -> str:
-    return "the trace's rate" if load.get("rate") is None else f"{load['rate']:.3g} req/s"
-
-
-def _arrivals(load: dict) -> str:
+def _load_text(load: dict | None) -> str:
+    """' at 6 req/s (Poisson), replicas [1, 1], max batch 4, fifo queues' for a DES load; '' for replay."""
+    if not load:
+        return ""
+    rate = "the trace's rate" if load.get("rate") is None else f"{load['rate']:.3g} req/s"
     kind = load.get("arrivals", "poisson")
-    return {"poisson": "Poisson", "gamma": f"gamma gaps, CV {load.get('cv')}", "trace": "the trace's offsets"}[kind]
+    arrivals = {"poisson": "Poisson", "gamma": f"gamma gaps, CV {load.get('cv')}", "trace": "the trace's offsets"}[kind]
+    pools = f", replicas {load['replicas']}, max batch {load['max_batch']}" if "replicas" in load else ""
+    return f" at {rate} ({arrivals}){pools}, {load.get('scheduler', 'fifo')} queues"
 
 
 def print_sweep(result: dict, console: Console | None = None) -> None:
     console = console or wide_console()
+    mode = "" if not result.get("load") else f"; mode {result['mode']}{_load_text(result['load'])}"
     console.print(f"[bold]{result['bundle']}[/bold]: {result['n_requests']} held-out requests, "
-                  f"{result['evaluation']}; cost model {result['cost_model']}")
+                  f"{result['evaluation']}; cost model {result['cost_model']}{mode}")
     table = Table(title=f"policy frontier ({len(result['policy'])} distinct policies)", box=box.SIMPLE_HEAD)
     for col in ("λ", "quality", "cost", "mean ms", "p95 ms", "stops per tier"):
         table.add_column(col, justify="right", no_wrap=True)
@@ -197,10 +198,8 @@ def print_check(result, console: Console | None = None) -> None:
     console = console or wide_console()
     console.print(f"[bold]asd check[/bold] {result.policy}")
     for b in result.bundles:
-        load = b.get("load")
-        under = "" if not load else (f" at {_num_rate(load)} ({_arrivals(load)}), {load['scheduler']} queues")
-        console.print(f"{b['bundle']}: {b['evaluation']}; mode {b['mode']}{under}, cost model {b['cost_model']}",
-                      highlight=False)
+        console.print(f"{b['bundle']}: {b['evaluation']}; mode {b['mode']}{_load_text(b.get('load'))}, "
+                      f"cost model {b['cost_model']}", highlight=False)
     table = Table(box=box.SIMPLE_HEAD)
     for col, justify in (("bundle", "left"), ("promise", "left"), ("measured", "right"), ("limit", "right"),
                          ("result", "left")):

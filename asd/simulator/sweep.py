@@ -7,6 +7,8 @@ by the policy, the best simple policy and the oracle.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from asd.engine.search import LAMBDA_CAP, distinct_policies
@@ -27,9 +29,10 @@ def _point(out, ev, lam=None) -> dict:
     return ({"lambda": lam} if lam is not None else {}) | s
 
 
-def policy_frontier(ev: Evaluation) -> list[dict]:
+def policy_frontier(ev: Evaluation, timed=None) -> list[dict]:
     """One point per distinct pooled policy: the union of every fold policy's λ breakpoints; a
-    λ inside each interval between consecutive breakpoints represents it."""
+    λ inside each interval between consecutive breakpoints represents it. timed: outcomes →
+    outcomes with latencies under load (`job.des_latency`); None: replay's."""
     edges = {0.0}
     policies = list({id(f.policy): f.policy for f in ev.folds}.values())  # a given policy is shared by every fold
     for policy in policies:
@@ -44,14 +47,18 @@ def policy_frontier(ev: Evaluation) -> list[dict]:
         if key == last_key:
             continue
         last_key = key
-        points.append(_point(out, ev, lam))
+        points.append(_point(out if timed is None else timed(out), ev, lam))
     return points
 
 
-def baseline_frontiers(ev: Evaluation, lam_for_protocol: float = 1.0) -> dict[str, list[dict]]:
+def baseline_frontiers(ev: Evaluation, lam_for_protocol: float = 1.0, timed=None) -> dict[str, list[dict]]:
     """Fixed baselines as one point each; `threshold` and `router` picked per fold on calibration
-    rows at a ladder of cost budgets; `random` at the mean cost of each single tier mix."""
-    out = {name: [_point(o, ev)] for name, o in ev.fixed_baselines(lam_for_protocol).items()}
+    rows at a ladder of cost budgets; `random` at the mean cost of each single tier mix. timed:
+    as in policy_frontier."""
+    def point(o):
+        return _point(o if timed is None else timed(o), ev)
+
+    out = {name: [point(o)] for name, o in ev.fixed_baselines(lam_for_protocol).items()}
     first = float(ev.arrays.cost[:, 0].sum() / ev.cost_last) if ev.cost_last > 0 else 0.0
     budgets = np.linspace(min(first, 1.0), 1.0, BUDGET_LEVELS)
     for name in B.TUNED:
@@ -62,10 +69,10 @@ def baseline_frontiers(ev: Evaluation, lam_for_protocol: float = 1.0) -> dict[st
             if key in seen:
                 continue
             seen.add(key)
-            pts.append(_point(o, ev) | {"budget": float(b)})
+            pts.append(point(o) | {"budget": float(b)})
         out[name] = sorted(pts, key=lambda p: p["cost_rel"])
     mean_costs = ev.arrays.cost.mean(axis=0)
-    out["random"] = [_point(ev.random_baseline(float(c)), ev) for c in np.linspace(mean_costs.min(), mean_costs.max(), 9)]
+    out["random"] = [point(ev.random_baseline(float(c))) for c in np.linspace(mean_costs.min(), mean_costs.max(), 9)]
     order = B.baseline_names(ev.view.tier_names)
     return {name: out[name] for name in order}
 
@@ -128,11 +135,11 @@ def _above(point: dict, frontier: list[dict]) -> bool:
 
 
 def sweep(bundle="builtin", *, split=None, folds=None, cost_model=None, predictor="logistic", stage0=True,
-          risk="mean", seed=0, groups=None, evaluation: Evaluation | None = None, progress=None) -> dict:
+          risk="mean", seed=0, groups=None, evaluation: Evaluation | None = None, progress=None, timed=None) -> dict:
     ev = evaluation or Evaluation(bundle, folds=folds, split=split, cost_model=cost_model, predictor=predictor,
                                   stage0=stage0, risk=risk, seed=seed, groups=groups, progress=progress)
-    policy_points = policy_frontier(ev)
-    baselines = baseline_frontiers(ev)
+    policy_points = policy_frontier(ev, timed)
+    baselines = baseline_frontiers(ev, timed=timed)
     return {
         "bundle": ev.view.path, "split": ev.design["split"], "folds": ev.design["folds"],
         "evaluation": ev.design["description"], "n_requests": int(ev.held.size),
@@ -203,10 +210,18 @@ def repeated_checks(ev: Evaluation, repeats: int, options: dict, first: dict, pr
 
 def run_sweep(bundle="builtin", *, split=None, folds=None, cost_model=None, predictor="logistic", stage0=True,
               risk="mean", seed=0, plots=None, ablate=None, csv_path=None, progress=None, policy=None,
-              repeats: int = 1) -> dict:
+              repeats: int = 1, mode: str = "replay", rate: float | None = None, arrivals: str = "poisson",
+              cv: float = 1.0, scheduler: str = "fifo", replicas=1, max_batch: int = 256) -> dict:
     """`asd sweep` end to end: frontiers, optional ablation, CSV and plots. policy: a given
     policy file whose frontier (its distinct policies over λ) is swept instead of calibrating.
-    repeats: the quality check over that many fold seeds (the frontiers shown are the first's)."""
+    repeats: the quality check over that many fold seeds (the frontiers shown are the first's).
+    mode "des": every point's latencies from the discrete-event simulation under that load (as
+    `asd simulate --mode des`); quality and cost, and so the quality check, do not change."""
+    from asd.simulator.job import check_load_options, check_trace_arrivals, des_latency
+
+    check_load_options(mode, rate, scheduler, arrivals, cv)
+    if mode == "des" and arrivals == "trace" and isinstance(bundle, (str, os.PathLike)):
+        check_trace_arrivals(bundle)  # before any calibration
     if policy is not None and ablate:
         raise ConfigError("--ablate recalibrates without each feature group or at each risk level: it cannot "
                           "be combined with --policy (a fixed policy)")
@@ -217,8 +232,16 @@ def run_sweep(bundle="builtin", *, split=None, folds=None, cost_model=None, pred
     if repeats > 1 and ev.design["folds"] is None:
         raise ConfigError(f"--repeats draws the folds again with other seeds, but {bundle} is evaluated on its "
                           f"split {ev.design['split']!r} (one fixed draw): use --folds K")
-    result = sweep(evaluation=ev)
+    timed = None
+    if mode == "des":
+        timed = des_latency(ev, rate=rate, replicas=replicas, max_batch=max_batch, seed=seed, scheduler=scheduler,
+                            arrivals=arrivals, cv=cv)
+    result = sweep(evaluation=ev, timed=timed)
     result["bundle"] = str(bundle)  # as the user named it ("builtin", not the package path)
+    result["mode"] = mode
+    result["load"] = None if timed is None else {
+        "rate": rate if arrivals != "trace" else None, "arrivals": arrivals, "cv": cv if arrivals == "gamma" else None,
+        "replicas": timed.pools.replicas.tolist(), "max_batch": int(max_batch), "scheduler": scheduler}
     if repeats > 1:
         result["repeats"] = repeated_checks(ev, repeats, {**options, "cost_model": ev.cost_model},
                                             result["quality_check"], progress=progress)

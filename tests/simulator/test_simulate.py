@@ -19,7 +19,7 @@ from asd.errors import ConfigError, PolicyError
 from asd.simulator.evaluate import Evaluation
 from asd.simulator.outcomes import Outcomes, latency_stat
 from asd.simulator.job import deployment_check, des_latency, difficulty_priority, prediction_margin, simulate
-from asd.simulator.sweep import cheapest_within, sweep
+from asd.simulator.sweep import cheapest_within, run_sweep, sweep
 from asd.traces.bundle import open_bundle
 from asd.traces.synth import write_synthetic_bundle
 
@@ -418,6 +418,38 @@ def test_sweep_repeats_the_quality_check_over_fold_seeds(synth, tmp_path):
     assert means[0] == pytest.approx(q["policy_cost_at_losses_mean"])
     assert rep["policy_cost_at_losses_mean"]["mean"] == pytest.approx(np.mean(means))
     assert "policy cost at 1 / 2 / 3% loss" in result.output
+
+
+def test_sweep_under_load_moves_latencies_only(synth, tmp_path):
+    load = dict(rate=50.0, max_batch=2, arrivals="gamma", cv=2.0, scheduler="difficulty")
+    replayed = run_sweep(synth, folds=3)
+    loaded = run_sweep(synth, folds=3, mode="des", **load)
+    assert replayed["mode"] == "replay" and replayed["load"] is None
+    assert loaded["mode"] == "des" and loaded["load"] == {"rate": 50.0, "arrivals": "gamma", "cv": 2.0,
+                                                          "replicas": [1, 1, 1], "max_batch": 2,
+                                                          "scheduler": "difficulty"}
+    # the same policies and baselines, with the same quality and cost; only latencies change
+    assert [p["lambda"] for p in loaded["policy"]] == [p["lambda"] for p in replayed["policy"]]
+    for a, b in zip(loaded["policy"], replayed["policy"]):
+        assert (a["quality"], a["cost_rel"], a["stop_fractions"]) == (b["quality"], b["cost_rel"], b["stop_fractions"])
+        assert a["latency_ms"]["mean"] >= b["latency_ms"]["mean"] * (1 - 1e-9)  # contention never speeds one up
+    def without_latency(x):
+        if isinstance(x, dict):
+            return {k: without_latency(v) for k, v in x.items() if k != "latency_ms"}
+        return [without_latency(v) for v in x] if isinstance(x, list) else x
+
+    assert without_latency(loaded["quality_check"]) == without_latency(replayed["quality_check"])
+    assert any(a["latency_ms"] != b["latency_ms"] for a, b in zip(loaded["policy"], replayed["policy"]))
+    # each point is the DES `asd simulate --mode des` runs on that λ's held-out outcomes
+    ev = Evaluation(synth, folds=3, seed=0)
+    point = loaded["policy"][len(loaded["policy"]) // 2]
+    des = des_latency(ev, seed=0, replicas=1, **load)(ev.policy_outcomes(point["lambda"]))
+    assert point["latency_ms"]["p95"] == pytest.approx(np.percentile(des.latency_ms, 95), rel=1e-12)
+    out = run("sweep", str(synth), "--folds", "3", "--mode", "des", "--rate", "50", "--max-batch", "2")
+    words = " ".join(out.output.split())  # the line wraps at the terminal's width
+    assert out.exit_code == 0 and "mode des at 50 req/s (Poisson), replicas [1, 1, 1], max batch 2, fifo queues" in words
+    result = CliRunner().invoke(main, ["sweep", "--rate", "3", "--scheduler", "difficulty"])
+    assert "warning: --rate, --scheduler have no effect without --mode des; ignored" in result.stderr.splitlines()
 
 
 def test_sweep_repeats_needs_folds_not_a_fixed_split(tmp_path):
