@@ -36,7 +36,7 @@ import numpy as np
 from asd.errors import ConfigError
 from asd.simulator import baselines as B
 from asd.simulator.evaluate import Evaluation, load_policy
-from asd.simulator.job import check_load_options, des_latency
+from asd.simulator.job import check_load_options, des_latency, describe_load
 from asd.simulator.outcomes import STATISTICS, Outcomes, summarize, walk_outcomes
 
 EPS = 1e-12
@@ -183,6 +183,7 @@ def check_policy(policy, bundles, *, min_quality: float | None = None, max_loss_
     if min_quality is not None and min_quality > 1:
         raise ConfigError(f"--min-quality {min_quality}: quality is a share in [0, 1]")
     check_load_options(mode, rate, scheduler, arrivals, cv)
+    # des_latency's arguments; the report names the load as `asd simulate` does (describe_load)
     load = {"rate": rate, "arrivals": arrivals, "cv": cv, "scheduler": scheduler} if mode == "des" else None
     beats_given = beat not in (None, [], ())
     if not any(v is not None for v in (min_quality, max_loss_vs_last, max_cost_rel, against)) and not latency \
@@ -266,7 +267,8 @@ def _check_bundle(name, ev: Evaluation, old_ev: Evaluation | None, *, min_qualit
                         f"new frontier within {tolerance:g} of the old at every cost level (largest shortfall "
                         f"{_num(worst)})", _shortfall(regression)))
     report = {"bundle": name, "n_requests": int(ev.held.size), "evaluation": ev.design["description"],
-              "lambda": ev.policy_lam, "mode": mode, "load": load, "cost_model": ev.cost_model.kind,
+              "lambda": ev.policy_lam, "mode": mode, "load": load and describe_load(**load),
+              "cost_model": ev.cost_model.kind,
               "warnings": list(ev.warnings),
               "figures": s, "baselines": baselines, "regression": regression}
     return rows, report

@@ -132,6 +132,13 @@ ARRIVALS = ("poisson", "gamma", "trace")
 CHROME_TRACE_SPANS = 100_000  # (request, tier) spans written: chrome://tracing slows past a few hundred thousand
 
 
+def describe_load(rate, arrivals: str, cv: float, scheduler: str) -> dict:
+    """A DES load as every report's JSON names it: cv only for gamma arrivals, no rate for the
+    trace's own offsets (`asd simulate` fills in the rate they imply)."""
+    return {"rate": None if arrivals == "trace" else rate, "arrivals": arrivals,
+            "cv": cv if arrivals == "gamma" else None, "scheduler": scheduler}
+
+
 def check_trace_arrivals(bundle) -> None:
     """Refuse --arrivals trace up front for a bundle that recorded no arrival offsets at all."""
     from asd.traces.bundle import open_bundle
@@ -234,7 +241,7 @@ def check_options(tau_max: float, stat: str, mode: str, rate: float | None, sche
 
 def check_load_options(mode: str, rate: float | None, scheduler: str = "fifo", arrivals: str = "poisson",
                        cv: float = 1.0) -> None:
-    """The mode and the DES's load (`asd simulate` and `asd check`), checked before any work."""
+    """The mode and the DES's load (`asd simulate`, `asd sweep`, `asd check`), checked before any work."""
     if mode not in MODES:
         raise ConfigError(f"--mode {mode!r}: use one of {', '.join(MODES)}")
     if arrivals not in ARRIVALS:
@@ -272,9 +279,9 @@ def simulate(bundle="builtin", *, tau_max: float, stat: str = "p95", mode: str =
     if latency is not None:
         run = latency.last
         rate_seen = run.arrival_ms.size / (np.ptp(run.arrival_ms) / 1e3) if run.arrival_ms.size > 1 else None
-        load = {"rate": rate if arrivals != "trace" else rate_seen, "arrivals": arrivals,
-                "cv": cv if arrivals == "gamma" else None, "replicas": latency.pools.replicas.tolist(),
-                "max_batch": int(max_batch), "scheduler": scheduler,
+        load = describe_load(rate, arrivals, cv, scheduler) | {
+                "rate": rate if arrivals != "trace" else rate_seen, "replicas": latency.pools.replicas.tolist(),
+                "max_batch": int(max_batch),
                 "utilisation": run.utilisation.tolist(), "gpu_s": run.gpu_s.tolist(),
                 "mean_queue": run.mean_queue.tolist(), "max_queue": run.max_queue.tolist(),
                 "ttft_ms": {s: run.latency(s, "ttft") for s in STATISTICS}}

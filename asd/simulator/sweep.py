@@ -217,7 +217,7 @@ def run_sweep(bundle="builtin", *, split=None, folds=None, cost_model=None, pred
     repeats: the quality check over that many fold seeds (the frontiers shown are the first's).
     mode "des": every point's latencies from the discrete-event simulation under that load (as
     `asd simulate --mode des`); quality and cost, and so the quality check, do not change."""
-    from asd.simulator.job import check_load_options, check_trace_arrivals, des_latency
+    from asd.simulator.job import check_load_options, check_trace_arrivals, des_latency, describe_load
 
     check_load_options(mode, rate, scheduler, arrivals, cv)
     if mode == "des" and arrivals == "trace" and isinstance(bundle, (str, os.PathLike)):
@@ -239,9 +239,8 @@ def run_sweep(bundle="builtin", *, split=None, folds=None, cost_model=None, pred
     result = sweep(evaluation=ev, timed=timed)
     result["bundle"] = str(bundle)  # as the user named it ("builtin", not the package path)
     result["mode"] = mode
-    result["load"] = None if timed is None else {
-        "rate": rate if arrivals != "trace" else None, "arrivals": arrivals, "cv": cv if arrivals == "gamma" else None,
-        "replicas": timed.pools.replicas.tolist(), "max_batch": int(max_batch), "scheduler": scheduler}
+    result["load"] = None if timed is None else describe_load(rate, arrivals, cv, scheduler) | {
+        "replicas": timed.pools.replicas.tolist(), "max_batch": int(max_batch)}
     if repeats > 1:
         result["repeats"] = repeated_checks(ev, repeats, {**options, "cost_model": ev.cost_model},
                                             result["quality_check"], progress=progress)

@@ -197,12 +197,14 @@ def test_des_mode_takes_the_same_load_as_asd_simulate(synth):
     load = dict(rate=40.0, arrivals="gamma", cv=3.0, scheduler="difficulty")
     result = check_policy(policy, bundle, max_latency={"p95": 1e9}, mode="des", seed=2, **load)
     report = result.bundles[0]
-    assert report["load"] == load and report["mode"] == "des"
+    assert report["load"] == load and report["mode"] == "des"  # gamma: every field as given
     ev = Evaluation(bundle, policy=policy)
     want = des_latency(ev, seed=2, **load)(ev.policy_outcomes()).latency_ms
     assert result.rows[0].measured == pytest.approx(np.percentile(want, 95), rel=1e-12)
     replay = check_policy(policy, bundle, max_latency={"p95": 1e9})
     assert replay.bundles[0]["load"] is None
+    poisson = check_policy(policy, bundle, max_latency={"p95": 1e9}, mode="des", rate=40.0, cv=3.0)
+    assert poisson.bundles[0]["load"] == {"rate": 40.0, "arrivals": "poisson", "cv": None, "scheduler": "fifo"}
     out = run("check", policy, bundle, "--max-latency", "p95=1e9", "--mode", "des", "--rate", 40, "--arrivals",
               "gamma", "--cv", 3, "--scheduler", "difficulty")
     assert out.exit_code == 0 and "mode des at 40 req/s (gamma gaps, CV 3.0), difficulty queues" in out.stdout
