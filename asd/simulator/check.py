@@ -204,15 +204,15 @@ def check_policy(policy, bundles, *, min_quality: float | None = None, max_loss_
                                 seed=seed)
         bundle_rows, report = _check_bundle(name, ev, old_ev, min_quality=min_quality,
                                             max_loss_vs_last=max_loss_vs_last, max_cost_rel=max_cost_rel,
-                                            latency=latency, beats=beats, tolerance=tolerance, mode=mode,
-                                            load=load, seed=seed)
+                                            latency=latency, beats=beats, tolerance=tolerance, load=load,
+                                            seed=seed)
         rows += bundle_rows
         reports.append(report)
     return CheckResult(label, rows, reports)
 
 
 def _check_bundle(name, ev: Evaluation, old_ev: Evaluation | None, *, min_quality, max_loss_vs_last,
-                  max_cost_rel, latency, beats, tolerance, mode, load, seed) -> tuple[list[Row], dict]:
+                  max_cost_rel, latency, beats, tolerance, load, seed) -> tuple[list[Row], dict]:
     n_tiers = ev.view.n_tiers
     timed = _timer(ev, load, seed)
     out = timed(ev.policy_outcomes())
@@ -267,7 +267,8 @@ def _check_bundle(name, ev: Evaluation, old_ev: Evaluation | None, *, min_qualit
                         f"new frontier within {tolerance:g} of the old at every cost level (largest shortfall "
                         f"{_num(worst)})", _shortfall(regression)))
     report = {"bundle": name, "n_requests": int(ev.held.size), "evaluation": ev.design["description"],
-              "lambda": ev.policy_lam, "mode": mode, "load": load and describe_load(**load),
+              "lambda": ev.policy_lam, "mode": "replay" if load is None else "des",
+              "load": load and describe_load(**load),
               "cost_model": ev.cost_model.kind,
               "warnings": list(ev.warnings),
               "figures": s, "baselines": baselines, "regression": regression}

@@ -121,10 +121,9 @@ def note_queue_nb(tier, t, queue_ends, queue_area, queue_since):
 
 
 @njit(cache=True, inline="always")
-def _heap_before(queue_order, tier, a, b):
-    """Does heap slot a come before slot b (key, then order of joining)?"""
-    ka, kb = queue_order[tier, a, 0], queue_order[tier, b, 0]
-    return ka < kb or (ka == kb and queue_order[tier, a, 1] < queue_order[tier, b, 1])
+def _precedes(key_a, seq_a, key_b, seq_b):
+    """Does (key_a, seq_a) leave a priority queue before (key_b, seq_b): key, then join order?"""
+    return key_a < key_b or (key_a == key_b and seq_a < seq_b)
 
 
 @njit(cache=True, inline="always")
@@ -140,10 +139,10 @@ def heap_queue_push_nb(tier, r, key, seq, size, queue, queue_order):
     i = size
     while i > 0:
         parent = (i - 1) >> 1
-        pk = queue_order[tier, parent, 0]
-        if pk < key or (pk == key and queue_order[tier, parent, 1] < seq):
+        pk, ps = queue_order[tier, parent, 0], queue_order[tier, parent, 1]
+        if _precedes(pk, ps, key, seq):
             break
-        _heap_put(queue, queue_order, tier, i, queue[tier, parent], pk, queue_order[tier, parent, 1])
+        _heap_put(queue, queue_order, tier, i, queue[tier, parent], pk, ps)
         i = parent
     _heap_put(queue, queue_order, tier, i, r, key, seq)
 
@@ -161,12 +160,13 @@ def heap_queue_pop_nb(tier, size, queue, queue_order):
         child = 2 * i + 1
         if child >= size:
             break
-        if child + 1 < size and _heap_before(queue_order, tier, child + 1, child):
+        if child + 1 < size and _precedes(queue_order[tier, child + 1, 0], queue_order[tier, child + 1, 1],
+                                          queue_order[tier, child, 0], queue_order[tier, child, 1]):
             child += 1
-        ck = queue_order[tier, child, 0]
-        if key < ck or (key == ck and seq < queue_order[tier, child, 1]):
+        ck, cs = queue_order[tier, child, 0], queue_order[tier, child, 1]
+        if _precedes(key, seq, ck, cs):
             break
-        _heap_put(queue, queue_order, tier, i, queue[tier, child], ck, queue_order[tier, child, 1])
+        _heap_put(queue, queue_order, tier, i, queue[tier, child], ck, cs)
         i = child
     _heap_put(queue, queue_order, tier, i, r, key, seq)
 
@@ -174,9 +174,8 @@ def heap_queue_pop_nb(tier, size, queue, queue_order):
 @njit(cache=True)
 def start_iteration_nb(k, t, replica_tier, coeffs, max_batch, kv_capacity, start, n_prompt, n_decode,
                        n_prompt_cont, n_decode_cont, queue, queue_order, by_priority, queue_ends,
-                       queue_area, queue_since,
-                       slots, replica_state, tier_admit_ms, tier_replica, busy_ms, tier_counts,
-                       heap_time, heap_int, heap_state):
+                       queue_area, queue_since, slots, replica_state, tier_admit_ms, tier_replica, busy_ms,
+                       tier_counts, heap_time, heap_int, heap_state):
     """Admit from the queue head (stop at the first that does not fit), then run one iteration
     of replica k's batch from time t; an empty batch leaves the replica idle."""
     tier = replica_tier[k]

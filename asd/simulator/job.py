@@ -139,26 +139,20 @@ def describe_load(rate, arrivals: str, cv: float, scheduler: str) -> dict:
             "cv": cv if arrivals == "gamma" else None, "scheduler": scheduler}
 
 
-def check_trace_arrivals(bundle) -> None:
-    """Refuse --arrivals trace up front for a bundle that recorded no arrival offsets at all."""
+def _arrival_offsets(bundle) -> tuple[str, np.ndarray]:
+    """(the bundle's path, requests.arrival_s in seconds, NaN where not recorded)."""
     from asd.traces.bundle import open_bundle
 
     opened = open_bundle(bundle)
-    offsets = opened.to_pandas("requests", ["arrival_s"])["arrival_s"]
-    if offsets.isna().all():
-        raise ConfigError(f"{opened.path}: --arrivals trace needs requests.arrival_s, and no request has one "
-                          "(use --rate R for Poisson or gamma arrivals)")
+    return str(opened.path), opened.to_pandas("requests", ["arrival_s"])["arrival_s"].to_numpy(np.float64)
 
 
 def trace_offsets(ev: Evaluation) -> np.ndarray:
     """The held-out requests' recorded arrival offsets (requests.arrival_s, seconds), in the
     pooled order the DES runs them in; a trace without them is a ConfigError naming it."""
-    from asd.traces.bundle import open_bundle
-
-    where = ev.view.path or "this trace"
     if ev.view.path is None:
-        raise ConfigError(f"{where}: --arrivals trace needs a bundle with requests.arrival_s")
-    offsets = open_bundle(ev.view.path).to_pandas("requests", ["arrival_s"])["arrival_s"].to_numpy(np.float64)
+        raise ConfigError("this trace: --arrivals trace needs a bundle with requests.arrival_s")
+    where, offsets = _arrival_offsets(ev.view.path)
     offsets = offsets[ev.held]
     missing = int(np.isnan(offsets).sum())
     if missing:
@@ -230,18 +224,20 @@ def des_latency(ev: Evaluation, *, rate: float | None, replicas=1, max_batch: in
 
 
 def check_options(tau_max: float, stat: str, mode: str, rate: float | None, scheduler: str = "fifo",
-                  arrivals: str = "poisson", cv: float = 1.0) -> None:
+                  arrivals: str = "poisson", cv: float = 1.0, bundle=None) -> None:
     """`asd simulate`'s limit, statistic and mode, checked before any calibration."""
     if stat not in STATISTICS:
         raise ConfigError(f"--stat {stat!r}: use one of {', '.join(STATISTICS)}")
     if not (tau_max > 0 and math.isfinite(tau_max)):
         raise ConfigError(f"--tau-max {tau_max}: must be a positive number of milliseconds")
-    check_load_options(mode, rate, scheduler, arrivals, cv)
+    check_load_options(mode, rate, scheduler, arrivals, cv, bundle)
 
 
 def check_load_options(mode: str, rate: float | None, scheduler: str = "fifo", arrivals: str = "poisson",
-                       cv: float = 1.0) -> None:
-    """The mode and the DES's load (`asd simulate`, `asd sweep`, `asd check`), checked before any work."""
+                       cv: float = 1.0, bundle=None) -> None:
+    """The mode and the DES's load (`asd simulate`, `asd sweep`, `asd check`), checked before any
+    work; with `bundle` (a path or "builtin"), --arrivals trace is refused where no request
+    recorded an arrival offset, before any calibration."""
     if mode not in MODES:
         raise ConfigError(f"--mode {mode!r}: use one of {', '.join(MODES)}")
     if arrivals not in ARRIVALS:
@@ -252,6 +248,11 @@ def check_load_options(mode: str, rate: float | None, scheduler: str = "fifo", a
         raise ConfigError(f"--cv {cv}: the gaps' coefficient of variation must be a positive number (1 = Poisson)")
     if scheduler not in SCHEDULERS:
         raise ConfigError(f"--scheduler {scheduler!r}: use one of {', '.join(SCHEDULERS)}")
+    if mode == "des" and arrivals == "trace" and isinstance(bundle, (str, os.PathLike)):
+        where, offsets = _arrival_offsets(bundle)
+        if np.isnan(offsets).all():
+            raise ConfigError(f"{where}: --arrivals trace needs requests.arrival_s, and no request has one "
+                              "(use --rate R for Poisson or gamma arrivals)")
 
 
 def simulate(bundle="builtin", *, tau_max: float, stat: str = "p95", mode: str = "replay", rate: float | None = None,
@@ -278,13 +279,13 @@ def simulate(bundle="builtin", *, tau_max: float, stat: str = "p95", mode: str =
     load = None
     if latency is not None:
         run = latency.last
-        rate_seen = run.arrival_ms.size / (np.ptp(run.arrival_ms) / 1e3) if run.arrival_ms.size > 1 else None
         load = describe_load(rate, arrivals, cv, scheduler) | {
-                "rate": rate if arrivals != "trace" else rate_seen, "replicas": latency.pools.replicas.tolist(),
-                "max_batch": int(max_batch),
+                "replicas": latency.pools.replicas.tolist(), "max_batch": int(max_batch),
                 "utilisation": run.utilisation.tolist(), "gpu_s": run.gpu_s.tolist(),
                 "mean_queue": run.mean_queue.tolist(), "max_queue": run.max_queue.tolist(),
                 "ttft_ms": {s: run.latency(s, "ttft") for s in STATISTICS}}
+        if arrivals == "trace" and run.arrival_ms.size > 1:  # the rate the recorded offsets imply
+            load["rate"] = run.arrival_ms.size / (np.ptp(run.arrival_ms) / 1e3)
         if chrome_trace is not None:
             try:
                 run.chrome_trace(chrome_trace, tier_names=ev.view.tier_names, request_ids=ev.view.request_ids[ev.held],
@@ -377,9 +378,7 @@ def run_simulate(bundle="builtin", *, tau_max: float, stat: str = "p95", mode: s
                  scheduler="fifo", arrivals="poisson", cv=1.0, chrome_trace=None) -> dict:
     """`asd simulate` end to end: evaluate, search λ, baselines, optional plots and --explain.
     policy: a given policy file whose tables are searched over λ instead of calibrating one."""
-    check_options(tau_max, stat, mode, rate, scheduler, arrivals, cv)
-    if mode == "des" and arrivals == "trace" and isinstance(bundle, (str, os.PathLike)):
-        check_trace_arrivals(bundle)  # before any calibration
+    check_options(tau_max, stat, mode, rate, scheduler, arrivals, cv, bundle)
     ev = Evaluation(bundle, folds=folds, split=split, cost_model=cost_model, predictor=predictor,
                     stage0=stage0, risk=risk, seed=seed, progress=progress, policy=policy)
     result = simulate(bundle, tau_max=tau_max, stat=stat, mode=mode, rate=rate, replicas=replicas,

@@ -138,10 +138,10 @@ def _load_text(load: dict | None) -> str:
     if not load:
         return ""
     rate = "the trace's rate" if load.get("rate") is None else f"{load['rate']:.3g} req/s"
-    kind = load.get("arrivals", "poisson")
-    arrivals = {"poisson": "Poisson", "gamma": f"gamma gaps, CV {load.get('cv')}", "trace": "the trace's offsets"}[kind]
+    arrivals = {"poisson": "Poisson", "gamma": f"gamma gaps, CV {load['cv']}",
+                "trace": "the trace's offsets"}[load["arrivals"]]
     pools = f", replicas {load['replicas']}, max batch {load['max_batch']}" if "replicas" in load else ""
-    return f" at {rate} ({arrivals}){pools}, {load.get('scheduler', 'fifo')} queues"
+    return f" at {rate} ({arrivals}){pools}, {load['scheduler']} queues"
 
 
 def print_sweep(result: dict, console: Console | None = None) -> None:

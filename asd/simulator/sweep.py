@@ -7,8 +7,6 @@ by the policy, the best simple policy and the oracle.
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 from asd.engine.search import LAMBDA_CAP, distinct_policies
@@ -24,8 +22,9 @@ LOSS_LEVELS = (0.01, 0.02, 0.03)
 BUDGET_LEVELS = 24     # cost budgets the tuned baselines are picked at
 
 
-def _point(out, ev, lam=None) -> dict:
-    s = summarize(out, ev.cost_last, ev.view.n_tiers)
+def _point(out, ev, lam=None, timed=None) -> dict:
+    """A frontier point; timed: outcomes → outcomes with latencies under load (`job.des_latency`)."""
+    s = summarize(out if timed is None else timed(out), ev.cost_last, ev.view.n_tiers)
     return ({"lambda": lam} if lam is not None else {}) | s
 
 
@@ -47,7 +46,7 @@ def policy_frontier(ev: Evaluation, timed=None) -> list[dict]:
         if key == last_key:
             continue
         last_key = key
-        points.append(_point(out if timed is None else timed(out), ev, lam))
+        points.append(_point(out, ev, lam, timed))
     return points
 
 
@@ -56,7 +55,7 @@ def baseline_frontiers(ev: Evaluation, lam_for_protocol: float = 1.0, timed=None
     rows at a ladder of cost budgets; `random` at the mean cost of each single tier mix. timed:
     as in policy_frontier."""
     def point(o):
-        return _point(o if timed is None else timed(o), ev)
+        return _point(o, ev, timed=timed)
 
     out = {name: [point(o)] for name, o in ev.fixed_baselines(lam_for_protocol).items()}
     first = float(ev.arrays.cost[:, 0].sum() / ev.cost_last) if ev.cost_last > 0 else 0.0
@@ -217,11 +216,9 @@ def run_sweep(bundle="builtin", *, split=None, folds=None, cost_model=None, pred
     repeats: the quality check over that many fold seeds (the frontiers shown are the first's).
     mode "des": every point's latencies from the discrete-event simulation under that load (as
     `asd simulate --mode des`); quality and cost, and so the quality check, do not change."""
-    from asd.simulator.job import check_load_options, check_trace_arrivals, des_latency, describe_load
+    from asd.simulator.job import check_load_options, des_latency, describe_load
 
-    check_load_options(mode, rate, scheduler, arrivals, cv)
-    if mode == "des" and arrivals == "trace" and isinstance(bundle, (str, os.PathLike)):
-        check_trace_arrivals(bundle)  # before any calibration
+    check_load_options(mode, rate, scheduler, arrivals, cv, bundle)
     if policy is not None and ablate:
         raise ConfigError("--ablate recalibrates without each feature group or at each risk level: it cannot "
                           "be combined with --policy (a fixed policy)")
