@@ -150,6 +150,8 @@ from asd.traces.importers import IMPORTERS, import_trace, summary_lines  # noqa:
 @click.option("--dataset", help="spec-bench: question set (default spec_bench).")
 @click.option("--method", help="spec-bench: draft-model run whose accepted lengths give drafts (default sps-68m).")
 @click.option("--verify-model", help="spec-bench: the verify tier (default vicuna-7b-v1.3).")
+@click.option("--params-b", "params_b", metavar="NAME=B,...",
+              help="Parameter counts in billions for tiers whose name does not say (e.g. Mixtral-8x7B-v0.1=46.7).")
 @click.option("--drop-incomplete", is_flag=True, help="Drop requests missing a tier (counted) instead of failing.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing bundle at -o.")
 @json_option("Also write the summary as JSON.")

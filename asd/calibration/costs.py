@@ -195,7 +195,8 @@ def fit_cost_model(view, kind: str) -> CostModel:
     tiers = (view.manifest or {}).get("tiers") or [{} for _ in names]
     for i, name in enumerate(names):
         if not (np.isfinite(params[i]) and params[i] > 0):
-            raise ConfigError(f"tier {name}: parameter count unknown; the {kind} cost model needs params_b for every tier")
+            raise ConfigError(f"tier {name}: parameter count unknown; the {kind} cost model needs params_b for every tier "
+                              f"(give it when importing: asd traces import ... --params-b {name}=BILLIONS)")
         if (tiers[i] if i < len(tiers) else {}).get("tensor_parallel") is None:
             tp[i] = default_tensor_parallel(float(params[i]))
             tp_notes.append(f"{name}: TP {tp[i]} (assumed: fp16 weights in 80% of 80 GB per GPU)")

@@ -456,7 +456,3 @@ def stack_predictor(prompt_fit: StageFit | None, tier_fits, kind: str) -> Predic
     return Predictor.mlp(w1, np.stack([_pad(r["b1"], (hidden,)) for r in rows]),
                          np.stack([_pad(r["w2"], (hidden,)) for r in rows]), np.array([r["b2"] for r in rows]),
                          isotonic=isotonic, has_prompt=has_prompt)
-    w1 = [_pad(r["w1"], (hidden, r["w1"].shape[1])) for r in rows]
-    return Predictor.mlp(w1, np.stack([_pad(r["b1"], (hidden,)) for r in rows]),
-                         np.stack([_pad(r["w2"], (hidden,)) for r in rows]), np.array([r["b2"] for r in rows]),
-                         isotonic=isotonic, has_prompt=has_prompt)

@@ -243,7 +243,7 @@ def test_unknown_kind_and_unknown_size_are_one_line_errors(synth_view):
     with pytest.raises(ConfigError, match="unknown cost model 'flops'"):
         fit_cost_model(synth_view, "flops")
     view = replace(synth_view, params_b=np.array([8.0, np.nan, 34.0, 70.0]))
-    with pytest.raises(ConfigError, match="tier synth-13b: parameter count unknown"):
+    with pytest.raises(ConfigError, match=r"tier synth-13b: parameter count unknown.*--params-b synth-13b=BILLIONS"):
         fit_cost_model(view, "params")
     view = replace(synth_view, tensor_parallel=np.array([1, 3, 1, 1]))
     with pytest.raises(ConfigError, match="tier synth-13b: .*tensor parallel 3"):

@@ -35,7 +35,8 @@ IMPORTERS: dict[str, type[Importer]] = {
     "spec-bench": SpecBenchImporter,
 }
 
-__all__ = ["IMPORTERS", "ImportedTrace", "Importer", "get_importer", "import_trace", "load_trace", "summary_lines"]
+__all__ = ["IMPORTERS", "ImportedTrace", "Importer", "get_importer", "import_trace", "load_trace", "parse_params_option",
+           "summary_lines"]
 
 
 def get_importer(fmt: str) -> Importer:
@@ -61,6 +62,42 @@ def load_trace(fmt: str, src: str | os.PathLike, **options) -> ImportedTrace:
     return importer.load(Path(src), **given)
 
 
+def parse_params_option(text: str | None) -> dict[str, float]:
+    """`--params-b NAME=B,...` → {name: billions}: every value finite and > 0, no name twice."""
+    if text is None:
+        return {}
+    given: dict[str, float] = {}
+    for item in text.split(","):
+        name, sep, value = item.strip().rpartition("=")
+        name = name.strip()
+        try:
+            billions = float(value) if sep and name else float("nan")
+        except ValueError:
+            billions = float("nan")
+        if not (np.isfinite(billions) and billions > 0):
+            raise ConfigError(f"--params-b {text!r}: {item.strip()!r} is not NAME=BILLIONS with BILLIONS > 0")
+        if name in given:
+            raise ConfigError(f"--params-b {text!r}: {name!r} appears twice")
+        given[name] = billions
+    return given
+
+
+def set_params_b(trace: ImportedTrace, given: dict[str, float]) -> None:
+    """Give the named tiers these parameter counts (the name rule cannot read every name, e.g.
+    a mixture of experts' 'Mixtral-8x7B'); the manifest's provenance records which were given."""
+    if not given:
+        return
+    tiers = trace.manifest["tiers"]
+    names = [tier["name"] for tier in tiers]
+    for name in given:
+        if name not in names:
+            raise ConfigError(f"--params-b: no tier {name!r}; the tiers are {', '.join(names)}")
+    for tier in tiers:
+        if tier["name"] in given:
+            tier["params_b"] = given[tier["name"]]
+    trace.manifest.setdefault("provenance", {})["params_b_given"] = dict(given)
+
+
 def import_trace(
     fmt: str,
     src: str | os.PathLike,
@@ -68,17 +105,22 @@ def import_trace(
     *,
     overwrite: bool = False,
     validate: bool = True,
+    params_b: str | dict[str, float] | None = None,
     **options,
 ) -> dict:
     """Import `src` as a bundle at `out`; returns a summary (the CLI prints it, `--json` saves it).
+    params_b: parameter counts in billions by tier name (or the CLI's `NAME=B,...`), overriding
+    what the format's name rule found.
 
     The bundle is written beside `out` under a temporary name, validated, and renamed into
     place only if it passes.
     """
     out = output_path(out)  # never the shipped built-in trace
+    given = params_b if isinstance(params_b, dict) else parse_params_option(params_b)
     if out.exists() and not overwrite:
         raise TraceError(f"{out}: already exists (pass --overwrite to replace it)")
     trace = load_trace(fmt, src, **options)
+    set_params_b(trace, given)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = out.with_name(f".{out.name}.import-{os.getpid()}")
     if staging.exists():

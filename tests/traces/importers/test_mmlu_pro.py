@@ -1,3 +1,5 @@
+import re
+
 import pandas as pd
 import pyarrow as pa
 import pytest
@@ -123,3 +125,57 @@ def test_malformed_options_or_a_repeated_row_is_one_error_naming_file_and_column
     src = _tiny(tmp_path / "b", repeated)
     with pytest.raises(TraceError, match=r"outputs.parquet: two rows for model 'Llama-2-7b-hf', question_id 70$"):
         load_trace("mmlu-pro", src, models=",".join(MMLU_MODELS))
+
+
+def test_params_b_gives_a_size_the_name_rule_cannot_read(shared_data, tmp_path):
+    # 'Mixtral-8x7B' names no single size: the import leaves it unknown (the params cost model
+    # then refuses, pointing at --params-b); --params-b gives it and the provenance says so
+    models = "Mistral-7B-v0.1,Mixtral-8x7B-v0.1"
+    import_trace("mmlu-pro", shared_data / "mmlu_pro", tmp_path / "plain", models=models)
+    assert [t["params_b"] for t in open_bundle(tmp_path / "plain").tiers] == [7.0, None]
+    summary = import_trace("mmlu-pro", shared_data / "mmlu_pro", tmp_path / "given", models=models,
+                           params_b="Mixtral-8x7B-v0.1=46.7")
+    bundle = open_bundle(tmp_path / "given")
+    assert [t["params_b"] for t in bundle.tiers] == [7.0, 46.7] and [t["params_b"] for t in summary["tiers"]] == [7.0, 46.7]
+    assert bundle.manifest["provenance"]["params_b_given"] == {"Mixtral-8x7B-v0.1": 46.7}
+
+
+def test_params_b_overrides_the_name_rule_on_the_tiny_source(tmp_path):
+    import_trace("mmlu-pro", _tiny(tmp_path), tmp_path / "b", models=",".join(MMLU_MODELS),
+                 params_b={"Llama-2-13b-hf": 13.02})
+    assert [t["params_b"] for t in open_bundle(tmp_path / "b").tiers] == [7.0, 13.02]
+
+
+@pytest.mark.parametrize("given, message", [
+    ("Llama-2-70b-hf=70", r"--params-b: no tier 'Llama-2-70b-hf'; the tiers are Llama-2-7b-hf, Llama-2-13b-hf"),
+    ("Llama-2-13b-hf=0", r"'Llama-2-13b-hf=0' is not NAME=BILLIONS with BILLIONS > 0"),
+    ("Llama-2-13b-hf", r"'Llama-2-13b-hf' is not NAME=BILLIONS"),
+    ("=13", r"'=13' is not NAME=BILLIONS"),
+    ("Llama-2-13b-hf=13,Llama-2-13b-hf=14", r"'Llama-2-13b-hf' appears twice"),
+])
+def test_a_bad_params_b_is_one_error_and_writes_nothing(tmp_path, given, message):
+    with pytest.raises(ConfigError, match=message):
+        import_trace("mmlu-pro", _tiny(tmp_path), tmp_path / "b", models=",".join(MMLU_MODELS), params_b=given)
+    assert not (tmp_path / "b").exists()
+
+
+def test_params_b_on_the_command_line_lets_the_params_cost_model_run(tmp_path):
+    from click.testing import CliRunner
+
+    from asd.cli import main
+
+    src = _tiny(tmp_path)
+    runner = CliRunner()
+    bad = runner.invoke(main, ["traces", "import", "mmlu-pro", str(src), "--models", ",".join(MMLU_MODELS),
+                               "--params-b", "Llama-2-13b=13", "-o", str(tmp_path / "b")])
+    assert bad.exit_code == 2 and bad.output.strip().splitlines() == [
+        "error: --params-b: no tier 'Llama-2-13b'; the tiers are Llama-2-7b-hf, Llama-2-13b-hf"]
+    good = runner.invoke(main, ["traces", "import", "mmlu-pro", str(src), "--models", ",".join(MMLU_MODELS),
+                                "--params-b", "Llama-2-7b-hf=6.74", "-o", str(tmp_path / "b")])
+    assert good.exit_code == 0, good.output
+    assert re.search(r"tier 0  Llama-2-7b-hf +6.74B", good.output)
+    from asd.calibration.costs import fit_cost_model
+    from asd.calibration.views import load_view
+
+    view = load_view(tmp_path / "b")
+    assert fit_cost_model(view, "params").params_b.tolist() == [6.74, 13.0]
