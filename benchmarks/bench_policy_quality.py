@@ -1,0 +1,156 @@
+"""The policy's quality against issue 8's targets on every real ladder that ../shared/data holds: at 2 % quality loss against always-last, with the `params` cost and pooled 5-fold cross-fitting over several fold seeds, the GPU points the policy saves beyond the best simple policy (goal at least 3), the share of the simple-to-oracle gap it closes (goal at least 0.25) and the threshold or router points above its frontier (goal none), plus the mean GPU cost at 1, 2 and 3 % loss.
+
+Each ladder is imported from ../shared/data (or $ASD_SHARED_DATA) by `asd traces import` into a
+temporary directory and swept as `asd sweep BUNDLE --cost-model params --repeats SEEDS` sweeps it;
+nothing derived from the data is kept. The baselines are measured in the same run on the same
+held-out requests: the best simple policy (the threshold cascade, or a single tier within 2 % on
+its own) and the oracle. The targets bind ladders of 3-4 tiers without logprobs (text-only
+signals); the others are reported beside them.
+
+    python benchmarks/bench_policy_quality.py [--ladders KEY,...] [--seeds 3] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from asd.errors import AsdError  # noqa: E402
+
+SHARED_DATA = Path(os.environ.get("ASD_SHARED_DATA", REPO.parent / "shared" / "data"))
+GOALS = {"saved_vs_simple_points": 3.0, "gap_closed": 0.25, "baseline_points_above_policy": 0}
+FOLDS = 5
+
+# key: (importer, its source folder under shared/data, models in ladder order, import options).
+# The first three are the ladders issue 8 names; the rest are every other size ladder there with
+# per-example labels (AlpacaEval judges, MMLU-Pro correctness, option-logits gold labels).
+LADDERS = {
+    "alpaca-llama2-chat": ("alpaca-eval", "alpaca_eval",
+                           "llama-2-7b-chat-hf,llama-2-13b-chat-hf,llama-2-70b-chat-hf", {}),
+    "mmlu-llama2": ("mmlu-pro", "mmlu_pro", "Llama-2-7b-hf,Llama-2-13b-hf,Llama-2-70b-hf", {}),
+    "mmlu-llama31-instruct": ("mmlu-pro", "mmlu_pro", "Meta-Llama-3_1-8B-Instruct,Meta-Llama-3_1-70B-Instruct", {}),
+    "alpaca-tulu2-dpo": ("alpaca-eval", "alpaca_eval", "tulu-2-dpo-7b,tulu-2-dpo-13b,tulu-2-dpo-70b", {}),
+    "alpaca-fusechat": ("alpaca-eval", "alpaca_eval", "FuseChat-Llama-3.2-1B-Instruct,FuseChat-Llama-3.2-3B-Instruct,"
+                        "FuseChat-Llama-3.1-8B-Instruct", {}),
+    "alpaca-phi2-llama2-chat": ("alpaca-eval", "alpaca_eval", "phi-2,llama-2-7b-chat-hf,llama-2-13b-chat-hf,"
+                                "llama-2-70b-chat-hf", {"annotator": "alpaca_eval_gpt4"}),
+    "alpaca-gemma-vicuna-openbuddy": ("alpaca-eval", "alpaca_eval", "gemma-2b-it,vicuna-7b-v1.5,vicuna-13b-v1.5,"
+                                      "openbuddy-llama2-70b-v10.1", {}),
+    "mmlu-qwen15": ("mmlu-pro", "mmlu_pro", "Qwen1.5-7B-Chat,Qwen1.5-72B-Chat,Qwen1.5-110B", {}),
+    "mmlu-llama2-qwen110": ("mmlu-pro", "mmlu_pro", "Llama-2-7b-hf,Llama-2-13b-hf,Llama-2-70b-hf,Qwen1.5-110B", {}),
+    "mmlu-yi": ("mmlu-pro", "mmlu_pro", "Yi-6B,Yi-34B", {}),
+    "mmlu-mixtral": ("mmlu-pro", "mmlu_pro", "Mistral-7B-v0.1,Mixtral-8x7B-v0.1",
+                     {"params_b": "Mixtral-8x7B-v0.1=46.7"}),  # the AlpacaEval data's own label for it
+    "emotion-qwen": ("option-logits", "option_logits_emotion", "Qwen-1_8B,Qwen-7B,Qwen-14B", {}),
+    "emotion-llama2": ("option-logits", "option_logits_emotion", "Llama-2-7b-hf,Llama-2-13b-hf", {}),
+}
+
+
+def import_ladder(key: str, root: Path, out: Path):
+    from asd.traces.importers import import_trace
+
+    fmt, folder, models, options = LADDERS[key]
+    return import_trace(fmt, root / folder, out, models=models, drop_incomplete=True, **options)
+
+
+def measure(key: str, root: Path, seeds: int, scratch: Path) -> dict:
+    from asd.calibration.views import load_view
+    from asd.simulator.evaluate import Evaluation
+    from asd.simulator.sweep import baseline_frontiers, policy_frontier, quality_check, repeated_checks
+
+    t0 = time.perf_counter()
+    summary = import_ladder(key, root, scratch / key)
+    view = load_view(scratch / key)
+    text_only = not view.has_logprobs
+    # as `asd sweep --cost-model params --repeats SEEDS`: fold seeds 0, 1, ...
+    options = dict(cost_model="params", predictor="logistic", stage0=True, risk="mean", seed=0)
+    ev = Evaluation(view, folds=FOLDS, **options)
+    first = quality_check(policy_frontier(ev), baseline_frontiers(ev), view.tier_names)
+    repeats = repeated_checks(ev, seeds, {**options, "cost_model": ev.cost_model}, first)
+    checks = repeats["checks"]
+
+    def mean(field):
+        spread = repeats[field]
+        return None if spread is None else spread["mean"]
+
+    above = [row["baseline_points_above_policy"] for row in checks]
+    saved, gap = mean("saved_vs_simple_points"), mean("gap_closed")
+    reached = all(row["policy_cost_rel"] is not None for row in checks)
+    row = {
+        "ladder": key, "models": LADDERS[key][2].split(","), "n_requests": summary["n_requests"],
+        "n_tiers": len(summary["tiers"]), "text_only": text_only,
+        "targets_apply": bool(text_only and len(summary["tiers"]) in (3, 4)),
+        "seeds": repeats["seeds"], "reaches_2pct_loss": reached,
+        "policy_cost_at_losses_mean": mean("policy_cost_at_losses_mean"),
+        "saved_vs_simple_points": saved,
+        "saved_vs_simple_points_sd": None if repeats["saved_vs_simple_points"] is None or seeds < 2
+        else repeats["saved_vs_simple_points"]["sd"],
+        "gap_closed": gap, "baseline_points_above_policy": above,
+        "best_simple": [row["best_simple"] for row in checks],
+        "met": {"saved": reached and saved is not None and saved >= GOALS["saved_vs_simple_points"],
+                "gap": reached and gap is not None and gap >= GOALS["gap_closed"],
+                "above": all(n <= GOALS["baseline_points_above_policy"] for n in above)},
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+    return row
+
+
+def _fmt(value, spec):
+    return "—" if value is None else format(value, spec)
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--ladders", help=f"comma-separated keys (default: all): {', '.join(LADDERS)}")
+    ap.add_argument("--seeds", type=int, default=3, help="fold seeds 0..SEEDS-1 (default 3)")
+    ap.add_argument("--json", dest="json_path", help="write the figures as JSON here")
+    args = ap.parse_args(argv)
+    keys = list(LADDERS) if not args.ladders else [k.strip() for k in args.ladders.split(",")]
+    unknown = [k for k in keys if k not in LADDERS]
+    if unknown:
+        ap.exit(2, f"error: unknown ladder {unknown[0]!r}; ladders are {', '.join(LADDERS)}\n")
+    if args.seeds < 1:
+        ap.exit(2, f"error: --seeds {args.seeds}: need at least 1\n")
+    if not SHARED_DATA.is_dir():
+        ap.exit(2, f"error: real public data not found at {SHARED_DATA} (set ASD_SHARED_DATA)\n")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="asd-bench-quality-") as scratch:
+        for key in keys:
+            try:
+                rows.append(measure(key, SHARED_DATA, args.seeds, Path(scratch)))
+            except AsdError as exc:  # a source folder or model this copy of the data lacks
+                rows.append({"ladder": key, "error": str(exc)})
+                print(f"{key}: skipped: {exc}", file=sys.stderr)
+    report = {"goals": GOALS, "folds": FOLDS, "cost_model": "params", "seeds": args.seeds, "ladders": rows}
+    print(f"policy quality at <= 2 % loss vs always-last — params cost, pooled {FOLDS}-fold, fold seeds "
+          f"0..{args.seeds - 1} (goals: saved >= {GOALS['saved_vs_simple_points']:g} points, gap closed >= "
+          f"{GOALS['gap_closed']:g}, no threshold/router point above)")
+    print(f"{'ladder':32} {'N':>6} {'L':>2} {'targets':>7} {'cost 1-3%':>9} {'saved pts':>12} {'gap':>6} "
+          f"{'above per seed':>15}  met")
+    for r in rows:
+        if "error" in r:
+            print(f"{r['ladder']:32} skipped: {r['error']}")
+            continue
+        saved = _fmt(r["saved_vs_simple_points"], ".1f") + (
+            "" if r["saved_vs_simple_points_sd"] is None else f"±{r['saved_vs_simple_points_sd']:.1f}")
+        met = " ".join(f"{name} {'yes' if ok else 'no'}" for name, ok in r["met"].items())
+        print(f"{r['ladder']:32} {r['n_requests']:>6} {r['n_tiers']:>2} {'bind' if r['targets_apply'] else '-':>7} "
+              f"{_fmt(r['policy_cost_at_losses_mean'], '.3f'):>9} {saved:>12} {_fmt(r['gap_closed'], '.3f'):>6} "
+              f"{','.join(map(str, r['baseline_points_above_policy'])):>15}  {met}")
+    if args.json_path:
+        Path(args.json_path).write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
+    return report
+
+
+if __name__ == "__main__":
+    main()

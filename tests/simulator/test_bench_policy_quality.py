@@ -1,0 +1,47 @@
+"""benchmarks/bench_policy_quality.py on one real ladder from ../shared/data (skipped when absent):
+its figures are `asd sweep`'s own quality check on the same import, the printed row says what
+the JSON says, and a bad ladder key is one line and exit 2. Whether the targets are met is the
+benchmark's report, not this test's business."""
+
+import subprocess
+import sys
+
+import pytest
+
+from asd.calibration.views import load_view
+from asd.simulator.sweep import sweep
+from tests.benchmarks import REPO, run_benchmark
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+import bench_policy_quality as B  # noqa: E402
+
+LADDER = "alpaca-tulu2-dpo"  # 805 requests × 3 text-only tiers: a few seconds per fold seed
+
+
+def test_the_benchmark_reports_sweeps_own_quality_check(shared_data, tmp_path):
+    report, stdout = run_benchmark("bench_policy_quality.py", "--ladders", LADDER, "--seeds", "1", tmp_path=tmp_path)
+    assert report["goals"] == {"saved_vs_simple_points": 3.0, "gap_closed": 0.25, "baseline_points_above_policy": 0}
+    (row,) = report["ladders"]
+    assert row["ladder"] == LADDER and row["n_tiers"] == 3 and row["text_only"] and row["targets_apply"]
+
+    B.import_ladder(LADDER, shared_data, tmp_path / "bundle")
+    check = sweep(tmp_path / "bundle", folds=5, cost_model="params", seed=0)["quality_check"]
+    assert load_view(tmp_path / "bundle").n_requests == row["n_requests"] == 805
+    assert row["saved_vs_simple_points"] == pytest.approx(check["saved_vs_simple_points"])
+    assert row["gap_closed"] == pytest.approx(check["gap_closed"])
+    assert row["policy_cost_at_losses_mean"] == pytest.approx(check["policy_cost_at_losses_mean"])
+    assert row["baseline_points_above_policy"] == [len(check["baseline_points_above_policy"])]
+    assert row["met"] == {"saved": check["saved_vs_simple_points"] >= 3, "gap": check["gap_closed"] >= 0.25,
+                          "above": not check["baseline_points_above_policy"]}
+
+    (line,) = [line for line in stdout.splitlines() if line.startswith(LADDER)]
+    assert line.split()[1:8] == ["805", "3", "bind", f"{row['policy_cost_at_losses_mean']:.3f}",
+                                 f"{row['saved_vs_simple_points']:.1f}", f"{row['gap_closed']:.3f}",
+                                 str(row["baseline_points_above_policy"][0])]
+
+
+def test_an_unknown_ladder_is_one_line_and_exit_2():
+    done = subprocess.run([sys.executable, "benchmarks/bench_policy_quality.py", "--ladders", "mmlu-gpt5"], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == [f"error: unknown ladder 'mmlu-gpt5'; ladders are {', '.join(B.LADDERS)}"]
