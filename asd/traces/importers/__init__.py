@@ -7,6 +7,7 @@ atomically, validates, and only then puts the bundle in place.
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 from pathlib import Path
@@ -89,9 +90,11 @@ def set_params_b(trace: ImportedTrace, given: dict[str, float]) -> None:
         return
     tiers = trace.manifest["tiers"]
     names = [tier["name"] for tier in tiers]
-    for name in given:
+    for name, billions in given.items():
         if name not in names:
             raise ConfigError(f"--params-b: no tier {name!r}; the tiers are {', '.join(names)}")
+        if not (isinstance(billions, (int, float)) and math.isfinite(billions) and billions > 0):
+            raise ConfigError(f"--params-b: {name}={billions!r} is not a parameter count in billions > 0")
     for tier in tiers:
         if tier["name"] in given:
             tier["params_b"] = given[tier["name"]]
