@@ -173,7 +173,7 @@ def print_sweep(result: dict, console: Console | None = None) -> None:
         f"{_f(pol['cost_rel'] if pol else None)}, best simple ({q['best_simple']['name']}) "
         f"{_f(q['best_simple']['cost_rel'])}, oracle {_f(q['oracle']['cost_rel'])}; saved "
         f"{_f(q['saved_vs_simple_points'], 1)} points, gap closed {_f(q['gap_closed'])}, "
-        f"baseline points above the policy: {len(q['baseline_points_above_policy'])}")
+        f"baseline points above the policy: {_above_text(q['baseline_points_above_policy'])}")
     at = q["policy_cost_at_loss"]
     console.print(f"policy cost at {_loss_levels(at)} loss: {' / '.join(_f(v) for v in at.values())} "
                   f"(mean {_f(q['policy_cost_at_losses_mean'])})")
@@ -191,6 +191,14 @@ def print_sweep(result: dict, console: Console | None = None) -> None:
     for ab in result.get("ablation", []):
         console.print(f"ablation {ab['name']}: cost at ≤ 2% loss {_f(ab['cost_rel'])} "
                       f"(change {_f(ab['change_points'], 1)} points)")
+
+
+def _above_text(points: list[dict]) -> str:
+    """How many baseline points lie above the policy's frontier, and whose: `4 (threshold 3, router 1)`."""
+    if not points:
+        return "0"
+    names = [p["baseline"] for p in points]
+    return f"{len(points)} ({', '.join(f'{n} {names.count(n)}' for n in dict.fromkeys(names))})"
 
 
 def print_check(result, console: Console | None = None) -> None:

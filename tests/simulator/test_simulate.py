@@ -18,6 +18,7 @@ from asd.engine import Policy
 from asd.errors import ConfigError, PolicyError
 from asd.simulator.evaluate import Evaluation
 from asd.simulator.outcomes import Outcomes, latency_stat
+from asd.simulator.report import _above_text
 from asd.simulator.job import deployment_check, des_latency, difficulty_priority, prediction_margin, simulate
 from asd.simulator.sweep import cheapest_within, run_sweep, sweep
 from asd.traces.bundle import open_bundle
@@ -418,6 +419,15 @@ def test_sweep_repeats_the_quality_check_over_fold_seeds(synth, tmp_path):
     assert means[0] == pytest.approx(q["policy_cost_at_losses_mean"])
     assert rep["policy_cost_at_losses_mean"]["mean"] == pytest.approx(np.mean(means))
     assert "policy cost at 1 / 2 / 3% loss" in result.output
+    # the report counts the points above the frontier by baseline, as the JSON lists them
+    printed = " ".join(result.output.split())
+    assert f"baseline points above the policy: {_above_text(q['baseline_points_above_policy'])}" in printed
+
+
+def test_points_above_are_counted_by_baseline_in_first_seen_order():
+    assert _above_text([]) == "0"
+    points = [{"baseline": "threshold"}, {"baseline": "router"}, {"baseline": "threshold"}]
+    assert _above_text(points) == "3 (threshold 2, router 1)"
 
 
 def test_sweep_under_load_moves_latencies_only(synth, tmp_path):
