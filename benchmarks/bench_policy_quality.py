@@ -97,7 +97,9 @@ def measure(key: str, root: Path, seeds: int, scratch: Path) -> dict:
         else repeats["saved_vs_simple_points"]["sd"],
         "gap_closed": gap, "baseline_points_above_policy": above,
         "best_simple": [row["best_simple"] for row in checks],
-        "met": {"saved": reached and saved is not None and saved >= GOALS["saved_vs_simple_points"],
+        # reached: every seed has a policy point at 2 % loss, so a saving; the gap is None where the
+        # simple policy is already the oracle's cost
+        "met": {"saved": reached and saved >= GOALS["saved_vs_simple_points"],
                 "gap": reached and gap is not None and gap >= GOALS["gap_closed"],
                 "above": all(n <= GOALS["baseline_points_above_policy"] for n in above)},
         "seconds": round(time.perf_counter() - t0, 1),

@@ -36,8 +36,7 @@ IMPORTERS: dict[str, type[Importer]] = {
     "spec-bench": SpecBenchImporter,
 }
 
-__all__ = ["IMPORTERS", "ImportedTrace", "Importer", "get_importer", "import_trace", "load_trace", "parse_params_option",
-           "summary_lines"]
+__all__ = ["IMPORTERS", "ImportedTrace", "Importer", "get_importer", "import_trace", "load_trace", "summary_lines"]
 
 
 def get_importer(fmt: str) -> Importer:
@@ -64,7 +63,7 @@ def load_trace(fmt: str, src: str | os.PathLike, **options) -> ImportedTrace:
 
 
 def parse_params_option(text: str | None) -> dict[str, float]:
-    """`--params-b NAME=B,...` → {name: billions}: every value finite and > 0, no name twice."""
+    """`--params-b NAME=B,...` → {name: billions}, no name twice (`set_params_b` checks the values)."""
     if text is None:
         return {}
     given: dict[str, float] = {}
@@ -72,11 +71,11 @@ def parse_params_option(text: str | None) -> dict[str, float]:
         name, sep, value = item.strip().rpartition("=")
         name = name.strip()
         try:
-            billions = float(value) if sep and name else float("nan")
+            billions = float(value)
         except ValueError:
-            billions = float("nan")
-        if not (np.isfinite(billions) and billions > 0):
-            raise ConfigError(f"--params-b {text!r}: {item.strip()!r} is not NAME=BILLIONS with BILLIONS > 0")
+            billions = None
+        if not (sep and name) or billions is None:
+            raise ConfigError(f"--params-b {text!r}: {item.strip()!r} is not NAME=BILLIONS")
         if name in given:
             raise ConfigError(f"--params-b {text!r}: {name!r} appears twice")
         given[name] = billions
@@ -93,7 +92,8 @@ def set_params_b(trace: ImportedTrace, given: dict[str, float]) -> None:
     for name, billions in given.items():
         if name not in names:
             raise ConfigError(f"--params-b: no tier {name!r}; the tiers are {', '.join(names)}")
-        if not (isinstance(billions, (int, float)) and math.isfinite(billions) and billions > 0):
+        if isinstance(billions, bool) or not (isinstance(billions, (int, float)) and math.isfinite(billions)
+                                              and billions > 0):
             raise ConfigError(f"--params-b: {name}={billions!r} is not a parameter count in billions > 0")
     for tier in tiers:
         if tier["name"] in given:

@@ -148,12 +148,15 @@ def test_params_b_overrides_the_name_rule_on_the_tiny_source(tmp_path):
 
 @pytest.mark.parametrize("given, message", [
     ("Llama-2-70b-hf=70", r"--params-b: no tier 'Llama-2-70b-hf'; the tiers are Llama-2-7b-hf, Llama-2-13b-hf"),
-    ("Llama-2-13b-hf=0", r"'Llama-2-13b-hf=0' is not NAME=BILLIONS with BILLIONS > 0"),
+    ("Llama-2-13b-hf=0", r"Llama-2-13b-hf=0.0 is not a parameter count in billions > 0"),
+    ("Llama-2-13b-hf=inf", r"Llama-2-13b-hf=inf is not a parameter count in billions > 0"),
+    ("Llama-2-13b-hf=x", r"'Llama-2-13b-hf=x' is not NAME=BILLIONS"),
     ("Llama-2-13b-hf", r"'Llama-2-13b-hf' is not NAME=BILLIONS"),
     ("=13", r"'=13' is not NAME=BILLIONS"),
     ("Llama-2-13b-hf=13,Llama-2-13b-hf=14", r"'Llama-2-13b-hf' appears twice"),
     ({"Llama-2-13b-hf": float("nan")}, r"Llama-2-13b-hf=nan is not a parameter count in billions > 0"),
     ({"Llama-2-13b-hf": -13.0}, r"Llama-2-13b-hf=-13.0 is not a parameter count in billions > 0"),
+    ({"Llama-2-13b-hf": True}, r"Llama-2-13b-hf=True is not a parameter count in billions > 0"),
 ])
 def test_a_bad_params_b_is_one_error_and_writes_nothing(tmp_path, given, message):
     with pytest.raises(ConfigError, match=message):
