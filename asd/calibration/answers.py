@@ -28,8 +28,47 @@ _JSON_ANSWER = re.compile(
 # Case-sensitive alternatives are several times faster than IGNORECASE on long texts.
 # The span is captured inside a lookahead so that a second marker within 80 characters of the
 # first is still found ("The answer is 34 s. The answer is (J).").
-_ANSWER_IS = re.compile(r"\b(?:[Aa]nswer|ANSWER)\s+(?:is|IS|Is|would\s+be|should\s+be)\s*:?\s*(?=([^\n]{0,80}))")
-_ANSWER_COLON = re.compile(r"\b(?:[Aa]nswer|ANSWER)\s*[:：]\s*(?=([^\n]{0,80}))")
+_ANSWER_IS_WINDOW = re.compile(r"\b(?:[Aa]nswer|ANSWER)\s+(?:is|IS|Is|would\s+be|should\s+be)\s*:?\s*(?=([^\n]{0,80}))")
+_ANSWER_COLON_WINDOW = re.compile(r"\b(?:[Aa]nswer|ANSWER)\s*[:：]\s*(?=([^\n]{0,80}))")
+MATH_SPAN_LIMIT = 400  # how far past the window a cut $...$ or {...} may run to close on its line
+
+
+def _close_math(text: str, start: int, span: str) -> str:
+    """`span` (text[start:...], a marker's window) as it is, unless the window cut a math span:
+    an open `$` or an unbalanced `{`. Then it runs on to where the math closes on the same line
+    (at most MATH_SPAN_LIMIT characters), so a long LaTeX answer is read whole, not as a key
+    that ends inside a \\frac. A span that does not close there is left as the window had it."""
+    depth, dollars = span.count("{") - span.count("}"), span.count("$") % 2
+    if depth <= 0 and not dollars:
+        return span
+    end = text.find("\n", start)
+    limit = min(len(text) if end < 0 else end, start + MATH_SPAN_LIMIT)
+    for i in range(start + len(span), limit):
+        ch = text[i]
+        if ch == "{":
+            depth += 1
+        elif ch == "}":
+            depth -= 1
+        elif ch == "$":
+            dollars ^= 1
+        if depth <= 0 and not dollars:
+            return text[start:i + 1]
+    return span
+
+
+class _MarkerSpans:
+    """findall of an answer marker's pattern: the span its window captured, closed by
+    `_close_math` where the window cut a math span."""
+
+    def __init__(self, pattern: re.Pattern):
+        self.pattern = pattern
+
+    def findall(self, text: str) -> list[str]:
+        return [_close_math(text, m.start(1), m.group(1)) for m in self.pattern.finditer(text)]
+
+
+_ANSWER_IS = _MarkerSpans(_ANSWER_IS_WINDOW)
+_ANSWER_COLON = _MarkerSpans(_ANSWER_COLON_WINDOW)
 _BOXED_OPEN = re.compile(r"\\(?:boxed|fbox)\s*\{")
 _BRACE = re.compile(r"[{}]")
 
@@ -52,7 +91,7 @@ class _Boxed:
 
 _BOXED = _Boxed()
 
-_HASHES = re.compile(r"####\s*([^\n]{1,80})")
+_HASHES = _MarkerSpans(re.compile(r"####\s*([^\n]{1,80})"))
 # An option letter opening a span: "(C)", "C.", "C)", "C" alone, but not the words "A"/"I"
 # starting a sentence ("A dog ...", "I think ...").
 _OPTION = re.compile(r"^\s*(?:\(([A-Pa-p])\)|([A-P])(?=\s*$|[.,;:)\]*]|\s+(?![a-z'])))")

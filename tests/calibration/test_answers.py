@@ -156,3 +156,17 @@ def test_spacing_and_markup_never_change_an_expressions_key(terms, ops, wrapper,
     tight = terms[0] + "".join(op + t for op, t in zip(ops, terms[1:]))
     loose = terms[0] + "".join(f" {op} {t}" for op, t in zip(ops, terms[1:]))
     assert extract_answer(r"\boxed{%s}" % tight).key == extract_answer(wrapper % (loose if spaced else tight)).key
+
+
+def test_a_math_answer_longer_than_the_markers_window_is_read_whole():
+    # hypothesis found it: "Answer: $\displaystyle ...$" with spaced operators runs past the
+    # 80-character window, which cut it inside the last \frac and lost its closing brace
+    frac = r"\frac{\pi}{4}"
+    loose = f"{frac} + {frac} + {frac} \\cdot  {frac}"
+    whole = extract_answer(r"\boxed{%s}" % loose.replace(" ", "")).key
+    assert whole.endswith(r"*\frac{\pi}{4}")
+    for wrapper in (r"Answer: $\displaystyle %s$", r"The answer is $\displaystyle %s$.", r"#### $\displaystyle %s$"):
+        assert extract_answer(wrapper % loose).key == whole
+    # math that does not close on its line is read as the window had it, never past the line
+    cut = "Answer: " + "x + " * 30 + r"\frac{1" + "\nQuestion: 2}"
+    assert extract_answer(cut).key == extract_answer("Answer: " + ("x + " * 30 + r"\frac{1")[:80]).key
