@@ -9,7 +9,8 @@ Workloads:
 
 Baseline, measured in the same run on the same data: the plain pandas pipeline it replaces —
 a long (request, tier) DataFrame, `DataFrame.apply` of the same answer parser, groupby/shift
-for the previous tier, a row-wise apply for the text similarity, then one pivot per feature.
+for the previous tier, a row-wise apply for the text similarity, vectorised string counts for
+the hedging rate, then one pivot per feature.
 
     python benchmarks/bench_features.py [--requests 100000] [--json PATH]
 
@@ -85,7 +86,8 @@ def pandas_feature_tensor(path: Path, with_text: bool):
     seconds it took after reading the Parquet files."""
     import pandas as pd
 
-    from asd.calibration.answers import extract_answer, jaccard, word_set
+    from asd.calibration.answers import PUNCTUATION_TO_SPACE, extract_answer, jaccard, word_set
+    from asd.calibration.features import HEDGE_WORDS
 
     extract_answer.cache_clear()
     columns = ["request_id", "tier", "n_output_tokens", "n_prompt_tokens", "mean_logprob", "min_logprob", "mean_entropy"]
@@ -114,6 +116,9 @@ def pandas_feature_tensor(path: Path, with_text: bool):
             lambda row: jaccard(word_set(row.text), word_set(row.prev_text)) if isinstance(row.prev_text, str) else 0.0,
             axis=1,
         )
+        words = df.output.fillna("").str.casefold().str.translate(PUNCTUATION_TO_SPACE).str.split().str.join(" ")
+        hedges = words.str.count(r"\b(?:" + "|".join(HEDGE_WORDS) + r")\b")
+        feats["hedge_rate"] = np.where(words != "", 100.0 * hedges / (words.str.count(" ") + 1), 0.0)
         feats = feats.drop(columns=["answer", "prev_answer", "text", "prev_text"])
     names = [c for c in feats.columns if c not in ("request_id", "tier")]
     grids = [feats.pivot(index="request_id", columns="tier", values=name).to_numpy() for name in names]

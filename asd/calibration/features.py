@@ -29,6 +29,18 @@ SPEC_VERSION = 1
 LAST_TOKENS = 32
 LOW_LOGPROBS = (-1.0, -2.3)  # p < 0.37 and p < 0.1
 MAX_TASKS = 64  # task one-hot columns: the most frequent tasks; the rest are all-zero
+# A model that hedges is often wrong, and chat models say so in words where a trace has no
+# logprobs. Matched as whole words in the case-folded text without punctuation. Pooled 5-fold GPU
+# cost at 1-3 % loss against always-last, `params`, mean of fold seeds 0-2, without → with this
+# group (benchmarks/bench_policy_quality.py): AlpacaEval Llama-2-chat 0.638 → 0.605 (points saved
+# beyond the best simple policy at 2 % loss 10.5 → 23.1, gap to the oracle closed 0.198 → 0.380),
+# FuseChat 0.940 → 0.923, MMLU-Pro Llama-2 0.881 → 0.871, Mistral → Mixtral 0.832 → 0.834 (gap
+# 0.226 → 0.256); gemma → vicuna → openbuddy now reaches 2 % loss; worse on Tulu-2-DPO 0.735 →
+# 0.763 and phi-2 → Llama-2-chat 0.690 → 0.725 (though it saves 10.2 → 17.0 points at 2 %);
+# MMLU-Pro Qwen1.5, Llama-3.1, Yi within 0.005.
+HEDGE_WORDS = ("might", "may", "possibly", "perhaps", "likely", "approximately", "unclear", "however", "but",
+               "i think", "not sure", "it depends")
+_HEDGE = re.compile(r"\b(?:" + "|".join(HEDGE_WORDS) + r")\b")
 
 
 @dataclass(frozen=True)
@@ -66,6 +78,7 @@ FEATURES: tuple[Feature, ...] = (
     _f("answer_option", "format", "the final answer is an option letter"),
     _f("answer_json", "format", "the answer came from a JSON 'answer' field"),
     _f("answer_marked", "format", "the text marks its answer (JSON field, 'the answer is', boxed, '####', a bare short answer)"),
+    _f("hedge_rate", "content", "hedging and qualifying words per 100 words of tier i's answer (HEDGE_WORDS; no text: 0)"),
     _f("prev_answered", "agreement", "tier i-1 has a non-empty answer", cold=0.0),
     _f("agree_prev", "agreement", "tier i's normalised answer equals tier i-1's", cold=0.0),
     _f("agree_any_prev", "agreement", "tier i's answer equals some earlier tier's", cold=0.0),
@@ -81,7 +94,7 @@ FEATURES: tuple[Feature, ...] = (
     _f("cold_start", "stage", "1 in the cold-start state (tiers < i skipped), 0 when climbed", cold=1.0),
 )
 FEATURE_BY_NAME = {f.name: f for f in FEATURES}
-GROUPS = ("logprob", "entropy", "length", "format", "agreement", "draft", "stage")
+GROUPS = ("logprob", "entropy", "length", "format", "content", "agreement", "draft", "stage")
 FEATURE_GROUPS: dict[str, list[str]] = {g: [f.name for f in FEATURES if f.group == g] for g in GROUPS}
 # Always computed: the predictors and tables need the state (tier, cold or climbed).
 ALWAYS = ("stage",)
@@ -223,6 +236,7 @@ def available_groups(view: TraceView) -> dict[str, str | None]:
         "entropy": None if view.has_entropy else "no token entropies in trace",
         "length": None,
         "format": None if text else "no output text in trace",
+        "content": None if text else "no output text in trace",
         "agreement": None if text else "no output text in trace",
         "draft": None if view.has_drafts else "no drafts (consecutive tiers) in trace",
         "stage": None,
@@ -418,6 +432,20 @@ def _format(context: _Context) -> dict:
     }
 
 
+def _content(context: _Context) -> dict:
+    texts = context.view.outputs
+    rate = np.zeros(texts.size)
+    by_text: dict[str, float] = {}  # each distinct text counted once
+    for k, text in enumerate(texts.ravel()):
+        if text:
+            found = by_text.get(text)
+            if found is None:
+                words, _ = context.normalise(text)  # shared with the agreement group's similarity
+                found = by_text[text] = 100.0 * len(_HEDGE.findall(words)) / (words.count(" ") + 1) if words else 0.0
+            rate[k] = found
+    return {"hedge_rate": rate.reshape(texts.shape)}
+
+
 def _agreement(context: _Context) -> dict:
     view = context.view
     a = context.answers
@@ -497,7 +525,7 @@ def _stage(context: _Context) -> dict:
 
 
 _GROUP_FUNCTIONS = {
-    "logprob": _logprob, "entropy": _entropy, "length": _length, "format": _format,
+    "logprob": _logprob, "entropy": _entropy, "length": _length, "format": _format, "content": _content,
     "agreement": _agreement, "draft": _draft, "stage": _stage,
 }
 

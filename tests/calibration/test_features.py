@@ -10,7 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from asd.calibration.features import (
-    COLD_FEATURES, FEATURE_GROUPS, FEATURES, GROUPS, PROMPT_FEATURES, FeatureSpec, compute_features, ragged_max,
+    COLD_FEATURES, FEATURE_GROUPS, FEATURES, GROUPS, HEDGE_WORDS, PROMPT_FEATURES, FeatureSpec, compute_features,
+    ragged_max,
     ragged_mean, ragged_min, ragged_share_below, ragged_tail_mean,
 )
 from asd.calibration.views import load_view, view_from_outputs, view_from_records
@@ -66,7 +67,7 @@ def test_a_trace_without_logprobs_or_drafts_gets_the_text_groups_and_says_why(tm
     rows = [{"request_id": "a", "tier": k, "output": t} for k, t in enumerate(["4", "The answer is 4."])]
     view = view_from_records(["s", "l"], [{"request_id": "a", "prompt": "2+2?"}], rows)
     fs = compute_features(view)
-    assert fs.groups == ["length", "format", "agreement", "stage"]
+    assert fs.groups == ["length", "format", "content", "agreement", "stage"]
     assert fs.missing_groups == {"logprob": "no logprobs in trace", "entropy": "no token entropies in trace",
                                  "draft": "no drafts (consecutive tiers) in trace"}
     assert fs.tier_x[0, 1, fs.column("agree_prev")] == 1.0
@@ -245,6 +246,60 @@ def test_token_list_features_use_the_lists(synth_lists):
     assert fs.imputed == {}
     draft = fs.tier_x[:, 1:, fs.column("draft_accept_share")]
     np.testing.assert_allclose(draft, view.draft_n_accepted[:, 1:] / view.draft_n_tokens[:, 1:])
+
+
+def _hedge_rates(texts):
+    rows = [{"request_id": "a", "tier": k, "output": t} for k, t in enumerate(texts)]
+    view = view_from_records([f"t{k}" for k in range(len(texts))], [{"request_id": "a", "prompt": "?"}], rows)
+    fs = compute_features(view)
+    return fs.tier_x[0, :, fs.column("hedge_rate")].tolist()
+
+
+def test_hedge_rate_counts_hedging_words_per_100_words_of_the_answer():
+    rates = _hedge_rates([
+        "I think it might work, but I'm not sure.",  # i think, might, but, not sure: 4 of 10 words
+        "MAY the best one win; However...",  # case and punctuation do not matter: 2 of 6
+        "Mayday! The maybe-likelihood is 3.",  # only whole words: none
+        "",
+        None,
+    ])
+    assert rates == pytest.approx([40.0, 100 * 2 / 6, 0.0, 0.0, 0.0])
+
+
+_WORDS = ["I", "think", "not", "sure", "it", "depends", "might", "May", "BUT", "however", "likely", "the",
+          "answer", "is", "42", "perhaps", "maybe", "unclear", "possibly", "approximately"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(_WORDS), st.sampled_from([" ", ", ", ". ", "! ", "\n", " -- "])),
+                min_size=1, max_size=40))
+def test_hedge_rate_equals_counting_words_and_word_pairs_in_plain_python(pieces):
+    text = "".join(w + sep for w, sep in pieces)
+    words = [w.casefold() for w, _ in pieces]
+    singles = {h for h in HEDGE_WORDS if " " not in h}
+    pairs = {tuple(h.split()) for h in HEDGE_WORDS if " " in h}
+    hits = sum(w in singles for w in words) + sum(p in pairs for p in zip(words, words[1:]))
+    (rate,) = _hedge_rates([text])
+    assert rate == pytest.approx(100.0 * hits / len(words))
+    assert 0.0 <= rate <= 100.0
+
+
+def test_hedging_at_the_7b_tier_says_it_is_less_often_preferred_on_alpaca_eval(shared_data, tmp_path):
+    """Real-data sanity: Llama-2-7B-chat answers that hedge more are less often preferred to the
+    reference (AlpacaEval). Not a tuned number: just clearly away from chance."""
+    from sklearn.metrics import roc_auc_score
+
+    from asd.traces.importers import import_trace
+
+    if not (shared_data / "alpaca_eval").is_dir():
+        pytest.skip("alpaca_eval not in shared data")
+    import_trace("alpaca-eval", shared_data / "alpaca_eval", tmp_path / "alpaca",
+                 models="llama-2-7b-chat-hf,llama-2-13b-chat-hf", drop_incomplete=True)
+    view = load_view(tmp_path / "alpaca")
+    fs = compute_features(view, ["content"])
+    labelled = np.isfinite(view.acceptable[:, 0])
+    auc = roc_auc_score(view.acceptable[labelled, 0], fs.tier_x[labelled, 0, fs.column("hedge_rate")])
+    assert auc < 0.4
 
 
 def test_agreement_at_tier_1_predicts_acceptability_on_the_mmlu_pro_ladder(shared_data, tmp_path):
