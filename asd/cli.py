@@ -524,9 +524,11 @@ def _risk(risk: str):
         return "mean"
     if risk.startswith("lcb:"):
         try:
-            return float(risk[4:])
+            level = float(risk[4:])
         except ValueError:
-            pass
+            level = None
+        if level is not None and 0.5 <= level < 1.0:  # checked here, not after the first fold's calibration
+            return level
     raise AsdError(f"--risk {risk!r}: use mean or lcb:G with G in [0.5, 1), e.g. lcb:0.9")
 
 

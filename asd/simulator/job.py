@@ -11,6 +11,7 @@ import os
 import numpy as np
 
 from asd.engine import bisect_lambda
+from asd.calibration.views import load_view
 from asd.errors import ConfigError
 from asd.simulator import baselines as B
 from asd.simulator.evaluate import Evaluation
@@ -255,6 +256,25 @@ def check_load_options(mode: str, rate: float | None, scheduler: str = "fifo", a
                               "(use --rate R for Poisson or gamma arrivals)")
 
 
+def check_view_options(view, *, mode: str = "replay", replicas=1, explain_id: str | None = None,
+                       split: str | None = None, folds: int | None = None) -> None:
+    """What needs the bundle's tiers or request ids, checked once it is read and before any
+    calibration (which takes minutes on a large ladder): --replicas per tier, --explain's request."""
+    if mode == "des" and isinstance(replicas, (list, tuple)) and len(replicas) != view.n_tiers:
+        raise ConfigError(f"--replicas {','.join(map(str, replicas))}: {view.path} has {view.n_tiers} tiers "
+                          f"({' → '.join(view.tier_names)}); give one count, or one per tier")
+    if explain_id is None:
+        return
+    ids = view.request_ids.astype(str)
+    matches = np.flatnonzero(ids == str(explain_id))
+    if matches.size == 0:
+        raise ConfigError(f"--explain {explain_id!r}: no such request in {view.path}")
+    held_split = split if split is not None else ("test" if view.has_split and folds is None else None)
+    if held_split is not None and view.split[matches[0]] != held_split:
+        raise ConfigError(f"--explain {explain_id!r}: the request is in split {view.split[matches[0]]!r}, not the "
+                          f"held-out split {held_split!r} (--explain shows a request the policy did not see)")
+
+
 def simulate(bundle="builtin", *, tau_max: float, stat: str = "p95", mode: str = "replay", rate: float | None = None,
              replicas=1, max_batch: int = 256, split: str | None = None, folds: int | None = None,
              cost_model: str | None = None, predictor: str = "logistic", stage0: bool = True, risk="mean",
@@ -379,7 +399,9 @@ def run_simulate(bundle="builtin", *, tau_max: float, stat: str = "p95", mode: s
     """`asd simulate` end to end: evaluate, search λ, baselines, optional plots and --explain.
     policy: a given policy file whose tables are searched over λ instead of calibrating one."""
     check_options(tau_max, stat, mode, rate, scheduler, arrivals, cv, bundle)
-    ev = Evaluation(bundle, folds=folds, split=split, cost_model=cost_model, predictor=predictor,
+    view = load_view(bundle)
+    check_view_options(view, mode=mode, replicas=replicas, explain_id=explain_id, split=split, folds=folds)
+    ev = Evaluation(view, folds=folds, split=split, cost_model=cost_model, predictor=predictor,
                     stage0=stage0, risk=risk, seed=seed, progress=progress, policy=policy)
     result = simulate(bundle, tau_max=tau_max, stat=stat, mode=mode, rate=rate, replicas=replicas,
                       max_batch=max_batch, evaluation=ev, seed=seed, scheduler=scheduler, arrivals=arrivals, cv=cv,

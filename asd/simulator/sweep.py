@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from asd.calibration.views import load_view
 from asd.engine.search import LAMBDA_CAP, distinct_policies
 from asd.errors import ConfigError
 from asd.simulator import baselines as B
@@ -216,7 +217,7 @@ def run_sweep(bundle="builtin", *, split=None, folds=None, cost_model=None, pred
     repeats: the quality check over that many fold seeds (the frontiers shown are the first's).
     mode "des": every point's latencies from the discrete-event simulation under that load (as
     `asd simulate --mode des`); quality and cost, and so the quality check, do not change."""
-    from asd.simulator.job import check_load_options, des_latency, describe_load
+    from asd.simulator.job import check_load_options, check_view_options, des_latency, describe_load
 
     check_load_options(mode, rate, scheduler, arrivals, cv, bundle)
     if policy is not None and ablate:
@@ -224,11 +225,13 @@ def run_sweep(bundle="builtin", *, split=None, folds=None, cost_model=None, pred
                           "be combined with --policy (a fixed policy)")
     if repeats < 1:
         raise ConfigError(f"--repeats {repeats}: need at least 1")
-    options = dict(cost_model=cost_model, predictor=predictor, stage0=stage0, risk=risk, seed=seed)
-    ev = Evaluation(bundle, folds=folds, split=split, progress=progress, policy=policy, **options)
-    if repeats > 1 and ev.design["folds"] is None:
+    view = load_view(bundle)
+    check_view_options(view, mode=mode, replicas=replicas)
+    if repeats > 1 and folds is None and (split is not None or view.has_split):
         raise ConfigError(f"--repeats draws the folds again with other seeds, but {bundle} is evaluated on its "
-                          f"split {ev.design['split']!r} (one fixed draw): use --folds K")
+                          f"split {split or 'test'!r} (one fixed draw): use --folds K")
+    options = dict(cost_model=cost_model, predictor=predictor, stage0=stage0, risk=risk, seed=seed)
+    ev = Evaluation(view, folds=folds, split=split, progress=progress, policy=policy, **options)
     timed = None
     if mode == "des":
         timed = des_latency(ev, rate=rate, replicas=replicas, max_batch=max_batch, seed=seed, scheduler=scheduler,

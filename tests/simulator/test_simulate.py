@@ -24,6 +24,8 @@ from asd.simulator.sweep import cheapest_within, run_sweep, sweep
 from asd.traces.bundle import open_bundle
 from asd.traces.synth import write_synthetic_bundle
 
+BUILTIN_PATH = str(open_bundle("builtin").path)
+
 BUILTIN = open_bundle("builtin").path
 BASELINES = ["fixed-2stage", "pipeline", "threshold", "router", "random", "protocol", "oracle"]
 
@@ -310,7 +312,7 @@ def test_calibrate_cli_gbt_reference_reports_beside_logistic_and_writes_no_polic
     # checked before the bundle is read and calibrated on; inf named "target inf", not the flag
     (["simulate", "/no/such/bundle", "--tau-max", "inf"], "error: --tau-max inf: must be a positive number"),
     (["simulate", "--tau-max", "800", "--mode", "des", "--rate", "2", "--replicas", "1,2,3"],
-     "replicas: need one value per tier (2), got [1, 2, 3]\n"),  # not [np.int64(1), ...]
+     "--replicas 1,2,3: " + BUILTIN_PATH + " has 2 tiers (smollm2-135m → gemma3-270m); give one count, or one per tier\n"),
     (["sweep", "/no/such/bundle"], "/no/such/bundle"),
     (["calibrate", "/no/such/bundle", "-o", "p.npz"], "/no/such/bundle"),
     (["calibrate", "builtin", "-o", "p.npz", "--risk", "bold"], "--risk"),
@@ -319,6 +321,43 @@ def test_bad_input_is_one_line_and_exit_2(args, message):
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["simulate", "--tau-max", "800", "--mode", "des", "--rate", "2", "--replicas", "1,2,3"], "has 2 tiers"),
+    (["sweep", "--mode", "des", "--rate", "2", "--replicas", "1,1,1,1"], "has 2 tiers"),
+    (["simulate", "--tau-max", "800", "--explain", "not-a-request"], "no such request in " + BUILTIN_PATH),
+    (["simulate", "--tau-max", "800", "--risk", "lcb:7"], "G in [0.5, 1)"),
+    (["sweep", "--risk", "lcb:0.3"], "G in [0.5, 1)"),
+    (["calibrate", "builtin", "-o", "p.npz", "--risk", "lcb:1"], "G in [0.5, 1)"),
+])
+def test_mistakes_the_bundle_can_show_are_refused_before_any_calibration(args, message):
+    """A wrong --replicas count, --explain id or --risk level is refused as soon as the bundle is
+    read: on a large ladder the five fold calibrations before it take minutes."""
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert "calibrating" not in result.output
+
+
+def test_explain_of_a_calibration_request_is_refused_before_calibrating(tmp_path):
+    """On a split bundle --explain shows a held-out request; one the policy is calibrated on is
+    refused up front, naming its split."""
+    from asd.calibration.views import load_view
+    from asd.traces.split import split_bundle
+
+    bundle = tmp_path / "split"
+    split_bundle("builtin", out=bundle)
+    view = load_view(bundle)
+    cal_id = str(view.request_ids[np.flatnonzero(view.split == "calibration")[0]])
+    test_id = str(view.request_ids[np.flatnonzero(view.split == "test")[0]])
+    result = CliRunner().invoke(main, ["simulate", str(bundle), "--tau-max", "800", "--explain", cal_id])
+    assert result.exit_code == 2, result.output
+    assert f"--explain {cal_id!r}: the request is in split 'calibration', not the held-out split 'test'" in result.output
+    assert "calibrating" not in result.output and "Traceback" not in result.output
+    result = CliRunner().invoke(main, ["simulate", str(bundle), "--tau-max", "800", "--explain", test_id])
+    assert result.exit_code == 0, result.output
+    assert test_id in result.output
 
 
 def test_explain_decisions_agree_with_the_replayed_walk(evaluation):
@@ -468,6 +507,7 @@ def test_sweep_repeats_needs_folds_not_a_fixed_split(tmp_path):
     assert run("traces", "split", str(path)).exit_code == 0
     result = CliRunner().invoke(main, ["sweep", str(path), "--repeats", "2"])
     assert result.exit_code == 2 and "use --folds K" in result.output and "Traceback" not in result.output
+    assert "calibrating" not in result.output  # refused before the split's calibration, not after
 
 
 @pytest.mark.filterwarnings("ignore:tier:UserWarning")  # "tier i: no observed acceptance"
