@@ -760,6 +760,10 @@ class Policy:
         if not path.is_file():
             raise PolicyError(f"policy file {path} not found")
         try:
+            with open(path, "rb") as fh:
+                magic = fh.read(4)
+            if magic != b"PK\x03\x04":  # np.load would call any other file "pickled (object) data"
+                raise ValueError("not an .npz archive (a policy is the .npz that `asd calibrate -o` writes)")
             data = np.load(path, allow_pickle=False)
             if not isinstance(data, np.lib.npyio.NpzFile):
                 raise ValueError("a single .npy array, not an .npz archive")

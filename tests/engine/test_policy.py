@@ -76,6 +76,11 @@ def test_missing_or_corrupt_policy_file_raises_policy_error(tmp_path):
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
     with pytest.raises(PolicyError, match="not a readable asd policy"):
         Policy.load(tmp_path / "junk.npz")
+    # a text file: named for what it is not, not numpy's "contains pickled (object) data"
+    (tmp_path / "notes.txt").write_text("λ = 1e4 looked fine\n")
+    with pytest.raises(PolicyError, match=r"notes.txt is not a readable asd policy .*not an \.npz archive") as info:
+        Policy.load(tmp_path / "notes.txt")
+    assert "pickle" not in str(info.value)
     with zipfile.ZipFile(tmp_path / "other.npz", "w") as zf:
         zf.writestr("x.npy", b"")
     with pytest.raises(PolicyError):
