@@ -111,6 +111,24 @@ class JsonPath(click.Path):
         return super().convert(value, param, ctx)
 
 
+class PlotsDir(click.Path):
+    """`--plots DIR`: created when the option is parsed, so that a path that cannot be a
+    directory is one `error:` line before any calibration, not after it."""
+
+    def __init__(self):
+        super().__init__(file_okay=False)
+
+    def convert(self, value, param, ctx):
+        from asd.simulator.plots import plots_dir
+
+        value = super().convert(value, param, ctx)
+        try:
+            plots_dir(value)
+        except ConfigError as exc:
+            raise AsdError(str(exc)) from None
+        return value
+
+
 def json_option(help: str):
     """The `--json PATH` option every command shares."""
     return click.option("--json", "json_path", default=None, type=JsonPath(), help=help)
@@ -295,7 +313,7 @@ def _progress(label):
 @click.option("--split", default="calibration", show_default=True, help="Fit on this split when the bundle has one (else on every request).")
 @click.option("--lambda", "lam", default=1.0, show_default=True, type=float, help="λ the policy is solved at (simulate chooses its own).")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(0))
-@click.option("--plots", "plots", default=None, type=click.Path(file_okay=False), help="Write the reliability diagram here.")
+@click.option("--plots", "plots", default=None, type=PlotsDir(), help="Write the reliability diagram here.")
 @json_option("Write the report as JSON.")
 def calibrate_command(bundle, out, predictor, groups, n_bins, risk, stage0, cost_model, split, lam, seed, plots, json_path):
     """Fit features, calibrated predictors, engine tables and the cost model on BUNDLE and
@@ -325,7 +343,7 @@ def _evaluation_options(f):
         click.option("--stage0/--no-stage0", default=True, show_default=True),
         click.option("--risk", default="mean", show_default=True, help="mean, or lcb:G."),
         click.option("--seed", default=0, show_default=True, type=click.IntRange(0)),
-        click.option("--plots", default=None, type=click.Path(file_okay=False), help="Write PNG plots here."),
+        click.option("--plots", default=None, type=PlotsDir(), help="Write PNG plots here."),
         click.option("--policy", default=None, type=click.Path(dir_okay=False),
                      help="Replay this policy file (from `asd calibrate`) instead of calibrating one: on the test "
                           "split, else on every request; only the tuned baselines are fitted."),
@@ -397,7 +415,7 @@ def simulate_command(bundle, split, folds, cost_model, predictor, stage0, risk, 
 @main.command("sweep")
 @_evaluation_options
 @click.option("--ablate", default=None, type=click.Choice(["features", "risk"]), help="Also compare frontiers without each feature group, or across risk levels.")
-@click.option("--csv", "csv_path", default=None, type=click.Path(dir_okay=False), help="Write every frontier point as CSV.")
+@click.option("--csv", "csv_path", default=None, type=JsonPath("--csv"), help="Write every frontier point as CSV.")
 @click.option("--repeats", default=1, show_default=True, type=click.IntRange(1),
               help="Repeat the quality check over this many fold seeds (seed, seed+1, …): mean and spread.")
 @_des_options(pools=True)

@@ -330,10 +330,14 @@ def test_bad_input_is_one_line_and_exit_2(args, message):
     (["simulate", "--tau-max", "800", "--risk", "lcb:7"], "G in [0.5, 1)"),
     (["sweep", "--risk", "lcb:0.3"], "G in [0.5, 1)"),
     (["calibrate", "builtin", "-o", "p.npz", "--risk", "lcb:1"], "G in [0.5, 1)"),
+    (["simulate", "--tau-max", "800", "--plots", "/dev/null/plots"], "/dev/null/plots: cannot create --plots directory"),
+    (["sweep", "--plots", "/dev/null/plots"], "/dev/null/plots: cannot create --plots directory"),
+    (["sweep", "--csv", "/no/such/dir/points.csv"], "cannot write --csv (no directory /no/such/dir)"),
 ])
 def test_mistakes_the_bundle_can_show_are_refused_before_any_calibration(args, message):
-    """A wrong --replicas count, --explain id or --risk level is refused as soon as the bundle is
-    read: on a large ladder the five fold calibrations before it take minutes."""
+    """A wrong --replicas count, --explain id, --risk level or output path is refused as soon as
+    the options are parsed or the bundle is read: on a large ladder the five fold calibrations
+    before it take minutes."""
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
