@@ -612,9 +612,11 @@ def serve_command(tiers_path, policy_path, host, port, api_key, max_queue, feedb
     except ImportError as exc:
         raise ConfigError(f"asd serve needs {exc.name} (pip install 'asd[live]')") from None
 
-    click.echo(f"asd serve: http://{host}:{port} (tiers {tiers_path}, policy {policy_path})", err=True)
+    def announce():  # after the ladder and policy are checked: no banner above a refusal
+        click.echo(f"asd serve: http://{host}:{port} (tiers {tiers_path}, policy {policy_path})", err=True)
+
     serve(tiers_path, policy_path, host=host, port=port, api_key=api_key, max_queue=max_queue,
-          feedback_path=feedback_file, speculative=not no_speculative)
+          feedback_path=feedback_file, speculative=not no_speculative, announce=announce)
 
 
 @main.command("live")

@@ -321,8 +321,10 @@ def _check_can_listen(host: str, port: int) -> None:
 
 
 def serve(tiers_path, policy_path, *, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
-          max_queue: int = 256, feedback_path=None, speculative: bool = True, log_level: str = "warning") -> None:
-    """`asd serve`: load the ladder and the policy, then run uvicorn until interrupted."""
+          max_queue: int = 256, feedback_path=None, speculative: bool = True, log_level: str = "warning",
+          announce=None) -> None:
+    """`asd serve`: load the ladder and the policy, then run uvicorn until interrupted.
+    announce: called with no arguments once both are loaded and checked, just before listening."""
     import uvicorn
 
     from asd.engine.policy import Policy
@@ -347,4 +349,6 @@ def serve(tiers_path, policy_path, *, host: str = "127.0.0.1", port: int = 8000,
                             speculative=speculative)
 
     app = create_app(build, api_key=api_key, feedback=lambda runner: store)
+    if announce is not None:
+        announce()
     uvicorn.run(app, host=host, port=port, log_level=log_level)

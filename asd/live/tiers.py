@@ -52,6 +52,8 @@ def load_ladder(path: str | Path) -> dict:
             raise ConfigError(f"{where}: duplicate tier name {name!r}")
         names.add(name)
         backend = tier.get("backend")
+        if backend is None:
+            raise ConfigError(f"{where} ({name}): `backend` missing (one of {', '.join(sorted(BACKENDS))})")
         if backend not in BACKENDS:
             raise ConfigError(f"{where} ({name}): unknown backend {backend!r} (backends are {sorted(BACKENDS)})")
         if not tier.get("model") and not tier.get("url"):

@@ -32,6 +32,7 @@ def test_per_tier_sampling_overrides_defaults_and_json_works(tmp_path):
         ([{"backend": "llama_cpp", "model": "m"}], r"tiers\[0\]: `name` missing"),
         ([{"name": "a", "backend": "llama_cpp", "model": "m"}, {"name": "a", "backend": "llama_cpp", "model": "m"}], "duplicate tier name 'a'"),
         ([{"name": "a", "backend": "tgi", "model": "m"}], "unknown backend 'tgi'"),
+        ([{"name": "a", "model": "m"}], r"tiers\[0\] \(a\): `backend` missing \(one of llama_cpp, openai, vllm\)"),
         ([{"name": "a", "backend": "openai"}], "give `model`"),
         ([{"name": "a", "backend": "llama_cpp", "model": "m", "sampling": {"max_tokens": -1}}], "max_tokens"),
         ([], "at least one tier"),
