@@ -88,15 +88,21 @@ class JsonPath(click.Path):
     """`--json PATH`: a file (dir_okay=False) that must be writable, checked when the option is
     parsed, before any work starts — as one `error:` line rather than a usage screen."""
 
-    def __init__(self, option: str = "--json"):
+    def __init__(self, option: str = "--json", *, makes_parents: bool = False):
         super().__init__(dir_okay=False)
         self.option = option
+        self.makes_parents = makes_parents  # the writer creates missing directories (asd.fsutil)
 
     def convert(self, value, param, ctx):
         target = Path(value)
         parent = target.parent if str(target.parent) else Path(".")
         if target.is_dir():
             raise AsdError(f"{value}: cannot write {self.option} (it is a directory)")
+        if self.makes_parents:  # the nearest existing ancestor must be a directory to create them in
+            while not parent.exists() and parent != parent.parent:
+                parent = parent.parent
+            if parent.exists() and not parent.is_dir():
+                raise AsdError(f"{value}: cannot write {self.option} ({parent} is a file, not a directory)")
         if not parent.is_dir():
             raise AsdError(f"{value}: cannot write {self.option} (no directory {parent})")
         try:  # really try: permission bits say nothing for root, and /proc takes no new files
@@ -300,7 +306,7 @@ def _progress(label):
 
 @main.command("calibrate")
 @click.argument("bundle", type=BUNDLE)
-@click.option("-o", "--out", default=None, type=click.Path(dir_okay=False),
+@click.option("-o", "--out", default=None, type=JsonPath("-o", makes_parents=True),
               help="Policy file to write (.npz); required unless --predictor gbt-reference.")
 @click.option("--predictor", default="logistic", show_default=True,
               type=click.Choice(["logistic", "mlp", "gbt-reference"]),

@@ -31,13 +31,25 @@ def fsync_dir(path: str | os.PathLike) -> None:
         os.close(fd)
 
 
+def make_parents(path: Path) -> None:
+    """Create `path`'s missing parent directories. Where an ancestor is a file, mkdir says only
+    "File exists" (or "Not a directory") about it; the error names the target and that file."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as exc:
+        blocker = next((a for a in reversed(path.parents) if a.exists() and not a.is_dir()), None)
+        if blocker is None:
+            raise
+        raise NotADirectoryError(exc.errno, f"{blocker} is a file, not a directory", str(path)) from None
+
+
 @contextmanager
 def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
     """`with atomic_file(target) as tmp:` write the file `tmp` (by path, for libraries that
     take one); on success it is fsynced and renamed over `target`; on an exception it is
     removed and `target` is left as it was."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_parents(path)
     try:
         fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as exc:  # name the file the user asked for, not a temporary one they never saw
@@ -78,7 +90,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     existing one is swapped out, then removed); on an exception `tmp` is removed and
     `target` is left as it was."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_parents(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
         yield tmp

@@ -72,6 +72,24 @@ def test_a_target_where_no_temporary_can_be_created_is_named_itself():
     assert info.value.filename == "/proc/asd-test.npz"
 
 
+def test_a_file_where_a_parent_directory_should_be_is_named(tmp_path):
+    """mkdir(parents=True) says only "File exists" about /x when asked for /x/y/z; the error
+    names the target and the file in the way, for files and directories alike."""
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("a file, not a directory")
+    for target in (blocker / "sub" / "p.npz", blocker / "p.npz"):
+        with pytest.raises(NotADirectoryError) as info:
+            atomic_write(target, b"x")
+        assert info.value.filename == str(target)
+        assert info.value.strerror == f"{blocker} is a file, not a directory"
+    with pytest.raises(NotADirectoryError, match="is a file, not a directory"):
+        with atomic_dir(blocker / "bundle"):
+            pass
+    assert blocker.read_text() == "a file, not a directory"
+    # missing parents are still created
+    assert atomic_write(tmp_path / "made" / "deep" / "p.npz", b"x").read_bytes() == b"x"
+
+
 def test_atomic_dir_swaps_a_whole_directory_or_nothing(tmp_path):
     target = tmp_path / "bundle"
     with atomic_dir(target) as tmp:

@@ -333,6 +333,8 @@ def test_bad_input_is_one_line_and_exit_2(args, message):
     (["simulate", "--tau-max", "800", "--plots", "/dev/null/plots"], "/dev/null/plots: cannot create --plots directory"),
     (["sweep", "--plots", "/dev/null/plots"], "/dev/null/plots: cannot create --plots directory"),
     (["sweep", "--csv", "/no/such/dir/points.csv"], "cannot write --csv (no directory /no/such/dir)"),
+    (["calibrate", "builtin", "-o", "/dev/null/policies/p.npz"],
+     "/dev/null/policies/p.npz: cannot write -o (/dev/null is a file, not a directory)"),
 ])
 def test_mistakes_the_bundle_can_show_are_refused_before_any_calibration(args, message):
     """A wrong --replicas count, --explain id, --risk level or output path is refused as soon as
@@ -342,6 +344,15 @@ def test_mistakes_the_bundle_can_show_are_refused_before_any_calibration(args, m
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
     assert "calibrating" not in result.output
+
+
+def test_calibrate_out_creates_missing_directories(tmp_path):
+    """-o is checked when parsed, but a path whose directories do not exist yet is fine: the
+    policy file is written atomically and its directories created, as before the check."""
+    target = tmp_path / "policies" / "2026" / "p.npz"
+    result = CliRunner().invoke(main, ["calibrate", "builtin", "-o", str(target)])
+    assert result.exit_code == 0, result.output
+    assert Policy.load(target).tier_names == ["smollm2-135m", "gemma3-270m"]
 
 
 def test_explain_of_a_calibration_request_is_refused_before_calibrating(tmp_path):
