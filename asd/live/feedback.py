@@ -87,8 +87,7 @@ class FeedbackStore:
         payload = {"format": FORMAT, "policy": str(self.policy_path), "policy_sha256": self.policy_sha256,
                    "n": self.n, "states": ["climbed", "cold"],
                    "accepted": self.accepted.tolist(), "rejected": self.rejected.tolist()}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(self.path, json.dumps(payload).encode())
+        atomic_write(self.path, json.dumps(payload).encode())  # creates missing directories
 
     def summary(self) -> dict:
         return {"path": str(self.path), "observations": self.n,

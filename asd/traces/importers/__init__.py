@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from asd.errors import ConfigError, TraceError
-from asd.fsutil import replace_dir
+from asd.fsutil import make_parents, replace_dir
 from asd.traces import schema as S
 from asd.traces.bundle import output_path, write_bundle
 from asd.traces.importers.alpaca_eval import AlpacaEvalImporter
@@ -124,7 +124,7 @@ def import_trace(
         raise TraceError(f"{out}: already exists (pass --overwrite to replace it)")
     trace = load_trace(fmt, src, **options)
     set_params_b(trace, given)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    make_parents(out)
     staging = out.with_name(f".{out.name}.import-{os.getpid()}")
     if staging.exists():
         shutil.rmtree(staging)

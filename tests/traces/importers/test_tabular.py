@@ -161,6 +161,13 @@ def test_missing_file_is_named(tmp_path):
         import_trace("jsonl", tmp_path / "nope.jsonl", tmp_path / "b", tiers=TIERS)
 
 
+def test_output_under_a_file_names_the_file(tmp_path):
+    src = _jsonl(tmp_path / "runs.jsonl", GOOD_ROWS)
+    with pytest.raises(NotADirectoryError, match=f"{src} is a file, not a directory") as info:
+        import_trace("jsonl", src, src / "bundles" / "b", tiers=TIERS)  # not mkdir's bare "File exists"
+    assert info.value.filename == str(src / "bundles" / "b")
+
+
 def test_existing_bundle_is_kept_unless_overwrite(tmp_path):
     src = _jsonl(tmp_path / "runs.jsonl", GOOD_ROWS)
     import_trace("jsonl", src, tmp_path / "b", tiers=TIERS)
