@@ -162,6 +162,7 @@ def calibrate(
     n_prompt_bins: int | None = None,
     p_hat_weight: float = DEFAULT_P_HAT_WEIGHT,
     pool_bins: int | None = None,
+    routed_stage0: bool = True,
 ) -> Calibration:
     """Fit a Policy on a bundle (a path, "builtin", a Bundle or a TraceView).
 
@@ -174,7 +175,9 @@ def calibrate(
     p_hat_weight: the weight of each calibration row's out-of-fold p̂ against its label in its
     bin's acceptance (`engine.tables.build_tables`; see DEFAULT_P_HAT_WEIGHT);
     n_bins / pool_bins: tier bins, and how many neighbours each bin's statistics pool (None: with
-    n_bins None, `default_tier_bins`; with n_bins given, 0 — the bins as asked)."""
+    n_bins None, `default_tier_bins`; with n_bins given, 0 — the bins as asked);
+    routed_stage0: with stage0, fit the prompt-only routing rows so that each solve may route
+    (engine `Policy.route_threshold`); False: stage 0 is the prompt bins' start table alone."""
     view = bundle if isinstance(bundle, TraceView) else load_view(bundle)
     if predictor not in PREDICTORS:
         raise ConfigError(f"predictor {predictor!r}: use one of {', '.join(PREDICTORS)}")
@@ -214,7 +217,7 @@ def calibrate(
             p_climb[:, i] = p_cold[:, i] = fit.oof_p
         fits.append(fit)
 
-    prompt_fit, p_prompt = None, None
+    prompt_fit, p_prompt, route_fits = None, None, []
     if stage0:
         # Stage 0 decides whether to skip the cheap tier: running it pays off when its answer
         # will do, so the prompt predicts tier 0's acceptance. (The share of tiers acceptable,
@@ -224,6 +227,11 @@ def calibrate(
         # either way on the other real ladders.)
         prompt_fit = fit_stage(predictor, fs.prompt_x[rows], y[:, 0], request, folds=folds, seed=seed)
         p_prompt = prompt_fit.oof_p
+        # The routed stage 0 (engine `Policy`) starts a request at the first tier whose prompt-only
+        # P(acceptable) reaches a threshold, where that replays better than the prompt bins: it
+        # needs that score for tiers 1..L−2 too (tier 0's is the prompt stage's).
+        route_fits = [fit_stage(predictor, fs.prompt_x[rows], y[:, s], request, folds=folds, seed=seed)
+                      for s in range(1, n_tiers - 1)] if routed_stage0 else []
 
     cal_view = view.subset(rows)
     if isinstance(cost_model, CostModel):
@@ -231,11 +239,13 @@ def calibrate(
     else:
         model = fit_cost_model(cal_view, cost_model or default_cost_model(view))
     costs = model.grid(cal_view)
-    engine_predictor = stack_predictor(prompt_fit, fits, predictor)
+    engine_predictor = stack_predictor(prompt_fit, fits, predictor, route_fits)
     report = _report(view, fs, fits, p_climb, prompt_fit, rows, y, data_used, predictor, model, stage0, bins, risk,
                      split, single_feature_report)
     report["p_hat_weight"] = p_hat_weight
     report["pool_bins"] = pool_bins
+    report["route_metrics"] = [{"name": view.tier_names[s], **{k: f.metrics.get(k) for k in ("auroc", "brier", "ece")}}
+                               for s, f in enumerate(route_fits, start=1)]
     meta = {
         "features": fs.spec.to_dict(),
         "cost_model": model.to_dict(),
@@ -248,6 +258,8 @@ def calibrate(
         "asd_version": __version__,
     }
     stage0_arrays = dict(prompt_x=fs.prompt_x[rows], oof_prompt_p=p_prompt, cold_x=fs.cold_x[rows], oof_cold_p=p_cold,
+                         oof_route_p=(np.column_stack([f.oof_p for f in route_fits]) if route_fits
+                                      else np.zeros((n, 0))) if n_tiers > 1 and routed_stage0 else None,
                          n_prompt_bins=min(bins, default_prompt_bins(n) if n_prompt_bins is None
                                            else int(n_prompt_bins))) if stage0 else {}
     policy = Policy.from_calibration(engine_predictor, fs.tier_x[rows], y, costs.cost_cont, oof_p=p_climb,

@@ -422,32 +422,38 @@ def _pad(a, shape):
     return out
 
 
-def stack_predictor(prompt_fit: StageFit | None, tier_fits, kind: str) -> Predictor:
+def stack_predictor(prompt_fit: StageFit | None, tier_fits, kind: str, route_fits=()) -> Predictor:
     """The engine's `Predictor`: row 0 = the prompt stage when `prompt_fit` is given (its own
     feature width P), then one row per tier (width F: a narrower tier stage is zero-padded, so its
     inputs may be padded with any finite values); without a prompt fit, the L tier rows alone (the
-    Policy pads its unused row 0). MLP rows of different hidden widths are padded with dead hidden
-    units (zero in, zero out). Neither padding changes what a row computes."""
+    Policy pads its unused row 0). route_fits: the routed stage 0's prompt-only fits of tiers
+    1..L−2, appended after the tiers with the prompt's width P. MLP rows of different hidden
+    widths are padded with dead hidden units (zero in, zero out). Neither padding changes what a
+    row computes."""
     if kind not in ("logistic", "mlp"):
         raise PolicyError(f"predictor {kind!r} cannot be exported to a policy: use logistic or mlp")
     tier_fits = list(tier_fits)
     if not tier_fits:
         raise PolicyError("stack_predictor needs one fit per tier: got none")
-    stages = ([prompt_fit] if prompt_fit is not None else []) + tier_fits
+    route_fits = list(route_fits)
+    if route_fits and prompt_fit is None:
+        raise PolicyError("routing rows read the prompt features: they need the prompt stage's fit")
+    stages = ([prompt_fit] if prompt_fit is not None else []) + tier_fits + route_fits
     for i, fit in enumerate(stages):
         if fit.kind != kind:
             raise PolicyError(f"stage {i} was fitted as {fit.kind!r}, not {kind!r}")
     rows = [fit.export() for fit in stages]
     # Tier stages share one width F (narrower ones zero-padded: their extra inputs weigh
     # nothing); the prompt stage keeps its own width P.
-    width = max(r["w1"].shape[1] for r in rows[1 if prompt_fit is not None else 0:])
+    first_tier = 1 if prompt_fit is not None else 0
+    width = max(r["w1"].shape[1] for r in rows[first_tier:first_tier + len(tier_fits)])
     hidden = max(r["w1"].shape[0] for r in rows)
     isotonic = [(r["iso_x"], r["iso_y"]) for r in rows]
     has_prompt = prompt_fit is not None
 
-    def w1_of(s, r):
-        cols = r["w1"].shape[1] if (has_prompt and s == 0) else width
-        return _pad(r["w1"], (hidden, cols))
+    def w1_of(s, r):  # prompt-stage rows (row 0, routing rows) keep their width
+        prompt_row = has_prompt and (s == 0 or s >= first_tier + len(tier_fits))
+        return _pad(r["w1"], (hidden, r["w1"].shape[1] if prompt_row else width))
 
     w1 = [w1_of(s, r) for s, r in enumerate(rows)]
     if kind == "logistic":

@@ -23,7 +23,9 @@ IDENTITY = 2  # p̂ = feature 0, clipped to [0, 1]: precomputed scores, no model
 KIND, N_ROWS, N_HIDDEN, N_FEATURES, N_KNOTS_MAX, N_TIERS, N_EDGES, N_BINS, N_PROMPT_BINS = range(9)
 OFF_W1, OFF_B1, OFF_W2, OFF_B2, OFF_ISO_X, OFF_ISO_Y, OFF_EDGES, OFF_STOP = range(9, 17)
 OFF_KNOT_COUNTS, OFF_BIN_COUNTS, OFF_START, OFF_FEATURE_COUNTS = range(17, 21)
-HEADER_SIZE = 21
+# blob[layout[OFF_ROUTE]]: the routed stage 0's threshold, NaN when the binned start table is used
+OFF_ROUTE = 21
+HEADER_SIZE = 22
 # Raised (as ValueError) by the single-request kernels; Policy turns it into a PolicyError.
 NON_FINITE = "features contain NaN or infinite values"
 
@@ -155,12 +157,31 @@ def stop_packed_nb(blob, layout, tier, x):
     return stop[tier, b] != 0.0
 
 
+@njit(cache=True, inline="always")
+def routed_start_of_nb(features, r, threshold, n_tiers, kind, w1, b1, w2, b2, iso_x, iso_y, knot_counts,
+                       feature_counts):
+    """The routed stage 0: the first tier s < L−1 whose prompt-only calibrated P(acceptable at
+    s) reaches `threshold` (row 0 for tier 0, row L + s for tier s ≥ 1), else the last tier."""
+    for s in range(n_tiers - 1):
+        row = 0 if s == 0 else n_tiers + s
+        p = predict_raw_nb(features, r, row, kind, w1, b1, w2, b2, feature_counts[row])
+        if isotonic_nb(p, iso_x, iso_y, row, knot_counts[row]) >= threshold:
+            return s
+    return n_tiers - 1
+
+
 @njit(cache=True)
 def start_packed_nb(blob, layout, x):
-    """Start tier chosen at stage 0 from prompt features x."""
+    """Start tier chosen at stage 0 from prompt features x: the routed rule when the solved
+    policy routes (blob[layout[OFF_ROUTE]] not NaN), else the start table of its prompt bin."""
     check_finite_nb(x)
     w1, b1, w2, b2, iso_x, iso_y, edges, stop, knot_counts, bin_counts, start, feature_counts = unpack_nb(blob, layout)
-    b0 = stage_bin_nb(x.reshape((1, x.shape[0])), 0, 0, layout[KIND], w1, b1, w2, b2, iso_x, iso_y,
+    features = x.reshape((1, x.shape[0]))
+    threshold = blob[layout[OFF_ROUTE]]
+    if threshold == threshold:
+        return routed_start_of_nb(features, 0, threshold, layout[N_TIERS], layout[KIND], w1, b1, w2, b2, iso_x,
+                                  iso_y, knot_counts, feature_counts)
+    b0 = stage_bin_nb(features, 0, 0, layout[KIND], w1, b1, w2, b2, iso_x, iso_y,
                       knot_counts, edges, bin_counts, feature_counts)
     return start[b0]
 
@@ -179,13 +200,31 @@ def stop_batch_packed_nb(blob, layout, tiers, features, out):
 
 @njit(cache=True, parallel=True)
 def start_batch_packed_nb(blob, layout, features, out):
-    """out[r] = start tier for request r from its prompt features."""
+    """out[r] = start tier for request r from its prompt features (as `start_packed_nb`)."""
+    w1, b1, w2, b2, iso_x, iso_y, edges, stop, knot_counts, bin_counts, start, feature_counts = unpack_nb(blob, layout)
+    kind = layout[KIND]
+    threshold = blob[layout[OFF_ROUTE]]
+    n_tiers = layout[N_TIERS]
+    for r in prange(features.shape[0]):
+        if threshold == threshold:
+            out[r] = routed_start_of_nb(features, r, threshold, n_tiers, kind, w1, b1, w2, b2, iso_x, iso_y,
+                                        knot_counts, feature_counts)
+        else:
+            b0 = stage_bin_nb(features, r, 0, kind, w1, b1, w2, b2, iso_x, iso_y, knot_counts, edges, bin_counts,
+                              feature_counts)
+            out[r] = start[b0]
+
+
+@njit(cache=True, parallel=True)
+def predict_batch_packed_nb(blob, layout, rows, features, out):
+    """out[r] = calibrated P(accept) of request r at stage rows[r] (the kernels' own arithmetic,
+    so that a threshold compared here and in `start_packed_nb` falls the same way)."""
     w1, b1, w2, b2, iso_x, iso_y, edges, stop, knot_counts, bin_counts, start, feature_counts = unpack_nb(blob, layout)
     kind = layout[KIND]
     for r in prange(features.shape[0]):
-        b0 = stage_bin_nb(features, r, 0, kind, w1, b1, w2, b2, iso_x, iso_y, knot_counts, edges, bin_counts,
-                          feature_counts)
-        out[r] = start[b0]
+        row = rows[r]
+        p = predict_raw_nb(features, r, row, kind, w1, b1, w2, b2, feature_counts[row])
+        out[r] = isotonic_nb(p, iso_x, iso_y, row, knot_counts[row])
 
 
 @njit(cache=True, parallel=True)

@@ -35,6 +35,7 @@ and redoes stage 0 over the cold values: trans0[s] maps prompt bins to cold bins
 
 from __future__ import annotations
 
+import numpy as np
 from numba import njit
 
 # Stop on (near-)ties: within 1e-12 relative, stop and continue are the same value, and
@@ -144,6 +145,30 @@ def solve_cold_start_nb(lam, q_stop_cold, q_mean_cold, trans_cold, cnext_cold, t
         value0[b0] = played
 
 
+@njit(cache=True, inline="always")
+def walk_value_nb(r, s, lam, stop, stop_cold, q_mean, q_mean_cold, tier_bins, cold_bins, accepted, cost, cost_cont):
+    """Calibration request r started at tier s and walked under the solved stop tables (cold
+    table at s > 0): its cost plus λ(1 − acceptance where it stops); an unlabelled stop counts
+    the posterior mean of the bin it stopped in."""
+    n_tiers = stop.shape[0]
+    k = n_tiers - 1
+    for i in range(s, n_tiers - 1):
+        if i == s and s > 0:
+            here = stop_cold[i, cold_bins[r, i]]
+        else:
+            here = stop[i, tier_bins[r, i]]
+        if here:
+            k = i
+            break
+    total = cost[r, s]
+    for i in range(s + 1, k + 1):
+        total += cost_cont[r, i]
+    a = accepted[r, k]
+    if a != a:  # unlabelled: what the bin it stopped in expects
+        a = q_mean_cold[k, cold_bins[r, k]] if (k == s and s > 0) else q_mean[k, tier_bins[r, k]]
+    return total + lam * (1.0 - a)
+
+
 @njit(cache=True)
 def empirical_start_nb(lam, stop, stop_cold, q_mean, q_mean_cold, prompt_bins, tier_bins, cold_bins, accepted,
                        cost, cost_cont, counts, model_values, prior_weight, start_values, start, value0):
@@ -161,22 +186,8 @@ def empirical_start_nb(lam, stop, stop_cold, q_mean, q_mean_cold, prompt_bins, t
     for r in range(prompt_bins.shape[0]):
         b0 = prompt_bins[r]
         for s in range(n_tiers):
-            k = n_tiers - 1
-            for i in range(s, n_tiers - 1):
-                if i == s and s > 0:
-                    here = stop_cold[i, cold_bins[r, i]]
-                else:
-                    here = stop[i, tier_bins[r, i]]
-                if here:
-                    k = i
-                    break
-            total = cost[r, s]
-            for i in range(s + 1, k + 1):
-                total += cost_cont[r, i]
-            a = accepted[r, k]
-            if a != a:  # unlabelled: what the bin it stopped in expects
-                a = q_mean_cold[k, cold_bins[r, k]] if (k == s and s > 0) else q_mean[k, tier_bins[r, k]]
-            start_values[s, b0] += total + lam * (1.0 - a)
+            start_values[s, b0] += walk_value_nb(r, s, lam, stop, stop_cold, q_mean, q_mean_cold, tier_bins,
+                                                 cold_bins, accepted, cost, cost_cont)
     for b0 in range(n_prompt_bins):
         best = 1e308
         best_s = 0
@@ -188,6 +199,34 @@ def empirical_start_nb(lam, stop, stop_cold, q_mean, q_mean_cold, prompt_bins, t
                 best_s = s
         start[b0] = best_s
         value0[b0] = best
+
+
+@njit(cache=True)
+def routed_start_nb(lam, stop, stop_cold, q_mean, q_mean_cold, prompt_bins, start, route_p, thresholds,
+                    tier_bins, cold_bins, accepted, cost, cost_cont, totals):
+    """The routed stage 0 (`Policy`: start at the first tier s < L−1 whose prompt-only
+    P(acceptable at s), route_p[r, s], reaches a threshold t; else at the last tier), valued by
+    replaying the calibration requests under the solved stop tables as `empirical_start_nb`
+    does. totals[g] (G + 1,): the summed value of threshold thresholds[g]; totals[G]: of the
+    binned start table `start` (by prompt bin). Nothing is shrunk: every candidate is scored on
+    the same requests. O(N·L·(L + G))."""
+    n_tiers = stop.shape[0]
+    n_thresholds = thresholds.shape[0]
+    for g in range(n_thresholds + 1):
+        totals[g] = 0.0
+    values = np.empty(n_tiers)
+    for r in range(prompt_bins.shape[0]):
+        for s in range(n_tiers):
+            values[s] = walk_value_nb(r, s, lam, stop, stop_cold, q_mean, q_mean_cold, tier_bins, cold_bins,
+                                      accepted, cost, cost_cont)
+        totals[n_thresholds] += values[start[prompt_bins[r]]]
+        for g in range(n_thresholds):
+            s = n_tiers - 1
+            for i in range(n_tiers - 1):
+                if route_p[r, i] >= thresholds[g]:
+                    s = i
+                    break
+            totals[g] += values[s]
 
 
 # Serial on purpose: a walk is a few ns per request, while launching a parallel region on a

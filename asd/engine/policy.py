@@ -17,6 +17,7 @@ evaluation and one table lookup.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -25,20 +26,24 @@ from numba.core.errors import NumbaError
 
 from asd import __version__
 from asd.engine import decide_nb as K
-from asd.engine.dp_nb import (empirical_start_nb, path_totals_nb, solve_cold_start_nb, solve_dp_nb, walk_bins_cold_nb,
-                              walk_bins_nb)
+from asd.engine.dp_nb import (TIE_LOW, empirical_start_nb, path_totals_nb, routed_start_nb, solve_cold_start_nb,
+                              solve_dp_nb, walk_bins_cold_nb, walk_bins_nb)
 from asd.engine.tables import COLD_FIELDS, EVIDENCE_FIELDS, EngineTables, check_evidence, parse_risk, pooling_weights
 from asd.errors import PolicyError
 
 POLICY_FORMAT = "asd.policy"
 # 2: meta header, start_lam, per-stage feature counts, cold-start tables, identity predictor.
 # 3: optional start evidence (stage 0 chosen by replaying the calibration requests).
-POLICY_VERSION = 3
-READABLE_VERSIONS = (2, 3)  # a version-2 file has no start evidence: its stage 0 is the model's
+# 4: optional routed stage 0 (prompt rows per tier, their evidence, the solved threshold).
+POLICY_VERSION = 4
+READABLE_VERSIONS = (2, 3, 4)  # a version-2 file has no start evidence: its stage 0 is the model's
 # Pseudo-requests of the model's value in each prompt bin's empirical start value: enough to
 # decide an empty bin, too few to outweigh a single observed request.
 START_PRIOR_WEIGHT = 1.0
 PREDICTOR_KINDS = {"logistic": K.LOGISTIC, "mlp": K.MLP, "identity": K.IDENTITY}
+# The routed stage 0's candidate thresholds: this many quantiles of the calibration requests'
+# prompt-only scores (as the router baseline's grid), and one no score reaches (start at the last tier).
+ROUTE_THRESHOLDS = 64
 # build_tables options from_calibration passes through (p̂ arrays come from its own arguments).
 TABLE_OPTIONS = ("start_costs", "n_bins", "n_prompt_bins", "binning", "prior_alpha", "prior_beta", "prior_strength",
                  "smoothing", "empirical_start", "p_hat_weight", "pool_bins")
@@ -101,6 +106,21 @@ def _json_meta(meta) -> dict:
     return meta
 
 
+def route_row_count(n_tiers: int) -> int:
+    """Predictor rows the routed stage 0 adds: prompt-only P(acceptable at tier s) for s in
+    1..L−2 (tier 0's is row 0, the last tier needs none)."""
+    return max(int(n_tiers) - 2, 0)
+
+
+def route_thresholds(route_p: np.ndarray) -> np.ndarray:
+    """Candidate thresholds of the routed stage 0: ROUTE_THRESHOLDS − 1 quantiles of the
+    calibration requests' prompt-only scores (every tier's pooled, as the router baseline's grid)
+    and 2.0, which no score reaches (every request starts at the last tier)."""
+    values = np.asarray(route_p, dtype=np.float64).ravel()
+    qs = np.quantile(values, np.linspace(0.0, 1.0, ROUTE_THRESHOLDS - 1)) if values.size else np.array([])
+    return np.ascontiguousarray(np.unique(np.concatenate([qs, [2.0]])))
+
+
 @dataclass(frozen=True)
 class Predictor:
     """Acceptance predictor in the forms calibration exports, one row per stage.
@@ -141,8 +161,9 @@ class Predictor:
 
     @property
     def n_features(self) -> int:
-        """Features per tier stage (F)."""
-        return int(self.feature_counts[-1])
+        """Features per tier stage (F): row 1 with a prompt stage (row 0 and any routing rows
+        after the tiers read the prompt's P), else every row."""
+        return int(self.feature_counts[1 if self.has_prompt and self.n_rows > 1 else -1])
 
     @property
     def n_prompt_features(self) -> int:
@@ -268,14 +289,20 @@ class Policy:
             raise PolicyError(f"predictor kind {predictor.kind!r}: use one of {', '.join(PREDICTOR_KINDS)}")
         if predictor.n_rows == n_tiers and not predictor.has_prompt:
             predictor = predictor.with_prompt_row()
-        if predictor.n_rows != n_tiers + 1:
+        route_rows = route_row_count(n_tiers) if tables.has_route_evidence else 0
+        if tables.has_route_evidence and not predictor.has_prompt:
+            raise PolicyError("tables carry routed stage-0 evidence but the predictor has no prompt stage")
+        if predictor.n_rows != n_tiers + 1 + route_rows:
+            routed = f" and {route_rows} prompt rows for tiers 1..{n_tiers - 2} (routed stage 0)" if route_rows else ""
             raise PolicyError(f"predictor has {predictor.n_rows} stages; a {n_tiers}-tier ladder needs "
-                              f"{n_tiers + 1} (row 0 = prompt, then one per tier), or {n_tiers} without a "
-                              "prompt stage")
-        tier_widths = set(predictor.feature_counts[1:].tolist())
+                              f"{n_tiers + 1 + route_rows} (row 0 = prompt, then one per tier{routed}), or "
+                              f"{n_tiers} without a prompt stage")
+        tier_widths = set(predictor.feature_counts[1:n_tiers + 1].tolist())
         if len(tier_widths) != 1:
             raise PolicyError(f"predictor tier stages read {sorted(tier_widths)} features: every tier stage "
                               "must read the same tier features")
+        if (predictor.feature_counts[n_tiers + 1:] != predictor.feature_counts[0]).any():
+            raise PolicyError("predictor routing rows must read the prompt features, as row 0 does")
         if not predictor.has_prompt and tables.n_prompt_bins != 1:
             raise PolicyError(f"tables have {tables.n_prompt_bins} prompt bins but the predictor has no "
                               "prompt stage (has_prompt=False): build tables without prompt_p")
@@ -300,6 +327,11 @@ class Policy:
         self.start_values = np.zeros((n_tiers, n_prompt_bins))  # value of starting at s from prompt bin b0
         self._start_model = np.zeros((n_tiers, n_prompt_bins))  # the model's part of it (scratch of each solve)
         self._evidence = _start_evidence(tables)
+        # the routed stage 0: its candidate thresholds, their replayed totals, the solved threshold
+        self._route_thresholds = None if self._evidence is None or self._evidence.route_p is None else (
+            route_thresholds(self._evidence.route_p))
+        self._route_totals = None if self._route_thresholds is None else np.zeros(self._route_thresholds.size + 1)
+        self._route = np.full(1, np.nan)
         # the cold-start state (a request that started at tier s, skipping the tiers below)
         self.stop_cold_table = np.zeros((n_tiers, n_bins), dtype=np.uint8)
         self.value_cold_table = np.zeros((n_tiers, n_bins))
@@ -319,10 +351,10 @@ class Policy:
     # -- construction helpers -------------------------------------------------------------
     def _outputs(self):
         return (self.stop_table, self.value_table, self.continue_table, self._vmean, self.start_table, self.value0,
-                self.stop_cold_table, self.value_cold_table, self._vmean_cold, self.start_values)
+                self.stop_cold_table, self.value_cold_table, self._vmean_cold, self.start_values, self._route)
 
     def _solve_into(self, lam, stop, value, cont, vmean, start, value0, stop_cold, value_cold, vmean_cold,
-                    start_values) -> None:
+                    start_values, route) -> None:
         t = self.tables
         solve_dp_nb(lam, self.q_stop, self.q_mean, t.trans, t.cnext, t.trans0, t.c0,
                     stop, value, cont, vmean, start, value0)
@@ -342,6 +374,16 @@ class Policy:
             empirical_start_nb(lam, stop, stop_cold, self.q_mean, self.q_mean_cold, e.prompt_bins, e.tier_bins,
                                e.cold_bins, e.accepted, e.cost, e.cost_cont, e.counts, model,
                                START_PRIOR_WEIGHT, start_values, start, value0)
+        route[0] = np.nan
+        if self._route_thresholds is not None:
+            # the routed stage 0 replaces the start table where the calibration requests did better
+            # under it (strictly, beyond rounding): both are scored on the same requests and tables
+            totals, thresholds = self._route_totals, self._route_thresholds
+            routed_start_nb(lam, stop, stop_cold, self.q_mean, self.q_mean_cold, e.prompt_bins, start, e.route_p,
+                            thresholds, e.tier_bins, e.cold_bins, e.accepted, e.cost, e.cost_cont, totals)
+            g = int(np.argmin(totals[:-1]))
+            if totals[g] < totals[-1] * TIE_LOW:
+                route[0] = thresholds[g]
 
     def _pack(self) -> None:
         t, p = self.tables, self.predictor
@@ -349,12 +391,13 @@ class Policy:
         n_edges = max(t.n_bins, t.n_prompt_bins) + 1
         edges = np.ones((n_rows, n_edges))
         edges[0, : t.n_prompt_bins + 1] = t.edges0
-        edges[1:, : t.n_bins + 1] = t.edges
+        edges[1:t.n_tiers + 1, : t.n_bins + 1] = t.edges  # routing rows after the tiers are never binned
         parts = [p.w1, p.b1, p.w2, p.b2, p.iso_x, p.iso_y, edges,
-                 self.stop_table.astype(np.float64)]
+                 self.stop_table.astype(np.float64), self._route]
         offsets = np.cumsum([0] + [a.size for a in parts])
         self._blob = np.ascontiguousarray(np.concatenate([a.ravel() for a in parts]))
-        bin_counts = np.array([t.n_prompt_bins] + [t.n_bins] * t.n_tiers, dtype=np.int64)
+        bin_counts = np.array([t.n_prompt_bins] + [t.n_bins] * t.n_tiers + [1] * (n_rows - t.n_tiers - 1),
+                              dtype=np.int64)
         layout = np.zeros(K.HEADER_SIZE + 3 * n_rows + t.n_prompt_bins, dtype=np.int64)
         layout[[K.KIND, K.N_ROWS, K.N_HIDDEN, K.N_FEATURES, K.N_KNOTS_MAX, K.N_TIERS, K.N_EDGES,
                 K.N_BINS, K.N_PROMPT_BINS]] = [PREDICTOR_KINDS[p.kind], n_rows, hidden, feats,
@@ -365,23 +408,28 @@ class Policy:
         layout[K.OFF_BIN_COUNTS] = K.HEADER_SIZE + n_rows
         layout[K.OFF_FEATURE_COUNTS] = K.HEADER_SIZE + 2 * n_rows
         layout[K.OFF_START] = K.HEADER_SIZE + 3 * n_rows
+        layout[K.OFF_ROUTE] = offsets[8]
         layout[K.HEADER_SIZE:K.HEADER_SIZE + n_rows] = p.knot_counts
         layout[K.HEADER_SIZE + n_rows:K.HEADER_SIZE + 2 * n_rows] = bin_counts
         layout[K.HEADER_SIZE + 2 * n_rows:K.HEADER_SIZE + 3 * n_rows] = p.feature_counts
         self._layout = layout
         self._stop_view = self._blob[offsets[7]:offsets[8]].reshape(t.n_tiers, t.n_bins)
+        self._route_view = self._blob[offsets[8]:offsets[9]]
         self._start_view = layout[K.HEADER_SIZE + 3 * n_rows:]
 
     @classmethod
     def from_calibration(cls, predictor: Predictor, tier_x, accepted, costs, *, oof_p, prompt_x=None,
-                         oof_prompt_p=None, cold_x=None, oof_cold_p=None, lam: float = 1.0, risk="mean",
-                         tier_names=None, meta=None, **table_options) -> Policy:
+                         oof_prompt_p=None, cold_x=None, oof_cold_p=None, oof_route_p=None, lam: float = 1.0,
+                         risk="mean", tier_names=None, meta=None, **table_options) -> Policy:
         """Tables from out-of-fold p̂, decisions from the predictor fitted on all rows.
 
         tier_x (N, L, F) climbed-state tier features; prompt_x (N, P) prompt features (only with
         a prompt-stage predictor); cold_x (N, L, F) started-cold features. oof_p (N, L),
         oof_prompt_p (N,), oof_cold_p (N, L): the same predictor family's out-of-fold p̂ on those
-        features. Tables are built from the OOF p̂ (in-sample p̂ would make every bin look better
+        features. oof_route_p (N, L−2), with a stage 0 and start evidence: the out-of-fold
+        prompt-only P(acceptable at tier s) for s in 1..L−2 of the predictor's routing rows
+        (row L + s), for the routed stage 0; with oof_prompt_p (tier 0's) it is the tables'
+        route evidence. Tables are built from the OOF p̂ (in-sample p̂ would make every bin look better
         than it is); the predictor's own p̂ must agree with them on average (mean gap <
         AGREEMENT_TOL per stage) or this refuses: the p̂ came from other features or another model.
         `asd.calibration.calibrate` is the one path that produces both; table_options are
@@ -389,7 +437,8 @@ class Policy:
         """
         from asd.engine.tables import build_tables
 
-        for name, value in (("p_hat", "oof_p"), ("prompt_p", "oof_prompt_p"), ("start_p_hat", "oof_cold_p")):
+        for name, value in (("p_hat", "oof_p"), ("prompt_p", "oof_prompt_p"), ("start_p_hat", "oof_cold_p"),
+                            ("route_p", "oof_prompt_p and oof_route_p")):
             if name in table_options:
                 raise PolicyError(f"{name}: from_calibration builds it from {value}")
         unknown = sorted(set(table_options) - set(TABLE_OPTIONS))
@@ -403,9 +452,19 @@ class Policy:
         n, n_tiers, n_features = tier_x.shape
         if oof_p.shape != (n, n_tiers):
             raise PolicyError(f"oof_p has shape {oof_p.shape}: expected ({n}, {n_tiers}), one per request and tier")
-        rows = predictor.n_rows - (0 if predictor.n_rows == n_tiers and not predictor.has_prompt else 1)
+        route_rows = 0 if oof_route_p is None else route_row_count(n_tiers)
+        rows = predictor.n_rows - (0 if predictor.n_rows == n_tiers and not predictor.has_prompt else 1) - route_rows
         if rows != n_tiers:
-            raise PolicyError(f"predictor has {predictor.n_rows} stages for {n_tiers} tiers of features")
+            raise PolicyError(f"predictor has {predictor.n_rows} stages for {n_tiers} tiers of features"
+                              + (f" and {route_rows} routing rows" if route_rows else ""))
+        if oof_route_p is not None:
+            oof_route_p = np.asarray(oof_route_p, dtype=np.float64).reshape(n, -1) if n else np.zeros((0, route_rows))
+            if oof_route_p.shape != (n, route_rows):
+                raise PolicyError(f"oof_route_p has shape {oof_route_p.shape}: expected ({n}, {route_rows}), tiers "
+                                  f"1..{n_tiers - 2}")
+            if oof_prompt_p is None:
+                raise PolicyError("oof_route_p is the routed stage 0's evidence: it needs a stage 0 (prompt_x, "
+                                  "oof_prompt_p)")
         width = predictor.n_features
         if n_features != width:
             raise PolicyError(f"tier features have {n_features} columns; the predictor reads {width}")
@@ -434,6 +493,9 @@ class Policy:
             if oof_cold_p.shape != (n, n_tiers):
                 raise PolicyError(f"oof_cold_p has shape {oof_cold_p.shape}: expected ({n}, {n_tiers})")
             checks += [(f"tier {i} (cold)", rows_of(i), cold_x[:, i], oof_cold_p[:, i]) for i in range(1, n_tiers)]
+        if oof_route_p is not None:
+            checks += [(f"the routing row of tier {s}", n_tiers + s, prompt_x, oof_route_p[:, s - 1])
+                       for s in range(1, n_tiers - 1)]
         for where, row, x, oof in checks:
             if not np.isfinite(x).all():
                 raise PolicyError(f"features of {where} contain NaN or infinite values")
@@ -444,7 +506,9 @@ class Policy:
                        "p̂ and predictor must come from one fit on these features")
                 raise PolicyError(f"out-of-fold p̂ of {where} disagrees with the predictor (mean |gap| = {gap:.3f} "
                                   f">= {AGREEMENT_TOL}): {why}")
-        tables = build_tables(oof_p, accepted, costs, prompt_p=oof_prompt_p, start_p_hat=oof_cold_p, **table_options)
+        route_p = None if oof_route_p is None else np.column_stack([oof_prompt_p, oof_route_p])
+        tables = build_tables(oof_p, accepted, costs, prompt_p=oof_prompt_p, start_p_hat=oof_cold_p, route_p=route_p,
+                              **table_options)
         return cls(tables, predictor, lam=lam, risk=risk, tier_names=tier_names, meta=meta)
 
     # -- solving ----------------------------------------------------------------------------
@@ -468,10 +532,12 @@ class Policy:
         self._solve_into(lam, *self._outputs())
         if start_lam != lam:
             self.start_table[:] = self._scratch[4]
+            self._route[:] = self._scratch[10]
             for b0, s in enumerate(self.start_table):  # the value actually played from that start
                 self.value0[b0] = self.start_values[s, b0]
         self._stop_view[:] = self.stop_table
         self._start_view[:] = self.start_table
+        self._route_view[:] = self._route
         self.lam = lam
         self.start_lam = start_lam
         return self
@@ -564,22 +630,66 @@ class Policy:
         rows and edges as `tier_bins`. Pass the result as `walk(..., cold_bins=)`."""
         return self.tier_bins(cold_features)
 
-    def walk(self, prompt_bins, tier_bins, cold_bins=None) -> LambdaWalk:
+    def walk(self, prompt_bins, tier_bins, cold_bins=None, *, route_scores=None) -> LambdaWalk:
         """Start and stop tier of each request from its precomputed bins, under this λ. A request
         that starts at s > 0 is decided at s on cold_bins[:, s] (cold stop table) and on
         tier_bins (stop table) after that.
         prompt_bins may be None only when the policy has one prompt bin; cold_bins may be None
-        only when the tables are not cold-start tables or no request skips a tier."""
+        only when the tables are not cold-start tables or no request skips a tier. route_scores
+        (`route_scores(prompt_x)`) are needed when the policy routes at stage 0 at this λ."""
+        starts = self.routed_starts(route_scores, tier_bins) if self.route_threshold is not None else None
+        if starts is not None:  # the prompt bins play no part: any valid ones pass the checks
+            prompt_bins = np.zeros(starts.shape[0], dtype=np.int64)
         prompt_bins, tier_bins, cold_bins = self.check_bins(prompt_bins, tier_bins, cold_bins)
+        # a routed start is played through the same walk: each request its own "bin", mapped to itself
+        start_table = self.start_table if starts is None else np.arange(self.n_tiers, dtype=np.int64)
+        prompt_bins = prompt_bins if starts is None else starts
         out_start = np.empty(tier_bins.shape[0], dtype=np.int64)
         out_stop = np.empty(tier_bins.shape[0], dtype=np.int64)
         if cold_bins is None:
-            walk_bins_nb(prompt_bins, tier_bins, self.start_table, self.stop_table, out_start, out_stop)
+            walk_bins_nb(prompt_bins, tier_bins, start_table, self.stop_table, out_start, out_stop)
             self.refuse_climbed_bins_for_cold_starts(out_start)
         else:
-            walk_bins_cold_nb(prompt_bins, tier_bins, cold_bins, self.start_table, self.stop_table,
+            walk_bins_cold_nb(prompt_bins, tier_bins, cold_bins, start_table, self.stop_table,
                               self.stop_cold_table, out_start, out_stop)
         return LambdaWalk(out_start, out_stop)
+
+    @property
+    def route_threshold(self) -> float | None:
+        """The routed stage 0's threshold at the solved start λ (a request starts at the first
+        tier whose prompt-only p̂ reaches it); None where the start table decides."""
+        threshold = float(self._route[0])
+        return None if math.isnan(threshold) else threshold
+
+    def route_scores(self, prompt_features) -> np.ndarray:
+        """(N, L−1) prompt-only calibrated P(acceptable at tier s) for s < L−1, from prompt
+        features (N, P): what the routed stage 0 thresholds (λ-independent); computed by the
+        decision kernels' own arithmetic, so `routed_starts` agrees with `start`."""
+        if not self.tables.has_route_evidence:
+            raise PolicyError("this policy has no routed stage 0 (calibrated without its prompt rows)")
+        x = self._features(prompt_features, 2, self._n_prompt_features)
+        n, tiers = x.shape[0], self.n_tiers
+        out = np.empty((tiers - 1, n))
+        for s in range(tiers - 1):
+            rows = np.full(n, 0 if s == 0 else tiers + s, dtype=np.int64)
+            K.predict_batch_packed_nb(self._blob, self._layout, rows, x, out[s])
+        return np.ascontiguousarray(out.T)
+
+    def routed_starts(self, route_scores, like=None) -> np.ndarray:
+        """Start tier of each request under the routed stage 0 at the solved start λ, from its
+        `route_scores` (N, L−1); `like`: an (N, …) array the scores must match in length."""
+        threshold = self.route_threshold
+        if threshold is None:
+            raise PolicyError(f"at start λ={self.start_lam:.6g} this policy starts from its start table, not routed")
+        if route_scores is None:
+            raise PolicyError(f"at start λ={self.start_lam:.6g} this policy routes at stage 0: pass "
+                              "route_scores=policy.route_scores(prompt_x)")
+        scores = np.asarray(route_scores, dtype=np.float64)
+        n = scores.shape[0] if like is None else np.asarray(like).shape[0]
+        if scores.shape != (n, self.n_tiers - 1):
+            raise PolicyError(f"route scores have shape {scores.shape}: expected ({n}, {self.n_tiers - 1})")
+        reached = np.concatenate([scores >= threshold, np.ones((n, 1), dtype=bool)], axis=1)  # the last takes the rest
+        return reached.argmax(axis=1).astype(np.int64)
 
     def refuse_climbed_bins_for_cold_starts(self, out_start) -> None:
         if self.tables.cold_start and out_start.size and out_start.max() > 0:
@@ -744,10 +854,12 @@ class Policy:
                   ("edges", "edges0", "alpha", "beta", "n_obs", "trans", "trans0", "cnext", "c0") + COLD_FIELDS}
         if t.has_start_evidence:
             arrays.update({f"tables.{k}": getattr(t, k) for k in EVIDENCE_FIELDS})
+        if t.has_route_evidence:
+            arrays["tables.evidence_route_p"] = t.evidence_route_p
         arrays.update({f"predictor.{k}": getattr(p, k) for k in
                        ("w1", "b1", "w2", "b2", "iso_x", "iso_y", "knot_counts", "feature_counts")})
         arrays.update({"solved.stop": self.stop_table, "solved.start": self.start_table,
-                       "solved.stop_cold": self.stop_cold_table})
+                       "solved.stop_cold": self.stop_cold_table, "solved.route": self._route})
         from asd.fsutil import atomic_write
 
         return atomic_write(path, lambda fh: np.savez(fh, header=np.array(json.dumps(self.header())), **arrays))
@@ -792,6 +904,11 @@ class Policy:
             stored = arrays["solved.stop"], arrays["solved.start"], arrays["solved.stop_cold"]
         except (KeyError, TypeError, IndexError) as exc:
             raise PolicyError(f"policy file {path} is incomplete: missing {exc}") from None
+        if "solved.route" in arrays:  # version 4: the routed stage 0's threshold (NaN: the start table)
+            policy_route, kept = policy._route, np.asarray(arrays["solved.route"], dtype=np.float64)
+            if kept.shape != (1,) or not np.array_equal(policy_route, kept, equal_nan=True):
+                raise PolicyError(f"policy file {path}: stored stage-0 route disagrees with a re-solve at "
+                                  f"λ={policy.start_lam}")
         if not all(np.array_equal(solved, kept) for solved, kept in
                    zip((policy.stop_table, policy.start_table, policy.stop_cold_table), stored)):
             raise PolicyError(f"policy file {path}: stored stop tables disagree with a re-solve at λ={policy.lam}")
@@ -821,6 +938,7 @@ class _StartEvidence:
     cost: np.ndarray
     cost_cont: np.ndarray
     counts: np.ndarray
+    route_p: np.ndarray | None = None
 
 
 def _start_evidence(tables: EngineTables) -> _StartEvidence | None:
@@ -833,4 +951,6 @@ def _start_evidence(tables: EngineTables) -> _StartEvidence | None:
               for name, dtype in (("prompt_bins", np.int64), ("tier_bins", np.int64), ("cold_bins", np.int64),
                                   ("accepted", np.float64), ("cost", np.float64), ("cost_cont", np.float64))}
     counts = np.bincount(arrays["prompt_bins"], minlength=tables.n_prompt_bins).astype(np.float64)
-    return _StartEvidence(counts=counts, **arrays)
+    route_p = None if tables.evidence_route_p is None else np.ascontiguousarray(tables.evidence_route_p,
+                                                                                dtype=np.float64)
+    return _StartEvidence(counts=counts, route_p=route_p, **arrays)

@@ -10,7 +10,7 @@ from asd.engine.decide_nb import (
     IDENTITY, KIND, LOGISTIC, OFF_FEATURE_COUNTS,
     N_BINS, N_EDGES, N_FEATURES, N_HIDDEN, N_KNOTS_MAX, N_PROMPT_BINS, N_ROWS,
     NON_FINITE, N_TIERS, OFF_B1, OFF_B2, OFF_BIN_COUNTS, OFF_EDGES, OFF_ISO_X, OFF_ISO_Y, OFF_KNOT_COUNTS,
-    OFF_START, OFF_STOP, OFF_W1, OFF_W2,
+    OFF_ROUTE, OFF_START, OFF_STOP, OFF_W1, OFF_W2,
 )
 from asd.engine.dp_nb import TIE_HIGH, TIE_LOW
 
@@ -113,6 +113,30 @@ def empirical_start(lam, stop, stop_cold, q_mean, q_mean_cold, prompt_bins, tier
         best_s = min(range(n_tiers), key=lambda s: (options[s], s))
         start[b0] = best_s
         value0[b0] = options[best_s]
+
+
+def routed_start(lam, stop, stop_cold, q_mean, q_mean_cold, prompt_bins, start, route_p, thresholds,
+                 tier_bins, cold_bins, accepted, cost, cost_cont, totals):
+    n_tiers = stop.shape[0]
+
+    def value(r, s):  # the request started at s, walked to its stop, charged as empirical_start does
+        k = next((i for i in range(s, n_tiers - 1)
+                  if (stop_cold[i, cold_bins[r, i]] if i == s > 0 else stop[i, tier_bins[r, i]])), n_tiers - 1)
+        total = cost[r, s]
+        for i in range(s + 1, k + 1):
+            total += cost_cont[r, i]
+        a = accepted[r, k]
+        if math.isnan(a):
+            a = q_mean_cold[k, cold_bins[r, k]] if k == s > 0 else q_mean[k, tier_bins[r, k]]
+        return total + lam * (1.0 - a)
+
+    sums = [0.0] * (len(thresholds) + 1)
+    for r in range(len(prompt_bins)):
+        sums[-1] += value(r, start[prompt_bins[r]])
+        for g, t in enumerate(thresholds):
+            s = next((i for i in range(n_tiers - 1) if route_p[r, i] >= t), n_tiers - 1)
+            sums[g] += value(r, s)
+    totals[:] = sums
 
 
 def walk_bins(prompt_bins, tier_bins, start, stop, out_start, out_stop):
@@ -234,6 +258,13 @@ def stop_packed(blob, layout, tier, x):
 def start_packed(blob, layout, x):
     check_finite(x)
     w1, b1, w2, b2, iso_x, iso_y, edges, stop, knot_counts, bin_counts, start, counts = unpack(blob, layout)
+    threshold = blob[layout[OFF_ROUTE]]
+    if not math.isnan(threshold):  # routed: the first tier whose prompt-only p̂ reaches it
+        tiers = layout[N_TIERS]
+        for s in range(tiers - 1):
+            if predict_packed(blob, layout, 0 if s == 0 else tiers + s, x) >= threshold:
+                return s
+        return tiers - 1
     b0 = stage_bin(x.reshape(1, -1), 0, 0, layout[KIND], w1, b1, w2, b2, iso_x, iso_y, knot_counts, edges, bin_counts,
                   counts)
     return int(start[b0])
@@ -247,6 +278,11 @@ def stop_batch_packed(blob, layout, tiers, features, out):
 def start_batch_packed(blob, layout, features, out):
     for r in range(features.shape[0]):
         out[r] = start_packed(blob, layout, features[r])
+
+
+def predict_batch_packed(blob, layout, rows, features, out):
+    for r in range(features.shape[0]):
+        out[r] = predict_packed(blob, layout, int(rows[r]), features[r])
 
 
 def bins_batch_packed(blob, layout, rows, features, out):

@@ -128,9 +128,12 @@ class ArrayStatistic:
     """statistic(λ) over N requests whose bins are known: solve the policy at λ, walk each
     request, reduce its per-tier values (N, L) summed over the tiers it ran. Reuses buffers."""
 
-    def __init__(self, policy, prompt_bins, tier_bins, tier_values=None, statistic="mean", cold_bins=None):
+    def __init__(self, policy, prompt_bins, tier_bins, tier_values=None, statistic="mean", cold_bins=None,
+                 route_scores=None):
         self.policy = policy
         self.prompt_bins, self.tier_bins, self.cold_bins = policy.check_bins(prompt_bins, tier_bins, cold_bins)
+        self.route_scores = route_scores  # `Policy.route_scores`: needed at any λ where stage 0 routes
+        self._identity = np.arange(policy.n_tiers, dtype=np.int64)
         self.start_lam = None  # None: start table optimal at each λ; else pinned to this λ's
         n, n_tiers = self.tier_bins.shape
         if n == 0:
@@ -157,7 +160,7 @@ class ArrayStatistic:
 
     def __call__(self, lam: float) -> float:
         p = self.policy.solve(lam, start_lam=self.start_lam)
-        key = p.stop_table.tobytes() + p.start_table.tobytes() + p.stop_cold_table.tobytes()
+        key = _decision_key(p)[0]
         if key not in self._seen:
             self._seen[key] = self._evaluate(p)
         return self._seen[key]
@@ -171,11 +174,14 @@ class ArrayStatistic:
             self.start_lam = None
 
     def _evaluate(self, p) -> float:
+        prompt_bins, start_table = self.prompt_bins, p.start_table
+        if p.route_threshold is not None:  # each request's routed start as its own "bin", mapped to itself
+            prompt_bins, start_table = p.routed_starts(self.route_scores, self.tier_bins), self._identity
         if self.cold_bins is None:
-            walk_bins_nb(self.prompt_bins, self.tier_bins, p.start_table, p.stop_table, self.out_start, self.out_stop)
+            walk_bins_nb(prompt_bins, self.tier_bins, start_table, p.stop_table, self.out_start, self.out_stop)
             p.refuse_climbed_bins_for_cold_starts(self.out_start)
         else:
-            walk_bins_cold_nb(self.prompt_bins, self.tier_bins, self.cold_bins, p.start_table, p.stop_table,
+            walk_bins_cold_nb(prompt_bins, self.tier_bins, self.cold_bins, start_table, p.stop_table,
                               p.stop_cold_table, self.out_start, self.out_stop)
         if self.kind == "share_last":
             return float(np.count_nonzero(self.out_stop == self.policy.n_tiers - 1)) / self.out_stop.shape[0]
@@ -264,27 +270,28 @@ def search_pinned(policy, statistic: Callable[[float, float | None], float], tar
 
 
 def search_lambda(policy, prompt_bins, tier_bins, tier_values, target: float, *,
-                  statistic="mean", rel_tol: float = 1e-6, cold_bins=None) -> LambdaSearch:
+                  statistic="mean", rel_tol: float = 1e-6, cold_bins=None, route_scores=None) -> LambdaSearch:
     """Largest λ whose `statistic` (mean or percentile of per-request latency/cost summed over
     the tiers each request runs) stays <= target (τ_max). Leaves `policy` solved at that λ
     (with the start table of `start_lam`: see the module docstring for why the start table is
     pinned while bisecting). The returned statistic is measured on these requests at the
     returned policy, so it meets τ_max. Also reports the statistic of always-tier-0 and
     always-every-tier for comparison. cold_bins: each request's bins in the cold-start state
-    (`Policy.cold_tier_bins`), needed when the tables were built with start_p_hat."""
-    stat = ArrayStatistic(policy, prompt_bins, tier_bins, tier_values, statistic, cold_bins)
+    (`Policy.cold_tier_bins`), needed when the tables were built with start_p_hat. route_scores
+    (`Policy.route_scores`): needed when the policy has a routed stage 0."""
+    stat = ArrayStatistic(policy, prompt_bins, tier_bins, tier_values, statistic, cold_bins, route_scores)
     scale = float(np.mean(stat.tier_values.sum(axis=1))) or 1.0
     found = search_pinned(policy, stat.at, target, lam_hi=scale, rel_tol=rel_tol, quality=stat.expected_acceptance)
     return replace(found, always_first=stat.fixed_tier(True), always_last=stat.fixed_tier(False))
 
 
 def search_lambda_share(policy, prompt_bins, tier_bins, max_share: float, *,
-                        rel_tol: float = 1e-6, cold_bins=None) -> LambdaSearch:
+                        rel_tol: float = 1e-6, cold_bins=None, route_scores=None) -> LambdaSearch:
     """Target-share mode: largest λ with at most `max_share` (0..1) of requests reaching the
     last tier. Leaves `policy` solved at that λ (start table as in `search_lambda`)."""
     if not 0.0 <= max_share <= 1.0:
         raise PolicyError(f"max_share={max_share}: must be a fraction in [0, 1]")
-    stat = ArrayStatistic(policy, prompt_bins, tier_bins, None, "share_last", cold_bins)
+    stat = ArrayStatistic(policy, prompt_bins, tier_bins, None, "share_last", cold_bins, route_scores)
     return search_pinned(policy, stat.at, max_share, lam_hi=float(np.max(policy.tables.c0)) + 1.0, rel_tol=rel_tol,
                          quality=stat.expected_acceptance)
 
@@ -310,7 +317,10 @@ def _decision_key(policy) -> tuple[bytes, bytes]:
     argmin start tier is the same at both ends only if it is the same in between."""
     mean_stop = (policy.lam * (1.0 - policy.q_mean)) * TIE_LOW <= policy.continue_table * TIE_HIGH
     mean_stop_cold = policy._vmean_cold == policy.lam * (1.0 - policy.q_mean_cold)  # the kernel's exact stop value
-    tables = policy.stop_table.tobytes() + policy.start_table.tobytes() + policy.stop_cold_table.tobytes()
+    # the routed stage 0's threshold (NaN: the start table) is part of the decisions: with the stop
+    # tables fixed each candidate's replayed value is linear in λ too, so the argument holds
+    tables = (policy.stop_table.tobytes() + policy.start_table.tobytes() + policy.stop_cold_table.tobytes()
+              + policy._route.tobytes())
     return tables, tables + np.packbits(mean_stop).tobytes() + np.packbits(mean_stop_cold).tobytes()
 
 
@@ -405,7 +415,7 @@ def model_path_costs(policy, prompt_bins, tier_bins, cold_bins, walk) -> np.ndar
 
 def search_lambda_quality(policy, prompt_bins, tier_bins, quality_values, target_quality: float, *,
                           cold_bins=None, cost_values=None, lam_lo: float = 0.0, lam_hi: float | None = None,
-                          rel_tol: float = 1e-9) -> QualitySearch:
+                          rel_tol: float = 1e-9, route_scores=None) -> QualitySearch:
     """The cheapest policy whose mean quality (quality_values (N, L) at each request's stopping
     tier, e.g. acceptable 1/0) is >= target_quality, among ALL distinct policies for λ in
     [lam_lo, lam_hi] (quality is not monotone in λ, so no bisection). Cost: mean of
@@ -432,7 +442,7 @@ def search_lambda_quality(policy, prompt_bins, tier_bins, quality_values, target
     rows = []
     for piece in distinct_policies(policy, lam_lo, lam_hi, rel_tol=rel_tol):
         policy.solve(piece.lam_lo)
-        walk = policy.walk(prompt_bins, tier_bins, cold_bins)
+        walk = policy.walk(prompt_bins, tier_bins, cold_bins, route_scores=route_scores)
         quality = float(quality_values[np.arange(n), walk.stop].mean())
         cost = float((walk.totals(cost_values) if cost_values is not None
                       else model_path_costs(policy, prompt_bins, tier_bins, cold_bins, walk)).mean())

@@ -46,7 +46,14 @@ class EngineTables:
     pool_bins: each tier bin's posterior, transition row and next-tier cost pool the requests of
     the bins up to pool_bins away (`pooling_weights`); `Policy.update` spreads an online outcome
     the same way. n_obs counts each bin's own labelled requests.
+    evidence_route_p (N, L−1), with the other evidence or None: per calibration request its
+    out-of-fold prompt-only P(acceptable at tier s) for s < L−1, which the routed stage 0
+    (`Policy`) thresholds.
     """
+
+    @property
+    def has_route_evidence(self) -> bool:
+        return self.evidence_route_p is not None
 
     edges: np.ndarray
     edges0: np.ndarray
@@ -73,6 +80,7 @@ class EngineTables:
     evidence_cost: np.ndarray | None = None
     evidence_cost_cont: np.ndarray | None = None
     pool_bins: int = 0
+    evidence_route_p: np.ndarray | None = None  # (N, L−1): the routed stage 0's evidence (see build_tables)
 
     @property
     def has_start_evidence(self) -> bool:
@@ -204,6 +212,11 @@ def check_evidence(tables: EngineTables) -> None:
             _check_probabilities(name, a.astype(np.float64), allow_nan=True)
         else:
             _check_costs(name, a.astype(np.float64))
+    if tables.evidence_route_p is not None:
+        route = np.asarray(tables.evidence_route_p)
+        if route.shape != (n, tables.n_tiers - 1):
+            raise PolicyError(f"evidence_route_p has shape {route.shape}: expected {(n, tables.n_tiers - 1)}")
+        _check_probabilities("evidence_route_p", route.astype(np.float64))
 
 
 def check_pool_bins(pool_bins) -> None:
@@ -302,6 +315,7 @@ def build_tables(
     empirical_start: bool = False,
     p_hat_weight: float = 0.0,
     pool_bins: int = 0,
+    route_p=None,
 ) -> EngineTables:
     """Estimate the engine tables from N calibration requests over L tiers.
 
@@ -333,6 +347,9 @@ def build_tables(
     state; prompt bins are not pooled). With n_bins k times a count whose bins rest on enough
     requests and pool_bins = k, the DP cuts at k times finer p̂ while each estimate rests on about
     as many requests as before (`asd calibrate` does this with k = 4). 0: each bin alone.
+    route_p (N, L−1): with empirical_start, each request's out-of-fold prompt-only P(acceptable
+    at tier s) for s < L−1, kept as evidence for the routed stage 0 (column 0 is prompt_p's own
+    score when the prompt stage predicts tier 0's acceptance, as `asd calibrate`'s does).
     """
     p_hat = np.asarray(p_hat, dtype=np.float64)
     accepted = np.asarray(accepted, dtype=np.float64)
@@ -434,6 +451,16 @@ def build_tables(
         optional["evidence_accepted"] = accepted.copy()
         optional["evidence_cost"] = np.array(start_costs, dtype=np.float64)
         optional["evidence_cost_cont"] = np.array(costs, dtype=np.float64)
+    if route_p is not None:
+        if not empirical_start:
+            raise PolicyError("route_p is evidence for the routed stage 0, which replays the calibration requests: "
+                              "it needs empirical_start=True")
+        route_p = np.asarray(route_p, dtype=np.float64)
+        if route_p.shape != (n, n_tiers - 1):
+            raise PolicyError(f"route_p has shape {route_p.shape}: expected ({n}, {n_tiers - 1}), one per request "
+                              "and tier below the last")
+        _check_probabilities("route_p", route_p)
+        optional["evidence_route_p"] = route_p.copy()
     n_b0 = edges0.shape[0] - 1
     trans0 = np.stack([_kernel(bins0, start_bins[:, s], n_b0, n_bins, smoothing) for s in range(n_tiers)])
     c0 = np.stack([_binned_mean(bins0, start_costs[:, s], n_b0, smoothing) for s in range(n_tiers)])

@@ -201,7 +201,8 @@ def simulate_live(bundle_path, policy, tiers: list[dict]) -> dict:
     prompt_x = stage0_prompt_features(view, policy_feature_spec(policy))
     prompt_bins = policy.prompt_bins(prompt_x) if policy.predictor.has_prompt else None
     cold_bins = policy.cold_tier_bins(features.cold_x) if policy.tables.cold_start else None
-    walk = policy.walk(prompt_bins, policy.tier_bins(features.tier_x), cold_bins)
+    route_scores = policy.route_scores(prompt_x) if policy.tables.has_route_evidence else None
+    walk = policy.walk(prompt_bins, policy.tier_bins(features.tier_x), cold_bins, route_scores=route_scores)
     model = fit_cost_model(view, "trace")
     grid = model.grid(view)  # token counts as the cost model charges them (missing ones filled)
     coeffs, fit_note = fit_server_latency(view, model.iteration_coefficients())

@@ -298,7 +298,8 @@ def _baseline(ev: Evaluation, name: str) -> Outcomes:
         for f in ev.folds:
             ev.fixed.solve(ev.policy_lam, start_lam=ev.policy_start_lam)
             prompt, tier, cold = f.cal_bins
-            w = f.policy.walk(prompt, tier, cold_bins=cold)
+            w = f.policy.walk(prompt, tier, cold_bins=cold,
+                              route_scores=None if f.stage0_route is None else f.stage0_route[1])
             cal_out = walk_outcomes(w.start, w.stop, f.cal_arrays)
             cost_last = float(f.cal_arrays.cost[:, -1].sum())
             budget = float(cal_out.cost.sum() / cost_last) if cost_last > 0 else 1.0

@@ -16,7 +16,7 @@ baselines that need calibration data: `threshold`, `router`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import TYPE_CHECKING
 
@@ -101,6 +101,9 @@ class Fold:
     p_held: np.ndarray        # (Nh, L) calibrated p̂ after each tier, climbed state
     calibration: Calibration | None = None
     route: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)  # (route_cal, route_held), lazily
+    # the policy's own routed-stage-0 scores (`Policy.route_scores`) of the held-out and the
+    # calibration rows; None when the policy has no routed stage 0
+    stage0_route: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
 
     def walk(self, lam: float, out=None) -> Outcomes:
         """The held-out requests under the policy at λ: the simulator's numba replay (walk and
@@ -111,11 +114,11 @@ class Fold:
 
     def walk_solved(self, policy: Policy, out=None) -> Outcomes:
         """The held-out requests under `policy` as it is solved now."""
-        return _outcomes(replay(self._held_inputs, policy, out))
+        return _outcomes(replay(*_routed(policy, self._held_inputs, self.stage0_route, 0), out))
 
     def walk_calibration(self, lam: float) -> Outcomes:
         """The policy at λ on its calibration rows, through their bins."""
-        return _outcomes(replay(self._cal_inputs, self.policy.solve(lam)))
+        return _outcomes(replay(*_routed(self.policy.solve(lam), self._cal_inputs, self.stage0_route, 1)))
 
     @cached_property
     def _held_inputs(self) -> ReplayInputs:
@@ -134,6 +137,18 @@ def _replay_inputs(policy, prompt_bins, tier_bins, cold_bins, arrays: LadderArra
                               latency_cont_ms=arrays.latency_cont_ms, quality=arrays.score,
                               n_bins=t.n_bins, n_prompt_bins=t.n_prompt_bins, unlabelled_ok=True,
                               column_major=False)
+
+
+def _routed(policy: Policy, inputs: ReplayInputs, scores, which: int):
+    """(inputs, tables) to replay `policy` as solved: its own tables, or, where it routes at
+    stage 0, each request's routed start as its own prompt "bin" under an identity start table
+    (the replay kernels unchanged)."""
+    if policy.route_threshold is None:
+        return inputs, policy
+    n_tiers = policy.n_tiers
+    starts = policy.routed_starts(scores[which], inputs.tier_bins).astype(bin_dtype(n_tiers))
+    return (replace(inputs, prompt_bins=starts, n_prompt_bins=n_tiers),
+            (np.arange(n_tiers, dtype=np.int64), policy.stop_table, policy.stop_cold_table))
 
 
 def _rows_of(arrays: LadderArrays, rows: slice) -> LadderArrays:
@@ -347,8 +362,13 @@ class Evaluation:
         else:
             prompt_bins, tier_bins, cold_bins = self._bins(policy, held)
             p_held = np.stack([fit.predict(fs.tier_x[held, i]) for i, fit in enumerate(c.fits)], axis=1)
+        stage0_route = None
+        if policy.tables.has_route_evidence:  # the calibration rows' as the policy saw them (out of fold)
+            route_cal = (policy.tables.evidence_route_p if c is not None
+                         else policy.route_scores(fs.prompt_x[cal]))
+            stage0_route = (policy.route_scores(fs.prompt_x[held]), np.asarray(route_cal, dtype=np.float64))
         return Fold(policy, cal, held, held_arrays, cal_arrays, prompt_bins, tier_bins, cold_bins, cal_bins,
-                    p_cal, p_held, calibration=c)
+                    p_cal, p_held, calibration=c, stage0_route=stage0_route)
 
     def _bins(self, policy: Policy, rows: np.ndarray):
         """(prompt, climbed, cold) bins of these rows, in the narrowest dtype that holds them

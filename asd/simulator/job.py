@@ -366,7 +366,8 @@ def explain(ev: Evaluation, request_id: str, lam: float) -> dict:
         raise ConfigError(f"--explain {request_id!r}: the request is not among the held-out requests")
     j = int(where[0])
     policy = f.policy.solve(lam)
-    w = policy.walk(f.prompt_bins[j:j + 1], f.tier_bins[j:j + 1], cold_bins=f.cold_bins[j:j + 1])
+    w = policy.walk(f.prompt_bins[j:j + 1], f.tier_bins[j:j + 1], cold_bins=f.cold_bins[j:j + 1],
+                    route_scores=None if f.stage0_route is None else f.stage0_route[0][j:j + 1])
     start, stop = int(w.start[0]), int(w.stop[0])
     fs, view = ev.features, ev.view
     tiers = []
@@ -387,9 +388,14 @@ def explain(ev: Evaluation, request_id: str, lam: float) -> dict:
             "decision": "stop" if bool((policy.stop_cold_table if cold else policy.stop_table)[i, b]) else "continue",
             "features": {n: float(v) for n, v in zip(fs.names, x)},
         })
+    if policy.route_threshold is not None:
+        scores = [float(v) for v in f.stage0_route[0][j]]
+        stage0 = {"rule": "routed", "threshold": policy.route_threshold, "route_scores": scores}
+    else:
+        stage0 = {"rule": "prompt bins", "prompt_bin": int(f.prompt_bins[j])}
     return {"request_id": str(request_id), "lambda": lam, "start_tier": view.tier_names[start],
             "stop_tier": view.tier_names[stop], "prompt": None if view.prompts[row] is None else str(view.prompts[row])[:300],
-            "tiers": tiers}
+            "stage0": stage0, "tiers": tiers}
 
 
 def run_simulate(bundle="builtin", *, tau_max: float, stat: str = "p95", mode: str = "replay", rate=None,

@@ -269,6 +269,10 @@ def policy_tables(policy, lambdas) -> PolicyTables:
     try:
         for g, lam in enumerate(lambdas):
             policy.solve(float(lam))
+            if getattr(policy, "route_threshold", None) is not None:
+                raise PolicyError(f"at λ={float(lam):.6g} this policy routes at stage 0 (a start per request, not per "
+                                  "prompt bin), which stacked tables cannot hold: replay it one λ at a time "
+                                  "(Evaluation.policy_outcomes, or replay() with its routed starts)")
             starts[g], stops[g], stops_cold[g] = policy.start_table, policy.stop_table, policy.stop_cold_table
     finally:
         if np.isfinite(original):

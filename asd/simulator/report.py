@@ -63,6 +63,9 @@ def print_calibration(report: dict, console: Console | None = None) -> None:
         m = report["stage0_metrics"]
         console.print(f"stage 0 (prompt only, P(tier 0 acceptable)): AUROC {_f(m.get('auroc'))}, "
                       f"Brier {_f(m.get('brier'))}, ECE {_f(m.get('ece'))}")
+    for m in report.get("route_metrics") or []:
+        console.print(f"stage 0 routing row (prompt only, P({m['name']} acceptable)): AUROC {_f(m.get('auroc'))}, "
+                      f"Brier {_f(m.get('brier'))}, ECE {_f(m.get('ece'))}")
     console.print(f"[dim]{report['metrics_note']}; {report['cost_note']}[/dim]")
     if report.get("policy_path"):
         console.print(f"policy written to {report['policy_path']}")
@@ -228,6 +231,13 @@ def print_explain(ex: dict, console: Console | None = None) -> None:
                   f"{ex['start_tier']}, stops at {ex['stop_tier']}")
     if ex.get("prompt"):
         console.print(f"prompt: {ex['prompt']!r}")
+    stage0 = ex.get("stage0") or {}
+    if stage0.get("rule") == "routed":
+        scores = ", ".join(f"{name} {p:.3f}" for name, p in zip((t["tier"] for t in ex["tiers"]), stage0["route_scores"]))
+        console.print(f"stage 0, routed: starts at the first tier whose prompt-only p̂ reaches "
+                      f"{stage0['threshold']:.3f} ({scores})")
+    elif stage0:
+        console.print(f"stage 0: prompt bin {stage0['prompt_bin']}")
     for t in ex["tiers"]:
         ran = "ran" if t["ran"] else "not run"
         cont = "—" if t["continue_value"] is None else f"{t['continue_value']:.4g}"

@@ -66,7 +66,7 @@ def test_loading_a_file_of_another_version_is_refused_with_a_clear_message(tmp_p
     header["version"] = POLICY_VERSION + 1
     arrays["header"] = np.array(json.dumps(header))
     np.savez(tmp_path / "future.npz", **arrays)
-    with pytest.raises(PolicyError, match=f"has version {POLICY_VERSION + 1}; .* reads versions 2, {POLICY_VERSION}: recalibrate"):
+    with pytest.raises(PolicyError, match=f"has version {POLICY_VERSION + 1}; .* reads versions 2, 3, {POLICY_VERSION}: recalibrate"):
         Policy.load(tmp_path / "future.npz")
 
 

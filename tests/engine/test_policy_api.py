@@ -200,8 +200,8 @@ def saved_as_version(policy, tmp_path, version):
 def test_a_version_1_policy_file_is_refused_with_a_clear_message(tmp_path):
     policy, _, _ = make_policy(np.random.default_rng(8), with_prompt=False)
     old = saved_as_version(policy, tmp_path, 1)
-    assert POLICY_VERSION == 3
-    with pytest.raises(PolicyError, match=r"has version 1; this asd .* reads versions 2, 3: recalibrate"):
+    assert POLICY_VERSION == 4
+    with pytest.raises(PolicyError, match=r"has version 1; this asd .* reads versions 2, 3, 4: recalibrate"):
         Policy.load(old)
 
 

@@ -232,7 +232,7 @@ def test_an_incompatible_policy_is_refused_with_one_line(synth, tmp_path):
     newer = tmp_path / "newer.npz"
     np.savez(newer, **{**data, "header": np.array(json.dumps({**header, "version": POLICY_VERSION + 1}))})
     line = one_error_line(run("check", newer, "builtin", "--min-quality", 0.1))
-    assert f"has version {POLICY_VERSION + 1}" in line and f"reads versions 2, {POLICY_VERSION}: recalibrate" in line
+    assert f"has version {POLICY_VERSION + 1}" in line and f"reads versions 2, 3, {POLICY_VERSION}: recalibrate" in line
     # a newer feature spec
     spec = dict(header["meta"]["features"], version=header["meta"]["features"]["version"] + 1)
     newer_spec = tmp_path / "newer_spec.npz"
