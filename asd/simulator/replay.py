@@ -233,6 +233,10 @@ def replay(inputs: ReplayInputs, tables, out=None) -> ReplayResult:
     tables refuses inputs without cold bins when some request skips a tier (as the engine does).
     out: (start, stop, cost, latency, quality) arrays (N,) int64, int64, float64 ×3 to write the
     result into (slices of pooled arrays, say), else new ones."""
+    if not isinstance(tables, tuple) and getattr(tables, "route_threshold", None) is not None:
+        raise PolicyError(f"at λ={tables.lam:.6g} this policy routes at stage 0 (a start per request, not per prompt "
+                          "bin): replay (start tiers as prompt bins, np.arange(L), stop tables) with its "
+                          "policy.routed_starts(policy.route_scores(prompt_x)), as Evaluation does")
     start_table, stop_table, stop_cold_table = inputs.check_tables(*_tables_of(tables))
     n = inputs.n_requests
     if out is None:

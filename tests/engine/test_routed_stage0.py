@@ -21,7 +21,7 @@ from asd.engine.dp_nb import TIE_LOW, routed_start_nb, solve_cold_start_nb, solv
 from asd.engine.policy import route_thresholds
 from asd.errors import PolicyError
 from asd.simulator.evaluate import Evaluation
-from asd.simulator.replay import policy_tables
+from asd.simulator.replay import ReplayInputs, policy_tables, replay
 from asd.traces.synth import write_synthetic_bundle
 from tests.engine.test_cold_start import solve_cold, with_cold
 from tests.engine.test_empirical_start import evidence, walk_value
@@ -161,6 +161,11 @@ def test_walk_needs_route_scores_where_stage_0_routes(routed):
     np.testing.assert_array_equal(walk.start, policy.routed_starts(policy.tables.evidence_route_p))
     with pytest.raises(PolicyError, match="stacked tables cannot hold"):
         policy_tables(policy, [on[0]])
+    inputs = ReplayInputs.build(tier_bins, prompt_bins=prompt_bins, cold_bins=cold_bins, cost=cal.costs.cost,
+                                latency_ms=cal.costs.latency_ms, quality=np.ones(tier_bins.shape),
+                                n_bins=policy.tables.n_bins, n_prompt_bins=policy.tables.n_prompt_bins)
+    with pytest.raises(PolicyError, match="routes at stage 0 .*routed_starts"):
+        replay(inputs, policy.solve(on[0]))  # its start table would be the wrong start
 
 
 def test_routed_policy_survives_save_and_load_and_a_tampered_route_is_refused(routed, tmp_path):

@@ -181,7 +181,8 @@ def cold_start_calibration(tmp_path_factory):
 
     path = tmp_path_factory.mktemp("cold") / "ladder"
     write_synthetic_bundle(path, 1500, 4, 3, informativeness=0.8)
-    return calibrate(path, stage0=True, single_feature_report=False)
+    # stage 0 on prompt bins, whose cold-start replay this exercises (routing: tests/engine/test_routed_stage0.py)
+    return calibrate(path, stage0=True, single_feature_report=False, routed_stage0=False)
 
 
 def test_replay_start_and_stop_equal_policy_walk_on_a_cold_start_policy(cold_start_calibration):
