@@ -176,8 +176,9 @@ def calibrate(
     bin's acceptance (`engine.tables.build_tables`; see DEFAULT_P_HAT_WEIGHT);
     n_bins / pool_bins: tier bins, and how many neighbours each bin's statistics pool (None: with
     n_bins None, `default_tier_bins`; with n_bins given, 0 — the bins as asked);
-    routed_stage0: with stage0, fit the prompt-only routing rows so that each solve may route
-    (engine `Policy.route_threshold`); False: stage 0 is the prompt bins' start table alone."""
+    routed_stage0: with stage0 on three or more tiers, fit the prompt-only routing rows so that
+    each solve may route (engine `Policy.route_threshold`); False: stage 0 is the prompt bins'
+    start table alone."""
     view = bundle if isinstance(bundle, TraceView) else load_view(bundle)
     if predictor not in PREDICTORS:
         raise ConfigError(f"predictor {predictor!r}: use one of {', '.join(PREDICTORS)}")
@@ -229,7 +230,11 @@ def calibrate(
         p_prompt = prompt_fit.oof_p
         # The routed stage 0 (engine `Policy`) starts a request at the first tier whose prompt-only
         # P(acceptable) reaches a threshold, where that replays better than the prompt bins: it
-        # needs that score for tiers 1..L−2 too (tier 0's is the prompt stage's).
+        # needs that score for tiers 1..L−2 too (tier 0's is the prompt stage's). Only with a middle
+        # tier: on two tiers it would be a finer cut of the prompt bins' own score, which they keep
+        # coarse on purpose (see default_prompt_bins); with three or more it says which tier a
+        # prompt needs, which that one score cannot.
+        routed_stage0 = routed_stage0 and n_tiers >= 3
         route_fits = [fit_stage(predictor, fs.prompt_x[rows], y[:, s], request, folds=folds, seed=seed)
                       for s in range(1, n_tiers - 1)] if routed_stage0 else []
 
@@ -259,7 +264,7 @@ def calibrate(
     }
     stage0_arrays = dict(prompt_x=fs.prompt_x[rows], oof_prompt_p=p_prompt, cold_x=fs.cold_x[rows], oof_cold_p=p_cold,
                          oof_route_p=(np.column_stack([f.oof_p for f in route_fits]) if route_fits
-                                      else np.zeros((n, 0))) if n_tiers > 1 and routed_stage0 else None,
+                                      else np.zeros((n, 0))) if stage0 and routed_stage0 else None,
                          n_prompt_bins=min(bins, default_prompt_bins(n) if n_prompt_bins is None
                                            else int(n_prompt_bins))) if stage0 else {}
     policy = Policy.from_calibration(engine_predictor, fs.tier_x[rows], y, costs.cost_cont, oof_p=p_climb,
