@@ -34,30 +34,30 @@ from asd.simulator.sweep import LOSS_LEVELS, sweep
 from asd.traces.importers import import_trace
 
 MODELS = "llama-2-7b-chat-hf,llama-2-13b-chat-hf,llama-2-70b-chat-hf"
+FUSECHAT = "FuseChat-Llama-3.2-1B-Instruct,FuseChat-Llama-3.2-3B-Instruct,FuseChat-Llama-3.1-8B-Instruct"
+
+
+def alpaca_eval_ladder(shared_data, tmp_path_factory, models: str):
+    """The AlpacaEval ladder of these models (every tier judged), imported once per module."""
+    root = shared_data / "alpaca_eval"
+    if not root.is_dir():
+        pytest.skip(f"AlpacaEval results not found under {root}")
+    out = tmp_path_factory.mktemp("alpaca_eval") / "bundle"
+    import_trace("alpaca-eval", root, out, models=models, drop_incomplete=True)
+    return out
 
 
 @pytest.fixture(scope="module")
 def alpaca_ladder(shared_data, tmp_path_factory):
-    root = shared_data / "alpaca_eval"
-    if not root.is_dir():
-        pytest.skip(f"AlpacaEval results not found under {root}")
-    out = tmp_path_factory.mktemp("alpaca2") / "bundle"
-    import_trace("alpaca-eval", root, out, models=MODELS, drop_incomplete=True)
-    return out
-
-
-COARSE_BINS = default_bins(804 * 4 // 5)  # √N/2 bins of a fold's calibration rows, each on its own requests
+    return alpaca_eval_ladder(shared_data, tmp_path_factory, MODELS)
 
 
 @pytest.fixture(scope="module")
 def fusechat_ladder(shared_data, tmp_path_factory):
-    root = shared_data / "alpaca_eval"
-    if not root.is_dir():
-        pytest.skip(f"AlpacaEval results not found under {root}")
-    out = tmp_path_factory.mktemp("fusechat") / "bundle"
-    import_trace("alpaca-eval", root, out, models="FuseChat-Llama-3.2-1B-Instruct,FuseChat-Llama-3.2-3B-Instruct,"
-                 "FuseChat-Llama-3.1-8B-Instruct", drop_incomplete=True)
-    return out
+    return alpaca_eval_ladder(shared_data, tmp_path_factory, FUSECHAT)
+
+
+COARSE_BINS = default_bins(804 * 4 // 5)  # √N/2 bins of a fold's calibration rows, each on its own requests
 
 
 @lru_cache(maxsize=None)
