@@ -207,9 +207,11 @@ def routed_start_nb(lam, stop, stop_cold, q_mean, q_mean_cold, prompt_bins, star
     """The routed stage 0 (`Policy`: start at the first tier s < L−1 whose prompt-only
     P(acceptable at s), route_p[r, s], reaches a threshold t; else at the last tier), valued by
     replaying the calibration requests under the solved stop tables as `empirical_start_nb`
-    does. totals[g] (G + 1,): the summed value of threshold thresholds[g]; totals[G]: of the
-    binned start table `start` (by prompt bin). Nothing is shrunk: every candidate is scored on
-    the same requests. O(N·L·(L + G))."""
+    does. totals[g] (G + 1,): the summed value of threshold thresholds[g] (ascending); totals[G]:
+    of the binned start table `start` (by prompt bin). Nothing is shrunk: every candidate is
+    scored on the same requests. A request's start is non-decreasing in the threshold (it is the
+    first tier whose running maximum of scores reaches it), so one pass over the ascending
+    thresholds finds every start: O(N·(L² + G))."""
     n_tiers = stop.shape[0]
     n_thresholds = thresholds.shape[0]
     for g in range(n_thresholds + 1):
@@ -220,12 +222,13 @@ def routed_start_nb(lam, stop, stop_cold, q_mean, q_mean_cold, prompt_bins, star
             values[s] = walk_value_nb(r, s, lam, stop, stop_cold, q_mean, q_mean_cold, tier_bins, cold_bins,
                                       accepted, cost, cost_cont)
         totals[n_thresholds] += values[start[prompt_bins[r]]]
+        s = 0
+        running = route_p[r, 0] if n_tiers > 1 else -1.0  # max score of tiers 0..s
         for g in range(n_thresholds):
-            s = n_tiers - 1
-            for i in range(n_tiers - 1):
-                if route_p[r, i] >= thresholds[g]:
-                    s = i
-                    break
+            while s < n_tiers - 1 and running < thresholds[g]:
+                s += 1
+                if s < n_tiers - 1 and route_p[r, s] > running:
+                    running = route_p[r, s]
             totals[g] += values[s]
 
 
