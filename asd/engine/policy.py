@@ -637,13 +637,10 @@ class Policy:
         prompt_bins may be None only when the policy has one prompt bin; cold_bins may be None
         only when the tables are not cold-start tables or no request skips a tier. route_scores
         (`route_scores(prompt_x)`) are needed when the policy routes at stage 0 at this λ."""
-        starts = self.routed_starts(route_scores, tier_bins) if self.route_threshold is not None else None
-        if starts is not None:  # the prompt bins play no part: any valid ones pass the checks
-            prompt_bins = np.zeros(starts.shape[0], dtype=np.int64)
+        if self.route_threshold is not None:  # the prompt bins play no part: any valid ones pass the checks
+            prompt_bins = np.zeros(np.asarray(tier_bins).shape[0], dtype=np.int64)
         prompt_bins, tier_bins, cold_bins = self.check_bins(prompt_bins, tier_bins, cold_bins)
-        # a routed start is played through the same walk: each request its own "bin", mapped to itself
-        start_table = self.start_table if starts is None else np.arange(self.n_tiers, dtype=np.int64)
-        prompt_bins = prompt_bins if starts is None else starts
+        prompt_bins, start_table = self.stage0_lookup(prompt_bins, route_scores, tier_bins)
         out_start = np.empty(tier_bins.shape[0], dtype=np.int64)
         out_stop = np.empty(tier_bins.shape[0], dtype=np.int64)
         if cold_bins is None:
@@ -674,6 +671,14 @@ class Policy:
             rows = np.full(n, 0 if s == 0 else tiers + s, dtype=np.int64)
             K.predict_batch_packed_nb(self._blob, self._layout, rows, x, out[s])
         return np.ascontiguousarray(out.T)
+
+    def stage0_lookup(self, prompt_bins, route_scores, like=None):
+        """(per-request keys, start table) that the walk kernels read as (prompt bins, start
+        table) under the solved start λ: the prompt bins and the start table, or, where stage 0
+        routes, each request's routed start as its own key under the identity table."""
+        if self.route_threshold is None:
+            return prompt_bins, self.start_table
+        return self.routed_starts(route_scores, like), np.arange(self.n_tiers, dtype=np.int64)
 
     def routed_starts(self, route_scores, like=None) -> np.ndarray:
         """Start tier of each request under the routed stage 0 at the solved start λ, from its

@@ -89,22 +89,27 @@ def solve_cold_start(lam, q_stop_cold, q_mean_cold, trans_cold, cnext_cold, tran
         value0[b0] = played
 
 
+def walk_value(r, s, lam, stop, stop_cold, q_mean, q_mean_cold, tier_bins, cold_bins, accepted, cost, cost_cont):
+    n_tiers = stop.shape[0]
+    k = next((i for i in range(s, n_tiers - 1)
+              if (stop_cold[i, cold_bins[r, i]] if i == s > 0 else stop[i, tier_bins[r, i]])), n_tiers - 1)
+    total = cost[r, s]
+    for i in range(s + 1, k + 1):  # same summation order as the kernel: parity is exact
+        total += cost_cont[r, i]
+    a = accepted[r, k]
+    if math.isnan(a):
+        a = q_mean_cold[k, cold_bins[r, k]] if k == s > 0 else q_mean[k, tier_bins[r, k]]
+    return total + lam * (1.0 - a)
+
+
 def empirical_start(lam, stop, stop_cold, q_mean, q_mean_cold, prompt_bins, tier_bins, cold_bins, accepted,
                     cost, cost_cont, counts, model_values, prior_weight, start_values, start, value0):
     n_tiers, n_prompt_bins = model_values.shape
     sums = [[0.0] * n_prompt_bins for _ in range(n_tiers)]
     for r in range(len(prompt_bins)):
-        b0 = prompt_bins[r]
         for s in range(n_tiers):
-            k = next((i for i in range(s, n_tiers - 1)
-                      if (stop_cold[i, cold_bins[r, i]] if i == s > 0 else stop[i, tier_bins[r, i]])), n_tiers - 1)
-            total = cost[r, s]
-            for i in range(s + 1, k + 1):  # same summation order as the kernel: parity is exact
-                total += cost_cont[r, i]
-            a = accepted[r, k]
-            if math.isnan(a):
-                a = q_mean_cold[k, cold_bins[r, k]] if k == s > 0 else q_mean[k, tier_bins[r, k]]
-            sums[s][b0] += total + lam * (1.0 - a)
+            sums[s][prompt_bins[r]] += walk_value(r, s, lam, stop, stop_cold, q_mean, q_mean_cold, tier_bins,
+                                                  cold_bins, accepted, cost, cost_cont)
     for b0 in range(n_prompt_bins):
         options = [(sums[s][b0] + prior_weight * model_values[s, b0]) / (counts[b0] + prior_weight)
                    for s in range(n_tiers)]
@@ -119,16 +124,9 @@ def routed_start(lam, stop, stop_cold, q_mean, q_mean_cold, prompt_bins, start, 
                  tier_bins, cold_bins, accepted, cost, cost_cont, totals):
     n_tiers = stop.shape[0]
 
-    def value(r, s):  # the request started at s, walked to its stop, charged as empirical_start does
-        k = next((i for i in range(s, n_tiers - 1)
-                  if (stop_cold[i, cold_bins[r, i]] if i == s > 0 else stop[i, tier_bins[r, i]])), n_tiers - 1)
-        total = cost[r, s]
-        for i in range(s + 1, k + 1):
-            total += cost_cont[r, i]
-        a = accepted[r, k]
-        if math.isnan(a):
-            a = q_mean_cold[k, cold_bins[r, k]] if k == s > 0 else q_mean[k, tier_bins[r, k]]
-        return total + lam * (1.0 - a)
+    def value(r, s):
+        return walk_value(r, s, lam, stop, stop_cold, q_mean, q_mean_cold, tier_bins, cold_bins, accepted, cost,
+                          cost_cont)
 
     sums = [0.0] * (len(thresholds) + 1)
     for r in range(len(prompt_bins)):

@@ -133,7 +133,6 @@ class ArrayStatistic:
         self.policy = policy
         self.prompt_bins, self.tier_bins, self.cold_bins = policy.check_bins(prompt_bins, tier_bins, cold_bins)
         self.route_scores = route_scores  # `Policy.route_scores`: needed at any λ where stage 0 routes
-        self._identity = np.arange(policy.n_tiers, dtype=np.int64)
         self.start_lam = None  # None: start table optimal at each λ; else pinned to this λ's
         n, n_tiers = self.tier_bins.shape
         if n == 0:
@@ -174,9 +173,7 @@ class ArrayStatistic:
             self.start_lam = None
 
     def _evaluate(self, p) -> float:
-        prompt_bins, start_table = self.prompt_bins, p.start_table
-        if p.route_threshold is not None:  # each request's routed start as its own "bin", mapped to itself
-            prompt_bins, start_table = p.routed_starts(self.route_scores, self.tier_bins), self._identity
+        prompt_bins, start_table = p.stage0_lookup(self.prompt_bins, self.route_scores, self.tier_bins)
         if self.cold_bins is None:
             walk_bins_nb(prompt_bins, self.tier_bins, start_table, p.stop_table, self.out_start, self.out_stop)
             p.refuse_climbed_bins_for_cold_starts(self.out_start)

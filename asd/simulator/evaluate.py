@@ -145,10 +145,9 @@ def _routed(policy: Policy, inputs: ReplayInputs, scores, which: int):
     (the replay kernels unchanged)."""
     if policy.route_threshold is None:
         return inputs, policy
-    n_tiers = policy.n_tiers
-    starts = policy.routed_starts(scores[which], inputs.tier_bins).astype(bin_dtype(n_tiers))
-    return (replace(inputs, prompt_bins=starts, n_prompt_bins=n_tiers),
-            (np.arange(n_tiers, dtype=np.int64), policy.stop_table, policy.stop_cold_table))
+    starts, identity = policy.stage0_lookup(None, scores[which], inputs.tier_bins)
+    return (replace(inputs, prompt_bins=starts.astype(bin_dtype(policy.n_tiers)), n_prompt_bins=policy.n_tiers),
+            (identity, policy.stop_table, policy.stop_cold_table))
 
 
 def _rows_of(arrays: LadderArrays, rows: slice) -> LadderArrays:
