@@ -24,6 +24,10 @@ argmin over start tiers is optimal but need not be monotone in λ (tests show a 
 Empirical stage 0 (`empirical_start_nb`): the model's start values chain one transition per
 tier climbed, and their errors add up in the comparison stage 0 makes; with the calibration
 requests' own bins, acceptance and costs at hand, each start is valued by replaying them instead.
+The replays depend on the stop tables alone, not on λ (a request's value is cost + λ·miss), so
+`evidence_sums_nb` sums them once per distinct pair of stop tables and `empirical_start_nb` /
+`routed_totals_nb` price any λ from the sums: a λ search or enumeration, which solves thousands
+of λ between a few table changes, replays the calibration requests only at those changes.
 
 Cold starts (`tables.build_tables(start_p_hat=...)`): a request that STARTED at s > 0 has no
 answers from the tiers below, so it is in another state than one that climbed there. It gets its
@@ -146,10 +150,10 @@ def solve_cold_start_nb(lam, q_stop_cold, q_mean_cold, trans_cold, cnext_cold, t
 
 
 @njit(cache=True, inline="always")
-def walk_value_nb(r, s, lam, stop, stop_cold, q_mean, q_mean_cold, tier_bins, cold_bins, accepted, cost, cost_cont):
+def walk_charges_nb(r, s, stop, stop_cold, q_mean, q_mean_cold, tier_bins, cold_bins, accepted, cost, cost_cont):
     """Calibration request r started at tier s and walked under the solved stop tables (cold
-    table at s > 0): its cost plus λ(1 − acceptance where it stops); an unlabelled stop counts
-    the posterior mean of the bin it stopped in."""
+    table at s > 0): (its cost, 1 − acceptance where it stops); an unlabelled stop counts the
+    posterior mean of the bin it stopped in. Its value at λ is cost + λ·miss."""
     n_tiers = stop.shape[0]
     k = n_tiers - 1
     for i in range(s, n_tiers - 1):
@@ -166,33 +170,70 @@ def walk_value_nb(r, s, lam, stop, stop_cold, q_mean, q_mean_cold, tier_bins, co
     a = accepted[r, k]
     if a != a:  # unlabelled: what the bin it stopped in expects
         a = q_mean_cold[k, cold_bins[r, k]] if (k == s and s > 0) else q_mean[k, tier_bins[r, k]]
-    return total + lam * (1.0 - a)
+    return total, 1.0 - a
 
 
 @njit(cache=True)
-def empirical_start_nb(lam, stop, stop_cold, q_mean, q_mean_cold, prompt_bins, tier_bins, cold_bins, accepted,
-                       cost, cost_cont, counts, model_values, prior_weight, start_values, start, value0):
-    """Stage 0 by replaying the calibration requests themselves (every one ran every tier, so
-    each start tier's outcome is observed, not modelled): start_values[s, b0] is the mean over
-    the requests in prompt bin b0 of the cost of starting at s and walking the solved stop tables
-    (cold table at s > 0) plus λ(1 − acceptance where it stops), shrunk toward the model's value
-    model_values[s, b0] with prior_weight pseudo-requests (an empty bin keeps the model's
-    choice). Unlabelled stops count the bin's posterior mean. start (B0,) is the argmin (ties:
-    the lower tier), value0 its value. counts (B0,): requests per prompt bin. O(N·L²)."""
-    n_tiers, n_prompt_bins = model_values.shape
+def evidence_sums_nb(stop, stop_cold, q_mean, q_mean_cold, prompt_bins, route_p, thresholds, tier_bins, cold_bins,
+                     accepted, cost, cost_cont, start_cost, start_miss, route_cost, route_miss):
+    """The calibration requests replayed under the solved stop tables, summed so that any λ's
+    stage-0 values are a multiply-add away (a request's value at λ is cost + λ·miss, and the
+    walks depend on the stop tables alone, not on λ): start_cost/start_miss (L, B0) over the
+    requests of prompt bin b0 started at tier s; route_cost/route_miss (G,) over every request
+    started where the routed stage 0 at thresholds[g] (ascending) sends it: the first tier
+    s < L−1 whose route_p[r, s] reaches it, else the last. G may be 0 (no routing; route_p is
+    not read). A request's routed start is non-decreasing in the threshold (the first tier whose
+    running maximum of scores reaches it), so one pass over the thresholds finds every start.
+    O(N·(L² + G))."""
+    n_tiers, n_prompt_bins = start_cost.shape
+    n_thresholds = thresholds.shape[0]
     for s in range(n_tiers):
         for b0 in range(n_prompt_bins):
-            start_values[s, b0] = 0.0
+            start_cost[s, b0] = 0.0
+            start_miss[s, b0] = 0.0
+    for g in range(n_thresholds):
+        route_cost[g] = 0.0
+        route_miss[g] = 0.0
+    costs = np.empty(n_tiers)
+    misses = np.empty(n_tiers)
     for r in range(prompt_bins.shape[0]):
         b0 = prompt_bins[r]
         for s in range(n_tiers):
-            start_values[s, b0] += walk_value_nb(r, s, lam, stop, stop_cold, q_mean, q_mean_cold, tier_bins,
-                                                 cold_bins, accepted, cost, cost_cont)
+            c, m = walk_charges_nb(r, s, stop, stop_cold, q_mean, q_mean_cold, tier_bins, cold_bins, accepted,
+                                   cost, cost_cont)
+            costs[s] = c
+            misses[s] = m
+            start_cost[s, b0] += c
+            start_miss[s, b0] += m
+        if n_thresholds == 0:
+            continue
+        s = 0
+        running = route_p[r, 0] if n_tiers > 1 else -1.0  # max score of tiers 0..s
+        for g in range(n_thresholds):
+            while s < n_tiers - 1 and running < thresholds[g]:
+                s += 1
+                if s < n_tiers - 1 and route_p[r, s] > running:
+                    running = route_p[r, s]
+            route_cost[g] += costs[s]
+            route_miss[g] += misses[s]
+
+
+@njit(cache=True)
+def empirical_start_nb(lam, start_cost, start_miss, counts, model_values, prior_weight, start_values, start, value0):
+    """Stage 0 by replaying the calibration requests themselves (every one ran every tier, so
+    each start tier's outcome is observed, not modelled), from `evidence_sums_nb`'s sums:
+    start_values[s, b0] is the mean over the requests in prompt bin b0 of the cost of starting at
+    s and walking the solved stop tables plus λ(1 − acceptance where it stops), shrunk toward the
+    model's value model_values[s, b0] with prior_weight pseudo-requests (an empty bin keeps the
+    model's choice). start (B0,) is the argmin (ties: the lower tier), value0 its value.
+    counts (B0,): requests per prompt bin. O(L·B0)."""
+    n_tiers, n_prompt_bins = model_values.shape
     for b0 in range(n_prompt_bins):
         best = 1e308
         best_s = 0
         for s in range(n_tiers):
-            v = (start_values[s, b0] + prior_weight * model_values[s, b0]) / (counts[b0] + prior_weight)
+            v = ((start_cost[s, b0] + lam * start_miss[s, b0]) + prior_weight * model_values[s, b0]) / (
+                counts[b0] + prior_weight)
             start_values[s, b0] = v
             if v < best:
                 best = v
@@ -202,34 +243,18 @@ def empirical_start_nb(lam, stop, stop_cold, q_mean, q_mean_cold, prompt_bins, t
 
 
 @njit(cache=True)
-def routed_start_nb(lam, stop, stop_cold, q_mean, q_mean_cold, prompt_bins, start, route_p, thresholds,
-                    tier_bins, cold_bins, accepted, cost, cost_cont, totals):
-    """The routed stage 0 (`Policy`: start at the first tier s < L−1 whose prompt-only
-    P(acceptable at s), route_p[r, s], reaches a threshold t; else at the last tier), valued by
-    replaying the calibration requests under the solved stop tables as `empirical_start_nb`
-    does. totals[g] (G + 1,): the summed value of threshold thresholds[g] (ascending); totals[G]:
-    of the binned start table `start` (by prompt bin). Nothing is shrunk: every candidate is
-    scored on the same requests. A request's start is non-decreasing in the threshold (it is the
-    first tier whose running maximum of scores reaches it), so one pass over the ascending
-    thresholds finds every start: O(N·(L² + G))."""
-    n_tiers = stop.shape[0]
-    n_thresholds = thresholds.shape[0]
-    for g in range(n_thresholds + 1):
-        totals[g] = 0.0
-    values = np.empty(n_tiers)
-    for r in range(prompt_bins.shape[0]):
-        for s in range(n_tiers):
-            values[s] = walk_value_nb(r, s, lam, stop, stop_cold, q_mean, q_mean_cold, tier_bins, cold_bins,
-                                      accepted, cost, cost_cont)
-        totals[n_thresholds] += values[start[prompt_bins[r]]]
-        s = 0
-        running = route_p[r, 0] if n_tiers > 1 else -1.0  # max score of tiers 0..s
-        for g in range(n_thresholds):
-            while s < n_tiers - 1 and running < thresholds[g]:
-                s += 1
-                if s < n_tiers - 1 and route_p[r, s] > running:
-                    running = route_p[r, s]
-            totals[g] += values[s]
+def routed_totals_nb(lam, start_cost, start_miss, start, route_cost, route_miss, totals):
+    """The routed stage 0 (`Policy`) against the binned start table, on the same calibration
+    requests under the same stop tables, from `evidence_sums_nb`'s sums: totals[g] (G + 1,) the
+    summed value at λ of routing at thresholds[g]; totals[G] that of the start table `start` (by
+    prompt bin). Nothing is shrunk: every candidate is scored on the same requests. O(G + B0)."""
+    n_thresholds = route_cost.shape[0]
+    for g in range(n_thresholds):
+        totals[g] = route_cost[g] + lam * route_miss[g]
+    binned = 0.0
+    for b0 in range(start.shape[0]):
+        binned += start_cost[start[b0], b0] + lam * start_miss[start[b0], b0]
+    totals[n_thresholds] = binned
 
 
 # Serial on purpose: a walk is a few ns per request, while launching a parallel region on a

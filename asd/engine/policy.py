@@ -26,8 +26,8 @@ from numba.core.errors import NumbaError
 
 from asd import __version__
 from asd.engine import decide_nb as K
-from asd.engine.dp_nb import (TIE_LOW, empirical_start_nb, path_totals_nb, routed_start_nb, solve_cold_start_nb,
-                              solve_dp_nb, walk_bins_cold_nb, walk_bins_nb)
+from asd.engine.dp_nb import (TIE_LOW, empirical_start_nb, evidence_sums_nb, path_totals_nb, routed_totals_nb,
+                              solve_cold_start_nb, solve_dp_nb, walk_bins_cold_nb, walk_bins_nb)
 from asd.engine.tables import COLD_FIELDS, EVIDENCE_FIELDS, EngineTables, check_evidence, parse_risk, pooling_weights
 from asd.errors import PolicyError
 
@@ -44,6 +44,9 @@ PREDICTOR_KINDS = {"logistic": K.LOGISTIC, "mlp": K.MLP, "identity": K.IDENTITY}
 # The routed stage 0's candidate thresholds: this many quantiles of the calibration requests'
 # prompt-only scores (as the router baseline's grid), and one no score reaches (start at the last tier).
 ROUTE_THRESHOLDS = 64
+# Evidence sums kept per distinct pair of stop tables (`evidence_sums_nb`): a λ enumeration meets
+# a few hundred; past this many the oldest go (each is a few (L, B0) and (G,) arrays).
+EVIDENCE_SUMS_CACHE = 1024
 # build_tables options from_calibration passes through (p̂ arrays come from its own arguments).
 TABLE_OPTIONS = ("start_costs", "n_bins", "n_prompt_bins", "binning", "prior_alpha", "prior_beta", "prior_strength",
                  "smoothing", "empirical_start", "p_hat_weight", "pool_bins")
@@ -332,6 +335,7 @@ class Policy:
             route_thresholds(self._evidence.route_p))
         self._route_totals = None if self._route_thresholds is None else np.zeros(self._route_thresholds.size + 1)
         self._route = np.full(1, np.nan)
+        self._evidence_sums: dict[bytes, tuple] = {}  # stop tables → evidence_sums_nb's sums (see _sums)
         # the cold-start state (a request that started at tier s, skipping the tiers below)
         self.stop_cold_table = np.zeros((n_tiers, n_bins), dtype=np.uint8)
         self.value_cold_table = np.zeros((n_tiers, n_bins))
@@ -371,19 +375,37 @@ class Policy:
             start_values[:] = model
         else:
             e = self._evidence
-            empirical_start_nb(lam, stop, stop_cold, self.q_mean, self.q_mean_cold, e.prompt_bins, e.tier_bins,
-                               e.cold_bins, e.accepted, e.cost, e.cost_cont, e.counts, model,
-                               START_PRIOR_WEIGHT, start_values, start, value0)
+            start_cost, start_miss, route_cost, route_miss = self._sums(stop, stop_cold)
+            empirical_start_nb(lam, start_cost, start_miss, e.counts, model, START_PRIOR_WEIGHT, start_values, start,
+                               value0)
         route[0] = np.nan
         if self._route_thresholds is not None:
             # the routed stage 0 replaces the start table where the calibration requests did better
             # under it (strictly, beyond rounding): both are scored on the same requests and tables
             totals, thresholds = self._route_totals, self._route_thresholds
-            routed_start_nb(lam, stop, stop_cold, self.q_mean, self.q_mean_cold, e.prompt_bins, start, e.route_p,
-                            thresholds, e.tier_bins, e.cold_bins, e.accepted, e.cost, e.cost_cont, totals)
+            routed_totals_nb(lam, start_cost, start_miss, start, route_cost, route_miss, totals)
             g = int(np.argmin(totals[:-1]))
             if totals[g] < totals[-1] * TIE_LOW:
                 route[0] = thresholds[g]
+
+    def _sums(self, stop, stop_cold):
+        """evidence_sums_nb's sums for these stop tables, replayed once per distinct pair: a λ
+        search solves thousands of λ between a few changes of the tables (q_mean, the only other
+        input, is fixed for a Policy: `update` makes a new one)."""
+        key = stop.tobytes() + stop_cold.tobytes()
+        sums = self._evidence_sums.get(key)
+        if sums is None:
+            e, n_tiers = self._evidence, self.tables.n_tiers
+            thresholds = self._route_thresholds if self._route_thresholds is not None else np.zeros(0)
+            route_p = e.route_p if e.route_p is not None else np.zeros((0, 0))
+            sums = (np.empty((n_tiers, self.tables.n_prompt_bins)), np.empty((n_tiers, self.tables.n_prompt_bins)),
+                    np.empty(thresholds.size), np.empty(thresholds.size))
+            evidence_sums_nb(stop, stop_cold, self.q_mean, self.q_mean_cold, e.prompt_bins, route_p, thresholds,
+                             e.tier_bins, e.cold_bins, e.accepted, e.cost, e.cost_cont, *sums)
+            if len(self._evidence_sums) >= EVIDENCE_SUMS_CACHE:
+                self._evidence_sums.pop(next(iter(self._evidence_sums)))
+            self._evidence_sums[key] = sums
+        return sums
 
     def _pack(self) -> None:
         t, p = self.tables, self.predictor

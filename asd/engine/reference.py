@@ -89,7 +89,7 @@ def solve_cold_start(lam, q_stop_cold, q_mean_cold, trans_cold, cnext_cold, tran
         value0[b0] = played
 
 
-def walk_value(r, s, lam, stop, stop_cold, q_mean, q_mean_cold, tier_bins, cold_bins, accepted, cost, cost_cont):
+def walk_charges(r, s, stop, stop_cold, q_mean, q_mean_cold, tier_bins, cold_bins, accepted, cost, cost_cont):
     n_tiers = stop.shape[0]
     k = next((i for i in range(s, n_tiers - 1)
               if (stop_cold[i, cold_bins[r, i]] if i == s > 0 else stop[i, tier_bins[r, i]])), n_tiers - 1)
@@ -99,20 +99,30 @@ def walk_value(r, s, lam, stop, stop_cold, q_mean, q_mean_cold, tier_bins, cold_
     a = accepted[r, k]
     if math.isnan(a):
         a = q_mean_cold[k, cold_bins[r, k]] if k == s > 0 else q_mean[k, tier_bins[r, k]]
-    return total + lam * (1.0 - a)
+    return total, 1.0 - a
 
 
-def empirical_start(lam, stop, stop_cold, q_mean, q_mean_cold, prompt_bins, tier_bins, cold_bins, accepted,
-                    cost, cost_cont, counts, model_values, prior_weight, start_values, start, value0):
-    n_tiers, n_prompt_bins = model_values.shape
-    sums = [[0.0] * n_prompt_bins for _ in range(n_tiers)]
+def evidence_sums(stop, stop_cold, q_mean, q_mean_cold, prompt_bins, route_p, thresholds, tier_bins, cold_bins,
+                  accepted, cost, cost_cont, start_cost, start_miss, route_cost, route_miss):
+    n_tiers = stop.shape[0]
+    start_cost[:], start_miss[:], route_cost[:], route_miss[:] = 0.0, 0.0, 0.0, 0.0
     for r in range(len(prompt_bins)):
-        for s in range(n_tiers):
-            sums[s][prompt_bins[r]] += walk_value(r, s, lam, stop, stop_cold, q_mean, q_mean_cold, tier_bins,
-                                                  cold_bins, accepted, cost, cost_cont)
+        charges = [walk_charges(r, s, stop, stop_cold, q_mean, q_mean_cold, tier_bins, cold_bins, accepted, cost,
+                                cost_cont) for s in range(n_tiers)]
+        for s, (c, m) in enumerate(charges):
+            start_cost[s, prompt_bins[r]] += c
+            start_miss[s, prompt_bins[r]] += m
+        for g, t in enumerate(thresholds):  # the first tier whose score reaches t, else the last
+            s = next((i for i in range(n_tiers - 1) if route_p[r, i] >= t), n_tiers - 1)
+            route_cost[g] += charges[s][0]
+            route_miss[g] += charges[s][1]
+
+
+def empirical_start(lam, start_cost, start_miss, counts, model_values, prior_weight, start_values, start, value0):
+    n_tiers, n_prompt_bins = model_values.shape
     for b0 in range(n_prompt_bins):
-        options = [(sums[s][b0] + prior_weight * model_values[s, b0]) / (counts[b0] + prior_weight)
-                   for s in range(n_tiers)]
+        options = [((start_cost[s, b0] + lam * start_miss[s, b0]) + prior_weight * model_values[s, b0])
+                   / (counts[b0] + prior_weight) for s in range(n_tiers)]
         for s in range(n_tiers):
             start_values[s, b0] = options[s]
         best_s = min(range(n_tiers), key=lambda s: (options[s], s))
@@ -120,21 +130,13 @@ def empirical_start(lam, stop, stop_cold, q_mean, q_mean_cold, prompt_bins, tier
         value0[b0] = options[best_s]
 
 
-def routed_start(lam, stop, stop_cold, q_mean, q_mean_cold, prompt_bins, start, route_p, thresholds,
-                 tier_bins, cold_bins, accepted, cost, cost_cont, totals):
-    n_tiers = stop.shape[0]
-
-    def value(r, s):
-        return walk_value(r, s, lam, stop, stop_cold, q_mean, q_mean_cold, tier_bins, cold_bins, accepted, cost,
-                          cost_cont)
-
-    sums = [0.0] * (len(thresholds) + 1)
-    for r in range(len(prompt_bins)):
-        sums[-1] += value(r, start[prompt_bins[r]])
-        for g, t in enumerate(thresholds):
-            s = next((i for i in range(n_tiers - 1) if route_p[r, i] >= t), n_tiers - 1)
-            sums[g] += value(r, s)
-    totals[:] = sums
+def routed_totals(lam, start_cost, start_miss, start, route_cost, route_miss, totals):
+    for g in range(len(route_cost)):
+        totals[g] = route_cost[g] + lam * route_miss[g]
+    binned = 0.0
+    for b0, s in enumerate(start):
+        binned += start_cost[s, b0] + lam * start_miss[s, b0]
+    totals[len(route_cost)] = binned
 
 
 def walk_bins(prompt_bins, tier_bins, start, stop, out_start, out_stop):

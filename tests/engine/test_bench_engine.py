@@ -8,7 +8,7 @@ from tests.benchmarks import run_benchmark
 
 
 NAMED = ("decisions_per_s_batch", "decisions_per_s_batch_all_threads", "single_decision_us", "dp_solve_ms_L8_B64",
-         "empirical_start_ms_25k_L4",
+         "evidence_replay_ms_25k_L4", "stage0_per_lambda_us_25k_L4",
          "bisection_s_100k", "speedup_vs_reference", "compile_s_first_process", "first_calls_s_cached_process")
 
 

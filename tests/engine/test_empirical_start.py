@@ -1,7 +1,8 @@
-"""Stage 0 chosen by replaying the calibration requests (`empirical_start_nb`): every calibration
-request ran every tier, so the outcome of starting it at each tier under the solved stop tables is
-observed, not modelled. Parity with the plain-Python twin, optimality against every start table
-on the evidence, the model's choice in an empty prompt bin, and the Policy round trip."""
+"""Stage 0 chosen by replaying the calibration requests (`evidence_sums_nb`, then
+`empirical_start_nb` at each λ): every calibration request ran every tier, so the outcome of
+starting it at each tier under the solved stop tables is observed, not modelled. Parity with the
+plain-Python twins, optimality against every start table on the evidence, the model's choice in an
+empty prompt bin, the sums' reuse across λ, and the Policy round trip."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from asd.engine import reference
-from asd.engine.dp_nb import empirical_start_nb, solve_cold_start_nb, solve_dp_nb, walk_bins_cold_nb
+from asd.engine.dp_nb import (empirical_start_nb, evidence_sums_nb, solve_cold_start_nb, solve_dp_nb,
+                              walk_bins_cold_nb)
 from asd.engine.policy import START_PRIOR_WEIGHT, Policy, Predictor
 from asd.engine.tables import EVIDENCE_FIELDS, build_tables
 from asd.errors import PolicyError
@@ -37,15 +39,33 @@ def evidence(inst, seed, n=40, unlabelled=0.2):
     }
 
 
-def run(kernel, solved, inst, ev, lam, model_values, prior_weight):
+def sums_of(kernel, solved, inst, ev, n_prompt_bins, route_p=None, thresholds=None):
+    """evidence_sums_nb's (or its twin's) four sums for these stop tables."""
+    n_tiers = inst["q_mean"].shape[0]
+    thresholds = np.zeros(0) if thresholds is None else thresholds
+    out = (np.zeros((n_tiers, n_prompt_bins)), np.zeros((n_tiers, n_prompt_bins)), np.zeros(thresholds.size),
+           np.zeros(thresholds.size))
+    kernel(solved["stop"], solved["stop_cold"], inst["q_mean"], inst["q_mean_cold"], ev["prompt_bins"],
+           np.zeros((0, 0)) if route_p is None else route_p, thresholds, ev["tier_bins"], ev["cold_bins"],
+           ev["accepted"], ev["cost"], ev["cost_cont"], *out)
+    return out
+
+
+def run(kernels, solved, inst, ev, lam, model_values, prior_weight):
+    """Stage 0 at λ through (sums kernel, start kernel): the numba pair or the twins."""
+    sums_kernel, start_kernel = kernels
     n_tiers, n_prompt_bins = model_values.shape
+    start_cost, start_miss, _, _ = sums_of(sums_kernel, solved, inst, ev, n_prompt_bins)
     counts = np.bincount(ev["prompt_bins"], minlength=n_prompt_bins).astype(np.float64)
     out = {"start_values": np.zeros((n_tiers, n_prompt_bins)), "start": np.zeros(n_prompt_bins, np.int64),
            "value0": np.zeros(n_prompt_bins)}
-    kernel(lam, solved["stop"], solved["stop_cold"], inst["q_mean"], inst["q_mean_cold"], ev["prompt_bins"],
-           ev["tier_bins"], ev["cold_bins"], ev["accepted"], ev["cost"], ev["cost_cont"], counts, model_values,
-           prior_weight, out["start_values"], out["start"], out["value0"])
+    start_kernel(lam, start_cost, start_miss, counts, model_values, prior_weight, out["start_values"], out["start"],
+                 out["value0"])
     return out
+
+
+NUMBA = (evidence_sums_nb, empirical_start_nb)
+TWINS = (reference.evidence_sums, reference.empirical_start)
 
 
 def walk_value(inst, solved, ev, start_table, lam):
@@ -74,8 +94,8 @@ def test_empirical_start_numba_equals_reference_exactly(inst, lam, seed, prior_w
     solved = solve_cold(solve_dp_nb, solve_cold_start_nb, inst, lam)
     ev = evidence(inst, seed)
     model_values = np.random.default_rng(seed + 1).random(inst["c0"].shape) * 10
-    fast = run(empirical_start_nb, solved, inst, ev, lam, model_values, prior_weight)
-    slow = run(reference.empirical_start, solved, inst, ev, lam, model_values, prior_weight)
+    fast = run(NUMBA, solved, inst, ev, lam, model_values, prior_weight)
+    slow = run(TWINS, solved, inst, ev, lam, model_values, prior_weight)
     for key in fast:
         np.testing.assert_array_equal(fast[key], slow[key], err_msg=key)
 
@@ -90,7 +110,7 @@ def test_chosen_start_table_is_best_of_every_start_table_on_the_evidence(inst, l
     ev = evidence(inst, seed, n=30)
     n_tiers, n_prompt_bins = inst["c0"].shape
     ev["prompt_bins"][:n_prompt_bins] = np.arange(n_prompt_bins)  # no empty bin: the evidence decides each
-    out = run(empirical_start_nb, solved, inst, ev, lam, np.zeros((n_tiers, n_prompt_bins)), 0.0)
+    out = run(NUMBA, solved, inst, ev, lam, np.zeros((n_tiers, n_prompt_bins)), 0.0)
     chosen = walk_value(inst, solved, ev, out["start"], lam)
     for table in itertools.product(range(n_tiers), repeat=n_prompt_bins):
         assert chosen <= walk_value(inst, solved, ev, np.array(table, np.int64), lam) + 1e-9 * (1 + abs(chosen))
@@ -109,7 +129,7 @@ def test_an_empty_prompt_bin_keeps_the_models_start_and_an_observed_one_follows_
     ev = {"prompt_bins": np.array([0]), "tier_bins": np.zeros((1, 2), np.int64), "cold_bins": np.zeros((1, 2), np.int64),
           "accepted": np.array([[0.0, 1.0]]), "cost": np.array([[1.0, 1.0]]), "cost_cont": np.array([[0.0, 5.0]])}
     model_values = np.array([[0.0, 0.0], [2.0, 2.0]])  # the model says: start at tier 0, everywhere
-    out = run(empirical_start_nb, solved, inst, ev, 10.0, model_values, 1.0)
+    out = run(NUMBA, solved, inst, ev, 10.0, model_values, 1.0)
     np.testing.assert_allclose(out["start_values"], [[(6.0 + 0.0) / 2, 0.0], [(1.0 + 2.0) / 2, 2.0]])
     np.testing.assert_array_equal(out["start"], [1, 0])  # bin 0 follows its request; empty bin 1, the model
     np.testing.assert_allclose(out["value0"], [1.5, 0.0])
@@ -139,7 +159,7 @@ def test_policy_start_table_is_the_replayed_choice_and_survives_save_and_load(tm
         model.solve(lam)
         np.testing.assert_array_equal(policy.stop_table, model.stop_table)  # stage 0 only
         e = {k.removeprefix("evidence_"): getattr(t, k) for k in EVIDENCE_FIELDS}
-        out = run(empirical_start_nb, {"stop": policy.stop_table, "stop_cold": policy.stop_cold_table},
+        out = run(NUMBA, {"stop": policy.stop_table, "stop_cold": policy.stop_cold_table},
                   {"q_mean": policy.q_mean, "q_mean_cold": policy.q_mean_cold}, e, lam, model.start_values,
                   START_PRIOR_WEIGHT)
         np.testing.assert_array_equal(policy.start_table, out["start"])
@@ -153,6 +173,35 @@ def test_policy_start_table_is_the_replayed_choice_and_survives_save_and_load(tm
     # online updates keep the evidence (only the Beta posteriors change)
     updated = policy.update([0], [1.0], bins=[0])
     assert updated.tables.has_start_evidence
+
+
+def test_evidence_is_replayed_once_per_distinct_stop_tables_and_any_lambda_priced_from_the_sums(monkeypatch):
+    """A λ sweep replays the calibration requests only where the stop tables change; every other
+    λ is priced from the kept sums, and gives what a fresh policy solving that λ alone gives."""
+    from asd.engine import policy as policy_module
+
+    lams = np.concatenate([np.geomspace(0.1, 1e4, 60), np.geomspace(1e4, 0.1, 60)])
+    alone = {}
+    for lam in lams:  # each λ solved by a fresh policy: nothing kept from other λ
+        fresh = calibrated_policy().solve(lam)
+        alone[lam] = {name: getattr(fresh, name).copy() for name in ("start_table", "value0", "start_values")}
+    replays = []
+    kernel = policy_module.evidence_sums_nb
+
+    def counted(stop, stop_cold, *rest):
+        replays.append(stop.tobytes() + stop_cold.tobytes())
+        return kernel(stop, stop_cold, *rest)
+
+    monkeypatch.setattr(policy_module, "evidence_sums_nb", counted)
+    policy = calibrated_policy()  # solved at λ = 20 on construction
+    seen = {policy.stop_table.tobytes() + policy.stop_cold_table.tobytes()}
+    for lam in lams:
+        policy.solve(lam)
+        seen.add(policy.stop_table.tobytes() + policy.stop_cold_table.tobytes())
+        for name, expected in alone[lam].items():
+            np.testing.assert_array_equal(getattr(policy, name), expected, err_msg=f"{name} at λ={lam}")
+    assert sorted(replays) == sorted(seen)  # each distinct pair of stop tables replayed exactly once
+    assert 1 < len(seen) < 60
 
 
 def test_pinned_start_reports_the_replayed_value_of_the_start_it_plays():

@@ -17,14 +17,15 @@ from asd.calibration.calibrate import calibrate
 from asd.calibration.views import load_view
 from asd.engine import Policy, distinct_policies, reference
 from asd.engine import decide_nb as K
-from asd.engine.dp_nb import TIE_LOW, routed_start_nb, solve_cold_start_nb, solve_dp_nb, walk_bins_cold_nb
+from asd.engine.dp_nb import (TIE_LOW, evidence_sums_nb, routed_totals_nb, solve_cold_start_nb, solve_dp_nb,
+                              walk_bins_cold_nb)
 from asd.engine.policy import route_thresholds
 from asd.errors import PolicyError
 from asd.simulator.evaluate import Evaluation
 from asd.simulator.replay import ReplayInputs, policy_tables, replay
 from asd.traces.synth import write_synthetic_bundle
 from tests.engine.test_cold_start import solve_cold, with_cold
-from tests.engine.test_empirical_start import evidence, walk_value
+from tests.engine.test_empirical_start import evidence, sums_of, walk_value
 from tests.strategies import dp_instances, lambdas
 
 
@@ -38,22 +39,27 @@ def routed_inputs(inst, seed, n=40, n_thresholds=6):
     return ev
 
 
-def totals_of(kernel, solved, inst, ev, lam):
+def totals_of(kernels, solved, inst, ev, lam):
+    """routed_totals at λ from evidence_sums' sums: the numba pair or the twins."""
+    sums_kernel, totals_kernel = kernels
+    start_cost, start_miss, route_cost, route_miss = sums_of(sums_kernel, solved, inst, ev, inst["c0"].shape[1],
+                                                             ev["route_p"], ev["thresholds"])
     out = np.empty(ev["thresholds"].size + 1)
-    kernel(lam, solved["stop"], solved["stop_cold"], inst["q_mean"], inst["q_mean_cold"], ev["prompt_bins"],
-           ev["start"], ev["route_p"], ev["thresholds"], ev["tier_bins"], ev["cold_bins"], ev["accepted"],
-           ev["cost"], ev["cost_cont"], out)
+    totals_kernel(lam, start_cost, start_miss, ev["start"], route_cost, route_miss, out)
     return out
+
+
+NUMBA = (evidence_sums_nb, routed_totals_nb)
+TWINS = (reference.evidence_sums, reference.routed_totals)
 
 
 @settings(max_examples=50, deadline=None)
 @given(dp_instances(max_tiers=5, max_bins=5, max_prompt_bins=4), lambdas, st.integers(0, 2**31 - 1))
-def test_routed_start_numba_equals_reference_exactly(inst, lam, seed):
+def test_routed_totals_numba_equal_reference_exactly(inst, lam, seed):
     inst = with_cold(inst, seed)
     solved = solve_cold(solve_dp_nb, solve_cold_start_nb, inst, lam)
     ev = routed_inputs(inst, seed)
-    np.testing.assert_array_equal(totals_of(routed_start_nb, solved, inst, ev, lam),
-                                  totals_of(reference.routed_start, solved, inst, ev, lam))
+    np.testing.assert_array_equal(totals_of(NUMBA, solved, inst, ev, lam), totals_of(TWINS, solved, inst, ev, lam))
 
 
 @settings(max_examples=30, deadline=None)
@@ -66,7 +72,7 @@ def test_each_total_is_the_walk_of_its_starts_on_the_evidence(inst, lam, seed):
     solved = solve_cold(solve_dp_nb, solve_cold_start_nb, inst, lam)
     ev = routed_inputs(inst, seed, n=30)
     n_tiers, n = inst["q_mean"].shape[0], ev["prompt_bins"].size
-    totals = totals_of(routed_start_nb, solved, inst, ev, lam)
+    totals = totals_of(NUMBA, solved, inst, ev, lam)
     for g, t in enumerate(ev["thresholds"]):
         reached = np.concatenate([ev["route_p"] >= t, np.ones((n, 1), bool)], axis=1)  # the last tier takes the rest
         starts = reached.argmax(axis=1)
@@ -112,11 +118,11 @@ def test_the_solve_routes_exactly_where_the_best_threshold_beats_the_start_table
     thresholds = route_thresholds(t.evidence_route_p)
     for lam in np.geomspace(1.0, 1e6, 25):
         policy.solve(lam)
-        totals = np.empty(thresholds.size + 1)
-        reference.routed_start(lam, policy.stop_table, policy.stop_cold_table, policy.q_mean, policy.q_mean_cold,
-                               t.evidence_prompt_bins, policy.start_table, t.evidence_route_p, thresholds,
-                               t.evidence_tier_bins, t.evidence_cold_bins, t.evidence_accepted, t.evidence_cost,
-                               t.evidence_cost_cont, totals)
+        ev = {"prompt_bins": t.evidence_prompt_bins, "tier_bins": t.evidence_tier_bins, "cold_bins": t.evidence_cold_bins,
+              "accepted": t.evidence_accepted, "cost": t.evidence_cost, "cost_cont": t.evidence_cost_cont,
+              "route_p": t.evidence_route_p, "thresholds": thresholds, "start": policy.start_table}
+        totals = totals_of(TWINS, {"stop": policy.stop_table, "stop_cold": policy.stop_cold_table},
+                           {"q_mean": policy.q_mean, "q_mean_cold": policy.q_mean_cold, "c0": t.c0}, ev, lam)
         g = int(np.argmin(totals[:-1]))
         if totals[g] < totals[-1] * TIE_LOW:
             assert policy.route_threshold == thresholds[g]
