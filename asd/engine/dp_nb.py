@@ -149,42 +149,21 @@ def solve_cold_start_nb(lam, q_stop_cold, q_mean_cold, trans_cold, cnext_cold, t
         value0[b0] = played
 
 
-@njit(cache=True, inline="always")
-def walk_charges_nb(r, s, stop, stop_cold, q_mean, q_mean_cold, tier_bins, cold_bins, accepted, cost, cost_cont):
-    """Calibration request r started at tier s and walked under the solved stop tables (cold
-    table at s > 0): (its cost, 1 − acceptance where it stops); an unlabelled stop counts the
-    posterior mean of the bin it stopped in. Its value at λ is cost + λ·miss."""
-    n_tiers = stop.shape[0]
-    k = n_tiers - 1
-    for i in range(s, n_tiers - 1):
-        if i == s and s > 0:
-            here = stop_cold[i, cold_bins[r, i]]
-        else:
-            here = stop[i, tier_bins[r, i]]
-        if here:
-            k = i
-            break
-    total = cost[r, s]
-    for i in range(s + 1, k + 1):
-        total += cost_cont[r, i]
-    a = accepted[r, k]
-    if a != a:  # unlabelled: what the bin it stopped in expects
-        a = q_mean_cold[k, cold_bins[r, k]] if (k == s and s > 0) else q_mean[k, tier_bins[r, k]]
-    return total, 1.0 - a
-
-
 @njit(cache=True)
 def evidence_sums_nb(stop, stop_cold, q_mean, q_mean_cold, prompt_bins, route_p, thresholds, tier_bins, cold_bins,
                      accepted, cost, cost_cont, start_cost, start_miss, route_cost, route_miss):
-    """The calibration requests replayed under the solved stop tables, summed so that any λ's
-    stage-0 values are a multiply-add away (a request's value at λ is cost + λ·miss, and the
-    walks depend on the stop tables alone, not on λ): start_cost/start_miss (L, B0) over the
-    requests of prompt bin b0 started at tier s; route_cost/route_miss (G,) over every request
-    started where the routed stage 0 at thresholds[g] (ascending) sends it: the first tier
-    s < L−1 whose route_p[r, s] reaches it, else the last. G may be 0 (no routing; route_p is
-    not read). A request's routed start is non-decreasing in the threshold (the first tier whose
-    running maximum of scores reaches it), so one pass over the thresholds finds every start.
-    O(N·(L² + G))."""
+    """The calibration requests replayed under the solved stop tables (cold table at a start
+    s > 0), summed so that any λ's stage-0 values are a multiply-add away: a request started at s
+    costs its cost up to where it stops and misses 1 − acceptance there (an unlabelled stop: the
+    posterior mean of the bin it stopped in), its value at λ is cost + λ·miss, and its walk
+    depends on the stop tables alone, not on λ. start_cost/start_miss (L, B0): over the requests
+    of prompt bin b0 started at tier s; route_cost/route_miss (G,): over every request started
+    where the routed stage 0 at thresholds[g] (ascending) sends it, the first tier s < L−1 whose
+    route_p[r, s] reaches it, else the last. G may be 0 (no routing; route_p is not read). A
+    request's routed start is non-decreasing in the threshold (the first tier whose running
+    maximum of scores reaches it), so one pass over the thresholds finds every start. Where a
+    request stops from each start comes from one backward pass over its climbed decisions:
+    O(N·(L² + G)), the L² being the cost sums."""
     n_tiers, n_prompt_bins = start_cost.shape
     n_thresholds = thresholds.shape[0]
     for s in range(n_tiers):
@@ -194,17 +173,31 @@ def evidence_sums_nb(stop, stop_cold, q_mean, q_mean_cold, prompt_bins, route_p,
     for g in range(n_thresholds):
         route_cost[g] = 0.0
         route_miss[g] = 0.0
+    climbed_stop = np.empty(n_tiers, np.int64)  # where a request that climbed to tier i stops
     costs = np.empty(n_tiers)
     misses = np.empty(n_tiers)
     for r in range(prompt_bins.shape[0]):
         b0 = prompt_bins[r]
+        climbed_stop[n_tiers - 1] = n_tiers - 1
+        for i in range(n_tiers - 2, -1, -1):
+            climbed_stop[i] = i if stop[i, tier_bins[r, i]] else climbed_stop[i + 1]
         for s in range(n_tiers):
-            c, m = walk_charges_nb(r, s, stop, stop_cold, q_mean, q_mean_cold, tier_bins, cold_bins, accepted,
-                                   cost, cost_cont)
-            costs[s] = c
-            misses[s] = m
-            start_cost[s, b0] += c
-            start_miss[s, b0] += m
+            if s == 0 or s == n_tiers - 1:
+                k = climbed_stop[s]
+            elif stop_cold[s, cold_bins[r, s]]:
+                k = s
+            else:
+                k = climbed_stop[s + 1]
+            total = cost[r, s]
+            for i in range(s + 1, k + 1):
+                total += cost_cont[r, i]
+            a = accepted[r, k]
+            if a != a:  # unlabelled: what the bin it stopped in expects
+                a = q_mean_cold[k, cold_bins[r, k]] if (k == s and s > 0) else q_mean[k, tier_bins[r, k]]
+            costs[s] = total
+            misses[s] = 1.0 - a
+            start_cost[s, b0] += total
+            start_miss[s, b0] += 1.0 - a
         if n_thresholds == 0:
             continue
         s = 0
