@@ -1,4 +1,4 @@
-"""The policy's quality against issue 8's targets on every real ladder that ../shared/data holds: at 2 % quality loss against always-last, with the `params` cost and pooled 5-fold cross-fitting over several fold seeds, the GPU points the policy saves beyond the best simple policy (goal at least 3), the share of the simple-to-oracle gap it closes (goal at least 0.25) and the threshold or router points above its frontier (goal none), plus the mean GPU cost at 1, 2 and 3 % loss.
+"""The policy's quality against issue 8's targets on every real ladder that ../shared/data holds: at 2 % quality loss against always-last, with the `params` cost and pooled 5-fold cross-fitting over several fold seeds, the GPU points the policy saves beyond the best simple policy (goal at least 3), the share of the simple-to-oracle gap it closes (goal at least 0.25) and the threshold or router points above its frontier (goal none) and how far above, plus the mean GPU cost at 1, 2 and 3 % loss.
 
 Each ladder is imported from ../shared/data (or $ASD_SHARED_DATA) by `asd traces import` into a
 temporary directory and swept as `asd sweep BUNDLE --cost-model params --repeats SEEDS` sweeps it;
@@ -96,6 +96,16 @@ def measure(key: str, root: Path, seeds: int, scratch: Path) -> dict:
         "saved_vs_simple_points_sd": None if repeats["saved_vs_simple_points"] is None or seeds < 2
         else repeats["saved_vs_simple_points"]["sd"],
         "gap_closed": gap, "baseline_points_above_policy": above,
+        # per seed, how far above its frontier the threshold/router points reach at most: quality
+        # above the policy's best at no more cost, in requests' worth (1/N each), and the GPU
+        # points the policy pays beyond such a point for at least its quality; None: no point
+        # above, or none measurable that way
+        "baseline_above_requests": [None if row["baseline_above_quality_above_max"] is None
+                                    else round(row["baseline_above_quality_above_max"] * summary["n_requests"], 1)
+                                    for row in checks],
+        "baseline_above_extra_cost_points": [None if row["baseline_above_policy_extra_cost_max"] is None
+                                             else round(100 * row["baseline_above_policy_extra_cost_max"], 2)
+                                             for row in checks],
         "best_simple": [row["best_simple"] for row in checks],
         # reached: every seed has a policy point at 2 % loss, so a saving; the gap is None where the
         # simple policy is already the oracle's cost
@@ -107,8 +117,39 @@ def measure(key: str, root: Path, seeds: int, scratch: Path) -> dict:
     return row
 
 
+def _margins(row) -> str:
+    """Per seed `requests/cost points` of the farthest points above; `-` where none."""
+    def one(value, spec):
+        return "-" if value is None else format(value, spec)
+    return ",".join(f"{one(r, '.0f')}/{one(c, '.1f')}"
+                    for r, c in zip(row["baseline_above_requests"], row["baseline_above_extra_cost_points"]))
+
+
 def _fmt(value, spec):
     return "—" if value is None else format(value, spec)
+
+
+def print_report(report: dict) -> None:
+    """The table `main` prints, from its JSON report."""
+    rows, seeds = report["ladders"], report["seeds"]
+    print(f"policy quality at <= 2 % loss vs always-last — params cost, pooled {FOLDS}-fold, fold seeds "
+          f"0..{seeds - 1} (goals: saved >= {GOALS['saved_vs_simple_points']:g} points, gap closed >= "
+          f"{GOALS['gap_closed']:g}, no threshold/router point above)")
+    print(f"{'ladder':32} {'N':>6} {'L':>2} {'targets':>7} {'cost 1-3%':>9} {'saved pts':>12} {'gap':>6} "
+          f"{'above per seed':>15} {'by req/cost pts':>24}  met")
+    for r in rows:
+        if "error" in r:
+            print(f"{r['ladder']:32} skipped: {r['error']}")
+            continue
+        saved = _fmt(r["saved_vs_simple_points"], ".1f") + (
+            "" if r["saved_vs_simple_points_sd"] is None else f"±{r['saved_vs_simple_points_sd']:.1f}")
+        met = " ".join(f"{name} {'yes' if ok else 'no'}" for name, ok in r["met"].items())
+        print(f"{r['ladder']:32} {r['n_requests']:>6} {r['n_tiers']:>2} {'bind' if r['targets_apply'] else '-':>7} "
+              f"{_fmt(r['policy_cost_at_losses_mean'], '.3f'):>9} {saved:>12} {_fmt(r['gap_closed'], '.3f'):>6} "
+              f"{','.join(map(str, r['baseline_points_above_policy'])):>15} "
+              f"{_margins(r):>24}  {met}")
+    print("by req/cost pts: per seed, how far above the policy's frontier its threshold/router points reach at most: "
+          "quality above the policy at no more cost, in requests' worth, and the GPU points the policy pays to match one")
 
 
 def main(argv=None) -> dict:
@@ -134,21 +175,7 @@ def main(argv=None) -> dict:
                 rows.append({"ladder": key, "error": str(exc)})
                 print(f"{key}: skipped: {exc}", file=sys.stderr)
     report = {"goals": GOALS, "folds": FOLDS, "cost_model": "params", "seeds": args.seeds, "ladders": rows}
-    print(f"policy quality at <= 2 % loss vs always-last — params cost, pooled {FOLDS}-fold, fold seeds "
-          f"0..{args.seeds - 1} (goals: saved >= {GOALS['saved_vs_simple_points']:g} points, gap closed >= "
-          f"{GOALS['gap_closed']:g}, no threshold/router point above)")
-    print(f"{'ladder':32} {'N':>6} {'L':>2} {'targets':>7} {'cost 1-3%':>9} {'saved pts':>12} {'gap':>6} "
-          f"{'above per seed':>15}  met")
-    for r in rows:
-        if "error" in r:
-            print(f"{r['ladder']:32} skipped: {r['error']}")
-            continue
-        saved = _fmt(r["saved_vs_simple_points"], ".1f") + (
-            "" if r["saved_vs_simple_points_sd"] is None else f"±{r['saved_vs_simple_points_sd']:.1f}")
-        met = " ".join(f"{name} {'yes' if ok else 'no'}" for name, ok in r["met"].items())
-        print(f"{r['ladder']:32} {r['n_requests']:>6} {r['n_tiers']:>2} {'bind' if r['targets_apply'] else '-':>7} "
-              f"{_fmt(r['policy_cost_at_losses_mean'], '.3f'):>9} {saved:>12} {_fmt(r['gap_closed'], '.3f'):>6} "
-              f"{','.join(map(str, r['baseline_points_above_policy'])):>15}  {met}")
+    print_report(report)
     if args.json_path:
         Path(args.json_path).write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
     return report

@@ -110,7 +110,9 @@ def quality_check(policy_points, baselines, tier_names) -> dict:
     for name in ("threshold", "router"):
         for p in baselines[name]:
             if _above(p, policy_points):
-                dominated.append({"baseline": name, "quality": p["quality"], "cost_rel": p["cost_rel"]})
+                dominated.append({"baseline": name, "quality": p["quality"], "cost_rel": p["cost_rel"],
+                                  "quality_above": _quality_above(p, policy_points),
+                                  "policy_extra_cost": _extra_cost(p, policy_points)})
     return {
         "quality_floor": floor, "always_last_quality": last["quality"],
         "policy": policy, "best_simple": {"name": simple_name, **simple}, "oracle": oracle,
@@ -132,6 +134,22 @@ def _above(point: dict, frontier: list[dict]) -> bool:
     cheaper = [p["quality"] for p in frontier if p["cost_rel"] <= point["cost_rel"] + 1e-12 and p["quality"] is not None]
     best = max(cheaper) if cheaper else -np.inf
     return point["quality"] > best + 1e-9
+
+
+# How far above the policy's frontier a point lies, two ways: where the frontier is steep a
+# sliver of cost is a lot of quality, where it is flat a sliver of quality is a lot of cost, so
+# each alone overstates one end. The reader judges them against the noise of a held-out mean.
+def _quality_above(point: dict, frontier: list[dict]) -> float | None:
+    """`point`'s quality less the policy's best at no more cost; None: no policy point is that cheap."""
+    cheaper = [p["quality"] for p in frontier if p["cost_rel"] <= point["cost_rel"] + 1e-12 and p["quality"] is not None]
+    return float(point["quality"] - max(cheaper)) if cheaper else None
+
+
+def _extra_cost(point: dict, frontier: list[dict]) -> float | None:
+    """What the policy pays beyond `point`'s cost (relative to always-last) for at least its
+    quality; None: no policy point reaches that quality."""
+    reaching = [p["cost_rel"] for p in frontier if p["quality"] is not None and p["quality"] >= point["quality"] - 1e-9]
+    return float(min(reaching) - point["cost_rel"]) if reaching else None
 
 
 def sweep(bundle="builtin", *, split=None, folds=None, cost_model=None, predictor="logistic", stage0=True,
@@ -190,7 +208,12 @@ def repeated_checks(ev: Evaluation, repeats: int, options: dict, first: dict, pr
              "policy_cost_at_losses_mean": q["policy_cost_at_losses_mean"],
              "best_simple": q["best_simple"]["name"], "best_simple_cost_rel": q["best_simple"]["cost_rel"],
              "saved_vs_simple_points": q["saved_vs_simple_points"], "gap_closed": q["gap_closed"],
-             "baseline_points_above_policy": len(q["baseline_points_above_policy"]), "met": q["met"]}
+             "baseline_points_above_policy": len(q["baseline_points_above_policy"]),
+             # the largest of each margin among the points above (None: no such point, or none measurable)
+             **{f"baseline_above_{key}_max": max((p[key] for p in q["baseline_points_above_policy"]
+                                                  if p[key] is not None), default=None)
+                for key in ("quality_above", "policy_extra_cost")},
+             "met": q["met"]}
             for r, q in enumerate(checks)]
 
     def spread(key):

@@ -31,13 +31,20 @@ def test_the_benchmark_reports_sweeps_own_quality_check(shared_data, tmp_path):
     assert row["gap_closed"] == pytest.approx(check["gap_closed"])
     assert row["policy_cost_at_losses_mean"] == pytest.approx(check["policy_cost_at_losses_mean"])
     assert row["baseline_points_above_policy"] == [len(check["baseline_points_above_policy"])]
+    points = check["baseline_points_above_policy"]
+    above = [p["quality_above"] for p in points if p["quality_above"] is not None]
+    extra = [p["policy_extra_cost"] for p in points if p["policy_extra_cost"] is not None]
+    assert row["baseline_above_requests"] == [round(max(above) * 805, 1) if above else None]
+    assert row["baseline_above_extra_cost_points"] == [round(100 * max(extra), 2) if extra else None]
+    margins = (f"{max(above) * 805:.0f}" if above else "-") + "/" + (f"{100 * max(extra):.1f}" if extra else "-")
     assert row["met"] == {"saved": check["saved_vs_simple_points"] >= 3, "gap": check["gap_closed"] >= 0.25,
                           "above": not check["baseline_points_above_policy"]}
 
     (line,) = [line for line in stdout.splitlines() if line.startswith(LADDER)]
-    assert line.split()[1:8] == ["805", "3", "bind", f"{row['policy_cost_at_losses_mean']:.3f}",
+    assert line.split()[1:9] == ["805", "3", "bind", f"{row['policy_cost_at_losses_mean']:.3f}",
                                  f"{row['saved_vs_simple_points']:.1f}", f"{row['gap_closed']:.3f}",
-                                 str(row["baseline_points_above_policy"][0])]
+                                 str(row["baseline_points_above_policy"][0]),
+                                 margins]
 
 
 def test_an_unknown_ladder_is_one_line_and_exit_2():

@@ -20,7 +20,7 @@ from asd.simulator.evaluate import Evaluation
 from asd.simulator.outcomes import Outcomes, latency_stat
 from asd.simulator.report import _above_text
 from asd.simulator.job import deployment_check, des_latency, difficulty_priority, prediction_margin, simulate
-from asd.simulator.sweep import cheapest_within, run_sweep, sweep
+from asd.simulator.sweep import _above, _extra_cost, _quality_above, cheapest_within, run_sweep, sweep
 from asd.traces.bundle import open_bundle
 from asd.traces.synth import write_synthetic_bundle
 
@@ -475,13 +475,47 @@ def test_sweep_repeats_the_quality_check_over_fold_seeds(synth, tmp_path):
     assert "policy cost at 1 / 2 / 3% loss" in result.output
     # the report counts the points above the frontier by baseline, as the JSON lists them
     printed = " ".join(result.output.split())
-    assert f"baseline points above the policy: {_above_text(q['baseline_points_above_policy'])}" in printed
+    assert (f"baseline points above the policy: {_above_text(q['baseline_points_above_policy'], data['n_requests'])}"
+            in printed)
+    # each point above says how far: quality above the policy's best at no more cost, and what
+    # the policy pays beyond its cost for at least its quality
+    for p in q["baseline_points_above_policy"]:
+        cheaper = [x["quality"] for x in data["policy"] if x["cost_rel"] <= p["cost_rel"] + 1e-12]
+        reaching = [x["cost_rel"] for x in data["policy"] if x["quality"] >= p["quality"] - 1e-9]
+        assert p["quality_above"] == (pytest.approx(p["quality"] - max(cheaper)) if cheaper else None)
+        assert p["policy_extra_cost"] == (pytest.approx(min(reaching) - p["cost_rel"]) if reaching else None)
+    for key in ("quality_above", "policy_extra_cost"):
+        values = [p[key] for p in q["baseline_points_above_policy"] if p[key] is not None]
+        assert rep["checks"][0][f"baseline_above_{key}_max"] == (max(values) if values else None)
 
 
-def test_points_above_are_counted_by_baseline_in_first_seen_order():
-    assert _above_text([]) == "0"
-    points = [{"baseline": "threshold"}, {"baseline": "router"}, {"baseline": "threshold"}]
-    assert _above_text(points) == "3 (threshold 2, router 1)"
+def test_points_above_are_counted_by_baseline_in_first_seen_order_with_how_far_above():
+    assert _above_text([], 805) == "0"
+    points = [{"baseline": "threshold", "quality_above": 0.004, "policy_extra_cost": 0.004},
+              {"baseline": "router", "quality_above": 0.0161, "policy_extra_cost": 0.0123},
+              {"baseline": "threshold", "quality_above": 0.001, "policy_extra_cost": 0.001}]
+    assert _above_text(points, 805) == ("3 (threshold 2, router 1; up to 0.0161 quality above the policy at their cost, "
+                                        "13 of 805 requests' worth; the policy matches them for up to 1.2 points more "
+                                        "cost)")
+    points.append({"baseline": "router", "quality_above": None, "policy_extra_cost": None})
+    assert _above_text(points, 805).endswith("; 1 cheaper than every policy point; 1 above the policy's best quality)")
+    assert _above_text(points[:1], 805) == ("1 (threshold 1; 0.0040 quality above the policy at its cost, 3 of 805 "
+                                            "requests' worth; the policy matches it for 0.4 points more cost)")
+
+
+def test_a_point_above_lies_above_the_best_policy_point_that_costs_no_more_and_is_matched_at_a_price():
+    frontier = [{"cost_rel": 0.2, "quality": 0.80}, {"cost_rel": 0.5, "quality": 0.90}, {"cost_rel": 0.4, "quality": 0.85}]
+    point = {"cost_rel": 0.45, "quality": 0.87}
+    assert _above(point, frontier)
+    assert _quality_above(point, frontier) == pytest.approx(0.02)  # against 0.85 at 0.4, not 0.90 at 0.5
+    assert _extra_cost(point, frontier) == pytest.approx(0.05)  # 0.90 at 0.5
+    assert not _above({"cost_rel": 0.5, "quality": 0.90}, frontier)  # level is not above
+    cheap = {"cost_rel": 0.1, "quality": 0.10}  # cheaper than every policy point: above, matched at 0.2
+    assert _above(cheap, frontier) and _quality_above(cheap, frontier) is None
+    assert _extra_cost(cheap, frontier) == pytest.approx(0.1)
+    best = {"cost_rel": 0.6, "quality": 0.95}
+    assert _above(best, frontier) and _extra_cost(best, frontier) is None
+    assert not _above({"cost_rel": 0.6, "quality": None}, frontier)
 
 
 def test_sweep_under_load_moves_latencies_only(synth, tmp_path):
