@@ -180,29 +180,54 @@ def _grid(values: np.ndarray, size: int) -> np.ndarray:
     return np.unique(np.concatenate([qs, [2.0]]))
 
 
+class ScoredMembers:
+    """Every member of a family scored once on a set of (calibration) rows: its cost relative to
+    always-last and its quality do not depend on the constraint it is picked under, so a ladder
+    of cost budgets (`asd sweep`) or of τ_max picks from these instead of replaying every member
+    again. Latency statistics are computed the first time a statistic is asked for."""
+
+    def __init__(self, family: Family, scores: np.ndarray, arrays: LadderArrays, seed: int = 0):
+        if arrays.n_requests > MAX_TUNING_ROWS:
+            rows = np.sort(np.random.default_rng(seed).choice(arrays.n_requests, MAX_TUNING_ROWS, replace=False))
+            scores, arrays = scores[rows], arrays.take(rows)
+        self.family, self.scores, self.arrays = family, scores, arrays
+        cost_last = float(arrays.cost[:, -1].sum())
+        self._paths = PathCharges(arrays)
+        self.cost, self.quality = np.empty(family.size), np.empty(family.size)
+        for c, (start, stop) in enumerate(family.members(scores)):
+            out = self._paths.outcomes(start, stop)
+            self.cost[c] = float(out.cost.sum()) / cost_last if cost_last > 0 else 0.0
+            labelled = ~np.isnan(out.quality)
+            self.quality[c] = float(out.quality[labelled].mean()) if labelled.any() else 0.0
+        self._latency: dict[str, np.ndarray] = {}
+
+    def latency(self, stat: str) -> np.ndarray:
+        """(C,) each member's latency statistic `stat` on these rows."""
+        if stat not in self._latency:
+            self._latency[stat] = np.array([latency_stat(self._paths.outcomes(start, stop).latency_ms, stat)
+                                            for start, stop in self.family.members(self.scores)])
+        return self._latency[stat]
+
+    def choose(self, *, latency: tuple[str, float] | None = None, cost_rel: float | None = None) -> int:
+        """The member with the best quality whose latency statistic stays within `latency` =
+        (stat, τ_max) or whose cost stays within `cost_rel`; ties go to the cheaper member, then
+        to the earlier one. When none meets the constraint, the cheapest member."""
+        ok = np.ones(self.cost.size, dtype=bool)
+        if latency is not None:
+            ok &= ~(self.latency(latency[0]) > latency[1])
+        if cost_rel is not None:
+            ok &= ~(self.cost > cost_rel + 1e-12)
+        if not ok.any():
+            return int(np.argmin(self.cost))
+        feasible = np.flatnonzero(ok)
+        best = feasible[self.quality[feasible] == self.quality[feasible].max()]
+        return int(best[np.argmin(self.cost[best])])  # argmin: the first of equally cheap ones
+
+
 def pick(family: Family, scores: np.ndarray, arrays: LadderArrays, *, latency: tuple[str, float] | None = None,
          cost_rel: float | None = None, seed: int = 0) -> int:
     """The member with the best quality on these (calibration) rows whose latency statistic stays
     within `latency` = (stat, τ_max) or whose cost relative to always-last within `cost_rel`;
-    ties go to the cheaper member. When none meets the constraint, the cheapest member."""
-    if arrays.n_requests > MAX_TUNING_ROWS:
-        rows = np.sort(np.random.default_rng(seed).choice(arrays.n_requests, MAX_TUNING_ROWS, replace=False))
-        scores, arrays = scores[rows], arrays.take(rows)
-    cost_last = float(arrays.cost[:, -1].sum())
-    paths = PathCharges(arrays)
-    best, best_key, cheapest, cheapest_cost = 0, None, 0, np.inf
-    for c, (start, stop) in enumerate(family.members(scores)):
-        out = paths.outcomes(start, stop)
-        cost = float(out.cost.sum()) / cost_last if cost_last > 0 else 0.0
-        if cost < cheapest_cost:
-            cheapest, cheapest_cost = c, cost
-        if latency is not None and latency_stat(out.latency_ms, latency[0]) > latency[1]:
-            continue
-        if cost_rel is not None and cost > cost_rel + 1e-12:
-            continue
-        labelled = ~np.isnan(out.quality)
-        quality = float(out.quality[labelled].mean()) if labelled.any() else 0.0
-        key = (quality, -cost)
-        if best_key is None or key > best_key:
-            best, best_key = c, key
-    return best if best_key is not None else cheapest
+    ties go to the cheaper member. When none meets the constraint, the cheapest member. Picking
+    one family on the same rows under several constraints: `ScoredMembers` once, then `choose`."""
+    return ScoredMembers(family, scores, arrays, seed).choose(latency=latency, cost_rel=cost_rel)

@@ -104,6 +104,9 @@ class Fold:
     # the policy's own routed-stage-0 scores (`Policy.route_scores`) of the held-out and the
     # calibration rows; None when the policy has no routed stage 0
     stage0_route: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
+    # `threshold` / `router` members scored once on the calibration rows (`B.ScoredMembers`):
+    # a sweep picks each at two dozen cost budgets
+    tuned: dict = field(default_factory=dict, repr=False)
 
     def walk(self, lam: float, out=None) -> Outcomes:
         """The held-out requests under the policy at λ: the simulator's numba replay (walk and
@@ -451,12 +454,15 @@ class Evaluation:
         parts = []
         for f in self.folds if folds is None else folds:
             if name == "threshold":
-                family, cal_scores, held_scores = B.threshold_family(f.p_cal), f.p_cal, f.p_held
+                cal_scores, held_scores = f.p_cal, f.p_held
             else:
-                route_cal, route_held = self.router_scores(f)
-                family, cal_scores, held_scores = B.router_family(route_cal), route_cal, route_held
-            c = B.pick(family, cal_scores, f.cal_arrays, latency=latency, cost_rel=cost_rel, seed=self.options["seed"])
-            parts.append(walk_outcomes(*family.start_stop(held_scores, c), f.held_arrays))
+                cal_scores, held_scores = self.router_scores(f)
+            scored = f.tuned.get(name)
+            if scored is None:
+                family = B.threshold_family(cal_scores) if name == "threshold" else B.router_family(cal_scores)
+                scored = f.tuned[name] = B.ScoredMembers(family, cal_scores, f.cal_arrays, self.options["seed"])
+            c = scored.choose(latency=latency, cost_rel=cost_rel)
+            parts.append(walk_outcomes(*scored.family.start_stop(held_scores, c), f.held_arrays))
         return Outcomes.concat(parts)
 
     def random_baseline(self, target_cost_mean: float) -> Outcomes:

@@ -98,6 +98,50 @@ def test_pick_chooses_the_best_quality_within_the_budget():
     assert B.pick(fam, p_hat, TINY, latency=("mean", 0.5)) == 2  # none fits: the cheapest
 
 
+def pick_by_replaying_every_member(family, scores, arrays, *, latency=None, cost_rel=None):
+    """The rule `pick` implements, member by member: the first member with the best (quality,
+    −cost) among those within the constraint, else the first cheapest."""
+    cost_last = float(arrays.cost[:, -1].sum())
+    best, best_key, cheapest, cheapest_cost = 0, None, 0, np.inf
+    for c in range(family.size):
+        out = walk_outcomes(*family.start_stop(scores, c), arrays)
+        cost = float(out.cost.sum()) / cost_last
+        if cost < cheapest_cost:
+            cheapest, cheapest_cost = c, cost
+        if latency is not None and latency_stat(out.latency_ms, latency[0]) > latency[1]:
+            continue
+        if cost_rel is not None and cost > cost_rel + 1e-12:
+            continue
+        labelled = ~np.isnan(out.quality)
+        key = (float(out.quality[labelled].mean()) if labelled.any() else 0.0, -cost)
+        if best_key is None or key > best_key:
+            best, best_key = c, key
+    return best if best_key is not None else cheapest
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.sampled_from(["threshold", "router"]), st.integers(2, 4))
+def test_members_scored_once_pick_as_replaying_every_member_under_every_constraint(seed, name, n_tiers):
+    """A sweep picks each family at two dozen budgets from one `ScoredMembers`: the same member
+    as replaying all of them under each constraint, ties (coarse labels and costs) included."""
+    rng = np.random.default_rng(seed)
+    n = 60
+    score = rng.integers(0, 2, (n, n_tiers)).astype(float)
+    score[rng.random((n, n_tiers)) < 0.1] = np.nan
+    cost = np.cumsum(rng.integers(1, 4, (n, n_tiers)).astype(float), axis=1)
+    cont = rng.integers(0, 3, (n, n_tiers)).astype(float)
+    arrays = LadderArrays(score, score.copy(), cost, cont, cost.copy(), cont.copy())
+    scores = np.round(rng.random((n, n_tiers)), 1)  # coarse: many members tie
+    family = B.threshold_family(scores) if name == "threshold" else B.router_family(scores)
+    scored = B.ScoredMembers(family, scores, arrays)
+    for budget in np.linspace(0.0, 1.6, 9):
+        assert scored.choose(cost_rel=budget) == pick_by_replaying_every_member(family, scores, arrays, cost_rel=budget)
+    for stat in ("mean", "p95"):
+        for tau in np.quantile(scored.latency(stat), [0.0, 0.3, 0.7, 1.0]) + np.array([-1.0, 0.0, 0.0, 0.0]):
+            assert scored.choose(latency=(stat, tau)) == pick_by_replaying_every_member(family, scores, arrays,
+                                                                                       latency=(stat, tau))
+
+
 def test_summary_figures():
     s = summarize(B.oracle(TINY), cost_last=18.0, n_tiers=3)
     assert s["quality"] == 1.0
