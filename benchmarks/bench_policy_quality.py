@@ -117,16 +117,14 @@ def measure(key: str, root: Path, seeds: int, scratch: Path) -> dict:
     return row
 
 
-def _margins(row) -> str:
-    """Per seed `requests/cost points` of the farthest points above; `-` where none."""
-    def one(value, spec):
-        return "-" if value is None else format(value, spec)
-    return ",".join(f"{one(r, '.0f')}/{one(c, '.1f')}"
-                    for r, c in zip(row["baseline_above_requests"], row["baseline_above_extra_cost_points"]))
-
-
 def _fmt(value, spec):
     return "—" if value is None else format(value, spec)
+
+
+def _margins(row) -> str:
+    """Per seed `requests/cost points` of the farthest points above; `—` where none."""
+    return ",".join(f"{_fmt(r, '.0f')}/{_fmt(c, '.1f')}"
+                    for r, c in zip(row["baseline_above_requests"], row["baseline_above_extra_cost_points"]))
 
 
 def print_report(report: dict) -> None:

@@ -115,13 +115,19 @@ def route_row_count(n_tiers: int) -> int:
     return max(int(n_tiers) - 2, 0)
 
 
-def route_thresholds(route_p: np.ndarray) -> np.ndarray:
-    """Candidate thresholds of the routed stage 0: ROUTE_THRESHOLDS − 1 quantiles of the
-    calibration requests' prompt-only scores (every tier's pooled, as the router baseline's grid)
-    and 2.0, which no score reaches (every request starts at the last tier)."""
-    values = np.asarray(route_p, dtype=np.float64).ravel()
-    qs = np.quantile(values, np.linspace(0.0, 1.0, ROUTE_THRESHOLDS - 1)) if values.size else np.array([])
+def quantile_thresholds(values, size: int) -> np.ndarray:
+    """`size` candidate thresholds on scores in [0, 1]: size − 1 quantiles of `values` and 2.0,
+    which no score reaches (sorted, distinct)."""
+    values = np.asarray(values, dtype=np.float64).ravel()
+    qs = np.quantile(values, np.linspace(0.0, 1.0, max(size - 1, 1))) if values.size else np.array([])
     return np.ascontiguousarray(np.unique(np.concatenate([qs, [2.0]])))
+
+
+def route_thresholds(route_p: np.ndarray) -> np.ndarray:
+    """Candidate thresholds of the routed stage 0: quantiles of the calibration requests'
+    prompt-only scores, every tier's pooled (the router baseline's grid), and 2.0 (every request
+    starts at the last tier)."""
+    return quantile_thresholds(route_p, ROUTE_THRESHOLDS)
 
 
 @dataclass(frozen=True)
@@ -379,7 +385,7 @@ class Policy:
             empirical_start_nb(lam, start_cost, start_miss, e.counts, model, START_PRIOR_WEIGHT, start_values, start,
                                value0)
         route[0] = np.nan
-        if self._route_thresholds is not None:
+        if self._route_thresholds is not None:  # (routing evidence is start evidence: the sums above exist)
             # the routed stage 0 replaces the start table where the calibration requests did better
             # under it (strictly, beyond rounding): both are scored on the same requests and tables
             totals, thresholds = self._route_totals, self._route_thresholds

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from asd.engine.policy import quantile_thresholds, route_thresholds
 from asd.engine.protocol import ProtocolPolicy
 from asd.simulator.outcomes import LadderArrays, Outcomes, latency_stat, walk_outcomes
 
@@ -163,21 +164,15 @@ def threshold_family(scores: np.ndarray) -> Family:
     if n_tiers == 1:
         return Family("threshold", np.zeros((1, 0)))
     per_tier = max(2, int(MAX_CANDIDATES ** (1.0 / (n_tiers - 1))))
-    grids = [_grid(scores[:, i], per_tier) for i in range(n_tiers - 1)]
+    grids = [quantile_thresholds(scores[:, i], per_tier) for i in range(n_tiers - 1)]
     mesh = np.meshgrid(*grids, indexing="ij")
     return Family("threshold", np.stack([m.ravel() for m in mesh], axis=1))
 
 
 def router_family(route_scores: np.ndarray) -> Family:
     """One threshold on the prompt-only P(acceptable at tier s), shared by every tier."""
-    grid = _grid(route_scores[:, :-1].ravel(), 64) if route_scores.shape[1] > 1 else np.array([2.0])
+    grid = route_thresholds(route_scores[:, :-1]) if route_scores.shape[1] > 1 else np.array([2.0])
     return Family("router", grid[:, None])
-
-
-def _grid(values: np.ndarray, size: int) -> np.ndarray:
-    """`size` thresholds: quantiles of the scores, and 2.0 (a score never reaches it)."""
-    qs = np.quantile(values, np.linspace(0.0, 1.0, max(size - 1, 1))) if values.size else np.array([])
-    return np.unique(np.concatenate([qs, [2.0]]))
 
 
 class ScoredMembers:
@@ -190,7 +185,7 @@ class ScoredMembers:
         if arrays.n_requests > MAX_TUNING_ROWS:
             rows = np.sort(np.random.default_rng(seed).choice(arrays.n_requests, MAX_TUNING_ROWS, replace=False))
             scores, arrays = scores[rows], arrays.take(rows)
-        self.family, self.scores, self.arrays = family, scores, arrays
+        self.family, self.scores = family, scores
         cost_last = float(arrays.cost[:, -1].sum())
         self._paths = PathCharges(arrays)
         self.cost, self.quality = np.empty(family.size), np.empty(family.size)

@@ -128,12 +128,11 @@ def quality_check(policy_points, baselines, tier_names) -> dict:
 
 def _above(point: dict, frontier: list[dict]) -> bool:
     """Is `point` strictly better in quality than the policy's frontier at its cost (the
-    frontier's best quality among points costing no more)?"""
+    frontier's best quality among points costing no more; none that cheap: above)?"""
     if point["quality"] is None:
         return False
-    cheaper = [p["quality"] for p in frontier if p["cost_rel"] <= point["cost_rel"] + 1e-12 and p["quality"] is not None]
-    best = max(cheaper) if cheaper else -np.inf
-    return point["quality"] > best + 1e-9
+    by = _quality_above(point, frontier)
+    return by is None or by > 1e-9
 
 
 # How far above the policy's frontier a point lies, two ways: where the frontier is steep a

@@ -36,7 +36,7 @@ def test_the_benchmark_reports_sweeps_own_quality_check(shared_data, tmp_path):
     extra = [p["policy_extra_cost"] for p in points if p["policy_extra_cost"] is not None]
     assert row["baseline_above_requests"] == [round(max(above) * 805, 1) if above else None]
     assert row["baseline_above_extra_cost_points"] == [round(100 * max(extra), 2) if extra else None]
-    margins = (f"{max(above) * 805:.0f}" if above else "-") + "/" + (f"{100 * max(extra):.1f}" if extra else "-")
+    margins = (f"{max(above) * 805:.0f}" if above else "—") + "/" + (f"{100 * max(extra):.1f}" if extra else "—")
     assert row["met"] == {"saved": check["saved_vs_simple_points"] >= 3, "gap": check["gap_closed"] >= 0.25,
                           "above": not check["baseline_points_above_policy"]}
 
