@@ -5,7 +5,7 @@ there is, so the answer must be found the same way whatever the wording: a JSON 
 field, an explicit marker ("The answer is (B)", "Answer: 42", \\boxed{42}, "#### 42"), a
 short bare answer ("C", "(C) Paris", "1,234"), a number closing the last line, and else the
 whole text. Keys are typed, so "(B)" from a chain of thought and {"answer": "B"} agree:
-`num:1234.5`, `opt:B`, `txt:paris`, and a math answer that is not a plain number keeps its
+`num:1234.5`, `opt:B`, `bool:yes`, `txt:paris`, and a math answer that is not a plain number keeps its
 whole expression, LaTeX spelling normalised (`expr:2\\sqrt{3}`, `expr:(1,2)`): reading only its
 first number would make 2√3 and 2√2 "agree". Every pattern is compiled once; `extract_answer`
 is called once per (request, tier) and caches by text.
@@ -29,6 +29,9 @@ _JSON_ANSWER = re.compile(
 # The span is captured inside a lookahead so that a second marker within 80 characters of the
 # first is still found ("The answer is 34 s. The answer is (J).").
 _ANSWER_IS_WINDOW = re.compile(r"\b(?:[Aa]nswer|ANSWER)\s+(?:is|IS|Is|would\s+be|should\s+be)\s*:?\s*(?=([^\n]{0,80}))")
+# "The correct option is (C) Paris", "The best choice is **B**": read for an option letter only;
+# "The best option is to rest" is prose, not an answer.
+_CHOICE_IS_WINDOW = re.compile(r"\b(?:[Cc]orrect|[Bb]est|[Rr]ight|[Ff]inal)\s+(?:option|choice)\s+(?:is|would\s+be)\s*:?\s*(?=([^\n]{0,80}))")
 _ANSWER_COLON_WINDOW = re.compile(r"\b(?:[Aa]nswer|ANSWER)\s*[:：]\s*(?=([^\n]{0,80}))")
 MATH_SPAN_LIMIT = 400  # how far past the window a cut $...$ or {...} may run to close on its line
 
@@ -69,6 +72,7 @@ class _MarkerSpans:
 
 _ANSWER_IS = _MarkerSpans(_ANSWER_IS_WINDOW)
 _ANSWER_COLON = _MarkerSpans(_ANSWER_COLON_WINDOW)
+_CHOICE_IS = _MarkerSpans(_CHOICE_IS_WINDOW)
 _BOXED_OPEN = re.compile(r"\\(?:boxed|fbox)\s*\{")
 _BRACE = re.compile(r"[{}]")
 
@@ -96,7 +100,19 @@ _HASHES = _MarkerSpans(re.compile(r"####\s*([^\n]{1,80})"))
 # starting a sentence ("A dog ...", "I think ...").
 _OPTION = re.compile(r"^\s*(?:\(([A-Pa-p])\)|([A-P])(?=\s*$|[.,;:)\]*]|\s+(?![a-z'])))")
 _OPTION_WORD = re.compile(r"^\s*option\s+\(?([A-Pa-p])\b", re.IGNORECASE)
+# A capital letter and then its reason: "The answer is B because ...", "Answer: A since ...".
+_OPTION_BEFORE_REASON = re.compile(r"^\s*([A-P])\s+(?:because|since|as|which|given|due)\b")
 _OPTION_AT_END = re.compile(r"\(([A-P])\)\W*$")
+_OPTION_NAMED_AT_END = re.compile(r"\b(?:[Oo]ption|[Cc]hoice)\s+\(?([A-P])\)?(?![\w'])\W*$")  # "I choose option D."
+# Yes/no and true/false opening what a marker points at or a bare short answer, then punctuation,
+# its end or a reason ("Yes, because", "No. It", "True"), but not "No problem": one key per
+# polarity, so "Yes, it is." and "The answer is true." agree. A long text that merely opens with
+# "Yes, ..." keeps its own key: in chat that is politeness more often than a verdict.
+_POLARITY = re.compile(
+    r"^[\W_]*(yes|no|true|false)\b(?=[\W_]*$|\s*[,.;:!)\]*]|\s+(?:because|since|as|it|this|that|there|the|they|he|she|we|you|i)\b)",
+    re.IGNORECASE,
+)
+_POLARITY_KEY = {"yes": "bool:yes", "true": "bool:yes", "no": "bool:no", "false": "bool:no"}
 # A comma inside a number only groups thousands ("1,234"); "(1,2)" is not 12. Digits right
 # after "d," are never a number of their own: "130,00" (a truncated 130,000) is not 0.
 _DIGITS = r"(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)"
@@ -126,7 +142,7 @@ _SPACED_DIGITS = re.compile(r"\d\s+\d")  # "24 2/3", "1 000": not one expression
 _OPERAND = re.compile(r"[0-9A-Za-z]")  # "{" or "+" alone is no expression
 _ASSIGNMENT = re.compile(r"=|\\approx|\\equiv")
 
-KIND_EMPTY, KIND_TEXT, KIND_NUMBER, KIND_OPTION, KIND_EXPRESSION = 0, 1, 2, 3, 4
+KIND_EMPTY, KIND_TEXT, KIND_NUMBER, KIND_OPTION, KIND_EXPRESSION, KIND_BOOLEAN = 0, 1, 2, 3, 4, 5
 
 
 @dataclass(frozen=True)
@@ -205,14 +221,14 @@ def _expression(sentence: str) -> Answer | None:
 def _parse_span(span: str) -> Answer | None:
     """What an answer marker points at: an option letter, else a math expression, else a
     number, else its text."""
-    span = span.strip().strip("*$ ")
+    span = span.strip().strip("*$` ")
     if not span:
         return None
     if "\\" in span or "$" in span:  # LaTeX: drop spacing and units' markup, one spelling of fractions
         span = _LATEX_WORDS.sub(lambda m: f" {m.group(1)} ", _LATEX_NOISE.sub(" ", span)).strip()
         span = _BARE_ARGUMENT.sub(_bare_argument, span.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac"))
     span = span.replace("{,}", ",")  # LaTeX's thousands separator: 1{,}000
-    match = _OPTION.match(span) or _OPTION_WORD.match(span)
+    match = _OPTION.match(span) or _OPTION_WORD.match(span) or _OPTION_BEFORE_REASON.match(span)
     if match:
         letter = next(g for g in match.groups() if g)
         return Answer(f"opt:{letter.upper()}", KIND_OPTION, marked=True)
@@ -227,8 +243,16 @@ def _parse_span(span: str) -> Answer | None:
         canon = canonical_number(number.group(0))
         if canon is not None and not _has_words_before(sentence[: number.start()]):
             return Answer(f"num:{canon}", KIND_NUMBER, marked=True)
+    polarity = _polarity(sentence)
+    if polarity is not None:
+        return polarity
     text = normalise_text(sentence)
     return Answer(f"txt:{text}", KIND_TEXT, marked=True) if text else None
+
+
+def _polarity(text: str) -> Answer | None:
+    match = _POLARITY.match(text)
+    return None if match is None else Answer(_POLARITY_KEY[match.group(1).lower()], KIND_BOOLEAN, marked=True)
 
 
 def _has_words_before(prefix: str) -> bool:
@@ -258,6 +282,13 @@ def _json_answer(text: str) -> Answer | None:
     return Answer(parsed.key, parsed.kind, from_json=True, marked=True)
 
 
+
+_ANSWER_WORDS = ("nswer", "NSWER")
+# (pattern, take the last match, words it needs, only an option letter counts), in order.
+_MARKERS = ((_BOXED, True, ("box",), False), (_ANSWER_IS, False, _ANSWER_WORDS, False),
+            (_CHOICE_IS, False, ("ption", "hoice"), True), (_HASHES, True, ("####",), False),
+            (_ANSWER_COLON, True, _ANSWER_WORDS, False))
+
 @lru_cache(maxsize=1 << 16)
 def extract_answer(text: str | None) -> Answer:
     """The final answer of one output (see the module docstring for the order of rules)."""
@@ -271,13 +302,14 @@ def extract_answer(text: str | None) -> Answer:
         return found
     # "The answer is": the first option letter it names, else its first answer, as evaluation
     # harnesses read it ("The answer is 34 s. The answer is (J)." is J; later repeats are
-    # run-on). \boxed{}, "####" and "Answer:": the last one.
-    has_answer_word = "nswer" in text or "NSWER" in text
-    for pattern, last, needs in ((_BOXED, True, "box"), (_ANSWER_IS, False, None), (_HASHES, True, "####"), (_ANSWER_COLON, True, None)):
-        if (needs is None and not has_answer_word) or (needs is not None and needs not in text):
+    # run-on). "The correct option is": its option letter only. \boxed{}, "####" and "Answer:":
+    # the last one. A marker is looked for only where its words are in the text (cheap).
+    for pattern, last, needs, options_only in _MARKERS:
+        if not any(word in text for word in needs):
             continue
         spans = pattern.findall(text)
-        parsed = [a for a in map(_parse_span, reversed(spans) if last else spans) if a is not None]
+        parsed = [a for a in map(_parse_span, reversed(spans) if last else spans)
+                  if a is not None and (a.kind == KIND_OPTION or not options_only)]
         if parsed:
             return parsed[0] if last else next((a for a in parsed if a.kind == KIND_OPTION), parsed[0])
     stripped = text.strip()
@@ -291,7 +323,7 @@ def extract_answer(text: str | None) -> Answer:
         letter = next(g for g in option.groups() if g)
         return Answer(f"opt:{letter.upper()}", KIND_OPTION, marked=True)
     tail = _LIST_MARKER.sub("", stripped.rsplit("\n", 1)[-1][-200:])
-    end_option = _OPTION_AT_END.search(tail)
+    end_option = _OPTION_AT_END.search(tail) or _OPTION_NAMED_AT_END.search(tail)
     if end_option:
         return Answer(f"opt:{end_option.group(1)}", KIND_OPTION)
     numbers = _NUMBER.findall(_LATEX_FRAC.sub(lambda m: f"{m.group(1)}/{m.group(2)}", tail))
@@ -317,6 +349,6 @@ def jaccard(a: frozenset, b: frozenset) -> float:
 
 
 __all__ = [
-    "Answer", "KIND_EMPTY", "KIND_EXPRESSION", "KIND_NUMBER", "KIND_OPTION", "KIND_TEXT", "canonical_number",
+    "Answer", "KIND_BOOLEAN", "KIND_EMPTY", "KIND_EXPRESSION", "KIND_NUMBER", "KIND_OPTION", "KIND_TEXT", "canonical_number",
     "extract_answer", "jaccard", "normalise_text", "word_set",
 ]

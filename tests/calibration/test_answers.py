@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from asd.calibration.answers import (
-    KIND_EMPTY, KIND_EXPRESSION, KIND_NUMBER, KIND_OPTION, KIND_TEXT, canonical_number, extract_answer, jaccard, normalise_text, word_set,
+    KIND_BOOLEAN, KIND_EMPTY, KIND_EXPRESSION, KIND_NUMBER, KIND_OPTION, KIND_TEXT, canonical_number, extract_answer, jaccard, normalise_text, word_set,
 )
 
 
@@ -35,6 +35,18 @@ from asd.calibration.answers import (
         ("The answer is -3.0", "num:-3"),
         ("It costs 7.50.", "num:7.5"),
         ("The answer is a dog.", "txt:dog"),
+        # An option letter and then its reason, named as the correct option, or in backticks.
+        ("The answer is B because the rate doubles.", "opt:B"),
+        ("Answer: A since x > 0", "opt:A"),
+        ("The correct option is (C) Paris", "opt:C"),
+        ("So the best choice is **D**.", "opt:D"),
+        ("Weighing both, I choose option E.", "opt:E"),
+        ("The answer is `D. 50 units`.", "opt:D"),
+        # Yes/no and true/false, one key per polarity.
+        ("The answer is yes, because the sky scatters blue light.", "bool:yes"),
+        ("No. It rained.", "bool:no"),
+        ("The answer is True.", "bool:yes"),
+        ("**false**", "bool:no"),
         ("  Zn ", "txt:zn"),
     ],
 )
@@ -57,6 +69,17 @@ def test_kinds_and_flags():
     assert prose.kind == KIND_TEXT and prose.key == "txt:dog is animal that barks" and not prose.marked
     for empty in (None, "", "   \n"):
         assert extract_answer(empty).kind == KIND_EMPTY and extract_answer(empty).key is None
+
+
+def test_yes_and_no_agree_across_wordings_and_openers_are_not_answers():
+    assert {extract_answer(t).key for t in ("Yes", "yes.", "Yes, it is.", "Answer: Yes", "True", "The answer is yes.")} == {"bool:yes"}
+    assert {extract_answer(t).key for t in ("No", "No, it is not.", "FALSE", "The answer is no because it rained.")} == {"bool:no"}
+    assert extract_answer("Yes").kind == KIND_BOOLEAN
+    for opener in ("No problem! Here is a recipe for bread.", "No matter what, keep going.", "True or false: cats bark",
+                   "Nobody knows.", "Yes, here is a short poem about the sea and its waves."):
+        assert extract_answer(opener).kind == KIND_TEXT, opener  # a long chat answer opening "Yes," is no verdict
+    # "The best option is to rest" is advice, not an option letter: the whole text stays the key.
+    assert extract_answer("The best option is to rest and drink water.").key == "txt:best option is to rest and drink water"
 
 
 def test_list_items_and_sentence_openers_are_not_answers():
@@ -87,7 +110,7 @@ def test_jaccard_of_word_sets():
 def test_any_text_gives_a_key_or_empty_and_never_raises(text):
     answer = extract_answer(text)
     assert (answer.key is None) == (answer.kind == KIND_EMPTY)
-    assert answer.key is None or answer.key.split(":", 1)[0] in {"num", "opt", "txt", "expr"}
+    assert answer.key is None or answer.key.split(":", 1)[0] in {"num", "opt", "txt", "expr", "bool"}
 
 
 # -- math answers (MATH-style \boxed{} and LaTeX) ----------------------------------------------
