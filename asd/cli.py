@@ -315,13 +315,17 @@ def _progress(label):
 @click.option("--bins", "n_bins", default=None, type=click.IntRange(1), help="Bins per tier, each on its own requests (default: 4x about sqrt(N)/2 within 4..20, each pooling its 4 neighbours on either side).")
 @click.option("--risk", default="mean", show_default=True, help="mean, or lcb:G for a lower credible bound at level G (e.g. lcb:0.9).")
 @click.option("--stage0/--no-stage0", default=True, show_default=True, help="Let the prompt alone choose a deeper start tier.")
+@click.option("--prompt-text/--no-prompt-text", default=True, show_default=True,
+              help="Stage 0 also reads the prompt's words (TF-IDF, a logistic regression per tier); the policy file "
+                   "then keeps the words and word pairs found in at least 2 (3 from 2,000 requests) calibration prompts.")
 @click.option("--cost-model", default=None, help=COST_MODEL_HELP)
 @click.option("--split", default="calibration", show_default=True, help="Fit on this split when the bundle has one (else on every request).")
 @click.option("--lambda", "lam", default=1.0, show_default=True, type=float, help="λ the policy is solved at (simulate chooses its own).")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(0))
 @click.option("--plots", "plots", default=None, type=PlotsDir(), help="Write the reliability diagram here.")
 @json_option("Write the report as JSON.")
-def calibrate_command(bundle, out, predictor, groups, n_bins, risk, stage0, cost_model, split, lam, seed, plots, json_path):
+def calibrate_command(bundle, out, predictor, groups, n_bins, risk, stage0, prompt_text, cost_model, split, lam, seed, plots,
+                      json_path):
     """Fit features, calibrated predictors, engine tables and the cost model on BUNDLE and
     write the policy file that simulate, check, live and serve run unchanged. Metrics are out of
     fold (K-fold grouped by request)."""
@@ -329,12 +333,15 @@ def calibrate_command(bundle, out, predictor, groups, n_bins, risk, stage0, cost
     from asd.simulator.report import print_calibration
 
     if predictor == "gbt-reference":  # metrics only: nothing is binned, solved or priced, and no policy is written
-        _warn_ignored(["out", "n_bins", "risk", "stage0", "cost_model", "lam"], "with --predictor gbt-reference")
+        _warn_ignored(["out", "n_bins", "risk", "stage0", "prompt_text", "cost_model", "lam"], "with --predictor gbt-reference")
     elif out is None:
         raise click.UsageError("Missing option '-o' / '--out' (the policy file to write).")
+    elif not stage0:
+        _warn_ignored(["prompt_text"], "with --no-stage0 (only stage 0 reads the prompt)")
 
     report = calibrate_to_file(bundle, out, predictor=predictor, groups=groups, n_bins=n_bins, risk=_risk(risk),
-                               stage0=stage0, cost_model=cost_model, split=split, lam=lam, seed=seed, plots=plots)
+                               stage0=stage0, cost_model=cost_model, split=split, lam=lam, seed=seed, plots=plots,
+                               prompt_text=prompt_text)
     print_calibration(report)
     write_json(json_path, report)
 

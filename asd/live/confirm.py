@@ -191,6 +191,7 @@ def simulate_live(bundle_path, policy, tiers: list[dict]) -> dict:
     from asd.calibration.costs import fit_cost_model
     from asd.calibration.features import compute_features
     from asd.calibration.views import load_view
+    from asd.calibration.prompt_text import policy_prompt_text
     from asd.live.features import policy_feature_spec, stage0_prompt_features
     from asd.live.pool import replica_urls
     from asd.simulator.des import Pools, simulate
@@ -198,7 +199,7 @@ def simulate_live(bundle_path, policy, tiers: list[dict]) -> dict:
     view = load_view(bundle_path)
     features = compute_features(view, spec=policy_feature_spec(policy))
     # Stage 0 sees what the live runner saw then: the prompt, not yet tier 0's token count.
-    prompt_x = stage0_prompt_features(view, policy_feature_spec(policy))
+    prompt_x = stage0_prompt_features(view, policy_feature_spec(policy), policy_prompt_text(policy))
     prompt_bins = policy.prompt_bins(prompt_x) if policy.predictor.has_prompt else None
     cold_bins = policy.cold_tier_bins(features.cold_x) if policy.tables.cold_start else None
     route_scores = policy.route_scores(prompt_x) if policy.tables.has_route_evidence else None

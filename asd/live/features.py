@@ -27,11 +27,13 @@ def policy_feature_spec(policy):
 
 
 class CalibrationFeatures:
-    """`FeaturesFor` over asd.calibration: prompt features before any tier answered, else the
-    features after the request's last tier, climbed (the tier below answered) or cold."""
+    """`FeaturesFor` over asd.calibration: prompt features before any tier answered (and the
+    policy's prompt text logits where it has a text model), else the features after the
+    request's last tier, climbed (the tier below answered) or cold."""
 
-    def __init__(self, spec, tiers: list[dict]):
+    def __init__(self, spec, tiers: list[dict], prompt_text=None):
         self.spec = spec
+        self.prompt_text = prompt_text
         self.tier_names = [str(t["name"]) for t in tiers]
         self.sampling = {str(t["name"]): dict(t.get("sampling") or {}) for t in tiers}
 
@@ -52,22 +54,28 @@ class CalibrationFeatures:
         features = compute_features(self.view(state), spec=self.spec)
         last = state.last
         if last is None:
-            return np.ascontiguousarray(features.prompt_x[0])
+            from asd.calibration.prompt_text import with_prompt_text
+
+            return np.ascontiguousarray(with_prompt_text(features.prompt_x, [state.request.prompt], self.prompt_text)[0])
         grid = features.tier_x if state.climbed else features.cold_x
         return np.ascontiguousarray(grid[0, last.tier])
 
 
 def features_for_policy(policy, tiers: list[dict]) -> FeaturesFor:
-    return CalibrationFeatures(policy_feature_spec(policy), tiers)
+    from asd.calibration.prompt_text import policy_prompt_text
+
+    return CalibrationFeatures(policy_feature_spec(policy), tiers, policy_prompt_text(policy))
 
 
-def stage0_prompt_features(view, spec) -> np.ndarray:
-    """Prompt features (N, P) as the live runner has them at stage 0: before any tier ran, so
-    without tier 0's prompt token count (the prompt-length feature falls back to its
-    characters-based estimate). A recorded bundle knows the count; the decision did not."""
+def stage0_prompt_features(view, spec, prompt_text=None) -> np.ndarray:
+    """Stage 0's input (N, P [+ L]) as the live runner has it: before any tier ran, so without
+    tier 0's prompt token count (the prompt-length feature falls back to its characters-based
+    estimate; a recorded bundle knows the count, the decision did not), then the prompt text
+    model's logits where the policy has one (`policy_prompt_text`)."""
     import dataclasses
 
     from asd.calibration.features import compute_features
+    from asd.calibration.prompt_text import with_prompt_text
 
     unknown = dataclasses.replace(view, n_prompt_tokens=np.full_like(view.n_prompt_tokens, np.nan))
-    return compute_features(unknown, spec=spec).prompt_x
+    return with_prompt_text(compute_features(unknown, spec=spec).prompt_x, view.prompts, prompt_text)

@@ -25,6 +25,7 @@ import numpy as np
 from asd.calibration.costs import CostGrid, CostModel, fit_cost_model
 from asd.calibration.features import FEATURE_GROUPS, FeatureSet, FeatureSpec, compute_features
 from asd.calibration.id_sketch import calibration_share
+from asd.calibration.prompt_text import fit_prompt_text, policy_prompt_text, with_prompt_text
 from asd.calibration.views import TraceView, load_view
 from asd.engine import Policy
 from asd.errors import ConfigError, PolicyError
@@ -53,6 +54,7 @@ BIN_CHUNK_ROWS = 16_384
 # A given policy's replay is called in-sample when at least this share of the replayed requests
 # were among its calibration requests (estimated from the id sketch in its meta).
 IN_SAMPLE_SHARE = 0.05
+ROUTER_FOLDS = 5  # the router baseline's out-of-fold scores on the calibration rows, as calibration's
 
 
 def subsample_rows(rows: np.ndarray, limit: int | None, seed: int) -> np.ndarray:
@@ -186,9 +188,15 @@ def fixed_policy_features(policy: Policy, view: TraceView, where: str = "policy"
     except ConfigError as exc:
         raise PolicyError(f"{where}: {exc} (written by asd {policy.meta.get('asd_version', '?')}; recalibrate "
                           "with this asd)") from None
-    prompt_width = policy.predictor.n_prompt_features if policy.predictor.has_prompt else len(spec.prompt_names)
-    if len(spec.names) != policy.predictor.n_features or len(spec.prompt_names) != prompt_width:
-        raise PolicyError(f"{where}: its feature spec names {len(spec.names)} tier / {len(spec.prompt_names)} prompt "
+    try:
+        text = policy_prompt_text(policy)
+    except ConfigError as exc:
+        raise PolicyError(f"{where}: {exc} (written by asd {policy.meta.get('asd_version', '?')}; recalibrate "
+                          "with this asd)") from None
+    n_prompt = len(spec.prompt_names) + (0 if text is None else text.tiers)  # the text model's logits follow
+    prompt_width = policy.predictor.n_prompt_features if policy.predictor.has_prompt else n_prompt
+    if len(spec.names) != policy.predictor.n_features or n_prompt != prompt_width:
+        raise PolicyError(f"{where}: its feature spec names {len(spec.names)} tier / {n_prompt} prompt "
                           f"features but its predictor reads {policy.predictor.n_features} / "
                           f"{policy.predictor.n_prompt_features}")
     features = compute_features(view, spec=spec)
@@ -367,10 +375,15 @@ class Evaluation:
         stage0_route = None
         if policy.tables.has_route_evidence:  # the calibration rows' as the policy saw them (out of fold)
             route_cal = (policy.tables.evidence_route_p if c is not None
-                         else policy.route_scores(fs.prompt_x[cal]))
-            stage0_route = (policy.route_scores(fs.prompt_x[held]), np.asarray(route_cal, dtype=np.float64))
+                         else policy.route_scores(self._prompt_x(policy, cal)))
+            stage0_route = (policy.route_scores(self._prompt_x(policy, held)), np.asarray(route_cal, dtype=np.float64))
         return Fold(policy, cal, held, held_arrays, cal_arrays, prompt_bins, tier_bins, cold_bins, cal_bins,
                     p_cal, p_held, calibration=c, stage0_route=stage0_route)
+
+    def _prompt_x(self, policy: Policy, rows: np.ndarray) -> np.ndarray:
+        """Stage 0's input for these rows: the prompt features, then the logits of the policy's
+        prompt text model where it has one (fitted on its calibration rows only)."""
+        return with_prompt_text(self.features.prompt_x[rows], self.view.prompts[rows], policy_prompt_text(policy))
 
     def _bins(self, policy: Policy, rows: np.ndarray):
         """(prompt, climbed, cold) bins of these rows, in the narrowest dtype that holds them
@@ -382,7 +395,7 @@ class Evaluation:
         for lo in range(0, rows.size, BIN_CHUNK_ROWS):
             part, out = rows[lo:lo + BIN_CHUNK_ROWS], slice(lo, lo + BIN_CHUNK_ROWS)
             if policy.predictor.has_prompt:
-                prompt[out] = policy.prompt_bins(fs.prompt_x[part])
+                prompt[out] = policy.prompt_bins(self._prompt_x(policy, part))
             climbed = fs.tier_x[part]
             tier[out] = policy.tier_bins(climbed)
             cold[out] = policy.cold_tier_bins(fs.cold_x.of_climbed(climbed))
@@ -396,18 +409,28 @@ class Evaluation:
     def router_scores(self, f: Fold):
         """Prompt-only P(acceptable at tier s), per tier: out of fold on the calibration rows,
         from the final model on the held-out rows (the router baseline's input and the DES's
-        difficulty scheduler's at a start tier), fitted the first time they are asked for."""
+        difficulty scheduler's at a start tier), fitted the first time they are asked for. It reads
+        what the policy's stage 0 reads: the prompt features and the prompt text model's logits
+        (the fold's own, or one fitted on the calibration rows for a given policy)."""
         if f.route is None:
             from asd.calibration.predictors import fit_stage
 
             cal, held = f.cal, f.held
             x = self.features.prompt_x
             y = self.view.acceptable
+            c = f.calibration
+            if c is not None and c.prompt_text is not None:
+                text, x_cal = c.prompt_text, c.prompt_x
+            else:
+                text, oof = fit_prompt_text(self.view.prompts[cal], y[cal], ROUTER_FOLDS, self.options["seed"])
+                x_cal = x[cal] if text is None else np.hstack([x[cal], oof])
+            x_held = with_prompt_text(x[held], self.view.prompts[held], text)
             route_cal = np.empty((cal.size, self.view.n_tiers))
             route_held = np.empty((held.size, self.view.n_tiers))
             for s in range(self.view.n_tiers):
-                fit = fit_stage("logistic", x[cal], y[cal, s], np.arange(cal.size), seed=self.options["seed"])
-                route_cal[:, s], route_held[:, s] = fit.oof_p, fit.predict(x[held])
+                fit = fit_stage("logistic", x_cal, y[cal, s], np.arange(cal.size), folds=ROUTER_FOLDS,
+                                seed=self.options["seed"])
+                route_cal[:, s], route_held[:, s] = fit.oof_p, fit.predict(x_held)
             f.route = (route_cal, route_held)
         return f.route
 

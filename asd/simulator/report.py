@@ -63,6 +63,11 @@ def print_calibration(report: dict, console: Console | None = None) -> None:
         m = report["stage0_metrics"]
         console.print(f"stage 0 (prompt only, P(tier 0 acceptable)): AUROC {_f(m.get('auroc'))}, "
                       f"Brier {_f(m.get('brier'))}, ECE {_f(m.get('ece'))}")
+    text = report.get("prompt_text")
+    if text:
+        console.print(f"stage 0 reads the prompt's words too: {text['terms']:,} words and word pairs of the calibration "
+                      f"prompts (kept in the policy file), out-of-fold AUROC per tier "
+                      f"{' / '.join(_f(a) for a in text['auroc'])}")
     for m in report.get("route_metrics") or []:
         console.print(f"stage 0 routing row (prompt only, P({m['name']} acceptable)): AUROC {_f(m.get('auroc'))}, "
                       f"Brier {_f(m.get('brier'))}, ECE {_f(m.get('ece'))}")

@@ -63,7 +63,12 @@ def test_live_features_equal_the_recorded_bundles_features(llama_server, gemma_s
     for rid, tier in decided:
         grid = recorded.tier_x if tier == 0 or tier > started[rid] else recorded.cold_x  # the state it was in
         np.testing.assert_allclose(seen[(rid, tier)], grid[row[rid], tier], rtol=0, atol=1e-9)
-    stage0 = stage0_prompt_features(view, policy_spec(policy))
+    from asd.calibration.prompt_text import policy_prompt_text
+
+    text = policy_prompt_text(policy)
+    assert text is not None  # the built-in trace has prompts: stage 0 reads their words too
+    stage0 = stage0_prompt_features(view, policy_spec(policy), text)
+    assert stage0.shape[1] == len(policy_spec(policy).prompt_names) + text.tiers
     for rid in PROMPTS["request_id"]:  # stage 0 read the prompt features the simulator gives it
         np.testing.assert_allclose(seen[(rid, None)], stage0[row[rid]], rtol=0, atol=1e-9)
 
