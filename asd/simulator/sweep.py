@@ -179,6 +179,8 @@ def ablation(ev: Evaluation, kind: str, base_points, baselines, options: dict) -
         groups = list(ev.features.groups)
         # `stage` (tier index, cold-start flag) is part of every feature set: not ablated
         variants = [(f"without {g}", {"groups": [x for x in groups if x != g]}) for g in groups if g != "stage"]
+        if any(f.calibration is not None and f.calibration.prompt_text is not None for f in ev.folds):
+            variants.append(("without prompt text", {"prompt_text": False}))  # stage 0's text model (calibrate)
     else:
         variants = [(f"risk lcb:{g}", {"risk": g}) for g in (0.7, 0.8, 0.9, 0.95)]
     out = []

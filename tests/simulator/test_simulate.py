@@ -400,12 +400,22 @@ def test_sweep_ablation_and_csv(synth, tmp_path):
     result = run_sweep(synth, folds=3, ablate="features", csv_path=csv_path, plots=tmp_path / "plots")
     names = [a["name"] for a in result["ablation"]]
     assert "without logprob" in names and "without stage" not in names  # stage is always kept
+    assert "without prompt text" not in names  # synthetic requests have no prompt text: no text model to drop
     for a in result["ablation"]:
         assert a["base_cost_rel"] is None or math.isfinite(a["base_cost_rel"])
     rows = csv_path.read_text().splitlines()
     n_points = len(result["policy"]) + sum(len(p) for p in result["baselines"].values())
     assert rows[0].startswith("method,lambda,quality,cost_rel") and len(rows) == 1 + n_points
     assert all((tmp_path / "plots" / f).stat().st_size > 0 for f in ("frontier_cost.png", "frontier_latency.png"))
+
+
+def test_sweep_ablation_drops_stage0s_text_model_where_there_is_one():
+    from asd.simulator.sweep import run_sweep
+
+    result = run_sweep("builtin", folds=3, ablate="features", cost_model="params")
+    text = [a for a in result["ablation"] if a["name"] == "without prompt text"]
+    assert len(text) == 1 and text[0]["base_cost_rel"] is not None
+    assert text[0]["cost_rel"] is None or math.isfinite(text[0]["change_points"])
 
 
 @pytest.mark.parametrize("stat", ["mean", "p95"])
