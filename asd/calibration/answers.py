@@ -282,12 +282,12 @@ def _json_answer(text: str) -> Answer | None:
     return Answer(parsed.key, parsed.kind, from_json=True, marked=True)
 
 
-
 _ANSWER_WORDS = ("nswer", "NSWER")
 # (pattern, take the last match, words it needs, only an option letter counts), in order.
 _MARKERS = ((_BOXED, True, ("box",), False), (_ANSWER_IS, False, _ANSWER_WORDS, False),
             (_CHOICE_IS, False, ("ption", "hoice"), True), (_HASHES, True, ("####",), False),
             (_ANSWER_COLON, True, _ANSWER_WORDS, False))
+
 
 @lru_cache(maxsize=1 << 16)
 def extract_answer(text: str | None) -> Answer:

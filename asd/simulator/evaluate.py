@@ -54,7 +54,6 @@ BIN_CHUNK_ROWS = 16_384
 # A given policy's replay is called in-sample when at least this share of the replayed requests
 # were among its calibration requests (estimated from the id sketch in its meta).
 IN_SAMPLE_SHARE = 0.05
-ROUTER_FOLDS = 5  # the router baseline's out-of-fold scores on the calibration rows, as calibration's
 
 
 def subsample_rows(rows: np.ndarray, limit: int | None, seed: int) -> np.ndarray:
@@ -422,13 +421,13 @@ class Evaluation:
             if c is not None and c.prompt_text is not None:
                 text, x_cal = c.prompt_text, c.prompt_x
             else:
-                text, oof = fit_prompt_text(self.view.prompts[cal], y[cal], ROUTER_FOLDS, self.options["seed"])
+                text, oof = fit_prompt_text(self.view.prompts[cal], y[cal], DEFAULT_FOLDS, self.options["seed"])
                 x_cal = x[cal] if text is None else np.hstack([x[cal], oof])
             x_held = with_prompt_text(x[held], self.view.prompts[held], text)
             route_cal = np.empty((cal.size, self.view.n_tiers))
             route_held = np.empty((held.size, self.view.n_tiers))
             for s in range(self.view.n_tiers):
-                fit = fit_stage("logistic", x_cal, y[cal, s], np.arange(cal.size), folds=ROUTER_FOLDS,
+                fit = fit_stage("logistic", x_cal, y[cal, s], np.arange(cal.size), folds=DEFAULT_FOLDS,
                                 seed=self.options["seed"])
                 route_cal[:, s], route_held[:, s] = fit.oof_p, fit.predict(x_held)
             f.route = (route_cal, route_held)

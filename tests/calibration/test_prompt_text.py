@@ -110,6 +110,16 @@ def test_calibrate_gives_stage0_the_text_logits_fitted_on_its_rows_alone(tmp_pat
     rows = np.arange(0, view.n_requests, 2)
     c = calibrate(view, rows=rows, seed=0, single_feature_report=False)
     assert c.prompt_text is not None and "prompt_text" in c.policy.meta
+    # the report: its terms, and its out-of-fold AUROC per tier as every stage's (the mean over folds)
+    from asd.calibration.metrics import auroc
+    from asd.calibration.predictors import group_folds
+
+    text_oof = c.prompt_x[:, c.features.prompt_x.shape[1]:]
+    fold = group_folds(np.arange(rows.size), 5, 0)
+    assert c.report["prompt_text"]["terms"] == len(c.prompt_text.vocabulary)
+    assert c.report["prompt_text"]["auroc"] == [auroc(view.acceptable[rows, s], text_oof[:, s], fold)
+                                                for s in range(view.n_tiers)]
+    assert all(0.5 < a < 1.0 for a in c.report["prompt_text"]["auroc"])  # the built-in prompts' words tell
     assert c.prompt_x.shape == (rows.size, c.features.prompt_x.shape[1] + view.n_tiers)
     np.testing.assert_array_equal(c.prompt_x[:, :c.features.prompt_x.shape[1]], c.features.prompt_x[rows])
     # labels of the rows left out change nothing about the fitted text model
