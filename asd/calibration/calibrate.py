@@ -23,7 +23,7 @@ from asd.calibration.features import FeatureSet, compute_features
 from asd.calibration.id_sketch import request_id_sketch
 from asd.calibration.metrics import auroc, best_single_feature, reliability_plot, stage_metrics
 from asd.calibration.predictors import PREDICTORS, StageFit, fit_stage, group_folds, stack_predictor
-from asd.calibration.prompt_text import PromptTextModel, attach_prompt_text, fit_prompt_text
+from asd.calibration.prompt_text import PromptTextModel, PromptTokens, attach_prompt_text, fit_prompt_text
 from asd.calibration.views import TraceView, load_view
 from asd.engine import Policy
 from asd.errors import ConfigError
@@ -169,6 +169,7 @@ def calibrate(
     pool_bins: int | None = None,
     routed_stage0: bool = True,
     prompt_text: bool = True,
+    prompt_tokens: PromptTokens | None = None,
 ) -> Calibration:
     """Fit a Policy on a bundle (a path, "builtin", a Bundle or a TraceView).
 
@@ -187,7 +188,8 @@ def calibrate(
     start table alone;
     prompt_text: with stage0, fit `prompt_text.fit_prompt_text` on the calibration prompts and give
     stage 0 its per-tier logits beside the prompt features (out of fold on these rows; the model
-    itself travels in meta["prompt_text"])."""
+    itself travels in meta["prompt_text"]); prompt_tokens: the view's prompts already counted,
+    every row (`PromptTokens`: the simulator counts a bundle once for all its folds)."""
     view = bundle if isinstance(bundle, TraceView) else load_view(bundle)
     if predictor not in PREDICTORS:
         raise ConfigError(f"predictor {predictor!r}: use one of {', '.join(PREDICTORS)}")
@@ -234,7 +236,8 @@ def calibrate(
         # tier; the hand-made prompt features see only its shape. Pooled 5-fold cost at 1-3% loss
         # fell on every AlpacaEval and option-logits ladder (phi-2 -> Llama-2-chat 0.668 -> 0.554)
         # and three MMLU-Pro ones, and rose 1.3-1.9 points on two (README section 7 has the table).
-        text_model, text_oof = fit_prompt_text(view.prompts[rows], y, folds, seed)
+        text_model, text_oof = fit_prompt_text(view.prompts[rows], y, folds, seed,
+                                               None if prompt_tokens is None else prompt_tokens.take(rows))
         if text_model is not None:
             prompt_x = np.hstack([prompt_x, text_oof])
     if stage0:

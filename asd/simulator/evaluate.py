@@ -25,7 +25,7 @@ import numpy as np
 from asd.calibration.costs import CostGrid, CostModel, fit_cost_model
 from asd.calibration.features import FEATURE_GROUPS, FeatureSet, FeatureSpec, compute_features
 from asd.calibration.id_sketch import calibration_share
-from asd.calibration.prompt_text import fit_prompt_text, policy_prompt_text, with_prompt_text
+from asd.calibration.prompt_text import PromptTokens, fit_prompt_text, policy_prompt_text, with_prompt_text
 from asd.calibration.views import TraceView, load_view
 from asd.engine import Policy
 from asd.errors import ConfigError, PolicyError
@@ -51,6 +51,10 @@ FLOAT32_FEATURES_ABOVE_BYTES = 256 * 2**20
 # Requests whose features are upcast to float64 and binned at a time (a whole fold's at once
 # would be a 0.2 GB temporary at 10^6 requests, this many 20 MB).
 BIN_CHUNK_ROWS = 16_384
+# Up to this many requests, the bundle's prompts are counted once (`PromptTokens`) for every
+# fold's text model and every scoring of its rows; above, each fit and each chunk counts its own
+# prompts as `asd calibrate` does (the same numbers), so memory stays that of one fold's rows.
+PROMPT_TOKENS_MAX_ROWS = 100_000
 # A given policy's replay is called in-sample when at least this share of the replayed requests
 # were among its calibration requests (estimated from the id sketch in its meta).
 IN_SAMPLE_SHARE = 0.05
@@ -217,9 +221,13 @@ class Evaluation:
                  predictor: str = "logistic", groups=None, risk="mean", stage0: bool = True,
                  cost_model: str | None = None, n_bins: int | None = None, seed: int = DEFAULT_SEED,
                  progress=None, policy=None, policy_name: str | None = None,
-                 max_calibration_rows: int | None = MAX_CALIBRATION_ROWS, **calibrate_options):
+                 max_calibration_rows: int | None = MAX_CALIBRATION_ROWS, prompt_tokens: PromptTokens | None = None,
+                 **calibrate_options):
         view = bundle if isinstance(bundle, TraceView) else load_view(bundle)
         self.view = view
+        if prompt_tokens is not None and len(prompt_tokens) != view.n_requests:
+            raise ValueError(f"prompt_tokens counts {len(prompt_tokens)} prompts, the view has {view.n_requests}")
+        self._given_tokens = prompt_tokens  # another evaluation of this view counted them (`counted_prompts`)
         self.warnings: list[str] = []
         self.fixed = None if policy is None else load_policy(policy)
         if policy_name is None and (isinstance(policy, str) or hasattr(policy, "__fspath__")):
@@ -353,9 +361,11 @@ class Evaluation:
         if self.fixed is None:
             from asd.calibration.calibrate import calibrate
 
+            text = o["stage0"] and o["extra"].get("prompt_text", True)
             c = calibrate(self.view, rows=cal, predictor=o["predictor"], risk=o["risk"], stage0=o["stage0"],
                           cost_model=o["cost_model"], n_bins=o["n_bins"], seed=o["seed"], features=fs,
-                          single_feature_report=False, **o["extra"])
+                          single_feature_report=False, prompt_tokens=self.prompt_tokens if text else None,
+                          **o["extra"])
             policy, cal_bins, p_cal = c.policy, c.oof_bins(), c.p_climb
         else:  # a given policy: bins and p̂ once for the whole bundle, each fold takes its rows
             c, policy = None, self.fixed
@@ -382,7 +392,26 @@ class Evaluation:
     def _prompt_x(self, policy: Policy, rows: np.ndarray) -> np.ndarray:
         """Stage 0's input for these rows: the prompt features, then the logits of the policy's
         prompt text model where it has one (fitted on its calibration rows only)."""
-        return with_prompt_text(self.features.prompt_x[rows], self.view.prompts[rows], policy_prompt_text(policy))
+        model = policy_prompt_text(policy)
+        return with_prompt_text(self.features.prompt_x[rows], self.view.prompts[rows], model,
+                                None if model is None else self._tokens(rows))
+
+    @cached_property
+    def prompt_tokens(self) -> PromptTokens | None:
+        """Every prompt of the bundle counted once, for the text models of every fold (None above
+        PROMPT_TOKENS_MAX_ROWS requests); made the first time a text model needs it."""
+        if self._given_tokens is not None:
+            return self._given_tokens
+        return PromptTokens.of(self.view.prompts) if self.view.n_requests <= PROMPT_TOKENS_MAX_ROWS else None
+
+    def counted_prompts(self) -> PromptTokens | None:
+        """The prompts as counted so far, without counting them (None when no text model needed
+        them): for another evaluation of this view (`prompt_tokens=`), as the ablations and the
+        repeated checks make."""
+        return self.__dict__.get("prompt_tokens")  # cached_property keeps its value here
+
+    def _tokens(self, rows: np.ndarray) -> PromptTokens | None:
+        return None if self.prompt_tokens is None else self.prompt_tokens.take(rows)
 
     def _bins(self, policy: Policy, rows: np.ndarray):
         """(prompt, climbed, cold) bins of these rows, in the narrowest dtype that holds them
@@ -421,9 +450,11 @@ class Evaluation:
             if c is not None and c.prompt_text is not None:
                 text, x_cal = c.prompt_text, c.prompt_x
             else:
-                text, oof = fit_prompt_text(self.view.prompts[cal], y[cal], DEFAULT_FOLDS, self.options["seed"])
+                text, oof = fit_prompt_text(self.view.prompts[cal], y[cal], DEFAULT_FOLDS, self.options["seed"],
+                                            self._tokens(cal))
                 x_cal = x[cal] if text is None else np.hstack([x[cal], oof])
-            x_held = with_prompt_text(x[held], self.view.prompts[held], text)
+            x_held = with_prompt_text(x[held], self.view.prompts[held], text,
+                                      None if text is None else self._tokens(held))
             route_cal = np.empty((cal.size, self.view.n_tiers))
             route_held = np.empty((held.size, self.view.n_tiers))
             for s in range(self.view.n_tiers):

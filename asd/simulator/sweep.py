@@ -186,7 +186,8 @@ def ablation(ev: Evaluation, kind: str, base_points, baselines, options: dict) -
     out = []
     for name, change in variants:
         opts = {**options, **change}
-        other = Evaluation(ev.view, folds=ev.design["folds"], split=ev.design["split"], **opts)
+        other = Evaluation(ev.view, folds=ev.design["folds"], split=ev.design["split"],
+                           prompt_tokens=ev.counted_prompts(), **opts)
         point = cheapest_within(policy_frontier(other), floor)
         cost = None if point is None else point["cost_rel"]
         out.append({"name": name, "cost_rel": cost, "base_cost_rel": None if base is None else base["cost_rel"],
@@ -203,7 +204,7 @@ def repeated_checks(ev: Evaluation, repeats: int, options: dict, first: dict, pr
     checks = [first]
     for r in range(1, repeats):
         other = Evaluation(ev.view, folds=ev.design["folds"], policy=ev.fixed, progress=progress,
-                           **{**options, "seed": seed + r})
+                           prompt_tokens=ev.counted_prompts(), **{**options, "seed": seed + r})
         checks.append(quality_check(policy_frontier(other), baseline_frontiers(other), ev.view.tier_names))
     rows = [{"seed": seed + r, "policy_cost_rel": None if q["policy"] is None else q["policy"]["cost_rel"],
              "policy_cost_at_losses_mean": q["policy_cost_at_losses_mean"],

@@ -14,8 +14,8 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.metrics import roc_auc_score
 
 from asd.calibration.prompt_text import (
-    MIN_REQUESTS, NGRAM_RANGE, PromptTextModel, _tfidf, _vectorizer, fit_prompt_text, policy_prompt_text,
-    with_prompt_text,
+    MIN_REQUESTS, NGRAM_RANGE, PromptTextModel, PromptTokens, _tfidf, _vectorizer, fit_prompt_text,
+    policy_prompt_text, with_prompt_text,
 )
 from asd.errors import ConfigError
 
@@ -35,6 +35,63 @@ def test_tfidf_from_plain_lists_equals_scikit_learns_transform(texts):
     vocabulary = {t: j for j, t in enumerate(fitted.get_feature_names_out())}
     ours = _tfidf(_vectorizer(vocabulary=vocabulary).transform(texts), fitted.idf_)
     np.testing.assert_allclose(ours.toarray(), fitted.transform(texts).toarray(), rtol=1e-12, atol=1e-12)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(st.sampled_from(WORDS), min_size=0, max_size=15).map(" ".join), min_size=2, max_size=30),
+       st.integers(1, 3), st.integers(1, 40))
+def test_counted_prompts_give_scikit_learns_tfidf_vocabulary_and_idf(texts, min_df, max_terms):
+    """PromptTokens.tfidf prunes and weighs as TfidfVectorizer(min_df, max_features) does: the
+    same terms in the same order (the most frequent ones where max_features binds), the same idf
+    to the bit, the same matrix up to the order a row's norm is summed in."""
+    try:
+        reference = TfidfVectorizer(ngram_range=NGRAM_RANGE, sublinear_tf=True, dtype=np.float64, min_df=min_df,
+                                    max_features=max_terms)
+        expected = reference.fit_transform(texts)
+    except ValueError:  # no term left: PromptTokens says so with None
+        assert PromptTokens.of(texts).tfidf(min_df, max_terms) is None
+        return
+    x, vocabulary, idf = PromptTokens.of(texts).tfidf(min_df, max_terms)
+    assert vocabulary == tuple(reference.get_feature_names_out())
+    np.testing.assert_array_equal(idf, reference.idf_)
+    np.testing.assert_allclose(x.toarray(), expected.toarray(), rtol=1e-14, atol=1e-15)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 2**31 - 1))
+def test_counting_a_bundle_once_fits_and_scores_every_subset_to_the_bit(seed):
+    """The simulator counts a bundle's prompts once and hands each fold its rows: the text model,
+    its out-of-fold logits and every score are those of counting the fold's prompts alone."""
+    rng = np.random.default_rng(seed)
+    prompts = _prompts(rng, 160, words=WORDS + [f"rare{i}" for i in range(40)]) + [None, ""]
+    y = (rng.random((len(prompts), 2)) < 0.4).astype(float)
+    every = PromptTokens.of(prompts)
+    rows = np.sort(rng.choice(len(prompts), 90, replace=False))
+    others = np.setdiff1d(np.arange(len(prompts)), rows)
+    alone = fit_prompt_text([prompts[r] for r in rows], y[rows], folds=5, seed=1)
+    taken = fit_prompt_text([prompts[r] for r in rows], y[rows], folds=5, seed=1, tokens=every.take(rows))
+    model = alone[0]
+    assert model.vocabulary == taken[0].vocabulary
+    for field in ("idf", "coef", "intercept"):
+        np.testing.assert_array_equal(getattr(taken[0], field), getattr(model, field))
+    np.testing.assert_array_equal(taken[1], alone[1])
+    # scoring other prompts from the counts (terms they never use included) = from their text
+    held = [prompts[r] for r in others]
+    np.testing.assert_array_equal(model.logits(None, every.take(others)), model.logits(held))
+    only_one = PromptTokens.of(["alpha beta"])  # most of the vocabulary absent from these counts
+    np.testing.assert_array_equal(model.logits(None, only_one), model.logits(["alpha beta"]))
+    x = np.zeros((others.size, 1))
+    np.testing.assert_array_equal(with_prompt_text(x, held, model, every.take(others)), with_prompt_text(x, held, model))
+
+
+def test_prompts_without_a_word_count_to_nothing():
+    empty = PromptTokens.of([None, "", "   "])
+    assert len(empty) == 3 and empty.terms.size == 0 and empty.tfidf(1, 10) is None
+    assert empty.counts_of(["alpha", "beta gamma"]).shape == (3, 2)
+    assert empty.counts_of(["alpha", "beta gamma"]).nnz == 0
+    with pytest.raises(ValueError, match="counted prompts"):
+        fit_prompt_text(_prompts(np.random.default_rng(0), 60), np.ones((60, 2)), folds=5, seed=0,
+                        tokens=PromptTokens.of(["alpha"]))
 
 
 def test_it_learns_what_the_words_say_out_of_fold():

@@ -418,6 +418,34 @@ def test_sweep_ablation_drops_stage0s_text_model_where_there_is_one():
     assert text[0]["cost_rel"] is None or math.isfinite(text[0]["change_points"])
 
 
+def test_counting_the_bundles_prompts_once_changes_no_fold(monkeypatch):
+    """The evaluation counts the prompts once for every fold's text model (PromptTokens); above
+    PROMPT_TOKENS_MAX_ROWS each fit counts its own, as asd calibrate does: the same policies, held-out
+    outcomes and router scores either way."""
+    from asd.simulator import evaluate as E
+
+    once = Evaluation("builtin", folds=3, seed=0, cost_model="params")
+    assert once.prompt_tokens is not None and len(once.prompt_tokens) == once.view.n_requests
+    assert all(f.calibration.prompt_text is not None for f in once.folds)
+    monkeypatch.setattr(E, "PROMPT_TOKENS_MAX_ROWS", 0)
+    each = Evaluation("builtin", folds=3, seed=0, cost_model="params")
+    assert each.prompt_tokens is None
+    for a, b in zip(once.folds, each.folds):
+        np.testing.assert_array_equal(a.calibration.prompt_x, b.calibration.prompt_x)
+        np.testing.assert_array_equal(a.prompt_bins, b.prompt_bins)
+        for x, y in zip(once.router_scores(a), each.router_scores(b)):
+            np.testing.assert_array_equal(x, y)
+    for lam in (100.0, 3000.0, 1e5):
+        for x, y in zip(astuple(once.policy_outcomes(lam)), astuple(each.policy_outcomes(lam))):
+            np.testing.assert_array_equal(x, y)
+    # another evaluation of the view (an ablation, a repeated check) takes the counts made
+    shared = Evaluation(once.view, folds=3, seed=1, cost_model="params", prompt_tokens=once.counted_prompts())
+    assert shared.prompt_tokens is once.prompt_tokens
+    assert Evaluation(once.view, folds=3, seed=0, stage0=False).counted_prompts() is None  # no text model: not counted
+    with pytest.raises(ValueError, match="counts 2 prompts"):
+        Evaluation(once.view, folds=3, prompt_tokens=once.prompt_tokens.take([0, 1]))
+
+
 @pytest.mark.parametrize("stat", ["mean", "p95"])
 def test_prediction_margin_covers_the_spread_of_a_windows_statistic(stat):
     # lognormal latencies: the statistic over fresh windows of 500 exceeds the calibration
