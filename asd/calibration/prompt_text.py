@@ -109,7 +109,10 @@ class PromptTokens:
         return self.counts.shape[0]
 
     def take(self, rows) -> "PromptTokens":
-        return PromptTokens(self.counts[np.asarray(rows, dtype=np.int64)], self.terms)
+        """The counts of these prompts (row indices, or a boolean mask over every prompt)."""
+        rows = np.asarray(rows)
+        rows = np.flatnonzero(rows) if rows.dtype == bool else rows.astype(np.int64, copy=False)
+        return PromptTokens(self.counts[rows], self.terms)
 
     def counts_of(self, vocabulary) -> object:
         """(n, len(vocabulary)) counts of these terms, in that order (0 for a term these prompts

@@ -78,6 +78,9 @@ def test_counting_a_bundle_once_fits_and_scores_every_subset_to_the_bit(seed):
     # scoring other prompts from the counts (terms they never use included) = from their text
     held = [prompts[r] for r in others]
     np.testing.assert_array_equal(model.logits(None, every.take(others)), model.logits(held))
+    mask = np.zeros(len(prompts), dtype=bool)
+    mask[others] = True
+    assert (every.take(mask).counts != every.take(others).counts).nnz == 0
     only_one = PromptTokens.of(["alpha beta"])  # most of the vocabulary absent from these counts
     np.testing.assert_array_equal(model.logits(None, only_one), model.logits(["alpha beta"]))
     x = np.zeros((others.size, 1))
