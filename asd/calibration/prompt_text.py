@@ -52,8 +52,8 @@ def _min_df(n: int) -> int:
     return 2 if n < 2000 else 3  # a term in one prompt only says nothing about the next
 
 
-# One tokenisation for fitting (TfidfVectorizer) and scoring (CountVectorizer on the kept
-# vocabulary): lowercase words of two or more characters, and their pairs.
+# One tokenisation for counting (`PromptTokens`, whose TF-IDF is TfidfVectorizer's) and scoring
+# (CountVectorizer on the kept vocabulary): lowercase words of two or more characters, and their pairs.
 _TOKENS = dict(ngram_range=NGRAM_RANGE, lowercase=True, dtype=np.float64)
 
 
