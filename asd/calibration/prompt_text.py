@@ -124,9 +124,7 @@ class PromptTokens:
         found = np.flatnonzero(at < self.terms.size)
         found = found[self.terms[at[found]] == vocabulary[found]]
         pick = sparse.csr_matrix((np.ones(found.size), (at[found], found)), shape=(self.terms.size, vocabulary.size))
-        counts = (self.counts @ pick).tocsr()
-        counts.sort_indices()
-        return counts
+        return (self.counts @ pick).tocsr()  # `_tfidf` sorts each row's terms before it sums them
 
     def tfidf(self, min_df: int, max_terms: int):
         """(TF-IDF matrix, vocabulary, idf) as `TfidfVectorizer(**_TOKENS, sublinear_tf=True,
@@ -254,10 +252,9 @@ def fit_prompt_text(prompts, y, folds: int, seed: int,
     x, vocabulary, idf = fitted
     fold = group_folds(np.arange(n), folds, seed)
     oof = np.empty((n, y.shape[1]))
-    coef = np.empty((y.shape[1], len(vocabulary)))
-    intercept = np.empty(y.shape[1])
+    coef = np.zeros((y.shape[1], len(vocabulary)))
+    intercept = np.zeros(y.shape[1])
     for s in range(y.shape[1]):
-        coef[s], intercept[s] = 0.0, 0.0
         for k in range(folds):
             train, test = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
             # the vocabulary and idf are label-free; fitting them on every calibration prompt leaks no label

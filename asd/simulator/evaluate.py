@@ -188,10 +188,6 @@ def fixed_policy_features(policy: Policy, view: TraceView, where: str = "policy"
                           "`asd calibrate`; recalibrate")
     try:
         spec = FeatureSpec.from_dict(spec_dict)
-    except ConfigError as exc:
-        raise PolicyError(f"{where}: {exc} (written by asd {policy.meta.get('asd_version', '?')}; recalibrate "
-                          "with this asd)") from None
-    try:
         text = policy_prompt_text(policy)
     except ConfigError as exc:
         raise PolicyError(f"{where}: {exc} (written by asd {policy.meta.get('asd_version', '?')}; recalibrate "

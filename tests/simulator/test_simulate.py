@@ -418,6 +418,17 @@ def test_sweep_ablation_drops_stage0s_text_model_where_there_is_one():
     assert text[0]["cost_rel"] is None or math.isfinite(text[0]["change_points"])
 
 
+def test_a_policy_whose_text_model_is_malformed_is_refused_in_one_line():
+    from asd.calibration.calibrate import calibrate
+
+    policy = calibrate("builtin", rows=np.arange(0, 600, 2), seed=0, single_feature_report=False).policy
+    assert "prompt_text" in policy.meta
+    policy = Policy(policy.tables, policy.predictor, lam=policy.lam, risk=policy.risk, tier_names=policy.tier_names,
+                    meta={**policy.meta, "prompt_text": {"version": 99}})  # a new object: no parsed model cached
+    with pytest.raises(PolicyError, match=r"^policy: prompt text model: expected a dict with version 1"):
+        Evaluation("builtin", policy=policy)
+
+
 def test_counting_the_bundles_prompts_once_changes_no_fold(monkeypatch):
     """The evaluation counts the prompts once for every fold's text model (PromptTokens); above
     PROMPT_TOKENS_MAX_ROWS each fit counts its own, as asd calibrate does: the same policies, held-out
