@@ -1,4 +1,4 @@
-"""The policy's quality against issue 8's targets on every real ladder that ../shared/data holds: at 2 % quality loss against always-last, with the `params` cost and pooled 5-fold cross-fitting over several fold seeds, the GPU points the policy saves beyond the best simple policy (goal at least 3), the share of the simple-to-oracle gap it closes (goal at least 0.25) and the threshold or router points above its frontier (goal none) and how far above, plus the mean GPU cost at 1, 2 and 3 % loss.
+"""The policy's quality against issue 8's targets on every real ladder that ../shared/data holds: at 2 % quality loss against always-last, with the `params` cost and pooled 5-fold cross-fitting over several fold seeds, the GPU points the policy saves beyond the best simple policy (goal at least 3), the share of the simple-to-oracle gap it closes (goal at least 0.25) and the threshold or router points above its frontier (goal none) and how far above (in requests' worth, in GPU points and in paired standard errors), plus the mean GPU cost at 1, 2 and 3 % loss.
 
 Each ladder is imported from ../shared/data (or $ASD_SHARED_DATA) by `asd traces import` into a
 temporary directory and swept as `asd sweep BUNDLE --cost-model params --repeats SEEDS` sweeps it;
@@ -66,7 +66,7 @@ def import_ladder(key: str, root: Path, out: Path):
 def measure(key: str, root: Path, seeds: int, scratch: Path) -> dict:
     from asd.calibration.views import load_view
     from asd.simulator.evaluate import Evaluation
-    from asd.simulator.sweep import baseline_frontiers, policy_frontier, quality_check, repeated_checks
+    from asd.simulator.sweep import baseline_frontiers, paired_noise, policy_frontier, quality_check, repeated_checks
 
     t0 = time.perf_counter()
     summary = import_ladder(key, root, scratch / key)
@@ -75,7 +75,7 @@ def measure(key: str, root: Path, seeds: int, scratch: Path) -> dict:
     # as `asd sweep --cost-model params --repeats SEEDS`: fold seeds 0, 1, ...
     options = dict(cost_model="params", predictor="logistic", stage0=True, risk="mean", seed=0)
     ev = Evaluation(view, folds=FOLDS, **options)
-    first = quality_check(policy_frontier(ev), baseline_frontiers(ev), view.tier_names)
+    first = paired_noise(ev, quality_check(policy_frontier(ev), baseline_frontiers(ev), view.tier_names))
     repeats = repeated_checks(ev, seeds, {**options, "cost_model": ev.cost_model}, first)
     checks = repeats["checks"]
 
@@ -106,6 +106,9 @@ def measure(key: str, root: Path, seeds: int, scratch: Path) -> dict:
         "baseline_above_extra_cost_points": [None if row["baseline_above_policy_extra_cost_max"] is None
                                              else round(100 * row["baseline_above_policy_extra_cost_max"], 2)
                                              for row in checks],
+        # per seed, the largest margin of a point above in paired standard errors (`sweep.paired_noise`)
+        "baseline_above_z_max": [None if row["baseline_above_z_max"] is None else round(row["baseline_above_z_max"], 2)
+                                 for row in checks],
         "best_simple": [row["best_simple"] for row in checks],
         # reached: every seed has a policy point at 2 % loss, so a saving; the gap is None where the
         # simple policy is already the oracle's cost
@@ -134,7 +137,7 @@ def print_report(report: dict) -> None:
           f"0..{seeds - 1} (goals: saved >= {GOALS['saved_vs_simple_points']:g} points, gap closed >= "
           f"{GOALS['gap_closed']:g}, no threshold/router point above)")
     print(f"{'ladder':32} {'N':>6} {'L':>2} {'targets':>7} {'cost 1-3%':>9} {'saved pts':>12} {'gap':>6} "
-          f"{'above per seed':>15} {'by req/cost pts':>24}  met")
+          f"{'above per seed':>15} {'by req/cost pts':>24} {'max z':>14}  met")
     for r in rows:
         if "error" in r:
             print(f"{r['ladder']:32} skipped: {r['error']}")
@@ -145,9 +148,11 @@ def print_report(report: dict) -> None:
         print(f"{r['ladder']:32} {r['n_requests']:>6} {r['n_tiers']:>2} {'bind' if r['targets_apply'] else '-':>7} "
               f"{_fmt(r['policy_cost_at_losses_mean'], '.3f'):>9} {saved:>12} {_fmt(r['gap_closed'], '.3f'):>6} "
               f"{','.join(map(str, r['baseline_points_above_policy'])):>15} "
-              f"{_margins(r):>24}  {met}")
+              f"{_margins(r):>24} {','.join(_fmt(z, '.1f') for z in r['baseline_above_z_max']):>14}  {met}")
     print("by req/cost pts: per seed, how far above the policy's frontier its threshold/router points reach at most: "
-          "quality above the policy at no more cost, in requests' worth, and the GPU points the policy pays to match one")
+          "quality above the policy at no more cost, in requests' worth, and the GPU points the policy pays to match one; "
+          "max z: the largest of those margins in paired standard errors of the held-out difference (noise alone puts the "
+          "largest of a couple of dozen points up to about 2 out)")
 
 
 def main(argv=None) -> dict:

@@ -204,8 +204,8 @@ def print_sweep(result: dict, console: Console | None = None) -> None:
 def _above_text(points: list[dict], n_requests: int) -> str:
     """How many baseline points lie above the policy's frontier, whose, and how far at most, in
     quality at their cost and in what the policy pays to match them: `4 (threshold 3, router 1;
-    up to 0.0062 quality above the policy at their cost, 5 of 805 requests' worth; the policy
-    matches them for up to 1.2 points more cost)`."""
+    up to 0.0062 quality above the policy at their cost, 5 of 805 requests' worth, at most 1.3
+    paired standard errors; the policy matches them for up to 1.2 points more cost)`."""
     if not points:
         return "0"
     names = [p["baseline"] for p in points]
@@ -213,8 +213,10 @@ def _above_text(points: list[dict], n_requests: int) -> str:
     one = len(points) == 1
     above = [p["quality_above"] for p in points if p["quality_above"] is not None]
     if above:
+        z = [p["quality_above_z"] for p in points if p.get("quality_above_z") is not None]
         parts.append(f"{'' if len(above) == 1 else 'up to '}{max(above):.4f} quality above the policy at "
-                     f"{'its' if one else 'their'} cost, {max(above) * n_requests:.0f} of {n_requests} requests' worth")
+                     f"{'its' if one else 'their'} cost, {max(above) * n_requests:.0f} of {n_requests} requests' worth"
+                     + (f", {'' if len(z) == 1 else 'at most '}{max(z):.1f} paired standard errors" if z else ""))
     extra = [p["policy_extra_cost"] for p in points if p["policy_extra_cost"] is not None]
     if extra:
         parts.append(f"the policy matches {'it' if one else 'them'} for {'' if len(extra) == 1 else 'up to '}"

@@ -86,7 +86,9 @@ def quality_check(policy_points, baselines, tier_names) -> dict:
     """At ≤ 2 % quality loss against always-last: the cheapest policy point, the best simple
     policy (the threshold cascade, or a single tier meeting it alone), the oracle; the GPU the
     policy saves beyond the simple one (points of cost) and the share of the simple-to-oracle gap
-    it closes; and whether any threshold or router point lies above the policy's frontier."""
+    it closes; and whether any threshold or router point lies above the policy's frontier, how
+    far (in quality at its cost and in the cost the policy pays to match it) and against which
+    policy point (`paired_noise` adds how far in paired standard errors)."""
     last = baselines[f"always-{tier_names[-1]}"][0]
     if last["quality"] is None:  # an unlabelled bundle (e.g. Spec-Bench's): no quality to trade against cost
         raise ConfigError(f"asd sweep compares quality at a cost, but always-{tier_names[-1]} has no quality "
@@ -110,9 +112,15 @@ def quality_check(policy_points, baselines, tier_names) -> dict:
     for name in ("threshold", "router"):
         for p in baselines[name]:
             if _above(p, policy_points):
+                compared = _best_no_dearer(p, policy_points)
                 dominated.append({"baseline": name, "quality": p["quality"], "cost_rel": p["cost_rel"],
+                                  "budget": p.get("budget"),
                                   "quality_above": _quality_above(p, policy_points),
-                                  "policy_extra_cost": _extra_cost(p, policy_points)})
+                                  "policy_extra_cost": _extra_cost(p, policy_points),
+                                  # the policy point it is above (None: none costs no more), and the
+                                  # paired standard error of that margin (`paired_noise`; None until then)
+                                  "policy_lambda": None if compared is None else compared.get("lambda"),
+                                  "quality_above_se": None, "quality_above_z": None})
     return {
         "quality_floor": floor, "always_last_quality": last["quality"],
         "policy": policy, "best_simple": {"name": simple_name, **simple}, "oracle": oracle,
@@ -140,8 +148,15 @@ def _above(point: dict, frontier: list[dict]) -> bool:
 # each alone overstates one end. The reader judges them against the noise of a held-out mean.
 def _quality_above(point: dict, frontier: list[dict]) -> float | None:
     """`point`'s quality less the policy's best at no more cost; None: no policy point is that cheap."""
-    cheaper = [p["quality"] for p in frontier if p["cost_rel"] <= point["cost_rel"] + 1e-12 and p["quality"] is not None]
-    return float(point["quality"] - max(cheaper)) if cheaper else None
+    best = _best_no_dearer(point, frontier)
+    return None if best is None else float(point["quality"] - best["quality"])
+
+
+def _best_no_dearer(point: dict, frontier: list[dict]) -> dict | None:
+    """The policy point `_quality_above` measures `point` against: the best quality costing no
+    more (of equal ones, the cheapest); None: no policy point is that cheap."""
+    cheaper = [p for p in frontier if p["cost_rel"] <= point["cost_rel"] + 1e-12 and p["quality"] is not None]
+    return min(cheaper, key=lambda p: (-p["quality"], p["cost_rel"])) if cheaper else None
 
 
 def _extra_cost(point: dict, frontier: list[dict]) -> float | None:
@@ -149,6 +164,36 @@ def _extra_cost(point: dict, frontier: list[dict]) -> float | None:
     quality; None: no policy point reaches that quality."""
     reaching = [p["cost_rel"] for p in frontier if p["quality"] is not None and p["quality"] >= point["quality"] - 1e-9]
     return float(min(reaching) - point["cost_rel"]) if reaching else None
+
+
+def paired_se(a: np.ndarray, b: np.ndarray) -> float | None:
+    """Standard error of the mean of a − b over the requests labelled in both (NaN: unlabelled):
+    two methods judged on the same requests differ on a few of them, and the spread of those
+    per-request differences, not of each mean alone, is the noise of their difference. None
+    below two such requests."""
+    both = ~np.isnan(a) & ~np.isnan(b)
+    d = a[both] - b[both]
+    return None if d.size < 2 else float(d.std(ddof=1) / np.sqrt(d.size))
+
+
+def paired_noise(ev: Evaluation, check: dict) -> dict:
+    """`check` (quality_check's, of `ev`'s frontiers) with each threshold or router point above
+    the policy given `quality_above_se`, the paired standard error of its margin over the policy
+    point it is measured against (both replayed again on the same held-out requests), and
+    `quality_above_z`, the margin in those units; `baseline_above_z_max` the largest. A point a
+    few requests above on a ladder of hundreds is within the noise of a held-out mean, and with
+    a couple of dozen points compared, noise alone puts the largest up to about 2 standard errors
+    out (the expected largest of 24 independent normal draws is 1.95)."""
+    for entry in check["baseline_points_above_policy"]:
+        if entry["policy_lambda"] is None or entry["budget"] is None:  # cheaper than every policy point
+            continue
+        baseline = ev.tuned_baseline(entry["baseline"], cost_rel=entry["budget"])
+        se = paired_se(baseline.quality, ev.policy_outcomes(entry["policy_lambda"]).quality)
+        entry["quality_above_se"] = se
+        entry["quality_above_z"] = float(entry["quality_above"] / se) if se else None
+    check["baseline_above_z_max"] = max((p["quality_above_z"] for p in check["baseline_points_above_policy"]
+                                         if p["quality_above_z"] is not None), default=None)
+    return check
 
 
 def sweep(bundle="builtin", *, split=None, folds=None, cost_model=None, predictor="logistic", stage0=True,
@@ -163,7 +208,7 @@ def sweep(bundle="builtin", *, split=None, folds=None, cost_model=None, predicto
         "cost_model": ev.cost_model.kind, "cost_note": ev.cost_model.note, "speculative": ev.speculative,
         "tiers": list(ev.view.tier_names),
         "policy": policy_points, "baselines": baselines,
-        "quality_check": quality_check(policy_points, baselines, ev.view.tier_names),
+        "quality_check": paired_noise(ev, quality_check(policy_points, baselines, ev.view.tier_names)),
         "features": list(ev.features.names),
         "warnings": list(ev.warnings),
     }
@@ -201,11 +246,12 @@ def repeated_checks(ev: Evaluation, repeats: int, options: dict, first: dict, pr
     alone on a ladder of a few thousand requests, more on a few hundred; the mean and spread
     say how much of a difference is the policy's."""
     seed = options["seed"]
-    checks = [first]
+    checks = [first if "baseline_above_z_max" in first else paired_noise(ev, first)]
     for r in range(1, repeats):
         other = Evaluation(ev.view, folds=ev.design["folds"], policy=ev.fixed, progress=progress,
                            prompt_tokens=ev.counted_prompts(), **{**options, "seed": seed + r})
-        checks.append(quality_check(policy_frontier(other), baseline_frontiers(other), ev.view.tier_names))
+        checks.append(paired_noise(other, quality_check(policy_frontier(other), baseline_frontiers(other),
+                                                        ev.view.tier_names)))
     rows = [{"seed": seed + r, "policy_cost_rel": None if q["policy"] is None else q["policy"]["cost_rel"],
              "policy_cost_at_losses_mean": q["policy_cost_at_losses_mean"],
              "best_simple": q["best_simple"]["name"], "best_simple_cost_rel": q["best_simple"]["cost_rel"],
@@ -215,6 +261,7 @@ def repeated_checks(ev: Evaluation, repeats: int, options: dict, first: dict, pr
              **{f"baseline_above_{key}_max": max((p[key] for p in q["baseline_points_above_policy"]
                                                   if p[key] is not None), default=None)
                 for key in ("quality_above", "policy_extra_cost")},
+             "baseline_above_z_max": q["baseline_above_z_max"],
              "met": q["met"]}
             for r, q in enumerate(checks)]
 

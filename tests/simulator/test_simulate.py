@@ -20,7 +20,8 @@ from asd.simulator.evaluate import Evaluation
 from asd.simulator.outcomes import Outcomes, latency_stat
 from asd.simulator.report import _above_text
 from asd.simulator.job import deployment_check, des_latency, difficulty_priority, prediction_margin, simulate
-from asd.simulator.sweep import _above, _extra_cost, _quality_above, cheapest_within, run_sweep, sweep
+from asd.simulator.sweep import (_above, _extra_cost, _quality_above, cheapest_within, paired_se, run_sweep,
+                                  sweep)
 from asd.traces.bundle import open_bundle
 from asd.traces.synth import write_synthetic_bundle
 
@@ -536,6 +537,41 @@ def test_sweep_repeats_the_quality_check_over_fold_seeds(synth, tmp_path):
     for key in ("quality_above", "policy_extra_cost"):
         values = [p[key] for p in q["baseline_points_above_policy"] if p[key] is not None]
         assert rep["checks"][0][f"baseline_above_{key}_max"] == (max(values) if values else None)
+    assert rep["checks"][0]["baseline_above_z_max"] == q["baseline_above_z_max"]
+
+
+def test_each_point_above_carries_the_paired_standard_error_of_its_margin(evaluation):
+    result = sweep(evaluation=evaluation)
+    q = result["quality_check"]
+    points = [p for p in q["baseline_points_above_policy"] if p["policy_lambda"] is not None]
+    assert points  # this synthetic ladder has threshold and router points above the frontier
+    for p in points:
+        # measured against the best policy point that costs no more (of equal ones the cheapest)
+        cheaper = [x for x in result["policy"] if x["cost_rel"] <= p["cost_rel"] + 1e-12]
+        best = max(x["quality"] for x in cheaper)
+        compared = min((x for x in cheaper if x["quality"] == best), key=lambda x: x["cost_rel"])
+        assert p["policy_lambda"] == compared["lambda"]
+        # both replayed again on the same held-out requests: the figures the frontiers show
+        base = evaluation.tuned_baseline(p["baseline"], cost_rel=p["budget"])
+        pol = evaluation.policy_outcomes(p["policy_lambda"])
+        assert np.nanmean(base.quality) == pytest.approx(p["quality"])
+        assert np.nanmean(pol.quality) == pytest.approx(compared["quality"])
+        d = (base.quality - pol.quality)[~np.isnan(base.quality) & ~np.isnan(pol.quality)]
+        assert p["quality_above_se"] == pytest.approx(d.std(ddof=1) / np.sqrt(d.size))
+        assert p["quality_above_z"] == pytest.approx(p["quality_above"] / p["quality_above_se"])
+    z = [p["quality_above_z"] for p in points if p["quality_above_z"] is not None]
+    assert q["baseline_above_z_max"] == max(z)
+    assert f"{max(z):.1f} paired standard errors" in _above_text(q["baseline_points_above_policy"],
+                                                                 result["n_requests"])
+
+
+def test_the_paired_standard_error_reads_the_requests_labelled_in_both():
+    a = np.array([1.0, 0.0, 1.0, np.nan, 1.0])
+    b = np.array([0.0, 0.0, 1.0, 1.0, np.nan])
+    # differences 1, 0, 0 over the three labelled in both: sd 0.577, over √3
+    assert paired_se(a, b) == pytest.approx(np.std([1.0, 0.0, 0.0], ddof=1) / np.sqrt(3))
+    assert paired_se(a[:1], b[:1]) is None  # one request: no spread to read
+    assert paired_se(np.ones(4), np.zeros(4)) == 0.0
 
 
 def test_points_above_are_counted_by_baseline_in_first_seen_order_with_how_far_above():
@@ -550,6 +586,10 @@ def test_points_above_are_counted_by_baseline_in_first_seen_order_with_how_far_a
     assert _above_text(points, 805).endswith("; 1 cheaper than every policy point; 1 above the policy's best quality)")
     assert _above_text(points[:1], 805) == ("1 (threshold 1; 0.0040 quality above the policy at its cost, 3 of 805 "
                                             "requests' worth; the policy matches it for 0.4 points more cost)")
+    # with paired standard errors (`paired_noise`), the largest margin in those units
+    points[0]["quality_above_z"], points[1]["quality_above_z"] = 0.8, 2.26
+    assert "13 of 805 requests' worth, at most 2.3 paired standard errors; the policy" in _above_text(points, 805)
+    assert "3 of 805 requests' worth, 0.8 paired standard errors; the policy" in _above_text(points[:1], 805)
 
 
 def test_a_point_above_lies_above_the_best_policy_point_that_costs_no_more_and_is_matched_at_a_price():
