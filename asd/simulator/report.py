@@ -213,7 +213,7 @@ def _above_text(points: list[dict], n_requests: int) -> str:
     one = len(points) == 1
     above = [p["quality_above"] for p in points if p["quality_above"] is not None]
     if above:
-        z = [p["quality_above_z"] for p in points if p.get("quality_above_z") is not None]
+        z = [p["quality_above_z"] for p in points if p["quality_above_z"] is not None]
         parts.append(f"{'' if len(above) == 1 else 'up to '}{max(above):.4f} quality above the policy at "
                      f"{'its' if one else 'their'} cost, {max(above) * n_requests:.0f} of {n_requests} requests' worth"
                      + (f", {'' if len(z) == 1 else 'at most '}{max(z):.1f} paired standard errors" if z else ""))

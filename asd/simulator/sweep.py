@@ -184,11 +184,15 @@ def paired_noise(ev: Evaluation, check: dict) -> dict:
     few requests above on a ladder of hundreds is within the noise of a held-out mean, and with
     a couple of dozen points compared, noise alone puts the largest up to about 2 standard errors
     out (the expected largest of 24 independent normal draws is 1.95)."""
+    policy_quality = {}  # λ → its pooled held-out quality: several points are often above the same policy point
     for entry in check["baseline_points_above_policy"]:
-        if entry["policy_lambda"] is None or entry["budget"] is None:  # cheaper than every policy point
+        lam = entry["policy_lambda"]
+        if lam is None or entry["budget"] is None:  # cheaper than every policy point
             continue
+        if lam not in policy_quality:
+            policy_quality[lam] = ev.policy_outcomes(lam).quality
         baseline = ev.tuned_baseline(entry["baseline"], cost_rel=entry["budget"])
-        se = paired_se(baseline.quality, ev.policy_outcomes(entry["policy_lambda"]).quality)
+        se = paired_se(baseline.quality, policy_quality[lam])
         entry["quality_above_se"] = se
         entry["quality_above_z"] = float(entry["quality_above"] / se) if se else None
     check["baseline_above_z_max"] = max((p["quality_above_z"] for p in check["baseline_points_above_policy"]

@@ -576,13 +576,13 @@ def test_the_paired_standard_error_reads_the_requests_labelled_in_both():
 
 def test_points_above_are_counted_by_baseline_in_first_seen_order_with_how_far_above():
     assert _above_text([], 805) == "0"
-    points = [{"baseline": "threshold", "quality_above": 0.004, "policy_extra_cost": 0.004},
-              {"baseline": "router", "quality_above": 0.0161, "policy_extra_cost": 0.0123},
-              {"baseline": "threshold", "quality_above": 0.001, "policy_extra_cost": 0.001}]
+    points = [{"baseline": "threshold", "quality_above": 0.004, "policy_extra_cost": 0.004, "quality_above_z": None},
+              {"baseline": "router", "quality_above": 0.0161, "policy_extra_cost": 0.0123, "quality_above_z": None},
+              {"baseline": "threshold", "quality_above": 0.001, "policy_extra_cost": 0.001, "quality_above_z": None}]
     assert _above_text(points, 805) == ("3 (threshold 2, router 1; up to 0.0161 quality above the policy at their cost, "
                                         "13 of 805 requests' worth; the policy matches them for up to 1.2 points more "
                                         "cost)")
-    points.append({"baseline": "router", "quality_above": None, "policy_extra_cost": None})
+    points.append({"baseline": "router", "quality_above": None, "policy_extra_cost": None, "quality_above_z": None})
     assert _above_text(points, 805).endswith("; 1 cheaper than every policy point; 1 above the policy's best quality)")
     assert _above_text(points[:1], 805) == ("1 (threshold 1; 0.0040 quality above the policy at its cost, 3 of 805 "
                                             "requests' worth; the policy matches it for 0.4 points more cost)")
