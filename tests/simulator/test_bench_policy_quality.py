@@ -39,11 +39,13 @@ def test_the_benchmark_reports_sweeps_own_quality_check(shared_data, tmp_path):
     margins = (f"{max(above) * 805:.0f}" if above else "—") + "/" + (f"{100 * max(extra):.1f}" if extra else "—")
     z = check["baseline_above_z_max"]
     assert row["baseline_above_z_max"] == [None if z is None else round(z, 2)]
+    assert row["loss_slack_requests"] == round((check["always_last_quality"] - check["quality_floor"]) * 805, 1)
     assert row["met"] == {"saved": check["saved_vs_simple_points"] >= 3, "gap": check["gap_closed"] >= 0.25,
                           "above": not check["baseline_points_above_policy"]}
 
     (line,) = [line for line in stdout.splitlines() if line.startswith(LADDER)]
-    assert line.split()[1:10] == ["805", "3", "bind", f"{row['policy_cost_at_losses_mean']:.3f}",
+    assert line.split()[1:11] == ["805", "3", "bind", f"{row['loss_slack_requests']:.0f}",
+                                 f"{row['policy_cost_at_losses_mean']:.3f}",
                                  f"{row['saved_vs_simple_points']:.1f}", f"{row['gap_closed']:.3f}",
                                  str(row["baseline_points_above_policy"][0]),
                                  margins, "—" if z is None else f"{z:.1f}"]
