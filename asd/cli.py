@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import tempfile
 import warnings
@@ -94,6 +95,8 @@ class JsonPath(click.Path):
         self.makes_parents = makes_parents  # the writer creates missing directories (asd.fsutil)
 
     def convert(self, value, param, ctx):
+        if not str(value).strip():  # Path("") is the working directory: never what an empty argument meant
+            raise AsdError(f"{self.option} '': give a file path")
         target = Path(value)
         parent = target.parent if str(target.parent) else Path(".")
         if target.is_dir():
@@ -133,6 +136,39 @@ class PlotsDir(click.Path):
         except ConfigError as exc:
             raise AsdError(str(exc)) from None
         return value
+
+
+def refuse_overwriting_inputs(inputs: dict, outputs: dict) -> None:
+    """Before any work: an output that is one of the command's input files, lies inside an
+    input bundle, or is another output's path is one `error:` line (each was silently
+    overwritten: `--json` over the `--policy` it read, `-o` over the bundle's own Parquet).
+    inputs / outputs: option name → path (None: not given); an input `builtin` is not a path."""
+    from asd.traces.bundle import is_builtin
+
+    def where(path):
+        if path in (None, ""):
+            return None
+        try:
+            return Path(path).resolve()
+        except (OSError, RuntimeError):  # a symbolic-link loop: the bundle's own check names it
+            return Path(os.path.abspath(path))
+
+    given_in = {name: where(p) for name, p in inputs.items() if p is not None and not is_builtin(p)}
+    seen: dict[Path, str] = {}
+    for name, path in ((n, where(p)) for n, p in outputs.items()):
+        if path is None:
+            continue
+        for in_name, in_path in given_in.items():
+            if in_path is None:
+                continue
+            if path == in_path:
+                raise AsdError(f"{name} {outputs[name]}: is also {in_name}, which it would overwrite; write it elsewhere")
+            if in_path.is_dir() and in_path in path.parents:
+                raise AsdError(f"{name} {outputs[name]}: lies inside the bundle {inputs[in_name]} this command "
+                               "reads, which it would damage; write it elsewhere")
+        if path in seen:
+            raise AsdError(f"{name} {outputs[name]}: is also {seen[path]}; give each output its own path")
+        seen[path] = name
 
 
 def json_option(help: str):
@@ -338,6 +374,7 @@ def calibrate_command(bundle, out, predictor, groups, n_bins, risk, stage0, prom
         raise click.UsageError("Missing option '-o' / '--out' (the policy file to write).")
     elif not stage0:
         _warn_ignored(["prompt_text"], "with --no-stage0 (only stage 0 reads the prompt)")
+    refuse_overwriting_inputs({"BUNDLE": bundle}, {"-o": out, "--json": json_path, "--plots": plots})
 
     report = calibrate_to_file(bundle, out, predictor=predictor, groups=groups, n_bins=n_bins, risk=_risk(risk),
                                stage0=stage0, cost_model=cost_model, split=split, lam=lam, seed=seed, plots=plots,
@@ -383,7 +420,7 @@ def _des_options(pools: bool):
         options += [
             click.option("--replicas", default="1", show_default=True,
                          help="des: replicas per tier, one number or one per tier (1,1,2)."),
-            click.option("--max-batch", default=256, show_default=True, type=click.IntRange(1),
+            click.option("--max-batch", default=256, show_default=True, type=click.IntRange(1, 2**31 - 1),
                          help="des: continuous-batching limit per replica."),
         ]
 
@@ -412,6 +449,8 @@ def simulate_command(bundle, split, folds, cost_model, predictor, stage0, risk, 
     from asd.simulator.job import run_simulate
 
     _warn_ignored_load(mode, arrivals, also=["replicas", "max_batch", "chrome_trace"])
+    refuse_overwriting_inputs({"BUNDLE": bundle, "--policy": policy},
+                              {"--json": json_path, "--chrome-trace": chrome_trace, "--plots": plots})
 
     result = run_simulate(bundle, tau_max=tau_max, stat=stat, mode=mode, rate=rate, replicas=_replicas(replicas),
                           max_batch=max_batch, split=split, folds=folds,
@@ -441,6 +480,8 @@ def sweep_command(bundle, split, folds, cost_model, predictor, stage0, risk, see
     from asd.simulator.sweep import run_sweep
 
     _warn_ignored_load(mode, arrivals, also=["replicas", "max_batch"])
+    refuse_overwriting_inputs({"BUNDLE": bundle, "--policy": policy},
+                              {"--json": json_path, "--csv": csv_path, "--plots": plots})
     result = run_sweep(bundle, split=split, folds=folds, cost_model=cost_model, predictor=predictor, stage0=stage0,
                        risk=_risk(risk), seed=seed, plots=plots, ablate=ablate, csv_path=csv_path,
                        progress=_progress("sweep"), policy=policy, repeats=repeats, mode=mode, rate=rate,
@@ -519,6 +560,8 @@ def check_command(policy, bundles, min_quality, max_loss_vs_last, max_cost_rel, 
     if against is None:
         _warn_ignored(["tolerance"], "without --against")
     _warn_ignored_load(mode, arrivals)
+    refuse_overwriting_inputs({"POLICY": policy, "--against": against,
+                               **{f"BUNDLE {b}": b for b in bundles}}, {"--json": json_path, "--junit": junit_path})
 
     result = check_policy(policy, list(bundles), min_quality=min_quality, max_loss_vs_last=max_loss_vs_last,
                           max_cost_rel=max_cost_rel, max_latency=list(max_latency), beat=list(beat), against=against,
@@ -546,6 +589,10 @@ def _replicas(text: str):
         raise AsdError(f"--replicas {text!r}: use a whole number or one per tier, e.g. 1,1,2") from None
     if any(v < 1 for v in values):
         raise AsdError(f"--replicas {text!r}: every count must be >= 1")
+    from asd.simulator.des import MAX_REPLICAS
+
+    if any(v > MAX_REPLICAS for v in values):
+        raise AsdError(f"--replicas {text!r}: at most {MAX_REPLICAS} per tier")
     return values[0] if len(values) == 1 else values
 
 

@@ -143,3 +143,33 @@ def test_nan_is_refused_by_the_ranged_float_options():
         assert result.exit_code == 2 and f"Invalid value for '{flag}': 'nan' is not a number." in result.output, \
             (args, result.output)
     assert run("traces", "inspect", "--threshold", "0.7").exit_code == 0
+
+
+def test_an_output_over_an_input_or_another_output_is_refused_before_any_work(tmp_path):
+    """`--json` over the `--policy` it reads, `-o` into the bundle's own files, two outputs at one
+    path: each was written over silently (a policy replaced by JSON, a bundle's Parquet by a
+    policy). Now one `error:` line and exit 2, with every file as it was."""
+    bundle = small_bundle(tmp_path / "b", n=20)
+    policy = tmp_path / "p.npz"
+    policy.write_bytes(b"PK\x03\x04 stands for a policy; the refusal comes before it is read")
+    parquet = bundle / "outputs.parquet"
+    before = {path: path.read_bytes() for path in (policy, parquet)}
+    cases = {
+        ("simulate", bundle, "--tau-max", 800, "--policy", policy, "--json", policy):
+            f"--json {policy}: is also --policy, which it would overwrite; write it elsewhere",
+        ("sweep", bundle, "--policy", policy, "--csv", tmp_path / "f", "--json", tmp_path / "f"):
+            f"--csv {tmp_path / 'f'}: is also --json; give each output its own path",
+        ("check", policy, bundle, "--min-quality", 0.5, "--junit", policy):
+            f"--junit {policy}: is also POLICY, which it would overwrite; write it elsewhere",
+        ("check", policy, bundle, "--min-quality", 0.5, "--json", parquet):
+            f"--json {parquet}: lies inside the bundle {bundle} this command reads, which it would damage; "
+            "write it elsewhere",
+        ("calibrate", bundle, "-o", parquet):
+            f"-o {parquet}: lies inside the bundle {bundle} this command reads, which it would damage; write it elsewhere",
+        ("calibrate", bundle, "-o", tmp_path / "new.npz", "--json", tmp_path / "new.npz"):
+            f"--json {tmp_path / 'new.npz'}: is also -o; give each output its own path",
+    }
+    for args, message in cases.items():
+        assert one_error_line(run(*args)) == f"error: {message}"
+    assert {path: path.read_bytes() for path in before} == before
+    assert not (tmp_path / "new.npz").exists() and not (tmp_path / "f").exists()

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from asd import __version__
-from asd.calibration.costs import CostGrid, CostModel, fit_cost_model
+from asd.calibration.costs import COST_MODELS, CostGrid, CostModel, fit_cost_model
 from asd.calibration.features import FeatureSet, compute_features
 from asd.calibration.id_sketch import request_id_sketch
 from asd.calibration.metrics import auroc, best_single_feature, reliability_plot, stage_metrics
@@ -196,6 +196,9 @@ def calibrate(
     if predictor not in ("logistic", "mlp"):
         raise ConfigError(f"predictor {predictor!r} is an offline reference: a policy needs logistic or mlp "
                           "(compare them with `asd calibrate --predictor gbt-reference --json`)")
+    if not (cost_model is None or isinstance(cost_model, CostModel) or cost_model in COST_MODELS):
+        # refused before the minutes of fitting, not after them
+        raise ConfigError(f"unknown cost model {cost_model!r}; choose one of {', '.join(COST_MODELS)}")
     sketch_ids = rows is None  # a policy of its own; the simulator's per-fold fits (rows given) need none
     if rows is None:
         rows, data_used = split_rows(view, split)
@@ -263,7 +266,7 @@ def calibrate(
     if isinstance(cost_model, CostModel):
         model = cost_model
     else:
-        model = fit_cost_model(cal_view, cost_model or default_cost_model(view))
+        model = fit_cost_model(cal_view, default_cost_model(view) if cost_model is None else cost_model)
     costs = model.grid(cal_view)
     engine_predictor = stack_predictor(prompt_fit, fits, predictor, route_fits)
     report = _report(view, fs, fits, p_climb, prompt_fit, rows, y, data_used, predictor, model, stage0, bins, risk,

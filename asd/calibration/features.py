@@ -250,6 +250,8 @@ def parse_groups(groups: str | Iterable[str] | None) -> list[str] | None:
     if isinstance(groups, str):
         groups = [g.strip() for g in groups.split(",") if g.strip()]
     groups = list(groups)
+    if not groups:  # it fitted a policy on the stage features alone (AUROC 0.5) without a word
+        raise ConfigError(f"no feature group named: name at least one of {', '.join(GROUPS)}")
     _check_groups(groups)
     return groups
 

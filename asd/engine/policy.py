@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import json
 import math
+import zipfile
+import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -917,7 +919,8 @@ class Policy:
                 arrays = {k: data[k] for k in data.files if k != "header"}
             if not isinstance(header, dict):
                 raise ValueError(f"its header is a JSON {type(header).__name__}, not an object")
-        except (OSError, ValueError, KeyError, EOFError, json.JSONDecodeError) as exc:
+        except (OSError, ValueError, KeyError, EOFError, json.JSONDecodeError, zipfile.BadZipFile, zlib.error) as exc:
+            # a truncated or bit-flipped archive: BadZipFile (or zlib's error) from the zip layer
             raise PolicyError(f"policy file {path} is not a readable asd policy ({exc.__class__.__name__}: {exc})") from None
         if header.get("format") != POLICY_FORMAT:
             raise PolicyError(f"policy file {path}: format {header.get('format')!r} is not {POLICY_FORMAT!r}")
@@ -935,8 +938,12 @@ class Policy:
             policy = cls(tables, predictor, lam=header["lam"], risk=header["risk"], tier_names=header["tier_names"],
                          meta=header["meta"], start_lam=header["start_lam"])
             stored = arrays["solved.stop"], arrays["solved.start"], arrays["solved.stop_cold"]
-        except (KeyError, TypeError, IndexError) as exc:
+        except KeyError as exc:
             raise PolicyError(f"policy file {path} is incomplete: missing {exc}") from None
+        except (TypeError, IndexError, ValueError) as exc:  # a field of the wrong type or shape (a hand edit)
+            raise PolicyError(f"policy file {path} has a malformed field ({exc.__class__.__name__}: {exc})") from None
+        except PolicyError as exc:  # the arrays' own checks: say which file they are about
+            raise PolicyError(f"policy file {path}: {exc}") from None
         if "solved.route" in arrays:  # version 4: the routed stage 0's threshold (NaN: the start table)
             policy_route, kept = policy._route, np.asarray(arrays["solved.route"], dtype=np.float64)
             if kept.shape != (1,) or not np.array_equal(policy_route, kept, equal_nan=True):

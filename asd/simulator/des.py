@@ -48,6 +48,9 @@ def arrival_times(n: int, *, process: str = "poisson", rate: float | None = None
     return np.cumsum(gaps) * 1e3
 
 
+MAX_REPLICAS = 10_000  # per tier: beyond any real pool, and 10^8 of them filled the memory
+
+
 @dataclass(frozen=True)
 class Pools:
     """One replica pool per tier (L,) each: replicas, tensor-parallel degree, max batch size,
@@ -71,6 +74,9 @@ class Pools:
                 raise ConfigError(f"{name}: need one value per tier ({n_tiers}), got {np.ravel(a).tolist()}")
             if not np.issubdtype(a.dtype, np.integer) or (a < 1).any():
                 raise ConfigError(f"{name} = {np.ravel(a).tolist()}: must be integers >= 1")
+            if name == "replicas" and (a > MAX_REPLICAS).any():
+                raise ConfigError(f"replicas = {np.ravel(a).tolist()}: at most {MAX_REPLICAS} per tier (each one "
+                                  "is simulated, and its state held in memory)")
             arrays[name] = np.ascontiguousarray(a, dtype=np.int64)
         return cls(coeffs=coeffs, **arrays)
 
@@ -209,7 +215,10 @@ def simulate(start, stop, n_prompt, n_decode, *, arrival_ms, pools: Pools, n_pro
     busy, area = np.empty(n_tiers), np.empty(n_tiers)
     counts = np.empty((n_tiers, 4), dtype=np.int64)
     events, end_ms = simulate_cascade_nb(arrival_ms, order, start, stop, n_prompt, n_decode, n_prompt_cont,
-                                         n_decode_cont, pools.coeffs, first_replica, pools.max_batch,
+                                         n_decode_cont, pools.coeffs, first_replica,
+                                         # a batch never holds more than every request: a larger limit
+                                         # is the same run, and sizes each replica's slots by it
+                                         np.minimum(pools.max_batch, max(n, 1)),
                                          pools.kv_capacity, priority, by_priority, ttft, finish, enter, admit,
                                          done, replica, busy, area, counts)
     mean_queue = area / end_ms if end_ms > 0 else np.zeros(n_tiers)

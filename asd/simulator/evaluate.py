@@ -288,7 +288,7 @@ class Evaluation:
         if not isinstance(cost_model, CostModel):
             from asd.calibration.calibrate import default_cost_model
 
-            cost_model = fit_cost_model(view, cost_model or default_cost_model(view))
+            cost_model = fit_cost_model(view, default_cost_model(view) if cost_model is None else cost_model)
         self.cost_model = cost_model
         self.options = dict(predictor=predictor, groups=groups, risk=risk, stage0=stage0,
                             cost_model=self.cost_model, n_bins=n_bins, seed=seed, extra=calibrate_options)

@@ -245,6 +245,8 @@ def check_load_options(mode: str, rate: float | None, scheduler: str = "fifo", a
         raise ConfigError(f"--arrivals {arrivals!r}: use one of {', '.join(ARRIVALS)}")
     if mode == "des" and arrivals != "trace" and not (rate is not None and rate > 0):
         raise ConfigError("--mode des needs --rate R (requests per second, > 0), or --arrivals trace")
+    if rate is not None and not (rate > 0 and math.isfinite(rate)):
+        raise ConfigError(f"--rate {rate}: must be a positive, finite number of requests per second")
     if not (cv > 0 and math.isfinite(cv)):
         raise ConfigError(f"--cv {cv}: the gaps' coefficient of variation must be a positive number (1 = Poisson)")
     if scheduler not in SCHEDULERS:

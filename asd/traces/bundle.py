@@ -83,6 +83,27 @@ def output_path(path: str | os.PathLike) -> Path:
     return Path(path)
 
 
+def bundle_target(path: str | os.PathLike, overwrite: bool) -> Path:
+    """Where a command may write (or, with overwrite, replace) a bundle, checked before any
+    work: `output_path`'s rule, a directory name (not '', '.' or '..': replacing the current
+    directory would take the user's files with it), nothing there without overwrite, and with
+    it only an earlier bundle or an empty directory replaced — never another file or a
+    directory of other files, which the swap would delete."""
+    target = output_path(path)
+    if str(path).strip() == "" or target.name in ("", ".", ".."):
+        raise TraceError(f"{str(path)!r}: name a directory to write the bundle to (e.g. -o runs/bundle)")
+    if not os.path.lexists(target):
+        return target
+    if not overwrite:
+        raise TraceError(f"{target}: already exists (pass --overwrite to replace it)")
+    if target.is_symlink() or not target.is_dir():
+        raise TraceError(f"{target}: exists and is not a directory; --overwrite replaces only a trace bundle")
+    if not (target / MANIFEST).is_file() and any(target.iterdir()):
+        raise TraceError(f"{target}: exists and is not a trace bundle (no {MANIFEST}); --overwrite replaces only "
+                         "a bundle: move or remove this directory yourself")
+    return target
+
+
 def one_line(exc: BaseException) -> str:
     """An exception's message on one line (Arrow's span several), for an `error:` line."""
     return " ".join(str(exc).split())
@@ -473,11 +494,9 @@ def write_bundle(
     """Write a bundle atomically. Tables are conformed to the v1 schema first. With
     `validate` (the default) the written copy is validated and stamped before it is renamed
     into place; an invalid one is refused (TraceError) and nothing is left behind."""
-    path = output_path(path)  # never the shipped built-in trace
+    path = bundle_target(path, overwrite)  # never the shipped built-in trace, nor a directory of other files
     manifest = {k: v for k, v in manifest.items() if k != STAMP_KEY}
     check_manifest(manifest, f"{path}/{MANIFEST}")
-    if os.path.lexists(path) and not overwrite:
-        raise TraceError(f"{path}: already exists (pass --overwrite, or overwrite=True, to replace it)")
     tables = {"requests": conform("requests", requests), "outputs": conform("outputs", outputs)}
     if drafts is not None:
         tables["drafts"] = conform("drafts", drafts)

@@ -21,6 +21,8 @@ def iter_jsonl_objects(path: Path) -> Iterator[tuple[int, dict]]:
                     row = json.loads(line)
                 except json.JSONDecodeError as exc:
                     raise TraceError(f"{path}, line {number}: invalid JSON ({exc.msg})") from None
+                except RecursionError:  # json's decoder recurses once per level of nesting
+                    raise TraceError(f"{path}, line {number}: invalid JSON (nested too deeply)") from None
                 if not isinstance(row, dict):
                     raise TraceError(f"{path}, line {number}: expected a JSON object, got {type(row).__name__}")
                 yield number, row

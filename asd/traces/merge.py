@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 
 from asd.errors import TraceError
 from asd.traces import schema as S
-from asd.traces.bundle import Bundle, new_manifest, open_bundle, output_path, write_bundle
+from asd.traces.bundle import Bundle, bundle_target, new_manifest, open_bundle, output_path, write_bundle
 from asd.traces.validate import repeated_rows
 
 
@@ -57,8 +57,7 @@ def merge_bundles(paths: list[str | os.PathLike | Bundle], out: str | os.PathLik
     if len(set(resolved)) != len(resolved):
         twice = next(p for p, r in zip(paths, resolved) if resolved.count(r) > 1)
         raise TraceError(f"{twice}: the same bundle is given twice")
-    if Path(out).exists() and not overwrite:
-        raise TraceError(f"{out}: already exists (pass --overwrite to replace it)")
+    bundle_target(out, overwrite)
     first = bundles[0]
     for other in bundles[1:]:
         _check_same_ladder(first, other)

@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 
 from asd.errors import ConfigError, TraceError
 from asd.fsutil import move_into_place, scratch_dir
-from asd.traces.bundle import MANIFEST, Bundle, open_bundle, output_path, staging_dir, write_errors, write_parquet
+from asd.traces.bundle import MANIFEST, Bundle, bundle_target, open_bundle, output_path, staging_dir, write_errors, write_parquet
 from asd.traces.validate import validate_bundle
 
 CALIBRATION, TEST = "calibration", "test"
@@ -152,8 +152,7 @@ def _copy_with_requests(bundle: Bundle, out: Path, requests: pa.Table, overwrite
     if os.path.lexists(out) and out.resolve() == bundle.path.resolve():
         _split_in_place(bundle, requests)
         return out
-    if os.path.lexists(out) and not overwrite:
-        raise TraceError(f"{out}: already exists (pass --overwrite to replace it)")
+    bundle_target(out, overwrite)
     # The source passed validation (or matched its stamp byte for byte), so its other tables
     # are copied as they are; the copy is validated again before it is renamed into place.
     with staging_dir(out) as tmp:

@@ -104,6 +104,34 @@ def test_other_files_in_place_of_a_policy_raise_policy_error(tmp_path):
             Policy.load(tmp_path / name)
 
 
+def test_damaged_or_hand_edited_policy_files_raise_one_policy_error_naming_the_file(tmp_path):
+    """A truncated archive and a flipped byte (zipfile's BadZipFile, a CRC failure) and header or
+    array fields of the wrong type or shape (ValueError, IndexError): each one PolicyError that
+    names the file (they escaped as tracebacks, and `asd check` read them as a failed promise)."""
+    rng = np.random.default_rng(1)
+    path = make_policy(rng)[0].save(tmp_path / "policy.npz")
+    raw = path.read_bytes()
+    (tmp_path / "truncated.npz").write_bytes(raw[:500])
+    with zipfile.ZipFile(path) as zf:  # flip a byte inside a stored member's data: its CRC fails
+        info = zf.getinfo("tables.trans.npy")
+    flipped = bytearray(raw)
+    flipped[info.header_offset + 30 + len(info.filename) + info.compress_size // 2] ^= 0xFF
+    (tmp_path / "flipped.npz").write_bytes(bytes(flipped))
+    with np.load(path) as data:
+        arrays = {k: data[k] for k in data.files}
+    header = json.loads(str(arrays["header"]))
+    edits = {"lam_text.npz": ({**header, "lam": "abc"}, {}),
+             "prior_text.npz": ({**header, "prior": ["x", 1.0]}, {}),
+             "edges_text.npz": (header, {"tables.edges": np.array(["a", "b"])}),
+             "w1_shape.npz": (header, {"predictor.w1": np.zeros(3)})}
+    for name, (head, changed) in edits.items():
+        np.savez(tmp_path / name, **{**arrays, "header": np.array(json.dumps(head)), **changed})
+    for name in ["truncated.npz", "flipped.npz", *edits]:
+        with pytest.raises(PolicyError, match=f"policy file {tmp_path / name}") as caught:
+            Policy.load(tmp_path / name)
+        assert "\n" not in str(caught.value) and "missing tuple" not in str(caught.value), name
+
+
 def test_decisions_follow_the_stop_table_of_the_bin_the_predictor_lands_in():
     rng = np.random.default_rng(2)
     policy, features, _ = make_policy(rng, with_prompt=False)

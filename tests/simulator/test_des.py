@@ -312,3 +312,16 @@ def test_the_packages_simulate_stays_the_des_function_after_every_simulator_modu
     from asd.simulator import simulate as again
 
     assert again is des_simulate
+
+
+def test_a_batch_limit_beyond_every_request_is_the_same_run_without_its_memory():
+    """A batch never holds more than every request, so a limit of 10^12 is the run at a limit of
+    N — and no longer sizes each replica's slots by it (it was a MemoryError); more replicas
+    than any real pool are refused with one ConfigError."""
+    _, at_n = _loaded_run(rate=80.0, n=400, max_batch=400, kv_capacity=10**9)
+    _, huge = _loaded_run(rate=80.0, n=400, max_batch=10**12, kv_capacity=10**9)
+    for name in ("ttft_ms", "e2e_ms", "tier_admit_ms", "tier_replica", "busy_ms", "max_batch_seen"):
+        np.testing.assert_array_equal(getattr(at_n, name), getattr(huge, name))
+    assert huge.pools.max_batch.tolist() == [10**12] * 4  # reported as given
+    with pytest.raises(ConfigError, match=r"replicas = \[10001, 1, 1, 1\]: at most 10000 per tier"):
+        Pools.build(COEFFS_2[:1].repeat(4, axis=0), replicas=[10_001, 1, 1, 1])

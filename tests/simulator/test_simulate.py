@@ -307,13 +307,25 @@ def test_calibrate_cli_gbt_reference_reports_beside_logistic_and_writes_no_polic
     (["simulate", "--tau-max", "800", "--mode", "des"], "--rate"),
     (["simulate", "--tau-max", "-5"], "--tau-max"),
     (["simulate", "--tau-max", "800", "--replicas", "x"], "--replicas"),
-    (["simulate", "--tau-max", "800", "--mode", "des", "--rate", "inf"], "arrival rate inf: must be a finite number"),
+    # checked before the bundle is read and calibrated on (inf was refused after five calibrations)
+    (["simulate", "/no/such/bundle", "--tau-max", "800", "--mode", "des", "--rate", "inf"],
+     "error: --rate inf: must be a positive, finite number of requests per second"),
+    (["simulate", "/no/such/bundle", "--tau-max", "800", "--mode", "des", "--rate", "2", "--replicas", "100000000"],
+     "error: --replicas '100000000': at most 10000 per tier"),  # 10^8 replicas filled the memory
+    (["simulate", "/no/such/bundle", "--tau-max", "800", "--mode", "des", "--rate", "2", "--max-batch", "10" * 10],
+     "--max-batch"),
     (["simulate", "", "--tau-max", "800"], "bundle path is empty"),  # Path("") would be the working directory
     (["traces", "validate", ""], "bundle path is empty"),
     # checked before the bundle is read and calibrated on; inf named "target inf", not the flag
     (["simulate", "/no/such/bundle", "--tau-max", "inf"], "error: --tau-max inf: must be a positive number"),
     (["simulate", "--tau-max", "800", "--mode", "des", "--rate", "2", "--replicas", "1,2,3"],
      "--replicas 1,2,3: " + BUILTIN_PATH + " has 2 tiers (smollm2-135m → gemma3-270m); give one count, or one per tier\n"),
+    # empty values were taken as the default (cost model, --json '' named no path) or fitted a
+    # policy on no feature group at all
+    (["simulate", "--tau-max", "800", "--cost-model", ""], "error: unknown cost model ''; choose one of trace, profile, params"),
+    (["calibrate", "builtin", "-o", "p.npz", "--cost-model", ""], "error: unknown cost model ''"),
+    (["calibrate", "builtin", "-o", "p.npz", "--features", ",,"], "error: no feature group named: name at least one of logprob"),
+    (["simulate", "--tau-max", "800", "--json", ""], "error: --json '': give a file path"),
     (["sweep", "/no/such/bundle"], "/no/such/bundle"),
     (["calibrate", "/no/such/bundle", "-o", "p.npz"], "/no/such/bundle"),
     (["calibrate", "builtin", "-o", "p.npz", "--risk", "bold"], "--risk"),

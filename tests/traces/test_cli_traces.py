@@ -240,3 +240,45 @@ def test_inspect_refuses_an_invalid_bundle_with_one_line(synth, table, edit, pro
     result = run("inspect", synth)
     _one_error_line(result, f"error: {synth}: ", problem, f"run `asd traces validate {synth}` for all problems")
     assert _snapshot(synth) == source
+
+
+@pytest.mark.parametrize("command", ["synth", "import", "split", "merge"])
+def test_overwrite_replaces_only_a_bundle_never_a_directory_of_other_files(synth, tmp_path, command, monkeypatch):
+    """--overwrite swaps the old bundle out and deletes it: a directory of the user's files, a
+    plain file, or the current directory ('.', '') in its place is refused with one line, and
+    kept (synth -o userdir --overwrite deleted userdir/notes.txt; -o . was a ValueError)."""
+    jsonl = tmp_path / "runs.jsonl"
+    jsonl.write_text('{"request_id": "q", "model": "a", "output": "x"}\n{"request_id": "q", "model": "b", "output": "y"}\n')
+    other = tmp_path / "other"
+    assert run("split", synth, "--test-frac", 0.3, "-o", other).exit_code == 0
+
+    def write_to(out):
+        args = {"synth": ["synth", "-n", 30, "--seed", 1, "-o", out],
+                "import": ["import", "jsonl", jsonl, "--tiers", "a,b", "-o", out],
+                "split": ["split", synth, "--test-frac", 0.3, "-o", out],
+                "merge": ["merge", synth, other, "-o", out]}[command]
+        return run(*args, "--overwrite")
+
+    userdir = tmp_path / "userdir"
+    userdir.mkdir()
+    (userdir / "notes.txt").write_text("important\n")
+    result = write_to(userdir)
+    assert result.exit_code != 0
+    assert result.output.strip() == (f"error: {userdir}: exists and is not a trace bundle (no manifest.json); "
+                                     "--overwrite replaces only a bundle: move or remove this directory yourself")
+    assert (userdir / "notes.txt").read_text() == "important\n"
+    plain = tmp_path / "plain.txt"
+    plain.write_text("keep\n")
+    result = write_to(plain)
+    assert result.exit_code != 0 and plain.read_text() == "keep\n"  # click's own check, where -o is a Path(file_okay=False)
+    assert "exists and is not a directory" in result.output or "is a file" in result.output, result.output
+    monkeypatch.chdir(tmp_path)
+    for out in (".", ""):
+        result = write_to(out)
+        assert result.exit_code != 0 and "name a directory to write the bundle to" in result.output, result.output
+        assert (userdir / "notes.txt").is_file() and len(result.output.strip().splitlines()) == 1
+    if command != "merge":  # an earlier bundle and an empty directory are what --overwrite replaces
+        empty = tmp_path / "empty"
+        empty.mkdir()
+        assert write_to(empty).exit_code == 0 and (empty / "manifest.json").is_file()
+        assert write_to(empty).exit_code == 0

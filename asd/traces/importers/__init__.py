@@ -18,7 +18,7 @@ import pandas as pd
 from asd.errors import ConfigError, TraceError
 from asd.fsutil import make_parents, replace_dir
 from asd.traces import schema as S
-from asd.traces.bundle import output_path, write_bundle
+from asd.traces.bundle import bundle_target, write_bundle
 from asd.traces.importers.alpaca_eval import AlpacaEvalImporter
 from asd.traces.importers.base import ImportedTrace, Importer
 from asd.traces.importers.mmlu_pro import MmluProImporter
@@ -118,10 +118,8 @@ def import_trace(
     The bundle is written beside `out` under a temporary name, validated, and renamed into
     place only if it passes.
     """
-    out = output_path(out)  # never the shipped built-in trace
+    out = bundle_target(out, overwrite)  # never the built-in trace, nor a directory of other files
     given = params_b if isinstance(params_b, dict) else parse_params_option(params_b)
-    if out.exists() and not overwrite:
-        raise TraceError(f"{out}: already exists (pass --overwrite to replace it)")
     trace = load_trace(fmt, src, **options)
     set_params_b(trace, given)
     make_parents(out)

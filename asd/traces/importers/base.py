@@ -251,7 +251,7 @@ def parse_json_cell(value, path: Path, column: str, key) -> object:
     """A JSON text cell parsed; null or malformed is an error naming file, column and row key."""
     try:
         return json.loads(value)
-    except (TypeError, json.JSONDecodeError):
+    except (TypeError, json.JSONDecodeError, RecursionError):
         raise TraceError(f"{path}, column {column!r}: {key}: {value!r:.60} is not JSON") from None
 
 

@@ -74,10 +74,15 @@ def _number(column: str, value, from_text: bool) -> float:
     return float(value)
 
 
+COUNT_MAX = 2**31 - 1  # the bundle stores counts as int32
+
+
 def _count(column: str, value, from_text: bool) -> int:
     number = _number(column, value, from_text)
     if not math.isfinite(number) or number != int(number) or number < 0:
         raise _RowError(column, f"expected a whole number ≥ 0, got {value!r}")
+    if number > COUNT_MAX:
+        raise _RowError(column, f"{value!r} exceeds {COUNT_MAX}, the largest count a bundle stores")
     return int(number)
 
 
@@ -130,7 +135,7 @@ def _convert(column: str, value, from_text: bool):
         if from_text:
             try:
                 value = json.loads(value)
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, RecursionError):
                 raise _RowError(column, f"{value[:40]!r} is not a JSON list of numbers") from None
         if not isinstance(value, list):
             raise _RowError(column, f"expected a list of numbers, got {type(value).__name__}")

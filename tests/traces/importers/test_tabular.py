@@ -97,6 +97,8 @@ BAD_JSONL = {
     "tier and model disagree": ([_row(tier=1)], r"column 'tier': 1 disagrees with model 'llama-8b'"),
     "negative token count": ([_row(n_output_tokens=-1)], r"column 'n_output_tokens': expected a whole number ≥ 0"),
     "fractional token count": ([_row(n_output_tokens=2.5)], r"column 'n_output_tokens': expected a whole number"),
+    # past int32, the bundle's count type (it escaped as pandas' "cannot safely cast" TypeError)
+    "token count past int32": ([_row(n_output_tokens=1e12)], r"column 'n_output_tokens': 1000000000000.0 exceeds 2147483647"),
     "positive logprob": ([_row(token_logprobs=[-0.1, 0.2])], r"column 'token_logprobs': item 1 is 0.2; a logprob is ≤ 0"),
     "negative entropy": ([_row(token_entropy=[0.3, -0.1])], r"column 'token_entropy': item 1 is -0.1; an entropy is finite and ≥ 0"),
     "logprobs not a list": ([_row(token_logprobs=-0.1)], r"column 'token_logprobs': expected a list of numbers"),
@@ -110,6 +112,7 @@ BAD_JSONL = {
     "prompt differs between tiers": ([_row(prompt="a"), _row(model="llama-70b", prompt="b")], r"line 2, column 'prompt': differs from the prompt given for request 'r' at line 1"),
     "invalid JSON": (['{"request_id": "r",'], r"line 1: invalid JSON"),
     "not an object": (['[1, 2]'], r"line 1: expected a JSON object, got list"),
+    "nested too deeply": (["[" * 100_000], r"line 1: invalid JSON \(nested too deeply\)"),  # was a RecursionError
     "empty file": ([], r"runs.jsonl: empty \(no rows\)"),
 }
 
@@ -124,6 +127,8 @@ BAD_CSV = {
     "accepted not boolean": ("request_id,model,output,accepted\nr,llama-8b,x,maybe\n", r"line 2, column 'accepted': 'maybe' is not true/false"),
     "logprobs not JSON": ("request_id,model,output,token_logprobs\nr,llama-8b,x,-0.1;-0.2\n", r"column 'token_logprobs': '-0.1;-0.2' is not a JSON list"),
     "header only": ("request_id,model,output\n", r"runs.csv: empty \(no rows\)"),
+    "prompt tokens past int32": ("request_id,model,output,n_prompt_tokens\nr,llama-8b,x,3000000000\n",
+                                 r"line 2, column 'n_prompt_tokens': '3000000000' exceeds 2147483647"),
     "header typo": ("request_id,model,output,qualty\nr,llama-8b,x,1\n", r"runs.csv, line 1: unknown column 'qualty'"),
     "entropy count differs": ("request_id,model,output,n_output_tokens,token_entropy\nr,llama-8b,x,2,[0.5]\n",
                               r"line 2, column 'token_entropy': 1 items but n_output_tokens is 2"),
