@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from asd.errors import AsdError, ConfigError
+from asd.errors import AsdError, BackendError, ConfigError
 from asd.live import labels
 from asd.live.prompts import prompt_hash
 from asd.live.record import draft_row, manifest_tier_entry, output_row, public_tier
@@ -25,6 +25,9 @@ from asd.live.runner import CascadeRequest, CascadeResult, CascadeRunner
 from asd.traces import bundle as B
 
 STATS = ("mean", "p50", "p95", "p99")
+# How long `asd live` waits for each tier server's GET /v1/models before the run (a refused
+# connection is an answer at once; this bounds a host that does not answer at all).
+PROBE_TIMEOUT_S = 10.0
 
 
 @dataclass
@@ -303,7 +306,7 @@ def live(tiers_path, policy_path, prompts_path, *, rate=None, concurrency=None, 
     from asd.fsutil import scratch_dir
     from asd.live.features import features_for_policy
     from asd.live.prompts import load_prompts
-    from asd.live.runner import build_runner, check_ladder
+    from asd.live.runner import build_runner, check_ladder, describe_unreachable
     from asd.live.tiers import load_ladder
 
     if (rate is None) == (concurrency is None):
@@ -311,9 +314,7 @@ def live(tiers_path, policy_path, prompts_path, *, rate=None, concurrency=None, 
     if concurrency is not None and concurrency < 1:
         raise ConfigError(f"--concurrency {concurrency}: must be >= 1")
     if out is not None:  # refused now, not after the run it would discard
-        B.output_path(out)
-        if Path(out).exists() and not overwrite:
-            raise ConfigError(f"{out}: already exists (pass --overwrite to replace it)")
+        B.bundle_target(out, overwrite)
     ladder = load_ladder(tiers_path)
     tiers = ladder["tiers"]
     policy = Policy.load(policy_path)
@@ -329,6 +330,11 @@ def live(tiers_path, policy_path, prompts_path, *, rate=None, concurrency=None, 
     async def run():
         runner = build_runner(tiers, policy, features_for)
         try:
+            # Every server must be there before the first arrival: a dead one would be waited
+            # for at every arrival, and the run would measure a ladder other than the simulated one.
+            unreachable = await runner.probe(PROBE_TIMEOUT_S)
+            if unreachable:
+                raise BackendError(f"{tiers_path}: {describe_unreachable(unreachable)}; no request was sent")
             with _progress_bar(progress, len(requests)) as advance:
                 return await drive(runner, requests, arrivals_s=arrivals, concurrency=concurrency,
                                    deadline_s=deadline_s, on_done=advance)

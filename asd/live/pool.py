@@ -30,6 +30,16 @@ class Replica:
     down_until: float = 0.0
     calls: int = 0
     failures: int = 0
+    # Is its server there? The last evidence: a probe (`TierPool.probe`), a call answered (True)
+    # or a call failed (False); None before any. `problem`: what was wrong when False.
+    reachable: bool | None = None
+    problem: str | None = None
+    answered_at: float | None = None  # time.monotonic() of the last call answered
+
+    @property
+    def healthy(self) -> bool:
+        """Not cooling down after failures, and not last found unreachable (by a probe or a call)."""
+        return self.down_until <= time.monotonic() and self.reachable is not False
 
     @property
     def url(self) -> str:
@@ -123,15 +133,16 @@ class TierPool:
             try:
                 result = await asyncio.wait_for(getattr(replica.client, op)(*args), self.timeout_s)
                 replica.down_until = 0.0
+                replica.reachable, replica.problem, replica.answered_at = True, None, time.monotonic()
                 return result, replica.url, queued_ms
             except ReplicaError as exc:
                 last = str(exc)
                 if not exc.retryable:
                     raise BackendError(f"tier {self.name!r}: {exc}") from None
-                self._mark_down(replica)
+                self._mark_down(replica, last)
             except asyncio.TimeoutError:
                 last = f"{replica.url}: no answer within {self.timeout_s:g} s"
-                self._mark_down(replica)
+                self._mark_down(replica, last)
             finally:
                 replica.outstanding -= 1
                 self.running -= 1
@@ -139,9 +150,31 @@ class TierPool:
             tried.add(id(replica))
         raise BackendError(f"tier {self.name!r}: {op} failed after {self.retries + 1} tries ({last})")
 
-    def _mark_down(self, replica: Replica) -> None:
+    async def probe(self, timeout_s: float, fresh_s: float = 0.0) -> list[str]:
+        """Ask the replicas' servers whether they are there (`GET /v1/models`, all at once, each
+        within `timeout_s`; an in-process model always is); → what is wrong with each that is
+        not, as `URL: reason`. A replica with calls in flight, or that answered one in the last
+        `fresh_s`, is not asked: its calls say more, and a server that runs one request at a
+        time (llama-cpp-python's) answers /v1/models only after the requests ahead of it, so
+        a busy server would look dead. The answer is kept (`reachable`, shown by `stats`);
+        routing is unchanged: a replica's own failed calls take it out, as before."""
+        now = time.monotonic()
+        asked = [r for r in self.replicas
+                 if r.outstanding == 0 and (r.answered_at is None or now - r.answered_at >= fresh_s)]
+        problems = await asyncio.gather(*(r.client.probe(timeout_s) for r in asked))
+        for replica, problem in zip(asked, problems):
+            replica.reachable, replica.problem = problem is None, problem
+        return [r.problem or r.url for r in self.replicas if r.reachable is False]
+
+    @property
+    def healthy(self) -> bool:
+        """Some replica is healthy (`Replica.healthy`): what `GET /health` reports per tier."""
+        return any(r.healthy for r in self.replicas)
+
+    def _mark_down(self, replica: Replica, problem: str) -> None:
         replica.failures += 1
         replica.down_until = time.monotonic() + self.cooldown_s
+        replica.reachable, replica.problem = False, problem  # until a probe or a call says otherwise
 
     def _pick(self, tried: set[int]) -> Replica | None:
         """Least outstanding calls among replicas that are up, preferring ones not yet tried
@@ -161,7 +194,8 @@ class TierPool:
             "running": self.running,
             "waiting": self.waiting,
             "replicas": [{"url": r.url, "outstanding": r.outstanding, "calls": r.calls, "failures": r.failures,
-                          "up": r.down_until <= now} for r in self.replicas],
+                          "up": r.down_until <= now, "reachable": r.reachable, "problem": r.problem}
+                         for r in self.replicas],
         }
 
     async def aclose(self) -> None:

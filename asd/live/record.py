@@ -95,8 +95,10 @@ def record(
             shutil.rmtree(partial_path(out), ignore_errors=True)
             return {"bundle": str(out), "status": "already complete", "n_requests": len(prompts)}
         raise TraceError(f"{out}: already exists and was recorded from other inputs (pass --overwrite to replace it)")
-    if out.exists() and not (out / B.MANIFEST).is_file() and not overwrite:
-        raise TraceError(f"{out}: exists and is not a trace bundle (pass --overwrite to replace it)")
+    if os.path.lexists(out) and not (out / B.MANIFEST).is_file():
+        B.bundle_target(out, overwrite=True)  # a file or a directory of other files is never replaced
+        if not overwrite:  # an empty directory is, when asked
+            raise TraceError(f"{out}: exists and is not a trace bundle (pass --overwrite to replace it)")
 
     # Every tier's context must hold the prompts: checked (or chosen, `n_ctx: auto`) from the
     # tokenised prompts before any model loads or anything is written.

@@ -168,6 +168,9 @@ class CascadeRunner:
         self._recent: OrderedDict[str, tuple[int, int, bool]] = OrderedDict()  # request id → (tier, bin, cold)
         self._remember = int(remember)
         self.observers: list[Callable[[str, dict], None]] = []
+        self._probe_lock = asyncio.Lock()
+        self._probed_at: float | None = None
+        self._unreachable: dict[str, list[str]] = {}
 
     @property
     def n_tiers(self) -> int:
@@ -320,6 +323,21 @@ class CascadeRunner:
             verify_ms=verify_ms, generate_ms=generate_ms, queue_ms=queue_ms, n_accepted=n_accepted, gpus=pool.gpus,
         )
 
+    # -- tier servers ----------------------------------------------------------------------------
+    async def probe(self, timeout_s: float = 2.0, max_age_s: float = 0.0) -> dict[str, list[str]]:
+        """Ask every tier's servers whether they are there (`TierPool.probe`, all tiers at once);
+        → tier name → what is wrong with each replica that is not (tiers all there are left out).
+        A probe younger than `max_age_s` is answered from memory (as is a replica that answered
+        a call that recently), and callers that arrive while one is under way wait for it
+        rather than start another."""
+        async with self._probe_lock:
+            if self._probed_at is not None and time.monotonic() - self._probed_at < max_age_s:
+                return dict(self._unreachable)
+            found = await asyncio.gather(*(pool.probe(timeout_s, fresh_s=max_age_s) for pool in self.pools))
+            self._unreachable = {pool.name: problems for pool, problems in zip(self.pools, found) if problems}
+            self._probed_at = time.monotonic()
+            return dict(self._unreachable)
+
     # -- feedback and observers ------------------------------------------------------------------
     def stop_of(self, request_id: str) -> tuple[int, int, bool] | None:
         """(stopped tier, p̂ bin, cold state) of a recent request, for feedback."""
@@ -380,6 +398,11 @@ def continued_generation(accepted: str, draft: Score | None, n_accepted: int, ge
         e2e_ms=verify_ms + float(generated.e2e_ms or 0.0),
         finish_reason=generated.finish_reason,
     )
+
+
+def describe_unreachable(unreachable: dict[str, list[str]]) -> str:
+    """`CascadeRunner.probe`'s answer as one line: each tier not reachable and why, URL first."""
+    return "; ".join(f"tier {name!r} not reachable ({', '.join(problems)})" for name, problems in unreachable.items())
 
 
 def check_ladder(tier_names: list[str], policy: Policy) -> None:

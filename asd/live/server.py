@@ -3,9 +3,10 @@
 FastAPI only maps requests to the cascade runner and back: `POST /v1/completions` and
 `/v1/chat/completions` (JSON or SSE streaming once the cascade has settled on a tier), with an
 extra `asd` object (stopped_at_tier, tier_probabilities, cost, fallback); `POST /v1/feedback`
-(online posterior update, persisted); `GET /health`, `/stats`, `/metrics` (prometheus_client).
-Errors are OpenAI-shaped: {"error": {"message", "type", "code"}}; a full queue is 429 with
-Retry-After; an optional bearer token guards every route but /health.
+(online posterior update, persisted); `GET /health` (each tier's servers asked, not assumed),
+`/stats`, `/metrics` (prometheus_client). Errors are OpenAI-shaped: {"error": {"message",
+"type", "code"}}; a full queue is 429 with Retry-After; an optional bearer token guards every
+route but /health.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import hmac
 import json
 import time
+import warnings
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Literal
@@ -25,12 +27,18 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from asd import __version__
+from asd.errors import AsdError
 from asd.live.feedback import FeedbackStore
 from asd.live.metrics import ServeMetrics
-from asd.live.runner import CascadeError, CascadeRequest, CascadeResult, CascadeRunner, Overloaded
+from asd.live.runner import (CascadeError, CascadeRequest, CascadeResult, CascadeRunner, Overloaded,
+                             describe_unreachable)
 
 MAX_TOKENS_LIMIT = 4096
 STREAM_CHUNK_CHARS = 16
+# GET /health asks each tier server for /v1/models, each given PROBE_TIMEOUT_S, at most once
+# every HEALTH_MAX_AGE_S (a load balancer polling every second does not poll the tier servers).
+PROBE_TIMEOUT_S = 2.0
+HEALTH_MAX_AGE_S = 5.0
 
 
 # -- request bodies (unknown OpenAI fields are accepted and ignored) ------------------------------
@@ -108,6 +116,11 @@ def create_app(build_runner: Callable[[], CascadeRunner], *, api_key: str | None
         store = feedback(runner) if feedback else None
         app.state.asd = ServeState(runner, ServeMetrics(runner), store, time.time())
         try:
+            # Serve even so: the servers may come up later, and /health says which are down.
+            unreachable = await runner.probe(PROBE_TIMEOUT_S)
+            if unreachable:
+                warnings.warn(f"{describe_unreachable(unreachable)}; serving anyway: GET /health reports a "
+                              "tier down until its server answers", stacklevel=1)
             yield
         finally:
             await runner.aclose()
@@ -223,11 +236,18 @@ def create_app(build_runner: Callable[[], CascadeRunner], *, api_key: str | None
 
     @app.get("/health")
     async def health(request: Request):
+        """For a load balancer: {"status", "tiers": {tier name: up}}. A tier is up when one of
+        its servers is known to answer — it answered GET /v1/models (asked here, at most every
+        HEALTH_MAX_AGE_S, each server given PROBE_TIMEOUT_S) or its last call, and is not
+        cooling down after failed calls; an in-process model always answers. Never assumed:
+        a server not yet asked is asked first. "ok" (200): every tier up; "degraded" (200):
+        some tier down, requests are answered by the others (the cascade falls back); "down"
+        (503): no tier up. Which server failed, and how, is in /stats (this route needs no token)."""
         serve = state(request)
-        tiers = [p.stats() for p in serve.runner.pools]
-        up = all(any(r["up"] for r in t["replicas"]) for t in tiers)
-        return JSONResponse({"status": "ok" if up else "degraded", "tiers": {t["tier"]: any(r["up"] for r in t["replicas"])
-                                                                              for t in tiers}})
+        await serve.runner.probe(PROBE_TIMEOUT_S, max_age_s=HEALTH_MAX_AGE_S)
+        tiers = {pool.name: pool.healthy for pool in serve.runner.pools}
+        status = "ok" if all(tiers.values()) else "degraded" if any(tiers.values()) else "down"
+        return JSONResponse({"status": status, "tiers": tiers}, status_code=503 if status == "down" else 200)
 
     @app.get("/stats")
     async def stats(request: Request):
@@ -320,6 +340,14 @@ def _check_can_listen(host: str, port: int) -> None:
             raise ConfigError(f"--host {host} --port {port}: cannot listen there ({exc.strerror})") from None
 
 
+def _check_writable(path, option: str = "--feedback-file") -> None:
+    """AsdError naming the path when the feedback file cannot be written there (the check
+    `--json` paths get: asd.cli.JsonPath; the store creates missing directories)."""
+    from asd.cli import JsonPath
+
+    JsonPath(option, makes_parents=True).convert(str(path), None, None)
+
+
 def serve(tiers_path, policy_path, *, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
           max_queue: int = 256, feedback_path=None, speculative: bool = True, log_level: str = "warning",
           announce=None) -> None:
@@ -338,11 +366,19 @@ def serve(tiers_path, policy_path, *, host: str = "127.0.0.1", port: int = 8000,
     if max_queue < 1:
         raise ConfigError(f"--max-queue {max_queue}: must be >= 1")
     _check_can_listen(host, port)  # one error: line now, not uvicorn's log line and exit 3 after loading
+    if feedback_path is not None:
+        _check_writable(feedback_path)  # refused now, not at the first POST /v1/feedback
     ladder = load_ladder(tiers_path)
     policy = Policy.load(policy_path)
     check_ladder([t["name"] for t in ladder["tiers"]], policy)  # refused here, not inside uvicorn's startup
     features_for = features_for_policy(policy, ladder["tiers"])
     store = FeedbackStore(policy, policy_path, feedback_path)  # earlier feedback folded in: store.policy
+    if feedback_path is None:
+        try:
+            _check_writable(store.path, "the feedback file")
+        except AsdError as exc:  # beside a read-only policy: serving needs no feedback, but say so
+            warnings.warn(f"{exc}; POST /v1/feedback updates the policy in memory only (give --feedback-file)",
+                          stacklevel=1)
 
     def build():
         return build_runner(ladder["tiers"], store.policy, features_for, max_in_flight=max_queue,

@@ -134,3 +134,62 @@ def test_asd_live_refuses_its_output_before_the_run(tmp_path, monkeypatch):
     result = CliRunner().invoke(main, ["live", "--tiers", "absent.yaml", "--policy", "p.npz", "--prompts", "p.jsonl",
                                        "--rate", "1", "-o", "taken", "--overwrite"])
     assert result.output == "error: absent.yaml: tier config not found\n"  # --overwrite: on to the config
+    (tmp_path / "mine").mkdir()  # --overwrite replaces a bundle, never a directory of the user's files
+    (tmp_path / "mine" / "notes.txt").write_text("keep\n")
+    result = CliRunner().invoke(main, ["live", "--tiers", "absent.yaml", "--policy", "p.npz", "--prompts", "p.jsonl",
+                                       "--rate", "1", "-o", "mine", "--overwrite"])
+    assert result.exit_code == 2 and result.output == ("error: mine: exists and is not a trace bundle (no manifest.json); "
+                                                       "--overwrite replaces only a bundle: move or remove this directory "
+                                                       "yourself\n")
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep\n"
+
+
+def live_cli(tmp_path, tiers: list[dict], n_prompts: int, *extra):
+    """`asd live` through the CLI on these tiers with the calibrated policy; (result, seconds, tiers file)."""
+    import time
+
+    import yaml
+    from click.testing import CliRunner
+
+    from asd.cli import main
+    from tests.live.cascade import calibrated_builtin_policy
+    from tests.live.conftest import write_jsonl
+
+    config = tmp_path / "tiers.yaml"
+    config.write_text(yaml.safe_dump({"tiers": tiers}))
+    calibrated_builtin_policy().save(tmp_path / "policy.npz")
+    rows = [{"request_id": f"r{i}", "prompt": f"What is {i} plus 1? Answer with just the number."} for i in range(n_prompts)]
+    prompts = write_jsonl(tmp_path / "p.jsonl", rows)
+    started = time.monotonic()
+    result = CliRunner().invoke(main, ["live", "--tiers", str(config), "--policy", str(tmp_path / "policy.npz"),
+                                       "--prompts", str(prompts), "--no-progress", *extra])
+    return result, time.monotonic() - started, config
+
+
+def refused(tier: str, url: str) -> str:
+    return f"tier {tier!r} not reachable ({url}/v1/models: ConnectError: All connection attempts failed)"
+
+
+def test_asd_live_with_every_tier_server_down_fails_at_once_with_one_line(tmp_path):
+    """It waited for every arrival (54 s for 20 prompts at 0.5/s) before saying no request was
+    answered; now each tier server is asked first, and nothing is sent or written."""
+    from tests.live.conftest import free_port
+
+    dead = f"http://127.0.0.1:{free_port()}"
+    result, seconds, config = live_cli(tmp_path, served_ladder(dead, dead), 20, "--rate", "0.5",
+                                       "-o", str(tmp_path / "run"))
+    assert result.exit_code == 2, result.output
+    assert result.output == (f"error: {config}: {refused('smollm2-135m', dead)}; {refused('gemma3-270m', dead)}; "
+                             "no request was sent\n")
+    assert seconds < 15
+    assert not (tmp_path / "run").exists()
+
+
+def test_asd_live_names_the_one_tier_server_that_is_down(llama_server, tmp_path):
+    from tests.live.conftest import free_port
+
+    dead = f"http://127.0.0.1:{free_port()}"
+    result, seconds, config = live_cli(tmp_path, served_ladder(llama_server, dead), 4, "--concurrency", "1")
+    assert result.exit_code == 2, result.output
+    assert result.output == f"error: {config}: {refused('gemma3-270m', dead)}; no request was sent\n"
+    assert seconds < 15

@@ -142,6 +142,20 @@ def test_malformed_prompt_file_is_one_line_naming_the_line(tmp_path, smollm2):
     assert not (tmp_path / "b").exists() and not (tmp_path / "b.partial").exists()
 
 
+def test_overwrite_never_replaces_a_directory_of_other_files(tmp_path, smollm2):
+    """--overwrite replaced whatever stood at -o once the run was done, a directory of the user's
+    files included; it is refused before any model loads, and the directory is kept."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep\n")
+    result = run_cli("--tiers", ladder(tmp_path, smollm2), "--prompts", write_jsonl(tmp_path / "p.jsonl", PROMPTS),
+                     "-o", mine, "--overwrite")
+    assert result.exit_code == 2 and result.output == (f"error: {mine}: exists and is not a trace bundle (no "
+                                                       "manifest.json); --overwrite replaces only a bundle: move or "
+                                                       "remove this directory yourself\n")
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"] and not (tmp_path / "mine.partial").exists()
+
+
 def test_missing_model_file_is_one_line_naming_the_file(tmp_path, llama_cpp_installed):
     config = tmp_path / "t.json"
     config.write_text(json.dumps({"tiers": [{"name": "x", "backend": "llama_cpp", "model": str(tmp_path / "gone.gguf")}]}))

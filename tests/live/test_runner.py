@@ -184,3 +184,26 @@ def test_a_dead_start_tier_at_the_top_falls_back_to_a_skipped_tier_below(llama_s
     assert result.start_tier == 1 and result.stopped_at_tier == 0 and result.text
     assert result.fallback[0]["action"] == "skipped to smollm2-135m"
     assert len(result.runs) == 1 and result.runs[0].draft is None
+
+
+def test_probe_asks_each_http_tier_server_and_takes_an_in_process_model_as_there(smollm2, policy):
+    """`asd live` asks every tier before a run and `asd serve` for /health: an in-process
+    llama.cpp tier has no server to ask and always answers."""
+    dead = dead_url()
+    tiers = [{"name": "smollm2-135m", "backend": "llama_cpp", "model": smollm2, "template": CHAT, "n_ctx": 256,
+              "n_threads": 1, "sampling": {"max_tokens": 4, "top_logprobs": 5}},
+             {"name": "gemma3-270m", "backend": "openai", "url": dead, "sampling": {"max_tokens": 4, "top_logprobs": 0}}]
+
+    async def go():
+        runner = build_runner(tiers, policy, simple_features)
+        try:
+            return await runner.probe(2.0), [p.healthy for p in runner.pools], runner.stats()
+        finally:
+            await runner.aclose()
+
+    unreachable, healthy, stats = asyncio.run(go())
+    assert list(unreachable) == ["gemma3-270m"]
+    (problem,) = unreachable["gemma3-270m"]
+    assert problem.startswith(f"{dead}/v1/models: ConnectError")
+    assert healthy == [True, False]
+    assert [t["replicas"][0]["reachable"] for t in stats["tiers"]] == [True, False]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import threading
 import time
 from contextlib import contextmanager
@@ -22,10 +23,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from asd.engine.policy import Policy
 from asd.live.feedback import FeedbackStore
+from asd.live.pool import TierPool
 from asd.live.runner import build_runner
 from asd.live.server import create_app
-from tests.live.cascade import builtin_policy, served_ladder, simple_features
-from tests.live.conftest import free_port, llama_cpp_server
+from tests.live.cascade import builtin_policy, calibrated_builtin_policy, served_ladder, simple_features
+from tests.live.conftest import REPO, QuietHandler, free_port, llama_cpp_server, serving, subprocess_env
 
 PROMPT = "What is the chemical symbol for zinc? Answer with just the symbol."
 
@@ -320,3 +322,152 @@ def test_serve_on_a_port_in_use_is_one_error_line_before_anything_loads(tmp_path
     assert result.exit_code == 2, result.output
     line = result.output.strip().splitlines()[-1]
     assert line.startswith(f"error: --host 127.0.0.1 --port {port}: cannot listen there (") and "in use" in line
+
+
+class _ModelsOnly(QuietHandler):
+    """A tier server that is there: it answers GET /v1/models, and counts the times it was asked."""
+
+    asked = 0
+
+    def do_GET(self):
+        type(self).asked += 1
+        self.reply(json.dumps({"object": "list", "data": [{"id": "m", "object": "model"}]}).encode())
+
+
+@contextmanager
+def models_server_on(port: int):
+    """`_ModelsOnly` on a given loopback port (a server that comes up where a tier points)."""
+    from http.server import HTTPServer
+
+    server = HTTPServer(("127.0.0.1", port), _ModelsOnly)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def unreachable_warning(*tiers_and_urls) -> str:
+    """The pattern of serve's startup warning for these (tier, URL) pairs."""
+    parts = [rf"tier '{tier}' not reachable \({url}/v1/models: ConnectError: All connection attempts failed\)"
+             for tier, url in tiers_and_urls]
+    return "^" + "; ".join(parts) + "; serving anyway: GET /health reports a tier down until its server answers$"
+
+
+def test_health_asks_the_tier_servers_and_never_reports_a_dead_one_up(policy_file, monkeypatch):
+    """/health said every tier was up before any request, with every server down; now each
+    server is asked (GET /v1/models): all down is 503 "down", one down is "degraded", and a
+    server that comes up later is reported up."""
+    import asd.live.server
+
+    monkeypatch.setattr(asd.live.server, "HEALTH_MAX_AGE_S", 0.0)  # ask again at every call
+    smol_port, gemma_port = free_port(), free_port()
+    smol, gemma = f"http://127.0.0.1:{smol_port}", f"http://127.0.0.1:{gemma_port}"
+    app = make_app(served_ladder(smol, gemma), policy_file)
+    with pytest.warns(UserWarning, match=unreachable_warning(("smollm2-135m", smol), ("gemma3-270m", gemma))):
+        with TestClient(app) as client:
+            down = client.get("/health")
+            assert down.status_code == 503
+            assert down.json() == {"status": "down", "tiers": {"smollm2-135m": False, "gemma3-270m": False}}
+            replica = client.get("/stats").json()["tiers"][1]["replicas"][0]
+            assert replica["reachable"] is False and replica["problem"].startswith(f"{gemma}/v1/models: ConnectError")
+            with models_server_on(smol_port):
+                degraded = client.get("/health")
+                assert degraded.status_code == 200
+                assert degraded.json() == {"status": "degraded", "tiers": {"smollm2-135m": True, "gemma3-270m": False}}
+                with models_server_on(gemma_port):
+                    ok = client.get("/health")
+                    assert ok.status_code == 200
+                    assert ok.json() == {"status": "ok", "tiers": {"smollm2-135m": True, "gemma3-270m": True}}
+                    assert client.get("/stats").json()["tiers"][1]["replicas"][0]["reachable"] is True
+            gone = client.get("/health")  # both servers stopped again
+            assert gone.status_code == 503 and gone.json()["status"] == "down"
+
+
+def test_health_asks_each_server_at_most_once_per_interval_and_no_warning_when_all_answer(policy_file, recwarn):
+    with serving(_ModelsOnly) as url:
+        _ModelsOnly.asked = 0
+        with TestClient(make_app(served_ladder(url, url), policy_file)) as client:
+            assert _ModelsOnly.asked == 2  # at startup, one per tier
+            for _ in range(5):  # a load balancer polling: answered from the probe made at startup
+                assert client.get("/health").json()["status"] == "ok"
+            assert _ModelsOnly.asked == 2
+    assert not [w for w in recwarn if "not reachable" in str(w.message)]
+
+
+def test_a_server_busy_with_our_calls_is_not_asked(httpx_installed):
+    """llama-cpp-python's server answers /v1/models only after the request it is running, so
+    asking a busy server would report it down; its calls in flight say more."""
+
+    async def go(url):
+        pool = TierPool(0, {"name": "t", "backend": "openai", "url": url, "sampling": {"max_tokens": 4, "top_logprobs": 5}})
+        try:
+            pool.replicas[0].outstanding = 1
+            assert await pool.probe(1.0) == [] and _ModelsOnly.asked == 0 and pool.replicas[0].reachable is None
+            pool.replicas[0].outstanding = 0
+            assert await pool.probe(1.0) == [] and _ModelsOnly.asked == 1 and pool.replicas[0].reachable is True
+        finally:
+            await pool.aclose()
+
+    with serving(_ModelsOnly) as url:
+        _ModelsOnly.asked = 0
+        asyncio.run(go(url))
+
+
+@pytest.fixture(scope="module")
+def calibrated_policy_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("calibrated") / "policy.npz"
+    calibrated_builtin_policy().save(path)
+    return path
+
+
+def test_asd_serve_with_every_tier_server_down_starts_warns_in_one_line_and_reports_them_down(
+        calibrated_policy_file, tmp_path):
+    """The servers may come up later: serve starts, but says which tiers do not answer, and
+    /health does not report them up."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    dead = f"http://127.0.0.1:{free_port()}"
+    config = tmp_path / "tiers.yaml"
+    config.write_text(yaml.safe_dump({"tiers": served_ladder(dead, dead)}))
+    port = free_port()
+    command = [sys.executable, "-m", "asd.cli", "serve", "--tiers", str(config), "--policy", str(calibrated_policy_file),
+               "--port", str(port)]
+    server = subprocess.Popen(command, cwd=REPO, env=subprocess_env(), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        deadline = time.monotonic() + 60
+        while not any(line.startswith("warning:") for line in lines):
+            assert server.poll() is None and time.monotonic() < deadline, lines
+            lines.append(server.stderr.readline().rstrip("\n"))
+        assert lines[0] == f"asd serve: http://127.0.0.1:{port} (tiers {config}, policy {calibrated_policy_file})"
+        (warning,) = [line for line in lines if line.startswith("warning:")]
+        assert re.match(unreachable_warning(("smollm2-135m", dead), ("gemma3-270m", dead)),
+                        warning[len("warning: "):]), warning
+        health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=30)
+        assert health.status_code == 503
+        assert health.json() == {"status": "down", "tiers": {"smollm2-135m": False, "gemma3-270m": False}}
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_asd_serve_refuses_a_feedback_file_it_cannot_write_with_one_line(tmp_path, monkeypatch):
+    """It started, and every POST /v1/feedback failed to persist."""
+    from click.testing import CliRunner
+
+    from asd.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "file").write_text("")
+    for target, message in [("file/y.json", "error: file/y.json: cannot write --feedback-file (file is a file, not a directory)"),
+                            ("/proc/x/y.json", "error: /proc/x/y.json: cannot write --feedback-file (")]:
+        result = CliRunner().invoke(main, ["serve", "--tiers", "never-read.yaml", "--policy", "never-read.npz",
+                                           "--port", str(free_port()), "--feedback-file", target])
+        assert result.exit_code == 2, result.output
+        assert result.output.startswith(message) and result.output.count("\n") == 1, result.output

@@ -82,14 +82,35 @@ class OpenAIReplica:
             url = f"{self.url}/v1/models"
             try:
                 response = await self.client.get(url)
-                models = [m["id"] for m in response.json().get("data", [])]
             except (self._httpx.TransportError, self._httpx.TimeoutException) as exc:
                 raise ReplicaError(f"{url}: {_describe(exc)}", retryable=True) from None
-            except (ValueError, KeyError, TypeError, AttributeError):
-                models = []
-            configured = self.tier.get("model")
-            self.model = str(configured) if configured and str(configured) in models else (models[0] if models else configured)
+            self._take_model(response)
         return self.model
+
+    def _take_model(self, response) -> None:
+        """The model to ask for, from a /v1/models answer: the configured one when served,
+        else the first served (else the configured name as it is)."""
+        try:
+            models = [m["id"] for m in response.json().get("data", [])]
+        except (ValueError, KeyError, TypeError, AttributeError):
+            models = []
+        configured = self.tier.get("model")
+        self.model = str(configured) if configured and str(configured) in models else (models[0] if models else configured)
+
+    async def probe(self, timeout_s: float) -> str | None:
+        """Is the server there? `GET /v1/models` (as `asd record` asks first) within
+        `timeout_s`: None when it answers (its served model is then known), else what went
+        wrong, starting with the URL asked."""
+        url = f"{self.url}/v1/models"
+        try:
+            response = await self.client.get(url, timeout=self._httpx.Timeout(timeout_s))
+        except (self._httpx.TransportError, self._httpx.TimeoutException) as exc:
+            return f"{url}: {_describe(exc)}"
+        if response.status_code >= 400:
+            return f"{url}: HTTP {response.status_code} ({_first_line(response.text)})"
+        if self.model is None:
+            self._take_model(response)
+        return None
 
     async def generate(self, prompt: str, max_tokens: int, temperature: float = 0.0, top_logprobs: int = 5) -> Generation:
         payload = completion_payload(await self.served_model(), prompt, int(max_tokens), float(temperature),
@@ -184,6 +205,10 @@ class ThreadedReplica:
     async def score(self, prompt: str, continuation: str, top_logprobs: int = 5) -> Score:
         async with self._lock:
             return await asyncio.to_thread(self.backend.score, prompt, continuation, top_logprobs)
+
+    async def probe(self, timeout_s: float) -> str | None:
+        """The model is loaded in this process: always there."""
+        return None
 
     async def aclose(self) -> None:
         async with self._lock:

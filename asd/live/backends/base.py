@@ -87,6 +87,9 @@ class Backend:
     """Base class of a tier backend. `name` is the registry key used in tier configs."""
 
     name: str = ""
+    # Tier config keys this backend reads beyond those every tier has (`asd.live.tiers.TIER_KEYS`);
+    # `load_ladder` refuses any other key, so a typo is an error, not a silently ignored option.
+    options: tuple[str, ...] = ()
     # Prompts per `generate` call, and so per shard, unless the tier sets `batch_size`.
     default_batch_size: int = 8
 

@@ -26,6 +26,7 @@ class OpenAIHTTPBackend(Backend):
     `concurrency` (1), `template`, `stop`, `score_prefix` (text put before a scored prompt)."""
 
     name = "openai"
+    options = ("url", "api_key", "served_model", "score_prefix")
 
     def __init__(self, tier):
         super().__init__(tier)

@@ -62,6 +62,7 @@ class LlamaCppBackend(Backend):
     template), `stop` (strings)."""
 
     name = "llama_cpp"
+    options = ("n_ctx", "n_threads", "seed")
     # `n_ctx: auto` rounds the context it needs up to a multiple of this.
     CONTEXT_STEP = 64
 

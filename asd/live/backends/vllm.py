@@ -103,6 +103,7 @@ class VLLMBackend(Backend):
     (`chat` uses the tokenizer's chat template), `stop`, `engine_args` (passed to `vllm.LLM`)."""
 
     name = "vllm"
+    options = ("seed", "gpu_memory_utilization", "max_model_len", "engine_args")
     default_batch_size = 256  # the engine batches continuously; small calls would starve it
 
     def __init__(self, tier):
