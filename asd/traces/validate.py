@@ -308,6 +308,20 @@ def _values(col) -> np.ndarray:
     return col.to_numpy(zero_copy_only=False)
 
 
+# A time in ms beyond this (11.6 days for one request) is not a measurement: most likely another
+# unit, and its square overflows the latency fits (1e300 passed and broke `asd simulate`).
+MAX_MS = 1e9
+
+
+def _check_times(file: str, table: pa.Table, columns, out: _Collector) -> None:
+    _check_nonnegative(file, table, columns, out)
+    for name in columns:
+        if name in table.column_names:
+            col = table.column(name)
+            out.rows(file, name, _np(pc.and_(pc.greater(col, MAX_MS), pc.invert(pc.is_inf(col)))),
+                     lambda v: f"{v} ms is over {MAX_MS:.0e} ms (11.6 days): not a time in ms", col)
+
+
 def _check_nonnegative(file: str, table: pa.Table, columns, out: _Collector, integer=False) -> None:
     for name in columns:
         if name not in table.column_names:
@@ -440,7 +454,7 @@ def _check_outputs(table: pa.Table, request_ids, n_tiers: int, out: _Collector) 
             out.rows(file, name, rows, "entropy is NaN or negative")
     _check_list_length(file, table, "token_logprobs", "n_output_tokens", out)
     _check_list_length(file, table, "token_entropy", "n_output_tokens", out)
-    _check_nonnegative(file, table, ["ttft_ms", "e2e_ms"], out)
+    _check_times(file, table, ["ttft_ms", "e2e_ms"], out)
 
 
 def _check_drafts(table: pa.Table, request_ids, n_tiers: int, out: _Collector) -> None:
@@ -463,4 +477,4 @@ def _check_drafts(table: pa.Table, request_ids, n_tiers: int, out: _Collector) -
         out.rows(file, "n_accepted", bad, lambda r: f"{acc[r].as_py()} accepted of {n[r].as_py()} draft tokens", np.arange(table.num_rows))
     _check_logprobs(file, table, "verifier_logprobs", out)
     _check_list_length(file, table, "verifier_logprobs", "n_draft_tokens", out)
-    _check_nonnegative(file, table, ["verify_ms"], out)
+    _check_times(file, table, ["verify_ms"], out)

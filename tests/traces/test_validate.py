@@ -121,6 +121,7 @@ CORRUPTIONS = [
     ("outputs", "ttft_ms", 16, -3.0, ("ttft_ms", 16, "negative")),
     ("outputs", "e2e_ms", 17, math.nan, ("e2e_ms", 17, "NaN")),
     ("outputs", "e2e_ms", 18, math.inf, ("e2e_ms", 18, "infinite")),
+    ("outputs", "e2e_ms", 20, 1e300, ("e2e_ms", 20, "not a time in ms")),  # it passed, then overflowed simulate's fits
     ("outputs", "request_id", 19, None, ("request_id", 19, "required")),
     ("drafts", "request_id", 2, "ghost", ("request_id", 2, "not in requests.parquet")),
     ("drafts", "verify_tier", 3, 9, ("verify_tier", 3, "outside")),
@@ -131,6 +132,7 @@ CORRUPTIONS = [
     ("drafts", "verifier_logprobs", 7, lambda lps: lps + [-0.1], ("verifier_logprobs", 7, "values but n_draft_tokens")),
     ("drafts", "verifier_logprobs", 8, lambda lps: [2.0] + lps[1:], ("verifier_logprobs", 8, "logprob > 0")),
     ("drafts", "verify_ms", 9, -1.0, ("verify_ms", 9, "negative")),
+    ("drafts", "verify_ms", 10, 2e9, ("verify_ms", 10, "not a time in ms")),
 ]
 
 
