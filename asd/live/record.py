@@ -122,6 +122,9 @@ def record(
 
 def _kept(work: "ShardStore") -> str:
     n = work.n_rows()
+    if n == 0:  # only the plan: kept, it refused the rerun with a fixed tier config as "other inputs"
+        shutil.rmtree(work.path, ignore_errors=True)
+        return "nothing was recorded, and nothing is left behind"
     return (
         f"{_count(n, 'result')} recorded so far {'is' if n == 1 else 'are'} kept in {work.path}; rerun the same command to resume, "
         "or after changing the tier config or options add --restart to discard them and start over"

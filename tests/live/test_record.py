@@ -179,6 +179,24 @@ def test_unreachable_server_keeps_earlier_tiers_and_resumes(tmp_path, smollm2, h
     assert kept == 6
 
 
+def test_a_run_that_records_nothing_leaves_nothing_and_the_fixed_config_runs(tmp_path, httpx_installed):
+    """A first tier whose server is down: nothing recorded, so no `b.partial/` is kept — it held
+    only the plan, and refused the rerun with the URL fixed as "an unfinished recording from
+    other tiers/prompts/options" (--restart needed to record anything)."""
+    prompts = write_jsonl(tmp_path / "p.jsonl", PROMPTS[:2])
+    config = tmp_path / "t.yaml"
+    config.write_text(yaml.safe_dump({"tiers": [{"name": "remote", "backend": "openai",
+                                                 "url": f"http://127.0.0.1:{free_port()}", "retries": 0}]}))
+    result = run_cli("--tiers", config, "--prompts", prompts, "-o", tmp_path / "b")
+    assert result.exit_code == 2 and result.output.count("\n") == 1
+    assert result.output.rstrip().endswith("nothing was recorded, and nothing is left behind"), result.output
+    assert not (tmp_path / "b.partial").exists() and not (tmp_path / "b").exists()
+    with serving(_NoLogprobsServer) as url:  # the fixed config: the rerun gets as far as the server's answers
+        config.write_text(yaml.safe_dump({"tiers": [{"name": "remote", "backend": "openai", "url": url}]}))
+        rerun = run_cli("--tiers", config, "--prompts", prompts, "-o", tmp_path / "b")
+    assert "other tiers/prompts/options" not in rerun.output and "no logprobs" in rerun.output, rerun.output
+
+
 def test_openai_tier_records_the_served_model_server_version_and_url(tmp_path, llama_server):
     import httpx
     import llama_cpp
