@@ -334,9 +334,10 @@ COST_MODEL_HELP = ("trace: recorded timings; profile: the committed GPU hardware
 
 
 def _progress(label):
-    """A one-line progress note per fold on stderr (calibration is the long part)."""
-    def note(k, n):
-        click.echo(f"{label}: calibrating {k + 1}/{n}", err=True)
+    """A one-line progress note per fold on stderr (calibration is the long part); `what` says
+    which of several runs (`asd sweep --repeats`: which fold seed)."""
+    def note(k, n, what=None):
+        click.echo(f"{label}: {what + ': ' if what else ''}calibrating {k + 1}/{n}", err=True)
     return note
 
 

@@ -126,7 +126,10 @@ def parse_latency(items) -> dict[str, float]:
         except (TypeError, ValueError):
             raise ConfigError(f"--max-latency {stat}={ms}: MS must be a number of milliseconds") from None
         if not value > 0 or not math.isfinite(value):
-            raise ConfigError(f"--max-latency {stat}={ms}: MS must be a positive number of milliseconds")
+            raise ConfigError(f"--max-latency {stat}={ms}: MS must be a positive, finite number of milliseconds")
+        if stat in out:  # the later limit silently replaced the earlier one
+            raise ConfigError(f"--max-latency {stat} is given twice ({out[stat]:g} and {value:g} ms): give each "
+                              "statistic one limit")
         out[stat] = value
     return out
 
@@ -149,7 +152,7 @@ def parse_beat(items, tier_names) -> list[tuple[str, float]]:
         except ValueError:
             raise ConfigError(f"--beat {item!r}: MARGIN must be a number (absolute quality/cost points)") from None
         if not (m >= 0) or not math.isfinite(m):
-            raise ConfigError(f"--beat {item!r}: MARGIN must be >= 0")
+            raise ConfigError(f"--beat {item!r}: MARGIN must be a finite number >= 0")
         out.append((name, m))
     return out
 

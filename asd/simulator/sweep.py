@@ -7,6 +7,8 @@ by the policy, the best simple policy and the oracle.
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 
 from asd.calibration.views import load_view
@@ -252,7 +254,9 @@ def repeated_checks(ev: Evaluation, repeats: int, options: dict, first: dict, pr
     seed = options["seed"]
     checks = [first if "baseline_above_z_max" in first else paired_noise(ev, first)]
     for r in range(1, repeats):
-        other = Evaluation(ev.view, folds=ev.design["folds"], policy=ev.fixed, progress=progress,
+        # "calibrating k/5" again and again said nothing of how many repeats were left
+        note = None if progress is None else partial(progress, what=f"fold seed {seed + r} ({r + 1} of {repeats})")
+        other = Evaluation(ev.view, folds=ev.design["folds"], policy=ev.fixed, progress=note,
                            prompt_tokens=ev.counted_prompts(), **{**options, "seed": seed + r})
         checks.append(paired_noise(other, quality_check(policy_frontier(other), baseline_frontiers(other),
                                                         ev.view.tier_names)))

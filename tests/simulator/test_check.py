@@ -254,6 +254,11 @@ def test_an_incompatible_policy_is_refused_with_one_line(synth, tmp_path):
     (["builtin", "--max-latency", "p95"], "use STAT=MS"),
     (["builtin", "--beat", "nonsense"], "unknown baseline 'nonsense'"),
     (["builtin", "--beat", "threshold:x"], "MARGIN must be a number"),
+    # a repeated statistic kept only its last limit, silently; infinities were "not positive"
+    (["builtin", "--max-latency", "p95=1000", "--max-latency", "p95=10"],
+     "--max-latency p95 is given twice (1000 and 10 ms): give each statistic one limit"),
+    (["builtin", "--max-latency", "p95=inf"], "MS must be a positive, finite number"),
+    (["builtin", "--beat", "always-smollm2-135m:inf"], "MARGIN must be a finite number >= 0"),
     (["builtin", "--min-quality", "2"], "quality is a share"),
     (["builtin", "--min-quality", "0.1", "--mode", "des"], "--mode des needs --rate"),
     (["builtin", "--min-quality", "0.1", "--mode", "des", "--arrivals", "trace"],

@@ -523,6 +523,8 @@ def test_sweep_repeats_the_quality_check_over_fold_seeds(synth, tmp_path):
     assert rep["saved_vs_simple_points"]["sd"] == pytest.approx(np.std(saved, ddof=1))
     assert rep["met"] == sum(c["met"] for c in rep["checks"])
     assert "over 3 fold seeds (4..6)" in result.output
+    # each repeat's folds say which repeat they are (they were "calibrating k/3" over and over)
+    assert "sweep: calibrating 3/3" in result.stderr and "sweep: fold seed 6 (3 of 3): calibrating 3/3" in result.stderr
     # the policy's cost at 1, 2 and 3 % loss (the middle one is the check's own) and their mean, per seed
     q = data["quality_check"]
     last = data["baselines"][f"always-{data['tiers'][-1]}"][0]["quality"]
