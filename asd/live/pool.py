@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 
 from asd.errors import BackendError, ConfigError
-from asd.live.backends.aio import OpenAIReplica, ReplicaError, ThreadedReplica
+from asd.live.backends.aio import OpenAIReplica, ReplicaError, RequestRejected, ThreadedReplica
 from asd.live.backends.base import Backend, Generation, Score, make_backend
 
 
@@ -135,6 +135,12 @@ class TierPool:
                 replica.down_until = 0.0
                 replica.reachable, replica.problem, replica.answered_at = True, None, time.monotonic()
                 return result, replica.url, queued_ms
+            except RequestRejected as exc:
+                # The request's own fault (its prompt does not fit): the server answered, so the
+                # replica stays up, and no other replica or retry would do better.
+                replica.reachable, replica.problem, replica.answered_at = True, None, time.monotonic()
+                exc.tier = self.name
+                raise
             except ReplicaError as exc:
                 last = str(exc)
                 if not exc.retryable:

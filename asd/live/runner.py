@@ -26,6 +26,7 @@ import numpy as np
 from asd.engine.policy import Policy
 from asd.engine.tables import bin_index
 from asd.errors import AsdError, BackendError, ConfigError, PolicyError
+from asd.live.backends.aio import RequestRejected
 from asd.live.backends.base import Generation, Score
 from asd.live.pool import TierPool
 
@@ -162,6 +163,7 @@ class CascadeRunner:
         self.in_flight = 0
         self.completed = 0
         self.failed = 0
+        self.rejected = 0  # requests refused by a tier for what they ask (RequestRejected)
         self.stops = [0] * len(pools)
         self.fallbacks = 0
         self._latency_ewma_ms = 0.0
@@ -205,6 +207,10 @@ class CascadeRunner:
             self.failed += 1
             self._notify("error", {"kind": "no_tier"})
             raise
+        except RequestRejected as exc:
+            self.rejected += 1
+            self._notify("error", {"kind": exc.code})
+            raise
         self.completed += 1
         self.stops[result.stopped_at_tier] += 1
         self.fallbacks += bool(result.fallback)
@@ -224,6 +230,15 @@ class CascadeRunner:
         while True:
             try:
                 run = await self._run_tier(state, tier)
+            except RequestRejected as exc:
+                # The request does not fit this tier (its prompt, or prompt + draft, is longer
+                # than the context): the client is told, unless a tier below already answered.
+                if not state.runs:
+                    raise
+                fallback.append({"tier": self.pools[tier].name, "error": str(exc),
+                                 "action": self._fall_back(state, None)})
+                self._notify("fallback", {"tier": tier})
+                break
             except BackendError as exc:
                 failed.add(tier)
                 untried = self._untried(state, failed, tier)
@@ -353,6 +368,7 @@ class CascadeRunner:
             "max_in_flight": self.max_in_flight,
             "completed": self.completed,
             "failed": self.failed,
+            "rejected": self.rejected,
             "fallbacks": self.fallbacks,
             "stops": {p.name: n for p, n in zip(self.pools, self.stops)},
             "lambda": self.policy.lam,

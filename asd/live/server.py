@@ -13,21 +13,24 @@ from __future__ import annotations
 
 import hmac
 import json
+import logging
 import time
 import warnings
+from collections import OrderedDict
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from typing import Any, Callable, Literal
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Callable, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from asd import __version__
 from asd.errors import AsdError
+from asd.live.backends.aio import RequestRejected
 from asd.live.feedback import FeedbackStore
 from asd.live.metrics import ServeMetrics
 from asd.live.runner import (CascadeError, CascadeRequest, CascadeResult, CascadeRunner, Overloaded,
@@ -39,58 +42,140 @@ STREAM_CHUNK_CHARS = 16
 # every HEALTH_MAX_AGE_S (a load balancer polling every second does not poll the tier servers).
 PROBE_TIMEOUT_S = 2.0
 HEALTH_MAX_AGE_S = 5.0
+MAX_STOP_STRINGS = 4  # as OpenAI
+
+log = logging.getLogger("asd.serve")
+
+
+def _utf8(text: str) -> str:
+    """Text the tiers can be sent: no unpaired surrogate (JSON's "\\ud800" decodes to one)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("not valid Unicode text (an unpaired surrogate such as \\ud800 cannot be encoded as UTF-8)") from None
+    return text
+
+
+# Strict strings (5 is not "5") that can be encoded as UTF-8.
+Text = Annotated[StrictStr, AfterValidator(_utf8)]
+StopStrings = Annotated[Text, Field(min_length=1)] | Annotated[list[Annotated[Text, Field(min_length=1)]],
+                                                               Field(min_length=1, max_length=MAX_STOP_STRINGS)]
+MaxTokens = Annotated[int | None, Field(default=None, ge=1, le=MAX_TOKENS_LIMIT, strict=True)]
 
 
 # -- request bodies (unknown OpenAI fields are accepted and ignored) ------------------------------
-class CompletionBody(BaseModel):
+class Sampling(BaseModel):
+    """The OpenAI sampling fields that are read, strictly typed: `temperature` (a finite number;
+    only 0 is served, the cascade decodes greedily), `stop` (honoured: the answer is cut at the
+    first stop string), `logprobs`/`top_logprobs` (only null, false or 0: none are returned)."""
+
     model_config = ConfigDict(extra="allow")
-    prompt: str | list[str]
-    model: str | None = None
-    max_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS_LIMIT)
-    stream: bool = False
-    n: int = Field(default=1, ge=1, le=1)
-    user: str | None = None
+    model: Text | None = None
+    max_tokens: MaxTokens
+    stream: StrictBool = False
+    n: int = Field(default=1, ge=1, le=1, strict=True)
+    temperature: float | None = Field(default=None, strict=True, allow_inf_nan=False)
+    stop: StopStrings | None = None
+    logprobs: Any = None
+    top_logprobs: Any = None
+
+
+class CompletionBody(Sampling):
+    prompt: Text | list[Text]
+    user: Text | None = None
+
+
+class ContentPart(BaseModel):
+    """One part of a message's content; only the text of `text` parts is read."""
+
+    model_config = ConfigDict(extra="allow")
+    type: Text
+    text: Text | None = None
 
 
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="allow")
     role: Literal["system", "user", "assistant", "tool", "developer"]
-    content: str | list[dict[str, Any]] | None = None
+    content: Text | list[ContentPart] | None = None
 
 
-class ChatBody(BaseModel):
-    model_config = ConfigDict(extra="allow")
+class ChatBody(Sampling):
     messages: list[ChatMessage] = Field(min_length=1)
-    model: str | None = None
-    max_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS_LIMIT)
-    max_completion_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS_LIMIT)
-    stream: bool = False
-    n: int = Field(default=1, ge=1, le=1)
+    max_completion_tokens: MaxTokens
 
 
 class FeedbackBody(BaseModel):
-    request_id: str = Field(min_length=1)
-    accepted: bool
+    request_id: Text = Field(min_length=1)
+    accepted: StrictBool  # true or false: "yes" and 1 are not verdicts
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str, type_: str, code: str, headers: dict | None = None):
+    def __init__(self, status: int, message: str, type_: str, code: str, headers: dict | None = None,
+                 param: str | None = None):
         super().__init__(message)
         self.status, self.message, self.type, self.code, self.headers = status, message, type_, code, headers
+        self.param = param
+
+
+def check_sampling(body: Sampling) -> None:
+    """What the typed fields cannot say: sampling asd does not do is refused, not ignored."""
+    if body.temperature not in (None, 0):
+        raise ApiError(400, f"temperature: only greedy decoding is served (temperature 0 or null), got "
+                       f"{body.temperature:g}", "invalid_request_error", "unsupported_value", param="temperature")
+    for name in ("logprobs", "top_logprobs"):
+        value = getattr(body, name)
+        if value is not None and value is not False and not (type(value) is int and value == 0):
+            raise ApiError(400, f"{name}: logprobs are not returned by this server (give null, false or 0)",
+                           "invalid_request_error", "unsupported_value", param=name)
+
+
+def stop_strings(body: Sampling) -> list[str]:
+    return [] if body.stop is None else [body.stop] if isinstance(body.stop, str) else list(body.stop)
+
+
+def apply_stop(result: CascadeResult, stops: list[str]) -> None:
+    """Cut the answer before the first stop string in it (finish_reason "stop"), as OpenAI does."""
+    cuts = [i for i in (result.text.find(stop) for stop in stops) if i >= 0]
+    if cuts:
+        result.text = result.text[:min(cuts)]
+        result.finish_reason = "stop"
 
 
 def error_body(message: str, type_: str, code: str | None, param: str | None = None) -> dict:
     return {"error": {"message": message, "type": type_, "code": code, "param": param}}
 
 
+def _field_path(loc) -> list:
+    """A pydantic error location as the request's field path: without "body" and without the
+    union-member tags pydantic adds (`function-after[...]`, `list[...]`)."""
+    return [p for p in loc if p != "body" and not (isinstance(p, str) and "[" in p)]
+
+
+def _most_telling(errors: list[dict]) -> dict:
+    """Of a body's validation errors, the one to report: the deepest field (a content part's
+    `text`, not its message), and a broken value before a union member of the wrong type."""
+    if not errors:
+        return {}
+    def rank(error):
+        path = _field_path(error.get("loc", ()))
+        tagged = len(path) < len([p for p in error.get("loc", ()) if p != "body"])
+        return len(path), not (tagged and str(error.get("type", "")).endswith("_type"))
+    return max(errors, key=rank)  # max keeps the first of equals
+
+
 def chat_prompt(messages: list[ChatMessage]) -> str:
     """One user message is the prompt as it is (each tier applies its own template); a longer
     conversation becomes a role-labelled transcript ending with the last message."""
     texts = []
-    for message in messages:
+    for m, message in enumerate(messages):
         content = message.content
         if isinstance(content, list):  # content parts: keep the text parts
-            content = "".join(part.get("text", "") for part in content if part.get("type") == "text")
+            for p, part in enumerate(content):
+                if part.type == "text" and part.text is None:
+                    where = f"messages.{m}.content.{p}.text"
+                    raise ApiError(400, f"{where}: a text part needs a string `text`", "invalid_request_error",
+                                   "invalid_request", param=where)
+            content = "".join(part.text for part in content if part.type == "text")
         texts.append((message.role, content or ""))
     if len(texts) == 1 and texts[0][0] == "user":
         return texts[0][1]
@@ -103,6 +188,8 @@ class ServeState:
     metrics: ServeMetrics
     feedback: FeedbackStore | None
     started: float
+    # request id → the verdict counted for it: a request counts once (repeats are idempotent).
+    verdicts: OrderedDict[str, bool] = field(default_factory=OrderedDict)
 
 
 def create_app(build_runner: Callable[[], CascadeRunner], *, api_key: str | None = None,
@@ -140,7 +227,12 @@ def create_app(build_runner: Callable[[], CascadeRunner], *, api_key: str | None
                                                    "invalid_api_key"), status_code=401)
                 _count(request, route, 401)
                 return response
-        response = await call_next(request)
+        try:
+            response = await call_next(request)
+        except Exception as exc:  # noqa: BLE001 — a bug: an OpenAI-shaped 500, logged once and counted
+            log.error("%s %s: unhandled %s", request.method, route, type(exc).__name__, exc_info=exc)
+            response = JSONResponse(error_body(f"internal server error ({type(exc).__name__}); it is logged",
+                                               "server_error", "internal_error"), status_code=500)
         _count(request, route, response.status_code)
         return response
 
@@ -152,14 +244,17 @@ def create_app(build_runner: Callable[[], CascadeRunner], *, api_key: str | None
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError):
-        return JSONResponse(error_body(exc.message, exc.type, exc.code), status_code=exc.status, headers=exc.headers)
+        return JSONResponse(error_body(exc.message, exc.type, exc.code, exc.param), status_code=exc.status,
+                            headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_body(request: Request, exc: RequestValidationError):
-        first = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
+        first = _most_telling(exc.errors())
+        where = ".".join(str(p) for p in _field_path(first.get("loc", ()))) or "body"
         message = f"{where}: {first.get('msg', 'invalid request')}"
         code = "invalid_json" if first.get("type") == "json_invalid" else "invalid_request"
+        if code == "invalid_json":
+            where = None  # its loc is a character offset, not a field
         return JSONResponse(error_body(message, "invalid_request_error", code, where), status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
@@ -167,7 +262,8 @@ def create_app(build_runner: Callable[[], CascadeRunner], *, api_key: str | None
         type_ = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
         return JSONResponse(error_body(str(exc.detail), type_, str(exc.status_code)), status_code=exc.status_code)
 
-    async def answer(serve: ServeState, prompt: str, max_tokens: int | None) -> CascadeResult:
+    async def answer(serve: ServeState, prompt: str, body: Sampling, max_tokens: int | None) -> CascadeResult:
+        check_sampling(body)
         runner = serve.runner
         try:
             runner.admit()
@@ -175,11 +271,18 @@ def create_app(build_runner: Callable[[], CascadeRunner], *, api_key: str | None
             raise ApiError(429, f"server busy: {exc}; retry later", "rate_limit_error", "queue_full",
                            {"Retry-After": str(exc.retry_after_s)}) from None
         try:
-            return await runner.run(CascadeRequest(prompt=prompt, max_tokens=max_tokens))
+            result = await runner.run(CascadeRequest(prompt=prompt, max_tokens=max_tokens))
         except CascadeError as exc:
             raise ApiError(503, str(exc), "server_error", "tiers_unavailable") from None
+        except RequestRejected as exc:  # the request's own fault: the tier servers stay up
+            param = "messages" if isinstance(body, ChatBody) else "prompt"
+            context = f"its context is {exc.n_ctx} tokens" if exc.n_ctx else "its context is not known to asd"
+            raise ApiError(400, f"{param}: too long for tier {exc.tier!r} ({context}): {exc.detail}; shorten the "
+                           "prompt or ask for fewer max_tokens", "invalid_request_error", exc.code, param=param) from None
         finally:
             runner.release()
+        apply_stop(result, stop_strings(body))
+        return result
 
     @app.post("/v1/completions")
     async def completions(body: CompletionBody, request: Request):
@@ -192,7 +295,7 @@ def create_app(build_runner: Callable[[], CascadeRunner], *, api_key: str | None
         if not prompt.strip():
             raise ApiError(400, "prompt: empty", "invalid_request_error", "invalid_request")
         serve = state(request)
-        result = await answer(serve, prompt, body.max_tokens)
+        result = await answer(serve, prompt, body, body.max_tokens)
         if body.stream:
             return _stream(result, chat=False, serve=serve)
         return {
@@ -208,7 +311,7 @@ def create_app(build_runner: Callable[[], CascadeRunner], *, api_key: str | None
         if not prompt.strip():
             raise ApiError(400, "messages: no text content", "invalid_request_error", "invalid_request")
         serve = state(request)
-        result = await answer(serve, prompt, body.max_completion_tokens or body.max_tokens)
+        result = await answer(serve, prompt, body, body.max_completion_tokens or body.max_tokens)
         if body.stream:
             return _stream(result, chat=True, serve=serve)
         return {
@@ -229,12 +332,21 @@ def create_app(build_runner: Callable[[], CascadeRunner], *, api_key: str | None
             raise ApiError(404, f"request_id {body.request_id!r}: not a recent request of this server",
                            "not_found_error", "unknown_request_id")
         tier, bin_, cold = where
-        serve.runner.policy = serve.feedback.add(tier, bin_, cold, body.accepted)
-        serve.metrics.feedback.labels(str(body.accepted).lower()).inc()
+        given = serve.verdicts.get(body.request_id)
+        if given is not None and given != body.accepted:
+            raise ApiError(409, f"request_id {body.request_id!r}: feedback already given (accepted: "
+                           f"{str(given).lower()}); a request's verdict counts once and cannot be changed",
+                           "invalid_request_error", "feedback_conflict")
+        if given is None:  # the first verdict counts; the same one again is not counted again
+            serve.runner.policy = serve.feedback.add(tier, bin_, cold, body.accepted)
+            serve.metrics.feedback.labels(str(body.accepted).lower()).inc()
+            serve.verdicts[body.request_id] = body.accepted
+            while len(serve.verdicts) > serve.runner._remember:
+                serve.verdicts.popitem(last=False)
         return {"request_id": body.request_id, "tier": serve.runner.pools[tier].name, "bin": bin_, "cold": cold,
-                "accepted": body.accepted, "observations": serve.feedback.n}
+                "accepted": body.accepted, "counted": given is None, "observations": serve.feedback.n}
 
-    @app.get("/health")
+    @app.api_route("/health", methods=["GET", "HEAD"])
     async def health(request: Request):
         """For a load balancer: {"status", "tiers": {tier name: up}}. A tier is up when one of
         its servers is known to answer — it answered GET /v1/models (asked here, at most every

@@ -49,8 +49,10 @@ def make_app(tiers, policy_path, *, api_key=None, max_in_flight=64, feedback_pat
 @pytest.fixture(scope="module")
 def client(llama_server, gemma_server, policy_file, tmp_path_factory):
     feedback = tmp_path_factory.mktemp("feedback") / "fb.json"
-    with TestClient(make_app(served_ladder(llama_server, gemma_server, max_tokens=3), policy_file,
-                             feedback_path=feedback)) as test_client:
+    tiers = served_ladder(llama_server, gemma_server, max_tokens=3)
+    for tier in tiers:
+        tier["n_ctx"] = 512  # the servers' context (conftest), which llama-cpp-python's server does not report
+    with TestClient(make_app(tiers, policy_file, feedback_path=feedback)) as test_client:
         yield test_client
 
 
@@ -114,6 +116,146 @@ def test_malformed_json_chat_roles_and_routes_get_openai_error_bodies(client):
     assert wrong_method.status_code == 405 and "error" in wrong_method.json()
 
 
+def test_a_prompt_longer_than_the_context_is_a_400_and_leaves_the_tier_servers_up(client):
+    """llama-cpp-python's server (n_ctx 512) cuts the stream of a too-long prompt; that was taken
+    for a dying server: both replicas marked down, a 503 for everyone for 5 s. It is the
+    request's own fault: a 400 naming the tier and its context, every tier left up."""
+    before = client.get("/stats").json()
+    response = client.post("/v1/completions", json={"prompt": "word " * 3000, "max_tokens": 4})
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["code"] == "context_length_exceeded" and error["type"] == "invalid_request_error"
+    assert error["param"] == "prompt"
+    assert error["message"].startswith("prompt: too long for tier 'smollm2-135m' (its context is 512 tokens)")
+    health = client.get("/health")
+    assert health.status_code == 200 and health.json()["status"] == "ok"
+    stats = client.get("/stats").json()
+    assert [r["up"] for t in stats["tiers"] for r in t["replicas"]] == [True, True]
+    assert stats["rejected"] == before["rejected"] + 1 and stats["failed"] == before["failed"]
+    long_chat = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "word " * 3000}]})
+    assert long_chat.status_code == 400 and long_chat.json()["error"]["code"] == "context_length_exceeded", long_chat.text
+    other = client.post("/v1/completions", json={"prompt": PROMPT, "max_tokens": 3})  # another client
+    assert other.status_code == 200 and other.json()["asd"]["fallback"] is None
+    errors = {s.labels["kind"]: s.value for f in text_string_to_metric_families(client.get("/metrics").text)
+              for s in f.samples if s.name == "asd_errors_total"}
+    assert errors.get("context_length_exceeded", 0) >= 2 and "no_tier" not in errors
+
+
+def test_a_too_long_prompt_is_a_400_even_when_the_tier_config_gives_no_context(llama_server, gemma_server, policy_file):
+    """The built-in ladder gives no n_ctx and llama-cpp-python's server reports none: a server that
+    cut this prompt's stream and tokenizes it at once is refusing the prompt, not failing."""
+    with TestClient(make_app(served_ladder(llama_server, gemma_server, max_tokens=3), policy_file)) as client:
+        response = client.post("/v1/completions", json={"prompt": "word " * 3000, "max_tokens": 4})
+        assert response.status_code == 400, response.text
+        error = response.json()["error"]
+        assert error["code"] == "context_length_exceeded"
+        assert error["message"].startswith("prompt: too long for tier 'smollm2-135m' (its context is not known to asd)")
+        assert client.get("/health").json()["status"] == "ok"
+        assert client.post("/v1/completions", json={"prompt": PROMPT, "max_tokens": 2}).status_code == 200
+
+
+@pytest.mark.parametrize("body, where", [
+    ({"messages": [{"role": "user", "content": [{"type": "text", "text": 5}]}]}, "messages.0.content.0.text"),
+    ({"messages": [{"role": "user", "content": [{"type": "text", "text": None}]}]}, "messages.0.content.0.text"),
+    ({"messages": [{"role": "user", "content": [{"type": "text", "text": ["a"]}]}]}, "messages.0.content.0.text"),
+    ({"messages": [{"role": "user", "content": [{"type": "text", "text": {"a": 1}}]}]}, "messages.0.content.0.text"),
+    ({"messages": [{"role": "user", "content": [{"type": "text"}]}]}, "messages.0.content.0.text"),
+    ({"messages": [{"role": "user", "content": ["hi"]}]}, "messages.0.content.0"),
+])
+def test_content_parts_whose_text_is_not_a_string_get_a_400_naming_the_part(client, body, where):
+    response = client.post("/v1/chat/completions", json=body)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request_error" and error["param"] == where
+    assert error["message"].startswith(f"{where}:")
+    parts = {"messages": [{"role": "user", "content": [{"type": "text", "text": PROMPT},
+                                                        {"type": "image_url", "image_url": {"url": "http://x"}}]}],
+             "max_tokens": 2}
+    assert client.post("/v1/chat/completions", json=parts).status_code == 200
+
+
+@pytest.mark.parametrize("route, raw, where", [
+    ("/v1/completions", '{"prompt": "\\ud800 hi", "max_tokens": 2}', "prompt"),
+    ("/v1/completions", '{"prompt": ["\\udfff"], "max_tokens": 2}', "prompt.0"),
+    ("/v1/chat/completions", '{"messages": [{"role": "user", "content": "hi \\ud800"}]}', "messages.0.content"),
+    ("/v1/chat/completions", '{"messages": [{"role": "user", "content": [{"type": "text", "text": "\\ud800"}]}]}',
+     "messages.0.content.0.text"),
+])
+def test_an_unpaired_surrogate_is_a_400_naming_the_field(client, route, raw, where):
+    response = client.post(route, content=raw.encode(), headers={"content-type": "application/json"})
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["param"] == where and "unpaired surrogate" in error["message"]
+    assert client.post("/v1/completions", json={"prompt": PROMPT, "max_tokens": 2}).status_code == 200
+
+
+def test_an_unhandled_exception_is_an_openai_500_that_is_logged_and_counted(client, monkeypatch, caplog):
+    import asd.live.server
+
+    def broken(result, stops):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(asd.live.server, "apply_stop", broken)
+    with caplog.at_level("ERROR", logger="asd.serve"):
+        response = client.post("/v1/completions", json={"prompt": PROMPT, "max_tokens": 2})
+    assert response.status_code == 500
+    assert response.json()["error"] == {"message": "internal server error (RuntimeError); it is logged",
+                                        "type": "server_error", "code": "internal_error", "param": None}
+    (record,) = [r for r in caplog.records if r.name == "asd.serve"]
+    assert "RuntimeError: boom" in caplog.text and record.exc_info
+    samples = [s for f in text_string_to_metric_families(client.get("/metrics").text) for s in f.samples
+               if s.name == "asd_requests_total" and s.labels == {"route": "/v1/completions", "code": "500"}]
+    assert [s.value for s in samples] == [1.0]
+    monkeypatch.undo()
+    assert client.post("/v1/completions", json={"prompt": PROMPT, "max_tokens": 2}).status_code == 200
+
+
+@pytest.mark.parametrize("extra, where, phrase", [
+    ({"max_tokens": True}, "max_tokens", "valid integer"),
+    ({"max_tokens": "5"}, "max_tokens", "valid integer"),
+    ({"temperature": "hot"}, "temperature", "valid number"),
+    ({"temperature": -1}, "temperature", "only greedy decoding"),
+    ({"temperature": 0.7}, "temperature", "only greedy decoding"),
+    ({"logprobs": 2}, "logprobs", "logprobs are not returned"),
+    ({"logprobs": True}, "logprobs", "logprobs are not returned"),
+    ({"stop": 5}, "stop", "valid"),
+    ({"stop": ["a", "b", "c", "d", "e"]}, "stop", "at most 4"),
+    ({"stop": [""]}, "stop.0", "at least 1"),
+])
+def test_sampling_fields_are_strictly_typed_and_unsupported_sampling_is_refused(client, extra, where, phrase):
+    response = client.post("/v1/completions", json={"prompt": PROMPT, **extra})
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["param"] == where and error["message"].startswith(where) and phrase in error["message"]
+
+
+def test_infinity_temperature_is_refused_and_stop_strings_cut_the_answer(client):
+    infinite = client.post("/v1/completions", content=b'{"prompt": "hi", "temperature": Infinity}',
+                           headers={"content-type": "application/json"})
+    assert infinite.status_code == 400 and "finite" in infinite.json()["error"]["message"]
+    body = {"prompt": PROMPT, "max_tokens": 3, "temperature": 0, "logprobs": None, "top_p": 1, "seed": 3}
+    plain = client.post("/v1/completions", json=body)  # greedy and unknown fields: accepted
+    assert plain.status_code == 200, plain.text
+    text = plain.json()["choices"][0]["text"]
+    assert len(text) >= 2
+    stop = text[1:]  # the answer less its first character
+    cut = client.post("/v1/completions", json={**body, "stop": [stop, "\u00a7never"]}).json()
+    assert cut["choices"][0]["text"] == text[:text.find(stop)] and cut["choices"][0]["finish_reason"] == "stop"
+    chat = {"messages": [{"role": "user", "content": PROMPT}], "max_tokens": 3}
+    chat_text = client.post("/v1/chat/completions", json=chat).json()["choices"][0]["message"]["content"]
+    chat_cut = client.post("/v1/chat/completions", json={**chat, "stop": chat_text[1:], "stream": True})
+    lines = [line for line in chat_cut.iter_lines() if line.startswith("data: {")]
+    streamed = "".join(json.loads(line[6:])["choices"][0]["delta"].get("content", "") for line in lines)
+    assert streamed == chat_text[:1] and json.loads(lines[-1][6:])["choices"][0]["finish_reason"] == "stop"
+
+
+def test_head_health_answers_like_get_without_a_body(client):
+    head = client.head("/health")
+    assert head.status_code == 200 and head.content == b""
+    broken = client.post("/v1/completions", content=b'{"prompt": ', headers={"content-type": "application/json"})
+    assert broken.status_code == 400 and broken.json()["error"]["param"] is None
+
+
 def test_metrics_are_prometheus_text_the_official_parser_reads(client):
     client.post("/v1/completions", json={"prompt": PROMPT, "max_tokens": 2})
     stats = client.get("/stats").json()
@@ -161,8 +303,19 @@ def test_feedback_updates_the_posterior_and_survives_a_restart(llama_server, gem
         assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "unknown_request_id"
         bad = client.post("/v1/feedback", json={"request_id": answer["request_id"]})
         assert bad.status_code == 400
+        for loose in ("yes", 1, "false", None):  # JSON booleans only
+            refused = client.post("/v1/feedback", json={"request_id": answer["request_id"], "accepted": loose})
+            assert refused.status_code == 400 and refused.json()["error"]["param"] == "accepted", loose
         ok = client.post("/v1/feedback", json={"request_id": answer["request_id"], "accepted": False})
         assert ok.status_code == 200, ok.text
+        assert ok.json()["counted"] is True and ok.json()["observations"] == 1
+        for _ in range(5):  # the same verdict again: answered, not counted again
+            again = client.post("/v1/feedback", json={"request_id": answer["request_id"], "accepted": False})
+            assert again.status_code == 200 and again.json()["counted"] is False
+            assert again.json()["observations"] == 1
+        conflict = client.post("/v1/feedback", json={"request_id": answer["request_id"], "accepted": True})
+        assert conflict.status_code == 409 and conflict.json()["error"]["code"] == "feedback_conflict"
+        assert "already given (accepted: false)" in conflict.json()["error"]["message"]
         tier, bin_ = answer["stopped_at_tier_index"], ok.json()["bin"]
         running = client.app.state.asd.runner.policy  # the server decides with the updated posterior at once
         assert running.tables.beta[tier, bin_] == before.beta[tier, bin_] + 1
