@@ -9,7 +9,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import click
 
 from asd import __version__
 from asd.errors import AsdError, ConfigError
+from asd.fsutil import check_writable_file
 
 
 class AsdGroup(click.Group):
@@ -95,28 +95,7 @@ class JsonPath(click.Path):
         self.makes_parents = makes_parents  # the writer creates missing directories (asd.fsutil)
 
     def convert(self, value, param, ctx):
-        if not str(value).strip():  # Path("") is the working directory: never what an empty argument meant
-            raise AsdError(f"{self.option} '': give a file path")
-        target = Path(value)
-        parent = target.parent if str(target.parent) else Path(".")
-        if target.is_dir():
-            raise AsdError(f"{value}: cannot write {self.option} (it is a directory)")
-        if self.makes_parents:  # the nearest existing ancestor must be a directory to create them in
-            while not parent.exists() and parent != parent.parent:
-                parent = parent.parent
-            if parent.exists() and not parent.is_dir():
-                raise AsdError(f"{value}: cannot write {self.option} ({parent} is a file, not a directory)")
-        if not parent.is_dir():
-            raise AsdError(f"{value}: cannot write {self.option} (no directory {parent})")
-        try:  # really try: permission bits say nothing for root, and /proc takes no new files
-            if target.exists():
-                with open(target, "ab"):
-                    pass
-            else:
-                with tempfile.TemporaryFile(dir=parent):
-                    pass
-        except OSError as exc:
-            raise AsdError(f"{value}: cannot write {self.option} ({(exc.strerror or str(exc)).lower()})") from None
+        check_writable_file(value, self.option, makes_parents=self.makes_parents)
         return super().convert(value, param, ctx)
 
 

@@ -16,6 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
 
+from asd.errors import AsdError
+
 
 def fsync_dir(path: str | os.PathLike) -> None:
     """Make a rename inside `path` durable (best effort: not every filesystem allows it)."""
@@ -137,3 +139,33 @@ def replace_dir(new: Path, target: Path) -> None:
 def is_temporary(name: str) -> bool:
     """A leftover of an interrupted `atomic_write` / `atomic_dir` (hidden, `.tmp` marked)."""
     return name.startswith(".") and (name.endswith(".tmp") or ".tmp-" in name)
+
+
+def check_writable_file(path: str | os.PathLike, option: str, *, makes_parents: bool = False) -> Path:
+    """Refuse (AsdError naming `path` and `option`) a file that cannot be written there, before
+    any work: empty, a directory, no directory to put it in (with `makes_parents`: the nearest
+    existing ancestor must be a directory), or the file system says no — tried for real, since
+    permission bits say nothing for root and /proc takes no new files."""
+    if not str(path).strip():  # Path("") is the working directory: never what an empty argument meant
+        raise AsdError(f"{option} '': give a file path")
+    target = Path(path)
+    parent = target.parent if str(target.parent) else Path(".")
+    if target.is_dir():
+        raise AsdError(f"{path}: cannot write {option} (it is a directory)")
+    if makes_parents:
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+        if parent.exists() and not parent.is_dir():
+            raise AsdError(f"{path}: cannot write {option} ({parent} is a file, not a directory)")
+    if not parent.is_dir():
+        raise AsdError(f"{path}: cannot write {option} (no directory {parent})")
+    try:
+        if target.exists():
+            with open(target, "ab"):
+                pass
+        else:
+            with tempfile.TemporaryFile(dir=parent):
+                pass
+    except OSError as exc:
+        raise AsdError(f"{path}: cannot write {option} ({(exc.strerror or str(exc)).lower()})") from None
+    return target

@@ -133,12 +133,12 @@ class TierPool:
             try:
                 result = await asyncio.wait_for(getattr(replica.client, op)(*args), self.timeout_s)
                 replica.down_until = 0.0
-                replica.reachable, replica.problem, replica.answered_at = True, None, time.monotonic()
+                self._answered(replica)
                 return result, replica.url, queued_ms
             except RequestRejected as exc:
                 # The request's own fault (its prompt does not fit): the server answered, so the
                 # replica stays up, and no other replica or retry would do better.
-                replica.reachable, replica.problem, replica.answered_at = True, None, time.monotonic()
+                self._answered(replica)
                 exc.tier = self.name
                 raise
             except ReplicaError as exc:
@@ -176,6 +176,10 @@ class TierPool:
     def healthy(self) -> bool:
         """Some replica is healthy (`Replica.healthy`): what `GET /health` reports per tier."""
         return any(r.healthy for r in self.replicas)
+
+    @staticmethod
+    def _answered(replica: Replica) -> None:
+        replica.reachable, replica.problem, replica.answered_at = True, None, time.monotonic()
 
     def _mark_down(self, replica: Replica, problem: str) -> None:
         replica.failures += 1

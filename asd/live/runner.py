@@ -168,6 +168,7 @@ class CascadeRunner:
         self.fallbacks = 0
         self._latency_ewma_ms = 0.0
         self._recent: OrderedDict[str, tuple[int, int, bool]] = OrderedDict()  # request id → (tier, bin, cold)
+        self._verdicts: dict[str, bool] = {}  # request id (of _recent) → the feedback counted for it
         self._remember = int(remember)
         self.observers: list[Callable[[str, dict], None]] = []
         self._probe_lock = asyncio.Lock()
@@ -218,7 +219,7 @@ class CascadeRunner:
         if result.stop_bin is not None:
             self._recent[result.request_id] = (result.stopped_at_tier, result.stop_bin, result.stop_cold)
             while len(self._recent) > self._remember:
-                self._recent.popitem(last=False)
+                self._verdicts.pop(self._recent.popitem(last=False)[0], None)
         self._notify("done", {"result": result})
         return result
 
@@ -357,6 +358,15 @@ class CascadeRunner:
     def stop_of(self, request_id: str) -> tuple[int, int, bool] | None:
         """(stopped tier, p̂ bin, cold state) of a recent request, for feedback."""
         return self._recent.get(request_id)
+
+    def verdict_of(self, request_id: str) -> bool | None:
+        """The feedback already counted for a recent request (None: none yet): a request's
+        verdict counts once, and is forgotten with the request."""
+        return self._verdicts.get(request_id)
+
+    def note_verdict(self, request_id: str, accepted: bool) -> None:
+        if request_id in self._recent:
+            self._verdicts[request_id] = bool(accepted)
 
     def _notify(self, event: str, payload: dict) -> None:
         for observer in self.observers:

@@ -16,9 +16,8 @@ import json
 import logging
 import time
 import warnings
-from collections import OrderedDict
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Annotated, Any, Callable, Literal
 
 from fastapi import FastAPI, Request
@@ -30,6 +29,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from asd import __version__
 from asd.errors import AsdError
+from asd.fsutil import check_writable_file
 from asd.live.backends.aio import RequestRejected
 from asd.live.feedback import FeedbackStore
 from asd.live.metrics import ServeMetrics
@@ -188,8 +188,6 @@ class ServeState:
     metrics: ServeMetrics
     feedback: FeedbackStore | None
     started: float
-    # request id → the verdict counted for it: a request counts once (repeats are idempotent).
-    verdicts: OrderedDict[str, bool] = field(default_factory=OrderedDict)
 
 
 def create_app(build_runner: Callable[[], CascadeRunner], *, api_key: str | None = None,
@@ -332,7 +330,7 @@ def create_app(build_runner: Callable[[], CascadeRunner], *, api_key: str | None
             raise ApiError(404, f"request_id {body.request_id!r}: not a recent request of this server",
                            "not_found_error", "unknown_request_id")
         tier, bin_, cold = where
-        given = serve.verdicts.get(body.request_id)
+        given = serve.runner.verdict_of(body.request_id)
         if given is not None and given != body.accepted:
             raise ApiError(409, f"request_id {body.request_id!r}: feedback already given (accepted: "
                            f"{str(given).lower()}); a request's verdict counts once and cannot be changed",
@@ -340,9 +338,7 @@ def create_app(build_runner: Callable[[], CascadeRunner], *, api_key: str | None
         if given is None:  # the first verdict counts; the same one again is not counted again
             serve.runner.policy = serve.feedback.add(tier, bin_, cold, body.accepted)
             serve.metrics.feedback.labels(str(body.accepted).lower()).inc()
-            serve.verdicts[body.request_id] = body.accepted
-            while len(serve.verdicts) > serve.runner._remember:
-                serve.verdicts.popitem(last=False)
+            serve.runner.note_verdict(body.request_id, body.accepted)
         return {"request_id": body.request_id, "tier": serve.runner.pools[tier].name, "bin": bin_, "cold": cold,
                 "accepted": body.accepted, "counted": given is None, "observations": serve.feedback.n}
 
@@ -452,14 +448,6 @@ def _check_can_listen(host: str, port: int) -> None:
             raise ConfigError(f"--host {host} --port {port}: cannot listen there ({exc.strerror})") from None
 
 
-def _check_writable(path, option: str = "--feedback-file") -> None:
-    """AsdError naming the path when the feedback file cannot be written there (the check
-    `--json` paths get: asd.cli.JsonPath; the store creates missing directories)."""
-    from asd.cli import JsonPath
-
-    JsonPath(option, makes_parents=True).convert(str(path), None, None)
-
-
 def serve(tiers_path, policy_path, *, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
           max_queue: int = 256, feedback_path=None, speculative: bool = True, log_level: str = "warning",
           announce=None) -> None:
@@ -479,7 +467,8 @@ def serve(tiers_path, policy_path, *, host: str = "127.0.0.1", port: int = 8000,
         raise ConfigError(f"--max-queue {max_queue}: must be >= 1")
     _check_can_listen(host, port)  # one error: line now, not uvicorn's log line and exit 3 after loading
     if feedback_path is not None:
-        _check_writable(feedback_path)  # refused now, not at the first POST /v1/feedback
+        # refused now, not at the first POST /v1/feedback (the store creates missing directories)
+        check_writable_file(feedback_path, "--feedback-file", makes_parents=True)
     ladder = load_ladder(tiers_path)
     policy = Policy.load(policy_path)
     check_ladder([t["name"] for t in ladder["tiers"]], policy)  # refused here, not inside uvicorn's startup
@@ -487,7 +476,7 @@ def serve(tiers_path, policy_path, *, host: str = "127.0.0.1", port: int = 8000,
     store = FeedbackStore(policy, policy_path, feedback_path)  # earlier feedback folded in: store.policy
     if feedback_path is None:
         try:
-            _check_writable(store.path, "the feedback file")
+            check_writable_file(store.path, "the feedback file", makes_parents=True)
         except AsdError as exc:  # beside a read-only policy: serving needs no feedback, but say so
             warnings.warn(f"{exc}; POST /v1/feedback updates the policy in memory only (give --feedback-file)",
                           stacklevel=1)

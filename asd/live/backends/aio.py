@@ -52,8 +52,8 @@ class RequestRejected(ReplicaError):
 # How servers word a prompt longer than the context: llama-cpp-python and vLLM ("maximum context
 # length is N tokens"), llama.cpp's Llama ("exceed context window of N"), llama.cpp's llama-server
 # (type exceed_context_size_error, n_ctx in the body).
-_CONTEXT_PATTERNS = (r"maximum context length is (\d+)", r"exceed context window of (\d+)",
-                     r"exceeds? the available context size")
+_LLAMA_CONTEXT = r"exceed context window of (\d+)"  # also what in-process llama.cpp raises
+_CONTEXT_PATTERNS = (r"maximum context length is (\d+)", _LLAMA_CONTEXT, r"exceeds? the available context size")
 
 
 def context_overflow(status: int, body: str) -> RequestRejected | None:
@@ -120,7 +120,7 @@ class OpenAIReplica:
                 response = await self.client.post(url, json=payload)
         except self._httpx.RemoteProtocolError:
             if stream:
-                return None  # the server hung up before answering: `generate` asks again unstreamed
+                return None  # the server hung up before answering: `generate` asks it why
             raise ReplicaError(f"{url}: the server hung up without answering", retryable=True) from None
         except (self._httpx.TransportError, self._httpx.TimeoutException) as exc:
             raise ReplicaError(f"{url}: {_describe(exc)}", retryable=True) from None
@@ -177,9 +177,11 @@ class OpenAIReplica:
         where = f"{self.url}/v1/completions"
         stream = StreamedCompletion(where)
         response = await self._post("/v1/completions", payload, stream=True)
+        if response is None:
+            raise await self._diagnose_cut(prompt, int(max_tokens), where)
         events = 0
         try:
-            async for line in (response.aiter_lines() if response is not None else _nothing()):
+            async for line in response.aiter_lines():
                 line = line.strip()
                 if not line.startswith("data:"):
                     continue
@@ -195,8 +197,7 @@ class OpenAIReplica:
             if events or isinstance(exc, self._httpx.TimeoutException):  # else: asked again below
                 raise ReplicaError(f"{where}: stream broke ({_describe(exc)})", retryable=True) from None
         finally:
-            if response is not None:
-                await response.aclose()
+            await response.aclose()
         if stream.finish is None and events == 0:
             # Cut before the first event: llama-cpp-python's server hangs up (or ends the stream)
             # when the prompt does not fit its context, and says nothing more (its error handler
@@ -321,7 +322,7 @@ class ThreadedReplica:
         try:
             return await asyncio.to_thread(call, *args)
         except ValueError as exc:  # llama.cpp: "Requested tokens (N) exceed context window of M"
-            match = re.search(_CONTEXT_PATTERNS[1], str(exc))
+            match = re.search(_LLAMA_CONTEXT, str(exc))
             if match is None:
                 raise
             raise RequestRejected(f"{self.url}: {exc}", detail=str(exc), n_ctx=int(match.group(1))) from None
@@ -345,11 +346,6 @@ def _max_model_len(data) -> int | None:
 def _props_n_ctx(data) -> int | None:
     settings = data.get("default_generation_settings") if isinstance(data, dict) else None
     return (settings or {}).get("n_ctx") if isinstance(settings, dict) else None
-
-
-async def _nothing():
-    return
-    yield
 
 
 def _describe(exc: Exception) -> str:
