@@ -1,12 +1,14 @@
-"""Running the README's examples from the repository root leaves no untracked paths: every
-file or directory an example writes (`-o`, `--json`, `>`; and a recording's `.partial/`) is
-ignored by git, or is the tracked built-in trace its maintainers re-record."""
+"""The README's examples: running them from the repository root leaves no untracked paths
+(every file or directory an example writes — `-o`, `--json`, `>`; a recording's `.partial/` —
+is ignored by git, or is the tracked built-in trace its maintainers re-record), and each Python
+example followed by an output block prints that output."""
 
 from __future__ import annotations
 
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -51,3 +53,49 @@ def test_paths_the_readme_examples_write_are_ignored_by_git():
         probe = path.rstrip("/") + ("/x" if "." not in Path(path).name or path.endswith(".partial") else "")
         done = subprocess.run(["git", "check-ignore", "-q", "--no-index", probe], cwd=REPO)
         assert done.returncode == 0, f"{path}: written by a README example but not ignored by git"
+
+
+NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+
+
+def python_examples() -> list[tuple[int, str, str]]:
+    """(line, code, shown output) for each ```python block whose next block, after nothing but
+    blank lines, is a plain output block (``` or ```text); a block without one is a sketch
+    with placeholder paths."""
+    lines, examples = (REPO / "README.md").read_text().splitlines(), []
+    for start, line in enumerate(lines):
+        if line.strip() != "```python":
+            continue
+        end = next(i for i in range(start + 1, len(lines)) if lines[i].startswith("```"))
+        after = end + 1
+        while after < len(lines) and not lines[after].strip():
+            after += 1
+        if after < len(lines) and lines[after].strip() in ("```", "```text"):
+            close = next(i for i in range(after + 1, len(lines)) if lines[i].startswith("```"))
+            examples.append((start + 1, "\n".join(lines[start + 1 : end]), "\n".join(lines[after + 1 : close])))
+    return examples
+
+
+def same_output(shown: str, printed: str) -> bool:
+    """Equal text, and numbers equal to 1e-9 relative: the last digit of a float printed in full
+    (an ECE, an AUROC) moves with the BLAS build, and the README is not wrong for it."""
+    if NUMBER.sub("#", shown) != NUMBER.sub("#", printed):
+        return False
+    return all(abs(float(a) - float(b)) <= 1e-9 * max(1.0, abs(float(a)))
+               for a, b in zip(NUMBER.findall(shown), NUMBER.findall(printed)))
+
+
+def test_readme_has_python_examples_with_their_output():
+    assert len(python_examples()) >= 6  # the parser still finds sections 3, 5, 6, 7, 8 and 9
+    assert same_output("auroc 0.79482992 n 19500", "auroc 0.79482992000001 n 19500")
+    assert not same_output("auroc 0.794 n 19500", "auroc 0.795 n 19500")
+    assert not same_output("stops [0.35, 0.29]", "stops [0.35, 0.29, 0.0]")
+
+
+@pytest.mark.parametrize("line, code, shown", [pytest.param(*e, id=f"line{e[0]}") for e in python_examples()])
+def test_readme_python_example_prints_what_the_readme_shows(line, code, shown, tmp_path):
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, f"README line {line}: the example failed:\n{done.stderr[-2000:]}"
+    printed = done.stdout.rstrip()
+    assert same_output(shown.rstrip(), printed), (
+        f"README line {line}: the example now prints\n{printed}\n--- the README shows\n{shown}")
