@@ -5,6 +5,7 @@ example followed by an output block prints that output."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -99,3 +100,28 @@ def test_readme_python_example_prints_what_the_readme_shows(line, code, shown, t
     printed = done.stdout.rstrip()
     assert same_output(shown.rstrip(), printed), (
         f"README line {line}: the example now prints\n{printed}\n--- the README shows\n{shown}")
+
+
+def test_the_main_job_prints_the_figures_the_readme_shows(tmp_path):
+    """`asd simulate --tau-max 800` on the built-in trace: λ and every row of the README's table
+    (quality, cost, latency mean/p50/p95/p99, stops per tier, p95 ≤ τ) as the command prints them."""
+    from click.testing import CliRunner
+
+    from asd.cli import main
+
+    readme = (REPO / "README.md").read_text()
+    block = readme.split("<!-- main-job-output -->", 1)[1].split("```text", 1)[1].split("```", 1)[0]
+    assert "$ asd simulate --tau-max 800\n" in block
+    shown = {row.split()[0]: row.split()[1:] for row in block.splitlines()
+             if re.match(r"\s+(policy|always-|fixed-2stage|pipeline|threshold|router|random|protocol|oracle)", row)}
+    result = CliRunner().invoke(main, ["simulate", "--tau-max", "800", "--json", str(tmp_path / "main.json")])
+    assert result.exit_code == 0, result.output
+    data = json.loads((tmp_path / "main.json").read_text())
+    assert f"λ = {data['chosen']['lambda']:.0f}:" in block
+    rows = {"policy": data["chosen"], **data["baselines"]}
+    assert set(shown) == set(rows)
+    for name, row in rows.items():
+        ms = row["latency_ms"]
+        printed = [f"{row['quality']:.3f}", f"{row['cost_rel']:.3f}", *(f"{ms[s]:.0f}" for s in ("mean", "p50", "p95", "p99")),
+                   *(f"{share:.2f}" for share in row["stop_fractions"]), "yes" if ms["p95"] <= 800 else "no"]
+        assert shown[name] == printed, f"README's main job, row {name}: shows {shown[name]}, the command prints {printed}"
