@@ -7,7 +7,12 @@ held-out requests: the best simple policy (the threshold cascade, or a single ti
 its own) and the oracle. The targets bind ladders of 3-4 tiers without logprobs (text-only
 signals); the others are reported beside them.
 
-    python benchmarks/bench_policy_quality.py [--ladders KEY,...] [--seeds 3] [--json PATH]
+    python benchmarks/bench_policy_quality.py [--ladders KEY,...] [--seeds 3] [--reference] [--json PATH]
+
+`--reference` adds, per ladder on fold seed 0, the same saving and gap for the learned reference
+of `scripts/policy_reference.py` (fitted-Q with boosted trees over every feature, on the same
+requests, folds, costs and features; about a minute per 12,000-request ladder): where it closes no
+more of the gap than the policy, the recorded signals, not the engine, are what limit the target.
 """
 
 from __future__ import annotations
@@ -63,9 +68,10 @@ def import_ladder(key: str, root: Path, out: Path):
     return import_trace(fmt, root / folder, out, models=models, drop_incomplete=True, **options)
 
 
-def measure(key: str, root: Path, seeds: int, scratch: Path) -> dict:
+def measure(key: str, root: Path, seeds: int, scratch: Path, reference: bool = False) -> dict:
     from asd.calibration.views import load_view
     from asd.simulator.evaluate import Evaluation
+    from asd.simulator.fitted_q import fitted_q_reference
     from asd.simulator.sweep import baseline_frontiers, paired_noise, policy_frontier, quality_check, repeated_checks
 
     t0 = time.perf_counter()
@@ -75,7 +81,8 @@ def measure(key: str, root: Path, seeds: int, scratch: Path) -> dict:
     # as `asd sweep --cost-model params --repeats SEEDS`: fold seeds 0, 1, ...
     options = dict(cost_model="params", predictor="logistic", stage0=True, risk="mean", seed=0)
     ev = Evaluation(view, folds=FOLDS, **options)
-    first = paired_noise(ev, quality_check(policy_frontier(ev), baseline_frontiers(ev), view.tier_names))
+    baselines = baseline_frontiers(ev)
+    first = paired_noise(ev, quality_check(policy_frontier(ev), baselines, view.tier_names))
     repeats = repeated_checks(ev, seeds, {**options, "cost_model": ev.cost_model}, first)
     checks = repeats["checks"]
 
@@ -120,6 +127,16 @@ def measure(key: str, root: Path, seeds: int, scratch: Path) -> dict:
                 "above": all(n <= GOALS["baseline_points_above_policy"] for n in above)},
         "seconds": round(time.perf_counter() - t0, 1),
     }
+    if reference:
+        # the same check with the learned reference's frontier in the policy's place, fold seed 0
+        # (points above are left out: its 25 value weights make a coarser frontier than the DP's)
+        points = [p.as_dict() for p in fitted_q_reference(ev, seed=0)]
+        check = quality_check(points, baselines, view.tier_names)
+        row["fitted_q_seed0"] = {"policy_saved_vs_simple_points": first["saved_vs_simple_points"],
+                                 "policy_gap_closed": first["gap_closed"],
+                                 "saved_vs_simple_points": check["saved_vs_simple_points"],
+                                 "gap_closed": check["gap_closed"]}
+        row["seconds"] = round(time.perf_counter() - t0, 1)
     return row
 
 
@@ -157,12 +174,24 @@ def print_report(report: dict) -> None:
           "quality above the policy at no more cost, in requests' worth, and the GPU points the policy pays to match one; "
           "max z: the largest of those margins in paired standard errors of the held-out difference (noise alone puts the "
           "largest of a couple of dozen points up to about 2 out)")
+    if any("fitted_q_seed0" in r for r in rows):
+        print("\nfold seed 0, policy against the learned reference (fitted-Q, boosted trees on every feature): "
+              "saved pts / gap closed at 2 % loss")
+        print(f"{'ladder':32} {'policy saved':>12} {'gap':>6} {'reference saved':>16} {'gap':>6}")
+        for r in rows:
+            if "fitted_q_seed0" in r:
+                f = r["fitted_q_seed0"]
+                print(f"{r['ladder']:32} {_fmt(f['policy_saved_vs_simple_points'], '.1f'):>12} "
+                      f"{_fmt(f['policy_gap_closed'], '.3f'):>6} {_fmt(f['saved_vs_simple_points'], '.1f'):>16} "
+                      f"{_fmt(f['gap_closed'], '.3f'):>6}")
 
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--ladders", help=f"comma-separated keys (default: all): {', '.join(LADDERS)}")
     ap.add_argument("--seeds", type=int, default=3, help="fold seeds 0..SEEDS-1 (default 3)")
+    ap.add_argument("--reference", action="store_true",
+                    help="also the learned fitted-Q reference's saving and gap on fold seed 0")
     ap.add_argument("--json", dest="json_path", help="write the figures as JSON here")
     args = ap.parse_args(argv)
     keys = list(LADDERS) if not args.ladders else [k.strip() for k in args.ladders.split(",")]
@@ -177,11 +206,12 @@ def main(argv=None) -> dict:
     with tempfile.TemporaryDirectory(prefix="asd-bench-quality-") as scratch:
         for key in keys:
             try:
-                rows.append(measure(key, SHARED_DATA, args.seeds, Path(scratch)))
+                rows.append(measure(key, SHARED_DATA, args.seeds, Path(scratch), args.reference))
             except AsdError as exc:  # a source folder or model this copy of the data lacks
                 rows.append({"ladder": key, "error": str(exc)})
                 print(f"{key}: skipped: {exc}", file=sys.stderr)
-    report = {"goals": GOALS, "folds": FOLDS, "cost_model": "params", "seeds": args.seeds, "ladders": rows}
+    report = {"goals": GOALS, "folds": FOLDS, "cost_model": "params", "seeds": args.seeds,
+              "reference": args.reference, "ladders": rows}
     print_report(report)
     if args.json_path:
         Path(args.json_path).write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")

@@ -51,6 +51,30 @@ def test_the_benchmark_reports_sweeps_own_quality_check(shared_data, tmp_path):
                                  margins, "—" if z is None else f"{z:.1f}"]
 
 
+def test_the_reference_rows_are_the_same_check_on_the_fitted_q_frontier(shared_data, tmp_path):
+    from asd.simulator.evaluate import Evaluation
+    from asd.simulator.fitted_q import fitted_q_reference
+    from asd.simulator.sweep import baseline_frontiers, quality_check
+
+    report, stdout = run_benchmark("bench_policy_quality.py", "--ladders", LADDER, "--seeds", "1", "--reference",
+                                   tmp_path=tmp_path)
+    (row,) = report["ladders"]
+    assert report["reference"] is True
+    B.import_ladder(LADDER, shared_data, tmp_path / "bundle")
+    ev = Evaluation(tmp_path / "bundle", folds=5, cost_model="params", seed=0)
+    check = quality_check([p.as_dict() for p in fitted_q_reference(ev, seed=0)], baseline_frontiers(ev),
+                          ev.view.tier_names)
+    reference = row["fitted_q_seed0"]
+    assert reference["saved_vs_simple_points"] == pytest.approx(check["saved_vs_simple_points"])
+    assert reference["gap_closed"] == pytest.approx(check["gap_closed"])
+    assert reference["policy_saved_vs_simple_points"] == pytest.approx(row["saved_vs_simple_points"])  # one seed
+    assert reference["policy_gap_closed"] == pytest.approx(row["gap_closed"])
+    table = stdout.split("fold seed 0, policy against the learned reference", 1)[1]
+    (line,) = [line for line in table.splitlines() if line.startswith(LADDER)]
+    assert line.split()[1:] == [f"{row['saved_vs_simple_points']:.1f}", f"{row['gap_closed']:.3f}",
+                                f"{check['saved_vs_simple_points']:.1f}", f"{check['gap_closed']:.3f}"]
+
+
 def test_an_unknown_ladder_is_one_line_and_exit_2():
     done = subprocess.run([sys.executable, "benchmarks/bench_policy_quality.py", "--ladders", "mmlu-gpt5"], cwd=REPO,
                           capture_output=True, text=True, timeout=120)
