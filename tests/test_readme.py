@@ -1,11 +1,13 @@
 """The README's examples: running them from the repository root leaves no untracked paths
 (every file or directory an example writes — `-o`, `--json`, `>`; a recording's `.partial/` —
-is ignored by git, or is the tracked built-in trace its maintainers re-record), and each Python
-example followed by an output block prints that output."""
+is ignored by git, or is the tracked built-in trace its maintainers re-record), each Python
+example followed by an output block prints that output, and so does each shell example marked
+`<!-- checked-example -->` (the ones on the built-in trace: no data, no servers, seconds each)."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -125,3 +127,48 @@ def test_the_main_job_prints_the_figures_the_readme_shows(tmp_path):
         printed = [f"{row['quality']:.3f}", f"{row['cost_rel']:.3f}", *(f"{ms[s]:.0f}" for s in ("mean", "p50", "p95", "p99")),
                    *(f"{share:.2f}" for share in row["stop_fractions"]), "yes" if ms["p95"] <= 800 else "no"]
         assert shown[name] == printed, f"README's main job, row {name}: shows {shown[name]}, the command prints {printed}"
+
+
+def checked_examples() -> list[tuple[int, list[tuple[str, str]]]]:
+    """(line, [(command, shown output)]) for each code block marked `<!-- checked-example -->`:
+    its `$ ` lines and what the README shows after each."""
+    lines, examples = (REPO / "README.md").read_text().splitlines(), []
+    for at, line in enumerate(lines):
+        if line.strip() != "<!-- checked-example -->":
+            continue
+        assert lines[at + 1].startswith("```"), f"README line {at + 1}: the marker must sit right above a code block"
+        end = next(i for i in range(at + 2, len(lines)) if lines[i].startswith("```"))
+        runs = []
+        for text in lines[at + 2 : end]:
+            if text.startswith("$ "):
+                runs.append((text[2:], []))
+            else:
+                assert runs, f"README line {at + 1}: a checked example starts with its `$ ` command"
+                runs[-1][1].append(text)
+        examples.append((at + 1, [(command, "\n".join(shown)) for command, shown in runs]))
+    return examples
+
+
+def _comparable(text: str) -> str:
+    # rich pads table lines with spaces; the built-in bundle's path is the checkout's
+    text = re.sub(r"\S*/asd/traces/builtin/bundle\b", "BUILTIN", text)
+    return "\n".join(line.rstrip() for line in text.strip("\n").splitlines())
+
+
+def test_readme_has_checked_examples():
+    assert len(checked_examples()) >= 4  # calibrate, the DES queues, sweep and check
+
+
+@pytest.mark.parametrize("line, runs", [pytest.param(*e, id=f"line{e[0]}") for e in checked_examples()])
+def test_readme_checked_example_prints_what_the_readme_shows(line, runs, tmp_path):
+    """Each command of a marked example, run from a directory that has the repository's tests/
+    (the committed check policy) at 120 columns, prints what the README shows: stdout and
+    stderr as a terminal shows them, or only stdout where the command is a pipeline."""
+    (tmp_path / "tests").symlink_to(REPO / "tests")
+    env = {**os.environ, "COLUMNS": "120", "NO_COLOR": "1"}
+    for command, shown in runs:
+        done = subprocess.run(["bash", "-c", command if "|" in command else command + " 2>&1"], cwd=tmp_path,
+                              env=env, capture_output=True, text=True, timeout=600)
+        printed = done.stdout
+        assert same_output(_comparable(shown), _comparable(printed)), (
+            f"README line {line}: `{command}` now prints\n{printed}\n--- the README shows\n{shown}")
