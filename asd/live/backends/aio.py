@@ -113,11 +113,7 @@ class OpenAIReplica:
     async def _post(self, path: str, payload: dict, stream: bool = False):
         url = f"{self.url}{path}"
         try:
-            if stream:
-                request = self.client.build_request("POST", url, json=payload)
-                response = await self.client.send(request, stream=True)
-            else:
-                response = await self.client.post(url, json=payload)
+            response = await self._send("POST", url, payload=payload, stream=stream)
         except self._httpx.RemoteProtocolError:
             if stream:
                 return None  # the server hung up before answering: `generate` asks it why
@@ -136,11 +132,25 @@ class OpenAIReplica:
                                retryable=response.status_code in RETRY_STATUS)
         return response
 
+    async def _send(self, method: str, url: str, *, payload: dict | None = None, stream: bool = False, **options):
+        """One HTTP call, asked again once on a new connection when the one taken from the pool
+        breaks before any answer: a server that hangs up on one request (llama-cpp-python's, on a
+        prompt longer than its context) drops its idle keep-alive connections too, and the next
+        call to reuse one took a healthy replica out (or reported it unreachable). A server that
+        is down refuses the connect: not asked again here (the pool's retries deal with it)."""
+        request = self.client.build_request(method, url, json=payload, **options)
+        for again in (False, True):
+            try:
+                return await self.client.send(request, stream=stream)
+            except (self._httpx.ReadError, self._httpx.WriteError, self._httpx.RemoteProtocolError):
+                if again:
+                    raise
+
     async def served_model(self) -> str | None:
         if self.model is None:
             url = f"{self.url}/v1/models"
             try:
-                response = await self.client.get(url)
+                response = await self._send("GET", url)
             except (self._httpx.TransportError, self._httpx.TimeoutException) as exc:
                 raise ReplicaError(f"{url}: {_describe(exc)}", retryable=True) from None
             self._take_model(response)
@@ -162,7 +172,7 @@ class OpenAIReplica:
         wrong, starting with the URL asked."""
         url = f"{self.url}/v1/models"
         try:
-            response = await self.client.get(url, timeout=self._httpx.Timeout(timeout_s))
+            response = await self._send("GET", url, timeout=self._httpx.Timeout(timeout_s))
         except (self._httpx.TransportError, self._httpx.TimeoutException) as exc:
             return f"{url}: {_describe(exc)}"
         if response.status_code >= 400:
@@ -220,8 +230,7 @@ class OpenAIReplica:
         cut = ReplicaError(f"{where}: the server cut the stream before any token (it may interrupt concurrent "
                            "requests: llama.cpp: start it with --interrupt_requests false, or set concurrency: 1)",
                            retryable=True)
-        # Twice: the first call may meet the connection the server just dropped.
-        n_prompt = await self._count_tokens(prompt) or await self._count_tokens(prompt)
+        n_prompt = await self._count_tokens(prompt)
         if n_prompt is None:
             return cut
         n_ctx = await self.context_size()
@@ -245,7 +254,7 @@ class OpenAIReplica:
             self._n_ctx_asked = True
             for path, read in (("/v1/models", _max_model_len), ("/props", _props_n_ctx)):
                 try:
-                    response = await self.client.get(f"{self.url}{path}")
+                    response = await self._send("GET", f"{self.url}{path}")
                     found = read(response.json()) if response.status_code == 200 else None
                 except (self._httpx.HTTPError, ValueError):
                     found = None
@@ -261,7 +270,7 @@ class OpenAIReplica:
         for route in routes:
             body = {"input": prompt} if route == "/extras/tokenize" else {"prompt": prompt, "model": self.model}
             try:
-                response = await self.client.post(f"{self.url}{route}", json=body)
+                response = await self._send("POST", f"{self.url}{route}", payload=body)
                 data = response.json() if response.status_code == 200 else {}
             except (self._httpx.HTTPError, ValueError):
                 continue
