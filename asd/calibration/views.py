@@ -320,6 +320,12 @@ def load_view(bundle: Bundle | str | os.PathLike) -> TraceView:
     return view
 
 
+def _check_tier_list(tiers) -> None:
+    # a plain string is a sequence too: tiers="t0" made a ladder of tiers 't' and '0'
+    if isinstance(tiers, (str, bytes)) or not isinstance(tiers, (Sequence, np.ndarray)):
+        raise ConfigError(f"tiers {tiers!r}: give a list of tier names (or manifest tier dicts), in ladder order")
+
+
 def view_from_records(
     tiers: Sequence[str | Mapping] | None,
     requests: Sequence[Mapping],
@@ -336,6 +342,7 @@ def view_from_records(
     tier dicts (or None with `manifest`, e.g. a recorded bundle's); `sampling`
     ({tier name: {"max_tokens": ...}}) feeds "hit the token limit"."""
     if manifest is None:
+        _check_tier_list(tiers)
         entries = [{"name": t} if isinstance(t, str) else dict(t) for t in tiers]
         manifest = new_manifest(entries, sampling=dict(sampling or {}))
     check_manifest(manifest, "in-memory view")
@@ -365,6 +372,7 @@ def view_from_outputs(
     `ttft_ms`, `e2e_ms`), or None where tier k has not run; `drafts[k]` (k ≥ 1) is tier k's
     verification of tier k−1's answer (`n_draft_tokens`, `n_accepted`, `verifier_logprobs`,
     `verify_ms`) or None."""
+    _check_tier_list(tiers)
     if len(outputs) > len(tiers):
         raise ConfigError(f"{len(outputs)} tier outputs for a ladder of {len(tiers)} tiers")
     rows = [{**o, "request_id": request_id, "tier": k} for k, o in enumerate(outputs) if o is not None]

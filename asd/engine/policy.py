@@ -253,6 +253,9 @@ class Predictor:
     def predict_proba(self, row: int, x) -> np.ndarray:
         """Calibrated p̂ of stage `row` for features x (N, feature_counts[row]), in numpy: the
         same formula as the kernels (np.interp for the isotonic table)."""
+        if isinstance(row, bool) or not isinstance(row, (int, np.integer)) or not 0 <= row < self.n_rows:
+            # a negative row read the last stage's weights without a word
+            raise PolicyError(f"stage row {row!r}: must be a whole number in 0..{self.n_rows - 1}")
         x = np.asarray(x, dtype=np.float64)
         width = int(self.feature_counts[row])
         if x.ndim != 2 or x.shape[1] != width:
@@ -622,14 +625,14 @@ class Policy:
         """uint8 stop flags for N requests at tiers (N,) with features (N, F); prange inside."""
         x = self._features(features, 2)
         tiers = self._tiers(tiers, x.shape[0])
-        out = np.empty(x.shape[0], dtype=np.uint8) if out is None else out
+        out = self._out(out, x.shape[0], np.uint8)
         K.stop_batch_packed_nb(self._blob, self._layout, tiers, x, out)
         return out
 
     def start_batch(self, prompt_features, out=None) -> np.ndarray:
         """int64 start tiers for N requests from prompt features (N, P)."""
         x = self._features(prompt_features, 2, self._n_prompt_features)
-        out = np.empty(x.shape[0], dtype=np.int64) if out is None else out
+        out = self._out(out, x.shape[0], np.int64)
         K.start_batch_packed_nb(self._blob, self._layout, x, out)
         return out
 
@@ -771,6 +774,20 @@ class Policy:
             raise PolicyError(f"tiers must lie in 0..{self.n_tiers - 1}")
         return tiers
 
+    @staticmethod
+    def _out(out, n, dtype) -> np.ndarray:
+        """A caller's output buffer, checked: the kernel writes n values into it unchecked, so a
+        short one would corrupt memory and another dtype or a strided view would be misread."""
+        if out is None:
+            return np.empty(n, dtype=dtype)
+        if not isinstance(out, np.ndarray) or out.shape != (n,) or out.dtype != dtype \
+                or not out.flags.c_contiguous or not out.flags.writeable:
+            described = (f"shape {out.shape}, dtype {out.dtype}" if isinstance(out, np.ndarray)
+                         else type(out).__name__)
+            raise PolicyError(f"out: {described}; expected a writeable contiguous {np.dtype(dtype).name} "
+                              f"array of shape ({n},), one per request")
+        return out
+
     def _features(self, features, ndim, width=None):
         width = self._n_features if width is None else width
         x = np.ascontiguousarray(features, dtype=np.float64)
@@ -905,7 +922,8 @@ class Policy:
         expect_*) a policy calibrated for another ladder or bundle (see `check_compatible`)."""
         path = Path(path)
         if not path.is_file():
-            raise PolicyError(f"policy file {path} not found")
+            raise PolicyError(f"policy file {path} is a directory, not a policy file" if path.is_dir()
+                              else f"policy file {path} not found")
         try:
             with open(path, "rb") as fh:
                 magic = fh.read(4)

@@ -58,6 +58,12 @@ class LambdaSearch:
         return asdict(self)
 
 
+def _check_rel_tol(rel_tol) -> None:
+    # NaN compared false: the bisection stopped at once and reported λ = 0 as found
+    if not 0.0 < rel_tol < 1.0:
+        raise PolicyError(f"rel_tol={rel_tol}: must lie in (0, 1)")
+
+
 def bisect_lambda(statistic: Callable[[float], float], target: float, *, lam_hi: float | None = None,
                   rel_tol: float = 1e-6, max_evaluations: int = 200) -> LambdaSearch:
     """Largest λ with statistic(λ) <= target, for a statistic non-decreasing in λ.
@@ -68,6 +74,7 @@ def bisect_lambda(statistic: Callable[[float], float], target: float, *, lam_hi:
     target = float(target)
     if not math.isfinite(target):
         raise PolicyError(f"target {target}: must be a finite number")
+    _check_rel_tol(rel_tol)
     evaluations = 0
 
     def stat(lam):
@@ -332,8 +339,7 @@ def distinct_policies(policy, lam_lo: float = 0.0, lam_hi: float | None = None, 
     lam_hi = LAMBDA_CAP if lam_hi is None else float(lam_hi)
     if not (0.0 <= lam_lo <= lam_hi < float("inf")):
         raise PolicyError(f"λ range [{lam_lo}, {lam_hi}]: need 0 <= lam_lo <= lam_hi < inf")
-    if not 0.0 < rel_tol < 1.0:
-        raise PolicyError(f"rel_tol={rel_tol}: must lie in (0, 1)")
+    _check_rel_tol(rel_tol)
     keep = (policy.lam, policy.start_lam)
     seen: dict[float, tuple] = {}
 

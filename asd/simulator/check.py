@@ -28,6 +28,7 @@ Promises:
 from __future__ import annotations
 
 import math
+from numbers import Real
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -109,7 +110,7 @@ def parse_latency(items) -> dict[str, float]:
         return {}
     if isinstance(items, dict):
         pairs = list(items.items())
-    else:
+    elif isinstance(items, (str, list, tuple)):
         items = [items] if isinstance(items, str) else list(items)
         pairs = []
         for item in items:
@@ -117,6 +118,8 @@ def parse_latency(items) -> dict[str, float]:
             if not sep:
                 raise ConfigError(f"--max-latency {item!r}: use STAT=MS, e.g. p95=800")
             pairs.append((stat.strip(), ms.strip()))
+    else:  # a bare number has no statistic to hold it to
+        raise ConfigError(f"max_latency {items!r}: give STAT=MS or {{STAT: MS}}, e.g. \"p95=800\" or {{\"p95\": 800}}")
     out = {}
     for stat, ms in pairs:
         if stat not in STATISTICS:
@@ -158,8 +161,9 @@ def parse_beat(items, tier_names) -> list[tuple[str, float]]:
 
 
 def _check_limit(name, value, lo=0.0):
-    if value is not None and (not math.isfinite(value) or value < lo):
-        raise ConfigError(f"--{name} {value}: must be a finite number >= {lo:g}")
+    if value is not None and (isinstance(value, bool) or not isinstance(value, Real)
+                              or not math.isfinite(value) or value < lo):
+        raise ConfigError(f"--{name} {value!r}: must be a finite number >= {lo:g}")
 
 
 # -- the check ----------------------------------------------------------------------------------

@@ -7,7 +7,11 @@ trace layer importing calibration.
 
 from __future__ import annotations
 
+from numbers import Real
+
 import numpy as np
+
+from asd.errors import ConfigError
 
 ACCEPT_THRESHOLD = 0.5
 ACCEPTABLE_RULE = "accepted, or quality >= {threshold} where accepted is null"
@@ -17,6 +21,10 @@ def acceptable(quality, accepted, threshold: float = ACCEPT_THRESHOLD) -> np.nda
     """1.0 / 0.0 per answer, NaN where unlabelled: `accepted` where recorded (not NaN), else
     `quality >= threshold` where quality is recorded. Inputs are float arrays with NaN = null
     (booleans are fine); the result is float64 of their broadcast shape."""
+    # a threshold outside the scores' range moved the oracle's figures without a word
+    if isinstance(threshold, bool) or not isinstance(threshold, Real) or not 0.0 <= threshold <= 1.0:
+        raise ConfigError(f"threshold {threshold!r}: the quality an answer needs to count as acceptable, "
+                          "a number in [0, 1]")
     quality = np.asarray(quality, dtype=np.float64)
     accepted = np.asarray(accepted, dtype=np.float64)
     by_quality = np.where(np.isnan(quality), np.nan, (quality >= threshold).astype(np.float64))

@@ -207,3 +207,13 @@ def test_random_bundles_have_nan_exactly_where_nothing_was_recorded(tmp_path_fac
     assert np.isnan(v.quality[~seen]).all() and all(o is None for o in v.outputs[~seen])
     lab = v.acceptable[np.isfinite(v.acceptable)]
     assert set(np.unique(lab)) <= {0.0, 1.0}
+
+
+@pytest.mark.parametrize("tiers", ["t0", None, 5])
+def test_in_memory_views_refuse_a_tier_list_that_is_not_a_list(tiers):
+    """A plain string is a sequence too: tiers="t0" made a two-tier ladder of 't' and '0'."""
+    with pytest.raises(ConfigError, match=r"tiers .*: give a list of tier names \(or manifest tier dicts\), in ladder order"):
+        view_from_outputs("What is 2 + 2?", [{"output": "4"}], tiers=tiers)
+    with pytest.raises(ConfigError, match="give a list of tier names"):
+        view_from_records(tiers, [{"request_id": "r"}], [{"request_id": "r", "tier": 0, "output": "4"}])
+    assert view_from_outputs("What is 2 + 2?", [{"output": "4"}], tiers=("small", "large")).tier_names == ["small", "large"]

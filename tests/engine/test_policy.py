@@ -235,3 +235,37 @@ def test_bad_policy_input_raises_policy_error():
         Predictor.logistic(np.zeros((5, 16)), np.zeros(5), isotonic=[([0.5, 0.1], [0.0, 1.0])] * 5)
     with pytest.raises(PolicyError, match="NaN"):
         Predictor.logistic(np.full((5, 16), np.nan), np.zeros(5))
+
+
+def test_batch_calls_fill_a_given_out_buffer_and_refuse_one_the_kernel_would_overrun():
+    """The kernels write one value per request into `out` unchecked: a short buffer corrupted
+    the heap (a segfault, or glibc's abort, a few allocations later)."""
+    rng = np.random.default_rng(11)
+    policy, features, prompt_features = make_policy(rng, with_prompt=True)
+    flat, n = features[:, 0], len(features)
+    stops, starts = np.empty(n, np.uint8), np.empty(n, np.int64)
+    assert policy.decide_batch(0, flat, out=stops) is stops
+    assert policy.start_batch(prompt_features, out=starts) is starts
+    np.testing.assert_array_equal(stops, policy.decide_batch(0, flat))
+    np.testing.assert_array_equal(starts, policy.start_batch(prompt_features))
+    wrong_stops = [np.empty(1, np.uint8), np.empty(n, np.int64), np.empty(2 * n, np.uint8)[::2],
+                   np.empty((n, 1), np.uint8), list(range(n))]
+    for out in wrong_stops:
+        with pytest.raises(PolicyError, match=rf"out: .*expected a writeable contiguous uint8 array of shape \({n},\)"):
+            policy.decide_batch(0, flat, out=out)
+    read_only = np.empty(n, np.int64)
+    read_only.flags.writeable = False
+    for out in (np.empty(1, np.int64), np.empty(n, np.uint8), read_only):
+        with pytest.raises(PolicyError, match=rf"expected a writeable contiguous int64 array of shape \({n},\)"):
+            policy.start_batch(prompt_features, out=out)
+
+
+def test_a_stage_row_outside_the_predictor_and_a_directory_for_a_policy_file_are_named(tmp_path):
+    rng = np.random.default_rng(3)
+    policy, features, _ = make_policy(rng, with_prompt=True)
+    rows = policy.predictor.n_rows
+    for row in (-1, rows, 1.0, True):  # -1 read the last stage's weights without a word
+        with pytest.raises(PolicyError, match=rf"stage row {row!r}: must be a whole number in 0\.\.{rows - 1}"):
+            policy.predictor.predict_proba(row, features[:, 0])
+    with pytest.raises(PolicyError, match=f"policy file {tmp_path} is a directory, not a policy file"):
+        Policy.load(tmp_path)

@@ -87,6 +87,9 @@ def test_bad_search_input_raises_policy_error(ladder):
         search_lambda(policy, None, tier_bins + 100, latency, 100.0)
     with pytest.raises(PolicyError, match="NaN"):
         bisect_lambda(lambda lam: float("nan"), 1.0)
+    for rel_tol in (float("nan"), -1.0, 0.0, 1.0):  # NaN stopped at once with λ = 0 reported as found
+        with pytest.raises(PolicyError, match=rf"rel_tol={rel_tol}: must lie in \(0, 1\)"):
+            search_lambda(policy, None, tier_bins, latency, 100.0, rel_tol=rel_tol)
 
 
 # -- stage 0: the start choice is not monotone in λ; the search pins it while bisecting --------

@@ -320,3 +320,15 @@ def test_evaluation_default_folds_match_calibration():
     from asd.simulator import evaluate
 
     assert evaluate.DEFAULT_FOLDS == calibrate.DEFAULT_FOLDS
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"max_latency": 800}, r"max_latency 800: give STAT=MS or \{STAT: MS\}"),
+    ({"min_quality": "high"}, r"--min-quality 'high': must be a finite number >= 0"),
+    ({"max_cost_rel": True}, r"--max-cost-rel True: must be a finite number >= 0"),
+])
+def test_check_policy_from_python_names_an_option_of_the_wrong_kind(options, message):
+    """From Python the options arrive unparsed: a bare number for max_latency was "'int' object is
+    not iterable", a string for a limit "'<' not supported"."""
+    with pytest.raises(ConfigError, match=message):
+        check_policy(POLICY, ["builtin"], **options)

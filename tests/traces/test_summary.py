@@ -2,6 +2,8 @@
 
 import pytest
 
+from asd.errors import ConfigError
+
 from asd.traces.bundle import new_manifest, open_bundle, write_bundle
 from asd.traces.summary import summarize_bundle
 from asd.traces.synth import write_synthetic_bundle
@@ -55,6 +57,13 @@ def test_agreement_is_the_share_of_equal_acceptability_labels(hand_bundle):
 
 def test_threshold_changes_what_counts_as_acceptable(hand_bundle):
     assert summarize_bundle(hand_bundle, threshold=0.95)["tiers"][0]["acceptable_rate"] == pytest.approx(0.25)
+
+
+
+@pytest.mark.parametrize("threshold", [5, -1, float("nan"), "0.5", True])
+def test_a_threshold_outside_the_scores_range_is_refused(hand_bundle, threshold):
+    with pytest.raises(ConfigError, match=r"threshold .*: the quality an answer needs to count as acceptable, a number in \[0, 1\]"):
+        summarize_bundle(hand_bundle, threshold=threshold)
 
 
 def test_synthetic_bundle_reports_all_signals_and_a_cheaper_oracle(tmp_path):
