@@ -10,6 +10,8 @@ Utilisation = busy time / (run length × replicas). The run starts at t = 0 and 
 from __future__ import annotations
 
 import json
+import math
+import numbers
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +21,19 @@ from asd.errors import ConfigError
 from asd.simulator.des_nb import T_ITERATIONS, T_MAX_BATCH, T_MAX_KV, T_MAX_QUEUE, simulate_cascade_nb
 from asd.simulator.enums import ARRIVAL_PROCESSES
 from asd.simulator.latency import check_coefficients
-from asd.simulator.replay import percentile_of
+from asd.simulator.replay import integer_values, percentile_of
+
+LATENCIES = ("e2e", "ttft")  # DesResult.latency's `which`
+
+
+def _positive(value) -> bool:
+    """Finite and > 0, as a real number (a string or bool is not one, though float() takes it)."""
+    if isinstance(value, (str, bytes, bool)):
+        return False
+    try:
+        return 0.0 < float(value) < math.inf
+    except (TypeError, ValueError):
+        return False
 
 
 def arrival_times(n: int, *, process: str = "poisson", rate: float | None = None, cv: float = 1.0,
@@ -28,6 +42,8 @@ def arrival_times(n: int, *, process: str = "poisson", rate: float | None = None
     coefficient of variation `cv` (cv = 1 is Poisson), or the trace's offsets (seconds)."""
     if process not in ARRIVAL_PROCESSES:
         raise ConfigError(f"arrival process {process!r}: use one of {', '.join(ARRIVAL_PROCESSES)}")
+    if not isinstance(n, numbers.Integral) or isinstance(n, bool) or n < 0:
+        raise ConfigError(f"arrival count n={n!r}: must be an integer >= 0")
     if process == "trace":
         if offsets_s is None:
             raise ConfigError("arrival process 'trace' needs the trace's arrival offsets")
@@ -35,14 +51,14 @@ def arrival_times(n: int, *, process: str = "poisson", rate: float | None = None
         if offsets.shape != (n,) or not np.isfinite(offsets).all():
             raise ConfigError(f"arrival offsets: need {n} finite values (the trace has nulls or the wrong count)")
         return (offsets - offsets.min()) * 1e3 if n else offsets
-    if rate is None or not 0 < rate < float("inf"):
+    if not _positive(rate):
         raise ConfigError(f"arrival rate {rate!r}: must be a finite number > 0 requests per second")
     rng = np.random.default_rng(seed)
     if process == "poisson":
         gaps = rng.exponential(1.0 / rate, n)
     else:
-        if not cv > 0:
-            raise ConfigError(f"burstiness cv={cv!r}: must be > 0")
+        if not _positive(cv):
+            raise ConfigError(f"burstiness cv={cv!r}: must be a finite number > 0")
         shape = 1.0 / cv**2
         gaps = rng.gamma(shape, 1.0 / (rate * shape), n)
     return np.cumsum(gaps) * 1e3
@@ -124,6 +140,8 @@ class DesResult:
         return self.end_ms * self.pools.replicas * self.pools.tensor_parallel / 1e3
 
     def latency(self, stat: str = "mean", which: str = "e2e") -> float:
+        if which not in LATENCIES:
+            raise ConfigError(f"latency which={which!r}: use one of {', '.join(LATENCIES)}")
         values = self.e2e_ms if which == "e2e" else self.ttft_ms
         q = percentile_of(stat)
         return float(values.mean() if q is None else np.percentile(values, q))
@@ -141,8 +159,12 @@ class DesResult:
     def chrome_trace(self, path, tier_names=None, request_ids=None, limit: int | None = 100_000) -> Path:
         """Write a chrome://tracing JSON: one complete ("X") event per request per tier it ran,
         on process = tier, thread = replica; queueing shows as the gap after "enter"."""
-        n_tiers = self.busy_ms.size
+        n_tiers, n = self.busy_ms.size, self.e2e_ms.size
         names = list(tier_names) if tier_names is not None else [f"tier {i}" for i in range(n_tiers)]
+        if len(names) != n_tiers:
+            raise ConfigError(f"tier_names has {len(names)} names: expected {n_tiers}, one per tier")
+        if request_ids is not None and len(request_ids) != n:
+            raise ConfigError(f"request_ids has {len(request_ids)} ids: expected {n}, one per request")
         events = [{"name": "process_name", "ph": "M", "pid": i, "args": {"name": names[i]}} for i in range(n_tiers)]
         rows, tiers = np.nonzero(~np.isnan(self.tier_done_ms))
         if limit is not None:
@@ -159,7 +181,7 @@ class DesResult:
 
 
 def _tokens(name, a, shape):
-    a = np.ascontiguousarray(a, dtype=np.int64)
+    a = np.ascontiguousarray(integer_values(name, a, ConfigError), dtype=np.int64)
     if a.shape != shape:
         raise ConfigError(f"{name} has shape {a.shape}: expected {shape}")
     if (a < 0).any():
@@ -174,14 +196,16 @@ def simulate(start, stop, n_prompt, n_decode, *, arrival_ms, pools: Pools, n_pro
     n_decode_cont) (default: regeneration, the cold counts). Token arrays (N, L) int.
     priority: None for FIFO queues; else (N, L) finite keys, and each tier admits the lowest
     key of its queue first (equal keys in the order they joined; `difficulty_priority`)."""
-    start = np.ascontiguousarray(start, dtype=np.int64)
-    stop = np.ascontiguousarray(stop, dtype=np.int64)
-    n = start.shape[0]
+    start = np.ascontiguousarray(integer_values("start", start, ConfigError), dtype=np.int64)
+    stop = np.ascontiguousarray(integer_values("stop", stop, ConfigError), dtype=np.int64)
+    n = start.shape[0] if start.ndim else 0
     n_tiers = pools.n_tiers
     shape = (n, n_tiers)
     if start.shape != (n,) or stop.shape != (n,):
         raise ConfigError(f"start/stop tiers have shapes {start.shape} and {stop.shape}: expected ({n},)")
-    if n and (start.min() < 0 or stop.max() >= n_tiers or (stop < start).any()):
+    if n == 0:  # an empty run has no latency statistics to summarise
+        raise ConfigError("start/stop: no requests (N = 0): simulate needs at least one")
+    if start.min() < 0 or stop.max() >= n_tiers or (stop < start).any():
         raise ConfigError(f"paths must satisfy 0 <= start <= stop < {n_tiers}")
     n_prompt = _tokens("n_prompt", n_prompt, shape)
     n_decode = _tokens("n_decode", n_decode, shape)

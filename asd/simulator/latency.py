@@ -58,11 +58,22 @@ def latency_ms(coeffs, n_prompt, n_out, n_draft=0, n_accepted=0) -> np.ndarray:
 
     `coeffs` is (..., 4) [c0, c1, c2, c3]; token counts broadcast against coeffs[..., 0]. Cold:
     n_draft = n_accepted = 0. Continuing from a draft: the verify pass covers prompt + draft and
-    only max(n_out − n_accepted − 1, 0) decode iterations follow."""
+    only max(n_out − n_accepted − 1, 0) decode iterations follow. Token counts are finite and
+    >= 0, n_accepted <= n_draft; coefficients as `check_coefficients`; else a ConfigError."""
     c = np.asarray(coeffs, dtype=np.float64)
+    if c.ndim == 0 or c.shape[-1] != 4:
+        raise ConfigError(f"coeffs has shape {c.shape}: expected (..., 4) "
+                          "[c0, c_prefill_token, c_decode_seq, c_kv_token] in ms")
+    check_coefficients(c.reshape(-1, 4))
     c0, c1, c2, c3 = c[..., 0], c[..., 1], c[..., 2], c[..., 3]
     n_prompt, n_out = np.asarray(n_prompt, np.float64), np.asarray(n_out, np.float64)
     n_draft, n_accepted = np.asarray(n_draft, np.float64), np.asarray(n_accepted, np.float64)
+    for name, a in (("n_prompt", n_prompt), ("n_out", n_out), ("n_draft", n_draft), ("n_accepted", n_accepted)):
+        bad = ~(np.isfinite(a) & (a >= 0.0))
+        if bad.any():
+            raise ConfigError(f"{name} holds {a[bad].flat[0].item()!r}: token counts must be finite and >= 0")
+    if (n_accepted > n_draft).any():
+        raise ConfigError("n_accepted exceeds n_draft: a continuation keeps at most the draft's tokens")
     prefill_tokens = n_prompt + n_draft
     m = np.maximum(n_out - n_accepted - 1.0, 0.0)
     start_kv = n_prompt + n_accepted

@@ -8,6 +8,7 @@ quality from the trace); `ReplayInputs` checks them once and is reused across λ
 from __future__ import annotations
 
 import math
+import operator
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -19,13 +20,18 @@ from asd.simulator.replay_nb import replay_grid_stats_nb, replay_requests_nb
 QUANTILES = (50.0, 95.0, 99.0)
 
 
-def _grid(name, a, shape, nan_ok=False, column_major=True):
+def _grid(name, a, shape, nan_ok=False, column_major=True, high=math.inf):
     a = np.asarray(a, dtype=np.float64)
     if a.shape != shape:
         raise PolicyError(f"{name} has shape {a.shape}: expected {shape}")
     if not (np.isfinite(a) | (nan_ok & np.isnan(a))).all():
         r, i = (int(x) for x in np.argwhere(~np.isfinite(a))[0])
         raise PolicyError(f"{name}[{r}, {i}] is {a[r, i]!r}: replay needs finite values on every (request, tier)")
+    outside = (a < 0.0) | (a > high)  # NaN (allowed above) is neither
+    if outside.any():
+        r, i = (int(x) for x in np.argwhere(outside)[0])
+        want = ">= 0" if high == math.inf else f"in [0, {high:g}]"
+        raise PolicyError(f"{name}[{r}, {i}] is {float(a[r, i])!r}: must be {want}")
     # + 0.0 makes a −0.0 charge 0.0 (nothing else changes), so the kernels' branch-free sums
     # are exact. Column-major: the kernels read a request's start tier and the tiers it climbs,
     # so a row-major grid streams every tier of every request through memory (1.4x slower).
@@ -43,12 +49,26 @@ def bin_dtype(n_bins: int) -> np.dtype:
     return np.min_scalar_type(max(int(n_bins) - 1, 0))
 
 
+def integer_values(name, a, error=PolicyError) -> np.ndarray:
+    """`a` as an array of an integer (or bool) dtype: as given, or whole-number floats cast to
+    int64; non-integral, non-finite or non-numeric values are an `error` naming `name` (a cast
+    would truncate them silently)."""
+    a = np.asarray(a)
+    if np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.bool_):
+        return a
+    if a.dtype.kind != "f":
+        raise error(f"{name} has dtype {a.dtype}: expected integers")
+    bad = ~(np.isfinite(a) & (a == np.trunc(a)))
+    if bad.any():
+        raise error(f"{name} holds {a[bad].flat[0].item()!r}: expected integers (whole numbers)")
+    return a.astype(np.int64)
+
+
 def _bins(name, a, shape, n_bins):
     a = np.asarray(a)
     if a.shape != shape:
         raise PolicyError(f"{name} has shape {a.shape}: expected {shape}")
-    if not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.bool_)):
-        a = a.astype(np.int64)
+    a = integer_values(name, a)
     if a.size and (a.min() < 0 or a.max() >= n_bins):
         raise PolicyError(f"{name} holds bins outside 0..{n_bins - 1}")
     return np.ascontiguousarray(a, dtype=bin_dtype(n_bins))
@@ -60,7 +80,8 @@ class ReplayInputs:
     bins in the narrowest unsigned dtype (`bin_dtype`), float64 grids column-major (unless built
     with column_major=False). cold_bins
     default to tier_bins and the *_cont arrays to their cold counterparts (regeneration: no
-    drafts). quality may hold NaN
+    drafts); prompt_bins to 0 (only for tables with one prompt bin: `has_prompt_bins`). Costs and
+    latencies are finite and >= 0, quality in [0, 1]; quality may hold NaN
     (an unlabelled answer) only when built with unlabelled_ok=True: per-request results carry
     it through, grid means over such requests are NaN."""
 
@@ -74,6 +95,7 @@ class ReplayInputs:
     quality: np.ndarray
     n_bins: int
     n_prompt_bins: int
+    has_prompt_bins: bool = True  # False: built without prompt_bins (all 0), refused by a stage 0
 
     @classmethod
     def build(cls, tier_bins, *, cost, latency_ms, quality, prompt_bins=None, cold_bins=None,
@@ -88,18 +110,19 @@ class ReplayInputs:
         n_bins = int(tier_bins.max()) + 1 if n_bins is None else int(n_bins)
         tier_bins = _bins("tier_bins", tier_bins, (n, n_tiers), n_bins)
         cold_bins = tier_bins if cold_bins is None else _bins("cold_bins", cold_bins, (n, n_tiers), n_bins)
-        if prompt_bins is None:
+        has_prompt_bins = prompt_bins is not None
+        if not has_prompt_bins:
             prompt_bins = np.zeros(n, dtype=np.int64)
         n_prompt_bins = int(np.max(prompt_bins)) + 1 if n_prompt_bins is None else int(n_prompt_bins)
         prompt_bins = _bins("prompt_bins", prompt_bins, (n,), n_prompt_bins)
-        grid = lambda name, a, nan_ok=False: _grid(name, a, (n, n_tiers), nan_ok, column_major)  # noqa: E731
+        grid = lambda name, a: _grid(name, a, (n, n_tiers), False, column_major)  # noqa: E731
         cost = grid("cost", cost)
         latency_ms = grid("latency_ms", latency_ms)
         cost_cont = cost if cost_cont is None else grid("cost_cont", cost_cont)
         latency_cont_ms = latency_ms if latency_cont_ms is None else grid("latency_cont_ms", latency_cont_ms)
-        quality = grid("quality", quality, nan_ok=unlabelled_ok)
+        quality = _grid("quality", quality, (n, n_tiers), unlabelled_ok, column_major, high=1.0)
         return cls(prompt_bins, tier_bins, cold_bins, cost, cost_cont, latency_ms, latency_cont_ms, quality,
-                   n_bins, n_prompt_bins)
+                   n_bins, n_prompt_bins, has_prompt_bins)
 
     @property
     def n_requests(self) -> int:
@@ -114,9 +137,14 @@ class ReplayInputs:
         """Were cold-state bins given (not defaulted to tier_bins)?"""
         return self.cold_bins is not self.tier_bins
 
-    def check_tables(self, start_table, stop_table, stop_cold_table=None):
+    def check_tables(self, start_table, stop_table, stop_cold_table=None, *, cold_start=None):
         """Tables as the kernels take them (the cold stop table defaults to the stop table: a
-        policy without cold-start tables), or a PolicyError naming the mismatch."""
+        policy without cold-start tables), or a PolicyError naming the mismatch. cold_start:
+        whether the cold stop table is a cold-start policy's, read on cold bins (so the inputs
+        need them where a request skips a tier); None: whenever one is given that is not the
+        stop table object itself (`policy_tables` gives the stop tables for a policy without)."""
+        if cold_start is None:  # a cold stop table of its own (not the stop table object itself)
+            cold_start = stop_cold_table is not None and stop_cold_table is not stop_table
         start_table = np.ascontiguousarray(start_table, dtype=np.int64)
         stop_table = np.ascontiguousarray(stop_table, dtype=np.uint8)
         stop_cold_table = (stop_table if stop_cold_table is None
@@ -132,7 +160,22 @@ class ReplayInputs:
             raise PolicyError(f"start table has shape {start_table.shape}: expected {lead + (self.n_prompt_bins,)}")
         if start_table.size and (start_table.min() < 0 or start_table.max() >= self.n_tiers):
             raise PolicyError(f"start table names tiers outside 0..{self.n_tiers - 1}")
+        # as Policy.walk: a stage 0 needs each request's prompt bin, a cold-start one its cold bins
+        if not self.has_prompt_bins and start_table.shape[-1] > 1:
+            raise PolicyError(f"prompt_bins: the start table has {start_table.shape[-1]} prompt bins (a stage 0) "
+                              "but these inputs were built without prompt_bins, so every request would start from "
+                              "prompt bin 0: pass ReplayInputs.build(..., prompt_bins=policy.prompt_bins(prompt_x))")
+        if cold_start and not self.has_cold_bins and self._some_request_skips(start_table):
+            raise PolicyError("cold_bins: these are cold-start tables (a stage 0 built for cold starts, start_p_hat), "
+                              "read on a request's cold bins at a skipped-to tier, and some requests skip tiers, "
+                              "but these inputs were built without cold_bins: pass ReplayInputs.build(..., "
+                              "cold_bins=policy.cold_tier_bins(cold_x))")
         return start_table, stop_table, stop_cold_table
+
+    def _some_request_skips(self, start_table) -> bool:
+        """Does any request start above tier 0 under these (possibly stacked) start tables?"""
+        present = np.bincount(self.prompt_bins, minlength=self.n_prompt_bins) > 0
+        return bool((start_table[..., :self.n_prompt_bins][..., present] > 0).any())
 
 
 def _fractions(counts, n):
@@ -213,6 +256,13 @@ class GridResult:
         return self.latency_q_ms[:, self.quantiles.index(q)]
 
     def point(self, g: int) -> dict:
+        n = self.lambdas.size
+        try:
+            i = operator.index(g)
+        except TypeError:
+            i = None
+        if i is None or not -n <= i < n:
+            raise PolicyError(f"grid point g={g!r}: this grid has {n} λ values, g in 0..{n - 1}")
         return {"lambda": float(self.lambdas[g]), "quality": float(self.mean_quality[g]),
                 "cost": float(self.mean_cost[g]),
                 "latency_ms": {"mean": float(self.mean_latency_ms[g]),
@@ -237,7 +287,9 @@ def replay(inputs: ReplayInputs, tables, out=None) -> ReplayResult:
         raise PolicyError(f"at λ={tables.lam:.6g} this policy routes at stage 0 (a start per request, not per prompt "
                           "bin): replay (start tiers as prompt bins, np.arange(L), stop tables) with its "
                           "policy.routed_starts(policy.route_scores(prompt_x)), as Evaluation does")
-    start_table, stop_table, stop_cold_table = inputs.check_tables(*_tables_of(tables))
+    # a Policy says whether it has cold-start tables; stacked tables say it by a cold table of their own
+    cold_start = None if isinstance(tables, tuple) else getattr(getattr(tables, "tables", None), "cold_start", None)
+    start_table, stop_table, stop_cold_table = inputs.check_tables(*_tables_of(tables), cold_start=cold_start)
     n = inputs.n_requests
     if out is None:
         out = (np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64), np.empty(n), np.empty(n), np.empty(n))
@@ -247,13 +299,13 @@ def replay(inputs: ReplayInputs, tables, out=None) -> ReplayResult:
     replay_requests_nb(inputs.prompt_bins, inputs.tier_bins, inputs.cold_bins, start_table, stop_table,
                        stop_cold_table, inputs.cost, inputs.cost_cont, inputs.latency_ms, inputs.latency_cont_ms, inputs.quality,
                        out_start, out_stop, out_cost, out_latency, out_quality)
-    if not isinstance(tables, tuple) and not inputs.has_cold_bins:
-        tables.refuse_climbed_bins_for_cold_starts(out_start)
     return ReplayResult(out_start, out_stop, out_cost, out_latency, out_quality, inputs.n_tiers)
 
 
 class PolicyTables(NamedTuple):
-    """A policy's tables solved at each of G λ values, stacked for replay_grid."""
+    """A policy's tables solved at each of G λ values, stacked for replay_grid. For a policy
+    without cold-start tables stop_cold_tables is the stop_tables array itself (the same values):
+    replay_grid then needs no cold bins."""
 
     start_tables: np.ndarray      # (G, B0) int64
     stop_tables: np.ndarray       # (G, L, B) uint8, climbed state
@@ -269,7 +321,8 @@ def policy_tables(policy, lambdas) -> PolicyTables:
     original = policy.lam
     starts = np.empty((lambdas.size,) + policy.start_table.shape, dtype=np.int64)
     stops = np.empty((lambdas.size,) + policy.stop_table.shape, dtype=np.uint8)
-    stops_cold = np.empty_like(stops)
+    cold_start = bool(getattr(getattr(policy, "tables", None), "cold_start", True))
+    stops_cold = np.empty_like(stops) if cold_start else stops
     try:
         for g, lam in enumerate(lambdas):
             policy.solve(float(lam))
@@ -277,7 +330,9 @@ def policy_tables(policy, lambdas) -> PolicyTables:
                 raise PolicyError(f"at λ={float(lam):.6g} this policy routes at stage 0 (a start per request, not per "
                                   "prompt bin), which stacked tables cannot hold: replay it one λ at a time "
                                   "(Evaluation.policy_outcomes, or replay() with its routed starts)")
-            starts[g], stops[g], stops_cold[g] = policy.start_table, policy.stop_table, policy.stop_cold_table
+            starts[g], stops[g] = policy.start_table, policy.stop_table
+            if cold_start:
+                stops_cold[g] = policy.stop_cold_table
     finally:
         if np.isfinite(original):
             policy.solve(original)
@@ -288,15 +343,19 @@ def replay_grid(inputs: ReplayInputs, start_tables, stop_tables, stop_cold_table
                 quantiles=QUANTILES) -> GridResult:
     """Replay every request under each of G stacked tables (prange over λ): aggregates only.
     stop_cold_tables (G, L, B) default to stop_tables (no cold-start tables); pass
-    `*policy_tables(policy, lambdas)` for a policy."""
+    `*policy_tables(policy, lambdas)` for a policy. Cold tables of their own are a cold-start
+    policy's: inputs without cold bins are refused where a request skips a tier, as by replay.
+    lambdas: (G,), one per stacked table (labels only)."""
     start_tables, stop_tables, stop_cold_tables = inputs.check_tables(start_tables, stop_tables, stop_cold_tables)
     if start_tables.ndim != 2 or stop_tables.ndim != 3 or start_tables.shape[0] != stop_tables.shape[0]:
         raise PolicyError(f"stacked tables have shapes {start_tables.shape} and {stop_tables.shape}: "
                           "expected (G, B0) and (G, L, B)")
     g_count, n_tiers = start_tables.shape[0], inputs.n_tiers
+    if lambdas is not None and np.shape(lambdas) != (g_count,):
+        raise PolicyError(f"lambdas has shape {np.shape(lambdas)}: expected ({g_count},), one λ per stacked table")
     q = np.asarray(quantiles, dtype=np.float64)
-    if q.ndim != 1 or (q < 0).any() or (q > 100).any():
-        raise PolicyError(f"quantiles {quantiles}: must be percentiles in [0, 100]")
+    if q.ndim != 1 or not ((q >= 0) & (q <= 100)).all():  # NaN fails both
+        raise PolicyError(f"quantiles {quantiles}: must be finite percentiles in [0, 100]")
     out_cost, out_latency, out_quality = np.empty(g_count), np.empty(g_count), np.empty(g_count)
     starts = np.empty((g_count, n_tiers), dtype=np.int64)
     stops = np.empty((g_count, n_tiers), dtype=np.int64)

@@ -325,3 +325,54 @@ def test_a_batch_limit_beyond_every_request_is_the_same_run_without_its_memory()
     assert huge.pools.max_batch.tolist() == [10**12] * 4  # reported as given
     with pytest.raises(ConfigError, match=r"replicas = \[10001, 1, 1, 1\]: at most 10000 per tier"):
         Pools.build(COEFFS_2[:1].repeat(4, axis=0), replicas=[10_001, 1, 1, 1])
+
+
+def test_simulate_refuses_an_empty_run_and_non_integral_paths_or_tokens():
+    pools = Pools.build(COEFFS_2)
+    empty = np.zeros((0, 2), np.int64)
+    with pytest.raises(ConfigError, match=r"start/stop: no requests \(N = 0\)"):
+        simulate([], [], empty, empty, arrival_ms=[], pools=pools)
+    with pytest.raises(ConfigError, match="start holds 0.5: expected integers"):
+        simulate([0.5], [1], [[4, 4]], [[3, 3]], arrival_ms=[0.0], pools=pools)
+    with pytest.raises(ConfigError, match="stop holds nan"):
+        simulate([0], [np.nan], [[4, 4]], [[3, 3]], arrival_ms=[0.0], pools=pools)
+    with pytest.raises(ConfigError, match="n_decode holds 2.5"):
+        simulate([0], [0], [[4, 4]], [[2.5, 3]], arrival_ms=[0.0], pools=pools)
+    # whole-number floats are the same run as integers
+    as_float = simulate(np.array([0.0]), np.array([1.0]), [[4.0, 4.0]], [[3, 3]], arrival_ms=[0.0], pools=pools)
+    as_int = simulate([0], [1], [[4, 4]], [[3, 3]], arrival_ms=[0.0], pools=pools)
+    np.testing.assert_array_equal(as_float.e2e_ms, as_int.e2e_ms)
+
+
+def test_arrival_times_refuse_a_bad_count_rate_or_burstiness():
+    for n in (-1, 10.5, "3"):
+        with pytest.raises(ConfigError, match=r"arrival count n=.*: must be an integer >= 0"):
+            arrival_times(n, rate=20.0)
+    for rate in ("20", np.inf, np.nan, None, -1.0):
+        with pytest.raises(ConfigError, match="arrival rate .*: must be a finite number > 0"):
+            arrival_times(3, rate=rate)
+    for cv in (np.inf, np.nan, 0.0, "1"):
+        with pytest.raises(ConfigError, match="burstiness cv=.*: must be a finite number > 0"):
+            arrival_times(3, process="gamma", rate=20.0, cv=cv)
+    assert arrival_times(np.int64(0), rate=np.float32(20.0)).shape == (0,)
+    np.testing.assert_array_equal(arrival_times(np.int64(5), rate=np.array(20.0), seed=2),
+                                  arrival_times(5, rate=20.0, seed=2))
+
+
+def test_chrome_trace_refuses_names_or_ids_of_the_wrong_length(tmp_path):
+    _, result = _loaded_run(n=20)
+    with pytest.raises(ConfigError, match="tier_names has 2 names: expected 4"):
+        result.chrome_trace(tmp_path / "t.json", tier_names=["a", "b"])
+    with pytest.raises(ConfigError, match="request_ids has 5 ids: expected 20"):
+        result.chrome_trace(tmp_path / "t.json", request_ids=[f"r{i}" for i in range(5)])
+    assert not (tmp_path / "t.json").exists()
+    ids = [f"r{i}" for i in range(20)]
+    events = json.loads(result.chrome_trace(tmp_path / "t.json", request_ids=ids).read_text())["traceEvents"]
+    assert {e["name"] for e in events if e["ph"] == "X"} <= set(ids)
+
+
+def test_des_latency_refuses_an_unknown_which():
+    _, result = _loaded_run(n=20)
+    assert result.latency("p95", "ttft") <= result.latency("p95", "e2e")
+    with pytest.raises(ConfigError, match="latency which='ttfb': use one of e2e, ttft"):
+        result.latency("p95", which="ttfb")

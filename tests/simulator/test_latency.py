@@ -55,3 +55,26 @@ def test_vectorised_latency_equals_the_kernel_grid_for_cold_requests(n_tiers, se
     n_out = rng.integers(0, 300, (20, n_tiers))
     np.testing.assert_allclose(latency_ms(coeffs[None, :, :], n_prompt, n_out), latency_grid(coeffs, n_prompt, n_out),
                                rtol=1e-12, atol=1e-9)
+
+
+def test_vectorised_latency_refuses_bad_coefficients_and_token_counts():
+    c = np.array([6.0, 0.03, 0.05, 2e-5])
+    with pytest.raises(ConfigError, match=r"coeffs has shape \(3,\): expected \(\.\.\., 4\)"):
+        latency_ms(c[:3], 10, 5)
+    with pytest.raises(ConfigError, match=r"iteration coefficient \[0, 2\] = .*must be finite and >= 0"):
+        latency_ms(c * [1, 1, -1, 1], 10, 5)
+    for name, args in (("n_prompt", (-1, 5)), ("n_out", (10, np.nan)), ("n_draft", (10, 5, np.inf, 0)),
+                       ("n_accepted", (10, 5, 4, -2))):
+        with pytest.raises(ConfigError, match=f"{name} holds .*: token counts must be finite and >= 0"):
+            latency_ms(c, *args)
+    with pytest.raises(ConfigError, match="n_accepted exceeds n_draft"):
+        latency_ms(c, 10, 5, np.array([4, 4]), np.array([4, 5]))
+    # the cost model's alias is this function, checks included
+    from asd.calibration.costs import request_latency_ms
+    with pytest.raises(ConfigError, match="n_accepted exceeds n_draft"):
+        request_latency_ms(c, 10, 5, 2, 3)
+    # (1, L, 4) coefficients against (N, L) counts, as the cost model calls it, still price every request
+    coeffs = np.tile(c, (3, 1))
+    n_prompt, n_out = np.arange(6).reshape(2, 3), np.arange(6).reshape(2, 3) + 1
+    np.testing.assert_allclose(latency_ms(coeffs[None], n_prompt, n_out), latency_grid(coeffs, n_prompt, n_out),
+                               rtol=1e-12)

@@ -260,3 +260,124 @@ def test_negative_zero_charges_are_stored_as_zero():
     assert inputs.tier_bins.dtype == np.uint16
     out = replay(inputs, (np.array([0]), np.array([[0] * 300, [1] * 300], dtype=np.uint8)))
     assert out.stop[0] == 1 and out.cost[0] == 0.0 and not np.signbit(out.cost[0])
+
+
+def stage0_cold_start_policy(seed=0, n=4000):
+    """A policy with a cold-start stage 0 (10 prompt bins, built with start_p_hat) whose start
+    table skips tiers at λ = 200. Returns (policy, prompt_bins, tier_bins, cold_bins, cost, accepted)."""
+    rng = np.random.default_rng(seed)
+    n_tiers = 3
+    p_hat = rng.beta(2, 2, size=(n, n_tiers))
+    accepted = (rng.random((n, n_tiers)) < p_hat).astype(float)
+    prompt_p = np.clip(p_hat[:, 0] + rng.normal(0, 0.1, n), 0, 1)
+    start_p = np.clip(p_hat + rng.normal(0, 0.2, (n, n_tiers)), 0, 1)
+    tables = build_tables(p_hat, accepted, [6, 1, 2], prompt_p=prompt_p, start_p_hat=start_p, n_bins=10)
+    policy = Policy(tables, Predictor.identity(n_tiers, has_prompt=True), lam=200.0)
+    binned = lambda p: np.stack([np.searchsorted(tables.edges[i, 1:-1], p[:, i], side="right")  # noqa: E731
+                                 for i in range(n_tiers)], 1)
+    prompt_bins = np.searchsorted(tables.edges0[1:-1], prompt_p, side="right")
+    return policy, prompt_bins, binned(p_hat), binned(start_p), np.tile([6.0, 1, 2], (n, 1)), accepted
+
+
+def test_a_stage_0_is_refused_on_inputs_built_without_prompt_bins():
+    policy, prompt_bins, tier_bins, cold_bins, cost, accepted = stage0_cold_start_policy()
+    assert policy.tables.n_prompt_bins > 1 and (policy.start_table > 0).any()
+    common = dict(cold_bins=cold_bins, cost=cost, latency_ms=cost, quality=accepted, n_bins=10)
+    no_prompt = ReplayInputs.build(tier_bins, **common, n_prompt_bins=policy.tables.n_prompt_bins)
+    assert not no_prompt.has_prompt_bins
+    lam = np.array([200.0])
+    with pytest.raises(PolicyError, match="prompt_bins: the start table has 10 prompt bins"):
+        replay(no_prompt, policy)
+    with pytest.raises(PolicyError, match="prompt_bins: the start table has 10 prompt bins"):
+        replay_grid(no_prompt, *policy_tables(policy, lam), lambdas=lam)
+    # as the engine does
+    with pytest.raises(PolicyError, match="prompt bins are None"):
+        policy.walk(None, tier_bins, cold_bins=cold_bins)
+    # with them, replay and the grid agree with the engine's walk; one prompt bin needs none
+    inputs = ReplayInputs.build(tier_bins, prompt_bins=prompt_bins, **common,
+                                n_prompt_bins=policy.tables.n_prompt_bins)
+    walk = policy.walk(prompt_bins, tier_bins, cold_bins=cold_bins)
+    np.testing.assert_array_equal(replay(inputs, policy).start, walk.start)
+    start, stop, stop_cold = policy_tables(policy, lam)
+    one_bin = ReplayInputs.build(tier_bins, **common)
+    assert (replay(one_bin, (start[0, :1], stop[0], stop_cold[0])).start == start[0, 0]).all()
+
+
+def test_replay_grid_refuses_a_cold_start_policy_on_inputs_without_cold_bins_as_replay_does():
+    policy, prompt_bins, tier_bins, cold_bins, cost, accepted = stage0_cold_start_policy()
+    common = dict(prompt_bins=prompt_bins, cost=cost, latency_ms=cost, quality=accepted, n_bins=10,
+                  n_prompt_bins=policy.tables.n_prompt_bins)
+    no_cold = ReplayInputs.build(tier_bins, **common)
+    lam = np.array([200.0])
+    tables = policy_tables(policy, lam)
+    assert tables.stop_cold_tables is not tables.stop_tables  # a cold-start policy's own cold tables
+    with pytest.raises(PolicyError, match="cold_bins: these are cold-start tables"):
+        replay(no_cold, policy.solve(200.0))
+    with pytest.raises(PolicyError, match="cold_bins: these are cold-start tables"):
+        replay_grid(no_cold, *tables, lambdas=lam)
+    with_cold = ReplayInputs.build(tier_bins, cold_bins=cold_bins, **common)
+    grid = replay_grid(with_cold, *tables, lambdas=lam)
+    assert grid.mean_quality[0] == pytest.approx(replay(with_cold, policy.solve(200.0)).mean_quality)
+    # without a stage 0 that skips (all start at tier 0) no cold bins are read, so none are needed
+    replay_grid(no_cold, np.zeros_like(tables.start_tables), tables.stop_tables, tables.stop_cold_tables)
+
+
+def test_policy_tables_of_a_policy_without_cold_start_tables_need_no_cold_bins():
+    policy, bins, latency, quality = synthetic_policy(n=500)
+    assert not policy.tables.cold_start
+    lambdas = np.geomspace(1e2, 1e6, 5)
+    tables = policy_tables(policy, lambdas)
+    assert tables.stop_cold_tables is tables.stop_tables
+    starts = tables.start_tables.copy()
+    starts[:, 0] = 1  # a request skips a tier
+    inputs = ReplayInputs.build(bins, cost=latency, latency_ms=latency, quality=quality, n_bins=policy.tables.n_bins)
+    replay_grid(inputs, starts, tables.stop_tables, tables.stop_cold_tables, lambdas=lambdas)
+    # cold tables of their own are a cold-start policy's: they need cold bins
+    with pytest.raises(PolicyError, match="cold_bins"):
+        replay_grid(inputs, starts, tables.stop_tables, tables.stop_cold_tables.copy(), lambdas=lambdas)
+
+
+def test_replay_inputs_refuse_negative_charges_and_quality_outside_0_1():
+    bins = np.zeros((2, 3), dtype=np.int64)
+    ok = dict(cost=np.ones((2, 3)), latency_ms=np.ones((2, 3)), quality=np.ones((2, 3)))
+    bad = np.array([[1.0, 1, 1], [1, -2.0, 1]])
+    for name in ("cost", "latency_ms", "cost_cont", "latency_cont_ms"):
+        with pytest.raises(PolicyError, match=rf"{name}\[1, 1\] is -2.0: must be >= 0"):
+            ReplayInputs.build(bins, **{**ok, name: bad})
+    for value in (5.0, -0.5):
+        quality = np.ones((2, 3))
+        quality[0, 2] = value
+        with pytest.raises(PolicyError, match=rf"quality\[0, 2\] is {value}: must be in \[0, 1\]"):
+            ReplayInputs.build(bins, **{**ok, "quality": quality}, unlabelled_ok=True)
+    # NaN stays "unlabelled" where allowed
+    quality = np.array([[0.0, np.nan, 1.0], [0.5, 1.0, 0.0]])
+    assert np.isnan(ReplayInputs.build(bins, **{**ok, "quality": quality}, unlabelled_ok=True).quality[0, 1])
+
+
+def test_replay_inputs_refuse_non_integral_bins_and_take_whole_floats():
+    ok = dict(cost=np.ones((1, 2)), latency_ms=np.ones((1, 2)), quality=np.ones((1, 2)))
+    with pytest.raises(PolicyError, match="tier_bins holds 3.7: expected integers"):
+        ReplayInputs.build(np.array([[0.0, 3.7]]), **ok, n_bins=5)
+    with pytest.raises(PolicyError, match="cold_bins holds nan"):
+        ReplayInputs.build(np.array([[0, 3]]), cold_bins=np.array([[0, np.nan]]), **ok, n_bins=5)
+    with pytest.raises(PolicyError, match="prompt_bins holds 1.5"):
+        ReplayInputs.build(np.array([[0, 3]]), prompt_bins=[1.5], **ok, n_bins=5)
+    inputs = ReplayInputs.build(np.array([[0.0, 3.0]]), prompt_bins=[1.0], **ok, n_bins=5, n_prompt_bins=2)
+    assert inputs.tier_bins.tolist() == [[0, 3]] and inputs.prompt_bins.tolist() == [1]
+
+
+def test_replay_grid_refuses_mismatched_lambdas_nan_quantiles_and_points_outside_the_grid():
+    policy, bins, latency, quality = synthetic_policy(n=500)
+    inputs = ReplayInputs.build(bins, cost=latency, latency_ms=latency, quality=quality, n_bins=policy.tables.n_bins)
+    lambdas = np.geomspace(1e2, 1e6, 8)
+    tables = policy_tables(policy, lambdas)
+    with pytest.raises(PolicyError, match=r"lambdas has shape \(5,\): expected \(8,\)"):
+        replay_grid(inputs, *tables, lambdas=lambdas[:5])
+    for q in ([50.0, np.nan], [50.0, np.inf], [101.0]):
+        with pytest.raises(PolicyError, match="quantiles .*: must be finite percentiles in \\[0, 100\\]"):
+            replay_grid(inputs, *tables, lambdas=lambdas, quantiles=q)
+    grid = replay_grid(inputs, *tables, lambdas=lambdas)
+    assert grid.point(-1) == grid.point(7) and grid.point(np.int64(0))["lambda"] == lambdas[0]
+    for g in (8, -9, 1.5):
+        with pytest.raises(PolicyError, match=rf"grid point g={g!r}: this grid has 8 λ values, g in 0..7"):
+            grid.point(g)
