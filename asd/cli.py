@@ -99,6 +99,19 @@ class JsonPath(click.Path):
         return super().convert(value, param, ctx)
 
 
+class PolicyOut(JsonPath):
+    """`-o POLICY`: writable as for --json, and an existing file there must be a policy (the
+    one thing `Policy.save` replaces), said before the calibration rather than after it."""
+
+    def convert(self, value, param, ctx):
+        from asd.engine.policy import is_policy_file
+
+        value = super().convert(value, param, ctx)
+        if Path(value).exists() and not is_policy_file(Path(value)):
+            raise AsdError(f"{value}: exists and is not an asd policy file; not overwritten (choose another path)")
+        return value
+
+
 class PlotsDir(click.Path):
     """`--plots DIR`: created when the option is parsed, so that a path that cannot be a
     directory is one `error:` line before any calibration, not after it."""
@@ -322,7 +335,7 @@ def _progress(label):
 
 @main.command("calibrate")
 @click.argument("bundle", type=BUNDLE)
-@click.option("-o", "--out", default=None, type=JsonPath("-o", makes_parents=True),
+@click.option("-o", "--out", default=None, type=PolicyOut("-o", makes_parents=True),
               help="Policy file to write (.npz); required unless --predictor gbt-reference.")
 @click.option("--predictor", default="logistic", show_default=True,
               type=click.Choice(["logistic", "mlp", "gbt-reference"]),

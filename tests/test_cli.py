@@ -173,3 +173,14 @@ def test_an_output_over_an_input_or_another_output_is_refused_before_any_work(tm
         assert one_error_line(run(*args)) == f"error: {message}"
     assert {path: path.read_bytes() for path in before} == before
     assert not (tmp_path / "new.npz").exists() and not (tmp_path / "f").exists()
+
+
+def test_calibrate_refuses_to_write_its_policy_over_a_file_that_is_not_one(tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes")
+    line = one_error_line(run("calibrate", "builtin", "-o", notes))
+    assert line == f"error: {notes}: exists and is not an asd policy file; not overwritten (choose another path)"
+    assert notes.read_text() == "my notes"
+    policy = tmp_path / "policy.npz"
+    for _ in range(2):  # a policy over the policy of an earlier run is replaced, as before
+        assert run("calibrate", "builtin", "-o", policy).exit_code == 0

@@ -51,6 +51,8 @@ VIDUR_SOURCE = {
 
 # Memory bandwidth: nominal peak of the SXM parts Vidur profiled (A100-SXM4-80GB, H100-SXM5-80GB)
 # times an achieved fraction typical of memory-bound decode kernels.
+PARAMS_B_MAX = 100_000.0  # billions: 100 T parameters, far past any served model
+
 HARDWARE = {
     "a100": {"hbm_tb_s": 2.039, "topology": "a100_dgx", "gpu": "A100-SXM4-80GB"},
     "h100": {"hbm_tb_s": 3.35, "topology": "h100_dgx", "gpu": "H100-SXM5-80GB"},
@@ -291,6 +293,9 @@ class HardwareProfile:
             raise ConfigError(f"hardware profile: tensor parallel {tensor_parallel} not profiled; profiled: {TENSOR_PARALLEL}")
         if not (np.isfinite(params_b) and params_b > 0):
             raise ConfigError(f"hardware profile: parameter count must be a positive number, got {params_b!r}")
+        if params_b > PARAMS_B_MAX:  # 70e9 for 70: the count in parameters, not billions
+            raise ConfigError(f"hardware profile: parameter count {params_b:g} billion is not a model size; "
+                              "give it in billions (70 for a 70B model)")
         table = np.stack([self._table[(hardware, k, tensor_parallel)] for k in self.sizes])
         if params_b <= self.params[0]:
             return table[0] * params_b / self.params[0]

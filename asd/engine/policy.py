@@ -285,6 +285,17 @@ class LambdaWalk:
         return out
 
 
+
+def is_policy_file(path: Path) -> bool:
+    """A zip (.npz) holding the policy header: what `save` may replace."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return "header.npy" in archive.namelist()
+    except (OSError, zipfile.BadZipFile):
+        return False
+
 class Policy:
     """Tables, predictor and solved decisions for one λ. Build with tables + predictor,
     `solve(lam)` for another λ (in place), `decide`/`start` per request, `*_batch` for arrays,
@@ -899,8 +910,13 @@ class Policy:
         }
 
     def save(self, path) -> Path:
-        """Write one .npz (arrays + JSON header) atomically: a temp file, then rename."""
+        """Write one .npz (arrays + JSON header) atomically: a temp file, then rename. An existing
+        file at `path` is replaced only when it is a policy file (never a user's other data)."""
         path = Path(path)
+        if path.is_dir():
+            raise PolicyError(f"{path}: is a directory; give the policy file's path")
+        if path.exists() and not is_policy_file(path):
+            raise PolicyError(f"{path}: exists and is not an asd policy file; not overwritten (choose another path)")
         t, p = self.tables, self.predictor
         arrays = {f"tables.{k}": getattr(t, k) for k in
                   ("edges", "edges0", "alpha", "beta", "n_obs", "trans", "trans0", "cnext", "c0") + COLD_FIELDS}

@@ -284,6 +284,9 @@ def test_profile_interpolates_between_profiled_sizes():
     np.testing.assert_allclose(profile.coefficients("a100", 3.37, 2), profile.coefficients("a100", 6.74, 2) / 2)
     with pytest.raises(ConfigError, match="unknown hardware"):
         profile.coefficients("tpu", 7.0, 1)
+    # a size in parameters rather than billions extrapolated to 1.8e10 ms a token
+    with pytest.raises(ConfigError, match=r"parameter count 7e\+10 billion is not a model size; give it in billions"):
+        profile.coefficients("h100", 70e9, 4)
 
 
 # ------------------------------------------------------------ against the real sources

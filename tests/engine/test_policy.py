@@ -269,3 +269,18 @@ def test_a_stage_row_outside_the_predictor_and_a_directory_for_a_policy_file_are
             policy.predictor.predict_proba(row, features[:, 0])
     with pytest.raises(PolicyError, match=f"policy file {tmp_path} is a directory, not a policy file"):
         Policy.load(tmp_path)
+
+
+def test_save_replaces_a_policy_file_but_never_other_data(tmp_path):
+    rng = np.random.default_rng(5)
+    policy, _, _ = make_policy(rng, with_prompt=True)
+    target = tmp_path / "policy.npz"
+    policy.save(target)
+    policy.solve(policy.lam * 2 + 1).save(target)  # re-saving a policy over a policy is the common case
+    assert Policy.load(target).lam == policy.lam
+    notes = tmp_path / "requests.parquet"
+    notes.write_bytes(b"PAR1 someone's table")
+    for path in (notes, tmp_path):
+        with pytest.raises(PolicyError, match=r"is not an asd policy file; not overwritten|is a directory"):
+            policy.save(path)
+    assert notes.read_bytes() == b"PAR1 someone's table"
