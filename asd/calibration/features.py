@@ -278,6 +278,8 @@ def compute_features(view: TraceView, groups: str | Iterable[str] | None = None,
     group the view lacks is computed from its fill values and listed in `missing_groups` —
     the caller decides whether that is acceptable. dtype: of tier_x/cold_x (float32 halves a
     large view's memory; features are computed in float64 and rounded once)."""
+    if np.dtype(dtype) not in (np.float32, np.float64):  # an integer dtype truncated every feature
+        raise ConfigError(f"features dtype {np.dtype(dtype).name}: use float32 or float64")
     availability = available_groups(view)
     if spec is not None:
         chosen = list(spec.groups)

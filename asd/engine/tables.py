@@ -154,7 +154,10 @@ def bin_index(p, edges) -> np.ndarray:
     edges = np.asarray(edges, dtype=np.float64)
     if edges.ndim != 1 or edges.size < 2:
         raise PolicyError(f"edges have shape {edges.shape}: expected (bins + 1,) for one tier")
-    return np.searchsorted(edges[1:-1], np.asarray(p, dtype=np.float64), side="right").astype(np.int64)
+    p = np.asarray(p, dtype=np.float64)
+    if np.isnan(p).any():  # searchsorted puts NaN past every edge: the top bin, silently
+        raise PolicyError("p̂ holds NaN: a bin needs a probability")
+    return np.searchsorted(edges[1:-1], p, side="right").astype(np.int64)
 
 
 def make_edges(p, n_bins: int, binning: str = "quantile") -> np.ndarray:

@@ -91,6 +91,8 @@ def _runs_of(known: pa.Array, dictionaries: list[pa.Array]) -> list[int] | None:
 def read_arrays(bundle: Bundle | str, table: str, columns: Iterable[str]) -> dict[str, np.ndarray]:
     """Read `columns` of `table` as numpy arrays; `request_id` is returned as `request_index`.
     `bundle`: an open bundle, a path or `builtin` (opened and validated by `open_bundle`)."""
+    if isinstance(columns, str):  # iterated, "quality" asked for columns 'q', 'u', ...
+        raise TraceError(f"columns {columns!r}: give a list of column names, e.g. [{columns!r}]")
     bundle = open_bundle(bundle)
     columns = list(columns)
     present = set(bundle.columns(table))  # also checks the table exists

@@ -324,3 +324,9 @@ def test_agreement_at_tier_1_predicts_acceptability_on_the_mmlu_pro_ladder(share
     # The tier-0 answer is found for nearly every output (the normaliser reads CoT answers).
     option = fs.tier_x[:, :, fs.column("answer_option")]
     assert option.mean() > 0.85
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.int32, bool])
+def test_features_refuse_a_dtype_that_would_truncate_them(dtype):
+    with pytest.raises(ConfigError, match=r"features dtype .*: use float32 or float64"):
+        compute_features(load_view("builtin"), dtype=dtype)

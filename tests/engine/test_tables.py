@@ -250,3 +250,10 @@ def test_a_pooled_bins_acceptance_lies_within_its_neighbours_own_rates(seed, n_b
         window = [j for j in range(max(0, b - pool), min(n_bins, b + pool + 1)) if own.n_obs[0, j] > 0]
         if window:
             assert rate[window].min() - 1e-9 <= pooled[b] <= rate[window].max() + 1e-9
+
+
+def test_bin_index_refuses_a_nan_probability():
+    """searchsorted puts NaN past every edge: it landed in the top bin without a word."""
+    assert bin_index([0.2, 0.7], [0.0, 0.5, 1.0]).tolist() == [0, 1]
+    with pytest.raises(PolicyError, match="p̂ holds NaN"):
+        bin_index([0.2, np.nan], [0.0, 0.5, 1.0])

@@ -56,3 +56,9 @@ def test_unknown_or_text_columns_are_trace_errors(tmp_path):
     with pytest.raises(TraceError, match="unknown table"):
         read_arrays(bundle, "tables", ["tier"])
     assert isinstance(open_bundle(tmp_path / "b").read("outputs", ["tier"]), pa.Table)
+
+
+def test_a_single_column_name_given_as_a_string_is_named():
+    """A string is iterable: "quality" asked for columns 'q', 'u', … and blamed 'q'."""
+    with pytest.raises(TraceError, match=r"columns 'quality': give a list of column names, e.g. \['quality'\]"):
+        read_arrays("builtin", "outputs", "quality")
