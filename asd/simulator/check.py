@@ -163,7 +163,8 @@ def parse_beat(items, tier_names) -> list[tuple[str, float]]:
 def _check_limit(name, value, lo=0.0):
     if value is not None and (isinstance(value, bool) or not isinstance(value, Real)
                               or not math.isfinite(value) or value < lo):
-        raise ConfigError(f"--{name} {value!r}: must be a finite number >= {lo:g}")
+        shown = value if isinstance(value, Real) and not isinstance(value, bool) else repr(value)
+        raise ConfigError(f"--{name} {shown}: must be a finite number >= {lo:g}")
 
 
 # -- the check ----------------------------------------------------------------------------------
