@@ -99,19 +99,6 @@ class JsonPath(click.Path):
         return super().convert(value, param, ctx)
 
 
-class PolicyOut(JsonPath):
-    """`-o POLICY`: writable as for --json, and an existing file there must be a policy (the
-    one thing `Policy.save` replaces), said before the calibration rather than after it."""
-
-    def convert(self, value, param, ctx):
-        from asd.engine.policy import is_policy_file
-
-        value = super().convert(value, param, ctx)
-        if Path(value).exists() and not is_policy_file(Path(value)):
-            raise AsdError(f"{value}: exists and is not an asd policy file; not overwritten (choose another path)")
-        return value
-
-
 class PlotsDir(click.Path):
     """`--plots DIR`: created when the option is parsed, so that a path that cannot be a
     directory is one `error:` line before any calibration, not after it."""
@@ -128,6 +115,15 @@ class PlotsDir(click.Path):
         except ConfigError as exc:
             raise AsdError(str(exc)) from None
         return value
+
+
+def refuse_replacing_other_files(policy_out) -> None:
+    """Before the calibration: `-o` may replace an earlier policy file, never a file of anything
+    else (what `Policy.save` would refuse after the fitting)."""
+    from asd.engine.policy import is_policy_file
+
+    if policy_out is not None and Path(policy_out).exists() and not is_policy_file(Path(policy_out)):
+        raise AsdError(f"{policy_out}: exists and is not an asd policy file; not overwritten (choose another path)")
 
 
 def refuse_overwriting_inputs(inputs: dict, outputs: dict) -> None:
@@ -335,7 +331,7 @@ def _progress(label):
 
 @main.command("calibrate")
 @click.argument("bundle", type=BUNDLE)
-@click.option("-o", "--out", default=None, type=PolicyOut("-o", makes_parents=True),
+@click.option("-o", "--out", default=None, type=JsonPath("-o", makes_parents=True),
               help="Policy file to write (.npz); required unless --predictor gbt-reference.")
 @click.option("--predictor", default="logistic", show_default=True,
               type=click.Choice(["logistic", "mlp", "gbt-reference"]),
@@ -368,6 +364,7 @@ def calibrate_command(bundle, out, predictor, groups, n_bins, risk, stage0, prom
     elif not stage0:
         _warn_ignored(["prompt_text"], "with --no-stage0 (only stage 0 reads the prompt)")
     refuse_overwriting_inputs({"BUNDLE": bundle}, {"-o": out, "--json": json_path, "--plots": plots})
+    refuse_replacing_other_files(out)
 
     report = calibrate_to_file(bundle, out, predictor=predictor, groups=groups, n_bins=n_bins, risk=_risk(risk),
                                stage0=stage0, cost_model=cost_model, split=split, lam=lam, seed=seed, plots=plots,
