@@ -117,15 +117,6 @@ class PlotsDir(click.Path):
         return value
 
 
-def refuse_replacing_other_files(policy_out) -> None:
-    """Before the calibration: `-o` may replace an earlier policy file, never a file of anything
-    else (what `Policy.save` would refuse after the fitting)."""
-    from asd.engine.policy import is_policy_file
-
-    if policy_out is not None and Path(policy_out).exists() and not is_policy_file(Path(policy_out)):
-        raise AsdError(f"{policy_out}: exists and is not an asd policy file; not overwritten (choose another path)")
-
-
 def refuse_overwriting_inputs(inputs: dict, outputs: dict) -> None:
     """Before any work: an output that is one of the command's input files, lies inside an
     input bundle, or is another output's path is one `error:` line (each was silently
@@ -355,6 +346,7 @@ def calibrate_command(bundle, out, predictor, groups, n_bins, risk, stage0, prom
     write the policy file that simulate, check, live and serve run unchanged. Metrics are out of
     fold (K-fold grouped by request)."""
     from asd.calibration.calibrate import calibrate_to_file
+    from asd.engine.policy import check_policy_target
     from asd.simulator.report import print_calibration
 
     if predictor == "gbt-reference":  # metrics only: nothing is binned, solved or priced, and no policy is written
@@ -364,7 +356,8 @@ def calibrate_command(bundle, out, predictor, groups, n_bins, risk, stage0, prom
     elif not stage0:
         _warn_ignored(["prompt_text"], "with --no-stage0 (only stage 0 reads the prompt)")
     refuse_overwriting_inputs({"BUNDLE": bundle}, {"-o": out, "--json": json_path, "--plots": plots})
-    refuse_replacing_other_files(out)
+    if out is not None and predictor != "gbt-reference":  # before the fitting, as Policy.save would after it
+        check_policy_target(out)
 
     report = calibrate_to_file(bundle, out, predictor=predictor, groups=groups, n_bins=n_bins, risk=_risk(risk),
                                stage0=stage0, cost_model=cost_model, split=split, lam=lam, seed=seed, plots=plots,

@@ -285,16 +285,24 @@ class LambdaWalk:
         return out
 
 
-
-def is_policy_file(path: Path) -> bool:
-    """A zip (.npz) holding the policy header: what `save` may replace."""
+def check_policy_target(path) -> Path:
+    """Where `Policy.save` may write: a new file, or an earlier policy file (a zip holding the
+    policy header) — never a directory or a file of anything else. PolicyError otherwise."""
     import zipfile
 
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return "header.npy" in archive.namelist()
-    except (OSError, zipfile.BadZipFile):
-        return False
+    path = Path(path)
+    if path.is_dir():
+        raise PolicyError(f"{path}: is a directory; give the policy file's path")
+    if path.exists():
+        try:
+            with zipfile.ZipFile(path) as archive:
+                replaceable = "header.npy" in archive.namelist()
+        except (OSError, zipfile.BadZipFile):
+            replaceable = False
+        if not replaceable:
+            raise PolicyError(f"{path}: exists and is not an asd policy file; not overwritten (choose another path)")
+    return path
+
 
 class Policy:
     """Tables, predictor and solved decisions for one λ. Build with tables + predictor,
@@ -912,11 +920,7 @@ class Policy:
     def save(self, path) -> Path:
         """Write one .npz (arrays + JSON header) atomically: a temp file, then rename. An existing
         file at `path` is replaced only when it is a policy file (never a user's other data)."""
-        path = Path(path)
-        if path.is_dir():
-            raise PolicyError(f"{path}: is a directory; give the policy file's path")
-        if path.exists() and not is_policy_file(path):
-            raise PolicyError(f"{path}: exists and is not an asd policy file; not overwritten (choose another path)")
+        path = check_policy_target(path)
         t, p = self.tables, self.predictor
         arrays = {f"tables.{k}": getattr(t, k) for k in
                   ("edges", "edges0", "alpha", "beta", "n_obs", "trans", "trans0", "cnext", "c0") + COLD_FIELDS}

@@ -28,8 +28,8 @@ Promises:
 from __future__ import annotations
 
 import math
-from numbers import Real
 from dataclasses import dataclass, field
+from numbers import Real
 from pathlib import Path
 
 import numpy as np
@@ -161,10 +161,11 @@ def parse_beat(items, tier_names) -> list[tuple[str, float]]:
 
 
 def _check_limit(name, value, lo=0.0):
-    if value is not None and (isinstance(value, bool) or not isinstance(value, Real)
-                              or not math.isfinite(value) or value < lo):
-        shown = value if isinstance(value, Real) and not isinstance(value, bool) else repr(value)
-        raise ConfigError(f"--{name} {shown}: must be a finite number >= {lo:g}")
+    if value is None:
+        return
+    number = isinstance(value, Real) and not isinstance(value, bool)  # from Python: "0.5" or True
+    if not number or not math.isfinite(value) or value < lo:
+        raise ConfigError(f"--{name} {value if number else repr(value)}: must be a finite number >= {lo:g}")
 
 
 # -- the check ----------------------------------------------------------------------------------
