@@ -20,3 +20,14 @@ class BackendError(AsdError):
 
 class ConfigError(AsdError):
     """A command-line option or config file is invalid."""
+
+
+def real_number(name: str, value, error: type[AsdError] = ConfigError) -> float:
+    """`value` as a float, or `error` naming `name`: float() also takes "1e3" and True, and its
+    own message ("could not convert string to float") does not say which argument was wrong."""
+    if not isinstance(value, (str, bytes, bool)):
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            pass
+    raise error(f"{name}={value!r}: must be a number")

@@ -326,7 +326,9 @@ def fit_stage(kind: str, X, y, groups=None, *, folds: int = 5, seed: int = 0, th
 
     X (N, F) finite features; y (N,) labels in [0, 1], NaN = unlabelled (scored, not fitted);
     groups (N,) request ids (None = every row its own request); `options` go to the predictor
-    (logistic: C, max_iter; mlp: hidden, alpha, max_iter; gbt-reference: max_iter, learning_rate).
+    (logistic: C, max_iter; mlp: hidden, alpha, max_iter; gbt-reference: max_iter, learning_rate);
+    another kind's option is ignored, so one call serves a loop over kinds, and a name no kind
+    takes is refused.
     threads: BLAS/OpenMP threads while fitting (None = the libraries' default). One by default:
     these matrices are tall and thin, and on a busy machine OpenMP's spinning threads made a
     gradient-boosting fit 40× slower than on one core.

@@ -31,7 +31,7 @@ from asd.engine import decide_nb as K
 from asd.engine.dp_nb import (TIE_LOW, empirical_start_nb, evidence_sums_nb, path_totals_nb, routed_totals_nb,
                               solve_cold_start_nb, solve_dp_nb, walk_bins_cold_nb, walk_bins_nb)
 from asd.engine.tables import COLD_FIELDS, EVIDENCE_FIELDS, EngineTables, check_evidence, parse_risk, pooling_weights
-from asd.errors import PolicyError
+from asd.errors import PolicyError, real_number
 
 POLICY_FORMAT = "asd.policy"
 # 2: meta header, start_lam, per-stage feature counts, cold-start tables, identity predictor.
@@ -572,10 +572,10 @@ class Policy:
         """Backward induction for this λ; rewrites the stop/start tables in place. With
         start_lam, the stage-0 start table is the one optimal at start_lam (the stop table is
         still λ's): what a λ search that pins the start table returns (see search.py)."""
-        lam = float(lam)
+        lam = real_number("λ", lam, PolicyError)
         if not (lam >= 0.0) or lam == float("inf"):
             raise PolicyError(f"λ={lam}: must be a finite number >= 0")
-        start_lam = lam if start_lam is None else float(start_lam)
+        start_lam = lam if start_lam is None else real_number("start_lam", start_lam, PolicyError)
         if not (start_lam >= 0.0) or start_lam == float("inf"):
             raise PolicyError(f"start_lam={start_lam}: must be a finite number >= 0")
         t = self.tables
@@ -894,7 +894,10 @@ class Policy:
             known = [t.get("params_b") if isinstance(t, dict) else None for t in bundle["tiers"]]
             known = [np.nan if v is None else v for v in known]
         if params_b is not None and known is not None:
-            given = np.asarray(params_b, dtype=np.float64)
+            try:
+                given = np.asarray(params_b, dtype=np.float64)
+            except (TypeError, ValueError):
+                raise PolicyError(f"params_b={params_b!r}: must be numbers, one per tier") from None
             known = np.asarray(known, dtype=np.float64)
             if given.shape != known.shape or not np.allclose(given, known, rtol=1e-6, equal_nan=True):
                 problems.append(f"params_b {given.tolist()} != policy params_b {known.tolist()}")

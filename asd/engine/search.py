@@ -28,7 +28,7 @@ import numpy as np
 from typing import NamedTuple
 
 from asd.engine.dp_nb import TIE_HIGH, TIE_LOW, path_totals_nb, walk_bins_cold_nb, walk_bins_nb
-from asd.errors import PolicyError
+from asd.errors import PolicyError, real_number
 
 LAMBDA_CAP = 1e15  # beyond this, a λ that still fits means the limit does not bind
 MAX_PINS = 4  # rounds of "pin the start table, bisect, re-solve the start table" before settling
@@ -71,7 +71,7 @@ def bisect_lambda(statistic: Callable[[float], float], target: float, *, lam_hi:
     The bracket grows by quadrupling from lam_hi (default 1) until the statistic exceeds the
     target; if it never does up to LAMBDA_CAP or stops changing, the target is slack.
     """
-    target = float(target)
+    target = real_number("target", target, PolicyError)
     if not math.isfinite(target):
         raise PolicyError(f"target {target}: must be a finite number")
     _check_rel_tol(rel_tol)
@@ -89,7 +89,7 @@ def bisect_lambda(statistic: Callable[[float], float], target: float, *, lam_hi:
     if at_zero > target:
         return LambdaSearch(0.0, at_zero, target, "infeasible", evaluations, lam_infeasible=0.0)
     lo, lo_value = 0.0, at_zero
-    hi = 1.0 if lam_hi is None else float(lam_hi)
+    hi = 1.0 if lam_hi is None else real_number("lam_hi", lam_hi, PolicyError)
     if not hi > 0:
         raise PolicyError(f"lam_hi={lam_hi}: must be > 0")
     while True:
@@ -335,8 +335,8 @@ def distinct_policies(policy, lam_lo: float = 0.0, lam_hi: float | None = None, 
     until the gap is below rel_tol·λ: exact apart from pieces narrower than that (see
     `_decision_key` for why equal tables at both ends mean no piece in between). lam_hi
     defaults to LAMBDA_CAP. The policy is left solved as it was."""
-    lam_lo = float(lam_lo)
-    lam_hi = LAMBDA_CAP if lam_hi is None else float(lam_hi)
+    lam_lo = real_number("lam_lo", lam_lo, PolicyError)
+    lam_hi = LAMBDA_CAP if lam_hi is None else real_number("lam_hi", lam_hi, PolicyError)
     if not (0.0 <= lam_lo <= lam_hi < float("inf")):
         raise PolicyError(f"λ range [{lam_lo}, {lam_hi}]: need 0 <= lam_lo <= lam_hi < inf")
     _check_rel_tol(rel_tol)
@@ -434,7 +434,7 @@ def search_lambda_quality(policy, prompt_bins, tier_bins, quality_values, target
         raise PolicyError(f"quality values have shape {quality_values.shape}: expected {tier_bins.shape}")
     if not np.isfinite(quality_values).all():
         raise PolicyError("quality values must be finite (impute unlabelled cells first)")
-    if not math.isfinite(float(target_quality)):
+    if not math.isfinite(real_number("target_quality", target_quality, PolicyError)):
         raise PolicyError(f"target quality {target_quality}: must be a finite number")
     if cost_values is not None:
         cost_values = np.ascontiguousarray(cost_values, dtype=np.float64)

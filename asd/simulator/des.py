@@ -59,8 +59,11 @@ def arrival_times(n: int, *, process: str = "poisson", rate: float | None = None
     else:
         if not _positive(cv):
             raise ConfigError(f"burstiness cv={cv!r}: must be a finite number > 0")
-        shape = 1.0 / cv**2
-        gaps = rng.gamma(shape, 1.0 / (rate * shape), n)
+        if cv < 1e-8:  # gaps equal to the last bit; 1/cv² would overflow below about 1e-154
+            gaps = np.full(n, 1.0 / rate)
+        else:
+            shape = 1.0 / cv**2
+            gaps = rng.gamma(shape, 1.0 / (rate * shape), n)
     return np.cumsum(gaps) * 1e3
 
 
@@ -196,6 +199,8 @@ def simulate(start, stop, n_prompt, n_decode, *, arrival_ms, pools: Pools, n_pro
     n_decode_cont) (default: regeneration, the cold counts). Token arrays (N, L) int.
     priority: None for FIFO queues; else (N, L) finite keys, and each tier admits the lowest
     key of its queue first (equal keys in the order they joined; `difficulty_priority`)."""
+    if not isinstance(pools, Pools):
+        raise ConfigError(f"pools: a {type(pools).__name__} given, expected asd.simulator.Pools (Pools.build)")
     start = np.ascontiguousarray(integer_values("start", start, ConfigError), dtype=np.int64)
     stop = np.ascontiguousarray(integer_values("stop", stop, ConfigError), dtype=np.int64)
     n = start.shape[0] if start.ndim else 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import operator
+import os
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -273,6 +274,10 @@ class GridResult:
 def _tables_of(policy_or_tables):
     if isinstance(policy_or_tables, tuple):
         return policy_or_tables
+    if not hasattr(policy_or_tables, "stop_table"):
+        hint = " (Policy.load reads a policy file)" if isinstance(policy_or_tables, (str, os.PathLike)) else ""
+        raise PolicyError(f"tables: a {type(policy_or_tables).__name__} given, expected a solved Policy "
+                          f"or (start_table, stop_table[, stop_cold_table]){hint}")
     return policy_or_tables.start_table, policy_or_tables.stop_table, policy_or_tables.stop_cold_table
 
 
@@ -283,13 +288,14 @@ def replay(inputs: ReplayInputs, tables, out=None) -> ReplayResult:
     tables refuses inputs without cold bins when some request skips a tier (as the engine does).
     out: (start, stop, cost, latency, quality) arrays (N,) int64, int64, float64 ×3 to write the
     result into (slices of pooled arrays, say), else new ones."""
+    tables_of = _tables_of(tables)  # refuses what is neither a policy nor tables
     if not isinstance(tables, tuple) and getattr(tables, "route_threshold", None) is not None:
         raise PolicyError(f"at λ={tables.lam:.6g} this policy routes at stage 0 (a start per request, not per prompt "
                           "bin): replay (start tiers as prompt bins, np.arange(L), stop tables) with its "
                           "policy.routed_starts(policy.route_scores(prompt_x)), as Evaluation does")
     # a Policy says whether it has cold-start tables; stacked tables say it by a cold table of their own
     cold_start = None if isinstance(tables, tuple) else getattr(getattr(tables, "tables", None), "cold_start", None)
-    start_table, stop_table, stop_cold_table = inputs.check_tables(*_tables_of(tables), cold_start=cold_start)
+    start_table, stop_table, stop_cold_table = inputs.check_tables(*tables_of, cold_start=cold_start)
     n = inputs.n_requests
     if out is None:
         out = (np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64), np.empty(n), np.empty(n), np.empty(n))

@@ -184,6 +184,22 @@ def test_check_compatible_reads_the_bundle_block_asd_calibrate_writes():
     policy.check_compatible(["8B", "13B", "34B", "70B"], [8, 13, 34, 70], "ef" * 32)
     with pytest.raises(PolicyError, match=r"params_b \[8.0, 13.0, 30.0, 70.0\] .*; bundle hash 000000000000…"):
         policy.check_compatible(None, [8, 13, 30, 70], "0" * 64)
+    with pytest.raises(PolicyError, match=r"params_b=\['8B', 13, 34, 70\]: must be numbers, one per tier"):
+        policy.check_compatible(None, ["8B", 13, 34, 70])
+
+
+def test_a_string_where_a_number_belongs_names_the_argument():
+    policy, _, _ = make_policy(np.random.default_rng(3), with_prompt=False)
+    for bad in ("ten", True, None):
+        with pytest.raises(PolicyError, match=rf"^λ={bad!r}: must be a number$"):
+            policy.solve(bad)
+    with pytest.raises(PolicyError, match=r"^start_lam='5': must be a number$"):
+        policy.solve(100.0, start_lam="5")
+    with pytest.raises(PolicyError, match=r"^target='400ms': must be a number$"):
+        engine.bisect_lambda(lambda lam: lam, "400ms")
+    with pytest.raises(PolicyError, match=r"^lam_hi='1e3': must be a number$"):
+        engine.distinct_policies(policy, lam_hi="1e3")
+    assert policy.solve(np.float32(100.0)).lam == 100.0  # numpy scalars are numbers
 
 
 def saved_as_version(policy, tmp_path, version):

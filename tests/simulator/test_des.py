@@ -336,6 +336,8 @@ def test_simulate_refuses_an_empty_run_and_non_integral_paths_or_tokens():
         simulate([0.5], [1], [[4, 4]], [[3, 3]], arrival_ms=[0.0], pools=pools)
     with pytest.raises(ConfigError, match="stop holds nan"):
         simulate([0], [np.nan], [[4, 4]], [[3, 3]], arrival_ms=[0.0], pools=pools)
+    with pytest.raises(ConfigError, match=r"pools: a ndarray given, expected asd.simulator.Pools \(Pools.build\)"):
+        simulate([0], [0], [[4, 4]], [[3, 3]], arrival_ms=[0.0], pools=COEFFS_2)
     with pytest.raises(ConfigError, match="n_decode holds 2.5"):
         simulate([0], [0], [[4, 4]], [[2.5, 3]], arrival_ms=[0.0], pools=pools)
     # whole-number floats are the same run as integers
@@ -355,6 +357,8 @@ def test_arrival_times_refuse_a_bad_count_rate_or_burstiness():
         with pytest.raises(ConfigError, match="burstiness cv=.*: must be a finite number > 0"):
             arrival_times(3, process="gamma", rate=20.0, cv=cv)
     assert arrival_times(np.int64(0), rate=np.float32(20.0)).shape == (0,)
+    for cv in (1e-9, 1e-170, 5e-324):  # near-deterministic gaps: evenly spaced, not NaN or 1/0
+        np.testing.assert_allclose(arrival_times(3, process="gamma", rate=20.0, cv=cv), [50.0, 100.0, 150.0])
     np.testing.assert_array_equal(arrival_times(np.int64(5), rate=np.array(20.0), seed=2),
                                   arrival_times(5, rate=20.0, seed=2))
 

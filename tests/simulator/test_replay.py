@@ -160,6 +160,10 @@ def test_replay_refuses_bad_inputs_with_a_policy_error():
         replay(inputs, (np.array([3]), np.ones((3, 2), dtype=np.uint8)))
     with pytest.raises(PolicyError, match="tier_bins holds bins"):
         ReplayInputs.build(bins + 5, **ok, n_bins=2)
+    with pytest.raises(PolicyError, match=r"tables: a str given, expected a solved Policy.*\(Policy.load reads"):
+        replay(inputs, "policy.npz")
+    with pytest.raises(PolicyError, match=r"tables: a list given, expected a solved Policy or \(start_table"):
+        replay(inputs, [np.array([0]), np.ones((3, 2), dtype=np.uint8)])
 
 
 def test_replay_result_summary_has_latency_percentiles_and_stop_fractions():
