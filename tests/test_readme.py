@@ -156,18 +156,21 @@ def _comparable(text: str) -> str:
 
 
 def test_readme_has_checked_examples():
-    assert len(checked_examples()) >= 4  # calibrate, the DES queues, sweep and check
+    assert len(checked_examples()) >= 6  # calibrate, the DES queues, sweep, policy_reference and check (twice)
 
 
 @pytest.mark.parametrize("line, runs", [pytest.param(*e, id=f"line{e[0]}") for e in checked_examples()])
 def test_readme_checked_example_prints_what_the_readme_shows(line, runs, tmp_path):
     """Each command of a marked example, run from a directory that has the repository's tests/
-    (the committed check policy) at 120 columns, prints what the README shows: stdout and
-    stderr as a terminal shows them, or only stdout where the command is a pipeline."""
-    (tmp_path / "tests").symlink_to(REPO / "tests")
+    (the committed check policy) and scripts/ at 120 columns, prints what the README shows: stdout
+    and stderr as a terminal shows them, or only stdout where the command is a pipeline or sends
+    its stderr elsewhere itself (`2>/dev/null`)."""
+    for shared in ("tests", "scripts"):
+        (tmp_path / shared).symlink_to(REPO / shared)
     env = {**os.environ, "COLUMNS": "120", "NO_COLOR": "1"}
     for command, shown in runs:
-        done = subprocess.run(["bash", "-c", command if "|" in command else command + " 2>&1"], cwd=tmp_path,
+        whole = command if "|" in command or "2>" in command else command + " 2>&1"
+        done = subprocess.run(["bash", "-c", whole], cwd=tmp_path,
                               env=env, capture_output=True, text=True, timeout=600)
         printed = done.stdout
         assert same_output(_comparable(shown), _comparable(printed)), (
