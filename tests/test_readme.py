@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import SHARED_DATA
+
 REPO = Path(__file__).resolve().parents[1]
 WRITES = re.compile(r"(?:\s-o\s+|\s--out\s+|\s--json\s+|\s>\s+)(\S+)")
 
@@ -129,24 +131,42 @@ def test_the_main_job_prints_the_figures_the_readme_shows(tmp_path):
         assert shown[name] == printed, f"README's main job, row {name}: shows {shown[name]}, the command prints {printed}"
 
 
-def checked_examples() -> list[tuple[int, list[tuple[str, str]]]]:
-    """(line, [(command, shown output)]) for each code block marked `<!-- checked-example -->`:
-    its `$ ` lines and what the README shows after each."""
+MARKER = re.compile(r"<!-- checked-example(?:: ([a-z, -]+))? -->")
+MARKER_FLAGS = {"trimmed", "shared-data"}
+
+
+def checked_examples() -> list[tuple[int, list[tuple[str, str]], frozenset[str]]]:
+    """(line, [(command, shown output)], flags) for each code block marked `<!-- checked-example -->`:
+    its `$ ` lines (a trailing backslash continues one) and what the README shows after each.
+    Flags after the marker's colon: `trimmed` (the README shows some of the lines, in order) and
+    `shared-data` (the commands read ../shared/data)."""
     lines, examples = (REPO / "README.md").read_text().splitlines(), []
     for at, line in enumerate(lines):
-        if line.strip() != "<!-- checked-example -->":
+        marker = MARKER.fullmatch(line.strip())
+        if not marker:
             continue
+        flags = frozenset(f.strip() for f in (marker.group(1) or "").split(",") if f.strip())
+        assert flags <= MARKER_FLAGS, f"README line {at + 1}: unknown marker flags {sorted(flags - MARKER_FLAGS)}"
         assert lines[at + 1].startswith("```"), f"README line {at + 1}: the marker must sit right above a code block"
         end = next(i for i in range(at + 2, len(lines)) if lines[i].startswith("```"))
-        runs = []
+        runs, continued = [], False
         for text in lines[at + 2 : end]:
-            if text.startswith("$ "):
-                runs.append((text[2:], []))
+            if continued:
+                runs[-1][0] = runs[-1][0][:-1] + " " + text.strip()
+            elif text.startswith("$ "):
+                runs.append([text[2:], []])
             else:
                 assert runs, f"README line {at + 1}: a checked example starts with its `$ ` command"
                 runs[-1][1].append(text)
-        examples.append((at + 1, [(command, "\n".join(shown)) for command, shown in runs]))
+            continued = bool(runs) and not runs[-1][1] and runs[-1][0].endswith("\\")
+        examples.append((at + 1, [(command, "\n".join(shown)) for command, shown in runs], flags))
     return examples
+
+
+def shows_in_order(shown: str, printed: str) -> bool:
+    """Every line the README shows is a line printed, in the same order (same_output per line)."""
+    printed_lines = iter(printed.splitlines())
+    return all(any(same_output(want, got) for got in printed_lines) for want in shown.splitlines() if want)
 
 
 def _comparable(text: str) -> str:
@@ -156,22 +176,36 @@ def _comparable(text: str) -> str:
 
 
 def test_readme_has_checked_examples():
-    assert len(checked_examples()) >= 6  # calibrate, the DES queues, sweep, policy_reference and check (twice)
+    examples = checked_examples()
+    assert len(examples) >= 8  # calibrate, the DES queues, sweep, policy_reference, check (twice), the worked examples
+    assert sum("shared-data" in flags for _, _, flags in examples) >= 2
+    assert shows_in_order("b 2\nd 4.0", "a\nb 2\nc\nd 4.0000000000001")
+    assert not shows_in_order("d 4\nb 2", "b 2\nd 4")  # out of order
+    assert not shows_in_order("b 3", "b 2")
 
 
-@pytest.mark.parametrize("line, runs", [pytest.param(*e, id=f"line{e[0]}") for e in checked_examples()])
-def test_readme_checked_example_prints_what_the_readme_shows(line, runs, tmp_path):
+@pytest.mark.parametrize("line, runs, flags", [pytest.param(*e, id=f"line{e[0]}") for e in checked_examples()])
+def test_readme_checked_example_prints_what_the_readme_shows(line, runs, flags, tmp_path):
     """Each command of a marked example, run from a directory that has the repository's tests/
-    (the committed check policy) and scripts/ at 120 columns, prints what the README shows: stdout
-    and stderr as a terminal shows them, or only stdout where the command is a pipeline or sends
-    its stderr elsewhere itself (`2>/dev/null`)."""
+    (the committed check policy) and scripts/, with ../shared/data beside it where the example
+    reads it, at 120 columns, prints what the README shows: stdout and stderr as a terminal shows
+    them, or only stdout where the command is a pipeline or sends its stderr elsewhere itself
+    (`2>/dev/null`); all of it, or the lines shown in order where the README trims."""
+    cwd = tmp_path / "repo"
+    cwd.mkdir()
+    if "shared-data" in flags:
+        if not SHARED_DATA.is_dir():
+            pytest.skip(f"real public data not found at {SHARED_DATA} (set ASD_SHARED_DATA)")
+        (tmp_path / "shared").mkdir()
+        (tmp_path / "shared" / "data").symlink_to(SHARED_DATA.resolve())
     for shared in ("tests", "scripts"):
-        (tmp_path / shared).symlink_to(REPO / shared)
+        (cwd / shared).symlink_to(REPO / shared)
     env = {**os.environ, "COLUMNS": "120", "NO_COLOR": "1"}
+    compare = shows_in_order if "trimmed" in flags else same_output
     for command, shown in runs:
         whole = command if "|" in command or "2>" in command else command + " 2>&1"
-        done = subprocess.run(["bash", "-c", whole], cwd=tmp_path,
+        done = subprocess.run(["bash", "-c", whole], cwd=cwd,
                               env=env, capture_output=True, text=True, timeout=600)
         printed = done.stdout
-        assert same_output(_comparable(shown), _comparable(printed)), (
+        assert compare(_comparable(shown), _comparable(printed)), (
             f"README line {line}: `{command}` now prints\n{printed}\n--- the README shows\n{shown}")
