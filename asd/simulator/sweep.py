@@ -22,7 +22,8 @@ QUALITY_SLACK = 0.02   # "≤ 2 % quality loss against always-last", relative
 # The policy's cost at each of these losses, and their mean: one level reads one step of the
 # frontier, which a few requests move on a ladder of hundreds; three levels average that out.
 LOSS_LEVELS = (0.01, 0.02, 0.03)
-BUDGET_LEVELS = 24     # cost budgets the tuned baselines are picked at
+BUDGET_LEVELS = 24     # cost budgets up to always-last's the tuned baselines are picked at
+EXTRA_BUDGET_LEVELS = 8  # and beyond it, up to the cost of climbing every tier
 
 
 def _point(out, ev, lam=None, timed=None) -> dict:
@@ -63,6 +64,11 @@ def baseline_frontiers(ev: Evaluation, lam_for_protocol: float = 1.0, timed=None
     out = {name: [point(o)] for name, o in ev.fixed_baselines(lam_for_protocol).items()}
     first = float(ev.arrays.cost[:, 0].sum() / ev.cost_last) if ev.cost_last > 0 else 0.0
     budgets = np.linspace(min(first, 1.0), 1.0, BUDGET_LEVELS)
+    # a threshold cascade may cost more than always-last (every tier climbed: the pipeline);
+    # where the ladder's first tier is the dearer one, that is its whole range
+    top = out["pipeline"][0]["cost_rel"]
+    if top > 1.0:
+        budgets = np.concatenate([budgets, np.linspace(1.0, top, EXTRA_BUDGET_LEVELS + 1)[1:]])
     for name in B.TUNED:
         pts, seen = [], set()
         for b in budgets:

@@ -94,6 +94,27 @@ def test_the_oracle_bounds_the_quality_of_every_policy_point_and_baseline(evalua
     assert len(result["baselines"]["fixed-2stage"]) == 1 and len(result["baselines"]["threshold"]) >= 2
 
 
+def test_tuned_baselines_are_picked_over_the_costs_they_can_reach(evaluation):
+    """Cost budgets run from always-first to always-last and on to climbing every tier (the
+    pipeline): a threshold cascade may cost more than always-last, and where the first tier is
+    the dearer one (the built-in ladder) that is its whole range."""
+    from asd.simulator.sweep import BUDGET_LEVELS, EXTRA_BUDGET_LEVELS, baseline_frontiers
+
+    frontiers = baseline_frontiers(evaluation)
+    top = frontiers["pipeline"][0]["cost_rel"]
+    budgets = [p["budget"] for p in frontiers["threshold"]]
+    assert max(budgets) <= max(top, 1.0) + 1e-12 and min(budgets) < 1.0  # synth: speculative, top < 1
+    assert len(frontiers["threshold"]) <= BUDGET_LEVELS + EXTRA_BUDGET_LEVELS
+    builtin = baseline_frontiers(Evaluation("builtin", folds=5, seed=0))
+    first = builtin["always-smollm2-135m"][0]["cost_rel"]
+    assert first > 1.0  # the built-in ladder's first tier is the dearer one
+    threshold = builtin["threshold"]
+    assert len(threshold) >= 3 and threshold[0]["cost_rel"] == pytest.approx(first)
+    assert threshold[-1]["cost_rel"] > first + 0.5  # cascades that climb, not only always-first
+    assert max(p["budget"] for p in threshold) <= builtin["pipeline"][0]["cost_rel"] + 1e-12
+    assert len(builtin["router"]) >= 2
+
+
 def test_policy_latency_is_monotone_in_lambda_without_stage0(synth):
     ev = Evaluation(synth, folds=3, seed=0, stage0=False)
     lams = np.geomspace(1e-3, 1e6, 40)
