@@ -267,10 +267,7 @@ def check_view_options(view, *, mode: str = "replay", replicas=1, explain_id: st
                           f"({' → '.join(view.tier_names)}); give one count, or one per tier")
     if explain_id is None:
         return
-    ids = view.request_ids.astype(str)
-    matches = np.flatnonzero(ids == str(explain_id))
-    if matches.size == 0:
-        raise ConfigError(f"--explain {explain_id!r}: no such request in {view.path}")
+    matches = _request_rows(view, explain_id)
     held_split = split if split is not None else ("test" if view.has_split and folds is None else None)
     if held_split is not None and view.split[matches[0]] != held_split:
         raise ConfigError(f"--explain {explain_id!r}: the request is in split {view.split[matches[0]]!r}, not the "
@@ -353,12 +350,20 @@ def simulate(bundle="builtin", *, tau_max: float, stat: str = "p95", mode: str =
     }
 
 
+def _request_rows(view, request_id) -> np.ndarray:
+    """Rows of `request_id` in the view, or a ConfigError that shows what its ids look like."""
+    ids = view.request_ids.astype(str)
+    matches = np.flatnonzero(ids == str(request_id))
+    if matches.size == 0:
+        shown = ", ".join(ids[:3]) + (", …" if ids.size > 3 else "")
+        raise ConfigError(f"--explain {request_id!r}: no such request in {view.path} (its request ids: {shown})")
+    return matches
+
+
 def explain(ev: Evaluation, request_id: str, lam: float) -> dict:
     """The protocol's debugger for one request: its output per tier, features, p̂, bin, the
     stop and continue values and the decision, under its own fold's policy at λ."""
-    matches = np.flatnonzero(ev.view.request_ids.astype(str) == str(request_id))
-    if matches.size == 0:
-        raise ConfigError(f"--explain {request_id!r}: no such request in {ev.view.path}")
+    matches = _request_rows(ev.view, request_id)
     row = int(matches[0])
     for f in ev.folds:
         where = np.flatnonzero(f.held == row)

@@ -262,6 +262,8 @@ def print_explain(ex: dict, console: Console | None = None) -> None:
                       f"{stage0['threshold']:.3f} ({scores})")
     elif stage0:
         console.print(f"stage 0: prompt bin {stage0['prompt_bin']}")
+    console.print("values: the expected cost from that tier on: stop = λ × (1 − its bin's acceptance), continue = "
+                  "the next tier's GPU cost + its expected value; the lower one decides (ties stop)", highlight=False)
     for t in ex["tiers"]:
         ran = "ran" if t["ran"] else "not run"
         cont = "—" if t["continue_value"] is None else f"{t['continue_value']:.4g}"

@@ -296,7 +296,8 @@ def test_explain_shows_one_requests_walk(evaluation):
     ex = explain(evaluation, rid, 10.0)
     assert ex["request_id"] == rid and len(ex["tiers"]) == 3
     assert {t["decision"] for t in ex["tiers"]} <= {"stop", "continue"}
-    with pytest.raises(ConfigError, match="no such request"):
+    ids = evaluation.view.request_ids.astype(str)
+    with pytest.raises(ConfigError, match=rf"no such request in .* \(its request ids: {ids[0]}, {ids[1]}, {ids[2]}, …\)"):
         explain(evaluation, "not-a-request", 10.0)
 
 
@@ -360,7 +361,8 @@ def test_bad_input_is_one_line_and_exit_2(args, message):
 @pytest.mark.parametrize("args, message", [
     (["simulate", "--tau-max", "800", "--mode", "des", "--rate", "2", "--replicas", "1,2,3"], "has 2 tiers"),
     (["sweep", "--mode", "des", "--rate", "2", "--replicas", "1,1,1,1"], "has 2 tiers"),
-    (["simulate", "--tau-max", "800", "--explain", "not-a-request"], "no such request in " + BUILTIN_PATH),
+    (["simulate", "--tau-max", "800", "--explain", "17"],
+     f"no such request in {BUILTIN_PATH} (its request ids: b0000, b0001, b0002, …)"),
     (["simulate", "--tau-max", "800", "--risk", "lcb:7"], "G in [0.5, 1)"),
     (["sweep", "--risk", "lcb:0.3"], "G in [0.5, 1)"),
     (["calibrate", "builtin", "-o", "p.npz", "--risk", "lcb:1"], "G in [0.5, 1)"),
@@ -406,7 +408,7 @@ def test_explain_of_a_calibration_request_is_refused_before_calibrating(tmp_path
     assert "calibrating" not in result.output and "Traceback" not in result.output
     result = CliRunner().invoke(main, ["simulate", str(bundle), "--tau-max", "800", "--explain", test_id])
     assert result.exit_code == 0, result.output
-    assert test_id in result.output
+    assert test_id in result.output and "values: the expected cost from that tier on" in result.output
 
 
 def test_explain_decisions_agree_with_the_replayed_walk(evaluation):
@@ -425,6 +427,10 @@ def test_explain_decisions_agree_with_the_replayed_walk(evaluation):
             decisions = [t["decision"] for t in ex["tiers"][start:stop]]
             assert all(d == "continue" for d in decisions)
             assert stop == len(names) - 1 or ex["tiers"][stop]["decision"] == "stop"
+            for t in ex["tiers"]:  # the values shown are the ones that decide (ties stop)
+                if t["continue_value"] is not None:
+                    stops = t["stop_value"] <= t["continue_value"] + 1e-12 * max(1.0, abs(t["continue_value"]))
+                    assert (t["decision"] == "stop") == stops
 
 
 def test_sweep_ablation_and_csv(synth, tmp_path):
