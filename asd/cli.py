@@ -162,9 +162,9 @@ def main():
     ladder to stop, trading GPU cost and latency against quality."""
 
 
-@main.group(cls=AsdGroup)
+@main.group(cls=AsdGroup, short_help="Import, inspect, validate, split, merge, synth trace bundles.")
 def traces():
-    """Import, inspect, validate, split and synthesise trace bundles."""
+    """Import, inspect, validate, split, merge and synthesise trace bundles."""
 
 
 # --- traces commands (asd traces import/inspect/validate/split/synth/merge) ---
@@ -173,19 +173,29 @@ def traces():
 from asd.traces.importers import IMPORTERS, import_trace, summary_lines  # noqa: E402
 
 
-@traces.command(
-    "import",
-    epilog="\b\nFormats:\n" + "\n".join(f"  {name:<14} {cls.summary}" for name, cls in IMPORTERS.items()),
-)
+def _formats_epilog() -> str:
+    """`asd traces import --help`'s list of formats, each summary wrapped to fit 80 columns
+    (a `\\b` paragraph is printed as it is, so click would not wrap it)."""
+    import textwrap
+
+    lines = ["\b", "Formats:"]
+    for name, cls in IMPORTERS.items():
+        wrapped = textwrap.wrap(cls.summary, width=59)  # 80 − the epilog's indent (2) − 2 − 15 − 2
+        lines += [f"  {name:<14} {wrapped[0]}"] + [f"  {'':<14} {rest}" for rest in wrapped[1:]]
+    return "\n".join(lines)
+
+
+@traces.command("import", short_help="Import outside results as a trace bundle.", epilog=_formats_epilog())
 @click.argument("fmt", metavar="FORMAT", type=click.Choice(list(IMPORTERS)))
 @click.argument("src", metavar="SRC", type=click.Path(path_type=Path))
 @click.option("-o", "--out", required=True, type=click.Path(path_type=Path), help="Bundle directory to write.")
-@click.option("--tiers", help="jsonl/csv: NAME[:PARAMS_B[:TP]],... in ladder order.")
-@click.option("--models", help="mmlu-pro/alpaca-eval/option-logits: model names as in the data, ladder order.")
+@click.option("--tiers", help="jsonl/csv (required): NAME[:PARAMS_B[:TP]],... in ladder order (TP: tensor-parallel GPUs).")
+@click.option("--models", help="mmlu-pro/alpaca-eval/option-logits (required): model names as in the data, "
+                               "comma-separated, in ladder order.")
 @click.option("--annotator", help="alpaca-eval: judge whose preferences give quality (default: one labelling every model; 'none': no labels).")
 @click.option("--prompt-style", help="option-logits: base, shared or task (default task).")
 @click.option("--icl-demos", type=int, help="option-logits: 0 or 1 in-context demos (default 1).")
-@click.option("--source-repo", help="spec-bench: which fork's runs (default yukiki-jc/Spec-Bench).")
+@click.option("--source-repo", help="spec-bench: the fork whose runs are read (default: yukiki-jc/Spec-Bench).")
 @click.option("--dataset", help="spec-bench: question set (default spec_bench).")
 @click.option("--method", help="spec-bench: draft-model run whose accepted lengths give drafts (default sps-68m).")
 @click.option("--verify-model", help="spec-bench: the verify tier (default vicuna-7b-v1.3).")
@@ -198,8 +208,10 @@ def traces_import(fmt, src, out, overwrite, json_path, **options):
     """Import outside results SRC (a file or directory) in FORMAT as a trace bundle.
 
     \b
-    asd traces import jsonl runs.jsonl --tiers llama-8b:8:1,llama-70b:70:4 -o bundle
-    asd traces import mmlu-pro DIR --models Meta-Llama-3_1-8B,Meta-Llama-3_1-70B -o bundle
+    asd traces import jsonl runs.jsonl -o bundle \\
+        --tiers llama-8b:8:1,llama-70b:70:4
+    asd traces import mmlu-pro DIR -o bundle \\
+        --models Meta-Llama-3_1-8B,Meta-Llama-3_1-70B
     """
     summary = import_trace(fmt, src, out, overwrite=overwrite, **options)
     for line in summary_lines(summary):
@@ -207,7 +219,7 @@ def traces_import(fmt, src, out, overwrite, json_path, **options):
     write_json(json_path, summary)
 
 
-@traces.command("validate")
+@traces.command("validate", short_help="Check a bundle against the trace schema; exit 1 if invalid.")
 @click.argument("bundle", type=BUNDLE)
 @click.option("--max-problems", default=20, show_default=True, type=click.IntRange(1), help="Stop after this many problems.")
 @json_option("Also write the result as JSON here.")
@@ -233,7 +245,7 @@ def traces_validate(bundle, max_problems, json_path):
     click.echo(f"ok: {bundle} is a valid trace bundle (schema v1)")
 
 
-@traces.command("inspect")
+@traces.command("inspect", short_help="Summarise a bundle: tiers, quality, signals, oracle.")
 @click.argument("bundle", default="builtin", type=BUNDLE)
 @click.option("--threshold", default=0.5, show_default=True, type=FloatRange(0, 1),
               help="Quality at or above which an answer counts as acceptable (where `accepted` is null).")
@@ -252,7 +264,7 @@ def traces_inspect(bundle, threshold, json_path):
     write_json(json_path, summary)
 
 
-@traces.command("split")
+@traces.command("split", short_help="Split a bundle's requests into calibration and test.")
 @click.argument("bundle", type=BUNDLE)
 @click.option("--test-frac", default=0.3, show_default=True, type=float, help="Share of requests (per task) held out for test.")
 @click.option("--seed", default=0, show_default=True, type=int)
@@ -272,19 +284,21 @@ def traces_split(bundle, test_frac, seed, out, overwrite, json_path):
     write_json(json_path, result)
 
 
-@traces.command("synth")
+@traces.command("synth", short_help="Write a synthetic bundle (for tests and benchmarks).")
 @click.option("-n", "--requests", "n_requests", required=True, type=int, help="Number of requests (10..10^6).")
 @click.option("--tiers", "n_tiers", default=4, show_default=True, type=int, help="Number of tiers (2..8).")
 @click.option("--seed", required=True, type=click.IntRange(0))
 @click.option("--informativeness", default=0.6, show_default=True, type=float,
               help="How much the logprob signals tell about correctness: 0 = noise, 1 = perfect.")
-@click.option("--tasks", "n_tasks", default=4, show_default=True, type=click.IntRange(1))
+@click.option("--tasks", "n_tasks", default=4, show_default=True, type=click.IntRange(1),
+              help="Number of tasks (each shifts the requests' difficulty).")
 @click.option("--token-lists", is_flag=True, help="Also write per-token logprob/entropy lists (large).")
-@click.option("-o", "--out", required=True, type=click.Path(file_okay=False))
+@click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="Bundle directory to write.")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
 def traces_synth(n_requests, n_tiers, seed, informativeness, n_tasks, token_lists, out, overwrite):
-    """Write a SYNTHETIC bundle (for tests and benchmarks only): correlated per-tier
-    correctness from a latent difficulty, logprob-like signals, token counts, timings, drafts."""
+    """Write a SYNTHETIC bundle (for tests and benchmarks only): each tier's correctness
+    correlated through a latent difficulty, logprob-like signals, token counts, timings,
+    arrival times, drafts."""
     from asd.traces.synth import write_synthetic_bundle
 
     bundle = write_synthetic_bundle(out, n_requests, n_tiers, seed, overwrite=overwrite,
@@ -292,9 +306,9 @@ def traces_synth(n_requests, n_tiers, seed, informativeness, n_tasks, token_list
     click.echo(f"{out}: synthetic bundle, {n_requests} requests, tiers {', '.join(bundle.tier_names)} (seed {seed})")
 
 
-@traces.command("merge")
+@traces.command("merge", short_help="Join bundles recorded as shards (asd record --shard).")
 @click.argument("bundles", nargs=-1, required=True, type=BUNDLE)
-@click.option("-o", "--out", required=True, type=click.Path(file_okay=False))
+@click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="Bundle directory to write.")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
 def traces_merge(bundles, out, overwrite):
     """Join BUNDLES recorded as shards (`asd record --shard i/n`) into OUT. Refuses bundles
@@ -309,7 +323,9 @@ def traces_merge(bundles, out, overwrite):
 # --- calibration and simulation commands (asd calibrate / simulate / sweep) ---
 
 COST_MODEL_HELP = ("trace: recorded timings; profile: the committed GPU hardware profile; params: parameters x "
-                   "tokens (default: trace when the bundle has timings, else profile).")
+                   "tokens (default: trace when every tier has recorded timings, else profile).")
+EVAL_COST_MODEL_HELP = COST_MODEL_HELP.replace("(default: ", "(default: the --policy file's own, else ")
+RISK_HELP = "mean, or lcb:G for a lower credible bound at level G in [0.5, 1) (e.g. lcb:0.9)."
 
 
 def _progress(label):
@@ -320,23 +336,31 @@ def _progress(label):
     return note
 
 
-@main.command("calibrate")
+@main.command("calibrate", short_help="Fit a policy file on a trace bundle.")
 @click.argument("bundle", type=BUNDLE)
 @click.option("-o", "--out", default=None, type=JsonPath("-o", makes_parents=True),
               help="Policy file to write (.npz); required unless --predictor gbt-reference.")
 @click.option("--predictor", default="logistic", show_default=True,
               type=click.Choice(["logistic", "mlp", "gbt-reference"]),
               help="gbt-reference: report its metrics only (not exportable to a policy).")
-@click.option("--features", "groups", default=None, help="Comma-separated feature groups (default: every group the trace supports).")
-@click.option("--bins", "n_bins", default=None, type=click.IntRange(1), help="Bins per tier, each on its own requests (default: 4x about sqrt(N)/2 within 4..20, each pooling its 4 neighbours on either side).")
-@click.option("--risk", default="mean", show_default=True, help="mean, or lcb:G for a lower credible bound at level G (e.g. lcb:0.9).")
+@click.option("--features", "groups", default=None,
+              help="Comma-separated feature groups out of logprob, entropy, length, format, content, agreement, "
+                   "draft (default: every group the trace supports).")
+@click.option("--bins", "n_bins", default=None, type=click.IntRange(1),
+              help="Bins per tier, each on its own requests (default: 4 × (√N/2 clamped to 4..20), fewer on tiny "
+                   "bundles, each pooling its 4 neighbours on either side).")
+@click.option("--risk", default="mean", show_default=True, help=RISK_HELP)
 @click.option("--stage0/--no-stage0", default=True, show_default=True, help="Let the prompt alone choose a deeper start tier.")
 @click.option("--prompt-text/--no-prompt-text", default=True, show_default=True,
-              help="Stage 0 also reads the prompt's words (TF-IDF, a logistic regression per tier); the policy file "
-                   "then keeps the words and word pairs found in at least 2 (3 from 2,000 requests) calibration prompts.")
+              help="Stage 0 also reads the prompt's words with a TF-IDF logistic regression per tier; the policy "
+                   "file then keeps the words and word pairs found in at least 2 (3 from 2,000 requests) "
+                   "calibration prompts.")
 @click.option("--cost-model", default=None, help=COST_MODEL_HELP)
 @click.option("--split", default="calibration", show_default=True, help="Fit on this split when the bundle has one (else on every request).")
-@click.option("--lambda", "lam", default=1.0, show_default=True, type=float, help="λ the policy is solved at (simulate chooses its own).")
+@click.option("--lambda", "lam", default=1.0, show_default=True, type=float,
+              help="λ the policy is solved at: the cost charged for an unacceptable answer, in the cost model's unit "
+                   "(GPU-ms under trace/profile). check, live and serve run the policy at this λ; simulate and "
+                   "sweep search their own.")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(0))
 @click.option("--plots", "plots", default=None, type=PlotsDir(), help="Write the reliability diagram here.")
 @json_option("Write the report as JSON.")
@@ -369,17 +393,22 @@ def calibrate_command(bundle, out, predictor, groups, n_bins, risk, stage0, prom
 def _evaluation_options(f):
     for option in reversed([
         click.argument("bundle", default="builtin", type=BUNDLE),
-        click.option("--split", default=None, help="Replay on this split (e.g. test) of a split bundle."),
-        click.option("--folds", default=None, type=click.IntRange(2), help="Pooled K-fold cross-fitting (default 5 without a split column)."),
-        click.option("--cost-model", default=None, help=COST_MODEL_HELP),
+        click.option("--split", default=None,
+                     help="Replay on this split of a split bundle, calibrating on the rest (default: test when "
+                          "the bundle has a split column)."),
+        click.option("--folds", default=None, type=click.IntRange(2),
+                     help="Pooled K-fold cross-fitting instead of --split (default: 5 when the bundle has no "
+                          "split column)."),
+        click.option("--cost-model", default=None, help=EVAL_COST_MODEL_HELP),
         click.option("--predictor", default="logistic", show_default=True, type=click.Choice(["logistic", "mlp"])),
         click.option("--stage0/--no-stage0", default=True, show_default=True),
-        click.option("--risk", default="mean", show_default=True, help="mean, or lcb:G."),
+        click.option("--risk", default="mean", show_default=True, help=RISK_HELP),
         click.option("--seed", default=0, show_default=True, type=click.IntRange(0)),
         click.option("--plots", default=None, type=PlotsDir(), help="Write PNG plots here."),
         click.option("--policy", default=None, type=click.Path(dir_okay=False),
                      help="Replay this policy file (from `asd calibrate`) instead of calibrating one: on the test "
-                          "split, else on every request; only the tuned baselines are fitted."),
+                          "split, else on every request; only the tuned baselines are fitted (--predictor, "
+                          "--stage0 and --risk have no effect)."),
     ]):
         f = option(f)
     return f
@@ -391,7 +420,8 @@ def _des_options(pools: bool):
     options = [
         click.option("--mode", default="replay", show_default=True, type=click.Choice(["replay", "des"]),
                      help="replay: each request alone (no contention); des: discrete-event simulation under load."),
-        click.option("--rate", default=None, type=float, help="des: arrival rate, requests per second."),
+        click.option("--rate", default=None, type=float,
+                     help="des: arrival rate in requests per second (required unless --arrivals trace)."),
         click.option("--arrivals", default="poisson", show_default=True, type=click.Choice(["poisson", "gamma", "trace"]),
                      help="des: Poisson at --rate, bursty gamma gaps at --rate (--cv), or the trace's recorded offsets."),
         click.option("--cv", default=1.0, show_default=True, type=float,
@@ -404,7 +434,7 @@ def _des_options(pools: bool):
             click.option("--replicas", default="1", show_default=True,
                          help="des: replicas per tier, one number or one per tier (1,1,2)."),
             click.option("--max-batch", default=256, show_default=True, type=click.IntRange(1, 2**31 - 1),
-                         help="des: continuous-batching limit per replica."),
+                         help="des: continuous-batching limit per replica (sequences in a batch)."),
         ]
 
     def decorate(f):
@@ -414,14 +444,15 @@ def _des_options(pools: bool):
     return decorate
 
 
-@main.command("simulate")
+@main.command("simulate", short_help="Choose λ for a latency limit on held-out requests, vs baselines.")
 @_evaluation_options
 @click.option("--tau-max", required=True, type=float, help="Latency limit in ms for the statistic --stat.")
 @click.option("--stat", default="p95", show_default=True, type=click.Choice(["mean", "p50", "p95", "p99"]))
 @_des_options(pools=True)
 @click.option("--chrome-trace", "chrome_trace", default=None, type=JsonPath("--chrome-trace"),
               help="des: write the chosen policy's run as a chrome://tracing file (one span per request per tier).")
-@click.option("--explain", "explain_id", default=None, help="Show one request's walk: outputs, features, p̂, values, decisions.")
+@click.option("--explain", "explain_id", default=None, metavar="REQUEST_ID",
+              help="Also show this held-out request's walk: outputs, features, p̂, values, decisions.")
 @json_option("Write the results as JSON.")
 def simulate_command(bundle, split, folds, cost_model, predictor, stage0, risk, seed, plots, policy, tau_max, stat,
                      mode, rate, arrivals, cv, scheduler, replicas, max_batch, chrome_trace, explain_id, json_path):
@@ -447,18 +478,21 @@ def simulate_command(bundle, split, folds, cost_model, predictor, stage0, risk, 
     write_json(json_path, result)
 
 
-@main.command("sweep")
+@main.command("sweep", short_help="Quality/cost/latency frontiers of the policy and baselines.")
 @_evaluation_options
 @click.option("--ablate", default=None, type=click.Choice(["features", "risk"]), help="Also compare frontiers without each feature group, or across risk levels.")
 @click.option("--csv", "csv_path", default=None, type=JsonPath("--csv"), help="Write every frontier point as CSV.")
 @click.option("--repeats", default=1, show_default=True, type=click.IntRange(1),
-              help="Repeat the quality check over this many fold seeds (seed, seed+1, …): mean and spread.")
+              help="Repeat the ≤ 2%-loss comparison over this many fold seeds (seed, seed+1, …; pooled folds "
+                   "only) and print its mean, SD and range.")
 @_des_options(pools=True)
 @json_option("Write the frontiers as JSON.")
 def sweep_command(bundle, split, folds, cost_model, predictor, stage0, risk, seed, plots, policy, ablate, csv_path,
                   repeats, mode, rate, arrivals, cv, scheduler, replicas, max_batch, json_path):
-    """The quality/cost/latency frontier of the policy (every distinct policy over λ) and of every
-    baseline on held-out requests of BUNDLE (default: the built-in trace)."""
+    """The quality/cost/latency frontier, on held-out requests of BUNDLE (default: the built-in
+    trace), of the policy (every distinct policy over λ) and of every baseline; then, at ≤ 2%
+    quality loss against always-last, the GPU cost of the policy, of the best simple policy and
+    of the oracle."""
     from asd.simulator.report import print_sweep
     from asd.simulator.sweep import run_sweep
 
@@ -506,17 +540,18 @@ def _warn(result: dict) -> None:
         click.echo(f"warning: {warning}", err=True)
 
 
-@main.command("check")
+@main.command("check", short_help="Test a policy's promises on trace bundles (for CI).")
 @click.argument("policy", type=click.Path(dir_okay=False))
 @click.argument("bundles", nargs=-1, required=True, type=BUNDLE)
-@click.option("--min-quality", type=float, default=None, help="Quality (mean score over labelled requests) >= Q.")
+@click.option("--min-quality", type=float, default=None, metavar="Q", help="Quality (mean score over labelled requests) >= Q.")
 @click.option("--max-loss-vs-last", type=float, default=None, metavar="PCT",
               help="Quality loss against always-last on the same requests, in %, <= PCT.")
 @click.option("--max-cost-rel", type=float, default=None, metavar="C", help="GPU cost relative to always-last <= C.")
 @click.option("--max-latency", multiple=True, metavar="STAT=MS", help="Latency statistic (mean, p50, p95, p99) <= MS; repeatable.")
 @click.option("--beat", multiple=True, metavar="BASELINE[:MARGIN]",
-              help="quality >= BASELINE's − MARGIN and cost_rel <= BASELINE's + MARGIN (tuned baselines picked at "
-                   "the policy's cost on calibration rows); repeatable.")
+              help="quality >= BASELINE's − MARGIN and cost_rel <= BASELINE's + MARGIN (MARGIN absolute, default "
+                   "0). BASELINE: always-<tier>, fixed-2stage, pipeline, threshold, router, random, protocol or "
+                   "oracle (tuned ones picked at the policy's cost on calibration rows); repeatable.")
 @click.option("--against", default=None, type=click.Path(dir_okay=False), metavar="OLD_POLICY",
               help="Regression: fail where the new frontier over λ is below OLD_POLICY's by more than --tolerance at any cost level.")
 @click.option("--tolerance", default=0.0, show_default=True, type=float, help="--against: allowed quality shortfall.")
@@ -534,8 +569,9 @@ def check_command(policy, bundles, min_quality, max_loss_vs_last, max_cost_rel, 
     figure).
 
     \b
-    asd check policy.npz traces/ --min-quality 0.8 --max-latency p95=800 --max-cost-rel 0.6
-    asd check new.npz traces/ --against old.npz --tolerance 0.01 --junit check.xml
+    asd check policy.npz my-trace --min-quality 0.8 --max-latency p95=800
+    asd check policy.npz trace-a trace-b --max-cost-rel 0.6 --beat threshold
+    asd check new.npz my-trace --against old.npz --tolerance 0.01 --junit ci.xml
     """
     from asd.simulator.check import check_policy, junit_xml
     from asd.simulator.report import print_check
@@ -603,14 +639,14 @@ from asd.live.labels import LABEL_MODES  # noqa: E402
 from asd.live.record import DRAFT_MODES  # noqa: E402
 
 
-@main.command("record")
+@main.command("record", short_help="Run every tier over a prompt set; write a trace bundle.")
 @click.option("--tiers", "tiers_path", required=True, type=click.Path(dir_okay=False), help="Tier ladder config (YAML or JSON), tiers in ladder order.")
 @click.option("--prompts", "prompts_path", required=True, type=click.Path(dir_okay=False), help="Prompt set: JSONL, CSV or Parquet with prompt (request_id, reference, task optional).")
 @click.option("-o", "--output", "out", required=True, type=click.Path(file_okay=False), help="Bundle directory to write.")
 @click.option("--shard", default=None, metavar="I/N", help="Record only slice I of N (0 <= I < N, by hash of request_id).")
 @click.option("--limit", type=click.IntRange(1), default=None, help="Record only the first LIMIT prompts of the file.")
 @click.option("--drafts", type=click.Choice(DRAFT_MODES), default=DRAFT_MODES[0], show_default=True, help="Score each tier's output under every later tier, the next one, or none.")
-@click.option("--label", type=click.Choice(LABEL_MODES), default=LABEL_MODES[0], show_default=True, help="Quality rule for prompts without a reference (vs the last tier).")
+@click.option("--label", type=click.Choice(LABEL_MODES), default=LABEL_MODES[0], show_default=True, help="Quality rule for prompts without a reference: agreement (the same text as the last tier's, normalised) or bleu (sacreBLEU > 0.8 against it; needs asd[bleu]).")
 @click.option("--overwrite", is_flag=True, help="Re-record and replace an existing bundle.")
 @click.option("--restart", is_flag=True, help="Discard the results of an unfinished run in OUTPUT.partial/ and start over (after changing the tier config or options).")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
@@ -636,15 +672,16 @@ def record_command(tiers_path, prompts_path, out, shard, limit, drafts, label, o
 # --- live commands (asd serve, asd live) ---
 
 
-@main.command("serve")
+@main.command("serve", short_help="OpenAI-compatible cascade endpoint over the tier servers.")
 @click.option("--tiers", "tiers_path", required=True, type=click.Path(dir_okay=False),
               help="Tier ladder config (YAML/JSON): each tier's server URL (or a list of replica URLs).")
-@click.option("--policy", "policy_path", required=True, type=click.Path(dir_okay=False), help="Policy file from `asd calibrate`.")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (beyond loopback only with --api-key).")
+@click.option("--policy", "policy_path", required=True, type=click.Path(dir_okay=False),
+              help="Policy file from `asd calibrate` (run at the λ it was solved at).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (other than loopback: needs --api-key).")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--api-key", envvar="ASD_API_KEY", default=None, help="Bearer token required on every route but /health (env ASD_API_KEY).")
 @click.option("--max-queue", default=256, show_default=True, type=click.IntRange(1), help="Requests admitted at once; beyond: 429 with Retry-After.")
-@click.option("--feedback-file", default=None, type=click.Path(dir_okay=False), help="Where POST /v1/feedback counts persist (default POLICY.feedback.json).")
+@click.option("--feedback-file", default=None, type=click.Path(dir_okay=False), help="Where POST /v1/feedback counts persist (default: the --policy path with .feedback.json added).")
 @click.option("--no-speculative", is_flag=True, help="Regenerate at each tier instead of continuing from the draft.")
 def serve_command(tiers_path, policy_path, host, port, api_key, max_queue, feedback_file, no_speculative):
     """OpenAI-compatible endpoint in front of the cascade: POST /v1/completions and
@@ -662,17 +699,20 @@ def serve_command(tiers_path, policy_path, host, port, api_key, max_queue, feedb
           feedback_path=feedback_file, speculative=not no_speculative, announce=announce)
 
 
-@main.command("live")
+@main.command("live", short_help="Run a policy on the real servers; measured vs simulated.")
 @click.option("--tiers", "tiers_path", required=True, type=click.Path(dir_okay=False), help="Tier ladder config with each tier's server URL(s).")
-@click.option("--policy", "policy_path", required=True, type=click.Path(dir_okay=False), help="Policy file from `asd calibrate`.")
+@click.option("--policy", "policy_path", required=True, type=click.Path(dir_okay=False),
+              help="Policy file from `asd calibrate` (run at the λ it was solved at).")
 @click.option("--prompts", "prompts_path", required=True, type=click.Path(dir_okay=False), help="Prompt set (JSONL/CSV/Parquet, as for `asd record`).")
-@click.option("--rate", type=FloatRange(min=0, min_open=True), default=None, help="Open loop: Poisson arrivals at R requests/s.")
-@click.option("--concurrency", type=click.IntRange(1), default=None, help="Closed loop: C clients, each sending its next prompt when answered.")
+@click.option("--rate", type=FloatRange(min=0, min_open=True), default=None, metavar="R",
+              help="Open loop: Poisson arrivals at R requests/s. Give this or --concurrency.")
+@click.option("--concurrency", type=click.IntRange(1), default=None, metavar="C",
+              help="Closed loop: C clients, each sending its next prompt when answered.")
 @click.option("-n", "--limit", type=click.IntRange(1), default=None, help="Only the first N prompts.")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(0), help="Seed of the arrival times.")
 @click.option("-o", "--output", "out", default=None, type=click.Path(file_okay=False), help="Write the run as a trace bundle here (default: a temporary directory).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing bundle at -o.")
-@click.option("--deadline", "deadline_s", default=3600.0, show_default=True, type=FloatRange(min=1), help="Stop waiting for answers after this many seconds.")
+@click.option("--deadline", "deadline_s", default=3600.0, show_default=True, type=FloatRange(min=1), help="Stop waiting this many seconds after the first request is sent; requests not answered by then count as errors.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @json_option("Write measured vs simulated as JSON.")
 def live_command(tiers_path, policy_path, prompts_path, rate, concurrency, limit, seed, out, overwrite, deadline_s,
