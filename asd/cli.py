@@ -451,11 +451,16 @@ def _des_options(pools: bool):
 @_des_options(pools=True)
 @click.option("--chrome-trace", "chrome_trace", default=None, type=JsonPath("--chrome-trace"),
               help="des: write the chosen policy's run as a chrome://tracing file (one span per request per tier).")
+@click.option("--save-policy", "save_policy", default=None, type=click.Path(dir_okay=False),
+              help="Also write the policy to deploy: fitted on every calibration request, solved at the λ the "
+                   "deployment line's rule picks on them (within τ_max less its margin); check, live and serve "
+                   "run it as it is.")
 @click.option("--explain", "explain_id", default=None, metavar="REQUEST_ID",
               help="Also show this held-out request's walk: outputs, features, p̂, values, decisions.")
 @json_option("Write the results as JSON.")
 def simulate_command(bundle, split, folds, cost_model, predictor, stage0, risk, seed, plots, policy, tau_max, stat,
-                     mode, rate, arrivals, cv, scheduler, replicas, max_batch, chrome_trace, explain_id, json_path):
+                     mode, rate, arrivals, cv, scheduler, replicas, max_batch, chrome_trace, save_policy, explain_id,
+                     json_path):
     """Replay BUNDLE (default: the built-in trace) under a calibrated cascade policy on held-out
     requests; choose λ by bisection for the best quality whose latency statistic stays within
     --tau-max; compare every baseline at the same limit."""
@@ -463,14 +468,17 @@ def simulate_command(bundle, split, folds, cost_model, predictor, stage0, risk, 
     from asd.simulator.job import run_simulate
 
     _warn_ignored_load(mode, arrivals, also=["replicas", "max_batch", "chrome_trace"])
+    _warn_ignored_with_policy(policy)
     refuse_overwriting_inputs({"BUNDLE": bundle, "--policy": policy},
-                              {"--json": json_path, "--chrome-trace": chrome_trace, "--plots": plots})
+                              {"--json": json_path, "--chrome-trace": chrome_trace, "--plots": plots,
+                               "--save-policy": save_policy})
 
     result = run_simulate(bundle, tau_max=tau_max, stat=stat, mode=mode, rate=rate, replicas=_replicas(replicas),
                           max_batch=max_batch, split=split, folds=folds,
                           cost_model=cost_model, predictor=predictor, stage0=stage0, risk=_risk(risk), seed=seed,
                           plots=plots, explain_id=explain_id, progress=_progress("simulate"), policy=policy,
-                          scheduler=scheduler, arrivals=arrivals, cv=cv, chrome_trace=chrome_trace)
+                          scheduler=scheduler, arrivals=arrivals, cv=cv, chrome_trace=chrome_trace,
+                          save_policy=save_policy)
     _warn(result)
     print_simulation(result)
     if result.get("explain"):
@@ -497,6 +505,7 @@ def sweep_command(bundle, split, folds, cost_model, predictor, stage0, risk, see
     from asd.simulator.sweep import run_sweep
 
     _warn_ignored_load(mode, arrivals, also=["replicas", "max_batch"])
+    _warn_ignored_with_policy(policy)
     refuse_overwriting_inputs({"BUNDLE": bundle, "--policy": policy},
                               {"--json": json_path, "--csv": csv_path, "--plots": plots})
     result = run_sweep(bundle, split=split, folds=folds, cost_model=cost_model, predictor=predictor, stage0=stage0,
@@ -519,6 +528,12 @@ def _warn_ignored_load(mode: str, arrivals: str, also=()) -> None:
         _warn_ignored(["cv"], "without --arrivals gamma")
     if arrivals == "trace":
         _warn_ignored(["rate"], "with --arrivals trace")
+
+
+def _warn_ignored_with_policy(policy) -> None:
+    """A given policy file is replayed as it was fitted: the fitting options do nothing."""
+    if policy is not None:
+        _warn_ignored(["predictor", "stage0", "risk"], "with --policy (the file is replayed as it was fitted)")
 
 
 def _warn_ignored(names: list[str], reason: str) -> None:

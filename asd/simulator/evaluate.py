@@ -352,6 +352,21 @@ class Evaluation:
                                  f"(content hash {known[:12]}…) and these requests were in its calibration data; "
                                  "figures are optimistic")
 
+    def deployment_fold(self) -> Fold:
+        """The policy a deployment runs, fitted as each fold's is but on every calibration request
+        (all of them under pooled folds, up to `max_calibration_rows`; the calibration split's
+        otherwise). Nothing is held out: its held rows are its calibration rows, and it is meant
+        for `walk_calibration` (their out-of-fold bins), as the folds' deployment check uses."""
+        if self.fixed is not None:
+            raise ConfigError("a given policy is replayed as it is: there is no policy to fit for deployment")
+        if self.design["split"] is None:
+            cal = subsample_rows(np.arange(self.view.n_requests), self.design["max_calibration_rows"],
+                                 self.options["seed"])
+        else:
+            cal = self.folds[0].cal
+        arrays = ladder_arrays(self.view, self.costs, cal)
+        return self._fold(cal, cal, arrays, arrays)
+
     def _fold(self, cal: np.ndarray, held: np.ndarray, held_arrays: LadderArrays, cal_arrays: LadderArrays) -> Fold:
         o, fs = self.options, self.features
         if self.fixed is None:

@@ -11,6 +11,7 @@ import os
 import numpy as np
 
 from asd.engine import bisect_lambda
+from asd.engine.policy import check_policy_target
 from asd.calibration.views import load_view
 from asd.errors import ConfigError
 from asd.simulator import baselines as B
@@ -100,22 +101,29 @@ def prediction_margin(latency_ms: np.ndarray, stat: str, n_window: int, seed: in
     return float(DEPLOY_Z * values.std(ddof=1) * np.sqrt(1.0 + n / n_window))
 
 
+def deployed_lambda(walk_calibration, tau_max: float, stat: str, n_window: int, seed: int, lam_hi: float):
+    """λ as deployed for one policy: the largest λ whose statistic over its calibration rows
+    (`walk_calibration(λ)`, through their out-of-fold bins) stays within τ_max minus
+    `prediction_margin` for a next window of `n_window` requests. (search at τ_max, search
+    within the margin, margin ms)."""
+    def on_calibration(lam):
+        return latency_stat(walk_calibration(lam).latency_ms, stat)
+
+    found = bisect_lambda(on_calibration, tau_max, lam_hi=lam_hi)
+    margin = prediction_margin(walk_calibration(found.lam).latency_ms, stat, n_window, seed)
+    kept = bisect_lambda(on_calibration, tau_max - margin, lam_hi=lam_hi) if margin > 0 else found
+    return found, kept, margin
+
+
 def deployment_check(ev: Evaluation, tau_max: float, stat: str) -> dict:
-    """λ as it would be deployed: chosen on each fold's own calibration rows (through their
-    out-of-fold bins) so that their statistic stays within τ_max minus `prediction_margin`,
-    then judged on that fold's held-out rows — how often it met τ_max; and the same without
-    the margin (λ at τ_max itself), which a fold misses about half the time when the limit
-    binds."""
+    """λ as it would be deployed (`deployed_lambda`), chosen on each fold's own calibration rows,
+    then judged on that fold's held-out rows — how often it met τ_max; and the same without the
+    margin (λ at τ_max itself), which a fold misses about half the time when the limit binds."""
     seed = ev.options["seed"]
     plain, margined = {"lambdas": [], "held_out_statistic": [], "met": 0}, {"lambdas": [], "held_out_statistic": [], "met": 0}
     margins = []
     for k, f in enumerate(ev.folds):
-        def on_calibration(lam, f=f):
-            return latency_stat(f.walk_calibration(lam).latency_ms, stat)
-
-        found = bisect_lambda(on_calibration, tau_max, lam_hi=_lam_scale(ev))
-        margin = prediction_margin(f.walk_calibration(found.lam).latency_ms, stat, f.held.size, seed + k)
-        kept = bisect_lambda(on_calibration, tau_max - margin, lam_hi=_lam_scale(ev)) if margin > 0 else found
+        found, kept, margin = deployed_lambda(f.walk_calibration, tau_max, stat, f.held.size, seed + k, _lam_scale(ev))
         margins.append(margin)
         for record, lam in ((plain, found.lam), (margined, kept.lam)):
             value = latency_stat(f.walk(lam).latency_ms, stat)
@@ -125,6 +133,23 @@ def deployment_check(ev: Evaluation, tau_max: float, stat: str) -> dict:
     return {**margined, "of": len(ev.folds), "margin_ms": margins, "without_margin": plain,
             "note": (f"kept within τ_max minus a one-sided 95% prediction margin for a fold's statistic, mean "
                      f"{np.mean(margins):.3g} ms; without the margin {plain['met']} of {len(ev.folds)}")}
+
+
+def save_deployment_policy(ev: Evaluation, tau_max: float, stat: str, path) -> dict:
+    """`asd simulate --save-policy`: the policy fitted on every calibration request
+    (`Evaluation.deployment_fold`), solved at the λ the deployment check's rule picks on those
+    requests (`deployed_lambda`, the margin for a window of one held-out fold's size), written to
+    `path` with that choice in its meta. asd check, live and serve run it at that λ."""
+    f = ev.deployment_fold()
+    window = max(1, round(ev.held.size / len(ev.folds)))
+    seed = ev.options["seed"]
+    _, kept, margin = deployed_lambda(f.walk_calibration, tau_max, stat, window, seed, _lam_scale(ev))
+    statistic = latency_stat(f.walk_calibration(kept.lam).latency_ms, stat)
+    info = {"lambda": kept.lam, "status": kept.status, "tau_max_ms": float(tau_max), "stat": stat,
+            "margin_ms": margin, "calibration_requests": int(f.cal.size), "calibration_statistic_ms": statistic}
+    policy = f.policy.solve(kept.lam)
+    policy.meta["deployment"] = info
+    return {"path": str(policy.save(path)), **info}
 
 
 MODES = ("replay", "des")
@@ -408,10 +433,19 @@ def explain(ev: Evaluation, request_id: str, lam: float) -> dict:
 def run_simulate(bundle="builtin", *, tau_max: float, stat: str = "p95", mode: str = "replay", rate=None,
                  replicas=1, max_batch=256, split=None, folds=None, cost_model=None, predictor="logistic",
                  stage0=True, risk="mean", seed=0, plots=None, explain_id=None, progress=None, policy=None,
-                 scheduler="fifo", arrivals="poisson", cv=1.0, chrome_trace=None) -> dict:
+                 scheduler="fifo", arrivals="poisson", cv=1.0, chrome_trace=None, save_policy=None) -> dict:
     """`asd simulate` end to end: evaluate, search λ, baselines, optional plots and --explain.
-    policy: a given policy file whose tables are searched over λ instead of calibrating one."""
+    policy: a given policy file whose tables are searched over λ instead of calibrating one.
+    save_policy: a path for the policy to deploy (`save_deployment_policy`)."""
     check_options(tau_max, stat, mode, rate, scheduler, arrivals, cv, bundle)
+    if save_policy is not None:
+        if policy is not None:
+            raise ConfigError("--save-policy writes a policy fitted here: with --policy there is none (the "
+                              "given file is replayed as it is; `asd calibrate --lambda` re-solves one)")
+        if mode == "des":
+            raise ConfigError("--save-policy picks λ on replayed latencies, as the deployment line does: "
+                              "run it without --mode des")
+        check_policy_target(save_policy)
     view = load_view(bundle)
     check_view_options(view, mode=mode, replicas=replicas, explain_id=explain_id, split=split, folds=folds)
     ev = Evaluation(view, folds=folds, split=split, cost_model=cost_model, predictor=predictor,
@@ -420,6 +454,8 @@ def run_simulate(bundle="builtin", *, tau_max: float, stat: str = "p95", mode: s
                       max_batch=max_batch, evaluation=ev, seed=seed, scheduler=scheduler, arrivals=arrivals, cv=cv,
                       chrome_trace=chrome_trace)
     result["bundle"] = str(bundle)  # as the user named it ("builtin", not the package path)
+    if save_policy is not None:
+        result["deployed_policy"] = save_deployment_policy(ev, tau_max, stat, save_policy)
     if explain_id is not None:
         result["explain"] = explain(ev, explain_id, result["chosen"]["lambda"])
     if plots:

@@ -139,6 +139,13 @@ def print_simulation(result: dict, console: Console | None = None) -> None:
     d = result["deployment"]
     console.print(f"deployment: λ chosen on each fold's calibration rows met τ_max on {d['met']} of {d['of']} "
                   f"held-out folds ({d['note']})")
+    saved = result.get("deployed_policy")
+    if saved:
+        status = {"ok": "", "slack": "; τ_max is slack on them",
+                  "infeasible": "; no λ meets it on them, so the cheapest policy"}[saved["status"]]
+        console.print(f"wrote {saved['path']}: fitted on {saved['calibration_requests']} requests, λ = "
+                      f"{saved['lambda']:.4g} by the same rule ({saved['stat']} {saved['calibration_statistic_ms']:.0f} "
+                      f"ms on them within τ_max less a {saved['margin_ms']:.0f} ms margin{status})", highlight=False)
 
 
 def _load_text(load: dict | None) -> str:

@@ -764,3 +764,63 @@ def test_calibrate_needs_out_except_for_the_gbt_reference_which_names_what_it_ig
     assert result.exit_code == 0 and not (tmp_path / "p.npz").exists()
     assert ("warning: --out, --bins, --stage0/--no-stage0 have no effect with --predictor gbt-reference; ignored"
             in result.stderr.splitlines())
+
+
+def test_save_policy_writes_what_asd_calibrate_fits_solved_at_the_deployment_rules_lambda(tmp_path):
+    """--save-policy: the policy fitted on every request (identical tables to `asd calibrate` on
+    the same bundle), solved at the λ the deployment line's rule picks on those requests — its
+    statistic there within τ_max less the margin; check, live and serve then run it as saved."""
+    from asd.calibration.calibrate import calibrate
+    from asd.simulator.job import deployed_lambda, run_simulate
+
+    saved = tmp_path / "deploy.npz"
+    result = run_simulate("builtin", tau_max=800.0, stat="p95", save_policy=saved)
+    info = result["deployed_policy"]
+    policy = Policy.load(saved)
+    assert info["path"] == str(saved) and policy.lam == info["lambda"] and info["status"] == "ok"
+    assert policy.meta["deployment"] == {k: v for k, v in info.items() if k != "path"}
+    assert info["calibration_requests"] == 600 and info["margin_ms"] > 0
+    assert info["calibration_statistic_ms"] <= 800.0 - info["margin_ms"]
+    fitted = calibrate("builtin", lam=policy.lam).policy
+    for name, table in vars(policy.tables).items():
+        if isinstance(table, np.ndarray):
+            np.testing.assert_array_equal(table, getattr(fitted.tables, name), err_msg=name)
+    np.testing.assert_array_equal(policy.stop_table, fitted.stop_table)
+    np.testing.assert_array_equal(policy.start_table, fitted.start_table)
+    # the rule is the deployment check's, on the deployment fit's own calibration rows
+    ev = Evaluation("builtin", folds=5, seed=0)
+    fold = ev.deployment_fold()
+    _, kept, margin = deployed_lambda(fold.walk_calibration, 800.0, "p95", 120, 0, float(ev.arrays.cost.sum(axis=1).mean()))
+    assert kept.lam == pytest.approx(info["lambda"]) and margin == pytest.approx(info["margin_ms"])
+    printed = " ".join(run("simulate", "--tau-max", "800", "--save-policy", str(tmp_path / "cli.npz")).output.split())
+    assert f"wrote {tmp_path / 'cli.npz'}: fitted on 600 requests, λ = {info['lambda']:.4g} by the same rule" in printed
+    assert Policy.load(tmp_path / "cli.npz").lam == pytest.approx(info["lambda"])
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--policy", "tests/policies/builtin.npz"], "--save-policy writes a policy fitted here: with --policy there is none"),
+    (["--mode", "des", "--rate", "5"], "--save-policy picks λ on replayed latencies"),
+])
+def test_save_policy_refusals_are_one_line_before_any_calibration(extra, message, tmp_path):
+    result = CliRunner().invoke(main, ["simulate", "--tau-max", "800", "--save-policy", str(tmp_path / "p.npz"), *extra])
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert "calibrating" not in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "p.npz").exists()
+
+
+def test_save_policy_will_not_write_over_a_file_that_is_not_a_policy(tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    result = CliRunner().invoke(main, ["simulate", "--tau-max", "800", "--save-policy", str(notes)])
+    assert result.exit_code == 2 and "Traceback" not in result.output and "calibrating" not in result.output
+    assert notes.read_text() == "mine"
+
+
+def test_fitting_options_with_a_given_policy_are_warned_about():
+    from tests.simulator.test_check import POLICY
+
+    result = CliRunner().invoke(main, ["simulate", "--policy", str(POLICY), "--tau-max", "800", "--predictor", "mlp",
+                                       "--no-stage0"])
+    assert result.exit_code == 0, result.output
+    assert ("warning: --predictor, --stage0/--no-stage0 have no effect with --policy (the file is replayed as it was "
+            "fitted); ignored") in result.output
