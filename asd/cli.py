@@ -738,6 +738,8 @@ def live_command(tiers_path, policy_path, prompts_path, rate, concurrency, limit
     and GPU-seconds."""
     from asd.live.confirm import format_report, live
 
+    if concurrency is not None:
+        _warn_ignored(["seed"], "with --concurrency (it seeds the Poisson arrivals of --rate)")
     report = live(tiers_path, policy_path, prompts_path, rate=rate, concurrency=concurrency, out=out, seed=seed,
                   limit=limit, deadline_s=deadline_s, overwrite=overwrite, progress=not no_progress,
                   command=" ".join(["asd"] + sys.argv[1:]))

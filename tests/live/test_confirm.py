@@ -185,6 +185,17 @@ def test_asd_live_with_every_tier_server_down_fails_at_once_with_one_line(tmp_pa
     assert not (tmp_path / "run").exists()
 
 
+def test_asd_live_warns_that_seed_does_nothing_with_concurrency(tmp_path):
+    from tests.live.conftest import free_port
+
+    dead = f"http://127.0.0.1:{free_port()}"
+    result, _, config = live_cli(tmp_path, served_ladder(dead, dead), 2, "--concurrency", "1", "--seed", "3")
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("warning: --seed has no effect with --concurrency (it seeds the Poisson "
+                                    "arrivals of --rate); ignored\n")
+    assert f"error: {config}: " in result.output
+
+
 def test_asd_live_names_the_one_tier_server_that_is_down(llama_server, tmp_path):
     from tests.live.conftest import free_port
 
