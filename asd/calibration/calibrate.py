@@ -353,7 +353,8 @@ def calibrate_to_file(bundle, out, *, predictor="logistic", groups=None, n_bins=
     cal = calibrate(bundle, predictor=predictor, groups=groups, n_bins=n_bins, risk=risk, stage0=stage0,
                     cost_model=cost_model, split=split, lam=lam, seed=seed, prompt_text=prompt_text)
     path = cal.policy.save(out)
-    report = dict(cal.report, policy_path=str(path), bundle=str(bundle))
+    report = dict(cal.report, policy_path=str(path), bundle=str(bundle), policy_lambda=float(cal.policy.lam),
+                  cost_unit=cal.costs.unit)
     if plots:
         from asd.simulator.plots import plots_dir
 

@@ -73,7 +73,10 @@ def print_calibration(report: dict, console: Console | None = None) -> None:
                       f"Brier {_f(m.get('brier'))}, ECE {_f(m.get('ece'))}")
     console.print(f"[dim]{report['metrics_note']}; {report['cost_note']}[/dim]")
     if report.get("policy_path"):
-        console.print(f"policy written to {report['policy_path']}")
+        unit = {"gpu_ms": "GPU-ms", "params_tokens": "B-parameter tokens"}.get(report.get("cost_unit"), "cost units")
+        console.print(f"policy written to {report['policy_path']}, solved at λ = {report['policy_lambda']:.4g} ({unit} "
+                      "charged per unacceptable answer), where check, live and serve run it; `asd simulate BUNDLE "
+                      "--tau-max MS --save-policy FILE` picks λ for a latency limit", highlight=False)
 
 
 def print_reference(report: dict, console: Console) -> None:

@@ -283,6 +283,8 @@ def test_calibrate_cli_writes_a_policy_for_its_bundle(tmp_path):
     policy = Policy.load(policy_file)
     assert policy.tier_names == ["smollm2-135m", "gemma3-270m"]
     assert policy.meta["features"]["names"] == data["features"]
+    assert data["policy_lambda"] == policy.lam == 1.0 and data["cost_unit"] == "gpu_ms"
+    assert "solved at λ = 1 (GPU-ms charged per unacceptable answer)" in " ".join(result.output.split())
     Policy.load(policy_file, expect_content_hash=policy.meta["bundle"]["content_hash"])
     with pytest.raises(PolicyError):
         Policy.load(policy_file, expect_content_hash="0" * 64)
