@@ -144,11 +144,14 @@ def print_simulation(result: dict, console: Console | None = None) -> None:
                   f"held-out folds ({d['note']})")
     saved = result.get("deployed_policy")
     if saved:
-        status = {"ok": "", "slack": "; τ_max is slack on them",
-                  "infeasible": "; no λ meets it on them, so the cheapest policy"}[saved["status"]]
+        stat, value, margin = saved["stat"], saved["calibration_statistic_ms"], saved["margin_ms"]
+        why = {"ok": f"{stat} {value:.0f} ms on them, within τ_max less a {margin:.0f} ms margin",
+               "slack": f"τ_max is slack on them: {stat} {value:.0f} ms at the largest λ, within τ_max less a "
+                        f"{margin:.0f} ms margin",
+               "infeasible": f"no λ keeps {stat} on them within τ_max less a {margin:.0f} ms margin: {value:.0f} ms "
+                             "even at λ = 0, the cheapest policy"}[saved["status"]]
         console.print(f"wrote {saved['path']}: fitted on {saved['calibration_requests']} requests, λ = "
-                      f"{saved['lambda']:.4g} by the same rule ({saved['stat']} {saved['calibration_statistic_ms']:.0f} "
-                      f"ms on them within τ_max less a {saved['margin_ms']:.0f} ms margin{status})", highlight=False)
+                      f"{saved['lambda']:.4g} by the same rule ({why})", highlight=False)
 
 
 def _load_text(load: dict | None) -> str:

@@ -826,3 +826,20 @@ def test_fitting_options_with_a_given_policy_are_warned_about():
     assert result.exit_code == 0, result.output
     assert ("warning: --predictor, --stage0/--no-stage0 have no effect with --policy (the file is replayed as it was "
             "fitted); ignored") in result.output
+
+
+@pytest.mark.parametrize("tau_max, status, said", [
+    (1.0, "infeasible", "(no λ keeps p95 on them within τ_max less a"),
+    (1e9, "slack", "(τ_max is slack on them: p95"),
+])
+def test_save_policy_at_an_infeasible_or_slack_limit_writes_the_cheapest_or_dearest_policy_and_says_so(
+        tau_max, status, said, tmp_path):
+    saved = tmp_path / "deploy.npz"
+    result = run("simulate", "--tau-max", str(tau_max), "--save-policy", str(saved), "--json", str(tmp_path / "s.json"))
+    info = json.loads((tmp_path / "s.json").read_text())["deployed_policy"]
+    assert info["status"] == status and Policy.load(saved).lam == info["lambda"]
+    if status == "infeasible":
+        assert info["lambda"] == 0.0 and info["calibration_statistic_ms"] > tau_max - info["margin_ms"]
+    else:
+        assert info["lambda"] > 1e6 and info["calibration_statistic_ms"] <= tau_max - info["margin_ms"]
+    assert said in " ".join(result.output.split())
