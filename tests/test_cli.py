@@ -214,5 +214,8 @@ def test_help_names_what_the_options_accept():
     calibrate = " ".join(run("calibrate", "--help").output.split())
     assert all(g in calibrate for g in GROUPS if g != "stage"), calibrate  # stage is always in
     assert all(f"{kind}:" in calibrate for kind in COST_MODELS)
+    from asd.simulator.evaluate import MAX_CALIBRATION_ROWS
+
+    assert f"(up to {MAX_CALIBRATION_ROWS:,}," in " ".join(run("simulate", "--help").output.split())
     check = " ".join(run("check", "--help").output.split())
     assert all(name in check for name in baseline_names(["x"])[1:]) and "always-<tier>" in check, check
