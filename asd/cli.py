@@ -692,7 +692,7 @@ def record_command(tiers_path, prompts_path, out, shard, limit, drafts, label, o
 @click.option("--tiers", "tiers_path", required=True, type=click.Path(dir_okay=False),
               help="Tier ladder config (YAML/JSON): each tier's server URL (or a list of replica URLs).")
 @click.option("--policy", "policy_path", required=True, type=click.Path(dir_okay=False),
-              help="Policy file from `asd calibrate` (run at the λ it was solved at).")
+              help="Policy file from `asd calibrate` or `asd simulate --save-policy` (run at the λ it was solved at).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (other than loopback: needs --api-key).")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--api-key", envvar="ASD_API_KEY", default=None, help="Bearer token required on every route but /health (env ASD_API_KEY).")
@@ -718,7 +718,7 @@ def serve_command(tiers_path, policy_path, host, port, api_key, max_queue, feedb
 @main.command("live", short_help="Run a policy on the real servers; measured vs simulated.")
 @click.option("--tiers", "tiers_path", required=True, type=click.Path(dir_okay=False), help="Tier ladder config with each tier's server URL(s).")
 @click.option("--policy", "policy_path", required=True, type=click.Path(dir_okay=False),
-              help="Policy file from `asd calibrate` (run at the λ it was solved at).")
+              help="Policy file from `asd calibrate` or `asd simulate --save-policy` (run at the λ it was solved at).")
 @click.option("--prompts", "prompts_path", required=True, type=click.Path(dir_okay=False), help="Prompt set (JSONL/CSV/Parquet, as for `asd record`).")
 @click.option("--rate", type=FloatRange(min=0, min_open=True), default=None, metavar="R",
               help="Open loop: Poisson arrivals at R requests/s. Give this or --concurrency.")
