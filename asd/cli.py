@@ -451,7 +451,7 @@ def _des_options(pools: bool):
 @_des_options(pools=True)
 @click.option("--chrome-trace", "chrome_trace", default=None, type=JsonPath("--chrome-trace"),
               help="des: write the chosen policy's run as a chrome://tracing file (one span per request per tier).")
-@click.option("--save-policy", "save_policy", default=None, type=click.Path(dir_okay=False),
+@click.option("--save-policy", "save_policy", default=None, type=JsonPath("--save-policy", makes_parents=True),
               help="Also write the policy to deploy: fitted on every calibration request (up to 25,000, as each "
                    "fold's), solved at the λ the "
                    "deployment line's rule picks on them (within τ_max less its margin); check, live and serve "

@@ -19,6 +19,16 @@ from typing import BinaryIO, Callable, Iterator
 from asd.errors import AsdError
 
 
+def _process_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+# read once: os.umask can only be read by setting it, which is not safe while other threads write
+_UMASK = _process_umask()
+
+
 def fsync_dir(path: str | os.PathLike) -> None:
     """Make a rename inside `path` durable (best effort: not every filesystem allows it)."""
     try:
@@ -62,6 +72,12 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
+        # mkstemp makes the file 0600: give it the target's mode, or a new file's (0666 less the umask)
+        try:
+            mode = path.stat().st_mode & 0o7777
+        except OSError:
+            mode = 0o666 & ~_UMASK
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
@@ -100,6 +116,11 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
             if file.is_file():
                 with open(file, "rb") as fh:
                     os.fsync(fh.fileno())
+        try:  # mkdtemp makes it 0700: the target's mode, or a new directory's (0777 less the umask)
+            mode = path.stat().st_mode & 0o7777
+        except OSError:
+            mode = 0o777 & ~_UMASK
+        os.chmod(tmp, mode)
         replace_dir(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -113,3 +113,25 @@ def test_no_module_but_fsutil_renames_files_into_place():
         if re.search(r"\bos\.replace\(|\bos\.rename\(|tempfile\.mk(s|d)temp\(", text):
             offenders.append(str(file.relative_to(REPO)))
     assert offenders == []
+
+
+def test_a_written_file_has_a_new_files_mode_or_keeps_the_one_it_replaces(tmp_path):
+    """mkstemp's 0600 made every policy and bundle file unreadable to other users (a server
+    running as another account); now a new file gets 0666 less the umask, a replaced one its mode."""
+    from asd.fsutil import _UMASK
+
+    new = atomic_write(tmp_path / "new.bin", b"x")
+    assert new.stat().st_mode & 0o777 == 0o666 & ~_UMASK
+    shared = tmp_path / "shared.bin"
+    shared.write_bytes(b"old")
+    shared.chmod(0o640)
+    atomic_write(shared, b"new")
+    assert shared.stat().st_mode & 0o777 == 0o640 and shared.read_bytes() == b"new"
+
+
+def test_a_directory_put_in_place_has_a_new_directorys_mode(tmp_path):
+    from asd.fsutil import _UMASK
+
+    with atomic_dir(tmp_path / "bundle") as tmp:
+        (tmp / "manifest.json").write_text("{}")
+    assert (tmp_path / "bundle").stat().st_mode & 0o777 == 0o777 & ~_UMASK

@@ -294,6 +294,8 @@ def check_policy_target(path) -> Path:
     if path.is_dir():
         raise PolicyError(f"{path}: is a directory; give the policy file's path")
     if path.exists():
+        if not path.is_file():  # a device or a pipe: reading it to look for a header never ends
+            raise PolicyError(f"{path}: exists and is not an asd policy file; not overwritten (choose another path)")
         try:
             with zipfile.ZipFile(path) as archive:
                 replaceable = "header.npy" in archive.namelist()

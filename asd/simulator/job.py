@@ -12,6 +12,7 @@ import numpy as np
 
 from asd.engine import bisect_lambda
 from asd.engine.policy import check_policy_target
+from asd.calibration.id_sketch import request_id_sketch
 from asd.calibration.views import load_view
 from asd.errors import ConfigError
 from asd.simulator import baselines as B
@@ -82,7 +83,7 @@ def criteria(chosen: dict, reference: dict, stat: str) -> dict:
 
 # λ as deployed: kept within τ_max minus a one-sided 95 % prediction margin for the statistic
 # over the next window of requests (a held-out fold's size), from a bootstrap of the
-# calibration rows at the λ chosen without it.
+# calibration rows at the λ chosen without it (see `deployed_lambda`).
 DEPLOY_Z = 1.645
 BOOTSTRAP_RESAMPLES = 200
 
@@ -104,14 +105,26 @@ def prediction_margin(latency_ms: np.ndarray, stat: str, n_window: int, seed: in
 def deployed_lambda(walk_calibration, tau_max: float, stat: str, n_window: int, seed: int, lam_hi: float):
     """λ as deployed for one policy: the largest λ whose statistic over its calibration rows
     (`walk_calibration(λ)`, through their out-of-fold bins) stays within τ_max minus
-    `prediction_margin` for a next window of `n_window` requests. (search at τ_max, search
-    within the margin, margin ms)."""
+    `prediction_margin` for a next window of `n_window` requests, the margin measured at the λ
+    that meets τ_max itself. Where the statistic jumps there, that margin can be so wide that
+    not even λ = 0 fits though λ = 0 meets τ_max with its own margin (p99 on a few hundred
+    requests): then bisection on the statistic plus each λ's own margin. (search at τ_max,
+    search kept, the margin at the kept λ's rule)."""
     def on_calibration(lam):
         return latency_stat(walk_calibration(lam).latency_ms, stat)
+
+    def with_own_margin(lam):
+        latency = walk_calibration(lam).latency_ms
+        return latency_stat(latency, stat) + prediction_margin(latency, stat, n_window, seed)
 
     found = bisect_lambda(on_calibration, tau_max, lam_hi=lam_hi)
     margin = prediction_margin(walk_calibration(found.lam).latency_ms, stat, n_window, seed)
     kept = bisect_lambda(on_calibration, tau_max - margin, lam_hi=lam_hi) if margin > 0 else found
+    if kept.status == "infeasible" and found.status != "infeasible":
+        own = bisect_lambda(with_own_margin, tau_max, lam_hi=lam_hi)
+        if own.status != "infeasible":
+            margin = own.statistic - on_calibration(own.lam)
+            kept = own
     return found, kept, margin
 
 
@@ -149,6 +162,12 @@ def save_deployment_policy(ev: Evaluation, tau_max: float, stat: str, path) -> d
             "margin_ms": margin, "calibration_requests": int(f.cal.size), "calibration_statistic_ms": statistic}
     policy = f.policy.solve(kept.lam)
     policy.meta["deployment"] = info
+    # the requests it was fitted on, as `asd calibrate` records them: `asd check` warns in-sample by these
+    view = ev.view
+    splits = sorted({str(s) for s in view.split[f.cal]}) if ev.design["split"] is not None else []
+    policy.meta["calibration"] = dict(policy.meta.get("calibration", {}), split=splits[0] if len(splits) == 1 else None,
+                                      data=f"{f.cal.size} of {view.n_requests} requests",
+                                      request_id_sketch=request_id_sketch(view.request_ids[f.cal]))
     return {"path": str(policy.save(path)), **info}
 
 
@@ -448,14 +467,16 @@ def run_simulate(bundle="builtin", *, tau_max: float, stat: str = "p95", mode: s
         check_policy_target(save_policy)
     view = load_view(bundle)
     check_view_options(view, mode=mode, replicas=replicas, explain_id=explain_id, split=split, folds=folds)
+    unlabelled = [name for name, none in zip(view.tier_names, np.isnan(view.acceptable).all(axis=0)) if none]
+    if save_policy is not None and unlabelled:
+        raise ConfigError(f"--save-policy: {view.path} has no quality label at tier {unlabelled[0]}: a policy fitted "
+                          "on it would know nothing about that tier's answers (label the bundle first)")
     ev = Evaluation(view, folds=folds, split=split, cost_model=cost_model, predictor=predictor,
                     stage0=stage0, risk=risk, seed=seed, progress=progress, policy=policy)
     result = simulate(bundle, tau_max=tau_max, stat=stat, mode=mode, rate=rate, replicas=replicas,
                       max_batch=max_batch, evaluation=ev, seed=seed, scheduler=scheduler, arrivals=arrivals, cv=cv,
                       chrome_trace=chrome_trace)
     result["bundle"] = str(bundle)  # as the user named it ("builtin", not the package path)
-    if save_policy is not None:
-        result["deployed_policy"] = save_deployment_policy(ev, tau_max, stat, save_policy)
     if explain_id is not None:
         result["explain"] = explain(ev, explain_id, result["chosen"]["lambda"])
     if plots:
@@ -474,4 +495,6 @@ def run_simulate(bundle="builtin", *, tau_max: float, stat: str = "p95", mode: s
                                    if k in ("threshold", "router", "oracle")},
                                 ev.view.tier_names, out / "stops.png"),
         )]
+    if save_policy is not None:  # last: a run that fails before here replaces no policy file
+        result["deployed_policy"] = save_deployment_policy(ev, tau_max, stat, save_policy)
     return result

@@ -148,8 +148,8 @@ def print_simulation(result: dict, console: Console | None = None) -> None:
         why = {"ok": f"{stat} {value:.0f} ms on them, within τ_max less a {margin:.0f} ms margin",
                "slack": f"τ_max is slack on them: {stat} {value:.0f} ms at the largest λ, within τ_max less a "
                         f"{margin:.0f} ms margin",
-               "infeasible": f"no λ keeps {stat} on them within τ_max less a {margin:.0f} ms margin: {value:.0f} ms "
-                             "even at λ = 0, the cheapest policy"}[saved["status"]]
+               "infeasible": f"{stat} on them is {value:.0f} ms even at λ = 0, over τ_max less a {margin:.0f} ms "
+                             "margin: the cheapest policy"}[saved["status"]]
         console.print(f"wrote {saved['path']}: fitted on {saved['calibration_requests']} requests, λ = "
                       f"{saved['lambda']:.4g} by the same rule ({why})", highlight=False)
 

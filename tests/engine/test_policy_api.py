@@ -334,3 +334,12 @@ def test_bad_update_input_raises_policy_error():
         policy.update([9], [1.0], bins=[0])
     with pytest.raises(PolicyError, match="bins must lie in"):
         policy.update([0], [1.0], bins=[999])
+
+
+@pytest.mark.skipif(not __import__("os").path.exists("/dev/full"), reason="no /dev/full on this system")
+def test_a_device_is_not_read_to_look_for_a_policy_header():
+    """check_policy_target read /dev/full to the end of memory; a non-regular file is refused at once."""
+    from asd.engine.policy import check_policy_target
+
+    with pytest.raises(PolicyError, match="/dev/full: exists and is not an asd policy file"):
+        check_policy_target("/dev/full")

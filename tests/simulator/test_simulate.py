@@ -829,7 +829,7 @@ def test_fitting_options_with_a_given_policy_are_warned_about():
 
 
 @pytest.mark.parametrize("tau_max, status, said", [
-    (1.0, "infeasible", "(no λ keeps p95 on them within τ_max less a"),
+    (1.0, "infeasible", "(p95 on them is 351 ms even at λ = 0, over τ_max less a"),
     (1e9, "slack", "(τ_max is slack on them: p95"),
 ])
 def test_save_policy_at_an_infeasible_or_slack_limit_writes_the_cheapest_or_dearest_policy_and_says_so(
@@ -843,3 +843,51 @@ def test_save_policy_at_an_infeasible_or_slack_limit_writes_the_cheapest_or_dear
     else:
         assert info["lambda"] > 1e6 and info["calibration_statistic_ms"] <= tau_max - info["margin_ms"]
     assert said in " ".join(result.output.split())
+
+
+def test_save_policy_where_the_margin_at_the_limit_is_too_wide_takes_each_lambdas_own(tmp_path):
+    """p99 on 600 requests jumps where λ meets τ_max: the margin measured there (680 ms) ruled
+    out every λ and the file got λ = 0 as "infeasible", though λ = 0 met τ_max with its own margin."""
+    result = run("simulate", "--tau-max", "800", "--stat", "p99", "--save-policy", str(tmp_path / "p.npz"),
+                 "--json", str(tmp_path / "s.json"))
+    info = json.loads((tmp_path / "s.json").read_text())["deployed_policy"]
+    assert result.exit_code == 0 and info["status"] == "ok" and info["lambda"] > 0
+    assert info["calibration_statistic_ms"] + info["margin_ms"] <= 800.0
+
+
+def test_save_policy_records_the_requests_it_was_fitted_on_for_asd_checks_in_sample_warning(tmp_path):
+    split = tmp_path / "sp"
+    assert run("traces", "split", "builtin", "-o", str(split)).exit_code == 0
+    saved = tmp_path / "p.npz"
+    assert run("simulate", str(split), "--split", "calibration", "--tau-max", "800", "--save-policy",
+               str(saved)).exit_code == 0  # replayed on 'calibration': fitted on the 'test' split
+    assert Policy.load(saved).meta["calibration"]["split"] == "test"
+    on_test = CliRunner().invoke(main, ["check", str(saved), str(split), "--split", "test", "--max-latency", "p95=800"])
+    on_cal = CliRunner().invoke(main, ["check", str(saved), str(split), "--split", "calibration",
+                                       "--max-latency", "p95=800"])
+    assert "in-sample" in on_test.output and "in-sample" not in on_cal.output
+
+
+def test_save_policy_is_written_last_so_a_failed_run_replaces_no_policy(tmp_path):
+    (tmp_path / "plots" / "latency.png").mkdir(parents=True)  # the plot cannot be written
+    saved = tmp_path / "p.npz"
+    result = CliRunner().invoke(main, ["simulate", "--tau-max", "800", "--plots", str(tmp_path / "plots"),
+                                       "--save-policy", str(saved)])
+    assert result.exit_code == 2 and "cannot write plot" in result.output and not saved.exists()
+
+
+def test_save_policy_paths_are_checked_like_every_output(tmp_path):
+    (tmp_path / "adir").mkdir()
+    for path, message in ((tmp_path / "adir", "cannot write --save-policy (it is a directory)"),
+                          ("", "--save-policy '': give a file path")):
+        result = CliRunner().invoke(main, ["simulate", "--tau-max", "800", "--save-policy", str(path)])
+        assert result.exit_code == 2 and result.output.startswith("error: ") and message in result.output
+
+
+def test_save_policy_refuses_an_unlabelled_bundle(shared_data, tmp_path):
+    bundle = tmp_path / "sb"
+    assert run("traces", "import", "spec-bench", str(shared_data / "spec_bench"), "-o", str(bundle)).exit_code == 0
+    result = CliRunner().invoke(main, ["simulate", str(bundle), "--tau-max", "5000", "--save-policy",
+                                       str(tmp_path / "p.npz")])
+    assert result.exit_code == 2 and "has no quality label at tier vicuna-68m" in result.output
+    assert not (tmp_path / "p.npz").exists()
