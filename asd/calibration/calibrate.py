@@ -170,6 +170,7 @@ def calibrate(
     routed_stage0: bool = True,
     prompt_text: bool = True,
     prompt_tokens: PromptTokens | None = None,
+    sketch_ids: bool | None = None,
 ) -> Calibration:
     """Fit a Policy on a bundle (a path, "builtin", a Bundle or a TraceView).
 
@@ -189,7 +190,9 @@ def calibrate(
     prompt_text: with stage0, fit `prompt_text.fit_prompt_text` on the calibration prompts and give
     stage 0 its per-tier logits beside the prompt features (out of fold on these rows; the model
     itself travels in meta["prompt_text"]); prompt_tokens: the view's prompts already counted,
-    every row (`PromptTokens`: the simulator counts a bundle once for all its folds)."""
+    every row (`PromptTokens`: the simulator counts a bundle once for all its folds); sketch_ids:
+    record a sketch of the rows' request ids in meta, by which `asd check` tells replays of them
+    (None: only when `rows` is not given, a policy of its own)."""
     view = bundle if isinstance(bundle, TraceView) else load_view(bundle)
     if predictor not in PREDICTORS:
         raise ConfigError(f"predictor {predictor!r}: use one of {', '.join(PREDICTORS)}")
@@ -199,12 +202,15 @@ def calibrate(
     if not (cost_model is None or isinstance(cost_model, CostModel) or cost_model in COST_MODELS):
         # refused before the minutes of fitting, not after them
         raise ConfigError(f"unknown cost model {cost_model!r}; choose one of {', '.join(COST_MODELS)}")
-    sketch_ids = rows is None  # a policy of its own; the simulator's per-fold fits (rows given) need none
+    if sketch_ids is None:  # a policy of its own; the simulator's per-fold fits (rows given) need none
+        sketch_ids = rows is None
     if rows is None:
         rows, data_used = split_rows(view, split)
     else:
         rows = np.asarray(rows, dtype=np.int64)
         data_used = f"{rows.size} of {view.n_requests} requests"
+        names = set(view.split[rows].tolist()) if view.has_split else set()
+        split = names.pop() if len(names) == 1 else None  # what the rows are: they override `split`
     n, n_tiers = rows.size, view.n_tiers
     if n < folds:
         raise ConfigError(f"{view.path}: {n} requests to calibrate on; calibration cross-validates each predictor "

@@ -294,13 +294,13 @@ def check_policy_target(path) -> Path:
     if path.is_dir():
         raise PolicyError(f"{path}: is a directory; give the policy file's path")
     if path.exists():
-        if not path.is_file():  # a device or a pipe: reading it to look for a header never ends
-            raise PolicyError(f"{path}: exists and is not an asd policy file; not overwritten (choose another path)")
-        try:
-            with zipfile.ZipFile(path) as archive:
-                replaceable = "header.npy" in archive.namelist()
-        except (OSError, zipfile.BadZipFile):
-            replaceable = False
+        replaceable = False
+        if path.is_file():  # a device or a pipe is not read: looking for a header in one never ends
+            try:
+                with zipfile.ZipFile(path) as archive:
+                    replaceable = "header.npy" in archive.namelist()
+            except (OSError, zipfile.BadZipFile):
+                pass
         if not replaceable:
             raise PolicyError(f"{path}: exists and is not an asd policy file; not overwritten (choose another path)")
     return path

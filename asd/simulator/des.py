@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from asd.errors import ConfigError
+from asd.errors import ConfigError, real_number
 from asd.simulator.des_nb import T_ITERATIONS, T_MAX_BATCH, T_MAX_KV, T_MAX_QUEUE, simulate_cascade_nb
 from asd.simulator.enums import ARRIVAL_PROCESSES
 from asd.simulator.latency import check_coefficients
@@ -27,12 +27,10 @@ LATENCIES = ("e2e", "ttft")  # DesResult.latency's `which`
 
 
 def _positive(value) -> bool:
-    """Finite and > 0, as a real number (a string or bool is not one, though float() takes it)."""
-    if isinstance(value, (str, bytes, bool)):
-        return False
+    """Finite and > 0, as a real number (`real_number`: a string or bool is not one)."""
     try:
-        return 0.0 < float(value) < math.inf
-    except (TypeError, ValueError):
+        return 0.0 < real_number("value", value) < math.inf
+    except ConfigError:
         return False
 
 

@@ -365,9 +365,10 @@ class Evaluation:
         else:
             cal = self.folds[0].cal
         arrays = ladder_arrays(self.view, self.costs, cal)
-        return self._fold(cal, cal, arrays, arrays)
+        return self._fold(cal, cal, arrays, arrays, sketch_ids=True)
 
-    def _fold(self, cal: np.ndarray, held: np.ndarray, held_arrays: LadderArrays, cal_arrays: LadderArrays) -> Fold:
+    def _fold(self, cal: np.ndarray, held: np.ndarray, held_arrays: LadderArrays, cal_arrays: LadderArrays, *,
+              sketch_ids: bool = False) -> Fold:
         o, fs = self.options, self.features
         if self.fixed is None:
             from asd.calibration.calibrate import calibrate
@@ -376,7 +377,7 @@ class Evaluation:
             c = calibrate(self.view, rows=cal, predictor=o["predictor"], risk=o["risk"], stage0=o["stage0"],
                           cost_model=o["cost_model"], n_bins=o["n_bins"], seed=o["seed"], features=fs,
                           single_feature_report=False, prompt_tokens=self.prompt_tokens if text else None,
-                          **o["extra"])
+                          sketch_ids=sketch_ids, **o["extra"])
             policy, cal_bins, p_cal = c.policy, c.oof_bins(), c.p_climb
         else:  # a given policy: bins and p̂ once for the whole bundle, each fold takes its rows
             c, policy = None, self.fixed

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import replace
 
 import numpy as np
 
 from asd.engine import bisect_lambda
 from asd.engine.policy import check_policy_target
-from asd.calibration.id_sketch import request_id_sketch
 from asd.calibration.views import load_view
 from asd.errors import ConfigError
 from asd.simulator import baselines as B
@@ -109,7 +109,8 @@ def deployed_lambda(walk_calibration, tau_max: float, stat: str, n_window: int, 
     that meets τ_max itself. Where the statistic jumps there, that margin can be so wide that
     not even λ = 0 fits though λ = 0 meets τ_max with its own margin (p99 on a few hundred
     requests): then bisection on the statistic plus each λ's own margin. (search at τ_max,
-    search kept, the margin at the kept λ's rule)."""
+    search kept — its `statistic` the calibration rows' at its λ, without the margin — and the
+    margin its rule used)."""
     def on_calibration(lam):
         return latency_stat(walk_calibration(lam).latency_ms, stat)
 
@@ -123,8 +124,8 @@ def deployed_lambda(walk_calibration, tau_max: float, stat: str, n_window: int, 
     if kept.status == "infeasible" and found.status != "infeasible":
         own = bisect_lambda(with_own_margin, tau_max, lam_hi=lam_hi)
         if own.status != "infeasible":
-            margin = own.statistic - on_calibration(own.lam)
-            kept = own
+            statistic = on_calibration(own.lam)
+            kept, margin = replace(own, statistic=statistic), own.statistic - statistic
     return found, kept, margin
 
 
@@ -157,17 +158,10 @@ def save_deployment_policy(ev: Evaluation, tau_max: float, stat: str, path) -> d
     window = max(1, round(ev.held.size / len(ev.folds)))
     seed = ev.options["seed"]
     _, kept, margin = deployed_lambda(f.walk_calibration, tau_max, stat, window, seed, _lam_scale(ev))
-    statistic = latency_stat(f.walk_calibration(kept.lam).latency_ms, stat)
     info = {"lambda": kept.lam, "status": kept.status, "tau_max_ms": float(tau_max), "stat": stat,
-            "margin_ms": margin, "calibration_requests": int(f.cal.size), "calibration_statistic_ms": statistic}
+            "margin_ms": margin, "calibration_requests": int(f.cal.size), "calibration_statistic_ms": kept.statistic}
     policy = f.policy.solve(kept.lam)
     policy.meta["deployment"] = info
-    # the requests it was fitted on, as `asd calibrate` records them: `asd check` warns in-sample by these
-    view = ev.view
-    splits = sorted({str(s) for s in view.split[f.cal]}) if ev.design["split"] is not None else []
-    policy.meta["calibration"] = dict(policy.meta.get("calibration", {}), split=splits[0] if len(splits) == 1 else None,
-                                      data=f"{f.cal.size} of {view.n_requests} requests",
-                                      request_id_sketch=request_id_sketch(view.request_ids[f.cal]))
     return {"path": str(policy.save(path)), **info}
 
 
