@@ -117,12 +117,14 @@ class PlotsDir(click.Path):
         return value
 
 
-def refuse_overwriting_inputs(inputs: dict, outputs: dict) -> None:
+def refuse_overwriting_inputs(inputs: dict, outputs: dict, command: str | None = None) -> None:
     """Before any work: an output that is one of the command's input files, lies inside an
-    input bundle, or is another output's path is one `error:` line (each was silently
-    overwritten: `--json` over the `--policy` it read, `-o` over the bundle's own Parquet).
-    inputs / outputs: option name → path (None: not given); an input `builtin` is not a path."""
-    from asd.traces.bundle import is_builtin
+    input bundle (the built-in trace's directory too), or is another output's path, or one of
+    the files `command` writes into its `--plots` directory (`plots.PLOT_FILES`), is one
+    `error:` line (each was silently overwritten: `--json` over the `--policy` it read, `-o`
+    over the bundle's own Parquet, `--save-policy D/latency.png` by the plot of that name).
+    inputs / outputs: option name → path (None: not given)."""
+    from asd.traces.bundle import builtin_bundle_path, is_builtin
 
     def where(path):
         if path in (None, ""):
@@ -132,8 +134,14 @@ def refuse_overwriting_inputs(inputs: dict, outputs: dict) -> None:
         except (OSError, RuntimeError):  # a symbolic-link loop: the bundle's own check names it
             return Path(os.path.abspath(path))
 
-    given_in = {name: where(p) for name, p in inputs.items() if p is not None and not is_builtin(p)}
+    given_in = {name: where(builtin_bundle_path() if is_builtin(p) else p)
+                for name, p in inputs.items() if p is not None}
     seen: dict[Path, str] = {}
+    if command is not None and outputs.get("--plots") not in (None, ""):
+        from asd.simulator.plots import PLOT_FILES
+
+        seen |= {where(Path(outputs["--plots"]) / name): "a plot that --plots writes there"
+                 for name in PLOT_FILES[command]}
     for name, path in ((n, where(p)) for n, p in outputs.items()):
         if path is None:
             continue
@@ -143,8 +151,10 @@ def refuse_overwriting_inputs(inputs: dict, outputs: dict) -> None:
             if path == in_path:
                 raise AsdError(f"{name} {outputs[name]}: is also {in_name}, which it would overwrite; write it elsewhere")
             if in_path.is_dir() and in_path in path.parents:
-                raise AsdError(f"{name} {outputs[name]}: lies inside the bundle {inputs[in_name]} this command "
-                               "reads, which it would damage; write it elsewhere")
+                bundle = (f"the built-in trace's bundle {in_path}" if is_builtin(inputs[in_name])
+                          else f"the bundle {inputs[in_name]}")
+                raise AsdError(f"{name} {outputs[name]}: lies inside {bundle} this command reads, which it would "
+                               "damage; write it elsewhere")
         if path in seen:
             raise AsdError(f"{name} {outputs[name]}: is also {seen[path]}; give each output its own path")
         seen[path] = name
@@ -379,7 +389,7 @@ def calibrate_command(bundle, out, predictor, groups, n_bins, risk, stage0, prom
         raise click.UsageError("Missing option '-o' / '--out' (the policy file to write).")
     elif not stage0:
         _warn_ignored(["prompt_text"], "with --no-stage0 (only stage 0 reads the prompt)")
-    refuse_overwriting_inputs({"BUNDLE": bundle}, {"-o": out, "--json": json_path, "--plots": plots})
+    refuse_overwriting_inputs({"BUNDLE": bundle}, {"-o": out, "--json": json_path, "--plots": plots}, "calibrate")
     if out is not None and predictor != "gbt-reference":  # before the fitting, as Policy.save would after it
         check_policy_target(out)
 
@@ -472,7 +482,7 @@ def simulate_command(bundle, split, folds, cost_model, predictor, stage0, risk, 
     _warn_ignored_with_policy(policy)
     refuse_overwriting_inputs({"BUNDLE": bundle, "--policy": policy},
                               {"--json": json_path, "--chrome-trace": chrome_trace, "--plots": plots,
-                               "--save-policy": save_policy})
+                               "--save-policy": save_policy}, "simulate")
 
     result = run_simulate(bundle, tau_max=tau_max, stat=stat, mode=mode, rate=rate, replicas=_replicas(replicas),
                           max_batch=max_batch, split=split, folds=folds,
@@ -508,7 +518,7 @@ def sweep_command(bundle, split, folds, cost_model, predictor, stage0, risk, see
     _warn_ignored_load(mode, arrivals, also=["replicas", "max_batch"])
     _warn_ignored_with_policy(policy)
     refuse_overwriting_inputs({"BUNDLE": bundle, "--policy": policy},
-                              {"--json": json_path, "--csv": csv_path, "--plots": plots})
+                              {"--json": json_path, "--csv": csv_path, "--plots": plots}, "sweep")
     result = run_sweep(bundle, split=split, folds=folds, cost_model=cost_model, predictor=predictor, stage0=stage0,
                        risk=_risk(risk), seed=seed, plots=plots, ablate=ablate, csv_path=csv_path,
                        progress=_progress("sweep"), policy=policy, repeats=repeats, mode=mode, rate=rate,

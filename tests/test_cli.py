@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from asd.cli import main, record_command
 from asd.live.labels import LABEL_MODES
 from asd.live.record import DRAFT_MODES
-from asd.traces.bundle import new_manifest, write_bundle
+from asd.traces.bundle import builtin_bundle_path, new_manifest, write_bundle
 
 
 def run(*args, **env):
@@ -168,11 +168,43 @@ def test_an_output_over_an_input_or_another_output_is_refused_before_any_work(tm
             f"-o {parquet}: lies inside the bundle {bundle} this command reads, which it would damage; write it elsewhere",
         ("calibrate", bundle, "-o", tmp_path / "new.npz", "--json", tmp_path / "new.npz"):
             f"--json {tmp_path / 'new.npz'}: is also -o; give each output its own path",
+        # the built-in trace is a bundle too, wherever it is installed
+        ("simulate", "--tau-max", 800, "--json", builtin_bundle_path() / "r.json"):
+            f"--json {builtin_bundle_path() / 'r.json'}: lies inside the built-in trace's bundle "
+            f"{builtin_bundle_path().resolve()} this command reads, which it would damage; write it elsewhere",
+        # a file the command's own plots would replace after the run (the policy was lost, or the plot failed)
+        ("simulate", "--tau-max", 800, "--plots", tmp_path / "d", "--save-policy", tmp_path / "d" / "latency.png"):
+            f"--save-policy {tmp_path / 'd' / 'latency.png'}: is also a plot that --plots writes there; "
+            "give each output its own path",
+        ("sweep", bundle, "--plots", tmp_path / "d", "--csv", tmp_path / "d" / "frontier_latency.png"):
+            f"--csv {tmp_path / 'd' / 'frontier_latency.png'}: is also a plot that --plots writes there; "
+            "give each output its own path",
+        ("calibrate", bundle, "-o", tmp_path / "new.npz", "--plots", tmp_path / "d",
+         "--json", tmp_path / "d" / "reliability.png"):
+            f"--json {tmp_path / 'd' / 'reliability.png'}: is also a plot that --plots writes there; "
+            "give each output its own path",
     }
     for args, message in cases.items():
         assert one_error_line(run(*args)) == f"error: {message}"
     assert {path: path.read_bytes() for path in before} == before
     assert not (tmp_path / "new.npz").exists() and not (tmp_path / "f").exists()
+    assert not (builtin_bundle_path() / "r.json").exists() and list((tmp_path / "d").iterdir()) == []
+    # other files in the plots directory are fine
+    assert run("calibrate", "builtin", "-o", tmp_path / "d" / "p.npz", "--plots", tmp_path / "d").exit_code == 0
+
+
+def test_calibrate_refuses_a_tier_with_no_quality_label(tmp_path):
+    """It wrote a policy, fitted on no labels at that tier, that check, live and serve then ran."""
+    bundle = tmp_path / "b"
+    ids = [f"r{i}" for i in range(40)]
+    write_bundle(bundle, new_manifest([{"name": "small", "params_b": 1.0}, {"name": "big", "params_b": 2.0}]),
+                 {"request_id": ids}, {"request_id": [r for r in ids for _ in range(2)], "tier": [0, 1] * 40,
+                                       "output": ["x"] * 80, "quality": [1.0, None] * 40})
+    for extra in (["-o", tmp_path / "p.npz"], ["--predictor", "gbt-reference"]):
+        line = one_error_line(run("calibrate", bundle, *extra))
+        assert line == (f"error: asd calibrate: {bundle} has no quality label at tier big: a policy fitted on it would "
+                        "know nothing about that tier's answers (label the bundle first)")
+    assert not (tmp_path / "p.npz").exists()
 
 
 def test_calibrate_refuses_to_write_its_policy_over_a_file_that_is_not_one(tmp_path):

@@ -107,6 +107,18 @@ def split_rows(view: TraceView, split: str | None) -> tuple[np.ndarray, str]:
     return rows, f"split {split!r}: {rows.size} of {view.n_requests} requests"
 
 
+def require_labels(view: TraceView, rows: np.ndarray, what: str) -> None:
+    """`what` (a command or option) fits a policy or a predictor on `rows`: refuse, before any
+    fitting, a tier none of whose rows carries a quality label, since a fit there would know
+    nothing of that tier's answers (it used to write a policy that stops everywhere by default)."""
+    labelled = np.isfinite(view.acceptable[rows]).any(axis=0)
+    if not labelled.all():
+        tier = view.tier_names[int(np.flatnonzero(~labelled)[0])]
+        where = "" if rows.size == view.n_requests else f" among the {rows.size} requests it calibrates on"
+        raise ConfigError(f"{what}: {view.path} has no quality label at tier {tier}{where}: a policy fitted on it "
+                          "would know nothing about that tier's answers (label the bundle first)")
+
+
 @dataclass
 class Calibration:
     """A fitted policy and how it was fitted. Arrays are aligned with `rows` (view rows).
@@ -354,17 +366,19 @@ def calibrate_to_file(bundle, out, *, predictor="logistic", groups=None, n_bins=
     `gbt-reference` fits the offline reference for its metrics and writes no policy."""
     if isinstance(groups, str):
         groups = [g.strip() for g in groups.split(",") if g.strip()]
+    view = load_view(bundle)
+    require_labels(view, split_rows(view, split)[0], "asd calibrate")
     if predictor == "gbt-reference":
-        return reference_report(bundle, groups=groups, split=split, seed=seed, plots=plots)
-    cal = calibrate(bundle, predictor=predictor, groups=groups, n_bins=n_bins, risk=risk, stage0=stage0,
+        return reference_report(view, groups=groups, split=split, seed=seed, plots=plots)
+    cal = calibrate(view, predictor=predictor, groups=groups, n_bins=n_bins, risk=risk, stage0=stage0,
                     cost_model=cost_model, split=split, lam=lam, seed=seed, prompt_text=prompt_text)
     path = cal.policy.save(out)
     report = dict(cal.report, policy_path=str(path), bundle=str(bundle), policy_lambda=float(cal.policy.lam),
                   cost_unit=cal.costs.unit)
     if plots:
-        from asd.simulator.plots import plots_dir
+        from asd.simulator.plots import PLOT_FILES, plots_dir
 
-        report["plots"] = [str(plots_dir(plots) / "reliability.png")]
+        report["plots"] = [str(plots_dir(plots) / PLOT_FILES["calibrate"][0])]
         save_reliability(cal, report["plots"][0])
     return report
 
@@ -399,9 +413,9 @@ def reference_report(bundle, *, groups=None, split="calibration", seed=0, plots=
               "metrics_note": "out of fold (K-fold grouped by request; AUROC the mean over folds; ECE with 10 equal-width bins)",
               "note": "offline reference: no policy written"}
     if plots:  # was silently ignored
-        from asd.simulator.plots import plots_dir
+        from asd.simulator.plots import PLOT_FILES, plots_dir
 
-        report["plots"] = [str(plots_dir(plots) / "reliability.png")]
+        report["plots"] = [str(plots_dir(plots) / PLOT_FILES["calibrate"][0])]
         reliability_plot({name: curves[name] for name in view.tier_names}, report["plots"][0],
                          title="out-of-fold reliability per tier, boosted trees (offline reference)")
     return report

@@ -13,6 +13,7 @@ import numpy as np
 
 from asd.engine import bisect_lambda
 from asd.engine.policy import check_policy_target
+from asd.calibration.calibrate import require_labels
 from asd.calibration.views import load_view
 from asd.errors import ConfigError
 from asd.simulator import baselines as B
@@ -461,10 +462,8 @@ def run_simulate(bundle="builtin", *, tau_max: float, stat: str = "p95", mode: s
         check_policy_target(save_policy)
     view = load_view(bundle)
     check_view_options(view, mode=mode, replicas=replicas, explain_id=explain_id, split=split, folds=folds)
-    unlabelled = [name for name, none in zip(view.tier_names, np.isnan(view.acceptable).all(axis=0)) if none]
-    if save_policy is not None and unlabelled:
-        raise ConfigError(f"--save-policy: {view.path} has no quality label at tier {unlabelled[0]}: a policy fitted "
-                          "on it would know nothing about that tier's answers (label the bundle first)")
+    if save_policy is not None:
+        require_labels(view, np.arange(view.n_requests), "--save-policy")
     ev = Evaluation(view, folds=folds, split=split, cost_model=cost_model, predictor=predictor,
                     stage0=stage0, risk=risk, seed=seed, progress=progress, policy=policy)
     result = simulate(bundle, tau_max=tau_max, stat=stat, mode=mode, rate=rate, replicas=replicas,
@@ -482,12 +481,12 @@ def run_simulate(bundle="builtin", *, tau_max: float, stat: str = "p95", mode: s
             chosen = des_latency(ev, rate=rate, replicas=replicas, max_batch=max_batch, seed=seed,
                                  scheduler=scheduler, arrivals=arrivals, cv=cv)(chosen)
         result["plots"] = [str(p) for p in (
-            P.latency_histogram(chosen.latency_ms, out / "latency.png", tau_max=tau_max,
+            P.latency_histogram(chosen.latency_ms, out / P.PLOT_FILES["simulate"][0], tau_max=tau_max,
                                 title=f"policy at λ={result['chosen']['lambda']:.3g}, held out"),
             P.stop_distribution({"policy": result["chosen"]["stop_fractions"]}
                                 | {k: v["stop_fractions"] for k, v in result["baselines"].items()
                                    if k in ("threshold", "router", "oracle")},
-                                ev.view.tier_names, out / "stops.png"),
+                                ev.view.tier_names, out / P.PLOT_FILES["simulate"][1]),
         )]
     if save_policy is not None:  # last: a run that fails before here replaces no policy file
         result["deployed_policy"] = save_deployment_policy(ev, tau_max, stat, save_policy)

@@ -14,6 +14,11 @@ import numpy as np  # noqa: E402
 from asd.errors import ConfigError  # noqa: E402
 
 
+# The files each command writes into its --plots directory (the CLI refuses other outputs there).
+PLOT_FILES = {"calibrate": ("reliability.png",), "simulate": ("latency.png", "stops.png"),
+              "sweep": ("frontier_cost.png", "frontier_latency.png")}
+
+
 def plots_dir(path) -> Path:
     path = Path(path)
     try:

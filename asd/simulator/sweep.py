@@ -338,8 +338,8 @@ def run_sweep(bundle="builtin", *, split=None, folds=None, cost_model=None, pred
         from asd.simulator import plots as P
 
         out = P.plots_dir(plots)
-        result["plots"] = [str(P.frontier(result["policy"], result["baselines"], out / "frontier_cost.png")),
-                           str(P.frontier(result["policy"], result["baselines"], out / "frontier_latency.png", x="latency"))]
+        result["plots"] = [str(P.frontier(result["policy"], result["baselines"], out / P.PLOT_FILES["sweep"][0])),
+                           str(P.frontier(result["policy"], result["baselines"], out / P.PLOT_FILES["sweep"][1], x="latency"))]
     return result
 
 

@@ -710,7 +710,8 @@ def test_sweep_of_an_unlabelled_bundle_is_one_line_and_simulate_still_runs(tmp_p
 
 
 def test_library_warnings_print_as_one_warning_line_each(tmp_path):
-    """A tier with no observed acceptance warns during calibration: the CLI prints it as a
+    """A tier with no observed acceptance warns during calibration (`asd simulate` still replays
+    an unlabelled bundle for its latencies; `asd calibrate` refuses it): the CLI prints it as a
     `warning:` line, not Python's file:line: UserWarning plus the offending source line."""
     from asd.traces.bundle import open_bundle, write_bundle
 
@@ -718,7 +719,7 @@ def test_library_warnings_print_as_one_warning_line_each(tmp_path):
     source = open_bundle(tmp_path / "s")
     outputs = source.to_pandas("outputs").assign(quality=None, accepted=None)
     write_bundle(tmp_path / "u", source.manifest, source.to_pandas("requests"), outputs, source.to_pandas("drafts"))
-    result = CliRunner().invoke(main, ["calibrate", str(tmp_path / "u"), "-o", str(tmp_path / "p.npz")])
+    result = CliRunner().invoke(main, ["simulate", str(tmp_path / "u"), "--tau-max", "1e6"])
     assert result.exit_code == 0, result.output
     lines = [line for line in result.stderr.splitlines() if "no observed acceptance" in line]
     assert lines and all(line.startswith("warning: tier ") for line in lines), result.stderr
