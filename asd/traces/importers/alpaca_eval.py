@@ -76,7 +76,8 @@ def preference_to_quality(preference: np.ndarray) -> np.ndarray:
 
 class AlpacaEvalImporter(Importer):
     name = "alpaca-eval"
-    summary = "shared/data/alpaca_eval: one tier per --models name, quality from --annotator"
+    summary = ("AlpacaEval's published outputs and judge annotations (tidied Parquet, as in shared/data/alpaca_eval): "
+               "one tier per --models name, quality from --annotator")
     source_kind = "directory"
     options = ("models", "annotator", "drop_incomplete")
     required = ("models",)

@@ -57,7 +57,8 @@ def parse_options(value, path: Path, question_id: str) -> list:
 
 class MmluProImporter(Importer):
     name = "mmlu-pro"
-    summary = "shared/data/mmlu_pro: one tier per --models name, quality = correct"
+    summary = ("MMLU-Pro's published CoT outputs (tidied Parquet, as in shared/data/mmlu_pro): one tier per --models "
+               "name, quality = correct")
     source_kind = "directory"
     options = ("models", "drop_incomplete")
     required = ("models",)

@@ -68,7 +68,8 @@ def parse_choices(value, path: Path, item_id: str) -> dict:
 
 class OptionLogitsImporter(Importer):
     name = "option-logits"
-    summary = "shared/data/option_logits_emotion: answer-token logprob + option entropy, quality = correct"
+    summary = ("LLM-Uncertainty-Bench option logits, emotion task (as in shared/data/option_logits_emotion): "
+               "answer-token logprob + option entropy, quality = correct")
     source_kind = "directory"
     options = ("models", "prompt_style", "icl_demos", "drop_incomplete")
     required = ("models",)

@@ -96,7 +96,8 @@ def draft_accepted(accept_lengths: pd.Series, where: Path) -> pd.array:
 
 class SpecBenchImporter(Importer):
     name = "spec-bench"
-    summary = "shared/data/spec_bench: draft → verify ladder, SpS accepted lengths as drafts"
+    summary = ("Spec-Bench runs (as in shared/data/spec_bench): draft → verify ladder, SpS accepted lengths as "
+               "drafts")
     source_kind = "directory"
     options = ("source_repo", "dataset", "method", "verify_model", "drop_incomplete")
 
