@@ -29,6 +29,7 @@ class AsdGroup(click.Group):
     def invoke(self, ctx):
         with warnings.catch_warnings():  # restores Python's own printer afterwards (CliRunner in tests)
             warnings.showwarning = _warning_line
+            _WARNED.clear()  # once per text and command (a group invokes its subcommand's group too)
             return self._invoke(ctx)
 
     def _invoke(self, ctx):
@@ -43,10 +44,17 @@ class AsdGroup(click.Group):
             sys.exit(2)
 
 
+_WARNED: set[str] = set()
+
+
 def _warning_line(message, category, filename, lineno, file=None, line=None):
     """A library warning (e.g. a tier with no observed acceptance) as one `warning:` line on
-    stderr, not Python's file:line: Category: text plus the source line."""
-    click.echo(f"warning: {message}", err=True)
+    stderr, not Python's file:line: Category: text plus the source line; once per text (each
+    fold's calibration gave the same line again: ten of them on a two-tier bundle)."""
+    text = f"warning: {message}"
+    if text not in _WARNED:
+        _WARNED.add(text)
+        click.echo(text, err=True)
 
 
 class BundleArg(click.ParamType):
@@ -118,11 +126,12 @@ class PlotsDir(click.Path):
 
 
 def refuse_overwriting_inputs(inputs: dict, outputs: dict, command: str | None = None) -> None:
-    """Before any work: an output that is one of the command's input files, lies inside an
-    input bundle (the built-in trace's directory too), or is another output's path, or one of
-    the files `command` writes into its `--plots` directory (`plots.PLOT_FILES`), is one
-    `error:` line (each was silently overwritten: `--json` over the `--policy` it read, `-o`
-    over the bundle's own Parquet, `--save-policy D/latency.png` by the plot of that name).
+    """Before any work: an output that is one of the command's input files (by path, link or
+    hard link), lies inside an input bundle (the built-in trace's directory too) or over a file
+    inside an input directory, or is another output's path, or one of the files `command`
+    writes into its `--plots` directory (`plots.PLOT_FILES`), is one `error:` line (each was
+    silently overwritten: `--json` over the `--policy` it read or over the bundle's manifest,
+    `-o` over the bundle's own Parquet, `--save-policy D/latency.png` by the plot of that name).
     inputs / outputs: option name → path (None: not given)."""
     from asd.traces.bundle import builtin_bundle_path, is_builtin
 
@@ -133,6 +142,12 @@ def refuse_overwriting_inputs(inputs: dict, outputs: dict, command: str | None =
             return Path(path).resolve()
         except (OSError, RuntimeError):  # a symbolic-link loop: the bundle's own check names it
             return Path(os.path.abspath(path))
+
+    def same_file(a: Path, b: Path) -> bool:
+        try:
+            return a == b or (a.is_file() and b.is_file() and os.path.samefile(a, b))
+        except OSError:
+            return False
 
     given_in = {name: where(builtin_bundle_path() if is_builtin(p) else p)
                 for name, p in inputs.items() if p is not None}
@@ -148,12 +163,18 @@ def refuse_overwriting_inputs(inputs: dict, outputs: dict, command: str | None =
         for in_name, in_path in given_in.items():
             if in_path is None:
                 continue
-            if path == in_path:
+            if same_file(path, in_path):
                 raise AsdError(f"{name} {outputs[name]}: is also {in_name}, which it would overwrite; write it elsewhere")
             if in_path.is_dir() and in_path in path.parents:
-                bundle = (f"the built-in trace's bundle {in_path}" if is_builtin(inputs[in_name])
-                          else f"the bundle {inputs[in_name]}")
-                raise AsdError(f"{name} {outputs[name]}: lies inside {bundle} this command reads, which it would "
+                if is_builtin(inputs[in_name]):
+                    what = f"the built-in trace's bundle {in_path}"
+                elif (in_path / "manifest.json").is_file():
+                    what = f"the bundle {inputs[in_name]}"
+                elif path.exists():  # a new file beside an importer's sources harms none of them
+                    what = f"{in_name} {inputs[in_name]}"
+                else:
+                    continue
+                raise AsdError(f"{name} {outputs[name]}: lies inside {what} this command reads, which it would "
                                "damage; write it elsewhere")
         if path in seen:
             raise AsdError(f"{name} {outputs[name]}: is also {seen[path]}; give each output its own path")
@@ -223,6 +244,7 @@ def traces_import(fmt, src, out, overwrite, json_path, **options):
     asd traces import mmlu-pro DIR -o bundle \\
         --models Meta-Llama-3_1-8B,Meta-Llama-3_1-70B
     """
+    refuse_overwriting_inputs({"SRC": src}, {"-o": out, "--json": json_path})
     summary = import_trace(fmt, src, out, overwrite=overwrite, **options)
     for line in summary_lines(summary):
         click.echo(line)
@@ -243,6 +265,7 @@ def traces_validate(bundle, max_problems, json_path):
 
     if not resolve_bundle_path(bundle).is_dir():
         open_bundle(bundle)  # nothing to validate: the one-line usage error inspect gives (exit 2)
+    refuse_overwriting_inputs({"BUNDLE": bundle}, {"--json": json_path})
     problems = validate_bundle(bundle, max_problems=max_problems)
     write_json(json_path, {"bundle": str(bundle), "valid": not problems, "problems": [
         {"file": p.file, "column": p.column, "row": p.row, "message": p.message} for p in problems]})
@@ -268,6 +291,7 @@ def traces_inspect(bundle, threshold, json_path):
     from asd.traces.summary import summarize_bundle
     from asd.traces.summary_view import print_summary
 
+    refuse_overwriting_inputs({"BUNDLE": bundle}, {"--json": json_path})
     summary = summarize_bundle(open_bundle(bundle), threshold=threshold)  # validated: numbers from a broken bundle mislead
     summary["path"] = bundle  # as the user named it ("builtin" rather than site-packages)
     print_summary(summary)
@@ -287,6 +311,14 @@ def traces_split(bundle, test_frac, seed, out, overwrite, json_path):
     read-only: split a copy with -o OUT)."""
     from asd.traces.split import split_bundle
 
+    from asd.traces.bundle import resolve_bundle_path
+
+    try:
+        if out is not None and Path(out).resolve() == resolve_bundle_path(bundle).resolve():
+            out = None  # a copy onto itself is the in-place split (as it was before outputs were checked)
+    except (OSError, RuntimeError):  # a symbolic-link loop: opening the bundle names it
+        pass
+    refuse_overwriting_inputs({"BUNDLE": bundle}, {"-o": out, "--json": json_path})
     result = split_bundle(bundle, test_frac=test_frac, seed=seed, out=out, overwrite=overwrite)
     click.echo(f"{result['bundle']}: {result['n_calibration']} calibration, {result['n_test']} test "
                f"request{'s' if result['n_test'] != 1 else ''} "
@@ -325,6 +357,7 @@ def traces_merge(bundles, out, overwrite):
     whose tiers or sampling differ, and requests present in more than one bundle."""
     from asd.traces.merge import merge_bundles
 
+    refuse_overwriting_inputs({f"BUNDLES {b}": b for b in bundles}, {"-o": out})
     merged = merge_bundles(list(bundles), out, overwrite=overwrite)
     n = merged.read("requests", ["request_id"]).num_rows
     click.echo(f"{out}: merged {len(bundles)} bundles, {n} request{'s' if n != 1 else ''}")
@@ -687,6 +720,7 @@ def record_command(tiers_path, prompts_path, out, shard, limit, drafts, label, o
     """
     from asd.live.record import format_summary, record
 
+    refuse_overwriting_inputs({"--tiers": tiers_path, "--prompts": prompts_path}, {"-o": out, "--json": json_path})
     summary = record(
         tiers_path, prompts_path, out, shard=shard, limit=limit, drafts=drafts, label=label,
         overwrite=overwrite, restart=restart, progress=not no_progress, command=" ".join(["asd"] + sys.argv[1:]),
@@ -721,6 +755,7 @@ def serve_command(tiers_path, policy_path, host, port, api_key, max_queue, feedb
     def announce():  # after the ladder and policy are checked: no banner above a refusal
         click.echo(f"asd serve: http://{host}:{port} (tiers {tiers_path}, policy {policy_path})", err=True)
 
+    refuse_overwriting_inputs({"--tiers": tiers_path, "--policy": policy_path}, {"--feedback-file": feedback_file})
     serve(tiers_path, policy_path, host=host, port=port, api_key=api_key, max_queue=max_queue,
           feedback_path=feedback_file, speculative=not no_speculative, announce=announce)
 
@@ -751,6 +786,8 @@ def live_command(tiers_path, policy_path, prompts_path, rate, concurrency, limit
 
     if concurrency is not None:
         _warn_ignored(["seed"], "with --concurrency (it seeds the Poisson arrivals of --rate)")
+    refuse_overwriting_inputs({"--tiers": tiers_path, "--policy": policy_path, "--prompts": prompts_path},
+                              {"-o": out, "--json": json_path})
     report = live(tiers_path, policy_path, prompts_path, rate=rate, concurrency=concurrency, out=out, seed=seed,
                   limit=limit, deadline_s=deadline_s, overwrite=overwrite, progress=not no_progress,
                   command=" ".join(["asd"] + sys.argv[1:]))

@@ -152,8 +152,13 @@ def test_an_output_over_an_input_or_another_output_is_refused_before_any_work(tm
     bundle = small_bundle(tmp_path / "b", n=20)
     policy = tmp_path / "p.npz"
     policy.write_bytes(b"PK\x03\x04 stands for a policy; the refusal comes before it is read")
-    parquet = bundle / "outputs.parquet"
-    before = {path: path.read_bytes() for path in (policy, parquet)}
+    parquet, manifest = bundle / "outputs.parquet", bundle / "manifest.json"
+    results = tmp_path / "runs.jsonl"  # an importer's source
+    results.write_text('{"request_id": "a", "tier": 0, "output": "x", "quality": 1}\n')
+    (tmp_path / "same.jsonl").hardlink_to(results)
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"prompt": "hi"}\n')
+    before = {path: path.read_bytes() for path in (policy, parquet, manifest, results, prompts)}
     cases = {
         ("simulate", bundle, "--tau-max", 800, "--policy", policy, "--json", policy):
             f"--json {policy}: is also --policy, which it would overwrite; write it elsewhere",
@@ -168,6 +173,22 @@ def test_an_output_over_an_input_or_another_output_is_refused_before_any_work(tm
             f"-o {parquet}: lies inside the bundle {bundle} this command reads, which it would damage; write it elsewhere",
         ("calibrate", bundle, "-o", tmp_path / "new.npz", "--json", tmp_path / "new.npz"):
             f"--json {tmp_path / 'new.npz'}: is also -o; give each output its own path",
+        # asd traces and asd record: --json over the manifest, a source, the prompts (each wrote there)
+        ("traces", "validate", bundle, "--json", manifest):
+            f"--json {manifest}: lies inside the bundle {bundle} this command reads, which it would damage; "
+            "write it elsewhere",
+        ("traces", "inspect", bundle, "--json", manifest):
+            f"--json {manifest}: lies inside the bundle {bundle} this command reads, which it would damage; "
+            "write it elsewhere",
+        ("traces", "split", bundle, "-o", tmp_path / "c", "--json", parquet):
+            f"--json {parquet}: lies inside the bundle {bundle} this command reads, which it would damage; "
+            "write it elsewhere",
+        ("traces", "merge", bundle, "-o", bundle): f"-o {bundle}: is also BUNDLES {bundle}, which it would overwrite; "
+                                                   "write it elsewhere",
+        ("traces", "import", "jsonl", results, "--tiers", "a:1", "-o", tmp_path / "i", "--json", tmp_path / "same.jsonl"):
+            f"--json {tmp_path / 'same.jsonl'}: is also SRC, which it would overwrite; write it elsewhere",
+        ("record", "--tiers", tmp_path / "t.yaml", "--prompts", prompts, "-o", tmp_path / "r", "--json", prompts):
+            f"--json {prompts}: is also --prompts, which it would overwrite; write it elsewhere",
         # the built-in trace is a bundle too, wherever it is installed
         ("simulate", "--tau-max", 800, "--json", builtin_bundle_path() / "r.json"):
             f"--json {builtin_bundle_path() / 'r.json'}: lies inside the built-in trace's bundle "
@@ -189,6 +210,9 @@ def test_an_output_over_an_input_or_another_output_is_refused_before_any_work(tm
     assert {path: path.read_bytes() for path in before} == before
     assert not (tmp_path / "new.npz").exists() and not (tmp_path / "f").exists()
     assert not (builtin_bundle_path() / "r.json").exists() and list((tmp_path / "d").iterdir()) == []
+    assert not any((tmp_path / name).exists() for name in ("c", "i", "r"))
+    # a split copy onto the bundle itself is the in-place split, as before
+    assert run("traces", "split", bundle, "-o", bundle).exit_code == 0
     # other files in the plots directory are fine
     assert run("calibrate", "builtin", "-o", tmp_path / "d" / "p.npz", "--plots", tmp_path / "d").exit_code == 0
 

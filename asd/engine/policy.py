@@ -948,7 +948,8 @@ class Policy:
         path = Path(path)
         if not path.is_file():
             raise PolicyError(f"policy file {path} is a directory, not a policy file" if path.is_dir()
-                              else f"policy file {path} not found")
+                              else f"policy file {path} is not a regular file (a device or a pipe), not a policy "
+                                   "file" if path.exists() else f"policy file {path} not found")
         try:
             with open(path, "rb") as fh:
                 magic = fh.read(4)

@@ -67,6 +67,12 @@ def subsample_rows(rows: np.ndarray, limit: int | None, seed: int) -> np.ndarray
     return np.sort(np.random.default_rng([seed, rows.size]).choice(rows, int(limit), replace=False))
 
 
+def check_split(view: TraceView, split: str) -> None:
+    """`--split NAME` needs a split column (before any calibration: other checks assume one)."""
+    if not view.has_split:
+        raise ConfigError(f"{view.path}: no split column; run `asd traces split` or use --folds K")
+
+
 def fold_of(n_requests: int, folds: int, seed: int) -> np.ndarray:
     """Each request's fold: a seeded permutation cut into K near-equal parts."""
     order = np.random.default_rng(seed).permutation(n_requests)
@@ -240,8 +246,7 @@ class Evaluation:
             folds = None if has_split else DEFAULT_FOLDS
             split = "test" if has_split else None
         if split is not None:
-            if not has_split:
-                raise ConfigError(f"{view.path}: no split column; run `asd traces split` or use --folds K")
+            check_split(view, split)
             held = np.flatnonzero(view.split == split)
             cal = np.flatnonzero((view.split != split) & (view.split != None))  # noqa: E711
             if held.size == 0 or cal.size == 0:
@@ -341,6 +346,7 @@ class Evaluation:
             found = calibration_share(calibration["request_id_sketch"], replayed)
             if found is not None:
                 if found[0] >= IN_SAMPLE_SHARE:
+                    self.design["in_sample"] = True
                     self.warnings.append(f"in-sample: about {100 * found[0]:.0f}% of the {len(replayed)} requests "
                                          f"replayed from {view.path} were in the policy's calibration data (by request "
                                          "id); figures are optimistic")
@@ -348,6 +354,7 @@ class Evaluation:
             # too few replayed ids fall below the sketch's largest hash to estimate: the bundle hash decides
         held_out = split is not None and calibration.get("split") is not None and calibration.get("split") != split
         if known is not None and known == view.content_hash and not held_out:
+            self.design["in_sample"] = True
             self.warnings.append(f"in-sample: {view.path} is the bundle the policy was calibrated on "
                                  f"(content hash {known[:12]}…) and these requests were in its calibration data; "
                                  "figures are optimistic")

@@ -12,6 +12,7 @@ from dataclasses import replace
 import numpy as np
 
 from asd.engine import bisect_lambda
+from asd.engine.search import LAMBDA_CAP, distinct_policies
 from asd.engine.policy import check_policy_target
 from asd.calibration.calibrate import require_labels
 from asd.calibration.views import load_view
@@ -36,11 +37,19 @@ def _lam_scale(ev: Evaluation) -> float:
 CANDIDATES = 16  # λ values below the bisection's limit compared on quality (halving steps)
 
 
+def last_policy_change(ev: Evaluation) -> float:
+    """The largest λ at which some fold's policy still changes: above it every fold plays the
+    policy it plays at any larger λ."""
+    policies = {id(f.policy): f.policy for f in ev.folds}.values()  # a given policy is every fold's
+    return max(distinct_policies(p, 0.0, LAMBDA_CAP, rel_tol=1e-6)[-1].lam_lo for p in policies)
+
+
 def search_tau(ev: Evaluation, tau_max: float, stat: str, latency=None):
     """λ for τ_max: bisection finds the largest λ whose pooled held-out latency statistic stays
     within τ_max (measured at the λ returned, so it meets τ_max whenever any λ does); then the
-    best quality among that λ and CANDIDATES halvings of it, all within τ_max (quality is not
-    monotone in λ on every ladder: a deeper tier can be worse). Returns (search, λ chosen).
+    best quality among that λ and CANDIDATES halvings of it (of the last λ where a fold's policy
+    changes, when τ_max is slack), all within τ_max (quality is not monotone in λ on every
+    ladder: a deeper tier can be worse). Returns (search, λ chosen).
     `latency(outcomes)` replaces the replay's latencies (the DES)."""
     def outcomes(lam):
         out = ev.policy_outcomes(lam)
@@ -52,9 +61,14 @@ def search_tau(ev: Evaluation, tau_max: float, stat: str, latency=None):
     found = bisect_lambda(statistic, tau_max, lam_hi=_lam_scale(ev))
     if found.status == "infeasible":
         return found, 0.0
+    top = found.lam
+    if found.status == "slack":
+        # every λ above the fold policies' last change plays the deepest policy: halvings of the
+        # bracket's top (1e15) compared 17 copies of it, and a slacker τ_max chose worse than a tight one
+        top = min(top, last_policy_change(ev))
     best, best_key = found.lam, None
-    for k in range(CANDIDATES + 1):
-        lam = found.lam / 2.0**k
+    for k in range(-1, CANDIDATES + 1):
+        lam = found.lam if k < 0 else top / 2.0**k
         out = None  # dropped before the next λ's outcomes are made (40 MB at 10^6 requests)
         out = outcomes(lam)
         if latency_stat(out.latency_ms, stat) > tau_max:
@@ -284,9 +298,10 @@ def check_load_options(mode: str, rate: float | None, scheduler: str = "fifo", a
         raise ConfigError(f"--arrivals {arrivals!r}: use one of {', '.join(ARRIVALS)}")
     if mode == "des" and arrivals != "trace" and not (rate is not None and rate > 0):
         raise ConfigError("--mode des needs --rate R (requests per second, > 0), or --arrivals trace")
-    if rate is not None and not (rate > 0 and math.isfinite(rate)):
+    # a value the mode ignores (the CLI warns so) is not refused as well
+    if mode == "des" and arrivals != "trace" and rate is not None and not (rate > 0 and math.isfinite(rate)):
         raise ConfigError(f"--rate {rate}: must be a positive, finite number of requests per second")
-    if not (cv > 0 and math.isfinite(cv)):
+    if mode == "des" and arrivals == "gamma" and not (cv > 0 and math.isfinite(cv)):
         raise ConfigError(f"--cv {cv}: the gaps' coefficient of variation must be a positive number (1 = Poisson)")
     if scheduler not in SCHEDULERS:
         raise ConfigError(f"--scheduler {scheduler!r}: use one of {', '.join(SCHEDULERS)}")
@@ -372,12 +387,13 @@ def simulate(bundle="builtin", *, tau_max: float, stat: str = "p95", mode: str =
         "bundle": ev.view.path,
         "tau_max_ms": float(tau_max), "stat": stat, "mode": mode,
         "split": ev.design["split"], "folds": ev.design["folds"], "evaluation": ev.design["description"],
-        "n_requests": int(ev.held.size), "speculative": ev.speculative,
+        "n_requests": int(ev.held.size), "in_sample": bool(ev.design.get("in_sample")),
+        "speculative": ev.speculative,
         "cost_model": ev.cost_model.kind, "cost_note": ev.cost_model.note,
         "search": {"status": found.status, "evaluations": found.evaluations, "statistic": found.statistic,
                    "lambda_limit": found.lam, "lambda": lam,
                    "note": f"bisection for the largest λ within τ_max, then the best quality among it and "
-                           f"{CANDIDATES} halvings"},
+                           f"{CANDIDATES} halvings (of the last λ where a fold's policy changes, when slack)"},
         "load": load,
         "feasible": feasible,
         "chosen": chosen,

@@ -113,10 +113,16 @@ def _method_table(title, rows, stat, tau=None) -> Table:
     return table
 
 
+def _replayed(result: dict) -> str:
+    """What the replayed requests are: held out, or (a given policy on requests it was fitted on,
+    which the warnings say) not."""
+    return "in-sample" if result.get("in_sample") else "held-out"
+
+
 def print_simulation(result: dict, console: Console | None = None) -> None:
     console = console or wide_console()
     stat, tau = result["stat"], result["tau_max_ms"]
-    console.print(f"[bold]{result['bundle']}[/bold]: {result['n_requests']} held-out requests, tiers "
+    console.print(f"[bold]{result['bundle']}[/bold]: {result['n_requests']} {_replayed(result)} requests, tiers "
                   f"{' → '.join(result['tiers'])}; {result['evaluation']}")
     console.print(f"cost model {result['cost_model']} ({result['cost_note']}); mode {result['mode']}"
                   f"{_load_text(result.get('load'))}")
@@ -125,11 +131,13 @@ def print_simulation(result: dict, console: Console | None = None) -> None:
     limit = result["search"].get("lambda_limit", c["lambda"])
     head = {"ok": f"λ = {c['lambda']:.4g}: best held-out quality among λ ≤ {limit:.4g}, the largest λ whose {stat} "
                   f"latency stays ≤ {tau:g} ms",
-            "slack": f"λ = {c['lambda']:.4g}: τ_max does not bind (the deepest policy fits)",
-            "infeasible": f"infeasible: even λ = 0 exceeds {stat} ≤ {tau:g} ms; showing λ = 0"}[status]
+            "slack": f"λ = {c['lambda']:.4g}: τ_max does not bind (even the deepest policy fits); the best held-out "
+                     "quality among every λ tried",
+            "infeasible": f"infeasible: even λ = 0 exceeds {stat} ≤ {tau:g} ms; showing λ = 0 (the cheapest policy, "
+                          "not always the fastest: a baseline below may meet τ_max)"}[status]
     console.print(head)
     rows = [("policy", c)] + list(result["baselines"].items())
-    console.print(_method_table(f"held-out results at τ_max = {tau:g} ms ({stat})", rows, stat, tau))
+    console.print(_method_table(f"{_replayed(result)} results at τ_max = {tau:g} ms ({stat})", rows, stat, tau))
     console.print("[dim]cost: GPU cost relative to always-last; stops: share of requests stopping at each tier; "
                   "oracle is an upper bound (cheapest acceptable tier per request)[/dim]")
     cr = result["criteria"]
@@ -165,21 +173,39 @@ def _load_text(load: dict | None) -> str:
     return f" at {rate} ({arrivals}){pools}, {load['scheduler']} queues"
 
 
+def _summarised(points: list[dict], check: dict) -> set[int]:
+    """Indices of the frontier points the ≤ 2 % summary line compares: the policy's point there,
+    and for each baseline point above the frontier the policy point it is measured against and the
+    cheapest one that matches its quality (the "points more cost")."""
+    lams = {check["policy"]["lambda"]} if check.get("policy") else set()
+    for entry in check.get("baseline_points_above_policy") or []:
+        lams.add(entry.get("policy_lambda"))
+        matching = [p for p in points if p["quality"] is not None and entry["quality"] is not None
+                    and p["quality"] >= entry["quality"] - 1e-9]  # the rule of sweep._extra_cost
+        if matching:
+            lams.add(min(matching, key=lambda p: p["cost_rel"])["lambda"])
+    return {i for i, p in enumerate(points) if p["lambda"] in lams}
+
+
 def print_sweep(result: dict, console: Console | None = None) -> None:
     console = console or wide_console()
     mode = "" if not result.get("load") else f"; mode {result['mode']}{_load_text(result['load'])}"
-    console.print(f"[bold]{result['bundle']}[/bold]: {result['n_requests']} held-out requests, "
+    console.print(f"[bold]{result['bundle']}[/bold]: {result['n_requests']} {_replayed(result)} requests, "
                   f"{result['evaluation']}; cost model {result['cost_model']}{mode}")
     table = Table(title=f"policy frontier ({len(result['policy'])} distinct policies)", box=box.SIMPLE_HEAD)
     for col in ("λ", "quality", "cost", "mean ms", "p95 ms", "stops per tier"):
         table.add_column(col, justify="right", no_wrap=True)
     points = result["policy"]
     shown = points if len(points) <= 16 else [points[int(i)] for i in
-                                              sorted(set(round(k * (len(points) - 1) / 15) for k in range(16)))]
+                                              sorted(set(round(k * (len(points) - 1) / 15) for k in range(16))
+                                                     | _summarised(points, result["quality_check"]))]
     for p in shown:
         table.add_row(f"{p['lambda']:.4g}", _f(p["quality"]), _f(p["cost_rel"]), _f(p["latency_ms"]["mean"], 0),
                       _f(p["latency_ms"]["p95"], 0), _stops(p["stop_fractions"]))
     console.print(table)
+    if len(shown) < len(points):
+        console.print(f"[dim]{len(shown)} of {len(points)} shown: evenly spaced, and the points the summary below "
+                      "compares; --csv and --json list every one[/dim]")
     rows = []
     for name, pts in result["baselines"].items():
         if len(pts) == 1:

@@ -15,7 +15,7 @@ from asd.calibration.views import load_view
 from asd.engine.search import LAMBDA_CAP, distinct_policies
 from asd.errors import ConfigError
 from asd.simulator import baselines as B
-from asd.simulator.evaluate import Evaluation
+from asd.simulator.evaluate import Evaluation, check_split
 from asd.simulator.outcomes import summarize
 
 QUALITY_SLACK = 0.02   # "≤ 2 % quality loss against always-last", relative
@@ -217,6 +217,7 @@ def sweep(bundle="builtin", *, split=None, folds=None, cost_model=None, predicto
     return {
         "bundle": ev.view.path, "split": ev.design["split"], "folds": ev.design["folds"],
         "evaluation": ev.design["description"], "n_requests": int(ev.held.size),
+        "in_sample": bool(ev.design.get("in_sample")),
         "cost_model": ev.cost_model.kind, "cost_note": ev.cost_model.note, "speculative": ev.speculative,
         "tiers": list(ev.view.tier_names),
         "policy": policy_points, "baselines": baselines,
@@ -313,6 +314,12 @@ def run_sweep(bundle="builtin", *, split=None, folds=None, cost_model=None, pred
         raise ConfigError(f"--repeats {repeats}: need at least 1")
     view = load_view(bundle)
     check_view_options(view, mode=mode, replicas=replicas)
+    if split is not None:
+        check_split(view, split)
+    if np.isnan(view.acceptable[:, -1]).all():  # before minutes of calibrating
+        raise ConfigError(f"asd sweep compares quality at a cost, but {view.path} has no quality label at its "
+                          f"last tier {view.tier_names[-1]} (an unlabelled bundle): use asd simulate for cost and "
+                          "latency")
     if repeats > 1 and folds is None and (split is not None or view.has_split):
         raise ConfigError(f"--repeats draws the folds again with other seeds, but {bundle} is evaluated on its "
                           f"split {split or 'test'!r} (one fixed draw): use --folds K")

@@ -269,6 +269,11 @@ def test_a_stage_row_outside_the_predictor_and_a_directory_for_a_policy_file_are
             policy.predictor.predict_proba(row, features[:, 0])
     with pytest.raises(PolicyError, match=f"policy file {tmp_path} is a directory, not a policy file"):
         Policy.load(tmp_path)
+    # a device exists: "not found" sent the user looking for a file that is there
+    with pytest.raises(PolicyError, match=r"policy file /dev/null is not a regular file \(a device or a pipe\)"):
+        Policy.load("/dev/null")
+    with pytest.raises(PolicyError, match=f"policy file {tmp_path / 'p.npz'} not found"):
+        Policy.load(tmp_path / "p.npz")
 
 
 def test_save_replaces_a_policy_file_but_never_other_data(tmp_path):

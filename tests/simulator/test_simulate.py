@@ -18,8 +18,9 @@ from asd.engine import Policy
 from asd.errors import ConfigError, PolicyError
 from asd.simulator.evaluate import Evaluation
 from asd.simulator.outcomes import Outcomes, latency_stat
-from asd.simulator.report import _above_text
-from asd.simulator.job import deployment_check, des_latency, difficulty_priority, prediction_margin, simulate
+from asd.simulator.report import _above_text, _summarised, print_sweep
+from asd.simulator.job import (deployment_check, des_latency, difficulty_priority, last_policy_change,
+                               prediction_margin, simulate)
 from asd.simulator.sweep import (_above, _extra_cost, _quality_above, cheapest_within, paired_se, run_sweep,
                                   sweep)
 from asd.traces.bundle import open_bundle
@@ -84,6 +85,18 @@ def test_simulate_with_a_generous_limit_is_slack_and_meets_it(evaluation):
     data = simulate(tau_max=1e9, stat="p99", evaluation=evaluation)
     assert data["feasible"] and data["search"]["status"] == "slack"
     assert data["chosen"]["latency_ms"]["p99"] <= 1e9
+
+
+def test_a_slack_limit_never_picks_worse_than_a_tight_one():
+    """The halvings under a slack limit started at the bracket's top (1e15) and compared 17 copies
+    of the deepest policy: on the built-in trace τ_max = 1e308 chose quality 0.407 at cost 2.20
+    where τ_max = 800 ms chose 0.418 at 1.61. They now start at the last λ where a fold's
+    policy changes."""
+    ev = Evaluation(BUILTIN_PATH, folds=5, seed=0)
+    tight, slack = (simulate(tau_max=tau, stat="p95", evaluation=ev) for tau in (800.0, 1e308))
+    assert tight["search"]["status"] == "ok" and slack["search"]["status"] == "slack"
+    assert slack["chosen"]["quality"] >= tight["chosen"]["quality"]
+    assert slack["chosen"]["lambda"] <= last_policy_change(ev) < 1e15
 
 
 def test_the_oracle_bounds_the_quality_of_every_policy_point_and_baseline(evaluation):
@@ -703,7 +716,17 @@ def test_sweep_of_an_unlabelled_bundle_is_one_line_and_simulate_still_runs(tmp_p
     write_bundle(tmp_path / "u", source.manifest, source.to_pandas("requests"), outputs, source.to_pandas("drafts"))
     result = CliRunner().invoke(main, ["sweep", str(tmp_path / "u"), "--folds", "2"])
     assert result.exit_code == 2 and "Traceback" not in result.stderr, result.stderr
-    assert result.stderr.splitlines()[-1] == (
+    # before any calibration (it came after minutes of it on a large ladder)
+    assert result.stderr.splitlines() == [
+        f"error: asd sweep compares quality at a cost, but {tmp_path / 'u'} has no quality label at its last tier "
+        "synth-70b (an unlabelled bundle): use asd simulate for cost and latency"]
+    # the held-out check stays for a bundle labelled only outside the held-out requests
+    requests = source.to_pandas("requests").assign(split=["calibration" if i < 100 else "test" for i in range(200)])
+    calibration = set(requests["request_id"][:100])
+    labelled = outputs.assign(quality=[1.0 if r in calibration else None for r in outputs["request_id"]])
+    write_bundle(tmp_path / "v", source.manifest, requests, labelled, source.to_pandas("drafts"))
+    result = CliRunner().invoke(main, ["sweep", str(tmp_path / "v")])
+    assert result.exit_code == 2 and result.stderr.splitlines()[-1] == (
         "error: asd sweep compares quality at a cost, but always-synth-70b has no quality label on the held-out "
         "requests (an unlabelled bundle): use asd simulate for cost and latency")
     assert run("simulate", str(tmp_path / "u"), "--folds", "2", "--tau-max", "1e5").exit_code == 0
@@ -723,6 +746,7 @@ def test_library_warnings_print_as_one_warning_line_each(tmp_path):
     assert result.exit_code == 0, result.output
     lines = [line for line in result.stderr.splitlines() if "no observed acceptance" in line]
     assert lines and all(line.startswith("warning: tier ") for line in lines), result.stderr
+    assert len(lines) == len(set(lines)) == 2, result.stderr  # once per tier, not once per fold as well
     assert "UserWarning" not in result.stderr and ".py:" not in result.stderr
 
 
@@ -892,3 +916,26 @@ def test_save_policy_refuses_an_unlabelled_bundle(shared_data, tmp_path):
                                        str(tmp_path / "p.npz")])
     assert result.exit_code == 2 and "has no quality label at tier vicuna-68m" in result.output
     assert not (tmp_path / "p.npz").exists()
+
+
+def test_the_sweep_table_shows_every_frontier_point_its_summary_compares():
+    """The table shows 16 evenly spaced points of a long frontier: on the built-in trace the
+    summary's "matches it for 5.3 points more cost" was measured at a point it left out."""
+    from rich.console import Console
+
+    result = run_sweep("builtin", cost_model="params")
+    points, check = result["policy"], result["quality_check"]
+    assert len(points) > 16 and check["baseline_points_above_policy"]
+    wanted = _summarised(points, check)
+    for entry in check["baseline_points_above_policy"]:  # the points the summary's figures come from
+        compared = [i for i in wanted if points[i]["lambda"] == entry["policy_lambda"]]
+        matching = [i for i in wanted if points[i]["cost_rel"] - entry["cost_rel"] == pytest.approx(
+            entry["policy_extra_cost"])]
+        assert compared and matching
+    console = Console(record=True, width=120)
+    print_sweep(result, console)
+    text = console.export_text()
+    printed = {line.split()[0] for line in text.splitlines() if line.strip()}
+    lams = {f"{p['lambda']:.4g}" for p in points}
+    assert all(f"{points[i]['lambda']:.4g}" in printed for i in wanted)
+    assert f"{len(printed & lams)} of {len(points)} shown" in text
