@@ -27,6 +27,7 @@ def main(argv=None) -> int:
     from asd.cli import JsonPath
     from asd.errors import AsdError
     from asd.fsutil import atomic_write
+    from asd.calibration.views import load_view
     from asd.simulator.evaluate import Evaluation
     from asd.simulator.fitted_q import fitted_q_reference
     from asd.simulator.sweep import cheapest_within, sweep
@@ -40,11 +41,18 @@ def main(argv=None) -> int:
     parser.add_argument("--json", type=Path, help="write both frontiers and the comparison here")
     args = parser.parse_args(argv)
     try:
-        if args.points < 2 or args.seed < 0:
-            raise AsdError(f"--points {args.points} --seed {args.seed}: need at least 2 points and a seed >= 0")
+        if args.points < 2:
+            raise AsdError(f"--points {args.points}: need at least 2")
+        if args.seed < 0:
+            raise AsdError(f"--seed {args.seed}: need a seed >= 0")
         if args.json:
             JsonPath().convert(str(args.json), None, None)  # before the work, as the CLI does
-        ev = Evaluation(args.bundle, folds=args.folds, cost_model=args.cost_model, seed=args.seed)
+        view = load_view(args.bundle)
+        if np.isnan(view.acceptable).all(axis=0).any():  # before calibrating: both frontiers trade quality
+            tier = view.tier_names[int(np.flatnonzero(np.isnan(view.acceptable).all(axis=0))[0])]
+            raise AsdError(f"{args.bundle}: no quality label at tier {tier}: the reference and the policy are "
+                           "compared on quality, which this bundle does not record")
+        ev = Evaluation(view, folds=args.folds, cost_model=args.cost_model, seed=args.seed)
         result = sweep(evaluation=ev)
         mus = np.geomspace(0.1, 1000.0, args.points)
         reference = [p.as_dict() for p in fitted_q_reference(

@@ -131,3 +131,18 @@ def test_script_prints_both_costs_and_writes_json(tmp_path):
                          cwd=REPO, capture_output=True, text=True, timeout=600)
     assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
         f"error: {unwritable}: cannot write --json (no directory {unwritable.parent})"]
+    # each bad option named alone (it named `--points 25` when only --seed was given); an
+    # unlabelled bundle before calibrating (it named `asd sweep` after calibrating)
+    from asd.traces.bundle import open_bundle, write_bundle
+
+    write_synthetic_bundle(tmp_path / "s", 60, 2, 5)
+    source = open_bundle(tmp_path / "s")
+    write_bundle(tmp_path / "u", source.manifest, source.to_pandas("requests"),
+                 source.to_pandas("outputs").assign(quality=None, accepted=None), source.to_pandas("drafts"))
+    for args, line in ((["builtin", "--seed", "-1"], "error: --seed -1: need a seed >= 0"),
+                       (["builtin", "--points", "1"], "error: --points 1: need at least 2"),
+                       ([str(tmp_path / "u")], f"error: {tmp_path / 'u'}: no quality label at tier synth-8b: the "
+                        "reference and the policy are compared on quality, which this bundle does not record")):
+        bad = subprocess.run([sys.executable, "scripts/policy_reference.py", *args], cwd=REPO, capture_output=True,
+                             text=True, timeout=600)
+        assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [line], bad.stderr
