@@ -309,9 +309,8 @@ def traces_split(bundle, test_frac, seed, out, overwrite, json_path):
     """Split BUNDLE's requests into calibration and test, by request, stratified by task,
     reproducible for a seed. Stored in the `split` column of requests.parquet (`builtin` is
     read-only: split a copy with -o OUT)."""
-    from asd.traces.split import split_bundle
-
     from asd.traces.bundle import resolve_bundle_path
+    from asd.traces.split import split_bundle
 
     try:
         if out is not None and Path(out).resolve() == resolve_bundle_path(bundle).resolve():

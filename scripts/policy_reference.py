@@ -27,6 +27,7 @@ def main(argv=None) -> int:
     from asd.cli import JsonPath
     from asd.errors import AsdError
     from asd.fsutil import atomic_write
+    from asd.calibration.calibrate import require_labels
     from asd.calibration.views import load_view
     from asd.simulator.evaluate import Evaluation
     from asd.simulator.fitted_q import fitted_q_reference
@@ -48,10 +49,7 @@ def main(argv=None) -> int:
         if args.json:
             JsonPath().convert(str(args.json), None, None)  # before the work, as the CLI does
         view = load_view(args.bundle)
-        if np.isnan(view.acceptable).all(axis=0).any():  # before calibrating: both frontiers trade quality
-            tier = view.tier_names[int(np.flatnonzero(np.isnan(view.acceptable).all(axis=0))[0])]
-            raise AsdError(f"{args.bundle}: no quality label at tier {tier}: the reference and the policy are "
-                           "compared on quality, which this bundle does not record")
+        require_labels(view, np.arange(view.n_requests), "policy_reference.py")  # before calibrating
         ev = Evaluation(view, folds=args.folds, cost_model=args.cost_model, seed=args.seed)
         result = sweep(evaluation=ev)
         mus = np.geomspace(0.1, 1000.0, args.points)

@@ -67,8 +67,7 @@ def search_tau(ev: Evaluation, tau_max: float, stat: str, latency=None):
         # bracket's top (1e15) compared 17 copies of it, and a slacker τ_max chose worse than a tight one
         top = min(top, last_policy_change(ev))
     best, best_key = found.lam, None
-    for k in range(-1, CANDIDATES + 1):
-        lam = found.lam if k < 0 else top / 2.0**k
+    for lam in dict.fromkeys([found.lam, *(top / 2.0**k for k in range(CANDIDATES + 1))]):  # each λ replayed once
         out = None  # dropped before the next λ's outcomes are made (40 MB at 10^6 requests)
         out = outcomes(lam)
         if latency_stat(out.latency_ms, stat) > tau_max:
@@ -498,7 +497,8 @@ def run_simulate(bundle="builtin", *, tau_max: float, stat: str = "p95", mode: s
                                  scheduler=scheduler, arrivals=arrivals, cv=cv)(chosen)
         result["plots"] = [str(p) for p in (
             P.latency_histogram(chosen.latency_ms, out / P.PLOT_FILES["simulate"][0], tau_max=tau_max,
-                                title=f"policy at λ={result['chosen']['lambda']:.3g}, held out"),
+                                title=f"policy at λ={result['chosen']['lambda']:.3g}, "
+                                      f"{'in sample' if result['in_sample'] else 'held out'}"),
             P.stop_distribution({"policy": result["chosen"]["stop_fractions"]}
                                 | {k: v["stop_fractions"] for k, v in result["baselines"].items()
                                    if k in ("threshold", "router", "oracle")},

@@ -141,8 +141,9 @@ def test_script_prints_both_costs_and_writes_json(tmp_path):
                  source.to_pandas("outputs").assign(quality=None, accepted=None), source.to_pandas("drafts"))
     for args, line in ((["builtin", "--seed", "-1"], "error: --seed -1: need a seed >= 0"),
                        (["builtin", "--points", "1"], "error: --points 1: need at least 2"),
-                       ([str(tmp_path / "u")], f"error: {tmp_path / 'u'}: no quality label at tier synth-8b: the "
-                        "reference and the policy are compared on quality, which this bundle does not record")):
+                       ([str(tmp_path / "u")], f"error: policy_reference.py: {tmp_path / 'u'} has no quality label "
+                        "at tier synth-8b: a policy fitted on it would know nothing about that tier's answers (label "
+                        "the bundle first)")):
         bad = subprocess.run([sys.executable, "scripts/policy_reference.py", *args], cwd=REPO, capture_output=True,
                              text=True, timeout=600)
         assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [line], bad.stderr
