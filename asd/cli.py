@@ -30,7 +30,10 @@ class AsdGroup(click.Group):
         with warnings.catch_warnings():  # restores Python's own printer afterwards (CliRunner in tests)
             warnings.showwarning = _warning_line
             _WARNED.clear()  # once per text and command (a group invokes its subcommand's group too)
-            return self._invoke(ctx)
+            try:
+                return self._invoke(ctx)
+            finally:
+                _remove_made_dirs_left_empty()
 
     def _invoke(self, ctx):
         try:
@@ -107,9 +110,23 @@ class JsonPath(click.Path):
         return super().convert(value, param, ctx)
 
 
+# --plots directories the running command made, deepest first: removed again where the command
+# ends leaving them empty (refused or failed before any plot), so a mistake leaves nothing behind.
+_MADE_DIRS: list[Path] = []
+
+
+def _remove_made_dirs_left_empty() -> None:
+    while _MADE_DIRS:
+        try:
+            _MADE_DIRS.pop(0).rmdir()  # only an empty directory goes
+        except OSError:
+            _MADE_DIRS.clear()  # not empty (plots written), or gone: its parents stay too
+
+
 class PlotsDir(click.Path):
-    """`--plots DIR`: created when the option is parsed, so that a path that cannot be a
-    directory is one `error:` line before any calibration, not after it."""
+    """`--plots DIR`: made when the option is parsed, so that a path that cannot be a directory
+    is one `error:` line before any calibration, not after it, and another output may go inside
+    it (`--plots out --json out/r.json`); removed again if the command leaves it empty."""
 
     def __init__(self):
         super().__init__(file_okay=False)
@@ -117,11 +134,18 @@ class PlotsDir(click.Path):
     def convert(self, value, param, ctx):
         from asd.simulator.plots import plots_dir
 
+        if Path(value).is_file():  # one line, where click would print a usage screen
+            raise AsdError(f"{value}: cannot create --plots directory (it is a file)")
         value = super().convert(value, param, ctx)
+        missing, path = [], Path(value)
+        while not path.exists() and path != path.parent:
+            missing.append(path)
+            path = path.parent
         try:
             plots_dir(value)
         except ConfigError as exc:
             raise AsdError(str(exc)) from None
+        _MADE_DIRS.extend(missing)
         return value
 
 

@@ -289,6 +289,7 @@ def calibrate(
     engine_predictor = stack_predictor(prompt_fit, fits, predictor, route_fits)
     report = _report(view, fs, fits, p_climb, prompt_fit, rows, y, data_used, predictor, model, stage0, bins, risk,
                      split, single_feature_report)
+    report["cost_note"] = costs.note  # the model's, how drafts are priced, and any token count filled
     report["prompt_text"] = None if text_model is None else _text_report(text_model, text_oof, y, folds, seed)
     report["p_hat_weight"] = p_hat_weight
     report["pool_bins"] = pool_bins
@@ -347,7 +348,7 @@ def _report(view, fs, fits, p_climb, prompt_fit, rows, y, data_used, predictor, 
         "bundle": view.path, "split": split if view.has_split else None,
         "data": data_used, "predictor": predictor, "features": list(fs.names),
         "feature_groups": list(fs.groups), "missing_groups": dict(fs.missing_groups),
-        "cost_model": model.kind, "cost_note": model.note, "stage0": bool(stage0),
+        "cost_model": model.kind, "stage0": bool(stage0),
         "stage0_metrics": None if prompt_fit is None else dict(prompt_fit.metrics),
         "bins": bins, "risk": risk, "tiers": tiers,
         "metrics_note": "out of fold (K-fold grouped by request; AUROC the mean over folds; ECE with 10 equal-width bins)",

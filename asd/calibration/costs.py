@@ -380,6 +380,12 @@ def _filled_tokens(view) -> tuple[np.ndarray, np.ndarray, str]:
         notes.append(f"{filled_p + filled_o} missing token count(s) filled with that tier's mean recorded count "
                      f"(rounded to a whole token)")
     for label, raw in (("prompt", view.n_prompt_tokens), ("output", view.n_output_tokens)):
+        raw = np.asarray(raw, dtype=np.float64)
+        none = np.isnan(raw).all(axis=0)
+        if none.any() and not none.all():  # the fill rule's fallback: such a tier's cost is a guess
+            names = ", ".join(str(n) for n, x in zip(view.tier_names, none) if x)
+            notes.append(f"{names} recorded no {label} token count: filled with the mean over every tier")
+    for label, raw in (("prompt", view.n_prompt_tokens), ("output", view.n_output_tokens)):
         if np.isnan(np.asarray(raw, dtype=np.float64)).all():
             notes.append(f"no {label} token counts recorded: counted as 0")
     return n_prompt, n_out, "; ".join(notes)

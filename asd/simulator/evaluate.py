@@ -73,6 +73,12 @@ def check_split(view: TraceView, split: str) -> None:
         raise ConfigError(f"{view.path}: no split column; run `asd traces split` or use --folds K")
 
 
+def last_tier_labelled(view: TraceView) -> bool:
+    """Whether any request has a quality label at the last tier: without one there is no quality
+    to fit a policy on or to trade against cost (an unlabelled bundle, e.g. Spec-Bench's)."""
+    return not np.isnan(view.acceptable[:, -1]).all()
+
+
 def fold_of(n_requests: int, folds: int, seed: int) -> np.ndarray:
     """Each request's fold: a seeded permutation cut into K near-equal parts."""
     order = np.random.default_rng(seed).permutation(n_requests)
@@ -224,7 +230,7 @@ class Evaluation:
                  cost_model: str | None = None, n_bins: int | None = None, seed: int = DEFAULT_SEED,
                  progress=None, policy=None, policy_name: str | None = None,
                  max_calibration_rows: int | None = MAX_CALIBRATION_ROWS, prompt_tokens: PromptTokens | None = None,
-                 **calibrate_options):
+                 fit: bool = True, **calibrate_options):
         view = bundle if isinstance(bundle, TraceView) else load_view(bundle)
         self.view = view
         if prompt_tokens is not None and len(prompt_tokens) != view.n_requests:
@@ -242,10 +248,27 @@ class Evaluation:
         has_split = view.has_split
         if split is not None and folds is not None:
             raise ConfigError("--split and --folds are alternatives: give one")
-        if split is None and folds is None:
+        if not fit and policy is not None:
+            raise ConfigError("fit=False replays the methods that need no policy: give no policy")
+        if not fit and split is None:  # nothing is calibrated, so nothing needs holding out
+            if folds is not None:
+                self.warnings.append(f"--folds {folds}: no policy is fitted, so every request is replayed once")
+            folds = None
+        elif split is None and folds is None:
             folds = None if has_split else DEFAULT_FOLDS
             split = "test" if has_split else None
-        if split is not None:
+        if not fit:
+            if split is not None:
+                check_split(view, split)
+            held = np.flatnonzero(view.split == split) if split is not None else np.arange(view.n_requests)
+            if held.size == 0:
+                raise ConfigError(f"{view.path}: split {split!r} has no requests")
+            plan = []
+            where = f"the {held.size} requests of split {split!r}" if split is not None else "every request"
+            self.design = {"split": split, "folds": None,
+                           "description": f"no policy fitted; {where} replayed under the methods that need no "
+                                          "quality labels"}
+        elif split is not None:
             check_split(view, split)
             held = np.flatnonzero(view.split == split)
             cal = np.flatnonzero((view.split != split) & (view.split != None))  # noqa: E711
@@ -265,13 +288,16 @@ class Evaluation:
             self.design = {"split": None, "folds": folds,
                            "description": f"pooled {folds}-fold cross-fitting over {view.n_requests} requests "
                                           f"(each policy calibrated on {folds - 1} folds, replayed on its own)"}
+        self.fitted = fit
         full_cal = int(sum(cal.size for cal, _ in plan))
         plan = [(subsample_rows(cal, max_calibration_rows, seed), held) for cal, held in plan]
         if sum(cal.size for cal, _ in plan) < full_cal:
             self.design["description"] += (f"; each policy fitted on a seeded subsample of at most "
                                            f"{max_calibration_rows} of its calibration requests")
         self.design["max_calibration_rows"] = max_calibration_rows
-        if self.fixed is None:
+        if not fit:
+            self.features = None
+        elif self.fixed is None:
             n_features = sum(len(names) for names in FEATURE_GROUPS.values())  # an upper bound
             dtype = (np.float32 if 8 * view.n_requests * view.n_tiers * n_features > FLOAT32_FEATURES_ABOVE_BYTES
                      else np.float64)
@@ -302,9 +328,12 @@ class Evaluation:
         # folds are fitted.
         costs = self.cost_model.grid(view)
         self.speculative = bool(costs.speculative)
+        self.cost_note = costs.note  # the model's note, how drafts are priced, and any token count filled
         costs = CostGrid(costs.cost, costs.cost_cont, costs.latency_ms, costs.latency_cont_ms, costs.speculative,
                          costs.unit)  # the charges alone: its four token-count grids go now
-        self.held = np.concatenate([held for _, held in plan])
+        if plan:
+            held = np.concatenate([held for _, held in plan])
+        self.held = held
         self.arrays = ladder_arrays(view, costs, self.held)
         cal_arrays = [ladder_arrays(view, costs, cal) for cal, _ in plan]
         del costs
@@ -511,14 +540,20 @@ class Evaluation:
     def iter_fixed_baselines(self, lam: float):
         """(name, Outcomes) of each fixed baseline, one at a time (at 10^6 requests each is 40 MB:
         a report summarises and drops them as they come)."""
+        yield from self.iter_label_free_baselines()
+        a = self.arrays
+        tier_costs = a.cost.mean(axis=0)
+        yield "protocol", Outcomes.concat([B.protocol(f.held_arrays, f.p_held, tier_costs, lam) for f in self.folds])
+        yield "oracle", B.oracle(a)
+
+    def iter_label_free_baselines(self):
+        """(name, Outcomes) of the baselines whose stops need no policy, p̂ or label: each tier
+        alone, `fixed-2stage` and `pipeline` (all an unlabelled bundle can be replayed under)."""
         a = self.arrays
         for i, name in enumerate(self.view.tier_names):
             yield f"always-{name}", B.always(a, i)
         yield "fixed-2stage", B.fixed_two_stage(a)
         yield "pipeline", B.pipeline(a)
-        tier_costs = a.cost.mean(axis=0)
-        yield "protocol", Outcomes.concat([B.protocol(f.held_arrays, f.p_held, tier_costs, lam) for f in self.folds])
-        yield "oracle", B.oracle(a)
 
     def tuned_baseline(self, name: str, *, latency=None, cost_rel=None, folds=None) -> Outcomes:
         """`threshold` or `router`, each fold's member picked on its calibration rows under the

@@ -15,10 +15,10 @@ from asd.engine import bisect_lambda
 from asd.engine.search import LAMBDA_CAP, distinct_policies
 from asd.engine.policy import check_policy_target
 from asd.calibration.calibrate import require_labels
-from asd.calibration.views import load_view
+from asd.calibration.views import TraceView, load_view
 from asd.errors import ConfigError
 from asd.simulator import baselines as B
-from asd.simulator.evaluate import Evaluation
+from asd.simulator.evaluate import Evaluation, last_tier_labelled
 from asd.simulator.outcomes import PERCENTILES, STATISTICS, Outcomes, latency_stat, summarize
 
 # The research protocol's §6.1 goals, judged against `fixed-2stage`.
@@ -327,6 +327,18 @@ def check_view_options(view, *, mode: str = "replay", replicas=1, explain_id: st
                           f"held-out split {held_split!r} (--explain shows a request the policy did not see)")
 
 
+def refuse_label_free_options(view, *, explain_id=None, plots=None, scheduler="fifo") -> None:
+    """The options that show or use the chosen policy, refused on a bundle with no quality label
+    at its last tier (where `simulate` chooses none), before any work."""
+    what = {"--explain": "shows the chosen policy's walk of a request", "--plots": "draws the chosen policy's "
+            "latency and stops", "--scheduler difficulty": "orders the queues by the policy's predicted difficulty"}
+    given = [o for o, v in (("--explain", explain_id), ("--plots", plots),
+                            ("--scheduler difficulty", scheduler == "difficulty")) if v]
+    if given:
+        raise ConfigError(f"{given[0]} {what[given[0]]}, but {view.path} has no quality label at its last tier "
+                          f"{view.tier_names[-1]}, so no policy is chosen (label the bundle first)")
+
+
 def simulate(bundle="builtin", *, tau_max: float, stat: str = "p95", mode: str = "replay", rate: float | None = None,
              replicas=1, max_batch: int = 256, split: str | None = None, folds: int | None = None,
              cost_model: str | None = None, predictor: str = "logistic", stage0: bool = True, risk="mean",
@@ -335,36 +347,29 @@ def simulate(bundle="builtin", *, tau_max: float, stat: str = "p95", mode: str =
     """Everything `asd simulate` prints and writes with --json. chrome_trace: under --mode des, a
     path for the chosen policy's run as a chrome://tracing file."""
     check_options(tau_max, stat, mode, rate, scheduler, arrivals, cv)
-    ev = evaluation or Evaluation(bundle, folds=folds, split=split, cost_model=cost_model, predictor=predictor,
-                                  stage0=stage0, risk=risk, seed=seed, progress=progress)
+    ev = evaluation
+    if ev is None:
+        view = bundle if isinstance(bundle, TraceView) else load_view(bundle)
+        fit = last_tier_labelled(view)
+        if not fit:
+            refuse_label_free_options(view, scheduler=scheduler)
+        ev = Evaluation(view, folds=folds, split=split, cost_model=cost_model, predictor=predictor, stage0=stage0,
+                        risk=risk, seed=seed, progress=progress, fit=fit)
     n_tiers = ev.view.n_tiers
     latency = (des_latency(ev, rate=rate, replicas=replicas, max_batch=max_batch, seed=seed, scheduler=scheduler,
                            arrivals=arrivals, cv=cv)
                if mode == "des" else None)
     timed = (lambda out: out) if latency is None else latency
+    if not ev.fitted:
+        return _simulate_label_free(ev, tau_max, stat, mode, latency,
+                                    lambda: _load(ev, latency, rate, arrivals, cv, scheduler, max_batch, chrome_trace))
     found, lam = search_tau(ev, tau_max, stat, latency)
     chosen_out = timed(ev.policy_outcomes(lam))
     chosen = {"lambda": lam, **summarize(chosen_out, ev.cost_last, n_tiers)}
     chosen_cost = float(chosen_out.cost.mean())  # what `random` matches; the outcomes go now
     del chosen_out
     feasible = found.status != "infeasible"
-    load = None
-    if latency is not None:
-        run = latency.last
-        load = describe_load(rate, arrivals, cv, scheduler) | {
-                "replicas": latency.pools.replicas.tolist(), "max_batch": int(max_batch),
-                "utilisation": run.utilisation.tolist(), "gpu_s": run.gpu_s.tolist(),
-                "mean_queue": run.mean_queue.tolist(), "max_queue": run.max_queue.tolist(),
-                "ttft_ms": {s: run.latency(s, "ttft") for s in STATISTICS}}
-        if arrivals == "trace" and run.arrival_ms.size > 1:  # the rate the recorded offsets imply
-            load["rate"] = run.arrival_ms.size / (np.ptp(run.arrival_ms) / 1e3)
-        if chrome_trace is not None:
-            try:
-                run.chrome_trace(chrome_trace, tier_names=ev.view.tier_names, request_ids=ev.view.request_ids[ev.held],
-                                 limit=CHROME_TRACE_SPANS)
-            except OSError as exc:
-                raise ConfigError(f"{chrome_trace}: cannot write --chrome-trace ({exc.strerror or exc})") from None
-            load["chrome_trace"] = str(chrome_trace)
+    load = _load(ev, latency, rate, arrivals, cv, scheduler, max_batch, chrome_trace)
 
     def outcomes_of_baselines():  # one at a time: summarised and dropped (40 MB each at 10^6 requests)
         yield from ev.iter_fixed_baselines(lam)
@@ -382,13 +387,7 @@ def simulate(bundle="builtin", *, tau_max: float, stat: str = "p95", mode: str =
         del out
     baselines = {name: summaries[name] for name in B.baseline_names(ev.view.tier_names)}
 
-    return {
-        "bundle": ev.view.path,
-        "tau_max_ms": float(tau_max), "stat": stat, "mode": mode,
-        "split": ev.design["split"], "folds": ev.design["folds"], "evaluation": ev.design["description"],
-        "n_requests": int(ev.held.size), "in_sample": bool(ev.design.get("in_sample")),
-        "speculative": ev.speculative,
-        "cost_model": ev.cost_model.kind, "cost_note": ev.cost_model.note,
+    return _header(ev, tau_max, stat, mode) | {
         "search": {"status": found.status, "evaluations": found.evaluations, "statistic": found.statistic,
                    "lambda_limit": found.lam, "lambda": lam,
                    "note": f"bisection for the largest λ within τ_max, then the best quality among it and "
@@ -399,9 +398,64 @@ def simulate(bundle="builtin", *, tau_max: float, stat: str = "p95", mode: str =
         "baselines": baselines,
         "criteria": criteria(chosen, baselines["fixed-2stage"], stat),
         "deployment": deployment_check(ev, tau_max, stat),
-        "tiers": list(ev.view.tier_names),
         "warnings": list(ev.warnings),
     }
+
+
+def _header(ev: Evaluation, tau_max: float, stat: str, mode: str) -> dict:
+    """The keys every `asd simulate` result starts with: what was replayed, how, and how priced."""
+    return {"bundle": ev.view.path, "tau_max_ms": float(tau_max), "stat": stat, "mode": mode,
+            "split": ev.design["split"], "folds": ev.design["folds"], "evaluation": ev.design["description"],
+            "n_requests": int(ev.held.size), "in_sample": bool(ev.design.get("in_sample")),
+            "labelled": last_tier_labelled(ev.view), "speculative": ev.speculative,
+            "cost_model": ev.cost_model.kind, "cost_note": ev.cost_note, "tiers": list(ev.view.tier_names)}
+
+
+def _load(ev: Evaluation, latency, rate, arrivals, cv, scheduler, max_batch, chrome_trace) -> dict | None:
+    """The DES's load section for its last run (None in replay mode), writing that run as a
+    chrome://tracing file where asked."""
+    if latency is None:
+        return None
+    run = latency.last
+    load = describe_load(rate, arrivals, cv, scheduler) | {
+            "replicas": latency.pools.replicas.tolist(), "max_batch": int(max_batch),
+            "utilisation": run.utilisation.tolist(), "gpu_s": run.gpu_s.tolist(),
+            "mean_queue": run.mean_queue.tolist(), "max_queue": run.max_queue.tolist(),
+            "ttft_ms": {s: run.latency(s, "ttft") for s in STATISTICS}}
+    if arrivals == "trace" and run.arrival_ms.size > 1:  # the rate the recorded offsets imply
+        load["rate"] = run.arrival_ms.size / (np.ptp(run.arrival_ms) / 1e3)
+    if chrome_trace is not None:
+        try:
+            run.chrome_trace(chrome_trace, tier_names=ev.view.tier_names, request_ids=ev.view.request_ids[ev.held],
+                             limit=CHROME_TRACE_SPANS)
+        except OSError as exc:
+            raise ConfigError(f"{chrome_trace}: cannot write --chrome-trace ({exc.strerror or exc})") from None
+        load["chrome_trace"] = str(chrome_trace)
+    return load
+
+
+def _simulate_label_free(ev: Evaluation, tau_max: float, stat: str, mode: str, latency, load) -> dict:
+    """`simulate` on a bundle with no quality label at its last tier: no policy can be chosen
+    and no baseline tuned or judged on quality, so only the methods whose stops need neither
+    (`Evaluation.iter_label_free_baselines`) are replayed, for their cost and latency. The DES's
+    load section describes the always-last run."""
+    last = f"always-{ev.view.tier_names[-1]}"
+    baselines, last_run = {}, None
+    for name, out in ev.iter_label_free_baselines():
+        s = summarize(out if latency is None else latency(out), ev.cost_last, ev.view.n_tiers)
+        s["meets_tau"] = s["latency_ms"][stat] <= tau_max
+        baselines[name] = s
+        if latency is not None and name == last:
+            last_run = latency.last
+    if last_run is not None:
+        latency.last = last_run
+    return _header(ev, tau_max, stat, mode) | {
+        "search": None, "load": load(), "feasible": None, "chosen": None, "baselines": baselines,
+        "criteria": None, "deployment": None,
+        "not_fitted": f"no quality label at the last tier {ev.view.tier_names[-1]}: no policy is chosen and no "
+                      "baseline tuned on quality; shown: the methods that need no labels, for cost and latency "
+                      "(label the bundle for the rest)",
+        "warnings": list(ev.warnings)}
 
 
 def _request_rows(view, request_id) -> np.ndarray:
@@ -479,8 +533,11 @@ def run_simulate(bundle="builtin", *, tau_max: float, stat: str = "p95", mode: s
     check_view_options(view, mode=mode, replicas=replicas, explain_id=explain_id, split=split, folds=folds)
     if save_policy is not None:
         require_labels(view, np.arange(view.n_requests), "--save-policy")
+    fit = policy is not None or last_tier_labelled(view)
+    if not fit:
+        refuse_label_free_options(view, explain_id=explain_id, plots=plots, scheduler=scheduler)
     ev = Evaluation(view, folds=folds, split=split, cost_model=cost_model, predictor=predictor,
-                    stage0=stage0, risk=risk, seed=seed, progress=progress, policy=policy)
+                    stage0=stage0, risk=risk, seed=seed, progress=progress, policy=policy, fit=fit)
     result = simulate(bundle, tau_max=tau_max, stat=stat, mode=mode, rate=rate, replicas=replicas,
                       max_batch=max_batch, evaluation=ev, seed=seed, scheduler=scheduler, arrivals=arrivals, cv=cv,
                       chrome_trace=chrome_trace)

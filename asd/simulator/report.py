@@ -115,7 +115,9 @@ def _method_table(title, rows, stat, tau=None) -> Table:
 
 def _replayed(result: dict) -> str:
     """What the replayed requests are: held out, or (a given policy on requests it was fitted on,
-    which the warnings say) not."""
+    which the warnings say) not; with no policy fitted (an unlabelled bundle), neither."""
+    if result.get("chosen", True) is None:
+        return "replayed"
     return "in-sample" if result.get("in_sample") else "held-out"
 
 
@@ -127,6 +129,13 @@ def print_simulation(result: dict, console: Console | None = None) -> None:
     console.print(f"cost model {result['cost_model']} ({result['cost_note']}); mode {result['mode']}"
                   f"{_load_text(result.get('load'))}")
     c = result["chosen"]
+    if c is None:  # an unlabelled bundle: the methods that need no labels, for cost and latency
+        console.print(result["not_fitted"])
+        console.print(_method_table(f"{_replayed(result)} cost and latency at τ_max = {tau:g} ms ({stat})",
+                                    list(result["baselines"].items()), stat, tau))
+        console.print("[dim]cost: GPU cost relative to always-last; stops: share of requests stopping at each tier; "
+                      "quality —: no labels[/dim]")
+        return
     status = result["search"]["status"]
     limit = result["search"].get("lambda_limit", c["lambda"])
     head = {"ok": f"λ = {c['lambda']:.4g}: best held-out quality among λ ≤ {limit:.4g}, the largest λ whose {stat} "

@@ -15,7 +15,7 @@ from asd.calibration.views import load_view
 from asd.engine.search import LAMBDA_CAP, distinct_policies
 from asd.errors import ConfigError
 from asd.simulator import baselines as B
-from asd.simulator.evaluate import Evaluation, check_split
+from asd.simulator.evaluate import Evaluation, check_split, last_tier_labelled
 from asd.simulator.outcomes import summarize
 
 QUALITY_SLACK = 0.02   # "≤ 2 % quality loss against always-last", relative
@@ -218,7 +218,7 @@ def sweep(bundle="builtin", *, split=None, folds=None, cost_model=None, predicto
         "bundle": ev.view.path, "split": ev.design["split"], "folds": ev.design["folds"],
         "evaluation": ev.design["description"], "n_requests": int(ev.held.size),
         "in_sample": bool(ev.design.get("in_sample")),
-        "cost_model": ev.cost_model.kind, "cost_note": ev.cost_model.note, "speculative": ev.speculative,
+        "cost_model": ev.cost_model.kind, "cost_note": ev.cost_note, "speculative": ev.speculative,
         "tiers": list(ev.view.tier_names),
         "policy": policy_points, "baselines": baselines,
         "quality_check": paired_noise(ev, quality_check(policy_points, baselines, ev.view.tier_names)),
@@ -316,7 +316,7 @@ def run_sweep(bundle="builtin", *, split=None, folds=None, cost_model=None, pred
     check_view_options(view, mode=mode, replicas=replicas)
     if split is not None:
         check_split(view, split)
-    if np.isnan(view.acceptable[:, -1]).all():  # before minutes of calibrating
+    if not last_tier_labelled(view):  # before minutes of calibrating
         raise ConfigError(f"asd sweep compares quality at a cost, but {view.path} has no quality label at its "
                           f"last tier {view.tier_names[-1]} (an unlabelled bundle): use asd simulate for cost and "
                           "latency")

@@ -397,6 +397,33 @@ def test_mistakes_the_bundle_can_show_are_refused_before_any_calibration(args, m
     assert "calibrating" not in result.output
 
 
+def test_a_refused_run_leaves_no_plots_directory_and_a_good_one_makes_it(tmp_path):
+    """--plots is made when the option is parsed (so that a bad path is refused at once and other
+    outputs may go inside it), and a run refused after that (a bad --stat, an --explain id) left
+    the empty directory behind. The directories it made are now removed again when the command
+    leaves them empty; a directory that was there stays."""
+    plots = tmp_path / "a" / "plots"
+    for args in (["simulate", "--tau-max", "800", "--plots", str(plots), "--stat", "p42"],
+                 ["simulate", "--tau-max", "800", "--plots", str(plots), "--explain", "17"],
+                 ["calibrate", "builtin", "-o", str(tmp_path / "p.npz"), "--plots", str(plots), "--lambda", "-1"]):
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+        assert not (tmp_path / "a").exists(), args
+    (tmp_path / "f").write_text("x")
+    result = CliRunner().invoke(main, ["sweep", "--plots", str(tmp_path / "f")])
+    assert result.exit_code == 2 and "f: cannot create --plots directory (it is a file)" in result.stderr
+    result = CliRunner().invoke(main, ["sweep", "--plots", str(tmp_path / "f" / "plots")])
+    assert result.exit_code == 2 and "plots: cannot create --plots directory (not a directory)" in result.stderr.lower()
+    assert (tmp_path / "f").read_text() == "x"
+    (tmp_path / "kept").mkdir()
+    result = CliRunner().invoke(main, ["simulate", "--tau-max", "800", "--plots", str(tmp_path / "kept"),
+                                       "--stat", "p42"])
+    assert result.exit_code == 2 and (tmp_path / "kept").is_dir()  # not made by the command: left alone
+    result = CliRunner().invoke(main, ["calibrate", "builtin", "-o", str(plots / "p.npz"), "--plots", str(plots)])
+    assert result.exit_code == 0, result.output  # -o inside the --plots directory the same command makes
+    assert (plots / "reliability.png").is_file() and (plots / "p.npz").is_file()
+
+
 def test_calibrate_out_creates_missing_directories(tmp_path):
     """-o is checked when parsed, but a path whose directories do not exist yet is fine: the
     policy file is written atomically and its directories created, as before the check."""
@@ -732,16 +759,113 @@ def test_sweep_of_an_unlabelled_bundle_is_one_line_and_simulate_still_runs(tmp_p
     assert run("simulate", str(tmp_path / "u"), "--folds", "2", "--tau-max", "1e5").exit_code == 0
 
 
-def test_library_warnings_print_as_one_warning_line_each(tmp_path):
-    """A tier with no observed acceptance warns during calibration (`asd simulate` still replays
-    an unlabelled bundle for its latencies; `asd calibrate` refuses it): the CLI prints it as a
-    `warning:` line, not Python's file:line: UserWarning plus the offending source line."""
-    from asd.traces.bundle import open_bundle, write_bundle
+def _without_labels(source_path, path, tiers=None):
+    """A copy of the bundle at source_path with no quality label at `tiers` (indices; all by default)."""
+    from asd.traces.bundle import write_bundle
 
+    source = open_bundle(source_path)
+    outputs = source.to_pandas("outputs")
+    drop = outputs["tier"].isin(tiers) if tiers is not None else np.ones(len(outputs), dtype=bool)
+    outputs["quality"] = outputs["quality"].where(~drop, None)
+    outputs["accepted"] = outputs["accepted"].astype(object).where(~drop, None)
+    return write_bundle(path, source.manifest, source.to_pandas("requests"), outputs, source.to_pandas("drafts"))
+
+
+def test_simulate_of_an_unlabelled_bundle_replays_only_the_methods_that_need_no_labels(tmp_path):
+    """With no label at the last tier there is no quality to choose λ by: simulate fitted a policy
+    on Beta(1, 1) priors, which stopped every request at the first tier, "chose" it as the best
+    quality (every quality unknown) and met the protocol's latency goal with it (Spec-Bench's draft
+    tier, which never ran alone). Now nothing is fitted: each tier alone, fixed-2stage and pipeline
+    are replayed on every request, with the cost and latency they have on the labelled bundle."""
+    write_synthetic_bundle(tmp_path / "s", 200, 3, 5)
+    _without_labels(tmp_path / "s", tmp_path / "u")
+    label_free = ["always-synth-8b", "always-synth-34b", "always-synth-70b", "fixed-2stage", "pipeline"]
+    result = CliRunner().invoke(main, ["simulate", str(tmp_path / "u"), "--tau-max", "900", "--json",
+                                       str(tmp_path / "u.json")])
+    assert result.exit_code == 0 and "Traceback" not in result.output, result.output
+    assert "calibrating" not in result.stderr and "no observed acceptance" not in result.stderr  # nothing fitted
+    assert "no quality label at the last tier synth-70b: no policy is chosen" in result.stdout
+    shown = [line.split()[0] for line in result.stdout.splitlines() if line.startswith("  ") and line.strip()]
+    assert shown == ["replayed", "method", *label_free], shown  # the title, the header, then exactly these  # the header, then exactly these: no policy row, no tuned baseline
+    data = json.loads((tmp_path / "u.json").read_text())
+    assert data["labelled"] is False and data["n_requests"] == 200 and data["split"] is None
+    assert all(data[k] is None for k in ("chosen", "feasible", "search", "criteria", "deployment"))
+    assert list(data["baselines"]) == label_free
+    # the same methods on the labelled bundle: the same requests, the same charges (labels move
+    # no cost or latency); only quality is known there
+    labelled = simulate(tmp_path / "s", tau_max=900, folds=2)
+    assert labelled["labelled"] is True and labelled["chosen"] is not None
+    for name in label_free:
+        got, want = data["baselines"][name], labelled["baselines"][name]
+        assert got["quality"] is None and want["quality"] is not None
+        assert got["cost_rel"] == pytest.approx(want["cost_rel"], rel=1e-12)
+        assert got["stop_fractions"] == want["stop_fractions"]
+        for stat in ("mean", "p50", "p95", "p99"):
+            assert got["latency_ms"][stat] == pytest.approx(want["latency_ms"][stat], rel=1e-12)
+        assert got["meets_tau"] == (got["latency_ms"]["p95"] <= 900)
+    # the library call decides as the command does
+    assert simulate(tmp_path / "u", tau_max=900)["baselines"] == data["baselines"]
+    # under load too: the DES load section describes the always-last run
+    des = simulate(tmp_path / "u", tau_max=900, mode="des", rate=5.0)
+    assert des["chosen"] is None and list(des["baselines"]) == label_free
+    assert des["load"]["utilisation"][:2] == [0.0, 0.0] and des["load"]["utilisation"][2] > 0
+    # --split NAME replays that split's requests only, still fitting nothing
+    assert run("traces", "split", str(tmp_path / "u")).exit_code == 0
+    split = simulate(tmp_path / "u", tau_max=900, split="test")
+    assert split["chosen"] is None and 0 < split["n_requests"] < 200 and split["split"] == "test"
+
+
+def test_options_that_need_the_chosen_policy_are_refused_on_an_unlabelled_bundle(tmp_path):
+    write_synthetic_bundle(tmp_path / "s", 200, 2, 5)
+    _without_labels(tmp_path / "s", tmp_path / "u")
+    u = str(tmp_path / "u")
+    for extra, what in ((["--explain", "synth-000"], "--explain shows the chosen policy's walk of a request"),
+                        (["--plots", str(tmp_path / "p")], "--plots draws the chosen policy's latency and stops"),
+                        (["--mode", "des", "--rate", "5", "--scheduler", "difficulty"],
+                         "--scheduler difficulty orders the queues by the policy's predicted difficulty"),
+                        (["--save-policy", str(tmp_path / "d.npz")], "--save-policy: ")):
+        result = CliRunner().invoke(main, ["simulate", u, "--tau-max", "900", "--json", str(tmp_path / "r.json"),
+                                           *extra])
+        assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"error: {what}") and "no quality label" in lines[0], lines
+        assert not (tmp_path / "r.json").exists() and not (tmp_path / "d.npz").exists()
+        assert not (tmp_path / "p").exists() or not any((tmp_path / "p").iterdir())
+
+
+def test_every_report_states_how_continuing_to_a_tier_is_priced(tmp_path):
+    """The issue: speculative continuation where the trace has drafts, regeneration otherwise —
+    stated in every report. The grid knew (and said why), the reports printed only the cost
+    model's own note; and a tier that records no output token count was filled with the mean
+    over every tier without a word."""
+    data = simulate(tau_max=800)  # the built-in trace has longest-prefix drafts
+    assert data["speculative"] is True and "speculative continuation from drafts" in data["cost_note"]
     write_synthetic_bundle(tmp_path / "s", 200, 2, 5)
     source = open_bundle(tmp_path / "s")
-    outputs = source.to_pandas("outputs").assign(quality=None, accepted=None)
-    write_bundle(tmp_path / "u", source.manifest, source.to_pandas("requests"), outputs, source.to_pandas("drafts"))
+    from asd.traces.bundle import write_bundle
+
+    outputs = source.to_pandas("outputs")
+    outputs["n_output_tokens"] = outputs["n_output_tokens"].astype("Int32").where(outputs["tier"] != 0, None)
+    write_bundle(tmp_path / "nd", source.manifest, source.to_pandas("requests"), outputs)  # and no drafts
+    result = run("simulate", str(tmp_path / "nd"), "--tau-max", "900", "--folds", "2", "--json",
+                 str(tmp_path / "r.json"))
+    assert result.exit_code == 0, result.output
+    note = json.loads((tmp_path / "r.json").read_text())["cost_note"]
+    assert "regeneration: trace has no drafts" in note
+    assert "synth-8b recorded no output token count: filled with the mean over every tier" in note
+    assert "regeneration: trace has no drafts" in " ".join(result.stdout.split())  # printed, not only in JSON
+    result = run("calibrate", str(tmp_path / "nd"), "-o", str(tmp_path / "p.npz"), "--json", str(tmp_path / "c.json"))
+    assert result.exit_code == 0, result.output
+    assert "regeneration: trace has no drafts" in json.loads((tmp_path / "c.json").read_text())["cost_note"]
+    assert "regeneration: trace has no drafts" in " ".join(result.stdout.split())
+
+
+def test_library_warnings_print_as_one_warning_line_each(tmp_path):
+    """A tier with no observed acceptance warns during calibration (`asd simulate` still fits a
+    policy where only an earlier tier is unlabelled; `asd calibrate` refuses it): the CLI prints it
+    as a `warning:` line, not Python's file:line: UserWarning plus the offending source line."""
+    write_synthetic_bundle(tmp_path / "s", 200, 3, 5)
+    _without_labels(tmp_path / "s", tmp_path / "u", tiers=[0, 1])
     result = CliRunner().invoke(main, ["simulate", str(tmp_path / "u"), "--tau-max", "1e6"])
     assert result.exit_code == 0, result.output
     lines = [line for line in result.stderr.splitlines() if "no observed acceptance" in line]
