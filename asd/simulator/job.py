@@ -163,18 +163,28 @@ def deployment_check(ev: Evaluation, tau_max: float, stat: str) -> dict:
                      f"{np.mean(margins):.3g} ms; without the margin {plain['met']} of {len(ev.folds)}")}
 
 
-def save_deployment_policy(ev: Evaluation, tau_max: float, stat: str, path) -> dict:
+def save_deployment_policy(ev: Evaluation, tau_max: float, stat: str, path, held_out_choice: float | None = None) -> dict:
     """`asd simulate --save-policy`: the policy fitted on every calibration request
     (`Evaluation.deployment_fold`), solved at the λ the deployment check's rule picks on those
     requests (`deployed_lambda`, the margin for a window of one held-out fold's size), written to
-    `path` with that choice in its meta. asd check, live and serve run it at that λ."""
+    `path` with that choice in its meta. asd check, live and serve run it at that λ.
+    Where τ_max is slack on those requests, the rule's "largest λ" is only the top of the search
+    bracket (the deepest policy, not the best), so `held_out_choice` — the λ the report chose by
+    pooled held-out quality, as cross-validation picks a setting before the refit — is taken
+    instead when its statistic there is also within τ_max less the margin."""
     f = ev.deployment_fold()
     window = max(1, round(ev.held.size / len(ev.folds)))
     seed = ev.options["seed"]
     _, kept, margin = deployed_lambda(f.walk_calibration, tau_max, stat, window, seed, _lam_scale(ev))
-    info = {"lambda": kept.lam, "status": kept.status, "tau_max_ms": float(tau_max), "stat": stat,
-            "margin_ms": margin, "calibration_requests": int(f.cal.size), "calibration_statistic_ms": kept.statistic}
-    policy = f.policy.solve(kept.lam)
+    lam, statistic, chosen_by = kept.lam, kept.statistic, "rule"
+    if kept.status == "slack" and held_out_choice is not None:
+        at_choice = latency_stat(f.walk_calibration(held_out_choice).latency_ms, stat)
+        if at_choice <= tau_max - margin:
+            lam, statistic, chosen_by = float(held_out_choice), at_choice, "held-out quality"
+    info = {"lambda": lam, "status": kept.status, "chosen_by": chosen_by, "tau_max_ms": float(tau_max), "stat": stat,
+            "margin_ms": margin, "calibration_requests": int(f.cal.size), "calibration_statistic_ms": statistic,
+            "deepest_statistic_ms": kept.statistic if kept.status == "slack" else None}
+    policy = f.policy.solve(lam)
     policy.meta["deployment"] = info
     return {"path": str(policy.save(path)), **info}
 
@@ -562,5 +572,6 @@ def run_simulate(bundle="builtin", *, tau_max: float, stat: str = "p95", mode: s
                                 ev.view.tier_names, out / P.PLOT_FILES["simulate"][1]),
         )]
     if save_policy is not None:  # last: a run that fails before here replaces no policy file
-        result["deployed_policy"] = save_deployment_policy(ev, tau_max, stat, save_policy)
+        result["deployed_policy"] = save_deployment_policy(ev, tau_max, stat, save_policy,
+                                                           held_out_choice=result["chosen"]["lambda"])
     return result

@@ -167,8 +167,13 @@ def print_simulation(result: dict, console: Console | None = None) -> None:
                         f"{margin:.0f} ms margin",
                "infeasible": f"{stat} on them is {value:.0f} ms even at λ = 0, over τ_max less a {margin:.0f} ms "
                              "margin: the cheapest policy"}[saved["status"]]
+        if saved.get("chosen_by") == "held-out quality":  # slack: the report's choice, not the bracket's top
+            how = (f"(the held-out choice above), as τ_max is slack on them ({stat} {saved['deepest_statistic_ms']:.0f} "
+                   f"ms even at the largest λ, within τ_max less a {margin:.0f} ms margin; {value:.0f} ms at this λ)")
+        else:
+            how = f"by the same rule ({why})"
         console.print(f"wrote {saved['path']}: fitted on {saved['calibration_requests']} requests, λ = "
-                      f"{saved['lambda']:.4g} by the same rule ({why})", highlight=False)
+                      f"{saved['lambda']:.4g} {how}", highlight=False)
 
 
 def _load_text(load: dict | None) -> str:

@@ -979,9 +979,9 @@ def test_fitting_options_with_a_given_policy_are_warned_about():
 
 @pytest.mark.parametrize("tau_max, status, said", [
     (1.0, "infeasible", "(p95 on them is 351 ms even at λ = 0, over τ_max less a"),
-    (1e9, "slack", "(τ_max is slack on them: p95"),
+    (1e9, "slack", "(the held-out choice above), as τ_max is slack on them (p95"),
 ])
-def test_save_policy_at_an_infeasible_or_slack_limit_writes_the_cheapest_or_dearest_policy_and_says_so(
+def test_save_policy_at_an_infeasible_or_slack_limit_writes_the_cheapest_or_the_held_out_choice_and_says_so(
         tau_max, status, said, tmp_path):
     saved = tmp_path / "deploy.npz"
     result = run("simulate", "--tau-max", str(tau_max), "--save-policy", str(saved), "--json", str(tmp_path / "s.json"))
@@ -989,8 +989,15 @@ def test_save_policy_at_an_infeasible_or_slack_limit_writes_the_cheapest_or_dear
     assert info["status"] == status and Policy.load(saved).lam == info["lambda"]
     if status == "infeasible":
         assert info["lambda"] == 0.0 and info["calibration_statistic_ms"] > tau_max - info["margin_ms"]
+        assert info["chosen_by"] == "rule"
     else:
-        assert info["lambda"] > 1e6 and info["calibration_statistic_ms"] <= tau_max - info["margin_ms"]
+        # the rule's largest λ is the search bracket's top (the deepest policy: quality 0.407 held
+        # out against 0.425 at the report's choice), so the report's held-out choice is deployed
+        chosen = json.loads((tmp_path / "s.json").read_text())["chosen"]
+        assert info["chosen_by"] == "held-out quality" and info["lambda"] == chosen["lambda"] < 1e6
+        assert info["calibration_statistic_ms"] <= tau_max - info["margin_ms"]
+        assert info["deepest_statistic_ms"] <= tau_max - info["margin_ms"]
+        assert Policy.load(saved).meta["deployment"]["chosen_by"] == "held-out quality"
     assert said in " ".join(result.output.split())
 
 
