@@ -380,6 +380,8 @@ def simulate(bundle="builtin", *, tau_max: float, stat: str = "p95", mode: str =
     del chosen_out
     feasible = found.status != "infeasible"
     load = _load(ev, latency, rate, arrivals, cv, scheduler, max_batch, chrome_trace)
+    if load is not None:
+        load["run"] = "policy"  # whose run the utilisation, queues, TTFT and chrome trace are
 
     def outcomes_of_baselines():  # one at a time: summarised and dropped (40 MB each at 10^6 requests)
         yield from ev.iter_fixed_baselines(lam)
@@ -448,7 +450,7 @@ def _simulate_label_free(ev: Evaluation, tau_max: float, stat: str, mode: str, l
     """`simulate` on a bundle with no quality label at its last tier: no policy can be chosen
     and no baseline tuned or judged on quality, so only the methods whose stops need neither
     (`Evaluation.iter_label_free_baselines`) are replayed, for their cost and latency. The DES's
-    load section describes the always-last run."""
+    load section (and --chrome-trace) describes the always-last run."""
     last = f"always-{ev.view.tier_names[-1]}"
     baselines, last_run = {}, None
     for name, out in ev.iter_label_free_baselines():
@@ -460,7 +462,7 @@ def _simulate_label_free(ev: Evaluation, tau_max: float, stat: str, mode: str, l
     if last_run is not None:
         latency.last = last_run
     return _header(ev, tau_max, stat, mode) | {
-        "search": None, "load": load(), "feasible": None, "chosen": None, "baselines": baselines,
+        "search": None, "load": None if latency is None else load() | {"run": last}, "feasible": None, "chosen": None, "baselines": baselines,
         "criteria": None, "deployment": None,
         "not_fitted": f"no quality label at the last tier {ev.view.tier_names[-1]}: no policy is chosen and no "
                       "baseline tuned on quality; shown: the methods that need no labels, for cost and latency "

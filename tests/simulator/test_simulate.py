@@ -809,6 +809,7 @@ def test_simulate_of_an_unlabelled_bundle_replays_only_the_methods_that_need_no_
     des = simulate(tmp_path / "u", tau_max=900, mode="des", rate=5.0)
     assert des["chosen"] is None and list(des["baselines"]) == label_free
     assert des["load"]["utilisation"][:2] == [0.0, 0.0] and des["load"]["utilisation"][2] > 0
+    assert des["load"]["run"] == "always-synth-70b"
     # --split NAME replays that split's requests only, still fitting nothing
     assert run("traces", "split", str(tmp_path / "u")).exit_code == 0
     split = simulate(tmp_path / "u", tau_max=900, split="test")
