@@ -194,21 +194,28 @@ def replay_instances(draw, max_requests=12, max_tiers=4, max_bins=4, max_prompt_
 
 @st.composite
 def cascade_instances(draw, max_requests=10, max_tiers=3):
-    """Random DES inputs: paths start <= stop, token counts cold and continued (N, L), iteration
-    coefficients (L, 4), pools (replicas, max batch, KV capacity that fits every request)."""
+    """Random DES inputs: paths start <= stop (some skipping the tiers between: after_start), token
+    counts cold and continued (N, L), iteration coefficients (L, 4), pools (replicas, max batch, KV
+    capacity that fits every request)."""
     n = draw(st.integers(1, max_requests))
     n_tiers = draw(st.integers(1, max_tiers))
     start = draw(_hnp.arrays(_np.int64, n, elements=st.integers(0, n_tiers - 1)))
     depth = draw(_hnp.arrays(_np.int64, n, elements=st.integers(0, n_tiers - 1)))
     stop = _np.minimum(start + depth, n_tiers - 1)
+    # some paths skip from the start tier straight to the stop tier (fixed-2stage)
+    skips = draw(_hnp.arrays(_np.bool_, n))
+    after_start = _np.where(skips, stop, _np.minimum(start + 1, stop))
     tokens = _hnp.arrays(_np.int64, (n, n_tiers), elements=_tokens)
     coeffs = draw(_hnp.arrays(_np.float64, (n_tiers, 4), elements=st.floats(0.0, 5.0, allow_nan=False)))
     coeffs[:, 0] += 0.5  # an iteration takes time: c0 > 0
     n_prompt, n_decode, n_prompt_cont, n_decode_cont = (draw(tokens) for _ in range(4))
+    # a continuation decodes from prompt + accepted prefix: at most what its verify pass prefilled
+    rejected = draw(_hnp.arrays(_np.int64, (n, n_tiers), elements=st.integers(0, 40)))
+    n_kv_cont = n_prompt_cont - rejected % (n_prompt_cont + 1)
     peak = max(int((n_prompt + n_decode).max()), int((n_prompt_cont + n_decode_cont).max()), 1)
     return {
-        "start": start, "stop": stop, "n_prompt": n_prompt, "n_decode": n_decode,
-        "n_prompt_cont": n_prompt_cont, "n_decode_cont": n_decode_cont, "coeffs": coeffs,
+        "start": start, "stop": stop, "after_start": after_start, "n_prompt": n_prompt, "n_decode": n_decode,
+        "n_prompt_cont": n_prompt_cont, "n_decode_cont": n_decode_cont, "n_kv_cont": n_kv_cont, "coeffs": coeffs,
         "replicas": draw(_hnp.arrays(_np.int64, n_tiers, elements=st.integers(1, 2))),
         "max_batch": draw(_hnp.arrays(_np.int64, n_tiers, elements=st.integers(1, 3))),
         "kv_capacity": peak + draw(_hnp.arrays(_np.int64, n_tiers, elements=st.integers(0, 60))),

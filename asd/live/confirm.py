@@ -219,7 +219,8 @@ def simulate_live(bundle_path, policy, tiers: list[dict]) -> dict:
     n_draft = np.rint(grid.n_draft_tokens).astype(np.int64) if grid.n_draft_tokens is not None else np.zeros_like(n_out)
     n_accepted = np.rint(grid.n_accepted).astype(np.int64) if grid.n_accepted is not None else np.zeros_like(n_out)
     arrival_ms = np.asarray(view_arrivals(bundle_path, view), dtype=np.float64) * 1e3
-    cont = dict(n_prompt_cont=n_prompt + n_draft, n_decode_cont=np.maximum(n_out - n_accepted, 0))
+    cont = dict(n_prompt_cont=n_prompt + n_draft, n_decode_cont=np.maximum(n_out - n_accepted, 0),
+                n_kv_cont=n_prompt + n_accepted)  # as the cost model's closed form (job.des_latency)
     result = simulate(walk.start, walk.stop, n_prompt, n_out, arrival_ms=arrival_ms, pools=pools, **cont)
     # The baseline a simulator without queueing would give: every request alone on the ladder.
     spaced = np.arange(view.n_requests, dtype=np.float64) * (1e3 * float(result.e2e_ms.max(initial=0.0)) + 1e6)

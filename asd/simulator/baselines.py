@@ -55,7 +55,8 @@ def fixed_two_stage(arrays: LadderArrays) -> Outcomes:
     rows = np.arange(n)
     return Outcomes(np.zeros(n, dtype=np.int64), np.full(n, last, dtype=np.int64),
                     arrays.cost[:, 0] + arrays.cost[:, last],
-                    arrays.latency_ms[:, 0] + arrays.latency_ms[:, last], arrays.score[rows, last])
+                    arrays.latency_ms[:, 0] + arrays.latency_ms[:, last], arrays.score[rows, last],
+                    after_start=np.full(n, last, dtype=np.int64))  # the DES runs these two tiers only
 
 
 def oracle(arrays: LadderArrays) -> Outcomes:

@@ -191,10 +191,13 @@ def _tokens(name, a, shape):
 
 
 def simulate(start, stop, n_prompt, n_decode, *, arrival_ms, pools: Pools, n_prompt_cont=None,
-             n_decode_cont=None, priority=None) -> DesResult:
+             n_decode_cont=None, priority=None, after_start=None, n_kv_cont=None) -> DesResult:
     """Run the cascade: request r runs tiers start[r]..stop[r] (from the replay walk), the start
     tier cold with (n_prompt, n_decode) tokens, later tiers continuing with (n_prompt_cont,
-    n_decode_cont) (default: regeneration, the cold counts). Token arrays (N, L) int.
+    n_decode_cont) (default: regeneration, the cold counts) and decoding from n_kv_cont tokens of
+    KV after the verify pass (prompt + accepted prefix; default n_prompt_cont). Token arrays (N, L) int.
+    after_start: (N,) the tier each request enters after its start tier (default start + 1; the
+    stop tier skips the tiers between: fixed-2stage on 3+ tiers, draft then the last tier).
     priority: None for FIFO queues; else (N, L) finite keys, and each tier admits the lowest
     key of its queue first (equal keys in the order they joined; `difficulty_priority`)."""
     if not isinstance(pools, Pools):
@@ -210,16 +213,30 @@ def simulate(start, stop, n_prompt, n_decode, *, arrival_ms, pools: Pools, n_pro
         raise ConfigError("start/stop: no requests (N = 0): simulate needs at least one")
     if start.min() < 0 or stop.max() >= n_tiers or (stop < start).any():
         raise ConfigError(f"paths must satisfy 0 <= start <= stop < {n_tiers}")
+    if after_start is None:
+        after_start = np.minimum(start + 1, stop)
+    else:
+        after_start = np.ascontiguousarray(integer_values("after_start", after_start, ConfigError), dtype=np.int64)
+        if after_start.shape != (n,):
+            raise ConfigError(f"after_start has shape {after_start.shape}: expected ({n},)")
+        moving = stop > start
+        if ((after_start <= start) & moving).any() or (after_start > stop).any():
+            raise ConfigError("after_start: each request's next tier must lie after its start tier and at most its "
+                              "stop tier")
     n_prompt = _tokens("n_prompt", n_prompt, shape)
     n_decode = _tokens("n_decode", n_decode, shape)
     n_prompt_cont = n_prompt if n_prompt_cont is None else _tokens("n_prompt_cont", n_prompt_cont, shape)
     n_decode_cont = n_decode if n_decode_cont is None else _tokens("n_decode_cont", n_decode_cont, shape)
+    n_kv_cont = n_prompt_cont if n_kv_cont is None else _tokens("n_kv_cont", n_kv_cont, shape)
+    if (n_kv_cont > n_prompt_cont).any():
+        raise ConfigError("n_kv_cont exceeds n_prompt_cont: a continuation keeps at most what it verified")
     arrival_ms = np.ascontiguousarray(arrival_ms, dtype=np.float64)
     if arrival_ms.shape != (n,) or not np.isfinite(arrival_ms).all() or (arrival_ms < 0).any():
         raise ConfigError(f"arrival times: need {n} finite values >= 0 (ms)")
     # Peak KV of each (request, tier) it visits must fit one replica, or it would wait forever.
     tiers = np.arange(n_tiers)
-    visited = (tiers[None, :] >= start[:, None]) & (tiers[None, :] <= stop[:, None])
+    visited = ((tiers[None, :] == start[:, None])
+               | ((tiers[None, :] >= after_start[:, None]) & (tiers[None, :] <= stop[:, None])))
     cold = tiers[None, :] == start[:, None]
     peak = np.where(cold, n_prompt + n_decode, n_prompt_cont + n_decode_cont)
     too_big = visited & (peak > pools.kv_capacity[None, :])
@@ -241,8 +258,8 @@ def simulate(start, stop, n_prompt, n_decode, *, arrival_ms, pools: Pools, n_pro
     replica = np.empty(shape, dtype=np.int64)
     busy, area = np.empty(n_tiers), np.empty(n_tiers)
     counts = np.empty((n_tiers, 4), dtype=np.int64)
-    events, end_ms = simulate_cascade_nb(arrival_ms, order, start, stop, n_prompt, n_decode, n_prompt_cont,
-                                         n_decode_cont, pools.coeffs, first_replica,
+    events, end_ms = simulate_cascade_nb(arrival_ms, order, start, stop, after_start, n_prompt, n_decode, n_prompt_cont,
+                                         n_decode_cont, n_kv_cont, pools.coeffs, first_replica,
                                          # a batch never holds more than every request: a larger limit
                                          # is the same run, and sizes each replica's slots by it
                                          np.minimum(pools.max_batch, max(n, 1)),

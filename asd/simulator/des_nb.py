@@ -4,10 +4,14 @@ KV-cache limits.
 
 Arrays: N requests, L tiers, R replicas in all (replica k serves tier replica_tier[k]; a tier's
 replicas are contiguous, first_replica (L+1,)). Per request: arrival_ms (N,), arrival_order (N,)
-(indices by arrival time, ties by index), start/stop tier (N,) from the replay walk. Per (request,
+(indices by arrival time, ties by index), start/stop tier (N,) from the replay walk, after_start
+(N,) the tier entered after the start tier (start + 1; the stop tier where the path skips the
+tiers between, as fixed-2stage's draft → verify on 3+ tiers). Per (request,
 tier) int64 token counts: n_prompt/n_decode when the tier runs cold (the start tier), and
-n_prompt_cont/n_decode_cont when it continues from the previous tier's draft (prompt + accepted
-draft tokens to verify; output tokens minus the accepted prefix). coeffs (L, 4) ms: one iteration
+n_prompt_cont/n_decode_cont when it continues from the previous tier's draft (prompt + draft
+tokens to verify; output tokens minus the accepted prefix), and n_kv_cont the KV a continuation
+decodes from after its verify pass (prompt + accepted prefix: the rejected draft tokens are dropped),
+as the closed form in latency.py has it. coeffs (L, 4) ms: one iteration
 takes c0 + c1·prefill_tokens + c2·decode_seqs + c3·kv_tokens (latency_nb.iteration_ms_nb).
 
 Scheduling (one iteration per replica at a time): at the start of an iteration the replica admits
@@ -16,7 +20,8 @@ request's peak KV (prompt + every token it will generate at this tier) fits next
 has reserved (kv_capacity): reserving the peak means no preemption is ever needed (vLLM preempts
 instead). Admitted requests prefill their whole prompt in that iteration (no chunking) and get
 their first token; running ones decode one token. kv_tokens of a request in an iteration = its
-prompt + tokens generated before the iteration. When a request has all its tokens it frees its
+prompt (a continuation's: prompt + accepted prefix, n_kv_cont) + tokens generated before the
+iteration. When a request has all its tokens it frees its
 KV and either finishes (its stop tier) or joins the next tier's queue at that instant. Events sit
 in an array binary heap ordered by (time, sequence number of the push): deterministic. There is no
 randomness inside: arrivals come from the caller (des.arrival_times, seeded).
@@ -173,7 +178,7 @@ def heap_queue_pop_nb(tier, size, queue, queue_order):
 
 @njit(cache=True)
 def start_iteration_nb(k, t, replica_tier, coeffs, max_batch, kv_capacity, start, n_prompt, n_decode,
-                       n_prompt_cont, n_decode_cont, queue, queue_order, by_priority, queue_ends,
+                       n_prompt_cont, n_decode_cont, n_kv_cont, queue, queue_order, by_priority, queue_ends,
                        queue_area, queue_since, slots, replica_state, tier_admit_ms, tier_replica, busy_ms,
                        tier_counts, heap_time, heap_int, heap_state):
     """Admit from the queue head (stop at the first that does not fit), then run one iteration
@@ -194,8 +199,10 @@ def start_iteration_nb(k, t, replica_tier, coeffs, max_batch, kv_capacity, start
         r = queue[tier, 0] if by_priority else queue[tier, head]  # a priority queue's head is its heap root
         if tier == start[r]:
             p, d = n_prompt[r, tier], n_decode[r, tier]
-        else:
+            base = p
+        else:  # the verify pass prefills prompt + draft; decoding goes on from prompt + accepted
             p, d = n_prompt_cont[r, tier], n_decode_cont[r, tier]
+            base = n_kv_cont[r, tier]
         if kv + p + d > kv_capacity[tier]:
             break
         if by_priority:
@@ -206,9 +213,9 @@ def start_iteration_nb(k, t, replica_tier, coeffs, max_batch, kv_capacity, start
         slots[S_ADMIT, k, n_batch] = it
         slots[S_FINAL, k, n_batch] = it + max(d, 1) - 1
         min_final = min(min_final, it + max(d, 1) - 1)
-        slots[S_PROMPT, k, n_batch] = p
+        slots[S_PROMPT, k, n_batch] = base
         slots[S_PEAK, k, n_batch] = p + d
-        replica_state[k, REP_SUM_PROMPT] += p
+        replica_state[k, REP_SUM_PROMPT] += base
         replica_state[k, REP_SUM_ADMIT] += it
         n_batch += 1
         prefill_tokens += p
@@ -233,8 +240,8 @@ def start_iteration_nb(k, t, replica_tier, coeffs, max_batch, kv_capacity, start
 
 
 @njit(cache=True)
-def simulate_cascade_nb(arrival_ms, arrival_order, start, stop, n_prompt, n_decode, n_prompt_cont,
-                        n_decode_cont, coeffs, first_replica, max_batch, kv_capacity, priority, by_priority,
+def simulate_cascade_nb(arrival_ms, arrival_order, start, stop, after_start, n_prompt, n_decode, n_prompt_cont,
+                        n_decode_cont, n_kv_cont, coeffs, first_replica, max_batch, kv_capacity, priority, by_priority,
                         ttft_ms, finish_ms, tier_enter_ms, tier_admit_ms, tier_done_ms, tier_replica,
                         busy_ms, queue_area, tier_counts):
     """Run the cascade to completion. Fills per request ttft_ms, finish_ms (absolute, ms) (N,),
@@ -290,7 +297,7 @@ def simulate_cascade_nb(arrival_ms, arrival_order, start, stop, n_prompt, n_deco
                 heap_push_nb(heap_time, heap_int, heap_state, arrival_ms[arrival_order[arg + 1]], ARRIVAL, arg + 1)
             r = arrival_order[arg]
             enqueue_nb(r, start[r], t, first_replica, replica_tier, coeffs, max_batch, kv_capacity, start,
-                       n_prompt, n_decode, n_prompt_cont, n_decode_cont, queue, queue_order, by_priority,
+                       n_prompt, n_decode, n_prompt_cont, n_decode_cont, n_kv_cont, queue, queue_order, by_priority,
                        priority, queue_ends, queue_area, queue_since, slots, replica_state, tier_enter_ms,
                        tier_admit_ms, tier_replica, busy_ms, tier_counts, heap_time, heap_int, heap_state)
             continue
@@ -306,7 +313,7 @@ def simulate_cascade_nb(arrival_ms, arrival_order, start, stop, n_prompt, n_deco
                 ttft_ms[slots[S_REQ, k, j]] = t  # its prefill iteration gave the answer's first token
         if replica_state[k, REP_MIN_FINAL] > it:  # nobody finishes: no scan
             start_iteration_nb(k, t, replica_tier, coeffs, max_batch, kv_capacity, start, n_prompt, n_decode,
-                               n_prompt_cont, n_decode_cont, queue, queue_order, by_priority,
+                               n_prompt_cont, n_decode_cont, n_kv_cont, queue, queue_order, by_priority,
                                queue_ends, queue_area, queue_since, slots, replica_state, tier_admit_ms,
                                tier_replica, busy_ms, tier_counts, heap_time, heap_int, heap_state)
             continue
@@ -322,8 +329,10 @@ def simulate_cascade_nb(arrival_ms, arrival_order, start, stop, n_prompt, n_deco
                 if tier == stop[r]:
                     finish_ms[r] = t
                 else:
-                    enqueue_nb(r, tier + 1, t, first_replica, replica_tier, coeffs, max_batch, kv_capacity,
-                               start, n_prompt, n_decode, n_prompt_cont, n_decode_cont, queue, queue_order,
+                    # the next tier: after the start tier where the path skips (fixed-2stage), else the one above
+                    nxt = after_start[r] if tier == start[r] else tier + 1
+                    enqueue_nb(r, nxt, t, first_replica, replica_tier, coeffs, max_batch, kv_capacity, start,
+                               n_prompt, n_decode, n_prompt_cont, n_decode_cont, n_kv_cont, queue, queue_order,
                                by_priority, priority, queue_ends, queue_area, queue_since, slots, replica_state,
                                tier_enter_ms, tier_admit_ms, tier_replica, busy_ms, tier_counts, heap_time,
                                heap_int, heap_state)
@@ -336,7 +345,7 @@ def simulate_cascade_nb(arrival_ms, arrival_order, start, stop, n_prompt, n_deco
         replica_state[k, REP_MIN_FINAL] = min_final
         replica_state[k, REP_BATCH] = kept
         start_iteration_nb(k, t, replica_tier, coeffs, max_batch, kv_capacity, start, n_prompt, n_decode,
-                           n_prompt_cont, n_decode_cont, queue, queue_order, by_priority,
+                           n_prompt_cont, n_decode_cont, n_kv_cont, queue, queue_order, by_priority,
                            queue_ends, queue_area, queue_since, slots, replica_state, tier_admit_ms, tier_replica,
                            busy_ms, tier_counts, heap_time, heap_int, heap_state)
     for i in range(n_tiers):
@@ -346,7 +355,7 @@ def simulate_cascade_nb(arrival_ms, arrival_order, start, stop, n_prompt, n_deco
 
 @njit(cache=True)
 def enqueue_nb(r, tier, t, first_replica, replica_tier, coeffs, max_batch, kv_capacity, start, n_prompt,
-               n_decode, n_prompt_cont, n_decode_cont, queue, queue_order, by_priority, priority, queue_ends,
+               n_decode, n_prompt_cont, n_decode_cont, n_kv_cont, queue, queue_order, by_priority, priority, queue_ends,
                queue_area, queue_since, slots, replica_state, tier_enter_ms, tier_admit_ms, tier_replica, busy_ms,
                tier_counts, heap_time, heap_int, heap_state):
     """Request r joins tier's queue at t; idle replicas of the tier (lowest index first) start."""
@@ -363,7 +372,7 @@ def enqueue_nb(r, tier, t, first_replica, replica_tier, coeffs, max_batch, kv_ca
             break
         if replica_state[k, REP_BUSY] == 0:
             start_iteration_nb(k, t, replica_tier, coeffs, max_batch, kv_capacity, start, n_prompt, n_decode,
-                               n_prompt_cont, n_decode_cont, queue, queue_order, by_priority,
+                               n_prompt_cont, n_decode_cont, n_kv_cont, queue, queue_order, by_priority,
                                queue_ends, queue_area, queue_since, slots, replica_state, tier_admit_ms,
                                tier_replica, busy_ms, tier_counts, heap_time, heap_int, heap_state)
     # Measured after idle replicas took their share: a request admitted at once never waited.

@@ -269,7 +269,8 @@ def des_latency(ev: Evaluation, *, rate: float | None, replicas=1, max_batch: in
     n_draft, n_acc = np.rint(c.n_draft_tokens[rows]), np.rint(c.n_accepted[rows])
     tokens = dict(n_prompt=n_prompt.astype(np.int64), n_decode=n_out.astype(np.int64),
                   n_prompt_cont=(n_prompt + n_draft).astype(np.int64),
-                  n_decode_cont=np.maximum(n_out - n_acc, 0).astype(np.int64))
+                  n_decode_cont=np.maximum(n_out - n_acc, 0).astype(np.int64),
+                  n_kv_cont=(n_prompt + n_acc).astype(np.int64))  # the closed form's: rejected draft dropped
     pools = Pools.build(ev.cost_model.iteration_coefficients(), replicas=replicas,
                         tensor_parallel=ev.cost_model.gpus.astype(np.int64), max_batch=max_batch)
     if arrivals == "trace":
@@ -279,9 +280,18 @@ def des_latency(ev: Evaluation, *, rate: float | None, replicas=1, max_batch: in
 
     def latency(out: Outcomes) -> Outcomes:
         priority = difficulty_priority(ev, out) if scheduler == "difficulty" else None
-        run = run_des(out.start, out.stop, arrival_ms=arrival, pools=pools, priority=priority, **tokens)
+        path = tokens
+        if out.after_start is not None:  # a path skipping tiers: the tier it skips to regenerates, as replayed
+            skip = np.flatnonzero(out.after_start > out.start + 1)
+            to = out.after_start[skip]
+            path = dict(tokens)
+            for cont, cold in (("n_prompt_cont", "n_prompt"), ("n_decode_cont", "n_decode"), ("n_kv_cont", "n_prompt")):
+                path[cont] = tokens[cont].copy()
+                path[cont][skip, to] = tokens[cold][skip, to]
+        run = run_des(out.start, out.stop, arrival_ms=arrival, pools=pools, priority=priority,
+                      after_start=out.after_start, **path)
         latency.last = run
-        return Outcomes(out.start, out.stop, out.cost, run.e2e_ms, out.quality)
+        return Outcomes(out.start, out.stop, out.cost, run.e2e_ms, out.quality, out.after_start)
     latency.pools = pools
     return latency
 

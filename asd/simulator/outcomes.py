@@ -47,17 +47,28 @@ class LadderArrays:
 
 @dataclass(frozen=True)
 class Outcomes:
-    """Where each request started and stopped, and what it cost, took and scored."""
+    """Where each request started and stopped, and what it cost, took and scored. after_start:
+    the tier each request went to after its start tier, where some path skips the tiers between
+    (fixed-2stage's draft → verify on 3+ tiers, the tier it skips to regenerating); None: every
+    path climbs one tier at a time."""
 
     start: np.ndarray
     stop: np.ndarray
     cost: np.ndarray
     latency_ms: np.ndarray
     quality: np.ndarray
+    after_start: np.ndarray | None = None
+
+    def next_tiers(self) -> np.ndarray:
+        """after_start, or the tier above the start where no path skips (the stop tier at most)."""
+        return np.minimum(self.start + 1, self.stop) if self.after_start is None else self.after_start
 
     @classmethod
     def concat(cls, parts: list[Outcomes]) -> Outcomes:
-        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in cls.__dataclass_fields__))
+        skips = any(p.after_start is not None for p in parts)
+        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in cls.__dataclass_fields__
+                     if f != "after_start"),
+                   after_start=np.concatenate([p.next_tiers() for p in parts]) if skips else None)
 
 
 def walk_outcomes(start: np.ndarray, stop: np.ndarray, arrays: LadderArrays) -> Outcomes:

@@ -103,8 +103,8 @@ def replay_grid_stats(prompt_bins, tier_bins, cold_bins, start_tables, stop_tabl
 
 
 # -- des_nb -------------------------------------------------------------------------------------
-def simulate_cascade(arrival_ms, arrival_order, start, stop, n_prompt, n_decode, n_prompt_cont,
-                     n_decode_cont, coeffs, first_replica, max_batch, kv_capacity, priority, by_priority, ttft_ms,
+def simulate_cascade(arrival_ms, arrival_order, start, stop, after_start, n_prompt, n_decode, n_prompt_cont,
+                     n_decode_cont, n_kv_cont, coeffs, first_replica, max_batch, kv_capacity, priority, by_priority, ttft_ms,
                      finish_ms, tier_enter_ms, tier_admit_ms, tier_done_ms, tier_replica, busy_ms, queue_area,
                      tier_counts):
     """The same event loop with heapq and Python lists (see des_nb for the model): a queue is a
@@ -112,7 +112,7 @@ def simulate_cascade(arrival_ms, arrival_order, start, stop, n_prompt, n_decode,
     n = len(arrival_ms)
     n_tiers = coeffs.shape[0]
     replica_tier = [i for i in range(n_tiers) for _ in range(first_replica[i], first_replica[i + 1])]
-    batches = [[] for _ in replica_tier]  # [request, generated, prompt, decode, new]
+    batches = [[] for _ in replica_tier]  # [request, generated, prompt, decode, new, KV base]
     kv_reserved = [0] * len(replica_tier)
     busy = [False] * len(replica_tier)
     queues = [[] for _ in range(n_tiers)]  # FIFO: every request that joined; priority: the heap
@@ -167,13 +167,15 @@ def simulate_cascade(arrival_ms, arrival_order, start, stop, n_prompt, n_decode,
             r = queue_head(tier)
             if tier == start[r]:
                 p, d = int(n_prompt[r, tier]), int(n_decode[r, tier])
-            else:
+                base = p
+            else:  # decoding goes on from prompt + accepted prefix after the verify pass
                 p, d = int(n_prompt_cont[r, tier]), int(n_decode_cont[r, tier])
+                base = int(n_kv_cont[r, tier])
             if kv_reserved[k] + p + d > kv_capacity[tier]:
                 break
             queue_pop(tier)
             kv_reserved[k] += p + d
-            batch.append([r, 0, p, d, True])
+            batch.append([r, 0, p, d, True, base])
             tier_admit_ms[r, tier] = t
             tier_replica[r, tier] = k
         if not batch:
@@ -181,7 +183,7 @@ def simulate_cascade(arrival_ms, arrival_order, start, stop, n_prompt, n_decode,
             return
         prefill = sum(s[2] for s in batch if s[4])
         decode = sum(1 for s in batch if not s[4])
-        kv = sum(s[2] if s[4] else s[2] + s[1] for s in batch)
+        kv = sum(s[2] if s[4] else s[5] + s[1] for s in batch)
         dt = iteration_ms(coeffs, tier, prefill, decode, kv)
         busy_ms[tier] += dt
         tier_counts[tier, 0] += 1
@@ -219,7 +221,7 @@ def simulate_cascade(arrival_ms, arrival_order, start, stop, n_prompt, n_decode,
         busy[k] = False
         kept = []
         for slot in batches[k]:
-            r, _, p, d, new = slot
+            r, _, p, d, new, _ = slot
             if new:
                 slot[4] = False
                 slot[1] = 1 if d >= 1 else 0
@@ -233,7 +235,7 @@ def simulate_cascade(arrival_ms, arrival_order, start, stop, n_prompt, n_decode,
                 if tier == stop[r]:
                     finish_ms[r] = t
                 else:
-                    enqueue(r, tier + 1, t)
+                    enqueue(r, after_start[r] if tier == start[r] else tier + 1, t)
             else:
                 kept.append(slot)
         batches[k] = kept

@@ -14,6 +14,7 @@ from asd.errors import ConfigError
 from asd.simulator import Pools, ReplayInputs, arrival_times, latency_grid, replay, simulate
 from asd.simulator import reference as ref
 from asd.simulator.des_nb import simulate_cascade_nb
+from asd.simulator.latency import latency_ms
 from asd.simulator.latency_nb import prefill_ms_nb
 from tests.simulator.test_replay import synthetic_policy
 from tests.strategies import cascade_instances
@@ -87,9 +88,9 @@ def _run_both(inst, priority=None):
                         kv_capacity=inst["kv_capacity"])
     first = np.concatenate([[0], np.cumsum(pools.replicas)]).astype(np.int64)
     order = np.argsort(inst["arrival_ms"], kind="stable")
-    args = (inst["arrival_ms"], order, inst["start"], inst["stop"], inst["n_prompt"], inst["n_decode"],
-            inst["n_prompt_cont"], inst["n_decode_cont"], pools.coeffs, first, pools.max_batch, pools.kv_capacity,
-            np.zeros((1, 1)) if priority is None else priority, priority is not None)
+    args = (inst["arrival_ms"], order, inst["start"], inst["stop"], inst["after_start"], inst["n_prompt"],
+            inst["n_decode"], inst["n_prompt_cont"], inst["n_decode_cont"], inst["n_kv_cont"], pools.coeffs, first, pools.max_batch,
+            pools.kv_capacity, np.zeros((1, 1)) if priority is None else priority, priority is not None)
 
     def outputs():
         return [np.empty(n), np.empty(n), np.empty((n, n_tiers)), np.empty((n, n_tiers)), np.empty((n, n_tiers)),
@@ -138,8 +139,11 @@ def test_priority_queues_with_equal_keys_are_fifo(inst):
 
 
 def _latencies(inst):
+    """Each request alone at each tier, cold and continued, by the cost model's closed form (a
+    continuation prefills n_prompt_cont, then decodes from n_kv_cont: prompt + accepted prefix)."""
     cold = latency_grid(inst["coeffs"], inst["n_prompt"], inst["n_decode"])
-    cont = latency_grid(inst["coeffs"], inst["n_prompt_cont"], inst["n_decode_cont"])
+    kv = inst["n_kv_cont"]
+    cont = latency_ms(inst["coeffs"][None, :, :], kv, inst["n_decode_cont"], inst["n_prompt_cont"] - kv, 0)
     return cold, cont
 
 
@@ -164,7 +168,7 @@ def test_des_equals_replay_at_zero_load(inst):
                         kv_capacity=inst["kv_capacity"])
     result = simulate(inst["start"], inst["stop"], inst["n_prompt"], inst["n_decode"],
                       n_prompt_cont=inst["n_prompt_cont"], n_decode_cont=inst["n_decode_cont"],
-                      arrival_ms=1000.0 + spacing * rows, pools=pools)
+                      n_kv_cont=inst["n_kv_cont"], arrival_ms=1000.0 + spacing * rows, pools=pools)
     np.testing.assert_allclose(result.e2e_ms, replayed.latency_ms, rtol=1e-9, atol=1e-9)
     # TTFT: every tier before the stop tier in full, then the stop tier's prefill iteration
     s, k = inst["start"], inst["stop"]
@@ -176,8 +180,40 @@ def test_des_equals_replay_at_zero_load(inst):
     # alone in the system, the queue order cannot matter
     keyed = simulate(inst["start"], inst["stop"], inst["n_prompt"], inst["n_decode"],
                      n_prompt_cont=inst["n_prompt_cont"], n_decode_cont=inst["n_decode_cont"],
-                     arrival_ms=1000.0 + spacing * rows, pools=pools, priority=-_latencies(inst)[0])
+                     n_kv_cont=inst["n_kv_cont"], arrival_ms=1000.0 + spacing * rows, pools=pools,
+                     priority=-_latencies(inst)[0])
     np.testing.assert_array_equal(keyed.e2e_ms, result.e2e_ms)
+
+
+@settings(max_examples=100, deadline=None)
+@given(cascade_instances())
+def test_des_of_paths_that_skip_tiers_equals_their_sum_at_zero_load(inst):
+    """A path that goes from its start tier straight to a later one (fixed-2stage's draft → verify
+    on 3+ tiers) visits only those: each request alone costs its start tier cold plus each tier
+    from after_start to stop as continued, and the tiers skipped are never entered."""
+    n, n_tiers = inst["n_prompt"].shape
+    cold, cont = _latencies(inst)
+    rows, tiers = np.arange(n), np.arange(n_tiers)[None, :]
+    s, k, a = inst["start"], inst["stop"], inst["after_start"]
+    ran = (tiers >= a[:, None]) & (tiers <= k[:, None]) & (k > s)[:, None]
+    want = cold[rows, s] + np.where(ran, cont, 0.0).sum(axis=1)
+    spacing = 2.0 * (cold.sum(axis=1) + cont.sum(axis=1)).max() + 1.0
+    pools = Pools.build(inst["coeffs"], replicas=inst["replicas"], max_batch=inst["max_batch"],
+                        kv_capacity=inst["kv_capacity"])
+    result = simulate(s, k, inst["n_prompt"], inst["n_decode"], n_prompt_cont=inst["n_prompt_cont"],
+                      n_decode_cont=inst["n_decode_cont"], n_kv_cont=inst["n_kv_cont"],
+                      arrival_ms=1000.0 + spacing * rows, pools=pools, after_start=a)
+    np.testing.assert_allclose(result.e2e_ms, want, rtol=1e-9, atol=1e-9)
+    visited = ran | (tiers == s[:, None])
+    np.testing.assert_array_equal(~np.isnan(result.tier_done_ms), visited)
+
+
+def test_des_refuses_a_next_tier_outside_the_path():
+    pools = Pools.build(np.tile(COEFFS_2[:1], (3, 1)))
+    run = dict(arrival_ms=[0.0], pools=pools)
+    for after in ([0], [2]):
+        with pytest.raises(ConfigError, match="after_start: each request's next tier must lie after its start"):
+            simulate([0], [1], [[1, 1, 1]], [[1, 1, 1]], after_start=after, **run)
 
 
 def _loaded_run(seed=0, rate=40.0, n=400, **pool_args):

@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from asd.cli import main
 from asd.engine import Policy
 from asd.errors import ConfigError, PolicyError
+from asd.simulator import baselines as B
 from asd.simulator.evaluate import Evaluation
 from asd.simulator.outcomes import Outcomes, latency_stat
 from asd.simulator.report import _above_text, _summarised, print_sweep
@@ -158,6 +159,24 @@ def test_des_mode_under_load_is_slower_than_replay(evaluation):
     assert des["chosen"]["latency_ms"]["mean"] >= replay["chosen"]["latency_ms"]["mean"] * 0.5
     with pytest.raises(ConfigError, match="--rate"):
         simulate(tau_max=1e9, mode="des", evaluation=evaluation)
+
+
+def test_des_alone_times_every_fixed_baseline_as_replay_does_fixed_2stage_skipping_the_middle_tiers(synth):
+    """The DES ran every request through every tier from its start to its stop, so on 3+ tiers
+    fixed-2stage (first tier, then the last, which regenerates) was timed as the pipeline: the
+    protocol's criteria were judged against the wrong latency under --mode des. And a speculative
+    continuation decoded from prompt + whole draft, where the cost model's closed form drops the
+    rejected tokens (the pipeline's first request: 3363.47 ms in the DES, 3363.08 replayed). With
+    requests far apart (1e-6 req/s: alone in the system) each method's DES latency is its replay's."""
+    ev = Evaluation(synth, folds=2, cost_model="profile")
+    alone = des_latency(ev, rate=1e-6)
+    for name, out in ev.iter_label_free_baselines():
+        timed = alone(out)
+        np.testing.assert_allclose(timed.latency_ms, out.latency_ms, rtol=1e-6, err_msg=name)  # arrivals ~1e11 ms
+        if name == "fixed-2stage":
+            middle = alone.last.tier_done_ms[:, 1:-1]
+            assert np.isnan(middle).all() and not np.isnan(alone.last.tier_done_ms[:, [0, -1]]).any()
+    assert not np.allclose(B.fixed_two_stage(ev.arrays).latency_ms, B.pipeline(ev.arrays).latency_ms)
 
 
 def test_difficulty_keys_are_what_a_request_is_known_by_when_it_joins_each_queue(evaluation):
