@@ -152,13 +152,16 @@ def summarize(fmt: str, out: Path, trace: ImportedTrace) -> dict:
     for index, tier in enumerate(trace.manifest["tiers"]):
         rows = outputs[outputs["tier"] == index]
         quality = rows["quality"].astype("float64") if "quality" in rows else pd.Series(dtype="float64")
+        # a label is a quality or an accepted flag (the project's rule, asd.traces.labels)
+        accepted = rows["accepted"].astype("float64") if "accepted" in rows else pd.Series(dtype="float64")
         tiers.append(
             {
                 "name": tier["name"],
                 "params_b": tier["params_b"],
                 "n_outputs": recorded_outputs(rows),
-                "n_labelled": int(quality.notna().sum()),
+                "n_labelled": int((quality.notna() | accepted.notna()).sum()),
                 "mean_quality": float(quality.mean()) if quality.notna().any() else None,
+                "acceptance_rate": float(accepted.mean()) if accepted.notna().any() else None,
             }
         )
     return {
@@ -184,10 +187,13 @@ def summary_lines(summary: dict) -> list[str]:
     width = max(len(t["name"]) for t in tiers)
     for i, tier in enumerate(tiers):
         size = f"{tier['params_b']:g}B" if tier["params_b"] is not None else "?"
-        quality = f"{tier['mean_quality']:.4f}" if tier["mean_quality"] is not None else "-"
+        if tier["mean_quality"] is None and tier.get("acceptance_rate") is not None:  # labelled by accepted alone
+            measure = f"accepted {tier['acceptance_rate']:.4f}"
+        else:
+            measure = "mean quality " + (f"{tier['mean_quality']:.4f}" if tier["mean_quality"] is not None else "-")
         lines.append(
             f"  tier {i}  {tier['name']:<{width}}  {size:>6}  {tier['n_outputs']} outputs  "
-            f"{tier['n_labelled']} labelled  mean quality {quality}"
+            f"{tier['n_labelled']} labelled  {measure}"
         )
     if summary["n_drafts"]:
         lines.append(f"drafts: {summary['n_drafts']} rows")

@@ -15,7 +15,8 @@ import pandas as pd
 from asd.errors import ConfigError, TraceError
 from asd.traces import schema as S
 from asd.traces.bundle import file_sha256, new_manifest
-from asd.traces.importers.base import ImportedTrace, Importer, complete_ladder_requests, in_request_order
+from asd.traces.importers.base import (TOKEN_ESTIMATE_RULE, ImportedTrace, Importer, complete_ladder_requests,
+                                      estimate_tokens, in_request_order)
 from asd.traces.jsonl import iter_jsonl_objects
 
 # From the bundle schema: the request fields an input row may carry, and the output fields
@@ -253,16 +254,19 @@ class TabularImporter(Importer):
             }
         )
         outputs = _typed_outputs(outputs)
+        outputs, estimated = _estimate_missing_counts(outputs, requests)
         manifest = new_manifest(
             tier_list,
             label_rule="quality and accepted as given in the input file" if outputs["quality"].notna().any()
             or outputs["accepted"].notna().any() else None,
+            estimated_columns=sorted(estimated),
             provenance={
                 "importer": self.name,
                 "source_file": str(src.resolve()),
                 "source_sha256": file_sha256(src),
                 "arguments": {"tiers": tiers, "drop_incomplete": drop_incomplete},
                 "dropped_incomplete_requests": dropped,
+                **({"token_estimate_rule": estimated} if estimated else {}),
             },
         )
         return ImportedTrace(manifest, requests, outputs, report={"dropped_incomplete": dropped})
@@ -281,6 +285,35 @@ class TabularImporter(Importer):
         if model is not None and tier is not None and tier_of[model] != tier:
             raise TraceError(f"{where}, column 'tier': {tier} disagrees with model {model!r} (tier {tier_of[model]})")
         return tier_of[model] if model is not None else tier
+
+
+def _estimate_missing_counts(outputs: pd.DataFrame, requests: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+    """Token counts the file leaves out, where its text tells them, as the public importers
+    count: an answer's from its token_logprobs (one per token), else TOKEN_ESTIMATE_RULE of its
+    output; a prompt's by that rule from the request's prompt (chat template not counted). Left
+    null, they would price every answer as a prefill alone (the cost model counts a tier with
+    no counts as 0 tokens): a chat answer of 300 words took 5 ms. Returns the outputs and, per
+    column estimated anywhere, the rule and how many counts it gave (the manifest's provenance)."""
+    estimated = {}
+    n_out = outputs["n_output_tokens"]
+    from_logprobs = outputs["token_logprobs"].map(lambda v: len(v) if isinstance(v, list) else None)
+    from_text = estimate_tokens(outputs["output"].astype("string"))
+    fill = pd.array(from_logprobs.where(from_logprobs.notna(), from_text), dtype="Int32")
+    missing_out = (n_out.isna() & pd.Series(fill, index=outputs.index).notna()).to_numpy()
+    if missing_out.any():
+        outputs.loc[missing_out, "n_output_tokens"] = fill[missing_out]
+        estimated["outputs.n_output_tokens"] = (f"where the file gives none ({int(missing_out.sum())} of "
+                                                f"{len(outputs)}): the number of token_logprobs, else "
+                                                f"{TOKEN_ESTIMATE_RULE} of the output")
+    prompts = requests.set_index("request_id")["prompt"]
+    prompt_counts = estimate_tokens(prompts.astype("string")).reindex(outputs["request_id"]).to_numpy()
+    missing_prompt = (outputs["n_prompt_tokens"].isna().to_numpy() & pd.notna(prompt_counts))
+    if missing_prompt.any():
+        outputs.loc[missing_prompt, "n_prompt_tokens"] = prompt_counts[missing_prompt]
+        estimated["outputs.n_prompt_tokens"] = (f"where the file gives none ({int(missing_prompt.sum())} of "
+                                                f"{len(outputs)}): {TOKEN_ESTIMATE_RULE} of the request's prompt "
+                                                "(chat template not counted)")
+    return outputs, estimated
 
 
 def _typed_outputs(outputs: pd.DataFrame) -> pd.DataFrame:

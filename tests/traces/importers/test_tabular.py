@@ -68,6 +68,48 @@ def test_csv_cells_are_typed_like_jsonl_values(tmp_path):
     assert out["n_output_tokens"].tolist()[0] == 2
 
 
+def test_token_counts_left_out_are_estimated_from_the_text_and_listed(tmp_path):
+    """Own results often carry no token counts. Left null, every cost model priced each answer
+    as a prefill alone (a 300-word chat answer took 5 ms on a 7B tier, p50 = p99 everywhere), so
+    they are estimated as the public importers do, and the manifest says where and how."""
+    rows = [
+        {"request_id": "a", "model": "llama-8b", "prompt": "x" * 41, "output": "y" * 9},  # 11 and 3 tokens
+        {"request_id": "a", "model": "llama-70b", "output": "z", "token_logprobs": [-0.1, -0.2, -0.3]},
+        {"request_id": "b", "model": "llama-8b", "output": "w" * 100, "n_prompt_tokens": 7, "n_output_tokens": 5},
+        {"request_id": "b", "model": "llama-70b", "output": None},
+    ]
+    summary = import_trace("jsonl", _jsonl(tmp_path / "r.jsonl", rows), tmp_path / "b", tiers=TIERS)
+    bundle = open_bundle(tmp_path / "b")
+    out = bundle.to_pandas("outputs")
+    assert out["n_prompt_tokens"].tolist()[:3] == [11, 11, 7]  # given counts are kept
+    assert math.isnan(out["n_prompt_tokens"][3])  # request b has no prompt text to count
+    assert out["n_output_tokens"].tolist()[:3] == [3, 3, 5]  # the logprobs' count, not ceil(1 / 4)
+    assert math.isnan(out["n_output_tokens"][3])  # no output recorded: nothing to count
+    assert bundle.manifest["estimated_columns"] == ["outputs.n_output_tokens", "outputs.n_prompt_tokens"]
+    rule = bundle.manifest["provenance"]["token_estimate_rule"]
+    assert rule["outputs.n_output_tokens"].startswith("where the file gives none (2 of 4): the number of token_logprobs")
+    assert rule["outputs.n_prompt_tokens"].startswith("where the file gives none (2 of 4): ceil(characters / 4)")
+    assert summary["estimated_columns"] == bundle.manifest["estimated_columns"]
+    # a file with every count given estimates nothing and says nothing
+    import_trace("jsonl", _jsonl(tmp_path / "g.jsonl", GOOD_ROWS[:2]), tmp_path / "g", tiers=TIERS)
+    assert open_bundle(tmp_path / "g").manifest["estimated_columns"] == ["outputs.n_prompt_tokens"]  # q1's 70B row
+
+
+def test_rows_labelled_by_accepted_alone_count_as_labelled(tmp_path):
+    """The summary said '0 labelled, mean quality -' for a file labelled by `accepted` only,
+    which calibrate and simulate use as labels."""
+    src = tmp_path / "runs.csv"
+    src.write_text("request_id,model,output,accepted\na,llama-8b,x,true\na,llama-70b,y,false\n"
+                   "b,llama-8b,x,false\nb,llama-70b,y,true\nc,llama-8b,x,\nc,llama-70b,y,true\n")
+    summary = import_trace("csv", src, tmp_path / "b", tiers=TIERS)
+    assert [t["n_labelled"] for t in summary["tiers"]] == [2, 3]
+    assert [t["mean_quality"] for t in summary["tiers"]] == [None, None]
+    assert [t["acceptance_rate"] for t in summary["tiers"]] == [0.5, pytest.approx(2 / 3)]
+    from asd.traces.importers import summary_lines
+
+    assert summary_lines(summary)[1].endswith("3 outputs  2 labelled  accepted 0.5000")
+
+
 def test_drop_incomplete_drops_and_counts_requests_missing_a_tier(tmp_path):
     rows = GOOD_ROWS + [{"request_id": "lonely", "model": "llama-70b", "output": "x"}]
     src = _jsonl(tmp_path / "runs.jsonl", rows)
