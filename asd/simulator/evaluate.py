@@ -335,6 +335,7 @@ class Evaluation:
             held = np.concatenate([held for _, held in plan])
         self.held = held
         self.arrays = ladder_arrays(view, costs, self.held)
+        self._judge_on_complete_labels()
         cal_arrays = [ladder_arrays(view, costs, cal) for cal, _ in plan]
         del costs
         bounds = np.cumsum([0] + [held.size for _, held in plan])
@@ -346,6 +347,27 @@ class Evaluation:
             self.folds.append(self._fold(cal, held, _rows_of(self.arrays, slice(bounds[k], bounds[k + 1])),
                                          cal_arrays[k]))
         self.cost_last = float(self.arrays.cost[:, -1].sum())
+
+    def _judge_on_complete_labels(self) -> None:
+        """Every method's quality is a mean over the held-out requests it is labelled on. Where
+        some requests lack a label at a tier that others have one at, each method would be judged
+        on its own subset (always-last on the 10% labelled there, the oracle on all: the "upper
+        bound" fell below always-last). So quality is judged on the requests labelled at every
+        tier that is labelled at all, the same for every method; cost and latency stay over all."""
+        a = self.arrays
+        labelled = ~np.isnan(a.score)
+        judged = labelled.any(axis=0)
+        complete = labelled[:, judged].all(axis=1)
+        if not judged.any() or complete.all():
+            return
+        a.score[~complete] = np.nan
+        a.acceptable[~complete] = np.nan
+        self.design["quality_requests"] = int(complete.sum())
+        self.warnings.append(
+            f"{int((~complete).sum())} of {complete.size} {'held-out' if self.fitted else 'replayed'} requests lack a "
+            f"quality label at some tier the others are labelled at: every method's quality is measured on the "
+            f"{int(complete.sum())} labelled at every such tier, so all are judged on the same requests (cost and "
+            "latency on all)")
 
     @cached_property
     def costs(self) -> CostGrid:

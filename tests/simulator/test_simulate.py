@@ -835,6 +835,36 @@ def test_simulate_of_an_unlabelled_bundle_replays_only_the_methods_that_need_no_
     assert split["chosen"] is None and 0 < split["n_requests"] < 200 and split["split"] == "test"
 
 
+def test_partly_labelled_last_tier_judges_every_method_on_the_same_requests(tmp_path):
+    """Last tier labelled on a tenth of the requests (a judge run on a sample): always-last was
+    judged on those, the oracle and the policy on all, so the oracle ("an upper bound") showed
+    0.667 under always-last's 0.872 and the criteria a +26% quality loss. Now every method's
+    quality is the mean over the same requests: those labelled at every tier."""
+    from asd.traces.bundle import write_bundle
+
+    write_synthetic_bundle(tmp_path / "s", 300, 3, 5)
+    source = open_bundle(tmp_path / "s")
+    outputs = source.to_pandas("outputs")
+    rng = np.random.default_rng(0)
+    dropped = set(rng.choice(source.to_pandas("requests")["request_id"], 270, replace=False))
+    unjudged = (outputs["tier"] == 2) & outputs["request_id"].isin(dropped)
+    outputs["quality"] = outputs["quality"].where(~unjudged, None)
+    outputs["accepted"] = outputs["accepted"].astype(object).where(~unjudged, None)
+    write_bundle(tmp_path / "p", source.manifest, source.to_pandas("requests"), outputs, source.to_pandas("drafts"))
+    result = simulate(tmp_path / "p", tau_max=1e9, folds=3)
+    assert any(w.startswith("270 of 300 held-out requests lack a quality label at some tier") for w in result["warnings"])
+    full = simulate(tmp_path / "s", tau_max=1e9, folds=3)
+    kept = ~outputs.loc[outputs["tier"] == 0, "request_id"].isin(dropped).to_numpy()
+    quality = source.to_pandas("outputs").pivot(index="request_id", columns="tier", values="quality")
+    quality = quality.loc[source.to_pandas("requests")["request_id"]].to_numpy(dtype=float)[kept]
+    for i, name in enumerate(["synth-8b", "synth-34b", "synth-70b"]):  # each tier alone: the mean over the 30
+        assert result["baselines"][f"always-{name}"]["quality"] == pytest.approx(quality[:, i].mean())
+    oracle = result["baselines"]["oracle"]["quality"]
+    assert all(oracle >= b["quality"] - 1e-12 for b in result["baselines"].values()) and oracle >= result["chosen"]["quality"]
+    assert result["baselines"]["always-synth-70b"]["cost_rel"] == pytest.approx(1.0)  # cost still over all 300
+    assert not full["warnings"]
+
+
 def test_options_that_need_the_chosen_policy_are_refused_on_an_unlabelled_bundle(tmp_path):
     write_synthetic_bundle(tmp_path / "s", 200, 2, 5)
     _without_labels(tmp_path / "s", tmp_path / "u")
