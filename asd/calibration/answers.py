@@ -125,6 +125,7 @@ _SENTENCE_END = re.compile(r"(?<!\d)[.!?](?:\s|$)|\n")
 _ARTICLES = re.compile(r"\b(?:a|an|the)\b")
 PUNCTUATION_TO_SPACE = _PUNCT = str.maketrans({c: " " for c in string.punctuation + "“”‘’«»…—–"})
 _SHORT_WORDS = 4  # a text of at most this many words is a bare answer ("C", "42", "Paris")
+_UNIT_WORDS = 2  # after a marked sentence's one number: its unit ("160 legs", "5 books", "12 km/h")
 
 # LaTeX spacing and sizing that never changes an answer; \text{...} and friends keep their words.
 _LATEX_NOISE = re.compile(r"\\(?:left|right|displaystyle|[,;:! ])|\^\s*\{?\s*\\circ\s*\}?|\\circ|\\?\$")
@@ -218,9 +219,12 @@ def _expression(sentence: str) -> Answer | None:
     return Answer(f"expr:{compact}", KIND_EXPRESSION, marked=True)
 
 
-def _parse_span(span: str) -> Answer | None:
+def _parse_span(span: str, marker: bool = False) -> Answer | None:
     """What an answer marker points at: an option letter, else a math expression, else a
-    number, else its text."""
+    number, else its text. marker: the span follows an answer marker (####, "Answer:", "The
+    answer is", \boxed), so a sentence holding one number and at most a unit after it is that
+    number ("#### Each child got 5 books." is 5, as "#### 5"); a bare short answer is read as
+    written ("Paris, 3 times" stays text)."""
     span = span.strip().strip("*$` ")
     if not span:
         return None
@@ -242,6 +246,9 @@ def _parse_span(span: str) -> Answer | None:
     if number:
         canon = canonical_number(number.group(0))
         if canon is not None and not _has_words_before(sentence[: number.start()]):
+            return Answer(f"num:{canon}", KIND_NUMBER, marked=True)
+        if (canon is not None and marker and len(_NUMBER.findall(sentence)) == 1
+                and len(normalise_text(sentence[number.end():]).split()) <= _UNIT_WORDS):
             return Answer(f"num:{canon}", KIND_NUMBER, marked=True)
     polarity = _polarity(sentence)
     if polarity is not None:
@@ -308,7 +315,7 @@ def extract_answer(text: str | None) -> Answer:
         if not any(word in text for word in needs):
             continue
         spans = pattern.findall(text)
-        parsed = [a for a in map(_parse_span, reversed(spans) if last else spans)
+        parsed = [a for a in (_parse_span(span, marker=True) for span in (reversed(spans) if last else spans))
                   if a is not None and (a.kind == KIND_OPTION or not options_only)]
         if parsed:
             return parsed[0] if last else next((a for a in parsed if a.kind == KIND_OPTION), parsed[0])

@@ -48,6 +48,11 @@ from asd.calibration.answers import (
         ("The answer is True.", "bool:yes"),
         ("**false**", "bool:no"),
         ("  Zn ", "txt:zn"),
+        # After a marker, a sentence with one number and at most its unit is that number (GSM8K
+        # answers written out: 6 of 1,319 real pairs with the same number read as disagreeing).
+        ("#### Each child got 5 books.", "num:5"),
+        ("Answer: The animals have a total of 160 legs.", "num:160"),
+        ("Answer: Paris has 3 million people in 2 areas", "txt:paris has 3 million people in 2 areas"),
     ],
 )
 def test_answers_in_many_wordings_get_their_canonical_key(text, key):
