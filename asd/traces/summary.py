@@ -6,7 +6,7 @@ Rules (also stated in the returned dict under `rules`):
   when `quality` ≥ `threshold` (default 0.5);
 - the *oracle* sends each request straight to its cheapest acceptable tier (if none is
   acceptable: the cheapest tier among those with the best quality); only requests with
-  an output at every tier count;
+  a labelled output at every tier count (`n_complete_requests`);
 - *cost* of a tier on a request = params_b × (n_prompt_tokens + n_output_tokens), roughly
   proportional to FLOPs; a missing token count is filled with that tier's mean recorded count
   over the complete requests (said in `oracle.cost_note`), so it never counts as free;
@@ -132,7 +132,8 @@ def summarize_bundle(bundle: Bundle | str, threshold: float = DEFAULT_THRESHOLD)
         "oracle": _oracle(bundle, acceptable[complete], score[complete], n_prompt[complete], n_output[complete]),
         "rules": {
             "acceptable": acceptable_rule(threshold),
-            "oracle": "cheapest acceptable tier per request by its cost (none acceptable: cheapest best-quality tier); complete requests only",
+            "oracle": "cheapest acceptable tier per request by its cost (none acceptable: cheapest best-quality tier); "
+                      "requests with a labelled output at every tier only",
             "cost": "params_b * (n_prompt_tokens + n_output_tokens), a missing count filled with its tier's "
                     "mean recorded count; cost_share = oracle / always-last-tier",
         },

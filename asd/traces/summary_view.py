@@ -54,7 +54,7 @@ def print_summary(summary: dict, console: Console | None = None) -> None:
             _fmt(t["mean_ttft_ms"], 0), _fmt(t["mean_e2e_ms"], 0),
         )
     _print_whole(console, tiers)
-    console.print("[dim]B: parameters (billions); n: recorded outputs; quality, accept(able), output tokens, ttft/e2e (ms): per-tier means (more in --json)[/dim]")
+    console.print("[dim]B: parameters (billions); n: recorded outputs; quality (judged, else the accepted flag), accept(able), output tokens, ttft/e2e (ms): per-tier means (more in --json)[/dim]")
 
     if summary["agreement"]:
         agree = Table(title="agreement of tier labels", box=box.SIMPLE_HEAD)
@@ -77,7 +77,7 @@ def print_summary(summary: dict, console: Console | None = None) -> None:
 
     oracle = summary["oracle"]
     console.print(
-        f"oracle (cheapest acceptable tier, {oracle['n_requests']} complete requests): quality "
+        f"oracle (cheapest acceptable tier, {oracle['n_requests']} requests with a labelled output at every tier): quality "
         f"{_fmt(oracle['quality'])} vs last tier {_fmt(oracle.get('last_tier_quality'))}, "
         f"cost share {_fmt(oracle['cost_share'])} of always-last-tier"
         + (f" ({oracle['cost_note']})" if oracle.get("cost_note") else "")

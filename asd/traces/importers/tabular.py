@@ -16,7 +16,7 @@ from asd.errors import ConfigError, TraceError
 from asd.traces import schema as S
 from asd.traces.bundle import file_sha256, new_manifest
 from asd.traces.importers.base import (TOKEN_ESTIMATE_RULE, ImportedTrace, Importer, complete_ladder_requests,
-                                      estimate_tokens, in_request_order)
+                                      estimate_tokens, in_request_order, parse_params_b)
 from asd.traces.jsonl import iter_jsonl_objects
 
 # From the bundle schema: the request fields an input row may carry, and the output fields
@@ -31,7 +31,8 @@ _FALSE = {"false", "0", "no"}
 
 
 def parse_tiers(spec: str | None) -> list[dict]:
-    """`NAME[:PARAMS_B[:TP]],...` → manifest tier dicts, in the order given (the ladder)."""
+    """`NAME[:PARAMS_B[:TP]],...` → manifest tier dicts, in the order given (the ladder). Without
+    PARAMS_B, the size the name states where it states one (`parse_params_b`: llama-8b → 8)."""
     if spec is None or not spec.strip():
         raise ConfigError("--tiers is required: NAME[:PARAMS_B[:TP]],... in ladder order")
     tiers = []
@@ -48,6 +49,8 @@ def parse_tiers(spec: str | None) -> list[dict]:
             if not math.isfinite(params_b) or params_b <= 0:
                 raise ConfigError(f"--tiers: {item.strip()!r}: PARAMS_B must be a positive number")
             tier["params_b"] = params_b
+        elif parse_params_b(parts[0]) is not None:  # as every importer: the size a name states (llama-8b → 8)
+            tier["params_b"] = parse_params_b(parts[0])
         if len(parts) > 2 and parts[2]:
             if not parts[2].isdigit() or int(parts[2]) < 1:
                 raise ConfigError(f"--tiers: {item.strip()!r}: TP must be a positive integer")

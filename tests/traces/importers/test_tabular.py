@@ -244,7 +244,10 @@ def test_tiers_spec_keeps_ladder_order_and_optional_fields():
     tiers = parse_tiers("llama-8b:8:1, llama-70b:70:4,llama-405b")
     assert [t["name"] for t in tiers] == ["llama-8b", "llama-70b", "llama-405b"]
     assert tiers[1] == {"name": "llama-70b", "model_id": "llama-70b", "params_b": 70.0, "tensor_parallel": 4}
-    assert "params_b" not in tiers[2]
+    # a size left out is read from the name, as every importer reads it; a name without one has none
+    assert tiers[2]["params_b"] == 405.0 and "tensor_parallel" not in tiers[2]
+    assert "params_b" not in parse_tiers("small,large")[0]
+    assert parse_tiers("Qwen-1_8B,x")[0]["params_b"] == 1.8
 
 
 def test_option_for_another_format_is_refused(tmp_path):
