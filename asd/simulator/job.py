@@ -160,7 +160,13 @@ def deployment_check(ev: Evaluation, tau_max: float, stat: str) -> dict:
             record["met"] += int(value <= tau_max)
     return {**margined, "of": len(ev.folds), "margin_ms": margins, "without_margin": plain,
             "note": (f"kept within τ_max minus a one-sided 95% prediction margin for a fold's statistic, mean "
-                     f"{np.mean(margins):.3g} ms; without the margin {plain['met']} of {len(ev.folds)}")}
+                     f"{_readable_ms(np.mean(margins))} ms; without the margin {plain['met']} of {len(ev.folds)}")}
+
+
+def _readable_ms(value: float) -> str:
+    """3 significant digits, and 0 for float noise (a margin of 2.1e-13 ms where the statistic
+    never moves: every request has the same recorded latency)."""
+    return "0" if abs(value) < 1e-6 else f"{value:.3g}"
 
 
 def save_deployment_policy(ev: Evaluation, tau_max: float, stat: str, path, held_out_choice: float | None = None) -> dict:

@@ -122,12 +122,12 @@ def test_a_broken_policy_fails_with_the_expected_message_and_exit_1(broken, tmp_
     junit = tmp_path / "check.xml"
     result = run("check", broken, "builtin", *promise_argv(SPEC["promises"]), "--junit", junit)
     assert result.exit_code == 1, result.output
-    assert "FAIL builtin: cost relative to always-last 2.066 > 1.150" in result.output
+    assert "FAIL builtin: cost relative to always-last 2.071 > 1.150" in result.output
     assert "FAIL builtin: p95 latency 1073.8 ms > 480 ms" in result.output
     assert "Traceback" not in result.output
     cases = ET.parse(junit).getroot().findall(".//testcase")
     failed = {c.get("name"): c.find("failure").get("message") for c in cases if c.find("failure") is not None}
-    assert failed["max cost rel"] == "cost relative to always-last 2.066 > 1.150"
+    assert failed["max cost rel"] == "cost relative to always-last 2.071 > 1.150"
     assert failed["max p95 latency (ms)"] == "p95 latency 1073.8 ms > 480 ms"
     assert "min quality" not in failed  # quality is what it bought
 
@@ -140,7 +140,7 @@ def test_asd_testing_check_and_assert(broken):
         assert_policy(broken, "builtin", max_cost_rel=1.15, min_quality=0.36)
     message = str(caught.value)
     assert "max cost rel" in message and "FAIL" in message and "pass" in message
-    assert "cost relative to always-last 2.066 > 1.150" in message
+    assert "cost relative to always-last 2.071 > 1.150" in message
 
 
 def test_regression_mode_compares_frontiers_and_says_where(tmp_path):
