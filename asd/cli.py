@@ -137,7 +137,8 @@ class PlotsDir(click.Path):
         if Path(value).is_file():  # one line, where click would print a usage screen
             raise AsdError(f"{value}: cannot create --plots directory (it is a file)")
         value = super().convert(value, param, ctx)
-        missing, path = [], Path(value)
+        # resolved first: "new/../kept" must not count the existing kept/ as made here
+        missing, path = [], Path(value).resolve()
         while not path.exists() and path != path.parent:
             missing.append(path)
             path = path.parent

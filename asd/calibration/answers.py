@@ -126,6 +126,10 @@ _ARTICLES = re.compile(r"\b(?:a|an|the)\b")
 PUNCTUATION_TO_SPACE = _PUNCT = str.maketrans({c: " " for c in string.punctuation + "“”‘’«»…—–"})
 _SHORT_WORDS = 4  # a text of at most this many words is a bare answer ("C", "42", "Paris")
 _UNIT_WORDS = 2  # after a marked sentence's one number: its unit ("160 legs", "5 books", "12 km/h")
+_CLAUSE_WORDS = 3  # before it, a clause ("each child got 5"), not a name or a date ("Paris, 3", "June 5")
+# words that make the number a bound or a denial, not the answer ("not 5", "no fewer than 12")
+_QUALIFIERS = frozenset("not no never neither nor less fewer more greater least most than over under above below "
+                        "except besides without nearly almost up".split())
 
 # LaTeX spacing and sizing that never changes an answer; \text{...} and friends keep their words.
 _LATEX_NOISE = re.compile(r"\\(?:left|right|displaystyle|[,;:! ])|\^\s*\{?\s*\\circ\s*\}?|\\circ|\\?\$")
@@ -247,7 +251,9 @@ def _parse_span(span: str, marker: bool = False) -> Answer | None:
         canon = canonical_number(number.group(0))
         if canon is not None and not _has_words_before(sentence[: number.start()]):
             return Answer(f"num:{canon}", KIND_NUMBER, marked=True)
+        before = normalise_text(sentence[: number.start()]).split()
         if (canon is not None and marker and len(_NUMBER.findall(sentence)) == 1
+                and len(before) >= _CLAUSE_WORDS and not _QUALIFIERS.intersection(before)
                 and len(normalise_text(sentence[number.end():]).split()) <= _UNIT_WORDS):
             return Answer(f"num:{canon}", KIND_NUMBER, marked=True)
     polarity = _polarity(sentence)
@@ -268,7 +274,7 @@ def _has_words_before(prefix: str) -> bool:
     return len(words) > 0
 
 
-_NUMERIC_LEAD = frozenset("approximately about around roughly nearly exactly just x y n total equals equal is so therefore thus".split())
+_NUMERIC_LEAD = frozenset("approximately about around roughly nearly exactly just simply x y n total equals equal is so therefore thus".split())
 
 
 def _json_answer(text: str) -> Answer | None:

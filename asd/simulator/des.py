@@ -220,9 +220,10 @@ def simulate(start, stop, n_prompt, n_decode, *, arrival_ms, pools: Pools, n_pro
         if after_start.shape != (n,):
             raise ConfigError(f"after_start has shape {after_start.shape}: expected ({n},)")
         moving = stop > start
-        if ((after_start <= start) & moving).any() or (after_start > stop).any():
+        if (((after_start <= start) | (after_start > stop)) & moving).any():
             raise ConfigError("after_start: each request's next tier must lie after its start tier and at most its "
                               "stop tier")
+        after_start = np.where(moving, after_start, stop)  # a request that never moves on has no next tier
     n_prompt = _tokens("n_prompt", n_prompt, shape)
     n_decode = _tokens("n_decode", n_decode, shape)
     n_prompt_cont = n_prompt if n_prompt_cont is None else _tokens("n_prompt_cont", n_prompt_cont, shape)

@@ -355,13 +355,22 @@ class Evaluation:
         bound" fell below always-last). So quality is judged on the requests labelled at every
         tier that is labelled at all, the same for every method; cost and latency stay over all."""
         a = self.arrays
+        self.labelled_score = a.score  # every label, for fitting on held-out rows (the fitted-Q reference)
         labelled = ~np.isnan(a.score)
         judged = labelled.any(axis=0)
         complete = labelled[:, judged].all(axis=1)
         if not judged.any() or complete.all():
             return
+        if not complete.any():  # no request to judge every method on: each keeps its own, and says so
+            self.warnings.append(
+                f"no {'held-out' if self.fitted else 'replayed'} request is labelled at every tier that is labelled: "
+                "each method's quality is measured on the requests labelled where it stops, so they are not "
+                "compared on the same requests")
+            return
+        self.labelled_score = a.score.copy()
+        # quality only: `acceptable` keeps every label, so the oracle still sends each request to
+        # its cheapest acceptable tier (its cost and stops over all requests, as every method's)
         a.score[~complete] = np.nan
-        a.acceptable[~complete] = np.nan
         self.design["quality_requests"] = int(complete.sum())
         self.warnings.append(
             f"{int((~complete).sum())} of {complete.size} {'held-out' if self.fitted else 'replayed'} requests lack a "

@@ -169,5 +169,5 @@ def fitted_q_reference(ev, mus=DEFAULT_MUS, *, seed: int = 0, progress=None) -> 
         raise ConfigError("fitted-Q reference: needs pooled folds (--folds K), not a split")
     fold = np.concatenate([np.full(f.held.size, k) for k, f in enumerate(ev.folds)])
     fs, held = ev.features, ev.held
-    return fitted_q_frontier(ev.arrays.score, ev.arrays.cost, ev.arrays.cost_cont, fs.tier_x[held], fs.cold_x[held],
+    return fitted_q_frontier(ev.labelled_score, ev.arrays.cost, ev.arrays.cost_cont, fs.tier_x[held], fs.cold_x[held],
                              fs.prompt_x[held], fold, mus, seed=seed, progress=progress)

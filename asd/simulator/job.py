@@ -143,17 +143,32 @@ def deployed_lambda(walk_calibration, tau_max: float, stat: str, n_window: int, 
     return found, kept, margin
 
 
-def deployment_check(ev: Evaluation, tau_max: float, stat: str) -> dict:
-    """λ as it would be deployed (`deployed_lambda`), chosen on each fold's own calibration rows,
-    then judged on that fold's held-out rows — how often it met τ_max; and the same without the
-    margin (λ at τ_max itself), which a fold misses about half the time when the limit binds."""
+def slack_choice(walk_calibration, kept, margin: float, tau_max: float, stat: str, held_out_choice):
+    """(λ, its statistic on the calibration rows, chosen_by) as deployed: the rule's λ, except
+    where τ_max is slack on those rows — the rule's "largest λ" is then only the search bracket's
+    top (the deepest policy, not the best) — and `held_out_choice` (the λ the report chose by
+    pooled held-out quality, as cross-validation picks a setting before the refit) also fits
+    within τ_max less the margin there."""
+    if kept.status == "slack" and held_out_choice is not None:
+        at_choice = latency_stat(walk_calibration(held_out_choice).latency_ms, stat)
+        if at_choice <= tau_max - margin:
+            return float(held_out_choice), at_choice, "held-out quality"
+    return kept.lam, kept.statistic, "rule"
+
+
+def deployment_check(ev: Evaluation, tau_max: float, stat: str, held_out_choice: float | None = None) -> dict:
+    """λ as it would be deployed (`deployed_lambda`, `slack_choice`), chosen on each fold's own
+    calibration rows, then judged on that fold's held-out rows — how often it met τ_max; and the
+    same without the margin (λ at τ_max itself), which a fold misses about half the time when the
+    limit binds."""
     seed = ev.options["seed"]
     plain, margined = {"lambdas": [], "held_out_statistic": [], "met": 0}, {"lambdas": [], "held_out_statistic": [], "met": 0}
     margins = []
     for k, f in enumerate(ev.folds):
         found, kept, margin = deployed_lambda(f.walk_calibration, tau_max, stat, f.held.size, seed + k, _lam_scale(ev))
         margins.append(margin)
-        for record, lam in ((plain, found.lam), (margined, kept.lam)):
+        deployed = slack_choice(f.walk_calibration, kept, margin, tau_max, stat, held_out_choice)[0]
+        for record, lam in ((plain, found.lam), (margined, deployed)):
             value = latency_stat(f.walk(lam).latency_ms, stat)
             record["lambdas"].append(lam)
             record["held_out_statistic"].append(value)
@@ -182,11 +197,7 @@ def save_deployment_policy(ev: Evaluation, tau_max: float, stat: str, path, held
     window = max(1, round(ev.held.size / len(ev.folds)))
     seed = ev.options["seed"]
     _, kept, margin = deployed_lambda(f.walk_calibration, tau_max, stat, window, seed, _lam_scale(ev))
-    lam, statistic, chosen_by = kept.lam, kept.statistic, "rule"
-    if kept.status == "slack" and held_out_choice is not None:
-        at_choice = latency_stat(f.walk_calibration(held_out_choice).latency_ms, stat)
-        if at_choice <= tau_max - margin:
-            lam, statistic, chosen_by = float(held_out_choice), at_choice, "held-out quality"
+    lam, statistic, chosen_by = slack_choice(f.walk_calibration, kept, margin, tau_max, stat, held_out_choice)
     info = {"lambda": lam, "status": kept.status, "chosen_by": chosen_by, "tau_max_ms": float(tau_max), "stat": stat,
             "margin_ms": margin, "calibration_requests": int(f.cal.size), "calibration_statistic_ms": statistic,
             "deepest_statistic_ms": kept.statistic if kept.status == "slack" else None}
@@ -381,6 +392,8 @@ def simulate(bundle="builtin", *, tau_max: float, stat: str = "p95", mode: str =
             refuse_label_free_options(view, scheduler=scheduler)
         ev = Evaluation(view, folds=folds, split=split, cost_model=cost_model, predictor=predictor, stage0=stage0,
                         risk=risk, seed=seed, progress=progress, fit=fit)
+    if not ev.fitted:  # a given label-free evaluation: the same refusals as the command's
+        refuse_label_free_options(ev.view, scheduler=scheduler if mode == "des" else "fifo")
     n_tiers = ev.view.n_tiers
     latency = (des_latency(ev, rate=rate, replicas=replicas, max_batch=max_batch, seed=seed, scheduler=scheduler,
                            arrivals=arrivals, cv=cv)
@@ -425,7 +438,7 @@ def simulate(bundle="builtin", *, tau_max: float, stat: str = "p95", mode: str =
         "chosen": chosen,
         "baselines": baselines,
         "criteria": criteria(chosen, baselines["fixed-2stage"], stat),
-        "deployment": deployment_check(ev, tau_max, stat),
+        "deployment": deployment_check(ev, tau_max, stat, held_out_choice=lam),
         "warnings": list(ev.warnings),
     }
 

@@ -53,6 +53,12 @@ from asd.calibration.answers import (
         ("#### Each child got 5 books.", "num:5"),
         ("Answer: The animals have a total of 160 legs.", "num:160"),
         ("Answer: Paris has 3 million people in 2 areas", "txt:paris has 3 million people in 2 areas"),
+        ("The answer is simply 15", "num:15"),
+        # a bound, a denial, a name or a date is not the number alone
+        ("The answer is not 5.", "txt:not 5"),
+        ("Answer: no fewer than 12", "txt:no fewer than 12"),
+        ("The answer is June 5.", "txt:june 5"),
+        ("Answer: Paris, 3 times", "txt:paris 3 times"),
     ],
 )
 def test_answers_in_many_wordings_get_their_canonical_key(text, key):

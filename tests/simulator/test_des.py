@@ -214,6 +214,11 @@ def test_des_refuses_a_next_tier_outside_the_path():
     for after in ([0], [2]):
         with pytest.raises(ConfigError, match="after_start: each request's next tier must lie after its start"):
             simulate([0], [1], [[1, 1, 1]], [[1, 1, 1]], after_start=after, **run)
+    # a request that stops where it starts has no next tier: what it says is ignored (its KV check
+    # counted the tiers below the start tier, which it never visits)
+    small = Pools.build(np.tile(COEFFS_2[:1], (3, 1)), kv_capacity=[1, 1, 100])
+    alone = simulate([2], [2], [[50, 50, 3]], [[50, 50, 3]], arrival_ms=[0.0], pools=small, after_start=[0])
+    assert np.isnan(alone.tier_done_ms[0, :2]).all() and alone.e2e_ms[0] > 0
 
 
 def _loaded_run(seed=0, rate=40.0, n=400, **pool_args):

@@ -435,9 +435,9 @@ def test_a_refused_run_leaves_no_plots_directory_and_a_good_one_makes_it(tmp_pat
     assert result.exit_code == 2 and "plots: cannot create --plots directory (not a directory)" in result.stderr.lower()
     assert (tmp_path / "f").read_text() == "x"
     (tmp_path / "kept").mkdir()
-    result = CliRunner().invoke(main, ["simulate", "--tau-max", "800", "--plots", str(tmp_path / "kept"),
-                                       "--stat", "p42"])
-    assert result.exit_code == 2 and (tmp_path / "kept").is_dir()  # not made by the command: left alone
+    for spelled in (tmp_path / "kept", tmp_path / "new" / ".." / "kept"):  # not made by the command: left alone
+        result = CliRunner().invoke(main, ["simulate", "--tau-max", "800", "--plots", str(spelled), "--stat", "p42"])
+        assert result.exit_code == 2 and (tmp_path / "kept").is_dir(), spelled
     result = CliRunner().invoke(main, ["calibrate", "builtin", "-o", str(plots / "p.npz"), "--plots", str(plots)])
     assert result.exit_code == 0, result.output  # -o inside the --plots directory the same command makes
     assert (plots / "reliability.png").is_file() and (plots / "p.npz").is_file()
@@ -863,6 +863,24 @@ def test_partly_labelled_last_tier_judges_every_method_on_the_same_requests(tmp_
     assert all(oracle >= b["quality"] - 1e-12 for b in result["baselines"].values()) and oracle >= result["chosen"]["quality"]
     assert result["baselines"]["always-synth-70b"]["cost_rel"] == pytest.approx(1.0)  # cost still over all 300
     assert not full["warnings"]
+    # the oracle still sends each request to its cheapest acceptable tier by every label it has
+    ev = Evaluation(tmp_path / "p", folds=3)
+    from asd.simulator.evaluate import ladder_arrays
+
+    every_label = B.oracle(ladder_arrays(ev.view, ev.costs, ev.held))
+    np.testing.assert_array_equal(B.oracle(ev.arrays).stop, every_label.stop)
+    assert result["baselines"]["oracle"]["cost_rel"] == pytest.approx(every_label.cost.sum() / ev.cost_last)
+    # no request labelled at every labelled tier: nothing in common to judge on, so it says so
+    halves = outputs.copy()
+    first_half = set(source.to_pandas("requests")["request_id"][:150])
+    for tier, keep in ((0, True), (2, False)):
+        gone = (halves["tier"] == tier) & (halves["request_id"].isin(first_half) != keep)
+        halves["quality"] = halves["quality"].where(~gone, None)
+        halves["accepted"] = halves["accepted"].astype(object).where(~gone, None)
+    write_bundle(tmp_path / "d", source.manifest, source.to_pandas("requests"), halves, source.to_pandas("drafts"))
+    disjoint = simulate(tmp_path / "d", tau_max=1e9, folds=3)
+    assert any(w.startswith("no held-out request is labelled at every tier that is labelled") for w in disjoint["warnings"])
+    assert disjoint["chosen"]["quality"] is not None
 
 
 def test_options_that_need_the_chosen_policy_are_refused_on_an_unlabelled_bundle(tmp_path):
@@ -1049,6 +1067,9 @@ def test_save_policy_at_an_infeasible_or_slack_limit_writes_the_cheapest_or_the_
         assert info["calibration_statistic_ms"] <= tau_max - info["margin_ms"]
         assert info["deepest_statistic_ms"] <= tau_max - info["margin_ms"]
         assert Policy.load(saved).meta["deployment"]["chosen_by"] == "held-out quality"
+        # the deployment line judges the λ a fold's rule would deploy: the same choice, not the deepest
+        deployment = json.loads((tmp_path / "s.json").read_text())["deployment"]
+        assert chosen["lambda"] in deployment["lambdas"] and max(deployment["lambdas"]) < 1e6
     assert said in " ".join(result.output.split())
 
 

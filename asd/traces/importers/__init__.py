@@ -180,7 +180,9 @@ def summarize(fmt: str, out: Path, trace: ImportedTrace) -> dict:
 def summary_lines(summary: dict) -> list[str]:
     """The import summary as the lines the CLI prints."""
     tiers = summary["tiers"]
-    lines = [f"imported {summary['format']} -> {summary['bundle']}: {summary['n_requests']} requests x {len(tiers)} tiers"]
+    n = summary["n_requests"]
+    lines = [f"imported {summary['format']} -> {summary['bundle']}: {n} request{'s' if n != 1 else ''} x "
+             f"{len(tiers)} tiers"]
     if summary["dropped_incomplete"]:
         n = summary["dropped_incomplete"]
         lines.append(f"dropped {n} incomplete request{'s' if n != 1 else ''} (a tier missing)")

@@ -234,6 +234,10 @@ class TabularImporter(Importer):
                     )
                 fields[column] = value
             n_out = row.get("n_output_tokens")
+            logprobs, entropy = row.get("token_logprobs"), row.get("token_entropy")
+            if n_out is None and logprobs is not None and entropy is not None and len(logprobs) != len(entropy):
+                raise TraceError(f"{where}, column 'token_entropy': {len(entropy)} items but token_logprobs has "
+                                 f"{len(logprobs)} (one of each per output token)")
             for column in ("token_logprobs", "token_entropy"):
                 values = row.get(column)
                 if values is not None and n_out is not None and len(values) != n_out:
@@ -269,6 +273,7 @@ class TabularImporter(Importer):
                 "source_sha256": file_sha256(src),
                 "arguments": {"tiers": tiers, "drop_incomplete": drop_incomplete},
                 "dropped_incomplete_requests": dropped,
+                "params_b_rule": "PARAMS_B of --tiers, else parsed from the tier name",
                 **({"token_estimate_rule": estimated} if estimated else {}),
             },
         )
@@ -292,21 +297,24 @@ class TabularImporter(Importer):
 
 def _estimate_missing_counts(outputs: pd.DataFrame, requests: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     """Token counts the file leaves out, where its text tells them, as the public importers
-    count: an answer's from its token_logprobs (one per token), else TOKEN_ESTIMATE_RULE of its
+    count: an answer's from its token_logprobs or token_entropy (one per token), else TOKEN_ESTIMATE_RULE of its
     output; a prompt's by that rule from the request's prompt (chat template not counted). Left
     null, they would price every answer as a prefill alone (the cost model counts a tier with
     no counts as 0 tokens): a chat answer of 300 words took 5 ms. Returns the outputs and, per
     column estimated anywhere, the rule and how many counts it gave (the manifest's provenance)."""
     estimated = {}
     n_out = outputs["n_output_tokens"]
-    from_logprobs = outputs["token_logprobs"].map(lambda v: len(v) if isinstance(v, list) else None)
+    def listed(column):  # one value per output token
+        return outputs[column].map(lambda v: len(v) if isinstance(v, list) else None).astype("Float64")
+
+    from_lists = listed("token_logprobs").fillna(listed("token_entropy"))
     from_text = estimate_tokens(outputs["output"].astype("string"))
-    fill = pd.array(from_logprobs.where(from_logprobs.notna(), from_text), dtype="Int32")
+    fill = pd.array(from_lists.fillna(from_text.astype("Float64")), dtype="Int32")
     missing_out = (n_out.isna() & pd.Series(fill, index=outputs.index).notna()).to_numpy()
     if missing_out.any():
         outputs.loc[missing_out, "n_output_tokens"] = fill[missing_out]
         estimated["outputs.n_output_tokens"] = (f"where the file gives none ({int(missing_out.sum())} of "
-                                                f"{len(outputs)}): the number of token_logprobs, else "
+                                                f"{len(outputs)}): the number of token_logprobs (else token_entropy), else "
                                                 f"{TOKEN_ESTIMATE_RULE} of the output")
     prompts = requests.set_index("request_id")["prompt"]
     prompt_counts = estimate_tokens(prompts.astype("string")).reindex(outputs["request_id"]).to_numpy()

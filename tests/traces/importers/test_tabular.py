@@ -95,6 +95,18 @@ def test_token_counts_left_out_are_estimated_from_the_text_and_listed(tmp_path):
     assert open_bundle(tmp_path / "g").manifest["estimated_columns"] == ["outputs.n_prompt_tokens"]  # q1's 70B row
 
 
+def test_a_count_left_out_follows_the_entropies_and_mismatched_lists_are_named(tmp_path):
+    """token_entropy alone gives the count (the text's estimate disagreed with it, and the bundle
+    then failed validation); logprobs and entropies of different lengths are one line naming both."""
+    rows = [{"request_id": "a", "model": "llama-8b", "output": "abc", "token_entropy": [0.1] * 5},
+            {"request_id": "a", "model": "llama-70b", "output": "x"}]
+    import_trace("jsonl", _jsonl(tmp_path / "e.jsonl", rows), tmp_path / "b", tiers=TIERS)
+    assert open_bundle(tmp_path / "b").to_pandas("outputs")["n_output_tokens"].tolist() == [5, 1]
+    rows[0]["token_logprobs"] = [-0.1] * 4
+    with pytest.raises(TraceError, match=r"line 1, column 'token_entropy': 5 items but token_logprobs has 4"):
+        import_trace("jsonl", _jsonl(tmp_path / "m.jsonl", rows), tmp_path / "m", tiers=TIERS)
+
+
 def test_rows_labelled_by_accepted_alone_count_as_labelled(tmp_path):
     """The summary said '0 labelled, mean quality -' for a file labelled by `accepted` only,
     which calibrate and simulate use as labels."""
