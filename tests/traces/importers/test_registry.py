@@ -54,7 +54,7 @@ def test_cli_import_prints_the_summary_and_writes_json(tmp_path):
          "--json", str(tmp_path / "s.json")],
     )
     assert result.exit_code == 0, result.output
-    assert f"imported jsonl -> {tmp_path / 'b'}: 1 requests x 2 tiers" in result.output
+    assert f"imported jsonl -> {tmp_path / 'b'}: 1 request x 2 tiers" in result.output
     assert "tier 1  big" in result.output and "mean quality 1.0000" in result.output
     summary = json.loads((tmp_path / "s.json").read_text())
     assert summary["n_requests"] == 1 and summary["tiers"][0]["mean_quality"] == 0.0
