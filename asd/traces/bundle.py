@@ -94,13 +94,16 @@ def bundle_target(path: str | os.PathLike, overwrite: bool) -> Path:
         raise TraceError(f"{str(path)!r}: name a directory to write the bundle to (e.g. -o runs/bundle)")
     if not os.path.lexists(target):
         return target
-    if not overwrite:
-        raise TraceError(f"{target}: already exists (pass --overwrite to replace it)")
+    # what --overwrite would refuse is said first: hinting at it for a plain file sent the user
+    # round in a circle
     if target.is_symlink() or not target.is_dir():
-        raise TraceError(f"{target}: exists and is not a directory; --overwrite replaces only a trace bundle")
+        raise TraceError(f"{target}: exists and is not a directory; --overwrite replaces only a trace bundle, so "
+                         "write the bundle elsewhere")
     if not (target / MANIFEST).is_file() and any(target.iterdir()):
         raise TraceError(f"{target}: exists and is not a trace bundle (no {MANIFEST}); --overwrite replaces only "
                          "a bundle: move or remove this directory yourself")
+    if not overwrite:
+        raise TraceError(f"{target}: already exists (pass --overwrite to replace it)")
     return target
 
 

@@ -272,6 +272,13 @@ def test_overwrite_replaces_only_a_bundle_never_a_directory_of_other_files(synth
     result = write_to(plain)
     assert result.exit_code != 0 and plain.read_text() == "keep\n"  # click's own check, where -o is a Path(file_okay=False)
     assert "exists and is not a directory" in result.output or "is a file" in result.output, result.output
+    # without --overwrite, what it would refuse is said first, with no hint to pass it
+    without = run(*{"synth": ["synth", "-n", 30, "--seed", 1, "-o", userdir],
+                    "import": ["import", "jsonl", jsonl, "--tiers", "a,b", "-o", userdir],
+                    "split": ["split", synth, "--test-frac", 0.3, "-o", userdir],
+                    "merge": ["merge", synth, other, "-o", userdir]}[command])
+    assert without.exit_code != 0 and "not a trace bundle" in without.output, without.output
+    assert "pass --overwrite" not in without.output
     monkeypatch.chdir(tmp_path)
     for out in (".", ""):
         result = write_to(out)
