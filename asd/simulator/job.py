@@ -387,12 +387,9 @@ def simulate(bundle="builtin", *, tau_max: float, stat: str = "p95", mode: str =
     ev = evaluation
     if ev is None:
         view = bundle if isinstance(bundle, TraceView) else load_view(bundle)
-        fit = last_tier_labelled(view)
-        if not fit:
-            refuse_label_free_options(view, scheduler=scheduler)
         ev = Evaluation(view, folds=folds, split=split, cost_model=cost_model, predictor=predictor, stage0=stage0,
-                        risk=risk, seed=seed, progress=progress, fit=fit)
-    if not ev.fitted:  # a given label-free evaluation: the same refusals as the command's
+                        risk=risk, seed=seed, progress=progress, fit=last_tier_labelled(view))
+    if not ev.fitted:  # no policy: the command's refusals (building it fitted nothing, so nothing is lost)
         refuse_label_free_options(ev.view, scheduler=scheduler if mode == "des" else "fifo")
     n_tiers = ev.view.n_tiers
     latency = (des_latency(ev, rate=rate, replicas=replicas, max_batch=max_batch, seed=seed, scheduler=scheduler,
