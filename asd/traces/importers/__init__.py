@@ -95,6 +95,10 @@ def set_params_b(trace: ImportedTrace, given: dict[str, float]) -> None:
         if isinstance(billions, bool) or not (isinstance(billions, (int, float)) and math.isfinite(billions)
                                               and billions > 0):
             raise ConfigError(f"--params-b: {name}={billions!r} is not a parameter count in billions > 0")
+        stated = trace.manifest.get("provenance", {}).get("params_b_stated", {}).get(name)
+        if stated is not None and stated != billions:
+            raise ConfigError(f"--params-b: {name}={billions:g} contradicts --tiers {name}:{stated:g}; "
+                              "give the size once")
     for tier in tiers:
         if tier["name"] in given:
             tier["params_b"] = given[tier["name"]]

@@ -61,6 +61,13 @@ def parse_tiers(spec: str | None) -> list[dict]:
     return tiers
 
 
+def stated_params_b(spec: str, tier_list: list[dict]) -> dict[str, float]:
+    """The sizes `--tiers` states outright (NAME:PARAMS_B), by name: a size read from a name
+    may be overridden by --params-b, one stated in the same command may not be contradicted."""
+    return {t["name"]: t["params_b"] for item, t in zip(spec.split(","), tier_list)
+            if len(item.strip().split(":")) > 1 and item.strip().split(":")[1]}
+
+
 class _RowError(Exception):
     def __init__(self, column: str, message: str):
         super().__init__(message)
@@ -196,6 +203,7 @@ class TabularImporter(Importer):
     def load(self, src: Path, *, tiers: str | None = None, drop_incomplete: bool = False) -> ImportedTrace:
         src = self.check_source(src)
         tier_list = parse_tiers(tiers)
+        stated = stated_params_b(tiers, tier_list)
         names = [t["name"] for t in tier_list]
         tier_of = {name: i for i, name in enumerate(names)}
         request_fields: dict[str, dict] = {}  # request_id → prompt/task/reference (+ line of first)
@@ -274,6 +282,7 @@ class TabularImporter(Importer):
                 "arguments": {"tiers": tiers, "drop_incomplete": drop_incomplete},
                 "dropped_incomplete_requests": dropped,
                 "params_b_rule": "PARAMS_B of --tiers, else parsed from the tier name",
+                "params_b_stated": stated,  # what --params-b may not contradict
                 **({"token_estimate_rule": estimated} if estimated else {}),
             },
         )

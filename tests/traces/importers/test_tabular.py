@@ -273,3 +273,15 @@ def test_csv_saved_with_a_byte_order_mark_reads_its_header(tmp_path):
     src.write_bytes("request_id,tier,output\nr,0,x\nr,1,y\n".encode("utf-8-sig"))
     trace = load_trace("csv", src, tiers="a,b")
     assert trace.requests["request_id"].tolist() == ["r"]
+
+
+def test_params_b_may_override_a_size_read_from_a_name_but_not_contradict_one_stated(tmp_path):
+    src = _jsonl(tmp_path / "runs.jsonl", GOOD_ROWS)
+    with pytest.raises(ConfigError, match=r"--params-b: llama-8b=9 contradicts --tiers llama-8b:8; give the size once"):
+        import_trace("jsonl", src, tmp_path / "b", tiers=TIERS, params_b="llama-8b=9")
+    assert not (tmp_path / "b").exists()
+    # the same size twice is no contradiction; a size the name gave (llama-70b → 70) may be replaced
+    import_trace("jsonl", src, tmp_path / "b", tiers="llama-8b:8,llama-70b", params_b="llama-8b=8,llama-70b=65")
+    manifest = open_bundle(tmp_path / "b").manifest
+    assert [t["params_b"] for t in manifest["tiers"]] == [8.0, 65.0]
+    assert manifest["provenance"]["params_b_stated"] == {"llama-8b": 8.0}
