@@ -4,6 +4,7 @@ prompt files of `asd record`: errors name the file and line."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Iterator
 
@@ -20,7 +21,9 @@ def iter_jsonl_objects(path: Path) -> Iterator[tuple[int, dict]]:
                 try:
                     row = json.loads(line)
                 except json.JSONDecodeError as exc:
-                    raise TraceError(f"{path}, line {number}: invalid JSON ({exc.msg})") from None
+                    raise TraceError(f"{path}, line {number}{_where_in_line(line, exc)}: invalid JSON ({exc.msg})"
+                                     f"{'; the file ends inside it (cut off?)' if not line.endswith(chr(10)) else ''}"
+                                     ) from None
                 except RecursionError:  # json's decoder recurses once per level of nesting
                     raise TraceError(f"{path}, line {number}: invalid JSON (nested too deeply)") from None
                 if not isinstance(row, dict):
@@ -28,3 +31,12 @@ def iter_jsonl_objects(path: Path) -> Iterator[tuple[int, dict]]:
                 yield number, row
         except UnicodeDecodeError as exc:
             raise TraceError(f"{path}: not UTF-8 text ({exc.reason})") from None
+
+
+_KEY = re.compile(r'"((?:[^"\\]|\\.)*)"\s*:')
+
+
+def _where_in_line(line: str, exc: json.JSONDecodeError) -> str:
+    """', near column 'quality', character 49': the last key before the error, and where the error is."""
+    keys = _KEY.findall(line[: exc.pos])
+    return (f", near column {keys[-1]!r}" if keys else "") + f", character {exc.colno}"

@@ -30,7 +30,7 @@ def test_request_ids_default_to_row_numbers(tmp_path):
 @pytest.mark.parametrize(
     "content, message",
     [
-        ('{"prompt": "a"}\nnot json\n', "line 2: invalid JSON"),
+        ('{"prompt": "a"}\nnot json\n', "line 2, character 1: invalid JSON"),
         ('{"text": "a"}\n', "no 'prompt' column"),
         ('{"prompt": ""}\n', r"bad.jsonl, line 1: 'prompt' is empty"),
         ('\n{"request_id": "a", "prompt": "x"}\n{"request_id": "a", "prompt": "y"}\n',

@@ -138,7 +138,7 @@ def test_malformed_prompt_file_is_one_line_naming_the_line(tmp_path, smollm2):
     bad.write_text('{"prompt": "ok"}\n{"prompt": oops}\n')
     result = run_cli("--tiers", ladder(tmp_path, smollm2), "--prompts", bad, "-o", tmp_path / "b")
     assert result.exit_code == 2
-    assert result.output.strip().count("\n") == 0 and "bad.jsonl, line 2: invalid JSON" in result.output
+    assert result.output.strip().count("\n") == 0 and "bad.jsonl, line 2, near column 'prompt', character 12: invalid JSON" in result.output
     assert not (tmp_path / "b").exists() and not (tmp_path / "b.partial").exists()
 
 

@@ -208,6 +208,7 @@ class TabularImporter(Importer):
         tier_of = {name: i for i, name in enumerate(names)}
         request_fields: dict[str, dict] = {}  # request_id → prompt/task/reference (+ line of first)
         first_line: dict[tuple[str, int], int] = {}
+        id_kinds: dict[str, tuple[bool, int]] = {}  # request_id → (given as a number?, line first given)
         out_rows: list[dict] = []
         for number, raw in self.rows(src):
             where = f"{src}, line {number}"
@@ -221,6 +222,14 @@ class TabularImporter(Importer):
             request_id = row.get("request_id")
             if request_id is None:
                 raise TraceError(f"{where}, column 'request_id': missing")
+            id_is_number = not isinstance(raw["request_id"], str)
+            first_kind = id_kinds.setdefault(request_id, (id_is_number, number))
+            if first_kind[0] != id_is_number:  # 1 and "1" read alike: one request, or two?
+                kinds = ("a string", "a number")
+                raise TraceError(
+                    f"{where}, column 'request_id': {raw['request_id']!r} is {kinds[id_is_number]} here but "
+                    f"{kinds[first_kind[0]]} at line {first_kind[1]}; write each id one way"
+                )
             if "output" not in raw:
                 raise TraceError(f"{where}, column 'output': missing (use null when not recorded)")
             tier = self._tier(row, names, tier_of, where)

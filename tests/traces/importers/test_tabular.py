@@ -164,7 +164,7 @@ BAD_JSONL = {
     "neither model nor tier": ([{"request_id": "r", "output": "x"}], r"line 1, column 'model': missing"),
     "unknown column": ([_row(qualty=1)], r"line 1: unknown column 'qualty'"),
     "prompt differs between tiers": ([_row(prompt="a"), _row(model="llama-70b", prompt="b")], r"line 2, column 'prompt': differs from the prompt given for request 'r' at line 1"),
-    "invalid JSON": (['{"request_id": "r",'], r"line 1: invalid JSON"),
+    "invalid JSON": (['{"request_id": "r", "output": x}'], r"line 1, near column 'output', character 31: invalid JSON \(Expecting value\)$"),
     "not an object": (['[1, 2]'], r"line 1: expected a JSON object, got list"),
     "nested too deeply": (["[" * 100_000], r"line 1: invalid JSON \(nested too deeply\)"),  # was a RecursionError
     "empty file": ([], r"runs.jsonl: empty \(no rows\)"),
@@ -285,3 +285,22 @@ def test_params_b_may_override_a_size_read_from_a_name_but_not_contradict_one_st
     manifest = open_bundle(tmp_path / "b").manifest
     assert [t["params_b"] for t in manifest["tiers"]] == [8.0, 65.0]
     assert manifest["provenance"]["params_b_stated"] == {"llama-8b": 8.0}
+
+
+def test_an_id_given_as_a_number_and_as_a_string_is_refused_rather_than_merged(tmp_path):
+    rows = [{"request_id": 1, "tier": 0, "output": "x"}, {"request_id": "1", "tier": 1, "output": "y"}]
+    with pytest.raises(TraceError, match=r"line 2, column 'request_id': '1' is a string here but a number at "
+                                         r"line 1; write each id one way"):
+        load_trace("jsonl", _jsonl(tmp_path / "mixed.jsonl", rows), tiers="a,b")
+    # ids written one way, as numbers, are one request
+    rows[1]["request_id"] = 1
+    assert load_trace("jsonl", _jsonl(tmp_path / "numbers.jsonl", rows), tiers="a,b").requests["request_id"].tolist() == ["1"]
+
+
+def test_a_file_cut_off_mid_row_is_named_as_such(tmp_path):
+    # the writer stopped inside the last row: no closing quote, brace or newline
+    src = tmp_path / "runs.jsonl"
+    src.write_text('{"request_id": "r", "model": "llama-8b", "output": "x"}\n{"request_id": "r", "model": "llama-70b", "outp')
+    with pytest.raises(TraceError, match=r"runs.jsonl, line 2, near column 'model', character 43: invalid JSON "
+                                         r"\(Unterminated string starting at\); the file ends inside it \(cut off\?\)$"):
+        load_trace("jsonl", src, tiers=TIERS)
