@@ -54,6 +54,11 @@ class Row:
     passed: bool
     message: str
     shown: str = ""  # the measured figure as the table prints it (with context for beat/against)
+    limit_shown: str = ""  # the limit as printed, to the measured figure's precision (default: 3 decimals)
+
+    @property
+    def limit_text(self) -> str:
+        return self.limit_shown or _num(self.limit)
 
     def to_dict(self) -> dict:
         return {"bundle": self.bundle, "promise": self.promise, "measured": self.measured, "limit": self.limit,
@@ -83,7 +88,7 @@ class CheckResult:
     def table(self) -> str:
         """The plain-text table (what `assert_policy` fails with, and the CLI prints)."""
         head = ("bundle", "promise", "measured", "limit", "result")
-        body = [(r.bundle, r.promise, r.shown, _num(r.limit), "pass" if r.passed else "FAIL") for r in self.rows]
+        body = [(r.bundle, r.promise, r.shown, r.limit_text, "pass" if r.passed else "FAIL") for r in self.rows]
         widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
         line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
         out = [line(head), line(["-" * w for w in widths])] + [line(b) for b in body]
@@ -94,11 +99,10 @@ class CheckResult:
 
 
 def _num(value) -> str:
+    """A quality, cost or margin: always 3 decimals, so 1.0 and 1.07 read 1.000 and 1.070 side by side."""
     if value is None:
         return "—"
-    if isinstance(value, float) and (abs(value) >= 1000 or value == int(value)):
-        return f"{value:g}"
-    return f"{value:.3f}" if isinstance(value, float) else str(value)
+    return f"{value:.3f}" if isinstance(value, Real) and not isinstance(value, bool) else str(value)
 
 
 # -- parsing promises ----------------------------------------------------------------------------
@@ -248,7 +252,7 @@ def _check_bundle(name, ev: Evaluation, old_ev: Evaluation | None, *, min_qualit
         v = s["latency_ms"][stat]
         ok = v <= ms + EPS
         rows.append(Row(name, f"max {stat} latency (ms)", v, ms, ok,
-                        f"{stat} latency {v:.1f} ms {'<=' if ok else '>'} {ms:g} ms", f"{v:.1f}"))
+                        f"{stat} latency {v:.1f} ms {'<=' if ok else '>'} {ms:.1f} ms", f"{v:.1f}", f"{ms:.1f}"))
     baselines = {}
     for baseline, margin in beats:
         b = baselines[baseline] = summarize(timed(_baseline(ev, baseline)), ev.cost_last, n_tiers)
@@ -257,9 +261,9 @@ def _check_bundle(name, ev: Evaluation, old_ev: Evaluation | None, *, min_qualit
         dq = None if s["quality"] is None or b["quality"] is None else s["quality"] - b["quality"]
         why = []
         if not q_ok:
-            why.append(f"quality {_num(s['quality'])} < {baseline}'s {_num(b['quality'])} − {margin:g}")
+            why.append(f"quality {_num(s['quality'])} < {baseline}'s {_num(b['quality'])} − {_num(margin)}")
         if not c_ok:
-            why.append(f"cost {_num(s['cost_rel'])} > {baseline}'s {_num(b['cost_rel'])} + {margin:g}")
+            why.append(f"cost {_num(s['cost_rel'])} > {baseline}'s {_num(b['cost_rel'])} + {_num(margin)}")
         msg = ("; ".join(why) if why else
                f"quality {_num(s['quality'])} vs {_num(b['quality'])}, cost {_num(s['cost_rel'])} vs {_num(b['cost_rel'])}")
         rows.append(Row(name, f"beat {baseline}", dq, margin, q_ok and c_ok, f"beat {baseline}: {msg}",
@@ -273,7 +277,7 @@ def _check_bundle(name, ev: Evaluation, old_ev: Evaluation | None, *, min_qualit
         where = regression["where"]
         rows.append(Row(name, "no regression vs old", worst, tolerance, ok,
                         f"regression vs old policy: {where}" if not ok else
-                        f"new frontier within {tolerance:g} of the old at every cost level (largest shortfall "
+                        f"new frontier within {_num(tolerance)} of the old at every cost level (largest shortfall "
                         f"{_num(worst)})", _shortfall(regression)))
     report = {"bundle": name, "n_requests": int(ev.held.size), "evaluation": ev.design["description"],
               "lambda": ev.policy_lam, "mode": "replay" if load is None else "des",
@@ -346,7 +350,7 @@ def compare_frontiers(new: Evaluation, old: Evaluation, tolerance: float) -> dic
             worst, at_cost = shortfall, c
             where = (f"at cost ≤ {c:.3f} the new frontier has no policy that cheap (old quality {old_best:.3f})"
                      if new_best is None else
-                     f"at cost ≤ {c:.3f}: new quality {new_best:.3f} < old {old_best:.3f} − {tolerance:g}")
+                     f"at cost ≤ {c:.3f}: new quality {new_best:.3f} < old {old_best:.3f} − {_num(tolerance)}")
     for a, b in ((new, new), (old, old)):  # leave each policy solved at the λ it was saved with
         a.fixed.solve(b.policy_lam, start_lam=b.policy_start_lam)
     passed = bool(levels) and worst <= tolerance + EPS
@@ -374,7 +378,7 @@ def junit_xml(result: CheckResult) -> str:
             ET.SubElement(case, "system-out").text = row.message
         else:
             failure = ET.SubElement(case, "failure", message=row.message, type="PromiseFailed")
-            failure.text = f"measured {row.shown}, limit {_num(row.limit)}"
+            failure.text = f"measured {row.shown}, limit {row.limit_text}"
     for report in result.bundles:
         for warning in report["warnings"]:
             ET.SubElement(suite, "system-err").text = f"{report['bundle']}: {warning}"

@@ -293,7 +293,7 @@ def print_check(result, console: Console | None = None) -> None:
                          ("result", "left")):
         table.add_column(col, justify=justify, no_wrap=True)
     for r in result.rows:
-        table.add_row(r.bundle, r.promise, r.shown, _f(r.limit) if not float(r.limit).is_integer() else f"{r.limit:g}",
+        table.add_row(r.bundle, r.promise, r.shown, r.limit_text,
                       "pass" if r.passed else "[bold red]FAIL[/bold red]")
     console.print(table)
     for r in result.failures:
