@@ -534,7 +534,7 @@ def explain(ev: Evaluation, request_id: str, lam: float) -> dict:
         cont = float(policy.continue_table[i, b]) if i < view.n_tiers - 1 and not cold else None
         output = view.outputs[row, i]
         tiers.append({
-            "tier": name, "ran": start <= i <= stop, "state": "cold start" if cold else "climbed",
+            "tier": name, "ran": start <= i <= stop, "state": _walk_state(i, start, stop),
             "output": None if output is None else str(output)[:300],
             "acceptable": None if np.isnan(view.acceptable[row, i]) else bool(view.acceptable[row, i]),
             "p_hat": float(f.p_held[j, i]), "bin": b, "stop_value": stop_value, "continue_value": cont,
@@ -549,6 +549,16 @@ def explain(ev: Evaluation, request_id: str, lam: float) -> dict:
     return {"request_id": str(request_id), "lambda": lam, "start_tier": view.tier_names[start],
             "stop_tier": view.tier_names[stop], "prompt": None if view.prompts[row] is None else str(view.prompts[row])[:300],
             "stage0": stage0, "tiers": tiers}
+
+
+def _walk_state(tier: int, start: int, stop: int) -> str:
+    """Where a tier sits on one request's walk: its start (cold when stage 0 skipped tiers before
+    it), a climb, skipped by stage 0, or past the stop."""
+    if tier == start:
+        return "cold start" if tier > 0 else "start"
+    if tier < start:
+        return "skipped"
+    return "climbed" if tier <= stop else "not reached"
 
 
 def run_simulate(bundle="builtin", *, tau_max: float, stat: str = "p95", mode: str = "replay", rate=None,

@@ -318,9 +318,10 @@ def print_explain(ex: dict, console: Console | None = None) -> None:
     console.print("values: the expected cost from that tier on: stop = λ × (1 − its bin's acceptance), continue = "
                   "the next tier's GPU cost + its expected value; the lower one decides (ties stop)", highlight=False)
     for t in ex["tiers"]:
-        ran = "ran" if t["ran"] else "not run"
+        # a tier the walk never entered shows what the climbed-state tables would have decided there
+        state = t["state"] if t["ran"] else f"{t['state']}; values as if climbed there"
         cont = "—" if t["continue_value"] is None else f"{t['continue_value']:.4g}"
-        console.print(f"  {t['tier']} ({ran}, {t['state']}): p̂ {t['p_hat']:.3f}, bin {t['bin']}, stop value "
+        console.print(f"  {t['tier']} ({state}): p̂ {t['p_hat']:.3f}, bin {t['bin']}, stop value "
                       f"{t['stop_value']:.4g}, continue value {cont} → {t['decision']}; acceptable "
                       f"{_f(t['acceptable'])}")
         console.print(f"    output: {t['output']!r}")

@@ -330,6 +330,13 @@ def test_explain_shows_one_requests_walk(evaluation):
     ex = explain(evaluation, rid, 10.0)
     assert ex["request_id"] == rid and len(ex["tiers"]) == 3
     assert {t["decision"] for t in ex["tiers"]} <= {"stop", "continue"}
+    names = [t["tier"] for t in ex["tiers"]]
+    start, stop = names.index(ex["start_tier"]), names.index(ex["stop_tier"])
+    # each tier's place on the walk: the start is never "climbed" (it was), tiers off the walk say why
+    expected = (["skipped"] * start + ["cold start" if start else "start"] + ["climbed"] * (stop - start)
+                + ["not reached"] * (len(names) - 1 - stop))
+    assert [t["state"] for t in ex["tiers"]] == expected
+    assert [t["ran"] for t in ex["tiers"]] == [start <= i <= stop for i in range(len(names))]
     ids = evaluation.view.request_ids.astype(str)
     with pytest.raises(ConfigError, match=rf"no such request in .* \(its request ids: {ids[0]}, {ids[1]}, {ids[2]}, …\)"):
         explain(evaluation, "not-a-request", 10.0)
