@@ -438,6 +438,14 @@ async def load(url, prompts, victim, kill_after=8):
     return answered, errors, lost, killed_after
 
 
+def _free_port() -> str:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return str(probe.getsockname()[1])
+
+
 def test_asd_serve_refuses_a_ladder_the_policy_was_not_calibrated_for_with_one_line(policy_file, tmp_path):
     import yaml
     from click.testing import CliRunner
@@ -448,7 +456,8 @@ def test_asd_serve_refuses_a_ladder_the_policy_was_not_calibrated_for_with_one_l
     tiers[1]["name"] = "llama-70b"
     config = tmp_path / "tiers.yaml"
     config.write_text(yaml.safe_dump({"tiers": tiers}))
-    result = CliRunner().invoke(main, ["serve", "--tiers", str(config), "--policy", str(policy_file)])
+    port = _free_port()  # not the default 8000: a server the developer runs there would answer first
+    result = CliRunner().invoke(main, ["serve", "--tiers", str(config), "--policy", str(policy_file), "--port", port])
     assert result.exit_code == 2
     assert result.output.splitlines() == ["error: tier config names ['smollm2-135m', 'llama-70b'] differ from "
                                           "the policy's tiers ['smollm2-135m', 'gemma3-270m']"]  # no "serving" banner above it
