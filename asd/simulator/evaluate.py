@@ -357,7 +357,10 @@ class Evaluation:
         a = self.arrays
         self.labelled_score = a.score  # every label, for fitting on held-out rows (the fitted-Q reference)
         labelled = ~np.isnan(a.score)
-        judged = labelled.any(axis=0)
+        # tiers labelled anywhere in the bundle: a test split with no label at a tier the
+        # calibration rows have labels at is as partly labelled as one with a few
+        view = self.view
+        judged = (~np.isnan(view.quality) | ~np.isnan(view.accepted)).any(axis=0)
         complete = labelled[:, judged].all(axis=1)
         if not judged.any() or complete.all():
             return

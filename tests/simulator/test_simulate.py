@@ -888,6 +888,19 @@ def test_partly_labelled_last_tier_judges_every_method_on_the_same_requests(tmp_
     disjoint = simulate(tmp_path / "d", tau_max=1e9, folds=3)
     assert any(w.startswith("no held-out request is labelled at every tier that is labelled") for w in disjoint["warnings"])
     assert disjoint["chosen"]["quality"] is not None
+    # a test split with no label at the last tier, which the calibration rows have labels at:
+    # judged partly labelled too (it read as fully labelled, each method on its own requests, no warning)
+    assert run("traces", "split", str(tmp_path / "s"), "-o", str(tmp_path / "t")).exit_code == 0
+    split = open_bundle(tmp_path / "t")
+    test_ids = set(split.to_pandas("requests").query("split == 'test'")["request_id"])
+    blind = split.to_pandas("outputs")
+    gone = (blind["tier"] == 2) & blind["request_id"].isin(test_ids)
+    blind["quality"] = blind["quality"].where(~gone, None)
+    blind["accepted"] = blind["accepted"].astype(object).where(~gone, None)
+    write_bundle(tmp_path / "tb", split.manifest, split.to_pandas("requests"), blind, split.to_pandas("drafts"))
+    blind_test = simulate(tmp_path / "tb", tau_max=1e9, split="test")
+    assert any(w.startswith("no held-out request is labelled at every tier that is labelled") for w in blind_test["warnings"])
+    assert blind_test["baselines"]["always-synth-70b"]["quality"] is None
 
 
 def test_options_that_need_the_chosen_policy_are_refused_on_an_unlabelled_bundle(tmp_path):
