@@ -364,9 +364,14 @@ def check_view_options(view, *, mode: str = "replay", replicas=1, explain_id: st
                           f"held-out split {held_split!r} (--explain shows a request the policy did not see)")
 
 
-def refuse_label_free_options(view, *, explain_id=None, plots=None, scheduler="fifo") -> None:
+def refuse_label_free_options(view, *, explain_id=None, plots=None, scheduler="fifo", policy=None) -> None:
     """The options that show or use the chosen policy, refused on a bundle with no quality label
     at its last tier (where `simulate` chooses none), before any work."""
+    if policy is not None:  # its λ would be searched for a quality no request has
+        raise ConfigError(f"--policy: λ is searched for the best quality within τ_max, but {view.path} has no "
+                          f"quality label at its last tier {view.tier_names[-1]}; `asd check POLICY BUNDLE "
+                          "--max-latency p95=MS --max-cost-rel C` replays the policy at its saved λ for cost and "
+                          "latency")
     what = {"--explain": "shows the chosen policy's walk of a request", "--plots": "draws the chosen policy's "
             "latency and stops", "--scheduler difficulty": "orders the queues by the policy's predicted difficulty"}
     given = [o for o, v in (("--explain", explain_id), ("--plots", plots),
@@ -389,8 +394,8 @@ def simulate(bundle="builtin", *, tau_max: float, stat: str = "p95", mode: str =
         view = bundle if isinstance(bundle, TraceView) else load_view(bundle)
         ev = Evaluation(view, folds=folds, split=split, cost_model=cost_model, predictor=predictor, stage0=stage0,
                         risk=risk, seed=seed, progress=progress, fit=last_tier_labelled(view))
-    if not ev.fitted:  # no policy: the command's refusals (building it fitted nothing, so nothing is lost)
-        refuse_label_free_options(ev.view, scheduler=scheduler if mode == "des" else "fifo")
+    if not ev.fitted or not last_tier_labelled(ev.view):  # the command's refusals (nothing was fitted, or a given policy)
+        refuse_label_free_options(ev.view, scheduler=scheduler if mode == "des" else "fifo", policy=ev.fixed)
     n_tiers = ev.view.n_tiers
     latency = (des_latency(ev, rate=rate, replicas=replicas, max_batch=max_batch, seed=seed, scheduler=scheduler,
                            arrivals=arrivals, cv=cv)
@@ -581,9 +586,9 @@ def run_simulate(bundle="builtin", *, tau_max: float, stat: str = "p95", mode: s
     check_view_options(view, mode=mode, replicas=replicas, explain_id=explain_id, split=split, folds=folds)
     if save_policy is not None:
         require_labels(view, np.arange(view.n_requests), "--save-policy")
-    fit = policy is not None or last_tier_labelled(view)
+    fit = last_tier_labelled(view)
     if not fit:
-        refuse_label_free_options(view, explain_id=explain_id, plots=plots, scheduler=scheduler)
+        refuse_label_free_options(view, explain_id=explain_id, plots=plots, scheduler=scheduler, policy=policy)
     ev = Evaluation(view, folds=folds, split=split, cost_model=cost_model, predictor=predictor,
                     stage0=stage0, risk=risk, seed=seed, progress=progress, policy=policy, fit=fit)
     result = simulate(bundle, tau_max=tau_max, stat=stat, mode=mode, rate=rate, replicas=replicas,

@@ -907,7 +907,11 @@ def test_options_that_need_the_chosen_policy_are_refused_on_an_unlabelled_bundle
     write_synthetic_bundle(tmp_path / "s", 200, 2, 5)
     _without_labels(tmp_path / "s", tmp_path / "u")
     u = str(tmp_path / "u")
+    policy_file = tmp_path / "given.npz"
+    assert CliRunner().invoke(main, ["calibrate", str(tmp_path / "s"), "-o", str(policy_file)]).exit_code == 0
     for extra, what in ((["--explain", "synth-000"], "--explain shows the chosen policy's walk of a request"),
+                        # a given policy's λ would be searched for a quality no request has
+                        (["--policy", str(policy_file)], "--policy: λ is searched for the best quality"),
                         (["--plots", str(tmp_path / "p")], "--plots draws the chosen policy's latency and stops"),
                         (["--mode", "des", "--rate", "5", "--scheduler", "difficulty"],
                          "--scheduler difficulty orders the queues by the policy's predicted difficulty"),
@@ -919,6 +923,8 @@ def test_options_that_need_the_chosen_policy_are_refused_on_an_unlabelled_bundle
         assert len(lines) == 1 and lines[0].startswith(f"error: {what}") and "no quality label" in lines[0], lines
         assert not (tmp_path / "r.json").exists() and not (tmp_path / "d.npz").exists()
         assert not (tmp_path / "p").exists() or not any((tmp_path / "p").iterdir())
+    with pytest.raises(ConfigError, match="--policy: λ is searched for the best quality"):  # the library alike
+        simulate(tmp_path / "u", tau_max=900, evaluation=Evaluation(tmp_path / "u", policy=policy_file))
 
 
 def test_every_report_states_how_continuing_to_a_tier_is_priced(tmp_path):
