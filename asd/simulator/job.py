@@ -542,7 +542,9 @@ def explain(ev: Evaluation, request_id: str, lam: float) -> dict:
             "tier": name, "ran": start <= i <= stop, "state": _walk_state(i, start, stop),
             "output": None if output is None else str(output)[:300],
             "acceptable": None if np.isnan(view.acceptable[row, i]) else bool(view.acceptable[row, i]),
-            "p_hat": float(f.p_held[j, i]), "bin": b, "stop_value": stop_value, "continue_value": cont,
+            # a cold start is binned on its cold-state p̂ (f.p_held holds the climbed state's)
+            "p_hat": float(policy.predictor.predict_proba(i + 1, x[None, :])[0]) if cold else float(f.p_held[j, i]),
+            "bin": b, "stop_value": stop_value, "continue_value": cont,
             "decision": "stop" if bool((policy.stop_cold_table if cold else policy.stop_table)[i, b]) else "continue",
             "features": {n: float(v) for n, v in zip(fs.names, x)},
         })

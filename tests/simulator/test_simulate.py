@@ -337,6 +337,19 @@ def test_explain_shows_one_requests_walk(evaluation):
                 + ["not reached"] * (len(names) - 1 - stop))
     assert [t["state"] for t in ex["tiers"]] == expected
     assert [t["ran"] for t in ex["tiers"]] == [start <= i <= stop for i in range(len(names))]
+    # a cold start shows its cold-state p̂, the one its bin and decision come from
+    lam = 1e5  # deep enough that stage 0 skips tier 0 for some requests
+    f = evaluation.folds[0]
+    walk = f.policy.solve(lam).walk(f.prompt_bins, f.tier_bins, cold_bins=f.cold_bins,
+                                    route_scores=None if f.stage0_route is None else f.stage0_route[0])
+    j = int(np.flatnonzero(walk.start > 0)[0])
+    cold = explain(evaluation, str(evaluation.view.request_ids[f.held[j]]), lam)
+    s = int(walk.start[j])
+    tier = cold["tiers"][s]
+    cold_x = evaluation.features.cold_x[f.held[j]]
+    assert tier["state"] == "cold start" and tier["bin"] == int(f.cold_bins[j, s])
+    assert tier["p_hat"] == pytest.approx(f.policy.predictor.predict_proba(s + 1, cold_x[s:s + 1])[0], rel=1e-12)
+    assert tier["p_hat"] != pytest.approx(float(f.p_held[j, s]))  # the climbed state's, shown before
     ids = evaluation.view.request_ids.astype(str)
     with pytest.raises(ConfigError, match=rf"no such request in .* \(its request ids: {ids[0]}, {ids[1]}, {ids[2]}, …\)"):
         explain(evaluation, "not-a-request", 10.0)
