@@ -189,17 +189,15 @@ def fit_cost_model(view, kind: str) -> CostModel:
     params = np.asarray(view.params_b, dtype=np.float64)
     tp = np.asarray(view.tensor_parallel, dtype=np.int64)
     tp = np.where(tp >= 1, tp, 1)
-    if kind == "trace":
-        return _fit_trace(view, names, params, tp)
-    hardware, hw_notes, tp_notes = [], [], []
     tiers = (view.manifest or {}).get("tiers") or [{} for _ in names]
+    tp_notes = _assume_tensor_parallel(names, params, tp, tiers)
+    if kind == "trace":
+        return _fit_trace(view, names, params, tp, tp_notes)
+    hardware, hw_notes = [], []
     for i, name in enumerate(names):
         if not (np.isfinite(params[i]) and params[i] > 0):
             raise ConfigError(f"tier {name}: parameter count unknown; the {kind} cost model needs params_b for every tier "
                               f"(give it when importing: asd traces import ... --params-b {name}=BILLIONS)")
-        if (tiers[i] if i < len(tiers) else {}).get("tensor_parallel") is None:
-            tp[i] = default_tensor_parallel(float(params[i]))
-            tp_notes.append(f"{name}: TP {tp[i]} (assumed: fp16 weights in 80% of 80 GB per GPU)")
         if kind == "params":
             hardware.append(PARAMS_HARDWARE)
         else:
@@ -216,6 +214,23 @@ def fit_cost_model(view, kind: str) -> CostModel:
     note = (f"params: cost = params_b x (prompt + output tokens); latency from the hardware profile on "
             f"{PARAMS_HARDWARE}, TP {tp.tolist()}{scale}")
     return CostModel(kind, names, coeffs, tp.copy(), params, "params_tokens", note, details)
+
+
+def _assume_tensor_parallel(names, params, tp, tiers) -> list[str]:
+    """Fill, in `tp`, the TP of each tier whose manifest names none: the usual deployment for its
+    size (`default_tensor_parallel`), else 1 when its size is unknown too; one note per tier
+    filled, for the cost model's note (a 70B tier priced on one GPU was a quarter of its cost)."""
+    notes = []
+    for i, name in enumerate(names):
+        if (tiers[i] if i < len(tiers) else {}).get("tensor_parallel") is not None:
+            continue
+        if np.isfinite(params[i]) and params[i] > 0:
+            tp[i] = default_tensor_parallel(float(params[i]))
+            notes.append(f"{name}: TP {tp[i]} (assumed: fp16 weights in 80% of 80 GB per GPU)")
+        else:
+            tp[i] = 1
+            notes.append(f"{name}: TP 1 (assumed: neither its TP nor its size is known)")
+    return notes
 
 
 def _profile_coefficients(names, params, tp, hardware) -> np.ndarray:
@@ -244,7 +259,7 @@ def _profile_scale_note(params: np.ndarray) -> str:
             f"to parameter count")
 
 
-def _fit_trace(view, names, params, tp) -> CostModel:
+def _fit_trace(view, names, params, tp, tp_notes=()) -> CostModel:
     """Per tier: TTFT(prompt tokens) by HuberRegressor, time per output token by the median, and
     their residual spreads; tiers without timings get the profile's coefficients (stated)."""
     ttft_all, e2e_all = np.asarray(view.ttft_ms, np.float64), np.asarray(view.e2e_ms, np.float64)
@@ -277,8 +292,8 @@ def _fit_trace(view, names, params, tp) -> CostModel:
     note = ("trace: recorded e2e where present, else TTFT(prompt tokens) + time per output token fitted per tier; "
             "GPU cost = latency x TP; iteration coefficients reproduce the fit at the tier's mean prompt length "
             "(the recorded e2e itself is not an iteration model)")
-    if notes:
-        note += "; " + "; ".join(notes)
+    if notes or tp_notes:
+        note += "; " + "; ".join([*notes, *tp_notes])
     return CostModel("trace", names, np.array(coeffs, dtype=np.float64), tp.copy(), params, "gpu_ms", note, details)
 
 

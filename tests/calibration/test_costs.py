@@ -350,7 +350,19 @@ def test_a_tier_without_tensor_parallel_gets_the_smallest_tp_that_holds_its_weig
         model = fit_cost_model(view, kind)
         assert model.gpus.tolist() == [1, 1, 2, 4]  # 8B, 13B, 34B, 70B in fp16 on 80 GB GPUs
         assert "synth-70b: TP 4 (assumed" in model.note
-    assert fit_cost_model(view, "trace").gpus.tolist() == [1, 1, 1, 1]  # a recorded trace: the manifest's or 1
+    # a recorded trace too: its timings say nothing of the GPUs they ran on (a 70B tier priced on
+    # one GPU cost a quarter of its profile price), and the note says what was assumed
+    trace = fit_cost_model(view, "trace")
+    assert trace.gpus.tolist() == [1, 1, 2, 4] and "synth-70b: TP 4 (assumed" in trace.note
+    # a size unknown as well: one GPU, stated
+    unsized = replace(view, params_b=np.array([np.nan, 13.0, 34.0, 70.0]))
+    unsized_trace = fit_cost_model(unsized, "trace")
+    assert unsized_trace.gpus.tolist() == [1, 1, 2, 4]
+    assert "synth-8b: TP 1 (assumed: neither its TP nor its size is known)" in unsized_trace.note
+    # a TP the manifest names is kept, and not noted
+    named = fit_cost_model(synth_view, "trace")
+    assert named.gpus.tolist() == [int(t["tensor_parallel"] or 1) for t in synth_view.manifest["tiers"]]
+    assert "assumed" not in named.note
 
 
 def test_spec_bench_import_prices_regeneration_and_fits_e2e_only_timings(shared_data, tmp_path):
