@@ -148,7 +148,8 @@ def print_simulation(result: dict, console: Console | None = None) -> None:
     rows = [("policy", c)] + list(result["baselines"].items())
     console.print(_method_table(f"{_replayed(result)} results at τ_max = {tau:g} ms ({stat})", rows, stat, tau))
     console.print("[dim]cost: GPU cost relative to always-last; stops: share of requests stopping at each tier; "
-                  "oracle is an upper bound (cheapest acceptable tier per request)[/dim]")
+                  "oracle: cheapest acceptable tier per request (else the cheapest), an upper bound on the share of "
+                  "acceptable answers (on graded quality, not on its mean)[/dim]")
     cr = result["criteria"]
     console.print(
         f"protocol criteria vs {cr['against']}: latency {_f(cr['latency_change']['value'], pct=True)} "
