@@ -96,9 +96,13 @@ def print_reference(report: dict, console: Console) -> None:
     console.print(f"[dim]{report['metrics_note']}; {report['note']}[/dim]")
 
 
+METHOD_WIDTH = 40  # `always-` + a 33-character tier name fits one line
+
+
 def _method_table(title, rows, stat, tau=None) -> Table:
     table = Table(title=title, box=box.SIMPLE_HEAD)
-    table.add_column("method", no_wrap=True)
+    # a long tier name (a Hugging Face id) folds onto a second line rather than cut the figures
+    table.add_column("method", overflow="fold", max_width=METHOD_WIDTH)
     for col in ("quality", "cost", "mean ms", "p50 ms", "p95 ms", "p99 ms", "stops per tier"):
         table.add_column(col, justify="right", no_wrap=True)
     if tau is not None:

@@ -1184,3 +1184,23 @@ def test_the_sweep_table_shows_every_frontier_point_its_summary_compares():
     lams = {f"{p['lambda']:.4g}" for p in points}
     assert all(f"{points[i]['lambda']:.4g}" in printed for i in wanted)
     assert f"{len(printed & lams)} of {len(points)} shown" in text
+
+
+def test_long_tier_names_fold_in_the_method_table_rather_than_cut_its_figures(evaluation):
+    """Hugging Face ids as tier names (`always-meta-llama/Llama-2-70b-chat-hf-awq-int4-vllm`)
+    took the width at 120 columns, and rich cut every figure to `0.…`."""
+    from rich.console import Console
+
+    from asd.simulator.report import print_simulation
+
+    result = simulate(evaluation.view, tau_max=1e9, evaluation=evaluation)
+    long = "meta-llama/Llama-2-{}-chat-hf-awq-int4-vllm"
+    renamed = {name.replace("synth-", long.format("")): s for name, s in result["baselines"].items()}
+    result = {**result, "baselines": renamed, "tiers": [long.format(t) for t in result["tiers"]]}
+    console = Console(record=True, width=120)
+    print_simulation(result, console)
+    text = console.export_text()
+    assert "…" not in text
+    for name, s in [("policy", result["chosen"]), *renamed.items()]:
+        figures = f"{s['quality']:.3f}   {s['cost_rel']:.3f}"
+        assert figures in text, (name, figures)
