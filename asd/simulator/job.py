@@ -173,7 +173,7 @@ def deployment_check(ev: Evaluation, tau_max: float, stat: str, held_out_choice:
             record["lambdas"].append(lam)
             record["held_out_statistic"].append(value)
             record["met"] += int(value <= tau_max)
-    return {**margined, "of": len(ev.folds), "margin_ms": margins, "without_margin": plain,
+    return {**margined, "of": len(ev.folds), "margin_ms": margins, "without_margin": plain, "latency": "replay",
             "note": (f"kept within τ_max minus a one-sided 95% prediction margin for a fold's statistic, mean "
                      f"{_readable_ms(np.mean(margins))} ms; without the margin {plain['met']} of {len(ev.folds)}")}
 

@@ -162,8 +162,10 @@ def print_simulation(result: dict, console: Console | None = None) -> None:
         f"{'met' if cr['quality_loss']['met'] else 'not met'}), GPU {_f(cr['gpu_change']['value'], pct=True)} "
         f"(goal {cr['gpu_change']['goal']}: {'met' if cr['gpu_change']['met'] else 'not met'})")
     d = result["deployment"]
-    console.print(f"deployment: λ chosen on each fold's calibration rows met τ_max on {d['met']} of {d['of']} "
-                  f"held-out folds ({d['note']})")
+    # folds are judged on replayed latencies: under --mode des the table's are the load's, so say so
+    replayed = " (on replayed latencies, without this load's queueing)" if result["mode"] == "des" else ""
+    console.print(f"deployment{replayed}: λ chosen on each fold's calibration rows met τ_max on {d['met']} of "
+                  f"{d['of']} held-out folds ({d['note']})")
     saved = result.get("deployed_policy")
     if saved:
         stat, value, margin = saved["stat"], saved["calibration_statistic_ms"], saved["margin_ms"]

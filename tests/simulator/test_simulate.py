@@ -269,6 +269,9 @@ def test_simulate_writes_the_chosen_policys_des_run_as_a_chrome_trace(tmp_path):
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
     assert data["load"]["chrome_trace"] == str(trace)
+    # the deployment line judges folds on replayed latencies, not this load's: it says so under des
+    assert data["deployment"]["latency"] == "replay"
+    assert "deployment (on replayed latencies, without this load's queueing): " in " ".join(result.output.split())
     events = json.loads(trace.read_text())["traceEvents"]
     spans = [e for e in events if e["ph"] == "X"]
     # one span per request per tier it ran, under the chosen policy (its stop fractions say where it ended)
