@@ -11,6 +11,7 @@ import numpy as np
 from asd.errors import ConfigError
 from asd.live.record import draft_row, output_row
 from asd.live.runner import FeaturesFor, RequestState
+from asd.live.tiers import DEFAULT_SAMPLING
 
 
 def policy_feature_spec(policy):
@@ -61,10 +62,51 @@ class CalibrationFeatures:
         return np.ascontiguousarray(grid[0, last.tier])
 
 
-def features_for_policy(policy, tiers: list[dict]) -> FeaturesFor:
+def features_for_policy(policy, tiers: list[dict], *, speculative: bool = True) -> FeaturesFor:
+    """The features the policy reads, from what the ladder returns; a ladder that cannot return
+    a group the policy reads is refused (`check_feature_supply`)."""
     from asd.calibration.prompt_text import policy_prompt_text
 
-    return CalibrationFeatures(policy_feature_spec(policy), tiers, policy_prompt_text(policy))
+    spec = policy_feature_spec(policy)
+    check_feature_supply(spec, tiers, speculative=speculative)
+    refuse_sampled_tiers(tiers)
+    return CalibrationFeatures(spec, tiers, policy_prompt_text(policy))
+
+
+def refuse_sampled_tiers(tiers: list[dict]) -> None:
+    """Live tiers decode greedily (a draft is kept as far as the verifier's greedy choice agrees
+    with it, and the features were calibrated on greedy answers): a tier config asking for a
+    temperature above 0 is refused rather than silently sent 0 (`asd record` does sample)."""
+    for tier in tiers:
+        temperature = (tier.get("sampling") or {}).get("temperature") or 0
+        if temperature > 0:
+            raise ConfigError(f"tier {tier['name']}: sampling.temperature {temperature:g}: asd live and asd serve "
+                              "decode greedily (speculative verification keeps the prefix the verifier's greedy "
+                              "choice agrees with); set it to 0 or leave it out")
+
+
+def check_feature_supply(spec, tiers: list[dict], *, speculative: bool = True) -> None:
+    """Refuse a ladder whose settings withhold a feature group the policy reads at a tier it
+    decides at (every tier but the last), as `asd check` refuses such a bundle: its features
+    would sit at their fill values (with top_logprobs 0, p̂ = 1 and every request stopped at
+    tier 0), in the live decisions and in the simulated column alike."""
+    deciding = tiers[:-1]
+    needs = {"logprob": (1, "token logprobs"), "entropy": (2, "top-k entropies (at least 2 alternatives)")}
+    for group, (least, what) in needs.items():
+        if group not in spec.groups:
+            continue
+        for tier in deciding:
+            top = int((tier.get("sampling") or {}).get("top_logprobs", DEFAULT_SAMPLING["top_logprobs"]))
+            if top < least:
+                raise ConfigError(f"the policy reads the {group} features, but tier {tier['name']} has sampling."
+                                  f"top_logprobs {top}, which returns no {what}; set it to {max(least, 5)} or "
+                                  "recalibrate without them (asd calibrate --features ...)")
+    if "draft" in spec.groups:
+        for tier in deciding[1:]:  # a draft is scored when tier i continues from tier i-1's answer
+            if not speculative or tier.get("speculative") is False:
+                where = "--no-speculative" if not speculative else f"tier {tier['name']} has speculative: false"
+                raise ConfigError(f"the policy reads the draft features, but {where}, so no draft is scored there; "
+                                  "run speculatively or recalibrate without them (asd calibrate --features ...)")
 
 
 def stage0_prompt_features(view, spec, prompt_text=None) -> np.ndarray:

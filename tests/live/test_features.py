@@ -85,3 +85,70 @@ def test_a_policy_without_a_feature_spec_is_one_clear_error():
 
     with pytest.raises(ConfigError, match="no feature spec"):
         features_for_policy(builtin_policy(), served_ladder("http://127.0.0.1:1", "http://127.0.0.1:2"))
+
+
+def _without(tiers, tier, **settings):
+    """The ladder with one tier's sampling / options changed."""
+    changed = [dict(t, sampling=dict(t.get("sampling") or {})) for t in tiers]
+    for key, value in settings.items():
+        if key == "top_logprobs":
+            changed[tier]["sampling"]["top_logprobs"] = value
+        else:
+            changed[tier][key] = value
+    return changed
+
+
+def test_a_ladder_that_withholds_a_feature_group_the_policy_reads_is_refused(policy):
+    """`top_logprobs: 0` at a deciding tier: the logprob features sat at their fill values, p̂ = 1
+    and every request stopped at tier 0, in the live column and the simulated one alike."""
+    from asd.errors import ConfigError
+    from asd.live.features import check_feature_supply
+
+    tiers = served_ladder("http://127.0.0.1:1", "http://127.0.0.1:2")
+    spec = policy_spec(policy)
+    assert {"logprob", "entropy"} <= set(spec.groups)
+    features_for_policy(policy, tiers)  # as served: top_logprobs 5 at every tier
+    with pytest.raises(ConfigError, match=r"reads the logprob features, but tier smollm2-135m has sampling\."
+                                          r"top_logprobs 0, which returns no token logprobs"):
+        features_for_policy(policy, _without(tiers, 0, top_logprobs=0))
+    with pytest.raises(ConfigError, match=r"reads the entropy features, but tier smollm2-135m has sampling\."
+                                          r"top_logprobs 1, which returns no top-k entropies"):
+        features_for_policy(policy, _without(tiers, 0, top_logprobs=1))
+    # the last tier decides nothing: what it returns is not read
+    features_for_policy(policy, _without(tiers, 1, top_logprobs=0))
+    # drafts: scored only where a tier continues speculatively from the one below
+    three = [dict(t, speculative=True) for t in tiers + [dict(tiers[1], name="third")]]
+    draft_spec = type(spec)(("draft",), spec.names, spec.prompt_names, spec.tasks)
+    check_feature_supply(draft_spec, three)
+    with pytest.raises(ConfigError, match="reads the draft features, but tier gemma3-270m has speculative: false"):
+        check_feature_supply(draft_spec, _without(three, 1, speculative=False))
+    with pytest.raises(ConfigError, match="reads the draft features, but --no-speculative"):
+        check_feature_supply(draft_spec, three, speculative=False)
+    check_feature_supply(spec, _without(three, 1, top_logprobs=5), speculative=False)  # no drafts read: runs either way
+    # a sampled tier: live decodes greedily, so a temperature was silently sent as 0
+    sampled = [dict(t, sampling=dict(t["sampling"])) for t in tiers]
+    sampled[1]["sampling"]["temperature"] = 0.7
+    with pytest.raises(ConfigError, match=r"tier gemma3-270m: sampling.temperature 0.7: asd live and asd serve "
+                                          r"decode greedily"):
+        features_for_policy(policy, sampled)
+
+
+def test_asd_serve_refuses_such_a_ladder_in_one_line_before_serving(policy, tmp_path):
+    import yaml
+    from click.testing import CliRunner
+
+    from asd.cli import main
+
+    policy_file = tmp_path / "policy.npz"
+    policy.save(policy_file)
+    config = tmp_path / "tiers.yaml"
+    config.write_text(yaml.safe_dump({"tiers": _without(served_ladder("http://127.0.0.1:1", "http://127.0.0.1:2"),
+                                                        0, top_logprobs=0)}))
+    from tests.live.test_server import _free_port
+
+    result = CliRunner().invoke(main, ["serve", "--tiers", str(config), "--policy", str(policy_file),
+                                       "--port", _free_port()])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert result.output.splitlines() == [
+        "error: the policy reads the logprob features, but tier smollm2-135m has sampling.top_logprobs 0, which returns "
+        "no token logprobs; set it to 5 or recalibrate without them (asd calibrate --features ...)"]
