@@ -397,7 +397,8 @@ class Evaluation:
             what = (f"given policy ({lam}) replayed on split {split!r} ({n_held} requests); tuned baselines "
                     f"picked on the other {plan[0][0].size}")
         else:
-            what = (f"given policy ({lam}) replayed on every request ({n_held}: the bundle has no split column); "
+            why = "--folds, not the bundle's split" if view.has_split else "the bundle has no split column"
+            what = (f"given policy ({lam}) replayed on every request ({n_held}: {why}); "
                     f"tuned baselines cross-fitted over {len(plan)} folds")
         self.design["description"] = what
         self.design["policy_lambda"] = self.policy_lam

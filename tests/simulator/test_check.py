@@ -182,6 +182,10 @@ def test_check_on_a_test_split_is_out_of_sample_and_beats_are_defined(synth, tmp
     report = data["bundles"][0]
     assert report["warnings"] == [] and "replayed on split 'test'" in report["evaluation"]
     assert report["n_requests"] < 300
+    # --folds on a split bundle replays every request (in sample, warned), and says why not the split
+    folded = check_policy(policy, bundle, min_quality=0, folds=3).bundles[0]
+    assert "replayed on every request (300: --folds, not the bundle's split)" in folded["evaluation"]
+    assert any(w.startswith("in-sample") for w in folded["warnings"])
     # margin 0: the definition is quality >= B − m and cost <= B + m, row by row
     strict = check_policy(policy, bundle, beat=["threshold", "oracle", "always-synth-70b:0.05"])
     figures, baselines = strict.bundles[0]["figures"], strict.bundles[0]["baselines"]
