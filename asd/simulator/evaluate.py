@@ -321,6 +321,13 @@ class Evaluation:
 
             cost_model = fit_cost_model(view, default_cost_model(view) if cost_model is None else cost_model)
         self.cost_model = cost_model
+        if cost_model.kind == "trace" and self.fixed is not None:
+            untimed = [n for i, n in enumerate(view.tier_names)
+                       if not (np.isfinite(view.e2e_ms[:, i]).any() or np.isfinite(view.ttft_ms[:, i]).any())]
+            if untimed:  # fitting the trace model here refuses such a bundle; a given policy brings its fit
+                self.warnings.append(
+                    f"{view.path} records no timings at {', '.join(untimed)}: latencies there are the policy's trace "
+                    "model (fitted on its calibration bundle) applied to this bundle's token counts, not measured")
         self.options = dict(predictor=predictor, groups=groups, risk=risk, stage0=stage0,
                             cost_model=self.cost_model, n_bins=n_bins, seed=seed, extra=calibrate_options)
         # the pooled held-out arrays once; each fold's are row slices of them (views, no copy).

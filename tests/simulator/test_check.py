@@ -346,3 +346,22 @@ def test_check_policy_from_python_names_an_option_of_the_wrong_kind(options, mes
     not iterable", a string for a limit "'<' not supported"."""
     with pytest.raises(ConfigError, match=message):
         check_policy(POLICY, ["builtin"], **options)
+
+
+def test_a_bundle_without_timings_says_its_latencies_are_the_policys_model(synth, tmp_path):
+    """`asd simulate --cost-model trace` refuses a bundle with no timings; a given policy brings
+    its fitted trace model, whose latencies there are modelled from token counts: said so."""
+    from asd.traces.bundle import open_bundle, write_bundle
+
+    bundle, policy = synth
+    source = open_bundle(bundle)
+    outputs = source.to_pandas("outputs")
+    outputs["ttft_ms"] = outputs["e2e_ms"] = np.nan
+    write_bundle(tmp_path / "untimed", source.manifest, source.to_pandas("requests"), outputs,
+                 source.to_pandas("drafts"))
+    assert Policy.load(policy).meta["cost_model"]["kind"] == "trace"
+    untimed = check_policy(policy, tmp_path / "untimed", max_latency={"p95": 1e9}).bundles[0]
+    assert any(w.startswith(f"{tmp_path / 'untimed'} records no timings at synth-8b, synth-34b, synth-70b: latencies "
+                            "there are the policy's trace model") for w in untimed["warnings"]), untimed["warnings"]
+    timed = check_policy(policy, bundle, max_latency={"p95": 1e9}).bundles[0]
+    assert not any("records no timings" in w for w in timed["warnings"])
