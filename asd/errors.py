@@ -31,3 +31,14 @@ def real_number(name: str, value, error: type[AsdError] = ConfigError) -> float:
         except (TypeError, ValueError):
             pass
     raise error(f"{name}={value!r}: must be a number")
+
+
+def whole_number(name: str, value, least: int, error: type[AsdError] = ConfigError) -> int:
+    """`value` as an int >= `least`, or `error` naming `name` (a fold count, a seed): not a
+    bool, a string or 2.5, which numpy and range() would refuse with a TypeError of their own."""
+    import numbers
+
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= least:
+        return int(value)
+    raise error(f"{name}={value!r}: must be a whole number >= {least}")
+

@@ -28,12 +28,15 @@ Promises:
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from numbers import Real
 from pathlib import Path
 
 import numpy as np
 
+from asd.calibration.views import TraceView
+from asd.engine import Policy
 from asd.errors import ConfigError
 from asd.simulator import baselines as B
 from asd.simulator.evaluate import Evaluation, load_policy
@@ -129,9 +132,11 @@ def parse_latency(items) -> dict[str, float]:
         if stat not in STATISTICS:
             raise ConfigError(f"--max-latency {stat}={ms}: statistic must be one of {', '.join(STATISTICS)}")
         try:
-            value = float(ms)
+            value = float(ms) if not isinstance(ms, bool) else math.nan  # True is not a 1 ms limit
         except (TypeError, ValueError):
             raise ConfigError(f"--max-latency {stat}={ms}: MS must be a number of milliseconds") from None
+        if math.isnan(value):
+            raise ConfigError(f"--max-latency {stat}={ms}: MS must be a number of milliseconds")
         if not value > 0 or not math.isfinite(value):
             raise ConfigError(f"--max-latency {stat}={ms}: MS must be a positive, finite number of milliseconds")
         if stat in out:  # the later limit silently replaced the earlier one
@@ -147,6 +152,8 @@ def parse_beat(items, tier_names) -> list[tuple[str, float]]:
     protocol, oracle)."""
     if items is None:
         return []
+    if not isinstance(items, (str, list, tuple)) or not all(isinstance(i, str) for i in ([items] if isinstance(items, str) else items)):
+        raise ConfigError(f"beat {items!r}: give BASELINE[:MARGIN] or a list of them, e.g. \"threshold:0.01\"")
     items = [items] if isinstance(items, str) else list(items)
     names = B.baseline_names(tier_names)
     out = []
@@ -203,6 +210,11 @@ def check_policy(policy, bundles, *, min_quality: float | None = None, max_loss_
             and not beats_given:
         raise ConfigError("asd check: state at least one promise (--min-quality, --max-loss-vs-last, --max-cost-rel, "
                           "--max-latency, --beat, --against)")
+    given = [("policy", policy, Policy), *(("against", against, Policy) for _ in [0] if against is not None),
+             *(("bundle", b, TraceView) for b in bundles)]
+    for name, value, loaded in given:  # else pathlib's TypeError from deep inside
+        if not isinstance(value, (str, os.PathLike, loaded)):
+            raise ConfigError(f"asd check: {name}={value!r}: give a path or a {loaded.__name__}")
     label = str(policy) if isinstance(policy, (str, Path)) else "policy"
     new = load_policy(policy)
     old = None if against is None else load_policy(against)

@@ -28,7 +28,7 @@ from asd.calibration.id_sketch import calibration_share
 from asd.calibration.prompt_text import PromptTokens, fit_prompt_text, policy_prompt_text, with_prompt_text
 from asd.calibration.views import TraceView, load_view
 from asd.engine import Policy
-from asd.errors import ConfigError, PolicyError
+from asd.errors import ConfigError, PolicyError, whole_number
 from asd.simulator import baselines as B
 from asd.simulator.outcomes import LadderArrays, Outcomes, walk_outcomes
 from asd.simulator.replay import ReplayInputs, bin_dtype, replay
@@ -246,6 +246,8 @@ class Evaluation:
             self.policy_lam = float(self.fixed.lam)
             self.policy_start_lam = float(self.fixed.start_lam)
         has_split = view.has_split
+        folds = None if folds is None else whole_number("folds", folds, 2)
+        seed = whole_number("seed", seed, 0)
         if split is not None and folds is not None:
             raise ConfigError("--split and --folds are alternatives: give one")
         if not fit and policy is not None:
@@ -279,8 +281,6 @@ class Evaluation:
             self.design = {"split": split, "folds": None,
                            "description": f"calibrated on {cal.size} requests, replayed on split {split!r} ({held.size})"}
         else:
-            if folds < 2:
-                raise ConfigError(f"--folds {folds}: need at least 2")
             if view.n_requests < 2 * folds:
                 raise ConfigError(f"{view.path}: {view.n_requests} requests are too few for {folds} folds")
             fold = fold_of(view.n_requests, folds, seed)

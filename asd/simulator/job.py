@@ -16,7 +16,7 @@ from asd.engine.search import LAMBDA_CAP, distinct_policies
 from asd.engine.policy import check_policy_target
 from asd.calibration.calibrate import require_labels
 from asd.calibration.views import TraceView, load_view
-from asd.errors import ConfigError
+from asd.errors import ConfigError, real_number
 from asd.simulator import baselines as B
 from asd.simulator.evaluate import Evaluation, last_tier_labelled
 from asd.simulator.outcomes import PERCENTILES, STATISTICS, Outcomes, latency_stat, summarize
@@ -330,6 +330,8 @@ def check_load_options(mode: str, rate: float | None, scheduler: str = "fifo", a
     recorded an arrival offset, before any calibration."""
     if mode not in MODES:
         raise ConfigError(f"--mode {mode!r}: use one of {', '.join(MODES)}")
+    rate = None if rate is None else real_number("rate", rate)  # from Python: "2" or True
+    cv = real_number("cv", cv)
     if arrivals not in ARRIVALS:
         raise ConfigError(f"--arrivals {arrivals!r}: use one of {', '.join(ARRIVALS)}")
     if mode == "des" and arrivals != "trace" and not (rate is not None and rate > 0):

@@ -340,12 +340,33 @@ def test_evaluation_default_folds_match_calibration():
     ({"max_latency": 800}, r"max_latency 800: give STAT=MS or \{STAT: MS\}"),
     ({"min_quality": "high"}, r"--min-quality 'high': must be a finite number >= 0"),
     ({"max_cost_rel": True}, r"--max-cost-rel True: must be a finite number >= 0"),
+    # each was a TypeError or ValueError from inside (numpy, pathlib, range), or, for True, a 1 ms limit
+    ({"min_quality": 0, "beat": 5}, r"beat 5: give BASELINE\[:MARGIN\] or a list of them"),
+    ({"min_quality": 0, "beat": ["threshold", 3]}, r"beat \['threshold', 3\]: give BASELINE"),
+    ({"min_quality": 0, "folds": "3"}, r"folds='3': must be a whole number >= 2"),
+    ({"min_quality": 0, "folds": 2.5}, r"folds=2.5: must be a whole number >= 2"),
+    ({"min_quality": 0, "seed": "0"}, r"seed='0': must be a whole number >= 0"),
+    ({"min_quality": 0, "seed": -1}, r"seed=-1: must be a whole number >= 0"),
+    ({"min_quality": 0, "mode": "des", "rate": "2"}, r"rate='2': must be a number"),
+    ({"min_quality": 0, "mode": "des", "rate": 2, "arrivals": "gamma", "cv": "2"}, r"cv='2': must be a number"),
+    ({"min_quality": 0, "against": 5}, r"asd check: against=5: give a path or a Policy"),
+    ({"max_latency": {"p95": True}}, r"--max-latency p95=True: MS must be a number of milliseconds"),
 ])
 def test_check_policy_from_python_names_an_option_of_the_wrong_kind(options, message):
     """From Python the options arrive unparsed: a bare number for max_latency was "'int' object is
     not iterable", a string for a limit "'<' not supported"."""
     with pytest.raises(ConfigError, match=message):
         check_policy(POLICY, ["builtin"], **options)
+
+
+@pytest.mark.parametrize("policy, bundles, message", [
+    (None, "builtin", r"asd check: policy=None: give a path or a Policy"),
+    (POLICY, None, r"asd check: bundle=None: give a path or a TraceView"),
+    (POLICY, ["builtin", 3], r"asd check: bundle=3: give a path or a TraceView"),
+])
+def test_check_policy_names_a_policy_or_bundle_that_is_not_one(policy, bundles, message):
+    with pytest.raises(ConfigError, match=message):
+        check_policy(policy, bundles, min_quality=0)
 
 
 def test_a_bundle_without_timings_says_its_latencies_are_the_policys_model(synth, tmp_path):
