@@ -240,7 +240,13 @@ def ablation(ev: Evaluation, kind: str, base_points, baselines, options: dict) -
         if any(f.calibration is not None and f.calibration.prompt_text is not None for f in ev.folds):
             variants.append(("without prompt text", {"prompt_text": False}))  # stage 0's text model (calibrate)
     else:
-        variants = [(f"risk lcb:{g}", {"risk": g}) for g in (0.7, 0.8, 0.9, 0.95)]
+        # every risk mode but the run's own (its frontier is the base): the mean against lower
+        # credible bounds at several levels, whichever of them the run was given
+        from asd.engine.tables import parse_risk
+
+        own = parse_risk(options.get("risk", "mean"))
+        variants = [("risk mean" if g is None else f"risk lcb:{g:g}", {"risk": "mean" if g is None else g})
+                    for g in (None, 0.7, 0.8, 0.9, 0.95) if g != own]
     out = []
     for name, change in variants:
         opts = {**options, **change}

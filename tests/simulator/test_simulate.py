@@ -533,6 +533,22 @@ def test_sweep_ablation_and_csv(synth, tmp_path):
     assert all((tmp_path / "plots" / f).stat().st_size > 0 for f in ("frontier_cost.png", "frontier_latency.png"))
 
 
+def test_risk_ablation_compares_every_risk_mode_but_the_runs_own(tmp_path):
+    """`--ablate risk` compares the mean with lower credible bounds: it compared lcb:0.7..0.95
+    with the run's own, so under `--risk lcb:0.9` lcb:0.9 against itself and never the mean."""
+    from asd.simulator.sweep import run_sweep
+
+    write_synthetic_bundle(tmp_path / "s", 200, 2, 3, informativeness=0.7)
+    for risk, names in (("mean", ["risk lcb:0.7", "risk lcb:0.8", "risk lcb:0.9", "risk lcb:0.95"]),
+                        (0.9, ["risk mean", "risk lcb:0.7", "risk lcb:0.8", "risk lcb:0.95"])):
+        result = run_sweep(tmp_path / "s", folds=3, ablate="risk", risk=risk)
+        assert [a["name"] for a in result["ablation"]] == names
+        assert len({a["base_cost_rel"] for a in result["ablation"]}) == 1  # one base: this run's own frontier
+        for a in result["ablation"]:
+            if a["cost_rel"] is not None and a["base_cost_rel"] is not None:
+                assert a["change_points"] == pytest.approx(100 * (a["cost_rel"] - a["base_cost_rel"]))
+
+
 def test_sweep_ablation_drops_stage0s_text_model_where_there_is_one():
     from asd.simulator.sweep import run_sweep
 
