@@ -252,6 +252,13 @@ class Evaluation:
             raise ConfigError("--split and --folds are alternatives: give one")
         if not fit and policy is not None:
             raise ConfigError("fit=False replays the methods that need no policy: give no policy")
+        if not fit:  # what shapes a fitted policy shapes nothing here: said, not silently dropped
+            unused = [o for o, given in (("--predictor", predictor != "logistic"), ("--risk", risk not in ("mean", None)),
+                                         ("--no-stage0", not stage0), ("--features", groups is not None),
+                                         ("--bins", n_bins is not None)) if given]
+            if unused:
+                self.warnings.append(f"{', '.join(unused)}: no policy is fitted, so {'they have' if len(unused) > 1 else 'it has'} "
+                                     "no effect")
         if not fit and split is None:  # nothing is calibrated, so nothing needs holding out
             if folds is not None:
                 self.warnings.append(f"--folds {folds}: no policy is fitted, so every request is replayed once")

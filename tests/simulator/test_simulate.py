@@ -847,6 +847,11 @@ def test_simulate_of_an_unlabelled_bundle_replays_only_the_methods_that_need_no_
     assert shown == ["replayed", "method", *label_free], shown  # the title, the header, then exactly these  # the header, then exactly these: no policy row, no tuned baseline
     data = json.loads((tmp_path / "u.json").read_text())
     assert data["labelled"] is False and data["n_requests"] == 200 and data["split"] is None
+    # what would shape a fitted policy is said to have no effect, not dropped silently
+    shaped = CliRunner().invoke(main, ["simulate", str(tmp_path / "u"), "--tau-max", "900", "--risk", "lcb:0.9",
+                                       "--predictor", "mlp"])
+    assert shaped.exit_code == 0, shaped.output
+    assert "warning: --predictor, --risk: no policy is fitted, so they have no effect" in shaped.stderr
     assert all(data[k] is None for k in ("chosen", "feasible", "search", "criteria", "deployment"))
     assert list(data["baselines"]) == label_free
     # the same methods on the labelled bundle: the same requests, the same charges (labels move
