@@ -126,7 +126,8 @@ def _remove_made_dirs_left_empty() -> None:
 class PlotsDir(click.Path):
     """`--plots DIR`: made when the option is parsed, so that a path that cannot be a directory
     is one `error:` line before any calibration, not after it, and another output may go inside
-    it (`--plots out --json out/r.json`); removed again if the command leaves it empty."""
+    it (`--json out/r.json --plots out`, in either order: it is eager, parsed before the other
+    options); removed again if the command leaves it empty."""
 
     def __init__(self):
         super().__init__(file_okay=False)
@@ -429,7 +430,7 @@ def _progress(label):
                    "(GPU-ms under trace/profile). check, live and serve run the policy at this λ; simulate and "
                    "sweep search their own.")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(0))
-@click.option("--plots", "plots", default=None, type=PlotsDir(), help="Write the reliability diagram here.")
+@click.option("--plots", "plots", default=None, type=PlotsDir(), is_eager=True, help="Write the reliability diagram here.")
 @json_option("Write the report as JSON.")
 def calibrate_command(bundle, out, predictor, groups, n_bins, risk, stage0, prompt_text, cost_model, split, lam, seed, plots,
                       json_path):
@@ -471,7 +472,7 @@ def _evaluation_options(f):
         click.option("--stage0/--no-stage0", default=True, show_default=True),
         click.option("--risk", default="mean", show_default=True, help=RISK_HELP),
         click.option("--seed", default=0, show_default=True, type=click.IntRange(0)),
-        click.option("--plots", default=None, type=PlotsDir(), help="Write PNG plots here."),
+        click.option("--plots", default=None, type=PlotsDir(), is_eager=True, help="Write PNG plots here."),
         click.option("--policy", default=None, type=click.Path(dir_okay=False),
                      help="Replay this policy file (from `asd calibrate`) instead of calibrating one: on the test "
                           "split, else on every request; only the tuned baselines are fitted (--predictor, "

@@ -54,7 +54,8 @@ def evaluation(synth):
 
 
 def test_simulate_builtin_cli_reports_every_baseline_at_tau(tmp_path):
-    out = tmp_path / "sim.json"
+    # --json inside the --plots directory it precedes: --plots is parsed first, making the directory
+    out = tmp_path / "plots" / "sim.json"
     result = run("simulate", "--tau-max", "800", "--json", str(out), "--plots", str(tmp_path / "plots"))
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
