@@ -170,6 +170,7 @@ def measured_summary(outcomes: list[LiveOutcome], tier_names: list[str], prompts
     return {
         "latency_ms": latency_stats([o.result.latency_ms for o in done]),
         "quality": float(np.mean(qualities)) if qualities else None,
+        "quality_requests": len(qualities),  # answered and labelled (a prompt with no reference is not)
         "stop_fractions": {name: float(stops[i] / max(1, len(done))) for i, name in enumerate(tier_names)},
         "gpu_s": float(sum(o.result.gpu_ms for o in done) / 1e3),
         "answered": len(done),
@@ -240,6 +241,8 @@ def simulate_live(bundle_path, policy, tiers: list[dict]) -> dict:
     return {
         "latency_ms": latency_stats(result.e2e_ms),
         "quality": float(np.nanmean(quality)) if np.isfinite(quality).any() else None,
+        # a simulated stop where the live run recorded no answer (a fallback, an error) has no label
+        "quality_requests": int(np.isfinite(quality).sum()),
         "stop_fractions": {t["name"]: float(stops[i] / max(1, view.n_requests)) for i, t in enumerate(tiers)},
         "gpu_s": float(result.gpu_s.sum()),
         "no_queueing_latency_ms": latency_stats(alone.e2e_ms),
@@ -422,6 +425,9 @@ def format_report(report: dict) -> str:
                  f"{fmt(report['recorded_service']['latency_ms']['p95'], '.0f'):<5}{fmt(None if q['p50'] is None else 100 * q['p50'], '+.0f'):>6}/"
                  f"{fmt(None if q['p95'] is None else 100 * q['p95'], '+.0f')}%")
     lines.append(f"  {'quality':<18}{fmt(m['quality'], '.3f'):>10}{fmt(s['quality'], '.3f'):>11}")
+    if m.get("quality_requests") != s.get("quality_requests"):
+        lines.append(f"  {'':<18}(over {m['quality_requests']} measured and {s['quality_requests']} simulated requests: "
+                     "a simulated stop at a tier the live run got no answer from has no label)")
     lines.append(f"  {'GPU-seconds':<18}{fmt(m['gpu_s'], '.1f'):>10}{fmt(s['gpu_s'], '.1f'):>11}")
     for name in m["stop_fractions"]:
         lines.append(f"  {'stop ' + name:<18}{fmt(m['stop_fractions'][name], '.2f'):>10}"

@@ -204,3 +204,57 @@ def test_asd_live_names_the_one_tier_server_that_is_down(llama_server, tmp_path)
     assert result.exit_code == 2, result.output
     assert result.output == f"error: {config}: {refused('gemma3-270m', dead)}; no request was sent\n"
     assert seconds < 15
+
+
+def test_asd_live_says_when_quality_is_compared_over_different_requests(llama_server, tmp_path):
+    """A tier that lists its models but fails every completion: requests fall back to the answer
+    below, the simulated walk still stops them at that tier, where the live bundle has no answer
+    and so no label. Measured 0.250 against simulated 0.300 read as a simulator error."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    import yaml
+    from click.testing import CliRunner
+
+    from asd.cli import main
+    from asd.traces.bundle import builtin_bundle_path
+    from tests.live.cascade import calibrated_builtin_policy
+
+    class Failing(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's name)
+            body = json.dumps({"object": "list", "data": []}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_POST(self):  # noqa: N802
+            self.send_error(500, "completions fail here")
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Failing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        failing = f"http://127.0.0.1:{server.server_address[1]}"
+        config = tmp_path / "tiers.yaml"
+        config.write_text(yaml.safe_dump({"tiers": served_ladder(llama_server, failing, retries=0)}))
+        calibrated_builtin_policy().save(tmp_path / "policy.npz")
+        prompts = tmp_path / "p.jsonl"
+        lines = (builtin_bundle_path().parent / "prompts.jsonl").read_text().splitlines()[:12]
+        prompts.write_text("\n".join(lines) + "\n")
+        result = CliRunner().invoke(main, ["live", "--tiers", str(config), "--policy", str(tmp_path / "policy.npz"),
+                                           "--prompts", str(prompts), "--concurrency", "2", "--no-progress",
+                                           "--json", str(tmp_path / "r.json")])
+    finally:
+        server.shutdown()
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "r.json").read_text())
+    m, s = report["measured"], report["simulated"]
+    assert m["fallbacks"] > 0 and m["quality_requests"] == 12  # every answer served is labelled
+    assert s["quality_requests"] == 12 - m["fallbacks"]  # those the walk sends up have no answer there
+    assert (f"(over 12 measured and {s['quality_requests']} simulated requests: a simulated stop at a tier the "
+            "live run got no answer from has no label)") in result.output
