@@ -63,6 +63,7 @@ def merge_bundles(paths: list[str | os.PathLike | Bundle], out: str | os.PathLik
         _check_same_ladder(first, other)
 
     requests = [b.read("requests") for b in bundles]
+    _check_all_or_none_split(bundles, requests)
     ids = pa.chunked_array([r.column("request_id").combine_chunks() for r in requests])
     owner = np.repeat(np.arange(len(bundles)), [r.num_rows for r in requests])
     codes = pc.dictionary_encode(ids.combine_chunks()).indices.to_numpy(zero_copy_only=False)
@@ -87,3 +88,17 @@ def merge_bundles(paths: list[str | os.PathLike | Bundle], out: str | os.PathLik
     manifest = new_manifest([{k: v for k, v in t.items() if k in S.TIER_KEYS} for t in first.tiers], **fields)
     manifest["tiers"] = first.tiers  # keep any extra keys a recorder added, exactly
     return write_bundle(out, manifest, pa.concat_tables(requests), outputs, drafts, overwrite=overwrite)
+
+
+def _check_all_or_none_split(bundles, requests) -> None:
+    """Split shards with unsplit ones: the unsplit requests would be in neither split, and every
+    command that reads the split (calibrate, simulate, check) would leave them out, quietly."""
+    split = [r.num_rows > 0 and "split" in r.column_names and r.column("split").null_count < r.num_rows
+             for r in requests]
+    if any(split) and not all(split):
+        done = bundles[split.index(True)].path
+        plain = next(b.path for b, s in zip(bundles, split) if not s)
+        raise TraceError(f"{done} is split (calibration/test) but {plain} is not: merged, {plain}'s requests would be "
+                         "in neither split and every command reading the split would leave them out; merge unsplit "
+                         "bundles and split the result (asd traces split), or split each first")
+
