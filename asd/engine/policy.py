@@ -876,6 +876,16 @@ class Policy:
                       risk=self.risk, tier_names=self.tier_names, meta=meta, start_lam=self.start_lam)
 
     # -- compatibility ----------------------------------------------------------------------
+    def calibrated_params_b(self) -> list | None:
+        """The ladder's parameter counts the policy was calibrated on (meta["tier_params_b"], or
+        the params_b of meta["bundle"]["tiers"]; NaN where unknown), None when not recorded."""
+        known = self.meta.get("tier_params_b")
+        bundle = self.meta.get("bundle") if isinstance(self.meta.get("bundle"), dict) else {}
+        if known is None and isinstance(bundle.get("tiers"), list):
+            known = [t.get("params_b") if isinstance(t, dict) else None for t in bundle["tiers"]]
+            known = [np.nan if v is None else v for v in known]
+        return known
+
     def check_compatible(self, tier_names=None, params_b=None, content_hash=None) -> None:
         """Refuse (one PolicyError line naming every difference) a ladder this policy was not
         calibrated for: tier names, parameter counts (meta["tier_params_b"], or the params_b of
@@ -891,10 +901,7 @@ class Policy:
         if tier_names is not None and list(tier_names) != self.tier_names:
             problems.append(f"tiers {list(tier_names)} != policy tiers {self.tier_names}")
         bundle = self.meta.get("bundle") if isinstance(self.meta.get("bundle"), dict) else {}
-        known = self.meta.get("tier_params_b")
-        if known is None and isinstance(bundle.get("tiers"), list):
-            known = [t.get("params_b") if isinstance(t, dict) else None for t in bundle["tiers"]]
-            known = [np.nan if v is None else v for v in known]
+        known = self.calibrated_params_b()
         if params_b is not None and known is not None:
             try:
                 given = np.asarray(params_b, dtype=np.float64)

@@ -465,6 +465,29 @@ def test_asd_serve_refuses_a_ladder_the_policy_was_not_calibrated_for_with_one_l
     assert wide.exit_code == 2 and "binding beyond loopback needs --api-key" in wide.output
 
 
+def test_asd_serve_refuses_a_tier_size_the_policy_was_not_calibrated_on(tmp_path):
+    """The right names, a size the policy was not calibrated on: `asd check` refuses such a
+    bundle; `asd serve` and `asd live` took the config."""
+    import yaml
+    from click.testing import CliRunner
+
+    from asd.cli import main
+    from tests.live.cascade import calibrated_builtin_policy
+
+    policy = calibrated_builtin_policy()
+    assert policy.calibrated_params_b() == [0.135, 0.27]
+    policy.save(tmp_path / "policy.npz")
+    tiers = served_ladder("http://127.0.0.1:1", "http://127.0.0.1:2")
+    tiers[1]["params_b"] = 70
+    config = tmp_path / "tiers.yaml"
+    config.write_text(yaml.safe_dump({"tiers": tiers}))
+    result = CliRunner().invoke(main, ["serve", "--tiers", str(config), "--policy", str(tmp_path / "policy.npz"),
+                                       "--port", _free_port()])
+    assert result.exit_code == 2
+    assert result.output.splitlines() == ["error: tier config gives gemma3-270m params_b 70, but the policy was "
+                                          "calibrated on a 0.27B gemma3-270m"]
+
+
 def test_serve_on_a_port_in_use_is_one_error_line_before_anything_loads(tmp_path):
     """Another server on the port: one `error:` line naming host and port and exit 2 (uvicorn
     would log its own line and exit 3, after the ladder and policy had loaded)."""
