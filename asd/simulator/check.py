@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from asd.calibration.views import TraceView
+from asd.traces.bundle import Bundle
 from asd.engine import Policy
 from asd.errors import ConfigError
 from asd.simulator import baselines as B
@@ -211,10 +212,11 @@ def check_policy(policy, bundles, *, min_quality: float | None = None, max_loss_
         raise ConfigError("asd check: state at least one promise (--min-quality, --max-loss-vs-last, --max-cost-rel, "
                           "--max-latency, --beat, --against)")
     given = [("policy", policy, Policy), *(("against", against, Policy) for _ in [0] if against is not None),
-             *(("bundle", b, TraceView) for b in bundles)]
+             *(("bundle", b, (Bundle, TraceView)) for b in bundles)]
     for name, value, loaded in given:  # else pathlib's TypeError from deep inside
         if not isinstance(value, (str, os.PathLike, loaded)):
-            raise ConfigError(f"asd check: {name}={value!r}: give a path or a {loaded.__name__}")
+            kinds = " or ".join(k.__name__ for k in (loaded if isinstance(loaded, tuple) else (loaded,)))
+            raise ConfigError(f"asd check: {name}={value!r}: give a path or a {kinds}")
     label = str(policy) if isinstance(policy, (str, Path)) else "policy"
     new = load_policy(policy)
     old = None if against is None else load_policy(against)

@@ -104,6 +104,12 @@ def bundle_target(path: str | os.PathLike, overwrite: bool) -> Path:
                          "a bundle: move or remove this directory yourself")
     if not overwrite:
         raise TraceError(f"{target}: already exists (pass --overwrite to replace it)")
+    own = {MANIFEST, *(f"{table}.parquet" for table in S.TABLES)}
+    others = sorted(entry.name for entry in target.iterdir() if entry.name not in own)
+    if others:  # the swap deletes the whole directory: an import's own source file went with it
+        more = f" and {len(others) - 1} more" if len(others) > 1 else ""
+        raise TraceError(f"{target}: holds {others[0]!r}{more} besides the bundle's own files; --overwrite would "
+                         "delete them with the bundle: move them out first, or write the bundle elsewhere")
     return target
 
 

@@ -289,3 +289,10 @@ def test_overwrite_replaces_only_a_bundle_never_a_directory_of_other_files(synth
         empty.mkdir()
         assert write_to(empty).exit_code == 0 and (empty / "manifest.json").is_file()
         assert write_to(empty).exit_code == 0
+        # an earlier bundle holding a file of the user's (an import's own source was one): kept, refused
+        (empty / "runs.jsonl").write_text(jsonl.read_text())
+        result = write_to(empty)
+        assert result.exit_code != 0 and result.output.strip() == (
+            f"error: {empty}: holds 'runs.jsonl' besides the bundle's own files; --overwrite would delete them with "
+            "the bundle: move them out first, or write the bundle elsewhere")
+        assert (empty / "runs.jsonl").read_text() == jsonl.read_text() and (empty / "manifest.json").is_file()
