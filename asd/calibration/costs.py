@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from asd.calibration.profiles import default_tensor_parallel, load_hardware_profile, tier_hardware
+from asd.calibration.profiles import load_hardware_profile, tier_hardware, tier_tensor_parallel
 from asd.errors import ConfigError, PolicyError, TraceError
 from asd.simulator.latency import latency_ms as request_latency_ms  # the one closed form, shared with the DES
 from asd.traces.schema import DEFAULT_DRAFT_ACCEPTANCE, DRAFT_ACCEPTANCE
@@ -218,18 +218,16 @@ def fit_cost_model(view, kind: str) -> CostModel:
 
 def _assume_tensor_parallel(names, params, tp, tiers) -> list[str]:
     """Fill, in `tp`, the TP of each tier whose manifest names none: the usual deployment for its
-    size (`default_tensor_parallel`), else 1 when its size is unknown too; one note per tier
+    size (`tier_tensor_parallel`), else 1 when its size is unknown too; one note per tier
     filled, for the cost model's note (a 70B tier priced on one GPU was a quarter of its cost)."""
     notes = []
     for i, name in enumerate(names):
         if (tiers[i] if i < len(tiers) else {}).get("tensor_parallel") is not None:
             continue
-        if np.isfinite(params[i]) and params[i] > 0:
-            tp[i] = default_tensor_parallel(float(params[i]))
-            notes.append(f"{name}: TP {tp[i]} (assumed: fp16 weights in 80% of 80 GB per GPU)")
-        else:
-            tp[i] = 1
-            notes.append(f"{name}: TP 1 (assumed: neither its TP nor its size is known)")
+        sized = bool(np.isfinite(params[i]) and params[i] > 0)
+        tp[i] = tier_tensor_parallel({"params_b": float(params[i]) if sized else None})
+        notes.append(f"{name}: TP {tp[i]} (assumed: " + ("fp16 weights in 80% of 80 GB per GPU)" if sized else
+                                                       "neither its TP nor its size is known)"))
     return notes
 
 

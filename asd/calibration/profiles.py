@@ -341,6 +341,18 @@ def default_tensor_parallel(params_b: float) -> int:
     return TENSOR_PARALLEL[-1]
 
 
+def tier_tensor_parallel(tier: dict) -> int:
+    """A tier's GPUs (its manifest entry or tier config): the `tensor_parallel` it states, else
+    the usual deployment for its `params_b` (`default_tensor_parallel`), else 1 — the one rule
+    of the cost models, the live runner's GPU-seconds and `asd live`'s simulated pools."""
+    if tier.get("tensor_parallel") is not None:
+        return int(tier["tensor_parallel"])
+    params = tier.get("params_b")
+    if params is not None and np.isfinite(params) and params > 0:
+        return default_tensor_parallel(float(params))
+    return 1
+
+
 # ---------------------------------------------------------------- LLMPerf cross-check
 
 LLMPERF_SIZES = {"7b": 6.74, "13b": 13.02, "70b": 68.98}

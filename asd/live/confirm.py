@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from asd.calibration.profiles import tier_tensor_parallel
 from asd.errors import AsdError, BackendError, ConfigError
 from asd.live import labels
 from asd.live.prompts import prompt_hash
@@ -213,7 +214,7 @@ def simulate_live(bundle_path, policy, tiers: list[dict]) -> dict:
     coeffs, fit_note = fit_server_latency(view, model.iteration_coefficients())
     pools = Pools.build(coeffs,
                         replicas=np.array([max(1, len(replica_urls(t))) for t in tiers], dtype=np.int64),
-                        tensor_parallel=np.array([int(t.get("tensor_parallel") or 1) for t in tiers], dtype=np.int64),
+                        tensor_parallel=np.array([tier_tensor_parallel(t) for t in tiers], dtype=np.int64),
                         max_batch=np.array([tier_slots(t) for t in tiers], dtype=np.int64))
     n_prompt = np.rint(grid.n_prompt_tokens).astype(np.int64)
     n_out = np.rint(grid.n_output_tokens).astype(np.int64)

@@ -18,6 +18,7 @@ import asyncio
 import time
 from dataclasses import dataclass
 
+from asd.calibration.profiles import tier_tensor_parallel
 from asd.errors import BackendError, ConfigError
 from asd.live.backends.aio import OpenAIReplica, ReplicaError, RequestRejected, ThreadedReplica
 from asd.live.backends.base import Backend, Generation, Score, make_backend
@@ -65,7 +66,7 @@ class TierPool:
         self.sampling = tier.get("sampling") or {}
         self.max_tokens = int(self.sampling.get("max_tokens", 48))
         self.top_logprobs = int(self.sampling.get("top_logprobs", 5))
-        self.gpus = int(tier.get("tensor_parallel") or 1)
+        self.gpus = tier_tensor_parallel(tier)  # as the cost model a recorded bundle of it gets
         self.speculative = bool(tier.get("speculative", True))
         self.retries = int(tier.get("retries", 2))
         self.backoff_s = float(tier.get("backoff_s", 0.2))

@@ -62,7 +62,7 @@ class Row:
 
     @property
     def limit_text(self) -> str:
-        return self.limit_shown or _num(self.limit)
+        return self.limit_shown or _limit(self.limit)
 
     def to_dict(self) -> dict:
         return {"bundle": self.bundle, "promise": self.promise, "measured": self.measured, "limit": self.limit,
@@ -107,6 +107,15 @@ def _num(value) -> str:
     if value is None:
         return "—"
     return f"{value:.3f}" if isinstance(value, Real) and not isinstance(value, bool) else str(value)
+
+
+def _limit(value, digits: int = 3) -> str:
+    """A limit the user gave: to its measured figure's precision (1 → 1.000 beside 1.132), or as
+    given where that would round it (a margin of 0.0004 is not 0.000)."""
+    if value is None:
+        return "—"
+    shown = f"{value:.{digits}f}"
+    return shown if float(shown) == value else f"{value:g}"
 
 
 # -- parsing promises ----------------------------------------------------------------------------
@@ -249,24 +258,24 @@ def _check_bundle(name, ev: Evaluation, old_ev: Evaluation | None, *, min_qualit
         q = s["quality"]
         ok = q is not None and q >= min_quality - EPS
         rows.append(Row(name, "min quality", q, min_quality, ok,
-                        f"quality {_num(q)} {'>=' if ok else '<'} {_num(min_quality)}", _num(q)))
+                        f"quality {_num(q)} {'>=' if ok else '<'} {_limit(min_quality)}", _num(q)))
     if max_loss_vs_last is not None:
         last = summarize(B.always(ev.arrays, n_tiers - 1), ev.cost_last, n_tiers)["quality"]
         loss = None if s["quality"] is None or not last else 100.0 * (last - s["quality"]) / last
         ok = loss is not None and loss <= max_loss_vs_last + EPS
         rows.append(Row(name, "max loss vs last (%)", loss, max_loss_vs_last, ok,
-                        f"quality loss vs always-last {_num(loss)}% {'<=' if ok else '>'} {_num(max_loss_vs_last)}%",
+                        f"quality loss vs always-last {_num(loss)}% {'<=' if ok else '>'} {_limit(max_loss_vs_last)}%",
                         f"{_num(loss)} (last {_num(last)})"))
     if max_cost_rel is not None:
         c = s["cost_rel"]
         ok = c is not None and c <= max_cost_rel + EPS
         rows.append(Row(name, "max cost rel", c, max_cost_rel, ok,
-                        f"cost relative to always-last {_num(c)} {'<=' if ok else '>'} {_num(max_cost_rel)}", _num(c)))
+                        f"cost relative to always-last {_num(c)} {'<=' if ok else '>'} {_limit(max_cost_rel)}", _num(c)))
     for stat, ms in latency.items():
         v = s["latency_ms"][stat]
         ok = v <= ms + EPS
         rows.append(Row(name, f"max {stat} latency (ms)", v, ms, ok,
-                        f"{stat} latency {v:.1f} ms {'<=' if ok else '>'} {ms:.1f} ms", f"{v:.1f}", f"{ms:.1f}"))
+                        f"{stat} latency {v:.1f} ms {'<=' if ok else '>'} {_limit(ms, 1)} ms", f"{v:.1f}", _limit(ms, 1)))
     baselines = {}
     for baseline, margin in beats:
         b = baselines[baseline] = summarize(timed(_baseline(ev, baseline)), ev.cost_last, n_tiers)
@@ -275,9 +284,9 @@ def _check_bundle(name, ev: Evaluation, old_ev: Evaluation | None, *, min_qualit
         dq = None if s["quality"] is None or b["quality"] is None else s["quality"] - b["quality"]
         why = []
         if not q_ok:
-            why.append(f"quality {_num(s['quality'])} < {baseline}'s {_num(b['quality'])} − {_num(margin)}")
+            why.append(f"quality {_num(s['quality'])} < {baseline}'s {_num(b['quality'])} − {_limit(margin)}")
         if not c_ok:
-            why.append(f"cost {_num(s['cost_rel'])} > {baseline}'s {_num(b['cost_rel'])} + {_num(margin)}")
+            why.append(f"cost {_num(s['cost_rel'])} > {baseline}'s {_num(b['cost_rel'])} + {_limit(margin)}")
         msg = ("; ".join(why) if why else
                f"quality {_num(s['quality'])} vs {_num(b['quality'])}, cost {_num(s['cost_rel'])} vs {_num(b['cost_rel'])}")
         rows.append(Row(name, f"beat {baseline}", dq, margin, q_ok and c_ok, f"beat {baseline}: {msg}",
@@ -291,7 +300,7 @@ def _check_bundle(name, ev: Evaluation, old_ev: Evaluation | None, *, min_qualit
         where = regression["where"]
         rows.append(Row(name, "no regression vs old", worst, tolerance, ok,
                         f"regression vs old policy: {where}" if not ok else
-                        f"new frontier within {_num(tolerance)} of the old at every cost level (largest shortfall "
+                        f"new frontier within {_limit(tolerance)} of the old at every cost level (largest shortfall "
                         f"{_num(worst)})", _shortfall(regression)))
     report = {"bundle": name, "n_requests": int(ev.held.size), "evaluation": ev.design["description"],
               "lambda": ev.policy_lam, "mode": "replay" if load is None else "des",
@@ -364,7 +373,7 @@ def compare_frontiers(new: Evaluation, old: Evaluation, tolerance: float) -> dic
             worst, at_cost = shortfall, c
             where = (f"at cost ≤ {c:.3f} the new frontier has no policy that cheap (old quality {old_best:.3f})"
                      if new_best is None else
-                     f"at cost ≤ {c:.3f}: new quality {new_best:.3f} < old {old_best:.3f} − {_num(tolerance)}")
+                     f"at cost ≤ {c:.3f}: new quality {new_best:.3f} < old {old_best:.3f} − {_limit(tolerance)}")
     for a, b in ((new, new), (old, old)):  # leave each policy solved at the λ it was saved with
         a.fixed.solve(b.policy_lam, start_lam=b.policy_start_lam)
     passed = bool(levels) and worst <= tolerance + EPS

@@ -254,8 +254,7 @@ class Evaluation:
             raise ConfigError("fit=False replays the methods that need no policy: give no policy")
         if not fit:  # what shapes a fitted policy shapes nothing here: said, not silently dropped
             unused = [o for o, given in (("--predictor", predictor != "logistic"), ("--risk", risk not in ("mean", None)),
-                                         ("--no-stage0", not stage0), ("--features", groups is not None),
-                                         ("--bins", n_bins is not None)) if given]
+                                         ("--no-stage0", not stage0)) if given]
             if unused:
                 self.warnings.append(f"{', '.join(unused)}: no policy is fitted, so {'they have' if len(unused) > 1 else 'it has'} "
                                      "no effect")
@@ -317,7 +316,8 @@ class Evaluation:
         # Latency and cost fits read timings and token counts, never labels: one for the bundle.
         # A given policy brings the cost model it was calibrated with (its unit, its coefficients;
         # the `trace` kind still charges this bundle's recorded timings where it has them).
-        if cost_model is None and self.fixed is not None and self.fixed.meta.get("cost_model"):
+        policy_model = cost_model is None and self.fixed is not None and bool(self.fixed.meta.get("cost_model"))
+        if policy_model:
             try:
                 cost_model = CostModel.from_dict(self.fixed.meta["cost_model"])
             except PolicyError as exc:
@@ -328,10 +328,10 @@ class Evaluation:
 
             cost_model = fit_cost_model(view, default_cost_model(view) if cost_model is None else cost_model)
         self.cost_model = cost_model
-        if cost_model.kind == "trace" and self.fixed is not None:
+        if policy_model and cost_model.kind == "trace":
             untimed = [n for i, n in enumerate(view.tier_names)
                        if not (np.isfinite(view.e2e_ms[:, i]).any() or np.isfinite(view.ttft_ms[:, i]).any())]
-            if untimed:  # fitting the trace model here refuses such a bundle; a given policy brings its fit
+            if untimed:  # a trace model fitted here prices such a tier by the hardware profile, and says so
                 self.warnings.append(
                     f"{view.path} records no timings at {', '.join(untimed)}: latencies there are the policy's trace "
                     "model (fitted on its calibration bundle) applied to this bundle's token counts, not measured")

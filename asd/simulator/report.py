@@ -153,7 +153,7 @@ def print_simulation(result: dict, console: Console | None = None) -> None:
     console.print(_method_table(f"{_replayed(result)} results at τ_max = {tau:g} ms ({stat})", rows, stat, tau))
     console.print("[dim]cost: GPU cost relative to always-last; stops: share of requests stopping at each tier; "
                   "oracle: cheapest acceptable tier per request (else the cheapest), an upper bound on the share of "
-                  "acceptable answers (on graded quality, not on its mean)[/dim]")
+                  "acceptable answers, not on mean graded quality[/dim]")
     cr = result["criteria"]
     console.print(
         f"protocol criteria vs {cr['against']}: latency {_f(cr['latency_change']['value'], pct=True)} "

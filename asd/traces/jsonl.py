@@ -22,7 +22,7 @@ def iter_jsonl_objects(path: Path) -> Iterator[tuple[int, dict]]:
                     row = json.loads(line)
                 except json.JSONDecodeError as exc:
                     raise TraceError(f"{path}, line {number}{_where_in_line(line, exc)}: invalid JSON ({exc.msg})"
-                                     f"{'; the file ends inside it (cut off?)' if not line.endswith(chr(10)) else ''}"
+                                     f"{'; the file ends inside it (cut off?)' if _cut_off(line, exc) else ''}"
                                      ) from None
                 except RecursionError:  # json's decoder recurses once per level of nesting
                     raise TraceError(f"{path}, line {number}: invalid JSON (nested too deeply)") from None
@@ -40,3 +40,12 @@ def _where_in_line(line: str, exc: json.JSONDecodeError) -> str:
     """', near column 'quality', character 49': the last key before the error, and where the error is."""
     keys = _KEY.findall(line[: exc.pos])
     return (f", near column {keys[-1]!r}" if keys else "") + f", character {exc.colno}"
+
+
+def _cut_off(line: str, exc: json.JSONDecodeError) -> bool:
+    """The file's last line (no newline) failing where a writer stopped mid-row: at its very end,
+    or in a string never closed; a typo mid-line in a file without a final newline is not one."""
+    if line.endswith("\n"):
+        return False
+    return exc.pos >= len(line.rstrip()) or exc.msg.startswith("Unterminated string")
+

@@ -359,6 +359,12 @@ def test_a_tier_without_tensor_parallel_gets_the_smallest_tp_that_holds_its_weig
     unsized_trace = fit_cost_model(unsized, "trace")
     assert unsized_trace.gpus.tolist() == [1, 1, 2, 4]
     assert "synth-8b: TP 1 (assumed: neither its TP nor its size is known)" in unsized_trace.note
+    # the live runner charges the same GPUs for a tier config that names no TP (asd record writes
+    # it null): a 70B tier at 4, as the policy's cost model prices it, not at 1
+    from asd.live.pool import TierPool
+
+    pool = TierPool(3, {"name": "synth-70b", "backend": "openai", "url": "http://127.0.0.1:1", "params_b": 70.0})
+    assert pool.gpus == trace.gpus[3] == 4
     # a TP the manifest names is kept, and not noted
     named = fit_cost_model(synth_view, "trace")
     assert named.gpus.tolist() == [int(t["tensor_parallel"] or 1) for t in synth_view.manifest["tiers"]]

@@ -151,6 +151,11 @@ def test_limits_print_to_their_measured_figures_precision():
     assert shown["max p95 latency (ms)"] == ("423.1", "480.0")
     assert shown["beat always-smollm2-135m"][1] == "0.000"
     assert "cost relative to always-last 1.132 > 1.000" in result.table()
+    # a limit that 3 decimals would round is shown as given: a margin of 0.0004 is not 0.000
+    fine = check_policy(POLICY, "builtin", beat=["threshold:0.0004"], max_latency={"p95": 423.05})
+    shown = {r.promise: r for r in fine.rows}
+    assert shown["beat threshold"].limit_text == "0.0004" and shown["max p95 latency (ms)"].limit_text == "423.05"
+    assert "0.0004" in shown["beat threshold"].message
 
 
 def test_regression_mode_compares_frontiers_and_says_where(tmp_path):
@@ -361,17 +366,27 @@ def test_check_policy_from_python_names_an_option_of_the_wrong_kind(options, mes
 
 @pytest.mark.parametrize("policy, bundles, message", [
     (None, "builtin", r"asd check: policy=None: give a path or a Policy"),
-    (POLICY, None, r"asd check: bundle=None: give a path or a TraceView"),
-    (POLICY, ["builtin", 3], r"asd check: bundle=3: give a path or a TraceView"),
+    (POLICY, None, r"asd check: bundle=None: give a path or a Bundle or TraceView"),
+    (POLICY, ["builtin", 3], r"asd check: bundle=3: give a path or a Bundle or TraceView"),
 ])
 def test_check_policy_names_a_policy_or_bundle_that_is_not_one(policy, bundles, message):
     with pytest.raises(ConfigError, match=message):
         check_policy(policy, bundles, min_quality=0)
 
 
+def test_check_policy_takes_an_open_bundle_and_a_view_as_it_takes_a_path():
+    from asd.calibration.views import load_view
+    from asd.traces.bundle import open_bundle
+
+    by_path = check_policy(POLICY, "builtin", max_cost_rel=2.0).rows[0].measured
+    assert check_policy(POLICY, open_bundle("builtin"), max_cost_rel=2.0).rows[0].measured == by_path
+    assert check_policy(POLICY, load_view("builtin"), max_cost_rel=2.0).rows[0].measured == by_path
+
+
 def test_a_bundle_without_timings_says_its_latencies_are_the_policys_model(synth, tmp_path):
-    """`asd simulate --cost-model trace` refuses a bundle with no timings; a given policy brings
-    its fitted trace model, whose latencies there are modelled from token counts: said so."""
+    """A trace model fitted on a bundle prices a tier without timings by the hardware profile (and
+    refuses a bundle with none), saying so in its note; a given policy brings its own fitted
+    trace model, whose latencies there are modelled from token counts: said so too."""
     from asd.traces.bundle import open_bundle, write_bundle
 
     bundle, policy = synth
@@ -386,3 +401,10 @@ def test_a_bundle_without_timings_says_its_latencies_are_the_policys_model(synth
                             "there are the policy's trace model") for w in untimed["warnings"]), untimed["warnings"]
     timed = check_policy(policy, bundle, max_latency={"p95": 1e9}).bundles[0]
     assert not any("records no timings" in w for w in timed["warnings"])
+    # a trace model fitted on this bundle (timings at the first tier only) is not the policy's: its note speaks
+    partly = source.to_pandas("outputs")
+    partly.loc[partly["tier"] > 0, ["ttft_ms", "e2e_ms"]] = np.nan
+    write_bundle(tmp_path / "partly", source.manifest, source.to_pandas("requests"), partly, source.to_pandas("drafts"))
+    own = Evaluation(tmp_path / "partly", policy=policy, cost_model="trace", split="test")
+    assert not any("records no timings" in w for w in own.warnings)
+    assert "synth-70b: no timings, hardware profile used" in own.cost_note

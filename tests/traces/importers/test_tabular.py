@@ -304,3 +304,11 @@ def test_a_file_cut_off_mid_row_is_named_as_such(tmp_path):
     with pytest.raises(TraceError, match=r"runs.jsonl, line 2, near column 'model', character 43: invalid JSON "
                                          r"\(Unterminated string starting at\); the file ends inside it \(cut off\?\)$"):
         load_trace("jsonl", src, tiers=TIERS)
+    # stopped after a whole value, at the line's end: cut off too
+    src.write_text('{"request_id": "r", "model": "llama-8b", "output": "x"')
+    with pytest.raises(TraceError, match=r"invalid JSON \(Expecting ',' delimiter\); the file ends inside it"):
+        load_trace("jsonl", src, tiers=TIERS)
+    # a typo mid-line in a file written without a final newline is not a cut-off file
+    src.write_text('{"request_id": "r", "model": "llama-8b", "output": x, "quality": 1}')
+    with pytest.raises(TraceError, match=r"near column 'output', character 52: invalid JSON \(Expecting value\)$"):
+        load_trace("jsonl", src, tiers=TIERS)
