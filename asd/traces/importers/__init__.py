@@ -164,7 +164,10 @@ def summarize(fmt: str, out: Path, trace: ImportedTrace) -> dict:
                 "params_b": tier["params_b"],
                 "n_outputs": recorded_outputs(rows),
                 "n_labelled": int((quality.notna() | accepted.notna()).sum()),
-                "mean_quality": float(quality.mean()) if quality.notna().any() else None,
+                "n_judged": int(quality.notna().sum()),  # with a quality (the rest: the accepted flag alone)
+                # inspect's rule: the judged quality, else the accepted flag (a mix is not the mean of a few)
+                "mean_quality": float(quality.fillna(accepted).mean()) if (quality.notna() | accepted.notna()).any()
+                else None,
                 "acceptance_rate": float(accepted.mean()) if accepted.notna().any() else None,
             }
         )
@@ -193,7 +196,7 @@ def summary_lines(summary: dict) -> list[str]:
     width = max(len(t["name"]) for t in tiers)
     for i, tier in enumerate(tiers):
         size = f"{tier['params_b']:g}B" if tier["params_b"] is not None else "?"
-        if tier["mean_quality"] is None and tier.get("acceptance_rate") is not None:  # labelled by accepted alone
+        if tier["n_labelled"] and not tier["n_judged"]:  # labelled by the accepted flag alone
             measure = f"accepted {tier['acceptance_rate']:.4f}"
         else:
             measure = "mean quality " + (f"{tier['mean_quality']:.4f}" if tier["mean_quality"] is not None else "-")

@@ -115,11 +115,21 @@ def test_rows_labelled_by_accepted_alone_count_as_labelled(tmp_path):
                    "b,llama-8b,x,false\nb,llama-70b,y,true\nc,llama-8b,x,\nc,llama-70b,y,true\n")
     summary = import_trace("csv", src, tmp_path / "b", tiers=TIERS)
     assert [t["n_labelled"] for t in summary["tiers"]] == [2, 3]
-    assert [t["mean_quality"] for t in summary["tiers"]] == [None, None]
+    assert [t["n_judged"] for t in summary["tiers"]] == [0, 0]
+    # quality as inspect and the simulator score it: the judged quality, else the accepted flag
+    assert [t["mean_quality"] for t in summary["tiers"]] == [0.5, pytest.approx(2 / 3)]
     assert [t["acceptance_rate"] for t in summary["tiers"]] == [0.5, pytest.approx(2 / 3)]
     from asd.traces.importers import summary_lines
 
     assert summary_lines(summary)[1].endswith("3 outputs  2 labelled  accepted 0.5000")
+    # a mix: one judged answer and three rejected ones is 0.25, not the judged one's 1.0
+    src.write_text("request_id,model,output,quality,accepted\na,llama-8b,x,1.0,\nb,llama-8b,x,,false\n"
+                   "c,llama-8b,x,,false\nd,llama-8b,x,,false\n" + "".join(f"{r},llama-70b,y,1,\n" for r in "abcd"))
+    mixed = import_trace("csv", src, tmp_path / "m", tiers=TIERS)["tiers"][0]
+    assert (mixed["n_labelled"], mixed["n_judged"], mixed["mean_quality"]) == (4, 1, 0.25)
+    from asd.traces.summary import summarize_bundle
+
+    assert summarize_bundle(open_bundle(tmp_path / "m"))["tiers"][0]["mean_quality"] == 0.25  # inspect says the same
 
 
 def test_drop_incomplete_drops_and_counts_requests_missing_a_tier(tmp_path):
