@@ -127,7 +127,7 @@ def summarize_bundle(bundle: Bundle | str, threshold: float = DEFAULT_THRESHOLD)
         "label_rule": bundle.manifest.get("label_rule"),
         "tiers": tier_rows,
         "signals": _signals(bundle, arrays),
-        "agreement": _agreement(bundle.tier_names, acceptable[complete]),
+        "agreement": _agreement(bundle.tier_names, acceptable),
         "drafts": _draft_pairs(bundle),
         "oracle": _oracle(bundle, acceptable[complete], score[complete], n_prompt[complete], n_output[complete]),
         "rules": {
@@ -182,12 +182,15 @@ def _draft_pairs(bundle: Bundle) -> list[dict]:
 
 
 def _agreement(names: list[str], acceptable: np.ndarray) -> list[dict]:
-    """Share of complete requests on which two tiers' acceptability labels agree."""
+    """Per pair of tiers, the share of the requests labelled at both on which their
+    acceptability labels agree, and how many those are (a tier labelled nowhere, or on a
+    sample, no longer blanks or narrows every other pair)."""
     pairs = []
     for i in range(len(names)):
         for j in range(i + 1, len(names)):
-            value = float(np.mean(acceptable[:, i] == acceptable[:, j])) if len(acceptable) else None
-            pairs.append({"a": names[i], "b": names[j], "agreement": value})
+            both = ~np.isnan(acceptable[:, i]) & ~np.isnan(acceptable[:, j])
+            value = float(np.mean(acceptable[both, i] == acceptable[both, j])) if both.any() else None
+            pairs.append({"a": names[i], "b": names[j], "agreement": value, "n_requests": int(both.sum())})
     return pairs
 
 

@@ -60,8 +60,9 @@ def print_summary(summary: dict, console: Console | None = None) -> None:
         agree = Table(title="agreement of tier labels", box=box.SIMPLE_HEAD)
         agree.add_column("tiers", no_wrap=True)
         agree.add_column("agreement", justify="right", no_wrap=True)
+        agree.add_column("requests", justify="right", no_wrap=True)  # labelled at both tiers
         for pair in summary["agreement"]:
-            agree.add_row(f"{pair['a']} / {pair['b']}", _fmt(pair["agreement"]))
+            agree.add_row(f"{pair['a']} / {pair['b']}", _fmt(pair["agreement"]), _fmt(pair.get("n_requests")))
         _print_whole(console, agree)
 
     if summary["drafts"]:

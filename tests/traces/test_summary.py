@@ -51,8 +51,22 @@ def test_oracle_takes_the_cheapest_acceptable_tier_and_states_its_cost_share(han
 
 def test_agreement_is_the_share_of_equal_acceptability_labels(hand_bundle):
     (pair,) = summarize_bundle(hand_bundle)["agreement"]
-    # acceptable small/big: r1 T/T, r2 F/T, r3 F/F → 2 of 3 agree
-    assert pair == {"a": "small", "b": "big", "agreement": pytest.approx(2 / 3)}
+    # acceptable small/big: r1 T/T, r2 F/T, r3 F/F → 2 of 3 agree (r4 has no big answer)
+    assert pair == {"a": "small", "b": "big", "agreement": pytest.approx(2 / 3), "n_requests": 3}
+
+
+def test_each_pair_agrees_over_the_requests_labelled_at_both(tmp_path):
+    """A third tier labelled nowhere blanked every pair: agreement was taken over the requests
+    labelled at every tier, and there were none."""
+    manifest = new_manifest([{"name": "s", "params_b": 1.0}, {"name": "m", "params_b": 8.0},
+                             {"name": "l", "params_b": 70.0}])
+    ids = [f"r{i}" for i in range(20)]
+    outputs = {"request_id": [r for r in ids for _ in range(3)], "tier": [0, 1, 2] * 20,
+               "output": ["x"] * 60, "quality": [q for i in range(20) for q in (i % 2, 1.0, None)]}
+    write_bundle(tmp_path / "u", manifest, {"request_id": ids}, outputs)
+    pairs = summarize_bundle(open_bundle(tmp_path / "u"))["agreement"]
+    assert pairs[0] == {"a": "s", "b": "m", "agreement": pytest.approx(0.5), "n_requests": 20}
+    assert [p["agreement"] for p in pairs[1:]] == [None, None] and [p["n_requests"] for p in pairs[1:]] == [0, 0]
 
 
 def test_threshold_changes_what_counts_as_acceptable(hand_bundle):
