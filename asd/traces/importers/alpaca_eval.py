@@ -100,7 +100,7 @@ class AlpacaEvalImporter(Importer):
         annotations_file = src / "annotations.parquet"
         annotations = read_source(annotations_file, ANNOTATION_KINDS, non_null=("model", "annotator", "prompt_idx"))
         chosen = choose_annotator(annotations, names, annotator, str(annotations_file))
-        labels, n_mismatch, n_unknown, baseline = self._labels(annotations, chosen, names, str(annotations_file))
+        labels, mismatched, unsure, baseline = self._labels(annotations, chosen, names, str(annotations_file))
         keep, dropped = complete_ladder_requests(rows, names, drop_incomplete, str(outputs_file))
 
         prompts = read_request_table(
@@ -125,8 +125,16 @@ class AlpacaEvalImporter(Importer):
                 "n_output_tokens": estimate_tokens(rows["output"]),
             }
         )
+        imported = pd.MultiIndex.from_arrays([rows["model"], rows["prompt_idx"]])
+        # nulled labels of the outputs imported: not of a request --drop-incomplete dropped
+        in_mismatch, in_unsure = imported.isin(mismatched), imported.isin(unsure)
+        n_mismatch, n_unknown = int(in_mismatch.sum()), int(in_unsure.sum())
+        n_no_preference = n_unjudged = 0
         if labels is not None:
-            quality = labels.reindex(pd.MultiIndex.from_arrays([rows["model"], rows["prompt_idx"]]))
+            quality = labels.reindex(imported)
+            judged = imported.isin(labels.index)
+            n_unjudged = int((~judged).sum())
+            n_no_preference = int((judged & quality.isna().to_numpy() & ~in_mismatch & ~in_unsure).sum())
             outputs["quality"] = pd.array(quality.to_numpy(), dtype="Float32")
             outputs["label_source"] = np.where(quality.notna().to_numpy(), chosen, None)
         params = rows.groupby("model")["params_b"].first()
@@ -156,6 +164,8 @@ class AlpacaEvalImporter(Importer):
                 "params_b_rule": "the data's params_b hand labels, else parsed from the model name",
                 "labels_nulled_text_mismatch": n_mismatch,
                 "labels_nulled_match_unknown": n_unknown,
+                "labels_null_no_preference": n_no_preference,
+                "outputs_not_judged": n_unjudged,
                 "dropped_incomplete_requests": dropped,
             },
         )
@@ -168,13 +178,20 @@ class AlpacaEvalImporter(Importer):
         if n_unknown:
             plural = "s" if n_unknown != 1 else ""
             notes.append(f"{n_unknown} label{plural} nulled: not known whether the judged text is the imported output")
+        if n_no_preference:
+            plural = "s" if n_no_preference != 1 else ""
+            notes.append(f"{n_no_preference} label{plural} null: {chosen} gave no preference")
+        if n_unjudged:
+            plural = "s" if n_unjudged != 1 else ""
+            notes.append(f"{n_unjudged} output{plural} not judged by {chosen}")
         return ImportedTrace(manifest, requests, outputs, report={"dropped_incomplete": dropped, "notes": notes})
 
     @staticmethod
     def _labels(annotations: pd.DataFrame, chosen: str, names: list[str], where: str):
         """(model, prompt_idx) → quality for the chosen annotator; None when `none`."""
         if chosen == NO_LABELS:
-            return None, 0, 0, None
+            return None, pd.MultiIndex.from_tuples([], names=["model", "prompt_idx"]), \
+                pd.MultiIndex.from_tuples([], names=["model", "prompt_idx"]), None
         rows = annotations[(annotations["annotator"] == chosen) & annotations["model"].isin(names)]
         # Some annotation files are stored twice (identical rows); differing copies are an error.
         rows = rows.drop_duplicates(["model", "prompt_idx", "preference", "output_2_matches_model_outputs"])
@@ -194,9 +211,10 @@ class AlpacaEvalImporter(Importer):
         mismatch = (matches == False).fillna(False).to_numpy(dtype=bool)  # noqa: E712 (elementwise)
         unknown = matches.isna().to_numpy()
         quality[mismatch | unknown] = np.nan
-        labels = pd.Series(quality, index=pd.MultiIndex.from_arrays([rows["model"], rows["prompt_idx"]]))
+        pairs = pd.MultiIndex.from_arrays([rows["model"], rows["prompt_idx"]])
+        labels = pd.Series(quality, index=pairs)
         baselines = rows["baseline"].dropna().unique()
-        return labels, int(mismatch.sum()), int(unknown.sum()), (str(baselines[0]) if len(baselines) else None)
+        return labels, pairs[mismatch], pairs[unknown], (str(baselines[0]) if len(baselines) else None)
 
 
 def choose_annotator(annotations: pd.DataFrame, names: list[str], annotator: str | None, where: str) -> str:

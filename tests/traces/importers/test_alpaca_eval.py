@@ -115,6 +115,26 @@ def test_tiny_source_end_to_end_gives_the_expected_bundle(tmp_path):
     assert out["accepted"].isna().all() and out["e2e_ms"].isna().all()
     assert [t["n_labelled"] for t in summary["tiers"]] == [3, 1]
     assert "1 label nulled: the judged text differs from the imported output" in summary["notes"]
+    assert "1 label null: alpaca_eval_gpt4 gave no preference" in summary["notes"]
+    provenance = bundle.manifest["provenance"]
+    assert (provenance["labels_nulled_text_mismatch"], provenance["labels_null_no_preference"]) == (1, 1)
+
+
+def test_the_notes_count_only_the_outputs_imported(tmp_path):
+    """A nulled label of a request --drop-incomplete dropped was still reported as nulled (the
+    README's own Llama-2 example said '1 label nulled' of prompt 691, which is not in the bundle)."""
+    tables = alpaca_eval_tables()
+    outputs = tables["outputs.parquet"]
+    keep = [i for i in range(outputs.num_rows) if i != 5]  # 13b's output for prompt 2, whose label is stale
+    tables["outputs.parquet"] = outputs.take(keep)
+    summary = import_trace("alpaca-eval", write_source(tmp_path / "alpaca_eval", tables), tmp_path / "b",
+                           models=",".join(ALPACA_MODELS), drop_incomplete=True)
+    assert summary["dropped_incomplete"] == 1
+    assert not any("label nulled" in note for note in summary["notes"])
+    assert open_bundle(tmp_path / "b").manifest["provenance"]["labels_nulled_text_mismatch"] == 0
+    weighted = import_trace("alpaca-eval", write_source(tmp_path / "alpaca_eval2", alpaca_eval_tables()),
+                            tmp_path / "w", models=ALPACA_MODELS[0], annotator="weighted_alpaca_eval_gpt4_turbo")
+    assert "1 output not judged by weighted_alpaca_eval_gpt4_turbo" in weighted["notes"]  # prompt 2
 
 
 def test_tiny_source_with_a_chosen_weighted_annotator_lacking_a_model_is_refused(tmp_path):
