@@ -177,8 +177,10 @@ def _csv_rows(path: Path):
             unknown = [name for name in header if name not in KNOWN_COLUMNS]
             if unknown:  # a header typo is the header's fault, not the first row's
                 raise TraceError(f"{path}, line 1: unknown column {unknown[0]!r} (columns are {', '.join(KNOWN_COLUMNS)})")
+            ended = reader.line_num  # the line the previous record ended on
             for cells in reader:
-                number = reader.line_num
+                # a record's first line (a quoted output may span several; line_num is its last)
+                number, ended = ended + 1, reader.line_num
                 if not cells or all(not c.strip() for c in cells):
                     continue
                 if len(cells) != len(header):
