@@ -188,8 +188,10 @@ BAD_CSV = {
     "tier not a number": ("request_id,tier,output\nr,first,x\n", r"line 2, column 'tier': 'first' is not a number"),
     "ragged row": ("request_id,model,output\nr,llama-8b\n", r"line 2: 2 fields, the header has 3"),
     "duplicate": ("request_id,model,output\nr,llama-8b,x\nr,llama-8b,y\n", r"line 3: duplicate row for request 'r'"),
-    # a quoted answer over three lines: the next record starts on line 5, not where the answer ended
-    "after a multi-line answer": ('request_id,model,output\nr,llama-8b,"one\ntwo\nthree"\nr,llama-7b,x\n',
+    # a quoted answer over three lines: its record starts on line 2 (it ends on 4), the next on line 5
+    "in a multi-line record": ('request_id,model,output\nr,llama-7b,"one\ntwo\nthree"\n',
+                               r"line 2, column 'model': unknown model 'llama-7b'"),
+    "after a multi-line record": ('request_id,model,output\nr,llama-8b,"one\ntwo\nthree"\nr,llama-7b,x\n',
                                   r"line 5, column 'model': unknown model 'llama-7b'"),
     "accepted not boolean": ("request_id,model,output,accepted\nr,llama-8b,x,maybe\n", r"line 2, column 'accepted': 'maybe' is not true/false"),
     "logprobs not JSON": ("request_id,model,output,token_logprobs\nr,llama-8b,x,-0.1;-0.2\n", r"column 'token_logprobs': '-0.1;-0.2' is not a JSON list"),
