@@ -172,18 +172,12 @@ class AlpacaEvalImporter(Importer):
         notes = []
         if labels is not None:
             notes.append(f"annotator {chosen} (baseline {baseline})")
-        if n_mismatch:
-            plural = "s" if n_mismatch != 1 else ""
-            notes.append(f"{n_mismatch} label{plural} nulled: the judged text differs from the imported output")
-        if n_unknown:
-            plural = "s" if n_unknown != 1 else ""
-            notes.append(f"{n_unknown} label{plural} nulled: not known whether the judged text is the imported output")
-        if n_no_preference:
-            plural = "s" if n_no_preference != 1 else ""
-            notes.append(f"{n_no_preference} label{plural} null: {chosen} gave no preference")
-        if n_unjudged:
-            plural = "s" if n_unjudged != 1 else ""
-            notes.append(f"{n_unjudged} output{plural} not judged by {chosen}")
+        for n, what, why in ((n_mismatch, "label", "nulled: the judged text differs from the imported output"),
+                             (n_unknown, "label", "nulled: not known whether the judged text is the imported output"),
+                             (n_no_preference, "label", f"null: {chosen} gave no preference"),
+                             (n_unjudged, "output", f"not judged by {chosen}")):
+            if n:
+                notes.append(f"{n} {what}{'s' if n != 1 else ''} {why}")
         return ImportedTrace(manifest, requests, outputs, report={"dropped_incomplete": dropped, "notes": notes})
 
     @staticmethod
