@@ -295,6 +295,10 @@ class Evaluation:
                            "description": f"pooled {folds}-fold cross-fitting over {view.n_requests} requests "
                                           f"(each policy calibrated on {folds - 1} folds, replayed on its own)"}
         self.fitted = fit
+        if fit and self.fixed is None:  # as asd calibrate: a fit there knows nothing of that tier's answers
+            from asd.calibration.calibrate import require_labels
+
+            require_labels(view, np.unique(np.concatenate([cal for cal, _ in plan])), "calibrating the policy")
         full_cal = int(sum(cal.size for cal, _ in plan))
         plan = [(subsample_rows(cal, max_calibration_rows, seed), held) for cal, held in plan]
         if sum(cal.size for cal, _ in plan) < full_cal:
@@ -376,6 +380,10 @@ class Evaluation:
         view = self.view
         judged = (~np.isnan(view.quality) | ~np.isnan(view.accepted)).any(axis=0)
         complete = labelled[:, judged].all(axis=1)
+        if self.fitted and judged.any() and not judged.all():  # a given policy: a tier labelled nowhere is unknown
+            self.warnings.append(
+                f"{view.path} has no quality label at tier {', '.join(np.asarray(view.tier_names)[~judged])}: a "
+                "request a method stops at there is left out of that method's quality")
         if not judged.any() or complete.all():
             return
         if not complete.any():  # no request to judge every method on: each keeps its own, and says so

@@ -217,6 +217,8 @@ def sweep(bundle="builtin", *, split=None, folds=None, cost_model=None, predicto
     return {
         "bundle": ev.view.path, "split": ev.design["split"], "folds": ev.design["folds"],
         "evaluation": ev.design["description"], "n_requests": int(ev.held.size),
+        # quality's requests: fewer where some lack a label at a labelled tier (a warning says so)
+        "quality_requests": int(ev.design.get("quality_requests", ev.held.size)),
         "in_sample": bool(ev.design.get("in_sample")),
         "cost_model": ev.cost_model.kind, "cost_note": ev.cost_note, "speculative": ev.speculative,
         "tiers": list(ev.view.tier_names),

@@ -907,6 +907,17 @@ def test_partly_labelled_last_tier_judges_every_method_on_the_same_requests(tmp_
     oracle = result["baselines"]["oracle"]["quality"]
     assert all(oracle >= b["quality"] - 1e-12 for b in result["baselines"].values()) and oracle >= result["chosen"]["quality"]
     assert result["baselines"]["always-synth-70b"]["cost_rel"] == pytest.approx(1.0)  # cost still over all 300
+    # the sweep's "requests' worth" counts the 30 quality is measured on, not all 300
+    from rich.console import Console
+
+    from asd.simulator.sweep import run_sweep
+
+    swept = run_sweep(tmp_path / "p", folds=3)
+    assert swept["n_requests"] == 300 and swept["quality_requests"] == 30
+    console = Console(record=True, width=200)
+    print_sweep(swept, console)
+    above = swept["quality_check"]["baseline_points_above_policy"]
+    assert not above or "of 30 requests' worth" in console.export_text()
     assert not full["warnings"]
     # the oracle still sends each request to its cheapest acceptable tier by every label it has
     ev = Evaluation(tmp_path / "p", folds=3)
@@ -1229,3 +1240,31 @@ def test_long_tier_names_fold_in_the_method_table_rather_than_cut_its_figures(ev
     for name, s in [("policy", result["chosen"]), *renamed.items()]:
         figures = f"{s['quality']:.3f}   {s['cost_rel']:.3f}"
         assert figures in text, (name, figures)
+
+
+def test_a_tier_labelled_nowhere_is_refused_before_fitting_and_warned_about_when_replaying(tmp_path):
+    """asd calibrate refused a middle tier with no label at all; simulate and sweep fitted on Beta(1, 1)
+    there and measured quality without every request that stopped at it (0.750 over the 20% that
+    reached the last tier, with 80% stopping at the unlabelled one)."""
+    from asd.simulator.sweep import run_sweep
+    from asd.traces.bundle import write_bundle
+
+    write_synthetic_bundle(tmp_path / "s", 200, 3, 5)
+    source = open_bundle(tmp_path / "s")
+    outputs = source.to_pandas("outputs")
+    middle = outputs["tier"] == 1
+    outputs["quality"] = outputs["quality"].where(~middle, None)
+    outputs["accepted"] = outputs["accepted"].astype(object).where(~middle, None)
+    write_bundle(tmp_path / "m", source.manifest, source.to_pandas("requests"), outputs, source.to_pandas("drafts"))
+    message = r"calibrating the policy: .* has no quality label at tier synth-34b: a policy fitted on it"
+    with pytest.raises(ConfigError, match=message):
+        simulate(tmp_path / "m", tau_max=1e9, folds=3)
+    with pytest.raises(ConfigError, match=message):
+        run_sweep(tmp_path / "m", folds=3)
+    result = CliRunner().invoke(main, ["sweep", str(tmp_path / "m"), "--folds", "3"])
+    assert result.exit_code == 2 and result.stderr.startswith("error: calibrating the policy: ")
+    # a given policy is replayed, and says whose quality leaves those requests out
+    policy = Evaluation(tmp_path / "s", folds=3).folds[0].policy
+    replayed = simulate(tmp_path / "m", tau_max=1e9, evaluation=Evaluation(tmp_path / "m", policy=policy))
+    assert any(w.endswith("has no quality label at tier synth-34b: a request a method stops at there is left out "
+                          "of that method's quality") for w in replayed["warnings"])
