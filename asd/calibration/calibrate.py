@@ -302,6 +302,7 @@ def calibrate(
                    "n_requests": view.n_requests},
         "calibration": {k: report[k] for k in ("split", "data", "predictor", "stage0", "bins", "pool_bins",
                                                    "p_hat_weight")}
+        | {"seed": int(seed)}  # it draws the folds of the out-of-fold p̂ the tables are built from
         | ({"request_id_sketch": request_id_sketch(view.request_ids[rows])} if sketch_ids else {}),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "asd_version": __version__,

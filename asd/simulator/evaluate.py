@@ -241,6 +241,7 @@ class Evaluation:
         if policy_name is None and (isinstance(policy, str) or hasattr(policy, "__fspath__")):
             policy_name = str(policy)
         where = "policy" if policy_name is None else f"policy {policy_name}"
+        self.policy_name = policy_name
         if self.fixed is not None:  # compatibility before anything is computed
             self.features = fixed_policy_features(self.fixed, view, where)
             self.policy_lam = float(self.fixed.lam)
@@ -402,6 +403,16 @@ class Evaluation:
             f"quality label at some tier the others are labelled at: every method's quality is measured on the "
             f"{int(complete.sum())} labelled at every such tier, so all are judged on the same requests (cost and "
             "latency on all)")
+
+    @property
+    def settings(self) -> dict:
+        """What shaped the fitted policies (a report's JSON records it, to rerun the same):
+        predictor, risk (mean or lcb:G), stage 0, the fold seed; a given policy's own file instead."""
+        if self.fixed is not None:
+            return {"policy": self.policy_name, "lambda": self.policy_lam, "seed": int(self.options["seed"])}
+        risk = self.options["risk"]
+        return {"predictor": self.options["predictor"], "risk": risk if risk in ("mean", None) else f"lcb:{float(risk):g}",
+                "stage0": bool(self.options["stage0"]), "seed": int(self.options["seed"])}
 
     @cached_property
     def costs(self) -> CostGrid:

@@ -453,7 +453,8 @@ def _header(ev: Evaluation, tau_max: float, stat: str, mode: str) -> dict:
             "split": ev.design["split"], "folds": ev.design["folds"], "evaluation": ev.design["description"],
             "n_requests": int(ev.held.size), "in_sample": bool(ev.design.get("in_sample")),
             "labelled": last_tier_labelled(ev.view), "speculative": ev.speculative,
-            "cost_model": ev.cost_model.kind, "cost_note": ev.cost_note, "tiers": list(ev.view.tier_names)}
+            "cost_model": ev.cost_model.kind, "cost_note": ev.cost_note, "tiers": list(ev.view.tier_names),
+            "settings": ev.settings}
 
 
 def _load(ev: Evaluation, latency, rate, arrivals, cv, scheduler, max_batch, chrome_trace) -> dict | None:

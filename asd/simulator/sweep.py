@@ -221,6 +221,7 @@ def sweep(bundle="builtin", *, split=None, folds=None, cost_model=None, predicto
         "quality_requests": int(ev.design.get("quality_requests", ev.held.size)),
         "in_sample": bool(ev.design.get("in_sample")),
         "cost_model": ev.cost_model.kind, "cost_note": ev.cost_note, "speculative": ev.speculative,
+        "settings": ev.settings,
         "tiers": list(ev.view.tier_names),
         "policy": policy_points, "baselines": baselines,
         "quality_check": paired_noise(ev, quality_check(policy_points, baselines, ev.view.tier_names)),

@@ -33,7 +33,9 @@ def test_calibrate_pools_its_default_bins_and_keeps_bins_asked_for_as_they_are()
     bins, pool = default_tier_bins(cal.rows.size)
     assert (cal.policy.tables.n_bins, cal.policy.tables.pool_bins) == (bins, pool) == (4 * default_bins(600), 4)
     assert cal.policy.meta["calibration"]["pool_bins"] == cal.report["pool_bins"] == 4
-    asked = calibrate("builtin", cost_model="params", n_bins=12)
+    assert cal.policy.meta["calibration"]["seed"] == 0  # it draws the folds the tables' p̂ come from
+    asked = calibrate("builtin", cost_model="params", n_bins=12, seed=3)
+    assert asked.policy.meta["calibration"]["seed"] == 3
     assert (asked.policy.tables.n_bins, asked.policy.tables.pool_bins) == (12, 0)
     pooled = calibrate("builtin", cost_model="params", n_bins=12, pool_bins=2)
     assert pooled.policy.tables.pool_bins == 2

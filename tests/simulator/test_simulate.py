@@ -63,6 +63,7 @@ def test_simulate_builtin_cli_reports_every_baseline_at_tau(tmp_path):
                 "baselines", "feasible"):
         assert key in data
     assert data["n_requests"] == 600 and data["folds"] == 5 and data["split"] is None
+    assert data["settings"] == {"predictor": "logistic", "risk": "mean", "stage0": True, "seed": 0}
     assert list(data["baselines"]) == ["always-smollm2-135m", "always-gemma3-270m"] + BASELINES
     assert data["feasible"] and data["chosen"]["latency_ms"]["p95"] <= 800
     assert all(finite(b) for b in data["baselines"].values()) and finite(data["chosen"])
@@ -544,6 +545,9 @@ def test_risk_ablation_compares_every_risk_mode_but_the_runs_own(tmp_path):
                         (0.9, ["risk mean", "risk lcb:0.7", "risk lcb:0.8", "risk lcb:0.95"])):
         result = run_sweep(tmp_path / "s", folds=3, ablate="risk", risk=risk)
         assert [a["name"] for a in result["ablation"]] == names
+        # the JSON records what shaped the policies, as the CLI names it
+        assert result["settings"] == {"predictor": "logistic", "risk": "mean" if risk == "mean" else "lcb:0.9",
+                                      "stage0": True, "seed": 0}
         assert len({a["base_cost_rel"] for a in result["ablation"]}) == 1  # one base: this run's own frontier
         for a in result["ablation"]:
             if a["cost_rel"] is not None and a["base_cost_rel"] is not None:
