@@ -822,13 +822,15 @@ def test_sweep_of_an_unlabelled_bundle_is_one_line_and_simulate_still_runs(tmp_p
     assert run("simulate", str(tmp_path / "u"), "--folds", "2", "--tau-max", "1e5").exit_code == 0
 
 
-def _without_labels(source_path, path, tiers=None):
-    """A copy of the bundle at source_path with no quality label at `tiers` (indices; all by default)."""
+def _without_labels(source_path, path, tiers=None, keep=()):
+    """A copy of the bundle at source_path with no quality label at `tiers` (indices; all by
+    default), but for the requests in `keep`."""
     from asd.traces.bundle import write_bundle
 
     source = open_bundle(source_path)
     outputs = source.to_pandas("outputs")
     drop = outputs["tier"].isin(tiers) if tiers is not None else np.ones(len(outputs), dtype=bool)
+    drop &= ~outputs["request_id"].isin(list(keep))
     outputs["quality"] = outputs["quality"].where(~drop, None)
     outputs["accepted"] = outputs["accepted"].astype(object).where(~drop, None)
     return write_bundle(path, source.manifest, source.to_pandas("requests"), outputs, source.to_pandas("drafts"))
@@ -1008,11 +1010,12 @@ def test_every_report_states_how_continuing_to_a_tier_is_priced(tmp_path):
 
 
 def test_library_warnings_print_as_one_warning_line_each(tmp_path):
-    """A tier with no observed acceptance warns during calibration (`asd simulate` still fits a
-    policy where only an earlier tier is unlabelled; `asd calibrate` refuses it): the CLI prints it
-    as a `warning:` line, not Python's file:line: UserWarning plus the offending source line."""
+    """A tier with no observed acceptance in a fold's calibration rows warns during calibration
+    (here tiers 0 and 1 are labelled on one request only, so the fold that holds it out fits
+    without): the CLI prints it as a `warning:` line, not Python's file:line: UserWarning plus the
+    offending source line."""
     write_synthetic_bundle(tmp_path / "s", 200, 3, 5)
-    _without_labels(tmp_path / "s", tmp_path / "u", tiers=[0, 1])
+    _without_labels(tmp_path / "s", tmp_path / "u", tiers=[0, 1], keep=["synth-000"])
     result = CliRunner().invoke(main, ["simulate", str(tmp_path / "u"), "--tau-max", "1e6"])
     assert result.exit_code == 0, result.output
     lines = [line for line in result.stderr.splitlines() if "no observed acceptance" in line]
