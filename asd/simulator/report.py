@@ -117,6 +117,19 @@ def _method_table(title, rows, stat, tau=None) -> Table:
     return table
 
 
+def _criterion(criterion: dict, goal: float) -> str:
+    """A criterion's change in %, to one decimal, or more where one decimal would print the goal
+    itself: −39.98% read "−40.0% (goal −40%: not met)"."""
+    value = criterion["value"]
+    if value is None:
+        return _f(value)
+    for digits in range(1, 5):
+        shown = f"{100 * value:+.{digits}f}"
+        if round(float(shown), 6) != round(100 * goal, 6):
+            break
+    return shown + "%"
+
+
 def _replayed(result: dict) -> str:
     """What the replayed requests are: held out, or (a given policy on requests it was fitted on,
     which the warnings say) not; with no policy fitted (an unlabelled bundle), neither."""
@@ -156,10 +169,10 @@ def print_simulation(result: dict, console: Console | None = None) -> None:
                   "acceptable answers, not on mean graded quality[/dim]")
     cr = result["criteria"]
     console.print(
-        f"protocol criteria vs {cr['against']}: latency {_f(cr['latency_change']['value'], pct=True)} "
+        f"protocol criteria vs {cr['against']}: latency {_criterion(cr['latency_change'], -0.30)} "
         f"(goal {cr['latency_change']['goal']}: {'met' if cr['latency_change']['met'] else 'not met'}), "
-        f"quality loss {_f(cr['quality_loss']['value'], pct=True)} (goal {cr['quality_loss']['goal']}: "
-        f"{'met' if cr['quality_loss']['met'] else 'not met'}), GPU {_f(cr['gpu_change']['value'], pct=True)} "
+        f"quality loss {_criterion(cr['quality_loss'], 0.02)} (goal {cr['quality_loss']['goal']}: "
+        f"{'met' if cr['quality_loss']['met'] else 'not met'}), GPU {_criterion(cr['gpu_change'], -0.40)} "
         f"(goal {cr['gpu_change']['goal']}: {'met' if cr['gpu_change']['met'] else 'not met'})")
     d = result["deployment"]
     # folds are judged on replayed latencies: under --mode des the table's are the load's, so say so

@@ -1275,3 +1275,13 @@ def test_a_tier_labelled_nowhere_is_refused_before_fitting_and_warned_about_when
     replayed = simulate(tmp_path / "m", tau_max=1e9, evaluation=Evaluation(tmp_path / "m", policy=policy))
     assert any(w.endswith("has no quality label at tier synth-34b: a request a method stops at there is left out "
                           "of that method's quality") for w in replayed["warnings"])
+
+
+def test_a_criterion_near_its_goal_prints_the_digits_that_decide_it():
+    """A GPU change of −39.98% printed "−40.0% (goal −40%: not met)"."""
+    from asd.simulator.report import _criterion
+
+    assert _criterion({"value": -0.39978}, -0.40) == "-39.98%"
+    assert _criterion({"value": -0.351}, -0.30) == "-35.1%"  # one decimal where it does not read as the goal
+    assert _criterion({"value": -0.29996}, -0.30) == "-29.996%"
+    assert _criterion({"value": None}, 0.02) == "—"
