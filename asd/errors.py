@@ -41,4 +41,3 @@ def whole_number(name: str, value, least: int, error: type[AsdError] = ConfigErr
     if isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= least:
         return int(value)
     raise error(f"{name}={value!r}: must be a whole number >= {least}")
-

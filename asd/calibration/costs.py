@@ -225,7 +225,7 @@ def _assume_tensor_parallel(names, params, tp, tiers) -> list[str]:
         if (tiers[i] if i < len(tiers) else {}).get("tensor_parallel") is not None:
             continue
         sized = bool(np.isfinite(params[i]) and params[i] > 0)
-        tp[i] = tier_tensor_parallel({"params_b": float(params[i]) if sized else None})
+        tp[i] = tier_tensor_parallel({"params_b": float(params[i])})
         notes.append(f"{name}: TP {tp[i]} (assumed: " + ("fp16 weights in 80% of 80 GB per GPU)" if sized else
                                                        "neither its TP nor its size is known)"))
     return notes

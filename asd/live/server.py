@@ -471,7 +471,8 @@ def serve(tiers_path, policy_path, *, host: str = "127.0.0.1", port: int = 8000,
         check_writable_file(feedback_path, "--feedback-file", makes_parents=True)
     ladder = load_ladder(tiers_path)
     policy = Policy.load(policy_path)
-    check_ladder([t["name"] for t in ladder["tiers"]], policy, [t.get("params_b") for t in ladder["tiers"]])  # refused here, not inside uvicorn's startup
+    # refused here, not inside uvicorn's startup
+    check_ladder([t["name"] for t in ladder["tiers"]], policy, [t.get("params_b") for t in ladder["tiers"]])
     features_for = features_for_policy(policy, ladder["tiers"], speculative=speculative)
     store = FeedbackStore(policy, policy_path, feedback_path)  # earlier feedback folded in: store.policy
     if feedback_path is None:

@@ -36,13 +36,13 @@ from pathlib import Path
 import numpy as np
 
 from asd.calibration.views import TraceView
-from asd.traces.bundle import Bundle
 from asd.engine import Policy
 from asd.errors import ConfigError
 from asd.simulator import baselines as B
 from asd.simulator.evaluate import Evaluation, load_policy
 from asd.simulator.job import check_load_options, des_latency, describe_load
 from asd.simulator.outcomes import STATISTICS, Outcomes, summarize, walk_outcomes
+from asd.traces.bundle import Bundle
 
 EPS = 1e-12
 
@@ -142,11 +142,11 @@ def parse_latency(items) -> dict[str, float]:
         if stat not in STATISTICS:
             raise ConfigError(f"--max-latency {stat}={ms}: statistic must be one of {', '.join(STATISTICS)}")
         try:
-            value = float(ms) if not isinstance(ms, bool) else math.nan  # True is not a 1 ms limit
+            if isinstance(ms, bool):  # float(True) is 1: not a 1 ms limit
+                raise TypeError
+            value = float(ms)
         except (TypeError, ValueError):
             raise ConfigError(f"--max-latency {stat}={ms}: MS must be a number of milliseconds") from None
-        if math.isnan(value):
-            raise ConfigError(f"--max-latency {stat}={ms}: MS must be a number of milliseconds")
         if not value > 0 or not math.isfinite(value):
             raise ConfigError(f"--max-latency {stat}={ms}: MS must be a positive, finite number of milliseconds")
         if stat in out:  # the later limit silently replaced the earlier one
@@ -162,9 +162,10 @@ def parse_beat(items, tier_names) -> list[tuple[str, float]]:
     protocol, oracle)."""
     if items is None:
         return []
-    if not isinstance(items, (str, list, tuple)) or not all(isinstance(i, str) for i in ([items] if isinstance(items, str) else items)):
+    given = [items] if isinstance(items, str) else items
+    if not isinstance(given, (list, tuple)) or not all(isinstance(i, str) for i in given):
         raise ConfigError(f"beat {items!r}: give BASELINE[:MARGIN] or a list of them, e.g. \"threshold:0.01\"")
-    items = [items] if isinstance(items, str) else list(items)
+    items = list(given)
     names = B.baseline_names(tier_names)
     out = []
     for item in items:
@@ -220,11 +221,11 @@ def check_policy(policy, bundles, *, min_quality: float | None = None, max_loss_
             and not beats_given:
         raise ConfigError("asd check: state at least one promise (--min-quality, --max-loss-vs-last, --max-cost-rel, "
                           "--max-latency, --beat, --against)")
-    given = [("policy", policy, Policy), *(("against", against, Policy) for _ in [0] if against is not None),
-             *(("bundle", b, (Bundle, TraceView)) for b in bundles)]
+    given = [("policy", policy, (Policy,))] + ([("against", against, (Policy,))] if against is not None else [])
+    given += [("bundle", b, (Bundle, TraceView)) for b in bundles]
     for name, value, loaded in given:  # else pathlib's TypeError from deep inside
-        if not isinstance(value, (str, os.PathLike, loaded)):
-            kinds = " or ".join(k.__name__ for k in (loaded if isinstance(loaded, tuple) else (loaded,)))
+        if not isinstance(value, (str, os.PathLike, *loaded)):
+            kinds = " or ".join(k.__name__ for k in loaded)
             raise ConfigError(f"asd check: {name}={value!r}: give a path or a {kinds}")
     label = str(policy) if isinstance(policy, (str, Path)) else "policy"
     new = load_policy(policy)

@@ -254,11 +254,11 @@ class Evaluation:
         if not fit and policy is not None:
             raise ConfigError("fit=False replays the methods that need no policy: give no policy")
         if not fit:  # what shapes a fitted policy shapes nothing here: said, not silently dropped
-            unused = [o for o, given in (("--predictor", predictor != "logistic"), ("--risk", risk not in ("mean", None)),
-                                         ("--no-stage0", not stage0)) if given]
+            unused = [o for o, given in (("--predictor", predictor != "logistic"),
+                                         ("--risk", risk not in ("mean", None)), ("--no-stage0", not stage0)) if given]
             if unused:
-                self.warnings.append(f"{', '.join(unused)}: no policy is fitted, so {'they have' if len(unused) > 1 else 'it has'} "
-                                     "no effect")
+                verb = "they have" if len(unused) > 1 else "it has"
+                self.warnings.append(f"{', '.join(unused)}: no policy is fitted, so {verb} no effect")
         if not fit and split is None:  # nothing is calibrated, so nothing needs holding out
             if folds is not None:
                 self.warnings.append(f"--folds {folds}: no policy is fitted, so every request is replayed once")
@@ -379,7 +379,7 @@ class Evaluation:
         # tiers labelled anywhere in the bundle: a test split with no label at a tier the
         # calibration rows have labels at is as partly labelled as one with a few
         view = self.view
-        judged = (~np.isnan(view.quality) | ~np.isnan(view.accepted)).any(axis=0)
+        judged = ~np.isnan(view.acceptable).all(axis=0)
         complete = labelled[:, judged].all(axis=1)
         if self.fitted and judged.any() and not judged.all():  # a given policy: a tier labelled nowhere is unknown
             self.warnings.append(
@@ -411,7 +411,8 @@ class Evaluation:
         if self.fixed is not None:
             return {"policy": self.policy_name, "lambda": self.policy_lam, "seed": int(self.options["seed"])}
         risk = self.options["risk"]
-        return {"predictor": self.options["predictor"], "risk": risk if risk in ("mean", None) else f"lcb:{float(risk):g}",
+        return {"predictor": self.options["predictor"],
+                "risk": risk if risk in ("mean", None) else f"lcb:{float(risk):g}",
                 "stage0": bool(self.options["stage0"]), "seed": int(self.options["seed"])}
 
     @cached_property

@@ -89,9 +89,12 @@ def criteria(chosen: dict, reference: dict, stat: str) -> dict:
     gpu = change(chosen["cost_rel"], reference["cost_rel"])
     return {
         "against": "fixed-2stage",
-        "latency_change": {"value": lat, "goal": "-30% to -50%", "met": lat is not None and lat <= GOALS["latency_change"][1]},
-        "quality_loss": {"value": loss, "goal": "< 2%", "met": loss is not None and loss < GOALS["quality_loss"]},
-        "gpu_change": {"value": gpu, "goal": "-40%", "met": gpu is not None and gpu <= GOALS["gpu_change"]},
+        "latency_change": {"value": lat, "goal": "-30% to -50%", "bound": GOALS["latency_change"][1],
+                           "met": lat is not None and lat <= GOALS["latency_change"][1]},
+        "quality_loss": {"value": loss, "goal": "< 2%", "bound": GOALS["quality_loss"],
+                         "met": loss is not None and loss < GOALS["quality_loss"]},
+        "gpu_change": {"value": gpu, "goal": "-40%", "bound": GOALS["gpu_change"],
+                       "met": gpu is not None and gpu <= GOALS["gpu_change"]},
     }
 
 
@@ -396,7 +399,7 @@ def simulate(bundle="builtin", *, tau_max: float, stat: str = "p95", mode: str =
         view = bundle if isinstance(bundle, TraceView) else load_view(bundle)
         ev = Evaluation(view, folds=folds, split=split, cost_model=cost_model, predictor=predictor, stage0=stage0,
                         risk=risk, seed=seed, progress=progress, fit=last_tier_labelled(view))
-    if not ev.fitted or not last_tier_labelled(ev.view):  # the command's refusals (nothing was fitted, or a given policy)
+    if not ev.fitted or not last_tier_labelled(ev.view):  # nothing fitted, or a given policy: the refusals
         refuse_label_free_options(ev.view, scheduler=scheduler if mode == "des" else "fifo", policy=ev.fixed)
     n_tiers = ev.view.n_tiers
     latency = (des_latency(ev, rate=rate, replicas=replicas, max_batch=max_batch, seed=seed, scheduler=scheduler,

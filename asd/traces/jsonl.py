@@ -48,4 +48,3 @@ def _cut_off(line: str, exc: json.JSONDecodeError) -> bool:
     if line.endswith("\n"):
         return False
     return exc.pos >= len(line.rstrip()) or exc.msg.startswith("Unterminated string")
-

@@ -101,4 +101,3 @@ def _check_all_or_none_split(bundles, requests) -> None:
         raise TraceError(f"{done} is split (calibration/test) but {plain} is not: merged, {plain}'s requests would be "
                          "in neither split and every command reading the split would leave them out; merge unsplit "
                          "bundles and split the result (asd traces split), or split each first")
-

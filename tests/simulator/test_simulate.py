@@ -923,7 +923,7 @@ def test_partly_labelled_last_tier_judges_every_method_on_the_same_requests(tmp_
     console = Console(record=True, width=200)
     print_sweep(swept, console)
     above = swept["quality_check"]["baseline_points_above_policy"]
-    assert not above or "of 30 requests' worth" in console.export_text()
+    assert above and "of 30 requests' worth" in console.export_text()  # 7 points above on this draw
     assert not full["warnings"]
     # the oracle still sends each request to its cheapest acceptable tier by every label it has
     ev = Evaluation(tmp_path / "p", folds=3)
@@ -1281,7 +1281,7 @@ def test_a_criterion_near_its_goal_prints_the_digits_that_decide_it():
     """A GPU change of −39.98% printed "−40.0% (goal −40%: not met)"."""
     from asd.simulator.report import _criterion
 
-    assert _criterion({"value": -0.39978}, -0.40) == "-39.98%"
-    assert _criterion({"value": -0.351}, -0.30) == "-35.1%"  # one decimal where it does not read as the goal
-    assert _criterion({"value": -0.29996}, -0.30) == "-29.996%"
-    assert _criterion({"value": None}, 0.02) == "—"
+    assert _criterion({"value": -0.39978, "bound": -0.40}) == "-39.98%"
+    assert _criterion({"value": -0.351, "bound": -0.30}) == "-35.1%"  # one decimal where it does not read as the goal
+    assert _criterion({"value": -0.29996, "bound": -0.30}) == "-29.996%"
+    assert _criterion({"value": None, "bound": 0.02}) == "—"

@@ -158,16 +158,15 @@ def summarize(fmt: str, out: Path, trace: ImportedTrace) -> dict:
         quality = rows["quality"].astype("float64") if "quality" in rows else pd.Series(dtype="float64")
         # a label is a quality or an accepted flag (the project's rule, asd.traces.labels)
         accepted = rows["accepted"].astype("float64") if "accepted" in rows else pd.Series(dtype="float64")
+        score = quality.fillna(accepted)  # inspect's rule: a mix is not the mean of the few judged
         tiers.append(
             {
                 "name": tier["name"],
                 "params_b": tier["params_b"],
                 "n_outputs": recorded_outputs(rows),
-                "n_labelled": int((quality.notna() | accepted.notna()).sum()),
+                "n_labelled": int(score.notna().sum()),
                 "n_judged": int(quality.notna().sum()),  # with a quality (the rest: the accepted flag alone)
-                # inspect's rule: the judged quality, else the accepted flag (a mix is not the mean of a few)
-                "mean_quality": float(quality.fillna(accepted).mean()) if (quality.notna() | accepted.notna()).any()
-                else None,
+                "mean_quality": float(score.mean()) if score.notna().any() else None,
                 "acceptance_rate": float(accepted.mean()) if accepted.notna().any() else None,
             }
         )

@@ -184,8 +184,8 @@ class AlpacaEvalImporter(Importer):
     def _labels(annotations: pd.DataFrame, chosen: str, names: list[str], where: str):
         """(model, prompt_idx) → quality for the chosen annotator; None when `none`."""
         if chosen == NO_LABELS:
-            return None, pd.MultiIndex.from_tuples([], names=["model", "prompt_idx"]), \
-                pd.MultiIndex.from_tuples([], names=["model", "prompt_idx"]), None
+            none = pd.MultiIndex.from_tuples([], names=["model", "prompt_idx"])
+            return None, none, none, None
         rows = annotations[(annotations["annotator"] == chosen) & annotations["model"].isin(names)]
         # Some annotation files are stored twice (identical rows); differing copies are an error.
         rows = rows.drop_duplicates(["model", "prompt_idx", "preference", "output_2_matches_model_outputs"])

@@ -33,9 +33,16 @@ _FALSE = {"false", "0", "no"}
 def parse_tiers(spec: str | None) -> list[dict]:
     """`NAME[:PARAMS_B[:TP]],...` → manifest tier dicts, in the order given (the ladder). Without
     PARAMS_B, the size the name states where it states one (`parse_params_b`: llama-8b → 8)."""
+    return parse_tiers_stated(spec)[0]
+
+
+def parse_tiers_stated(spec: str | None) -> tuple[list[dict], dict[str, float]]:
+    """`parse_tiers`, and the sizes the spec states outright (NAME:PARAMS_B) by name: a size read
+    from a name may be overridden by --params-b, one stated in the same command may not be
+    contradicted."""
     if spec is None or not spec.strip():
         raise ConfigError("--tiers is required: NAME[:PARAMS_B[:TP]],... in ladder order")
-    tiers = []
+    tiers, stated = [], {}
     for item in spec.split(","):
         parts = item.strip().split(":")
         if len(parts) > 3 or not parts[0]:
@@ -48,7 +55,7 @@ def parse_tiers(spec: str | None) -> list[dict]:
                 params_b = math.nan
             if not math.isfinite(params_b) or params_b <= 0:
                 raise ConfigError(f"--tiers: {item.strip()!r}: PARAMS_B must be a positive number")
-            tier["params_b"] = params_b
+            tier["params_b"] = stated[parts[0]] = params_b
         elif parse_params_b(parts[0]) is not None:  # as every importer: the size a name states (llama-8b → 8)
             tier["params_b"] = parse_params_b(parts[0])
         if len(parts) > 2 and parts[2]:
@@ -58,14 +65,7 @@ def parse_tiers(spec: str | None) -> list[dict]:
         if any(t["name"] == tier["name"] for t in tiers):
             raise ConfigError(f"--tiers: tier name {tier['name']!r} appears twice")
         tiers.append(tier)
-    return tiers
-
-
-def stated_params_b(spec: str, tier_list: list[dict]) -> dict[str, float]:
-    """The sizes `--tiers` states outright (NAME:PARAMS_B), by name: a size read from a name
-    may be overridden by --params-b, one stated in the same command may not be contradicted."""
-    return {t["name"]: t["params_b"] for item, t in zip(spec.split(","), tier_list)
-            if len(item.strip().split(":")) > 1 and item.strip().split(":")[1]}
+    return tiers, stated
 
 
 class _RowError(Exception):
@@ -204,8 +204,7 @@ class TabularImporter(Importer):
 
     def load(self, src: Path, *, tiers: str | None = None, drop_incomplete: bool = False) -> ImportedTrace:
         src = self.check_source(src)
-        tier_list = parse_tiers(tiers)
-        stated = stated_params_b(tiers, tier_list)
+        tier_list, stated = parse_tiers_stated(tiers)
         names = [t["name"] for t in tier_list]
         tier_of = {name: i for i, name in enumerate(names)}
         request_fields: dict[str, dict] = {}  # request_id → prompt/task/reference (+ line of first)
