@@ -169,7 +169,8 @@ def parse_beat(items, tier_names) -> list[tuple[str, float]]:
     names = B.baseline_names(tier_names)
     out = []
     for item in items:
-        name, sep, margin = str(item).rpartition(":") if ":" in str(item) else (str(item), "", "0")
+        # a tier name may hold ':' (llama3:8b): the item whole is a name before it is NAME:MARGIN
+        name, sep, margin = item.rpartition(":") if ":" in item and item not in names else (item, "", "0")
         if name not in names:
             raise ConfigError(f"--beat {item!r}: unknown baseline {name!r}; baselines are {', '.join(names)}")
         try:

@@ -408,3 +408,13 @@ def test_a_bundle_without_timings_says_its_latencies_are_the_policys_model(synth
     own = Evaluation(tmp_path / "partly", policy=policy, cost_model="trace", split="test")
     assert not any("records no timings" in w for w in own.warnings)
     assert "synth-70b: no timings, hardware profile used" in own.cost_note
+
+
+def test_beat_takes_a_tier_name_holding_a_colon():
+    from asd.simulator.check import parse_beat
+
+    names = ["llama3:8b", "llama3:70b"]
+    assert parse_beat(["always-llama3:8b", "always-llama3:70b:0.02", "threshold:0.01"], names) == [
+        ("always-llama3:8b", 0.0), ("always-llama3:70b", 0.02), ("threshold", 0.01)]
+    with pytest.raises(ConfigError, match="unknown baseline 'always-llama3'"):
+        parse_beat(["always-llama3:x"], names)

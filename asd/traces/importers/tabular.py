@@ -32,8 +32,19 @@ _FALSE = {"false", "0", "no"}
 
 def parse_tiers(spec: str | None) -> list[dict]:
     """`NAME[:PARAMS_B[:TP]],...` → manifest tier dicts, in the order given (the ladder). Without
-    PARAMS_B, the size the name states where it states one (`parse_params_b`: llama-8b → 8)."""
+    PARAMS_B, the size the name states where it states one (`parse_params_b`: llama-8b → 8).
+    A NAME may hold ':' (Ollama's `llama3:8b`): the fields start at the first part after a ':'
+    that is a number or empty, so `llama3:8b:8:1` is llama3:8b at 8B on 1 GPU."""
     return parse_tiers_stated(spec)[0]
+
+
+def _is_field(part: str) -> bool:
+    """A part of a --tiers item that is PARAMS_B or TP rather than more of the name."""
+    try:
+        float(part)
+    except ValueError:
+        return part == ""
+    return True
 
 
 def parse_tiers_stated(spec: str | None) -> tuple[list[dict], dict[str, float]]:
@@ -45,23 +56,22 @@ def parse_tiers_stated(spec: str | None) -> tuple[list[dict], dict[str, float]]:
     tiers, stated = [], {}
     for item in spec.split(","):
         parts = item.strip().split(":")
-        if len(parts) > 3 or not parts[0]:
+        n_name = next((k for k in range(1, len(parts)) if _is_field(parts[k])), len(parts))
+        name, fields = ":".join(parts[:n_name]), parts[n_name:]
+        if len(fields) > 2 or not parts[0]:
             raise ConfigError(f"--tiers: {item.strip()!r} is not NAME[:PARAMS_B[:TP]]")
-        tier = {"name": parts[0], "model_id": parts[0]}
-        if len(parts) > 1 and parts[1]:
-            try:
-                params_b = float(parts[1])
-            except ValueError:
-                params_b = math.nan
+        tier = {"name": name, "model_id": name}
+        if fields and fields[0]:
+            params_b = float(fields[0])
             if not math.isfinite(params_b) or params_b <= 0:
                 raise ConfigError(f"--tiers: {item.strip()!r}: PARAMS_B must be a positive number")
-            tier["params_b"] = stated[parts[0]] = params_b
-        elif parse_params_b(parts[0]) is not None:  # as every importer: the size a name states (llama-8b → 8)
-            tier["params_b"] = parse_params_b(parts[0])
-        if len(parts) > 2 and parts[2]:
-            if not parts[2].isdigit() or int(parts[2]) < 1:
+            tier["params_b"] = stated[name] = params_b
+        elif parse_params_b(name) is not None:  # as every importer: the size a name states (llama-8b → 8)
+            tier["params_b"] = parse_params_b(name)
+        if len(fields) > 1 and fields[1]:
+            if not fields[1].isdigit() or int(fields[1]) < 1:
                 raise ConfigError(f"--tiers: {item.strip()!r}: TP must be a positive integer")
-            tier["tensor_parallel"] = int(parts[2])
+            tier["tensor_parallel"] = int(fields[1])
         if any(t["name"] == tier["name"] for t in tiers):
             raise ConfigError(f"--tiers: tier name {tier['name']!r} appears twice")
         tiers.append(tier)

@@ -40,6 +40,9 @@ def test_cli_format_choice_is_the_registry():
         ("Mixtral-8x7B-v0.1", None),
         ("c4ai-command-r-v01", None),
         ("Phi-3-mini-4k-instruct", None),
+        ("llama3:8b", 8.0),  # Ollama's NAME:TAG
+        ("qwen2.5:72b-instruct", 72.0),
+        ("mixtral:8x7b", None),
     ],
 )
 def test_params_are_parsed_from_model_names_or_left_unknown(name, params_b):

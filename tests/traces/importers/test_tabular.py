@@ -255,7 +255,8 @@ def test_existing_bundle_is_kept_unless_overwrite(tmp_path):
     "spec, message",
     [
         (None, "--tiers is required"),
-        ("a:x", "PARAMS_B must be a positive number"),
+        ("a:-1", "PARAMS_B must be a positive number"),
+        ("a:nan", "PARAMS_B must be a positive number"),
         ("a:8:0", "TP must be a positive integer"),
         ("a:8:1:2", "is not NAME"),
         ("a,a", "'a' appears twice"),
@@ -275,6 +276,24 @@ def test_tiers_spec_keeps_ladder_order_and_optional_fields():
     assert tiers[2]["params_b"] == 405.0 and "tensor_parallel" not in tiers[2]
     assert "params_b" not in parse_tiers("small,large")[0]
     assert parse_tiers("Qwen-1_8B,x")[0]["params_b"] == 1.8
+
+
+def test_tier_names_may_hold_a_colon_as_ollama_names_do():
+    # the fields start at the first part after a ':' that is a number or empty
+    tiers = parse_tiers("llama3:8b,llama3:70b:70:4,qwen2.5:72b-instruct::2,mixtral:8x7b:46.7,a:x")
+    assert [t["name"] for t in tiers] == ["llama3:8b", "llama3:70b", "qwen2.5:72b-instruct", "mixtral:8x7b", "a:x"]
+    assert [t.get("params_b") for t in tiers] == [8.0, 70.0, 72.0, 46.7, None]
+    assert [t.get("tensor_parallel") for t in tiers] == [None, 4, 2, None, None]
+
+
+def test_jsonl_rows_name_colon_tiers(tmp_path):
+    rows = [{**r, "model": {"llama-8b": "llama3:8b", "llama-70b": "llama3:70b"}[r["model"]]} if "model" in r else r
+            for r in GOOD_ROWS]
+    import_trace("jsonl", _jsonl(tmp_path / "runs.jsonl", rows), tmp_path / "b", tiers="llama3:8b,llama3:70b::4")
+    bundle = open_bundle(tmp_path / "b")
+    assert bundle.tier_names == ["llama3:8b", "llama3:70b"]
+    assert [t["params_b"] for t in bundle.tiers] == [8.0, 70.0]
+    assert bundle.to_pandas("outputs")["tier"].tolist() == [0, 1, 0, 1]
 
 
 def test_option_for_another_format_is_refused(tmp_path):
