@@ -246,7 +246,8 @@ def _formats_epilog() -> str:
 @click.argument("fmt", metavar="FORMAT", type=click.Choice(list(IMPORTERS)))
 @click.argument("src", metavar="SRC", type=click.Path(path_type=Path))
 @click.option("-o", "--out", required=True, type=click.Path(path_type=Path), help="Bundle directory to write.")
-@click.option("--tiers", help="jsonl/csv (required): NAME[:PARAMS_B[:TP]],... in ladder order (TP: tensor-parallel GPUs; a NAME may hold ":", as llama3:8b).")
+@click.option("--tiers", help="jsonl/csv (required): NAME[:PARAMS_B[:TP]],... in ladder order (TP: tensor-parallel "
+                              "GPUs; a NAME may hold ':', as llama3:8b).")
 @click.option("--models", help="mmlu-pro/alpaca-eval/option-logits (required): model names as in the data, "
                                "comma-separated, in ladder order.")
 @click.option("--annotator", help="alpaca-eval: judge whose preferences give quality (default: one labelling every model; 'none': no labels).")
