@@ -85,6 +85,9 @@ def measure(key: str, root: Path, seeds: int, scratch: Path, reference: bool = F
     first = paired_noise(ev, quality_check(policy_frontier(ev), baselines, view.tier_names))
     repeats = repeated_checks(ev, seeds, {**options, "cost_model": ev.cost_model}, first)
     checks = repeats["checks"]
+    # quality is measured on the requests labelled at every labelled tier (a few AlpacaEval
+    # answers are not judged): a request's worth is 1 / that count
+    n_quality = int(ev.design.get("quality_requests", ev.held.size))
 
     def mean(field):
         spread = repeats[field]
@@ -95,7 +98,7 @@ def measure(key: str, root: Path, seeds: int, scratch: Path, reference: bool = F
     reached = all(row["policy_cost_rel"] is not None for row in checks)
     row = {
         "ladder": key, "models": LADDERS[key][2].split(","), "n_requests": summary["n_requests"],
-        "n_tiers": len(summary["tiers"]), "text_only": text_only,
+        "quality_requests": n_quality, "n_tiers": len(summary["tiers"]), "text_only": text_only,
         "targets_apply": bool(text_only and len(summary["tiers"]) in (3, 4)),
         "seeds": repeats["seeds"], "reaches_2pct_loss": reached,
         "policy_cost_at_losses_mean": mean("policy_cost_at_losses_mean"),
@@ -105,13 +108,13 @@ def measure(key: str, root: Path, seeds: int, scratch: Path, reference: bool = F
         "gap_closed": gap, "baseline_points_above_policy": above,
         # the 2 % loss the targets allow, in requests' worth of quality: where it is a handful, a
         # policy that is not always-last meets it or misses it by a request or two of luck
-        "loss_slack_requests": round((first["always_last_quality"] - first["quality_floor"]) * summary["n_requests"], 1),
+        "loss_slack_requests": round((first["always_last_quality"] - first["quality_floor"]) * n_quality, 1),
         # per seed, how far above its frontier the threshold/router points reach at most: quality
-        # above the policy's best at no more cost, in requests' worth (1/N each), and the GPU
+        # above the policy's best at no more cost, in requests' worth (one per request quality is measured on), and the GPU
         # points the policy pays beyond such a point for at least its quality; None: no point
         # above, or none measurable that way
         "baseline_above_requests": [None if row["baseline_above_quality_above_max"] is None
-                                    else round(row["baseline_above_quality_above_max"] * summary["n_requests"], 1)
+                                    else round(row["baseline_above_quality_above_max"] * n_quality, 1)
                                     for row in checks],
         "baseline_above_extra_cost_points": [None if row["baseline_above_policy_extra_cost_max"] is None
                                              else round(100 * row["baseline_above_policy_extra_cost_max"], 2)

@@ -55,6 +55,43 @@ def test_oracle_without_an_acceptable_tier_takes_the_cheapest():
     assert B.oracle(bad).stop.tolist() == [0]
 
 
+def test_oracle_with_unjudged_answers_costs_the_least_any_label_could_make_it():
+    # request 0: tier 0 unjudged, tier 1 acceptable -> tier 0 (it might suffice, and is cheaper)
+    # request 1: tier 0 rejected, tier 1 unjudged, tier 2 rejected -> tier 0 (no tier known to suffice:
+    #            the cheapest, as if tier 1 failed too); request 2: tier 2 unjudged everywhere -> not taken
+    acc = np.array([[np.nan, 1.0, np.nan], [0.0, np.nan, np.nan], [0.0, 0.0, np.nan]])
+    arrays = LadderArrays(acc, acc.copy(), COST, CONT, COST.copy(), CONT.copy())
+    assert B.oracle(arrays).stop.tolist() == [0, 0, 0]
+    acc[1, 2] = 1.0  # tier 2 now judged acceptable for request 1: the unjudged tier 1 is cheaper
+    acc[2, 1] = np.nan
+    arrays = LadderArrays(acc, acc.copy(), COST, CONT, COST.copy(), CONT.copy())
+    assert B.oracle(arrays).stop.tolist() == [0, 1, 0]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 6), st.integers(2, 4), st.integers(0, 2**31 - 1))
+def test_oracle_cost_is_a_lower_bound_over_every_completion_of_missing_labels(n, n_tiers, seed):
+    """Brute force: fill the unjudged answers every possible way; the oracle on the partly
+    labelled requests costs no more, request by request, than on any completion."""
+    import itertools
+
+    rng = np.random.default_rng(seed)
+    acc = (rng.random((n, n_tiers)) < 0.4).astype(float)
+    acc[rng.random((n, n_tiers)) < 0.3] = np.nan
+    acc[0, 0] = 1.0  # every tier keeps a label somewhere only by chance; tier 0 keeps one
+    cost = rng.uniform(0.1, 5.0, (n, n_tiers))
+    partly = B.oracle(LadderArrays(acc, acc.copy(), cost, cost.copy(), cost.copy(), cost.copy())).cost
+    judged_somewhere = ~np.isnan(acc).all(axis=0)
+    holes = [ij for ij in zip(*np.nonzero(np.isnan(acc))) if judged_somewhere[ij[1]]]
+    for fill in itertools.product([0.0, 1.0], repeat=min(len(holes), 10)):
+        full = acc.copy()
+        for (i, j), v in zip(holes, fill):
+            full[i, j] = v
+        full[np.isnan(full)] = 0.0  # a tier judged nowhere (or past the 10 holes tried) fails
+        complete = B.oracle(LadderArrays(full, full.copy(), cost, cost.copy(), cost.copy(), cost.copy())).cost
+        assert (partly <= complete + 1e-12).all()
+
+
 def test_protocol_rule_always_stops_at_the_first_tier():
     p_hat = np.array([[0.1, 0.5, 0.9], [0.9, 0.9, 0.9], [0.5, 0.2, 0.3]])
     out = B.protocol(TINY, p_hat, [1.0, 2.0, 6.0], lam=100.0)
