@@ -443,10 +443,10 @@ def calibrate_command(bundle, out, predictor, groups, n_bins, risk, stage0, prom
     from asd.simulator.report import print_calibration
 
     if predictor == "gbt-reference":  # metrics only: nothing is binned, solved or priced, and no policy is written
-        _warn_ignored(["out", "n_bins", "risk", "stage0", "prompt_text", "cost_model", "lam"], "with --predictor gbt-reference")
+        _warn_ignored(["out", "n_bins", "risk", "cost_model", "lam"], "with --predictor gbt-reference")
     elif out is None:
         raise click.UsageError("Missing option '-o' / '--out' (the policy file to write).")
-    elif not stage0:
+    if not stage0:
         _warn_ignored(["prompt_text"], "with --no-stage0 (only stage 0 reads the prompt)")
     refuse_overwriting_inputs({"BUNDLE": bundle}, {"-o": out, "--json": json_path, "--plots": plots}, "calibrate")
     if out is not None and predictor != "gbt-reference":  # before the fitting, as Policy.save would after it

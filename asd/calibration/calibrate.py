@@ -159,6 +159,53 @@ def _bin(p: np.ndarray, edges: np.ndarray) -> np.ndarray:
     return np.searchsorted(edges[1:-1], p, side="right").astype(np.int64)
 
 
+def fit_tier_stages(predictor: str, fs: FeatureSet, rows: np.ndarray, y: np.ndarray, stage0: bool, folds: int,
+                    seed: int) -> tuple[list[StageFit], np.ndarray, np.ndarray]:
+    """One predictor per tier on the calibration rows: each tier's fit, and its out-of-fold p̂ in
+    the climbed state and in the cold one (a request started there by stage 0; the same as
+    climbed without stage 0)."""
+    n, n_tiers = rows.size, y.shape[1]
+    request = np.arange(n)
+    fits, p_climb, p_cold = [], np.empty((n, n_tiers)), np.empty((n, n_tiers))
+    for i in range(n_tiers):
+        climbed = fs.tier_x[rows, i]
+        if stage0 and i > 0:  # both states in one model; the cold_start flag tells them apart
+            fit = fit_stage(predictor, np.concatenate([climbed, fs.cold_x[rows, i]]),
+                            np.concatenate([y[:, i], y[:, i]]), np.concatenate([request, request]),
+                            folds=folds, seed=seed)
+            p_climb[:, i], p_cold[:, i] = fit.oof_p[:n], fit.oof_p[n:]
+        else:
+            fit = fit_stage(predictor, climbed, y[:, i], request, folds=folds, seed=seed)
+            p_climb[:, i] = p_cold[:, i] = fit.oof_p
+        fits.append(fit)
+    return fits, p_climb, p_cold
+
+
+def climbed_metrics(fit: StageFit, y: np.ndarray, p_climb: np.ndarray) -> dict:
+    """A tier's out-of-fold metrics in the climbed state, as requests meet it on the way up (a
+    stage-0 fit also holds cold copies of the rows, which are not counted here)."""
+    labelled = ~np.isnan(y)
+    return (stage_metrics(y[labelled], p_climb[labelled], fit.fold[:labelled.size][labelled])
+            if labelled.any() else fit.metrics)
+
+
+def stage0_inputs(view: TraceView, fs: FeatureSet, rows: np.ndarray, y: np.ndarray, prompt_text: bool, folds: int,
+                  seed: int, prompt_tokens: PromptTokens | None = None):
+    """Stage 0's features on the calibration rows, the prompt text model and its out-of-fold
+    logits (None, None without `prompt_text` or where it finds nothing to fit)."""
+    prompt_x, text_model, text_oof = fs.prompt_x[rows], None, None
+    if prompt_text:
+        # What the prompt's words say (a topic, a kind of request) reaches stage 0 as one logit per
+        # tier; the hand-made prompt features see only its shape. Pooled 5-fold cost at 1-3% loss
+        # fell on every AlpacaEval and option-logits ladder (phi-2 -> Llama-2-chat 0.668 -> 0.554)
+        # and three MMLU-Pro ones, and rose 1.3-1.9 points on two (README section 7 has the table).
+        text_model, text_oof = fit_prompt_text(view.prompts[rows], y, folds, seed,
+                                               None if prompt_tokens is None else prompt_tokens.take(rows))
+        if text_model is not None:
+            prompt_x = np.hstack([prompt_x, text_oof])
+    return prompt_x, text_model, text_oof
+
+
 def calibrate(
     bundle,
     *,
@@ -237,30 +284,10 @@ def calibrate(
 
     y = view.acceptable[rows]
     request = np.arange(n)
-    fits, p_climb, p_cold = [], np.empty((n, n_tiers)), np.empty((n, n_tiers))
-    for i in range(n_tiers):
-        climbed = fs.tier_x[rows, i]
-        if stage0 and i > 0:  # both states in one model; the cold_start flag tells them apart
-            fit = fit_stage(predictor, np.concatenate([climbed, fs.cold_x[rows, i]]),
-                            np.concatenate([y[:, i], y[:, i]]), np.concatenate([request, request]),
-                            folds=folds, seed=seed)
-            p_climb[:, i], p_cold[:, i] = fit.oof_p[:n], fit.oof_p[n:]
-        else:
-            fit = fit_stage(predictor, climbed, y[:, i], request, folds=folds, seed=seed)
-            p_climb[:, i] = p_cold[:, i] = fit.oof_p
-        fits.append(fit)
-
-    prompt_fit, p_prompt, route_fits, text_model = None, None, [], None
-    prompt_x = fs.prompt_x[rows]
-    if stage0 and prompt_text:
-        # What the prompt's words say (a topic, a kind of request) reaches stage 0 as one logit per
-        # tier; the hand-made prompt features see only its shape. Pooled 5-fold cost at 1-3% loss
-        # fell on every AlpacaEval and option-logits ladder (phi-2 -> Llama-2-chat 0.668 -> 0.554)
-        # and three MMLU-Pro ones, and rose 1.3-1.9 points on two (README section 7 has the table).
-        text_model, text_oof = fit_prompt_text(view.prompts[rows], y, folds, seed,
-                                               None if prompt_tokens is None else prompt_tokens.take(rows))
-        if text_model is not None:
-            prompt_x = np.hstack([prompt_x, text_oof])
+    fits, p_climb, p_cold = fit_tier_stages(predictor, fs, rows, y, stage0, folds, seed)
+    prompt_fit, p_prompt, route_fits = None, None, []
+    prompt_x, text_model, text_oof = stage0_inputs(view, fs, rows, y, stage0 and prompt_text, folds, seed,
+                                                   prompt_tokens)
     if stage0:
         # Stage 0 decides whether to skip the cheap tier: running it pays off when its answer
         # will do, so the prompt predicts tier 0's acceptance. (The share of tiers acceptable,
@@ -339,9 +366,7 @@ def _report(view, fs, fits, p_climb, prompt_fit, rows, y, data_used, predictor, 
         labelled = ~np.isnan(y[:, i])
         best, best_auc = (best_single_feature(fs.tier_x[rows][labelled, i], y[labelled, i], list(fs.names))
                           if single_feature_report else (None, None))
-        # the climbed state, as requests meet it on the way up (cold copies are in the fit, not here)
-        m = (stage_metrics(y[labelled, i], p_climb[labelled, i], fit.fold[:labelled.size][labelled])
-             if labelled.any() else fit.metrics)
+        m = climbed_metrics(fit, y[:, i], p_climb[:, i])
         tiers.append({"name": view.tier_names[i], "auroc": m.get("auroc"), "brier": m.get("brier"),
                       "ece": m.get("ece"), "n": m.get("n"), "best_feature": best,
                       "best_feature_auroc": best_auc, "notes": list(fit.notes)})
@@ -371,7 +396,8 @@ def calibrate_to_file(bundle, out, *, predictor="logistic", groups=None, n_bins=
     view = load_view(bundle)
     require_labels(view, split_rows(view, split)[0], "asd calibrate")
     if predictor == "gbt-reference":
-        return reference_report(view, groups=groups, split=split, seed=seed, plots=plots)
+        return reference_report(view, groups=groups, split=split, seed=seed, plots=plots, stage0=stage0,
+                                prompt_text=prompt_text)
     cal = calibrate(view, predictor=predictor, groups=groups, n_bins=n_bins, risk=risk, stage0=stage0,
                     cost_model=cost_model, split=split, lam=lam, seed=seed, prompt_text=prompt_text)
     path = cal.policy.save(out)
@@ -385,32 +411,33 @@ def calibrate_to_file(bundle, out, *, predictor="logistic", groups=None, n_bins=
     return report
 
 
-def reference_report(bundle, *, groups=None, split="calibration", seed=0, plots=None) -> dict:
+def reference_report(bundle, *, groups=None, split="calibration", seed=0, plots=None, stage0=True,
+                     prompt_text=True) -> dict:
     """Out-of-fold metrics of gradient-boosted trees on the same features, beside the logistic
-    predictor's on the same rows and folds: the offline yardstick for a policy's predictors
-    (no policy is written). A large AUROC gap says the features hold signal a linear model misses.
-    `plots`: a directory for the boosted trees' reliability diagram per tier."""
+    predictor's fitted as `calibrate` fits it (same rows, folds, cold copies, stage 0's prompt
+    text): the offline yardstick for a policy's predictors (no policy is written). A large AUROC
+    gap says the features hold signal a linear model misses. `plots`: a directory for the
+    boosted trees' reliability diagram per tier."""
     view = bundle if isinstance(bundle, TraceView) else load_view(bundle)
     rows, data_used = split_rows(view, split)
     fs = compute_features(view, groups)
     y = view.acceptable[rows]
-    request = np.arange(rows.size)
+    folds = DEFAULT_FOLDS
+    prompt_x = stage0_inputs(view, fs, rows, y, stage0 and prompt_text, folds, seed)[0] if stage0 else None
+    tiers = [{"name": name} for name in view.tier_names]
+    stage0_row = {"name": "stage 0 (prompt only, P(tier 0 acceptable))"} if stage0 else None
     curves = {}
-
-    def compare(name, X, labels):
-        row = {"name": name}
-        for kind, prefix in (("gbt-reference", ""), ("logistic", "logistic_")):
-            fit = fit_stage(kind, X, labels, request, seed=seed)
-            row.update({prefix + k: fit.metrics.get(k) for k in ("auroc", "brier", "ece", "n")})
-            if kind == "gbt-reference":
-                curves[name] = fit.curve()
-        del row["logistic_n"]
-        return row
-
-    tiers = [compare(name, fs.tier_x[rows, i], y[:, i]) for i, name in enumerate(view.tier_names)]
-    stage0 = compare("stage 0 (prompt only, P(tier 0 acceptable))", fs.prompt_x[rows], y[:, 0])
+    for kind, prefix in (("gbt-reference", ""), ("logistic", "logistic_")):
+        fits, p_climb, _ = fit_tier_stages(kind, fs, rows, y, stage0, folds, seed)
+        metrics = [climbed_metrics(fit, y[:, i], p_climb[:, i]) for i, fit in enumerate(fits)]
+        if stage0:
+            metrics.append(fit_stage(kind, prompt_x, y[:, 0], np.arange(rows.size), folds=folds, seed=seed).metrics)
+        for row, m in zip(tiers + ([stage0_row] if stage0 else []), metrics):
+            row.update({prefix + k: m.get(k) for k in ("auroc", "brier", "ece", "n") if prefix + k != "logistic_n"})
+        if kind == "gbt-reference":
+            curves = {name: fit.curve() for name, fit in zip(view.tier_names, fits)}
     report = {"bundle": view.path, "data": data_used, "predictor": "gbt-reference", "tiers": tiers,
-              "stage0_metrics": stage0, "features": list(fs.names), "feature_groups": list(fs.groups),
+              "stage0_metrics": stage0_row, "features": list(fs.names), "feature_groups": list(fs.groups),
               "missing_groups": dict(fs.missing_groups),
               "metrics_note": "out of fold (K-fold grouped by request; AUROC the mean over folds; ECE with 10 equal-width bins)",
               "note": "offline reference: no policy written"}

@@ -89,7 +89,7 @@ def print_reference(report: dict, console: Console) -> None:
     table = Table(title="out-of-fold metrics: boosted trees | logistic", box=box.SIMPLE_HEAD)
     for col in ("stage", "n", "AUROC", "Brier", "ECE", "logistic AUROC", "Brier", "ECE"):
         table.add_column(col, justify="left" if col == "stage" else "right", no_wrap=True)
-    for t in report["tiers"] + [report["stage0_metrics"]]:
+    for t in report["tiers"] + ([report["stage0_metrics"]] if report["stage0_metrics"] else []):
         table.add_row(t["name"], _f(t["n"]), _f(t["auroc"]), _f(t["brier"]), _f(t["ece"]),
                       _f(t["logistic_auroc"]), _f(t["logistic_brier"]), _f(t["logistic_ece"]))
     console.print(table)

@@ -1063,8 +1063,28 @@ def test_calibrate_needs_out_except_for_the_gbt_reference_which_names_what_it_ig
     result = CliRunner().invoke(main, ["calibrate", "builtin", "--predictor", "gbt-reference", "--bins", "5",
                                        "--no-stage0", "-o", str(tmp_path / "p.npz")])
     assert result.exit_code == 0 and not (tmp_path / "p.npz").exists()
-    assert ("warning: --out, --bins, --stage0/--no-stage0 have no effect with --predictor gbt-reference; ignored"
+    assert ("warning: --out, --bins have no effect with --predictor gbt-reference; ignored"
             in result.stderr.splitlines())
+    assert "stage 0" not in result.stdout  # --no-stage0 fits no prompt stage, as asd calibrate's
+
+
+def test_gbt_reference_logistic_column_is_what_asd_calibrate_reports():
+    """The yardstick's logistic column is the policy's own predictor, fitted as `calibrate`
+    fits it: cold copies of the rows beside the climbed ones under stage 0, and stage 0's
+    prompt text; it printed a column fitted otherwise (ECE 0.088 against calibrate's 0.062)."""
+    from asd.calibration.calibrate import calibrate, reference_report
+
+    for stage0 in (True, False):
+        ref = reference_report("builtin", stage0=stage0)
+        cal = calibrate("builtin", stage0=stage0).report
+        for ref_row, cal_row in zip(ref["tiers"], cal["tiers"]):
+            for key in ("auroc", "brier", "ece"):
+                assert ref_row["logistic_" + key] == cal_row[key], (stage0, ref_row["name"], key)
+        if stage0:
+            for key in ("auroc", "brier", "ece"):
+                assert ref["stage0_metrics"]["logistic_" + key] == cal["stage0_metrics"][key]
+        else:
+            assert ref["stage0_metrics"] is None and cal["stage0_metrics"] is None
 
 
 def test_save_policy_writes_what_asd_calibrate_fits_solved_at_the_deployment_rules_lambda(tmp_path):
