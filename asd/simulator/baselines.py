@@ -59,18 +59,21 @@ def fixed_two_stage(arrays: LadderArrays) -> Outcomes:
                     after_start=np.full(n, last, dtype=np.int64))  # the DES runs these two tiers only
 
 
-def oracle(arrays: LadderArrays) -> Outcomes:
+def oracle(arrays: LadderArrays, judged: np.ndarray | None = None) -> Outcomes:
     """Upper bound: each request sent straight to its cheapest acceptable tier (tiers below it
     skipped); when no tier is acceptable, to its cheapest tier. Where an answer is not judged (a
     partly labelled bundle), the request goes where the labels it lacks could make it cheapest:
     an unjudged tier counts as acceptable when some judged tier is; with none, the cheapest
     tier, as if every unjudged answer failed. So the oracle's cost stays a lower bound whatever
-    the missing labels say. A tier judged on no request here stays unacceptable: nothing says
-    it ever suffices."""
+    the missing labels say. A tier judged nowhere stays unacceptable: nothing says it ever
+    suffices. `judged`: the tiers labelled somewhere in the bundle (default: in `arrays`), so a
+    test split with no label at a tier the calibration rows judge still counts it as unjudged."""
     acceptable = arrays.acceptable
     ok = acceptable == 1.0
     some_ok = ok.any(axis=1)
-    unjudged = np.isnan(acceptable) & ~np.isnan(acceptable).all(axis=0)
+    if judged is None:
+        judged = ~np.isnan(acceptable).all(axis=0)
+    unjudged = np.isnan(acceptable) & np.asarray(judged, dtype=bool)
     cost_if_ok = np.where(ok | (unjudged & some_ok[:, None]), arrays.cost, np.inf)
     tier = np.where(some_ok, np.argmin(cost_if_ok, axis=1), np.argmin(arrays.cost, axis=1))
     return walk_outcomes(tier, tier, arrays)

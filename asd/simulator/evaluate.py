@@ -613,7 +613,7 @@ class Evaluation:
         a = self.arrays
         tier_costs = a.cost.mean(axis=0)
         yield "protocol", Outcomes.concat([B.protocol(f.held_arrays, f.p_held, tier_costs, lam) for f in self.folds])
-        yield "oracle", B.oracle(a)
+        yield "oracle", B.oracle(a, judged=~np.isnan(self.view.acceptable).all(axis=0))
 
     def iter_label_free_baselines(self):
         """(name, Outcomes) of the baselines whose stops need no policy, p̂ or label: each tier

@@ -1305,3 +1305,38 @@ def test_a_criterion_near_its_goal_prints_the_digits_that_decide_it():
     assert _criterion({"value": -0.351, "bound": -0.30}) == "-35.1%"  # one decimal where it does not read as the goal
     assert _criterion({"value": -0.29996, "bound": -0.30}) == "-29.996%"
     assert _criterion({"value": None, "bound": 0.02}) == "—"
+
+
+def test_oracle_on_a_test_split_counts_a_tier_judged_only_on_calibration_rows_as_unjudged(tmp_path):
+    """The middle tier is labelled on the calibration rows alone. Quality is judged by the tiers
+    labelled anywhere in the bundle, and so is the oracle: a test request whose cheap tier fails
+    and whose last tier suffices may stop at the unjudged middle tier (cost a lower bound). It
+    was sent past it to the last tier, as if the middle tier were never acceptable (the hunt's
+    example: oracle cost 0.31 instead of 0.04, and "gap closed" blank)."""
+    from asd.traces.bundle import write_bundle
+    from asd.traces.split import split_bundle
+
+    write_synthetic_bundle(tmp_path / "s", 300, 3, 5)
+    split_bundle(tmp_path / "s", test_frac=0.5, seed=0)
+    source = open_bundle(tmp_path / "s")
+    requests, outputs = source.to_pandas("requests"), source.to_pandas("outputs")
+    test_ids = set(requests.loc[requests["split"] == "test", "request_id"])
+    unjudged = (outputs["tier"] == 1) & outputs["request_id"].isin(test_ids)
+    outputs["quality"] = outputs["quality"].where(~unjudged, None)
+    outputs["accepted"] = outputs["accepted"].astype(object).where(~unjudged, None)
+    write_bundle(tmp_path / "p", source.manifest, requests, outputs, source.to_pandas("drafts"))
+
+    ev = Evaluation(tmp_path / "p", split="test")
+    oracle = dict(ev.iter_fixed_baselines(1.0))["oracle"]
+    acc = ev.arrays.acceptable
+    assert np.isnan(acc[:, 1]).all()  # the test rows carry no label at the middle tier
+    cheapest = np.argmin(np.where(~np.isnan(acc) | (acc == 1.0), np.where(acc == 1.0, ev.arrays.cost, np.inf),
+                                  ev.arrays.cost), axis=1)
+    some_ok = (acc == 1.0).any(axis=1)
+    # by hand: where any tier is judged acceptable, the cheapest of those and the unjudged middle
+    # tier; where none is, the cheapest tier
+    expected = np.where(some_ok, cheapest, np.argmin(ev.arrays.cost, axis=1))
+    assert (expected == 1).sum() > 10
+    np.testing.assert_array_equal(oracle.stop, expected)
+    assert (oracle.cost <= B.oracle(ev.arrays).cost + 1e-12).all()  # judged by the test rows alone: dearer
+    assert oracle.cost.sum() < B.oracle(ev.arrays).cost.sum()
