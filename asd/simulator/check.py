@@ -249,6 +249,9 @@ def check_policy(policy, bundles, *, min_quality: float | None = None, max_loss_
     return CheckResult(label, rows, reports)
 
 
+NO_QUALITY = "no replayed request is labelled where it stops"
+
+
 def _check_bundle(name, ev: Evaluation, old_ev: Evaluation | None, *, min_quality, max_loss_vs_last,
                   max_cost_rel, latency, beats, tolerance, load, seed) -> tuple[list[Row], dict]:
     n_tiers = ev.view.n_tiers
@@ -260,13 +263,15 @@ def _check_bundle(name, ev: Evaluation, old_ev: Evaluation | None, *, min_qualit
         q = s["quality"]
         ok = q is not None and q >= min_quality - EPS
         rows.append(Row(name, "min quality", q, min_quality, ok,
-                        f"quality {_num(q)} {'>=' if ok else '<'} {_limit(min_quality)}", _num(q)))
+                        f"quality {_num(q)} {'>=' if ok else '<'} {_limit(min_quality)}" if q is not None else
+                        f"no quality to check ({NO_QUALITY})", _num(q)))
     if max_loss_vs_last is not None:
         last = summarize(B.always(ev.arrays, n_tiers - 1), ev.cost_last, n_tiers)["quality"]
         loss = None if s["quality"] is None or not last else 100.0 * (last - s["quality"]) / last
         ok = loss is not None and loss <= max_loss_vs_last + EPS
         rows.append(Row(name, "max loss vs last (%)", loss, max_loss_vs_last, ok,
-                        f"quality loss vs always-last {_num(loss)}% {'<=' if ok else '>'} {_limit(max_loss_vs_last)}%",
+                        f"quality loss vs always-last {_num(loss)}% {'<=' if ok else '>'} {_limit(max_loss_vs_last)}%"
+                        if loss is not None else f"no quality loss to check ({NO_QUALITY}, or always-last's is 0)",
                         f"{_num(loss)} (last {_num(last)})"))
     if max_cost_rel is not None:
         c = s["cost_rel"]
@@ -285,8 +290,11 @@ def _check_bundle(name, ev: Evaluation, old_ev: Evaluation | None, *, min_qualit
         c_ok = s["cost_rel"] is not None and b["cost_rel"] is not None and s["cost_rel"] <= b["cost_rel"] + margin + EPS
         dq = None if s["quality"] is None or b["quality"] is None else s["quality"] - b["quality"]
         why = []
-        if not q_ok:
-            why.append(f"quality {_num(s['quality'])} < {baseline}'s {_num(b['quality'])} − {_limit(margin)}")
+        if not q_ok:  # a promise that cannot be measured fails, and says why
+            why.append(f"quality {_num(s['quality'])} < {baseline}'s {_num(b['quality'])} − {_limit(margin)}"
+                       if dq is not None else
+                       f"{'the policy' if s['quality'] is None else baseline} has no quality here ({NO_QUALITY}), "
+                       "so the qualities cannot be compared")
         if not c_ok:
             why.append(f"cost {_num(s['cost_rel'])} > {baseline}'s {_num(b['cost_rel'])} + {_limit(margin)}")
         msg = ("; ".join(why) if why else
@@ -373,9 +381,12 @@ def compare_frontiers(new: Evaluation, old: Evaluation, tolerance: float) -> dic
                        "shortfall": None if new_best is None else shortfall})
         if shortfall > worst:
             worst, at_cost = shortfall, c
+            # the worst level, stated as a shortfall only where it is one
             where = (f"at cost ≤ {c:.3f} the new frontier has no policy that cheap (old quality {old_best:.3f})"
                      if new_best is None else
-                     f"at cost ≤ {c:.3f}: new quality {new_best:.3f} < old {old_best:.3f} − {_limit(tolerance)}")
+                     f"at cost ≤ {c:.3f}: new quality {new_best:.3f} < old {old_best:.3f} − {_limit(tolerance)}"
+                     if shortfall > tolerance + EPS else
+                     f"at cost ≤ {c:.3f}: new quality {new_best:.3f}, old {old_best:.3f} (within {_limit(tolerance)})")
     for a, b in ((new, new), (old, old)):  # leave each policy solved at the λ it was saved with
         a.fixed.solve(b.policy_lam, start_lam=b.policy_start_lam)
     passed = bool(levels) and worst <= tolerance + EPS

@@ -164,6 +164,9 @@ def test_regression_mode_compares_frontiers_and_says_where(tmp_path):
     same = run("check", POLICY, "builtin", "--against", POLICY, "--json", tmp_path / "same.json")
     assert same.exit_code == 0, same.output
     assert json.loads((tmp_path / "same.json").read_text())["rows"][0]["measured"] == 0.0
+    # a passing comparison states its worst level without calling it a shortfall
+    where = json.loads((tmp_path / "same.json").read_text())["bundles"][0]["regression"]["where"]
+    assert where.endswith("(within 0.000)") and "<" not in where
     worse = run("check", weak, "builtin", "--against", POLICY, "--json", tmp_path / "worse.json")
     assert worse.exit_code == 1, worse.output
     assert "FAIL builtin: regression vs old policy: at cost ≤ " in worse.output
@@ -418,3 +421,28 @@ def test_beat_takes_a_tier_name_holding_a_colon():
         ("always-llama3:8b", 0.0), ("always-llama3:70b", 0.02), ("threshold", 0.01)]
     with pytest.raises(ConfigError, match="unknown baseline 'always-llama3'"):
         parse_beat(["always-llama3:x"], names)
+
+
+def test_a_promise_that_cannot_be_measured_fails_saying_why(tmp_path):
+    """The middle tier is labelled on the calibration rows only: on the test split always-<middle>
+    has no quality. `--beat` it failed with 'quality 0.700 < always-b's — − 0.500'; it now says
+    the qualities cannot be compared. The policy's own figures still check."""
+    from asd.traces.bundle import open_bundle, write_bundle
+    from asd.traces.split import split_bundle
+
+    write_synthetic_bundle(tmp_path / "s", 200, 3, 5)
+    split_bundle(tmp_path / "s", test_frac=0.5, seed=0)
+    source = open_bundle(tmp_path / "s")
+    requests, outputs = source.to_pandas("requests"), source.to_pandas("outputs")
+    unjudged = (outputs["tier"] == 1) & outputs["request_id"].isin(requests.loc[requests["split"] == "test",
+                                                                                 "request_id"])
+    outputs["quality"] = outputs["quality"].where(~unjudged, None)
+    outputs["accepted"] = outputs["accepted"].astype(object).where(~unjudged, None)
+    write_bundle(tmp_path / "p", source.manifest, requests, outputs, source.to_pandas("drafts"))
+    calibrate_to_file(tmp_path / "p", tmp_path / "pol.npz")
+    result = check_policy(tmp_path / "pol.npz", tmp_path / "p", min_quality=0.0, beat=["always-synth-34b:0.5"])
+    quality_row, beat_row = result.rows
+    assert quality_row.passed
+    assert not beat_row.passed and beat_row.measured is None
+    assert ("beat always-synth-34b: always-synth-34b has no quality here (no replayed request is labelled where it "
+            "stops), so the qualities cannot be compared") in beat_row.message
