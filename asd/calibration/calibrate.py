@@ -383,7 +383,7 @@ def _report(view, fs, fits, p_climb, prompt_fit, rows, y, data_used, predictor, 
 
 def save_reliability(cal: Calibration, path) -> None:
     """The reliability diagram of every tier's out-of-fold p̂ (PNG)."""
-    curves = {name: fit.curve() for name, fit in zip(cal.view.tier_names, cal.fits)}
+    curves = {name: fit.curve(len(cal.rows)) for name, fit in zip(cal.view.tier_names, cal.fits)}
     reliability_plot(curves, path, title="out-of-fold reliability per tier")
 
 
@@ -435,7 +435,7 @@ def reference_report(bundle, *, groups=None, split="calibration", seed=0, plots=
         for row, m in zip(tiers + ([stage0_row] if stage0 else []), metrics):
             row.update({prefix + k: m.get(k) for k in ("auroc", "brier", "ece", "n") if prefix + k != "logistic_n"})
         if kind == "gbt-reference":
-            curves = {name: fit.curve() for name, fit in zip(view.tier_names, fits)}
+            curves = {name: fit.curve(rows.size) for name, fit in zip(view.tier_names, fits)}
     report = {"bundle": view.path, "data": data_used, "predictor": "gbt-reference", "tiers": tiers,
               "stage0_metrics": stage0_row, "features": list(fs.names), "feature_groups": list(fs.groups),
               "missing_groups": dict(fs.missing_groups),

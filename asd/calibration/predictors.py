@@ -208,10 +208,13 @@ class StageFit:
             return 1
         return self.model.hidden if self.model is not None else 1
 
-    def curve(self):
-        """(labels, out-of-fold p̂) of the labelled rows, for the reliability diagram."""
-        keep = ~np.isnan(self.y)
-        return self.y[keep], self.oof_p[keep]
+    def curve(self, n_rows: int | None = None):
+        """(labels, out-of-fold p̂) of the labelled rows, for the reliability diagram. n_rows: the
+        first rows only (a tier fitted with stage 0 stacks cold-start copies after the climbed
+        rows; the diagram, like the metrics, counts each request once)."""
+        y, p = self.y[:n_rows], self.oof_p[:n_rows]
+        keep = ~np.isnan(y)
+        return y[keep], p[keep]
 
     def export(self) -> dict:
         """One engine predictor row: w1 (H, F), b1 (H,), w2 (H,), b2, iso_x, iso_y (float64).

@@ -1340,3 +1340,22 @@ def test_oracle_on_a_test_split_counts_a_tier_judged_only_on_calibration_rows_as
     np.testing.assert_array_equal(oracle.stop, expected)
     assert (oracle.cost <= B.oracle(ev.arrays).cost + 1e-12).all()  # judged by the test rows alone: dearer
     assert oracle.cost.sum() < B.oracle(ev.arrays).cost.sum()
+
+
+def test_reliability_diagram_counts_each_request_once_as_the_table_does(monkeypatch, tmp_path):
+    """Under stage 0 a tier's fit stacks cold-start copies after the climbed rows: the diagram
+    drew both (gemma3-270m n=1200, ECE 0.061 beside the table's 600 and 0.062)."""
+    import asd.calibration.calibrate as C
+    from asd.calibration.metrics import ece
+
+    drawn = {}
+    monkeypatch.setattr(C, "reliability_plot", lambda curves, path, title=None: drawn.update(curves))
+    report = C.calibrate_to_file("builtin", tmp_path / "p.npz", plots=tmp_path)
+    for tier in report["tiers"]:
+        y, p = drawn[tier["name"]]
+        assert y.size == tier["n"] == 600 and ece(y, p) == pytest.approx(tier["ece"])
+    drawn.clear()
+    reference = C.calibrate_to_file("builtin", None, predictor="gbt-reference", plots=tmp_path)
+    for tier in reference["tiers"]:
+        y, p = drawn[tier["name"]]
+        assert y.size == tier["n"] == 600 and ece(y, p) == pytest.approx(tier["ece"])
