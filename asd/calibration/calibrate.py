@@ -159,6 +159,12 @@ def _bin(p: np.ndarray, edges: np.ndarray) -> np.ndarray:
     return np.searchsorted(edges[1:-1], p, side="right").astype(np.int64)
 
 
+def require_folds(view: TraceView, n: int, folds: int) -> None:
+    if n < folds:
+        raise ConfigError(f"{view.path}: {n} requests to calibrate on; calibration cross-validates each predictor "
+                          f"over {folds} folds of requests and needs at least {folds}")
+
+
 def fit_tier_stages(predictor: str, fs: FeatureSet, rows: np.ndarray, y: np.ndarray, stage0: bool, folds: int,
                     seed: int) -> tuple[list[StageFit], np.ndarray, np.ndarray]:
     """One predictor per tier on the calibration rows: each tier's fit, and its out-of-fold p̂ in
@@ -271,9 +277,7 @@ def calibrate(
         names = set(view.split[rows].tolist()) if view.has_split else set()
         split = names.pop() if len(names) == 1 else None  # what the rows are: they override `split`
     n, n_tiers = rows.size, view.n_tiers
-    if n < folds:
-        raise ConfigError(f"{view.path}: {n} requests to calibrate on; calibration cross-validates each predictor "
-                          f"over {folds} folds of requests and needs at least {folds}")
+    require_folds(view, n, folds)
     fs = features if features is not None else compute_features(view, groups)
     bins, default_pool = default_tier_bins(n) if n_bins is None else (int(n_bins), 0)
     pool_bins = default_pool if pool_bins is None else pool_bins
@@ -423,6 +427,7 @@ def reference_report(bundle, *, groups=None, split="calibration", seed=0, plots=
     fs = compute_features(view, groups)
     y = view.acceptable[rows]
     folds = DEFAULT_FOLDS
+    require_folds(view, rows.size, folds)
     prompt_x = stage0_inputs(view, fs, rows, y, stage0 and prompt_text, folds, seed)[0] if stage0 else None
     tiers = [{"name": name} for name in view.tier_names]
     stage0_row = {"name": "stage 0 (prompt only, P(tier 0 acceptable))"} if stage0 else None

@@ -1359,3 +1359,14 @@ def test_reliability_diagram_counts_each_request_once_as_the_table_does(monkeypa
     for tier in reference["tiers"]:
         y, p = drawn[tier["name"]]
         assert y.size == tier["n"] == 600 and ece(y, p) == pytest.approx(tier["ece"])
+
+
+def test_gbt_reference_refuses_fewer_requests_than_folds_as_calibrate_does(tmp_path):
+    from asd.traces.split import split_bundle
+
+    write_synthetic_bundle(tmp_path / "tiny", 10, 2, 0)
+    split_bundle(tmp_path / "tiny", test_frac=0.7, seed=0)  # 4 calibration requests
+    for extra in (["-o", str(tmp_path / "p.npz")], ["--predictor", "gbt-reference"]):
+        result = CliRunner().invoke(main, ["calibrate", str(tmp_path / "tiny"), *extra])
+        assert result.exit_code == 2, result.output
+        assert "4 requests to calibrate on; calibration cross-validates each predictor over 5 folds" in result.output

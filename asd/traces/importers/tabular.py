@@ -61,6 +61,11 @@ def parse_tiers_stated(spec: str | None) -> tuple[list[dict], dict[str, float]]:
         if len(fields) > 2 or not parts[0]:
             raise ConfigError(f"--tiers: {item.strip()!r} is not NAME[:PARAMS_B[:TP]]")
         tier = {"name": name, "model_id": name}
+        sizes = {part: parse_params_b(part) for part in name.split(":") if parse_params_b(part) is not None}
+        if len(set(sizes.values())) > 1:  # llama-8b:7.5b: a size typed with its unit reads as part of the name
+            (a, a_b), (b, b_b) = list(sizes.items())[:2]
+            raise ConfigError(f"--tiers: {item.strip()!r}: the name states {a_b:g}B in {a!r} and {b_b:g}B in {b!r}; "
+                              f"give PARAMS_B as a number ({a}:{b_b:g})")
         if fields and fields[0]:
             params_b = float(fields[0])
             if not math.isfinite(params_b) or params_b <= 0:
@@ -69,7 +74,7 @@ def parse_tiers_stated(spec: str | None) -> tuple[list[dict], dict[str, float]]:
         elif parse_params_b(name) is not None:  # as every importer: the size a name states (llama-8b → 8)
             tier["params_b"] = parse_params_b(name)
         if len(fields) > 1 and fields[1]:
-            if not fields[1].isdigit() or int(fields[1]) < 1:
+            if not (fields[1].isascii() and fields[1].isdigit()) or int(fields[1]) < 1:  # '²' is a digit too
                 raise ConfigError(f"--tiers: {item.strip()!r}: TP must be a positive integer")
             tier["tensor_parallel"] = int(fields[1])
         if any(t["name"] == tier["name"] for t in tiers):

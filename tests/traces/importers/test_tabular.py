@@ -258,6 +258,11 @@ def test_existing_bundle_is_kept_unless_overwrite(tmp_path):
         ("a:-1", "PARAMS_B must be a positive number"),
         ("a:nan", "PARAMS_B must be a positive number"),
         ("a:8:0", "TP must be a positive integer"),
+        ("a:8:²", "TP must be a positive integer"),  # a digit to str.isdigit, not to int()
+        # a size typed with its unit would read as part of the name, and the name's own size win
+        ("llama-8b:7.5b", r"the name states 8B in 'llama-8b' and 7.5B in '7.5b'; give PARAMS_B as a number "
+                          r"\(llama-8b:7.5\)"),
+        ("llama-70b:65b::4", "the name states 70B in 'llama-70b' and 65B in '65b'"),
         ("a:8:1:2", "is not NAME"),
         ("a,a", "'a' appears twice"),
         ("a,,b", "is not NAME"),
