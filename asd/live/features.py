@@ -49,6 +49,22 @@ class CalibrationFeatures:
         return view_from_outputs(state.request.prompt, outputs, tiers=self.tier_names, drafts=drafts,
                                  request_id=rid, task=state.request.task, sampling=self.sampling)
 
+    def warm_up(self) -> None:
+        """Compute stage 0's and tier 0's features once for a made-up request. The first call
+        imports scikit-learn and SciPy (1-2 s); inside the event loop of the first request it
+        stalled every request and health check, and asd live's first latencies."""
+        from asd.live.backends.base import Generation
+        from asd.live.runner import CascadeRequest, TierRun
+
+        state = RequestState(CascadeRequest("Warm up: what is two plus two?", request_id="warm-up"),
+                             len(self.tier_names))
+        self(state)
+        answer = Generation(text="Four.", tokens=["Four", "."], token_logprobs=[-0.1, -0.2],
+                            top_logprobs=[{"Four": -0.1, "4": -2.5}, {".": -0.2, "!": -2.0}], n_prompt_tokens=8,
+                            n_output_tokens=2, ttft_ms=1.0, e2e_ms=2.0)
+        state.runs.append(TierRun(0, self.tier_names[0], answer, None, answer.text, "warm-up", 0.0, 0.0, 0.0))
+        self(state)
+
     def __call__(self, state: RequestState) -> np.ndarray:
         from asd.calibration.features import compute_features
 
@@ -70,7 +86,9 @@ def features_for_policy(policy, tiers: list[dict], *, speculative: bool = True) 
     spec = policy_feature_spec(policy)
     check_feature_supply(spec, tiers, speculative=speculative)
     refuse_sampled_tiers(tiers)
-    return CalibrationFeatures(spec, tiers, policy_prompt_text(policy))
+    features = CalibrationFeatures(spec, tiers, policy_prompt_text(policy))
+    features.warm_up()  # before serving, not in the first request
+    return features
 
 
 def refuse_sampled_tiers(tiers: list[dict]) -> None:

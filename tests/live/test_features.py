@@ -152,3 +152,26 @@ def test_asd_serve_refuses_such_a_ladder_in_one_line_before_serving(policy, tmp_
     assert result.output.splitlines() == [
         "error: the policy reads the logprob features, but tier smollm2-135m has sampling.top_logprobs 0, which returns "
         "no token logprobs; set it to 5 or recalibrate without them (asd calibrate --features ...)"]
+
+
+def test_features_for_policy_leaves_nothing_to_import_for_the_first_request(policy, tmp_path):
+    """The feature path's first call imports scikit-learn and SciPy (1-2 s). In asd serve's and
+    asd live's event loop that stalled every request and health check behind the first one, and
+    skewed a confirmation run's first latencies: features_for_policy now runs it once itself."""
+    import subprocess
+    import sys
+
+    assert policy.meta.get("prompt_text")  # the text model's scoring is what imports scikit-learn's vectoriser
+    policy.save(tmp_path / "p.npz")
+    code = f"""
+import sys
+from asd.engine import Policy
+from asd.live.features import features_for_policy
+from tests.live.cascade import served_ladder
+policy = Policy.load({str(tmp_path / "p.npz")!r})
+assert "sklearn.feature_extraction.text" not in sys.modules
+features_for_policy(policy, served_ladder("http://127.0.0.1:1", "http://127.0.0.1:2"))
+print("sklearn.feature_extraction.text" in sys.modules, "asd.calibration.features" in sys.modules)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True", "True"], out.stderr
