@@ -72,8 +72,8 @@ class Sampling(BaseModel):
     model_config = ConfigDict(extra="allow")
     model: Text | None = None
     max_tokens: MaxTokens
-    stream: StrictBool = False
-    n: int = Field(default=1, ge=1, le=1, strict=True)
+    stream: StrictBool | None = False  # null: the OpenAI default, as for the other fields
+    n: int | None = Field(default=1, ge=1, le=1, strict=True)
     temperature: float | None = Field(default=None, strict=True, allow_inf_nan=False)
     stop: StopStrings | None = None
     logprobs: Any = None
@@ -219,8 +219,9 @@ def create_app(build_runner: Callable[[], CascadeRunner], *, api_key: str | None
     async def guard_and_count(request: Request, call_next):
         route = request.url.path
         if api_key and route != "/health":
-            given = request.headers.get("authorization", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {api_key}".encode()):
+            scheme, _, token = request.headers.get("authorization", "").partition(" ")
+            # the scheme is case-insensitive (RFC 7235: 'bearer' is 'Bearer'); the token is compared in constant time
+            if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), api_key.encode()):
                 response = JSONResponse(error_body("missing or wrong bearer token", "authentication_error",
                                                    "invalid_api_key"), status_code=401)
                 _count(request, route, 401)
@@ -288,10 +289,10 @@ def create_app(build_runner: Callable[[], CascadeRunner], *, api_key: str | None
         if isinstance(prompt, list):
             if len(prompt) != 1:
                 raise ApiError(400, f"prompt: give one prompt (got a list of {len(prompt)})", "invalid_request_error",
-                               "invalid_request")
+                               "invalid_request", param="prompt")
             prompt = prompt[0]
         if not prompt.strip():
-            raise ApiError(400, "prompt: empty", "invalid_request_error", "invalid_request")
+            raise ApiError(400, "prompt: empty", "invalid_request_error", "invalid_request", param="prompt")
         serve = state(request)
         result = await answer(serve, prompt, body, body.max_tokens)
         if body.stream:
@@ -307,7 +308,8 @@ def create_app(build_runner: Callable[[], CascadeRunner], *, api_key: str | None
     async def chat_completions(body: ChatBody, request: Request):
         prompt = chat_prompt(body.messages)
         if not prompt.strip():
-            raise ApiError(400, "messages: no text content", "invalid_request_error", "invalid_request")
+            raise ApiError(400, "messages: no text content", "invalid_request_error", "invalid_request",
+                           param="messages")
         serve = state(request)
         result = await answer(serve, prompt, body, body.max_completion_tokens or body.max_tokens)
         if body.stream:

@@ -93,6 +93,7 @@ def test_chat_completion_streams_openai_chunks_ending_with_asd_and_done(client):
     ({"prompt": PROMPT, "max_tokens": 0}, "max_tokens"),
     ({"prompt": PROMPT, "n": 2}, "n"),
     ({"prompt": [PROMPT, PROMPT]}, "prompt"),
+    ({"prompt": []}, "prompt"),
     ({"prompt": "   "}, "prompt"),
     ({"prompt": 42}, "prompt"),
 ])
@@ -101,6 +102,19 @@ def test_malformed_completion_requests_get_400_with_an_openai_error_body(client,
     assert response.status_code == 400
     error = response.json()["error"]
     assert error["type"] == "invalid_request_error" and error["message"].startswith(where)
+    assert error["param"] == where  # a list of two prompts or a blank one gave param null
+
+
+def test_null_n_and_stream_are_the_openai_defaults(client):
+    for extra in ({"n": None}, {"stream": None}, {"n": None, "stream": None}):
+        response = client.post("/v1/completions", json={"prompt": PROMPT, "max_tokens": 2, **extra})
+        assert response.status_code == 200, (extra, response.text)
+        assert response.json()["object"] == "text_completion"  # not streamed
+    chat = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": PROMPT}],
+                                                      "max_tokens": 2, "n": None, "stream": None})
+    assert chat.status_code == 200 and chat.json()["object"] == "chat.completion"
+    empty = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": ""}]})
+    assert empty.status_code == 400 and empty.json()["error"]["param"] == "messages"
 
 
 def test_malformed_json_chat_roles_and_routes_get_openai_error_bodies(client):
@@ -291,6 +305,10 @@ def test_bearer_token_guards_every_route_but_health(llama_server, gemma_server, 
         assert client.post("/v1/completions", json={"prompt": PROMPT}).status_code == 401
         assert client.get("/stats", headers={"Authorization": "Bearer wrong"}).status_code == 401
         assert client.get("/stats", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        # the scheme is case-insensitive (RFC 7235); another scheme, or the token alone, is not it
+        assert client.get("/stats", headers={"Authorization": "bearer s3cret"}).status_code == 200
+        for given in ("Basic s3cret", "s3cret", "Bearer", "Bearer s3cret2"):
+            assert client.get("/stats", headers={"Authorization": given}).status_code == 401, given
 
 
 def test_feedback_updates_the_posterior_and_survives_a_restart(llama_server, gemma_server, policy_file, tmp_path):
