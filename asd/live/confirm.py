@@ -92,7 +92,10 @@ async def drive(runner: CascadeRunner, requests: list[CascadeRequest], *, arriva
         await asyncio.wait_for(open_loop() if arrivals_s is not None else closed_loop(), deadline_s)
     except asyncio.TimeoutError:
         pass  # requests not finished by the deadline are reported as errors below
-    return [o if o is not None else LiveOutcome(r, float("nan"), None, f"not answered within {deadline_s:g} s")
+    # a request sent but not answered keeps its send time; one never sent has none
+    return [o if o is not None else
+            LiveOutcome(r, float("nan"), None, f"not sent within {deadline_s:g} s") if r.arrival_s is None else
+            LiveOutcome(r, r.arrival_s, None, f"not answered within {deadline_s:g} s")
             for o, r in zip(outcomes, requests)]
 
 

@@ -29,7 +29,7 @@ PROMPTS = pd.DataFrame({
 })
 
 
-def run_live(tiers, **loop):
+def run_live(tiers, deadline_s=300, **loop):
     policy = builtin_policy()
 
     async def go():
@@ -37,7 +37,7 @@ def run_live(tiers, **loop):
         try:
             requests = [CascadeRequest(p, request_id=r, task=t) for r, p, t in
                         zip(PROMPTS["request_id"], PROMPTS["prompt"], PROMPTS["task"])]
-            return await drive(runner, requests, deadline_s=300, **loop)
+            return await drive(runner, requests, deadline_s=deadline_s, **loop)
         finally:
             await runner.aclose()
 
@@ -258,3 +258,19 @@ def test_asd_live_says_when_quality_is_compared_over_different_requests(llama_se
     assert s["quality_requests"] == 12 - m["fallbacks"]  # those the walk sends up have no answer there
     assert (f"(over 12 measured and {s['quality_requests']} simulated requests: a simulated stop at a tier the "
             "live run got no answer from has no label)") in result.output
+
+
+def test_a_request_sent_but_not_answered_by_the_deadline_keeps_its_send_time():
+    """Two prompts sent at once to a server that takes the connection and never answers (a
+    listening socket nobody accepts from); the other two due long after the deadline. The first
+    two were recorded as never sent (sent_s NaN), like the last two."""
+    import socket
+
+    with socket.socket() as hung:
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(8)
+        url = f"http://127.0.0.1:{hung.getsockname()[1]}"
+        outcomes = run_live(served_ladder(url, url), deadline_s=0.5, arrivals_s=np.array([0.0, 0.0, 100.0, 100.0]))
+    assert [o.result for o in outcomes] == [None] * 4
+    assert all(0 <= o.sent_s < 0.5 for o in outcomes[:2]) and all(np.isnan(o.sent_s) for o in outcomes[2:])
+    assert [o.error for o in outcomes] == ["not answered within 0.5 s"] * 2 + ["not sent within 0.5 s"] * 2
