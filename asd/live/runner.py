@@ -251,7 +251,8 @@ class CascadeRunner:
                 if untried is not None:
                     tier = untried  # nothing computed yet: the next tier up (else below), cold
                     continue
-                raise CascadeError(f"request {request.request_id}: no tier could answer ({exc})") from None
+                failures = "; ".join(f"tier {f['tier']!r}: {f['error']}" for f in fallback)  # each tier tried
+                raise CascadeError(f"request {request.request_id}: no tier could answer ({failures})") from None
             state.runs.append(run)
             self._notify("tier", {"tier": tier, "run": run})
             try:

@@ -138,6 +138,8 @@ def test_no_tier_up_is_one_clear_error_not_a_hang(policy):
     results, stats = run_all(served_ladder(dead_url(), dead_url()), policy, PROMPTS[:1])
     (error,) = results
     assert isinstance(error, CascadeError) and "no tier could answer" in str(error)
+    # every tier tried, with its reason: it named the last one only ("every replica is down")
+    assert "tier 'smollm2-135m': " in str(error) and "; tier 'gemma3-270m': " in str(error)
     assert stats["failed"] == 1
 
 
