@@ -375,13 +375,19 @@ def live(tiers_path, policy_path, prompts_path, *, rate=None, concurrency=None, 
                                zip(simulated.pop("request_ids"), simulated.pop("stop_tiers"))]))
     no_queueing = {"latency_ms": simulated.pop("no_queueing_latency_ms")}
     recorded_service = {"latency_ms": simulated.pop("recorded_service_latency_ms")}
+    warnings = []
+    if measured["fallbacks"]:
+        warnings.append(f"{measured['fallbacks']} of {measured['answered']} answered requests fell back (a tier failed "
+                        "or refused them): the simulated column walks the policy as if every tier answered, and a "
+                        "tier the run got no answer from costs nothing there, so the columns differ for them by more "
+                        "than the model's error")
     return {
         "n_requests": len(prompts), "rate": rate, "concurrency": concurrency,
         "measured": measured, "simulated": simulated,
         "rel_error": relative_errors(measured, simulated),
         "no_queueing": no_queueing, "no_queueing_rel_error": relative_errors(measured, no_queueing),
         "recorded_service": recorded_service, "recorded_service_rel_error": relative_errors(measured, recorded_service),
-        "same_stop_tier": same_stop,
+        "same_stop_tier": same_stop, "warnings": warnings,
         "bundle": str(bundle_path), "wall_s": round(wall_s, 1),
     }
 
@@ -438,4 +444,5 @@ def format_report(report: dict) -> str:
                      f"{fmt(s['stop_fractions'][name], '.2f'):>11}")
     lines.append(f"  same stop tier live and simulated: {100 * report['same_stop_tier']:.0f}% of requests; "
                  f"answered {m['answered']}, errors {m['errors']}, fallbacks {m['fallbacks']}")
+    lines += [f"  warning: {w}" for w in report.get("warnings", [])]
     return "\n".join(lines)

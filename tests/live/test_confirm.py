@@ -258,6 +258,10 @@ def test_asd_live_says_when_quality_is_compared_over_different_requests(llama_se
     assert s["quality_requests"] == 12 - m["fallbacks"]  # those the walk sends up have no answer there
     assert (f"(over 12 measured and {s['quality_requests']} simulated requests: a simulated stop at a tier the "
             "live run got no answer from has no label)") in result.output
+    # the columns are not comparable for the requests that fell back: said so
+    warning = (f"{m['fallbacks']} of 12 answered requests fell back (a tier failed or refused them): the simulated "
+               "column walks the policy as if every tier answered")
+    assert report["warnings"][0].startswith(warning) and f"  warning: {warning}" in result.output
 
 
 def test_a_request_sent_but_not_answered_by_the_deadline_keeps_its_send_time():
