@@ -326,7 +326,7 @@ def live(tiers_path, policy_path, prompts_path, *, rate=None, concurrency=None, 
     ladder = load_ladder(tiers_path)
     tiers = ladder["tiers"]
     policy = Policy.load(policy_path)
-    check_ladder([t["name"] for t in tiers], policy, [t.get("params_b") for t in tiers])
+    check_ladder([t["name"] for t in tiers], policy, [t.get("params_b") for t in tiers], files=(tiers_path, policy_path))
     features_for = features_for_policy(policy, tiers)
     prompts = load_prompts(prompts_path)
     if limit is not None:

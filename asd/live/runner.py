@@ -432,19 +432,22 @@ def describe_unreachable(unreachable: dict[str, list[str]]) -> str:
     return "; ".join(f"tier {name!r} not reachable ({', '.join(problems)})" for name, problems in unreachable.items())
 
 
-def check_ladder(tier_names: list[str], policy: Policy, params_b: list | None = None) -> None:
+def check_ladder(tier_names: list[str], policy: Policy, params_b: list | None = None, *,
+                 files: tuple | None = None) -> None:
     """The tier config must be the ladder the policy was calibrated for (same tiers, in order;
-    the parameter counts the config states, where the policy recorded them, as `asd check`)."""
+    the parameter counts the config states, where the policy recorded them, as `asd check`).
+    files: (tier config, policy file), named in the error."""
+    where = "" if files is None else f"{files[0]} and {files[1]}: "
     if len(tier_names) != policy.n_tiers:
-        raise ConfigError(f"tier config has {len(tier_names)} tiers but the policy has {policy.n_tiers}")
+        raise ConfigError(f"{where}tier config has {len(tier_names)} tiers but the policy has {policy.n_tiers}")
     known = list(policy.tier_names)
     if known != list(tier_names) and not all(n.startswith("tier") for n in known):
-        raise ConfigError(f"tier config names {list(tier_names)} differ from the policy's tiers {known}")
+        raise ConfigError(f"{where}tier config names {list(tier_names)} differ from the policy's tiers {known}")
     calibrated = policy.calibrated_params_b()
     for name, given, was in zip(tier_names, params_b or [], calibrated or []):
         if given is not None and was is not None and np.isfinite(was) and not np.isclose(given, was, rtol=1e-6):
-            raise ConfigError(f"tier config gives {name} params_b {given:g}, but the policy was calibrated on a "
-                              f"{was:g}B {name}")
+            raise ConfigError(f"{where}tier config gives {name} params_b {given:g}, but the policy was calibrated "
+                              f"on a {was:g}B {name}")
 
 
 def build_runner(tiers: list[dict], policy: Policy, features_for: FeaturesFor, **options) -> CascadeRunner:

@@ -474,7 +474,8 @@ def serve(tiers_path, policy_path, *, host: str = "127.0.0.1", port: int = 8000,
     ladder = load_ladder(tiers_path)
     policy = Policy.load(policy_path)
     # refused here, not inside uvicorn's startup
-    check_ladder([t["name"] for t in ladder["tiers"]], policy, [t.get("params_b") for t in ladder["tiers"]])
+    check_ladder([t["name"] for t in ladder["tiers"]], policy, [t.get("params_b") for t in ladder["tiers"]],
+                 files=(tiers_path, policy_path))
     features_for = features_for_policy(policy, ladder["tiers"], speculative=speculative)
     store = FeedbackStore(policy, policy_path, feedback_path)  # earlier feedback folded in: store.policy
     if feedback_path is None:

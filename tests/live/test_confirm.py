@@ -278,3 +278,24 @@ def test_a_request_sent_but_not_answered_by_the_deadline_keeps_its_send_time():
     assert [o.result for o in outcomes] == [None] * 4
     assert all(0 <= o.sent_s < 0.5 for o in outcomes[:2]) and all(np.isnan(o.sent_s) for o in outcomes[2:])
     assert [o.error for o in outcomes] == ["not answered within 0.5 s"] * 2 + ["not sent within 0.5 s"] * 2
+
+
+def test_asd_live_names_both_files_when_the_ladder_is_not_the_policys(tmp_path):
+    import yaml
+    from click.testing import CliRunner
+
+    from asd.cli import main
+    from tests.live.cascade import calibrated_builtin_policy
+
+    calibrated_builtin_policy().save(tmp_path / "policy.npz")
+    tiers = served_ladder("http://127.0.0.1:1", "http://127.0.0.1:2")
+    tiers[1]["name"] = "llama-70b"
+    config = tmp_path / "tiers.yaml"
+    config.write_text(yaml.safe_dump({"tiers": tiers}))
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"request_id": "a", "prompt": "hi"}\n')
+    result = CliRunner().invoke(main, ["live", "--tiers", str(config), "--policy", str(tmp_path / "policy.npz"),
+                                       "--prompts", str(prompts), "--rate", "1", "--no-progress"])
+    assert result.exit_code == 2
+    assert result.output == (f"error: {config} and {tmp_path / 'policy.npz'}: tier config names ['smollm2-135m', "
+                             "'llama-70b'] differ from the policy's tiers ['smollm2-135m', 'gemma3-270m']\n")

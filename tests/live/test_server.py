@@ -477,8 +477,9 @@ def test_asd_serve_refuses_a_ladder_the_policy_was_not_calibrated_for_with_one_l
     port = _free_port()  # not the default 8000: a server the developer runs there would answer first
     result = CliRunner().invoke(main, ["serve", "--tiers", str(config), "--policy", str(policy_file), "--port", port])
     assert result.exit_code == 2
-    assert result.output.splitlines() == ["error: tier config names ['smollm2-135m', 'llama-70b'] differ from "
-                                          "the policy's tiers ['smollm2-135m', 'gemma3-270m']"]  # no "serving" banner above it
+    # no "serving" banner above it; both files named
+    assert result.output.splitlines() == [f"error: {config} and {policy_file}: tier config names ['smollm2-135m', "
+                                          "'llama-70b'] differ from the policy's tiers ['smollm2-135m', 'gemma3-270m']"]
     wide = CliRunner().invoke(main, ["serve", "--tiers", str(config), "--policy", str(policy_file), "--host", "0.0.0.0"])
     assert wide.exit_code == 2 and "binding beyond loopback needs --api-key" in wide.output
 
@@ -502,8 +503,8 @@ def test_asd_serve_refuses_a_tier_size_the_policy_was_not_calibrated_on(tmp_path
     result = CliRunner().invoke(main, ["serve", "--tiers", str(config), "--policy", str(tmp_path / "policy.npz"),
                                        "--port", _free_port()])
     assert result.exit_code == 2
-    assert result.output.splitlines() == ["error: tier config gives gemma3-270m params_b 70, but the policy was "
-                                          "calibrated on a 0.27B gemma3-270m"]
+    assert result.output.splitlines() == [f"error: {config} and {tmp_path / 'policy.npz'}: tier config gives "
+                                          "gemma3-270m params_b 70, but the policy was calibrated on a 0.27B gemma3-270m"]
 
 
 def test_serve_on_a_port_in_use_is_one_error_line_before_anything_loads(tmp_path):
