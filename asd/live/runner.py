@@ -133,6 +133,7 @@ class CascadeResult:
     stop_bin: int | None
     n_prompt_tokens: int | None
     stop_cold: bool = False  # the answering tier was where the request started cold (tiers skipped)
+    n_completion_tokens: int | None = None  # the returned answer's tokens, where a stop string cut it
 
     @property
     def gpu_ms(self) -> float:

@@ -139,6 +139,22 @@ def apply_stop(result: CascadeResult, stops: list[str]) -> None:
     if cuts:
         result.text = result.text[:min(cuts)]
         result.finish_reason = "stop"
+        result.n_completion_tokens = tokens_covering(result.runs[-1].generation, len(result.text))
+
+
+def tokens_covering(generation, n_chars: int) -> int | None:
+    """How many of the answer's tokens make up its first `n_chars` characters (a token the cut
+    splits counts), so usage counts the answer returned; None where the tier's tokens do not
+    spell its text (none returned, or byte pieces): usage then counts the tokens decoded."""
+    tokens = generation.tokens or []
+    if not tokens or "".join(tokens) != generation.text:
+        return None
+    covered = 0
+    for k, token in enumerate(tokens):
+        if covered >= n_chars:
+            return k
+        covered += len(token)
+    return len(tokens)
 
 
 def error_body(message: str, type_: str, code: str | None, param: str | None = None) -> dict:
@@ -377,7 +393,7 @@ def create_app(build_runner: Callable[[], CascadeRunner], *, api_key: str | None
 def _usage(result: CascadeResult) -> dict:
     final = result.runs[-1].generation
     prompt = int(result.n_prompt_tokens or 0)
-    completion = int(final.n_output_tokens or 0)
+    completion = int(final.n_output_tokens or 0) if result.n_completion_tokens is None else result.n_completion_tokens
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 

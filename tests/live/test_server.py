@@ -263,6 +263,20 @@ def test_infinity_temperature_is_refused_and_stop_strings_cut_the_answer(client)
     assert streamed == chat_text[:1] and json.loads(lines[-1][6:])["choices"][0]["finish_reason"] == "stop"
 
 
+def test_usage_counts_the_tokens_of_the_answer_a_stop_string_cut(client):
+    """A stop string cuts the answer; usage counted every token decoded (12 for ' 1,2')."""
+    body = {"prompt": "Count from one to ten: one, two,", "max_tokens": 12}
+    whole = client.post("/v1/completions", json=body).json()
+    text, decoded = whole["choices"][0]["text"], whole["usage"]["completion_tokens"]
+    assert decoded > 3 and len(text) > 4
+    stop = text[3:]  # every token past the third character or so is cut
+    cut = client.post("/v1/completions", json={**body, "stop": stop}).json()
+    assert cut["choices"][0]["text"] == text[:3]
+    kept = cut["usage"]["completion_tokens"]
+    assert 1 <= kept <= 3 and kept < decoded  # a token is at least one character
+    assert cut["usage"]["total_tokens"] == cut["usage"]["prompt_tokens"] + kept
+
+
 def test_head_health_answers_like_get_without_a_body(client):
     head = client.head("/health")
     assert head.status_code == 200 and head.content == b""
