@@ -155,15 +155,16 @@ def print_simulation(result: dict, console: Console | None = None) -> None:
         return
     status = result["search"]["status"]
     limit = result["search"].get("lambda_limit", c["lambda"])
-    head = {"ok": f"λ = {c['lambda']:.4g}: best held-out quality among λ ≤ {limit:.4g}, the largest λ whose {stat} "
+    replayed = _replayed(result)  # a given policy on its own calibration requests: in-sample
+    head = {"ok": f"λ = {c['lambda']:.4g}: best {replayed} quality among λ ≤ {limit:.4g}, the largest λ whose {stat} "
                   f"latency stays ≤ {tau:g} ms",
-            "slack": f"λ = {c['lambda']:.4g}: τ_max does not bind (even the deepest policy fits); the best held-out "
+            "slack": f"λ = {c['lambda']:.4g}: τ_max does not bind (even the deepest policy fits); the best {replayed} "
                      "quality among every λ tried",
             "infeasible": f"infeasible: even λ = 0 exceeds {stat} ≤ {tau:g} ms; showing λ = 0 (the cheapest policy, "
                           "not always the fastest: a baseline below may meet τ_max)"}[status]
     console.print(head)
     rows = [("policy", c)] + list(result["baselines"].items())
-    console.print(_method_table(f"{_replayed(result)} results at τ_max = {tau:g} ms ({stat})", rows, stat, tau))
+    console.print(_method_table(f"{replayed} results at τ_max = {tau:g} ms ({stat})", rows, stat, tau))
     console.print("[dim]cost: GPU cost relative to always-last; stops: share of requests stopping at each tier; "
                   "oracle: cheapest acceptable tier per request (else the cheapest), an upper bound on the share of "
                   "acceptable answers, not on mean graded quality[/dim]")

@@ -1370,3 +1370,16 @@ def test_gbt_reference_refuses_fewer_requests_than_folds_as_calibrate_does(tmp_p
         result = CliRunner().invoke(main, ["calibrate", str(tmp_path / "tiny"), *extra])
         assert result.exit_code == 2, result.output
         assert "4 requests to calibrate on; calibration cross-validates each predictor over 5 folds" in result.output
+
+
+def test_a_given_policy_replayed_in_sample_is_not_called_held_out(tmp_path):
+    """`--policy` on the requests it was fitted on: the table said "in-sample" while the λ line
+    above it still read "best held-out quality"."""
+    from asd.calibration.calibrate import calibrate_to_file
+
+    calibrate_to_file("builtin", tmp_path / "p.npz")
+    result = run("simulate", "--tau-max", "800", "--policy", str(tmp_path / "p.npz"))
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "best in-sample quality among λ ≤" in text and "in-sample results at τ_max = 800 ms" in text
+    assert "best held-out" not in text and "held-out results" not in text
