@@ -400,8 +400,8 @@ def calibrate_to_file(bundle, out, *, predictor="logistic", groups=None, n_bins=
     view = load_view(bundle)
     require_labels(view, split_rows(view, split)[0], "asd calibrate")
     if predictor == "gbt-reference":
-        return reference_report(view, groups=groups, split=split, seed=seed, plots=plots, stage0=stage0,
-                                prompt_text=prompt_text)
+        return dict(reference_report(view, groups=groups, split=split, seed=seed, plots=plots, stage0=stage0,
+                                     prompt_text=prompt_text), bundle=str(bundle))  # as named, as the policy's report
     cal = calibrate(view, predictor=predictor, groups=groups, n_bins=n_bins, risk=risk, stage0=stage0,
                     cost_model=cost_model, split=split, lam=lam, seed=seed, prompt_text=prompt_text)
     path = cal.policy.save(out)
