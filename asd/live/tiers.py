@@ -171,6 +171,11 @@ def _check_options(tier: dict, where: str) -> None:
         if isinstance(value, bool) or not number or not (value >= least if inclusive else value > least):
             kind = "a whole number" if whole else "a number"
             raise ConfigError(f"{where}: `{key}` must be {kind} {'>=' if inclusive else '>'} {least}, got {value!r}")
+    for key in ("model_id", "dtype", "quantization", "hardware"):  # written to the bundle's manifest as text
+        value = tier.get(key)
+        if value is not None and not isinstance(value, str):
+            # refused now: the manifest check would refuse it after every tier had run
+            raise ConfigError(f"{where}: `{key}` must be a string, got {value!r} (quote it in YAML)")
     template = tier.get("template")
     if template not in (None, "", "raw", "chat") and not (isinstance(template, str) and "{prompt}" in template):
         # format_prompt substitutes {prompt}: without it every request would be sent the template alone

@@ -47,6 +47,10 @@ def test_per_tier_sampling_overrides_defaults_and_json_works(tmp_path):
         ([{"name": "a", "backend": "openai", "url": "http://h:1", "concurrency": True}], "`concurrency` must be a whole number >= 1"),
         ([{"name": "a", "backend": "llama_cpp", "model": "m", "tensor_parallel": 1.5}], "`tensor_parallel` must be a whole"),
         ([{"name": "a", "backend": "llama_cpp", "model": "m", "params_b": "x"}], "`params_b` must be a number > 0"),
+        # YAML reads `hardware: 2024` as a number: the manifest refused it after every tier had run
+        ([{"name": "a", "backend": "llama_cpp", "model": "m", "hardware": 2024}],
+         r"tiers\[0\] \(a\): `hardware` must be a string, got 2024 \(quote it in YAML\)"),
+        ([{"name": "a", "backend": "llama_cpp", "model": "m", "dtype": 16}], "`dtype` must be a string"),
         # a template without {prompt} sent every request the template alone
         ([{"name": "a", "backend": "llama_cpp", "model": "m", "template": "{nope}"}],
          r"tiers\[0\] \(a\): `template` must be chat, raw or a string containing \{prompt\}, got '\{nope\}'"),
