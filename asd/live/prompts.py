@@ -115,6 +115,9 @@ def _read_csv(path: Path) -> tuple[pd.DataFrame, list[str]]:
             if header is None:
                 return pd.DataFrame(), []
             header = [name.strip() for name in header]
+            repeated = sorted({name for name in header if header.count(name) > 1})
+            if repeated:  # two 'prompt' columns: which one the models are asked would be a guess
+                raise TraceError(f"{path}, line 1: column {repeated[0]!r} appears twice in the header")
             start = reader.line_num + 1
             for cells in reader:
                 line, start = start, reader.line_num + 1

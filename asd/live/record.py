@@ -87,13 +87,23 @@ def record(
 
     if (out / B.MANIFEST).is_file() and not overwrite:
         try:
-            done = json.loads((out / B.MANIFEST).read_text()).get("record", {}).get("fingerprint")
+            record_info = json.loads((out / B.MANIFEST).read_text()).get("record") or {}
         except (OSError, json.JSONDecodeError):
-            done = None
+            record_info = {}
+        done = record_info.get("fingerprint")
         if done == fingerprint:
-            # A run killed between the final write and its cleanup leaves its shards behind.
-            shutil.rmtree(partial_path(out), ignore_errors=True)
-            return {"bundle": str(out), "status": "already complete", "n_requests": len(prompts)}
+            labelled_by = record_info.get("labels_fingerprint")
+            if labelled_by is not None and labelled_by != _labels_fingerprint(prompts):  # older bundles have none
+                raise TraceError(f"{out}: already recorded, with other references or tasks than {prompts_path} "
+                                 "gives now, which its labels come from (pass --overwrite to record it again)")
+            status = {"bundle": str(out), "status": "already complete", "n_requests": len(prompts)}
+            partial = partial_path(out)
+            if _plan_fingerprint(partial) in (fingerprint, None):
+                # A run killed between the final write and its cleanup leaves its shards behind.
+                shutil.rmtree(partial, ignore_errors=True)
+            else:  # another run's unfinished work (other tiers or options): not ours to delete
+                status["kept"] = f"{partial} holds an unfinished recording from other inputs, kept"
+            return status
         raise TraceError(f"{out}: already exists and was recorded from other inputs (pass --overwrite to replace it)")
     if os.path.lexists(out) and not (out / B.MANIFEST).is_file():
         B.bundle_target(out, overwrite=True)  # a file or a directory of other files is never replaced
@@ -312,7 +322,8 @@ def _consolidate(ladder, prompts, work, out, tiers_path, prompts_path, shard, dr
             "prefix where the verifier's greedy (argmax) token equals the draft token",
         },
         label_rule=labels.label_rule(label),
-        record={"fingerprint": fingerprint, "drafts": drafts, "label": label, "shard": shard},
+        record={"fingerprint": fingerprint, "labels_fingerprint": _labels_fingerprint(prompts), "drafts": drafts,
+                "label": label, "shard": shard},
     )
     B.write_bundle(out, manifest, requests, outputs, draft_table, overwrite=True, validate=False)
     problems = [str(p) for p in validate_bundle(out, stamp=True)]  # reported, not raised; stamped when valid
@@ -409,6 +420,23 @@ def _round(value: float | None) -> float | None:
 def _mean(values) -> float | None:
     values = pd.to_numeric(pd.Series(values), errors="coerce").dropna()
     return None if values.empty else round(float(values.mean()), 4)
+
+
+def _labels_fingerprint(prompts) -> str:
+    """What the labels were computed from beyond the outputs: each request's reference and task
+    (not in `_fingerprint`, so changing them does not discard an unfinished run's outputs)."""
+    digest = hashlib.sha256()
+    for values in zip(prompts["request_id"], prompts["reference"], prompts["task"]):
+        digest.update(json.dumps([None if v is None or v != v else str(v) for v in values]).encode())
+    return digest.hexdigest()[:24]
+
+
+def _plan_fingerprint(partial: Path) -> str | None:
+    """The fingerprint of the unfinished run in `partial` (None: no readable plan there)."""
+    try:
+        return json.loads((partial / PLAN).read_text()).get("fingerprint")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return None
 
 
 def _fingerprint(ladder, prompts, shard, drafts, label) -> str:
@@ -537,7 +565,7 @@ def format_summary(summary: dict) -> str:
     """The terminal table of a `record` summary (the --json file holds the same dict)."""
     lines = [f"{summary['bundle']}: {summary['status']}, {_count(summary['n_requests'], 'request')}"]
     if summary.get("status") != "complete":
-        return lines[0]
+        return "\n".join(lines + ([f"  note: {summary['kept']}"] if "kept" in summary else []))
     lines.append(
         f"  generated {_count(summary.get('generated', 0), 'output')}, scored {_count(summary.get('scored', 0), 'draft')} "
         f"(resumed {_count(summary.get('resumed_outputs', 0), 'output')}, {_count(summary.get('resumed_drafts', 0), 'draft')}) "

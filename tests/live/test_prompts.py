@@ -52,6 +52,9 @@ def test_malformed_prompt_files_name_the_problem(tmp_path, content, message):
         ("bad.csv", "request_id,prompt\na,hello\nb,\n", r"bad.csv, line 3: 'prompt' is empty"),
         ("bad.csv", 'request_id,prompt\na,"two\nlines"\na,x\n', r"bad.csv, line 4: duplicate request_id 'a' \(first at line 2\)"),
         ("bad.csv", "request_id,prompt\na\n", r"bad.csv, line 2: 1 fields, the header has 2"),
+        # the models were asked the word 'prompt', then the bundle write raised a traceback
+        ("bad.csv", "request_id,prompt,prompt\na,hi,ho\n", r"bad.csv, line 1: column 'prompt' appears twice"),
+        ("bad.csv", "request_id,prompt,request_id\na,hi,b\n", r"bad.csv, line 1: column 'request_id' appears twice"),
     ],
 )
 def test_csv_prompt_errors_name_the_line_counting_from_one(tmp_path, name, content, message):

@@ -79,6 +79,20 @@ def test_record_writes_a_complete_valid_bundle_and_rerun_is_a_no_op(tmp_path, sm
 
     again = run_cli("--tiers", tiers, "--prompts", prompts, "-o", out)
     assert again.exit_code == 0 and "already complete" in again.output
+    # another run's unfinished work beside it (other options) is not this run's to delete: it was, silently
+    other = tmp_path / "bundle.partial"
+    other.mkdir()
+    (other / "plan.json").write_text(json.dumps({"fingerprint": "another-run"}))
+    kept = run_cli("--tiers", tiers, "--prompts", prompts, "-o", out)
+    assert kept.exit_code == 0 and "already complete" in kept.output
+    assert f"note: {other} holds an unfinished recording from other inputs, kept" in kept.output
+    assert (other / "plan.json").is_file()
+    # references changed since: the labels came from the old ones, so "already complete" would keep them
+    changed = write_jsonl(tmp_path / "p2.jsonl", [{**p, "reference": "WRONG"} for p in PROMPTS])
+    refused = run_cli("--tiers", tiers, "--prompts", changed, "-o", out)
+    assert refused.exit_code == 2
+    assert refused.output == (f"error: {out}: already recorded, with other references or tasks than {changed} gives "
+                              "now, which its labels come from (pass --overwrite to record it again)\n")
 
 
 def test_sigkill_mid_run_loses_nothing_recorded_and_rerun_completes(tmp_path, smollm2):
