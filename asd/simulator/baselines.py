@@ -194,9 +194,10 @@ class ScoredMembers:
     again. Latency statistics are computed the first time a statistic is asked for."""
 
     def __init__(self, family: Family, scores: np.ndarray, arrays: LadderArrays, seed: int = 0):
+        self.rows = None  # which of the given rows are scored (all, or a seeded subsample)
         if arrays.n_requests > MAX_TUNING_ROWS:
             rows = np.sort(np.random.default_rng(seed).choice(arrays.n_requests, MAX_TUNING_ROWS, replace=False))
-            scores, arrays = scores[rows], arrays.take(rows)
+            scores, arrays, self.rows = scores[rows], arrays.take(rows), rows
         self.family, self.scores = family, scores
         cost_last = float(arrays.cost[:, -1].sum())
         self._paths = PathCharges(arrays)
@@ -206,22 +207,28 @@ class ScoredMembers:
             self.cost[c] = float(out.cost.sum()) / cost_last if cost_last > 0 else 0.0
             labelled = ~np.isnan(out.quality)
             self.quality[c] = float(out.quality[labelled].mean()) if labelled.any() else 0.0
-        self._latency: dict[str, np.ndarray] = {}
+        self._latency: dict[tuple, np.ndarray] = {}
 
-    def latency(self, stat: str) -> np.ndarray:
-        """(C,) each member's latency statistic `stat` on these rows."""
-        if stat not in self._latency:
-            self._latency[stat] = np.array([latency_stat(self._paths.outcomes(start, stop).latency_ms, stat)
-                                            for start, stop in self.family.members(self.scores)])
-        return self._latency[stat]
+    def latency(self, stat: str, timer=None) -> np.ndarray:
+        """(C,) each member's latency statistic `stat` on these rows: replayed, or under a load
+        (`timer`: outcomes on these rows → the same with the load's latencies, a `Timer` whose
+        `key` names the load)."""
+        key = (stat, None if timer is None else timer.key)
+        if key not in self._latency:
+            timed = (lambda out: out) if timer is None else timer
+            self._latency[key] = np.array([latency_stat(timed(self._paths.outcomes(start, stop)).latency_ms, stat)
+                                           for start, stop in self.family.members(self.scores)])
+        return self._latency[key]
 
-    def choose(self, *, latency: tuple[str, float] | None = None, cost_rel: float | None = None) -> int:
+    def choose(self, *, latency: tuple[str, float] | None = None, cost_rel: float | None = None,
+               timer=None) -> int:
         """The member with the best quality whose latency statistic stays within `latency` =
-        (stat, τ_max) or whose cost stays within `cost_rel`; ties go to the cheaper member, then
-        to the earlier one. When none meets the constraint, the cheapest member."""
+        (stat, τ_max) — replayed, or under `timer`'s load — or whose cost stays within
+        `cost_rel`; ties go to the cheaper member, then to the earlier one. When none meets the
+        constraint, the cheapest member."""
         ok = np.ones(self.cost.size, dtype=bool)
         if latency is not None:
-            ok &= ~(self.latency(latency[0]) > latency[1])
+            ok &= ~(self.latency(latency[0], timer) > latency[1])
         if cost_rel is not None:
             ok &= ~(self.cost > cost_rel + 1e-12)
         if not ok.any():

@@ -124,6 +124,7 @@ class Fold:
     # `threshold` / `router` members scored once on the calibration rows (`B.ScoredMembers`):
     # a sweep picks each at two dozen cost budgets
     tuned: dict = field(default_factory=dict, repr=False)
+    timers: dict = field(default_factory=dict, repr=False)  # per tuned baseline: its rows' timer under a load
 
     def walk(self, lam: float, out=None) -> Outcomes:
         """The held-out requests under the policy at λ: the simulator's numba replay (walk and
@@ -624,9 +625,11 @@ class Evaluation:
         yield "fixed-2stage", B.fixed_two_stage(a)
         yield "pipeline", B.pipeline(a)
 
-    def tuned_baseline(self, name: str, *, latency=None, cost_rel=None, folds=None) -> Outcomes:
+    def tuned_baseline(self, name: str, *, latency=None, cost_rel=None, folds=None, timer_for=None) -> Outcomes:
         """`threshold` or `router`, each fold's member picked on its calibration rows under the
-        same constraint, replayed on its held-out rows and pooled (over `folds`: all by default)."""
+        same constraint, replayed on its held-out rows and pooled (over `folds`: all by default).
+        timer_for: view rows → a timer of outcomes on them under a load (`job.des_latency`), so a
+        latency limit is met under that load on the calibration rows too; None: replayed."""
         parts = []
         for f in self.folds if folds is None else folds:
             if name == "threshold":
@@ -637,7 +640,13 @@ class Evaluation:
             if scored is None:
                 family = B.threshold_family(cal_scores) if name == "threshold" else B.router_family(cal_scores)
                 scored = f.tuned[name] = B.ScoredMembers(family, cal_scores, f.cal_arrays, self.options["seed"])
-            c = scored.choose(latency=latency, cost_rel=cost_rel)
+            timer = None
+            if latency is not None and timer_for is not None:
+                timer = f.timers.get(name)
+                if timer is None or timer.key != timer_for.key:
+                    tuned_rows = f.cal if scored.rows is None else f.cal[scored.rows]
+                    timer = f.timers[name] = timer_for(tuned_rows)
+            c = scored.choose(latency=latency, cost_rel=cost_rel, timer=timer)
             parts.append(walk_outcomes(*scored.family.start_stop(held_scores, c), f.held_arrays))
         return Outcomes.concat(parts)
 

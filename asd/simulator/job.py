@@ -230,13 +230,14 @@ def _arrival_offsets(bundle) -> tuple[str, np.ndarray]:
     return str(opened.path), opened.to_pandas("requests", ["arrival_s"])["arrival_s"].to_numpy(np.float64)
 
 
-def trace_offsets(ev: Evaluation) -> np.ndarray:
-    """The held-out requests' recorded arrival offsets (requests.arrival_s, seconds), in the
-    pooled order the DES runs them in; a trace without them is a ConfigError naming it."""
+def trace_offsets(ev: Evaluation, rows: np.ndarray | None = None) -> np.ndarray:
+    """The held-out requests' (or view `rows`') recorded arrival offsets (requests.arrival_s,
+    seconds), in the pooled order the DES runs them in; a trace without them is a ConfigError
+    naming it."""
     if ev.view.path is None:
         raise ConfigError("this trace: --arrivals trace needs a bundle with requests.arrival_s")
     where, offsets = _arrival_offsets(ev.view.path)
-    offsets = offsets[ev.held]
+    offsets = offsets[ev.held if rows is None else rows]
     missing = int(np.isnan(offsets).sum())
     if missing:
         raise ConfigError(f"{where}: --arrivals trace needs requests.arrival_s; {missing} of {offsets.size} "
@@ -274,17 +275,20 @@ def difficulty_priority(ev: Evaluation, out: Outcomes) -> np.ndarray:
 
 
 def des_latency(ev: Evaluation, *, rate: float | None, replicas=1, max_batch: int = 256, seed: int = 0,
-                scheduler: str = "fifo", arrivals: str = "poisson", cv: float = 1.0):
+                scheduler: str = "fifo", arrivals: str = "poisson", cv: float = 1.0, rows: np.ndarray | None = None):
     """outcomes → the same outcomes with latencies from the discrete-event simulation over the
-    pooled held-out requests: arrivals Poisson at `rate` req/s, gamma gaps with coefficient of
-    variation `cv` at that rate (bursty for cv > 1), or the trace's recorded offsets; one pool
-    per tier (`replicas`, TP from the cost model, `max_batch`), iteration times from the cost
-    model's coefficients; queues FIFO or by predicted difficulty (`scheduler`, see
-    difficulty_priority)."""
+    pooled held-out requests (or the view's `rows`, in that order): arrivals Poisson at `rate`
+    req/s, gamma gaps with coefficient of variation `cv` at that rate (bursty for cv > 1), or the
+    trace's recorded offsets; one pool per tier (`replicas`, TP from the cost model,
+    `max_batch`), iteration times from the cost model's coefficients; queues FIFO or by
+    predicted difficulty (`scheduler`, see difficulty_priority; held-out requests only). The
+    function's `key` names the load, for `tuned_latency`."""
     from asd.simulator.des import Pools, arrival_times
     from asd.simulator.des import simulate as run_des
 
-    c, rows = ev.costs, ev.held
+    if rows is not None and scheduler != "fifo":
+        raise ConfigError("des_latency: the difficulty scheduler's keys are for the held-out requests only")
+    c, rows = ev.costs, ev.held if rows is None else rows
     n_prompt, n_out = np.rint(c.n_prompt_tokens[rows]), np.rint(c.n_output_tokens[rows])
     n_draft, n_acc = np.rint(c.n_draft_tokens[rows]), np.rint(c.n_accepted[rows])
     tokens = dict(n_prompt=n_prompt.astype(np.int64), n_decode=n_out.astype(np.int64),
@@ -294,7 +298,7 @@ def des_latency(ev: Evaluation, *, rate: float | None, replicas=1, max_batch: in
     pools = Pools.build(ev.cost_model.iteration_coefficients(), replicas=replicas,
                         tensor_parallel=ev.cost_model.gpus.astype(np.int64), max_batch=max_batch)
     if arrivals == "trace":
-        arrival = arrival_times(rows.size, process="trace", offsets_s=trace_offsets(ev))
+        arrival = arrival_times(rows.size, process="trace", offsets_s=trace_offsets(ev, rows))
     else:
         arrival = arrival_times(rows.size, process=arrivals, rate=rate, cv=cv, seed=seed)
 
@@ -313,7 +317,25 @@ def des_latency(ev: Evaluation, *, rate: float | None, replicas=1, max_batch: in
         latency.last = run
         return Outcomes(out.start, out.stop, out.cost, run.e2e_ms, out.quality, out.after_start)
     latency.pools = pools
+    latency.key = _load_key(rate, replicas, max_batch, seed, arrivals, cv)
     return latency
+
+
+def _load_key(rate, replicas, max_batch, seed, arrivals, cv) -> tuple:
+    return ("des", rate, tuple(np.atleast_1d(replicas).tolist()), max_batch, seed, arrivals, cv)
+
+
+def tuned_latency(ev: Evaluation, *, rate, replicas=1, max_batch=256, seed=0, arrivals="poisson", cv=1.0):
+    """view rows → their timer under the same load (`des_latency`, FIFO queues): the tuned
+    baselines pick their member by the latency this load gives on their calibration rows, as
+    the policy's λ is searched under it; replayed latencies chose members the load then pushed
+    past τ_max (p95 626 → 1624 ms for threshold on the built-in trace at 6 req/s). Arrivals at
+    the same rate, so the calibration rows meet the same load as the held-out ones."""
+    def timer_for(rows: np.ndarray):
+        return des_latency(ev, rate=rate, replicas=replicas, max_batch=max_batch, seed=seed, arrivals=arrivals,
+                           cv=cv, rows=rows)
+    timer_for.key = _load_key(rate, replicas, max_batch, seed, arrivals, cv)
+    return timer_for
 
 
 def check_options(tau_max: float, stat: str, mode: str, rate: float | None, scheduler: str = "fifo",
@@ -406,6 +428,8 @@ def simulate(bundle="builtin", *, tau_max: float, stat: str = "p95", mode: str =
                            arrivals=arrivals, cv=cv)
                if mode == "des" else None)
     timed = (lambda out: out) if latency is None else latency
+    timer_for = (tuned_latency(ev, rate=rate, replicas=replicas, max_batch=max_batch, seed=seed, arrivals=arrivals,
+                               cv=cv) if mode == "des" else None)
     if not ev.fitted:
         return _simulate_label_free(ev, tau_max, stat, mode, latency,
                                     lambda: _load(ev, latency, rate, arrivals, cv, scheduler, max_batch, chrome_trace))
@@ -422,7 +446,7 @@ def simulate(bundle="builtin", *, tau_max: float, stat: str = "p95", mode: str =
     def outcomes_of_baselines():  # one at a time: summarised and dropped (40 MB each at 10^6 requests)
         yield from ev.iter_fixed_baselines(lam)
         for name in B.TUNED:
-            yield name, ev.tuned_baseline(name, latency=(stat, tau_max))
+            yield name, ev.tuned_baseline(name, latency=(stat, tau_max), timer_for=timer_for)
         yield "random", ev.random_baseline(chosen_cost)
 
     summaries = {}
