@@ -48,7 +48,7 @@ def arrival_times(n: int, *, process: str = "poisson", rate: float | None = None
         offsets = np.asarray(offsets_s, dtype=np.float64)
         if offsets.shape != (n,) or not np.isfinite(offsets).all():
             raise ConfigError(f"arrival offsets: need {n} finite values (the trace has nulls or the wrong count)")
-        return (offsets - offsets.min()) * 1e3 if n else offsets
+        return _fine_enough((offsets - offsets.min()) * 1e3 if n else offsets, "the trace's offsets")
     if not _positive(rate):
         raise ConfigError(f"arrival rate {rate!r}: must be a finite number > 0 requests per second")
     rng = np.random.default_rng(seed)
@@ -62,7 +62,22 @@ def arrival_times(n: int, *, process: str = "poisson", rate: float | None = None
         else:
             shape = 1.0 / cv**2
             gaps = rng.gamma(shape, 1.0 / (rate * shape), n)
-    return np.cumsum(gaps) * 1e3
+    return _fine_enough(np.cumsum(gaps) * 1e3, f"rate {rate:g} req/s")
+
+
+ARRIVAL_RESOLUTION_MS = 1e-3
+
+
+def _fine_enough(arrival_ms: np.ndarray, what: str) -> np.ndarray:
+    """Refuse arrival times so far out that a float64's step there (a latency is a difference of
+    such times) exceeds 1 µs: at 1e-12 req/s the built-in trace's 600 arrivals reach 6e17 ms,
+    where the step is 128 ms, and every latency came out 0."""
+    span = float(arrival_ms[-1]) if arrival_ms.size else 0.0
+    if np.spacing(span) > ARRIVAL_RESOLUTION_MS:
+        raise ConfigError(f"arrivals at {what}: {arrival_ms.size} requests span {span / 3.6e6:.3g} hours, so far "
+                          f"that a time's float step there ({np.spacing(span):.3g} ms) rounds latencies away; use a "
+                          "higher rate (for latencies without queueing, --mode replay)")
+    return arrival_ms
 
 
 MAX_REPLICAS = 10_000  # per tier: beyond any real pool, and 10^8 of them filled the memory

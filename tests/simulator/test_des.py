@@ -421,3 +421,15 @@ def test_des_latency_refuses_an_unknown_which():
     assert result.latency("p95", "ttft") <= result.latency("p95", "e2e")
     with pytest.raises(ConfigError, match="latency which='ttfb': use one of e2e, ttft"):
         result.latency("p95", which="ttfb")
+
+
+def test_arrivals_so_far_out_that_floats_round_latencies_away_are_refused():
+    """At 1e-12 req/s 600 arrivals reach 6e17 ms, where a float64's step is 128 ms: every DES
+    latency came out 0 and every method 'met' τ_max. Refused; 1e-6 req/s still resolves µs."""
+    with pytest.raises(ConfigError, match=r"arrivals at rate 1e-12 req/s: 600 requests span .* float step there "
+                                          r"\(128 ms\) rounds latencies away"):
+        arrival_times(600, rate=1e-12, seed=0)
+    fine = arrival_times(600, rate=1e-6, seed=0)
+    assert np.spacing(fine[-1]) <= 1e-3
+    with pytest.raises(ConfigError, match="arrivals at the trace's offsets"):
+        arrival_times(2, process="trace", offsets_s=[0.0, 1e16])
