@@ -387,6 +387,10 @@ def traces_merge(bundles, out, overwrite):
     merged = merge_bundles(list(bundles), out, overwrite=overwrite)
     n = merged.read("requests", ["request_id"]).num_rows
     click.echo(f"{out}: merged {len(bundles)} bundles, {n} request{'s' if n != 1 else ''}")
+    missing = merged.manifest["provenance"].get("missing_shards")
+    if missing:
+        _warn({"warnings": [f"shard{'s' if len(missing) > 1 else ''} {', '.join(missing)} of the recording "
+                            f"{'are' if len(missing) > 1 else 'is'} not among the bundles merged"]})
 
 
 # --- calibration and simulation commands (asd calibrate / simulate / sweep) ---

@@ -36,6 +36,14 @@ def _check_same_ladder(first: Bundle, other: Bundle) -> None:
                 raise TraceError(
                     f"{other.path}: tier {ta['name']!r} has {key}={tb.get(key)!r}, {first.path} has {ta.get(key)!r}"
                 )
+    # labelled by other rules, or recorded with other draft or label options: one bundle whose
+    # manifest described the first shard's alone
+    if a.get("label_rule") != b.get("label_rule"):
+        raise TraceError(f"{other.path}: labelled by {b.get('label_rule')!r}, {first.path} by {a.get('label_rule')!r}")
+    ra, rb = a.get("record") or {}, b.get("record") or {}
+    for key in ("drafts", "label"):
+        if key in ra and key in rb and ra[key] != rb[key]:
+            raise TraceError(f"{other.path}: recorded with --{key} {rb[key]}, {first.path} with --{key} {ra[key]}")
     sa, sb = a.get("sampling") or {}, b.get("sampling") or {}
     if sa != sb:
         tier = next(name for name in sorted(set(sa) | set(sb)) if sa.get(name) != sb.get(name))
@@ -85,9 +93,32 @@ def merge_bundles(paths: list[str | os.PathLike | Bundle], out: str | os.PathLik
     fields["provenance"] = {
         "merged_from": [{"path": str(b.path), "provenance": b.manifest.get("provenance")} for b in bundles]
     }
+    # what every shard was recorded with, not the first shard's fingerprint and slice
+    record = {k: v for k, v in (first.manifest.get("record") or {}).items() if k in ("drafts", "label")}
+    fields.pop("record", None)
+    if record and all("record" in b.manifest for b in bundles):
+        fields["record"] = record
+    missing = missing_shards(bundles)
+    if missing:
+        fields["provenance"]["missing_shards"] = missing
     manifest = new_manifest([{k: v for k, v in t.items() if k in S.TIER_KEYS} for t in first.tiers], **fields)
     manifest["tiers"] = first.tiers  # keep any extra keys a recorder added, exactly
     return write_bundle(out, manifest, pa.concat_tables(requests), outputs, drafts, overwrite=overwrite)
+
+
+def missing_shards(bundles) -> list[str]:
+    """The slices `asd record --shard i/n` would add to these bundles when all are slices of one
+    n (['2/3'] for shards 0/3 and 1/3); [] when they cover it, or are not all such slices."""
+    slices = [(b.manifest.get("record") or {}).get("shard") for b in bundles]
+    try:
+        parsed = [tuple(int(x) for x in s.split("/")) for s in slices]
+    except (AttributeError, ValueError):
+        return []
+    counts = {n for _, n in parsed}
+    if len(counts) != 1:
+        return []
+    (n,) = counts
+    return [f"{i}/{n}" for i in range(n) if i not in {i for i, _ in parsed}]
 
 
 def _check_all_or_none_split(bundles, requests) -> None:

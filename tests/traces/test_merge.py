@@ -73,6 +73,7 @@ def _other_temperature(m):
         (lambda m: m["tiers"][1].update(params_b=99.0), "params_b=99.0"),
         (_rename_first_tier, "tiers"),
         (_other_temperature, "sampling"),
+        (lambda m: m.update(label_rule="bleu against the last tier"), "labelled by 'bleu against the last tier'"),
     ],
 )
 def test_mismatched_ladders_are_refused(tmp_path, edit, message):
@@ -111,3 +112,34 @@ def test_split_shards_merge_with_split_ones_only(tmp_path):
     split_bundle(paths[1], test_frac=0.3, seed=0)
     merged = merge_bundles(paths, tmp_path / "out")
     assert merged.read("requests", ["split"]).column("split").null_count == 0
+
+
+def _with_record(path, **record):
+    file = path / "manifest.json"
+    manifest = json.loads(file.read_text())
+    manifest["record"] = {"fingerprint": path.name, "drafts": "all", "label": "agreement", **record}
+    file.write_text(json.dumps(manifest))
+
+
+def test_shards_recorded_with_other_options_are_refused_and_a_missing_shard_is_named(tmp_path):
+    """A --drafts none shard beside a --drafts all one merged into a bundle whose manifest said
+    'drafts: all' (shard 0's record, fingerprint and slice included); shard 2 of 3 left out
+    merged without a word."""
+    from click.testing import CliRunner
+
+    from asd.cli import main
+
+    paths, _ = _shards(tmp_path)
+    for i, path in enumerate(paths):
+        _with_record(path, shard=f"{i}/3", drafts="none" if i == 1 else "all")
+    with pytest.raises(TraceError, match=r"shard1: recorded with --drafts none, .*shard0 with --drafts all"):
+        merge_bundles(paths, tmp_path / "out")
+    _with_record(paths[1], shard="1/3")
+    result = CliRunner().invoke(main, ["traces", "merge", str(paths[0]), str(paths[1]), "-o", str(tmp_path / "two")])
+    assert result.exit_code == 0, result.output
+    assert "warning: shard 2/3 of the recording is not among the bundles merged" in result.output
+    merged = json.loads((tmp_path / "two" / "manifest.json").read_text())
+    assert merged["record"] == {"drafts": "all", "label": "agreement"}  # not shard 0's fingerprint or slice
+    assert merged["provenance"]["missing_shards"] == ["2/3"]
+    whole = merge_bundles(paths, tmp_path / "all")
+    assert "missing_shards" not in whole.manifest["provenance"]
