@@ -479,7 +479,13 @@ class ShardStore:
 
     def read(self, kind: str) -> pa.Table:
         schema = OUTPUT_SHARD if kind == "outputs" else DRAFT_SHARD
-        tables = [pq.read_table(f, schema=schema) for f in self._files(kind)]
+        tables = []
+        for f in self._files(kind):
+            try:
+                tables.append(pq.read_table(f, schema=schema))
+            except (OSError, pa.ArrowException) as exc:  # written atomically: only damage outside asd does this
+                raise TraceError(f"{f}: a recorded shard cannot be read ({exc}); add --restart to discard the "
+                                 "unfinished run and start over") from None
         return pa.concat_tables(tables) if tables else schema.empty_table()
 
     def n_rows(self) -> int:

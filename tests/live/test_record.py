@@ -11,10 +11,12 @@ import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 import yaml
 from click.testing import CliRunner
 
 from asd.cli import main
+from asd.errors import TraceError
 from asd.live import record as R
 from asd.live.prompts import load_prompts, select_shard, shard_of
 from asd.traces.bundle import open_bundle
@@ -319,3 +321,12 @@ def test_resuming_with_other_inputs_is_refused(tmp_path, smollm2):
     result = run_cli("--tiers", tiers, "--prompts", prompts, "-o", tmp_path / "b")
     assert result.exit_code == 2 and "holds an unfinished recording from other tiers/prompts/options" in result.output
     assert "add --restart to discard it and start over" in result.output
+
+
+def test_a_damaged_shard_of_an_unfinished_run_is_one_error_naming_it(tmp_path):
+    """Shards are written atomically, so only damage from outside asd (a disk, a hand) leaves
+    one unreadable: the rerun raised pyarrow's ArrowInvalid as a traceback."""
+    store = R.ShardStore(tmp_path / "b.partial", "fp", plan={})
+    (tmp_path / "b.partial" / "outputs-00000.parquet").write_bytes(b"PAR1 not really")
+    with pytest.raises(TraceError, match=r"outputs-00000.parquet: a recorded shard cannot be read .*add --restart"):
+        store.read("outputs")

@@ -137,6 +137,9 @@ class LlamaCppBackend(Backend):
             self.llm = llama_cpp.Llama(**kwargs)
         except (ValueError, RuntimeError) as exc:
             raise BackendError(f"{self.model_path}: llama.cpp could not load the model ({exc})") from None
+        except MemoryError as exc:  # logits_all holds n_ctx × vocabulary scores: 6 GiB for Gemma at n_ctx 6080
+            raise BackendError(f"{self.model_path}: not enough memory to load the model at n_ctx {self.n_ctx} "
+                               f"({exc}); lower n_ctx or the tier's max_tokens") from None
         self._rng = np.random.default_rng(int(tier.get("seed") or 0))
 
     # -- helpers -----------------------------------------------------------------

@@ -118,3 +118,18 @@ def test_a_real_llama_cpp_error_still_reaches_stderr(smollm2, capfd):
     finally:
         backend.close()
     assert "invalid token" in capfd.readouterr().err
+
+
+def test_running_out_of_memory_loading_a_model_is_a_backend_error(smollm2, monkeypatch):
+    """logits_all keeps n_ctx × vocabulary scores (6 GiB for Gemma at n_ctx 6080): numpy's
+    MemoryError came out as a traceback. The mapping to one error line, with llama_cpp.Llama
+    made to fail as numpy does (the real load is tested above)."""
+    import llama_cpp
+
+    def too_big(**kwargs):  # what numpy raised (its _ArrayMemoryError is a MemoryError)
+        raise MemoryError("Unable to allocate 5.94 GiB for an array with shape (6080, 262144) and data type float32")
+
+    monkeypatch.setattr(llama_cpp, "Llama", too_big)
+    with pytest.raises(BackendError, match=r"not enough memory to load the model at n_ctx 64 .*lower n_ctx or the "
+                                           r"tier's max_tokens"):
+        make_backend({"name": "s", "backend": "llama_cpp", "model": smollm2, "n_ctx": 64})
