@@ -96,6 +96,11 @@ def record(
             if labelled_by is not None and labelled_by != _labels_fingerprint(prompts):  # older bundles have none
                 raise TraceError(f"{out}: already recorded, with other references or tasks than {prompts_path} "
                                  "gives now, which its labels come from (pass --overwrite to record it again)")
+            try:  # its files still as written (a stamped bundle: hashed, not re-read)
+                B.open_bundle(out)
+            except TraceError as exc:
+                raise TraceError(f"{out}: recorded, but no longer a valid bundle ({exc}); pass --overwrite to record "
+                                 "it again") from None
             status = {"bundle": str(out), "status": "already complete", "n_requests": len(prompts)}
             partial = partial_path(out)
             if _plan_fingerprint(partial) in (fingerprint, None):

@@ -95,6 +95,11 @@ def test_record_writes_a_complete_valid_bundle_and_rerun_is_a_no_op(tmp_path, sm
     assert refused.exit_code == 2
     assert refused.output == (f"error: {out}: already recorded, with other references or tasks than {changed} gives "
                               "now, which its labels come from (pass --overwrite to record it again)\n")
+    # a table gone since: not "already complete"
+    (out / "outputs.parquet").unlink()
+    broken = run_cli("--tiers", tiers, "--prompts", prompts, "-o", out)
+    assert broken.exit_code == 2 and broken.output.startswith(f"error: {out}: recorded, but no longer a valid bundle (")
+    assert broken.output.rstrip().endswith("pass --overwrite to record it again")
 
 
 def test_sigkill_mid_run_loses_nothing_recorded_and_rerun_completes(tmp_path, smollm2):
