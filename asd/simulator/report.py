@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+
+from asd.markup import escaped
 
 
 def wide_console() -> Console:
@@ -41,6 +44,7 @@ def _loss_levels(at: dict) -> str:
 
 
 def print_calibration(report: dict, console: Console | None = None) -> None:
+    report = escaped(report)  # names and paths from the data are text, not markup
     console = console or wide_console()
     if report["predictor"] == "gbt-reference":
         print_reference(report, console)
@@ -81,6 +85,7 @@ def print_calibration(report: dict, console: Console | None = None) -> None:
 
 def print_reference(report: dict, console: Console) -> None:
     """`asd calibrate --predictor gbt-reference`: boosted trees beside logistic, per stage."""
+    report = escaped(report)  # names and paths from the data are text, not markup
     console.print(f"[bold]{report['bundle']}[/bold]: calibrated on {report['data']}")
     console.print(f"gradient-boosted trees (offline reference) vs logistic, {len(report['features'])} features "
                   f"({', '.join(report['feature_groups'])})")
@@ -139,6 +144,7 @@ def _replayed(result: dict) -> str:
 
 
 def print_simulation(result: dict, console: Console | None = None) -> None:
+    result = escaped(result)  # names and paths from the data are text, not markup
     console = console or wide_console()
     stat, tau = result["stat"], result["tau_max_ms"]
     console.print(f"[bold]{result['bundle']}[/bold]: {result['n_requests']} {_replayed(result)} requests, tiers "
@@ -223,6 +229,7 @@ def _summarised(points: list[dict], check: dict) -> set[int]:
 
 
 def print_sweep(result: dict, console: Console | None = None) -> None:
+    result = escaped(result)  # names and paths from the data are text, not markup
     console = console or wide_console()
     mode = "" if not result.get("load") else f"; mode {result['mode']}{_load_text(result['load'])}"
     console.print(f"[bold]{result['bundle']}[/bold]: {result['n_requests']} {_replayed(result)} requests, "
@@ -305,8 +312,8 @@ def _above_text(points: list[dict], n_requests: int) -> str:
 def print_check(result, console: Console | None = None) -> None:
     """`asd check`: each bundle's replay in one line, then one table of every promise."""
     console = console or wide_console()
-    console.print(f"[bold]asd check[/bold] {result.policy}")
-    for b in result.bundles:
+    console.print(f"[bold]asd check[/bold] {escape(str(result.policy))}")
+    for b in escaped(result.bundles):
         console.print(f"{b['bundle']}: {b['evaluation']}; mode {b['mode']}{_load_text(b.get('load'))}, "
                       f"cost model {b['cost_model']}", highlight=False)
     table = Table(box=box.SIMPLE_HEAD)
@@ -314,21 +321,24 @@ def print_check(result, console: Console | None = None) -> None:
                          ("result", "left")):
         table.add_column(col, justify=justify, no_wrap=True)
     for r in result.rows:
-        table.add_row(r.bundle, r.promise, r.shown, r.limit_text,
+        table.add_row(*escaped((str(r.bundle), r.promise, r.shown, r.limit_text)),
                       "pass" if r.passed else "[bold red]FAIL[/bold red]")
     console.print(table)
     for r in result.failures:
-        console.print(f"FAIL {r.bundle}: {r.message}", highlight=False)
+        console.print(escape(f"FAIL {r.bundle}: {r.message}"), highlight=False)
     n, failed = len(result.rows), len(result.failures)
     console.print(f"{n - failed} of {n} promises hold" + ("" if not failed else f"; {failed} failed"), highlight=False)
 
 
 def print_explain(ex: dict, console: Console | None = None) -> None:
     console = console or wide_console()
+    ex = dict(ex, prompt=ex.get("prompt") and repr(ex["prompt"]),  # quoted first, then escaped as text
+              tiers=[dict(t, output=repr(t["output"])) for t in ex["tiers"]])
+    ex = escaped(ex)
     console.print(f"[bold]request {ex['request_id']}[/bold] at λ = {ex['lambda']:.4g}: starts at "
                   f"{ex['start_tier']}, stops at {ex['stop_tier']}")
     if ex.get("prompt"):
-        console.print(f"prompt: {ex['prompt']!r}")
+        console.print(f"prompt: {ex['prompt']}")
     stage0 = ex.get("stage0") or {}
     if stage0.get("rule") == "routed":
         scores = ", ".join(f"{name} {p:.3f}" for name, p in zip((t["tier"] for t in ex["tiers"]), stage0["route_scores"]))
@@ -345,6 +355,6 @@ def print_explain(ex: dict, console: Console | None = None) -> None:
         console.print(f"  {t['tier']} ({state}): p̂ {t['p_hat']:.3f}, bin {t['bin']}, stop value "
                       f"{t['stop_value']:.4g}, continue value {cont} → {t['decision']}; acceptable "
                       f"{_f(t['acceptable'])}")
-        console.print(f"    output: {t['output']!r}")
+        console.print(f"    output: {t['output']}")
         top = sorted(t["features"].items(), key=lambda kv: -abs(kv[1]))[:8]
         console.print("    features: " + ", ".join(f"{k}={v:.3g}" for k, v in top))

@@ -7,6 +7,8 @@ from rich.console import Console
 from rich.measure import Measurement
 from rich.table import Table
 
+from asd.markup import escaped
+
 
 def _fmt(value, digits=3) -> str:
     if value is None:
@@ -33,6 +35,7 @@ def _print_whole(console: Console, table: Table) -> None:
 
 def print_summary(summary: dict, console: Console | None = None) -> None:
     console = console or Console()
+    summary = escaped(summary)  # names and paths from the data are text, not markup
     n, k = summary["n_requests"], len(summary["tiers"])
     head = f"[bold]{summary['path']}[/bold]: {n} request{'s' if n != 1 else ''}, {k} tier{'s' if k != 1 else ''}"
     if summary["synthetic"]:
