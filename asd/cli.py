@@ -630,7 +630,7 @@ def _warn(result: dict) -> None:
 
 
 @main.command("check", short_help="Test a policy's promises on trace bundles (for CI).")
-@click.argument("policy", type=click.Path(dir_okay=False))
+@click.argument("policy", type=click.Path())  # a directory: Policy.load says so in one line
 @click.argument("bundles", nargs=-1, required=True, type=BUNDLE)
 @click.option("--min-quality", type=float, default=None, metavar="Q", help="Quality (mean score over labelled requests) >= Q.")
 @click.option("--max-loss-vs-last", type=float, default=None, metavar="PCT",
@@ -641,7 +641,7 @@ def _warn(result: dict) -> None:
               help="quality >= BASELINE's − MARGIN and cost_rel <= BASELINE's + MARGIN (MARGIN absolute, default "
                    "0). BASELINE: always-<tier>, fixed-2stage, pipeline, threshold, router, random, protocol or "
                    "oracle (tuned ones picked at the policy's cost on calibration rows); repeatable.")
-@click.option("--against", default=None, type=click.Path(dir_okay=False), metavar="OLD_POLICY",
+@click.option("--against", default=None, type=click.Path(), metavar="OLD_POLICY",
               help="Regression: fail where the new frontier over λ is below OLD_POLICY's by more than --tolerance at any cost level.")
 @click.option("--tolerance", default=0.0, show_default=True, type=float, help="--against: allowed quality shortfall.")
 @click.option("--split", default=None, help="Replay on this split (e.g. test) of a split bundle (default: test when there is one).")
@@ -667,7 +667,11 @@ def check_command(policy, bundles, min_quality, max_loss_vs_last, max_cost_rel, 
 
     if against is None:
         _warn_ignored(["tolerance"], "without --against")
-    _warn_ignored_load(mode, arrivals)
+    if max_latency:
+        _warn_ignored_load(mode, arrivals)
+    else:  # the load shapes latencies alone, and no promise here is on latency
+        _warn_ignored(["mode", "rate", "arrivals", "cv", "scheduler"], "without --max-latency")
+        mode = "replay"
     refuse_overwriting_inputs({"POLICY": policy, "--against": against,
                                **{f"BUNDLE {b}": b for b in bundles}}, {"--json": json_path, "--junit": junit_path})
 

@@ -204,6 +204,15 @@ def test_check_on_a_test_split_is_out_of_sample_and_beats_are_defined(synth, tmp
                               and figures["cost_rel"] <= b["cost_rel"] + margin + 1e-12)
     oracle = strict.rows[1]
     assert not oracle.passed and "oracle's" in oracle.message  # nothing beats the oracle's quality
+    # random is drawn at the policy's mean cost: quality alone decides, whatever the draw's seed
+    # (its realised cost fell either side of the policy's, and the verdict flipped with --seed)
+    verdicts = []
+    for seed in range(6):
+        row = check_policy(policy, bundle, beat=["random"], seed=seed).rows[0]
+        b = check_policy(policy, bundle, beat=["random"], seed=seed).bundles[0]["baselines"]["random"]
+        assert row.passed == (figures["quality"] >= b["quality"] - 1e-12)
+        verdicts.append(row.passed)
+    assert len(set(verdicts)) == 1
 
 
 def test_des_mode_checks_latency_under_load(synth):
@@ -446,3 +455,39 @@ def test_a_promise_that_cannot_be_measured_fails_saying_why(tmp_path):
     assert not beat_row.passed and beat_row.measured is None
     assert ("beat always-synth-34b: always-synth-34b has no quality here (no replayed request is labelled where it "
             "stops), so the qualities cannot be compared") in beat_row.message
+
+
+def test_check_input_a_ci_job_would_trip_on(synth, tmp_path):
+    """From the CI hunt: each was a traceback, a usage screen, a merged JUnit case or an option
+    silently run."""
+    bundle, policy = synth
+    # a baseline twice: two JUnit cases of one name, which CI tools merge (hiding the failing one)
+    with pytest.raises(ConfigError, match=r"--beat 'threshold:0.1': threshold is given twice"):
+        check_policy(policy, bundle, beat=["threshold", "threshold:0.1"])
+    # tolerance=None with against=: a TypeError inside the frontier comparison
+    with pytest.raises(ConfigError, match=r"tolerance=None: give a number >= 0"):
+        check_policy(policy, bundle, min_quality=0, against=policy, tolerance=None)
+    # an in-memory view has no path: the table and JUnit printed None, and junit_xml raised
+    from asd.calibration.views import load_view
+    from asd.simulator.check import junit_xml
+
+    import dataclasses
+
+    in_memory = dataclasses.replace(load_view(bundle), path=None)  # as view_from_records builds one
+    result = check_policy(policy, [in_memory, bundle], min_quality=0)
+    assert [r.bundle for r in result.rows] == ["bundle 1", str(bundle)]
+    root = ET.fromstring(junit_xml(result))
+    assert [c.get("classname") for c in root.iter("testcase")] == ["bundle 1", str(bundle)]
+    # warnings of several bundles: one <system-err> per suite, as JUnit's schema allows
+    split_copy = tmp_path / "copy"
+    shutil.copytree(bundle, split_copy)
+    both = check_policy(policy, [bundle, split_copy], min_quality=0, split="calibration")
+    errs = list(ET.fromstring(junit_xml(both)).iter("system-err"))
+    assert len(errs) == 1 and errs[0].text.count("in-sample") == 2
+    # a directory as POLICY: one error line, not click's usage screen
+    refused = run("check", bundle, bundle, "--min-quality", "0")
+    assert refused.exit_code == 2 and refused.output == f"error: policy file {bundle} is a directory, not a policy file\n"
+    # the load shapes latency alone: without a latency promise it is said to do nothing, and not run
+    loaded = run("check", policy, bundle, "--min-quality", "0", "--mode", "des", "--rate", "5")
+    assert loaded.exit_code == 0 and "warning: --mode, --rate have no effect without --max-latency" in loaded.output
+    assert "mode replay" in loaded.output
