@@ -62,13 +62,16 @@ def baseline_frontiers(ev: Evaluation, lam_for_protocol: float = 1.0, timed=None
         return _point(o, ev, timed=timed)
 
     out = {name: [point(o)] for name, o in ev.fixed_baselines(lam_for_protocol).items()}
-    first = float(ev.arrays.cost[:, 0].sum() / ev.cost_last) if ev.cost_last > 0 else 0.0
-    budgets = np.linspace(min(first, 1.0), 1.0, BUDGET_LEVELS)
-    # a threshold cascade may cost more than always-last (every tier climbed: the pipeline);
-    # where the ladder's first tier is the dearer one, that is its whole range
+    # The budgets span the single tiers' costs densely (a router mixes single tiers), then on to
+    # the pipeline's: a threshold cascade may cost more than any tier alone (every tier climbed).
+    # From always-first's cost to always-last's only, a ladder whose first tier is the dearer
+    # (the built-in one) got 24 budgets at 1.0 and a router of 2 points where it has a dozen.
+    singles = ev.arrays.cost.sum(axis=0) / ev.cost_last if ev.cost_last > 0 else np.zeros(ev.view.n_tiers)
+    lo, hi = float(min(singles.min(), 1.0)), float(max(singles.max(), 1.0))
+    budgets = np.linspace(lo, hi, BUDGET_LEVELS)
     top = out["pipeline"][0]["cost_rel"]
-    if top > 1.0:
-        budgets = np.concatenate([budgets, np.linspace(1.0, top, EXTRA_BUDGET_LEVELS + 1)[1:]])
+    if top > hi:
+        budgets = np.concatenate([budgets, np.linspace(hi, top, EXTRA_BUDGET_LEVELS + 1)[1:]])
     for name in B.TUNED:
         pts, seen = [], set()
         for b in budgets:

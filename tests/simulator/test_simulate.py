@@ -1414,3 +1414,19 @@ def test_under_des_the_tuned_baselines_meet_tau_by_the_loads_latency_on_their_ca
     # replay mode still picks on replayed latencies
     replayed = simulate(tau_max=800, evaluation=ev)["baselines"]["router"]
     assert replayed["latency_ms"]["p95"] <= 800
+
+
+def test_sweep_budgets_span_the_single_tiers_costs_where_the_first_tier_is_the_dearer():
+    """The built-in ladder's first tier costs 1.177 of always-last: budgets from always-first's
+    cost to always-last's were 24 copies of 1.0, and the router, which mixes single tiers and so
+    costs between 1.0 and 1.177, got 2 points where it has a dozen (its points above the policy
+    read 0.010 above at 0.8 standard errors instead of 0.043 at 2.2)."""
+    from asd.simulator.sweep import baseline_frontiers
+
+    ev = Evaluation("builtin", cost_model="params", seed=0)
+    first = float(ev.arrays.cost[:, 0].sum() / ev.cost_last)
+    assert first > 1.1
+    router = baseline_frontiers(ev)["router"]
+    inside = [p["budget"] for p in router if 1.0 < p["budget"] < first]
+    assert len(router) >= 10 and len(inside) >= 8
+    assert all(1.0 - 1e-9 <= p["cost_rel"] <= first + 1e-9 for p in router)
