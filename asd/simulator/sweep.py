@@ -68,7 +68,9 @@ def baseline_frontiers(ev: Evaluation, lam_for_protocol: float = 1.0, timed=None
     # (the built-in one) got 24 budgets at 1.0 and a router of 2 points where it has a dozen.
     singles = ev.arrays.cost.sum(axis=0) / ev.cost_last if ev.cost_last > 0 else np.zeros(ev.view.n_tiers)
     lo, hi = float(min(singles.min(), 1.0)), float(max(singles.max(), 1.0))
-    budgets = np.linspace(lo, hi, BUDGET_LEVELS)
+    budgets = np.linspace(lo, 1.0, BUDGET_LEVELS)
+    if hi > 1.0:  # a single tier dearer than always-last: as densely up to it
+        budgets = np.concatenate([budgets, np.linspace(1.0, hi, BUDGET_LEVELS)[1:]])
     top = out["pipeline"][0]["cost_rel"]
     if top > hi:
         budgets = np.concatenate([budgets, np.linspace(hi, top, EXTRA_BUDGET_LEVELS + 1)[1:]])
