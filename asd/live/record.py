@@ -463,11 +463,7 @@ class ShardStore:
             path.mkdir(parents=True, exist_ok=True)
             plan_file = path / PLAN
             if plan_file.is_file():
-                try:
-                    old = json.loads(plan_file.read_text()).get("fingerprint")
-                except json.JSONDecodeError:
-                    old = None
-                if old != fingerprint:
+                if _plan_fingerprint(path) != fingerprint:
                     raise TraceError(
                         f"{path}: holds an unfinished recording from other tiers/prompts/options; rerun it with "
                         "the same inputs to finish it, or add --restart to discard it and start over"
