@@ -10,7 +10,9 @@ Three models (`COST_MODELS`), chosen by `fit_cost_model(view, kind)`:
   parallelism (the manifest's; where it names none, the smallest TP whose GPUs hold the fp16
   weights in 80% of 80 GB: 8B/13B → 1, 34B → 2, 70B → 4).
 - `params`: cost = params_b × (prompt + output tokens), the inspect oracle's FLOPs yardstick;
-  latency from the profile on h100 at the same tensor parallelism as `profile`.
+  latency from the profile on h100 at the same tensor parallelism as `profile`. A continuation
+  counts the tokens its weights run over: prompt + the whole draft it verifies (rejected tokens
+  too) + those decoded after the accepted prefix.
 GPU cost (`trace`, `profile`) = latency × GPUs of the tier (tensor parallel × 1 replica).
 A missing token count is filled with its tier's mean recorded count (the inspect rule,
 `asd.traces.summary`), rounded to a whole token, never free; `CostGrid` carries the counts it charged.
@@ -111,6 +113,9 @@ class CostModel:
             cost = params * (np.ones_like(tokens) if no_counts else tokens)
             cont_tokens = n_prompt + n_draft + np.maximum(n_out - n_acc, 0.0)
             cost_cont = np.where(cont_mask, params * cont_tokens, cost)
+            if speculative:  # dearer than regenerating where less than half the draft is accepted
+                why += ("; params of a continuation: prompt + the whole draft it verifies + the tokens decoded "
+                        "after the accepted prefix")
             if no_counts:
                 fill_note = (fill_note + "; " if fill_note else "") + "no token counts: params cost = params_b per request"
         else:
@@ -131,13 +136,24 @@ class CostModel:
         verify_ms is recorded, else the recorded latency scaled by the model's continuation/cold ratio."""
         tpot = np.asarray(self.details["tpot_ms"], dtype=np.float64)[None, :]
         e2e, ttft = np.asarray(view.e2e_ms, np.float64), np.asarray(view.ttft_ms, np.float64)
-        from_ttft = ttft + tpot * np.maximum(n_out - 1.0, 0.0)
-        latency = np.where(np.isfinite(e2e), e2e, np.where(np.isfinite(ttft), from_ttft, model_cold))
+        decode = tpot * np.maximum(n_out - 1.0, 0.0)
+        latency = np.where(np.isfinite(e2e), e2e, np.where(np.isfinite(ttft), ttft + decode,
+                                                            self._fitted_ttft(n_prompt, model_cold - decode) + decode))
         verify = np.asarray(view.draft_verify_ms, np.float64)
         after_prefix = verify + tpot * np.maximum(n_out - n_acc - 1.0, 0.0)
         ratio = model_cont / np.where(model_cold > 0, model_cold, 1.0)
         latency_cont = np.where(cont_mask, np.where(np.isfinite(verify), after_prefix, latency * ratio), latency)
         return latency, latency_cont
+
+    def _fitted_ttft(self, n_prompt, fallback):
+        """TTFT(prompt tokens) as each tier's trace fit predicts it, for a request with no timings at
+        that tier; `fallback` where the tier had no timings to fit (its profile's coefficients).
+        (The iteration coefficients match this fit only at the tier's mean prompt length.)"""
+        fits = self.details.get("tiers") or [{}] * len(self.tier_names)
+        a = np.array([f.get("ttft_intercept_ms", np.nan) for f in fits], dtype=np.float64)[None, :]
+        b = np.array([f.get("ttft_per_prompt_token_ms", np.nan) for f in fits], dtype=np.float64)[None, :]
+        fitted = a + b * n_prompt
+        return np.where(np.isfinite(fitted), fitted, fallback)
 
     # ---------------------------------------------------------------- JSON
 

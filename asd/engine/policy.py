@@ -596,6 +596,18 @@ class Policy:
         self.start_lam = start_lam
         return self
 
+    def continue_value(self, tier: int, bin_: int, cold: bool = False) -> float | None:
+        """The solved continue value at `tier`, bin `bin_` (None at the last tier): the next tier's
+        expected cost plus its risk-neutral value, what the stop value is compared with. cold: at
+        the tier a request started at (the cold state's transitions, as `solve_cold_start_nb`)."""
+        tier = self._check_tier(tier)
+        if tier == self._n_tiers - 1:
+            return None
+        if not cold or tier == 0 or not self.tables.cold_start:
+            return float(self.continue_table[tier, bin_])
+        t = self.tables
+        return float(t.cnext_cold[tier, bin_] + t.trans_cold[tier, bin_] @ self._vmean[tier + 1])
+
     # -- decisions --------------------------------------------------------------------------
     def decide(self, tier: int, features: np.ndarray, cold: bool = False) -> bool:
         """Stop at `tier` (0-based) given that tier's features (1-d contiguous float64 array,

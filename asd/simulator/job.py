@@ -87,12 +87,14 @@ def criteria(chosen: dict, reference: dict, stat: str) -> dict:
     loss = (None if chosen["quality"] is None or not reference["quality"]
             else (reference["quality"] - chosen["quality"]) / reference["quality"])
     gpu = change(chosen["cost_rel"], reference["cost_rel"])
+    # against a reference of quality 0 a relative loss is undefined, and no loss is possible
+    no_loss = chosen["quality"] is not None and reference["quality"] == 0
     return {
         "against": "fixed-2stage",
         "latency_change": {"value": lat, "goal": "-30% to -50%", "bound": GOALS["latency_change"][1],
                            "met": lat is not None and lat <= GOALS["latency_change"][1]},
         "quality_loss": {"value": loss, "goal": "< 2%", "bound": GOALS["quality_loss"],
-                         "met": loss is not None and loss < GOALS["quality_loss"]},
+                         "met": no_loss or (loss is not None and loss < GOALS["quality_loss"])},
         "gpu_change": {"value": gpu, "goal": "-40%", "bound": GOALS["gpu_change"],
                        "met": gpu is not None and gpu <= GOALS["gpu_change"]},
     }
@@ -563,10 +565,9 @@ def explain(ev: Evaluation, request_id: str, lam: float) -> dict:
         cold = i == start and i > 0
         b = int((f.cold_bins if cold else f.tier_bins)[j, i])
         x = (fs.cold_x if cold else fs.tier_x)[row, i]
-        # the cold start tier is decided on the cold-state tables (as the walk does); its
-        # continue value is not kept apart from the cold value table, so it is left out
+        # the cold start tier is decided on the cold-state tables, as the walk does
         stop_value = lam * (1.0 - float((policy.q_stop_cold if cold else policy.q_stop)[i, b]))
-        cont = float(policy.continue_table[i, b]) if i < view.n_tiers - 1 and not cold else None
+        cont = policy.continue_value(i, b, cold=cold)
         output = view.outputs[row, i]
         tiers.append({
             "tier": name, "ran": start <= i <= stop, "state": _walk_state(i, start, stop),
@@ -583,7 +584,8 @@ def explain(ev: Evaluation, request_id: str, lam: float) -> dict:
         stage0 = {"rule": "routed", "threshold": policy.route_threshold, "route_scores": scores}
     else:
         stage0 = {"rule": "prompt bins", "prompt_bin": int(f.prompt_bins[j])}
-    return {"request_id": str(request_id), "lambda": lam, "start_tier": view.tier_names[start],
+    return {"request_id": str(request_id), "lambda": lam, "cost_model": ev.cost_model.kind,
+            "start_tier": view.tier_names[start],
             "stop_tier": view.tier_names[stop], "prompt": None if view.prompts[row] is None else str(view.prompts[row])[:300],
             "stage0": stage0, "tiers": tiers}
 

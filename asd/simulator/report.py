@@ -156,8 +156,8 @@ def print_simulation(result: dict, console: Console | None = None) -> None:
         console.print(result["not_fitted"])
         console.print(_method_table(f"{_replayed(result)} cost and latency at τ_max = {tau:g} ms ({stat})",
                                     list(result["baselines"].items()), stat, tau))
-        console.print("[dim]cost: GPU cost relative to always-last; stops: share of requests stopping at each tier; "
-                      "quality —: no labels[/dim]")
+        console.print(f"[dim]cost: {cost_words(result['cost_model'])} relative to always-last; stops: share of "
+                      "requests stopping at each tier; quality —: no labels[/dim]")
         return
     status = result["search"]["status"]
     limit = result["search"].get("lambda_limit", c["lambda"])
@@ -171,15 +171,16 @@ def print_simulation(result: dict, console: Console | None = None) -> None:
     console.print(head)
     rows = [("policy", c)] + list(result["baselines"].items())
     console.print(_method_table(f"{replayed} results at τ_max = {tau:g} ms ({stat})", rows, stat, tau))
-    console.print("[dim]cost: GPU cost relative to always-last; stops: share of requests stopping at each tier; "
-                  "oracle: cheapest acceptable tier per request (else the cheapest), an upper bound on the share of "
-                  "acceptable answers, not on mean graded quality[/dim]")
+    console.print(f"[dim]cost: {cost_words(result['cost_model'])} relative to always-last; stops: share of "
+                  "requests stopping at each tier; oracle: cheapest acceptable tier per request (else the cheapest), "
+                  "an upper bound on the share of acceptable answers, not on mean graded quality[/dim]")
     cr = result["criteria"]
     console.print(
         f"protocol criteria vs {cr['against']}: latency {_criterion(cr['latency_change'])} "
         f"(goal {cr['latency_change']['goal']}: {'met' if cr['latency_change']['met'] else 'not met'}), "
         f"quality loss {_criterion(cr['quality_loss'])} (goal {cr['quality_loss']['goal']}: "
-        f"{'met' if cr['quality_loss']['met'] else 'not met'}), GPU {_criterion(cr['gpu_change'])} "
+        f"{'met' if cr['quality_loss']['met'] else 'not met'}), {_cost_short(result['cost_model'])} "
+        f"{_criterion(cr['gpu_change'])} "
         f"(goal {cr['gpu_change']['goal']}: {'met' if cr['gpu_change']['met'] else 'not met'})")
     d = result["deployment"]
     # folds are judged on replayed latencies: under --mode des the table's are the load's, so say so
@@ -330,6 +331,15 @@ def print_check(result, console: Console | None = None) -> None:
     console.print(f"{n - failed} of {n} promises hold" + ("" if not failed else f"; {failed} failed"), highlight=False)
 
 
+def cost_words(cost_model: str | None) -> str:
+    """What a cost model's cost is, for report legends: `params` counts parameters × tokens, not GPU time."""
+    return "params × tokens cost" if cost_model == "params" else "GPU cost"
+
+
+def _cost_short(cost_model: str | None) -> str:
+    return "cost (params × tokens)" if cost_model == "params" else "GPU"
+
+
 def print_explain(ex: dict, console: Console | None = None) -> None:
     console = console or wide_console()
     ex = dict(ex, prompt=ex.get("prompt") and repr(ex["prompt"]),  # quoted first, then escaped as text
@@ -347,7 +357,8 @@ def print_explain(ex: dict, console: Console | None = None) -> None:
     elif stage0:
         console.print(f"stage 0: prompt bin {stage0['prompt_bin']}")
     console.print("values: the expected cost from that tier on: stop = λ × (1 − its bin's acceptance), continue = "
-                  "the next tier's GPU cost + its expected value; the lower one decides (ties stop)", highlight=False)
+                  f"the next tier's {cost_words(ex.get('cost_model'))} + its expected value; the lower one decides "
+                  "(ties stop)", highlight=False)
     for t in ex["tiers"]:
         # a tier the walk never entered shows what the climbed-state tables would have decided there
         state = t["state"] if t["ran"] else f"{t['state']}; values as if climbed there"

@@ -232,6 +232,39 @@ def test_trace_model_recovers_synthetic_timings(synth_view):
         assert request_latency_ms(c[i], mean_p, 11) - request_latency_ms(c[i], mean_p, 10) == pytest.approx(fit["tpot_ms"], rel=1e-9)
 
 
+def test_trace_model_prices_an_untimed_answer_by_its_tiers_fit(synth_view):
+    """A request with no timings at a tier costs the fit's TTFT(its prompt) + TPOT per further
+    token, as the note says; the iteration coefficients agree with that only at the tier's mean
+    prompt length (they had priced a long prompt 31% above the fit)."""
+    ttft, e2e = synth_view.ttft_ms.copy(), synth_view.e2e_ms.copy()
+    ttft[0, 1] = e2e[0, 1] = np.nan
+    prompts = synth_view.n_prompt_tokens.copy()
+    prompts[0, 1] = 4 * np.nanmax(prompts[:, 1])  # far from the mean prompt length
+    view = replace(synth_view, ttft_ms=ttft, e2e_ms=e2e, n_prompt_tokens=prompts)
+    model = fit_cost_model(view, "trace")
+    fit = model.details["tiers"][1]
+    expected = (fit["ttft_intercept_ms"] + fit["ttft_per_prompt_token_ms"] * prompts[0, 1]
+                + fit["tpot_ms"] * (view.n_output_tokens[0, 1] - 1))
+    grid = model.grid(view)
+    assert grid.latency_ms[0, 1] == pytest.approx(expected, rel=1e-12)
+    assert grid.cost[0, 1] == pytest.approx(expected * model.gpus[1], rel=1e-12)
+    # a policy file's cost model (JSON round trip) prices it the same
+    again = CostModel.from_dict(json.loads(json.dumps(model.to_dict())))
+    assert again.grid(view).latency_ms[0, 1] == pytest.approx(expected, rel=1e-12)
+
+
+def test_params_continuation_counts_the_draft_it_verifies(builtin_view):
+    """params counts every token a tier runs its weights over: a continuation verifies the whole
+    draft in its prefill (the rejected tokens too) and decodes after the accepted prefix; the
+    note says so, as it is then dearer than regenerating when less than half the draft is kept."""
+    grid = fit_cost_model(builtin_view, "params").grid(builtin_view)
+    v = builtin_view
+    accepted = np.minimum(v.draft_n_accepted[:, 1], v.draft_n_tokens[:, 1])
+    tokens = v.n_prompt_tokens[:, 1] + v.draft_n_tokens[:, 1] + np.maximum(v.n_output_tokens[:, 1] - accepted, 0)
+    np.testing.assert_allclose(grid.cost_cont[:, 1], v.params_b[1] * tokens)
+    assert "verifies" in grid.note and "whole draft" in grid.note
+
+
 def test_trace_model_without_timings_is_one_error(tmp_path):
     view = view_of(write_synthetic_bundle(tmp_path / "b", 20, 2, seed=0, timings=False).path)
     with pytest.raises(TraceError, match="no recorded timings") as info:

@@ -1430,3 +1430,38 @@ def test_sweep_budgets_span_the_single_tiers_costs_where_the_first_tier_is_the_d
     inside = [p["budget"] for p in router if 1.0 < p["budget"] < first]
     assert len(router) >= 10 and len(inside) >= 8
     assert all(1.0 - 1e-9 <= p["cost_rel"] <= first + 1e-9 for p in router)
+
+
+def test_explain_shows_the_cold_start_tiers_continue_value(evaluation):
+    """At a tier a request started at cold (stage 0 skipped the tiers below) the debugger shows
+    the cold state's continue value, the one its decision was made on (it showed "—")."""
+    from asd.simulator.job import explain
+
+    seen, lam = 0, 1e5  # on this ladder stage 0 skips the first tier for about a third of requests here
+    for fold in evaluation.folds:
+        policy = fold.policy.solve(lam)
+        for j in range(fold.held.size):
+            ex = explain(evaluation, str(evaluation.view.request_ids[fold.held[j]]), lam)
+            for i, t in enumerate(ex["tiers"][:-1]):
+                if t["state"] != "cold start":
+                    continue
+                seen += 1
+                assert t["continue_value"] == policy.continue_value(i, t["bin"], cold=True)
+                stops = t["stop_value"] <= t["continue_value"] + 1e-12 * max(1.0, abs(t["continue_value"]))
+                assert (t["decision"] == "stop") == stops
+            if seen >= 5:
+                return
+    assert seen, "no held-out request started cold above tier 0"
+
+
+def test_quality_loss_criterion_against_a_reference_of_quality_zero():
+    """fixed-2stage with quality 0: the relative loss is undefined and the policy cannot lose
+    anything, so the goal is met (it read "not met" beside a policy at 0.49)."""
+    from asd.simulator.job import criteria
+
+    ref = {"quality": 0.0, "cost_rel": 1.0, "latency_ms": {"p95": 200.0}}
+    chosen = {"quality": 0.49, "cost_rel": 0.5, "latency_ms": {"p95": 100.0}}
+    loss = criteria(chosen, ref, "p95")["quality_loss"]
+    assert loss["value"] is None and loss["met"]
+    assert not criteria(dict(chosen, quality=None), ref, "p95")["quality_loss"]["met"]
+    assert criteria(dict(chosen, quality=0.5), dict(ref, quality=0.6), "p95")["quality_loss"]["met"] is False
