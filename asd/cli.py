@@ -35,9 +35,21 @@ class AsdGroup(click.Group):
             finally:
                 _remove_made_dirs_left_empty()
 
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:  # the group's own options (`asd --bad`), parsed before invoke
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.exceptions.NoArgsIsHelpError:
+            raise
+        except click.UsageError as exc:
+            _usage_error_line(exc, info_name or "asd")
+
     def _invoke(self, ctx):
         try:
             return super().invoke(ctx)
+        except click.exceptions.NoArgsIsHelpError:
+            raise  # the help screen, as asked for
+        except click.UsageError as exc:
+            _usage_error_line(exc, ctx.command_path)
         except AsdError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
@@ -45,6 +57,14 @@ class AsdGroup(click.Group):
             where = f"{exc.filename}: " if exc.filename else ""
             click.echo(f"error: {where}{exc.strerror or exc}", err=True)
             sys.exit(2)
+
+
+def _usage_error_line(exc: click.UsageError, command_path: str):
+    """A bad option or argument as one `error:` line naming the command, as every other mistake
+    gets, in place of click's usage screen; exit 2 as click's own."""
+    where = exc.ctx.command_path if exc.ctx is not None else command_path
+    click.echo(f"error: {where}: {exc.format_message()} (see '{where} --help')", err=True)
+    sys.exit(2)
 
 
 _WARNED: set[str] = set()

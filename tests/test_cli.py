@@ -133,6 +133,22 @@ def test_a_negative_seed_is_a_usage_error_not_a_numpy_traceback(tmp_path):
     assert run("traces", "split", tmp_path / "b", "--seed", "-5", "-o", tmp_path / "c").exit_code == 0
 
 
+def test_a_bad_option_value_is_one_error_line_naming_the_command():
+    """click's own usage screen (Usage:, Try ..., blank line, Error: ...) became one `error:` line
+    naming the command, as every other mistake gets; exit 2 as before; `asd` alone still helps."""
+    for args, command, text in ((["simulate", "--tau-max", "800", "--mode", "des", "--max-batch", "0"], "asd simulate",
+                                 "Invalid value for '--max-batch': 0 is not in the range"),
+                                (["simulate", "--tau-max", "abc"], "asd simulate", "'abc' is not a valid float"),
+                                (["traces", "import", "jsonl", "x"], "asd traces import", "Missing option '-o'"),
+                                (["--bad"], "asd", "No such option '--bad'"),
+                                (["nosuch"], "asd", "No such command 'nosuch'")):
+        result = CliRunner().invoke(main, args, prog_name="asd")
+        assert result.exit_code == 2, (args, result.output)
+        assert result.output.startswith(f"error: {command}: ") and text in result.output, (args, result.output)
+        assert len(result.output.strip().splitlines()) == 1 and "Usage:" not in result.output, (args, result.output)
+    assert "Usage: main [OPTIONS]" in run().output and "Usage: main traces" in run("traces").output
+
+
 def test_nan_is_refused_by_the_ranged_float_options():
     """click's FloatRange lets nan through (every comparison is false): `traces inspect
     --threshold nan` counted no answer as acceptable, `live --deadline nan` waited nan seconds."""
