@@ -25,6 +25,8 @@ def _f(value, digits=3, pct=False) -> str:
     if pct:
         return f"{100 * value:+.1f}%"
     if isinstance(value, float):
+        if digits == 0 and abs(value) >= 1e7:  # a runaway latency (1e13 ms) in a column's width, not 14 digits
+            return f"{value:.3g}"
         return f"{value:.{digits}f}"
     return str(value)
 
@@ -107,9 +109,13 @@ METHOD_WIDTH = 40  # `always-` + a 33-character tier name fits one line
 def _method_table(title, rows, stat, tau=None) -> Table:
     table = Table(title=title, box=box.SIMPLE_HEAD)
     # a long tier name (a Hugging Face id) folds onto a second line rather than cut the figures
-    table.add_column("method", overflow="fold", max_width=METHOD_WIDTH)
-    for col in ("quality", "cost", "mean ms", "p50 ms", "p95 ms", "p99 ms", "stops per tier"):
+    # min_width: a narrow terminal or a wide stops column must not squeeze the names themselves
+    # (`fixed-2stag` / `e` on an 8-tier ladder, one letter a line beside 1e13 ms latencies)
+    table.add_column("method", overflow="fold", max_width=METHOD_WIDTH,
+                     min_width=min(max((len(str(name)) for name, _ in rows), default=6), METHOD_WIDTH))
+    for col in ("quality", "cost", "mean ms", "p50 ms", "p95 ms", "p99 ms"):
         table.add_column(col, justify="right", no_wrap=True)
+    table.add_column("stops per tier", justify="right", overflow="fold")  # many tiers' shares fold, not the names
     if tau is not None:
         table.add_column(f"{stat}≤τ", justify="right", no_wrap=True)
     for name, s in rows:
@@ -350,7 +356,10 @@ def print_explain(ex: dict, console: Console | None = None) -> None:
     if ex.get("prompt"):
         console.print(f"prompt: {ex['prompt']}")
     stage0 = ex.get("stage0") or {}
-    if stage0.get("rule") == "routed":
+    if stage0.get("rule") == "routed" and stage0["threshold"] > 1.0:  # the grid's "no score reaches it"
+        console.print("stage 0, routed: every request starts at the last tier (the policy's routing threshold is "
+                      "above every prompt-only p̂)")
+    elif stage0.get("rule") == "routed":
         scores = ", ".join(f"{name} {p:.3f}" for name, p in zip((t["tier"] for t in ex["tiers"]), stage0["route_scores"]))
         console.print(f"stage 0, routed: starts at the first tier whose prompt-only p̂ reaches "
                       f"{stage0['threshold']:.3f} ({scores})")

@@ -1270,6 +1270,43 @@ def test_long_tier_names_fold_in_the_method_table_rather_than_cut_its_figures(ev
         assert figures in text, (name, figures)
 
 
+def test_method_names_stay_on_one_line_beside_a_wide_stops_column(evaluation):
+    """With eight tiers' stop shares (or 1e13 ms latencies) the foldable method column was squeezed:
+    `fixed-2stag` / `e`, or one letter a line."""
+    from rich.console import Console
+
+    from asd.simulator.report import print_simulation
+
+    result = simulate(evaluation.view, tau_max=1e9, evaluation=evaluation)
+    wide = {name: {**s, "stop_fractions": [0.125] * 8,
+                   "latency_ms": {k: 4.3e13 for k in s["latency_ms"]}} for name, s in result["baselines"].items()}
+    console = Console(record=True, width=120)
+    print_simulation({**result, "baselines": wide}, console)
+    text = console.export_text()
+    for name in wide:
+        assert f"  {name} " in text, name
+
+
+def test_explain_says_a_routing_threshold_no_score_reaches_sends_every_request_to_the_last_tier():
+    """The routed stage 0's grid ends at 2.0 ("no score reaches it"): --explain printed "starts at the
+    first tier whose prompt-only p̂ reaches 2.000"."""
+    from rich.console import Console
+
+    from asd.simulator.report import print_explain
+
+    tier = {"tier": "a", "ran": True, "state": "start", "output": "x", "acceptable": True, "p_hat": 0.5, "bin": 0,
+            "stop_value": 1.0, "continue_value": None, "decision": "stop", "features": {"f": 1.0}}
+    ex = {"request_id": "q0", "lambda": 1.0, "cost_model": "trace", "start_tier": "a", "stop_tier": "a",
+          "prompt": "p", "stage0": {"rule": "routed", "threshold": 2.0, "route_scores": [0.3]}, "tiers": [tier]}
+    console = Console(record=True, width=120)
+    print_explain(ex, console)
+    text = console.export_text()
+    assert "every request starts at the last tier" in text and "2.000" not in text
+    console = Console(record=True, width=120)
+    print_explain({**ex, "stage0": {**ex["stage0"], "threshold": 0.4}}, console)
+    assert "whose prompt-only p̂ reaches 0.400" in console.export_text()
+
+
 def test_a_tier_labelled_nowhere_is_refused_before_fitting_and_warned_about_when_replaying(tmp_path):
     """asd calibrate refused a middle tier with no label at all; simulate and sweep fitted on Beta(1, 1)
     there and measured quality without every request that stopped at it (0.750 over the 20% that
