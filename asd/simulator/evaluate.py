@@ -87,6 +87,25 @@ def fold_of(n_requests: int, folds: int, seed: int) -> np.ndarray:
     return fold
 
 
+def _cross_fitted(view: TraceView, rows: np.ndarray, folds: int, seed: int) -> list:
+    """(calibration, held-out) row pairs of K-fold cross-fitting over `rows`."""
+    if rows.size < 2 * folds:
+        raise ConfigError(f"{view.path}: {rows.size} requests are too few for {folds} folds")
+    fold = fold_of(rows.size, folds, seed)
+    return [(rows[fold != k], rows[fold == k]) for k in range(folds)]
+
+
+def _fixed_policy_folds(view: TraceView, n_rows: int, folds: int | None) -> int:
+    """Folds for the tuned baselines beside a given policy, which itself needs none: the default,
+    fewer on a small bundle (each fold at least 2 requests), refused below 4 requests."""
+    if folds is not None:
+        return folds
+    if n_rows < 4:
+        raise ConfigError(f"{view.path}: {n_rows} request{'s are' if n_rows != 1 else ' is'} too few to tune the "
+                          "threshold and router baselines beside the policy (at least 4)")
+    return min(DEFAULT_FOLDS, n_rows // 2)
+
+
 def ladder_arrays(view: TraceView, costs, rows=None) -> LadderArrays:
     """The replay's per-(request, tier) arrays for these view rows (all by default) from the
     whole view's cost grid. Score: quality where judged, else the accepted flag."""
@@ -249,6 +268,7 @@ class Evaluation:
             self.policy_start_lam = float(self.fixed.start_lam)
         has_split = view.has_split
         folds = None if folds is None else whole_number("folds", folds, 2)
+        folds_given = folds
         seed = whole_number("seed", seed, 0)
         if split is not None and folds is not None:
             raise ConfigError("--split and --folds are alternatives: give one")
@@ -282,17 +302,21 @@ class Evaluation:
             check_split(view, split)
             held = np.flatnonzero(view.split == split)
             cal = np.flatnonzero((view.split != split) & (view.split != None))  # noqa: E711
-            if held.size == 0 or cal.size == 0:
+            if held.size and not cal.size and self.fixed is not None:
+                # a given policy needs no calibration rows (a held-out bundle checked in CI): only the
+                # tuned baselines do, and they are cross-fitted among the held-out requests
+                plan = _cross_fitted(view, held, _fixed_policy_folds(view, held.size, folds), seed)
+            elif held.size == 0 or cal.size == 0:
                 raise ConfigError(f"{view.path}: split {split!r} leaves {held.size} held-out and {cal.size} "
                                   "calibration requests; both must be non-empty")
-            plan = [(cal, held)]
+            else:
+                plan = [(cal, held)]
             self.design = {"split": split, "folds": None,
                            "description": f"calibrated on {cal.size} requests, replayed on split {split!r} ({held.size})"}
         else:
-            if view.n_requests < 2 * folds:
-                raise ConfigError(f"{view.path}: {view.n_requests} requests are too few for {folds} folds")
-            fold = fold_of(view.n_requests, folds, seed)
-            plan = [(np.flatnonzero(fold != k), np.flatnonzero(fold == k)) for k in range(folds)]
+            if self.fixed is not None and folds_given is None:  # only the tuned baselines are cross-fitted
+                folds = _fixed_policy_folds(view, view.n_requests, None)
+            plan = _cross_fitted(view, np.arange(view.n_requests), folds, seed)
             self.design = {"split": None, "folds": folds,
                            "description": f"pooled {folds}-fold cross-fitting over {view.n_requests} requests "
                                           f"(each policy calibrated on {folds - 1} folds, replayed on its own)"}
@@ -428,7 +452,10 @@ class Evaluation:
         view, meta = self.view, self.fixed.meta
         n_held = sum(h.size for _, h in plan)
         lam = f"λ = {self.policy_lam:.4g}"
-        if split is not None:
+        if split is not None and len(plan) > 1:  # the bundle has no calibration rows
+            what = (f"given policy ({lam}) replayed on split {split!r} ({n_held} requests); tuned baselines "
+                    f"cross-fitted over {len(plan)} folds of them (no request outside split {split!r})")
+        elif split is not None:
             what = (f"given policy ({lam}) replayed on split {split!r} ({n_held} requests); tuned baselines "
                     f"picked on the other {plan[0][0].size}")
         else:

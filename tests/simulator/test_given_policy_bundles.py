@@ -1,0 +1,82 @@
+"""A given policy replayed on bundles that hold no calibration rows: a held-out bundle whose
+every request is in split 'test' (the natural input of `asd check` in CI) and a small one. The
+policy needs no calibration; only the tuned baselines do, and they are cross-fitted among the
+replayed requests, as the report says. Both were refused ("split 'test' leaves 40 held-out
+and 0 calibration requests"; "5 requests are too few for 5 folds")."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from click.testing import CliRunner
+
+from asd.calibration.calibrate import calibrate_to_file
+from asd.cli import main
+from asd.simulator.evaluate import Evaluation
+from asd.testing import check_policy
+from asd.traces.bundle import open_bundle, write_bundle
+from asd.traces.synth import write_synthetic_bundle
+
+
+@pytest.fixture(scope="module")
+def ladder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("given")
+    write_synthetic_bundle(root / "calib", 300, 3, 5, informativeness=0.7)
+    policy = root / "policy.npz"
+    calibrate_to_file(root / "calib", policy, lam=2000.0)
+    return root, policy
+
+
+def subset(root, name, n, split=None, seed=11):
+    """`n` requests of a fresh synthetic ladder of the same tiers (not the calibration one)."""
+    write_synthetic_bundle(root / f"{name}-src", max(n, 10), 3, seed, informativeness=0.7)
+    source = open_bundle(root / f"{name}-src")
+    requests = source.to_pandas("requests").iloc[:n]
+    if split is not None:
+        requests["split"] = split
+    kept = set(requests["request_id"])
+
+    def rows(table):
+        frame = source.to_pandas(table)
+        return pa.Table.from_pandas(frame[frame["request_id"].isin(kept)], preserve_index=False)
+
+    drafts = rows("drafts") if (source.path / "drafts.parquet").exists() else None
+    write_bundle(root / name, source.manifest, pa.Table.from_pandas(requests, preserve_index=False), rows("outputs"),
+                 drafts, overwrite=True)
+    return root / name
+
+
+def test_a_test_only_bundle_is_checked_with_baselines_cross_fitted_among_its_requests(ladder):
+    root, policy = ladder
+    bundle = subset(root, "heldout", 40, split="test")
+    result = CliRunner().invoke(main, ["check", str(policy), str(bundle), "--min-quality", "0", "--beat",
+                                       "threshold:1"])
+    assert result.exit_code == 0, result.output
+    report = check_policy(policy, bundle, min_quality=0.0).bundles[0]
+    assert "tuned baselines cross-fitted over 5 folds of them (no request outside split 'test')" in report["evaluation"]
+    ev = Evaluation(bundle, policy=policy)
+    assert sorted(np.concatenate([held for held in (f.held for f in ev.folds)])) == list(range(40))
+    for f in ev.folds:  # each fold's baselines are tuned on the other folds' requests only
+        assert f.cal.size and not np.intersect1d(f.cal, f.held).size
+
+
+def test_a_small_bundle_takes_fewer_folds_and_below_four_requests_is_refused(ladder):
+    root, policy = ladder
+    report = check_policy(policy, subset(root, "five", 5), min_quality=0.0).bundles[0]
+    assert "tuned baselines cross-fitted over 2 folds" in report["evaluation"]
+    result = CliRunner().invoke(main, ["check", str(policy), str(subset(root, "three", 3)), "--min-quality", "0"])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines()[-1].endswith(
+        "3 requests are too few to tune the threshold and router baselines beside the policy (at least 4)")
+    # folds the user asked for are kept, and refused as before when too many
+    result = CliRunner().invoke(main, ["check", str(policy), str(root / "five"), "--min-quality", "0",
+                                       "--folds", "5"])
+    assert result.exit_code == 2 and "5 requests are too few for 5 folds" in result.output
+
+
+def test_calibrating_still_needs_calibration_rows(ladder):
+    root, _ = ladder
+    bundle = subset(root, "heldout2", 40, split="test")
+    result = CliRunner().invoke(main, ["simulate", str(bundle), "--tau-max", "800"])
+    assert result.exit_code == 2 and "leaves 40 held-out and 0 calibration requests" in result.output
