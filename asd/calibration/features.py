@@ -243,6 +243,26 @@ def available_groups(view: TraceView) -> dict[str, str | None]:
     }
 
 
+def tiers_lacking(view: TraceView, group: str) -> list[str]:
+    """Tiers of `view` with nothing for `group` (no request there has it) though the view as a
+    whole has it: its features there are fill values for every request. Tier 0 is never said to
+    lack drafts (it has none to verify)."""
+    if available_groups(view)[group]:
+        return []
+    if group == "logprob":
+        has = np.isfinite(view.mean_logprob).any(axis=0)
+    elif group == "entropy":
+        has = np.isfinite(view.mean_entropy).any(axis=0)
+    elif group in ("format", "content", "agreement"):
+        has = pd.notna(view.outputs).any(axis=0)
+    elif group == "draft":
+        has = np.isfinite(np.asarray(view.draft_n_tokens, dtype=np.float64)).any(axis=0)
+        has[0] = True
+    else:
+        return []
+    return [str(name) for name, h in zip(view.tier_names, has) if not h]
+
+
 def parse_groups(groups: str | Iterable[str] | None) -> list[str] | None:
     """'logprob,agreement' or a list → group names (checked); None stays None (= all available)."""
     if groups is None:

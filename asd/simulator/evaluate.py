@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from asd.calibration.costs import CostGrid, CostModel, fit_cost_model
-from asd.calibration.features import FEATURE_GROUPS, FeatureSet, FeatureSpec, compute_features
+from asd.calibration.features import FEATURE_GROUPS, FeatureSet, FeatureSpec, compute_features, tiers_lacking
 from asd.calibration.id_sketch import calibration_share
 from asd.calibration.prompt_text import PromptTokens, fit_prompt_text, policy_prompt_text, with_prompt_text
 from asd.calibration.views import TraceView, load_view
@@ -264,6 +264,12 @@ class Evaluation:
         self.policy_name = policy_name
         if self.fixed is not None:  # compatibility before anything is computed
             self.features = fixed_policy_features(self.fixed, view, where)
+            for group in self.features.groups:  # a group the bundle has, but not at every tier
+                lacking = tiers_lacking(view, group)
+                if lacking:
+                    self.warnings.append(
+                        f"tier {', '.join(lacking)} has no {group} data in {view.path}: the {where}'s {group} "
+                        "features are replayed there on their fill values, for every request")
             self.policy_lam = float(self.fixed.lam)
             self.policy_start_lam = float(self.fixed.start_lam)
         has_split = view.has_split

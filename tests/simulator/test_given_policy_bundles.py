@@ -80,3 +80,37 @@ def test_calibrating_still_needs_calibration_rows(ladder):
     bundle = subset(root, "heldout2", 40, split="test")
     result = CliRunner().invoke(main, ["simulate", str(bundle), "--tau-max", "800"])
     assert result.exit_code == 2 and "leaves 40 held-out and 0 calibration requests" in result.output
+
+
+def test_a_tier_without_a_feature_group_the_policy_uses_is_warned_about(ladder):
+    """The whole bundle lacking logprobs is refused; one tier lacking them was replayed silently
+    on fill values (p̂ 0.000 there, so the policy never stopped at it)."""
+    root, policy = ladder
+    source = open_bundle(subset(root, "lp", 40))
+    outputs = source.to_pandas("outputs")
+    middle = outputs["tier"] == 1
+    for column in ("token_logprobs", "mean_logprob", "min_logprob"):
+        outputs[column] = outputs[column].astype(object).where(~middle, None)
+    write_bundle(root / "lp-gap", source.manifest, source.to_pandas("requests"), outputs,
+                 source.to_pandas("drafts") if (source.path / "drafts.parquet").exists() else None)
+    ev = Evaluation(root / "lp-gap", policy=policy, policy_name="p.npz")
+    tier = open_bundle(root / "lp-gap").tier_names[1]
+    assert any(w.startswith(f"tier {tier} has no logprob data in ") and "policy p.npz's logprob features" in w
+               for w in ev.warnings), ev.warnings
+    assert not any("has no logprob data" in w for w in Evaluation(root / "lp", policy=policy).warnings)
+
+
+def test_tiers_lacking_reads_each_group_per_tier(ladder):
+    from asd.calibration.features import tiers_lacking
+    from asd.calibration.views import load_view
+
+    root, _ = ladder
+    source = open_bundle(subset(root, "txt", 20))
+    outputs = source.to_pandas("outputs")
+    outputs["output"] = ["the answer is B"] * len(outputs)  # synthetic ladders have no text of their own
+    outputs["output"] = outputs["output"].where(outputs["tier"] != 2, None)
+    write_bundle(root / "txt-gap", source.manifest, source.to_pandas("requests"), outputs, source.to_pandas("drafts"))
+    view = load_view(root / "txt-gap")
+    last = view.tier_names[2]
+    assert [tiers_lacking(view, g) for g in ("format", "content", "agreement")] == [[last]] * 3
+    assert tiers_lacking(view, "logprob") == tiers_lacking(view, "draft") == tiers_lacking(view, "length") == []
