@@ -255,6 +255,8 @@ def check_policy(policy, bundles, *, min_quality: float | None = None, max_loss_
 
 
 NO_QUALITY = "no replayed request is labelled where it stops"
+# why a cost relative to always-last is None: a trace may record 0 ms at the last tier
+FREE_LAST = "always-last costs 0 on the replayed requests, so no cost relative to it exists"
 
 
 def _check_bundle(name, ev: Evaluation, old_ev: Evaluation | None, *, min_quality, max_loss_vs_last,
@@ -282,7 +284,9 @@ def _check_bundle(name, ev: Evaluation, old_ev: Evaluation | None, *, min_qualit
         c = s["cost_rel"]
         ok = c is not None and c <= max_cost_rel + EPS
         rows.append(Row(name, "max cost rel", c, max_cost_rel, ok,
-                        f"cost relative to always-last {_num(c)} {'<=' if ok else '>'} {_limit(max_cost_rel)}", _num(c)))
+                        f"cost relative to always-last {_num(c)} {'<=' if ok else '>'} {_limit(max_cost_rel)}"
+                        if c is not None else f"cost relative to always-last cannot be measured ({FREE_LAST})",
+                        _num(c)))
     for stat, ms in latency.items():
         v = s["latency_ms"][stat]
         ok = v <= ms + EPS
@@ -304,7 +308,9 @@ def _check_bundle(name, ev: Evaluation, old_ev: Evaluation | None, *, min_qualit
                        f"{'the policy' if s['quality'] is None else baseline} has no quality here ({NO_QUALITY}), "
                        "so the qualities cannot be compared")
         if not c_ok:
-            why.append(f"cost {_num(s['cost_rel'])} > {baseline}'s {_num(b['cost_rel'])} + {_limit(margin)}")
+            why.append(f"cost {_num(s['cost_rel'])} > {baseline}'s {_num(b['cost_rel'])} + {_limit(margin)}"
+                       if s["cost_rel"] is not None and b["cost_rel"] is not None else
+                       f"the costs cannot be compared ({FREE_LAST})")
         msg = ("; ".join(why) if why else
                f"quality {_num(s['quality'])} vs {_num(b['quality'])}, cost {_num(s['cost_rel'])} vs {_num(b['cost_rel'])}")
         rows.append(Row(name, f"beat {baseline}", dq, margin, q_ok and c_ok, f"beat {baseline}: {msg}",
@@ -374,6 +380,9 @@ def compare_frontiers(new: Evaluation, old: Evaluation, tolerance: float) -> dic
 
     if not np.array_equal(new.held, old.held):
         raise ConfigError("--against: the two policies were not replayed on the same requests")
+    if new.cost_last <= 0 or old.cost_last <= 0:  # every point's cost is None: no cost level to compare at
+        return {"passed": False, "worst": None, "at_cost": None, "tolerance": tolerance, "levels": [],
+                "where": f"the frontiers cannot be compared ({FREE_LAST})", "new_frontier": [], "old_frontier": []}
     new_points, old_points = policy_frontier(new), policy_frontier(old)
     worst, at_cost, where = -np.inf, None, "no cost level compared"
     levels = []

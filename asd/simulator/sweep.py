@@ -213,10 +213,24 @@ def paired_noise(ev: Evaluation, check: dict) -> dict:
     return check
 
 
+def refuse_free_always_last(ev: Evaluation) -> None:
+    """Every cost of a sweep is relative to always-last's: where that is 0 (a trace recording
+    0 ms at the last tier, which the schema allows), no point has a cost, so there is no
+    frontier to draw and no GPU saved to compare; one line, not a TypeError from the budgets."""
+    if ev.cost_last > 0:
+        return
+    why = " (its recorded timings are 0)" if ev.cost_model.kind == "trace" else ""
+    raise ConfigError(f"asd sweep: always-{ev.view.tier_names[-1]} costs 0 on the {ev.held.size} held-out requests "
+                      f"under the {ev.cost_model.kind} cost model{why}, so cost relative to "
+                      "always-last is undefined and there is no quality–cost frontier: use --cost-model params or "
+                      "profile, or asd simulate for quality and latency")
+
+
 def sweep(bundle="builtin", *, split=None, folds=None, cost_model=None, predictor="logistic", stage0=True,
           risk="mean", seed=0, groups=None, evaluation: Evaluation | None = None, progress=None, timed=None) -> dict:
     ev = evaluation or Evaluation(bundle, folds=folds, split=split, cost_model=cost_model, predictor=predictor,
                                   stage0=stage0, risk=risk, seed=seed, groups=groups, progress=progress)
+    refuse_free_always_last(ev)
     policy_points = policy_frontier(ev, timed)
     baselines = baseline_frontiers(ev, timed=timed)
     return {

@@ -458,6 +458,31 @@ def test_a_promise_that_cannot_be_measured_fails_saying_why(tmp_path):
             "stops), so the qualities cannot be compared") in beat_row.message
 
 
+def test_cost_promises_on_a_trace_whose_last_tier_costs_nothing_fail_saying_why(tmp_path):
+    """A trace recording 0 ms at the last tier (valid: timings are >= 0) has no cost relative to
+    always-last: `--max-cost-rel` printed 'cost relative to always-last — > 1.000', `--against`
+    was a TypeError sorting None costs. Each now fails and says the cost cannot be measured."""
+    from asd.traces.bundle import open_bundle, write_bundle
+
+    write_synthetic_bundle(tmp_path / "s", 200, 2, 5)
+    source = open_bundle(tmp_path / "s")
+    outputs = source.to_pandas("outputs")
+    last = outputs["tier"] == 1
+    outputs.loc[last, "e2e_ms"] = 0.0
+    outputs.loc[last, "ttft_ms"] = 0.0
+    write_bundle(tmp_path / "z", source.manifest, source.to_pandas("requests"), outputs, source.to_pandas("drafts"))
+    calibrate_to_file(tmp_path / "z", tmp_path / "pol.npz")
+    result = check_policy(tmp_path / "pol.npz", tmp_path / "z", max_cost_rel=1.0, beat="threshold",
+                          against=tmp_path / "pol.npz", folds=2)
+    assert [row.passed for row in result.rows] == [False, False, False]
+    cost_row, beat_row, against_row = result.rows
+    why = "(always-last costs 0 on the replayed requests, so no cost relative to it exists)"
+    assert cost_row.message == f"cost relative to always-last cannot be measured {why}"
+    assert beat_row.message == f"beat threshold: the costs cannot be compared {why}"
+    assert against_row.message == f"regression vs old policy: the frontiers cannot be compared {why}"
+    assert run("check", tmp_path / "pol.npz", tmp_path / "z", "--max-cost-rel", "1", "--folds", "2").exit_code == 1
+
+
 def test_check_input_a_ci_job_would_trip_on(synth, tmp_path):
     """From the CI hunt: each was a traceback, a usage screen, a merged JUnit case or an option
     silently run."""

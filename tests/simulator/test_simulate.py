@@ -823,6 +823,25 @@ def test_sweep_of_an_unlabelled_bundle_is_one_line_and_simulate_still_runs(tmp_p
     assert run("simulate", str(tmp_path / "u"), "--folds", "2", "--tau-max", "1e5").exit_code == 0
 
 
+def test_sweep_of_a_trace_whose_last_tier_costs_nothing_is_one_line(tmp_path):
+    """0 ms recorded at the last tier (valid: timings are >= 0): every cost relative to
+    always-last is undefined, and sweep's budgets compared None with a float (a TypeError)."""
+    from asd.traces.bundle import open_bundle, write_bundle
+
+    write_synthetic_bundle(tmp_path / "s", 200, 2, 5)
+    source = open_bundle(tmp_path / "s")
+    outputs = source.to_pandas("outputs")
+    outputs.loc[outputs["tier"] == 1, ["e2e_ms", "ttft_ms"]] = 0.0
+    write_bundle(tmp_path / "z", source.manifest, source.to_pandas("requests"), outputs, source.to_pandas("drafts"))
+    result = CliRunner().invoke(main, ["sweep", str(tmp_path / "z"), "--folds", "2"])
+    assert result.exit_code == 2 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        "error: asd sweep: always-synth-70b costs 0 on the 200 held-out requests under the trace cost model (its "
+        "recorded timings are 0), so cost relative to always-last is undefined and there is no quality–cost "
+        "frontier: use --cost-model params or profile, or asd simulate for quality and latency")
+    assert run("sweep", str(tmp_path / "z"), "--folds", "2", "--cost-model", "params").exit_code == 0
+
+
 def _without_labels(source_path, path, tiers=None, keep=()):
     """A copy of the bundle at source_path with no quality label at `tiers` (indices; all by
     default), but for the requests in `keep`."""
