@@ -33,8 +33,9 @@ def _point(out, ev, lam=None, timed=None) -> dict:
 
 
 def policy_frontier(ev: Evaluation, timed=None) -> list[dict]:
-    """One point per distinct pooled policy: the union of every fold policy's λ breakpoints; a
-    λ inside each interval between consecutive breakpoints represents it. timed: outcomes →
+    """One point per distinct pooled policy, in λ order: the union of every fold policy's λ
+    breakpoints; a λ inside each interval between consecutive breakpoints represents it, and an
+    outcome met again at a larger λ is not listed again. timed: outcomes →
     outcomes with latencies under load (`job.des_latency`); None: replay's."""
     edges = {0.0}
     policies = list({id(f.policy): f.policy for f in ev.folds}.values())  # a given policy is shared by every fold
@@ -43,13 +44,15 @@ def policy_frontier(ev: Evaluation, timed=None) -> list[dict]:
             edges.update((piece.lam_lo, piece.lam_hi))
     edges = sorted(edges)
     lams = [edges[0]] + [0.5 * (a + b) for a, b in zip(edges, edges[1:]) if b > a] + [edges[-1]]
-    points, last_key = [], None
+    # A policy outcome can come back at a larger λ (with stage 0 the start tier need not move
+    # monotonically in λ): each is listed once, at the smallest λ giving it.
+    points, seen = [], set()
     for lam in lams:
         out = ev.policy_outcomes(lam)
         key = (out.start.tobytes(), out.stop.tobytes())
-        if key == last_key:
+        if key in seen:
             continue
-        last_key = key
+        seen.add(key)
         points.append(_point(out, ev, lam, timed))
     return points
 

@@ -153,6 +153,24 @@ def test_sweep_policy_points_are_distinct_policies(evaluation):
     assert all(a != b for a, b in zip(keys, keys[1:]))
 
 
+def test_sweep_lists_a_policy_met_again_at_a_larger_lambda_once(tmp_path):
+    """With stage 0 the policy's outcome need not move monotonically in λ: on this ladder one
+    came back two breakpoints later and was listed twice (only a repeat of the point just before
+    was dropped), and "N distinct policies" counted it twice. Each is listed once, at its
+    smallest λ."""
+    from asd.calibration.calibrate import calibrate_to_file
+    from asd.traces.split import split_bundle
+
+    write_synthetic_bundle(tmp_path / "s", 300, 3, 2)
+    split_bundle(tmp_path / "s", test_frac=0.3, seed=0)
+    calibrate_to_file(tmp_path / "s", tmp_path / "p.npz")
+    points = run_sweep(tmp_path / "s", policy=tmp_path / "p.npz")["policy"]
+    keys = [(p["quality"], p["cost_rel"], p["latency_ms"]["mean"], tuple(p["stop_fractions"])) for p in points]
+    assert len(set(keys)) == len(keys)
+    lams = [p["lambda"] for p in points]
+    assert lams == sorted(lams)
+
+
 def test_des_mode_under_load_is_slower_than_replay(evaluation):
     replay = simulate(tau_max=1e9, stat="mean", evaluation=evaluation)
     des = simulate(tau_max=1e9, stat="mean", mode="des", rate=50.0, evaluation=evaluation)
