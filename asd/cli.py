@@ -199,8 +199,9 @@ def refuse_overwriting_inputs(inputs: dict, outputs: dict, command: str | None =
                 for name, p in inputs.items() if p is not None}
     seen: dict[Path, str] = {}
     if command is not None and outputs.get("--plots") not in (None, ""):
-        from asd.simulator.plots import PLOT_FILES
+        from asd.simulator.plots import PLOT_FILES, check_plot_files
 
+        check_plot_files(outputs["--plots"], command)
         seen |= {where(Path(outputs["--plots"]) / name): "a plot that --plots writes there"
                  for name in PLOT_FILES[command]}
     for name, path in ((n, where(p)) for n, p in outputs.items()):

@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from asd.errors import ConfigError  # noqa: E402
+from asd.fsutil import atomic_file, check_writable_file  # noqa: E402
 
 
 # The files each command writes into its --plots directory (the CLI refuses other outputs there).
@@ -26,6 +27,14 @@ def plots_dir(path) -> Path:
     except OSError as exc:
         raise ConfigError(f"{path}: cannot create --plots directory ({exc.strerror or exc})") from None
     return path
+
+
+def check_plot_files(directory, command: str) -> None:
+    """Before any work: each file `command` writes into its --plots directory must be writable
+    there (a directory of that name failed only after minutes of calibrating, with other outputs
+    already replaced). Raises AsdError naming the file."""
+    for name in PLOT_FILES[command]:
+        check_writable_file(Path(directory) / name, "--plots", makes_parents=True)  # the directory is made later
 
 
 def latency_histogram(latency_ms: np.ndarray, path, *, title: str, tau_max: float | None = None) -> Path:
@@ -79,7 +88,8 @@ def _save(fig, path) -> Path:
     path = Path(path)
     fig.tight_layout()
     try:
-        fig.savefig(path, dpi=110)
+        with atomic_file(path) as tmp:  # a failed write leaves the plot that was there
+            fig.savefig(tmp, dpi=110, format="png")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot write plot ({exc.strerror or exc})") from None
     finally:

@@ -343,6 +343,10 @@ def run_sweep(bundle="builtin", *, split=None, folds=None, cost_model=None, pred
                           "be combined with --policy (a fixed policy)")
     if repeats < 1:
         raise ConfigError(f"--repeats {repeats}: need at least 1")
+    if plots:
+        from asd.simulator.plots import check_plot_files
+
+        check_plot_files(plots, "sweep")
     view = load_view(bundle)
     check_view_options(view, mode=mode, replicas=replicas)
     if split is not None:
@@ -370,14 +374,14 @@ def run_sweep(bundle="builtin", *, split=None, folds=None, cost_model=None, pred
                                             result["quality_check"], progress=progress)
     if ablate:
         result["ablation"] = ablation(ev, ablate, result["policy"], result["baselines"], options)
-    if csv_path:
-        write_csv(result, csv_path)
-    if plots:
+    if plots:  # before the CSV: a plot that fails leaves the CSV that was there
         from asd.simulator import plots as P
 
         out = P.plots_dir(plots)
         result["plots"] = [str(P.frontier(result["policy"], result["baselines"], out / P.PLOT_FILES["sweep"][0])),
                            str(P.frontier(result["policy"], result["baselines"], out / P.PLOT_FILES["sweep"][1], x="latency"))]
+    if csv_path:
+        write_csv(result, csv_path)
     return result
 
 
@@ -385,8 +389,10 @@ def write_csv(result: dict, path) -> None:
     import csv
 
     rows = [("policy", p) for p in result["policy"]] + [(n, p) for n, pts in result["baselines"].items() for p in pts]
+    from asd.fsutil import atomic_file
+
     try:
-        with open(path, "w", newline="") as fh:
+        with atomic_file(path) as tmp, open(tmp, "w", newline="") as fh:  # a failed write leaves the old CSV
             w = csv.writer(fh)
             w.writerow(["method", "lambda", "quality", "cost_rel", "latency_mean_ms", "latency_p50_ms",
                         "latency_p95_ms", "latency_p99_ms"])

@@ -324,6 +324,34 @@ def test_simulate_cli_names_the_scheduler_and_warns_when_it_has_no_effect():
     assert result.exit_code == 0 and "max batch 4, difficulty queues" in result.stdout, result.output
 
 
+@pytest.mark.parametrize("command, plot", [(["sweep", "--folds", "2"], "frontier_latency.png"),
+                                           (["simulate", "--folds", "2", "--tau-max", "800"], "latency.png"),
+                                           (["calibrate", "-o", "p.npz"], "reliability.png")])
+def test_a_plot_that_cannot_be_written_is_refused_before_calibrating(synth, tmp_path, monkeypatch, command, plot):
+    """A directory where a plot goes failed only after calibrating, with --csv already replaced."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "plots" / plot).mkdir(parents=True)
+    (tmp_path / "keep.csv").write_text("precious\n")
+    csv = ["--csv", "keep.csv"] if command[0] == "sweep" else []
+    result = CliRunner().invoke(main, [command[0], str(synth), *command[1:], "--plots", "plots", *csv])
+    assert result.exit_code == 2 and "calibrating" not in result.output, result.output
+    assert result.output.splitlines() == [f"error: plots/{plot}: cannot write --plots (it is a directory)"]
+    assert (tmp_path / "keep.csv").read_text() == "precious\n" and not (tmp_path / "p.npz").exists()
+
+
+def test_a_sweep_whose_plot_fails_leaves_the_csv_that_was_there(synth, tmp_path, monkeypatch):
+    from asd.simulator import plots as P
+
+    def fail(*args, **kwargs):
+        raise ConfigError("plots/frontier_cost.png: cannot write plot (No space left on device)")
+
+    monkeypatch.setattr(P, "frontier", fail)
+    (tmp_path / "keep.csv").write_text("precious\n")
+    with pytest.raises(ConfigError, match="No space"):
+        run_sweep(synth, folds=2, plots=tmp_path / "plots", csv_path=tmp_path / "keep.csv")
+    assert (tmp_path / "keep.csv").read_text() == "precious\n"
+
+
 def test_calibrate_cli_writes_a_policy_for_its_bundle(tmp_path):
     policy_file, report = tmp_path / "p.npz", tmp_path / "cal.json"
     result = run("calibrate", "builtin", "-o", str(policy_file), "--json", str(report), "--plots", str(tmp_path))
