@@ -67,13 +67,24 @@ def stop_distribution(stop_fractions: dict[str, list[float]], tier_names, path) 
 
 def frontier(policy_points: list[dict], baselines: dict[str, list[dict]], path, *, x: str = "cost_rel",
              stat: str = "p95") -> Path:
-    """Quality against cost (x="cost_rel") or against a latency statistic (x="latency")."""
+    """Quality against cost (x="cost_rel") or against a latency statistic (x="latency"). Every
+    distinct policy is a dot; the line steps through those no other beats (the best quality at
+    no more cost or latency): with stage 0 a larger λ can cost more for no better quality, and
+    a line through every point zigzagged."""
     def xs(points):
         return [p["cost_rel"] if x == "cost_rel" else p["latency_ms"][stat] for p in points]
 
+    def along_x(points):
+        return sorted(points, key=lambda p: xs([p])[0])
+
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    pts = sorted(policy_points, key=lambda p: xs([p])[0])
-    ax.step(xs(pts), [p["quality"] for p in pts], where="post", color="black", label="policy", linewidth=2)
+    pts = along_x([p for p in policy_points if p["quality"] is not None])
+    best = [p for k, p in enumerate(pts) if all(p["quality"] > q["quality"] for q in pts[:k])]
+    # a dot for every policy: a frontier of one point drew an invisible zero-length step
+    ax.plot(xs(pts), [p["quality"] for p in pts], marker="o", markersize=4, linestyle="none", color="black",
+            label="policy (each distinct λ)")
+    ax.step(xs(best), [p["quality"] for p in best], where="post", color="black", linewidth=2,
+            label="policy frontier (best at no more " + ("cost)" if x == "cost_rel" else "latency)"))
     markers = "osD^v<>ph*X+"
     for k, (name, points) in enumerate(baselines.items()):
         ax.plot(xs(points), [p["quality"] for p in points], marker=markers[k % len(markers)],

@@ -378,8 +378,8 @@ def run_sweep(bundle="builtin", *, split=None, folds=None, cost_model=None, pred
         from asd.simulator import plots as P
 
         out = P.plots_dir(plots)
-        result["plots"] = [str(P.frontier(result["policy"], result["baselines"], out / P.PLOT_FILES["sweep"][0])),
-                           str(P.frontier(result["policy"], result["baselines"], out / P.PLOT_FILES["sweep"][1], x="latency"))]
+        result["plots"] = [str(P.frontier(result["policy"], result["baselines"], out / name, x=x))
+                           for name, x in zip(P.PLOT_FILES["sweep"], ("cost_rel", "latency"))]
     if csv_path:
         write_csv(result, csv_path)
     return result

@@ -1,0 +1,51 @@
+"""The frontier plots: what each draws, read back from the figure before it is saved."""
+
+from __future__ import annotations
+
+import pytest
+
+from asd.simulator import plots as P
+
+
+def point(quality, cost, p95, lam=None):
+    out = {"quality": quality, "cost_rel": cost, "latency_ms": {"mean": p95, "p50": p95, "p95": p95, "p99": p95}}
+    return out if lam is None else out | {"lambda": lam}
+
+
+@pytest.fixture
+def drawn(monkeypatch):
+    """The axes of every figure `plots` saves (the figure itself is still written)."""
+    axes = []
+    save = P._save
+
+    def keep(fig, path):
+        axes.append(fig.axes[0])
+        return save(fig, path)
+
+    monkeypatch.setattr(P, "_save", keep)
+    return axes
+
+
+def lines(ax):
+    return {line.get_label(): line for line in ax.get_lines()}
+
+
+def test_a_one_point_policy_frontier_is_drawn(drawn, tmp_path):
+    """A ladder whose first tier is always right has one distinct policy: `ax.step` through one
+    point drew nothing, so the PNG showed no policy at all."""
+    P.frontier([point(1.0, 0.1, 50.0, lam=0.0)], {"always-a": [point(1.0, 0.1, 50.0)]}, tmp_path / "f.png")
+    dots = lines(drawn[0])["policy (each distinct λ)"]
+    assert dots.get_marker() == "o" and list(dots.get_xdata()) == [0.1]
+    assert (tmp_path / "f.png").stat().st_size > 0
+
+
+def test_the_policy_line_steps_through_the_points_no_other_beats(drawn, tmp_path):
+    """With stage 0 a larger λ can cost more for no better quality: every point is a dot, the
+    line joins only those with better quality than every cheaper one."""
+    policy = [point(0.5, 0.2, 10, lam=0.0), point(0.7, 0.5, 30, lam=1.0), point(0.6, 0.6, 20, lam=2.0),
+              point(0.8, 0.9, 40, lam=3.0)]
+    P.frontier(policy, {}, tmp_path / "f.png")
+    drawn_lines = lines(drawn[0])
+    assert list(drawn_lines["policy (each distinct λ)"].get_xdata()) == [0.2, 0.5, 0.6, 0.9]
+    best = drawn_lines["policy frontier (best at no more cost)"]
+    assert list(best.get_xdata()) == [0.2, 0.5, 0.9] and list(best.get_ydata()) == [0.5, 0.7, 0.8]
