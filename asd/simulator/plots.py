@@ -66,11 +66,12 @@ def stop_distribution(stop_fractions: dict[str, list[float]], tier_names, path) 
 
 
 def frontier(policy_points: list[dict], baselines: dict[str, list[dict]], path, *, x: str = "cost_rel",
-             stat: str = "p95") -> Path:
+             stat: str = "p95", in_sample: bool = False) -> Path:
     """Quality against cost (x="cost_rel") or against a latency statistic (x="latency"). Every
     distinct policy is a dot; the line steps through those no other beats (the best quality at
     no more cost or latency): with stage 0 a larger λ can cost more for no better quality, and
-    a line through every point zigzagged."""
+    a line through every point zigzagged. in_sample: the run replayed a policy on its own
+    calibration requests (the quality axis says so, as the report does)."""
     def xs(points):
         return [p["cost_rel"] if x == "cost_rel" else p["latency_ms"][stat] for p in points]
 
@@ -90,7 +91,7 @@ def frontier(policy_points: list[dict], baselines: dict[str, list[dict]], path, 
         ax.plot(xs(points), [p["quality"] for p in points], marker=markers[k % len(markers)],
                 linestyle="-" if len(points) > 1 else "none", label=name, alpha=0.8)
     ax.set_xlabel("GPU cost relative to always-last" if x == "cost_rel" else f"{stat} latency (ms)")
-    ax.set_ylabel("quality (held out)")
+    ax.set_ylabel("quality (in sample)" if in_sample else "quality (held out)")
     ax.legend(fontsize=7, ncol=2)
     return _save(fig, path)
 

@@ -378,7 +378,8 @@ def run_sweep(bundle="builtin", *, split=None, folds=None, cost_model=None, pred
         from asd.simulator import plots as P
 
         out = P.plots_dir(plots)
-        result["plots"] = [str(P.frontier(result["policy"], result["baselines"], out / name, x=x))
+        result["plots"] = [str(P.frontier(result["policy"], result["baselines"], out / name, x=x,
+                                          in_sample=result["in_sample"]))
                            for name, x in zip(P.PLOT_FILES["sweep"], ("cost_rel", "latency"))]
     if csv_path:
         write_csv(result, csv_path)

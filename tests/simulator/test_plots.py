@@ -49,3 +49,18 @@ def test_the_policy_line_steps_through_the_points_no_other_beats(drawn, tmp_path
     assert list(drawn_lines["policy (each distinct λ)"].get_xdata()) == [0.2, 0.5, 0.6, 0.9]
     best = drawn_lines["policy frontier (best at no more cost)"]
     assert list(best.get_xdata()) == [0.2, 0.5, 0.9] and list(best.get_ydata()) == [0.5, 0.7, 0.8]
+
+
+def test_a_sweep_replaying_a_policy_on_its_own_calibration_requests_says_in_sample(drawn, tmp_path):
+    """The JSON said in_sample true while both plots said "quality (held out)"."""
+    from asd.simulator.sweep import run_sweep
+    from asd.traces.synth import write_synthetic_bundle
+    from asd.calibration.calibrate import calibrate_to_file
+
+    write_synthetic_bundle(tmp_path / "s", 120, 2, 3)
+    calibrate_to_file(tmp_path / "s", tmp_path / "p.npz")
+    result = run_sweep(tmp_path / "s", policy=tmp_path / "p.npz", plots=tmp_path / "plots")
+    assert result["in_sample"]
+    assert [ax.get_ylabel() for ax in drawn] == ["quality (in sample)"] * 2
+    P.frontier([point(0.5, 0.2, 10, lam=0.0)], {}, tmp_path / "f.png")
+    assert drawn[-1].get_ylabel() == "quality (held out)"
