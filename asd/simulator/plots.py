@@ -70,8 +70,9 @@ def frontier(policy_points: list[dict], baselines: dict[str, list[dict]], path, 
     """Quality against cost (x="cost_rel") or against a latency statistic (x="latency"). Every
     distinct policy is a dot; the line steps through those no other beats (the best quality at
     no more cost or latency): with stage 0 a larger λ can cost more for no better quality, and
-    a line through every point zigzagged. in_sample: the run replayed a policy on its own
-    calibration requests (the quality axis says so, as the report does)."""
+    a line through every point zigzagged. Each baseline's points are joined in order along x
+    (in cost order, a cheaper but slower point zigzagged back along latency). in_sample: the run
+    replayed a policy on its own calibration requests (the quality axis says so, as the report does)."""
     def xs(points):
         return [p["cost_rel"] if x == "cost_rel" else p["latency_ms"][stat] for p in points]
 
@@ -88,6 +89,7 @@ def frontier(policy_points: list[dict], baselines: dict[str, list[dict]], path, 
             label="policy frontier (best at no more " + ("cost)" if x == "cost_rel" else "latency)"))
     markers = "osD^v<>ph*X+"
     for k, (name, points) in enumerate(baselines.items()):
+        points = along_x(points)
         ax.plot(xs(points), [p["quality"] for p in points], marker=markers[k % len(markers)],
                 linestyle="-" if len(points) > 1 else "none", label=name, alpha=0.8)
     ax.set_xlabel("GPU cost relative to always-last" if x == "cost_rel" else f"{stat} latency (ms)")

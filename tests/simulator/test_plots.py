@@ -64,3 +64,12 @@ def test_a_sweep_replaying_a_policy_on_its_own_calibration_requests_says_in_samp
     assert [ax.get_ylabel() for ax in drawn] == ["quality (in sample)"] * 2
     P.frontier([point(0.5, 0.2, 10, lam=0.0)], {}, tmp_path / "f.png")
     assert drawn[-1].get_ylabel() == "quality (held out)"
+
+
+def test_baselines_are_joined_in_order_of_latency_on_the_latency_plot(drawn, tmp_path):
+    """The tuned baselines come ordered by cost; joined in that order on the quality–latency
+    plot, a point cheaper but slower than the next made the line zigzag back along latency."""
+    threshold = [point(0.5, 0.2, 30), point(0.6, 0.4, 20), point(0.8, 0.9, 40)]
+    P.frontier([point(0.5, 0.2, 10, lam=0.0)], {"threshold": threshold}, tmp_path / "f.png", x="latency")
+    line = lines(drawn[0])["threshold"]
+    assert list(line.get_xdata()) == [20, 30, 40] and list(line.get_ydata()) == [0.6, 0.5, 0.8]
