@@ -287,6 +287,9 @@ def print_sweep(result: dict, console: Console | None = None) -> None:
     for ab in result.get("ablation", []):
         console.print(f"ablation {ab['name']}: cost at ≤ 2% loss {_f(ab['cost_rel'])} "
                       f"(change {_f(ab['change_points'], 1)} points)")
+    if result.get("ablation_groups_absent"):
+        console.print(f"not ablated (absent from {result['bundle']}): "
+                      + ", ".join(f"{g} ({why})" for g, why in result["ablation_groups_absent"].items()))
 
 
 def _above_text(points: list[dict], n_requests: int) -> str:

@@ -374,6 +374,15 @@ def run_sweep(bundle="builtin", *, split=None, folds=None, cost_model=None, pred
                                             result["quality_check"], progress=progress)
     if ablate:
         result["ablation"] = ablation(ev, ablate, result["policy"], result["baselines"], options)
+    if ablate == "features":
+        # a group the bundle cannot supply is in no frontier: say so rather than skip it silently
+        absent = dict(ev.features.missing_groups)
+        result["ablation_groups_absent"] = absent
+        if absent:
+            result["warnings"].append(
+                f"--ablate features: {bundle} lacks feature group{'s' if len(absent) > 1 else ''} "
+                + "; ".join(f"{g} ({why})" for g, why in absent.items())
+                + ": not ablated (no frontier uses them)")
     if plots:  # before the CSV: a plot that fails leaves the CSV that was there
         from asd.simulator import plots as P
 

@@ -567,6 +567,8 @@ def test_explain_decisions_agree_with_the_replayed_walk(evaluation):
 
 
 def test_sweep_ablation_and_csv(synth, tmp_path):
+    from rich.console import Console
+
     from asd.simulator.sweep import run_sweep
 
     csv_path = tmp_path / "frontier.csv"
@@ -574,6 +576,16 @@ def test_sweep_ablation_and_csv(synth, tmp_path):
     names = [a["name"] for a in result["ablation"]]
     assert "without logprob" in names and "without stage" not in names  # stage is always kept
     assert "without prompt text" not in names  # synthetic requests have no prompt text: no text model to drop
+    # synthetic outputs have no text: the groups read from it were skipped without a word
+    absent = {g: "no output text in trace" for g in ("format", "content", "agreement")}
+    assert result["ablation_groups_absent"] == absent and not {f"without {g}" for g in absent} & set(names)
+    assert (f"--ablate features: {synth} lacks feature groups format (no output text in trace); content (no output "
+            "text in trace); agreement (no output text in trace): not ablated (no frontier uses them)"
+            ) in result["warnings"]
+    console = Console(width=400, record=True)
+    print_sweep(result, console=console)
+    assert ("not ablated (absent from " + str(synth) + "): format (no output text in trace), content (no output text "
+            "in trace), agreement (no output text in trace)") in console.export_text()
     for a in result["ablation"]:
         assert a["base_cost_rel"] is None or math.isfinite(a["base_cost_rel"])
     rows = csv_path.read_text().splitlines()
