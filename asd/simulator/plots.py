@@ -82,10 +82,11 @@ def frontier(policy_points: list[dict], baselines: dict[str, list[dict]], path, 
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     pts = along_x([p for p in policy_points if p["quality"] is not None])
     best = [p for k, p in enumerate(pts) if all(p["quality"] > q["quality"] for q in pts[:k])]
-    # a dot for every policy: a frontier of one point drew an invisible zero-length step
-    ax.plot(xs(pts), [p["quality"] for p in pts], marker="o", markersize=4, linestyle="none", color="black",
-            label="policy (each distinct λ)")
-    ax.step(xs(best), [p["quality"] for p in best], where="post", color="black", linewidth=2,
+    # a dot for every policy: a frontier of one point drew an invisible zero-length step. Drawn
+    # over the baselines: where the policy is a single tier (or the oracle) their markers hid it.
+    ax.plot(xs(pts), [p["quality"] for p in pts], marker="o", markersize=5, linestyle="none", color="black",
+            label="policy (each distinct λ)", zorder=4)
+    ax.step(xs(best), [p["quality"] for p in best], where="post", color="black", linewidth=2, zorder=4,
             label="policy frontier (best at no more " + ("cost)" if x == "cost_rel" else "latency)"))
     markers = "osD^v<>ph*X+"
     for k, (name, points) in enumerate(baselines.items()):

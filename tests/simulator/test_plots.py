@@ -36,6 +36,8 @@ def test_a_one_point_policy_frontier_is_drawn(drawn, tmp_path):
     P.frontier([point(1.0, 0.1, 50.0, lam=0.0)], {"always-a": [point(1.0, 0.1, 50.0)]}, tmp_path / "f.png")
     dots = lines(drawn[0])["policy (each distinct λ)"]
     assert dots.get_marker() == "o" and list(dots.get_xdata()) == [0.1]
+    # over the baseline at the same point, which hid it
+    assert dots.get_zorder() > lines(drawn[0])["always-a"].get_zorder()
     assert (tmp_path / "f.png").stat().st_size > 0
 
 
