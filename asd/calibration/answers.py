@@ -5,7 +5,8 @@ there is, so the answer must be found the same way whatever the wording: a JSON 
 field, an explicit marker ("The answer is (B)", "Answer: 42", \\boxed{42}, "#### 42"), a
 short bare answer ("C", "(C) Paris", "1,234"), a number closing the last line, and else the
 whole text. Keys are typed, so "(B)" from a chain of thought and {"answer": "B"} agree:
-`num:1234.5`, `opt:B`, `bool:yes`, `txt:paris`, and a math answer that is not a plain number keeps its
+`num:1234.5` (a sign before "$", an exponent however spelt, "million" and every whole digit
+kept; "2:30" is no number), `opt:B` ("b" alone too), `bool:yes`, `txt:paris`, and a math answer that is not a plain number keeps its
 whole expression, LaTeX spelling normalised (`expr:2\\sqrt{3}`, `expr:(1,2)`): reading only its
 first number would make 2√3 and 2√2 "agree". Every pattern is compiled once; `extract_answer`
 is called once per (request, tier) and caches by text.
@@ -98,7 +99,7 @@ _BOXED = _Boxed()
 _HASHES = _MarkerSpans(re.compile(r"####\s*([^\n]{1,80})"))
 # An option letter opening a span: "(C)", "C.", "C)", "C" alone, but not the words "A"/"I"
 # starting a sentence ("A dog ...", "I think ...").
-_OPTION = re.compile(r"^\s*(?:\(([A-Pa-p])\)|([A-P])(?=\s*$|[.,;:)\]*]|\s+(?![a-z'])))")
+_OPTION = re.compile(r"^\s*(?:\(([A-Pa-p])\)|([A-P])(?=\s*$|[.,;:)\]*]|\s+(?![a-z']))|([a-p])(?=[.)\]*]?\s*$))")
 _OPTION_WORD = re.compile(r"^\s*option\s+\(?([A-Pa-p])\b", re.IGNORECASE)
 # A capital letter and then its reason: "The answer is B because ...", "Answer: A since ...".
 _OPTION_BEFORE_REASON = re.compile(r"^\s*([A-P])\s+(?:because|since|as|which|given|due)\b")
@@ -116,8 +117,18 @@ _POLARITY_KEY = {"yes": "bool:yes", "true": "bool:yes", "no": "bool:no", "false"
 # A comma inside a number only groups thousands ("1,234"); "(1,2)" is not 12. Digits right
 # after "d," are never a number of their own: "130,00" (a truncated 130,000) is not 0.
 _DIGITS = r"(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)"
-_NUMBER = re.compile(r"(?<![\w.])(?<!\d,)[-−]?\$?" + _DIGITS + r"(?:\.\d+)?(?:\s*/\s*\d+(?:\.\d+)?)?(?![\d])")
-_PLAIN_NUMBER = re.compile(r"[-−]?\$?" + _DIGITS + r"(?:\.\d+)?(?:/\d+(?:\.\d+)?)?")
+# ".5" is 0.5 and "6.02e23" keeps its exponent; "2:30" (a time, a ratio) is not the number 2
+# nor 30, so digits touching "d:" on either side are no number of their own.
+_MAGNITUDE = r"(?:" + _DIGITS + r"(?:\.\d+)?|\.\d+)(?:[eE][-+]?\d+)?"
+_NUMBER = re.compile(r"(?<![\w.])(?<!\d,)(?<!\d:)[-−]?\$?" + _MAGNITUDE + r"(?:\s*/\s*\d+(?:\.\d+)?)?(?![\d]|:\d)")
+_PLAIN_NUMBER = re.compile(r"[-−]?\$?" + _MAGNITUDE + r"(?:/\d+(?:\.\d+)?)?")
+# "-$5" is −5: the sign stays with its digits when the dollar sign goes ("$" is also LaTeX's)
+_SIGNED_DOLLAR = re.compile(r"([-−])\s*\\?\$(?=\s*[\d.])")
+# "2 x 10^3", "6.02 \times 10^{23}": scientific notation spelt out, read as 2e3 and 6.02e23
+_TIMES_TEN = re.compile(r"(\d(?:\.\d+)?)\s*(?:x|×|\*|\\times|\\cdot)\s*10\s*\^\s*\{?\s*([-−+]?\d+)\s*\}?")
+# "1.5 million" is 1500000, not 1.5 (and so not "1.5 billion")
+_SCALE_WORD = re.compile(r"\s*(thousand|million|billion|trillion)\b", re.IGNORECASE)
+_SCALE = {"thousand": 1e3, "million": 1e6, "billion": 1e9, "trillion": 1e12}
 _GROUPED_NUMBER = re.compile(r"-?" + _DIGITS + r"(?:\.\d+)?(?:/.*)?")
 _LATEX_FRAC = re.compile(r"\\[dt]?frac\s*\{\s*([-−]?\d+(?:\.\d+)?)\s*\}\s*\{\s*(\d+(?:\.\d+)?)\s*\}")
 _LIST_MARKER = re.compile(r"^\s*(?:\d+|[a-zA-Z])[.)]\s+")  # "2. Eat well": a list, not an answer
@@ -189,7 +200,10 @@ def canonical_number(token: str) -> str | None:
         return None
     if value == int(value) and abs(value) < 1e15:
         return str(int(value))
-    return f"{value:.6g}"
+    # 6 significant digits merge 0.30000000000000004 with 0.3, but every whole digit is kept
+    # (12345.67 and 12345.68, 1234567.5 and 1234568.4 are different answers)
+    whole = len(str(int(abs(value)))) if abs(value) < 1e15 else 0
+    return f"{value:.{max(6, whole + 2)}g}"
 
 
 def _first_sentence(span: str) -> str:
@@ -233,9 +247,11 @@ def _parse_span(span: str, marker: bool = False) -> Answer | None:
     if not span:
         return None
     if "\\" in span or "$" in span:  # LaTeX: drop spacing and units' markup, one spelling of fractions
+        span = _SIGNED_DOLLAR.sub(r"\1", span)
         span = _LATEX_WORDS.sub(lambda m: f" {m.group(1)} ", _LATEX_NOISE.sub(" ", span)).strip()
         span = _BARE_ARGUMENT.sub(_bare_argument, span.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac"))
     span = span.replace("{,}", ",")  # LaTeX's thousands separator: 1{,}000
+    span = _TIMES_TEN.sub(lambda m: f"{m.group(1)}e{m.group(2).replace('−', '-')}", span)
     match = _OPTION.match(span) or _OPTION_WORD.match(span) or _OPTION_BEFORE_REASON.match(span)
     if match:
         letter = next(g for g in match.groups() if g)
@@ -248,19 +264,27 @@ def _parse_span(span: str, marker: bool = False) -> Answer | None:
     number = _NUMBER.search(sentence)
     # "42", "$1,234", "42 apples" are numeric answers; "Paris, 3 times" is text.
     if number:
-        canon = canonical_number(number.group(0))
+        canon, end = _scaled(canonical_number(number.group(0)), sentence, number.end())
         if canon is not None and not _has_words_before(sentence[: number.start()]):
             return Answer(f"num:{canon}", KIND_NUMBER, marked=True)
         before = normalise_text(sentence[: number.start()]).split()
         if (canon is not None and marker and len(_NUMBER.findall(sentence)) == 1
                 and len(before) >= _CLAUSE_WORDS and not _QUALIFIERS.intersection(before)
-                and len(normalise_text(sentence[number.end():]).split()) <= _UNIT_WORDS):
+                and len(normalise_text(sentence[end:]).split()) <= _UNIT_WORDS):
             return Answer(f"num:{canon}", KIND_NUMBER, marked=True)
     polarity = _polarity(sentence)
     if polarity is not None:
         return polarity
     text = normalise_text(sentence)
     return Answer(f"txt:{text}", KIND_TEXT, marked=True) if text else None
+
+
+def _scaled(canon: str | None, sentence: str, end: int) -> tuple[str | None, int]:
+    """A number's key and end, times the scale word right after it ("1.5 million")."""
+    scale = _SCALE_WORD.match(sentence, end)
+    if canon is None or scale is None:
+        return canon, end
+    return canonical_number(repr(float(canon) * _SCALE[scale.group(1).lower()])), scale.end()
 
 
 def _polarity(text: str) -> Answer | None:
@@ -274,7 +298,8 @@ def _has_words_before(prefix: str) -> bool:
     return len(words) > 0
 
 
-_NUMERIC_LEAD = frozenset("approximately about around roughly nearly exactly just simply x y n total equals equal is so therefore thus".split())
+_NUMERIC_LEAD = frozenset("approximately about around roughly nearly exactly just simply x y n total equals equal is so therefore "
+                          "thus ≈ ∼".split())
 
 
 def _json_answer(text: str) -> Answer | None:

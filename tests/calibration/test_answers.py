@@ -65,6 +65,38 @@ def test_answers_in_many_wordings_get_their_canonical_key(text, key):
     assert extract_answer(text).key == key
 
 
+@pytest.mark.parametrize(
+    "same, different",
+    [
+        # the sign before a dollar amount stays (LaTeX's "$" used to take it with it)
+        (["The answer is -$5", "The answer is −$5", "The answer is -5"], "The answer is $5"),
+        (["#### -$12.50", "#### -12.5"], "#### $12.50"),
+        # scientific notation keeps its exponent, written any of the usual ways
+        (['{"answer": 1e3}', "The answer is 1000", "The answer is 1 x 10^3", "Answer: $1 \\times 10^{3}$"],
+         '{"answer": 1}'),
+        (["The answer is 6.02e23", "The answer is 6.02 × 10^23"], "The answer is 6.02e22"),
+        # a time or a ratio is not its first (or last) number
+        (["The answer is 2:30", "The answer is 2:30."], "The answer is 2:45"),
+        (["Answer: 3:2"], "Answer: 3:1"),
+        # whole digits are kept: 6 significant digits merged 12345.67 with 12345.68
+        (["The answer is 12345.67"], "The answer is 12345.68"),
+        (["#### 1234567.5"], "#### 1234568.4"),
+        (["The answer is 1.5 million", "The answer is 1,500,000"], "The answer is 1.5 billion"),
+        # a lone lower-case letter is the option as its capital is
+        (["Answer: b", "Answer: B", '{"answer": "b"}', "Answer: (b)"], "Answer: c"),
+        (["The answer is a.", "The answer is (A)."], "The answer is the."),
+        # ".5" is 0.5; "≈3.14" is 3.14
+        (["The answer is .5", "The answer is 0.5", "The answer is 1/2"], "The answer is 5"),
+        (["The answer is ≈3.14", "The answer is 3.14"], "The answer is 3.15"),
+    ],
+)
+def test_equal_answers_agree_and_different_ones_do_not(same, different):
+    """Found by a hunt: each pair was read as agreeing when different, or disagreeing when equal."""
+    keys = {extract_answer(t).key for t in same}
+    assert len(keys) == 1, {t: extract_answer(t).key for t in same}
+    assert extract_answer(different).key not in keys
+
+
 def test_the_same_answer_agrees_across_formats():
     same = ["The answer is (B).", '{"answer": "B"}', "B", "(B) 42 kg", "Answer: B"]
     assert {extract_answer(t).key for t in same} == {"opt:B"}
