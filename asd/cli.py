@@ -441,7 +441,8 @@ def _progress(label):
               help="Comma-separated feature groups out of logprob, entropy, length, format, content, agreement, "
                    "draft (default: every group the trace supports).")
 @click.option("--bins", "n_bins", default=None, type=click.IntRange(1),
-              help="Bins per tier, each on its own requests (default: 4 × (√N/2 clamped to 4..20), fewer on tiny "
+              help="Bins per tier, each on its own requests, at quantiles of p̂ (tied p̂ leave some empty) (default: "
+                   "4 × (√N/2 clamped to 4..20), fewer on tiny "
                    "bundles, each pooling its 4 neighbours on either side).")
 @click.option("--risk", default="mean", show_default=True, help=RISK_HELP)
 @click.option("--stage0/--no-stage0", default=True, show_default=True, help="Let the prompt alone choose a deeper start tier.")

@@ -380,7 +380,7 @@ def _report(view, fs, fits, p_climb, prompt_fit, rows, y, data_used, predictor, 
         "feature_groups": list(fs.groups), "missing_groups": dict(fs.missing_groups),
         "cost_model": model.kind, "stage0": bool(stage0),
         "stage0_metrics": None if prompt_fit is None else dict(prompt_fit.metrics),
-        "bins": bins, "risk": risk, "tiers": tiers,
+        "bins": bins, "risk": risk if risk in ("mean", None) else f"lcb:{float(risk):g}", "tiers": tiers,
         "metrics_note": "out of fold (K-fold grouped by request; AUROC the mean over folds; ECE with 10 equal-width bins)",
     }
 

@@ -65,3 +65,9 @@ def test_bins_count_each_requests_label_and_its_out_of_fold_p_hat_half_each():
     labels_only = calibrate("builtin", cost_model="params", p_hat_weight=0.0).policy.tables
     counted = np.bincount(bins[:, 0], weights=y[:, 0], minlength=t.n_bins)
     np.testing.assert_allclose(labels_only.alpha[0], labels_only.prior_alpha[0] + pool @ counted)
+
+
+def test_the_report_names_a_lower_bound_risk_as_it_was_asked_for():
+    """--risk lcb:0.9 was reported as `risk 0.9` (and "risk": 0.9 in --json): a bare number."""
+    assert calibrate("builtin", cost_model="params", risk=0.9).report["risk"] == "lcb:0.9"
+    assert calibrate("builtin", cost_model="params").report["risk"] == "mean"
