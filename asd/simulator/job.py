@@ -224,6 +224,16 @@ def describe_load(rate, arrivals: str, cv: float, scheduler: str) -> dict:
             "cv": cv if arrivals == "gamma" else None, "scheduler": scheduler}
 
 
+def trace_rate(arrival_ms: np.ndarray) -> dict:
+    """The rate the trace's offsets imply, {"rate": req/s}: n arrivals span n − 1 gaps. With
+    none to measure (one request, or all at one instant) {"rate": None, "rate_note": why}."""
+    n, span_s = arrival_ms.size, float(np.ptp(arrival_ms)) / 1e3 if arrival_ms.size else 0.0
+    if n > 1 and span_s > 0:
+        return {"rate": (n - 1) / span_s}
+    why = "a single arrival" if n < 2 else f"all {n} arrivals at one instant"
+    return {"rate": None, "rate_note": f"{why}: no rate"}
+
+
 def _arrival_offsets(bundle) -> tuple[str, np.ndarray]:
     """(the bundle's path, requests.arrival_s in seconds, NaN where not recorded)."""
     from asd.traces.bundle import open_bundle
@@ -497,8 +507,8 @@ def _load(ev: Evaluation, latency, rate, arrivals, cv, scheduler, max_batch, chr
             "utilisation": run.utilisation.tolist(), "gpu_s": run.gpu_s.tolist(),
             "mean_queue": run.mean_queue.tolist(), "max_queue": run.max_queue.tolist(),
             "ttft_ms": {s: run.latency(s, "ttft") for s in STATISTICS}}
-    if arrivals == "trace" and run.arrival_ms.size > 1:  # the rate the recorded offsets imply
-        load["rate"] = run.arrival_ms.size / (np.ptp(run.arrival_ms) / 1e3)
+    if arrivals == "trace":
+        load |= trace_rate(run.arrival_ms)
     if chrome_trace is not None:
         try:
             run.chrome_trace(chrome_trace, tier_names=ev.view.tier_names, request_ids=ev.view.request_ids[ev.held],

@@ -214,11 +214,16 @@ def _load_text(load: dict | None) -> str:
     """' at 6 req/s (Poisson), replicas [1, 1], max batch 4, fifo queues' for a DES load; '' for replay."""
     if not load:
         return ""
-    rate = "the trace's rate" if load.get("rate") is None else f"{load['rate']:.3g} req/s"
     arrivals = {"poisson": "Poisson", "gamma": f"gamma gaps, CV {load['cv']}",
                 "trace": "the trace's offsets"}[load["arrivals"]]
+    if load.get("rate") is not None:
+        rate = f" at {load['rate']:.3g} req/s ({arrivals})"
+    elif load.get("rate_note"):  # offsets with no span to measure a rate over
+        rate = f" with {arrivals} ({load['rate_note']})"
+    else:
+        rate = f" at the trace's rate ({arrivals})"
     pools = f", replicas {load['replicas']}, max batch {load['max_batch']}" if "replicas" in load else ""
-    return f" at {rate} ({arrivals}){pools}, {load['scheduler']} queues"
+    return f"{rate}{pools}, {load['scheduler']} queues"
 
 
 def _summarised(points: list[dict], check: dict) -> set[int]:

@@ -19,9 +19,9 @@ from asd.errors import ConfigError, PolicyError
 from asd.simulator import baselines as B
 from asd.simulator.evaluate import Evaluation
 from asd.simulator.outcomes import Outcomes, latency_stat
-from asd.simulator.report import _above_text, _summarised, print_sweep
+from asd.simulator.report import _above_text, _load_text, _summarised, print_sweep
 from asd.simulator.job import (deployment_check, des_latency, difficulty_priority, last_policy_change,
-                               prediction_margin, simulate)
+                               prediction_margin, simulate, trace_rate)
 from asd.simulator.sweep import (_above, _extra_cost, _quality_above, cheapest_within, paired_se, run_sweep,
                                   sweep)
 from asd.traces.bundle import open_bundle
@@ -251,11 +251,36 @@ def test_des_arrivals_bursty_gamma_and_the_traces_own_offsets(evaluation, synth)
     offsets = pq.read_table(synth / "requests.parquet", columns=["arrival_s"]).column(0).to_numpy()[evaluation.held]
     np.testing.assert_allclose(latency.last.arrival_ms, (offsets - offsets.min()) * 1e3)
     traced = simulate(tau_max=1e9, stat="mean", mode="des", arrivals="trace", evaluation=evaluation)
-    assert traced["load"]["rate"] == pytest.approx(offsets.size / np.ptp(offsets))
+    assert traced["load"]["rate"] == pytest.approx((offsets.size - 1) / np.ptp(offsets))  # n arrivals, n - 1 gaps
     with pytest.raises(ConfigError, match="--arrivals 'uniform': use one of poisson, gamma, trace"):
         simulate(**args, arrivals="uniform")
     with pytest.raises(ConfigError, match="--cv 0.0: the gaps' coefficient of variation must be a positive number"):
         simulate(**args, arrivals="gamma", cv=0.0)
+
+
+def test_trace_rate_counts_gaps_and_is_none_in_words_when_every_arrival_is_at_one_instant():
+    assert trace_rate(np.array([0.0, 500.0, 1000.0])) == {"rate": 2.0}  # 3 arrivals, 2 gaps in 1 s
+    assert trace_rate(np.zeros(4)) == {"rate": None, "rate_note": "all 4 arrivals at one instant: no rate"}
+    assert trace_rate(np.zeros(1)) == {"rate": None, "rate_note": "a single arrival: no rate"}
+    load = {"arrivals": "trace", "cv": None, "scheduler": "fifo", "replicas": [1], "max_batch": 4}
+    assert _load_text(load | trace_rate(np.zeros(4))) == (" with the trace's offsets (all 4 arrivals at one "
+                                                          "instant: no rate), replicas [1], max batch 4, fifo queues")
+
+
+def test_simulate_trace_arrivals_all_at_one_instant_write_strict_json_without_a_rate(tmp_path, synth):
+    path = tmp_path / "one_instant"
+    write_synthetic_bundle(path, 60, 2, 3)
+    requests = pq.read_table(path / "requests.parquet")
+    pq.write_table(requests.set_column(requests.schema.get_field_index("arrival_s"), "arrival_s",
+                                       pa.array(np.zeros(requests.num_rows))), path / "requests.parquet")
+    out = tmp_path / "sim.json"
+    result = CliRunner().invoke(main, ["simulate", str(path), "--tau-max", "1e9", "--mode", "des", "--arrivals",
+                                       "trace", "--folds", "2", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "divide by zero" not in result.stderr and "inf req/s" not in result.stdout
+    assert "all 60 arrivals at one instant: no rate" in " ".join(result.stdout.split())
+    load = json.loads(out.read_text(), parse_constant=lambda c: pytest.fail(f"{c} in the JSON"))["load"]
+    assert load["rate"] is None and load["rate_note"] == "all 60 arrivals at one instant: no rate"
 
 
 def test_trace_arrivals_refuse_held_out_requests_without_offsets_by_count(tmp_path):
