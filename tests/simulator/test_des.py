@@ -433,3 +433,11 @@ def test_arrivals_so_far_out_that_floats_round_latencies_away_are_refused():
     assert np.spacing(fine[-1]) <= 1e-3
     with pytest.raises(ConfigError, match="arrivals at the trace's offsets"):
         arrival_times(2, process="trace", offsets_s=[0.0, 1e16])
+
+
+@pytest.mark.parametrize("offsets_s", [[0.0, 1e15], [1e15, 0.0], [5.0, 1e15, 0.0]])
+def test_trace_offsets_too_far_apart_are_refused_in_any_order(offsets_s):
+    """A trace's offsets are not sorted: the far one first was accepted, and the near request's
+    e2e came out 0 (its arrival rounded onto the far one's float grid)."""
+    with pytest.raises(ConfigError, match=rf"arrivals at the trace's offsets: {len(offsets_s)} requests span"):
+        arrival_times(len(offsets_s), process="trace", offsets_s=offsets_s)
