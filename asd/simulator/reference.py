@@ -9,6 +9,8 @@ import math
 
 from asd.simulator.enums import ARRIVAL, ITERATION_END
 
+IDLE, RUNNING, DUE = 0, 1, 2  # a replica: no batch, an iteration in flight, its iteration ended now
+
 
 # -- latency_nb ---------------------------------------------------------------------------------
 def iteration_ms(coeffs, tier, prefill_tokens, decode_seqs, kv_tokens):
@@ -108,16 +110,19 @@ def simulate_cascade(arrival_ms, arrival_order, start, stop, after_start, n_prom
                      finish_ms, tier_enter_ms, tier_admit_ms, tier_done_ms, tier_replica, busy_ms, queue_area,
                      tier_counts):
     """The same event loop with heapq and Python lists (see des_nb for the model): a queue is a
-    list read from a moving head (FIFO), or a heapq of (priority, order of joining, request)."""
+    list read from a moving head (FIFO), or a heapq of (priority, order of joining, request);
+    batches form once every event at an instant is in (form_batches)."""
     n = len(arrival_ms)
     n_tiers = coeffs.shape[0]
     replica_tier = [i for i in range(n_tiers) for _ in range(first_replica[i], first_replica[i + 1])]
     batches = [[] for _ in replica_tier]  # [request, generated, prompt, decode, new, KV base]
     kv_reserved = [0] * len(replica_tier)
-    busy = [False] * len(replica_tier)
+    state = [IDLE] * len(replica_tier)
+    due = []  # replicas whose iteration ended at the current instant
+    joined = set()  # tiers a request joined at the current instant
     queues = [[] for _ in range(n_tiers)]  # FIFO: every request that joined; priority: the heap
     heads = [0] * n_tiers  # FIFO: how many left the queue
-    joined = [0] * n_tiers
+    joins = [0] * n_tiers
     queue_since = [0.0] * n_tiers
     heap = []
     seq = [0]
@@ -149,10 +154,10 @@ def simulate_cascade(arrival_ms, arrival_order, start, stop, after_start, n_prom
 
     def queue_push(tier, r):
         if by_priority:
-            heapq.heappush(queues[tier], (float(priority[r, tier]), joined[tier], r))
+            heapq.heappush(queues[tier], (float(priority[r, tier]), joins[tier], r))
         else:
             queues[tier].append(r)
-        joined[tier] += 1
+        joins[tier] += 1
 
     def note_queue(tier, t):
         queue_area[tier] += queue_length(tier) * (t - queue_since[tier])
@@ -179,7 +184,7 @@ def simulate_cascade(arrival_ms, arrival_order, start, stop, after_start, n_prom
             tier_admit_ms[r, tier] = t
             tier_replica[r, tier] = k
         if not batch:
-            busy[k] = False
+            state[k] = IDLE
             return
         prefill = sum(s[2] for s in batch if s[4])
         decode = sum(1 for s in batch if not s[4])
@@ -189,19 +194,28 @@ def simulate_cascade(arrival_ms, arrival_order, start, stop, after_start, n_prom
         tier_counts[tier, 0] += 1
         tier_counts[tier, 2] = max(tier_counts[tier, 2], kv_reserved[k])
         tier_counts[tier, 3] = max(tier_counts[tier, 3], len(batch))
-        busy[k] = True
+        state[k] = RUNNING
         push(t + dt, ITERATION_END, k)
 
     def enqueue(r, tier, t):
         note_queue(tier, t)
         queue_push(tier, r)
         tier_enter_ms[r, tier] = t
-        for k in range(first_replica[tier], first_replica[tier + 1]):
-            if not queue_length(tier):
-                break
-            if not busy[k]:
+        joined.add(tier)
+
+    def form_batches(t):
+        """Every free replica of a tier joined at t, then every other due one, in replica order."""
+        for tier in joined:
+            for k in range(first_replica[tier], first_replica[tier + 1]):
+                if state[k] != RUNNING:
+                    start_iteration(k, t)
+        for k in sorted(due):
+            if state[k] == DUE:
                 start_iteration(k, t)
-        tier_counts[tier, 1] = max(tier_counts[tier, 1], queue_length(tier))
+        for tier in joined:
+            tier_counts[tier, 1] = max(tier_counts[tier, 1], queue_length(tier))
+        due.clear()
+        joined.clear()
 
     if n == 0:
         return 0, 0.0
@@ -215,31 +229,33 @@ def simulate_cascade(arrival_ms, arrival_order, start, stop, after_start, n_prom
                 push(arrival_ms[arrival_order[arg + 1]], ARRIVAL, arg + 1)
             r = arrival_order[arg]
             enqueue(r, start[r], t)
-            continue
-        k = arg
-        tier = replica_tier[k]
-        busy[k] = False
-        kept = []
-        for slot in batches[k]:
-            r, _, p, d, new, _ = slot
-            if new:
-                slot[4] = False
-                slot[1] = 1 if d >= 1 else 0
-                if tier == stop[r]:
-                    ttft_ms[r] = t
-            else:
-                slot[1] += 1
-            if slot[1] >= d:
-                kv_reserved[k] -= p + d
-                tier_done_ms[r, tier] = t
-                if tier == stop[r]:
-                    finish_ms[r] = t
+        else:
+            k = arg
+            tier = replica_tier[k]
+            state[k] = DUE
+            due.append(k)
+            kept = []
+            for slot in batches[k]:
+                r, _, p, d, new, _ = slot
+                if new:
+                    slot[4] = False
+                    slot[1] = 1 if d >= 1 else 0
+                    if tier == stop[r]:
+                        ttft_ms[r] = t
                 else:
-                    enqueue(r, after_start[r] if tier == start[r] else tier + 1, t)
-            else:
-                kept.append(slot)
-        batches[k] = kept
-        start_iteration(k, t)
+                    slot[1] += 1
+                if slot[1] >= d:
+                    kv_reserved[k] -= p + d
+                    tier_done_ms[r, tier] = t
+                    if tier == stop[r]:
+                        finish_ms[r] = t
+                    else:
+                        enqueue(r, after_start[r] if tier == start[r] else tier + 1, t)
+                else:
+                    kept.append(slot)
+            batches[k] = kept
+        if not heap or heap[0][0] > t:
+            form_batches(t)
     for i in range(n_tiers):
         note_queue(i, t)
     return events, t

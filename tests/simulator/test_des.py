@@ -44,6 +44,39 @@ def test_two_requests_batch_of_two_match_numbers_computed_by_hand():
     np.testing.assert_allclose(serial.e2e_ms, [45.5, 45.5 + 26.5 - 5.0])
 
 
+def test_requests_arriving_at_one_instant_share_an_iteration():
+    # c = [10, 0, 0, 0]: every iteration takes 10 ms. Two requests arrive at 0 with 3 tokens each,
+    # batch 4: both prefill in [0, 10] and decode in [10, 20] and [20, 30]. The first version
+    # started A's iteration as it arrived, before B's arrival at the same instant was in: [30, 40].
+    pools = Pools.build([[10.0, 0.0, 0.0, 0.0]], max_batch=4)
+    result = simulate([0, 0], [0, 0], [[5], [5]], [[3], [3]], arrival_ms=[0.0, 0.0], pools=pools)
+    np.testing.assert_allclose(result.e2e_ms, [30.0, 30.0])
+    assert result.tier_admit_ms[:, 0].tolist() == [0.0, 0.0]
+    assert result.iterations.tolist() == [3] and result.max_queue.tolist() == [0]
+
+
+def test_an_arrival_at_exactly_an_iteration_end_joins_the_next_iteration_whatever_else_happened():
+    # A (5 tokens) arrives at 0; its first iteration ends at 10, when C arrives. Whether the arrival
+    # event was pushed before or after that iteration's end (B's arrival at 5 reorders them), C is
+    # admitted at 10, into A's second iteration. The first version admitted C at 10 in one run and
+    # at 20 in the other.
+    pools = Pools.build([[10.0, 0.0, 0.0, 0.0]], max_batch=4)
+    alone = simulate([0, 0], [0, 0], [[5], [5]], [[5], [3]], arrival_ms=[0.0, 10.0], pools=pools)
+    with_b = simulate([0, 0, 0], [0, 0, 0], [[5]] * 3, [[5], [3], [3]], arrival_ms=[0.0, 5.0, 10.0], pools=pools)
+    assert alone.tier_admit_ms[1, 0] == with_b.tier_admit_ms[2, 0] == 10.0
+    assert alone.e2e_ms[1] == with_b.e2e_ms[2] == 30.0
+
+
+def test_a_move_to_the_next_tier_at_exactly_its_iteration_end_joins_that_iteration():
+    # Tier 1's replica runs X from 0 ([0, 10], [10, 20]); A finishes tier 0 at 10 and moves up at
+    # that instant, joining X's second iteration there, as an arrival at 10 would. X's iteration
+    # end was pushed first: the first version formed X's batch before A had moved (A admitted at 20).
+    pools = Pools.build([[10.0, 0.0, 0.0, 0.0], [10.0, 0.0, 0.0, 0.0]], max_batch=4)
+    result = simulate([1, 0], [1, 1], [[5, 5], [5, 5]], [[5, 2], [1, 2]], arrival_ms=[0.0, 0.0], pools=pools)
+    assert result.tier_enter_ms[1, 1] == result.tier_admit_ms[1, 1] == 10.0
+    assert result.e2e_ms.tolist() == [20.0, 30.0]
+
+
 def test_continuation_uses_the_continued_token_counts_and_moves_at_once():
     # tier 0 cold (prompt 4, 1 token: 10 + 1.5·4 = 16), then tier 1 verifies prompt + draft (6 tokens)
     # and decodes 2: prefill 20 + 3·6 = 38, one decode 20 + 3 + 1·(6+1) = 30 → 16 + 38 + 30 = 84
