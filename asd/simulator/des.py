@@ -9,6 +9,7 @@ Utilisation = busy time / (run length × replicas). The run starts at t = 0 and 
 
 from __future__ import annotations
 
+import heapq
 import json
 import math
 import numbers
@@ -175,7 +176,9 @@ class DesResult:
 
     def chrome_trace(self, path, tier_names=None, request_ids=None, limit: int | None = 100_000) -> Path:
         """Write a chrome://tracing JSON: one complete ("X") event per request per tier it ran,
-        on process = tier, thread = replica; queueing shows as the gap after "enter"."""
+        on process = tier, thread = a lane of the replica that ran it ("replica r, lane k"):
+        requests batched together overlap in time, and Chrome's spans on one thread must nest,
+        so each lane holds spans that do not overlap. Queueing shows as the gap after "enter"."""
         n_tiers, n = self.busy_ms.size, self.e2e_ms.size
         names = list(tier_names) if tier_names is not None else [f"tier {i}" for i in range(n_tiers)]
         if len(names) != n_tiers:
@@ -186,15 +189,46 @@ class DesResult:
         rows, tiers = np.nonzero(~np.isnan(self.tier_done_ms))
         if limit is not None:
             rows, tiers = rows[:limit], tiers[:limit]
-        for r, i in zip(rows.tolist(), tiers.tolist()):
-            admit, done = self.tier_admit_ms[r, i], self.tier_done_ms[r, i]
+        replicas = self.tier_replica[rows, tiers]
+        # whole µs (the arrivals' resolution): ts + dur then lands exactly on the end, and a span
+        # that starts as another ends touches it rather than overlap it by a rounding error
+        admit_us = np.round(self.tier_admit_ms[rows, tiers] * 1e3)
+        done_us = np.round(self.tier_done_ms[rows, tiers] * 1e3)
+        lanes = span_lanes(replicas, admit_us, done_us)
+        # one thread per (replica, lane), numbered in that order within its tier's process
+        threads = sorted(set(zip(tiers.tolist(), replicas.tolist(), lanes.tolist())))
+        tid = {}
+        for i, k, lane in threads:
+            tid[i, k, lane] = len(tid)
+            events.append({"name": "thread_name", "ph": "M", "pid": i, "tid": tid[i, k, lane],
+                           "args": {"name": f"replica {k - int(self.pools.replicas[:i].sum())}, lane {lane}"}})
+        for r, i, k, lane, a, d in zip(rows.tolist(), tiers.tolist(), replicas.tolist(), lanes.tolist(),
+                                       admit_us.tolist(), done_us.tolist()):
             events.append({"name": str(request_ids[r]) if request_ids is not None else f"request {r}",
-                           "ph": "X", "pid": i, "tid": int(self.tier_replica[r, i]),
-                           "ts": admit * 1e3, "dur": (done - admit) * 1e3,
-                           "args": {"queued_ms": admit - self.tier_enter_ms[r, i], "stop_tier": int(self.stop[r])}})
+                           "ph": "X", "pid": i, "tid": tid[i, k, lane], "ts": a, "dur": d - a,
+                           "args": {"queued_ms": self.tier_admit_ms[r, i] - self.tier_enter_ms[r, i],
+                                    "stop_tier": int(self.stop[r])}})
         path = Path(path)
         path.write_text(json.dumps({"traceEvents": events, "displayTimeUnit": "ms"}))
         return path
+
+
+def span_lanes(replicas: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:
+    """Lane of each span within its replica (greedy interval partitioning): taken in order of
+    start, a span goes to the lowest lane whose last span has ended by then, so spans in one lane
+    never overlap (touching is fine) and a replica uses as many lanes as its largest batch."""
+    lanes = np.empty(replicas.size, dtype=np.int64)
+    free_lanes: dict[int, list[int]] = {}  # per replica: a heap of lanes free now
+    running: dict[int, list[tuple[float, int]]] = {}  # per replica: a heap of (end, lane) in use
+    for j in np.lexsort((end, start, replicas)).tolist():
+        k, begins = int(replicas[j]), float(start[j])
+        free, busy = free_lanes.setdefault(k, []), running.setdefault(k, [])
+        while busy and busy[0][0] <= begins:
+            heapq.heappush(free, heapq.heappop(busy)[1])
+        lane = heapq.heappop(free) if free else len(busy)
+        lanes[j] = lane
+        heapq.heappush(busy, (float(end[j]), lane))
+    return lanes
 
 
 def _tokens(name, a, shape):

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from asd.errors import ConfigError
 from asd.simulator import Pools, ReplayInputs, arrival_times, latency_grid, replay, simulate
 from asd.simulator import reference as ref
+from asd.simulator.des import span_lanes
 from asd.simulator.des_nb import simulate_cascade_nb
 from asd.simulator.latency import latency_ms
 from asd.simulator.latency_nb import prefill_ms_nb
@@ -344,7 +345,57 @@ def test_chrome_trace_has_one_complete_event_per_request_and_tier(tmp_path):
     spans = [e for e in events if e["ph"] == "X"]
     assert len(spans) == int((walk.stop - walk.start + 1).sum())
     assert all(e["dur"] > 0 and e["args"]["queued_ms"] >= 0 for e in spans)
-    assert {e["args"]["name"] for e in events if e["ph"] == "M"} == {"8b", "13b", "34b", "70b"}
+    assert {e["args"]["name"] for e in events if e["name"] == "process_name"} == {"8b", "13b", "34b", "70b"}
+
+
+def _partial_overlaps(spans):
+    """Pairs of X events on one (pid, tid) that overlap without one holding the other."""
+    found = []
+    for a in spans:
+        for b in spans:
+            if (a["pid"], a["tid"]) == (b["pid"], b["tid"]) and a["ts"] < b["ts"] < a["ts"] + a["dur"] \
+                    < b["ts"] + b["dur"]:
+                found.append((a["name"], b["name"]))
+    return found
+
+
+def test_chrome_trace_spans_on_one_thread_never_partially_overlap(tmp_path):
+    """Chrome nests the complete events of one thread: batched requests on one replica overlap,
+    and all on one tid per replica drew wrong (the first version). Each gets a lane of its replica."""
+    pools = Pools.build([[0.0, 1.0, 1.0, 1.0]])
+    run = simulate([0, 0], [0, 0], [[4], [2]], [[3], [5]], arrival_ms=[0.0, 5.0], pools=pools)
+    events = json.loads(run.chrome_trace(tmp_path / "small.json").read_text())["traceEvents"]
+    spans = [e for e in events if e["ph"] == "X"]
+    assert [(e["ts"], e["ts"] + e["dur"]) for e in spans] == [(0.0, 29000.0), (8000.0, 47000.0)]  # they overlap
+    assert not _partial_overlaps(spans) and spans[0]["tid"] != spans[1]["tid"]
+    threads = {(e["pid"], e["tid"]): e["args"]["name"] for e in events if e["name"] == "thread_name"}
+    assert [threads[e["pid"], e["tid"]] for e in spans] == ["replica 0, lane 0", "replica 0, lane 1"]
+    walk, loaded = _loaded_run(n=60)
+    events = json.loads(loaded.chrome_trace(tmp_path / "loaded.json").read_text())["traceEvents"]
+    spans = [e for e in events if e["ph"] == "X"]
+    assert not _partial_overlaps(spans)
+    threads = {(e["pid"], e["tid"]) for e in events if e["name"] == "thread_name"}
+    assert {(e["pid"], e["tid"]) for e in spans} == threads  # every thread named, none empty
+    # no more lanes on a replica than the largest batch it ran
+    for i in range(loaded.busy_ms.size):
+        assert len({e["tid"] for e in spans if e["pid"] == i}) <= loaded.max_batch_seen[i] * loaded.pools.replicas[i]
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 2), st.integers(0, 20), st.integers(1, 10)), min_size=1, max_size=30))
+def test_span_lanes_keep_the_spans_of_one_lane_apart_and_use_no_more_lanes_than_overlap(spans):
+    replicas = np.array([k for k, _, _ in spans])
+    start = np.array([float(a) for _, a, _ in spans])
+    end = start + np.array([float(d) for _, _, d in spans])
+    lanes = span_lanes(replicas, start, end)
+    for a in range(len(spans)):
+        for b in range(a + 1, len(spans)):
+            if replicas[a] == replicas[b] and lanes[a] == lanes[b]:
+                assert end[a] <= start[b] or end[b] <= start[a]
+    for k in set(replicas.tolist()):  # as many lanes as spans in progress at once, at most
+        mine = replicas == k
+        peak = max(int(((start[mine] <= t) & (t < end[mine])).sum()) for t in start[mine])
+        assert lanes[mine].max() + 1 == peak
 
 
 def test_des_equals_replay_at_zero_load_on_a_policy_walk_with_drafts():

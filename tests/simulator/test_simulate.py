@@ -321,7 +321,7 @@ def test_simulate_writes_the_chosen_policys_des_run_as_a_chrome_trace(tmp_path):
     spans = [e for e in events if e["ph"] == "X"]
     # one span per request per tier it ran, under the chosen policy (its stop fractions say where it ended)
     assert len(spans) >= data["n_requests"]
-    assert {e["args"]["name"] for e in events if e["ph"] == "M"} == set(data["tiers"])
+    assert {e["args"]["name"] for e in events if e["name"] == "process_name"} == set(data["tiers"])
     ended = np.bincount([e["args"]["stop_tier"] for e in spans if e["pid"] == e["args"]["stop_tier"]],
                         minlength=len(data["tiers"])) / data["n_requests"]
     np.testing.assert_allclose(ended, data["chosen"]["stop_fractions"])
