@@ -187,6 +187,7 @@ class DesResult:
             raise ConfigError(f"request_ids has {len(request_ids)} ids: expected {n}, one per request")
         events = [{"name": "process_name", "ph": "M", "pid": i, "args": {"name": names[i]}} for i in range(n_tiers)]
         rows, tiers = np.nonzero(~np.isnan(self.tier_done_ms))
+        spans = rows.size
         if limit is not None:
             rows, tiers = rows[:limit], tiers[:limit]
         replicas = self.tier_replica[rows, tiers]
@@ -208,9 +209,18 @@ class DesResult:
                            "ph": "X", "pid": i, "tid": tid[i, k, lane], "ts": a, "dur": d - a,
                            "args": {"queued_ms": self.tier_admit_ms[r, i] - self.tier_enter_ms[r, i],
                                     "stop_tier": int(self.stop[r])}})
+        # said in the file too: a trace cut at `limit` looks like a run that ended early
+        other = {"spans": spans, "spans_written": int(rows.size), "spans_dropped": spans - int(rows.size)}
+        if other["spans_dropped"]:
+            other["note"] = (f"only the first {rows.size:,} of {spans:,} spans (by request) are written: "
+                             "chrome://tracing slows past a few hundred thousand")
         path = Path(path)
-        path.write_text(json.dumps({"traceEvents": events, "displayTimeUnit": "ms"}))
+        path.write_text(json.dumps({"traceEvents": events, "displayTimeUnit": "ms", "otherData": other}))
         return path
+
+    def spans(self) -> int:
+        """(request, tier) spans the run has: what chrome_trace writes, up to its limit."""
+        return int(np.count_nonzero(~np.isnan(self.tier_done_ms)))
 
 
 def span_lanes(replicas: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:

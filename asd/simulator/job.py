@@ -482,7 +482,7 @@ def simulate(bundle="builtin", *, tau_max: float, stat: str = "p95", mode: str =
         "baselines": baselines,
         "criteria": criteria(chosen, baselines["fixed-2stage"], stat),
         "deployment": deployment_check(ev, tau_max, stat, held_out_choice=lam),
-        "warnings": list(ev.warnings),
+        "warnings": list(ev.warnings) + _load_warnings(load),
     }
 
 
@@ -516,7 +516,19 @@ def _load(ev: Evaluation, latency, rate, arrivals, cv, scheduler, max_batch, chr
         except OSError as exc:
             raise ConfigError(f"{chrome_trace}: cannot write --chrome-trace ({exc.strerror or exc})") from None
         load["chrome_trace"] = str(chrome_trace)
+        dropped = run.spans() - CHROME_TRACE_SPANS
+        if dropped > 0:
+            load["chrome_trace_spans_dropped"] = dropped
     return load
+
+
+def _load_warnings(load: dict | None) -> list[str]:
+    """What a DES load section should be warned about: a chrome trace cut at its span limit."""
+    dropped = (load or {}).get("chrome_trace_spans_dropped")
+    if not dropped:
+        return []
+    return [f"--chrome-trace {load['chrome_trace']}: only the first {CHROME_TRACE_SPANS:,} (request, tier) spans "
+            f"are written, {dropped:,} more dropped (chrome://tracing slows past a few hundred thousand)"]
 
 
 def _simulate_label_free(ev: Evaluation, tau_max: float, stat: str, mode: str, latency, load) -> dict:
@@ -534,13 +546,14 @@ def _simulate_label_free(ev: Evaluation, tau_max: float, stat: str, mode: str, l
             last_run = latency.last
     if last_run is not None:
         latency.last = last_run
+    load_section = None if latency is None else load() | {"run": last}
     return _header(ev, tau_max, stat, mode) | {
-        "search": None, "load": None if latency is None else load() | {"run": last}, "feasible": None, "chosen": None, "baselines": baselines,
+        "search": None, "load": load_section, "feasible": None, "chosen": None, "baselines": baselines,
         "criteria": None, "deployment": None,
         "not_fitted": f"no quality label at the last tier {ev.view.tier_names[-1]}: no policy is chosen and no "
                       "baseline tuned on quality; shown: the methods that need no labels, for cost and latency "
                       "(label the bundle for the rest)",
-        "warnings": list(ev.warnings)}
+        "warnings": list(ev.warnings) + _load_warnings(load_section)}
 
 
 def _request_rows(view, request_id) -> np.ndarray:

@@ -381,6 +381,18 @@ def test_chrome_trace_spans_on_one_thread_never_partially_overlap(tmp_path):
         assert len({e["tid"] for e in spans if e["pid"] == i}) <= loaded.max_batch_seen[i] * loaded.pools.replicas[i]
 
 
+def test_chrome_trace_cut_at_its_limit_says_so_in_the_file(tmp_path):
+    walk, run = _loaded_run(n=60)
+    total = int((walk.stop - walk.start + 1).sum())
+    cut = json.loads(run.chrome_trace(tmp_path / "cut.json", limit=10).read_text())
+    assert sum(e["ph"] == "X" for e in cut["traceEvents"]) == 10
+    assert cut["otherData"]["spans"] == run.spans() == total
+    assert cut["otherData"]["spans_written"] == 10 and cut["otherData"]["spans_dropped"] == total - 10
+    assert f"only the first 10 of {total} spans" in cut["otherData"]["note"]
+    whole = json.loads(run.chrome_trace(tmp_path / "whole.json").read_text())["otherData"]
+    assert whole == {"spans": total, "spans_written": total, "spans_dropped": 0}
+
+
 @settings(max_examples=100, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 2), st.integers(0, 20), st.integers(1, 10)), min_size=1, max_size=30))
 def test_span_lanes_keep_the_spans_of_one_lane_apart_and_use_no_more_lanes_than_overlap(spans):

@@ -283,6 +283,24 @@ def test_simulate_trace_arrivals_all_at_one_instant_write_strict_json_without_a_
     assert load["rate"] is None and load["rate_note"] == "all 60 arrivals at one instant: no rate"
 
 
+def test_a_chrome_trace_cut_at_its_span_limit_is_warned_about(tmp_path, monkeypatch):
+    import asd.simulator.job as job
+
+    monkeypatch.setattr(job, "CHROME_TRACE_SPANS", 50)  # the built-in run has a few hundred spans
+    trace = tmp_path / "run.json"
+    result = CliRunner().invoke(main, ["simulate", "--tau-max", "800", "--mode", "des", "--rate", "6",
+                                       "--chrome-trace", str(trace), "--json", str(tmp_path / "sim.json")])
+    assert result.exit_code == 0, result.output
+    other = json.loads(trace.read_text())["otherData"]
+    dropped = other["spans_dropped"]
+    assert other["spans_written"] == 50 and dropped > 0
+    warning = (f"warning: --chrome-trace {trace}: only the first 50 (request, tier) spans are written, {dropped:,} "
+               "more dropped (chrome://tracing slows past a few hundred thousand)")
+    assert warning in result.stderr.splitlines()
+    data = json.loads((tmp_path / "sim.json").read_text())
+    assert data["load"]["chrome_trace_spans_dropped"] == dropped and warning[len("warning: "):] in data["warnings"]
+
+
 def test_trace_arrivals_refuse_held_out_requests_without_offsets_by_count(tmp_path):
     path = tmp_path / "gaps"
     write_synthetic_bundle(path, 60, 2, 3)
