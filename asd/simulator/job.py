@@ -217,6 +217,12 @@ ARRIVALS = ("poisson", "gamma", "trace")
 CHROME_TRACE_SPANS = 100_000  # (request, tier) spans written: chrome://tracing slows past a few hundred thousand
 
 
+TRACE_DES_NOTE = ("under the trace cost model the DES times each request by the iteration coefficients fitted "
+                  "from the trace (its tier's TTFT + TPOT fit, exact at the tier's mean prompt length), replay by "
+                  "its recorded e2e where it has one: even alone a request's DES latency is not its replayed one "
+                  "(under profile and params it is)")
+
+
 def describe_load(rate, arrivals: str, cv: float, scheduler: str) -> dict:
     """A DES load as every report's JSON names it: cv only for gamma arrivals, no rate for the
     trace's own offsets (`asd simulate` fills in the rate they imply)."""
@@ -294,7 +300,10 @@ def des_latency(ev: Evaluation, *, rate: float | None, replicas=1, max_batch: in
     trace's recorded offsets; one pool per tier (`replicas`, TP from the cost model,
     `max_batch`), iteration times from the cost model's coefficients; queues FIFO or by
     predicted difficulty (`scheduler`, see difficulty_priority; held-out requests only). The
-    function's `key` names the load, for `tuned_latency`."""
+    function's `key` names the load, for `tuned_latency`. A request alone gets its replayed
+    latency under the profile and params cost models, whose replay is the same iteration model;
+    not under trace, where replay charges the recorded e2e (else the TTFT + TPOT fit) and the
+    iteration coefficients reproduce that fit only at the tier's mean prompt (TRACE_DES_NOTE)."""
     from asd.simulator.des import Pools, arrival_times
     from asd.simulator.des import simulate as run_des
 
@@ -509,6 +518,8 @@ def _load(ev: Evaluation, latency, rate, arrivals, cv, scheduler, max_batch, chr
             "ttft_ms": {s: run.latency(s, "ttft") for s in STATISTICS}}
     if arrivals == "trace":
         load |= trace_rate(run.arrival_ms)
+    if ev.cost_model.kind == "trace":
+        load["latency_note"] = TRACE_DES_NOTE
     if chrome_trace is not None:
         try:
             run.chrome_trace(chrome_trace, tier_names=ev.view.tier_names, request_ids=ev.view.request_ids[ev.held],

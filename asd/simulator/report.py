@@ -157,6 +157,8 @@ def print_simulation(result: dict, console: Console | None = None) -> None:
                   f"{' → '.join(result['tiers'])}; {result['evaluation']}")
     console.print(f"cost model {result['cost_model']} ({result['cost_note']}); mode {result['mode']}"
                   f"{_load_text(result.get('load'))}")
+    if (result.get("load") or {}).get("latency_note"):
+        console.print(f"[dim]note: {result['load']['latency_note']}[/dim]")
     c = result["chosen"]
     if c is None:  # an unlabelled bundle: the methods that need no labels, for cost and latency
         console.print(result["not_fitted"])

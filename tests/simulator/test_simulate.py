@@ -20,8 +20,8 @@ from asd.simulator import baselines as B
 from asd.simulator.evaluate import Evaluation
 from asd.simulator.outcomes import Outcomes, latency_stat
 from asd.simulator.report import _above_text, _load_text, _summarised, print_sweep
-from asd.simulator.job import (deployment_check, des_latency, difficulty_priority, last_policy_change,
-                               prediction_margin, simulate, trace_rate)
+from asd.simulator.job import (TRACE_DES_NOTE, deployment_check, des_latency, difficulty_priority,
+                               last_policy_change, prediction_margin, simulate, trace_rate)
 from asd.simulator.sweep import (_above, _extra_cost, _quality_above, cheapest_within, paired_se, run_sweep,
                                   sweep)
 from asd.traces.bundle import open_bundle
@@ -299,6 +299,21 @@ def test_a_chrome_trace_cut_at_its_span_limit_is_warned_about(tmp_path, monkeypa
     assert warning in result.stderr.splitlines()
     data = json.loads((tmp_path / "sim.json").read_text())
     assert data["load"]["chrome_trace_spans_dropped"] == dropped and warning[len("warning: "):] in data["warnings"]
+
+
+def test_des_under_the_trace_cost_model_notes_that_it_is_not_replay_even_alone(synth):
+    """Replay under `trace` charges recorded e2e; the DES runs the iteration coefficients fitted
+    from the trace, so the README's 'one request at a time it equals replay' holds for profile
+    and params only: the run says so where it does not hold."""
+    args = dict(tau_max=1e9, stat="mean", mode="des", rate=1e-6)
+    traced = Evaluation(synth, folds=2, cost_model="trace")
+    alone = des_latency(traced, rate=1e-6)
+    out = next(traced.iter_label_free_baselines())[1]
+    assert not np.allclose(alone(out).latency_ms, out.latency_ms, rtol=1e-6)  # why the note is there
+    assert simulate(**args, evaluation=traced)["load"]["latency_note"] == TRACE_DES_NOTE
+    assert "latency_note" not in simulate(**args, evaluation=Evaluation(synth, folds=2, cost_model="profile"))["load"]
+    result = run("simulate", "--tau-max", "800", "--mode", "des", "--rate", "6", "--folds", "2")
+    assert f"note: {TRACE_DES_NOTE}" in " ".join(result.output.split())
 
 
 def test_trace_arrivals_refuse_held_out_requests_without_offsets_by_count(tmp_path):
