@@ -29,9 +29,11 @@ randomness inside: arrivals come from the caller (des.arrival_times, seeded).
 Simultaneous events (as Vidur orders them): every event at an instant t (arrivals, iteration ends,
 moves to the next tier) is processed before any batch forms at t. Then, in each tier, the replicas
 free at t (their iteration ended at t, or idle) form their batches in replica order, each
-admitting from the queue head as above (the end of simulate_cascade_nb's loop). So requests
-arriving together share an iteration (on the first free replica with room), and an arrival at
-exactly an iteration's end joins the next iteration whatever order the two events were pushed in.
+admitting from the queue head as above, the requests waiting shared out evenly over them (the
+first take the odd ones; the end of simulate_cascade_nb's loop). So requests arriving together
+share an iteration on a single free replica and are spread over several (as a load balancer
+would), and an arrival at exactly an iteration's end joins the next iteration whatever order
+the two events were pushed in.
 
 Queues: FIFO, or with by_priority each tier's queue is a binary heap ordered by (priority[r, tier],
 order of joining that queue), lowest first, so equal keys are FIFO. The head is still admitted only
@@ -191,12 +193,12 @@ def heap_queue_pop_nb(tier, size, queue, queue_order):
 
 
 @njit(cache=True)
-def start_iteration_nb(k, t, replica_tier, coeffs, max_batch, kv_capacity, start, n_prompt, n_decode,
+def start_iteration_nb(k, t, limit, replica_tier, coeffs, max_batch, kv_capacity, start, n_prompt, n_decode,
                        n_prompt_cont, n_decode_cont, n_kv_cont, queue, queue_order, by_priority, queue_ends,
                        queue_area, queue_since, slots, replica_state, tier_admit_ms, tier_replica, busy_ms,
                        tier_counts, heap_time, heap_int, heap_state):
-    """Admit from the queue head (stop at the first that does not fit), then run one iteration
-    of replica k's batch from time t; an empty batch leaves the replica idle."""
+    """Admit at most `limit` requests from the queue head (stop at the first that does not fit),
+    then run one iteration of replica k's batch from time t; an empty batch leaves the replica idle."""
     tier = replica_tier[k]
     n_batch = replica_state[k, REP_BATCH]
     kv = replica_state[k, REP_KV]
@@ -209,7 +211,8 @@ def start_iteration_nb(k, t, replica_tier, coeffs, max_batch, kv_capacity, start
     head, tail = queue_ends[tier, 0], queue_ends[tier, 1]
     if head < tail:
         note_queue_nb(tier, t, queue_ends, queue_area, queue_since)
-    while head < tail and n_batch < max_batch[tier]:
+    admitted = 0
+    while head < tail and n_batch < max_batch[tier] and admitted < limit:
         r = queue[tier, 0] if by_priority else queue[tier, head]  # a priority queue's head is its heap root
         if tier == start[r]:
             p, d = n_prompt[r, tier], n_decode[r, tier]
@@ -232,6 +235,7 @@ def start_iteration_nb(k, t, replica_tier, coeffs, max_batch, kv_capacity, start
         replica_state[k, REP_SUM_PROMPT] += base
         replica_state[k, REP_SUM_ADMIT] += it
         n_batch += 1
+        admitted += 1
         prefill_tokens += p
         kv_tokens += p
         tier_admit_ms[r, tier] = t
@@ -369,9 +373,14 @@ def simulate_cascade_nb(arrival_ms, arrival_order, start, stop, after_start, n_p
                 due_replicas[b + 1] = due_replicas[b]
                 b -= 1
             due_replicas[b + 1] = k
-        # tiers that requests joined: every free replica in order, until the queue is empty and none is due
+        # tiers that requests joined: the requests waiting are shared out evenly over the free
+        # replicas in order (as a load balancer spreads them), until the queue is empty and none is due
         for j in range(pending[P_JOINED]):
             tier = joined_tiers[j]
+            n_free = 0
+            for k in range(first_replica[tier], first_replica[tier + 1]):
+                if replica_state[k, REP_BUSY] != RUNNING:
+                    n_free += 1
             for k in range(first_replica[tier], first_replica[tier + 1]):
                 if queue_ends[tier, 0] == queue_ends[tier, 1] and tier_pending[tier, 1] == 0:
                     break
@@ -379,7 +388,10 @@ def simulate_cascade_nb(arrival_ms, arrival_order, start, stop, after_start, n_p
                 if state != RUNNING:
                     if state == DUE:
                         tier_pending[tier, 1] -= 1
-                    start_iteration_nb(k, t, replica_tier, coeffs, max_batch, kv_capacity, start, n_prompt,
+                    waiting = queue_ends[tier, 1] - queue_ends[tier, 0]
+                    share = (waiting + n_free - 1) // n_free  # ceil: the first free replicas take the odd ones
+                    n_free -= 1
+                    start_iteration_nb(k, t, share, replica_tier, coeffs, max_batch, kv_capacity, start, n_prompt,
                                        n_decode, n_prompt_cont, n_decode_cont, n_kv_cont, queue, queue_order,
                                        by_priority, queue_ends, queue_area, queue_since, slots, replica_state,
                                        tier_admit_ms, tier_replica, busy_ms, tier_counts, heap_time, heap_int,
@@ -389,7 +401,7 @@ def simulate_cascade_nb(arrival_ms, arrival_order, start, stop, after_start, n_p
             k = due_replicas[j]
             if replica_state[k, REP_BUSY] == DUE:
                 tier_pending[replica_tier[k], 1] -= 1
-                start_iteration_nb(k, t, replica_tier, coeffs, max_batch, kv_capacity, start, n_prompt, n_decode,
+                start_iteration_nb(k, t, NEVER, replica_tier, coeffs, max_batch, kv_capacity, start, n_prompt, n_decode,
                                    n_prompt_cont, n_decode_cont, n_kv_cont, queue, queue_order, by_priority,
                                    queue_ends, queue_area, queue_since, slots, replica_state, tier_admit_ms,
                                    tier_replica, busy_ms, tier_counts, heap_time, heap_int, heap_state)

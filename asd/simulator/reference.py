@@ -119,7 +119,7 @@ def simulate_cascade(arrival_ms, arrival_order, start, stop, after_start, n_prom
     kv_reserved = [0] * len(replica_tier)
     state = [IDLE] * len(replica_tier)
     due = []  # replicas whose iteration ended at the current instant
-    joined = set()  # tiers a request joined at the current instant
+    joined = []  # tiers a request joined at the current instant, in order of first join
     queues = [[] for _ in range(n_tiers)]  # FIFO: every request that joined; priority: the heap
     heads = [0] * n_tiers  # FIFO: how many left the queue
     joins = [0] * n_tiers
@@ -163,12 +163,13 @@ def simulate_cascade(arrival_ms, arrival_order, start, stop, after_start, n_prom
         queue_area[tier] += queue_length(tier) * (t - queue_since[tier])
         queue_since[tier] = t
 
-    def start_iteration(k, t):
+    def start_iteration(k, t, limit=math.inf):
         tier = replica_tier[k]
         batch = batches[k]
         if queue_length(tier):
             note_queue(tier, t)
-        while queue_length(tier) and len(batch) < max_batch[tier]:
+        admitted = 0
+        while queue_length(tier) and len(batch) < max_batch[tier] and admitted < limit:
             r = queue_head(tier)
             if tier == start[r]:
                 p, d = int(n_prompt[r, tier]), int(n_decode[r, tier])
@@ -181,6 +182,7 @@ def simulate_cascade(arrival_ms, arrival_order, start, stop, after_start, n_prom
             queue_pop(tier)
             kv_reserved[k] += p + d
             batch.append([r, 0, p, d, True, base])
+            admitted += 1
             tier_admit_ms[r, tier] = t
             tier_replica[r, tier] = k
         if not batch:
@@ -201,14 +203,16 @@ def simulate_cascade(arrival_ms, arrival_order, start, stop, after_start, n_prom
         note_queue(tier, t)
         queue_push(tier, r)
         tier_enter_ms[r, tier] = t
-        joined.add(tier)
+        if tier not in joined:
+            joined.append(tier)
 
     def form_batches(t):
-        """Every free replica of a tier joined at t, then every other due one, in replica order."""
+        """Every free replica of a tier joined at t, the waiting requests shared out evenly over
+        them (the first take the odd ones), then every other due one, in replica order."""
         for tier in joined:
-            for k in range(first_replica[tier], first_replica[tier + 1]):
-                if state[k] != RUNNING:
-                    start_iteration(k, t)
+            free = [k for k in range(first_replica[tier], first_replica[tier + 1]) if state[k] != RUNNING]
+            for i, k in enumerate(free):
+                start_iteration(k, t, math.ceil(queue_length(tier) / (len(free) - i)))
         for k in sorted(due):
             if state[k] == DUE:
                 start_iteration(k, t)

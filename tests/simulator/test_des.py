@@ -56,6 +56,21 @@ def test_requests_arriving_at_one_instant_share_an_iteration():
     assert result.iterations.tolist() == [3] and result.max_queue.tolist() == [0]
 
 
+def test_requests_arriving_at_one_instant_are_spread_over_the_free_replicas():
+    # Five requests at 0, two idle replicas, batch 4: shared out as a load balancer would, 3 and 2
+    # (the first replica takes the odd one), not 4 on the first and 1 on the second, nor 5 in turn.
+    pools = Pools.build([[10.0, 0.0, 1.0, 0.0]], replicas=2, max_batch=4)
+    result = simulate([0] * 5, [0] * 5, [[5]] * 5, [[3]] * 5, arrival_ms=[0.0] * 5, pools=pools)
+    assert result.tier_replica[:, 0].tolist() == [0, 0, 0, 1, 1]
+    assert result.tier_admit_ms[:, 0].tolist() == [0.0] * 5 and result.max_queue.tolist() == [0]
+    # each replica: a prefill iteration (10 ms) and two decode iterations of its batch (10 + 1·n)
+    np.testing.assert_allclose(result.e2e_ms, [10 + 2 * 13.0] * 3 + [10 + 2 * 12.0] * 2)
+    # one replica: all four that fit share its iterations, the fifth waits for room
+    one = simulate([0] * 5, [0] * 5, [[5]] * 5, [[3]] * 5, arrival_ms=[0.0] * 5,
+                   pools=Pools.build([[10.0, 0.0, 1.0, 0.0]], max_batch=4))
+    assert one.tier_admit_ms[:, 0].tolist() == [0.0] * 4 + [10 + 2 * 14.0]
+
+
 def test_an_arrival_at_exactly_an_iteration_end_joins_the_next_iteration_whatever_else_happened():
     # A (5 tokens) arrives at 0; its first iteration ends at 10, when C arrives. Whether the arrival
     # event was pushed before or after that iteration's end (B's arrival at 5 reorders them), C is
