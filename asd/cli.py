@@ -107,11 +107,25 @@ class FloatRange(click.FloatRange):
         return number
 
 
+def _strict(value):
+    """`value` with every NaN or infinity as None: `--json` is strict JSON (NaN is not JSON, and
+    strict readers refuse the file); a figure that cannot be measured is null."""
+    if isinstance(value, dict):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict(v) for v in value]
+    if getattr(value, "shape", None) == () and hasattr(value, "item"):  # a numpy scalar
+        value = value.item()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    return value
+
+
 def write_json(path: str | None, payload: dict) -> None:
     """`--json PATH`: the same dict the terminal table was printed from."""
     if path:
         try:
-            Path(path).write_text(json.dumps(payload, indent=2, default=float) + "\n")
+            Path(path).write_text(json.dumps(_strict(payload), indent=2, default=float, allow_nan=False) + "\n")
         except OSError as exc:
             raise AsdError(f"{path}: cannot write --json ({exc.strerror or exc})") from None
 

@@ -27,7 +27,9 @@ def acceptable(quality, accepted, threshold: float = ACCEPT_THRESHOLD) -> np.nda
                           "a number in [0, 1]")
     quality = np.asarray(quality, dtype=np.float64)
     accepted = np.asarray(accepted, dtype=np.float64)
-    by_quality = np.where(np.isnan(quality), np.nan, (quality >= threshold).astype(np.float64))
+    # quality is stored as float32: 0.7 reads back as 0.699999988, which missed a 0.7 threshold,
+    # so the threshold is compared at that precision too
+    by_quality = np.where(np.isnan(quality), np.nan, (quality >= float(np.float32(threshold))).astype(np.float64))
     return np.where(np.isnan(accepted), by_quality, (accepted != 0).astype(np.float64))
 
 

@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 
 from asd.errors import TraceError
 from asd.traces import schema as S
-from asd.traces.bundle import Bundle, bundle_target, new_manifest, open_bundle, output_path, write_bundle
+from asd.traces.bundle import Bundle, bundle_target, conform, new_manifest, open_bundle, output_path, write_bundle
 from asd.traces.validate import repeated_rows
 
 
@@ -70,7 +70,9 @@ def merge_bundles(paths: list[str | os.PathLike | Bundle], out: str | os.PathLik
     for other in bundles[1:]:
         _check_same_ladder(first, other)
 
-    requests = [b.read("requests") for b in bundles]
+    # each shard's tables in the v1 schema's column order and types first: a shard written by
+    # another tool (columns reordered, fields nullable) is a valid bundle that concat refused
+    requests = [conform("requests", b.read("requests"), f"{b.path}/requests.parquet") for b in bundles]
     _check_all_or_none_split(bundles, requests)
     ids = pa.chunked_array([r.column("request_id").combine_chunks() for r in requests])
     owner = np.repeat(np.arange(len(bundles)), [r.num_rows for r in requests])
@@ -84,10 +86,15 @@ def merge_bundles(paths: list[str | os.PathLike | Bundle], out: str | os.PathLik
             " (shards must hold disjoint requests)"
         )
 
-    outputs = pa.concat_tables([b.read("outputs") for b in bundles])
+    outputs = pa.concat_tables([conform("outputs", b.read("outputs"), f"{b.path}/outputs.parquet") for b in bundles])
     with_drafts = [b for b in bundles if b.has("drafts")]
-    drafts = pa.concat_tables([b.read("drafts") for b in with_drafts]) if with_drafts else None
+    drafts = pa.concat_tables([conform("drafts", b.read("drafts"), f"{b.path}/drafts.parquet")
+                               for b in with_drafts]) if with_drafts else None
+    acceptance = _draft_acceptance(with_drafts)
     fields = {k: v for k, v in first.manifest.items() if k not in ("tiers", "created_at", "asd_version", "schema_version")}
+    fields.pop("draft_acceptance", None)
+    if acceptance != S.DEFAULT_DRAFT_ACCEPTANCE:  # what the drafts' n_accepted counts, from the shards that have them
+        fields["draft_acceptance"] = acceptance
     fields["synthetic"] = any(bool(b.manifest.get("synthetic")) for b in bundles)
     fields["estimated_columns"] = sorted({c for b in bundles for c in b.manifest.get("estimated_columns", [])})
     fields["provenance"] = {
@@ -104,6 +111,18 @@ def merge_bundles(paths: list[str | os.PathLike | Bundle], out: str | os.PathLik
     manifest = new_manifest([{k: v for k, v in t.items() if k in S.TIER_KEYS} for t in first.tiers], **fields)
     manifest["tiers"] = first.tiers  # keep any extra keys a recorder added, exactly
     return write_bundle(out, manifest, pa.concat_tables(requests), outputs, drafts, overwrite=overwrite)
+
+
+def _draft_acceptance(with_drafts) -> str:
+    """What every shard's drafts.n_accepted counts (the manifest's `draft_acceptance`): one
+    meaning, or refused. The merged manifest took the first shard's, so the others' drafts were
+    read in its sense and the result hung on the order of the arguments."""
+    meanings = [(b.path, b.manifest.get("draft_acceptance", S.DEFAULT_DRAFT_ACCEPTANCE)) for b in with_drafts]
+    for path, meaning in meanings[1:]:
+        if meaning != meanings[0][1]:
+            raise TraceError(f"{path}: its drafts count n_accepted as {meaning!r}, {meanings[0][0]}'s as "
+                             f"{meanings[0][1]!r} (draft_acceptance): one bundle cannot hold both")
+    return meanings[0][1] if meanings else S.DEFAULT_DRAFT_ACCEPTANCE
 
 
 def missing_shards(bundles) -> list[str]:

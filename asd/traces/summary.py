@@ -237,7 +237,12 @@ def _oracle(bundle: Bundle, acceptable, score, n_prompt, n_output) -> dict:
     choice = np.argmin(np.where(candidates, rank, np.inf), axis=1)
     chosen_score = score[idx, choice]
     tier_share = np.bincount(choice, minlength=k) / n
-    cost_share = None if cost is None else float(cost[idx, choice].sum() / cost[:, -1].sum())
+    cost_share = None
+    if cost is not None and cost[:, -1].sum() > 0:
+        cost_share = float(cost[idx, choice].sum() / cost[:, -1].sum())
+    elif cost is not None:  # a share of nothing: the last tier recorded 0 tokens everywhere
+        cost_note = ((cost_note + "; ") if cost_note else "") + \
+            f"always-{bundle.tier_names[-1]} costs 0 (its token counts are 0): no cost share"
     result = {
         "quality": _stat(chosen_score, np.mean),
         "cost_share": cost_share,

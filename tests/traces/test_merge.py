@@ -143,3 +143,38 @@ def test_shards_recorded_with_other_options_are_refused_and_a_missing_shard_is_n
     assert merged["provenance"]["missing_shards"] == ["2/3"]
     whole = merge_bundles(paths, tmp_path / "all")
     assert "missing_shards" not in whole.manifest["provenance"]
+
+
+def test_shards_whose_drafts_count_acceptance_differently_are_refused(tmp_path):
+    """The merged manifest took the first shard's draft_acceptance: which one the 1,000 drafts were
+    read as hung on the order of the arguments."""
+    paths, _ = _shards(tmp_path, n_shards=2)
+    file = paths[0] / "manifest.json"
+    manifest = json.loads(file.read_text())
+    file.write_text(json.dumps(dict(manifest, draft_acceptance="sps_steps")))
+    for order in (paths, paths[::-1]):
+        with pytest.raises(TraceError, match=r"n_accepted as '(sps_steps|longest_prefix)'.*draft_acceptance"):
+            merge_bundles(order, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    file = paths[1] / "manifest.json"
+    file.write_text(json.dumps(dict(json.loads(file.read_text()), draft_acceptance="sps_steps")))
+    assert merge_bundles(paths[::-1], tmp_path / "out").manifest["draft_acceptance"] == "sps_steps"
+
+
+def test_a_shard_written_by_another_tool_merges(tmp_path):
+    """Columns in another order and nullable fields (what a pandas export writes) make a valid
+    bundle; merge concatenated the raw tables and raised pyarrow's 'Schema ... was different'."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    paths, (requests, outputs, _) = _shards(tmp_path, n_shards=2)
+    table = pq.read_table(paths[1] / "outputs.parquet")
+    table = table.select(table.column_names[::-1])
+    pq.write_table(table.cast(pa.schema([f.with_nullable(True) for f in table.schema])), paths[1] / "outputs.parquet")
+    manifest = json.loads((paths[1] / "manifest.json").read_text())
+    manifest.pop("validation", None)  # its file hashes no longer match: checked in full
+    (paths[1] / "manifest.json").write_text(json.dumps(manifest))
+    assert validate_bundle(paths[1]) == []
+    merged = merge_bundles(paths, tmp_path / "all")
+    back = _sorted(merged.read("outputs", outputs.column_names))
+    assert back.equals(_sorted(outputs.cast(back.schema)))

@@ -74,6 +74,34 @@ def test_threshold_changes_what_counts_as_acceptable(hand_bundle):
 
 
 
+@pytest.mark.parametrize("threshold", [0.9, 0.8, 0.3, 0.2, 0.1])
+def test_an_answer_whose_quality_equals_the_threshold_is_acceptable(hand_bundle, threshold):
+    """Quality is stored as float32: 0.9 read back as 0.899999976 and missed a 0.9 threshold (for
+    about half of all decimals: the oracle at 0.7 was the oracle at 0.8)."""
+    s = summarize_bundle(hand_bundle, threshold=threshold)
+    small = [0.9, 0.2, 0.1, 1.0]
+    assert s["tiers"][0]["acceptable_rate"] == pytest.approx(sum(q >= threshold for q in small) / 4)
+
+
+def test_inspect_json_is_strict_when_always_last_costs_nothing(tmp_path):
+    """0 tokens at the last tier: the oracle's cost share was 0/0, NaN in --json (not JSON) with a
+    numpy warning; now null, and the note says why."""
+    import json
+
+    from click.testing import CliRunner
+
+    from asd.cli import main
+
+    manifest = new_manifest([{"name": "small", "params_b": 1.0}, {"name": "big", "params_b": 10.0}])
+    outputs = {"request_id": ["r1", "r1"], "tier": [0, 1], "quality": [1.0, 1.0],
+               "n_prompt_tokens": [5, 0], "n_output_tokens": [5, 0]}
+    write_bundle(tmp_path / "z", manifest, {"request_id": ["r1"]}, outputs)
+    result = CliRunner().invoke(main, ["traces", "inspect", str(tmp_path / "z"), "--json", str(tmp_path / "z.json")])
+    assert result.exit_code == 0 and "warning" not in result.output, result.output
+    oracle = json.loads((tmp_path / "z.json").read_text(), parse_constant=lambda c: pytest.fail(c))["oracle"]
+    assert oracle["cost_share"] is None and "always-big costs 0" in oracle["cost_note"]
+
+
 @pytest.mark.parametrize("threshold", [5, -1, float("nan"), "0.5", True])
 def test_a_threshold_outside_the_scores_range_is_refused(hand_bundle, threshold):
     with pytest.raises(ConfigError, match=r"threshold .*: the quality an answer needs to count as acceptable, a number in \[0, 1\]"):
