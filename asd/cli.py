@@ -682,12 +682,12 @@ def _warn(result: dict) -> None:
 @click.option("--tolerance", default=0.0, show_default=True, type=float, help="--against: allowed quality shortfall.")
 @click.option("--split", default=None, help="Replay on this split (e.g. test) of a split bundle (default: test when there is one).")
 @click.option("--folds", default=None, type=click.IntRange(2), help="Folds the tuned baselines are cross-fitted over without a split (default 5).")
-@_des_options(pools=False)
+@_des_options(pools=True)
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(0))
 @click.option("--junit", "junit_path", default=None, type=JsonPath("--junit"), help="Write JUnit XML (one test case per bundle × promise).")
 @json_option("Write the rows and figures as JSON.")
 def check_command(policy, bundles, min_quality, max_loss_vs_last, max_cost_rel, max_latency, beat, against, tolerance,
-                  split, folds, mode, rate, arrivals, cv, scheduler, seed, junit_path, json_path):
+                  split, folds, mode, rate, arrivals, cv, scheduler, replicas, max_batch, seed, junit_path, json_path):
     """Test POLICY's promises on every BUNDLE: replay each under the policy as it was saved and
     print one table (bundle, promise, measured, limit, result). Exit 0 when every promise
     holds, 1 when any fails, 2 on bad input (an incompatible policy is refused before any
@@ -704,9 +704,9 @@ def check_command(policy, bundles, min_quality, max_loss_vs_last, max_cost_rel, 
     if against is None:
         _warn_ignored(["tolerance"], "without --against")
     if max_latency:
-        _warn_ignored_load(mode, arrivals)
+        _warn_ignored_load(mode, arrivals, also=["replicas", "max_batch"])
     else:  # the load shapes latencies alone, and no promise here is on latency
-        _warn_ignored(["mode", "rate", "arrivals", "cv", "scheduler"], "without --max-latency")
+        _warn_ignored(["mode", "rate", "arrivals", "cv", "scheduler", "replicas", "max_batch"], "without --max-latency")
         mode = "replay"
     refuse_overwriting_inputs({"POLICY": policy, "--against": against,
                                **{f"BUNDLE {b}": b for b in bundles}}, {"--json": json_path, "--junit": junit_path})
@@ -714,7 +714,8 @@ def check_command(policy, bundles, min_quality, max_loss_vs_last, max_cost_rel, 
     result = check_policy(policy, list(bundles), min_quality=min_quality, max_loss_vs_last=max_loss_vs_last,
                           max_cost_rel=max_cost_rel, max_latency=list(max_latency), beat=list(beat), against=against,
                           tolerance=tolerance, split=split, folds=folds, mode=mode, rate=rate, seed=seed,
-                          arrivals=arrivals, cv=cv, scheduler=scheduler)
+                          arrivals=arrivals, cv=cv, scheduler=scheduler, replicas=_replicas(replicas),
+                          max_batch=max_batch)
     for report in result.bundles:
         for warning in report["warnings"]:
             click.echo(f"warning: {report['bundle']}: {warning}", err=True)

@@ -674,7 +674,7 @@ def run_simulate(bundle="builtin", *, tau_max: float, stat: str = "p95", mode: s
             chosen = des_latency(ev, rate=rate, replicas=replicas, max_batch=max_batch, seed=seed,
                                  scheduler=scheduler, arrivals=arrivals, cv=cv)(chosen)
         result["plots"] = [str(p) for p in (
-            P.latency_histogram(chosen.latency_ms, out / P.PLOT_FILES["simulate"][0], tau_max=tau_max,
+            P.latency_histogram(chosen.latency_ms, out / P.PLOT_FILES["simulate"][0], tau_max=tau_max, stat=stat,
                                 title=f"policy at λ={result['chosen']['lambda']:.3g}, "
                                       f"{'in sample' if result['in_sample'] else 'held out'}"),
             P.stop_distribution({"policy": result["chosen"]["stop_fractions"]}

@@ -328,48 +328,58 @@ def check_manifest(manifest: object, where: object = MANIFEST) -> None:
     asd reads (a positive integer, not a bool), a non-empty list of tiers with unique
     non-empty names, and every tier carrying every key of `schema.TIER_KEYS` (null when
     unknown): `params_b` a finite number > 0, `tensor_parallel` an integer >= 1, the
-    descriptive keys strings. `where` (the manifest's path) starts every message."""
+    descriptive keys strings. `where` (the manifest's path) starts every message. Raises
+    TraceError with the first problem (`manifest_problems` lists them all)."""
+    problems, _ = manifest_problems(manifest, where)
+    if problems:
+        raise TraceError(problems[0])
+
+
+def manifest_problems(manifest: object, where: object = MANIFEST) -> tuple[list[str], bool]:
+    """Every problem `check_manifest` would raise on, and whether the ladder is still readable
+    (a list of uniquely named tiers of the supported version), so a validator can go on to
+    check the tables against it."""
     if not isinstance(manifest, dict):
-        raise TraceError(f"{where}: manifest must be a JSON object")
+        return [f"{where}: manifest must be a JSON object"], False
     if "schema_version" not in manifest:
-        raise TraceError(f"{where}: schema_version missing")
+        return [f"{where}: schema_version missing"], False
     version = manifest["schema_version"]
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise TraceError(f"{where}: schema_version must be a positive integer ({S.SCHEMA_VERSION}), got {version!r}")
+        return [f"{where}: schema_version must be a positive integer ({S.SCHEMA_VERSION}), got {version!r}"], False
     if version > S.SCHEMA_VERSION:
-        raise TraceError(
-            f"{where}: schema version {version} is newer than this asd reads ({S.SCHEMA_VERSION}); upgrade asd"
-        )
+        return [f"{where}: schema version {version} is newer than this asd reads ({S.SCHEMA_VERSION}); upgrade asd"], False
     if version != S.SCHEMA_VERSION:
-        raise TraceError(f"{where}: schema version {version} is not supported (this asd reads {S.SCHEMA_VERSION})")
+        return [f"{where}: schema version {version} is not supported (this asd reads {S.SCHEMA_VERSION})"], False
     tiers = manifest.get("tiers")
     if not isinstance(tiers, list) or not tiers:
-        raise TraceError(f"{where}: tiers missing or empty")
-    names = []
+        return [f"{where}: tiers missing or empty"], False
+    problems, names = [], []
     for i, tier in enumerate(tiers):
         if not isinstance(tier, dict) or not isinstance(tier.get("name"), str) or not tier["name"].strip():
-            raise TraceError(f"{where}: tiers[{i}] has no name")
+            return problems + [f"{where}: tiers[{i}] has no name"], False
         label = f"{where}: tiers[{i}] ({tier['name']})"
+        names.append(tier["name"])
         missing = [key for key in S.TIER_KEYS if key not in tier]
         if missing:
-            raise TraceError(f"{label}: missing {', '.join(missing)} (every tier carries all of {', '.join(S.TIER_KEYS)}; null when unknown)")
-        params = tier["params_b"]
+            problems.append(f"{label}: missing {', '.join(missing)} (every tier carries all of {', '.join(S.TIER_KEYS)}; "
+                            "null when unknown)")
+        params = tier.get("params_b")
         if params is not None and not (_is_number(params) and math.isfinite(params) and params > 0):
-            raise TraceError(f"{label}: params_b must be a positive number or null, got {params!r}")
-        tp = tier["tensor_parallel"]
+            problems.append(f"{label}: params_b must be a positive number or null, got {params!r}")
+        tp = tier.get("tensor_parallel")
         if tp is not None and not (isinstance(tp, int) and not isinstance(tp, bool) and tp >= 1):
-            raise TraceError(f"{label}: tensor_parallel must be an integer >= 1 or null, got {tp!r}")
+            problems.append(f"{label}: tensor_parallel must be an integer >= 1 or null, got {tp!r}")
         for key in _TEXT_TIER_KEYS:
-            if tier[key] is not None and not isinstance(tier[key], str):
-                raise TraceError(f"{label}: {key} must be a string or null, got {tier[key]!r}")
-        names.append(tier["name"])
+            if tier.get(key) is not None and not isinstance(tier[key], str):
+                problems.append(f"{label}: {key} must be a string or null, got {tier[key]!r}")
     if len(set(names)) != len(names):
-        raise TraceError(f"{where}: duplicate tier names {names}")
+        return problems + [f"{where}: duplicate tier names {names}"], False
     if "synthetic" in manifest and not isinstance(manifest["synthetic"], bool):
-        raise TraceError(f"{where}: synthetic must be true or false, got {manifest['synthetic']!r}")
+        problems.append(f"{where}: synthetic must be true or false, got {manifest['synthetic']!r}")
     estimated = manifest.get("estimated_columns", [])
     if not isinstance(estimated, list) or not all(isinstance(c, str) for c in estimated):
-        raise TraceError(f"{where}: estimated_columns must be a list of column names, got {estimated!r}")
+        problems.append(f"{where}: estimated_columns must be a list of column names, got {estimated!r}")
+    return problems, True
 
 
 def sampling_per_tier(tiers: list[dict], params: dict | None = None) -> dict:

@@ -30,8 +30,8 @@ from asd import __version__
 from asd.errors import TraceError
 from asd.traces import schema as S
 from asd.traces.bundle import (
-    MANIFEST, STAMP_KEY, Bundle, file_problem, file_sha256, one_line, open_bundle, resolve_bundle_path,
-    write_manifest,
+    MANIFEST, STAMP_KEY, Bundle, file_problem, file_sha256, manifest_problems, one_line, open_bundle,
+    read_manifest, resolve_bundle_path, write_manifest,
 )
 
 SPLITS = ("calibration", "test")
@@ -106,10 +106,8 @@ def validate_bundle(
         if isinstance(path_or_bundle, Bundle):
             bundle = path_or_bundle
         else:
-            try:
-                bundle = open_bundle(path_or_bundle, validate=False)
-            except TraceError as exc:
-                out.add(*_bundle_level(path_or_bundle, str(exc)))
+            bundle = _open_for_validation(path_or_bundle, out)
+            if bundle is None:
                 return out.problems
         _check_bundle(bundle, out)
     except _Full:
@@ -119,6 +117,32 @@ def validate_bundle(
         write_manifest(bundle.path, {**bundle.manifest, STAMP_KEY: bundle.stamp})
         bundle.validated = True
     return out.problems
+
+
+def _open_for_validation(path, out: "_Collector") -> Bundle | None:
+    """The bundle to check, or None with the reason added. A manifest whose problems leave its
+    ladder readable (a bad params_b, a tier key missing) has every one of them listed and its
+    tables checked against it; opening stopped at the first and checked no table."""
+    try:
+        return open_bundle(path, validate=False)
+    except TraceError as exc:
+        first = str(exc)
+    manifest = None
+    try:
+        resolved = resolve_bundle_path(path)
+        if file_problem(resolved / MANIFEST) is None:  # a regular file: a FIFO would block the read
+            manifest = read_manifest(resolved / MANIFEST)
+    except (TraceError, OSError):
+        pass
+    if isinstance(manifest, dict):
+        problems, readable = manifest_problems(manifest, resolved / MANIFEST)
+        if readable and problems and problems[0] == first:  # the manifest, not the directory, stopped it
+            for problem in problems:
+                out.add(*_bundle_level(path, problem))
+            manifest.pop(STAMP_KEY, None)
+            return Bundle(resolved, manifest)
+    out.add(*_bundle_level(path, first))
+    return None
 
 
 def require_valid(bundle: Bundle, name: str | None = None) -> None:

@@ -223,22 +223,26 @@ def test_des_mode_checks_latency_under_load(synth):
 
 
 def test_des_mode_takes_the_same_load_as_asd_simulate(synth):
-    """--arrivals/--cv/--scheduler reach the DES exactly as `asd simulate` builds it."""
+    """--arrivals/--cv/--scheduler/--replicas/--max-batch reach the DES exactly as `asd simulate`
+    builds it (the pools could not be given to check: it ran 1 replica, batch 256, unsaid)."""
     bundle, policy = synth
-    load = dict(rate=40.0, arrivals="gamma", cv=3.0, scheduler="difficulty")
+    load = dict(rate=40.0, arrivals="gamma", cv=3.0, scheduler="difficulty", replicas=[1, 2, 1], max_batch=4)
     result = check_policy(policy, bundle, max_latency={"p95": 1e9}, mode="des", seed=2, **load)
     report = result.bundles[0]
     assert report["load"] == load and report["mode"] == "des"  # gamma: every field as given
-    ev = Evaluation(bundle, policy=policy)
+    ev = Evaluation(bundle, policy=policy, seed=2)  # check's seed draws the folds the difficulty keys come from too
     want = des_latency(ev, seed=2, **load)(ev.policy_outcomes()).latency_ms
     assert result.rows[0].measured == pytest.approx(np.percentile(want, 95), rel=1e-12)
     replay = check_policy(policy, bundle, max_latency={"p95": 1e9})
     assert replay.bundles[0]["load"] is None
     poisson = check_policy(policy, bundle, max_latency={"p95": 1e9}, mode="des", rate=40.0, cv=3.0)
-    assert poisson.bundles[0]["load"] == {"rate": 40.0, "arrivals": "poisson", "cv": None, "scheduler": "fifo"}
+    assert poisson.bundles[0]["load"] == {"rate": 40.0, "arrivals": "poisson", "cv": None, "scheduler": "fifo",
+                                          "replicas": 1, "max_batch": 256}
     out = run("check", policy, bundle, "--max-latency", "p95=1e9", "--mode", "des", "--rate", 40, "--arrivals",
-              "gamma", "--cv", 3, "--scheduler", "difficulty")
-    assert out.exit_code == 0 and "mode des at 40 req/s (gamma gaps, CV 3.0), difficulty queues" in out.stdout
+              "gamma", "--cv", 3, "--scheduler", "difficulty", "--replicas", "1,2,1", "--max-batch", 4)
+    assert out.exit_code == 0, out.output
+    assert ("mode des at 40 req/s (gamma gaps, CV 3.0), replicas [1, 2, 1], max batch 4, difficulty queues"
+            in " ".join(out.stdout.split()))
 
 
 def test_an_incompatible_policy_is_refused_with_one_line(synth, tmp_path):

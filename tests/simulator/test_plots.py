@@ -75,3 +75,17 @@ def test_baselines_are_joined_in_order_of_latency_on_the_latency_plot(drawn, tmp
     P.frontier([point(0.5, 0.2, 10, lam=0.0)], {"threshold": threshold}, tmp_path / "f.png", x="latency")
     line = lines(drawn[0])["threshold"]
     assert list(line.get_xdata()) == [20, 30, 40] and list(line.get_ydata()) == [0.6, 0.5, 0.8]
+
+
+@pytest.mark.parametrize("stat", ["p99", "mean", "p95"])
+def test_the_latency_histogram_marks_the_statistic_tau_max_limits(drawn, tmp_path, stat):
+    """It marked p50 and p95 whatever --stat said, so under --stat p99 the limited statistic was
+    never drawn and the τ_max line stood beside a p95 line."""
+    import numpy as np
+
+    latency = np.arange(1.0, 1001.0)
+    P.latency_histogram(latency, tmp_path / "latency.png", title="t", tau_max=990.0, stat=stat)
+    labels = list(lines(drawn[0]))
+    value = {"p99": np.percentile(latency, 99), "mean": latency.mean(), "p95": np.percentile(latency, 95)}[stat]
+    assert f"{stat} {value:.0f} ms" in labels and "τ_max 990 ms (limits the " + stat + ")" in labels
+    assert sum(label.startswith("p95 ") for label in labels) == 1  # not drawn twice under --stat p95

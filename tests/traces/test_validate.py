@@ -276,3 +276,24 @@ def test_bundle_level_problem_names_its_path_once(base, tmp_path, monkeypatch, n
     expected = {"nonexist": "nonexist: no such bundle",
                 "vnewer": "vnewer/manifest.json: schema version 2 is newer than this asd reads (1); upgrade asd"}
     assert str(problem) == expected[name]
+
+
+def test_every_manifest_problem_is_listed_and_the_tables_are_still_checked(base, tmp_path):
+    """A bad params_b stopped validation at that one problem: the other manifest problems and the
+    tables went unchecked ('1 problem(s)' where there were 4)."""
+    path = _copy(base, tmp_path)
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["tiers"][0]["params_b"] = -1
+    del manifest["tiers"][1]["dtype"]
+    manifest["tiers"][2]["tensor_parallel"] = True
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    _set(path, "outputs", "quality", 1, float("nan"))
+    problems = [str(p) for p in validate_bundle(path)]
+    assert len(problems) == 4, problems
+    assert "params_b must be a positive number or null, got -1" in problems[0]
+    assert "missing dtype" in problems[1] and "tensor_parallel must be an integer >= 1" in problems[2]
+    assert "quality" in problems[3] and "NaN" in problems[3]
+    # a manifest whose ladder cannot be read (no tier names) is still one problem
+    manifest["tiers"][0]["name"] = ""
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    assert [str(p) for p in validate_bundle(path)] == [problems[0].split(": tiers[0]")[0] + ": tiers[0] has no name"]
