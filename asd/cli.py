@@ -383,8 +383,14 @@ def traces_split(bundle, test_frac, seed, out, overwrite, json_path):
     result = split_bundle(bundle, test_frac=test_frac, seed=seed, out=out, overwrite=overwrite)
     click.echo(f"{result['bundle']}: {result['n_calibration']} calibration, {result['n_test']} test "
                f"request{'s' if result['n_test'] != 1 else ''} "
-               f"({len(result['tasks'])} task(s), seed {seed})")
+               f"({_strata(result['tasks'])}, seed {seed})")
     write_json(json_path, result)
+
+
+def _strata(tasks: list[dict]) -> str:
+    """'2 task(s) and requests without one': the split's strata, counted as inspect counts tasks."""
+    named = sum(t["task"] != "(none)" for t in tasks)
+    return f"{named} task(s)" + (" and requests without one" if named < len(tasks) else "")
 
 
 @traces.command("synth", short_help="Write a synthetic bundle (for tests and benchmarks).")

@@ -1,9 +1,11 @@
 """Split a bundle's requests into calibration and test sets, by request, stratified by task.
 
 The split is stored in the `split` column of `requests.parquet` ("calibration" / "test"), so
-one bundle carries both halves and later commands select a half by name. A request's side
-depends only on its id, its task, the seed and the test fraction — not on row order — so
-re-splitting a merged or re-sorted bundle gives the same answer. The input is opened through
+one bundle carries both halves and later commands select a half by name. Within each task the
+requests whose keyed hashes of (seed, id) rank lowest go to test, as many as the test fraction
+asks: a request's side depends on its id, the seed, the test fraction and the other requests of
+its task, not on row order, so re-splitting a re-sorted bundle gives the same answer (a subset
+of the requests may split some of them the other way). The input is opened through
 `open_bundle` (validated) and the result is validated and stamped before it replaces anything.
 """
 

@@ -94,3 +94,18 @@ def test_a_corrupt_table_is_refused_not_copied(tmp_path):
 def test_the_builtin_trace_is_not_split_in_place():
     with pytest.raises(TraceError, match="read-only; write to another directory with -o OUT"):
         split_bundle("builtin", 0.3, 0)
+
+
+def test_the_split_line_counts_tasks_as_inspect_does(tmp_path):
+    """Requests without a task are their own stratum, but not a task: '3 task(s)' beside inspect's 2."""
+    from click.testing import CliRunner
+
+    from asd.cli import main
+    from asd.traces.bundle import new_manifest, write_bundle
+
+    manifest = new_manifest([{"name": "s", "params_b": 1.0}])
+    ids = [f"r{i}" for i in range(6)]
+    write_bundle(tmp_path / "b", manifest, {"request_id": ids, "task": ["x", "x", "y", "y", None, None]},
+                 {"request_id": ids, "tier": [0] * 6, "quality": [1.0] * 6})
+    result = CliRunner().invoke(main, ["traces", "split", str(tmp_path / "b"), "-o", str(tmp_path / "c")])
+    assert result.exit_code == 0 and "(2 task(s) and requests without one, seed 0)" in result.output, result.output
