@@ -417,14 +417,22 @@ def repeated_rows(keys: np.ndarray) -> np.ndarray:
     return repeat
 
 
-def _check_tier_range(file: str, table: pa.Table, column: str, n_tiers: int, out: _Collector) -> bool:
+def _check_tier_range(file: str, table: pa.Table, column: str, n_tiers: int, out: _Collector) -> np.ndarray | None:
+    """Report tiers outside the manifest's; the rows whose tier is in range (and not null), which
+    the checks reading it go on with (one bad row stopped them for every row), or None without
+    the column."""
     if column not in table.column_names:
-        return False
+        return None
     col = table.column(column)
     values = _values(pc.fill_null(col, 0)).astype(np.int64)
     bad = (values < 0) | (values >= n_tiers)
     out.rows(file, column, bad, lambda v: f"tier {v} is outside the manifest's {n_tiers} tiers (0..{n_tiers - 1})", values)
-    return not bad.any() and col.null_count == 0
+    return ~bad & ~_np(pc.is_null(col))
+
+
+def _repeats_among(keys: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """repeated_rows over the `rows` mask only: every other row gets a key of its own."""
+    return repeated_rows(np.where(rows, keys, -1 - np.arange(keys.size))) & rows
 
 
 # --- per-table checks -----------------------------------------------------------------------
@@ -452,10 +460,9 @@ def _check_outputs(table: pa.Table, request_ids, n_tiers: int, out: _Collector) 
     file = "outputs.parquet"
     codes = _request_codes(file, table, request_ids, out)
     tiers_ok = _check_tier_range(file, table, "tier", n_tiers, out)
-    if codes is not None and tiers_ok:
-        tiers = _values(table.column("tier")).astype(np.int64)
-        repeat = repeated_rows(codes * n_tiers + tiers)
-        repeat &= codes >= 0
+    if codes is not None and tiers_ok is not None:
+        tiers = _values(pc.fill_null(table.column("tier"), 0)).astype(np.int64)
+        repeat = _repeats_among(codes * n_tiers + tiers, tiers_ok & (codes >= 0))
         ids = table.column("request_id")
         out.rows(file, "tier", repeat, lambda r: f"duplicate (request, tier): request {ids[r].as_py()!r} tier {tiers[r]}", np.arange(table.num_rows))
     if "quality" in table.column_names:
@@ -486,13 +493,13 @@ def _check_drafts(table: pa.Table, request_ids, n_tiers: int, out: _Collector) -
     codes = _request_codes(file, table, request_ids, out)
     ok_d = _check_tier_range(file, table, "draft_tier", n_tiers, out)
     ok_v = _check_tier_range(file, table, "verify_tier", n_tiers, out)
-    if ok_d and ok_v:
-        d = _values(table.column("draft_tier")).astype(np.int64)
-        v = _values(table.column("verify_tier")).astype(np.int64)
-        out.rows(file, "verify_tier", v <= d, "the verify tier must be deeper than the draft tier")
+    if ok_d is not None and ok_v is not None:
+        ok = ok_d & ok_v
+        d = _values(pc.fill_null(table.column("draft_tier"), 0)).astype(np.int64)
+        v = _values(pc.fill_null(table.column("verify_tier"), 0)).astype(np.int64)
+        out.rows(file, "verify_tier", ok & (v <= d), "the verify tier must be deeper than the draft tier")
         if codes is not None:
-            repeat = repeated_rows((codes * n_tiers + d) * n_tiers + v)
-            repeat &= codes >= 0
+            repeat = _repeats_among((codes * n_tiers + d) * n_tiers + v, ok & (codes >= 0))
             out.rows(file, "verify_tier", repeat, "duplicate (request, draft_tier, verify_tier)")
     _check_nonnegative(file, table, ["n_draft_tokens", "n_accepted"], out, integer=True)
     if "n_accepted" in table.column_names and "n_draft_tokens" in table.column_names:

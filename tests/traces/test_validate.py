@@ -297,3 +297,16 @@ def test_every_manifest_problem_is_listed_and_the_tables_are_still_checked(base,
     manifest["tiers"][0]["name"] = ""
     (path / "manifest.json").write_text(json.dumps(manifest))
     assert [str(p) for p in validate_bundle(path)] == [problems[0].split(": tiers[0]")[0] + ": tiers[0] has no name"]
+
+
+def test_a_tier_out_of_range_does_not_hide_the_other_rows_duplicates(base, tmp_path):
+    """One row's tier 7 stopped the duplicate (request, tier) check for every row."""
+    path = _copy(base, tmp_path)
+    file = path / "outputs.parquet"
+    table = pq.read_table(file)
+    rows = table.to_pylist()
+    rows[0]["tier"] = 7
+    rows.append(dict(rows[4]))
+    pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), file)
+    problems = [str(p) for p in validate_bundle(path)]
+    assert any("tier 7 is outside" in p for p in problems) and any("duplicate (request, tier)" in p for p in problems)
