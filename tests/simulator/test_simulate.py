@@ -1339,7 +1339,9 @@ def test_save_policy_is_written_last_so_a_failed_run_replaces_no_policy(tmp_path
     saved = tmp_path / "p.npz"
     result = CliRunner().invoke(main, ["simulate", "--tau-max", "800", "--plots", str(tmp_path / "plots"),
                                        "--save-policy", str(saved)])
-    assert result.exit_code == 2 and "cannot write plot" in result.output and not saved.exists()
+    # refused before any work now (plot files are checked up front), and still nothing written
+    assert result.exit_code == 2 and "latency.png: cannot write --plots (it is a directory)" in result.output
+    assert not saved.exists() and "calibrating" not in result.output
 
 
 def test_save_policy_paths_are_checked_like_every_output(tmp_path):
