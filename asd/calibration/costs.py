@@ -137,23 +137,23 @@ class CostModel:
         tpot = np.asarray(self.details["tpot_ms"], dtype=np.float64)[None, :]
         e2e, ttft = np.asarray(view.e2e_ms, np.float64), np.asarray(view.ttft_ms, np.float64)
         decode = tpot * np.maximum(n_out - 1.0, 0.0)
+        fitted = self._fitted_ttft(n_prompt) + decode  # NaN at a tier with no timings to fit: its profile's
         latency = np.where(np.isfinite(e2e), e2e, np.where(np.isfinite(ttft), ttft + decode,
-                                                            self._fitted_ttft(n_prompt, model_cold - decode) + decode))
+                                                            np.where(np.isfinite(fitted), fitted, model_cold)))
         verify = np.asarray(view.draft_verify_ms, np.float64)
         after_prefix = verify + tpot * np.maximum(n_out - n_acc - 1.0, 0.0)
         ratio = model_cont / np.where(model_cold > 0, model_cold, 1.0)
         latency_cont = np.where(cont_mask, np.where(np.isfinite(verify), after_prefix, latency * ratio), latency)
         return latency, latency_cont
 
-    def _fitted_ttft(self, n_prompt, fallback):
+    def _fitted_ttft(self, n_prompt):
         """TTFT(prompt tokens) as each tier's trace fit predicts it, for a request with no timings at
-        that tier; `fallback` where the tier had no timings to fit (its profile's coefficients).
+        that tier; NaN at a tier that had no timings to fit (priced by the profile's coefficients).
         (The iteration coefficients match this fit only at the tier's mean prompt length.)"""
         fits = self.details.get("tiers") or [{}] * len(self.tier_names)
         a = np.array([f.get("ttft_intercept_ms", np.nan) for f in fits], dtype=np.float64)[None, :]
         b = np.array([f.get("ttft_per_prompt_token_ms", np.nan) for f in fits], dtype=np.float64)[None, :]
-        fitted = a + b * n_prompt
-        return np.where(np.isfinite(fitted), fitted, fallback)
+        return a + b * n_prompt
 
     # ---------------------------------------------------------------- JSON
 

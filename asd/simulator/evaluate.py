@@ -95,11 +95,9 @@ def _cross_fitted(view: TraceView, rows: np.ndarray, folds: int, seed: int) -> l
     return [(rows[fold != k], rows[fold == k]) for k in range(folds)]
 
 
-def _fixed_policy_folds(view: TraceView, n_rows: int, folds: int | None) -> int:
+def _fixed_policy_folds(view: TraceView, n_rows: int) -> int:
     """Folds for the tuned baselines beside a given policy, which itself needs none: the default,
     fewer on a small bundle (each fold at least 2 requests), refused below 4 requests."""
-    if folds is not None:
-        return folds
     if n_rows < 4:
         raise ConfigError(f"{view.path}: {n_rows} request{'s are' if n_rows != 1 else ' is'} too few to tune the "
                           "threshold and router baselines beside the policy (at least 4)")
@@ -311,7 +309,7 @@ class Evaluation:
             if held.size and not cal.size and self.fixed is not None:
                 # a given policy needs no calibration rows (a held-out bundle checked in CI): only the
                 # tuned baselines do, and they are cross-fitted among the held-out requests
-                plan = _cross_fitted(view, held, _fixed_policy_folds(view, held.size, folds), seed)
+                plan = _cross_fitted(view, held, _fixed_policy_folds(view, held.size), seed)
             elif held.size == 0 or cal.size == 0:
                 raise ConfigError(f"{view.path}: split {split!r} leaves {held.size} held-out and {cal.size} "
                                   "calibration requests; both must be non-empty")
@@ -321,7 +319,7 @@ class Evaluation:
                            "description": f"calibrated on {cal.size} requests, replayed on split {split!r} ({held.size})"}
         else:
             if self.fixed is not None and folds_given is None:  # only the tuned baselines are cross-fitted
-                folds = _fixed_policy_folds(view, view.n_requests, None)
+                folds = _fixed_policy_folds(view, view.n_requests)
             plan = _cross_fitted(view, np.arange(view.n_requests), folds, seed)
             self.design = {"split": None, "folds": folds,
                            "description": f"pooled {folds}-fold cross-fitting over {view.n_requests} requests "

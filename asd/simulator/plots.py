@@ -86,7 +86,11 @@ def frontier(policy_points: list[dict], baselines: dict[str, list[dict]], path, 
 
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     pts = along_x([p for p in policy_points if p["quality"] is not None])
-    best = [p for k, p in enumerate(pts) if all(p["quality"] > q["quality"] for q in pts[:k])]
+    best, top = [], -np.inf  # in x order, each point better than every one before it
+    for p in pts:
+        if p["quality"] > top:
+            best.append(p)
+            top = p["quality"]
     # a dot for every policy: a frontier of one point drew an invisible zero-length step. Drawn
     # over the baselines: where the policy is a single tier (or the oracle) their markers hid it.
     ax.plot(xs(pts), [p["quality"] for p in pts], marker="o", markersize=5, linestyle="none", color="black",

@@ -14,6 +14,7 @@ import numpy as np
 from asd.calibration.views import load_view
 from asd.engine.search import LAMBDA_CAP, distinct_policies
 from asd.errors import ConfigError
+from asd.fsutil import atomic_file
 from asd.simulator import baselines as B
 from asd.simulator.evaluate import Evaluation, check_split, last_tier_labelled
 from asd.simulator.outcomes import summarize
@@ -399,8 +400,6 @@ def write_csv(result: dict, path) -> None:
     import csv
 
     rows = [("policy", p) for p in result["policy"]] + [(n, p) for n, pts in result["baselines"].items() for p in pts]
-    from asd.fsutil import atomic_file
-
     try:
         with atomic_file(path) as tmp, open(tmp, "w", newline="") as fh:  # a failed write leaves the old CSV
             w = csv.writer(fh)

@@ -323,16 +323,27 @@ def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+class ManifestError(TraceError):
+    """A manifest that breaks its rules: the message is the first problem, `problems` lists them
+    all (`manifest_problems`), and `manifest` is the manifest where its ladder is still readable
+    (a validator checks the tables against it), else None."""
+
+    def __init__(self, problems: list[str], manifest: dict | None):
+        super().__init__(problems[0])
+        self.problems = problems
+        self.manifest = manifest
+
+
 def check_manifest(manifest: object, where: object = MANIFEST) -> None:
     """The manifest's own rules: a JSON object with `schema_version` equal to the one this
     asd reads (a positive integer, not a bool), a non-empty list of tiers with unique
     non-empty names, and every tier carrying every key of `schema.TIER_KEYS` (null when
     unknown): `params_b` a finite number > 0, `tensor_parallel` an integer >= 1, the
     descriptive keys strings. `where` (the manifest's path) starts every message. Raises
-    TraceError with the first problem (`manifest_problems` lists them all)."""
-    problems, _ = manifest_problems(manifest, where)
+    ManifestError (a TraceError with the first problem as its message, carrying them all)."""
+    problems, readable = manifest_problems(manifest, where)
     if problems:
-        raise TraceError(problems[0])
+        raise ManifestError(problems, manifest if readable else None)
 
 
 def manifest_problems(manifest: object, where: object = MANIFEST) -> tuple[list[str], bool]:

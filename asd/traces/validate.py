@@ -30,8 +30,8 @@ from asd import __version__
 from asd.errors import TraceError
 from asd.traces import schema as S
 from asd.traces.bundle import (
-    MANIFEST, STAMP_KEY, Bundle, file_problem, file_sha256, manifest_problems, one_line, open_bundle,
-    read_manifest, resolve_bundle_path, write_manifest,
+    MANIFEST, STAMP_KEY, Bundle, ManifestError, file_problem, file_sha256, one_line, open_bundle,
+    resolve_bundle_path, write_manifest,
 )
 
 SPLITS = ("calibration", "test")
@@ -120,29 +120,20 @@ def validate_bundle(
 
 
 def _open_for_validation(path, out: "_Collector") -> Bundle | None:
-    """The bundle to check, or None with the reason added. A manifest whose problems leave its
-    ladder readable (a bad params_b, a tier key missing) has every one of them listed and its
-    tables checked against it; opening stopped at the first and checked no table."""
+    """The bundle to check, or None with the reason added. A manifest that breaks its rules has
+    every problem listed and, where its ladder is still readable (a bad params_b, a tier key
+    missing), its tables checked against it: opening stopped at the first and checked no table."""
     try:
         return open_bundle(path, validate=False)
+    except ManifestError as exc:
+        for problem in exc.problems:
+            out.add(*_bundle_level(path, problem))
+        if exc.manifest is None:
+            return None
+        return Bundle(resolve_bundle_path(path), {k: v for k, v in exc.manifest.items() if k != STAMP_KEY})
     except TraceError as exc:
-        first = str(exc)
-    manifest = None
-    try:
-        resolved = resolve_bundle_path(path)
-        if file_problem(resolved / MANIFEST) is None:  # a regular file: a FIFO would block the read
-            manifest = read_manifest(resolved / MANIFEST)
-    except (TraceError, OSError):
-        pass
-    if isinstance(manifest, dict):
-        problems, readable = manifest_problems(manifest, resolved / MANIFEST)
-        if readable and problems and problems[0] == first:  # the manifest, not the directory, stopped it
-            for problem in problems:
-                out.add(*_bundle_level(path, problem))
-            manifest.pop(STAMP_KEY, None)
-            return Bundle(resolved, manifest)
-    out.add(*_bundle_level(path, first))
-    return None
+        out.add(*_bundle_level(path, str(exc)))
+        return None
 
 
 def require_valid(bundle: Bundle, name: str | None = None) -> None:
