@@ -107,6 +107,14 @@ def split_rows(view: TraceView, split: str | None) -> tuple[np.ndarray, str]:
     return rows, f"split {split!r}: {rows.size} of {view.n_requests} requests"
 
 
+def require_ladder(view: TraceView) -> None:
+    """Refuse a one-tier bundle: it leaves a policy nothing to decide (and its `fixed-2stage`
+    would charge the one tier twice, as draft and as verifier)."""
+    if view.n_tiers < 2:
+        raise ConfigError(f"{view.path}: one tier ({', '.join(view.tier_names)}); a cascade needs at least two "
+                          "to choose between (import the other tiers' runs with it)")
+
+
 def require_labels(view: TraceView, rows: np.ndarray, what: str) -> None:
     """`what` (a command or option) fits a policy or a predictor on `rows`: refuse, before any
     fitting, a tier none of whose rows carries a quality label, since a fit there would know
@@ -259,6 +267,7 @@ def calibrate(
     record a sketch of the rows' request ids in meta, by which `asd check` tells replays of them
     (None: only when `rows` is not given, a policy of its own)."""
     view = bundle if isinstance(bundle, TraceView) else load_view(bundle)
+    require_ladder(view)
     if predictor not in PREDICTORS:
         raise ConfigError(f"predictor {predictor!r}: use one of {', '.join(PREDICTORS)}")
     if predictor not in ("logistic", "mlp"):

@@ -250,6 +250,9 @@ class Evaluation:
                  max_calibration_rows: int | None = MAX_CALIBRATION_ROWS, prompt_tokens: PromptTokens | None = None,
                  fit: bool = True, **calibrate_options):
         view = bundle if isinstance(bundle, TraceView) else load_view(bundle)
+        from asd.calibration.calibrate import require_ladder
+
+        require_ladder(view)
         self.view = view
         if prompt_tokens is not None and len(prompt_tokens) != view.n_requests:
             raise ValueError(f"prompt_tokens counts {len(prompt_tokens)} prompts, the view has {view.n_requests}")

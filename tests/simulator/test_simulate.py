@@ -1639,3 +1639,22 @@ def test_quality_loss_criterion_against_a_reference_of_quality_zero():
     assert loss["value"] is None and loss["met"]
     assert not criteria(dict(chosen, quality=None), ref, "p95")["quality_loss"]["met"]
     assert criteria(dict(chosen, quality=0.5), dict(ref, quality=0.6), "p95")["quality_loss"]["met"] is False
+
+
+def test_a_one_tier_ladder_is_refused_by_every_command_that_decides(tmp_path):
+    """A one-tier bundle imports (inspect reads it), but simulate, sweep and calibrate had nothing
+    to decide: fixed-2stage charged the one tier twice and the report read its goals as met
+    against that double cost (latency −50%, GPU −50%)."""
+    rows = [{"request_id": f"r{i}", "model": "only-8b", "prompt": f"p{i}", "output": "x" * (i + 1),
+             "quality": i % 2, "e2e_ms": 10.0 + i} for i in range(30)]
+    source = tmp_path / "one.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    bundle = tmp_path / "one"
+    assert run("traces", "import", "jsonl", str(source), "--tiers", "only-8b", "-o", str(bundle)).exit_code == 0
+    for args in (["simulate", str(bundle), "--tau-max", "100"], ["sweep", str(bundle)],
+                 ["calibrate", str(bundle), "-o", str(tmp_path / "p.npz")]):
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 2, args
+        assert result.output == (f"error: {bundle}: one tier (only-8b); a cascade needs at least two to choose "
+                                 "between (import the other tiers' runs with it)\n"), args
+    assert not (tmp_path / "p.npz").exists()

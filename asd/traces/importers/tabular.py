@@ -56,8 +56,9 @@ def parse_tiers_stated(spec: str | None) -> tuple[list[dict], dict[str, float]]:
     tiers, stated = [], {}
     for item in spec.split(","):
         parts = item.strip().split(":")
-        n_name = next((k for k in range(1, len(parts)) if _is_field(parts[k])), len(parts))
-        name, fields = ":".join(parts[:n_name]), parts[n_name:]
+        n_name = next((k for k in range(1, len(parts)) if _is_field(parts[k].strip())), len(parts))
+        # "small-1b : 1" is small-1b of 1B, as "small-1b , big-7b" names small-1b
+        name, fields = ":".join(parts[:n_name]).strip(), [f.strip() for f in parts[n_name:]]
         if len(fields) > 2 or not parts[0]:
             raise ConfigError(f"--tiers: {item.strip()!r} is not NAME[:PARAMS_B[:TP]]")
         tier = {"name": name, "model_id": name}

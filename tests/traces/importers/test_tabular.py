@@ -283,6 +283,13 @@ def test_tiers_spec_keeps_ladder_order_and_optional_fields():
     assert parse_tiers("Qwen-1_8B,x")[0]["params_b"] == 1.8
 
 
+def test_tiers_spec_trims_spaces_around_every_field_as_around_every_item():
+    # "small-1b :1" named a tier "small-1b " that no row's model matched
+    tiers = parse_tiers("small-1b :1, big-7b : 7 : 2 ,c")
+    assert tiers[0] == {"name": "small-1b", "model_id": "small-1b", "params_b": 1.0}
+    assert tiers[1] == {"name": "big-7b", "model_id": "big-7b", "params_b": 7.0, "tensor_parallel": 2}
+
+
 def test_tier_names_may_hold_a_colon_as_ollama_names_do():
     # the fields start at the first part after a ':' that is a number or empty
     tiers = parse_tiers("llama3:8b,llama3:70b:70:4,qwen2.5:72b-instruct::2,mixtral:8x7b:46.7,a:x")
