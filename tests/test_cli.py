@@ -291,3 +291,16 @@ def test_help_names_what_the_options_accept():
     assert f"(up to {MAX_CALIBRATION_ROWS:,}," in " ".join(run("simulate", "--help").output.split())
     check = " ".join(run("check", "--help").output.split())
     assert all(name in check for name in baseline_names(["x"])[1:]) and "always-<tier>" in check, check
+
+
+def test_python_dash_m_asd_is_the_asd_command(tmp_path):
+    """For an environment whose scripts folder is not on PATH: the same commands, the same
+    one-line errors and exit codes."""
+    import subprocess
+    import sys
+
+    helped = subprocess.run([sys.executable, "-m", "asd", "--help"], capture_output=True, text=True)
+    assert helped.returncode == 0 and helped.stdout.startswith("Usage: asd [OPTIONS] COMMAND")
+    missing = subprocess.run([sys.executable, "-m", "asd", "traces", "inspect", str(tmp_path / "nope")],
+                             capture_output=True, text=True)
+    assert missing.returncode == 2 and missing.stderr == f"error: {tmp_path / 'nope'}: no such bundle\n"
