@@ -16,7 +16,7 @@ import click
 
 from asd import __version__
 from asd.errors import AsdError, ConfigError
-from asd.fsutil import check_writable_file
+from asd.fsutil import atomic_write, check_writable_file
 
 
 class AsdGroup(click.Group):
@@ -125,22 +125,23 @@ def write_json(path: str | None, payload: dict) -> None:
     """`--json PATH`: the same dict the terminal table was printed from."""
     if path:
         try:
-            Path(path).write_text(json.dumps(_strict(payload), indent=2, default=float, allow_nan=False) + "\n")
+            atomic_write(path, (json.dumps(_strict(payload), indent=2, default=float, allow_nan=False) + "\n").encode())
         except OSError as exc:
             raise AsdError(f"{path}: cannot write --json ({exc.strerror or exc})") from None
 
 
 class JsonPath(click.Path):
-    """`--json PATH`: a file (dir_okay=False) that must be writable, checked when the option is
-    parsed, before any work starts — as one `error:` line rather than a usage screen."""
+    """`--json PATH` (and every other file an option names): a file (dir_okay=False) that must be
+    writable, checked when the option is parsed, before any work starts — as one `error:` line
+    rather than a usage screen. Missing folders on its path are made when it is written
+    (`asd.fsutil.atomic_file`), as for every output of asd."""
 
-    def __init__(self, option: str = "--json", *, makes_parents: bool = False):
+    def __init__(self, option: str = "--json"):
         super().__init__(dir_okay=False)
         self.option = option
-        self.makes_parents = makes_parents  # the writer creates missing directories (asd.fsutil)
 
     def convert(self, value, param, ctx):
-        check_writable_file(value, self.option, makes_parents=self.makes_parents)
+        check_writable_file(value, self.option, makes_parents=True)
         return super().convert(value, param, ctx)
 
 
@@ -452,7 +453,7 @@ def _progress(label):
 
 @main.command("calibrate", short_help="Fit a policy file on a trace bundle.")
 @click.argument("bundle", type=BUNDLE)
-@click.option("-o", "--out", default=None, type=JsonPath("-o", makes_parents=True),
+@click.option("-o", "--out", default=None, type=JsonPath("-o"),
               help="Policy file to write (.npz); required unless --predictor gbt-reference.")
 @click.option("--predictor", default="logistic", show_default=True,
               type=click.Choice(["logistic", "mlp", "gbt-reference"]),
@@ -566,7 +567,7 @@ def _des_options(pools: bool):
 @_des_options(pools=True)
 @click.option("--chrome-trace", "chrome_trace", default=None, type=JsonPath("--chrome-trace"),
               help="des: write the chosen policy's run as a chrome://tracing file (one span per request per tier).")
-@click.option("--save-policy", "save_policy", default=None, type=JsonPath("--save-policy", makes_parents=True),
+@click.option("--save-policy", "save_policy", default=None, type=JsonPath("--save-policy"),
               help="Also write the policy to deploy: fitted on every calibration request (up to 25,000, as each "
                    "fold's), solved at the λ the "
                    "deployment line's rule picks on them (within τ_max less its margin); check, live and serve "
@@ -729,7 +730,7 @@ def check_command(policy, bundles, min_quality, max_loss_vs_last, max_cost_rel, 
     write_json(json_path, result.to_dict())
     if junit_path:
         try:
-            Path(junit_path).write_text(junit_xml(result))
+            atomic_write(junit_path, junit_xml(result).encode())
         except OSError as exc:
             raise AsdError(f"{junit_path}: cannot write --junit ({exc.strerror or exc})") from None
     if not result.passed:

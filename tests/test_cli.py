@@ -304,3 +304,13 @@ def test_python_dash_m_asd_is_the_asd_command(tmp_path):
     missing = subprocess.run([sys.executable, "-m", "asd", "traces", "inspect", str(tmp_path / "nope")],
                              capture_output=True, text=True)
     assert missing.returncode == 2 and missing.stderr == f"error: {tmp_path / 'nope'}: no such bundle\n"
+
+
+def test_every_file_output_makes_its_missing_folders(tmp_path):
+    """-o and --save-policy made missing folders while --json refused them; now every file an
+    option names is treated alike (and written atomically)."""
+    out = tmp_path / "a" / "b"
+    result = CliRunner().invoke(main, ["traces", "inspect", "builtin", "--json", str(out / "inspect.json")])
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "inspect.json").read_text())["n_requests"] == 600
+    assert [p.name for p in out.iterdir()] == ["inspect.json"]  # no temporary file left beside it

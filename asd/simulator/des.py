@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from asd.errors import ConfigError, real_number
+from asd.fsutil import atomic_write
 from asd.simulator.des_nb import T_ITERATIONS, T_MAX_BATCH, T_MAX_KV, T_MAX_QUEUE, simulate_cascade_nb
 from asd.simulator.enums import ARRIVAL_PROCESSES
 from asd.simulator.latency import check_coefficients
@@ -214,9 +215,8 @@ class DesResult:
         if other["spans_dropped"]:
             other["note"] = (f"only the first {rows.size:,} of {spans:,} spans (by request) are written: "
                              "chrome://tracing slows past a few hundred thousand")
-        path = Path(path)
-        path.write_text(json.dumps({"traceEvents": events, "displayTimeUnit": "ms", "otherData": other}))
-        return path
+        return atomic_write(path, json.dumps({"traceEvents": events, "displayTimeUnit": "ms",
+                                              "otherData": other}).encode())
 
     def spans(self) -> int:
         """(request, tier) spans the run has: what chrome_trace writes, up to its limit."""

@@ -126,11 +126,12 @@ def test_script_prints_both_costs_and_writes_json(tmp_path):
     bad = subprocess.run([sys.executable, "scripts/policy_reference.py", str(tmp_path / "missing")], cwd=REPO,
                          capture_output=True, text=True, timeout=600)
     assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [f"error: {tmp_path / 'missing'}: no such bundle"]
-    unwritable = tmp_path / "no-dir" / "ref.json"  # refused before the work
+    (tmp_path / "afile").write_text("")
+    unwritable = tmp_path / "afile" / "ref.json"  # refused before the work
     bad = subprocess.run([sys.executable, "scripts/policy_reference.py", "builtin", "--json", str(unwritable)],
                          cwd=REPO, capture_output=True, text=True, timeout=600)
     assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
-        f"error: {unwritable}: cannot write --json (no directory {unwritable.parent})"]
+        f"error: {unwritable}: cannot write --json ({unwritable.parent} is a file, not a directory)"]
     # each bad option named alone (it named `--points 25` when only --seed was given); an
     # unlabelled bundle before calibrating (it named `asd sweep` after calibrating)
     from asd.traces.bundle import open_bundle, write_bundle

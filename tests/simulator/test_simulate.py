@@ -341,7 +341,7 @@ def test_trace_arrivals_on_a_trace_without_offsets_fail_in_one_line_before_calib
 
 
 def test_simulate_writes_the_chosen_policys_des_run_as_a_chrome_trace(tmp_path):
-    trace, out = tmp_path / "run.json", tmp_path / "sim.json"
+    trace, out = tmp_path / "traces" / "run.json", tmp_path / "out" / "sim.json"  # missing folders are made
     result = run("simulate", "--tau-max", "800", "--mode", "des", "--rate", "6", "--max-batch", "4",
                  "--chrome-trace", str(trace), "--json", str(out))
     assert result.exit_code == 0, result.output
@@ -359,11 +359,13 @@ def test_simulate_writes_the_chosen_policys_des_run_as_a_chrome_trace(tmp_path):
                         minlength=len(data["tiers"])) / data["n_requests"]
     np.testing.assert_allclose(ended, data["chosen"]["stop_fractions"])
     assert all(e["dur"] > 0 and e["args"]["queued_ms"] >= 0 for e in spans)
+    (tmp_path / "afile").write_text("")
     result = CliRunner().invoke(main, ["simulate", "--tau-max", "800", "--mode", "des", "--rate", "6",
-                                       "--chrome-trace", str(tmp_path / "missing" / "run.json")])
+                                       "--chrome-trace", str(tmp_path / "afile" / "run.json")])
     assert result.exit_code != 0 and "calibrating" not in result.stderr
     assert result.stderr.strip().splitlines()[-1] == (
-        f"error: {tmp_path / 'missing' / 'run.json'}: cannot write --chrome-trace (no directory {tmp_path / 'missing'})")
+        f"error: {tmp_path / 'afile' / 'run.json'}: cannot write --chrome-trace ({tmp_path / 'afile'} is a file, "
+        "not a directory)")
     result = CliRunner().invoke(main, ["simulate", "--tau-max", "800", "--chrome-trace", str(trace)])
     assert "warning: --chrome-trace has no effect without --mode des; ignored" in result.stderr.splitlines()
 
@@ -532,7 +534,7 @@ def test_bad_input_is_one_line_and_exit_2(args, message):
     (["calibrate", "builtin", "-o", "p.npz", "--risk", "lcb:1"], "G in [0.5, 1)"),
     (["simulate", "--tau-max", "800", "--plots", "/dev/null/plots"], "/dev/null/plots: cannot create --plots directory"),
     (["sweep", "--plots", "/dev/null/plots"], "/dev/null/plots: cannot create --plots directory"),
-    (["sweep", "--csv", "/no/such/dir/points.csv"], "cannot write --csv (no directory /no/such/dir)"),
+    (["sweep", "--csv", "/dev/null/dir/points.csv"], "cannot write --csv (/dev/null is a file, not a directory)"),
     (["calibrate", "builtin", "-o", "/dev/null/policies/p.npz"],
      "/dev/null/policies/p.npz: cannot write -o (/dev/null is a file, not a directory)"),
 ])
