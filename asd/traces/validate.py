@@ -240,6 +240,7 @@ def _check_bundle(bundle: Bundle, out: _Collector) -> None:
     tables = {}
     for name in S.TABLES:
         if name == "drafts" and not bundle.has("drafts"):
+            _check_not_lost(bundle, "drafts.parquet", out)
             continue
         tables[name] = _read_checked(bundle, name, out)
     requests, outputs, drafts = tables["requests"], tables["outputs"], tables.get("drafts")
@@ -250,6 +251,17 @@ def _check_bundle(bundle: Bundle, out: _Collector) -> None:
         _check_outputs(outputs, request_ids, n_tiers, out)
     if drafts is not None:
         _check_drafts(drafts, request_ids, n_tiers, out)
+
+
+def _check_not_lost(bundle: Bundle, file: str, out: _Collector) -> None:
+    """An optional table that the bundle's validation stamp lists, with the manifest unchanged
+    since, was deleted: without it every command would quietly read another bundle (no drafts:
+    regeneration instead of speculative continuation in every cost)."""
+    stamp = bundle.stamp
+    if (isinstance(stamp, dict) and isinstance(stamp.get("files"), dict) and file in stamp["files"]
+            and stamp.get("manifest_sha256") == _manifest_sha256(bundle.manifest)):
+        out.add(file, None, None, f"missing, though the bundle was written and validated with it (restore it; to "
+                                  f"use the bundle without it, delete the manifest's {STAMP_KEY!r} entry)")
 
 
 def _read_checked(bundle: Bundle, name: str, out: _Collector) -> pa.Table | None:

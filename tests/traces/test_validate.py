@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from asd.traces.bundle import open_bundle, write_bundle
 from asd.traces.synth import write_synthetic_bundle
+from asd.errors import TraceError
 from asd.traces.validate import Problem, validate_bundle
 from tests.strategies import trace_bundles
 
@@ -310,3 +311,21 @@ def test_a_tier_out_of_range_does_not_hide_the_other_rows_duplicates(base, tmp_p
     pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), file)
     problems = [str(p) for p in validate_bundle(path)]
     assert any("tier 7 is outside" in p for p in problems) and any("duplicate (request, tier)" in p for p in problems)
+
+
+def test_a_deleted_drafts_table_is_a_problem_not_a_bundle_without_drafts(tmp_path):
+    """The drafts table is optional, so deleting it from a written bundle left a valid bundle
+    that every command replayed by regeneration instead of speculative continuation."""
+    path = tmp_path / "b"
+    write_synthetic_bundle(path, 30, 3, 0)
+    (path / "drafts.parquet").unlink()
+    problems = validate_bundle(path)
+    assert [(p.file, p.message) for p in problems] == [
+        ("drafts.parquet", "missing, though the bundle was written and validated with it (restore it; to use the "
+                           "bundle without it, delete the manifest's 'validation' entry)")]
+    with pytest.raises(TraceError, match="drafts.parquet: missing"):
+        open_bundle(path)
+    manifest = json.loads((path / "manifest.json").read_text())
+    del manifest["validation"]  # the way out the message names
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    assert validate_bundle(path) == [] and not open_bundle(path).has("drafts")
