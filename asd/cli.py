@@ -16,7 +16,7 @@ import click
 
 from asd import __version__
 from asd.errors import AsdError, ConfigError
-from asd.fsutil import atomic_write, check_writable_file
+from asd.fsutil import atomic_write, check_writable_file, finite_json
 
 
 class AsdGroup(click.Group):
@@ -107,25 +107,11 @@ class FloatRange(click.FloatRange):
         return number
 
 
-def _strict(value):
-    """`value` with every NaN or infinity as None: `--json` is strict JSON (NaN is not JSON, and
-    strict readers refuse the file); a figure that cannot be measured is null."""
-    if isinstance(value, dict):
-        return {k: _strict(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_strict(v) for v in value]
-    if getattr(value, "shape", None) == () and hasattr(value, "item"):  # a numpy scalar
-        value = value.item()
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    return value
-
-
 def write_json(path: str | None, payload: dict) -> None:
     """`--json PATH`: the same dict the terminal table was printed from."""
     if path:
         try:
-            atomic_write(path, (json.dumps(_strict(payload), indent=2, default=float, allow_nan=False) + "\n").encode())
+            atomic_write(path, (json.dumps(finite_json(payload), indent=2, default=float, allow_nan=False) + "\n").encode())
         except OSError as exc:
             raise AsdError(f"{path}: cannot write --json ({exc.strerror or exc})") from None
 

@@ -9,6 +9,7 @@ shards all go through here.
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import tempfile
@@ -190,3 +191,18 @@ def check_writable_file(path: str | os.PathLike, option: str, *, makes_parents: 
     except OSError as exc:
         raise AsdError(f"{path}: cannot write {option} ({(exc.strerror or str(exc)).lower()})") from None
     return target
+
+
+def finite_json(value):
+    """`value` with every NaN or infinity as None, for the JSON files asd writes: NaN is not
+    JSON and strict readers refuse the file; a figure that cannot be measured is null."""
+    if isinstance(value, dict):
+        return {k: finite_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_json(v) for v in value]
+    if getattr(value, "shape", None) == () and hasattr(value, "item"):  # a numpy scalar
+        value = value.item()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    return value
+

@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 
 from asd import __version__
 from asd.errors import TraceError
-from asd.fsutil import atomic_dir, atomic_write
+from asd.fsutil import atomic_dir, atomic_write, finite_json
 from asd.traces import schema as S
 
 BUILTIN = "builtin"
@@ -312,7 +312,7 @@ def write_manifest(path: Path, manifest: dict) -> None:
     """Replace `path/manifest.json` atomically (a temporary file renamed over it)."""
     target = path / MANIFEST
     with write_errors(target):
-        atomic_write(target, (json.dumps(manifest, indent=2, sort_keys=False) + "\n").encode())
+        atomic_write(target, (json.dumps(finite_json(manifest), indent=2, sort_keys=False) + "\n").encode())
 
 
 _TEXT_TIER_KEYS = ("model_id", "dtype", "quantization", "hardware", "backend", "backend_version")
@@ -525,7 +525,8 @@ def write_bundle(
     `validate` (the default) the written copy is validated and stamped before it is renamed
     into place; an invalid one is refused (TraceError) and nothing is left behind."""
     path = bundle_target(path, overwrite)  # never the shipped built-in trace, nor a directory of other files
-    manifest = {k: v for k, v in manifest.items() if k != STAMP_KEY}
+    # strict JSON (a NaN figure is null), and the manifest the stamp's digest is taken of
+    manifest = finite_json({k: v for k, v in manifest.items() if k != STAMP_KEY})
     check_manifest(manifest, f"{path}/{MANIFEST}")
     tables = {"requests": conform("requests", requests), "outputs": conform("outputs", outputs)}
     if drafts is not None:
@@ -534,7 +535,7 @@ def write_bundle(
         with write_errors(path):
             for name, table in tables.items():
                 write_parquet(table, tmp / f"{name}.parquet")
-            (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
+            (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=False, allow_nan=False) + "\n")
     if not validate:
         return Bundle(path, manifest)
     stamp = read_manifest(path / MANIFEST).get(STAMP_KEY)

@@ -83,3 +83,19 @@ def test_unreadable_table_is_a_trace_error_naming_the_file(tmp_path):
                  lambda: read_arrays(bundle, "outputs", ["tier"])):
         with pytest.raises(TraceError, match=r"outputs\.parquet: unreadable Parquet"):
             read()
+
+
+def test_a_nan_figure_in_the_manifest_is_written_as_null(tmp_path):
+    """`asd live --deadline` recorded a request never sent with "sent_s": NaN, which strict JSON
+    readers refuse; the stamp still matches the manifest as read back."""
+    from asd.traces.synth import synthesize
+    from asd.traces.validate import stamp_matches
+
+    manifest, requests, outputs, drafts = synthesize(10, 2, 0)
+    manifest["provenance"] = {**manifest.get("provenance", {}), "live": {"requests": [{"sent_s": float("nan")}],
+                                                                         "rate": float("inf")}}
+    written = write_bundle(tmp_path / "b", manifest, requests, outputs, drafts)
+    text = (tmp_path / "b" / "manifest.json").read_text()
+    live = json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in manifest.json"))["provenance"]["live"]
+    assert live == {"requests": [{"sent_s": None}], "rate": None}
+    assert stamp_matches(written) and stamp_matches(open_bundle(tmp_path / "b"))
