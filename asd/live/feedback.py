@@ -34,6 +34,7 @@ class FeedbackStore:
 
     def __init__(self, policy: Policy, policy_path: str | Path, path: str | Path | None = None):
         self.policy = policy
+        self.persist = True  # False: counts are kept in memory only (`asd serve` beside a read-only policy)
         self.policy_path = Path(policy_path)
         self.path = Path(path) if path else self.policy_path.with_name(self.policy_path.name + ".feedback.json")
         self.policy_sha256 = file_sha256(self.policy_path)
@@ -58,37 +59,44 @@ class FeedbackStore:
             raise ConfigError(f"{self.path}: counts have shape {accepted.shape}, the policy needs {self.accepted.shape}")
         if (accepted < 0).any() or (rejected < 0).any() or not (np.isfinite(accepted).all() and np.isfinite(rejected).all()):
             raise ConfigError(f"{self.path}: counts must be finite and >= 0")
-        self._fold(accepted, rejected)
+        self.policy = _folded(self.policy, accepted, rejected)
         self.accepted, self.rejected, self.n = accepted, rejected, int(data.get("n", 0))
 
-    def _fold(self, accepted: np.ndarray, rejected: np.ndarray) -> None:
-        """One observation per count into `Policy.update` (a new policy; the old one is kept
-        by whoever still holds it until they take the new one)."""
-        rows = []
-        for outcome, counts in ((1.0, accepted), (0.0, rejected)):
-            for state, tier, bin_ in zip(*np.nonzero(counts)):
-                rows += [(tier, bin_, state, outcome)] * int(round(counts[state, tier, bin_]))
-        if rows:
-            tier, bin_, cold, outcome = (np.array(c) for c in zip(*rows))
-            self.policy = self.policy.update(tier, outcome, bins=bin_, cold=cold.astype(bool))
-
     def add(self, tier: int, bin_: int, cold: bool, accepted: bool) -> Policy:
-        """Record one observation, update the policy, persist; returns the updated policy."""
+        """Record one observation, update the policy, persist; returns the updated policy. All
+        or nothing: where the file cannot be written (OSError raised) nothing is counted, so a
+        client that retries is not counted twice."""
         accepted_delta, rejected_delta = np.zeros_like(self.accepted), np.zeros_like(self.rejected)
         (accepted_delta if accepted else rejected_delta)[int(cold), tier, bin_] = 1.0
-        self._fold(accepted_delta, rejected_delta)
-        self.accepted += accepted_delta
-        self.rejected += rejected_delta
-        self.n += 1
-        self.save()
-        return self.policy
+        policy = _folded(self.policy, accepted_delta, rejected_delta)
+        counts = (self.accepted + accepted_delta, self.rejected + rejected_delta, self.n + 1)
+        if self.persist:
+            self._write(*counts)
+        self.accepted, self.rejected, self.n = counts
+        self.policy = policy
+        return policy
 
     def save(self) -> None:
+        self._write(self.accepted, self.rejected, self.n)
+
+    def _write(self, accepted: np.ndarray, rejected: np.ndarray, n: int) -> None:
         payload = {"format": FORMAT, "policy": str(self.policy_path), "policy_sha256": self.policy_sha256,
-                   "n": self.n, "states": ["climbed", "cold"],
-                   "accepted": self.accepted.tolist(), "rejected": self.rejected.tolist()}
+                   "n": n, "states": ["climbed", "cold"], "accepted": accepted.tolist(), "rejected": rejected.tolist()}
         atomic_write(self.path, json.dumps(payload).encode())  # creates missing directories
 
     def summary(self) -> dict:
         return {"path": str(self.path), "observations": self.n,
                 "accepted": int(self.accepted.sum()), "rejected": int(self.rejected.sum())}
+
+
+def _folded(policy: Policy, accepted: np.ndarray, rejected: np.ndarray) -> Policy:
+    """`policy` with one observation per count folded in by `Policy.update` (a new policy; the
+    old one is kept by whoever still holds it until they take the new one)."""
+    rows = []
+    for outcome, counts in ((1.0, accepted), (0.0, rejected)):
+        for state, tier, bin_ in zip(*np.nonzero(counts)):
+            rows += [(tier, bin_, state, outcome)] * int(round(counts[state, tier, bin_]))
+    if not rows:
+        return policy
+    tier, bin_, cold, outcome = (np.array(c) for c in zip(*rows))
+    return policy.update(tier, outcome, bins=bin_, cold=cold.astype(bool))

@@ -354,7 +354,12 @@ def create_app(build_runner: Callable[[], CascadeRunner], *, api_key: str | None
                            f"{str(given).lower()}); a request's verdict counts once and cannot be changed",
                            "invalid_request_error", "feedback_conflict")
         if given is None:  # the first verdict counts; the same one again is not counted again
-            serve.runner.policy = serve.feedback.add(tier, bin_, cold, body.accepted)
+            try:
+                serve.runner.policy = serve.feedback.add(tier, bin_, cold, body.accepted)
+            except OSError as exc:  # nothing counted: the client may retry once the file can be written
+                raise ApiError(503, f"feedback file {serve.feedback.path} cannot be written "
+                               f"({(exc.strerror or str(exc)).lower()}): the verdict is not counted; retry later",
+                               "server_error", "feedback_not_saved") from None
             serve.metrics.feedback.labels(str(body.accepted).lower()).inc()
             serve.runner.note_verdict(body.request_id, body.accepted)
         return {"request_id": body.request_id, "tier": serve.runner.pools[tier].name, "bin": bin_, "cold": cold,
@@ -498,6 +503,7 @@ def serve(tiers_path, policy_path, *, host: str = "127.0.0.1", port: int = 8000,
         try:
             check_writable_file(store.path, "the feedback file", makes_parents=True)
         except AsdError as exc:  # beside a read-only policy: serving needs no feedback, but say so
+            store.persist = False
             warnings.warn(f"{exc}; POST /v1/feedback updates the policy in memory only (give --feedback-file)",
                           stacklevel=1)
 

@@ -325,6 +325,36 @@ def test_bearer_token_guards_every_route_but_health(llama_server, gemma_server, 
             assert client.get("/stats", headers={"Authorization": given}).status_code == 401, given
 
 
+def test_feedback_that_cannot_be_saved_is_not_counted_and_may_be_retried(llama_server, gemma_server, policy_file,
+                                                                          tmp_path):
+    """The counts were folded into the live policy before the file was written, so each failed
+    POST (500) still counted, a retry again, and opposite verdicts both."""
+    tiers = served_ladder(llama_server, gemma_server, max_tokens=2)
+    store = tmp_path / "feedback.json"
+    with TestClient(make_app(tiers, policy_file, feedback_path=store)) as client:
+        before = client.app.state.asd.runner.policy.tables
+        answer = client.post("/v1/completions", json={"prompt": PROMPT}).json()["asd"]
+        store.mkdir()  # the file can no longer be written (as a full disk or a removed volume)
+        for verdict in (True, True, False):
+            failed = client.post("/v1/feedback", json={"request_id": answer["request_id"], "accepted": verdict})
+            assert failed.status_code == 503 and failed.json()["error"]["code"] == "feedback_not_saved"
+            assert "the verdict is not counted" in failed.json()["error"]["message"]
+        assert client.get("/stats").json()["feedback"]["observations"] == 0
+        assert client.app.state.asd.runner.policy.tables is before
+        store.rmdir()
+        ok = client.post("/v1/feedback", json={"request_id": answer["request_id"], "accepted": False})
+        assert ok.status_code == 200 and ok.json()["counted"] is True and ok.json()["observations"] == 1
+    assert json.loads(store.read_text())["n"] == 1
+
+
+def test_a_store_that_cannot_persist_counts_in_memory_as_serve_warns(policy_file, tmp_path):
+    store = FeedbackStore(Policy.load(policy_file), policy_file, tmp_path / "fb.json")
+    store.persist = False  # what `asd serve` sets beside a read-only policy, with its warning
+    policy = store.add(0, 0, False, True)
+    assert store.n == 1 and store.policy is policy and not (tmp_path / "fb.json").exists()
+    assert policy.tables.alpha[0, 0] == Policy.load(policy_file).tables.alpha[0, 0] + 1
+
+
 def test_feedback_updates_the_posterior_and_survives_a_restart(llama_server, gemma_server, policy_file, tmp_path):
     tiers = served_ladder(llama_server, gemma_server, max_tokens=2)
     store = tmp_path / "feedback.json"
