@@ -52,7 +52,7 @@ class AsdGroup(click.Group):
             _usage_error_line(exc, ctx.command_path)
         except AsdError as exc:
             click.echo(f"error: {exc}", err=True)
-            sys.exit(2)
+            sys.exit(getattr(exc, "exit_code", 2))
         except OSError as exc:
             where = f"{exc.filename}: " if exc.filename else ""
             click.echo(f"error: {where}{exc.strerror or exc}", err=True)
@@ -857,6 +857,8 @@ def live_command(tiers_path, policy_path, prompts_path, rate, concurrency, limit
                   command=" ".join(["asd"] + sys.argv[1:]))
     click.echo(format_report(report))
     write_json(json_path, report)
+    if report["interrupted"]:  # what was answered is written; the run itself did not finish
+        sys.exit(130)
 
 
 if __name__ == "__main__":

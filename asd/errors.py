@@ -22,6 +22,13 @@ class ConfigError(AsdError):
     """A command-line option or config file is invalid."""
 
 
+class Interrupted(AsdError):
+    """The user stopped a run (Ctrl-C) before it had anything to keep; exit 130 as a shell
+    reports SIGINT."""
+
+    exit_code = 130
+
+
 def real_number(name: str, value, error: type[AsdError] = ConfigError) -> float:
     """`value` as a float, or `error` naming `name`: float() also takes "1e3" and True, and its
     own message ("could not convert string to float") does not say which argument was wrong."""

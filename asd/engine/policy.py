@@ -609,6 +609,21 @@ class Policy:
         return float(t.cnext_cold[tier, bin_] + t.trans_cold[tier, bin_] @ self._vmean[tier + 1])
 
     # -- decisions --------------------------------------------------------------------------
+    def warm_up(self) -> None:
+        """Make one call of each one-request decision (stage 0, p̂, stop climbed and cold) on
+        made-up features, so that numba's kernels are compiled, or loaded from its cache, before
+        the first request rather than inside it: on a cold cache that took 4 s of the first
+        request's latency in `asd live`."""
+        x = np.zeros(self._n_features)
+        self.predict(0, x)
+        self.decide(0, x)
+        if self._n_tiers > 2:
+            self.decide(1, x, cold=True)
+        if self.predictor.has_prompt:
+            prompt = np.zeros(self._n_prompt_features)
+            self.predict(None, prompt)
+            self.start(prompt)
+
     def decide(self, tier: int, features: np.ndarray, cold: bool = False) -> bool:
         """Stop at `tier` (0-based) given that tier's features (1-d contiguous float64 array,
         F long)? cold=True at the tier a request started at, skipping the tiers below (its cold

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from asd.calibration.profiles import tier_tensor_parallel
-from asd.errors import AsdError, BackendError, ConfigError
+from asd.errors import AsdError, BackendError, ConfigError, Interrupted
 from asd.live import labels
 from asd.live.prompts import prompt_hash
 from asd.live.record import draft_row, manifest_tier_entry, output_row, public_tier
@@ -88,15 +88,28 @@ async def drive(runner: CascadeRunner, requests: list[CascadeRequest], *, arriva
 
         await asyncio.gather(*[client() for _ in range(int(concurrency))])
 
+    why = f" within {deadline_s:g} s"
     try:
         await asyncio.wait_for(open_loop() if arrivals_s is not None else closed_loop(), deadline_s)
     except asyncio.TimeoutError:
         pass  # requests not finished by the deadline are reported as errors below
+    except asyncio.CancelledError:
+        # Ctrl-C (asyncio.run cancels the main task): the answered requests are kept and
+        # written, as at the deadline; returning normally keeps asyncio.run from raising
+        # KeyboardInterrupt over them
+        why = ": " + INTERRUPTED
     # a request sent but not answered keeps its send time; one never sent has none
     return [o if o is not None else
-            LiveOutcome(r, float("nan"), None, f"not sent within {deadline_s:g} s") if r.arrival_s is None else
-            LiveOutcome(r, r.arrival_s, None, f"not answered within {deadline_s:g} s")
+            LiveOutcome(r, float("nan"), None, f"not sent{why}") if r.arrival_s is None else
+            LiveOutcome(r, r.arrival_s, None, f"not answered{why}")
             for o, r in zip(outcomes, requests)]
+
+
+INTERRUPTED = "the run was interrupted"
+
+
+def interrupted(outcomes: list[LiveOutcome]) -> bool:
+    return any(o.error is not None and o.error.endswith(": " + INTERRUPTED) for o in outcomes)
 
 
 def label(text: str, reference, task) -> tuple[float | None, bool | None, str | None]:
@@ -364,6 +377,8 @@ def live(tiers_path, policy_path, prompts_path, *, rate=None, concurrency=None, 
                              for o in outcomes]}
     answered = [o for o in outcomes if o.result is not None]
     if not answered:
+        if interrupted(outcomes):
+            raise Interrupted("interrupted before any request was answered; nothing written")
         raise AsdError(f"no request was answered ({outcomes[0].error if outcomes else 'no prompts'})")
     target = out if out is not None else scratch_dir(tempfile.gettempdir(), "asd-live-") / "bundle"
     answered_ids = {o.request.request_id for o in answered}
@@ -376,6 +391,9 @@ def live(tiers_path, policy_path, prompts_path, *, rate=None, concurrency=None, 
     no_queueing = {"latency_ms": simulated.pop("no_queueing_latency_ms")}
     recorded_service = {"latency_ms": simulated.pop("recorded_service_latency_ms")}
     warnings = []
+    if interrupted(outcomes):
+        warnings.append(f"interrupted: {len(answered)} of {len(outcomes)} requests answered before it; the bundle "
+                        "and both columns hold those alone")
     if measured["fallbacks"]:
         warnings.append(f"{measured['fallbacks']} of {measured['answered']} answered requests fell back (a tier failed "
                         "or refused them): the simulated column walks the policy as if every tier answered, and a "
@@ -387,7 +405,7 @@ def live(tiers_path, policy_path, prompts_path, *, rate=None, concurrency=None, 
         "rel_error": relative_errors(measured, simulated),
         "no_queueing": no_queueing, "no_queueing_rel_error": relative_errors(measured, no_queueing),
         "recorded_service": recorded_service, "recorded_service_rel_error": relative_errors(measured, recorded_service),
-        "same_stop_tier": same_stop, "warnings": warnings,
+        "same_stop_tier": same_stop, "warnings": warnings, "interrupted": interrupted(outcomes),
         "bundle": str(bundle_path), "wall_s": round(wall_s, 1),
     }
 

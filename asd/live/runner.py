@@ -454,4 +454,5 @@ def check_ladder(tier_names: list[str], policy: Policy, params_b: list | None = 
 def build_runner(tiers: list[dict], policy: Policy, features_for: FeaturesFor, **options) -> CascadeRunner:
     """Pools for the ladder's tiers (as `asd.live.tiers.load_ladder` returns them) and the
     runner over them; call inside the event loop that will run it."""
+    policy.warm_up()  # numba's compile is not the first request's latency
     return CascadeRunner([TierPool(i, tier) for i, tier in enumerate(tiers)], policy, features_for, **options)

@@ -343,3 +343,22 @@ def test_a_device_is_not_read_to_look_for_a_policy_header():
 
     with pytest.raises(PolicyError, match="/dev/full: exists and is not an asd policy file"):
         check_policy_target("/dev/full")
+
+
+@pytest.mark.parametrize("policy_file", ["builtin-calibrated", "synthetic-3-tier", "no-stage0"])
+def test_warm_up_runs_every_one_request_decision_and_changes_nothing(policy_file, tmp_path):
+    """`asd live` and `asd serve` call it before the first request: on a cold numba cache the
+    first request had paid 4 s of compiling."""
+    from asd.calibration.calibrate import calibrate
+    from asd.traces.synth import write_synthetic_bundle
+
+    if policy_file == "builtin-calibrated":
+        policy = calibrate("builtin").policy
+    else:
+        write_synthetic_bundle(tmp_path / "s", 200, 3, 0)
+        policy = calibrate(tmp_path / "s", split=None, stage0=policy_file != "no-stage0").policy
+    before = policy.stop_table.copy(), policy.start_table.copy()
+    policy.warm_up()
+    assert np.array_equal(policy.stop_table, before[0]) and np.array_equal(policy.start_table, before[1])
+    x = np.zeros(policy.predictor.n_features)
+    assert policy.decide(0, x) == bool(policy.decide_batch(np.zeros(1, dtype=np.int64), x[None])[0])

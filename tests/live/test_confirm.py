@@ -299,3 +299,42 @@ def test_asd_live_names_both_files_when_the_ladder_is_not_the_policys(tmp_path):
     assert result.exit_code == 2
     assert result.output == (f"error: {config} and {tmp_path / 'policy.npz'}: tier config names ['smollm2-135m', "
                              "'llama-70b'] differ from the policy's tiers ['smollm2-135m', 'gemma3-270m']\n")
+
+
+def test_asd_live_interrupted_keeps_what_was_answered_and_exits_130(llama_server, gemma_server, tmp_path):
+    """Ctrl-C printed `Aborted!`, exit 1, and wrote nothing of the requests already answered.
+    Poisson arrivals at 0.005/s put the first request at 0 s and the others past 2000 s, so the
+    interrupt at 15 s falls between them."""
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    from tests.live.cascade import calibrated_builtin_policy
+    from tests.live.conftest import REPO, subprocess_env, write_jsonl
+
+    tiers = tmp_path / "tiers.yaml"
+    tiers.write_text(yaml.safe_dump({"tiers": served_ladder(llama_server, gemma_server, max_tokens=3)}))
+    calibrated_builtin_policy().save(tmp_path / "policy.npz")
+    prompts = write_jsonl(tmp_path / "p.jsonl", PROMPTS.where(PROMPTS.notna(), None).to_dict("records"))
+    command = [sys.executable, "-m", "asd", "live", "--tiers", str(tiers), "--policy", str(tmp_path / "policy.npz"),
+               "--prompts", str(prompts), "--rate", "0.005", "-o", str(tmp_path / "run"), "--json",
+               str(tmp_path / "r.json"), "--no-progress"]
+    process = subprocess.Popen(command, cwd=REPO, env=subprocess_env(), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    time.sleep(15)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr and "Aborted" not in stderr
+    assert "warning: interrupted: 1 of 4 requests answered before it" in stdout
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["interrupted"] is True and report["measured"]["answered"] == 1
+    assert validate_bundle(tmp_path / "run") == []
+    assert open_bundle(tmp_path / "run").to_pandas("requests")["request_id"].tolist() == ["a"]
+    live = json.loads((tmp_path / "run" / "manifest.json").read_text())["provenance"]["live"]
+    assert [r["error"] for r in live["requests"][1:]] == ["not sent: the run was interrupted"] * 3
+    assert [r["sent_s"] for r in live["requests"][1:]] == [None] * 3
