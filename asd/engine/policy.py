@@ -158,6 +158,7 @@ class Predictor:
     feature_counts: np.ndarray | None = None
 
     def __post_init__(self):
+        self._check_arrays()
         counts = self.feature_counts
         width = self.w1.shape[2]
         counts = (np.full(self.w1.shape[0], width, dtype=np.int64) if counts is None
@@ -165,6 +166,34 @@ class Predictor:
         if counts.shape != (self.w1.shape[0],) or (counts < 1).any() or (counts > width).any():
             raise PolicyError(f"predictor feature counts {counts.tolist()}: need one in 1..{width} per stage")
         object.__setattr__(self, "feature_counts", counts)
+
+    def _check_arrays(self) -> None:
+        """Shapes that agree, finite weights, and isotonic tables the kernels may index: the
+        compiled forward pass trusts all three (a knot count beyond the table read past it,
+        and crashed the process; a NaN weight made a p̂ that never stops)."""
+        w1 = getattr(self.w1, "shape", ())
+        if len(w1) != 3 or 0 in w1[:2]:
+            raise PolicyError(f"predictor w1 has shape {w1}: expected (stages, hidden, features)")
+        rows, hidden = w1[:2]
+        for name, shape in (("b1", (rows, hidden)), ("w2", (rows, hidden)), ("b2", (rows,))):
+            if getattr(getattr(self, name), "shape", None) != shape:
+                raise PolicyError(f"predictor {name} has shape {getattr(getattr(self, name), 'shape', None)}: "
+                                  f"expected {shape}")
+        for name in ("w1", "b1", "w2", "b2", "iso_x", "iso_y"):
+            if not np.isfinite(np.asarray(getattr(self, name), dtype=np.float64)).all():
+                raise PolicyError(f"predictor {name} contains NaN or infinite values")
+        iso = getattr(self.iso_x, "shape", ())
+        if len(iso) != 2 or iso[0] != rows or iso[1] < 1 or getattr(self.iso_y, "shape", None) != iso:
+            raise PolicyError(f"isotonic tables have shapes {iso} and {getattr(self.iso_y, 'shape', None)}: "
+                              f"expected ({rows}, knots) each")
+        knots = np.asarray(self.knot_counts)
+        if knots.shape != (rows,) or (knots < 1).any() or (knots > iso[1]).any():
+            raise PolicyError(f"isotonic knot counts {knots.tolist()}: need one in 1..{iso[1]} per stage")
+        for row, k in enumerate(knots.tolist()):
+            if (np.diff(self.iso_x[row, :k]) < 0).any():
+                raise PolicyError(f"isotonic table of stage {row}: knots x must be non-decreasing")
+            if (self.iso_y[row, :k] < 0).any() or (self.iso_y[row, :k] > 1).any():
+                raise PolicyError(f"isotonic table of stage {row}: y must lie in [0, 1]")
 
     @property
     def n_rows(self) -> int:

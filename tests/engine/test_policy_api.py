@@ -4,6 +4,7 @@ and compatibility check, and the online update of the Beta posteriors (item 7)."
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -362,3 +363,23 @@ def test_warm_up_runs_every_one_request_decision_and_changes_nothing(policy_file
     assert np.array_equal(policy.stop_table, before[0]) and np.array_equal(policy.start_table, before[1])
     x = np.zeros(policy.predictor.n_features)
     assert policy.decide(0, x) == bool(policy.decide_batch(np.zeros(1, dtype=np.int64), x[None])[0])
+
+
+@pytest.mark.parametrize("field, index, value, message", [
+    ("knot_counts", (1,), 10**8, "isotonic knot counts"),  # read past the table: a segfault
+    ("knot_counts", (1,), 0, "isotonic knot counts"),
+    ("w1", (1, 0, 0), np.nan, "predictor w1 contains NaN"),  # a p̂ of NaN never stops
+    ("b2", (0,), np.inf, "predictor b2 contains NaN"),
+    ("iso_x", (1, 0), 1e9, "knots x must be non-decreasing"),
+    ("iso_y", (1, 0), 1.5, "y must lie in [0, 1]"),
+])
+def test_a_policy_file_whose_predictor_the_kernels_cannot_trust_is_refused(tmp_path, field, index, value, message):
+    policy = make_policy(np.random.default_rng(3))[0]
+    policy.save(tmp_path / "p.npz")
+    arrays = dict(np.load(tmp_path / "p.npz"))
+    damaged = arrays[f"predictor.{field}"].copy()
+    damaged[index] = value
+    np.savez(tmp_path / "bad.npz", **{**arrays, f"predictor.{field}": damaged})
+    with pytest.raises(PolicyError, match=rf"policy file {re.escape(str(tmp_path / 'bad.npz'))}: .*{re.escape(message)}") as refused:
+        Policy.load(tmp_path / "bad.npz")
+    assert "\n" not in str(refused.value)
