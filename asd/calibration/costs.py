@@ -297,7 +297,9 @@ def _fit_trace(view, names, params, tp, tp_notes=()) -> CostModel:
             fit = {"source": f"hardware profile ({hw}, TP {int(tp[i])}): no timings recorded", "tpot_ms": float(c[0] + c[2])}
             notes.append(f"{name}: no timings, hardware profile used")
         else:
-            coeffs.append(_trace_coefficients(fit, n_prompt[:, i]))
+            coeffs.append(_trace_coefficients(fit, n_prompt[:, i], n_out[:, i]))
+            if "iteration_note" in fit:
+                notes.append(f"{name}: {fit['iteration_note']}")
         fits.append(fit)
     details = {
         "tpot_ms": [f["tpot_ms"] for f in fits],
@@ -378,21 +380,27 @@ def _fit_trace_tier(ttft, e2e, n_prompt, n_out) -> dict | None:
     return fit
 
 
-def _trace_coefficients(fit: dict, n_prompt: np.ndarray) -> np.ndarray:
+def _trace_coefficients(fit: dict, n_prompt: np.ndarray, n_out: np.ndarray) -> np.ndarray:
     """Iteration coefficients matching a tier's TTFT/TPOT fit for a request alone: c0 + c1·n_prompt
     = TTFT and c0 + c2 = TPOT. All four stay ≥ 0 (a DES batch must never get faster with more
     sequences), so c0 = min(a, tpot) and the rest of the TTFT intercept moves into c1 at the tier's
-    mean prompt length (exact on average over the trace's prompts)."""
+    mean prompt length (exact on average over the trace's prompts). With no prompt tokens to
+    carry it, every iteration costs what makes a request alone take its fitted time at the tier's
+    mean output length (stated in the fit's iteration_note, which the model's note repeats)."""
     a, b, tpot = fit["ttft_intercept_ms"], fit["ttft_per_prompt_token_ms"], fit["tpot_ms"]
-    if not (n_prompt.size and np.mean(n_prompt) > 0) and a > tpot:
-        fit["iteration_note"] = f"no prompt tokens: a request alone gets TTFT = tpot ({tpot:.3g} ms), not {a:.3g} ms"
-    c0 = min(a, tpot)
     mean_prompt = float(np.mean(n_prompt)) if n_prompt.size else 0.0
-    # No prompt tokens to carry the rest of the intercept: TPOT stays exact (it is paid per
-    # output token), the first token costs tpot instead of a (stated in the fit's note).
-    c1 = b + ((a - c0) / mean_prompt if mean_prompt > 0 else 0.0)
-    c2 = max(tpot - c0, 0.0)
-    return np.array([c0, c1, c2, 0.0], dtype=np.float64)
+    if mean_prompt > 0 or a <= tpot:
+        c0 = min(a, tpot)
+        c1 = b + ((a - c0) / mean_prompt if mean_prompt > 0 else 0.0)
+        return np.array([c0, c1, max(tpot - c0, 0.0), 0.0], dtype=np.float64)
+    # The prefill iteration has no tokens to charge a − tpot to. Charging every iteration tpot
+    # timed one-token answers (a classifier's) at 0 ms in the DES; one iteration cost over a
+    # request's n_out iterations keeps its e2e, a + (n_out − 1)·tpot, at the mean n_out.
+    outputs = max(float(np.mean(n_out)) if n_out.size else 1.0, 1.0)
+    c0 = (a + (outputs - 1.0) * tpot) / outputs
+    fit["iteration_note"] = (f"no prompt tokens: every iteration costs {c0:.3g} ms, so a request alone takes its "
+                             f"fitted e2e at the mean {outputs:.3g} output tokens (TTFT {a:.3g} ms, TPOT {tpot:.3g} ms)")
+    return np.array([c0, b, 0.0, 0.0], dtype=np.float64)
 
 
 # -------------------------------------------------------------------- helpers

@@ -232,6 +232,27 @@ def test_trace_model_recovers_synthetic_timings(synth_view):
         assert request_latency_ms(c[i], mean_p, 11) - request_latency_ms(c[i], mean_p, 10) == pytest.approx(fit["tpot_ms"], rel=1e-9)
 
 
+@pytest.mark.parametrize("n_out", [1, 4])
+def test_trace_model_without_prompt_tokens_keeps_a_lone_requests_fitted_time(n_out):
+    """No prompt tokens carried the TTFT intercept above TPOT: one-token answers (a classifier's,
+    no TPOT fit at all) got every coefficient 0 and a DES latency of 0 ms. Now every iteration
+    costs what keeps a request alone at its fitted e2e at the tier's mean output length."""
+    rng = np.random.default_rng(0)
+    n = 40
+    ttft = np.column_stack([rng.uniform(50, 100, n), rng.uniform(200, 400, n)])
+    e2e = ttft + (n_out - 1) * np.array([5.0, 20.0])
+    none = np.full((n, 2), np.nan)
+    view = View(["a", "b"], np.array([8.0, 70.0]), np.array([1, 4]), none, np.full((n, 2), float(n_out)), ttft, e2e,
+                none, none, none, False)
+    model = fit_cost_model(view, "trace")
+    c = model.iteration_coefficients()
+    for i, fit in enumerate(model.details["tiers"]):
+        fitted = fit["ttft_intercept_ms"] + (n_out - 1) * fit["tpot_ms"]
+        assert request_latency_ms(c[i], 0.0, n_out) == pytest.approx(fitted, rel=1e-9) and fitted > 50
+        assert (c[i] >= 0).all()
+        assert f"{view.tier_names[i]}: {fit['iteration_note']}" in model.note
+
+
 def test_trace_model_prices_an_untimed_answer_by_its_tiers_fit(synth_view):
     """A request with no timings at a tier costs the fit's TTFT(its prompt) + TPOT per further
     token, as the note says; the iteration coefficients agree with that only at the tier's mean
