@@ -16,6 +16,7 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 
 from asd import __version__
 from asd.calibration.costs import COST_MODELS, CostGrid, CostModel, fit_cost_model
@@ -343,6 +344,9 @@ def calibrate(
         "calibration": {k: report[k] for k in ("split", "data", "predictor", "stage0", "bins", "pool_bins",
                                                    "p_hat_weight")}
         | {"seed": int(seed)}  # it draws the folds of the out-of-fold p̂ the tables are built from
+        # stage 0 learnt from prompt text where there was some: a bundle without any is refused
+        # for it (`fixed_policy_features`), not replayed on the prompt features' fill values
+        | {"prompt_share": float(pd.notna(view.prompts[rows]).mean()) if n else 0.0}
         | ({"request_id_sketch": request_id_sketch(view.request_ids[rows])} if sketch_ids else {}),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "asd_version": __version__,

@@ -21,6 +21,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING
 
 import numpy as np
+import pandas as pd
 
 from asd.calibration.costs import CostGrid, CostModel, fit_cost_model
 from asd.calibration.features import FEATURE_GROUPS, FeatureSet, FeatureSpec, compute_features, tiers_lacking
@@ -233,6 +234,11 @@ def fixed_policy_features(policy: Policy, view: TraceView, where: str = "policy"
         what = "; ".join(f"{g} ({why})" for g, why in features.missing_groups.items())
         raise PolicyError(f"{where} uses feature groups {view.path} cannot provide: {what}; recalibrate without "
                           "them (asd calibrate --features ...) or record them")
+    saw_prompts = text is not None or (policy.meta.get("calibration") or {}).get("prompt_share", 0) > 0
+    if policy.predictor.has_prompt and saw_prompts and not pd.notna(view.prompts).any():
+        # stage 0 would start every request from the prompt features' fill values (prompt_missing 1)
+        raise PolicyError(f"{where}'s stage 0 reads the prompts, and {view.path} records none; record them, or "
+                          "recalibrate without stage 0 (asd calibrate --no-stage0)")
     return features
 
 

@@ -114,3 +114,26 @@ def test_tiers_lacking_reads_each_group_per_tier(ladder):
     last = view.tier_names[2]
     assert [tiers_lacking(view, g) for g in ("format", "content", "agreement")] == [[last]] * 3
     assert tiers_lacking(view, "logprob") == tiers_lacking(view, "draft") == tiers_lacking(view, "length") == []
+
+
+def test_a_stage0_policy_on_a_bundle_without_prompts_is_refused_in_one_line(tmp_path):
+    """Stage 0 ran on the prompt features' fill values (prompt_missing 1) and the policy became
+    always-last on such a bundle without a word. A policy calibrated without prompts (a
+    synthetic ladder's) replays there as before."""
+    policy, flat = tmp_path / "policy.npz", tmp_path / "flat.npz"
+    calibrate_to_file("builtin", policy)
+    calibrate_to_file("builtin", flat, stage0=False)
+    source = open_bundle("builtin")
+    requests = source.to_pandas("requests")
+    requests["prompt"] = None
+    write_bundle(tmp_path / "no-prompts", source.manifest, requests, source.to_pandas("outputs"),
+                 source.to_pandas("drafts"))
+    for args in (["check", str(policy), str(tmp_path / "no-prompts"), "--min-quality", "0"],
+                 ["simulate", str(tmp_path / "no-prompts"), "--policy", str(policy), "--tau-max", "5000"]):
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 2, result.output
+        assert result.output.strip().splitlines()[-1] == (
+            f"error: policy {policy}'s stage 0 reads the prompts, and {tmp_path / 'no-prompts'} records none; "
+            "record them, or recalibrate without stage 0 (asd calibrate --no-stage0)"), args
+    assert CliRunner().invoke(main, ["check", str(flat), str(tmp_path / "no-prompts"),
+                                     "--min-quality", "0"]).exit_code == 0
