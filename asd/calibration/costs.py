@@ -34,6 +34,7 @@ drafts is priced as regeneration: cost_cont = cost, said in `note`.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -318,8 +319,11 @@ def _fit_trace(view, names, params, tp, tp_notes=()) -> CostModel:
 MAX_HUBER_ROWS = 20_000
 
 
-def _huber(x, y, seed=0):
-    """HuberRegressor on (x (n, 1), y), on at most MAX_HUBER_ROWS seeded rows; (model, note)."""
+def _huber(x, y, seed=0) -> tuple[tuple[float, float] | None, str | None]:
+    """A robust line y ≈ intercept + slope·x by HuberRegressor on (x (n,), y), on at most
+    MAX_HUBER_ROWS seeded rows: ((intercept, slope), note); None for the line where the solver
+    fails, so the caller keeps its median."""
+    from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import HuberRegressor
     from threadpoolctl import threadpool_limits
 
@@ -329,10 +333,21 @@ def _huber(x, y, seed=0):
         keep = np.sort(np.random.default_rng(seed).choice(n, MAX_HUBER_ROWS, replace=False))
         x, y = x[keep], y[keep]
         note = f"HuberRegressor fitted on a seeded subsample of {MAX_HUBER_ROWS} of {n} timed rows"
+    # Fitted on unit scales: in milliseconds and tokens l-BFGS-b sometimes ended ABNORMAL, which
+    # sklearn raises as a ValueError (a traceback from fitting a cost model on real timings).
+    x_scale = float(np.std(x)) or 1.0
+    y_scale = float(np.median(np.abs(y))) or float(np.max(np.abs(y))) or 1.0
     # one BLAS thread: a one-feature fit gains nothing from more, and on a busy machine spinning
-    # threads made it 10-100x slower
-    with threadpool_limits(limits=1):
-        return HuberRegressor().fit(x, y), note
+    # threads made it 10-100x slower. lbfgs stopping at its iteration limit on a few noisy
+    # timings is still a usable robust line; its warning was six lines with a URL among asd's
+    # one-line warnings (as the predictors' fits)
+    with threadpool_limits(limits=1), warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        try:
+            reg = HuberRegressor().fit((x / x_scale)[:, None], y / y_scale)
+        except ValueError:
+            return None, note
+    return (float(reg.intercept_) * y_scale, float(reg.coef_[0]) * y_scale / x_scale), note
 
 
 def _fit_trace_tier(ttft, e2e, n_prompt, n_out) -> dict | None:
@@ -347,12 +362,12 @@ def _fit_trace_tier(ttft, e2e, n_prompt, n_out) -> dict | None:
         rows = has_ttft & np.isfinite(n_prompt)
         a, b, resid = float(np.median(ttft[has_ttft])), 0.0, ttft[has_ttft] - np.median(ttft[has_ttft])
         if rows.sum() >= 3 and np.ptp(n_prompt[rows]) > 0:
-            reg, sub_note = _huber(n_prompt[rows, None], ttft[rows])
+            line, sub_note = _huber(n_prompt[rows], ttft[rows])
             if sub_note:
                 fit["subsample_note"] = sub_note
-            if reg.coef_[0] >= 0:
-                a, b = float(reg.intercept_), float(reg.coef_[0])
-                resid = ttft[rows] - reg.predict(n_prompt[rows, None])
+            if line is not None and line[1] >= 0:
+                a, b = line
+                resid = ttft[rows] - (a + b * n_prompt[rows])
         fit.update(ttft_intercept_ms=a, ttft_per_prompt_token_ms=b, ttft_residual_sd_ms=float(np.std(resid)),
                    n_ttft=int(has_ttft.sum()))
         if both.any():
@@ -365,12 +380,13 @@ def _fit_trace_tier(ttft, e2e, n_prompt, n_out) -> dict | None:
         rows = has_e2e & np.isfinite(n_out)
         a, tpot, resid = float(np.median(e2e[has_e2e])), 0.0, e2e[has_e2e] - np.median(e2e[has_e2e])
         if rows.sum() >= 3 and np.ptp(n_out[rows]) > 0:
-            reg, sub_note = _huber(np.maximum(n_out[rows, None] - 1.0, 0.0), e2e[rows])
+            decodes = np.maximum(n_out[rows] - 1.0, 0.0)
+            line, sub_note = _huber(decodes, e2e[rows])
             if sub_note:
                 fit["subsample_note"] = sub_note
-            if reg.coef_[0] >= 0:
-                a, tpot = max(float(reg.intercept_), 0.0), float(reg.coef_[0])
-                resid = e2e[rows] - reg.predict(np.maximum(n_out[rows, None] - 1.0, 0.0))
+            if line is not None and line[1] >= 0:
+                a, tpot = max(line[0], 0.0), line[1]
+                resid = e2e[rows] - (line[0] + tpot * decodes)
         fit.update(ttft_intercept_ms=a, ttft_per_prompt_token_ms=0.0, ttft_residual_sd_ms=float("nan"),
                    n_ttft=0, tpot_ms=tpot, tpot_sd_ms=float("nan"), e2e_residual_sd_ms=float(np.std(resid)),
                    n_tpot=int(rows.sum()),

@@ -253,6 +253,24 @@ def test_trace_model_without_prompt_tokens_keeps_a_lone_requests_fitted_time(n_o
         assert f"{view.tier_names[i]}: {fit['iteration_note']}" in model.note
 
 
+def test_trace_fit_survives_timings_on_which_the_huber_solver_fails_in_raw_units():
+    """HuberRegressor on these 20 TTFTs (ms) against prompt tokens ends l-BFGS-b ABNORMAL and
+    raises a ValueError: fitting a cost model on such timings was a traceback. Fitted on unit
+    scales it converges; where it still fails the tier keeps its median TTFT."""
+    from sklearn.linear_model import HuberRegressor
+
+    from asd.calibration.costs import _fit_trace_tier, _huber
+
+    rng = np.random.default_rng(19)
+    prompt, ttft = rng.uniform(0, 1000, 20), rng.lognormal(6, 2, 20)
+    with pytest.raises(ValueError, match="convergence failed"):
+        HuberRegressor().fit(prompt[:, None], ttft)
+    (a, b), _ = _huber(prompt, ttft)
+    assert np.isfinite([a, b]).all()
+    fit = _fit_trace_tier(ttft, np.full(20, np.nan), prompt, np.full(20, np.nan))
+    assert fit["ttft_per_prompt_token_ms"] == pytest.approx(max(b, 0.0)) and np.isfinite(fit["ttft_intercept_ms"])
+
+
 def test_trace_model_prices_an_untimed_answer_by_its_tiers_fit(synth_view):
     """A request with no timings at a tier costs the fit's TTFT(its prompt) + TPOT per further
     token, as the note says; the iteration coefficients agree with that only at the tier's mean
