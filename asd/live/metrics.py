@@ -22,7 +22,8 @@ class ServeMetrics:
                                       ["tier"], buckets=LATENCY_BUCKETS, registry=registry)
         self.errors = Counter("asd_errors", "Requests not answered, by kind", ["kind"], registry=registry)
         self.fallbacks = Counter("asd_fallbacks", "Tier failures absorbed by a fallback", ["tier"], registry=registry)
-        self.rejected = Counter("asd_rejected", "Requests refused with 429 (queue full)", registry=registry)
+        # "overloaded", not "rejected": /stats' `rejected` counts requests refused for their length
+        self.overloaded = Counter("asd_overloaded", "Requests refused with 429 (queue full)", registry=registry)
         self.feedback = Counter("asd_feedback", "Feedback observations", ["accepted"], registry=registry)
         self.in_flight = Gauge("asd_in_flight", "Requests admitted and not yet answered", registry=registry)
         self.queue_depth = Gauge("asd_queue_depth", "Tier calls waiting for a free slot", ["tier"], registry=registry)
@@ -45,8 +46,8 @@ class ServeMetrics:
             self.fallbacks.labels(names[payload["tier"]]).inc()
         elif event == "error":
             self.errors.labels(payload["kind"]).inc()
-        elif event == "rejected":
-            self.rejected.inc()
+        elif event == "overloaded":
+            self.overloaded.inc()
 
     def render(self) -> bytes:
         self.in_flight.set(self.runner.in_flight)

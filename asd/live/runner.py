@@ -184,7 +184,7 @@ class CascadeRunner:
     def admit(self) -> None:
         """Take a place for one request, or raise `Overloaded` (the caller answers 429)."""
         if self.in_flight >= self.max_in_flight:
-            self._notify("rejected", {})
+            self._notify("overloaded", {})
             retry = max(1, int(round(self._latency_ewma_ms / 1e3 * self.in_flight / max(1, self._capacity()))))
             raise Overloaded(f"{self.in_flight} requests in flight (limit {self.max_in_flight})", retry)
         self.in_flight += 1

@@ -424,8 +424,13 @@ def test_full_queue_is_429_with_retry_after(llama_server, gemma_server, policy_f
 
     with uvicorn_server(app) as url:
         responses = asyncio.run(asyncio.wait_for(burst(url), 240))
+        metrics = httpx.get(f"{url}/metrics", timeout=30).text
+        stats = httpx.get(f"{url}/stats", timeout=30).json()
     codes = sorted(r.status_code for r in responses)
     assert codes[0] == 200 and 429 in codes
+    # the 429s are counted as overloaded; /stats' `rejected` is for requests refused for their length
+    assert f"asd_overloaded_total {float(codes.count(429))}" in metrics.splitlines()
+    assert stats["rejected"] == 0
     for response in responses:
         if response.status_code == 429:
             assert int(response.headers["Retry-After"]) >= 1
