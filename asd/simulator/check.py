@@ -196,6 +196,25 @@ def _check_limit(name, value, lo=0.0):
 # -- the check ----------------------------------------------------------------------------------
 
 
+def _refuse_repeated_bundles(bundles: list) -> None:
+    """A bundle named twice (`builtin` and its directory too) would be two identical JUnit test
+    cases, the clash --beat refuses for a repeated baseline."""
+    from asd.traces.bundle import resolve_bundle_path
+
+    seen: dict[str, object] = {}
+    for bundle in bundles:
+        if not isinstance(bundle, (str, os.PathLike)):
+            continue
+        try:
+            key = os.path.realpath(resolve_bundle_path(bundle))
+        except Exception:  # unreadable: refused where it is opened, with its own message
+            continue
+        if key in seen:
+            also = "" if str(seen[key]) == str(bundle) else f" (also as {seen[key]})"
+            raise ConfigError(f"asd check: bundle {bundle} is given twice{also}; give each bundle once")
+        seen[key] = bundle
+
+
 def check_policy(policy, bundles, *, min_quality: float | None = None, max_loss_vs_last: float | None = None,
                  max_cost_rel: float | None = None, max_latency=None, beat=None, against=None,
                  tolerance: float = 0.0, split: str | None = None, folds: int | None = None,
@@ -210,6 +229,7 @@ def check_policy(policy, bundles, *, min_quality: float | None = None, max_loss_
     bundles = [bundles] if isinstance(bundles, (str, Path)) or not isinstance(bundles, (list, tuple)) else list(bundles)
     if not bundles:
         raise ConfigError("asd check: give at least one bundle")
+    _refuse_repeated_bundles(bundles)
     latency = parse_latency(max_latency)
     for name, value in (("min-quality", min_quality), ("max-loss-vs-last", max_loss_vs_last),
                         ("max-cost-rel", max_cost_rel), ("tolerance", tolerance)):

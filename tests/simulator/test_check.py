@@ -494,6 +494,11 @@ def test_check_input_a_ci_job_would_trip_on(synth, tmp_path):
     # a baseline twice: two JUnit cases of one name, which CI tools merge (hiding the failing one)
     with pytest.raises(ConfigError, match=r"--beat 'threshold:0.1': threshold is given twice"):
         check_policy(policy, bundle, beat=["threshold", "threshold:0.1"])
+    # a bundle twice, by the same name or another path to it: two identical JUnit cases too
+    with pytest.raises(ConfigError, match=rf"asd check: bundle {bundle} is given twice; give each bundle once"):
+        check_policy(policy, [bundle, bundle], min_quality=0)
+    with pytest.raises(ConfigError, match=r"is given twice \(also as "):
+        check_policy(policy, [bundle, f"{Path(bundle).parent}/./{Path(bundle).name}"], min_quality=0)
     # tolerance=None with against=: a TypeError inside the frontier comparison
     with pytest.raises(ConfigError, match=r"tolerance=None: give a number >= 0"):
         check_policy(policy, bundle, min_quality=0, against=policy, tolerance=None)
