@@ -114,25 +114,55 @@ def record(
         B.bundle_target(out, overwrite=True)  # a file or a directory of other files is never replaced
         if not overwrite:  # an empty directory is, when asked
             raise TraceError(f"{out}: exists and is not a trace bundle (pass --overwrite to replace it)")
+    elif overwrite:  # a bundle holding other files: refused now, not after hours of recording
+        B.bundle_target(out, overwrite=True)
 
     # Every tier's context must hold the prompts: checked (or chosen, `n_ctx: auto`) from the
     # tokenised prompts before any model loads or anything is written.
     ladder = fit_contexts(ladder, prompts, drafts, tiers_path)
-    discarded = _discard_partial(partial_path(out)) if restart else None
-    work = ShardStore(partial_path(out), fingerprint, plan={"tiers_config": str(tiers_path), "prompts": str(prompts_path), "shard": shard, "drafts": drafts, "label": label})
-    counts = {"generated": 0, "scored": 0, "resumed_outputs": 0, "resumed_drafts": 0}
-    try:
-        _run_tiers(ladder, prompts, work, drafts, progress, counts)
-        summary = _consolidate(ladder, prompts, work, out, tiers_path, prompts_path, shard, drafts, label, fingerprint, command, started)
-    except AsdError as exc:
-        raise type(exc)(f"{exc} — {_kept(work)}") from None
-    except KeyboardInterrupt:
-        raise AsdError(f"interrupted — {_kept(work)}") from None
-    summary.update(counts)
-    if discarded is not None:
-        summary["discarded"] = discarded
-    shutil.rmtree(work.path, ignore_errors=True)
+    with _sole_recorder(out):
+        discarded = _discard_partial(partial_path(out)) if restart else None
+        work = ShardStore(partial_path(out), fingerprint, plan={"tiers_config": str(tiers_path), "prompts": str(prompts_path), "shard": shard, "drafts": drafts, "label": label})
+        counts = {"generated": 0, "scored": 0, "resumed_outputs": 0, "resumed_drafts": 0}
+        try:
+            _run_tiers(ladder, prompts, work, drafts, progress, counts)
+            summary = _consolidate(ladder, prompts, work, out, tiers_path, prompts_path, shard, drafts, label, fingerprint, command, started)
+        except AsdError as exc:
+            raise type(exc)(f"{exc} — {_kept(work)}") from None
+        except KeyboardInterrupt:
+            raise AsdError(f"interrupted — {_kept(work)}") from None
+        summary.update(counts)
+        if discarded is not None:
+            summary["discarded"] = discarded
+        shutil.rmtree(work.path, ignore_errors=True)
     return summary
+
+
+@contextmanager
+def _sole_recorder(out: Path):
+    """Hold `OUT.lock` (an advisory lock the kernel drops when the process dies, kill -9 too)
+    while recording: a second `asd record -o OUT` started meanwhile had recreated the first
+    one's `.partial/` after it finished, without a plan, and a later run adopted those shards."""
+    import fcntl
+
+    lock = out.with_name(out.name + ".lock")
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(lock, "a")
+    except OSError as exc:
+        raise TraceError(f"{lock}: cannot create the recording lock ({exc.strerror or exc})") from None
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise TraceError(f"{out}: another asd record is writing it now (it holds {lock}); wait for it to "
+                             "finish, or write elsewhere") from None
+        try:
+            yield
+        finally:
+            lock.unlink(missing_ok=True)
+    finally:
+        handle.close()
 
 
 def _kept(work: "ShardStore") -> str:
@@ -468,6 +498,10 @@ class ShardStore:
                         f"{path}: holds an unfinished recording from other tiers/prompts/options; rerun it with "
                         "the same inputs to finish it, or add --restart to discard it and start over"
                     )
+            elif any(path.glob("*.parquet")) or any(path.glob("tier-*.json")):
+                # shards without the plan that says what they were recorded from: never adopted
+                raise TraceError(f"{path}: holds recorded shards but no {PLAN} saying from what; add --restart to "
+                                 "discard them and start over")
             else:
                 self._atomic_bytes(plan_file, json.dumps({"fingerprint": fingerprint, **plan}, indent=2).encode())
             for stale in path.glob(".*.tmp"):  # a shard whose writer was killed mid-write
@@ -533,6 +567,8 @@ class ShardStore:
 
     def _atomic_bytes(self, target: Path, data: bytes) -> None:
         """`atomic_write` (readers see all of the file or nothing), disk errors as one line."""
+        if not target.parent.is_dir():  # atomic_write would make it again, a directory without its plan
+            raise TraceError(f"{target.parent}: removed while recording; nothing more is written there")
         try:
             atomic_write(target, data)
         except OSError as exc:

@@ -335,3 +335,52 @@ def test_a_damaged_shard_of_an_unfinished_run_is_one_error_naming_it(tmp_path):
     (tmp_path / "b.partial" / "outputs-00000.parquet").write_bytes(b"PAR1 not really")
     with pytest.raises(TraceError, match=r"outputs-00000.parquet: a recorded shard cannot be read .*add --restart"):
         store.read("outputs")
+
+
+def test_shards_without_a_plan_are_never_adopted(tmp_path, smollm2):
+    """A second recorder on the same -o recreated the first one's .partial/ after it finished,
+    holding shards but no plan.json; a later run with other inputs took the directory as fresh
+    and reused drafts scored on other outputs."""
+    tiers, prompts = ladder(tmp_path, smollm2), write_jsonl(tmp_path / "p.jsonl", PROMPTS)
+    partial = tmp_path / "b.partial"
+    partial.mkdir()
+    (partial / "drafts-00000000000000000001-1.parquet").write_bytes(b"left by another recorder")
+    result = run_cli("--tiers", tiers, "--prompts", prompts, "-o", tmp_path / "b")
+    assert result.exit_code == 2
+    assert f"{partial}: holds recorded shards but no plan.json saying from what; add --restart" in result.output
+    assert run_cli("--tiers", tiers, "--prompts", prompts, "-o", tmp_path / "b", "--restart").exit_code == 0
+    assert not partial.exists() and not (tmp_path / "b.lock").exists()
+
+
+def test_a_second_recorder_on_the_same_output_is_refused_at_once(tmp_path, smollm2):
+    import fcntl
+
+    tiers, prompts = ladder(tmp_path, smollm2), write_jsonl(tmp_path / "p.jsonl", PROMPTS)
+    with open(tmp_path / "b.lock", "a") as held:  # as a running `asd record -o b` holds it
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        result = run_cli("--tiers", tiers, "--prompts", prompts, "-o", tmp_path / "b", "--restart")
+    assert result.exit_code == 2 and result.output == (
+        f"error: {tmp_path / 'b'}: another asd record is writing it now (it holds {tmp_path / 'b.lock'}); wait for it "
+        "to finish, or write elsewhere\n")
+    assert not (tmp_path / "b.partial").exists() and not (tmp_path / "b").exists()
+
+
+def test_a_store_whose_directory_is_removed_does_not_make_it_again(tmp_path):
+    import shutil
+
+    store = R.ShardStore(tmp_path / "b.partial", "fp", plan={})
+    shutil.rmtree(tmp_path / "b.partial")
+    with pytest.raises(TraceError, match=r"b.partial: removed while recording; nothing more is written there"):
+        store.save_tier_info(0, {})
+    assert not (tmp_path / "b.partial").exists()
+
+
+def test_overwrite_onto_a_bundle_holding_other_files_is_refused_before_recording(tmp_path, smollm2):
+    tiers, prompts = ladder(tmp_path, smollm2), write_jsonl(tmp_path / "p.jsonl", PROMPTS)
+    out = tmp_path / "b"
+    assert run_cli("--tiers", tiers, "--prompts", prompts, "-o", out).exit_code == 0
+    (out / "prompts.jsonl").write_text("mine\n")
+    result = run_cli("--tiers", tiers, "--prompts", prompts, "-o", out, "--overwrite")
+    assert result.exit_code == 2 and "holds 'prompts.jsonl' besides the bundle's own files" in result.output
+    assert "recorded so far" not in result.output and not (tmp_path / "b.partial").exists()
+    assert (out / "prompts.jsonl").read_text() == "mine\n"
