@@ -57,6 +57,21 @@ class Score:
         return longest_agreeing_prefix(self.greedy_agrees)
 
 
+def tokens_of_text(text: str, tokens: list[str]) -> int:
+    """How many of the generated tokens spell the returned text: all of them, unless they spell
+    it and then go on (a stop string a server cut from the text but not from the tokens, their
+    logprobs and their count: llama.cpp's server, vLLM's token_ids)."""
+    joined = "".join(tokens)
+    if len(joined) <= len(text) or not joined.startswith(text):
+        return len(tokens)
+    length = 0
+    for k, token in enumerate(tokens):
+        if length >= len(text):
+            return k
+        length += len(token)
+    return len(tokens)
+
+
 def longest_agreeing_prefix(agrees: Sequence[bool]) -> int:
     n = 0
     for ok in agrees:

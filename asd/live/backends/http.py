@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
 from asd.errors import BackendError, ConfigError
-from asd.live.backends.base import Backend, Generation, Score, register
+from asd.live.backends.base import Backend, Generation, Score, register, tokens_of_text
 
 RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
 
@@ -260,11 +260,19 @@ class StreamedCompletion:
                 "--interrupt_requests false, or set concurrency: 1)"
             )
         n_output = self.usage.get("completion_tokens") if self.usage else len(self.tokens) or self.text_events
+        text, tokens = "".join(self.text), [str(t) for t in self.tokens]
+        logprobs, tops = [float(x) for x in self.logprobs if x is not None], self.tops
+        keep = tokens_of_text(text, tokens)
+        if keep < len(tokens):
+            # llama.cpp's server leaves the stop string out of `text` but sends its token, its
+            # logprob and its count: the output is what the text holds, as the in-process backend
+            # cuts it (`local._cut_at_stop`), so token counts and logprobs agree across backends
+            tokens, logprobs, tops, n_output = tokens[:keep], logprobs[:keep], tops[:keep], keep
         return Generation(
-            text="".join(self.text),
-            tokens=[str(t) for t in self.tokens],
-            token_logprobs=[float(x) for x in self.logprobs if x is not None],
-            top_logprobs=[t or {} for t in self.tops] if self.tops else None,
+            text=text,
+            tokens=tokens,
+            token_logprobs=logprobs,
+            top_logprobs=[t or {} for t in tops] if tops else None,
             n_prompt_tokens=n_prompt_tokens,
             n_output_tokens=n_output if n_output is not None else len(self.tokens),
             ttft_ms=self.ttft_ms,

@@ -13,7 +13,7 @@ import time
 from typing import Sequence
 
 from asd.errors import BackendError
-from asd.live.backends.base import Backend, Generation, Score, register
+from asd.live.backends.base import Backend, Generation, Score, register, tokens_of_text
 
 
 def _timings_ms(metrics) -> tuple[float | None, float | None]:
@@ -61,6 +61,8 @@ def generation_from_output(output, tier_name: str = "") -> Generation:
         logprobs.append(float(entry[token_id].logprob))
         tops.append({_token_text(entry, tid): float(lp.logprob) for tid, lp in entry.items()})
         tokens.append(_token_text(entry, token_id))
+    keep = tokens_of_text(completion.text, tokens)  # the stop string's tokens are not the answer's
+    token_ids, logprobs, tops, tokens = token_ids[:keep], logprobs[:keep], tops[:keep], tokens[:keep]
     ttft_ms, e2e_ms = _timings_ms(getattr(output, "metrics", None))
     return Generation(
         text=completion.text,

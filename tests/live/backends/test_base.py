@@ -47,3 +47,13 @@ def test_templates_wrap_prompts():
     assert Backend({"name": "t"}).format_prompt("raw") == "raw"
     with pytest.raises(ConfigError, match="cannot apply a chat template"):
         Backend({"name": "t", "template": "chat"}).format_prompt("x")
+
+
+def test_tokens_of_text_keeps_the_tokens_that_spell_the_returned_text():
+    from asd.live.backends.base import tokens_of_text
+
+    assert tokens_of_text(" Zn", [" Zn", "\n"]) == 1  # the stop string's token
+    assert tokens_of_text("", ["\n"]) == 0
+    assert tokens_of_text("ab", ["a", "b"]) == 2
+    assert tokens_of_text("abc", ["ab", "cd"]) == 2  # a token the text ends inside stays
+    assert tokens_of_text("xy", ["a", "b", "c"]) == 3  # tokens that do not spell the text: all kept

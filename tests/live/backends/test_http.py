@@ -121,3 +121,24 @@ def test_describe_maps_each_servers_version_route(routes, model, expected):
         backend.close()
     assert info == {"backend": "openai", "backend_version": expected,
                     "model_id": routes["/v1/models"]["data"][0]["id"], "url": url}
+
+
+def test_a_stop_string_the_server_cuts_from_the_text_is_cut_from_the_tokens_too(llama_server, smollm2):
+    """llama.cpp's server leaves the stop string out of `text` but sends its token, logprob and
+    count: " Tokyo" was recorded as 2 tokens ("\\n" the second), the in-process tier as 1."""
+    tier = {"template": "<|im_start|>Question: {prompt}\nAnswer:", "stop": ["\n"]}
+    remote_backend = make_backend({"name": "h", "backend": "openai", "url": llama_server, **tier})
+    local_backend = make_backend({"name": "l", "backend": "llama_cpp", "model": smollm2, "n_ctx": 512,
+                                  "n_threads": 1, **tier})
+    try:
+        prompt = remote_backend.format_prompt(QUESTION)
+        remote = remote_backend.generate([prompt], max_tokens=24, temperature=0.0, top_logprobs=3)[0]
+        here = local_backend.generate([prompt], max_tokens=24, temperature=0.0, top_logprobs=3)[0]
+    finally:
+        remote_backend.close()
+        local_backend.close()
+    assert remote.finish_reason == "stop" and "\n" not in remote.text  # the stop string was met
+    assert remote.text == here.text
+    assert remote.n_output_tokens == here.n_output_tokens == len(remote.token_logprobs) == len(remote.tokens)
+    assert "".join(remote.tokens) == remote.text
+    assert remote.token_logprobs == pytest.approx(here.token_logprobs, abs=1e-3)

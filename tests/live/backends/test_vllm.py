@@ -180,3 +180,14 @@ def test_without_vllm_installed_the_tier_fails_with_one_line(monkeypatch):
     monkeypatch.setitem(sys.modules, "vllm", None)
     with pytest.raises(BackendError, match="backend vllm needs vLLM"):
         make_backend({"name": "big", "backend": "vllm", "model": "x"})
+
+
+def test_the_tokens_of_a_stop_string_vllm_cut_from_the_text_are_not_the_answers():
+    """vLLM cuts a stop string from `text` and keeps its tokens in token_ids and logprobs."""
+    positions = completion_positions()
+    positions[1] = {13: Logprob(-0.4, 1, "\n"), 14: Logprob(-1.5, 2, "!")}
+    out = RequestOutput("r1", "The capital of France is", [1, 2, 3], None,
+                        [CompletionOutput(0, " Paris", (11, 13), -0.5, positions, "stop")])
+    gen = generation_from_output(out, "t")
+    assert gen.text == " Paris" and gen.tokens == [" Paris"] and gen.token_ids == [11]
+    assert gen.token_logprobs == [-0.1] and gen.n_output_tokens == 1 and len(gen.top_logprobs) == 1
