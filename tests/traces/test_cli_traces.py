@@ -199,9 +199,11 @@ def test_write_json_failure_is_an_asd_error(tmp_path):
     from asd.cli import write_json
     from asd.errors import AsdError
 
-    (tmp_path / "gone").mkdir()
+    (tmp_path / "afile").write_text("")  # a folder cannot be made under a file
     with pytest.raises(AsdError, match="cannot write --json"):
-        write_json(str(tmp_path / "gone" / "sub" / "x.json"), {"a": 1})
+        write_json(str(tmp_path / "afile" / "sub" / "x.json"), {"a": 1})
+    write_json(str(tmp_path / "gone" / "sub" / "x.json"), {"a": float("nan")})  # missing folders are made
+    assert (tmp_path / "gone" / "sub" / "x.json").read_text() == '{\n  "a": null\n}\n'
 
 
 def _rewrite(bundle, table, edit):
