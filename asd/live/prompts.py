@@ -102,7 +102,22 @@ def _from_question_set(frame: pd.DataFrame, path: Path, where: list[str]) -> pd.
 
 def _read_jsonl(path: Path) -> tuple[pd.DataFrame, list[str]]:
     numbered = list(iter_jsonl_objects(path))
+    for number, row in numbered:
+        for key, value in row.items():
+            # JSON lets "\ud800" stand alone; no model can be sent it, and pyarrow's refusal
+            # later named no line
+            if isinstance(value, str) and not _encodable(value):
+                raise TraceError(f"{path}, line {number}: {key!r} holds a lone surrogate (an unpaired "
+                                 "\\ud800-\\udfff escape), which is not text")
     return pd.DataFrame([row for _, row in numbered]), [f"line {number}" for number, _ in numbered]
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _read_csv(path: Path) -> tuple[pd.DataFrame, list[str]]:

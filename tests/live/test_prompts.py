@@ -36,6 +36,7 @@ def test_request_ids_default_to_row_numbers(tmp_path):
         ('\n{"request_id": "a", "prompt": "x"}\n{"request_id": "a", "prompt": "y"}\n',
          r"bad.jsonl, line 3: duplicate request_id 'a' \(first at line 2\)"),
         ('[1, 2]\n', "line 1: expected a JSON object"),
+        ('{"prompt": "a"}\n{"prompt": "bad \\ud800 here"}\n', r"bad.jsonl, line 2: 'prompt' holds a lone surrogate"),
     ],
 )
 def test_malformed_prompt_files_name_the_problem(tmp_path, content, message):
