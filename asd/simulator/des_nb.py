@@ -29,8 +29,9 @@ randomness inside: arrivals come from the caller (des.arrival_times, seeded).
 Simultaneous events (as Vidur orders them): every event at an instant t (arrivals, iteration ends,
 moves to the next tier) is processed before any batch forms at t. Then, in each tier, the replicas
 free at t (their iteration ended at t, or idle) form their batches in replica order, each
-admitting from the queue head as above, the requests waiting shared out evenly over them (the
-first take the odd ones; the end of simulate_cascade_nb's loop). So requests arriving together
+admitting from the queue head as above, the requests waiting shared out evenly over those with
+a free slot (the first take the odd ones; a full batch takes none; the end of
+simulate_cascade_nb's loop). So requests arriving together
 share an iteration on a single free replica and are spread over several (as a load balancer
 would), and an arrival at exactly an iteration's end joins the next iteration whatever order
 the two events were pushed in.
@@ -377,9 +378,11 @@ def simulate_cascade_nb(arrival_ms, arrival_order, start, stop, after_start, n_p
         # replicas in order (as a load balancer spreads them), until the queue is empty and none is due
         for j in range(pending[P_JOINED]):
             tier = joined_tiers[j]
+            # only replicas with a free slot share the queue: a full one's share would wait an
+            # iteration while an earlier replica still had room
             n_free = 0
             for k in range(first_replica[tier], first_replica[tier + 1]):
-                if replica_state[k, REP_BUSY] != RUNNING:
+                if replica_state[k, REP_BUSY] != RUNNING and replica_state[k, REP_BATCH] < max_batch[tier]:
                     n_free += 1
             for k in range(first_replica[tier], first_replica[tier + 1]):
                 if queue_ends[tier, 0] == queue_ends[tier, 1] and tier_pending[tier, 1] == 0:
@@ -388,9 +391,11 @@ def simulate_cascade_nb(arrival_ms, arrival_order, start, stop, after_start, n_p
                 if state != RUNNING:
                     if state == DUE:
                         tier_pending[tier, 1] -= 1
-                    waiting = queue_ends[tier, 1] - queue_ends[tier, 0]
-                    share = (waiting + n_free - 1) // n_free  # ceil: the first free replicas take the odd ones
-                    n_free -= 1
+                    share = 0  # a full batch runs its iteration and admits nobody
+                    if replica_state[k, REP_BATCH] < max_batch[tier]:
+                        waiting = queue_ends[tier, 1] - queue_ends[tier, 0]
+                        share = (waiting + n_free - 1) // n_free  # ceil: the first free replicas take the odd ones
+                        n_free -= 1
                     start_iteration_nb(k, t, share, replica_tier, coeffs, max_batch, kv_capacity, start, n_prompt,
                                        n_decode, n_prompt_cont, n_decode_cont, n_kv_cont, queue, queue_order,
                                        by_priority, queue_ends, queue_area, queue_since, slots, replica_state,

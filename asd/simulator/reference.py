@@ -211,8 +211,13 @@ def simulate_cascade(arrival_ms, arrival_order, start, stop, after_start, n_prom
         them (the first take the odd ones), then every other due one, in replica order."""
         for tier in joined:
             free = [k for k in range(first_replica[tier], first_replica[tier + 1]) if state[k] != RUNNING]
-            for i, k in enumerate(free):
-                start_iteration(k, t, math.ceil(queue_length(tier) / (len(free) - i)))
+            roomy = sum(len(batches[k]) < max_batch[tier] for k in free)  # a full one takes no share
+            for k in free:
+                if len(batches[k]) < max_batch[tier]:
+                    start_iteration(k, t, math.ceil(queue_length(tier) / roomy))
+                    roomy -= 1
+                else:
+                    start_iteration(k, t, 0)
         for k in sorted(due):
             if state[k] == DUE:
                 start_iteration(k, t)

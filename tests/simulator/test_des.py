@@ -71,6 +71,28 @@ def test_requests_arriving_at_one_instant_are_spread_over_the_free_replicas():
     assert one.tier_admit_ms[:, 0].tolist() == [0.0] * 4 + [10 + 2 * 14.0]
 
 
+def test_a_full_replica_takes_no_share_so_a_replica_with_room_admits_everyone_at_once():
+    """At t = 1 replica 0 has three free slots and replica 1 a full batch, both due, and two
+    requests arrive: replica 0 took only its share (one), replica 1 could take none, and the
+    other waited an iteration (admitted at 2). Found against queueing theory by a hunt."""
+    decode = np.array([100, 1, 1, 1, 100, 100, 100, 100, 5, 5])[:, None]
+    n = len(decode)
+    arrival = np.array([0.0] * 8 + [1.0, 1.0])
+    pools = Pools.build(np.array([[1.0, 0, 0, 0]]), replicas=2, max_batch=4)
+    result = simulate(np.zeros(n, int), np.zeros(n, int), np.zeros((n, 1), np.int64), decode, arrival_ms=arrival,
+                      pools=pools)
+    assert result.tier_replica[8:, 0].tolist() == [0, 0]
+    assert result.tier_admit_ms[8:, 0].tolist() == [1.0, 1.0]
+    zero, tokens = np.zeros(n, np.int64), np.zeros((n, 1), np.int64)
+    got, want, _, _ = _run_both({"n_prompt": tokens, "n_decode": decode, "n_prompt_cont": tokens,
+                                 "n_decode_cont": decode, "n_kv_cont": tokens, "start": zero, "stop": zero,
+                                 "after_start": zero, "coeffs": np.array([[1.0, 0, 0, 0]]), "replicas": np.array([2]),
+                                 "max_batch": np.array([4]), "kv_capacity": np.array([10**6]),
+                                 "arrival_ms": arrival})
+    for g, w in zip(got, want):  # the reference twin shares out the same way
+        np.testing.assert_allclose(g, w, equal_nan=True)
+
+
 def test_an_arrival_at_exactly_an_iteration_end_joins_the_next_iteration_whatever_else_happened():
     # A (5 tokens) arrives at 0; its first iteration ends at 10, when C arrives. Whether the arrival
     # event was pushed before or after that iteration's end (B's arrival at 5 reorders them), C is
