@@ -668,8 +668,9 @@ class Evaluation:
     def tuned_baseline(self, name: str, *, latency=None, cost_rel=None, folds=None, timer_for=None) -> Outcomes:
         """`threshold` or `router`, each fold's member picked on its calibration rows under the
         same constraint, replayed on its held-out rows and pooled (over `folds`: all by default).
-        timer_for: view rows → a timer of outcomes on them under a load (`job.des_latency`), so a
-        latency limit is met under that load on the calibration rows too; None: replayed."""
+        timer_for: (fold, positions of its calibration rows) → a timer of outcomes on them under a
+        load (`job.tuned_latency`), so a latency limit is met under that load on the calibration
+        rows too; None: replayed."""
         parts = []
         for f in self.folds if folds is None else folds:
             if name == "threshold":
@@ -684,8 +685,8 @@ class Evaluation:
             if latency is not None and timer_for is not None:
                 timer = f.timers.get(name)
                 if timer is None or timer.key != timer_for.key:
-                    tuned_rows = f.cal if scored.rows is None else f.cal[scored.rows]
-                    timer = f.timers[name] = timer_for(tuned_rows)
+                    positions = np.arange(f.cal.size) if scored.rows is None else scored.rows
+                    timer = f.timers[name] = timer_for(f, positions)
             c = scored.choose(latency=latency, cost_rel=cost_rel, timer=timer)
             parts.append(walk_outcomes(*scored.family.start_stop(held_scores, c), f.held_arrays))
         return Outcomes.concat(parts)

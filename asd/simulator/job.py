@@ -275,31 +275,46 @@ def difficulty_priority(ev: Evaluation, out: Outcomes) -> np.ndarray:
     for f in ev.folds:
         rows = np.arange(lo, lo + f.held.size)
         lo += f.held.size
-        prompt_p = ev.router_scores(f)[1]  # (Nh, L) P(acceptable at s) from the prompt
-        policy, t = f.policy, f.policy.tables
-        expected = np.empty_like(prompt_p)
-        expected[:, 0] = prompt_p[:, 0]
-        start = out.start[rows]
-        for i in range(1, ev.view.n_tiers):
-            climbed = t.trans[i - 1] @ policy.q_mean[i]  # E[acceptance at i | bin at i − 1]
-            expected[:, i] = climbed[f.tier_bins[:, i - 1]]
-            if t.cold_start and i - 1 > 0:  # climbed from a cold start at i − 1: its cold bin and row
-                cold = (t.trans_cold[i - 1] @ policy.q_mean[i])[f.cold_bins[:, i - 1]]
-                expected[:, i] = np.where(start == i - 1, cold, expected[:, i])
-        at_start = np.arange(rows.size)
-        expected[at_start, start] = prompt_p[at_start, start]
-        keys[rows] = 1.0 - expected
+        keys[rows] = _difficulty_keys(f.policy, ev.router_scores(f)[1], f.tier_bins, f.cold_bins, out.start[rows])
     return keys
 
 
+def calibration_priority(ev: Evaluation, fold, positions: np.ndarray, out: Outcomes) -> np.ndarray:
+    """`difficulty_priority` for the calibration rows `fold.cal[positions]` (a tuned baseline's,
+    picked under the same load and scheduler as the policy's λ): their out-of-fold prompt
+    scores and bins, through the fold's policy."""
+    _, tier_bins, cold_bins = fold.cal_bins
+    return _difficulty_keys(fold.policy, ev.router_scores(fold)[0][positions], tier_bins[positions],
+                            cold_bins[positions], out.start)
+
+
+def _difficulty_keys(policy, prompt_p: np.ndarray, tier_bins: np.ndarray, cold_bins: np.ndarray,
+                     start: np.ndarray) -> np.ndarray:
+    """1 − expected acceptance at each tier as a request joins its queue (see difficulty_priority)."""
+    t = policy.tables
+    expected = np.empty_like(prompt_p)
+    expected[:, 0] = prompt_p[:, 0]
+    for i in range(1, prompt_p.shape[1]):
+        climbed = t.trans[i - 1] @ policy.q_mean[i]  # E[acceptance at i | bin at i − 1]
+        expected[:, i] = climbed[tier_bins[:, i - 1]]
+        if t.cold_start and i - 1 > 0:  # climbed from a cold start at i − 1: its cold bin and row
+            cold = (t.trans_cold[i - 1] @ policy.q_mean[i])[cold_bins[:, i - 1]]
+            expected[:, i] = np.where(start == i - 1, cold, expected[:, i])
+    at_start = np.arange(start.size)
+    expected[at_start, start] = prompt_p[at_start, start]
+    return 1.0 - expected
+
+
 def des_latency(ev: Evaluation, *, rate: float | None, replicas=1, max_batch: int = 256, seed: int = 0,
-                scheduler: str = "fifo", arrivals: str = "poisson", cv: float = 1.0, rows: np.ndarray | None = None):
+                scheduler: str = "fifo", arrivals: str = "poisson", cv: float = 1.0, rows: np.ndarray | None = None,
+                fold=None, positions: np.ndarray | None = None):
     """outcomes → the same outcomes with latencies from the discrete-event simulation over the
     pooled held-out requests (or the view's `rows`, in that order): arrivals Poisson at `rate`
     req/s, gamma gaps with coefficient of variation `cv` at that rate (bursty for cv > 1), or the
     trace's recorded offsets; one pool per tier (`replicas`, TP from the cost model,
     `max_batch`), iteration times from the cost model's coefficients; queues FIFO or by
-    predicted difficulty (`scheduler`, see difficulty_priority; held-out requests only). The
+    predicted difficulty (`scheduler`, see difficulty_priority; for `rows` other than the
+    held-out ones, the calibration rows `fold.cal[positions]` of a fold, calibration_priority). The
     function's `key` names the load, for `tuned_latency`. A request alone gets its replayed
     latency under the profile and params cost models, whose replay is the same iteration model;
     not under trace, where replay charges the recorded e2e (else the TTFT + TPOT fit) and the
@@ -307,8 +322,9 @@ def des_latency(ev: Evaluation, *, rate: float | None, replicas=1, max_batch: in
     from asd.simulator.des import Pools, arrival_times
     from asd.simulator.des import simulate as run_des
 
-    if rows is not None and scheduler != "fifo":
-        raise ConfigError("des_latency: the difficulty scheduler's keys are for the held-out requests only")
+    if rows is not None and scheduler != "fifo" and fold is None:
+        raise ConfigError("des_latency: the difficulty scheduler's keys for rows other than the held-out ones "
+                          "are a fold's calibration rows (give fold and positions)")
     c, rows = ev.costs, ev.held if rows is None else rows
     n_prompt, n_out = np.rint(c.n_prompt_tokens[rows]), np.rint(c.n_output_tokens[rows])
     n_draft, n_acc = np.rint(c.n_draft_tokens[rows]), np.rint(c.n_accepted[rows])
@@ -324,7 +340,10 @@ def des_latency(ev: Evaluation, *, rate: float | None, replicas=1, max_batch: in
         arrival = arrival_times(rows.size, process=arrivals, rate=rate, cv=cv, seed=seed)
 
     def latency(out: Outcomes) -> Outcomes:
-        priority = difficulty_priority(ev, out) if scheduler == "difficulty" else None
+        priority = None
+        if scheduler == "difficulty":
+            priority = (difficulty_priority(ev, out) if fold is None
+                        else calibration_priority(ev, fold, positions, out))
         path = tokens
         if out.after_start is not None:  # a path skipping tiers: the tier it skips to regenerates, as replayed
             skip = np.flatnonzero(out.after_start > out.start + 1)
@@ -338,24 +357,27 @@ def des_latency(ev: Evaluation, *, rate: float | None, replicas=1, max_batch: in
         latency.last = run
         return Outcomes(out.start, out.stop, out.cost, run.e2e_ms, out.quality, out.after_start)
     latency.pools = pools
-    latency.key = _load_key(rate, replicas, max_batch, seed, arrivals, cv)
+    latency.key = _load_key(rate, replicas, max_batch, seed, arrivals, cv, scheduler)
     return latency
 
 
-def _load_key(rate, replicas, max_batch, seed, arrivals, cv) -> tuple:
-    return ("des", rate, tuple(np.atleast_1d(replicas).tolist()), max_batch, seed, arrivals, cv)
+def _load_key(rate, replicas, max_batch, seed, arrivals, cv, scheduler) -> tuple:
+    return ("des", rate, tuple(np.atleast_1d(replicas).tolist()), max_batch, seed, arrivals, cv, scheduler)
 
 
-def tuned_latency(ev: Evaluation, *, rate, replicas=1, max_batch=256, seed=0, arrivals="poisson", cv=1.0):
-    """view rows → their timer under the same load (`des_latency`, FIFO queues): the tuned
-    baselines pick their member by the latency this load gives on their calibration rows, as
-    the policy's λ is searched under it; replayed latencies chose members the load then pushed
-    past τ_max (p95 626 → 1624 ms for threshold on the built-in trace at 6 req/s). Arrivals at
-    the same rate, so the calibration rows meet the same load as the held-out ones."""
-    def timer_for(rows: np.ndarray):
+def tuned_latency(ev: Evaluation, *, rate, replicas=1, max_batch=256, seed=0, arrivals="poisson", cv=1.0,
+                  scheduler="fifo"):
+    """(fold, positions of its calibration rows) → their timer under the same load and queues
+    (`des_latency`): the tuned baselines pick their member by the latency this load gives on
+    their calibration rows, as the policy's λ is searched under it; replayed latencies chose
+    members the load then pushed past τ_max (p95 626 → 1624 ms for threshold on the built-in
+    trace at 6 req/s), and FIFO queues under `--scheduler difficulty` others than the held-out
+    run's. Arrivals at the same rate, so the calibration rows meet the same load as the held-out
+    ones."""
+    def timer_for(fold, positions: np.ndarray):
         return des_latency(ev, rate=rate, replicas=replicas, max_batch=max_batch, seed=seed, arrivals=arrivals,
-                           cv=cv, rows=rows)
-    timer_for.key = _load_key(rate, replicas, max_batch, seed, arrivals, cv)
+                           cv=cv, rows=fold.cal[positions], scheduler=scheduler, fold=fold, positions=positions)
+    timer_for.key = _load_key(rate, replicas, max_batch, seed, arrivals, cv, scheduler)
     return timer_for
 
 
@@ -450,7 +472,7 @@ def simulate(bundle="builtin", *, tau_max: float, stat: str = "p95", mode: str =
                if mode == "des" else None)
     timed = (lambda out: out) if latency is None else latency
     timer_for = (tuned_latency(ev, rate=rate, replicas=replicas, max_batch=max_batch, seed=seed, arrivals=arrivals,
-                               cv=cv) if mode == "des" else None)
+                               cv=cv, scheduler=scheduler) if mode == "des" else None)
     if not ev.fitted:
         return _simulate_label_free(ev, tau_max, stat, mode, latency,
                                     lambda: _load(ev, latency, rate, arrivals, cv, scheduler, max_batch, chrome_trace))

@@ -1581,15 +1581,44 @@ def test_under_des_the_tuned_baselines_meet_tau_by_the_loads_latency_on_their_ca
         timer = des_latency(ev, rows=f.cal, **load)
         stats = np.array([latency_stat(timer(scored._paths.outcomes(start, stop)).latency_ms, "p95")
                           for start, stop in scored.family.members(scored.scores)])
-        np.testing.assert_array_equal(scored.latency("p95", timer_for(f.cal)), stats)
+        every = np.arange(f.cal.size)
+        np.testing.assert_array_equal(scored.latency("p95", timer_for(f, every)), stats)
         ok = stats <= 800
         assert ok.any()
         best = np.flatnonzero(ok)[np.argmax(scored.quality[ok])]
-        chosen = scored.choose(latency=("p95", 800.0), timer=timer_for(f.cal))
+        chosen = scored.choose(latency=("p95", 800.0), timer=timer_for(f, every))
         assert scored.quality[chosen] == scored.quality[best] and stats[chosen] <= 800
     # replay mode still picks on replayed latencies
     replayed = simulate(tau_max=800, evaluation=ev)["baselines"]["router"]
     assert replayed["latency_ms"]["p95"] <= 800
+
+
+def test_under_the_difficulty_scheduler_the_tuned_baselines_are_timed_with_it_on_their_calibration_rows():
+    """They were picked under FIFO queues while the policy's λ and every held-out run used the
+    difficulty scheduler. Now a fold's calibration rows get their keys as the held-out ones do:
+    the prompt models' out-of-fold scores at the start tier, the fold policy's bins after a climb."""
+    from asd.simulator.job import _difficulty_keys, calibration_priority, des_latency, tuned_latency
+
+    ev = Evaluation("builtin", folds=3, seed=0)
+    load = dict(rate=6.0, max_batch=4, seed=0)
+    simulate(tau_max=800, mode="des", evaluation=ev, scheduler="difficulty", **load)
+    f = ev.folds[0]
+    scored = f.tuned["router"]
+    assert f.timers["router"].key[-1] == "difficulty"
+    every = np.arange(f.cal.size)
+    start, stop = next(iter(scored.family.members(scored.scores)))
+    out = scored._paths.outcomes(start, stop)
+    keys = calibration_priority(ev, f, every, out)
+    # by hand for the rows that start at tier 0: 1 − their prompt model's P(acceptable at tier 0)
+    at0 = out.start == 0
+    np.testing.assert_allclose(keys[at0, 0], 1.0 - ev.router_scores(f)[0][at0, 0])
+    np.testing.assert_array_equal(keys, _difficulty_keys(f.policy, ev.router_scores(f)[0], f.cal_bins[1],
+                                                         f.cal_bins[2], out.start))
+    timed = tuned_latency(ev, scheduler="difficulty", **load)(f, every)(out).latency_ms
+    fifo = des_latency(ev, rows=f.cal, **load)(out).latency_ms
+    assert timed.mean() == pytest.approx(fifo.mean(), rel=0.5) and not np.array_equal(timed, fifo)
+    with pytest.raises(ConfigError, match="give fold and positions"):
+        des_latency(ev, rows=f.cal, scheduler="difficulty", **load)
 
 
 def test_sweep_budgets_span_the_single_tiers_costs_where_the_first_tier_is_the_dearer():
