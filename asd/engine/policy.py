@@ -885,7 +885,7 @@ class Policy:
         quality in [0, 1]), and either bins (M,) the bin its p̂ fell in, or features (M, F) its
         tier features (binned here with the policy's predictor). cold (M,) bool marks answers
         given at a tier the request started at cold (they update the cold posteriors; tier 0
-        is one state). Only the Beta posteriors and counts change: transitions, costs and the
+        is one state; tables without a cold state, `cold_start` False, count them as climbed). Only the Beta posteriors and counts change: transitions, costs and the
         start evidence stay as calibrated (refit for those). With pooled tables (`pool_bins`) an
         outcome counts in the neighbouring bins' posteriors with the calibration's weights.
         meta["online_updates"] counts the observations folded in so far."""
@@ -915,6 +915,10 @@ class Policy:
         if cold.shape != (m,):
             raise PolicyError(f"update: cold has shape {cold.shape}: expected ({m},)")
         t = self.tables
+        if not t.cold_start:
+            # tables without a cold state price a cold start as a climb (the solve copies the
+            # climbed tables): its outcomes count there, or they would never be read again
+            cold = np.zeros(m, dtype=bool)
         weights = pooling_weights(t.n_bins, t.pool_bins)  # symmetric: a bin's row is its column
         new = {}
         for suffix, rows in (("", ~cold | (tiers == 0)), ("_cold", cold | (tiers == 0))):

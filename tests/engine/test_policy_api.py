@@ -383,3 +383,19 @@ def test_a_policy_file_whose_predictor_the_kernels_cannot_trust_is_refused(tmp_p
     with pytest.raises(PolicyError, match=rf"policy file {re.escape(str(tmp_path / 'bad.npz'))}: .*{re.escape(message)}") as refused:
         Policy.load(tmp_path / "bad.npz")
     assert "\n" not in str(refused.value)
+
+
+def test_cold_outcomes_count_as_climbed_where_the_tables_have_no_cold_state():
+    """They went into cold posteriors that such tables never read: live feedback on requests
+    that started cold was lost without a word."""
+    rng = np.random.default_rng(0)
+    p = rng.random((300, 3))
+    acc = (rng.random((300, 3)) < p) * 1.0
+    policy = Policy(build_tables(p, acc, [1, 2, 3], n_bins=5), Predictor.identity(3), lam=12.0)
+    assert not policy.tables.cold_start
+    obs = dict(tiers=np.full(1000, 1), accepted=np.zeros(1000), bins=np.full(1000, 4))
+    cold = policy.update(**obs, cold=np.ones(1000, dtype=bool))
+    climbed = policy.update(**obs)
+    np.testing.assert_array_equal(cold.tables.beta, climbed.tables.beta)
+    assert cold.tables.beta[1, 4] == policy.tables.beta[1, 4] + 1000
+    assert cold.stop_table[1, 4] == 0 != policy.stop_table[1, 4]  # a thousand rejections: go on
