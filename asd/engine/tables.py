@@ -12,12 +12,13 @@ start_p_hat). Stage 0 starts requests cold, so its kernel trans0 maps prompt bin
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from asd.errors import PolicyError
+from asd.errors import PolicyError, real_number
 
 BINNINGS = ("quantile", "fixed")
 COLD_FIELDS = ("alpha_cold", "beta_cold", "n_obs_cold", "trans_cold", "cnext_cold")
@@ -381,12 +382,18 @@ def build_tables(
         raise PolicyError(f"n_bins={n_bins!r}: must be a positive integer")
     if binning not in BINNINGS:
         raise PolicyError(f"binning {binning!r}: use one of {', '.join(BINNINGS)}")
-    if not (prior_alpha > 0 and prior_beta > 0):
-        raise PolicyError(f"Beta prior ({prior_alpha}, {prior_beta}): both parameters must be > 0")
-    if prior_strength is not None and not prior_strength > 0:
-        raise PolicyError(f"prior_strength={prior_strength}: must be > 0 pseudo-observations")
-    if not smoothing >= 0:
-        raise PolicyError(f"smoothing={smoothing}: must be >= 0")
+    # finite numbers: an infinite prior or smoothing made NaN tables that never stop, even at λ = 0
+    prior_alpha, prior_beta = (real_number(name, v, PolicyError) for name, v in
+                               (("prior_alpha", prior_alpha), ("prior_beta", prior_beta)))
+    if not (0 < prior_alpha < math.inf and 0 < prior_beta < math.inf):
+        raise PolicyError(f"Beta prior ({prior_alpha}, {prior_beta}): both parameters must be finite and > 0")
+    if prior_strength is not None:
+        prior_strength = real_number("prior_strength", prior_strength, PolicyError)
+        if not 0 < prior_strength < math.inf:
+            raise PolicyError(f"prior_strength={prior_strength}: must be a finite number > 0 of pseudo-observations")
+    smoothing = real_number("smoothing", smoothing, PolicyError)
+    if not 0 <= smoothing < math.inf:
+        raise PolicyError(f"smoothing={smoothing}: must be finite and >= 0")
     if not isinstance(p_hat_weight, (int, float, np.integer, np.floating)) or not 0.0 <= p_hat_weight <= 1.0:
         raise PolicyError(f"p_hat_weight={p_hat_weight!r}: must lie in [0, 1]")
     check_pool_bins(pool_bins)
