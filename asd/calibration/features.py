@@ -25,7 +25,9 @@ from asd.calibration.answers import KIND_NUMBER, KIND_OPTION, PUNCTUATION_TO_SPA
 from asd.calibration.views import TokenLists, TraceView
 from asd.errors import ConfigError
 
-SPEC_VERSION = 1
+# 2: stage 0's prompt_log_tokens from the prompt's characters (as the live runner knows it), not
+# tier 0's recorded count; a version-1 policy would be replayed on values it was not fitted on
+SPEC_VERSION = 2
 LAST_TOKENS = 32
 LOW_LOGPROBS = (-1.0, -2.3)  # p < 0.37 and p < 0.1
 MAX_TASKS = 64  # task one-hot columns: the most frequent tasks; the rest are all-zero
@@ -104,7 +106,8 @@ PROMPT_FEATURES: dict[str, str] = {
     "prompt_missing": "1 where the prompt text was not recorded (its text features are 0)",
     "prompt_log_chars": "log(1 + prompt characters)",
     "prompt_log_words": "log(1 + prompt words)",
-    "prompt_log_tokens": "log(1 + tier 0's prompt tokens); missing: log(1 + chars / 4)",
+    "prompt_log_tokens": "log(1 + prompt chars / 4), as the live runner knows it before tier 0 runs; no prompt "
+                         "text: log(1 + tier 0's prompt tokens)",
     "prompt_digit_share": "share of characters that are digits",
     "prompt_log_question_marks": "log(1 + number of '?')",
     "prompt_has_options": "at least two lettered option lines ('A. ...', '(B) ...')",
@@ -572,6 +575,10 @@ def prompt_features(view: TraceView, tasks: list[str]) -> tuple[np.ndarray, list
     names = list(PROMPT_FEATURES) + [TASK_PREFIX + t for t in tasks]
     n = view.n_requests
     x = np.zeros((n, len(names)), dtype=np.float64)
+    # The prompt's length in tokens as stage 0 knows it: from its characters, as the live runner
+    # has it before any tier ran. Tier 0's recorded count (its chat template's tokens) is used
+    # only where no prompt text was recorded: it made stage 0 learn, and replay, a value the
+    # deployed decision never sees (the built-in trace's starts differed on 380 of 600 requests).
     tokens0 = view.n_prompt_tokens[:, 0] if view.n_tiers else np.full(n, np.nan)
     known = np.isfinite(tokens0) & (tokens0 >= 0)
     x[:, 0] = 1.0
@@ -582,8 +589,7 @@ def prompt_features(view: TraceView, tasks: list[str]) -> tuple[np.ndarray, list
         x[r, 0] = 0.0
         x[r, 1] = np.log1p(chars)
         x[r, 2] = np.log1p(len(prompt.split()))
-        if not known[r]:
-            x[r, 3] = np.log1p(chars / 4.0)
+        x[r, 3] = np.log1p(chars / 4.0)
         x[r, 4] = sum(map(prompt.count, _DIGITS)) / chars if chars else 0.0
         x[r, 5] = np.log1p(prompt.count("?"))
         x[r, 6] = float(len(_OPTION_LINE.findall(prompt)) >= 2)

@@ -122,12 +122,12 @@ def test_a_broken_policy_fails_with_the_expected_message_and_exit_1(broken, tmp_
     junit = tmp_path / "check.xml"
     result = run("check", broken, "builtin", *promise_argv(SPEC["promises"]), "--junit", junit)
     assert result.exit_code == 1, result.output
-    assert "FAIL builtin: cost relative to always-last 2.071 > 1.150" in result.output
+    assert "FAIL builtin: cost relative to always-last 2.080 > 1.150" in result.output
     assert "FAIL builtin: p95 latency 1073.8 ms > 480.0 ms" in result.output
     assert "Traceback" not in result.output
     cases = ET.parse(junit).getroot().findall(".//testcase")
     failed = {c.get("name"): c.find("failure").get("message") for c in cases if c.find("failure") is not None}
-    assert failed["max cost rel"] == "cost relative to always-last 2.071 > 1.150"
+    assert failed["max cost rel"] == "cost relative to always-last 2.080 > 1.150"
     assert failed["max p95 latency (ms)"] == "p95 latency 1073.8 ms > 480.0 ms"
     assert "min quality" not in failed  # quality is what it bought
 
@@ -140,22 +140,22 @@ def test_asd_testing_check_and_assert(broken):
         assert_policy(broken, "builtin", max_cost_rel=1.15, min_quality=0.36)
     message = str(caught.value)
     assert "max cost rel" in message and "FAIL" in message and "pass" in message
-    assert "cost relative to always-last 2.071 > 1.150" in message
+    assert "cost relative to always-last 2.080 > 1.150" in message
 
 
 def test_limits_print_to_their_measured_figures_precision():
-    # a whole-number limit printed as `1` beside a measured `1.132`, and `480` beside `423.1`
+    # a whole-number limit printed as `1` beside a measured `1.140`, and `480` beside `383.5`
     result = check_policy(POLICY, "builtin", max_cost_rel=1, max_latency={"p95": 480}, beat=["always-smollm2-135m:0"])
     shown = {r.promise: (r.shown, r.limit_text) for r in result.rows}
-    assert shown["max cost rel"] == ("1.132", "1.000")
-    assert shown["max p95 latency (ms)"] == ("423.1", "480.0")
+    assert shown["max cost rel"] == ("1.140", "1.000")
+    assert shown["max p95 latency (ms)"] == ("383.5", "480.0")
     assert shown["beat always-smollm2-135m"][1] == "0.000"
-    assert "cost relative to always-last 1.132 > 1.000" in result.table()
+    assert "cost relative to always-last 1.140 > 1.000" in result.table()
     # a limit that 3 decimals would round is shown as given: a margin of 0.0004 is not 0.000
-    fine = check_policy(POLICY, "builtin", beat=["threshold:0.0004"], max_latency={"p95": 423.05})
+    fine = check_policy(POLICY, "builtin", beat=["threshold:0.0004"], max_latency={"p95": 383.45})
     shown = {r.promise: r for r in fine.rows}
-    assert shown["beat threshold"].limit_text == "0.0004" and shown["max p95 latency (ms)"].limit_text == "423.05"
-    assert "0.0004" in shown["beat threshold"].message
+    assert shown["beat threshold"].limit_text == "0.0004" and shown["max p95 latency (ms)"].limit_text == "383.45"
+    assert not shown["max p95 latency (ms)"].passed and "383.45" in shown["max p95 latency (ms)"].message
 
 
 def test_regression_mode_compares_frontiers_and_says_where(tmp_path):
