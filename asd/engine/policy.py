@@ -836,8 +836,10 @@ class Policy:
         return prompt_bins, tier_bins, cold_bins
 
     def _check_tier(self, tier) -> int:
-        if not 0 <= int(tier) < self.n_tiers:
-            raise PolicyError(f"tier {tier}: must be in 0..{self.n_tiers - 1}")
+        # a whole number: int() truncated 1.5 to tier 1 (the climbed path refuses it) and
+        # raised a bare ValueError for "a"
+        if isinstance(tier, bool) or not isinstance(tier, (int, np.integer)) or not 0 <= tier < self.n_tiers:
+            raise PolicyError(f"tier {tier!r}: must be a whole number in 0..{self.n_tiers - 1}")
         return int(tier)
 
     def _tiers(self, tiers, n):

@@ -28,7 +28,7 @@ import numpy as np
 from typing import NamedTuple
 
 from asd.engine.dp_nb import TIE_HIGH, TIE_LOW, path_totals_nb, walk_bins_cold_nb, walk_bins_nb
-from asd.errors import PolicyError, real_number
+from asd.errors import PolicyError, real_number, whole_number
 
 LAMBDA_CAP = 1e15  # beyond this, a λ that still fits means the limit does not bind
 MAX_PINS = 4  # rounds of "pin the start table, bisect, re-solve the start table" before settling
@@ -37,7 +37,8 @@ MAX_PINS = 4  # rounds of "pin the start table, bisect, re-solve the start table
 @dataclass(frozen=True)
 class LambdaSearch:
     """status: "ok" (target binds), "infeasible" (even the cheapest λ = 0 exceeds it: `lam` is
-    0), "slack" (the deepest policy fits: `lam` is the λ where the statistic stopped growing).
+    0), "slack" (the statistic stays within the target up to LAMBDA_CAP: `lam` is the λ the
+    growing bracket reached, at or beyond the cap, where the deepest policy is solved).
     `statistic` is the value at `lam`; `evaluations` counts statistic calls. start_lam: the λ
     whose stage-0 start table the found policy uses (== lam: the plain optimum at lam; else
     `policy.solve(lam, start_lam=start_lam)` reproduces it). warning: set when the start table
@@ -60,6 +61,7 @@ class LambdaSearch:
 
 def _check_rel_tol(rel_tol) -> None:
     # NaN compared false: the bisection stopped at once and reported λ = 0 as found
+    rel_tol = real_number("rel_tol", rel_tol, PolicyError)
     if not 0.0 < rel_tol < 1.0:
         raise PolicyError(f"rel_tol={rel_tol}: must lie in (0, 1)")
 
@@ -68,8 +70,8 @@ def bisect_lambda(statistic: Callable[[float], float], target: float, *, lam_hi:
                   rel_tol: float = 1e-6, max_evaluations: int = 200) -> LambdaSearch:
     """Largest λ with statistic(λ) <= target, for a statistic non-decreasing in λ.
 
-    The bracket grows by quadrupling from lam_hi (default 1) until the statistic exceeds the
-    target; if it never does up to LAMBDA_CAP or stops changing, the target is slack.
+    The bracket grows by quadrupling from lam_hi (default 1, finite) until the statistic exceeds
+    the target; if it never does up to LAMBDA_CAP, the target is slack.
     """
     target = real_number("target", target, PolicyError)
     if not math.isfinite(target):
@@ -90,8 +92,9 @@ def bisect_lambda(statistic: Callable[[float], float], target: float, *, lam_hi:
         return LambdaSearch(0.0, at_zero, target, "infeasible", evaluations, lam_infeasible=0.0)
     lo, lo_value = 0.0, at_zero
     hi = 1.0 if lam_hi is None else real_number("lam_hi", lam_hi, PolicyError)
-    if not hi > 0:
-        raise PolicyError(f"lam_hi={lam_hi}: must be > 0")
+    if not 0 < hi < math.inf:  # an infinite bracket never narrows: it reported λ = 0 as found
+        raise PolicyError(f"lam_hi={lam_hi}: must be a finite number > 0")
+    max_evaluations = whole_number("max_evaluations", max_evaluations, 1, PolicyError)
     while True:
         hi_value = stat(hi)
         if hi_value > target:

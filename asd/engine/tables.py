@@ -124,7 +124,7 @@ def parse_risk(risk: str | float) -> float | None:
             risk = float(risk)
         except ValueError:
             raise PolicyError(f"risk mode {risk!r}: use 'mean' or a credible level γ in [0.5, 1)") from None
-    gamma = float(risk)
+    gamma = real_number("risk", risk, PolicyError)  # None or a list: one line, not float()'s TypeError
     if not (0.5 <= gamma < 1.0):
         raise PolicyError(f"risk level γ={gamma}: must lie in [0.5, 1) (a lower credible bound)")
     return gamma

@@ -272,7 +272,13 @@ def test_a_stream_of_rejections_flips_a_stopping_bin_to_continue_and_survives_sa
 
 
 def test_update_folds_cold_start_answers_into_the_cold_posteriors():
-    policy, _, _ = make_policy(np.random.default_rng(13), with_prompt=False)
+    rng = np.random.default_rng(13)
+    p_hat = rng.random((2000, 4))
+    accepted = (rng.random((2000, 4)) < p_hat) * 1.0
+    tables = build_tables(p_hat, accepted, [1.0, 2.0, 4.0, 8.0], prompt_p=rng.random(2000),
+                          start_p_hat=np.clip(p_hat + rng.normal(0, 0.1, p_hat.shape), 0, 1), n_bins=6)
+    policy = Policy(tables, Predictor.identity(4, has_prompt=True), lam=20.0)
+    assert policy.tables.cold_start
     tiers, bins = np.array([0, 2, 2, 3]), np.array([1, 1, 1, 1])
     updated = policy.update(tiers, np.ones(4), bins=bins, cold=[True, True, False, False])
     t, u = policy.tables, updated.tables
@@ -399,3 +405,19 @@ def test_cold_outcomes_count_as_climbed_where_the_tables_have_no_cold_state():
     np.testing.assert_array_equal(cold.tables.beta, climbed.tables.beta)
     assert cold.tables.beta[1, 4] == policy.tables.beta[1, 4] + 1000
     assert cold.stop_table[1, 4] == 0 != policy.stop_table[1, 4]  # a thousand rejections: go on
+
+
+def test_engine_arguments_of_the_wrong_kind_are_one_policy_error():
+    rng = np.random.default_rng(0)
+    p = rng.random((200, 3))
+    acc = (rng.random((200, 3)) < p) * 1.0
+    for kwargs in ({"prior_alpha": np.inf}, {"prior_strength": np.inf}, {"smoothing": np.inf}, {"smoothing": "x"}):
+        with pytest.raises(PolicyError, match="must be"):  # an infinite prior built NaN tables that never stop
+            build_tables(p, acc, [1, 2, 3], n_bins=4, **kwargs)
+    tables = build_tables(p, acc, [1, 2, 3], n_bins=4)
+    with pytest.raises(PolicyError, match="risk=None: must be a number"):
+        Policy(tables, Predictor.identity(3), risk=None)
+    policy = Policy(tables, Predictor.identity(3), lam=5.0)
+    for tier in (1.5, "a", True):  # 1.5 was read as tier 1 on the cold path
+        with pytest.raises(PolicyError, match="must be a whole number in 0..2"):
+            policy.decide(tier, np.array([0.5]), cold=True)

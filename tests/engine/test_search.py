@@ -3,6 +3,8 @@ limits are reported; percentiles, callback and target-share modes."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -189,3 +191,16 @@ def test_search_pinned_takes_any_statistic_callback_that_solves_with_the_pinned_
     assert policy.lam == found.lam and policy.start_lam == found.start_lam
     assert policy.walk(None, tier_bins).totals(latency).mean() == found.statistic
     assert replay_mean_latency(found.lam_infeasible, found.start_lam) > 1.5
+
+
+def test_bisect_refuses_an_infinite_bracket_and_arguments_that_are_not_numbers():
+    """lam_hi=inf never narrowed and reported λ = 0 as found ("ok"); a string rel_tol or
+    max_evaluations was a TypeError."""
+    from asd.engine import bisect_lambda
+
+    for kwargs, message in ((dict(lam_hi=float("inf")), "lam_hi=inf: must be a finite number > 0"),
+                            (dict(rel_tol="a"), "rel_tol='a': must be a number"),
+                            (dict(max_evaluations="a"), "max_evaluations='a': must be a whole number >= 1")):
+        with pytest.raises(PolicyError, match=re.escape(message)):
+            bisect_lambda(lambda lam: lam, target=1.0, **kwargs)
+    assert bisect_lambda(lambda lam: lam, target=1.0, lam_hi=1e300).lam == pytest.approx(1.0, rel=1e-5)
