@@ -93,6 +93,34 @@ class EngineTables:
         for name in COLD_FIELDS:  # absent: the cold state is priced like the climbed one
             if getattr(self, name) is None:
                 object.__setattr__(self, name, np.array(getattr(self, name.removesuffix("_cold")), dtype=np.float64))
+        self._check_shapes()
+
+    def _check_shapes(self) -> None:
+        """The shapes the class docstring states, and finite posteriors: the DP kernels index
+        these arrays unchecked (a (1, 1, 1) `trans` read past it and solved garbage)."""
+        alpha = np.asarray(self.alpha)
+        if alpha.ndim != 2 or 0 in alpha.shape:
+            raise PolicyError(f"tables: alpha has shape {alpha.shape}: expected (tiers, bins)")
+        n_tiers, n_bins = alpha.shape
+        n_prompt = np.asarray(self.edges0).shape[0] - 1 if np.asarray(self.edges0).ndim == 1 else -1
+        if n_prompt < 1:
+            raise PolicyError(f"tables: edges0 has shape {np.asarray(self.edges0).shape}: expected (prompt bins + 1,)")
+        expected = {"edges": (n_tiers, n_bins + 1), "beta": (n_tiers, n_bins), "n_obs": (n_tiers, n_bins),
+                    "trans": (n_tiers - 1, n_bins, n_bins), "trans0": (n_tiers, n_prompt, n_bins),
+                    "cnext": (n_tiers - 1, n_bins), "c0": (n_tiers, n_prompt), "alpha_cold": (n_tiers, n_bins),
+                    "beta_cold": (n_tiers, n_bins), "n_obs_cold": (n_tiers, n_bins),
+                    "trans_cold": (n_tiers - 1, n_bins, n_bins), "cnext_cold": (n_tiers - 1, n_bins)}
+        for name, shape in expected.items():
+            got = np.shape(getattr(self, name))
+            if got != shape:
+                raise PolicyError(f"tables: {name} has shape {got}: expected {shape} ({n_tiers} tiers, {n_bins} bins, "
+                                  f"{n_prompt} prompt bins)")
+        for state in ("", "_cold"):  # a posterior of certainty (α or β 0) is allowed, no mass at all is not
+            a, b = (np.asarray(getattr(self, name + state), dtype=np.float64) for name in ("alpha", "beta"))
+            if not (np.isfinite(a).all() and np.isfinite(b).all() and (a >= 0).all() and (b >= 0).all()
+                    and (a + b > 0).all()):
+                raise PolicyError(f"tables: alpha{state}/beta{state} must be finite, >= 0 and not both 0 "
+                                  "(Beta posterior parameters)")
 
     def quality_cold(self, risk: str | float = "mean") -> tuple[np.ndarray, np.ndarray]:
         """(q_stop, q_mean) of the cold-start state."""

@@ -421,3 +421,18 @@ def test_engine_arguments_of_the_wrong_kind_are_one_policy_error():
     for tier in (1.5, "a", True):  # 1.5 was read as tier 1 on the cold path
         with pytest.raises(PolicyError, match="must be a whole number in 0..2"):
             policy.decide(tier, np.array([0.5]), cold=True)
+
+
+def test_tables_of_the_wrong_shape_are_refused_before_the_kernels_read_past_them():
+    import dataclasses
+
+    rng = np.random.default_rng(0)
+    p = rng.random((2000, 4))
+    acc = (rng.random((2000, 4)) < p) * 1.0
+    tables = build_tables(p, acc, [1, 2, 3, 4], n_bins=64)
+    with pytest.raises(PolicyError, match=r"tables: trans has shape \(1, 1, 1\): expected \(3, 64, 64\)"):
+        dataclasses.replace(tables, trans=np.zeros((1, 1, 1)))
+    with pytest.raises(PolicyError, match=r"tables: edges has shape"):
+        dataclasses.replace(tables, edges=tables.edges[:, :3])
+    with pytest.raises(PolicyError, match="alpha/beta must be finite"):
+        dataclasses.replace(tables, alpha=np.full_like(tables.alpha, np.nan))
