@@ -69,6 +69,19 @@ def _f64(name, a, shape=None):
     return a
 
 
+def _whole(name: str, values) -> np.ndarray:
+    """`values` as a contiguous int64 array, or one PolicyError: a string was numpy's bare
+    ValueError, and 0.7 was truncated to bin 0 without a word."""
+    try:
+        a = np.asarray(values)
+        if a.dtype.kind in "biu" or (a.dtype.kind == "f" and np.isfinite(a).all() and np.array_equal(a, np.trunc(a))):
+            a = a.astype(np.int64, copy=False)
+            return a if a.ndim == 0 else np.ascontiguousarray(a)  # a scalar tier stays 0-d
+    except (TypeError, ValueError, OverflowError):
+        pass
+    raise PolicyError(f"{name}: must be whole numbers (got {_describe(values)})")
+
+
 def _describe(a) -> str:
     shape = getattr(a, "shape", None)
     return f"{type(a).__name__} of shape {shape}" if shape is not None else type(a).__name__
@@ -812,15 +825,14 @@ class Policy:
                               "skip tiers: pass cold_bins=policy.cold_tier_bins(cold_x)")
 
     def check_bins(self, prompt_bins, tier_bins, cold_bins=None):
-        tier_bins = np.ascontiguousarray(tier_bins, dtype=np.int64)
+        tier_bins = _whole("tier bins", tier_bins)
         if tier_bins.ndim != 2 or tier_bins.shape[1] != self.n_tiers:
             raise PolicyError(f"tier bins have shape {tier_bins.shape}: expected (requests, {self.n_tiers})")
         n = tier_bins.shape[0]
         if prompt_bins is None and self.tables.n_prompt_bins > 1:
             raise PolicyError(f"prompt bins are None but this policy has a stage 0 with {self.tables.n_prompt_bins} "
                               "prompt bins: pass policy.prompt_bins(prompt_x)")
-        prompt_bins = (np.zeros(n, dtype=np.int64) if prompt_bins is None
-                       else np.ascontiguousarray(prompt_bins, dtype=np.int64))
+        prompt_bins = np.zeros(n, dtype=np.int64) if prompt_bins is None else _whole("prompt bins", prompt_bins)
         if prompt_bins.shape != (n,):
             raise PolicyError(f"prompt bins have shape {prompt_bins.shape}: expected ({n},)")
         if n and (tier_bins.min() < 0 or tier_bins.max() >= self.tables.n_bins):
@@ -828,7 +840,7 @@ class Policy:
         if n and (prompt_bins.min() < 0 or prompt_bins.max() >= self.tables.n_prompt_bins):
             raise PolicyError(f"prompt bins must lie in 0..{self.tables.n_prompt_bins - 1}")
         if cold_bins is not None:
-            cold_bins = np.ascontiguousarray(cold_bins, dtype=np.int64)
+            cold_bins = _whole("cold bins", cold_bins)
             if cold_bins.shape != tier_bins.shape:
                 raise PolicyError(f"cold bins have shape {cold_bins.shape}: expected {tier_bins.shape}")
             if n and (cold_bins.min() < 0 or cold_bins.max() >= self.tables.n_bins):
@@ -843,7 +855,7 @@ class Policy:
         return int(tier)
 
     def _tiers(self, tiers, n):
-        tiers = np.asarray(tiers, dtype=np.int64)
+        tiers = _whole("tiers", tiers)
         if tiers.ndim == 0:
             tiers = np.full(n, int(tiers), dtype=np.int64)
         if tiers.shape != (n,):
@@ -869,7 +881,10 @@ class Policy:
 
     def _features(self, features, ndim, width=None):
         width = self._n_features if width is None else width
-        x = np.ascontiguousarray(features, dtype=np.float64)
+        try:
+            x = np.ascontiguousarray(features, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise PolicyError(f"features: {_describe(features)}: must be numbers") from None
         if ndim == 1 and x.ndim == 1:
             x = x[None, :]
         if x.ndim != 2 or x.shape[1] != width:
@@ -893,7 +908,10 @@ class Policy:
         meta["online_updates"] counts the observations folded in so far."""
         if (bins is None) == (features is None):
             raise PolicyError("update: pass exactly one of bins= or features= for the observations")
-        accepted = np.asarray(accepted, dtype=np.float64)
+        try:
+            accepted = np.asarray(accepted, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise PolicyError(f"update: accepted {_describe(accepted)}: must be numbers (1/0 or a quality)") from None
         if accepted.ndim != 1:
             raise PolicyError(f"update: accepted has shape {accepted.shape}: expected (observations,)")
         m = accepted.shape[0]
@@ -908,7 +926,7 @@ class Policy:
                 raise PolicyError(f"update: {x.shape[0]} feature rows for {m} observations")
             bins = np.empty(m, dtype=np.int64)
             K.bins_batch_packed_nb(self._blob, self._layout, tiers + 1, x, bins)
-        bins = np.asarray(bins, dtype=np.int64)
+        bins = _whole("update: bins", bins)
         if bins.shape != (m,):
             raise PolicyError(f"update: bins have shape {bins.shape}: expected ({m},)")
         if m and (bins.min() < 0 or bins.max() >= self.tables.n_bins):

@@ -436,3 +436,22 @@ def test_tables_of_the_wrong_shape_are_refused_before_the_kernels_read_past_them
         dataclasses.replace(tables, edges=tables.edges[:, :3])
     with pytest.raises(PolicyError, match="alpha/beta must be finite"):
         dataclasses.replace(tables, alpha=np.full_like(tables.alpha, np.nan))
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda p: p.decide_batch([0], [["a"]]), "features: list: must be numbers"),
+    (lambda p: p.decide_batch([0.5], [[0.3]]), r"tiers: must be whole numbers"),  # was read as tier 0
+    (lambda p: p.update(["a"], [1], bins=[0]), r"tiers: must be whole numbers"),
+    (lambda p: p.update([0], ["a"], bins=[0]), "update: accepted list: must be numbers"),
+    (lambda p: p.update([0], [1], bins=[0.7]), r"update: bins: must be whole numbers"),  # was bin 0
+    (lambda p: p.walk(None, np.zeros((2, 3)) + 0.5), r"tier bins: must be whole numbers"),
+    (lambda p: p.walk(None, [["a", "b", "c"]]), r"tier bins: must be whole numbers"),
+])
+def test_arrays_of_the_wrong_kind_are_one_policy_error_not_numpys_or_truncated(call, message):
+    rng = np.random.default_rng(0)
+    p = rng.random((300, 3))
+    acc = (rng.random((300, 3)) < p) * 1.0
+    policy = Policy(build_tables(p, acc, [1, 2, 3], n_bins=5), Predictor.identity(3), lam=5.0)
+    with pytest.raises(PolicyError, match=message):
+        call(policy)
+    assert policy.walk(None, np.zeros((2, 3))).stop.tolist() == policy.walk(None, np.zeros((2, 3), int)).stop.tolist()
