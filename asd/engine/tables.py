@@ -198,6 +198,7 @@ def make_edges(p, n_bins: int, binning: str = "quantile") -> np.ndarray:
         raise PolicyError(f"n_bins={n_bins!r}: must be a positive integer")
     if binning == "fixed" or p.size == 0:
         return np.linspace(0.0, 1.0, n_bins + 1)
+    _check_probabilities("p", p)  # a NaN score made NaN edges, which bin_index then refused
     edges = np.quantile(p, np.linspace(0.0, 1.0, n_bins + 1))
     edges[0], edges[-1] = 0.0, 1.0
     return np.maximum.accumulate(np.clip(edges, 0.0, 1.0))

@@ -455,3 +455,9 @@ def test_arrays_of_the_wrong_kind_are_one_policy_error_not_numpys_or_truncated(c
     with pytest.raises(PolicyError, match=message):
         call(policy)
     assert policy.walk(None, np.zeros((2, 3))).stop.tolist() == policy.walk(None, np.zeros((2, 3), int)).stop.tolist()
+
+
+def test_make_edges_refuses_a_nan_score_as_bin_index_does():
+    with pytest.raises(PolicyError, match=r"p\[0\] = nan: must be a probability"):
+        make_edges([np.nan, 0.5], 2)
+    np.testing.assert_array_equal(make_edges([0.2, 0.5, 0.9], 2), [0.0, 0.5, 1.0])
