@@ -127,7 +127,7 @@ class JsonPath(click.Path):
         self.option = option
 
     def convert(self, value, param, ctx):
-        check_writable_file(value, self.option, makes_parents=True)
+        check_writable_file(value, self.option)
         return super().convert(value, param, ctx)
 
 

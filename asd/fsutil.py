@@ -163,22 +163,21 @@ def is_temporary(name: str) -> bool:
     return name.startswith(".") and (name.endswith(".tmp") or ".tmp-" in name)
 
 
-def check_writable_file(path: str | os.PathLike, option: str, *, makes_parents: bool = False) -> Path:
+def check_writable_file(path: str | os.PathLike, option: str) -> Path:
     """Refuse (AsdError naming `path` and `option`) a file that cannot be written there, before
-    any work: empty, a directory, no directory to put it in (with `makes_parents`: the nearest
-    existing ancestor must be a directory), or the file system says no — tried for real, since
-    permission bits say nothing for root and /proc takes no new files."""
+    any work: empty, a directory, under a file (missing folders are fine: every writer makes them,
+    `make_parents`; the nearest existing ancestor must be a directory), or the file system says
+    no — tried for real, since permission bits say nothing for root and /proc takes no new files."""
     if not str(path).strip():  # Path("") is the working directory: never what an empty argument meant
         raise AsdError(f"{option} '': give a file path")
     target = Path(path)
     parent = target.parent if str(target.parent) else Path(".")
     if target.is_dir():
         raise AsdError(f"{path}: cannot write {option} (it is a directory)")
-    if makes_parents:
-        while not parent.exists() and parent != parent.parent:
-            parent = parent.parent
-        if parent.exists() and not parent.is_dir():
-            raise AsdError(f"{path}: cannot write {option} ({parent} is a file, not a directory)")
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if parent.exists() and not parent.is_dir():
+        raise AsdError(f"{path}: cannot write {option} ({parent} is a file, not a directory)")
     if not parent.is_dir():
         raise AsdError(f"{path}: cannot write {option} (no directory {parent})")
     try:

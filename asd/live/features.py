@@ -128,14 +128,11 @@ def check_feature_supply(spec, tiers: list[dict], *, speculative: bool = True) -
 
 
 def stage0_prompt_features(view, spec, prompt_text=None) -> np.ndarray:
-    """Stage 0's input (N, P [+ L]) as the live runner has it: before any tier ran, so without
-    tier 0's prompt token count (the prompt-length feature falls back to its characters-based
-    estimate; a recorded bundle knows the count, the decision did not), then the prompt text
-    model's logits where the policy has one (`policy_prompt_text`)."""
-    import dataclasses
-
+    """Stage 0's input (N, P [+ L]) as the live runner has it, before any tier ran: the prompt
+    features `compute_features` gives calibration and replay (the prompt's length from its
+    characters, as the runner knows it), then the prompt text model's logits where the policy
+    has one (`policy_prompt_text`)."""
     from asd.calibration.features import compute_features
     from asd.calibration.prompt_text import with_prompt_text
 
-    unknown = dataclasses.replace(view, n_prompt_tokens=np.full_like(view.n_prompt_tokens, np.nan))
-    return with_prompt_text(compute_features(unknown, spec=spec).prompt_x, view.prompts, prompt_text)
+    return with_prompt_text(compute_features(view, spec=spec).prompt_x, view.prompts, prompt_text)

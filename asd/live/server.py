@@ -491,7 +491,7 @@ def serve(tiers_path, policy_path, *, host: str = "127.0.0.1", port: int = 8000,
     _check_can_listen(host, port)  # one error: line now, not uvicorn's log line and exit 3 after loading
     if feedback_path is not None:
         # refused now, not at the first POST /v1/feedback (the store creates missing directories)
-        check_writable_file(feedback_path, "--feedback-file", makes_parents=True)
+        check_writable_file(feedback_path, "--feedback-file")
     ladder = load_ladder(tiers_path)
     policy = Policy.load(policy_path)
     # refused here, not inside uvicorn's startup
@@ -501,7 +501,7 @@ def serve(tiers_path, policy_path, *, host: str = "127.0.0.1", port: int = 8000,
     store = FeedbackStore(policy, policy_path, feedback_path)  # earlier feedback folded in: store.policy
     if feedback_path is None:
         try:
-            check_writable_file(store.path, "the feedback file", makes_parents=True)
+            check_writable_file(store.path, "the feedback file")
         except AsdError as exc:  # beside a read-only policy: serving needs no feedback, but say so
             store.persist = False
             warnings.warn(f"{exc}; POST /v1/feedback updates the policy in memory only (give --feedback-file)",

@@ -34,7 +34,7 @@ def check_plot_files(directory, command: str) -> None:
     there (a directory of that name failed only after minutes of calibrating, with other outputs
     already replaced). Raises AsdError naming the file."""
     for name in PLOT_FILES[command]:
-        check_writable_file(Path(directory) / name, "--plots", makes_parents=True)  # the directory is made later
+        check_writable_file(Path(directory) / name, "--plots")  # the directory is made later
 
 
 def latency_histogram(latency_ms: np.ndarray, path, *, title: str, tau_max: float | None = None,
