@@ -217,7 +217,11 @@ def _run_tiers(ladder, prompts, work: "ShardStore", drafts, progress, counts) ->
     with _progress(progress) as bar:
         for u, tier in enumerate(tiers):
             todo = [r for r in ids if r not in done_outputs.get(u, set())]
-            todo_drafts = {t: [r for r in ids if r not in done_drafts.get((t, u), set())] for t in _draft_tiers(u, drafts)}
+            # An empty answer is no draft: the live runner scores none (its features say "no draft"),
+            # so a row scoring it would train the draft features on a state live never shows.
+            draft_texts = {t: work.output_texts(t) for t in _draft_tiers(u, drafts)}
+            todo_drafts = {t: [r for r in ids if r not in done_drafts.get((t, u), set()) and draft_texts[t].get(r)]
+                           for t in draft_texts}
             if not todo and not any(todo_drafts.values()) and work.has_tier_info(u):
                 continue
             backend = make_backend(tier)
@@ -239,8 +243,9 @@ def _run_tiers(ladder, prompts, work: "ShardStore", drafts, progress, counts) ->
                 for t, todo_pair in todo_drafts.items():
                     if not todo_pair:
                         continue
-                    draft_text = work.output_texts(t)
-                    task = bar(f"{tiers[t]['name']} → {tier['name']}: verify", len(ids), len(ids) - len(todo_pair))
+                    draft_text = draft_texts[t]
+                    n_drafts = sum(1 for r in ids if draft_text.get(r))
+                    task = bar(f"{tiers[t]['name']} → {tier['name']}: verify", n_drafts, n_drafts - len(todo_pair))
                     for chunk in _chunks(todo_pair, batch):
                         scores = backend.score_batch(
                             [(backend.format_prompt(text_of[r]), _as_draft(tier, draft_text[r])) for r in chunk]
@@ -325,6 +330,8 @@ def _consolidate(ladder, prompts, work, out, tiers_path, prompts_path, shard, dr
         draft_frame = work.read("drafts").to_pandas().drop_duplicates(["request_id", "draft_tier", "verify_tier"])
         draft_frame = draft_frame[draft_frame["request_id"].isin(set(prompts["request_id"]))]
         draft_table = draft_frame.sort_values(["request_id", "draft_tier", "verify_tier"], kind="stable")
+        if draft_table.empty:  # every draft tier answered nothing: a bundle omits an empty table
+            draft_table = None
     requests = pd.DataFrame(
         {
             "request_id": prompts["request_id"],
@@ -353,7 +360,7 @@ def _consolidate(ladder, prompts, work, out, tiers_path, prompts_path, shard, dr
             "timings": "ttft_ms/e2e_ms measured per request around the backend's work; verify_ms likewise",
             "entropy": "token_entropy is the entropy (nats) of the renormalised top-k logprobs",
             "drafts": "each tier's output re-tokenised and scored by every later tier ('all') or the next "
-            "('next'); n_draft_tokens and n_accepted count the verifier's tokens; n_accepted = longest "
+            "('next'), an empty one not (no draft, as live); n_draft_tokens and n_accepted count the verifier's tokens; n_accepted = longest "
             "prefix where the verifier's greedy (argmax) token equals the draft token",
         },
         label_rule=labels.label_rule(label),

@@ -384,3 +384,26 @@ def test_overwrite_onto_a_bundle_holding_other_files_is_refused_before_recording
     assert result.exit_code == 2 and "holds 'prompts.jsonl' besides the bundle's own files" in result.output
     assert "recorded so far" not in result.output and not (tmp_path / "b.partial").exists()
     assert (out / "prompts.jsonl").read_text() == "mine\n"
+
+
+def test_an_empty_answer_is_not_scored_as_a_draft_as_live_scores_none(tmp_path, smollm2):
+    """The live runner verifies no draft where the tier below answered nothing, so its draft
+    features read "no draft" there; a recorded row scoring the empty text (0 tokens) read
+    draft_present 1 and trained the predictors on a state live never shows."""
+    from asd.calibration.views import load_view
+
+    config = yaml.safe_load(ladder(tmp_path, smollm2).read_text())
+    # The assistant turn is closed in the template: SmolLM2 answers with a newline, cut by the stop.
+    config["tiers"][0]["template"] = CHAT + "OK.<|im_end|>"
+    config["tiers"][0]["stop"] = ["<|im_end|>", "\n", "<|im_start|>"]
+    tiers = tmp_path / "empty_first.yaml"
+    tiers.write_text(yaml.safe_dump(config))
+    out = tmp_path / "bundle"
+    result = run_cli("--tiers", tiers, "--prompts", write_jsonl(tmp_path / "p.jsonl", PROMPTS[:3]), "-o", out)
+    assert result.exit_code == 0, result.output
+    bundle = open_bundle(out)
+    outputs = bundle.to_pandas("outputs")
+    assert (outputs.loc[outputs["tier"] == 0, "output"] == "").all()  # the setup gives what it claims
+    assert not bundle.has("drafts")  # no row scored an empty text, and no empty table is written
+    assert result.output.count("scored 0 drafts") == 1, result.output
+    assert not load_view(out).has_drafts  # calibration reads "no draft at tier 1", as live has it
