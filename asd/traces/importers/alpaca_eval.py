@@ -70,7 +70,7 @@ def preference_to_quality(preference: np.ndarray) -> np.ndarray:
     quality = np.where(preference == 0.0, 0.5, preference - 1.0)
     bad = ~np.isnan(preference) & ((quality < 0.0) | (quality > 1.0))
     if bad.any():
-        raise ValueError(f"preference {preference[bad][0]!r} is neither 0 nor in [1, 2]")
+        raise ValueError(f"preference {float(preference[bad][0])!r} is neither 0 nor in [1, 2]")
     return quality
 
 

@@ -89,15 +89,17 @@ def parse_params_b(model: str) -> float | None:
     The name is split on '-' and ':' (an Ollama-style tag); the first part that is a number
     followed by 'b' or 'm' (a '_' or '.' inside is a decimal point) gives the size:
     'Llama-2-13b-hf' → 13, 'Qwen-1_8B' → 1.8, 'Meta-Llama-3_1-70B' → 70, 'vicuna-68m' → 0.068,
-    'llama3:8b' → 8. Mixture-of-experts names ('Mixtral-8x7B') and names without a size give
+    'llama3:8b' → 8. Mixture-of-experts names ('Mixtral-8x7B'), names without a size and names
+    stating two different ones ('Infinity-Instruct-3M-0625-Llama3-70B': 3M is its data set) give
     None rather than a guess.
     """
+    sizes = set()
     for part in re.split(r"[-:]", model):
         match = _SIZE_TOKEN.match(part)
         if match:
             value = float(match.group(1).replace("_", "."))
-            return value if match.group(2).lower() == "b" else value / 1000.0
-    return None
+            sizes.add(value if match.group(2).lower() == "b" else value / 1000.0)
+    return sizes.pop() if len(sizes) == 1 else None
 
 
 PARAMS_B_RULE = "parsed from the model name (asd.traces.importers.base.parse_params_b)"

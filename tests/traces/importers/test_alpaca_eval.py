@@ -15,7 +15,7 @@ LLAMA_2 = ["llama-2-7b-chat-hf", "llama-2-13b-chat-hf", "llama-2-70b-chat-hf"]
 def test_preference_mapping_covers_discrete_draws_and_weighted_judges():
     quality = preference_to_quality([1.0, 2.0, 1.5, 0.0, 1.25, np.nan])
     assert quality[:5].tolist() == [0.0, 1.0, 0.5, 0.5, 0.25] and np.isnan(quality[5])
-    with pytest.raises(ValueError, match="neither 0 nor in"):
+    with pytest.raises(ValueError, match=r"^preference 0\.5 is neither 0 nor in \[1, 2\]$"):  # not np.float64(0.5)
         preference_to_quality([0.5])
 
 

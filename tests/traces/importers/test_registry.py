@@ -43,6 +43,9 @@ def test_cli_format_choice_is_the_registry():
         ("llama3:8b", 8.0),  # Ollama's NAME:TAG
         ("qwen2.5:72b-instruct", 72.0),
         ("mixtral:8x7b", None),
+        ("Infinity-Instruct-3M-0625-Llama3-70B", None),  # 3M is its data set: two sizes, no guess
+        ("7M-Gen-Llama3_1-70B", None),
+        ("Qwen2-7B-7b-chat", 7.0),  # the same size twice is still one size
     ],
 )
 def test_params_are_parsed_from_model_names_or_left_unknown(name, params_b):
