@@ -33,8 +33,11 @@ SOURCE = {
     "license": "Apache-2.0 (repo); MMLU-Pro data MIT",
 }
 LABEL_RULE = (
-    "quality = 1.0 if the answer letter MMLU-Pro extracted from the CoT output equals the "
-    "reference letter, else 0.0 (no extracted letter counts as wrong; strict accuracy)"
+    "quality = the archive's own `correct`: 1.0 if the answer letter MMLU-Pro extracted from the CoT "
+    "output equals the reference letter the model was graded against, else 0.0 (no extracted letter "
+    "counts as wrong; strict accuracy). That key is questions.parquet's `answer` except on about 30 "
+    "questions for a few models (82 of the archive's rows, e.g. Llama-3.1's question 143), kept as "
+    "published so that means equal per_model_accuracy.csv"
 )
 LETTERS = "ABCDEFGHIJ"
 
