@@ -37,7 +37,7 @@ from asd.traces.bundle import (
 SPLITS = ("calibration", "test")
 # Bump when a check is added or tightened: stamps written by an older validator then no
 # longer match, and those bundles get the full check once more.
-VALIDATOR_VERSION = 2
+VALIDATOR_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -480,12 +480,12 @@ def _check_outputs(table: pa.Table, request_ids, n_tiers: int, out: _Collector) 
         if name in table.column_names:
             col = table.column(name)
             flat = pc.list_flatten(col) if pa.types.is_list(col.type) else col
-            rows = _np(pc.or_(pc.is_nan(flat), pc.less(flat, 0)))
+            rows = _np(pc.or_(pc.or_(pc.is_nan(flat), pc.is_inf(flat)), pc.less(flat, 0)))
             if pa.types.is_list(col.type) and rows.any():
                 mask = np.zeros(table.num_rows, dtype=bool)
                 mask[_values(pc.list_parent_indices(col))[rows]] = True
                 rows = mask
-            out.rows(file, name, rows, "entropy is NaN or negative")
+            out.rows(file, name, rows, "entropy is NaN, infinite or negative")
     _check_list_length(file, table, "token_logprobs", "n_output_tokens", out)
     _check_list_length(file, table, "token_entropy", "n_output_tokens", out)
     _check_times(file, table, ["ttft_ms", "e2e_ms"], out)

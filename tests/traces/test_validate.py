@@ -119,6 +119,8 @@ CORRUPTIONS = [
     ("outputs", "mean_logprob", 13, 0.3, ("mean_logprob", 13, "logprob > 0")),
     ("outputs", "min_logprob", 14, math.nan, ("min_logprob", 14, "NaN logprob")),
     ("outputs", "mean_entropy", 15, -0.1, ("mean_entropy", 15, "negative")),
+    ("outputs", "mean_entropy", 16, float("inf"), ("mean_entropy", 16, "infinite")),  # passed as valid
+    ("outputs", "token_entropy", 17, lambda e: e[:-1] + [float("inf")], ("token_entropy", 17, "infinite")),
     ("outputs", "ttft_ms", 16, -3.0, ("ttft_ms", 16, "negative")),
     ("outputs", "e2e_ms", 17, math.nan, ("e2e_ms", 17, "NaN")),
     ("outputs", "e2e_ms", 18, math.inf, ("e2e_ms", 18, "infinite")),

@@ -90,6 +90,9 @@ class _RowError(Exception):
         self.column = column
 
 
+FLOAT32_MAX = 3.4028234663852886e38  # float32's largest finite value
+
+
 def _number(column: str, value, from_text: bool) -> float:
     if from_text:
         try:
@@ -172,8 +175,9 @@ def _convert(column: str, value, from_text: bool):
                 raise _RowError(column, f"item {i} is {item!r}, not a number")
             if column == "token_logprobs" and (math.isnan(item) or item > 0):
                 raise _RowError(column, f"item {i} is {item!r}; a logprob is ≤ 0")
-            if column == "token_entropy" and not (math.isfinite(item) and item >= 0):
-                raise _RowError(column, f"item {i} is {item!r}; an entropy is finite and ≥ 0")
+            # stored as float32: 1e39 would become inf there
+            if column == "token_entropy" and not (math.isfinite(item) and 0 <= item <= FLOAT32_MAX):
+                raise _RowError(column, f"item {i} is {item!r}; an entropy is finite (as float32) and ≥ 0")
             out.append(float(item))
         return out
     raise AssertionError(column)

@@ -164,7 +164,9 @@ BAD_JSONL = {
     # past int32, the bundle's count type (it escaped as pandas' "cannot safely cast" TypeError)
     "token count past int32": ([_row(n_output_tokens=1e12)], r"column 'n_output_tokens': 1000000000000.0 exceeds 2147483647"),
     "positive logprob": ([_row(token_logprobs=[-0.1, 0.2])], r"column 'token_logprobs': item 1 is 0.2; a logprob is ≤ 0"),
-    "negative entropy": ([_row(token_entropy=[0.3, -0.1])], r"column 'token_entropy': item 1 is -0.1; an entropy is finite and ≥ 0"),
+    "negative entropy": ([_row(token_entropy=[0.3, -0.1])], r"column 'token_entropy': item 1 is -0.1; an entropy is finite \(as float32\) and ≥ 0"),
+    # finite in float64, inf once stored as float32 (it was imported and validated as inf)
+    "entropy past float32": ([_row(token_entropy=[0.3, 1e39])], r"column 'token_entropy': item 1 is 1e\+39; an entropy is finite \(as float32\)"),
     "logprobs not a list": ([_row(token_logprobs=-0.1)], r"column 'token_logprobs': expected a list of numbers"),
     "logprob count differs": ([_row(token_logprobs=[-0.1], n_output_tokens=2)], r"column 'token_logprobs': 1 items but n_output_tokens is 2"),
     "negative time": ([_row(e2e_ms=-3)], r"column 'e2e_ms': expected a time ≥ 0"),
