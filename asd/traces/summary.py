@@ -9,7 +9,8 @@ Rules (also stated in the returned dict under `rules`):
   a labelled output at every tier count (`n_complete_requests`);
 - *cost* of a tier on a request = params_b × (n_prompt_tokens + n_output_tokens), roughly
   proportional to FLOPs; a missing token count is filled with that tier's mean recorded count
-  over the complete requests (said in `oracle.cost_note`), so it never counts as free;
+  over the complete requests (said in `oracle.cost_note`), so it never counts as free; a
+  count recorded for no request at all (MMLU-Pro's prompt tokens) is 0, and the note says so;
   `cost_share` = Σ oracle cost / Σ cost of always using the last tier;
 - a tier's *n* (`n_outputs`) counts its *recorded outputs*: rows with anything the tier
   produced or a label (`schema.RECORDED_OUTPUT_COLUMNS`), not rows — a draft model that
@@ -223,8 +224,13 @@ def _oracle(bundle: Bundle, acceptable, score, n_prompt, n_output) -> dict:
         if not tokens.any():
             tokens = np.ones_like(tokens)
             cost_note = "no token counts: cost = params_b per request"
-        elif n_filled:
-            cost_note = f"{n_filled} missing token count(s) filled with that tier's mean recorded count"
+        else:
+            notes = [f"{name} recorded nowhere: counted as 0 (the cost is the other count's)"
+                     for name, counts in (("n_prompt_tokens", n_prompt), ("n_output_tokens", n_output))
+                     if np.isnan(counts).all()]
+            if n_filled:
+                notes.append(f"{n_filled} missing token count(s) filled with that tier's mean recorded count")
+            cost_note = "; ".join(notes) or None
         cost = tokens * np.asarray(params, dtype=float)[None, :]
     else:
         cost_note = "params_b unknown for some tier: cheapest = earliest in the ladder"

@@ -164,6 +164,20 @@ def test_missing_token_counts_are_filled_with_the_tiers_mean_not_zero(tmp_path):
     assert "mean recorded count" in summary["rules"]["cost"]
 
 
+def test_a_token_count_recorded_for_no_request_is_said_to_count_as_zero(tmp_path):
+    """MMLU-Pro records no prompt tokens: they count as 0 and the cost is the output tokens'
+    alone. The note said nothing, though the rules promise a count is never silently free
+    (found by a hunt)."""
+    manifest = new_manifest([{"name": "small", "params_b": 1.0}, {"name": "big", "params_b": 10.0}])
+    requests = {"request_id": ["r1", "r2"], "task": ["x", "x"]}
+    outputs = {"request_id": ["r1", "r1", "r2", "r2"], "tier": [0, 1, 0, 1], "quality": [1.0, 1.0, 0.0, 1.0],
+               "n_output_tokens": [10, 20, 10, 30]}
+    write_bundle(tmp_path / "m", manifest, requests, outputs)
+    oracle = summarize_bundle(open_bundle(tmp_path / "m"))["oracle"]
+    assert oracle["cost_share"] == pytest.approx((1 * 10 + 10 * 30) / (10 * 20 + 10 * 30))
+    assert oracle["cost_note"] == "n_prompt_tokens recorded nowhere: counted as 0 (the cost is the other count's)"
+
+
 def test_a_tier_recording_no_counts_is_filled_with_the_mean_over_all_tiers():
     import numpy as np
 
