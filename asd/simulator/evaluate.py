@@ -623,6 +623,24 @@ class Evaluation:
         return f.route
 
     # -- the policy ------------------------------------------------------------------------------
+    @cached_property
+    def policy_pieces(self) -> list[list]:
+        """Per distinct fold policy, its `distinct_policies` over [0, LAMBDA_CAP] (a given policy
+        is every fold's: once)."""
+        from asd.engine.search import LAMBDA_CAP, distinct_policies
+
+        policies = {id(f.policy): f.policy for f in self.folds}.values()
+        return [distinct_policies(p, 0.0, LAMBDA_CAP, rel_tol=1e-6) for p in policies]
+
+    def distinct_policy_lambdas(self) -> list[float]:
+        """One λ for each distinct pooled policy, ascending: the union of every fold policy's λ
+        breakpoints, their ends and a λ inside each interval between consecutive ones (the pooled
+        outcome is constant there). An outcome may come back at a larger λ (with stage 0 the start
+        tier need not move monotonically in λ), so a few λ may repeat one met before."""
+        edges = sorted({0.0}.union(*({piece.lam_lo, piece.lam_hi} for pieces in self.policy_pieces
+                                     for piece in pieces)))
+        return [edges[0]] + [0.5 * (a + b) for a, b in zip(edges, edges[1:]) if b > a] + [edges[-1]]
+
     def policy_outcomes(self, lam: float | None = None) -> Outcomes:
         """The pooled held-out outcomes at λ; lam=None: a given policy as it was saved (its λ
         and start table)."""

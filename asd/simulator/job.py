@@ -1,5 +1,5 @@
 """`asd simulate`: the main job. Replay a trace under a cascade policy on held-out requests,
-find by bisection the λ with the best quality whose latency statistic stays within τ_max, and
+find the λ with the best quality whose latency statistic stays within τ_max (`search_tau`), and
 put every baseline beside it at the same τ_max, with the research protocol's success criteria.
 """
 
@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from asd.engine import bisect_lambda
-from asd.engine.search import LAMBDA_CAP, distinct_policies
 from asd.engine.policy import check_policy_target
 from asd.calibration.calibrate import require_labels
 from asd.calibration.views import TraceView, load_view
@@ -34,49 +33,93 @@ def _lam_scale(ev: Evaluation) -> float:
     return float(ev.arrays.cost.sum(axis=1).mean()) or 1.0
 
 
-CANDIDATES = 16  # λ values below the bisection's limit compared on quality (halving steps)
+HALVINGS = 16  # where not every distinct policy is replayed: λ below bisection's limit also tried
+# Request walks the choice of λ may spend on distinct policies: every one of them up to ~40 at
+# 10^6 requests (each walk of all of them is ~30 ms there), thousands on a few thousand requests;
+# a DES run costs ~10 walks. Past that, an even spread of them in λ order.
+MAX_CANDIDATE_WALKS = 4e7
+DES_WALK_COST = 10
+MIN_CANDIDATES = 32
 
 
 def last_policy_change(ev: Evaluation) -> float:
     """The largest λ at which some fold's policy still changes: above it every fold plays the
     policy it plays at any larger λ."""
-    policies = {id(f.policy): f.policy for f in ev.folds}.values()  # a given policy is every fold's
-    return max(distinct_policies(p, 0.0, LAMBDA_CAP, rel_tol=1e-6)[-1].lam_lo for p in policies)
+    return max(pieces[-1].lam_lo for pieces in ev.policy_pieces)
 
 
-def search_tau(ev: Evaluation, tau_max: float, stat: str, latency=None):
-    """λ for τ_max: bisection finds the largest λ whose pooled held-out latency statistic stays
-    within τ_max (measured at the λ returned, so it meets τ_max whenever any λ does); then the
-    best quality among that λ and CANDIDATES halvings of it (of the last λ where a fold's policy
-    changes, when τ_max is slack), all within τ_max (quality is not monotone in λ on every
-    ladder: a deeper tier can be worse). Returns (search, λ chosen).
-    `latency(outcomes)` replaces the replay's latencies (the DES)."""
+@dataclass(frozen=True)
+class TauSearch:
+    """How `search_tau` chose λ. status "ok" (τ_max binds), "slack" (every policy tried meets
+    it), "infeasible" (none does: λ = 0 is shown); `lam_limit` the largest λ tried within τ_max
+    (0 when none), `statistic` the latency statistic at the λ chosen; `distinct` the distinct
+    pooled policies (exhaustive: every one was replayed; else the λ intervals between fold policy
+    changes, an upper bound), `tried` how many distinct pooled policies were replayed."""
+
+    status: str
+    lam: float
+    lam_limit: float
+    statistic: float
+    tried: int
+    distinct: int
+    exhaustive: bool
+
+    def note(self) -> str:
+        if self.exhaustive:
+            return f"the best quality among every distinct policy ({self.distinct}) within τ_max"
+        return (f"the best quality among {self.tried} policies within τ_max: an even spread over the {self.distinct} "
+                f"λ intervals between fold policy changes, bisection's largest λ within τ_max and {HALVINGS} "
+                "halvings of it")
+
+
+def search_tau(ev: Evaluation, tau_max: float, stat: str, latency=None) -> TauSearch:
+    """λ for τ_max: the best pooled held-out quality (then the lower cost, then the smaller λ)
+    among the distinct pooled policies whose latency statistic stays within τ_max. Every one of
+    them is replayed where that takes at most MAX_CANDIDATE_WALKS request walks; past that an
+    even spread of them in λ order, plus bisection's largest λ within τ_max and HALVINGS halvings
+    of it. Neither latency nor quality is monotone in λ (stage 0 moves start tiers; a deeper tier
+    can be worse): bisection alone missed better policies within τ_max beyond a λ where the
+    statistic first crossed it. `latency(outcomes)` replaces the replay's latencies (the DES)."""
     def outcomes(lam):
         out = ev.policy_outcomes(lam)
         return out if latency is None else latency(out)
 
-    def statistic(lam):
-        return latency_stat(outcomes(lam).latency_ms, stat)
-
-    found = bisect_lambda(statistic, tau_max, lam_hi=_lam_scale(ev))
-    if found.status == "infeasible":
-        return found, 0.0
-    top = found.lam
-    if found.status == "slack":
-        # every λ above the fold policies' last change plays the deepest policy: halvings of the
-        # bracket's top (1e15) compared 17 copies of it, and a slacker τ_max chose worse than a tight one
-        top = min(top, last_policy_change(ev))
-    best, best_key = found.lam, None
-    for lam in dict.fromkeys([found.lam, *(top / 2.0**k for k in range(CANDIDATES + 1))]):  # each λ replayed once
+    distinct = ev.distinct_policy_lambdas()
+    walk_cost = ev.held.size * (1 if latency is None else DES_WALK_COST)
+    budget = max(MIN_CANDIDATES, int(MAX_CANDIDATE_WALKS // max(walk_cost, 1)))
+    exhaustive = len(distinct) <= budget
+    if exhaustive:
+        lams = distinct
+    else:
+        spread = [distinct[k] for k in np.unique(np.linspace(0, len(distinct) - 1, budget).round().astype(int))]
+        found = bisect_lambda(lambda lam: latency_stat(outcomes(lam).latency_ms, stat), tau_max,
+                              lam_hi=_lam_scale(ev))
+        top = min(found.lam, last_policy_change(ev))
+        halvings = [top / 2.0**k for k in range(HALVINGS + 1)] if found.status != "infeasible" else []
+        lams = sorted(set(spread).union(halvings))
+    best, best_key, best_stat, limit, n_meet, seen = 0.0, None, None, 0.0, 0, set()
+    for lam in lams:
         out = None  # dropped before the next λ's outcomes are made (40 MB at 10^6 requests)
-        out = outcomes(lam)
-        if latency_stat(out.latency_ms, stat) > tau_max:
+        out = ev.policy_outcomes(lam)
+        walk = hash((out.start.tobytes(), out.stop.tobytes()))
+        if walk in seen:  # an outcome met again at a larger λ: listed (and simulated) once
             continue
+        seen.add(walk)
+        out = out if latency is None else latency(out)
+        value = latency_stat(out.latency_ms, stat)
+        if lam == 0.0 and best_stat is None:
+            best_stat = value  # what an infeasible search shows
+        if value > tau_max:
+            continue
+        n_meet += 1
+        limit = lam
         labelled = ~np.isnan(out.quality)
         key = (float(out.quality[labelled].mean()) if labelled.any() else 0.0, -float(out.cost.mean()))
         if best_key is None or key > best_key:
-            best, best_key = lam, key
-    return found, best
+            best, best_key, best_stat = lam, key, value
+    status = "infeasible" if n_meet == 0 else "slack" if n_meet == len(seen) else "ok"
+    return TauSearch(status, best, limit, float(best_stat), len(seen), len(seen) if exhaustive else len(distinct),
+                     exhaustive)
 
 
 def criteria(chosen: dict, reference: dict, stat: str) -> dict:
@@ -476,7 +519,8 @@ def simulate(bundle="builtin", *, tau_max: float, stat: str = "p95", mode: str =
     if not ev.fitted:
         return _simulate_label_free(ev, tau_max, stat, mode, latency,
                                     lambda: _load(ev, latency, rate, arrivals, cv, scheduler, max_batch, chrome_trace))
-    found, lam = search_tau(ev, tau_max, stat, latency)
+    found = search_tau(ev, tau_max, stat, latency)
+    lam = found.lam
     chosen_out = timed(ev.policy_outcomes(lam))
     chosen = {"lambda": lam, **summarize(chosen_out, ev.cost_last, n_tiers)}
     chosen_cost = float(chosen_out.cost.mean())  # what `random` matches; the outcomes go now
@@ -503,10 +547,9 @@ def simulate(bundle="builtin", *, tau_max: float, stat: str = "p95", mode: str =
     baselines = {name: summaries[name] for name in B.baseline_names(ev.view.tier_names)}
 
     return _header(ev, tau_max, stat, mode) | {
-        "search": {"status": found.status, "evaluations": found.evaluations, "statistic": found.statistic,
-                   "lambda_limit": found.lam, "lambda": lam,
-                   "note": f"bisection for the largest λ within τ_max, then the best quality among it and "
-                           f"{CANDIDATES} halvings (of the last λ where a fold's policy changes, when slack)"},
+        "search": {"status": found.status, "evaluations": found.tried, "statistic": found.statistic,
+                   "lambda_limit": found.lam_limit, "lambda": lam, "distinct_policies": found.distinct,
+                   "exhaustive": found.exhaustive, "note": found.note()},
         "load": load,
         "feasible": feasible,
         "chosen": chosen,

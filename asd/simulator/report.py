@@ -168,14 +168,16 @@ def print_simulation(result: dict, console: Console | None = None) -> None:
                       "requests stopping at each tier; quality —: no labels[/dim]")
         return
     status = result["search"]["status"]
-    limit = result["search"].get("lambda_limit", c["lambda"])
     replayed = _replayed(result)  # a given policy on its own calibration requests: in-sample
-    head = {"ok": f"λ = {c['lambda']:.4g}: best {replayed} quality among λ ≤ {limit:.4g}, the largest λ whose {stat} "
-                  f"latency stays ≤ {tau:g} ms",
-            "slack": f"λ = {c['lambda']:.4g}: τ_max does not bind (even the deepest policy fits); the best {replayed} "
-                     "quality among every λ tried",
-            "infeasible": f"infeasible: even λ = 0 exceeds {stat} ≤ {tau:g} ms; showing λ = 0 (the cheapest policy, "
-                          "not always the fastest: a baseline below may meet τ_max)"}[status]
+    search = result["search"]
+    among = (f"the {search['distinct_policies']} distinct policies" if search.get("exhaustive", True)
+             else f"{search['evaluations']} policies spread over {search['distinct_policies']} λ intervals")
+    head = {"ok": f"λ = {c['lambda']:.4g}: the best {replayed} quality of {among}, among those whose {stat} latency "
+                  f"stays ≤ {tau:g} ms",
+            "slack": f"λ = {c['lambda']:.4g}: τ_max does not bind (every policy tried fits); the best {replayed} "
+                     f"quality of {among}",
+            "infeasible": f"infeasible: none of {among} meets {stat} ≤ {tau:g} ms; showing λ = 0 (the "
+                          "cheapest policy, not always the fastest: a baseline below may meet τ_max)"}[status]
     console.print(head)
     rows = [("policy", c)] + list(result["baselines"].items())
     console.print(_method_table(f"{replayed} results at τ_max = {tau:g} ms ({stat})", rows, stat, tau))

@@ -12,7 +12,6 @@ from functools import partial
 import numpy as np
 
 from asd.calibration.views import load_view
-from asd.engine.search import LAMBDA_CAP, distinct_policies
 from asd.errors import ConfigError
 from asd.fsutil import atomic_file
 from asd.simulator import baselines as B
@@ -38,17 +37,10 @@ def policy_frontier(ev: Evaluation, timed=None) -> list[dict]:
     breakpoints; a λ inside each interval between consecutive breakpoints represents it, and an
     outcome met again at a larger λ is not listed again. timed: outcomes →
     outcomes with latencies under load (`job.des_latency`); None: replay's."""
-    edges = {0.0}
-    policies = list({id(f.policy): f.policy for f in ev.folds}.values())  # a given policy is shared by every fold
-    for policy in policies:
-        for piece in distinct_policies(policy, 0.0, LAMBDA_CAP, rel_tol=1e-6):
-            edges.update((piece.lam_lo, piece.lam_hi))
-    edges = sorted(edges)
-    lams = [edges[0]] + [0.5 * (a + b) for a, b in zip(edges, edges[1:]) if b > a] + [edges[-1]]
     # A policy outcome can come back at a larger λ (with stage 0 the start tier need not move
     # monotonically in λ): each is listed once, at the smallest λ giving it.
     points, seen = [], set()
-    for lam in lams:
+    for lam in ev.distinct_policy_lambdas():
         out = ev.policy_outcomes(lam)
         key = (out.start.tobytes(), out.stop.tobytes())
         if key in seen:
