@@ -34,12 +34,15 @@ def _lam_scale(ev: Evaluation) -> float:
 
 
 HALVINGS = 16  # where not every distinct policy is replayed: λ below bisection's limit also tried
-# Request walks the choice of λ may spend on distinct policies: every one of them up to ~40 at
-# 10^6 requests (each walk of all of them is ~30 ms there), thousands on a few thousand requests;
-# a DES run costs ~10 walks. Past that, an even spread of them in λ order.
+# Request walks the choice of λ may spend (a DES run counts as DES_WALK_COST walks): every
+# distinct pooled policy is replayed where they fit in it. Finding them all costs seconds on a
+# 4-tier ladder whatever its size, so it is done only where the budget leaves room for at least
+# ENUMERATE_AT_LEAST of them (up to 4·10^4 requests); past that, a λ grid.
 MAX_CANDIDATE_WALKS = 4e7
 DES_WALK_COST = 10
+ENUMERATE_AT_LEAST = 1000
 MIN_CANDIDATES = 32
+GRID_DECADES = (-4.0, 6.0)  # the grid's λ range, in decades around the mean whole-ladder cost
 
 
 def last_policy_change(ev: Evaluation) -> float:
@@ -52,49 +55,55 @@ def last_policy_change(ev: Evaluation) -> float:
 class TauSearch:
     """How `search_tau` chose λ. status "ok" (τ_max binds), "slack" (every policy tried meets
     it), "infeasible" (none does: λ = 0 is shown); `lam_limit` the largest λ tried within τ_max
-    (0 when none), `statistic` the latency statistic at the λ chosen; `distinct` the distinct
-    pooled policies (exhaustive: every one was replayed; else the λ intervals between fold policy
-    changes, an upper bound), `tried` how many distinct pooled policies were replayed."""
+    (0 when none), `statistic` the latency statistic at the λ chosen; `tried` how many distinct
+    pooled policies were replayed; `distinct` how many there are (None: not enumerated, too many
+    requests; `exhaustive`: every one was tried)."""
 
     status: str
     lam: float
     lam_limit: float
     statistic: float
     tried: int
-    distinct: int
+    distinct: int | None
     exhaustive: bool
 
     def note(self) -> str:
         if self.exhaustive:
             return f"the best quality among every distinct policy ({self.distinct}) within τ_max"
-        return (f"the best quality among {self.tried} policies within τ_max: an even spread over the {self.distinct} "
-                f"λ intervals between fold policy changes, bisection's largest λ within τ_max and {HALVINGS} "
-                "halvings of it")
+        spread = (f"an even spread over the {self.distinct} λ intervals between fold policy changes"
+                  if self.distinct is not None else "a log grid of λ (too many requests to replay every distinct policy)")
+        return (f"the best quality among {self.tried} policies within τ_max: {spread}, bisection's largest λ "
+                f"within τ_max and {HALVINGS} halvings of it")
 
 
 def search_tau(ev: Evaluation, tau_max: float, stat: str, latency=None) -> TauSearch:
     """λ for τ_max: the best pooled held-out quality (then the lower cost, then the smaller λ)
     among the distinct pooled policies whose latency statistic stays within τ_max. Every one of
     them is replayed where that takes at most MAX_CANDIDATE_WALKS request walks; past that an
-    even spread of them in λ order, plus bisection's largest λ within τ_max and HALVINGS halvings
-    of it. Neither latency nor quality is monotone in λ (stage 0 moves start tiers; a deeper tier
-    can be worse): bisection alone missed better policies within τ_max beyond a λ where the
-    statistic first crossed it. `latency(outcomes)` replaces the replay's latencies (the DES)."""
+    even spread of them in λ order (a log grid, on bundles too large to enumerate them), plus
+    bisection's largest λ within τ_max and HALVINGS halvings of it. Neither latency nor quality
+    is monotone in λ (stage 0 moves start tiers; a deeper tier can be worse): bisection alone
+    missed better policies within τ_max beyond a λ where the statistic first crossed it.
+    `latency(outcomes)` replaces the replay's latencies (the DES)."""
     def outcomes(lam):
         out = ev.policy_outcomes(lam)
         return out if latency is None else latency(out)
 
-    distinct = ev.distinct_policy_lambdas()
-    walk_cost = ev.held.size * (1 if latency is None else DES_WALK_COST)
-    budget = max(MIN_CANDIDATES, int(MAX_CANDIDATE_WALKS // max(walk_cost, 1)))
-    exhaustive = len(distinct) <= budget
+    walk_cost = max(ev.held.size * (1 if latency is None else DES_WALK_COST), 1)
+    budget = max(MIN_CANDIDATES, int(MAX_CANDIDATE_WALKS // walk_cost))
+    distinct = ev.distinct_policy_lambdas() if budget >= ENUMERATE_AT_LEAST else None
+    exhaustive = distinct is not None and len(distinct) <= budget
     if exhaustive:
         lams = distinct
     else:
-        spread = [distinct[k] for k in np.unique(np.linspace(0, len(distinct) - 1, budget).round().astype(int))]
         found = bisect_lambda(lambda lam: latency_stat(outcomes(lam).latency_ms, stat), tau_max,
                               lam_hi=_lam_scale(ev))
-        top = min(found.lam, last_policy_change(ev))
+        if distinct is not None:
+            spread = [distinct[k] for k in np.unique(np.linspace(0, len(distinct) - 1, budget).round().astype(int))]
+            top = min(found.lam, last_policy_change(ev))
+        else:
+            spread = [0.0, *(_lam_scale(ev) * np.logspace(*GRID_DECADES, budget - 1))]
+            top = min(found.lam, spread[-1])
         halvings = [top / 2.0**k for k in range(HALVINGS + 1)] if found.status != "infeasible" else []
         lams = sorted(set(spread).union(halvings))
     best, best_key, best_stat, limit, n_meet, seen = 0.0, None, None, 0.0, 0, set()
@@ -118,8 +127,8 @@ def search_tau(ev: Evaluation, tau_max: float, stat: str, latency=None) -> TauSe
         if best_key is None or key > best_key:
             best, best_key, best_stat = lam, key, value
     status = "infeasible" if n_meet == 0 else "slack" if n_meet == len(seen) else "ok"
-    return TauSearch(status, best, limit, float(best_stat), len(seen), len(seen) if exhaustive else len(distinct),
-                     exhaustive)
+    return TauSearch(status, best, limit, float(best_stat), len(seen),
+                     len(seen) if exhaustive else None if distinct is None else len(distinct), exhaustive)
 
 
 def criteria(chosen: dict, reference: dict, stat: str) -> dict:

@@ -139,18 +139,23 @@ def test_tau_search_beats_every_lambda_of_a_fine_grid_and_a_looser_limit_never_p
 
 def test_tau_search_over_a_spread_of_policies_where_every_one_would_cost_too_much(monkeypatch, evaluation):
     """Past MAX_CANDIDATE_WALKS request walks (10^6 requests × thousands of distinct policies)
-    an even spread of them, bisection's limit and its halvings are compared, and it says so."""
+    an even spread of them, bisection's limit and its halvings are compared; where the budget
+    leaves no room to enumerate them at all, a λ grid instead. Each says so."""
     from asd.simulator import job
 
     tau = latency_stat(evaluation.policy_outcomes(0.0).latency_ms, "p95") * 1.5
     full = job.search_tau(evaluation, tau, "p95")
     monkeypatch.setattr(job, "MAX_CANDIDATE_WALKS", 1)
     monkeypatch.setattr(job, "MIN_CANDIDATES", 8)
+    grid = job.search_tau(evaluation, tau, "p95")
+    monkeypatch.setattr(job, "ENUMERATE_AT_LEAST", 1)
     spread = job.search_tau(evaluation, tau, "p95")
-    assert full.exhaustive and not spread.exhaustive
-    assert spread.distinct == len(evaluation.distinct_policy_lambdas()) > spread.tried >= 8
-    assert spread.status == full.status == "ok" and spread.statistic <= tau
-    assert "even spread" in spread.note() and "every distinct policy" in full.note()
+    assert full.exhaustive and not spread.exhaustive and not grid.exhaustive
+    assert spread.distinct == len(evaluation.distinct_policy_lambdas()) > spread.tried >= 1
+    assert grid.distinct is None and grid.tried >= 1
+    for found in (spread, grid):
+        assert found.status == full.status == "ok" and found.statistic <= tau
+    assert "even spread" in spread.note() and "log grid" in grid.note() and "every distinct policy" in full.note()
 
 
 def test_the_oracle_bounds_the_quality_of_every_policy_point_and_baseline(evaluation):
