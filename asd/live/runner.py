@@ -134,6 +134,7 @@ class CascadeResult:
     n_prompt_tokens: int | None
     stop_cold: bool = False  # the answering tier was where the request started cold (tiers skipped)
     n_completion_tokens: int | None = None  # the returned answer's tokens, where a stop string cut it
+    failed_tiers: list[int] = field(default_factory=list)  # tier failures the answer absorbed, in order
 
     @property
     def gpu_ms(self) -> float:
@@ -216,6 +217,8 @@ class CascadeRunner:
         self.completed += 1
         self.stops[result.stopped_at_tier] += 1
         self.fallbacks += bool(result.fallback)
+        for tier in result.failed_tiers:  # absorbed: only now, when an answer came (not for a 503)
+            self._notify("fallback", {"tier": tier})
         self._latency_ewma_ms += 0.1 * (result.latency_ms - self._latency_ewma_ms)
         if result.stop_bin is not None:
             self._recent[result.request_id] = (result.stopped_at_tier, result.stop_bin, result.stop_cold)
@@ -229,6 +232,7 @@ class CascadeRunner:
         fallback: list[dict] = []
         state.start_tier = tier = self._start_tier(state, fallback)
         failed: set[int] = set()
+        failed_tiers: list[int] = []
         while True:
             try:
                 run = await self._run_tier(state, tier)
@@ -239,14 +243,14 @@ class CascadeRunner:
                     raise
                 fallback.append({"tier": self.pools[tier].name, "error": str(exc),
                                  "action": self._fall_back(state, None)})
-                self._notify("fallback", {"tier": tier})
+                failed_tiers.append(tier)
                 break
             except BackendError as exc:
                 failed.add(tier)
                 untried = self._untried(state, failed, tier)
                 fallback.append({"tier": self.pools[tier].name, "error": str(exc),
                                  "action": self._fall_back(state, untried)})
-                self._notify("fallback", {"tier": tier})
+                failed_tiers.append(tier)
                 if state.runs:
                     break  # answer from the tier already computed
                 if untried is not None:
@@ -276,6 +280,9 @@ class CascadeRunner:
         stop_bin = None
         if final.p_accept is not None:
             stop_bin = int(bin_index(np.array([final.p_accept]), self.policy.tables.edges[final.tier])[0])
+        # usage describes the model that answered (OpenAI's convention): its own prompt count,
+        # not tier 0's, which another tokenizer and chat template made; unknown there: tier 0's
+        answered = final.generation.n_prompt_tokens
         first = state.runs[0].generation
         return CascadeResult(
             request_id=request.request_id,
@@ -288,8 +295,9 @@ class CascadeRunner:
             fallback=fallback or None,
             latency_ms=(time.perf_counter() - started) * 1e3,
             stop_bin=stop_bin,
-            n_prompt_tokens=first.n_prompt_tokens,
+            n_prompt_tokens=answered if answered is not None else first.n_prompt_tokens,
             stop_cold=stop_cold,
+            failed_tiers=failed_tiers,
         )
 
     def _untried(self, state: RequestState, failed: set[int], tier: int) -> int | None:

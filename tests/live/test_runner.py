@@ -31,9 +31,12 @@ def policy():
     return builtin_policy()
 
 
-def run_all(tiers, policy, prompts, **options):
+def run_all(tiers, policy, prompts, events: list | None = None, **options):
+    """(results, stats) of the prompts run at once; `events` collects what observers hear."""
     async def go():
         runner = build_runner(tiers, policy, simple_features, **options)
+        if events is not None:
+            runner.observers.append(lambda event, payload: events.append((event, payload)))
         try:
             results = await asyncio.gather(*[runner.run(CascadeRequest(p)) for p in prompts], return_exceptions=True)
             return results, runner.stats()
@@ -57,6 +60,8 @@ def test_each_request_stops_where_the_policy_decides_on_its_features(llama_serve
         assert first.stop == policy.decide(0, x)
         assert first.p_accept == pytest.approx(policy.predict(0, x))
         assert result.stopped_at_tier == (0 if first.stop else 1)
+        # usage is the answering tier's own prompt count (another tokenizer than tier 0's)
+        assert result.n_prompt_tokens == result.runs[-1].generation.n_prompt_tokens
         assert len(result.runs) == result.stopped_at_tier + 1 and result.fallback is None
         assert result.text == result.runs[-1].generation.text
     assert sum(stats["stops"].values()) == len(PROMPTS)
@@ -118,13 +123,15 @@ def test_a_dead_replica_is_retried_on_the_live_one_without_a_fallback(llama_serv
 
 def test_a_dead_last_tier_answers_from_the_tier_already_computed(llama_server, policy):
     continuing = builtin_policy(lam=100.0, last_tier_always_right=True)
-    results, stats = run_all(served_ladder(llama_server, dead_url()), continuing, PROMPTS[:2])
+    events = []
+    results, stats = run_all(served_ladder(llama_server, dead_url()), continuing, PROMPTS[:2], events)
     for result in results:
         assert not isinstance(result, Exception)
         assert result.stopped_at_tier == 0 and result.text
         (event,) = result.fallback
         assert event["tier"] == "gemma3-270m" and event["action"] == "answered from smollm2-135m"
     assert stats["fallbacks"] == 2
+    assert [payload["tier"] for event, payload in events if event == "fallback"] == [1, 1]
 
 
 def test_a_dead_first_tier_skips_to_the_next_tier_cold(gemma_server, policy):
@@ -135,12 +142,15 @@ def test_a_dead_first_tier_skips_to_the_next_tier_cold(gemma_server, policy):
 
 
 def test_no_tier_up_is_one_clear_error_not_a_hang(policy):
-    results, stats = run_all(served_ladder(dead_url(), dead_url()), policy, PROMPTS[:1])
+    events = []
+    results, stats = run_all(served_ladder(dead_url(), dead_url()), policy, PROMPTS[:1], events)
     (error,) = results
     assert isinstance(error, CascadeError) and "no tier could answer" in str(error)
     # every tier tried, with its reason: it named the last one only ("every replica is down")
     assert "tier 'smollm2-135m': " in str(error) and "; tier 'gemma3-270m': " in str(error)
     assert stats["failed"] == 1
+    # an unanswered request absorbed no failure: asd_fallbacks_total counted both tiers of each 503
+    assert [event for event, _ in events] == ["error"] and stats["fallbacks"] == 0
 
 
 def test_features_are_a_1d_float_vector_of_the_policys_width(policy):
