@@ -623,14 +623,19 @@ class Evaluation:
         return f.route
 
     # -- the policy ------------------------------------------------------------------------------
-    @cached_property
-    def policy_pieces(self) -> list[list]:
-        """Per distinct fold policy, its `distinct_policies` over [0, LAMBDA_CAP] (a given policy
-        is every fold's: once)."""
+    def pieces_of(self, policy) -> list:
+        """`distinct_policies` of `policy` over [0, LAMBDA_CAP], found once per policy."""
         from asd.engine.search import LAMBDA_CAP, distinct_policies
 
-        policies = {id(f.policy): f.policy for f in self.folds}.values()
-        return [distinct_policies(p, 0.0, LAMBDA_CAP, rel_tol=1e-6) for p in policies]
+        cache = self.__dict__.setdefault("_pieces", {})
+        if id(policy) not in cache:  # the policy is kept with its pieces: its id is not reused
+            cache[id(policy)] = (policy, distinct_policies(policy, 0.0, LAMBDA_CAP, rel_tol=1e-6))
+        return cache[id(policy)][1]
+
+    @property
+    def policy_pieces(self) -> list[list]:
+        """Per distinct fold policy, its `pieces_of` (a given policy is every fold's: once)."""
+        return [self.pieces_of(p) for p in {id(f.policy): f.policy for f in self.folds}.values()]
 
     def distinct_policy_lambdas(self) -> list[float]:
         """One λ for each distinct pooled policy, ascending: the union of every fold policy's λ

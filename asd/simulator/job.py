@@ -173,15 +173,76 @@ def prediction_margin(latency_ms: np.ndarray, stat: str, n_window: int, seed: in
     return float(DEPLOY_Z * values.std(ddof=1) * np.sqrt(1.0 + n / n_window))
 
 
-def deployed_lambda(walk_calibration, tau_max: float, stat: str, n_window: int, seed: int, lam_hi: float):
-    """λ as deployed for one policy: the largest λ whose statistic over its calibration rows
-    (`walk_calibration(λ)`, through their out-of-fold bins) stays within τ_max minus
-    `prediction_margin` for a next window of `n_window` requests, the margin measured at the λ
-    that meets τ_max itself. Where the statistic jumps there, that margin can be so wide that
-    not even λ = 0 fits though λ = 0 meets τ_max with its own margin (p99 on a few hundred
-    requests): then bisection on the statistic plus each λ's own margin. (search at τ_max,
-    search kept — its `statistic` the calibration rows' at its λ, without the margin — and the
-    margin its rule used)."""
+@dataclass(frozen=True)
+class Pick:
+    """A λ chosen among distinct policies on calibration rows: status as `LambdaSearch`'s
+    ("slack": every one of them fits), `statistic` its value on those rows."""
+
+    lam: float
+    statistic: float
+    status: str
+    by_quality: bool = True
+
+
+def calibration_lambdas(ev: Evaluation, policy, n_rows: int) -> list[float] | None:
+    """One λ per distinct policy of `policy` (each piece's middle), where replaying every one on
+    `n_rows` calibration rows fits MAX_CANDIDATE_WALKS and leaves room for ENUMERATE_AT_LEAST;
+    else None (the deployment rule bisects)."""
+    budget = int(MAX_CANDIDATE_WALKS // max(n_rows, 1))
+    if budget < ENUMERATE_AT_LEAST:
+        return None
+    pieces = ev.pieces_of(policy)
+    return None if len(pieces) > budget else [0.0] + [0.5 * (p.lam_lo + p.lam_hi) for p in pieces]
+
+
+def _best_on_calibration(walk_calibration, lams, tau_max: float, stat: str, n_window: int, seed: int):
+    """`deployed_lambda` over distinct policies: the best quality (then the lower cost, then the
+    smaller λ) on the calibration rows among those whose statistic there stays within the limit."""
+    scored, seen = [], set()
+    for lam in lams:
+        out = walk_calibration(lam)
+        walk = hash((out.start.tobytes(), out.stop.tobytes()))
+        if walk in seen:
+            continue
+        seen.add(walk)
+        labelled = ~np.isnan(out.quality)
+        quality = float(out.quality[labelled].mean()) if labelled.any() else 0.0
+        scored.append((lam, latency_stat(out.latency_ms, stat), quality, -float(out.cost.mean())))
+
+    def best(limit, value=lambda row: row[1]):
+        fits = [row for row in scored if value(row) <= limit]
+        if not fits:
+            return Pick(0.0, scored[0][1], "infeasible")
+        row = max(fits, key=lambda r: (r[2], r[3], -r[0]))
+        return Pick(row[0], row[1], "slack" if len(fits) == len(scored) else "ok")
+
+    found = best(tau_max)
+    margin = prediction_margin(walk_calibration(found.lam).latency_ms, stat, n_window, seed)
+    kept = best(tau_max - margin) if margin > 0 else found
+    if kept.status == "infeasible" and found.status != "infeasible":
+        own = {row[0]: prediction_margin(walk_calibration(row[0]).latency_ms, stat, n_window, seed)
+               for row in scored if row[1] <= tau_max}
+        by_own = best(tau_max, lambda row: row[1] + own.get(row[0], np.inf))
+        if by_own.status != "infeasible":
+            kept, margin = by_own, own[by_own.lam]
+    return found, kept, margin
+
+
+def deployed_lambda(walk_calibration, tau_max: float, stat: str, n_window: int, seed: int, lam_hi: float,
+                    lams: list[float] | None = None):
+    """λ as deployed for one policy, on its calibration rows (`walk_calibration(λ)`, through
+    their out-of-fold bins). With `lams` (one per distinct policy, `calibration_lambdas`): the
+    best quality there among those whose statistic stays within τ_max minus
+    `prediction_margin` for a next window of `n_window` requests, the margin measured at the best
+    within τ_max itself, as the report picks among held-out policies. Without (too many rows to
+    replay them all): the largest λ within τ_max minus that margin, by bisection. Where the
+    statistic jumps there, the margin can be so wide that nothing fits though something meets
+    τ_max with its own margin (p99 on a few hundred requests): then each λ's own margin.
+    (search at τ_max, search kept — its `statistic` the calibration rows' at its λ, without the
+    margin — and the margin its rule used)."""
+    if lams is not None:
+        return _best_on_calibration(walk_calibration, lams, tau_max, stat, n_window, seed)
+
     def on_calibration(lam):
         return latency_stat(walk_calibration(lam).latency_ms, stat)
 
@@ -202,11 +263,12 @@ def deployed_lambda(walk_calibration, tau_max: float, stat: str, n_window: int, 
 
 def slack_choice(walk_calibration, kept, margin: float, tau_max: float, stat: str, held_out_choice):
     """(λ, its statistic on the calibration rows, chosen_by) as deployed: the rule's λ, except
-    where τ_max is slack on those rows — the rule's "largest λ" is then only the search bracket's
-    top (the deepest policy, not the best) — and `held_out_choice` (the λ the report chose by
-    pooled held-out quality, as cross-validation picks a setting before the refit) also fits
-    within τ_max less the margin there."""
-    if kept.status == "slack" and held_out_choice is not None:
+    where the rule bisected and τ_max is slack on those rows — its "largest λ" is then only the
+    search bracket's top (the deepest policy, not the best) — and `held_out_choice` (the λ the
+    report chose by pooled held-out quality, as cross-validation picks a setting before the
+    refit) also fits within τ_max less the margin there. A rule that compared every distinct
+    policy already took the best."""
+    if kept.status == "slack" and held_out_choice is not None and not getattr(kept, "by_quality", False):
         at_choice = latency_stat(walk_calibration(held_out_choice).latency_ms, stat)
         if at_choice <= tau_max - margin:
             return float(held_out_choice), at_choice, "held-out quality"
@@ -222,7 +284,8 @@ def deployment_check(ev: Evaluation, tau_max: float, stat: str, held_out_choice:
     plain, margined = {"lambdas": [], "held_out_statistic": [], "met": 0}, {"lambdas": [], "held_out_statistic": [], "met": 0}
     margins = []
     for k, f in enumerate(ev.folds):
-        found, kept, margin = deployed_lambda(f.walk_calibration, tau_max, stat, f.held.size, seed + k, _lam_scale(ev))
+        found, kept, margin = deployed_lambda(f.walk_calibration, tau_max, stat, f.held.size, seed + k, _lam_scale(ev),
+                                              calibration_lambdas(ev, f.policy, f.cal.size))
         margins.append(margin)
         deployed = slack_choice(f.walk_calibration, kept, margin, tau_max, stat, held_out_choice)[0]
         for record, lam in ((plain, found.lam), (margined, deployed)):
@@ -253,11 +316,14 @@ def save_deployment_policy(ev: Evaluation, tau_max: float, stat: str, path, held
     f = ev.deployment_fold()
     window = max(1, round(ev.held.size / len(ev.folds)))
     seed = ev.options["seed"]
-    _, kept, margin = deployed_lambda(f.walk_calibration, tau_max, stat, window, seed, _lam_scale(ev))
+    _, kept, margin = deployed_lambda(f.walk_calibration, tau_max, stat, window, seed, _lam_scale(ev),
+                                      calibration_lambdas(ev, f.policy, f.cal.size))
     lam, statistic, chosen_by = slack_choice(f.walk_calibration, kept, margin, tau_max, stat, held_out_choice)
+    by_quality = getattr(kept, "by_quality", False)
     info = {"lambda": lam, "status": kept.status, "chosen_by": chosen_by, "tau_max_ms": float(tau_max), "stat": stat,
+            "rule": "best quality among distinct policies" if by_quality else "largest λ (bisection)",
             "margin_ms": margin, "calibration_requests": int(f.cal.size), "calibration_statistic_ms": statistic,
-            "deepest_statistic_ms": kept.statistic if kept.status == "slack" else None}
+            "deepest_statistic_ms": kept.statistic if kept.status == "slack" and not by_quality else None}
     policy = f.policy.solve(lam)
     policy.meta["deployment"] = info
     return {"path": str(policy.save(path)), **info}

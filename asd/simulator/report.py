@@ -202,8 +202,11 @@ def print_simulation(result: dict, console: Console | None = None) -> None:
     if saved:
         stat, value, margin = saved["stat"], saved["calibration_statistic_ms"], saved["margin_ms"]
         why = {"ok": f"{stat} {value:.0f} ms on them, within τ_max less a {margin:.0f} ms margin",
-               "slack": f"τ_max is slack on them: {stat} {value:.0f} ms at the largest λ, within τ_max less a "
-                        f"{margin:.0f} ms margin",
+               "slack": (f"τ_max is slack on them: every distinct policy fits, the best quality there at {stat} "
+                         f"{value:.0f} ms, within τ_max less a {margin:.0f} ms margin"
+                         if saved.get("rule", "").startswith("best") else
+                         f"τ_max is slack on them: {stat} {value:.0f} ms at the largest λ, within τ_max less a "
+                         f"{margin:.0f} ms margin"),
                "infeasible": f"{stat} on them is {value:.0f} ms even at λ = 0, over τ_max less a {margin:.0f} ms "
                              "margin: the cheapest policy"}[saved["status"]]
         if saved.get("chosen_by") == "held-out quality":  # slack: the report's choice, not the bracket's top
