@@ -537,6 +537,9 @@ def _des_options(pools: bool):
                          help="des: replicas per tier, one number or one per tier (1,1,2)."),
             click.option("--max-batch", default=256, show_default=True, type=click.IntRange(1, 2**31 - 1),
                          help="des: continuous-batching limit per replica (sequences in a batch)."),
+            click.option("--kv-tokens", "kv_tokens", default=None,
+                         help="des: KV-cache capacity per replica in tokens, one number or one per tier "
+                              "(default: unlimited); a request waits until its prompt and output fit."),
         ]
 
     def decorate(f):
@@ -562,15 +565,15 @@ def _des_options(pools: bool):
               help="Also show this held-out request's walk: outputs, features, p̂, values, decisions.")
 @json_option("Write the results as JSON.")
 def simulate_command(bundle, split, folds, cost_model, predictor, stage0, risk, seed, plots, policy, tau_max, stat,
-                     mode, rate, arrivals, cv, scheduler, replicas, max_batch, chrome_trace, save_policy, explain_id,
-                     json_path):
+                     mode, rate, arrivals, cv, scheduler, replicas, max_batch, kv_tokens, chrome_trace, save_policy,
+                     explain_id, json_path):
     """Replay BUNDLE (default: the built-in trace) under a calibrated cascade policy on held-out
-    requests; choose λ by bisection for the best quality whose latency statistic stays within
-    --tau-max; compare every baseline at the same limit."""
+    requests; choose λ: the best held-out quality among the distinct policies whose latency
+    statistic stays within --tau-max; compare every baseline at the same limit."""
     from asd.simulator.report import print_explain, print_simulation
     from asd.simulator.job import run_simulate
 
-    _warn_ignored_load(mode, arrivals, also=["replicas", "max_batch", "chrome_trace"])
+    _warn_ignored_load(mode, arrivals, also=["replicas", "max_batch", "kv_tokens", "chrome_trace"])
     _warn_ignored_with_policy(policy)
     refuse_overwriting_inputs({"BUNDLE": bundle, "--policy": policy},
                               {"--json": json_path, "--chrome-trace": chrome_trace, "--plots": plots,
@@ -581,7 +584,7 @@ def simulate_command(bundle, split, folds, cost_model, predictor, stage0, risk, 
                           cost_model=cost_model, predictor=predictor, stage0=stage0, risk=_risk(risk), seed=seed,
                           plots=plots, explain_id=explain_id, progress=_progress("simulate"), policy=policy,
                           scheduler=scheduler, arrivals=arrivals, cv=cv, chrome_trace=chrome_trace,
-                          save_policy=save_policy)
+                          save_policy=save_policy, kv_tokens=_per_tier("--kv-tokens", kv_tokens))
     _warn(result)
     print_simulation(result)
     if result.get("explain"):
@@ -599,7 +602,7 @@ def simulate_command(bundle, split, folds, cost_model, predictor, stage0, risk, 
 @_des_options(pools=True)
 @json_option("Write the frontiers as JSON.")
 def sweep_command(bundle, split, folds, cost_model, predictor, stage0, risk, seed, plots, policy, ablate, csv_path,
-                  repeats, mode, rate, arrivals, cv, scheduler, replicas, max_batch, json_path):
+                  repeats, mode, rate, arrivals, cv, scheduler, replicas, max_batch, kv_tokens, json_path):
     """The quality/cost/latency frontier, on held-out requests of BUNDLE (default: the built-in
     trace), of the policy (every distinct policy over λ) and of every baseline; then, at ≤ 2%
     quality loss against always-last, the GPU cost of the policy, of the best simple policy and
@@ -607,7 +610,7 @@ def sweep_command(bundle, split, folds, cost_model, predictor, stage0, risk, see
     from asd.simulator.report import print_sweep
     from asd.simulator.sweep import run_sweep
 
-    _warn_ignored_load(mode, arrivals, also=["replicas", "max_batch"])
+    _warn_ignored_load(mode, arrivals, also=["replicas", "max_batch", "kv_tokens"])
     _warn_ignored_with_policy(policy)
     refuse_overwriting_inputs({"BUNDLE": bundle, "--policy": policy},
                               {"--json": json_path, "--csv": csv_path, "--plots": plots}, "sweep")
@@ -615,7 +618,7 @@ def sweep_command(bundle, split, folds, cost_model, predictor, stage0, risk, see
                        risk=_risk(risk), seed=seed, plots=plots, ablate=ablate, csv_path=csv_path,
                        progress=_progress("sweep"), policy=policy, repeats=repeats, mode=mode, rate=rate,
                        arrivals=arrivals, cv=cv, scheduler=scheduler, replicas=_replicas(replicas),
-                       max_batch=max_batch)
+                       max_batch=max_batch, kv_tokens=_per_tier("--kv-tokens", kv_tokens))
     _warn(result)
     print_sweep(result)
     write_json(json_path, result)
@@ -680,7 +683,8 @@ def _warn(result: dict) -> None:
 @click.option("--junit", "junit_path", default=None, type=JsonPath("--junit"), help="Write JUnit XML (one test case per bundle × promise).")
 @json_option("Write the rows and figures as JSON.")
 def check_command(policy, bundles, min_quality, max_loss_vs_last, max_cost_rel, max_latency, beat, against, tolerance,
-                  split, folds, mode, rate, arrivals, cv, scheduler, replicas, max_batch, seed, junit_path, json_path):
+                  split, folds, mode, rate, arrivals, cv, scheduler, replicas, max_batch, kv_tokens, seed, junit_path,
+                  json_path):
     """Test POLICY's promises on every BUNDLE: replay each under the policy as it was saved and
     print one table (bundle, promise, measured, limit, result). Exit 0 when every promise
     holds, 1 when any fails, 2 on bad input (an incompatible policy is refused before any
@@ -697,9 +701,10 @@ def check_command(policy, bundles, min_quality, max_loss_vs_last, max_cost_rel, 
     if against is None:
         _warn_ignored(["tolerance"], "without --against")
     if max_latency:
-        _warn_ignored_load(mode, arrivals, also=["replicas", "max_batch"])
+        _warn_ignored_load(mode, arrivals, also=["replicas", "max_batch", "kv_tokens"])
     else:  # the load shapes latencies alone, and no promise here is on latency
-        _warn_ignored(["mode", "rate", "arrivals", "cv", "scheduler", "replicas", "max_batch"], "without --max-latency")
+        _warn_ignored(["mode", "rate", "arrivals", "cv", "scheduler", "replicas", "max_batch", "kv_tokens"],
+                      "without --max-latency")
         mode = "replay"
     refuse_overwriting_inputs({"POLICY": policy, "--against": against,
                                **{f"BUNDLE {b}": b for b in bundles}}, {"--json": json_path, "--junit": junit_path})
@@ -708,7 +713,7 @@ def check_command(policy, bundles, min_quality, max_loss_vs_last, max_cost_rel, 
                           max_cost_rel=max_cost_rel, max_latency=list(max_latency), beat=list(beat), against=against,
                           tolerance=tolerance, split=split, folds=folds, mode=mode, rate=rate, seed=seed,
                           arrivals=arrivals, cv=cv, scheduler=scheduler, replicas=_replicas(replicas),
-                          max_batch=max_batch)
+                          max_batch=max_batch, kv_tokens=_per_tier("--kv-tokens", kv_tokens))
     for report in result.bundles:
         for warning in report["warnings"]:
             click.echo(f"warning: {report['bundle']}: {warning}", err=True)
@@ -725,16 +730,23 @@ def check_command(policy, bundles, min_quality, max_loss_vs_last, max_cost_rel, 
 
 def _replicas(text: str):
     """`--replicas 2` or `--replicas 1,1,2` → an int or a list of ints."""
+    from asd.simulator.des import MAX_REPLICAS
+
+    return _per_tier("--replicas", text, MAX_REPLICAS)
+
+
+def _per_tier(option: str, text: str | None, most: int = 2**62, example: str = "1,1,2"):
+    """`OPTION 2` or `OPTION 1,1,2` → an int or a list of ints, each in [1, most]; None stays None."""
+    if text is None:
+        return None
     try:
         values = [int(v) for v in text.split(",")]
     except ValueError:
-        raise AsdError(f"--replicas {text!r}: use a whole number or one per tier, e.g. 1,1,2") from None
+        raise AsdError(f"{option} {text!r}: use a whole number or one per tier, e.g. {example}") from None
     if any(v < 1 for v in values):
-        raise AsdError(f"--replicas {text!r}: every count must be >= 1")
-    from asd.simulator.des import MAX_REPLICAS
-
-    if any(v > MAX_REPLICAS for v in values):
-        raise AsdError(f"--replicas {text!r}: at most {MAX_REPLICAS} per tier")
+        raise AsdError(f"{option} {text!r}: every count must be >= 1")
+    if any(v > most for v in values):
+        raise AsdError(f"{option} {text!r}: at most {most} per tier")
     return values[0] if len(values) == 1 else values
 
 

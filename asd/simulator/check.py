@@ -219,13 +219,14 @@ def check_policy(policy, bundles, *, min_quality: float | None = None, max_loss_
                  max_cost_rel: float | None = None, max_latency=None, beat=None, against=None,
                  tolerance: float = 0.0, split: str | None = None, folds: int | None = None,
                  mode: str = "replay", rate: float | None = None, seed: int = 0, arrivals: str = "poisson",
-                 cv: float = 1.0, scheduler: str = "fifo", replicas=1, max_batch: int = 256) -> CheckResult:
+                 cv: float = 1.0, scheduler: str = "fifo", replicas=1, max_batch: int = 256,
+                 kv_tokens=None) -> CheckResult:
     """Replay every bundle under `policy` (a Policy or a policy file) and test each promise.
 
     bundles: one bundle (a path, "builtin", a TraceView) or a list. Promises left None are not
     tested; at least one is required. Bad input (no promise, unknown statistic or baseline, an
     incompatible policy, an unreadable bundle) raises an AsdError before any figure. mode "des":
-    latencies under load (rate, arrivals, cv, scheduler, replicas, max_batch as in `asd simulate`)."""
+    latencies under load (rate, arrivals, cv, scheduler, replicas, max_batch, kv_tokens as in `asd simulate`)."""
     bundles = [bundles] if isinstance(bundles, (str, Path)) or not isinstance(bundles, (list, tuple)) else list(bundles)
     if not bundles:
         raise ConfigError("asd check: give at least one bundle")
@@ -241,7 +242,7 @@ def check_policy(policy, bundles, *, min_quality: float | None = None, max_loss_
     check_load_options(mode, rate, scheduler, arrivals, cv)
     # des_latency's arguments; the report names the load as `asd simulate` does (describe_load)
     load = ({"rate": rate, "arrivals": arrivals, "cv": cv, "scheduler": scheduler, "replicas": replicas,
-             "max_batch": max_batch} if mode == "des" else None)
+             "max_batch": max_batch, "kv_tokens": kv_tokens} if mode == "des" else None)
     beats_given = beat not in (None, [], ())
     if not any(v is not None for v in (min_quality, max_loss_vs_last, max_cost_rel, against)) and not latency \
             and not beats_given:
@@ -350,7 +351,8 @@ def _check_bundle(name, ev: Evaluation, old_ev: Evaluation | None, *, min_qualit
     report = {"bundle": name, "n_requests": int(ev.held.size), "evaluation": ev.design["description"],
               "lambda": ev.policy_lam, "mode": "replay" if load is None else "des",
               "load": load and {**describe_load(load["rate"], load["arrivals"], load["cv"], load["scheduler"]),
-                                "replicas": load["replicas"], "max_batch": load["max_batch"]},
+                                "replicas": load["replicas"], "max_batch": load["max_batch"],
+                                "kv_tokens": load["kv_tokens"]},
               "cost_model": ev.cost_model.kind,
               "warnings": list(ev.warnings) + ([TRACE_DES_NOTE] if load and ev.cost_model.kind == "trace" else []),
               "figures": s, "baselines": baselines, "regression": regression}

@@ -33,6 +33,7 @@ def _lam_scale(ev: Evaluation) -> float:
     return float(ev.arrays.cost.sum(axis=1).mean()) or 1.0
 
 
+UNLIMITED_KV = 10**9  # KV-cache tokens per replica where --kv-tokens is not given (the DES's default)
 HALVINGS = 16  # where not every distinct policy is replayed: λ below bisection's limit also tried
 # Request walks the choice of λ may spend (a DES run counts as DES_WALK_COST walks): every
 # distinct pooled policy is replayed where they fit in it. Finding them all costs seconds on a
@@ -425,12 +426,12 @@ def _difficulty_keys(policy, prompt_p: np.ndarray, tier_bins: np.ndarray, cold_b
 
 def des_latency(ev: Evaluation, *, rate: float | None, replicas=1, max_batch: int = 256, seed: int = 0,
                 scheduler: str = "fifo", arrivals: str = "poisson", cv: float = 1.0, rows: np.ndarray | None = None,
-                fold=None, positions: np.ndarray | None = None):
+                fold=None, positions: np.ndarray | None = None, kv_tokens=None):
     """outcomes → the same outcomes with latencies from the discrete-event simulation over the
     pooled held-out requests (or the view's `rows`, in that order): arrivals Poisson at `rate`
     req/s, gamma gaps with coefficient of variation `cv` at that rate (bursty for cv > 1), or the
     trace's recorded offsets; one pool per tier (`replicas`, TP from the cost model,
-    `max_batch`), iteration times from the cost model's coefficients; queues FIFO or by
+    `max_batch`, `kv_tokens` of KV cache per replica, None: unlimited), iteration times from the cost model's coefficients; queues FIFO or by
     predicted difficulty (`scheduler`, see difficulty_priority; for `rows` other than the
     held-out ones, the calibration rows `fold.cal[positions]` of a fold, calibration_priority). The
     function's `key` names the load, for `tuned_latency`. A request alone gets its replayed
@@ -451,7 +452,18 @@ def des_latency(ev: Evaluation, *, rate: float | None, replicas=1, max_batch: in
                   n_decode_cont=np.maximum(n_out - n_acc, 0).astype(np.int64),
                   n_kv_cont=(n_prompt + n_acc).astype(np.int64))  # the closed form's: rejected draft dropped
     pools = Pools.build(ev.cost_model.iteration_coefficients(), replicas=replicas,
-                        tensor_parallel=ev.cost_model.gpus.astype(np.int64), max_batch=max_batch)
+                        tensor_parallel=ev.cost_model.gpus.astype(np.int64), max_batch=max_batch,
+                        kv_capacity=UNLIMITED_KV if kv_tokens is None else kv_tokens)
+    if kv_tokens is not None:  # any request may run at any tier, cold or continuing: each must fit there
+        peak = np.maximum(tokens["n_prompt"] + tokens["n_decode"], tokens["n_prompt_cont"] + tokens["n_decode_cont"])
+        over = peak > pools.kv_capacity[None, :]
+        if over.any():
+            r, i = (int(x) for x in np.argwhere(over)[0])
+            need = ",".join(str(int(v)) for v in np.maximum(peak.max(axis=0), 1))
+            raise ConfigError(f"--kv-tokens {','.join(map(str, pools.kv_capacity.tolist()))}: request "
+                              f"{ev.view.request_ids[rows[r]]!r} needs {int(peak[r, i])} KV tokens (prompt, draft and "
+                              f"output) at tier {ev.view.tier_names[i]}, more than a replica holds; every request "
+                              f"fits with --kv-tokens {need}")
     if arrivals == "trace":
         arrival = arrival_times(rows.size, process="trace", offsets_s=trace_offsets(ev, rows))
     else:
@@ -475,16 +487,23 @@ def des_latency(ev: Evaluation, *, rate: float | None, replicas=1, max_batch: in
         latency.last = run
         return Outcomes(out.start, out.stop, out.cost, run.e2e_ms, out.quality, out.after_start)
     latency.pools = pools
-    latency.key = _load_key(rate, replicas, max_batch, seed, arrivals, cv, scheduler)
+    latency.key = _load_key(rate, replicas, max_batch, seed, arrivals, cv, scheduler, kv_tokens)
     return latency
 
 
-def _load_key(rate, replicas, max_batch, seed, arrivals, cv, scheduler) -> tuple:
-    return ("des", rate, tuple(np.atleast_1d(replicas).tolist()), max_batch, seed, arrivals, cv, scheduler)
+def _load_key(rate, replicas, max_batch, seed, arrivals, cv, scheduler, kv_tokens=None) -> tuple:
+    kv = None if kv_tokens is None else tuple(np.atleast_1d(kv_tokens).tolist())
+    return ("des", rate, tuple(np.atleast_1d(replicas).tolist()), max_batch, seed, arrivals, cv, scheduler, kv)
+
+
+def kv_tokens_list(pools) -> list[int] | None:
+    """The load section's `kv_tokens`: per tier, None where unlimited (not set)."""
+    values = pools.kv_capacity.tolist()
+    return None if all(v >= UNLIMITED_KV for v in values) else values
 
 
 def tuned_latency(ev: Evaluation, *, rate, replicas=1, max_batch=256, seed=0, arrivals="poisson", cv=1.0,
-                  scheduler="fifo"):
+                  scheduler="fifo", kv_tokens=None):
     """(fold, positions of its calibration rows) → their timer under the same load and queues
     (`des_latency`): the tuned baselines pick their member by the latency this load gives on
     their calibration rows, as the policy's λ is searched under it; replayed latencies chose
@@ -494,8 +513,9 @@ def tuned_latency(ev: Evaluation, *, rate, replicas=1, max_batch=256, seed=0, ar
     ones."""
     def timer_for(fold, positions: np.ndarray):
         return des_latency(ev, rate=rate, replicas=replicas, max_batch=max_batch, seed=seed, arrivals=arrivals,
-                           cv=cv, rows=fold.cal[positions], scheduler=scheduler, fold=fold, positions=positions)
-    timer_for.key = _load_key(rate, replicas, max_batch, seed, arrivals, cv, scheduler)
+                           cv=cv, rows=fold.cal[positions], scheduler=scheduler, fold=fold, positions=positions,
+                           kv_tokens=kv_tokens)
+    timer_for.key = _load_key(rate, replicas, max_batch, seed, arrivals, cv, scheduler, kv_tokens)
     return timer_for
 
 
@@ -537,12 +557,14 @@ def check_load_options(mode: str, rate: float | None, scheduler: str = "fifo", a
 
 
 def check_view_options(view, *, mode: str = "replay", replicas=1, explain_id: str | None = None,
-                       split: str | None = None, folds: int | None = None) -> None:
+                       split: str | None = None, folds: int | None = None, kv_tokens=None) -> None:
     """What needs the bundle's tiers or request ids, checked once it is read and before any
-    calibration (which takes minutes on a large ladder): --replicas per tier, --explain's request."""
-    if mode == "des" and isinstance(replicas, (list, tuple)) and len(replicas) != view.n_tiers:
-        raise ConfigError(f"--replicas {','.join(map(str, replicas))}: {view.path} has {view.n_tiers} tiers "
-                          f"({' → '.join(view.tier_names)}); give one count, or one per tier")
+    calibration (which takes minutes on a large ladder): --replicas and --kv-tokens per tier,
+    --explain's request."""
+    for option, value in (("--replicas", replicas), ("--kv-tokens", kv_tokens)):
+        if mode == "des" and isinstance(value, (list, tuple)) and len(value) != view.n_tiers:
+            raise ConfigError(f"{option} {','.join(map(str, value))}: {view.path} has {view.n_tiers} tiers "
+                              f"({' → '.join(view.tier_names)}); give one count, or one per tier")
     if explain_id is None:
         return
     matches = _request_rows(view, explain_id)
@@ -573,7 +595,7 @@ def simulate(bundle="builtin", *, tau_max: float, stat: str = "p95", mode: str =
              replicas=1, max_batch: int = 256, split: str | None = None, folds: int | None = None,
              cost_model: str | None = None, predictor: str = "logistic", stage0: bool = True, risk="mean",
              seed: int = 0, evaluation: Evaluation | None = None, progress=None, scheduler: str = "fifo",
-             arrivals: str = "poisson", cv: float = 1.0, chrome_trace=None) -> dict:
+             arrivals: str = "poisson", cv: float = 1.0, chrome_trace=None, kv_tokens=None) -> dict:
     """Everything `asd simulate` prints and writes with --json. chrome_trace: under --mode des, a
     path for the chosen policy's run as a chrome://tracing file."""
     check_options(tau_max, stat, mode, rate, scheduler, arrivals, cv)
@@ -586,11 +608,11 @@ def simulate(bundle="builtin", *, tau_max: float, stat: str = "p95", mode: str =
         refuse_label_free_options(ev.view, scheduler=scheduler if mode == "des" else "fifo", policy=ev.fixed)
     n_tiers = ev.view.n_tiers
     latency = (des_latency(ev, rate=rate, replicas=replicas, max_batch=max_batch, seed=seed, scheduler=scheduler,
-                           arrivals=arrivals, cv=cv)
+                           arrivals=arrivals, cv=cv, kv_tokens=kv_tokens)
                if mode == "des" else None)
     timed = (lambda out: out) if latency is None else latency
     timer_for = (tuned_latency(ev, rate=rate, replicas=replicas, max_batch=max_batch, seed=seed, arrivals=arrivals,
-                               cv=cv, scheduler=scheduler) if mode == "des" else None)
+                               cv=cv, scheduler=scheduler, kv_tokens=kv_tokens) if mode == "des" else None)
     if not ev.fitted:
         return _simulate_label_free(ev, tau_max, stat, mode, latency,
                                     lambda: _load(ev, latency, rate, arrivals, cv, scheduler, max_batch, chrome_trace))
@@ -653,6 +675,7 @@ def _load(ev: Evaluation, latency, rate, arrivals, cv, scheduler, max_batch, chr
     run = latency.last
     load = describe_load(rate, arrivals, cv, scheduler) | {
             "replicas": latency.pools.replicas.tolist(), "max_batch": int(max_batch),
+            "kv_tokens": kv_tokens_list(latency.pools),
             "utilisation": run.utilisation.tolist(), "gpu_s": run.gpu_s.tolist(),
             "mean_queue": run.mean_queue.tolist(), "max_queue": run.max_queue.tolist(),
             "ttft_ms": {s: run.latency(s, "ttft") for s in STATISTICS}}
@@ -777,7 +800,8 @@ def _walk_state(tier: int, start: int, stop: int) -> str:
 def run_simulate(bundle="builtin", *, tau_max: float, stat: str = "p95", mode: str = "replay", rate=None,
                  replicas=1, max_batch=256, split=None, folds=None, cost_model=None, predictor="logistic",
                  stage0=True, risk="mean", seed=0, plots=None, explain_id=None, progress=None, policy=None,
-                 scheduler="fifo", arrivals="poisson", cv=1.0, chrome_trace=None, save_policy=None) -> dict:
+                 scheduler="fifo", arrivals="poisson", cv=1.0, chrome_trace=None, save_policy=None,
+                 kv_tokens=None) -> dict:
     """`asd simulate` end to end: evaluate, search λ, baselines, optional plots and --explain.
     policy: a given policy file whose tables are searched over λ instead of calibrating one.
     save_policy: a path for the policy to deploy (`save_deployment_policy`)."""
@@ -791,7 +815,8 @@ def run_simulate(bundle="builtin", *, tau_max: float, stat: str = "p95", mode: s
                               "run it without --mode des")
         check_policy_target(save_policy)
     view = load_view(bundle)
-    check_view_options(view, mode=mode, replicas=replicas, explain_id=explain_id, split=split, folds=folds)
+    check_view_options(view, mode=mode, replicas=replicas, explain_id=explain_id, split=split, folds=folds,
+                       kv_tokens=kv_tokens)
     if save_policy is not None:
         require_labels(view, np.arange(view.n_requests), "--save-policy")
     fit = last_tier_labelled(view)
@@ -801,7 +826,7 @@ def run_simulate(bundle="builtin", *, tau_max: float, stat: str = "p95", mode: s
                     stage0=stage0, risk=risk, seed=seed, progress=progress, policy=policy, fit=fit)
     result = simulate(bundle, tau_max=tau_max, stat=stat, mode=mode, rate=rate, replicas=replicas,
                       max_batch=max_batch, evaluation=ev, seed=seed, scheduler=scheduler, arrivals=arrivals, cv=cv,
-                      chrome_trace=chrome_trace)
+                      chrome_trace=chrome_trace, kv_tokens=kv_tokens)
     result["bundle"] = str(bundle)  # as the user named it ("builtin", not the package path)
     if explain_id is not None:
         result["explain"] = explain(ev, explain_id, result["chosen"]["lambda"])
@@ -812,7 +837,7 @@ def run_simulate(bundle="builtin", *, tau_max: float, stat: str = "p95", mode: s
         chosen = ev.policy_outcomes(result["chosen"]["lambda"])
         if mode == "des":
             chosen = des_latency(ev, rate=rate, replicas=replicas, max_batch=max_batch, seed=seed,
-                                 scheduler=scheduler, arrivals=arrivals, cv=cv)(chosen)
+                                 scheduler=scheduler, arrivals=arrivals, cv=cv, kv_tokens=kv_tokens)(chosen)
         result["plots"] = [str(p) for p in (
             P.latency_histogram(chosen.latency_ms, out / P.PLOT_FILES["simulate"][0], tau_max=tau_max, stat=stat,
                                 title=f"policy at λ={result['chosen']['lambda']:.3g}, "

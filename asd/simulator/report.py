@@ -231,6 +231,8 @@ def _load_text(load: dict | None) -> str:
     else:
         rate = f" at the trace's rate ({arrivals})"
     pools = f", replicas {load['replicas']}, max batch {load['max_batch']}" if "replicas" in load else ""
+    if load.get("kv_tokens"):
+        pools += f", KV cache {load['kv_tokens']} tokens per replica"
     return f"{rate}{pools}, {load['scheduler']} queues"
 
 

@@ -322,13 +322,13 @@ def repeated_checks(ev: Evaluation, repeats: int, options: dict, first: dict, pr
 def run_sweep(bundle="builtin", *, split=None, folds=None, cost_model=None, predictor="logistic", stage0=True,
               risk="mean", seed=0, plots=None, ablate=None, csv_path=None, progress=None, policy=None,
               repeats: int = 1, mode: str = "replay", rate: float | None = None, arrivals: str = "poisson",
-              cv: float = 1.0, scheduler: str = "fifo", replicas=1, max_batch: int = 256) -> dict:
+              cv: float = 1.0, scheduler: str = "fifo", replicas=1, max_batch: int = 256, kv_tokens=None) -> dict:
     """`asd sweep` end to end: frontiers, optional ablation, CSV and plots. policy: a given
     policy file whose frontier (its distinct policies over λ) is swept instead of calibrating.
     repeats: the quality check over that many fold seeds (the frontiers shown are the first's).
     mode "des": every point's latencies from the discrete-event simulation under that load (as
     `asd simulate --mode des`); quality and cost, and so the quality check, do not change."""
-    from asd.simulator.job import check_load_options, check_view_options, des_latency, describe_load
+    from asd.simulator.job import check_load_options, check_view_options, des_latency, describe_load, kv_tokens_list
 
     check_load_options(mode, rate, scheduler, arrivals, cv, bundle)
     if policy is not None and ablate:
@@ -341,7 +341,7 @@ def run_sweep(bundle="builtin", *, split=None, folds=None, cost_model=None, pred
 
         check_plot_files(plots, "sweep")
     view = load_view(bundle)
-    check_view_options(view, mode=mode, replicas=replicas)
+    check_view_options(view, mode=mode, replicas=replicas, kv_tokens=kv_tokens)
     if split is not None:
         check_split(view, split)
     if not last_tier_labelled(view):  # before minutes of calibrating
@@ -356,12 +356,12 @@ def run_sweep(bundle="builtin", *, split=None, folds=None, cost_model=None, pred
     timed = None
     if mode == "des":
         timed = des_latency(ev, rate=rate, replicas=replicas, max_batch=max_batch, seed=seed, scheduler=scheduler,
-                            arrivals=arrivals, cv=cv)
+                            arrivals=arrivals, cv=cv, kv_tokens=kv_tokens)
     result = sweep(evaluation=ev, timed=timed)
     result["bundle"] = str(bundle)  # as the user named it ("builtin", not the package path)
     result["mode"] = mode
     result["load"] = None if timed is None else describe_load(rate, arrivals, cv, scheduler) | {
-        "replicas": timed.pools.replicas.tolist(), "max_batch": int(max_batch)}
+        "replicas": timed.pools.replicas.tolist(), "max_batch": int(max_batch), "kv_tokens": kv_tokens_list(timed.pools)}
     if repeats > 1:
         result["repeats"] = repeated_checks(ev, repeats, {**options, "cost_model": ev.cost_model},
                                             result["quality_check"], progress=progress)

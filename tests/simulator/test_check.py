@@ -226,7 +226,8 @@ def test_des_mode_takes_the_same_load_as_asd_simulate(synth):
     """--arrivals/--cv/--scheduler/--replicas/--max-batch reach the DES exactly as `asd simulate`
     builds it (the pools could not be given to check: it ran 1 replica, batch 256, unsaid)."""
     bundle, policy = synth
-    load = dict(rate=40.0, arrivals="gamma", cv=3.0, scheduler="difficulty", replicas=[1, 2, 1], max_batch=4)
+    load = dict(rate=40.0, arrivals="gamma", cv=3.0, scheduler="difficulty", replicas=[1, 2, 1], max_batch=4,
+                kv_tokens=[5000, 5000, 5000])
     result = check_policy(policy, bundle, max_latency={"p95": 1e9}, mode="des", seed=2, **load)
     report = result.bundles[0]
     assert report["load"] == load and report["mode"] == "des"  # gamma: every field as given
@@ -237,12 +238,13 @@ def test_des_mode_takes_the_same_load_as_asd_simulate(synth):
     assert replay.bundles[0]["load"] is None
     poisson = check_policy(policy, bundle, max_latency={"p95": 1e9}, mode="des", rate=40.0, cv=3.0)
     assert poisson.bundles[0]["load"] == {"rate": 40.0, "arrivals": "poisson", "cv": None, "scheduler": "fifo",
-                                          "replicas": 1, "max_batch": 256}
+                                          "replicas": 1, "max_batch": 256, "kv_tokens": None}
     out = run("check", policy, bundle, "--max-latency", "p95=1e9", "--mode", "des", "--rate", 40, "--arrivals",
-              "gamma", "--cv", 3, "--scheduler", "difficulty", "--replicas", "1,2,1", "--max-batch", 4)
+              "gamma", "--cv", 3, "--scheduler", "difficulty", "--replicas", "1,2,1", "--max-batch", 4,
+              "--kv-tokens", 100000)
     assert out.exit_code == 0, out.output
-    assert ("mode des at 40 req/s (gamma gaps, CV 3.0), replicas [1, 2, 1], max batch 4, difficulty queues"
-            in " ".join(out.stdout.split()))
+    assert ("mode des at 40 req/s (gamma gaps, CV 3.0), replicas [1, 2, 1], max batch 4, KV cache 100000 tokens per "
+            "replica, difficulty queues" in " ".join(out.stdout.split()))
 
 
 def test_an_incompatible_policy_is_refused_with_one_line(synth, tmp_path):

@@ -158,6 +158,37 @@ def test_tau_search_over_a_spread_of_policies_where_every_one_would_cost_too_muc
     assert "even spread" in spread.note() and "log grid" in grid.note() and "every distinct policy" in full.note()
 
 
+def test_kv_tokens_limit_each_replicas_cache_in_the_des_and_the_reports_say_so(tmp_path):
+    """--kv-tokens sets the KV-cache capacity per replica that the DES always had but no command
+    could set (found by a hunt): the load section names it, the runs use it, and a capacity no
+    request path fits is one line naming the request, the tier and a capacity that fits."""
+    from asd.simulator.job import des_latency
+
+    ev = Evaluation(BUILTIN_PATH, folds=5, seed=0)
+    out = ev.policy_outcomes(4000.0)
+    limited = des_latency(ev, rate=6.0, max_batch=16, kv_tokens=[130, 200])
+    assert limited.pools.kv_capacity.tolist() == [130, 200]
+    unlimited = des_latency(ev, rate=6.0, max_batch=16)
+    queued, free = limited(out), unlimited(out)
+    # with room for about one request per replica, requests wait for the cache to free
+    assert limited.last.max_queue.max() > unlimited.last.max_queue.max()
+    assert np.isfinite(queued.latency_ms).all() and queued.latency_ms.mean() > free.latency_ms.mean()
+    with pytest.raises(ConfigError, match=r"^--kv-tokens 100,100: request '\w+' needs \d+ KV tokens \(prompt, draft "
+                                          r"and output\) at tier \S+, more than a replica holds; every request fits "
+                                          r"with --kv-tokens \d+,\d+$"):
+        des_latency(ev, rate=6.0, kv_tokens=100)
+    result = run("simulate", "--tau-max", "800", "--mode", "des", "--rate", "6", "--kv-tokens", "150,200",
+                 "--json", str(tmp_path / "s.json"))
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "s.json").read_text())["load"]["kv_tokens"] == [150, 200]
+    assert "KV cache [150, 200] tokens per replica" in " ".join(result.output.split())
+    swept = run("sweep", "--mode", "des", "--rate", "6", "--kv-tokens", "150", "--json", str(tmp_path / "w.json"))
+    assert swept.exit_code == 0, swept.output
+    assert json.loads((tmp_path / "w.json").read_text())["load"]["kv_tokens"] == [150, 150]
+    plain = run("simulate", "--tau-max", "800", "--kv-tokens", "150", "--json", str(tmp_path / "r.json"))
+    assert "warning: --kv-tokens has no effect without --mode des; ignored" in plain.output
+
+
 def test_the_oracle_bounds_the_quality_of_every_policy_point_and_baseline(evaluation):
     result = sweep(evaluation=evaluation)
     oracle = result["baselines"]["oracle"][0]["quality"]
@@ -583,6 +614,10 @@ def test_bad_input_is_one_line_and_exit_2(args, message):
 @pytest.mark.parametrize("args, message", [
     (["simulate", "--tau-max", "800", "--mode", "des", "--rate", "2", "--replicas", "1,2,3"], "has 2 tiers"),
     (["sweep", "--mode", "des", "--rate", "2", "--replicas", "1,1,1,1"], "has 2 tiers"),
+    (["simulate", "--tau-max", "800", "--mode", "des", "--rate", "2", "--kv-tokens", "500,500,500"],
+     "--kv-tokens 500,500,500: " + BUILTIN_PATH + " has 2 tiers"),
+    (["simulate", "--tau-max", "800", "--mode", "des", "--rate", "2", "--kv-tokens", "0"],
+     "error: --kv-tokens '0': every count must be >= 1"),
     (["simulate", "--tau-max", "800", "--explain", "17"],
      f"no such request in {BUILTIN_PATH} (its request ids: b0000, b0001, b0002, …)"),
     (["simulate", "--tau-max", "800", "--risk", "lcb:7"], "G in [0.5, 1)"),
@@ -944,7 +979,7 @@ def test_sweep_under_load_moves_latencies_only(synth, tmp_path):
     assert replayed["mode"] == "replay" and replayed["load"] is None
     assert loaded["mode"] == "des" and loaded["load"] == {"rate": 50.0, "arrivals": "gamma", "cv": 2.0,
                                                           "replicas": [1, 1, 1], "max_batch": 2,
-                                                          "scheduler": "difficulty"}
+                                                          "kv_tokens": None, "scheduler": "difficulty"}
     # the same policies and baselines, with the same quality and cost; only latencies change
     assert [p["lambda"] for p in loaded["policy"]] == [p["lambda"] for p in replayed["policy"]]
     for a, b in zip(loaded["policy"], replayed["policy"]):
