@@ -376,7 +376,7 @@ def traces_split(bundle, test_frac, seed, out, overwrite, json_path):
 
 def _strata(tasks: list[dict]) -> str:
     """'2 task(s) and requests without one': the split's strata, counted as inspect counts tasks."""
-    named = sum(t["task"] != "(none)" for t in tasks)
+    named = sum(t["task"] is not None for t in tasks)
     return f"{named} task(s)" + (" and requests without one" if named < len(tasks) else "")
 
 

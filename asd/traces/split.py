@@ -92,9 +92,11 @@ def split_bundle(path, test_frac: float = 0.3, seed: int = 0, out=None, overwrit
         target = bundle.path
     else:
         target = _copy_with_requests(bundle, Path(out), requests, overwrite)
-    task_names = pd.Series(tasks, dtype=object).fillna("(none)")
+    # requests without a task are their own stratum, apart from a task that is named "(none)"
+    task_names = pd.Series(tasks, dtype=object)
     per_task = (
-        pd.DataFrame({"task": task_names, "test": test}).groupby("task")["test"].agg(["size", "sum"]).reset_index()
+        pd.DataFrame({"unnamed": task_names.isna(), "task": task_names.fillna(""), "test": test})
+        .groupby(["unnamed", "task"])["test"].agg(["size", "sum"]).reset_index()
     )
     return {
         "bundle": str(target),
@@ -103,7 +105,7 @@ def split_bundle(path, test_frac: float = 0.3, seed: int = 0, out=None, overwrit
         "n_calibration": int(len(test) - n_test),
         "n_test": n_test,
         "tasks": [
-            {"task": str(r.task), "n_calibration": int(r.size - r.sum), "n_test": int(r.sum)}
+            {"task": None if r.unnamed else str(r.task), "n_calibration": int(r.size - r.sum), "n_test": int(r.sum)}
             for r in per_task.itertuples(index=False)
         ],
     }

@@ -109,3 +109,25 @@ def test_the_split_line_counts_tasks_as_inspect_does(tmp_path):
                  {"request_id": ids, "tier": [0] * 6, "quality": [1.0] * 6})
     result = CliRunner().invoke(main, ["traces", "split", str(tmp_path / "b"), "-o", str(tmp_path / "c")])
     assert result.exit_code == 0 and "(2 task(s) and requests without one, seed 0)" in result.output, result.output
+
+
+def test_requests_without_a_task_are_reported_apart_from_a_task_named_none(tmp_path):
+    """The per-task report had filled a missing task with "(none)", so a task of that name and
+    the requests without one were one row, and the summary counted no named task (found by a hunt)."""
+    from click.testing import CliRunner
+
+    from asd.cli import main
+    from asd.traces.bundle import new_manifest, write_bundle
+
+    ids = [f"r{i}" for i in range(10)]
+    requests = {"request_id": ids, "task": ["(none)"] * 5 + [None] * 5}
+    outputs = {"request_id": [r for r in ids for _ in range(2)], "tier": [0, 1] * 10, "quality": [1.0, 0.0] * 10}
+    write_bundle(tmp_path / "b", new_manifest([{"name": "a", "params_b": 1.0}, {"name": "b", "params_b": 2.0}]),
+                 requests, outputs)
+    result = split_bundle(tmp_path / "b", test_frac=0.4, seed=0, out=tmp_path / "s")
+    assert result["tasks"] == [{"task": "(none)", "n_calibration": 3, "n_test": 2},
+                               {"task": None, "n_calibration": 3, "n_test": 2}]
+    printed = CliRunner().invoke(main, ["traces", "split", str(tmp_path / "b"), "--test-frac", "0.4",
+                                        "-o", str(tmp_path / "s2")])
+    assert printed.exit_code == 0, printed.output
+    assert "1 task(s) and requests without one" in printed.output
