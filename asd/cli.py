@@ -24,7 +24,8 @@ class AsdGroup(click.Group):
     error that escaped the library (permission, disk full) likewise, naming its path.
 
     Exit codes: 0 success; 1 a check found problems (`asd traces validate` on an invalid
-    bundle); 2 a usage error (bad option or input, missing file or bundle), as click's own."""
+    bundle); 2 a usage error (bad option or input, missing file or bundle), as click's own;
+    130 interrupted (Ctrl-C), as a shell reports SIGINT."""
 
     def invoke(self, ctx):
         with warnings.catch_warnings():  # restores Python's own printer afterwards (CliRunner in tests)
@@ -57,6 +58,11 @@ class AsdGroup(click.Group):
             where = f"{exc.filename}: " if exc.filename else ""
             click.echo(f"error: {where}{exc.strerror or exc}", err=True)
             sys.exit(2)
+        except (KeyboardInterrupt, click.exceptions.Abort):
+            # Ctrl-C where no command handles it (loading, calibrating, probing servers): click's
+            # "Aborted!" and exit 1 read as a failure; every output is written whole or not at all
+            click.echo("error: interrupted; no output was left half-written", err=True)
+            sys.exit(130)
 
 
 def _usage_error_line(exc: click.UsageError, command_path: str):

@@ -338,3 +338,45 @@ def test_asd_live_interrupted_keeps_what_was_answered_and_exits_130(llama_server
     live = json.loads((tmp_path / "run" / "manifest.json").read_text())["provenance"]["live"]
     assert [r["error"] for r in live["requests"][1:]] == ["not sent: the run was interrupted"] * 3
     assert [r["sent_s"] for r in live["requests"][1:]] == [None] * 3
+
+
+def test_asd_live_interrupted_while_probing_the_servers_is_one_line_and_exit_130(tmp_path):
+    """Ctrl-C before any request is sent (loading the policy, warming it up, probing servers:
+    up to 10 s against a host that never answers) reached click: `Aborted!`, exit 1 (found by a
+    hunt). The signal is sent once the probe has connected to the silent server."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    import yaml
+
+    from tests.live.conftest import REPO, subprocess_env, write_jsonl
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+    tiers = yaml.safe_load((REPO / "asd" / "traces" / "builtin" / "servers.yaml").read_text())
+    for tier in tiers["tiers"]:
+        tier["url"] = url
+    (tmp_path / "tiers.yaml").write_text(yaml.safe_dump(tiers))
+    prompts = write_jsonl(tmp_path / "p.jsonl", [{"request_id": "a", "prompt": "Say hello."}])
+    command = [sys.executable, "-m", "asd", "live", "--tiers", str(tmp_path / "tiers.yaml"), "--policy",
+               str(REPO / "tests" / "policies" / "builtin.npz"), "--prompts", str(prompts), "--rate", "1",
+               "-o", str(tmp_path / "run"), "--no-progress"]
+    process = subprocess.Popen(command, cwd=REPO, env=subprocess_env(), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        silent.settimeout(120)
+        connection, _ = silent.accept()  # the probe asks: the run is past loading, before any request
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+        connection.close()
+    finally:
+        silent.close()
+        process.kill()
+    assert process.returncode == 130, stderr
+    assert stderr.strip().splitlines()[-1] == "error: interrupted; no output was left half-written"
+    assert "Traceback" not in stderr and "Aborted" not in stderr
+    assert not (tmp_path / "run").exists()
