@@ -561,9 +561,12 @@ _GROUP_FUNCTIONS = {
 
 
 def task_vocabulary(tasks: np.ndarray, limit: int = MAX_TASKS) -> list[str]:
-    """The tasks seen, most frequent first (ties by name), at most `limit`; then sorted."""
+    """The tasks seen at least twice, most frequent first (ties by name), at most `limit`; then
+    sorted. A task of one request is that request's id in another name: its one-hot column let
+    the full fit memorise it where no out-of-fold fit could, and on a ladder of a task per request
+    calibration failed its own p̂ consistency check."""
     counts = pd.Series(tasks, dtype=object).value_counts(dropna=True)
-    counts = counts[[isinstance(t, str) for t in counts.index]]
+    counts = counts[np.array([isinstance(t, str) for t in counts.index], dtype=bool) & (counts.to_numpy() >= 2)]
     if counts.empty:
         return []
     counts = counts.sort_index().sort_values(ascending=False, kind="stable")

@@ -114,6 +114,8 @@ def _limit(value, digits: int = 3) -> str:
     given where that would round it (a margin of 0.0004 is not 0.000)."""
     if value is None:
         return "—"
+    if abs(value) >= 1e9:  # 1e300 printed as 301 digits squeezed every other column out of the table
+        return f"{value:g}"
     shown = f"{value:.{digits}f}"
     return shown if float(shown) == value else f"{value:g}"
 

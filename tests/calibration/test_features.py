@@ -330,3 +330,26 @@ def test_agreement_at_tier_1_predicts_acceptability_on_the_mmlu_pro_ladder(share
 def test_features_refuse_a_dtype_that_would_truncate_them(dtype):
     with pytest.raises(ConfigError, match=r"features dtype .*: use float32 or float64"):
         compute_features(load_view("builtin"), dtype=dtype)
+
+
+def test_a_task_of_one_request_gets_no_one_hot_and_a_task_per_request_calibrates(tmp_path):
+    """A task of one request is its id in another name: its one-hot let the full fit memorise it
+    where the out-of-fold fits could not, and calibrating 110 requests with a task each failed the
+    p̂ consistency check ("out-of-fold p̂ ... disagrees with the predictor") (found by a hunt)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from asd.calibration.calibrate import calibrate
+    from asd.calibration.features import task_vocabulary
+    from asd.traces.synth import write_synthetic_bundle
+
+    assert task_vocabulary(np.array(["a", "b", "b", None, "c", "c", "c"], dtype=object)) == ["b", "c"]
+    path = tmp_path / "b"
+    write_synthetic_bundle(path, 110, 3, seed=0)
+    requests = pq.read_table(path / "requests.parquet")
+    tasks = pa.array([f"task{i}" for i in range(requests.num_rows)], type=requests.schema.field("task").type)
+    pq.write_table(requests.set_column(requests.schema.get_field_index("task"), "task", tasks),
+                   path / "requests.parquet")
+    view = load_view(path)
+    assert compute_features(view).spec.tasks == ()
+    assert calibrate(path).policy.n_tiers == 3

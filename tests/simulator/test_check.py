@@ -156,6 +156,9 @@ def test_limits_print_to_their_measured_figures_precision():
     shown = {r.promise: r for r in fine.rows}
     assert shown["beat threshold"].limit_text == "0.0004" and shown["max p95 latency (ms)"].limit_text == "383.45"
     assert not shown["max p95 latency (ms)"].passed and "383.45" in shown["max p95 latency (ms)"].message
+    # a huge limit is short: 1e300 printed as 301 digits squeezed the table's other columns out
+    huge = check_policy(POLICY, "builtin", max_latency={"p99": 1e300})
+    assert huge.rows[0].limit_text == "1e+300" and "733.9     1e+300  pass" in huge.table()
 
 
 def test_regression_mode_compares_frontiers_and_says_where(tmp_path):
