@@ -487,6 +487,7 @@ def calibrate_command(bundle, out, predictor, groups, n_bins, risk, stage0, prom
         raise click.UsageError("Missing option '-o' / '--out' (the policy file to write).")
     if not stage0:
         _warn_ignored(["prompt_text"], "with --no-stage0 (only stage 0 reads the prompt)")
+    _answer_groups(groups)
     refuse_overwriting_inputs({"BUNDLE": bundle}, {"-o": out, "--json": json_path, "--plots": plots}, "calibrate")
     if out is not None and predictor != "gbt-reference":  # before the fitting, as Policy.save would after it
         check_policy_target(out)
@@ -754,6 +755,18 @@ def _per_tier(option: str, text: str | None, most: int = 2**62, example: str = "
     if any(v > most for v in values):
         raise AsdError(f"{option} {text!r}: at most {most} per tier")
     return values[0] if len(values) == 1 else values
+
+
+def _answer_groups(groups: str | None) -> None:
+    """--features naming only the groups every policy has (`stage`: tier index, cold start) fitted
+    a policy that reads no answer at all (AUROC 0.5) without a word, as naming none did."""
+    from asd.calibration.features import ALWAYS, GROUPS, parse_groups
+
+    named = parse_groups(groups)
+    if named is not None and set(named) <= set(ALWAYS):
+        answer = [g for g in GROUPS if g not in ALWAYS]
+        raise AsdError(f"--features {groups}: {', '.join(ALWAYS)} is always included; name at least one of "
+                       f"{', '.join(answer)}")
 
 
 def _risk(risk: str):

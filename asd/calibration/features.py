@@ -274,7 +274,8 @@ def parse_groups(groups: str | Iterable[str] | None) -> list[str] | None:
         groups = [g.strip() for g in groups.split(",") if g.strip()]
     groups = list(groups)
     if not groups:  # it fitted a policy on the stage features alone (AUROC 0.5) without a word
-        raise ConfigError(f"no feature group named: name at least one of {', '.join(GROUPS)}")
+        raise ConfigError(f"no feature group named: name at least one of "
+                          f"{', '.join(g for g in GROUPS if g not in ALWAYS)}")
     _check_groups(groups)
     return groups
 

@@ -600,6 +600,9 @@ def test_calibrate_cli_gbt_reference_reports_beside_logistic_and_writes_no_polic
     (["simulate", "--tau-max", "800", "--cost-model", ""], "error: unknown cost model ''; choose one of trace, profile, params"),
     (["calibrate", "builtin", "-o", "p.npz", "--cost-model", ""], "error: unknown cost model ''"),
     (["calibrate", "builtin", "-o", "p.npz", "--features", ",,"], "error: no feature group named: name at least one of logprob"),
+    # the stage group alone is the same policy on no answer features (AUROC 0.5), fitted without a word
+    (["calibrate", "builtin", "-o", "p.npz", "--features", "stage"],
+     "error: --features stage: stage is always included; name at least one of logprob, entropy"),
     (["simulate", "--tau-max", "800", "--json", ""], "error: --json '': give a file path"),
     (["sweep", "/no/such/bundle"], "/no/such/bundle"),
     (["calibrate", "/no/such/bundle", "-o", "p.npz"], "/no/such/bundle"),
