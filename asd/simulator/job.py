@@ -57,8 +57,9 @@ class TauSearch:
     """How `search_tau` chose λ. status "ok" (τ_max binds), "slack" (every policy tried meets
     it), "infeasible" (none does: λ = 0 is shown); `lam_limit` the largest λ tried within τ_max
     (0 when none), `statistic` the latency statistic at the λ chosen; `tried` how many distinct
-    pooled policies were replayed; `distinct` how many there are (None: not enumerated, too many
-    requests; `exhaustive`: every one was tried)."""
+    pooled policies were replayed; `distinct` how many there are where every one was tried
+    (`exhaustive`), else None; `intervals` the λ intervals between fold policy changes (each
+    holds one pooled policy, some the same one; None: not enumerated, too many requests)."""
 
     status: str
     lam: float
@@ -67,12 +68,13 @@ class TauSearch:
     tried: int
     distinct: int | None
     exhaustive: bool
+    intervals: int | None = None
 
     def note(self) -> str:
         if self.exhaustive:
             return f"the best quality among every distinct policy ({self.distinct}) within τ_max"
-        spread = (f"an even spread over the {self.distinct} λ intervals between fold policy changes"
-                  if self.distinct is not None else "a log grid of λ (too many requests to replay every distinct policy)")
+        spread = (f"an even spread over the {self.intervals} λ intervals between fold policy changes"
+                  if self.intervals is not None else "a log grid of λ (too many requests to replay every distinct policy)")
         return (f"the best quality among {self.tried} policies within τ_max: {spread}, bisection's largest λ "
                 f"within τ_max and {HALVINGS} halvings of it")
 
@@ -90,9 +92,12 @@ def search_tau(ev: Evaluation, tau_max: float, stat: str, latency=None) -> TauSe
         out = ev.policy_outcomes(lam)
         return out if latency is None else latency(out)
 
+    # whether to find the distinct policies at all goes by the requests (finding them costs
+    # replay walks); how many of them are tried goes by what trying one costs (a DES run or a walk)
+    enumerate_them = MAX_CANDIDATE_WALKS // max(ev.held.size, 1) >= ENUMERATE_AT_LEAST
     walk_cost = max(ev.held.size * (1 if latency is None else DES_WALK_COST), 1)
     budget = max(MIN_CANDIDATES, int(MAX_CANDIDATE_WALKS // walk_cost))
-    distinct = ev.distinct_policy_lambdas() if budget >= ENUMERATE_AT_LEAST else None
+    distinct = ev.distinct_policy_lambdas() if enumerate_them else None
     exhaustive = distinct is not None and len(distinct) <= budget
     if exhaustive:
         lams = distinct
@@ -107,16 +112,17 @@ def search_tau(ev: Evaluation, tau_max: float, stat: str, latency=None) -> TauSe
             top = min(found.lam, spread[-1])
         halvings = [top / 2.0**k for k in range(HALVINGS + 1)] if found.status != "infeasible" else []
         lams = sorted(set(spread).union(halvings))
-    best, best_key, best_stat, limit, n_meet, seen = 0.0, None, None, 0.0, 0, set()
+    best, best_key, best_stat, limit, n_meet, seen = 0.0, None, None, 0.0, 0, {}
     for lam in lams:
         out = None  # dropped before the next λ's outcomes are made (40 MB at 10^6 requests)
         out = ev.policy_outcomes(lam)
         walk = hash((out.start.tobytes(), out.stop.tobytes()))
-        if walk in seen:  # an outcome met again at a larger λ: listed (and simulated) once
+        if walk in seen:  # an outcome met again at a larger λ: simulated once, still within τ_max or not
+            if seen[walk] <= tau_max:
+                limit = lam
             continue
-        seen.add(walk)
         out = out if latency is None else latency(out)
-        value = latency_stat(out.latency_ms, stat)
+        value = seen[walk] = latency_stat(out.latency_ms, stat)
         if lam == 0.0 and best_stat is None:
             best_stat = value  # what an infeasible search shows
         if value > tau_max:
@@ -128,8 +134,8 @@ def search_tau(ev: Evaluation, tau_max: float, stat: str, latency=None) -> TauSe
         if best_key is None or key > best_key:
             best, best_key, best_stat = lam, key, value
     status = "infeasible" if n_meet == 0 else "slack" if n_meet == len(seen) else "ok"
-    return TauSearch(status, best, limit, float(best_stat), len(seen),
-                     len(seen) if exhaustive else None if distinct is None else len(distinct), exhaustive)
+    return TauSearch(status, best, limit, float(best_stat), len(seen), len(seen) if exhaustive else None, exhaustive,
+                     None if distinct is None else len(distinct))
 
 
 def criteria(chosen: dict, reference: dict, stat: str) -> dict:
@@ -646,7 +652,7 @@ def simulate(bundle="builtin", *, tau_max: float, stat: str = "p95", mode: str =
     return _header(ev, tau_max, stat, mode) | {
         "search": {"status": found.status, "evaluations": found.tried, "statistic": found.statistic,
                    "lambda_limit": found.lam_limit, "lambda": lam, "distinct_policies": found.distinct,
-                   "exhaustive": found.exhaustive, "note": found.note()},
+                   "lambda_intervals": found.intervals, "exhaustive": found.exhaustive, "note": found.note()},
         "load": load,
         "feasible": feasible,
         "chosen": chosen,

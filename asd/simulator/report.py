@@ -171,8 +171,8 @@ def print_simulation(result: dict, console: Console | None = None) -> None:
     replayed = _replayed(result)  # a given policy on its own calibration requests: in-sample
     search = result["search"]
     among = (f"the {search['distinct_policies']} distinct policies" if search.get("exhaustive", True)
-             else f"{search['evaluations']} policies spread over {search['distinct_policies']} λ intervals"
-             if search.get("distinct_policies") is not None else f"{search['evaluations']} policies on a λ grid")
+             else f"{search['evaluations']} policies spread over {search['lambda_intervals']} λ intervals"
+             if search.get("lambda_intervals") is not None else f"{search['evaluations']} policies on a λ grid")
     head = {"ok": f"λ = {c['lambda']:.4g}: the best {replayed} quality of {among}, among those whose {stat} latency "
                   f"stays ≤ {tau:g} ms",
             "slack": f"λ = {c['lambda']:.4g}: τ_max does not bind (every policy tried fits); the best {replayed} "

@@ -148,11 +148,12 @@ def test_tau_search_over_a_spread_of_policies_where_every_one_would_cost_too_muc
     monkeypatch.setattr(job, "MAX_CANDIDATE_WALKS", 1)
     monkeypatch.setattr(job, "MIN_CANDIDATES", 8)
     grid = job.search_tau(evaluation, tau, "p95")
-    monkeypatch.setattr(job, "ENUMERATE_AT_LEAST", 1)
+    monkeypatch.setattr(job, "ENUMERATE_AT_LEAST", 0)
     spread = job.search_tau(evaluation, tau, "p95")
     assert full.exhaustive and not spread.exhaustive and not grid.exhaustive
-    assert spread.distinct == len(evaluation.distinct_policy_lambdas()) > spread.tried >= 1
-    assert grid.distinct is None and grid.tried >= 1
+    assert full.distinct == full.tried and full.intervals == len(evaluation.distinct_policy_lambdas())
+    assert spread.intervals == len(evaluation.distinct_policy_lambdas()) > spread.tried >= 1
+    assert spread.distinct is None and grid.distinct is None and grid.intervals is None and grid.tried >= 1
     for found in (spread, grid):
         assert found.status == full.status == "ok" and found.statistic <= tau
     assert "even spread" in spread.note() and "log grid" in grid.note() and "every distinct policy" in full.note()
@@ -187,6 +188,24 @@ def test_kv_tokens_limit_each_replicas_cache_in_the_des_and_the_reports_say_so(t
     assert json.loads((tmp_path / "w.json").read_text())["load"]["kv_tokens"] == [150, 150]
     plain = run("simulate", "--tau-max", "800", "--kv-tokens", "150", "--json", str(tmp_path / "r.json"))
     assert "warning: --kv-tokens has no effect without --mode des; ignored" in plain.output
+
+
+def test_tau_search_under_the_des_finds_the_distinct_policies_where_replay_would(monkeypatch, evaluation):
+    """Whether to find the distinct policies goes by the requests (finding them costs replay
+    walks), not by the DES's cost per try: under --mode des every bundle over 4,000 requests had
+    gone to the λ grid, not 40,000 as documented (found by a hunt). A slack limit's lambda_limit is
+    the largest λ tried, a repeated walk included."""
+    from asd.simulator import job
+
+    n = evaluation.held.size
+    monkeypatch.setattr(job, "MAX_CANDIDATE_WALKS", n * job.ENUMERATE_AT_LEAST)  # replay: just enumerates
+    des = job.des_latency(evaluation, rate=5.0)
+    found = job.search_tau(evaluation, 1e12, "p95", des)
+    assert found.intervals == len(evaluation.distinct_policy_lambdas())
+    assert not found.exhaustive or found.tried <= job.ENUMERATE_AT_LEAST // job.DES_WALK_COST
+    monkeypatch.undo()
+    slack = job.search_tau(evaluation, 1e12, "p95")
+    assert slack.status == "slack" and slack.lam_limit == max(evaluation.distinct_policy_lambdas())
 
 
 def test_the_oracle_bounds_the_quality_of_every_policy_point_and_baseline(evaluation):
