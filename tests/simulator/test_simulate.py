@@ -1739,7 +1739,7 @@ def test_under_the_difficulty_scheduler_the_tuned_baselines_are_timed_with_it_on
     simulate(tau_max=800, mode="des", evaluation=ev, scheduler="difficulty", **load)
     f = ev.folds[0]
     scored = f.tuned["router"]
-    assert f.timers["router"].key[-1] == "difficulty"
+    assert f.timers["router"].key[-2] == "difficulty"  # (…, scheduler, kv_tokens)
     every = np.arange(f.cal.size)
     start, stop = next(iter(scored.family.members(scored.scores)))
     out = scored._paths.outcomes(start, stop)
