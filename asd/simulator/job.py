@@ -46,6 +46,15 @@ MIN_CANDIDATES = 32
 GRID_DECADES = (-4.0, 6.0)  # the grid's λ range, in decades around the mean whole-ladder cost
 
 
+def enumerates(ev: Evaluation) -> bool:
+    """Whether λ is chosen among distinct policies found first (up to 4·10^4 held-out requests):
+    finding them costs seconds whatever the bundle's size, worth it where the budget then
+    replays at least ENUMERATE_AT_LEAST of them. It goes by the requests, not by what trying
+    one costs (a DES run or a walk), and holds for the deployment rule too, whose calibration
+    rows are capped (25,000): a 10^6-request run had spent 10 s there."""
+    return MAX_CANDIDATE_WALKS // max(ev.held.size, 1) >= ENUMERATE_AT_LEAST
+
+
 def last_policy_change(ev: Evaluation) -> float:
     """The largest λ at which some fold's policy still changes: above it every fold plays the
     policy it plays at any larger λ."""
@@ -92,9 +101,7 @@ def search_tau(ev: Evaluation, tau_max: float, stat: str, latency=None) -> TauSe
         out = ev.policy_outcomes(lam)
         return out if latency is None else latency(out)
 
-    # whether to find the distinct policies at all goes by the requests (finding them costs
-    # replay walks); how many of them are tried goes by what trying one costs (a DES run or a walk)
-    enumerate_them = MAX_CANDIDATE_WALKS // max(ev.held.size, 1) >= ENUMERATE_AT_LEAST
+    enumerate_them = enumerates(ev)
     walk_cost = max(ev.held.size * (1 if latency is None else DES_WALK_COST), 1)
     budget = max(MIN_CANDIDATES, int(MAX_CANDIDATE_WALKS // walk_cost))
     distinct = ev.distinct_policy_lambdas() if enumerate_them else None
@@ -192,11 +199,11 @@ class Pick:
 
 
 def calibration_lambdas(ev: Evaluation, policy, n_rows: int) -> list[float] | None:
-    """One λ per distinct policy of `policy` (each piece's middle), where replaying every one on
-    `n_rows` calibration rows fits MAX_CANDIDATE_WALKS and leaves room for ENUMERATE_AT_LEAST;
-    else None (the deployment rule bisects)."""
+    """One λ per distinct policy of `policy` (each piece's middle), where `enumerates(ev)` and
+    replaying every one on `n_rows` calibration rows fits MAX_CANDIDATE_WALKS and leaves room for
+    ENUMERATE_AT_LEAST; else None (the deployment rule bisects)."""
     budget = int(MAX_CANDIDATE_WALKS // max(n_rows, 1))
-    if budget < ENUMERATE_AT_LEAST:
+    if budget < ENUMERATE_AT_LEAST or not enumerates(ev):
         return None
     pieces = ev.pieces_of(policy)
     return None if len(pieces) > budget else [0.0] + [0.5 * (p.lam_lo + p.lam_hi) for p in pieces]
