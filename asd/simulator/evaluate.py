@@ -623,14 +623,17 @@ class Evaluation:
         return f.route
 
     # -- the policy ------------------------------------------------------------------------------
+    @cached_property
+    def _pieces(self) -> dict:
+        return {}  # id(policy) → (policy, its pieces): the policy is kept, so its id is not reused
+
     def pieces_of(self, policy) -> list:
         """`distinct_policies` of `policy` over [0, LAMBDA_CAP], found once per policy."""
         from asd.engine.search import LAMBDA_CAP, distinct_policies
 
-        cache = self.__dict__.setdefault("_pieces", {})
-        if id(policy) not in cache:  # the policy is kept with its pieces: its id is not reused
-            cache[id(policy)] = (policy, distinct_policies(policy, 0.0, LAMBDA_CAP, rel_tol=1e-6))
-        return cache[id(policy)][1]
+        if id(policy) not in self._pieces:
+            self._pieces[id(policy)] = (policy, distinct_policies(policy, 0.0, LAMBDA_CAP, rel_tol=1e-6))
+        return self._pieces[id(policy)][1]
 
     @property
     def policy_pieces(self) -> list[list]:

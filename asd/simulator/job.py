@@ -123,7 +123,7 @@ def search_tau(ev: Evaluation, tau_max: float, stat: str, latency=None) -> TauSe
     for lam in lams:
         out = None  # dropped before the next λ's outcomes are made (40 MB at 10^6 requests)
         out = ev.policy_outcomes(lam)
-        walk = hash((out.start.tobytes(), out.stop.tobytes()))
+        walk = out.walk_key()
         if walk in seen:  # an outcome met again at a larger λ: simulated once, still within τ_max or not
             if seen[walk] <= tau_max:
                 limit = lam
@@ -136,8 +136,7 @@ def search_tau(ev: Evaluation, tau_max: float, stat: str, latency=None) -> TauSe
             continue
         n_meet += 1
         limit = lam
-        labelled = ~np.isnan(out.quality)
-        key = (float(out.quality[labelled].mean()) if labelled.any() else 0.0, -float(out.cost.mean()))
+        key = out.preference()
         if best_key is None or key > best_key:
             best, best_key, best_stat = lam, key, value
     status = "infeasible" if n_meet == 0 else "slack" if n_meet == len(seen) else "ok"
@@ -189,13 +188,13 @@ def prediction_margin(latency_ms: np.ndarray, stat: str, n_window: int, seed: in
 
 @dataclass(frozen=True)
 class Pick:
-    """A λ chosen among distinct policies on calibration rows: status as `LambdaSearch`'s
-    ("slack": every one of them fits), `statistic` its value on those rows."""
+    """A λ chosen among distinct policies on calibration rows (`deployed_lambda`'s rule where it
+    does not bisect): status as `LambdaSearch`'s ("slack": every one of them fits), `statistic`
+    its value on those rows."""
 
     lam: float
     statistic: float
     status: str
-    by_quality: bool = True
 
 
 def calibration_lambdas(ev: Evaluation, policy, n_rows: int) -> list[float] | None:
@@ -215,13 +214,11 @@ def _best_on_calibration(walk_calibration, lams, tau_max: float, stat: str, n_wi
     scored, seen = [], set()
     for lam in lams:
         out = walk_calibration(lam)
-        walk = hash((out.start.tobytes(), out.stop.tobytes()))
+        walk = out.walk_key()
         if walk in seen:
             continue
         seen.add(walk)
-        labelled = ~np.isnan(out.quality)
-        quality = float(out.quality[labelled].mean()) if labelled.any() else 0.0
-        scored.append((lam, latency_stat(out.latency_ms, stat), quality, -float(out.cost.mean())))
+        scored.append((lam, latency_stat(out.latency_ms, stat), *out.preference()))
 
     def best(limit, value=lambda row: row[1]):
         fits = [row for row in scored if value(row) <= limit]
@@ -282,7 +279,7 @@ def slack_choice(walk_calibration, kept, margin: float, tau_max: float, stat: st
     report chose by pooled held-out quality, as cross-validation picks a setting before the
     refit) also fits within τ_max less the margin there. A rule that compared every distinct
     policy already took the best."""
-    if kept.status == "slack" and held_out_choice is not None and not getattr(kept, "by_quality", False):
+    if kept.status == "slack" and held_out_choice is not None and not isinstance(kept, Pick):
         at_choice = latency_stat(walk_calibration(held_out_choice).latency_ms, stat)
         if at_choice <= tau_max - margin:
             return float(held_out_choice), at_choice, "held-out quality"
@@ -333,7 +330,7 @@ def save_deployment_policy(ev: Evaluation, tau_max: float, stat: str, path, held
     _, kept, margin = deployed_lambda(f.walk_calibration, tau_max, stat, window, seed, _lam_scale(ev),
                                       calibration_lambdas(ev, f.policy, f.cal.size))
     lam, statistic, chosen_by = slack_choice(f.walk_calibration, kept, margin, tau_max, stat, held_out_choice)
-    by_quality = getattr(kept, "by_quality", False)
+    by_quality = isinstance(kept, Pick)
     info = {"lambda": lam, "status": kept.status, "chosen_by": chosen_by, "tau_max_ms": float(tau_max), "stat": stat,
             "rule": "best quality among distinct policies" if by_quality else "largest λ (bisection)",
             "margin_ms": margin, "calibration_requests": int(f.cal.size), "calibration_statistic_ms": statistic,

@@ -59,6 +59,16 @@ class Outcomes:
     quality: np.ndarray
     after_start: np.ndarray | None = None
 
+    def walk_key(self) -> int:
+        """Equal for two outcomes of the same walk (start and stop tiers): a policy met again."""
+        return hash((self.start.tobytes(), self.stop.tobytes()))
+
+    def preference(self) -> tuple[float, float]:
+        """Better first when larger: mean quality over labelled requests (none: 0), then lower
+        mean cost — how a λ search ranks the policies it may choose."""
+        labelled = ~np.isnan(self.quality)
+        return (float(self.quality[labelled].mean()) if labelled.any() else 0.0, -float(self.cost.mean()))
+
     def next_tiers(self) -> np.ndarray:
         """after_start, or the tier above the start where no path skips (the stop tier at most)."""
         return np.minimum(self.start + 1, self.stop) if self.after_start is None else self.after_start

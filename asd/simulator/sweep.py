@@ -42,7 +42,7 @@ def policy_frontier(ev: Evaluation, timed=None) -> list[dict]:
     points, seen = [], set()
     for lam in ev.distinct_policy_lambdas():
         out = ev.policy_outcomes(lam)
-        key = (out.start.tobytes(), out.stop.tobytes())
+        key = out.walk_key()
         if key in seen:
             continue
         seen.add(key)

@@ -86,8 +86,8 @@ _SIZE_TOKEN = re.compile(r"^(\d+(?:[._]\d+)?)([bm])$", re.IGNORECASE)
 def parse_params_b(model: str) -> float | None:
     """Parameter count in billions read from a model name, or None when it does not say.
 
-    The name is split on '-' and ':' (an Ollama-style tag); the first part that is a number
-    followed by 'b' or 'm' (a '_' or '.' inside is a decimal point) gives the size:
+    The name is split on '-' and ':' (an Ollama-style tag); a part that is a number followed by
+    'b' or 'm' (a '_' or '.' inside is a decimal point) gives the size:
     'Llama-2-13b-hf' → 13, 'Qwen-1_8B' → 1.8, 'Meta-Llama-3_1-70B' → 70, 'vicuna-68m' → 0.068,
     'llama3:8b' → 8. Mixture-of-experts names ('Mixtral-8x7B'), names without a size and names
     stating two different ones ('Infinity-Instruct-3M-0625-Llama3-70B': 3M is its data set) give
