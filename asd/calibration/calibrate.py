@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -134,9 +136,10 @@ class Calibration:
 
     p_climb / p_cold (n, L): out-of-fold calibrated p̂ after each tier, for a request that
     climbed there / started there cold; p_prompt (n,): out-of-fold stage-0 score (None without
-    stage 0); costs: the cost grid of these rows; report: what `asd calibrate` prints;
-    prompt_text: the stage-0 text model (None without one) and prompt_x (n, P [+ L]) stage 0's
-    input on these rows (the text logits out of fold)."""
+    stage 0); costs: the cost grid of these rows; report: what `asd calibrate` prints (built
+    from build_report when first read: a simulation's fold fits never read it, and its metrics
+    cost seconds at 10^6 requests); prompt_text: the stage-0 text model (None without one) and
+    prompt_x (n, P [+ L]) stage 0's input on these rows (the text logits out of fold)."""
 
     policy: Policy
     view: TraceView
@@ -149,9 +152,13 @@ class Calibration:
     costs: CostGrid
     fits: list[StageFit]
     prompt_fit: StageFit | None
-    report: dict = field(default_factory=dict)
+    build_report: Callable[[], dict] = field(default=dict, repr=False)
     prompt_text: PromptTextModel | None = None
     prompt_x: np.ndarray | None = None
+
+    @cached_property
+    def report(self) -> dict:
+        return self.build_report()
 
     def oof_bins(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(prompt, climbed, cold) bins of the calibration rows from their out-of-fold p̂ — what
@@ -328,21 +335,24 @@ def calibrate(
         model = fit_cost_model(cal_view, default_cost_model(view) if cost_model is None else cost_model)
     costs = model.grid(cal_view)
     engine_predictor = stack_predictor(prompt_fit, fits, predictor, route_fits)
-    report = _report(view, fs, fits, p_climb, prompt_fit, rows, y, data_used, predictor, model, stage0, bins, risk,
-                     split, single_feature_report)
-    report["cost_note"] = costs.note  # the model's, how drafts are priced, and any token count filled
-    report["prompt_text"] = None if text_model is None else _text_report(text_model, text_oof, y, folds, seed)
-    report["p_hat_weight"] = p_hat_weight
-    report["pool_bins"] = pool_bins
-    report["route_metrics"] = [{"name": view.tier_names[s], **{k: f.metrics.get(k) for k in ("auroc", "brier", "ece")}}
-                               for s, f in enumerate(route_fits, start=1)]
+    settings = {"split": split if view.has_split else None, "data": data_used, "predictor": predictor,
+                "stage0": bool(stage0), "bins": bins, "pool_bins": pool_bins, "p_hat_weight": p_hat_weight}
+
+    def build_report() -> dict:
+        report = _report(view, fs, fits, p_climb, prompt_fit, rows, y, model, risk, settings, single_feature_report)
+        report["cost_note"] = costs.note  # the model's, how drafts are priced, and any token count filled
+        report["prompt_text"] = None if text_model is None else _text_report(text_model, text_oof, y, folds, seed)
+        report["p_hat_weight"], report["pool_bins"] = settings["p_hat_weight"], settings["pool_bins"]
+        report["route_metrics"] = [{"name": view.tier_names[s], **{k: f.metrics.get(k) for k in ("auroc", "brier", "ece")}}
+                                   for s, f in enumerate(route_fits, start=1)]
+        return report
+
     meta = {
         "features": fs.spec.to_dict(),
         "cost_model": model.to_dict(),
         "bundle": {"path": view.path, "content_hash": view.content_hash, "tiers": view.manifest.get("tiers"),
                    "n_requests": view.n_requests},
-        "calibration": {k: report[k] for k in ("split", "data", "predictor", "stage0", "bins", "pool_bins",
-                                                   "p_hat_weight")}
+        "calibration": dict(settings)
         | {"seed": int(seed)}  # it draws the folds of the out-of-fold p̂ the tables are built from
         # stage 0 learnt from prompt text where there was some: a bundle without any is refused
         # for it (`fixed_policy_features`), not replayed on the prompt features' fill values
@@ -364,8 +374,8 @@ def calibrate(
                                      p_hat_weight=p_hat_weight, pool_bins=pool_bins,
                                      tier_names=view.tier_names, meta=meta, **stage0_arrays)
     attach_prompt_text(policy, text_model)
-    return Calibration(policy, view, fs, model, rows, p_climb, p_cold, p_prompt, costs, fits, prompt_fit, report,
-                       text_model, prompt_x)
+    return Calibration(policy, view, fs, model, rows, p_climb, p_cold, p_prompt, costs, fits, prompt_fit,
+                       build_report, text_model, prompt_x)
 
 
 def _text_report(model: PromptTextModel, oof: np.ndarray, y: np.ndarray, folds: int, seed: int) -> dict:
@@ -376,8 +386,8 @@ def _text_report(model: PromptTextModel, oof: np.ndarray, y: np.ndarray, folds: 
     return {"terms": len(model.vocabulary), "auroc": [auroc(y[:, s], oof[:, s], fold) for s in range(y.shape[1])]}
 
 
-def _report(view, fs, fits, p_climb, prompt_fit, rows, y, data_used, predictor, model, stage0, bins, risk, split,
-            single_feature_report=True) -> dict:
+def _report(view, fs, fits, p_climb, prompt_fit, rows, y, model, risk, settings, single_feature_report=True) -> dict:
+    """The fitted stages' metrics (out of fold) and what shaped them (`settings`: as the policy's meta)."""
     tiers = []
     for i, fit in enumerate(fits):
         labelled = ~np.isnan(y[:, i])
@@ -388,12 +398,11 @@ def _report(view, fs, fits, p_climb, prompt_fit, rows, y, data_used, predictor, 
                       "ece": m.get("ece"), "n": m.get("n"), "best_feature": best,
                       "best_feature_auroc": best_auc, "notes": list(fit.notes)})
     return {
-        "bundle": view.path, "split": split if view.has_split else None,
-        "data": data_used, "predictor": predictor, "features": list(fs.names),
-        "feature_groups": list(fs.groups), "missing_groups": dict(fs.missing_groups),
-        "cost_model": model.kind, "stage0": bool(stage0),
+        "bundle": view.path, "split": settings["split"], "data": settings["data"], "predictor": settings["predictor"],
+        "features": list(fs.names), "feature_groups": list(fs.groups), "missing_groups": dict(fs.missing_groups),
+        "cost_model": model.kind, "stage0": settings["stage0"],
         "stage0_metrics": None if prompt_fit is None else dict(prompt_fit.metrics),
-        "bins": bins, "risk": risk if risk in ("mean", None) else f"lcb:{float(risk):g}", "tiers": tiers,
+        "bins": settings["bins"], "risk": risk if risk in ("mean", None) else f"lcb:{float(risk):g}", "tiers": tiers,
         "metrics_note": "out of fold (K-fold grouped by request; AUROC the mean over folds; ECE with 10 equal-width bins)",
     }
 

@@ -337,7 +337,10 @@ class Evaluation:
         if fit and self.fixed is None:  # as asd calibrate: a fit there knows nothing of that tier's answers
             from asd.calibration.calibrate import require_labels
 
-            require_labels(view, np.unique(np.concatenate([cal for cal, _ in plan])), "calibrating the policy")
+            used = np.zeros(view.n_requests, dtype=bool)  # the folds' rows, united (np.unique: 2 s at 10^6)
+            for cal, _ in plan:
+                used[cal] = True
+            require_labels(view, np.flatnonzero(used), "calibrating the policy")
         full_cal = int(sum(cal.size for cal, _ in plan))
         plan = [(subsample_rows(cal, max_calibration_rows, seed), held) for cal, held in plan]
         if sum(cal.size for cal, _ in plan) < full_cal:
