@@ -40,7 +40,7 @@ from asd.engine import Policy
 from asd.errors import ConfigError
 from asd.simulator import baselines as B
 from asd.simulator.evaluate import Evaluation, load_policy
-from asd.simulator.job import TRACE_DES_NOTE, check_load_options, des_latency, describe_load
+from asd.simulator.job import TRACE_DES_NOTE, arrivals_check, check_load_options, des_latency, describe_load
 from asd.simulator.outcomes import STATISTICS, Outcomes, summarize, walk_outcomes
 from asd.traces.bundle import Bundle
 
@@ -261,7 +261,8 @@ def check_policy(policy, bundles, *, min_quality: float | None = None, max_loss_
     old = None if against is None else load_policy(against)
     rows, reports = [], []
     for bundle in bundles:
-        ev = Evaluation(bundle, policy=new, policy_name=label, split=split, folds=folds, seed=seed)
+        ev = Evaluation(bundle, policy=new, policy_name=label, split=split, folds=folds, seed=seed,
+                        check_held=arrivals_check(mode, rate, arrivals, cv, seed))
         # an in-memory view has no path: named by its place in the list (JUnit needs a classname)
         name = str(bundle) if isinstance(bundle, (str, Path)) else ev.view.path or f"bundle {len(reports) + 1}"
         beats = parse_beat(beat, ev.view.tier_names)

@@ -247,14 +247,15 @@ class Evaluation:
 
     policy: a Policy or a policy file to replay as it is (no calibration; see the module
     docstring; policy_name names it in refusals); `policy_lam` is the λ it was saved at,
-    `warnings` says when the replay is in-sample."""
+    `warnings` says when the replay is in-sample. check_held: called with the held-out rows (pooled,
+    in replay order) once they are drawn, before any features or fits (`job.arrivals_check`)."""
 
     def __init__(self, bundle, *, folds: int | None = None, split: str | None = None,
                  predictor: str = "logistic", groups=None, risk="mean", stage0: bool = True,
                  cost_model: str | None = None, n_bins: int | None = None, seed: int = DEFAULT_SEED,
                  progress=None, policy=None, policy_name: str | None = None,
                  max_calibration_rows: int | None = MAX_CALIBRATION_ROWS, prompt_tokens: PromptTokens | None = None,
-                 fit: bool = True, **calibrate_options):
+                 fit: bool = True, check_held=None, **calibrate_options):
         view = bundle if isinstance(bundle, TraceView) else load_view(bundle)
         from asd.calibration.calibrate import require_ladder
 
@@ -347,6 +348,10 @@ class Evaluation:
             self.design["description"] += (f"; each policy fitted on a seeded subsample of at most "
                                            f"{max_calibration_rows} of its calibration requests")
         self.design["max_calibration_rows"] = max_calibration_rows
+        if plan:
+            held = np.concatenate([held for _, held in plan])
+        if check_held is not None:  # what would fail on the held-out rows only after the fits, refused before them
+            check_held(held)
         if not fit:
             self.features = None
         elif self.fixed is None:
@@ -391,8 +396,6 @@ class Evaluation:
         self.cost_note = costs.note  # the model's note, how drafts are priced, and any token count filled
         costs = CostGrid(costs.cost, costs.cost_cont, costs.latency_ms, costs.latency_cont_ms, costs.speculative,
                          costs.unit)  # the charges alone: its four token-count grids go now
-        if plan:
-            held = np.concatenate([held for _, held in plan])
         self.held = held
         self.arrays = ladder_arrays(view, costs, self.held)
         self._judge_on_complete_labels()

@@ -566,6 +566,18 @@ def check_load_options(mode: str, rate: float | None, scheduler: str = "fifo", a
                               "(use --rate R for Poisson or gamma arrivals)")
 
 
+def arrivals_check(mode: str, rate, arrivals: str = "poisson", cv: float = 1.0, seed: int = 0):
+    """Evaluation's `check_held` under a DES load at --rate: the held-out requests' arrivals made
+    as des_latency makes them, so a rate too low to time them (`des.arrival_times`: --rate
+    1e-300) is refused in the same words before the calibration rather than after it; None
+    where no rate is drawn from."""
+    if mode != "des" or arrivals == "trace":
+        return None
+    from asd.simulator.des import arrival_times
+
+    return lambda held: arrival_times(held.size, process=arrivals, rate=rate, cv=cv, seed=seed)
+
+
 def check_view_options(view, *, mode: str = "replay", replicas=1, explain_id: str | None = None,
                        split: str | None = None, folds: int | None = None, kv_tokens=None) -> None:
     """What needs the bundle's tiers or request ids, checked once it is read and before any
@@ -613,7 +625,8 @@ def simulate(bundle="builtin", *, tau_max: float, stat: str = "p95", mode: str =
     if ev is None:
         view = bundle if isinstance(bundle, TraceView) else load_view(bundle)
         ev = Evaluation(view, folds=folds, split=split, cost_model=cost_model, predictor=predictor, stage0=stage0,
-                        risk=risk, seed=seed, progress=progress, fit=last_tier_labelled(view))
+                        risk=risk, seed=seed, progress=progress, fit=last_tier_labelled(view),
+                        check_held=arrivals_check(mode, rate, arrivals, cv, seed))
     if not ev.fitted or not last_tier_labelled(ev.view):  # nothing fitted, or a given policy: the refusals
         refuse_label_free_options(ev.view, scheduler=scheduler if mode == "des" else "fifo", policy=ev.fixed)
     n_tiers = ev.view.n_tiers
@@ -833,7 +846,8 @@ def run_simulate(bundle="builtin", *, tau_max: float, stat: str = "p95", mode: s
     if not fit:
         refuse_label_free_options(view, explain_id=explain_id, plots=plots, scheduler=scheduler, policy=policy)
     ev = Evaluation(view, folds=folds, split=split, cost_model=cost_model, predictor=predictor,
-                    stage0=stage0, risk=risk, seed=seed, progress=progress, policy=policy, fit=fit)
+                    stage0=stage0, risk=risk, seed=seed, progress=progress, policy=policy, fit=fit,
+                    check_held=arrivals_check(mode, rate, arrivals, cv, seed))
     result = simulate(bundle, tau_max=tau_max, stat=stat, mode=mode, rate=rate, replicas=replicas,
                       max_batch=max_batch, evaluation=ev, seed=seed, scheduler=scheduler, arrivals=arrivals, cv=cv,
                       chrome_trace=chrome_trace, kv_tokens=kv_tokens)

@@ -328,7 +328,8 @@ def run_sweep(bundle="builtin", *, split=None, folds=None, cost_model=None, pred
     repeats: the quality check over that many fold seeds (the frontiers shown are the first's).
     mode "des": every point's latencies from the discrete-event simulation under that load (as
     `asd simulate --mode des`); quality and cost, and so the quality check, do not change."""
-    from asd.simulator.job import check_load_options, check_view_options, des_latency, describe_load, kv_tokens_list
+    from asd.simulator.job import (arrivals_check, check_load_options, check_view_options, des_latency, describe_load,
+                                   kv_tokens_list)
 
     check_load_options(mode, rate, scheduler, arrivals, cv, bundle)
     if policy is not None and ablate:
@@ -352,7 +353,8 @@ def run_sweep(bundle="builtin", *, split=None, folds=None, cost_model=None, pred
         raise ConfigError(f"--repeats draws the folds again with other seeds, but {bundle} is evaluated on its "
                           f"split {split or 'test'!r} (one fixed draw): use --folds K")
     options = dict(cost_model=cost_model, predictor=predictor, stage0=stage0, risk=risk, seed=seed)
-    ev = Evaluation(view, folds=folds, split=split, progress=progress, policy=policy, **options)
+    ev = Evaluation(view, folds=folds, split=split, progress=progress, policy=policy,
+                    check_held=arrivals_check(mode, rate, arrivals, cv, seed), **options)
     timed = None
     if mode == "des":
         timed = des_latency(ev, rate=rate, replicas=replicas, max_batch=max_batch, seed=seed, scheduler=scheduler,

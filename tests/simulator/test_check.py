@@ -531,3 +531,15 @@ def test_check_input_a_ci_job_would_trip_on(synth, tmp_path):
     loaded = run("check", policy, bundle, "--min-quality", "0", "--mode", "des", "--rate", "5")
     assert loaded.exit_code == 0 and "warning: --mode, --rate have no effect without --max-latency" in loaded.output
     assert "mode replay" in loaded.output
+
+
+def test_a_rate_too_low_to_time_is_refused_before_the_baselines_are_fitted(monkeypatch):
+    """--rate 1e-300: the DES refused it only once every fold of the tuned baselines was fitted."""
+    def no_fold(*args, **kwargs):
+        raise AssertionError("a fold was fitted before the rate was refused")
+
+    monkeypatch.setattr(Evaluation, "_fold", no_fold)
+    line = one_error_line(run("check", POLICY, "builtin", "--max-latency", "p95=800", "--mode", "des",
+                              "--rate", "1e-300"))
+    assert line.startswith("error: arrivals at rate 1e-300 req/s: 600 requests span ")
+    assert line.endswith("use a higher rate (for latencies without queueing, --mode replay)")

@@ -446,6 +446,24 @@ def test_trace_arrivals_on_a_trace_without_offsets_fail_in_one_line_before_calib
     assert "warning: --cv has no effect without --arrivals gamma; ignored" in result.stderr.splitlines()
 
 
+TOO_SLOW = "error: arrivals at rate 1e-300 req/s: 600 requests span "
+
+
+@pytest.mark.parametrize("command", [["simulate", "--tau-max", "800"], ["sweep"]])
+@pytest.mark.parametrize("arrivals", ["poisson", "gamma"])
+def test_a_rate_too_low_to_time_is_refused_before_calibrating(monkeypatch, command, arrivals):
+    """--rate 1e-300 was refused by the DES, in one line, but only after every fold was calibrated."""
+    def no_fold(*args, **kwargs):
+        raise AssertionError("a fold was calibrated before the rate was refused")
+
+    monkeypatch.setattr(Evaluation, "_fold", no_fold)
+    result = CliRunner().invoke(main, [*command, "--mode", "des", "--rate", "1e-300", "--arrivals", arrivals])
+    assert result.exit_code == 2 and "calibrating" not in result.stderr and "Traceback" not in result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(TOO_SLOW), result.output
+    assert lines[0].endswith("rounds latencies away; use a higher rate (for latencies without queueing, --mode replay)")
+
+
 def test_simulate_writes_the_chosen_policys_des_run_as_a_chrome_trace(tmp_path):
     trace, out = tmp_path / "traces" / "run.json", tmp_path / "out" / "sim.json"  # missing folders are made
     result = run("simulate", "--tau-max", "800", "--mode", "des", "--rate", "6", "--max-batch", "4",
