@@ -24,6 +24,9 @@ def load_prompts(path: str | Path) -> pd.DataFrame:
     if not path.is_file():
         raise TraceError(f"{path}: prompt file not found")
     suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".ndjson", ".csv", ".parquet", ".pq") and path.stat().st_size == 0:
+        # said as it is, not as a missing 'prompt' column (or Parquet's "not a parquet file")
+        raise TraceError(f"{path}: the prompt file is empty (0 bytes)")
     try:
         # `where[i]`: how an error names row i, counting from 1 as the importers do — the
         # file's line for JSONL and CSV (the header is line 1), the row for Parquet.
@@ -40,6 +43,8 @@ def load_prompts(path: str | Path) -> pd.DataFrame:
         if isinstance(exc, TraceError):
             raise
         raise TraceError(f"{path}: cannot read prompts ({str(exc).splitlines()[0]})") from None
+    if frame.empty:  # no rows has no columns either: "no 'prompt' column" misled
+        raise TraceError(f"{path}: the prompt file holds no prompts (no rows)")
     if "prompt" not in frame.columns:
         frame = _from_question_set(frame, path, where)
     unknown = [c for c in frame.columns if c not in COLUMNS]
@@ -66,8 +71,6 @@ def load_prompts(path: str | Path) -> pd.DataFrame:
     for column in ("reference", "task"):
         values = [None if v is None or (isinstance(v, float) and v != v) else str(v) for v in frame[column]]
         frame[column] = pd.Series(values, index=frame.index, dtype=object)
-    if frame.empty:
-        raise TraceError(f"{path}: no prompts")
     return frame.reset_index(drop=True)
 
 

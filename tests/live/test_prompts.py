@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 import pytest
 
@@ -71,6 +73,33 @@ def test_parquet_prompt_errors_name_the_row_counting_from_one(tmp_path):
     pd.DataFrame({"request_id": ["a", "b"], "prompt": ["x", " "]}).to_parquet(tmp_path / "p.parquet")
     with pytest.raises(TraceError, match=r"p.parquet, row 2: 'prompt' is empty"):
         load_prompts(tmp_path / "p.parquet")
+
+
+@pytest.mark.parametrize("name", ["p.jsonl", "p.csv", "p.parquet"])
+def test_an_empty_prompt_file_is_said_to_be_empty(tmp_path, name):
+    """0 bytes read as a table without columns, and was refused for having no 'prompt' column."""
+    (tmp_path / name).write_text("")
+    with pytest.raises(TraceError, match=f"^{re.escape(str(tmp_path / name))}: the prompt file is empty \\(0 bytes\\)$"):
+        load_prompts(tmp_path / name)
+
+
+@pytest.mark.parametrize("name, content", [("p.jsonl", "\n\n"), ("p.csv", "request_id,prompt\n"),
+                                           ("p.csv", "request_id,text\n\n"), ("p.parquet", None)])
+def test_a_prompt_file_without_rows_says_it_holds_no_prompts(tmp_path, name, content):
+    path = tmp_path / name
+    if content is None:
+        pd.DataFrame({"prompt": pd.Series([], dtype=str)}).to_parquet(path)
+    else:
+        path.write_text(content)
+    with pytest.raises(TraceError, match=f"^{re.escape(str(path))}: the prompt file holds no prompts \\(no rows\\)$"):
+        load_prompts(path)
+
+
+@pytest.mark.parametrize("name, content", [("p.jsonl", '{"text": "a"}\n'), ("p.csv", "request_id,text\na,hello\n")])
+def test_rows_without_a_prompt_column_still_say_so(tmp_path, name, content):
+    (tmp_path / name).write_text(content)
+    with pytest.raises(TraceError, match=f"^{re.escape(str(tmp_path / name))}: no 'prompt' column \\(columns are "):
+        load_prompts(tmp_path / name)
 
 
 def test_missing_and_unknown_files(tmp_path):

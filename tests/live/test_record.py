@@ -218,6 +218,20 @@ def test_a_run_that_records_nothing_leaves_nothing_and_the_fixed_config_runs(tmp
     assert "other tiers/prompts/options" not in rerun.output and "no logprobs" in rerun.output, rerun.output
 
 
+@pytest.mark.parametrize("content, message", [("", "the prompt file is empty (0 bytes)"),
+                                              ("request_id,prompt\n", "the prompt file holds no prompts (no rows)")])
+def test_an_empty_prompt_file_is_refused_as_empty_before_any_tier_is_asked(tmp_path, content, message):
+    """It said "no 'prompt' column (columns are [])"."""
+    prompts = tmp_path / "p.csv"
+    prompts.write_text(content)
+    config = tmp_path / "t.yaml"
+    config.write_text(yaml.safe_dump({"tiers": [{"name": "remote", "backend": "openai",
+                                                 "url": f"http://127.0.0.1:{free_port()}", "retries": 0}]}))
+    result = run_cli("--tiers", config, "--prompts", prompts, "-o", tmp_path / "b")
+    assert result.exit_code == 2 and result.output == f"error: {prompts}: {message}\n"
+    assert not (tmp_path / "b.partial").exists() and not (tmp_path / "b").exists()
+
+
 def test_openai_tier_records_the_served_model_server_version_and_url(tmp_path, llama_server):
     import httpx
     import llama_cpp
