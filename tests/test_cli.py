@@ -258,6 +258,35 @@ def test_calibrate_refuses_to_write_its_policy_over_a_file_that_is_not_one(tmp_p
         assert run("calibrate", "builtin", "-o", policy).exit_code == 0
 
 
+def test_calibrate_notes_only_the_missing_groups_it_was_asked_for(tmp_path):
+    """`--features length` noted "no logprob features: no logprobs in trace" (and each text group)
+    though no logprob feature was asked for; the default (every group the trace has) notes them."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from asd.traces.synth import write_synthetic_bundle
+
+    bundle = tmp_path / "nolp"  # synthetic: no output text; and here no logprobs or entropies either
+    write_synthetic_bundle(bundle, 200, 2, 0)
+    table = pq.read_table(bundle / "outputs.parquet")
+    for c in ("token_logprobs", "token_entropy", "mean_logprob", "min_logprob", "mean_entropy"):
+        i = table.schema.get_field_index(c)
+        table = table.set_column(i, table.schema.field(i), pa.nulls(table.num_rows, table.schema.field(i).type))
+    pq.write_table(table, bundle / "outputs.parquet")
+    notes = re.compile(r"^no (\w+) features: (.*)$", re.M)
+    default = run("calibrate", bundle, "-o", tmp_path / "all.npz", "--json", tmp_path / "all.json")
+    assert default.exit_code == 0, default.output
+    assert dict(notes.findall(default.output)) == {
+        "logprob": "no logprobs in trace", "entropy": "no token entropies in trace", "format": "no output text in trace",
+        "content": "no output text in trace", "agreement": "no output text in trace"}
+    assert json.loads((tmp_path / "all.json").read_text())["missing_groups"] == dict(notes.findall(default.output))
+    for extra in (["-o", tmp_path / "length.npz"], ["--predictor", "gbt-reference"]):
+        length = run("calibrate", bundle, "--features", "length", "--json", tmp_path / "length.json", *extra)
+        assert length.exit_code == 0, length.output
+        assert "(length, stage)" in length.output and not notes.findall(length.output), length.output
+        assert json.loads((tmp_path / "length.json").read_text())["missing_groups"] == {}
+
+
 HELP_COMMANDS = ([], ["record"], ["traces"], ["traces", "import"], ["traces", "validate"], ["traces", "inspect"],
                  ["traces", "split"], ["traces", "synth"], ["traces", "merge"], ["calibrate"], ["simulate"], ["sweep"],
                  ["check"], ["live"], ["serve"])

@@ -22,7 +22,7 @@ import pandas as pd
 
 from asd import __version__
 from asd.calibration.costs import COST_MODELS, CostGrid, CostModel, fit_cost_model
-from asd.calibration.features import FeatureSet, compute_features
+from asd.calibration.features import FeatureSet, compute_features, parse_groups
 from asd.calibration.id_sketch import request_id_sketch
 from asd.calibration.metrics import auroc, best_single_feature, reliability_plot, stage_metrics
 from asd.calibration.predictors import PREDICTORS, StageFit, fit_stage, group_folds, stack_predictor
@@ -339,7 +339,8 @@ def calibrate(
                 "stage0": bool(stage0), "bins": bins, "pool_bins": pool_bins, "p_hat_weight": p_hat_weight}
 
     def build_report() -> dict:
-        report = _report(view, fs, fits, p_climb, prompt_fit, rows, y, model, risk, settings, single_feature_report)
+        report = _report(view, fs, fits, p_climb, prompt_fit, rows, y, model, risk, settings, single_feature_report,
+                         groups)
         report["cost_note"] = costs.note  # the model's, how drafts are priced, and any token count filled
         report["prompt_text"] = None if text_model is None else _text_report(text_model, text_oof, y, folds, seed)
         report["p_hat_weight"], report["pool_bins"] = settings["p_hat_weight"], settings["pool_bins"]
@@ -386,7 +387,8 @@ def _text_report(model: PromptTextModel, oof: np.ndarray, y: np.ndarray, folds: 
     return {"terms": len(model.vocabulary), "auroc": [auroc(y[:, s], oof[:, s], fold) for s in range(y.shape[1])]}
 
 
-def _report(view, fs, fits, p_climb, prompt_fit, rows, y, model, risk, settings, single_feature_report=True) -> dict:
+def _report(view, fs, fits, p_climb, prompt_fit, rows, y, model, risk, settings, single_feature_report=True,
+            groups=None) -> dict:
     """The fitted stages' metrics (out of fold) and what shaped them (`settings`: as the policy's meta)."""
     tiers = []
     for i, fit in enumerate(fits):
@@ -399,12 +401,23 @@ def _report(view, fs, fits, p_climb, prompt_fit, rows, y, model, risk, settings,
                       "best_feature_auroc": best_auc, "notes": list(fit.notes)})
     return {
         "bundle": view.path, "split": settings["split"], "data": settings["data"], "predictor": settings["predictor"],
-        "features": list(fs.names), "feature_groups": list(fs.groups), "missing_groups": dict(fs.missing_groups),
+        "features": list(fs.names), "feature_groups": list(fs.groups), "missing_groups": missing_noted(fs, groups),
         "cost_model": model.kind, "stage0": settings["stage0"],
         "stage0_metrics": None if prompt_fit is None else dict(prompt_fit.metrics),
         "bins": settings["bins"], "risk": risk if risk in ("mean", None) else f"lcb:{float(risk):g}", "tiers": tiers,
         "metrics_note": "out of fold (K-fold grouped by request; AUROC the mean over folds; ECE with 10 equal-width bins)",
     }
+
+
+def missing_noted(fs: FeatureSet, groups) -> dict[str, str]:
+    """The missing feature groups a report notes: by default (every group the trace supports)
+    each one the trace lacks; with groups named (--features) only those among them, as the
+    others were not asked for (`--features length` noted "no format features: no output text
+    in trace")."""
+    if groups is None:
+        return dict(fs.missing_groups)
+    named = set(parse_groups(groups))
+    return {g: why for g, why in fs.missing_groups.items() if g in named}
 
 
 def save_reliability(cal: Calibration, path) -> None:
@@ -465,7 +478,7 @@ def reference_report(bundle, *, groups=None, split="calibration", seed=0, plots=
             curves = {name: fit.curve(rows.size) for name, fit in zip(view.tier_names, fits)}
     report = {"bundle": view.path, "data": data_used, "predictor": "gbt-reference", "tiers": tiers,
               "stage0_metrics": stage0_row, "features": list(fs.names), "feature_groups": list(fs.groups),
-              "missing_groups": dict(fs.missing_groups),
+              "missing_groups": missing_noted(fs, groups),
               "metrics_note": "out of fold (K-fold grouped by request; AUROC the mean over folds; ECE with 10 equal-width bins)",
               "note": "offline reference: no policy written"}
     if plots:  # was silently ignored
