@@ -233,6 +233,18 @@ def refuse_overwriting_inputs(inputs: dict, outputs: dict, command: str | None =
         if path in seen:
             raise AsdError(f"{name} {outputs[name]}: is also {seen[path]}; give each output its own path")
         seen[path] = name
+        # Inside the bundle `-o` writes (`--json B/manifest.json` replaced the manifest of the
+        # bundle just imported, which then failed validation) or inside any other bundle.
+        # --plots is a folder the other outputs may go into.
+        for other, other_path in ((n, where(p)) for n, p in outputs.items() if n not in (name, "--plots")):
+            if other_path is not None and other_path in path.parents:
+                raise AsdError(f"{name} {outputs[name]}: lies inside {other} {outputs[other]}, which this command "
+                               "writes; write it elsewhere")
+        bundle = next((d for d in path.parents if (d / "manifest.json").is_file()
+                       and (d / "requests.parquet").is_file()), None)
+        if bundle is not None:
+            raise AsdError(f"{name} {outputs[name]}: lies inside the bundle {bundle}, which it would damage; "
+                           "write it elsewhere")
 
 
 def json_option(help: str):

@@ -233,6 +233,35 @@ def test_an_output_over_an_input_or_another_output_is_refused_before_any_work(tm
     assert run("calibrate", "builtin", "-o", tmp_path / "d" / "p.npz", "--plots", tmp_path / "d").exit_code == 0
 
 
+def test_a_report_inside_the_bundle_written_or_inside_another_bundle_is_refused(tmp_path):
+    """`traces import|split -o B --json B/manifest.json` wrote the bundle, then replaced its
+    manifest with the summary (exit 0, and B failed validation); `--json` into another bundle
+    replaced that one's files. Now one `error:` line before any work, and every file as it was."""
+    other = small_bundle(tmp_path / "other", n=20)
+    before = {p: p.read_bytes() for p in other.iterdir()}
+    results = tmp_path / "runs.jsonl"
+    results.write_text('{"request_id": "a", "tier": 0, "output": "x", "quality": 1}\n')
+    new = tmp_path / "new"
+    cases = {
+        ("traces", "split", "builtin", "--test-frac", 0.3, "-o", new, "--json", new / "manifest.json"):
+            f"--json {new / 'manifest.json'}: lies inside -o {new}, which this command writes; write it elsewhere",
+        ("traces", "import", "jsonl", results, "--tiers", "a:1", "-o", new, "--json", new / "summary.json"):
+            f"--json {new / 'summary.json'}: lies inside -o {new}, which this command writes; write it elsewhere",
+        ("traces", "inspect", "builtin", "--json", other / "outputs.parquet"):
+            f"--json {other / 'outputs.parquet'}: lies inside the bundle {other.resolve()}, which it would damage; "
+            "write it elsewhere",
+        ("traces", "import", "jsonl", results, "--tiers", "a:1", "-o", tmp_path / "i", "--json", other / "r.json"):
+            f"--json {other / 'r.json'}: lies inside the bundle {other.resolve()}, which it would damage; "
+            "write it elsewhere",
+    }
+    for args, message in cases.items():
+        assert one_error_line(run(*args)) == f"error: {message}"
+    assert {p: p.read_bytes() for p in other.iterdir()} == before
+    assert not new.exists() and not (tmp_path / "i").exists()
+    # beside a bundle is fine
+    assert run("traces", "inspect", "builtin", "--json", tmp_path / "r.json").exit_code == 0
+
+
 def test_calibrate_refuses_a_tier_with_no_quality_label(tmp_path):
     """It wrote a policy, fitted on no labels at that tier, that check, live and serve then ran."""
     bundle = tmp_path / "b"
