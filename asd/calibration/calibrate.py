@@ -155,6 +155,7 @@ class Calibration:
     build_report: Callable[[], dict] = field(default=dict, repr=False)
     prompt_text: PromptTextModel | None = None
     prompt_x: np.ndarray | None = None
+    route_fits: list[StageFit] = field(default_factory=list)  # the routed stage 0's, tiers 1..L−2
 
     @cached_property
     def report(self) -> dict:
@@ -376,7 +377,7 @@ def calibrate(
                                      tier_names=view.tier_names, meta=meta, **stage0_arrays)
     attach_prompt_text(policy, text_model)
     return Calibration(policy, view, fs, model, rows, p_climb, p_cold, p_prompt, costs, fits, prompt_fit,
-                       build_report, text_model, prompt_x)
+                       build_report, text_model, prompt_x, route_fits)
 
 
 def _text_report(model: PromptTextModel, oof: np.ndarray, y: np.ndarray, folds: int, seed: int) -> dict:

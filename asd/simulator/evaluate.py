@@ -621,9 +621,16 @@ class Evaluation:
                                       None if text is None else self._tokens(held))
             route_cal = np.empty((cal.size, self.view.n_tiers))
             route_held = np.empty((held.size, self.view.n_tiers))
+            # The fold's calibration fitted some of these very stages for its stage 0 (tier 0's prompt
+            # stage, the routed stage 0's tiers 1..L−2) where it had the same predictor, rows, inputs
+            # (the prompt text tried with the same folds), folds and seed: not fitted twice.
+            o = self.options
+            same = (c is not None and o["predictor"] == "logistic" and o["stage0"]
+                    and o["extra"].get("prompt_text", True) and o["extra"].get("folds", DEFAULT_FOLDS) == DEFAULT_FOLDS)
+            made = dict(enumerate([c.prompt_fit, *c.route_fits])) if same else {}
             for s in range(self.view.n_tiers):
-                fit = fit_stage("logistic", x_cal, y[cal, s], np.arange(cal.size), folds=DEFAULT_FOLDS,
-                                seed=self.options["seed"])
+                fit = made.get(s) or fit_stage("logistic", x_cal, y[cal, s], np.arange(cal.size), folds=DEFAULT_FOLDS,
+                                               seed=o["seed"])
                 route_cal[:, s], route_held[:, s] = fit.oof_p, fit.predict(x_held)
             f.route = (route_cal, route_held)
         return f.route

@@ -824,6 +824,36 @@ def test_a_policy_whose_text_model_is_malformed_is_refused_in_one_line():
         Evaluation("builtin", policy=policy)
 
 
+@pytest.mark.parametrize("bundle", ["builtin", "synth"])
+def test_the_router_takes_the_prompt_stages_its_fold_fitted_and_they_are_what_it_would_fit(bundle, tmp_path,
+                                                                                            monkeypatch):
+    """router_scores reuses the fold's prompt stage (tier 0) and routed stage 0 (tiers 1..L−2)
+    instead of fitting them again (one fit left: the last tier's): the scores equal fresh fits of
+    every tier. The built-in trace has a prompt text model, the synthetic 4-tier ladder none."""
+    from asd.calibration import predictors
+    from asd.calibration.predictors import fit_stage
+    from asd.calibration.prompt_text import with_prompt_text
+
+    if bundle == "synth":
+        bundle = write_synthetic_bundle(tmp_path / "s", 600, 4, 0).path
+    ev = Evaluation(bundle, folds=3, seed=0, cost_model="params")
+    fitted = []
+    monkeypatch.setattr(predictors, "fit_stage", lambda *a, **k: fitted.append(a[2]) or fit_stage(*a, **k))
+    for f in ev.folds:
+        c = f.calibration
+        assert c.prompt_fit is not None and len(c.route_fits) == ev.view.n_tiers - 2
+        fitted.clear()
+        route_cal, route_held = ev.router_scores(f)
+        assert len(fitted) == 1
+        np.testing.assert_array_equal(fitted[0], ev.view.acceptable[f.cal, -1])
+        x_held = with_prompt_text(ev.features.prompt_x[f.held], ev.view.prompts[f.held], c.prompt_text)
+        for s in range(ev.view.n_tiers):
+            fresh = fit_stage("logistic", c.prompt_x, ev.view.acceptable[f.cal, s], np.arange(f.cal.size), folds=5,
+                              seed=0)
+            np.testing.assert_array_equal(route_cal[:, s], fresh.oof_p)
+            np.testing.assert_array_equal(route_held[:, s], fresh.predict(x_held))
+
+
 def test_counting_the_bundles_prompts_once_changes_no_fold(monkeypatch):
     """The evaluation counts the prompts once for every fold's text model (PromptTokens); above
     PROMPT_TOKENS_MAX_ROWS each fit counts its own, as asd calibrate does: the same policies, held-out
