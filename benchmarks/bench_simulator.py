@@ -13,8 +13,11 @@ asd.simulator.latency with illustrative iteration coefficients (not fitted to an
 `asd.traces.synth.write_synthetic_bundle` (Parquet read, features, 5-fold calibration, λ
 search, every baseline; writing the bundle is not timed): wall clock and peak RSS of that
 process. Baseline: the same command with the pre-scaling settings (every calibration request
-fitted, float64 features, Huber on every timed row) on 2% of the requests, times 50 (linear in N;
-it flatters the baseline, whose fits grow faster than N).
+fitted, float64 features, Huber on every timed row), timed on 200 requests and on 2% of the
+requests (after an untimed run that leaves numba's cache warm) and extrapolated linearly to N:
+the fixed part (interpreter start, imports, numba cache loads: paid once, not N/n times) plus
+the slope between the two runs times N (linear in N; it flatters the baseline, whose fits grow
+faster than N).
 
     python benchmarks/bench_simulator.py [--json PATH] [--scale S]
 """
@@ -68,6 +71,7 @@ GOALS = {  # key: (goal, "higher" | "lower", unit)
     "simulate_1m_end_to_end_s": (30.0, "lower", "s"),
 }
 SIMULATE_TAU_MS = 10_000.0  # p95 limit inside the synthetic ladder's range (always-8b .. always-70b)
+E2E_BASELINE_SMALL = 200  # the small run of the end-to-end baseline: mostly its fixed start-up
 
 
 class Workload:
@@ -398,18 +402,26 @@ def main(argv=None):
     from asd.traces.synth import write_synthetic_bundle
 
     n_e2e = size(1_000_000)
-    n_e2e_base = max(size(20_000), 200)
+    n_e2e_base = max(size(20_000), 2 * E2E_BASELINE_SMALL)
     with tempfile.TemporaryDirectory(prefix="asd-bench-simulate-") as tmp:
         bundle = write_synthetic_bundle(Path(tmp) / "ladder", n_e2e, N_TIERS, 0).path
         e2e_s, e2e_cpu, e2e_rss = simulate_end_to_end(bundle, Path(tmp) / "simulate.json")
         e2e_report = json.loads((Path(tmp) / "simulate.json").read_text())
         del bundle
+        small_bundle = write_synthetic_bundle(Path(tmp) / "small", E2E_BASELINE_SMALL, N_TIERS, 0).path
+        # untimed first: numba compiles (and caches) the unscaled settings' kernels here, not in a timed run
+        simulate_end_to_end(small_bundle, Path(tmp) / "small.json", unscaled=True)
+        small_s, _, _ = simulate_end_to_end(small_bundle, Path(tmp) / "small.json", unscaled=True)
         base_bundle = write_synthetic_bundle(Path(tmp) / "base", n_e2e_base, N_TIERS, 0).path
         base_s, base_cpu, base_rss = simulate_end_to_end(base_bundle, Path(tmp) / "base.json", unscaled=True)
-    factor = n_e2e / n_e2e_base
-    row("simulate_1m_end_to_end_s", e2e_s, base_s * factor,
-        f"`asd simulate` before scaling (every calibration row fitted, float64 features) on {n_e2e_base:,} "
-        f"requests x {factor:g} (linear extrapolation)",
+    # A line through the two runs: a process's start-up is paid once, so scaling one run's whole
+    # wall time by N/n would charge it N/n times. A slope below 0 is noise: no per-request part.
+    per_request_s = max(base_s - small_s, 0.0) / (n_e2e_base - E2E_BASELINE_SMALL)
+    fixed_s = base_s - per_request_s * n_e2e_base
+    row("simulate_1m_end_to_end_s", e2e_s, fixed_s + per_request_s * n_e2e,
+        f"`asd simulate` before scaling (every calibration row fitted, float64 features) on {E2E_BASELINE_SMALL:,} "
+        f"and {n_e2e_base:,} requests ({small_s:.1f} s, {base_s:.1f} s), extrapolated linearly to {n_e2e:,}: "
+        f"{fixed_s:.1f} s fixed + {per_request_s * 1e3:.3g} s per 1000 requests",
         f"simulate_1m_end_to_end_s ({n_e2e:,} req, tau {SIMULATE_TAU_MS:g} ms p95)", e2e_cpu)
     row("rss_1m_gb", e2e_rss, None, "", f"rss_1m_gb (`asd simulate`, {n_e2e:,} req, peak)")
     notes.append(f"asd simulate on {n_e2e:,} requests: {e2e_report['evaluation']}; feasible {e2e_report['feasible']}, "
@@ -428,7 +440,10 @@ def main(argv=None):
                                         "des": found_des.evaluations, "des_distinct": distinct_des},
               "cpu_count": os.cpu_count(), "load_average_1min": os.getloadavg()[0],
               "requests": {"replay": big.n, "sweep": n_sweep, "des_hour": int(n_hour), "bisection_des": n_bisect,
-                           "rss": n_rss, "simulate_end_to_end": n_e2e, "simulate_baseline": n_e2e_base}}
+                           "rss": n_rss, "simulate_end_to_end": n_e2e, "simulate_baseline": n_e2e_base,
+                           "simulate_baseline_small": E2E_BASELINE_SMALL},
+              "simulate_baseline_fit": {"small_s": small_s, "large_s": base_s, "fixed_s": fixed_s,
+                                        "per_request_s": per_request_s}}
     print(f"simulator benchmark — {os.cpu_count()} CPUs, {threads} numba threads, load average "
           f"{os.getloadavg()[0]:.2f} (shared machine: figures vary run to run), scale {scale:g}")
     print("value: wall clock (best of repeats); cpu: the same figure from process CPU time, which on a shared,\n"
