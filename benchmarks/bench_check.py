@@ -9,6 +9,9 @@ policy calibrated on a smaller synthetic bundle of the same ladder (a team calib
 checks every new trace). Phases are also timed in one process (bundle read, features, replay,
 promises) to say what dominates.
 
+The target is for 10^5 requests: a smaller run (a smoke run) is not judged (meets_targets
+null); `n_requests` says what it ran.
+
     python benchmarks/bench_check.py [--requests N] [--json PATH]
 """
 
@@ -28,6 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 TARGET_S = 5.0
+TARGET_REQUESTS = 100_000  # the size TARGET_S is for
 PROMISES = ["--min-quality", "0.1", "--max-cost-rel", "2.0", "--max-latency", "p95=1e9"]
 
 
@@ -106,7 +110,9 @@ def main() -> dict:
         "n_requests": args.requests, "n_tiers": 4, "promises": len(checked["rows"]), "check_passed": checked["passed"],
         "check_s": check_s, "simulate_s": simulate_s, "check_cpu_s": done.cpu_s, "simulate_cpu_s": sim.cpu_s,
         "load_average_1min": os.getloadavg()[0], "cpus": os.cpu_count(), "warmup_check_s": warm_s, "phases_s": parts,
-        "targets": {"check_s": TARGET_S}, "meets_targets": check_s <= TARGET_S,
+        "targets": {"check_s": TARGET_S}, "target_requests": TARGET_REQUESTS,
+        # a smoke run's time says nothing of the target
+        "meets_targets": check_s <= TARGET_S if args.requests >= TARGET_REQUESTS else None,
         "table": [{"figure": f, "value": v, "target": t, "baseline": b, "baseline_of": bn,
                    "ratio_baseline_over_value": (b / v) if b else None} for f, v, t, b, bn in rows],
     }
@@ -119,7 +125,8 @@ def main() -> dict:
         base = f"{b:.3f}" if b else "—"
         ratio = f"{b / v:.1f}x" if b else "—"
         print(f"{f:48} {v:>10.3f} {target:>8} {base:>10} {ratio:>7}  {bn or ''}")
-    print("meets targets:", report["meets_targets"])
+    print("meets targets:", report["meets_targets"] if report["meets_targets"] is not None
+          else f"not judged: {args.requests:,} requests, the goal is for {TARGET_REQUESTS:,}")
     if args.json_path:
         Path(args.json_path).write_text(json.dumps(report, indent=2) + "\n")
     return report

@@ -4,6 +4,8 @@ The goal is the issue's ≤ 30 s for 10^5 requests × 4 tiers end to end, shared
 four tiers (≤ 6 s a stage). Baseline, measured in the same run: the plain scikit-learn way to get
 honest calibrated out-of-fold p̂ — `cross_val_predict` over `CalibratedClassifierCV(isotonic)`.
 
+The goal is for 10^5 requests: a smaller run (a smoke run) is not judged (meets_goal null).
+
     python benchmarks/bench_predictors.py [--json PATH] [--requests N]
 """
 
@@ -33,6 +35,7 @@ from asd.calibration.predictors import fit_stage  # noqa: E402
 
 N_FEATURES = 30
 GOAL_S = 6.0
+GOAL_REQUESTS = 100_000  # the size GOAL_S is for
 
 
 def stage_data(n, seed=0):
@@ -66,9 +69,11 @@ def main(argv=None):
             return cross_val_predict(model, X, y, groups=groups, cv=GroupKFold(5), method="predict_proba")[:, 1]
 
     base_s, base_p = timed(plain_sklearn)
+    judged = args.requests >= GOAL_REQUESTS  # a smoke run's time says nothing of the goal
     figures = {
         "requests": args.requests, "features": N_FEATURES, "folds": 5,
-        "stage_fit_s": fit_s, "goal_s": GOAL_S, "baseline_s": base_s, "ratio": base_s / fit_s,
+        "stage_fit_s": fit_s, "goal_s": GOAL_S, "goal_requests": GOAL_REQUESTS,
+        "meets_goal": fit_s <= GOAL_S if judged else None, "baseline_s": base_s, "ratio": base_s / fit_s,
         "oof_ece": fit.metrics["ece"], "oof_auroc": fit.metrics["auroc"],
         "baseline_oof_ece": ece(y, base_p), "baseline_oof_auroc": auroc(y, base_p),
         "isotonic_knots": int(fit.iso_x.size),
@@ -76,8 +81,10 @@ def main(argv=None):
     print(f"predictor benchmark — {args.requests} requests × {N_FEATURES} features, logistic, 5 grouped folds, "
           f"1 thread; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
     print(f"{'figure':34} {'value':>10} {'goal':>8} {'baseline':>10} {'ratio':>7}  ok")
+    met = (f"not judged: {args.requests:,} requests, the goal is for {GOAL_REQUESTS:,}" if not judged
+           else "yes" if figures["meets_goal"] else "NO")
     print(f"{'stage_fit_s (fit_stage, logistic)':34} {fit_s:>10.2f} {GOAL_S:>8.1f} {base_s:>10.2f} "
-          f"{base_s / fit_s:>7.1f}  {'yes' if fit_s <= GOAL_S else 'NO'}")
+          f"{base_s / fit_s:>7.1f}  {met}")
     print(f"out of fold: ECE {figures['oof_ece']:.4f} (baseline {figures['baseline_oof_ece']:.4f}), "
           f"AUROC {figures['oof_auroc']:.4f} (baseline {figures['baseline_oof_auroc']:.4f}); "
           f"{figures['isotonic_knots']} isotonic knots")

@@ -9,3 +9,6 @@ def test_bench_predictors_writes_fit_time_baseline_and_out_of_fold_metrics(tmp_p
     assert report["ratio"] == report["baseline_s"] / report["stage_fit_s"]
     assert 0 <= report["oof_ece"] < 0.05 and report["oof_auroc"] > 0.6
     assert "baseline" in stdout and "ratio" in stdout
+    # the goal is for 10^5 requests: a 5000-request run is not judged
+    assert report["meets_goal"] is None and report["goal_requests"] == 100_000
+    assert "not judged: 5,000 requests, the goal is for 100,000" in stdout

@@ -1,6 +1,6 @@
 """benchmarks/bench_check.py runs end to end on a tiny bundle: every figure is there and finite,
 and the printed table says what the JSON says. Whether the 5 s target is met is the
-benchmark's report, not this test's business."""
+benchmark's report, not this test's business; that a run below its 10^5 requests is not judged is."""
 
 import math
 import re
@@ -30,7 +30,8 @@ def test_bench_check_reports_every_figure_finite_and_prints_what_it_writes(tmp_p
     report, stdout = run_benchmark("bench_check.py", "--requests", "400", "--calibration-requests", "300",
                                    tmp_path=tmp_path, timeout=600)
     assert report["n_requests"] == 400 and report["n_tiers"] == 4 and report["promises"] == 3
-    assert report["targets"] == {"check_s": 5.0} and isinstance(report["meets_targets"], bool)
+    assert report["targets"] == {"check_s": 5.0} and report["target_requests"] == 100_000
+    assert report["meets_targets"] is None
     assert [row["figure"] for row in report["table"]] == FIGURES
     for row in report["table"]:
         assert math.isfinite(row["value"]) and row["value"] > 0, row
@@ -41,4 +42,4 @@ def test_bench_check_reports_every_figure_finite_and_prints_what_it_writes(tmp_p
     assert [f for f, _ in printed] == FIGURES, stdout
     for (figure, shown), row in zip(printed, report["table"]):
         assert abs(shown - row["value"]) <= 0.0005, (figure, shown, row["value"])
-    assert f"meets targets: {report['meets_targets']}" in stdout
+    assert "meets targets: not judged: 400 requests, the goal is for 100,000" in stdout

@@ -1,6 +1,7 @@
 """benchmarks/bench_traces.py runs end to end on a small bundle: every figure is there and
 finite, and the printed table says what the JSON says. Whether a target is met is the
-benchmark's report, not this test's business."""
+benchmark's report, not this test's business; that a bundle below the targets' 10^6 requests
+is not judged is."""
 
 import math
 import re
@@ -45,5 +46,5 @@ def test_bench_traces_reports_every_figure_finite_and_prints_what_it_writes(tmp_
     for (figure, shown), row in zip(printed, report["table"]):
         # Printed with 3 decimals, or rounded to a whole number above 1000.
         assert abs(shown - row["value"]) <= (0.5 if abs(row["value"]) > 1000 else 0.0005), (figure, shown, row["value"])
-    assert isinstance(report["meets_targets"], bool)
-    assert f"meets targets: {report['meets_targets']}" in stdout
+    assert report["meets_targets"] is None and report["target_requests"] == 1_000_000
+    assert "meets targets: not judged: 2,000 requests x 4 tiers, the targets are for 1,000,000 x 4" in stdout
