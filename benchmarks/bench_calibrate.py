@@ -44,11 +44,16 @@ from threadpoolctl import threadpool_limits  # noqa: E402
 
 from bench_features import asd_features, pandas_feature_tensor  # noqa: E402
 
+from asd.errors import AsdError  # noqa: E402
+from asd.fsutil import atomic_write, check_writable_file  # noqa: E402
+from asd.traces.synth import MAX_REQUESTS  # noqa: E402
+
 GOALS = {  # key: (goal, "higher" | "lower", unit)
     "fit_s_100k": (30.0, "lower", "s"),
     "features_per_s": (1e5, "higher", "rows/s"),
 }
 GOAL_REQUESTS = 100_000  # the size both goals are for
+MIN_REQUESTS = 100  # fewer: calibrate's fold models may differ by chance past its own consistency check
 N_TIERS = 4
 FOLDS = 5
 
@@ -101,6 +106,13 @@ def main(argv=None) -> dict:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", dest="json_path", help="write the figures as JSON here")
     args = ap.parse_args(argv)
+    if not MIN_REQUESTS <= args.requests <= MAX_REQUESTS:
+        ap.exit(2, f"error: --requests {args.requests}: need {MIN_REQUESTS}..{MAX_REQUESTS}\n")
+    if args.json_path is not None:  # refused now, not after the run whose figures it was to hold
+        try:
+            check_writable_file(args.json_path, "--json")
+        except AsdError as exc:
+            ap.exit(2, f"error: {exc}\n")
     from asd.calibration.metrics import auroc
     from asd.traces.synth import write_synthetic_bundle
 
@@ -158,7 +170,7 @@ def main(argv=None) -> dict:
         print(f"  note: {note}")
     print(f"meets goals: {not_judged if report['meets_goals'] is None else report['meets_goals']}")
     if args.json_path:
-        Path(args.json_path).write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
+        atomic_write(args.json_path, (json.dumps(report, indent=2, allow_nan=False) + "\n").encode())
     return report
 
 

@@ -30,8 +30,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from asd.errors import AsdError  # noqa: E402
+from asd.fsutil import atomic_write, check_writable_file  # noqa: E402
+from asd.traces.synth import MAX_REQUESTS  # noqa: E402
+
 TARGET_S = 5.0
 TARGET_REQUESTS = 100_000  # the size TARGET_S is for
+MIN_REQUESTS = 100  # fewer: calibrate's fold models may differ by chance past its own consistency check
 PROMISES = ["--min-quality", "0.1", "--max-cost-rel", "2.0", "--max-latency", "p95=1e9"]
 
 
@@ -79,6 +84,14 @@ def main() -> dict:
     parser.add_argument("--calibration-requests", type=int, default=3000)
     parser.add_argument("--json", dest="json_path", default=None)
     args = parser.parse_args()
+    for option, n in (("--requests", args.requests), ("--calibration-requests", args.calibration_requests)):
+        if not MIN_REQUESTS <= n <= MAX_REQUESTS:
+            parser.exit(2, f"error: {option} {n}: need {MIN_REQUESTS}..{MAX_REQUESTS}\n")
+    if args.json_path is not None:  # refused now, not after the run whose figures it was to hold
+        try:
+            check_writable_file(args.json_path, "--json")
+        except AsdError as exc:
+            parser.exit(2, f"error: {exc}\n")
 
     from asd.calibration.calibrate import calibrate_to_file
     from asd.traces.synth import write_synthetic_bundle
@@ -128,7 +141,7 @@ def main() -> dict:
     print("meets targets:", report["meets_targets"] if report["meets_targets"] is not None
           else f"not judged: {args.requests:,} requests, the goal is for {TARGET_REQUESTS:,}")
     if args.json_path:
-        Path(args.json_path).write_text(json.dumps(report, indent=2) + "\n")
+        atomic_write(args.json_path, (json.dumps(report, indent=2) + "\n").encode())
     return report
 
 

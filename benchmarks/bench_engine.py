@@ -29,6 +29,8 @@ from asd.engine.dp_nb import empirical_start_nb, evidence_sums_nb, solve_dp_nb  
 from asd.engine.policy import Policy, Predictor  # noqa: E402
 from asd.engine.search import ArrayStatistic, search_lambda  # noqa: E402
 from asd.engine.tables import build_tables  # noqa: E402
+from asd.errors import AsdError  # noqa: E402
+from asd.fsutil import atomic_write, check_writable_file  # noqa: E402
 
 N_FEATURES = 16
 
@@ -94,6 +96,11 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.requests < 1:
         ap.exit(2, f"error: --requests {args.requests}: need at least 1\n")
+    if args.json_path is not None:  # refused now, not after the run whose figures it was to hold
+        try:
+            check_writable_file(args.json_path, "--json")
+        except AsdError as exc:
+            ap.exit(2, f"error: {exc}\n")
     rng = np.random.default_rng(42)
     rows = []
 
@@ -261,7 +268,7 @@ def main(argv=None):
     for r in rows:
         print(f"  baseline of {r['figure']}: {r['baseline_note']}")
     if args.json_path:
-        Path(args.json_path).write_text(json.dumps(figures, indent=2) + "\n")
+        atomic_write(args.json_path, (json.dumps(figures, indent=2) + "\n").encode())
     return figures
 
 

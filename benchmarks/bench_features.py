@@ -30,6 +30,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from asd.errors import AsdError  # noqa: E402
+from asd.fsutil import atomic_write, check_writable_file  # noqa: E402
+from asd.traces.synth import MAX_REQUESTS, MIN_REQUESTS  # noqa: E402
+
 TARGET_ROWS_PER_S = 1e5
 _ANSWER_TEMPLATES = (
     "Let's think step by step. The total is {n:,} so the answer is ({l}).",
@@ -132,6 +136,13 @@ def main(argv=None) -> dict:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", dest="json_path")
     args = parser.parse_args(argv)
+    if not MIN_REQUESTS <= args.requests <= MAX_REQUESTS:  # the synthetic trace's range
+        parser.exit(2, f"error: --requests {args.requests}: need {MIN_REQUESTS}..{MAX_REQUESTS}\n")
+    if args.json_path is not None:  # refused now, not after the run whose figures it was to hold
+        try:
+            check_writable_file(args.json_path, "--json")
+        except AsdError as exc:
+            parser.exit(2, f"error: {exc}\n")
 
     import tempfile
 
@@ -170,7 +181,7 @@ def main(argv=None) -> dict:
               f"{w['baseline_features_per_s']:>14,.0f} {w['baseline_n_features']:>12} {w['ratio']:>6.1f}x {values_ratio:>13.1f}x")
     print("meets target:", report["meets_target"])
     if args.json_path:
-        Path(args.json_path).write_text(json.dumps(report, indent=2) + "\n")
+        atomic_write(args.json_path, (json.dumps(report, indent=2) + "\n").encode())
     return report
 
 

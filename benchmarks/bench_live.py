@@ -35,6 +35,8 @@ sys.path.insert(0, str(REPO))
 import httpx  # noqa: E402
 import yaml  # noqa: E402
 
+from asd.errors import AsdError  # noqa: E402
+from asd.fsutil import atomic_write, check_writable_file  # noqa: E402
 from asd.live.confirm import format_report, live  # noqa: E402
 from asd.live.llama_server import cpu_server_ladder, free_port, llama_cpp_server, stop_process  # noqa: E402
 from asd.live.models import gemma3_path, smollm2_path  # noqa: E402
@@ -150,6 +152,15 @@ def main(argv=None):
     ap.add_argument("--clients", type=int, default=64, help="concurrent clients of the serve load test")
     ap.add_argument("--max-tokens", type=int, default=8)
     args = ap.parse_args(argv)
+    for option, n in (("--low-n", args.low_n), ("--high-n", args.high_n), ("--clients", args.clients),
+                      ("--max-tokens", args.max_tokens)):
+        if n < 1:  # refused before two servers start and a policy is calibrated
+            ap.exit(2, f"error: {option} {n}: need at least 1\n")
+    if args.json_path is not None:  # refused now, not after the run whose figures it was to hold
+        try:
+            check_writable_file(args.json_path, "--json")
+        except AsdError as exc:
+            ap.exit(2, f"error: {exc}\n")
     started = time.time()
     work = Path(tempfile.mkdtemp(prefix="bench-live-"))
     try:
@@ -237,7 +248,7 @@ def main(argv=None):
         "serve": serve, "rows": rows, "seconds": round(time.time() - started, 1),
     }
     if args.json_path:
-        Path(args.json_path).write_text(json.dumps(figures, indent=2, default=float) + "\n")
+        atomic_write(args.json_path, (json.dumps(figures, indent=2, default=float) + "\n").encode())
 
 
 if __name__ == "__main__":

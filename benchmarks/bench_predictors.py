@@ -32,10 +32,13 @@ from threadpoolctl import threadpool_limits  # noqa: E402
 
 from asd.calibration.metrics import auroc, ece  # noqa: E402
 from asd.calibration.predictors import fit_stage  # noqa: E402
+from asd.errors import AsdError  # noqa: E402
+from asd.fsutil import atomic_write, check_writable_file  # noqa: E402
 
 N_FEATURES = 30
 GOAL_S = 6.0
 GOAL_REQUESTS = 100_000  # the size GOAL_S is for
+MIN_REQUESTS = 100  # fewer: scikit-learn's nested 5-fold calibration may find under 5 of a class
 
 
 def stage_data(n, seed=0):
@@ -59,6 +62,13 @@ def main(argv=None):
     ap.add_argument("--json", dest="json_path", help="write the figures as JSON here")
     ap.add_argument("--requests", type=int, default=100_000)
     args = ap.parse_args(argv)
+    if args.requests < MIN_REQUESTS:
+        ap.exit(2, f"error: --requests {args.requests}: need at least {MIN_REQUESTS}\n")
+    if args.json_path is not None:  # refused now, not after the run whose figures it was to hold
+        try:
+            check_writable_file(args.json_path, "--json")
+        except AsdError as exc:
+            ap.exit(2, f"error: {exc}\n")
     X, y, groups = stage_data(args.requests)
     fit_s, fit = timed(lambda: fit_stage("logistic", X, y, groups, folds=5, seed=0))
 
@@ -91,7 +101,7 @@ def main(argv=None):
     print("baseline: cross_val_predict(CalibratedClassifierCV(StandardScaler → LogisticRegression, isotonic, cv=5), "
           "GroupKFold(5))")
     if args.json_path:
-        Path(args.json_path).write_text(json.dumps(figures, indent=2) + "\n")
+        atomic_write(args.json_path, (json.dumps(figures, indent=2) + "\n").encode())
     return figures
 
 

@@ -44,6 +44,8 @@ sys.path.insert(0, str(REPO))
 import numba  # noqa: E402
 
 from asd.engine import Policy, Predictor, bisect_lambda, build_tables  # noqa: E402
+from asd.errors import AsdError  # noqa: E402
+from asd.fsutil import atomic_write, check_writable_file  # noqa: E402
 from asd.simulator import Pools, ReplayInputs, arrival_times, latency_grid, policy_tables, replay, replay_grid  # noqa: E402
 from asd.simulator import reference  # noqa: E402
 from asd.simulator.des import simulate  # noqa: E402
@@ -239,6 +241,13 @@ def main(argv=None):
     ap.add_argument("--scale", type=float, default=1.0,
                     help="multiply every request count and the simulated hour (e.g. 0.01 for a smoke run)")
     args = ap.parse_args(argv)
+    if not 0.0 < args.scale <= 1.0:  # above 1 the bundles pass the synthetic trace's 10^6 requests
+        ap.exit(2, f"error: --scale {args.scale}: need 0 < S <= 1\n")
+    if args.json_path is not None:  # refused now, not after the run whose figures it was to hold
+        try:
+            check_writable_file(args.json_path, "--json")
+        except AsdError as exc:
+            ap.exit(2, f"error: {exc}\n")
     scale = args.scale
     size = lambda n: max(int(n * scale), 50)  # noqa: E731
     rows, figures, notes = [], {}, []
@@ -342,7 +351,7 @@ def main(argv=None):
     policy.solve(lam)
 
     # -- DES: one simulated hour at 100 req/s through 4 tiers ----------------------------------
-    hour_s = 3600.0 * scale
+    hour_s = max(3600.0 * scale, 0.5)  # at least ~50 arrivals, as size() keeps 50 requests
     rate = 100.0
     arrivals = arrival_times(10 * int(rate * hour_s) + 100, rate=rate, seed=7)
     arrivals = arrivals[arrivals < hour_s * 1e3]
@@ -473,7 +482,7 @@ def main(argv=None):
     for note in notes:
         print(f"  note: {note}")
     if args.json_path:
-        Path(args.json_path).write_text(json.dumps(report, indent=2) + "\n")
+        atomic_write(args.json_path, (json.dumps(report, indent=2) + "\n").encode())
     return report
 
 

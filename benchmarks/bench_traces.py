@@ -32,6 +32,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from asd.errors import AsdError  # noqa: E402
+from asd.fsutil import atomic_write, check_writable_file  # noqa: E402
+from asd.traces.synth import LADDERS, MAX_REQUESTS, MIN_REQUESTS  # noqa: E402
+
 READ_TARGET_S = 2.0
 RSS_TARGET_MB = 1500.0
 VALIDATION_OVERHEAD_TARGET_PCT = 20.0
@@ -114,6 +118,17 @@ def main(argv=None) -> dict:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", dest="json_path")
     args = parser.parse_args(argv)
+    if not MIN_REQUESTS <= args.requests <= MAX_REQUESTS:  # the synthetic trace's range
+        parser.exit(2, f"error: --requests {args.requests}: need {MIN_REQUESTS}..{MAX_REQUESTS}\n")
+    if args.tiers not in LADDERS:
+        parser.exit(2, f"error: --tiers {args.tiers}: need {min(LADDERS)}..{max(LADDERS)}\n")
+    if args.repeats < 1:
+        parser.exit(2, f"error: --repeats {args.repeats}: need at least 1\n")
+    if args.json_path is not None:  # refused now, not after the run whose figures it was to hold
+        try:
+            check_writable_file(args.json_path, "--json")
+        except AsdError as exc:
+            parser.exit(2, f"error: {exc}\n")
 
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
@@ -198,7 +213,7 @@ def main(argv=None) -> dict:
           f"not judged: {args.requests:,} requests x {args.tiers} tiers, the targets are for "
           f"{TARGET_REQUESTS:,} x {TARGET_TIERS}")
     if args.json_path:
-        Path(args.json_path).write_text(json.dumps(report, indent=2) + "\n")
+        atomic_write(args.json_path, (json.dumps(report, indent=2) + "\n").encode())
     return report
 
 
