@@ -2,7 +2,8 @@
 
 Each ladder is imported from ../shared/data (or $ASD_SHARED_DATA) by `asd traces import` into a
 temporary directory and swept as `asd sweep BUNDLE --cost-model params --repeats SEEDS` sweeps it;
-nothing derived from the data is kept. The baselines are measured in the same run on the same
+nothing derived from the data is kept. A ladder this copy of the data lacks is skipped, and when
+every one is, the run exits 1. The baselines are measured in the same run on the same
 held-out requests: the best simple policy (the threshold cascade, or a single tier within 2 % on
 its own) and the oracle. The targets bind ladders of 3-4 tiers without logprobs (text-only
 signals); the others are reported beside them.
@@ -224,6 +225,8 @@ def main(argv=None) -> dict:
     print_report(report)
     if args.json_path:
         atomic_write(args.json_path, (json.dumps(report, indent=2, allow_nan=False) + "\n").encode())
+    if all("error" in row for row in rows):  # a run that measured nothing must not pass for one that did
+        ap.exit(1, f"error: no ladder was measured: all {len(rows)} skipped (see above)\n")
     return report
 
 
