@@ -95,6 +95,7 @@ class AlpacaEvalImporter(Importer):
         names = parse_model_list(models)
         outputs_file = src / "outputs.parquet"
         rows = read_ladder_rows(outputs_file, names, OUTPUT_KINDS, "prompt_idx")
+        params = hand_labelled_params(rows, names, outputs_file)  # checked over every row of the ladder
         rows = rows[rows["output"].notna()]
         # The annotator is checked before completeness, so its errors come first.
         annotations_file = src / "annotations.parquet"
@@ -137,13 +138,8 @@ class AlpacaEvalImporter(Importer):
             n_no_preference = int((judged & quality.isna().to_numpy() & ~in_mismatch & ~in_unsure).sum())
             outputs["quality"] = pd.array(quality.to_numpy(), dtype="Float32")
             outputs["label_source"] = np.where(quality.notna().to_numpy(), chosen, None)
-        params = rows.groupby("model")["params_b"].first()
         tiers = [
-            {
-                "name": n,
-                "model_id": n,
-                "params_b": float(params[n]) if pd.notna(params.get(n)) else parse_params_b(n),
-            }
+            {"name": n, "model_id": n, "params_b": params[n] if params.get(n) is not None else parse_params_b(n)}
             for n in names
         ]
         manifest = new_manifest(
@@ -209,6 +205,29 @@ class AlpacaEvalImporter(Importer):
         labels = pd.Series(quality, index=pairs)
         baselines = rows["baseline"].dropna().unique()
         return labels, pairs[mismatch], pairs[unknown], (str(baselines[0]) if len(baselines) else None)
+
+
+def hand_labelled_params(rows: pd.DataFrame, names: list[str], where: Path) -> dict[str, float | None]:
+    """model → the data's params_b hand label (None where every row is null). A value that is
+    not a finite number > 0, or two different values for one model, is an error naming the
+    source file, the column and the model."""
+    labels: dict[str, float | None] = {}
+    for name in names:
+        values = rows.loc[rows["model"] == name, "params_b"].dropna().astype("float64")
+        bad = values[~(np.isfinite(values) & (values > 0))]
+        if len(bad):
+            raise TraceError(
+                f"{where}, column 'params_b': {bad.iloc[0]:g} for model {name!r} "
+                "(a parameter count in billions must be a finite number > 0, or null)"
+            )
+        distinct = sorted(values.unique())
+        if len(distinct) > 1:
+            raise TraceError(
+                f"{where}, column 'params_b': model {name!r} has different values "
+                f"{', '.join(f'{v:g}' for v in distinct)} (one parameter count per model)"
+            )
+        labels[name] = float(distinct[0]) if distinct else None
+    return labels
 
 
 def choose_annotator(annotations: pd.DataFrame, names: list[str], annotator: str | None, where: str) -> str:

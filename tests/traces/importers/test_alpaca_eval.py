@@ -154,3 +154,42 @@ def test_a_null_match_flag_nulls_the_label_rather_than_trusting_it(tmp_path):
     assert trace.outputs["quality"].astype(float).fillna(-1).tolist() == [0.0, 0.5, -1, -1, 0.5, -1]
     assert trace.manifest["provenance"]["labels_nulled_match_unknown"] == 1
     assert "1 label nulled: not known whether the judged text is the imported output" in trace.report["notes"]
+
+
+def _cli_error(src, out, models):
+    from click.testing import CliRunner
+
+    from asd.cli import main
+
+    result = CliRunner().invoke(main, ["traces", "import", "alpaca-eval", str(src), "--models", models, "-o", str(out)])
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1 and "Traceback" not in result.output, result.output
+    assert not out.exists() and not list(out.parent.glob(f".{out.name}.import-*"))
+    return lines[0]
+
+
+@pytest.mark.parametrize("value, shown", [(-7.0, "-7"), (0.0, "0"), (np.inf, "inf"), (-np.inf, "-inf")])
+def test_a_params_b_hand_label_that_is_not_a_positive_finite_count_names_the_source(tmp_path, value, shown):
+    """-7 and 0 were reported against the bundle's temporary manifest.json; inf was imported
+    (the summary printed 'infB', the manifest stored null)."""
+    tables = alpaca_eval_tables()
+    params = pa.array([7.0, value, 7.0, None, None, None], pa.float64())
+    tables["outputs.parquet"] = replace_column(tables["outputs.parquet"], "params_b", params)
+    src = write_source(tmp_path / "alpaca_eval", tables)
+    line = _cli_error(src, tmp_path / "b", ",".join(ALPACA_MODELS))
+    assert line == (f"error: {src / 'outputs.parquet'}, column 'params_b': {shown} for model 'llama-2-7b-chat-hf' "
+                    "(a parameter count in billions must be a finite number > 0, or null)")
+
+
+def test_two_params_b_hand_labels_for_one_model_are_refused_not_the_first_taken(tmp_path):
+    tables = alpaca_eval_tables()
+    params = pa.array([7.0, 8.0, None, None, None, None], pa.float64())  # a null beside a value is no conflict
+    tables["outputs.parquet"] = replace_column(tables["outputs.parquet"], "params_b", params)
+    src = write_source(tmp_path / "alpaca_eval", tables)
+    assert _cli_error(src, tmp_path / "b", ",".join(ALPACA_MODELS)) == (
+        f"error: {src / 'outputs.parquet'}, column 'params_b': model 'llama-2-7b-chat-hf' has different values 7, 8 "
+        "(one parameter count per model)")
+    params = pa.array([None, 7.0, 7.0, None, None, None], pa.float64())
+    tables["outputs.parquet"] = replace_column(tables["outputs.parquet"], "params_b", params)
+    trace = load_trace("alpaca-eval", write_source(tmp_path / "ok", tables), models=",".join(ALPACA_MODELS))
+    assert [t["params_b"] for t in trace.manifest["tiers"]] == [7.0, 13.0]
