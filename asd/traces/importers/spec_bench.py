@@ -94,6 +94,22 @@ def draft_accepted(accept_lengths: pd.Series, where: Path) -> pd.array:
     return pd.array(values, dtype="Int32")
 
 
+def check_wall_times(run: pd.DataFrame, where: Path, model: str) -> None:
+    """Each turn of the vanilla run (indexed by request_id = question_id:turn) has a wall time
+    that is a finite number of seconds >= 0 (it becomes the verify tier's e2e_ms); else an error
+    naming the source file, the column and the turn."""
+    seconds = run["wall_time_s"].astype("float64").to_numpy()
+    bad = ~(np.isfinite(seconds) & (seconds >= 0))
+    if bad.any():
+        request_id, value = run.index[bad][0], seconds[bad][0]
+        qid, turn = request_id.rsplit(":", 1)
+        shown = "null" if np.isnan(value) else f"{value:g}"
+        raise TraceError(
+            f"{where}, column 'wall_time_s': question_id {qid}, turn {turn} of the vanilla run of {model}: {shown} "
+            "(a wall time must be a finite number of seconds >= 0)"
+        )
+
+
 class SpecBenchImporter(Importer):
     name = "spec-bench"
     summary = ("Spec-Bench runs (as in shared/data/spec_bench): draft → verify ladder, SpS accepted lengths as "
@@ -164,6 +180,7 @@ class SpecBenchImporter(Importer):
         keep = np.array(sorted(keep, key=_turn_order), dtype=object)
 
         vanilla, sps = vanilla.reindex(keep), sps.reindex(keep)
+        check_wall_times(vanilla, traces_file, verify_model)
         requests = self._requests(src, keep, vanilla)
         n = len(keep)
         outputs = pd.DataFrame(

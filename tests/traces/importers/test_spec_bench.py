@@ -106,3 +106,30 @@ def test_tiny_source_with_a_null_step_list_gives_null_accepted_and_a_bad_step_an
     zero_step = ("decoding_traces.parquet", lambda t: replace_column(t, "accept_lengths", pa.array(lists, pa.list_(pa.int64()))))
     with pytest.raises(TraceError, match=r"column 'accept_lengths': turn '81:1' of the draft run: accepted length 0 is not"):
         load_trace("spec-bench", _tiny(tmp_path / "b", zero_step))
+
+
+@pytest.mark.parametrize("value, shown", [(None, "null"), (np.nan, "null"), (np.inf, "inf"), (-1.0, "-1")])
+def test_a_vanilla_wall_time_that_is_not_a_finite_count_of_seconds_names_the_source_turn(tmp_path, value, shown):
+    """It was reported against the bundle's derived column ("outputs.parquet: column 'e2e_ms'
+    row 3: infinite"), and a null or NaN silently became a null e2e_ms."""
+    from click.testing import CliRunner
+
+    from asd.cli import main
+
+    tables = spec_bench_tables()
+    walls = tables["decoding_traces.parquet"].column("wall_time_s").to_pylist()
+    walls[1] = value  # vanilla, question 81, turn 1
+    tables["decoding_traces.parquet"] = replace_column(tables["decoding_traces.parquet"], "wall_time_s",
+                                                       pa.array(walls, pa.float64()))
+    src = write_source(tmp_path / "spec_bench", tables)
+    result = CliRunner().invoke(main, ["traces", "import", "spec-bench", str(src), "-o", str(tmp_path / "b")])
+    assert result.exit_code == 2 and result.output == (
+        f"error: {src / 'decoding_traces.parquet'}, column 'wall_time_s': question_id 81, turn 1 of the vanilla run "
+        f"of vicuna-7b-v1.3: {shown} (a wall time must be a finite number of seconds >= 0)\n"), result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["spec_bench"]
+    # the SpS run's wall time is not imported: a bad one there is no error
+    walls[1], walls[3] = 0.06, None
+    tables["decoding_traces.parquet"] = replace_column(tables["decoding_traces.parquet"], "wall_time_s",
+                                                       pa.array(walls, pa.float64()))
+    trace = load_trace("spec-bench", write_source(tmp_path / "ok", tables))
+    assert trace.outputs["e2e_ms"].dropna().round(6).tolist() == [80.0, 60.0, 40.0]
