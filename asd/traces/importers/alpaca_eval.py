@@ -96,7 +96,13 @@ class AlpacaEvalImporter(Importer):
         outputs_file = src / "outputs.parquet"
         rows = read_ladder_rows(outputs_file, names, OUTPUT_KINDS, "prompt_idx")
         params = hand_labelled_params(rows, names, outputs_file)  # checked over every row of the ladder
-        rows = rows[rows["output"].notna()]
+        null_output = rows["output"].isna().to_numpy()
+        if null_output.any():
+            first = rows[null_output].iloc[0]
+            raise TraceError(
+                f"{outputs_file}, column 'output': null for model {first['model']!r}, prompt_idx {first['prompt_idx']} "
+                "(a value is required)"
+            )
         # The annotator is checked before completeness, so its errors come first.
         annotations_file = src / "annotations.parquet"
         annotations = read_source(annotations_file, ANNOTATION_KINDS, non_null=("model", "annotator", "prompt_idx"))
@@ -109,7 +115,7 @@ class AlpacaEvalImporter(Importer):
             "prompt_idx",
             keep,
             PROMPT_KINDS,
-            "instruction",
+            ("instruction",),
             "no instruction for prompt_idx {} (it has outputs)",
         )
         requests = pd.DataFrame(

@@ -304,18 +304,26 @@ def in_request_order(rows: pd.DataFrame, keep) -> pd.DataFrame:
 
 
 def read_request_table(
-    path: Path, request_key: str, keep, kinds: dict[str, str], required: str, missing: str
+    path: Path, request_key: str, keep, kinds: dict[str, str], required: tuple[str, ...], missing: str
 ) -> pd.DataFrame:
     """A per-request Parquet table (questions, prompts) indexed by request_id (`request_key` as
     text) and reindexed to `keep`; `kinds` as in `read_source` (`request_key` is added). A
-    kept request whose `required` column is null there is an error: `path` then `missing`
-    formatted with the first such request id.
+    kept request without a row there is an error: `path` then `missing` formatted with the
+    first such request id; one whose row has a null in a `required` column is an error naming
+    the file, the column and the request.
     """
     table = read_source(path, {request_key: "id", **kinds}, non_null=(request_key,))
     check_unique(path, table, [request_key])
     table["request_id"] = table[request_key].astype(str)
-    table = table.set_index("request_id").reindex(keep)
-    absent = table.index[table[required].isna()]
-    if len(absent):
-        raise TraceError(f"{path}: " + missing.format(absent[0]))
+    table = table.set_index("request_id")
+    absent = ~pd.Index(keep).isin(table.index)
+    if absent.any():
+        raise TraceError(f"{path}: " + missing.format(keep[np.argmax(absent)]))
+    table = table.reindex(keep)
+    null = table[list(required)].isna().to_numpy()
+    if null.any():
+        row, column = np.argwhere(null)[0]
+        raise TraceError(
+            f"{path}, column {required[column]!r}: null for {request_key} {table.index[row]} (a value is required)"
+        )
     return table

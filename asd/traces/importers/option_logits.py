@@ -112,7 +112,8 @@ class OptionLogitsImporter(Importer):
 
         questions_file = src / "questions.parquet"
         questions = read_request_table(
-            questions_file, "id", keep, QUESTION_KINDS, "answer", "no question with id {} (it has logits)"
+            questions_file, "id", keep, QUESTION_KINDS, ("context", "question", "choices", "answer"),
+            "no question with id {} (it has logits)",
         )
         requests = pd.DataFrame(
             {

@@ -193,3 +193,20 @@ def test_two_params_b_hand_labels_for_one_model_are_refused_not_the_first_taken(
     tables["outputs.parquet"] = replace_column(tables["outputs.parquet"], "params_b", params)
     trace = load_trace("alpaca-eval", write_source(tmp_path / "ok", tables), models=",".join(ALPACA_MODELS))
     assert [t["params_b"] for t in trace.manifest["tiers"]] == [7.0, 13.0]
+
+
+@pytest.mark.parametrize("drop_incomplete", [False, True])
+def test_a_null_output_names_the_column_model_and_prompt_not_a_missing_tier(tmp_path, drop_incomplete):
+    """It was dropped as if the row were absent: "request '1' has no row for tier ...", or with
+    --drop-incomplete the request left out silently."""
+    tables = alpaca_eval_tables()
+    outputs = tables["outputs.parquet"]
+    texts = outputs.column("output").to_pylist()
+    texts[4] = None  # 13b, prompt_idx 1
+    tables["outputs.parquet"] = replace_column(outputs, "output", pa.array(texts, outputs.schema.field("output").type))
+    src = write_source(tmp_path / "alpaca_eval", tables)
+    with pytest.raises(TraceError) as error:
+        load_trace("alpaca-eval", src, models=",".join(ALPACA_MODELS), drop_incomplete=drop_incomplete)
+    assert str(error.value) == (f"{src / 'outputs.parquet'}, column 'output': null for model 'llama-2-13b-chat-hf', "
+                                "prompt_idx 1 (a value is required)")
+    assert _cli_error(src, tmp_path / "b", ",".join(ALPACA_MODELS)) == f"error: {error.value}"

@@ -1,4 +1,5 @@
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
@@ -101,3 +102,42 @@ def test_kinds_accept_any_string_width_integer_size_and_an_all_null_column(tmp_p
     assert list(frame.columns) == ["a", "c"] and frame["c"].tolist() == [1]
     with pytest.raises(TraceError, match=r"column 'd': 1 null value \(a value is required\)"):
         read_source(path, {"d": "boolean"}, non_null=("d",))
+
+
+# A null text a kept request needs: (format, file, column, the request key named).
+NULL_TEXT = [
+    ("option-logits", "questions.parquet", "context", "id 1"),
+    ("option-logits", "questions.parquet", "question", "id 1"),
+    ("option-logits", "questions.parquet", "choices", "id 1"),
+    ("option-logits", "questions.parquet", "answer", "id 1"),
+    ("mmlu-pro", "questions.parquet", "question", "question_id 71"),
+    ("mmlu-pro", "questions.parquet", "options", "question_id 71"),
+    ("alpaca-eval", "prompts.parquet", "instruction", "prompt_idx 1"),
+]
+
+
+@pytest.mark.parametrize("fmt, name, column, key", NULL_TEXT)
+def test_a_null_text_of_a_kept_request_names_the_column_and_the_request(tmp_path, fmt, name, column, key):
+    """A null context became the prompt text 'nan\\n...'; a null answer, question or instruction
+    was reported as the request having no row at all ("no question with id 1 (it has logits)")."""
+    def null_row_1(table):
+        values = table.column(column).to_pylist()
+        values[1] = None
+        return replace_column(table, column, pa.array(values, table.schema.field(column).type))
+
+    src, options = _source(tmp_path, fmt, (name, null_row_1))
+    result = _cli_import(fmt, src, tmp_path / "b", options)
+    assert result.exit_code == 2
+    assert result.output == f"error: {src / name}, column {column!r}: null for {key} (a value is required)\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
+
+
+@pytest.mark.parametrize("fmt, name, key, value, message", [
+    ("option-logits", "questions.parquet", "id", 1, "no question with id 1 (it has logits)"),
+    ("mmlu-pro", "questions.parquet", "question_id", 71, "no question '71' (it has outputs)"),
+    ("alpaca-eval", "prompts.parquet", "prompt_idx", 1, "no instruction for prompt_idx 1 (it has outputs)"),
+])
+def test_a_request_without_a_row_still_says_so(tmp_path, fmt, name, key, value, message):
+    src, options = _source(tmp_path, fmt, (name, lambda t: t.filter(pc.not_equal(t.column(key), value))))
+    result = _cli_import(fmt, src, tmp_path / "b", options)
+    assert result.exit_code == 2 and result.output == f"error: {src / name}: {message}\n", result.output
