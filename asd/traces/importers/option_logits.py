@@ -66,6 +66,16 @@ def parse_choices(value, path: Path, item_id: str) -> dict:
     return choices
 
 
+def check_gold(answer: str, choices: dict, path: Path, item_id: str) -> None:
+    """The gold answer is one of the question's option letters (its `choices` keys among A–F:
+    the letters a model's answer can be)."""
+    letters = [k for k in choices if k in set(OPTIONS)]
+    if answer not in letters:
+        raise TraceError(
+            f"{path}, column 'answer': id {item_id}: {answer!r} is not one of its option letters {', '.join(letters)}"
+        )
+
+
 class OptionLogitsImporter(Importer):
     name = "option-logits"
     summary = ("LLM-Uncertainty-Bench option logits, emotion task (as in shared/data/option_logits_emotion): "
@@ -115,13 +125,17 @@ class OptionLogitsImporter(Importer):
             questions_file, "id", keep, QUESTION_KINDS, ("context", "question", "choices", "answer"),
             "no question with id {} (it has logits)",
         )
+        prompts = []
+        for i, c, q, ch, gold in zip(
+            keep, questions["context"], questions["question"], questions["choices"], questions["answer"]
+        ):
+            choices = parse_choices(ch, questions_file, i)
+            check_gold(gold, choices, questions_file, i)
+            prompts.append(format_prompt(c, q, choices))
         requests = pd.DataFrame(
             {
                 "request_id": keep,
-                "prompt": [
-                    format_prompt(c, q, parse_choices(ch, questions_file, i))
-                    for i, c, q, ch in zip(keep, questions["context"], questions["question"], questions["choices"])
-                ],
+                "prompt": prompts,
                 "task": questions["source"].to_numpy(),
                 "reference": questions["answer"].to_numpy(),
             }

@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -96,3 +98,27 @@ def test_tiny_source_with_a_nan_logit_or_bad_choices_is_one_error_naming_the_col
     bad_choices = ("questions.parquet", lambda t: replace_column(t, "choices", pa.array(['["Sadness"]', "{}"])))
     with pytest.raises(TraceError, match=r"questions.parquet, column 'choices': id 0: not a JSON object"):
         load_trace("option-logits", _tiny(tmp_path / "b", bad_choices), models=",".join(OPTION_MODELS))
+
+
+@pytest.mark.parametrize("answer, letters", [("Z", "A, B, C, D, E, F"), ("AB", "A, B, C, D, E, F"), ("C", "A, B")])
+def test_a_gold_answer_that_is_not_one_of_the_questions_option_letters_is_refused(tmp_path, answer, letters):
+    """A gold 'Z' was imported: every output at that question counted wrong, silently."""
+    from click.testing import CliRunner
+
+    from asd.cli import main
+
+    def edit(table):
+        table = replace_column(table, "answer", pa.array(["B", answer], table.schema.field("answer").type))
+        if letters == "A, B":  # a question offering only two options
+            two = json.dumps({"A": "Sadness", "B": "Joy"})
+            table = replace_column(table, "choices", pa.array([table.column("choices")[0].as_py(), two],
+                                                              table.schema.field("choices").type))
+        return table
+
+    src = _tiny(tmp_path / "src", ("questions.parquet", edit))
+    result = CliRunner().invoke(main, ["traces", "import", "option-logits", str(src), "--models", ",".join(OPTION_MODELS),
+                                       "-o", str(tmp_path / "b")])
+    assert result.exit_code == 2 and result.output == (
+        f"error: {src / 'questions.parquet'}, column 'answer': id 1: {answer!r} is not one of its option letters "
+        f"{letters}\n"), result.output
+    assert not (tmp_path / "b").exists()
