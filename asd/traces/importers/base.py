@@ -123,6 +123,12 @@ def parse_model_list(text: str | None, option: str = "--models") -> list[str]:
     return names
 
 
+def require_rows(path: Path, n_rows: int) -> None:
+    """A source file with no rows is an error naming it (not an empty list of what it holds)."""
+    if n_rows == 0:
+        raise TraceError(f"{path}: empty (no rows)")
+
+
 def check_known_models(models: list[str], available, where: str) -> None:
     known = set(available)
     for model in models:
@@ -279,7 +285,9 @@ def read_ladder_rows(
     """
     kinds = {"model": "string", request_key: "id", **kinds}
     if available is None:
-        available = pc.unique(read_source_table(path, {"model": "string"}).column("model")).drop_null().to_pylist()
+        models = read_source_table(path, {"model": "string"})
+        require_rows(path, models.num_rows)
+        available = pc.unique(models.column("model")).drop_null().to_pylist()
     check_known_models(names, available, str(path) if where is None else where)
     rows = read_source(path, kinds, filters=[("model", "in", names), *filters], non_null=(request_key,))
     check_unique(path, rows, ["model", request_key])

@@ -24,6 +24,7 @@ from asd.traces.importers.base import (
     read_request_table,
     read_source_table,
     require_files,
+    require_rows,
     tiers_named,
 )
 
@@ -100,9 +101,9 @@ class OptionLogitsImporter(Importer):
         icl_demos = 1 if icl_demos is None else int(icl_demos)
         names = parse_model_list(models)
         logits_file = src / "option_logits.parquet"
-        variants = read_source_table(logits_file, VARIANT_KINDS).group_by(
-            ["prompt_style", "icl_demos"]
-        ).aggregate([("model", "distinct")]).to_pylist()
+        variant_rows = read_source_table(logits_file, VARIANT_KINDS)
+        require_rows(logits_file, variant_rows.num_rows)
+        variants = variant_rows.group_by(["prompt_style", "icl_demos"]).aggregate([("model", "distinct")]).to_pylist()
         by_variant = {(v["prompt_style"], v["icl_demos"]): v["model_distinct"] for v in variants}
         if (prompt_style, icl_demos) not in by_variant:
             raise ConfigError(

@@ -20,6 +20,7 @@ from asd.traces.importers.base import (
     complete_ladder_requests,
     read_source,
     require_files,
+    require_rows,
     tiers_named,
 )
 
@@ -137,6 +138,7 @@ class SpecBenchImporter(Importer):
         traces = read_source(
             traces_file, TRACE_KINDS, non_null=("source_repo", "dataset", "base_model", "method", "question_id", "turn")
         )
+        require_rows(traces_file, len(traces))
         runs = traces[["source_repo", "dataset", "base_model", "method"]].drop_duplicates()
         self._check_choice("--source-repo", source_repo, runs["source_repo"], traces_file)
         runs = runs[runs["source_repo"] == source_repo]

@@ -141,3 +141,14 @@ def test_a_request_without_a_row_still_says_so(tmp_path, fmt, name, key, value, 
     src, options = _source(tmp_path, fmt, (name, lambda t: t.filter(pc.not_equal(t.column(key), value))))
     result = _cli_import(fmt, src, tmp_path / "b", options)
     assert result.exit_code == 2 and result.output == f"error: {src / name}: {message}\n", result.output
+
+
+@pytest.mark.parametrize("fmt, name", [("option-logits", "option_logits.parquet"), ("mmlu-pro", "outputs.parquet"),
+                                       ("alpaca-eval", "outputs.parquet"), ("spec-bench", "decoding_traces.parquet")])
+def test_a_source_file_with_no_rows_is_said_to_be_empty(tmp_path, fmt, name):
+    """It was "...; variants are " (option-logits), "unknown model ...; available: " or
+    "--source-repo ...: not in ...; available: ", each with an empty list."""
+    src, options = _source(tmp_path, fmt, (name, lambda t: t.slice(0, 0)))
+    result = _cli_import(fmt, src, tmp_path / "b", options)
+    assert result.exit_code == 2 and result.output == f"error: {src / name}: empty (no rows)\n", result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
