@@ -104,12 +104,15 @@ BUNDLE = BundleArg()
 
 class FloatRange(click.FloatRange):
     """click.FloatRange that refuses nan too (nan fails every comparison, so click's bounds
-    let it through: `--threshold nan` counted nothing as acceptable)."""
+    let it through: `--threshold nan` counted nothing as acceptable), and ±inf (an unbounded
+    side let it through: `live --deadline inf` never stopped waiting)."""
 
     def convert(self, value, param, ctx):
         number = super().convert(value, param, ctx)
         if math.isnan(number):
             self.fail(f"{value!r} is not a number.", param, ctx)
+        if math.isinf(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
         return number
 
 
@@ -368,7 +371,7 @@ def traces_inspect(bundle, threshold, json_path):
 @traces.command("split", short_help="Split a bundle's requests into calibration and test.")
 @click.argument("bundle", type=BUNDLE)
 @click.option("--test-frac", default=0.3, show_default=True, type=float, help="Share of requests (per task) held out for test.")
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0))
 @click.option("-o", "--out", type=click.Path(file_okay=False), help="Write a split copy here instead of updating BUNDLE in place.")
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
 @json_option("Write the split counts as JSON here.")

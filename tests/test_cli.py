@@ -122,15 +122,18 @@ def test_record_mode_choices_are_the_mode_tuples():
 
 def test_a_negative_seed_is_a_usage_error_not_a_numpy_traceback(tmp_path):
     """numpy's generators take seeds >= 0: `--seed -1` was a ValueError traceback in synth,
-    calibrate, simulate, sweep, check and live (split hashes its seed: any integer works)."""
+    calibrate, simulate, sweep, check and live. split hashes its seed, so any integer would do,
+    but it takes seeds >= 0 like every other --seed (it accepted -5 alone)."""
+    small_bundle(tmp_path / "b", n=4)
     for args in (["traces", "synth", "-n", "100", "-o", tmp_path / "s"], ["calibrate", "builtin", "-o", tmp_path / "p.npz"],
                  ["simulate", "--tau-max", "800"], ["sweep"], ["check", tmp_path / "p.npz", "builtin", "--min-quality", "0"],
-                 ["live", "--tiers", "t.yaml", "--policy", "p.npz", "--prompts", "p.jsonl", "--rate", "1"]):
+                 ["live", "--tiers", "t.yaml", "--policy", "p.npz", "--prompts", "p.jsonl", "--rate", "1"],
+                 ["traces", "split", tmp_path / "b", "-o", tmp_path / "c"]):
         result = run(*args, "--seed", "-1")
         assert result.exit_code == 2 and "Invalid value for '--seed': -1 is not in the range x>=0" in result.output, \
             (args, result.output)
-    small_bundle(tmp_path / "b", n=4)
-    assert run("traces", "split", tmp_path / "b", "--seed", "-5", "-o", tmp_path / "c").exit_code == 0
+    assert not (tmp_path / "c").exists()
+    assert run("traces", "split", tmp_path / "b", "--seed", "5", "-o", tmp_path / "c").exit_code == 0
 
 
 def test_a_bad_option_value_is_one_error_line_naming_the_command():
@@ -159,6 +162,20 @@ def test_nan_is_refused_by_the_ranged_float_options():
         assert result.exit_code == 2 and f"Invalid value for '{flag}': 'nan' is not a number." in result.output, \
             (args, result.output)
     assert run("traces", "inspect", "--threshold", "0.7").exit_code == 0
+
+
+def test_inf_is_refused_by_the_ranged_float_options():
+    """`live --deadline inf` was accepted (a bound on one side only lets inf through): it would
+    never stop waiting. A ranged float option refuses a non-finite value, as it refuses nan."""
+    live = ["live", "--tiers", "t.yaml", "--policy", "p.npz", "--prompts", "p.jsonl"]
+    for args, text in (([*live, "--rate", "1", "--deadline", "inf"], "'--deadline': 'inf' is not a finite number."),
+                       ([*live, "--rate", "1", "--deadline", "Infinity"], "'--deadline': 'Infinity' is not a finite number."),
+                       ([*live, "--rate", "1", "--deadline", "-inf"], "'--deadline': -inf is not in the range x>=1."),
+                       ([*live, "--rate", "inf"], "'--rate': 'inf' is not a finite number."),
+                       (["traces", "inspect", "--threshold", "inf"], "'--threshold': inf is not in the range 0<=x<=1.")):
+        result = run(*args)
+        lines = result.output.strip().splitlines()
+        assert result.exit_code == 2 and len(lines) == 1 and f"Invalid value for {text}" in lines[0], (args, result.output)
 
 
 def test_an_output_over_an_input_or_another_output_is_refused_before_any_work(tmp_path):
