@@ -44,8 +44,8 @@ from threadpoolctl import threadpool_limits  # noqa: E402
 
 from bench_features import asd_features, pandas_feature_tensor  # noqa: E402
 
-from asd.errors import AsdError  # noqa: E402
-from asd.fsutil import atomic_write, check_writable_file  # noqa: E402
+from asd.fsutil import atomic_write  # noqa: E402
+from benchmarks.common import refuse_unwritable_json  # noqa: E402
 from asd.traces.synth import MAX_REQUESTS  # noqa: E402
 
 GOALS = {  # key: (goal, "higher" | "lower", unit)
@@ -108,11 +108,7 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
     if not MIN_REQUESTS <= args.requests <= MAX_REQUESTS:
         ap.exit(2, f"error: --requests {args.requests}: need {MIN_REQUESTS}..{MAX_REQUESTS}\n")
-    if args.json_path is not None:  # refused now, not after the run whose figures it was to hold
-        try:
-            check_writable_file(args.json_path, "--json")
-        except AsdError as exc:
-            ap.exit(2, f"error: {exc}\n")
+    refuse_unwritable_json(ap, args.json_path)
     from asd.calibration.metrics import auroc
     from asd.traces.synth import write_synthetic_bundle
 

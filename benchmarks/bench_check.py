@@ -30,8 +30,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from asd.errors import AsdError  # noqa: E402
-from asd.fsutil import atomic_write, check_writable_file  # noqa: E402
+from asd.fsutil import atomic_write  # noqa: E402
+from benchmarks.common import refuse_unwritable_json  # noqa: E402
 from asd.traces.synth import MAX_REQUESTS  # noqa: E402
 
 TARGET_S = 5.0
@@ -87,11 +87,7 @@ def main() -> dict:
     for option, n in (("--requests", args.requests), ("--calibration-requests", args.calibration_requests)):
         if not MIN_REQUESTS <= n <= MAX_REQUESTS:
             parser.exit(2, f"error: {option} {n}: need {MIN_REQUESTS}..{MAX_REQUESTS}\n")
-    if args.json_path is not None:  # refused now, not after the run whose figures it was to hold
-        try:
-            check_writable_file(args.json_path, "--json")
-        except AsdError as exc:
-            parser.exit(2, f"error: {exc}\n")
+    refuse_unwritable_json(parser, args.json_path)
 
     from asd.calibration.calibrate import calibrate_to_file
     from asd.traces.synth import write_synthetic_bundle

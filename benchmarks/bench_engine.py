@@ -29,8 +29,8 @@ from asd.engine.dp_nb import empirical_start_nb, evidence_sums_nb, solve_dp_nb  
 from asd.engine.policy import Policy, Predictor  # noqa: E402
 from asd.engine.search import ArrayStatistic, search_lambda  # noqa: E402
 from asd.engine.tables import build_tables  # noqa: E402
-from asd.errors import AsdError  # noqa: E402
-from asd.fsutil import atomic_write, check_writable_file  # noqa: E402
+from asd.fsutil import atomic_write  # noqa: E402
+from benchmarks.common import refuse_unwritable_json  # noqa: E402
 
 N_FEATURES = 16
 
@@ -96,11 +96,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.requests < 1:
         ap.exit(2, f"error: --requests {args.requests}: need at least 1\n")
-    if args.json_path is not None:  # refused now, not after the run whose figures it was to hold
-        try:
-            check_writable_file(args.json_path, "--json")
-        except AsdError as exc:
-            ap.exit(2, f"error: {exc}\n")
+    refuse_unwritable_json(ap, args.json_path)
     rng = np.random.default_rng(42)
     rows = []
 

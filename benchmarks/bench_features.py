@@ -30,8 +30,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from asd.errors import AsdError  # noqa: E402
-from asd.fsutil import atomic_write, check_writable_file  # noqa: E402
+from asd.fsutil import atomic_write  # noqa: E402
+from benchmarks.common import refuse_unwritable_json  # noqa: E402
 from asd.traces.synth import MAX_REQUESTS, MIN_REQUESTS  # noqa: E402
 
 TARGET_ROWS_PER_S = 1e5
@@ -138,11 +138,7 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     if not MIN_REQUESTS <= args.requests <= MAX_REQUESTS:  # the synthetic trace's range
         parser.exit(2, f"error: --requests {args.requests}: need {MIN_REQUESTS}..{MAX_REQUESTS}\n")
-    if args.json_path is not None:  # refused now, not after the run whose figures it was to hold
-        try:
-            check_writable_file(args.json_path, "--json")
-        except AsdError as exc:
-            parser.exit(2, f"error: {exc}\n")
+    refuse_unwritable_json(parser, args.json_path)
 
     import tempfile
 

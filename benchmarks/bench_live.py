@@ -35,8 +35,8 @@ sys.path.insert(0, str(REPO))
 import httpx  # noqa: E402
 import yaml  # noqa: E402
 
-from asd.errors import AsdError  # noqa: E402
-from asd.fsutil import atomic_write, check_writable_file  # noqa: E402
+from asd.fsutil import atomic_write  # noqa: E402
+from benchmarks.common import refuse_unwritable_json  # noqa: E402
 from asd.live.confirm import format_report, live  # noqa: E402
 from asd.live.llama_server import cpu_server_ladder, free_port, llama_cpp_server, stop_process  # noqa: E402
 from asd.live.models import gemma3_path, smollm2_path  # noqa: E402
@@ -156,11 +156,7 @@ def main(argv=None):
                       ("--max-tokens", args.max_tokens)):
         if n < 1:  # refused before two servers start and a policy is calibrated
             ap.exit(2, f"error: {option} {n}: need at least 1\n")
-    if args.json_path is not None:  # refused now, not after the run whose figures it was to hold
-        try:
-            check_writable_file(args.json_path, "--json")
-        except AsdError as exc:
-            ap.exit(2, f"error: {exc}\n")
+    refuse_unwritable_json(ap, args.json_path)
     started = time.time()
     work = Path(tempfile.mkdtemp(prefix="bench-live-"))
     try:

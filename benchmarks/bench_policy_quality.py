@@ -26,13 +26,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from asd.errors import AsdError  # noqa: E402
-from asd.fsutil import atomic_write, check_writable_file  # noqa: E402
+from asd.fsutil import atomic_write  # noqa: E402
+from benchmarks.common import refuse_unwritable_json  # noqa: E402
 
 SHARED_DATA = Path(os.environ.get("ASD_SHARED_DATA", REPO.parent / "shared" / "data"))
 GOALS = {"saved_vs_simple_points": 3.0, "gap_closed": 0.25, "baseline_points_above_policy": 0}
@@ -207,11 +207,7 @@ def main(argv=None) -> dict:
         ap.exit(2, f"error: --seeds {args.seeds}: need at least 1\n")
     if not SHARED_DATA.is_dir():
         ap.exit(2, f"error: real public data not found at {SHARED_DATA} (set ASD_SHARED_DATA)\n")
-    if args.json_path is not None:  # refused now, not after the run whose figures it was to hold
-        try:
-            check_writable_file(args.json_path, "--json")
-        except AsdError as exc:
-            ap.exit(2, f"error: {exc}\n")
+    refuse_unwritable_json(ap, args.json_path)
     rows = []
     with tempfile.TemporaryDirectory(prefix="asd-bench-quality-") as scratch:
         for key in keys:

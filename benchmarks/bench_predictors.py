@@ -32,8 +32,8 @@ from threadpoolctl import threadpool_limits  # noqa: E402
 
 from asd.calibration.metrics import auroc, ece  # noqa: E402
 from asd.calibration.predictors import fit_stage  # noqa: E402
-from asd.errors import AsdError  # noqa: E402
-from asd.fsutil import atomic_write, check_writable_file  # noqa: E402
+from asd.fsutil import atomic_write  # noqa: E402
+from benchmarks.common import refuse_unwritable_json  # noqa: E402
 
 N_FEATURES = 30
 GOAL_S = 6.0
@@ -64,11 +64,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.requests < MIN_REQUESTS:
         ap.exit(2, f"error: --requests {args.requests}: need at least {MIN_REQUESTS}\n")
-    if args.json_path is not None:  # refused now, not after the run whose figures it was to hold
-        try:
-            check_writable_file(args.json_path, "--json")
-        except AsdError as exc:
-            ap.exit(2, f"error: {exc}\n")
+    refuse_unwritable_json(ap, args.json_path)
     X, y, groups = stage_data(args.requests)
     fit_s, fit = timed(lambda: fit_stage("logistic", X, y, groups, folds=5, seed=0))
 

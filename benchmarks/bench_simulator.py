@@ -44,8 +44,8 @@ sys.path.insert(0, str(REPO))
 import numba  # noqa: E402
 
 from asd.engine import Policy, Predictor, bisect_lambda, build_tables  # noqa: E402
-from asd.errors import AsdError  # noqa: E402
-from asd.fsutil import atomic_write, check_writable_file  # noqa: E402
+from asd.fsutil import atomic_write  # noqa: E402
+from benchmarks.common import refuse_unwritable_json  # noqa: E402
 from asd.simulator import Pools, ReplayInputs, arrival_times, latency_grid, policy_tables, replay, replay_grid  # noqa: E402
 from asd.simulator import reference  # noqa: E402
 from asd.simulator.des import simulate  # noqa: E402
@@ -243,11 +243,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if not 0.0 < args.scale <= 1.0:  # above 1 the bundles pass the synthetic trace's 10^6 requests
         ap.exit(2, f"error: --scale {args.scale}: need 0 < S <= 1\n")
-    if args.json_path is not None:  # refused now, not after the run whose figures it was to hold
-        try:
-            check_writable_file(args.json_path, "--json")
-        except AsdError as exc:
-            ap.exit(2, f"error: {exc}\n")
+    refuse_unwritable_json(ap, args.json_path)
     scale = args.scale
     size = lambda n: max(int(n * scale), 50)  # noqa: E731
     rows, figures, notes = [], {}, []

@@ -32,8 +32,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from asd.errors import AsdError  # noqa: E402
-from asd.fsutil import atomic_write, check_writable_file  # noqa: E402
+from asd.fsutil import atomic_write  # noqa: E402
+from benchmarks.common import refuse_unwritable_json  # noqa: E402
 from asd.traces.synth import LADDERS, MAX_REQUESTS, MIN_REQUESTS  # noqa: E402
 
 READ_TARGET_S = 2.0
@@ -124,11 +124,7 @@ def main(argv=None) -> dict:
         parser.exit(2, f"error: --tiers {args.tiers}: need {min(LADDERS)}..{max(LADDERS)}\n")
     if args.repeats < 1:
         parser.exit(2, f"error: --repeats {args.repeats}: need at least 1\n")
-    if args.json_path is not None:  # refused now, not after the run whose figures it was to hold
-        try:
-            check_writable_file(args.json_path, "--json")
-        except AsdError as exc:
-            parser.exit(2, f"error: {exc}\n")
+    refuse_unwritable_json(parser, args.json_path)
 
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
