@@ -757,14 +757,14 @@ def _replicas(text: str):
     return _per_tier("--replicas", text, MAX_REPLICAS)
 
 
-def _per_tier(option: str, text: str | None, most: int = 2**62, example: str = "1,1,2"):
+def _per_tier(option: str, text: str | None, most: int = 2**62):
     """`OPTION 2` or `OPTION 1,1,2` → an int or a list of ints, each in [1, most]; None stays None."""
     if text is None:
         return None
     try:
         values = [int(v) for v in text.split(",")]
     except ValueError:
-        raise AsdError(f"{option} {text!r}: use a whole number or one per tier, e.g. {example}") from None
+        raise AsdError(f"{option} {text!r}: use a whole number or one per tier, e.g. 1,1,2") from None
     if any(v < 1 for v in values):
         raise AsdError(f"{option} {text!r}: every count must be >= 1")
     if any(v > most for v in values):

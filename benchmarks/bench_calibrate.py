@@ -45,7 +45,7 @@ from threadpoolctl import threadpool_limits  # noqa: E402
 from bench_features import asd_features, pandas_feature_tensor  # noqa: E402
 
 from asd.fsutil import atomic_write  # noqa: E402
-from benchmarks.common import refuse_unwritable_json  # noqa: E402
+from benchmarks.common import not_judged, refuse_unwritable_json  # noqa: E402
 from asd.traces.synth import MAX_REQUESTS  # noqa: E402
 
 GOALS = {  # key: (goal, "higher" | "lower", unit)
@@ -155,16 +155,16 @@ def main(argv=None) -> dict:
     print(f"calibration benchmark — {args.requests:,} requests x {N_TIERS} tiers, logistic, {FOLDS} grouped folds, "
           f"1 core; {os.cpu_count()} CPUs, load average {load:.2f} (shared machine: figures vary run to run)")
     print(f"{'figure':52}  {'value':>12} {'goal':>10} {'baseline':>12} {'ratio':>8}  met")
-    not_judged = f"not judged: {args.requests:,} requests, the goal is for {GOAL_REQUESTS:,}"
+    unjudged = not_judged(args.requests, GOAL_REQUESTS)
     for r in table:
         ratio = "-" if r["ratio"] is None else f"{r['ratio']:.4g}"
-        met = not_judged if r["meets_goal"] is None else "yes" if r["meets_goal"] else "NO"
+        met = unjudged if r["meets_goal"] is None else "yes" if r["meets_goal"] else "NO"
         print(f"{r['figure']:52}  {r['value']:>12.6g} {r['goal']:>10.4g} {r['baseline']:>12.6g} {ratio:>8}  {met}")
     for r in table:
         print(f"  baseline of {r['key']}: {r['baseline_note']}")
     for note in notes:
         print(f"  note: {note}")
-    print(f"meets goals: {not_judged if report['meets_goals'] is None else report['meets_goals']}")
+    print(f"meets goals: {unjudged if report['meets_goals'] is None else report['meets_goals']}")
     if args.json_path:
         atomic_write(args.json_path, (json.dumps(report, indent=2, allow_nan=False) + "\n").encode())
     return report

@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from asd.fsutil import atomic_write  # noqa: E402
-from benchmarks.common import refuse_unwritable_json  # noqa: E402
+from benchmarks.common import not_judged, refuse_unwritable_json  # noqa: E402
 from asd.traces.synth import MAX_REQUESTS  # noqa: E402
 
 TARGET_S = 5.0
@@ -135,7 +135,7 @@ def main() -> dict:
         ratio = f"{b / v:.1f}x" if b else "—"
         print(f"{f:48} {v:>10.3f} {target:>8} {base:>10} {ratio:>7}  {bn or ''}")
     print("meets targets:", report["meets_targets"] if report["meets_targets"] is not None
-          else f"not judged: {args.requests:,} requests, the goal is for {TARGET_REQUESTS:,}")
+          else not_judged(args.requests, TARGET_REQUESTS))
     if args.json_path:
         atomic_write(args.json_path, (json.dumps(report, indent=2) + "\n").encode())
     return report

@@ -200,11 +200,12 @@ def main(argv=None):
     bisect_s = best_of(lambda: search_lambda(policy, None, tier_bins, latency, tau_max, statistic="p95"), repeats=3)
     # search_lambda's ArrayStatistic walks each distinct (stop, start) table once and serves the
     # repeats from its cache; it does not say how many it walked, so count them in an untimed run
-    walked = set()
+    # (it evaluates only tables it has not met: its calls are the distinct evaluations)
+    walked = []
     evaluate = ArrayStatistic._evaluate
 
     def counted(stat_self, p):
-        walked.add(p.stop_table.tobytes() + p.start_table.tobytes() + p.stop_cold_table.tobytes())
+        walked.append(p)
         return evaluate(stat_self, p)
 
     ArrayStatistic._evaluate = counted

@@ -33,7 +33,7 @@ from threadpoolctl import threadpool_limits  # noqa: E402
 from asd.calibration.metrics import auroc, ece  # noqa: E402
 from asd.calibration.predictors import fit_stage  # noqa: E402
 from asd.fsutil import atomic_write  # noqa: E402
-from benchmarks.common import refuse_unwritable_json  # noqa: E402
+from benchmarks.common import not_judged, refuse_unwritable_json  # noqa: E402
 
 N_FEATURES = 30
 GOAL_S = 6.0
@@ -87,7 +87,7 @@ def main(argv=None):
     print(f"predictor benchmark — {args.requests} requests × {N_FEATURES} features, logistic, 5 grouped folds, "
           f"1 thread; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
     print(f"{'figure':34} {'value':>10} {'goal':>8} {'baseline':>10} {'ratio':>7}  ok")
-    met = (f"not judged: {args.requests:,} requests, the goal is for {GOAL_REQUESTS:,}" if not judged
+    met = (not_judged(args.requests, GOAL_REQUESTS) if not judged
            else "yes" if figures["meets_goal"] else "NO")
     print(f"{'stage_fit_s (fit_stage, logistic)':34} {fit_s:>10.2f} {GOAL_S:>8.1f} {base_s:>10.2f} "
           f"{base_s / fit_s:>7.1f}  {met}")

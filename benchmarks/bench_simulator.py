@@ -45,7 +45,7 @@ import numba  # noqa: E402
 
 from asd.engine import Policy, Predictor, bisect_lambda, build_tables  # noqa: E402
 from asd.fsutil import atomic_write  # noqa: E402
-from benchmarks.common import refuse_unwritable_json  # noqa: E402
+from benchmarks.common import not_judged, refuse_unwritable_json  # noqa: E402
 from asd.simulator import Pools, ReplayInputs, arrival_times, latency_grid, policy_tables, replay, replay_grid  # noqa: E402
 from asd.simulator import reference  # noqa: E402
 from asd.simulator.des import simulate  # noqa: E402
@@ -468,7 +468,7 @@ def main(argv=None):
         ratio = f"{r['ratio']:.4g}" if r["ratio"] is not None else "-"
         baseline = f"{r['baseline']:.6g}" if r["baseline"] is not None else "-"
         cpu = f"{r['value_cpu_time']:.6g}" if r["value_cpu_time"] is not None else "-"
-        met = (f"not judged: {r['requests']:,} requests, the goal is for {r['goal_requests']:,}"
+        met = (not_judged(r["requests"], r["goal_requests"])
                if r["meets_goal"] is None else "yes" if r["meets_goal"] else "NO")
         print(f"{r['figure']:52} {r['value']:>12.6g} {cpu:>12} {r['goal']:>10.4g} {baseline:>12} {ratio:>10}  "
               f"{met}  [{r['key']}]")

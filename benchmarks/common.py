@@ -8,6 +8,11 @@ from asd.errors import AsdError
 from asd.fsutil import check_writable_file
 
 
+def not_judged(requests: int, goal_requests: int) -> str:
+    """What a run smaller than the size its goal is for prints instead of met / not met."""
+    return f"not judged: {requests:,} requests, the goal is for {goal_requests:,}"
+
+
 def refuse_unwritable_json(parser: argparse.ArgumentParser, path) -> None:
     """A `--json PATH` that cannot be written is one `error:` line and exit 2 now, not after the
     run whose figures it was to hold (None: no report asked for)."""

@@ -345,8 +345,9 @@ def calibrate(
         report["cost_note"] = costs.note  # the model's, how drafts are priced, and any token count filled
         report["prompt_text"] = None if text_model is None else _text_report(text_model, text_oof, y, folds, seed)
         report["p_hat_weight"], report["pool_bins"] = settings["p_hat_weight"], settings["pool_bins"]
-        report["route_metrics"] = [{"name": view.tier_names[s], **{k: f.metrics.get(k) for k in ("auroc", "brier", "ece")}}
-                                   for s, f in enumerate(route_fits, start=1)]
+        report["route_metrics"] = [
+            {"name": view.tier_names[s], **{k: f.metrics.get(k) for k in ("auroc", "brier", "ece")}}
+            for s, f in enumerate(route_fits, start=1)]
         return report
 
     meta = {

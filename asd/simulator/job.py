@@ -83,7 +83,8 @@ class TauSearch:
         if self.exhaustive:
             return f"the best quality among every distinct policy ({self.distinct}) within τ_max"
         spread = (f"an even spread over the {self.intervals} λ intervals between fold policy changes"
-                  if self.intervals is not None else "a log grid of λ (too many requests to replay every distinct policy)")
+                  if self.intervals is not None
+                  else "a log grid of λ (too many requests to replay every distinct policy)")
         return (f"the best quality among {self.tried} policies within τ_max: {spread}, bisection's largest λ "
                 f"within τ_max and {HALVINGS} halvings of it")
 
@@ -441,10 +442,11 @@ def des_latency(ev: Evaluation, *, rate: float | None, replicas=1, max_batch: in
     pooled held-out requests (or the view's `rows`, in that order): arrivals Poisson at `rate`
     req/s, gamma gaps with coefficient of variation `cv` at that rate (bursty for cv > 1), or the
     trace's recorded offsets; one pool per tier (`replicas`, TP from the cost model,
-    `max_batch`, `kv_tokens` of KV cache per replica, None: unlimited), iteration times from the cost model's coefficients; queues FIFO or by
-    predicted difficulty (`scheduler`, see difficulty_priority; for `rows` other than the
-    held-out ones, the calibration rows `fold.cal[positions]` of a fold, calibration_priority). The
-    function's `key` names the load, for `tuned_latency`. A request alone gets its replayed
+    `max_batch`, `kv_tokens` of KV cache per replica, None: unlimited), iteration times from the
+    cost model's coefficients; queues FIFO or by predicted difficulty (`scheduler`, see
+    difficulty_priority; for `rows` other than the held-out ones, the calibration rows
+    `fold.cal[positions]` of a fold, calibration_priority). The function's `key` names the load,
+    for `tuned_latency`. A request alone gets its replayed
     latency under the profile and params cost models, whose replay is the same iteration model;
     not under trace, where replay charges the recorded e2e (else the TTFT + TPOT fit) and the
     iteration coefficients reproduce that fit only at the tier's mean prompt (TRACE_DES_NOTE)."""

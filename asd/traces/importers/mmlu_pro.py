@@ -76,7 +76,8 @@ class MmluProImporter(Importer):
 
         questions_file = src / "questions.parquet"
         questions = read_request_table(
-            questions_file, "question_id", keep, QUESTION_KINDS, ("question", "options"), "no question {!r} (it has outputs)"
+            questions_file, "question_id", keep, QUESTION_KINDS, ("question", "options"),
+            "no question {!r} (it has outputs)",
         )
         prompts = [
             format_prompt(question, parse_options(options, questions_file, qid))
