@@ -81,7 +81,7 @@ def solve_dp_nb(lam, q_stop, q_mean, trans, cnext, trans0, c0,
                 value[i, b] = cnext[i, b] + ahead_played
     n_prompt_bins = c0.shape[1]
     for b0 in range(n_prompt_bins):
-        best = 1e308
+        best = np.inf  # not a large finite sentinel: at λ near 1e308 every option may exceed it
         best_s = 0
         for s in range(n_tiers):
             w = c0[s, b0]
@@ -133,7 +133,7 @@ def solve_cold_start_nb(lam, q_stop_cold, q_mean_cold, trans_cold, cnext_cold, t
                 value_cold[s, b] = cnext_cold[s, b] + ahead_played
     n_prompt_bins = c0.shape[1]
     for b0 in range(n_prompt_bins):
-        best = 1e308
+        best = np.inf  # not a large finite sentinel: at λ near 1e308 every option may exceed it
         best_s = 0
         for s in range(n_tiers):
             w = c0[s, b0]
@@ -222,11 +222,14 @@ def empirical_start_nb(lam, start_cost, start_miss, counts, model_values, prior_
     counts (B0,): requests per prompt bin. O(L·B0)."""
     n_tiers, n_prompt_bins = model_values.shape
     for b0 in range(n_prompt_bins):
-        best = 1e308
+        best = np.inf  # not a large finite sentinel: at λ near 1e308 every option may exceed it
         best_s = 0
+        weight = counts[b0] + prior_weight
         for s in range(n_tiers):
-            v = ((start_cost[s, b0] + lam * start_miss[s, b0]) + prior_weight * model_values[s, b0]) / (
-                counts[b0] + prior_weight)
+            if weight > 0.0:
+                v = ((start_cost[s, b0] + lam * start_miss[s, b0]) + prior_weight * model_values[s, b0]) / weight
+            else:  # no request and no pseudo-request: the model's value alone, not 0/0
+                v = model_values[s, b0]
             start_values[s, b0] = v
             if v < best:
                 best = v

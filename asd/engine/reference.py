@@ -121,8 +121,9 @@ def evidence_sums(stop, stop_cold, q_mean, q_mean_cold, prompt_bins, route_p, th
 def empirical_start(lam, start_cost, start_miss, counts, model_values, prior_weight, start_values, start, value0):
     n_tiers, n_prompt_bins = model_values.shape
     for b0 in range(n_prompt_bins):
-        options = [((start_cost[s, b0] + lam * start_miss[s, b0]) + prior_weight * model_values[s, b0])
-                   / (counts[b0] + prior_weight) for s in range(n_tiers)]
+        weight = counts[b0] + prior_weight
+        options = [((start_cost[s, b0] + lam * start_miss[s, b0]) + prior_weight * model_values[s, b0]) / weight
+                   if weight > 0 else model_values[s, b0] for s in range(n_tiers)]
         for s in range(n_tiers):
             start_values[s, b0] = options[s]
         best_s = min(range(n_tiers), key=lambda s: (options[s], s))

@@ -50,8 +50,9 @@ def solve_cold(kernel, cold_kernel, inst, lam):
 
 
 @settings(max_examples=40, deadline=None)
-@given(dp_instances(max_tiers=5, max_bins=5), lambdas, st.integers(0, 2**31 - 1))
+@given(dp_instances(max_tiers=5, max_bins=5), lambdas | st.floats(1e300, 1.7e308), st.integers(0, 2**31 - 1))
 def test_cold_start_solve_numba_equals_reference_exactly(inst, lam, seed):
+    """Exact, λ near the float limit included (Policy.solve takes any finite λ)."""
     inst = with_cold(inst, seed)
     fast = solve_cold(solve_dp_nb, solve_cold_start_nb, inst, lam)
     slow = solve_cold(reference.solve_dp, reference.solve_cold_start, inst, lam)

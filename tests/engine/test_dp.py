@@ -191,3 +191,22 @@ def test_single_prompt_bin_starts_at_tier0_when_that_is_best(lam):
     inst = {"q_mean": q, "q_stop": q, "trans": np.full((1, 2, 2), 0.5), "cnext": np.full((1, 2), 2.0),
             "trans0": np.full((2, 1, 2), 0.5), "c0": np.array([[1.0], [3.0]])}  # skipping costs the same tier 1
     assert solve(solve_dp_nb, inst, lam)["start"][0] == 0
+
+
+@settings(max_examples=40, deadline=None)
+@given(dp_instances(max_tiers=4, max_bins=4), st.floats(1e300, 1.7e308))
+def test_solve_dp_numba_equals_reference_at_lambdas_near_the_float_limit(inst, lam):
+    """Policy.solve takes any finite λ: where every start option exceeds 1e308 the kernel still
+    takes the true argmin (it had started from a 1e308 sentinel and so kept tier 0)."""
+    fast, slow = solve(solve_dp_nb, inst, lam), solve(reference.solve_dp, inst, lam)
+    for key in fast:
+        np.testing.assert_array_equal(fast[key], slow[key], err_msg=key)
+
+
+def test_stage0_takes_the_true_argmin_when_every_start_value_exceeds_1e308():
+    q = np.array([[0.0, 0.0], [0.0, 0.3]])
+    inst = dict(q_stop=q, q_mean=q, trans=np.full((1, 2, 2), 0.5), cnext=np.zeros((1, 2)),
+                trans0=np.array([[[1.0, 0.0]], [[0.0, 1.0]]]), c0=np.zeros((2, 1)))
+    fast, slow = solve(solve_dp_nb, inst, 1.6e308), solve(reference.solve_dp, inst, 1.6e308)
+    assert fast["start"][0] == slow["start"][0] == 1  # tier 1 misses less: 0.7·λ against 1.0·λ
+    assert fast["value0"][0] == slow["value0"][0] == pytest.approx(0.7 * 1.6e308)

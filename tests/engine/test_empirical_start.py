@@ -86,9 +86,10 @@ def walk_value(inst, solved, ev, start_table, lam):
     return total / n
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered")  # λ·(a sum of misses) past 1.8e308 is inf in both
 @settings(max_examples=50, deadline=None)
-@given(dp_instances(max_tiers=5, max_bins=5, max_prompt_bins=4), lambdas, st.integers(0, 2**31 - 1),
-       st.sampled_from([0.0, 1.0, 7.5]))
+@given(dp_instances(max_tiers=5, max_bins=5, max_prompt_bins=4), lambdas | st.floats(1e300, 1.7e308),
+       st.integers(0, 2**31 - 1), st.sampled_from([0.0, 1.0, 7.5]))
 def test_empirical_start_numba_equals_reference_exactly(inst, lam, seed, prior_weight):
     inst = with_cold(inst, seed)
     solved = solve_cold(solve_dp_nb, solve_cold_start_nb, inst, lam)
@@ -236,3 +237,21 @@ def test_empirical_start_needs_a_prompt_stage_and_damaged_evidence_is_refused():
     negative[1, 1] = -1.0
     with pytest.raises(PolicyError, match=r"evidence_cost_cont\[1, 1\] = -1.0: costs must be finite and >= 0"):
         Policy(replace(t, evidence_cost_cont=negative), Predictor.identity(3, has_prompt=True))
+
+
+@pytest.mark.parametrize("kernel", [empirical_start_nb, reference.empirical_start])
+def test_a_bin_without_requests_or_prior_takes_the_models_values_not_zero_over_zero(kernel):
+    """prior_weight 0 and an empty prompt bin: no evidence of either kind, so the model's values
+    decide (the kernel had raised ZeroDivisionError, the twin returned NaN)."""
+    model_values = np.array([[1.0], [0.5]])
+    out = (np.zeros((2, 1)), np.zeros(1, np.int64), np.zeros(1))
+    kernel(1.0, np.zeros((2, 1)), np.zeros((2, 1)), np.zeros(1), model_values, 0.0, *out)
+    np.testing.assert_array_equal(out[0], model_values)
+    assert out[1][0] == 1 and out[2][0] == 0.5
+
+
+@pytest.mark.parametrize("kernel", [empirical_start_nb, reference.empirical_start])
+def test_empirical_start_takes_the_true_argmin_when_every_value_exceeds_1e308(kernel):
+    out = (np.zeros((2, 1)), np.zeros(1, np.int64), np.zeros(1))
+    kernel(1.5e308, np.zeros((2, 1)), np.array([[1.0], [0.9]]), np.ones(1), np.zeros((2, 1)), 0.0, *out)
+    assert out[1][0] == 1 and out[2][0] == pytest.approx(0.9 * 1.5e308)
