@@ -259,7 +259,8 @@ def simulate(start, stop, n_prompt, n_decode, *, arrival_ms, pools: Pools, n_pro
     after_start: (N,) the tier each request enters after its start tier (default start + 1; the
     stop tier skips the tiers between: fixed-2stage on 3+ tiers, draft then the last tier).
     priority: None for FIFO queues; else (N, L) finite keys, and each tier admits the lowest
-    key of its queue first (equal keys in the order they joined; `difficulty_priority`)."""
+    key of its queue first (equal keys in the order they joined; `difficulty_priority`). Requests
+    that join a tier at one instant enter its queue in request-index order."""
     if not isinstance(pools, Pools):
         raise ConfigError(f"pools: a {type(pools).__name__} given, expected asd.simulator.Pools (Pools.build)")
     start = np.ascontiguousarray(integer_values("start", start, ConfigError), dtype=np.int64)

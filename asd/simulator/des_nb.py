@@ -23,8 +23,10 @@ their first token; running ones decode one token. kv_tokens of a request in an i
 prompt (a continuation's: prompt + accepted prefix, n_kv_cont) + tokens generated before the
 iteration. When a request has all its tokens it frees its
 KV and either finishes (its stop tier) or joins the next tier's queue at that instant. Events sit
-in an array binary heap ordered by (time, sequence number of the push): deterministic. There is no
-randomness inside: arrivals come from the caller (des.arrival_times, seeded).
+in an array binary heap ordered by (time, kind, argument): arrivals before iteration ends, then by
+arrival number or replica. The heap never holds two events with one key (one arrival, one
+iteration per replica), so they leave it in the same order whatever order they were pushed in.
+There is no randomness inside: arrivals come from the caller (des.arrival_times, seeded).
 
 Simultaneous events (as Vidur orders them): every event at an instant t (arrivals, iteration ends,
 moves to the next tier) is processed before any batch forms at t. Then, in each tier, the replicas
@@ -34,11 +36,13 @@ a free slot (the first take the odd ones; a full batch takes none; the end of
 simulate_cascade_nb's loop). So requests arriving together
 share an iteration on a single free replica and are spread over several (as a load balancer
 would), and an arrival at exactly an iteration's end joins the next iteration whatever order
-the two events were pushed in.
+the two events were pushed in. The requests that join one tier at one instant (arrivals, moves
+up from any of the replicas below) enter its queue in request-index order, not in the order their
+events left the heap: a run depends on the requests, not on how their events were scheduled.
 
 Queues: FIFO, or with by_priority each tier's queue is a binary heap ordered by (priority[r, tier],
-order of joining that queue), lowest first, so equal keys are FIFO. The head is still admitted only
-while it fits (no overtaking by a smaller request behind it). The FIFO path is the plain array it
+instant of joining, request index), lowest first, so equal keys leave in the FIFO queue's order.
+The head is still admitted only while it fits (no overtaking by a smaller request behind it). The FIFO path is the plain array it
 always was (the DES hour runs within 2% of the kernel before priority queues). `asd simulate
 --scheduler difficulty` (job.difficulty_priority) keys each request by its predicted chance of
 failing at the tier it joins: the protocol's difficulty batching (its extension 4), as a
@@ -68,68 +72,70 @@ NEVER = 2**62
 # batch once every event at that instant is in.
 IDLE, RUNNING, DUE = 0, 1, 2
 # pending [due replicas, tiers joined] at the current instant: counts of the lists due_replicas
-# (R,) and joined_tiers (L,), flagged per tier by tier_pending (L, 2) [joined?, due replicas].
+# (R,) and joined_tiers (L,), flagged per tier by tier_pending (L, 3) [joined?, due replicas,
+# FIFO queue tail before the instant's first join: where its joins, to be sorted, begin].
 P_DUE, P_JOINED = range(2)
 # Per-slot state slots (5, R, max_batch): request, admission iteration (its prefill), final
 # iteration (prefill + max(n_decode, 1) − 1), prompt tokens, peak KV (prompt + n_decode).
 S_REQ, S_ADMIT, S_FINAL, S_PROMPT, S_PEAK = range(5)
 # Per-tier counters tier_counts (L, 4).
 T_ITERATIONS, T_MAX_QUEUE, T_MAX_KV, T_MAX_BATCH = range(4)
-# Heap integer columns heap_int (capacity, 3); heap_state = [size, next sequence number].
-H_SEQ, H_KIND, H_ARG = range(3)
+# Heap integer columns heap_int (capacity, 2); heap_state = [size].
+H_KIND, H_ARG = range(2)
+
+
+@njit(cache=True, inline="always")
+def _event_before(heap_time, heap_int, i, t, kind, arg):
+    """Does heap slot i leave before the event (t, kind, arg): time, then kind, then argument?"""
+    ti = heap_time[i]
+    if ti != t:
+        return ti < t
+    ki = heap_int[i, H_KIND]
+    return ki < kind or (ki == kind and heap_int[i, H_ARG] < arg)
 
 
 @njit(cache=True, inline="always")
 def heap_push_nb(heap_time, heap_int, heap_state, t, kind, arg):
-    """Push an event; its sequence number is the push count, so equal times pop in push order."""
-    seq = heap_state[1]
-    heap_state[1] = seq + 1
+    """Push an event (t, kind, arg)."""
     i = heap_state[0]
     heap_state[0] = i + 1
     while i > 0:
         parent = (i - 1) >> 1
-        pt = heap_time[parent]
-        if pt < t or (pt == t and heap_int[parent, H_SEQ] < seq):
+        if _event_before(heap_time, heap_int, parent, t, kind, arg):
             break
-        heap_time[i] = pt
-        heap_int[i, H_SEQ] = heap_int[parent, H_SEQ]
+        heap_time[i] = heap_time[parent]
         heap_int[i, H_KIND] = heap_int[parent, H_KIND]
         heap_int[i, H_ARG] = heap_int[parent, H_ARG]
         i = parent
     heap_time[i] = t
-    heap_int[i, H_SEQ] = seq
     heap_int[i, H_KIND] = kind
     heap_int[i, H_ARG] = arg
 
 
 @njit(cache=True, inline="always")
 def heap_pop_nb(heap_time, heap_int, heap_state):
-    """Remove the earliest event (time, then sequence); returns (time, kind, arg)."""
+    """Remove the earliest event (time, kind, arg); returns it."""
     t, kind, arg = heap_time[0], heap_int[0, H_KIND], heap_int[0, H_ARG]
     size = heap_state[0] - 1
     heap_state[0] = size
     if size > 0:
-        lt, lseq = heap_time[size], heap_int[size, H_SEQ]
-        lkind, larg = heap_int[size, H_KIND], heap_int[size, H_ARG]
+        lt, lkind, larg = heap_time[size], heap_int[size, H_KIND], heap_int[size, H_ARG]
         i = 0
         while True:
             child = 2 * i + 1
             if child >= size:
                 break
             right = child + 1
-            if right < size and (heap_time[right] < heap_time[child] or (
-                    heap_time[right] == heap_time[child] and heap_int[right, H_SEQ] < heap_int[child, H_SEQ])):
+            if right < size and _event_before(heap_time, heap_int, right, heap_time[child], heap_int[child, H_KIND],
+                                              heap_int[child, H_ARG]):
                 child = right
-            ct = heap_time[child]
-            if lt < ct or (lt == ct and lseq < heap_int[child, H_SEQ]):
+            if not _event_before(heap_time, heap_int, child, lt, lkind, larg):
                 break
-            heap_time[i] = ct
-            heap_int[i, H_SEQ] = heap_int[child, H_SEQ]
+            heap_time[i] = heap_time[child]
             heap_int[i, H_KIND] = heap_int[child, H_KIND]
             heap_int[i, H_ARG] = heap_int[child, H_ARG]
             i = child
         heap_time[i] = lt
-        heap_int[i, H_SEQ] = lseq
         heap_int[i, H_KIND] = lkind
         heap_int[i, H_ARG] = larg
     return t, kind, arg
@@ -143,9 +149,10 @@ def note_queue_nb(tier, t, queue_ends, queue_area, queue_since):
 
 
 @njit(cache=True, inline="always")
-def _precedes(key_a, seq_a, key_b, seq_b):
-    """Does (key_a, seq_a) leave a priority queue before (key_b, seq_b): key, then join order?"""
-    return key_a < key_b or (key_a == key_b and seq_a < seq_b)
+def _precedes(key_a, seq_a, r_a, key_b, seq_b, r_b):
+    """Does request r_a leave a priority queue before r_b: key, then instant of joining, then
+    request index (the order a FIFO queue gives them)?"""
+    return key_a < key_b or (key_a == key_b and (seq_a < seq_b or (seq_a == seq_b and r_a < r_b)))
 
 
 @njit(cache=True, inline="always")
@@ -161,10 +168,10 @@ def heap_queue_push_nb(tier, r, key, seq, size, queue, queue_order):
     i = size
     while i > 0:
         parent = (i - 1) >> 1
-        pk, ps = queue_order[tier, parent, 0], queue_order[tier, parent, 1]
-        if _precedes(pk, ps, key, seq):
+        pk, ps, pr = queue_order[tier, parent, 0], queue_order[tier, parent, 1], queue[tier, parent]
+        if _precedes(pk, ps, pr, key, seq, r):
             break
-        _heap_put(queue, queue_order, tier, i, queue[tier, parent], pk, ps)
+        _heap_put(queue, queue_order, tier, i, pr, pk, ps)
         i = parent
     _heap_put(queue, queue_order, tier, i, r, key, seq)
 
@@ -183,14 +190,29 @@ def heap_queue_pop_nb(tier, size, queue, queue_order):
         if child >= size:
             break
         if child + 1 < size and _precedes(queue_order[tier, child + 1, 0], queue_order[tier, child + 1, 1],
-                                          queue_order[tier, child, 0], queue_order[tier, child, 1]):
+                                          queue[tier, child + 1], queue_order[tier, child, 0],
+                                          queue_order[tier, child, 1], queue[tier, child]):
             child += 1
-        ck, cs = queue_order[tier, child, 0], queue_order[tier, child, 1]
-        if _precedes(key, seq, ck, cs):
+        ck, cs, cr = queue_order[tier, child, 0], queue_order[tier, child, 1], queue[tier, child]
+        if _precedes(key, seq, r, ck, cs, cr):
             break
-        _heap_put(queue, queue_order, tier, i, queue[tier, child], ck, cs)
+        _heap_put(queue, queue_order, tier, i, cr, ck, cs)
         i = child
     _heap_put(queue, queue_order, tier, i, r, key, seq)
+
+
+@njit(cache=True, inline="always")
+def sort_joins_nb(queue, tier, lo, hi):
+    """Sort queue[tier, lo:hi] (one instant's joins) by request index. Insertion sort: the
+    joins come in runs already sorted (arrivals; a batch admitted from a sorted queue), so it
+    is near linear, and it allocates nothing."""
+    for a in range(lo + 1, hi):
+        r = queue[tier, a]
+        b = a - 1
+        while b >= lo and queue[tier, b] > r:
+            queue[tier, b + 1] = queue[tier, b]
+            b -= 1
+        queue[tier, b + 1] = r
 
 
 @njit(cache=True)
@@ -286,12 +308,12 @@ def simulate_cascade_nb(arrival_ms, arrival_order, start, stop, after_start, n_p
     queue_ends = np.zeros((n_tiers, 2), dtype=np.int64)
     queue_since = np.zeros(n_tiers)
     heap_time = np.empty(n_replicas + 2)
-    heap_int = np.empty((n_replicas + 2, 3), dtype=np.int64)
-    heap_state = np.zeros(2, dtype=np.int64)
+    heap_int = np.empty((n_replicas + 2, 2), dtype=np.int64)
+    heap_state = np.zeros(1, dtype=np.int64)
     pending = np.zeros(2, dtype=np.int64)
     due_replicas = np.empty(n_replicas, dtype=np.int64)
     joined_tiers = np.empty(n_tiers, dtype=np.int64)
-    tier_pending = np.zeros((n_tiers, 2), dtype=np.int64)
+    tier_pending = np.zeros((n_tiers, 3), dtype=np.int64)
     for i in range(n_tiers):
         busy_ms[i] = 0.0
         queue_area[i] = 0.0
@@ -311,6 +333,7 @@ def simulate_cascade_nb(arrival_ms, arrival_order, start, stop, after_start, n_p
     # holds at most one arrival plus one iteration per replica.
     heap_push_nb(heap_time, heap_int, heap_state, arrival_ms[arrival_order[0]], ARRIVAL, 0)
     events = 0
+    instant = 0  # batch formations so far: a priority queue's join order, ties by request index
     t = 0.0
     while heap_state[0] > 0:
         t, kind, arg = heap_pop_nb(heap_time, heap_int, heap_state)
@@ -319,7 +342,7 @@ def simulate_cascade_nb(arrival_ms, arrival_order, start, stop, after_start, n_p
             if arg + 1 < n:
                 heap_push_nb(heap_time, heap_int, heap_state, arrival_ms[arrival_order[arg + 1]], ARRIVAL, arg + 1)
             r = arrival_order[arg]
-            enqueue_nb(r, start[r], t, by_priority, priority, queue, queue_order, queue_ends, queue_area,
+            enqueue_nb(r, start[r], t, instant, by_priority, priority, queue, queue_order, queue_ends, queue_area,
                        queue_since, tier_enter_ms, pending, joined_tiers, tier_pending)
         else:
             # ITERATION_END of replica k: every request in its batch has one more token.
@@ -351,8 +374,8 @@ def simulate_cascade_nb(arrival_ms, arrival_order, start, stop, after_start, n_p
                             # the next tier: after the start tier where the path skips (fixed-2stage),
                             # else the one above
                             nxt = after_start[r] if tier == start[r] else tier + 1
-                            enqueue_nb(r, nxt, t, by_priority, priority, queue, queue_order, queue_ends, queue_area,
-                                       queue_since, tier_enter_ms, pending, joined_tiers, tier_pending)
+                            enqueue_nb(r, nxt, t, instant, by_priority, priority, queue, queue_order, queue_ends,
+                                       queue_area, queue_since, tier_enter_ms, pending, joined_tiers, tier_pending)
                     else:
                         min_final = min(min_final, slots[S_FINAL, k, j])
                         if kept != j:
@@ -378,6 +401,8 @@ def simulate_cascade_nb(arrival_ms, arrival_order, start, stop, after_start, n_p
         # replicas in order (as a load balancer spreads them), until the queue is empty and none is due
         for j in range(pending[P_JOINED]):
             tier = joined_tiers[j]
+            if not by_priority:  # the instant's joins in request order (a priority queue's key has it)
+                sort_joins_nb(queue, tier, tier_pending[tier, 2], queue_ends[tier, 1])
             # only replicas with a free slot share the queue: a full one's share would wait an
             # iteration while an earlier replica still had room
             n_free = 0
@@ -418,24 +443,26 @@ def simulate_cascade_nb(arrival_ms, arrival_order, start, stop, after_start, n_p
                                                  queue_ends[tier, 1] - queue_ends[tier, 0])
         pending[P_DUE] = 0
         pending[P_JOINED] = 0
+        instant += 1
     for i in range(n_tiers):
         note_queue_nb(i, t, queue_ends, queue_area, queue_since)
     return events, t
 
 
 @njit(cache=True)
-def enqueue_nb(r, tier, t, by_priority, priority, queue, queue_order, queue_ends, queue_area, queue_since,
+def enqueue_nb(r, tier, t, instant, by_priority, priority, queue, queue_order, queue_ends, queue_area, queue_since,
                tier_enter_ms, pending, joined_tiers, tier_pending):
     """Request r joins tier's queue at t; the tier's free replicas take it when batches form at t."""
     note_queue_nb(tier, t, queue_ends, queue_area, queue_since)
     tail = queue_ends[tier, 1]
-    if by_priority:  # join order = pushes so far, so equal keys leave first come, first served
-        heap_queue_push_nb(tier, r, priority[r, tier], tail, tail - queue_ends[tier, 0], queue, queue_order)
+    if by_priority:  # equal keys: the earlier instant first, so first come, first served
+        heap_queue_push_nb(tier, r, priority[r, tier], instant, tail - queue_ends[tier, 0], queue, queue_order)
     else:
         queue[tier, tail] = r
     queue_ends[tier, 1] = tail + 1
     tier_enter_ms[r, tier] = t
     if tier_pending[tier, 0] == 0:
         tier_pending[tier, 0] = 1
+        tier_pending[tier, 2] = tail
         joined_tiers[pending[P_JOINED]] = tier
         pending[P_JOINED] += 1

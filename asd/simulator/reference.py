@@ -110,8 +110,9 @@ def simulate_cascade(arrival_ms, arrival_order, start, stop, after_start, n_prom
                      finish_ms, tier_enter_ms, tier_admit_ms, tier_done_ms, tier_replica, busy_ms, queue_area,
                      tier_counts):
     """The same event loop with heapq and Python lists (see des_nb for the model): a queue is a
-    list read from a moving head (FIFO), or a heapq of (priority, order of joining, request);
-    batches form once every event at an instant is in (form_batches)."""
+    list read from a moving head (FIFO), or a heapq of (priority, instant of joining, request);
+    events pop by (time, kind, argument); batches form once every event at an instant is in
+    (form_batches), the instant's joins of a FIFO queue sorted by request first."""
     n = len(arrival_ms)
     n_tiers = coeffs.shape[0]
     replica_tier = [i for i in range(n_tiers) for _ in range(first_replica[i], first_replica[i + 1])]
@@ -120,12 +121,12 @@ def simulate_cascade(arrival_ms, arrival_order, start, stop, after_start, n_prom
     state = [IDLE] * len(replica_tier)
     due = []  # replicas whose iteration ended at the current instant
     joined = []  # tiers a request joined at the current instant, in order of first join
+    first_join = [0] * n_tiers  # FIFO: where the current instant's joins of each tier begin
+    instant = [0]  # batch formations so far
     queues = [[] for _ in range(n_tiers)]  # FIFO: every request that joined; priority: the heap
     heads = [0] * n_tiers  # FIFO: how many left the queue
-    joins = [0] * n_tiers
     queue_since = [0.0] * n_tiers
     heap = []
-    seq = [0]
     busy_ms[:] = 0.0
     queue_area[:] = 0.0
     tier_counts[:] = 0
@@ -137,8 +138,7 @@ def simulate_cascade(arrival_ms, arrival_order, start, stop, after_start, n_prom
     tier_replica[:] = -1
 
     def push(t, kind, arg):
-        heapq.heappush(heap, (t, seq[0], kind, arg))
-        seq[0] += 1
+        heapq.heappush(heap, (t, kind, arg))
 
     def queue_length(tier):
         return len(queues[tier]) - heads[tier]
@@ -154,10 +154,9 @@ def simulate_cascade(arrival_ms, arrival_order, start, stop, after_start, n_prom
 
     def queue_push(tier, r):
         if by_priority:
-            heapq.heappush(queues[tier], (float(priority[r, tier]), joins[tier], r))
+            heapq.heappush(queues[tier], (float(priority[r, tier]), instant[0], r))
         else:
             queues[tier].append(r)
-        joins[tier] += 1
 
     def note_queue(tier, t):
         queue_area[tier] += queue_length(tier) * (t - queue_since[tier])
@@ -201,15 +200,18 @@ def simulate_cascade(arrival_ms, arrival_order, start, stop, after_start, n_prom
 
     def enqueue(r, tier, t):
         note_queue(tier, t)
-        queue_push(tier, r)
-        tier_enter_ms[r, tier] = t
         if tier not in joined:
             joined.append(tier)
+            first_join[tier] = len(queues[tier])
+        queue_push(tier, r)
+        tier_enter_ms[r, tier] = t
 
     def form_batches(t):
         """Every free replica of a tier joined at t, the waiting requests shared out evenly over
         them (the first take the odd ones), then every other due one, in replica order."""
         for tier in joined:
+            if not by_priority:
+                queues[tier][first_join[tier]:] = sorted(queues[tier][first_join[tier]:])
             free = [k for k in range(first_replica[tier], first_replica[tier + 1]) if state[k] != RUNNING]
             roomy = sum(len(batches[k]) < max_batch[tier] for k in free)  # a full one takes no share
             for k in free:
@@ -225,13 +227,14 @@ def simulate_cascade(arrival_ms, arrival_order, start, stop, after_start, n_prom
             tier_counts[tier, 1] = max(tier_counts[tier, 1], queue_length(tier))
         due.clear()
         joined.clear()
+        instant[0] += 1
 
     if n == 0:
         return 0, 0.0
     push(arrival_ms[arrival_order[0]], ARRIVAL, 0)
     events, t = 0, 0.0
     while heap:
-        t, _, kind, arg = heapq.heappop(heap)
+        t, kind, arg = heapq.heappop(heap)
         events += 1
         if kind == ARRIVAL:
             if arg + 1 < n:

@@ -1,5 +1,6 @@
 """Discrete-event simulation: hand-computed cases (FIFO and priority queues), numba = plain-Python
-twin (both queue kinds), equal keys = FIFO, = replay at zero load, seeds reproduce, conservation
+twin (both queue kinds), equal keys = FIFO, simultaneous joins in request order whatever order
+their events were pushed in, = replay at zero load, seeds reproduce, conservation
 (every request finishes, KV within capacity, busy within the wall clock), queueing grows with the
 arrival rate, Chrome-trace export."""
 
@@ -14,7 +15,7 @@ from asd.errors import ConfigError
 from asd.simulator import Pools, ReplayInputs, arrival_times, latency_grid, replay, simulate
 from asd.simulator import reference as ref
 from asd.simulator.des import span_lanes
-from asd.simulator.des_nb import simulate_cascade_nb
+from asd.simulator.des_nb import heap_pop_nb, heap_push_nb, simulate_cascade_nb
 from asd.simulator.latency import latency_ms
 from asd.simulator.latency_nb import prefill_ms_nb
 from tests.simulator.test_replay import synthetic_policy
@@ -153,12 +154,14 @@ def test_des_refuses_malformed_priorities():
         simulate([0, 0], [1, 1], [[1, 1]] * 2, [[1, 1]] * 2, priority=[[0.0, np.nan], [1.0, 1.0]], **run)
 
 
-def _run_both(inst, priority=None):
+def _run_both(inst, priority=None, order=None):
+    """Kernel and reference twin on one instance; order: the arrival order (default by time, ties
+    by index)."""
     n, n_tiers = inst["n_prompt"].shape
     pools = Pools.build(inst["coeffs"], replicas=inst["replicas"], max_batch=inst["max_batch"],
                         kv_capacity=inst["kv_capacity"])
     first = np.concatenate([[0], np.cumsum(pools.replicas)]).astype(np.int64)
-    order = np.argsort(inst["arrival_ms"], kind="stable")
+    order = np.argsort(inst["arrival_ms"], kind="stable") if order is None else order
     args = (inst["arrival_ms"], order, inst["start"], inst["stop"], inst["after_start"], inst["n_prompt"],
             inst["n_decode"], inst["n_prompt_cont"], inst["n_decode_cont"], inst["n_kv_cont"], pools.coeffs, first, pools.max_batch,
             pools.kv_capacity, np.zeros((1, 1)) if priority is None else priority, priority is not None)
@@ -207,6 +210,50 @@ def test_priority_queues_with_equal_keys_are_fifo(inst):
     assert same_ret == fifo_ret
     for g, w in zip(same, fifo):
         np.testing.assert_array_equal(g, w)
+
+
+def test_requests_that_join_a_tier_at_one_instant_enter_its_queue_in_request_order():
+    # 1 ms iterations. Tier 0 (two replicas, batch 1): B (index 1) arrives at 0 on replica 0 and
+    # decodes 3 tokens, A (index 0) at 1 on replica 1 and decodes 2: both finish at 3 and move up.
+    # C (index 2) arrives straight at tier 1 at 3. Tier 1 (one replica, batch 1) serves them
+    # A, B, C: by request index, not in the order their events left the heap (C's arrival, then
+    # replica 0's end: B, then replica 1's: A, under either heap key).
+    pools = Pools.build([[1.0, 0.0, 0.0, 0.0]] * 2, replicas=[2, 1], max_batch=1)
+    result = simulate([0, 0, 1], [1, 1, 1], np.zeros((3, 2), np.int64), [[2, 1], [3, 1], [1, 1]],
+                      arrival_ms=[1.0, 0.0, 3.0], pools=pools)
+    assert result.tier_replica[:, 0].tolist() == [1, 0, -1]
+    assert result.tier_enter_ms[:, 1].tolist() == [3.0, 3.0, 3.0]
+    assert result.tier_admit_ms[:, 1].tolist() == [3.0, 4.0, 5.0]
+    keyed = simulate([0, 0, 1], [1, 1, 1], np.zeros((3, 2), np.int64), [[2, 1], [3, 1], [1, 1]],
+                     arrival_ms=[1.0, 0.0, 3.0], pools=pools, priority=np.zeros((3, 2)))
+    np.testing.assert_array_equal(keyed.tier_admit_ms, result.tier_admit_ms)
+
+
+@settings(max_examples=100, deadline=None)
+@given(cascade_instances(), st.integers(0, 2**32 - 1), st.booleans())
+def test_a_run_does_not_depend_on_the_order_simultaneous_arrivals_are_pushed_in(inst, seed, keyed):
+    # The instances' arrivals tie often; shuffling the ties shuffles the push order of the arrival
+    # events at an instant, and so the order of everything they start.
+    arrival = inst["arrival_ms"]
+    shuffled = np.lexsort((np.random.default_rng(seed).permutation(arrival.size), arrival))
+    priority = _keys(inst, seed) if keyed else None
+    got, want, got_ret, want_ret = _run_both(inst, priority)
+    got_s, want_s, got_ret_s, want_ret_s = _run_both(inst, priority, shuffled)
+    assert got_ret_s == got_ret and want_ret_s == want_ret
+    for a, b in zip(got + want, got_s + want_s):
+        np.testing.assert_array_equal(a, b)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([0.0, 1.0, 2.5]), st.integers(0, 1), st.integers(0, 3)), unique=True)
+       .flatmap(lambda events: st.permutations(events)))
+def test_events_leave_the_heap_by_time_kind_and_argument_whatever_order_they_were_pushed_in(events):
+    heap_time, heap_int, heap_state = np.empty(len(events) + 1), np.empty((len(events) + 1, 2), np.int64), \
+        np.zeros(1, np.int64)
+    for t, kind, arg in events:
+        heap_push_nb(heap_time, heap_int, heap_state, t, kind, arg)
+    popped = [heap_pop_nb(heap_time, heap_int, heap_state) for _ in events]
+    assert [(float(t), int(k), int(a)) for t, k, a in popped] == sorted(events)
 
 
 def _latencies(inst):
