@@ -34,12 +34,16 @@ def is_binary(y) -> bool:
 
 def ece(y, p, bins: int = ECE_BINS) -> float:
     """Expected calibration error with `bins` equal-width bins over [0, 1]: Σ_b (n_b / n) ·
-    |mean label in b − mean p̂ in b|. Bin b holds p̂ in [b/bins, (b+1)/bins), the last bin also 1.
-    NaN labels are dropped; no labelled row gives NaN."""
+    |mean label in b − mean p̂ in b|. The bins are sklearn `calibration_curve`'s (uniform), so
+    the ECE and the reliability diagram agree: edges np.linspace(0, 1, bins + 1), bin b holds p̂
+    in (edge_b, edge_b+1], the first also 0 (a p̂ on an edge is in the lower bin). NaN labels
+    are dropped; no labelled row gives NaN."""
     y, p = _labelled(y, p)
     if y.size == 0:
         return float("nan")
-    which = np.minimum((np.clip(p, 0.0, 1.0) * bins).astype(np.int64), bins - 1)
+    # calibration_curve's own rule (searchsorted, side left, on the inner edges), so even a p̂
+    # that float rounding puts beside an edge (0.3 < linspace's 0.30000000000000004) agrees
+    which = np.searchsorted(np.linspace(0.0, 1.0, bins + 1)[1:-1], np.clip(p, 0.0, 1.0))
     gap = np.bincount(which, weights=y, minlength=bins) - np.bincount(which, weights=p, minlength=bins)
     return float(np.abs(gap).sum() / y.size)  # Σ n_b |ȳ_b − p̄_b| / n = Σ |Σy − Σp| / n
 

@@ -18,7 +18,10 @@ def test_ece_equals_hand_computed_weighted_bin_gaps():
     # one row per bin: |1-.05| + |0-.15| + |1-.85| + |1-.95| = 1.3 over 4 rows
     assert ece([1, 0, 1, 1], [0.05, 0.15, 0.85, 0.95]) == pytest.approx(0.325)
     # two rows share bin 3 (mean p .325, mean y .5) and p = 1.0 falls in the last bin: (2·.175 + 0) / 3
-    assert ece([0, 1, 1], [0.3, 0.35, 1.0]) == pytest.approx(2 * 0.175 / 3)
+    assert ece([0, 1, 1], [0.31, 0.34, 1.0]) == pytest.approx(2 * 0.175 / 3)
+    # p = 0.3 on an edge is in the lower bin (0.2, 0.3], as calibration_curve has it: (.3 + .65 + 0) / 3
+    assert ece([0, 1, 1], [0.3, 0.35, 1.0]) == pytest.approx(0.95 / 3)
+    assert ece([1, 0], [0.0, 0.1]) == pytest.approx(0.45)  # 0 and 0.1 both in the first bin [0, 0.1]
     # NaN labels are dropped, not counted
     assert ece([1, np.nan, 0], [0.95, 0.5, 0.05]) == pytest.approx(0.05)
     assert np.isnan(ece([np.nan], [0.5]))
@@ -36,6 +39,29 @@ def test_ece_with_more_bins_is_never_smaller_on_nested_bins():
 def test_ece_is_zero_when_each_bin_is_calibrated_and_bounded_by_one(p, bins):
     assert 0.0 <= ece((p > 0.5).astype(float), p, bins) <= 1.0
     assert ece(p, p, bins) == pytest.approx(0.0, abs=1e-12)  # soft labels equal to p̂: perfectly calibrated
+
+
+_EDGES = [k / 10 for k in range(11)] + np.linspace(0.0, 1.0, 11).tolist()  # 0.3 and 0.30000000000000004
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 1), st.one_of(st.sampled_from(_EDGES), st.floats(0, 1))), min_size=1,
+                max_size=60))
+def test_ece_equals_the_count_weighted_gaps_of_calibration_curves_bins(rows):
+    """The ECE's bins are the reliability diagram's: Σ n_b/n |prob_true_b − prob_pred_b| over
+    sklearn's calibration_curve (uniform, 10 bins), p̂ on bin edges included."""
+    from sklearn.calibration import calibration_curve
+
+    y, p = (np.array(c, dtype=np.float64) for c in zip(*rows))
+    prob_true, prob_pred = calibration_curve(y, p, n_bins=10, strategy="uniform")
+    # counts per bin (lo, hi], the first [0, hi]: the means they give must be calibration_curve's
+    edges = np.linspace(0.0, 1.0, 11)
+    members = [((p > lo) | (b == 0)) & (p <= hi) for b, (lo, hi) in enumerate(zip(edges[:-1], edges[1:]))]
+    members = [m for m in members if m.any()]
+    np.testing.assert_allclose([p[m].mean() for m in members], prob_pred, rtol=1e-12)
+    np.testing.assert_allclose([y[m].mean() for m in members], prob_true, rtol=1e-12)
+    counts = np.array([m.sum() for m in members])
+    assert ece(y, p) == pytest.approx(float(counts @ np.abs(prob_true - prob_pred)) / y.size, rel=1e-9, abs=1e-12)
 
 
 def test_auroc_is_none_with_one_class_and_brier_handles_soft_labels():
