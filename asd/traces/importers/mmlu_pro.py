@@ -76,7 +76,7 @@ class MmluProImporter(Importer):
 
         questions_file = src / "questions.parquet"
         questions = read_request_table(
-            questions_file, "question_id", keep, QUESTION_KINDS, ("question", "options"),
+            questions_file, "question_id", keep, QUESTION_KINDS, ("question", "options", "answer"),
             "no question {!r} (it has outputs)",
         )
         prompts = [

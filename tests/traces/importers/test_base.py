@@ -112,6 +112,7 @@ NULL_TEXT = [
     ("option-logits", "questions.parquet", "answer", "id 1"),
     ("mmlu-pro", "questions.parquet", "question", "question_id 71"),
     ("mmlu-pro", "questions.parquet", "options", "question_id 71"),
+    ("mmlu-pro", "questions.parquet", "answer", "question_id 71"),
     ("alpaca-eval", "prompts.parquet", "instruction", "prompt_idx 1"),
 ]
 
