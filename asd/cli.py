@@ -448,6 +448,9 @@ COST_MODEL_HELP = ("trace: recorded timings; profile: the committed GPU hardware
                    "tokens (default: trace when every tier has recorded timings, else profile).")
 EVAL_COST_MODEL_HELP = COST_MODEL_HELP.replace("(default: ", "(default: the --policy file's own, else ")
 RISK_HELP = "mean, or lcb:G for a lower credible bound at level G in [0.5, 1) (e.g. lcb:0.9)."
+# Each repeat is a whole K-fold calibration (minutes on a real ladder); 100 fold seeds put the
+# mean's SD at a tenth of one draw's, and a typo like 1000 would run for days.
+MAX_REPEATS = 100
 
 
 def _progress(label):
@@ -618,7 +621,7 @@ def simulate_command(bundle, split, folds, cost_model, predictor, stage0, risk, 
 @_evaluation_options
 @click.option("--ablate", default=None, type=click.Choice(["features", "risk"]), help="Also compare frontiers without each feature group, or across risk levels.")
 @click.option("--csv", "csv_path", default=None, type=JsonPath("--csv"), help="Write every frontier point as CSV.")
-@click.option("--repeats", default=1, show_default=True, type=click.IntRange(1),
+@click.option("--repeats", default=1, show_default=True, type=click.IntRange(1, MAX_REPEATS),
               help="Repeat the ≤ 2%-loss comparison over this many fold seeds (seed, seed+1, …; pooled folds "
                    "only) and print its mean, SD and range.")
 @_des_options(pools=True)

@@ -152,6 +152,19 @@ def test_a_bad_option_value_is_one_error_line_naming_the_command():
     assert "Usage: main [OPTIONS]" in run().output and "Usage: main traces" in run("traces").output
 
 
+def test_sweep_repeats_is_bounded_before_any_calibration():
+    """`asd sweep --repeats 100000` was accepted: each repeat is a whole K-fold calibration, so a
+    typo ran for days. Above MAX_REPEATS it is one usage line, as every ranged option is."""
+    from asd.cli import MAX_REPEATS
+
+    for value in (MAX_REPEATS + 1, 10**9, 0):
+        result = CliRunner().invoke(main, ["sweep", "--repeats", str(value)], prog_name="asd")
+        assert result.exit_code == 2 and result.output == (
+            f"error: asd sweep: Invalid value for '--repeats': {value} is not in the range 1<=x<={MAX_REPEATS}. "
+            "(see 'asd sweep --help')\n"), result.output
+        assert "calibrating" not in result.output
+
+
 def test_nan_is_refused_by_the_ranged_float_options():
     """click's FloatRange lets nan through (every comparison is false): `traces inspect
     --threshold nan` counted no answer as acceptable, `live --deadline nan` waited nan seconds."""
