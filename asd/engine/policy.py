@@ -32,6 +32,7 @@ from asd.engine.dp_nb import (TIE_LOW, empirical_start_nb, evidence_sums_nb, pat
                               solve_cold_start_nb, solve_dp_nb, walk_bins_cold_nb, walk_bins_nb)
 from asd.engine.tables import COLD_FIELDS, EVIDENCE_FIELDS, EngineTables, check_evidence, parse_risk, pooling_weights
 from asd.errors import PolicyError, real_number
+from asd.traces.jsonl import loads_unique
 
 POLICY_FORMAT = "asd.policy"
 # 2: meta header, start_lam, per-stage feature counts, cold-start tables, identity predictor.
@@ -1046,7 +1047,7 @@ class Policy:
             if not isinstance(data, np.lib.npyio.NpzFile):
                 raise ValueError("a single .npy array, not an .npz archive")
             with data:
-                header = json.loads(str(data["header"]))
+                header = loads_unique(str(data["header"]))
                 arrays = {k: data[k] for k in data.files if k != "header"}
             if not isinstance(header, dict):
                 raise ValueError(f"its header is a JSON {type(header).__name__}, not an object")

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from asd.errors import ConfigError
+from asd.traces.jsonl import DuplicateKeyError, loads_unique
 
 DEFAULT_SAMPLING = {"max_tokens": 48, "temperature": 0.0, "top_logprobs": 5}
 # OpenAI-compatible servers (vLLM, llama.cpp, OpenAI itself) accept at most 20 top logprobs.
@@ -50,7 +51,9 @@ def load_ladder(path: str | Path) -> dict:
         raise ConfigError(f"{path}, line {line}: not UTF-8 text ({exc.reason})") from None
     kind = "JSON" if path.suffix.lower() == ".json" else "YAML"
     try:
-        data = json.loads(text) if kind == "JSON" else yaml.safe_load(text)
+        data = loads_unique(text) if kind == "JSON" else yaml.safe_load(text)
+    except DuplicateKeyError as exc:
+        raise ConfigError(f"{path}: not valid JSON (key {exc.key!r} appears twice in one object)") from None
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
         raise ConfigError(f"{path}: not valid {kind} ({str(exc).splitlines()[0]})") from None
     except RecursionError:  # both parsers recurse once per level of nesting

@@ -36,6 +36,7 @@ from asd import __version__
 from asd.errors import TraceError
 from asd.fsutil import atomic_dir, atomic_write, finite_json
 from asd.traces import schema as S
+from asd.traces.jsonl import loads_unique
 
 BUILTIN = "builtin"
 MANIFEST = "manifest.json"
@@ -287,19 +288,11 @@ def _open_manifest(path: str | os.PathLike) -> Bundle:
     return Bundle(path, manifest, stamp=stamp if isinstance(stamp, dict) else None)
 
 
-def _unique_keys(pairs: list) -> dict:
-    keys = [k for k, _ in pairs]
-    for key in keys:
-        if keys.count(key) > 1:
-            raise ValueError(f"duplicate key {key!r}")
-    return dict(pairs)
-
-
 def read_manifest(manifest_file: Path) -> dict:
     """Parse manifest.json; invalid JSON, a repeated key or an unreadable file is a TraceError."""
     try:
         text = manifest_file.read_bytes().decode("utf-8")
-        return json.loads(text, object_pairs_hook=_unique_keys)
+        return loads_unique(text)
     except OSError as exc:
         raise TraceError(f"{manifest_file}: cannot read it ({exc.strerror or exc})") from None
     except UnicodeDecodeError as exc:

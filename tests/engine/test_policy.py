@@ -104,6 +104,18 @@ def test_other_files_in_place_of_a_policy_raise_policy_error(tmp_path):
             Policy.load(tmp_path / name)
 
 
+def test_a_policy_header_naming_a_key_twice_is_refused(tmp_path):
+    """A hand-edited header with a second "format" or "version" was read by its last value."""
+    path = make_policy(np.random.default_rng(1))[0].save(tmp_path / "policy.npz")
+    with np.load(path) as data:
+        arrays = {k: data[k] for k in data.files}
+    header = str(arrays["header"])
+    arrays["header"] = np.array(header[:-1] + f', "version": {POLICY_VERSION}}}')
+    np.savez(tmp_path / "twice.npz", **arrays)
+    with pytest.raises(PolicyError, match=r"twice.npz is not a readable asd policy \(DuplicateKeyError: duplicate key 'version'\)"):
+        Policy.load(tmp_path / "twice.npz")
+
+
 def test_damaged_or_hand_edited_policy_files_raise_one_policy_error_naming_the_file(tmp_path):
     """A truncated archive and a flipped byte (zipfile's BadZipFile, a CRC failure) and header or
     array fields of the wrong type or shape (ValueError, IndexError): each one PolicyError that

@@ -38,6 +38,8 @@ def test_request_ids_default_to_row_numbers(tmp_path):
         ('\n{"request_id": "a", "prompt": "x"}\n{"request_id": "a", "prompt": "y"}\n',
          r"bad.jsonl, line 3: duplicate request_id 'a' \(first at line 2\)"),
         ('[1, 2]\n', "line 1: expected a JSON object"),
+        # the last prompt was recorded without a word
+        ('{"prompt": "a"}\n{"prompt": "b", "prompt": "c"}\n', r"bad.jsonl, line 2: key 'prompt' appears twice in one object"),
         ('{"prompt": "a"}\n{"prompt": "bad \\ud800 here"}\n', r"bad.jsonl, line 2: 'prompt' holds a lone surrogate"),
     ],
 )

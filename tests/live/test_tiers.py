@@ -28,6 +28,15 @@ def test_per_tier_sampling_overrides_defaults_and_json_works(tmp_path):
     assert tiers[0]["sampling"]["max_tokens"] == 10 and tiers[1]["sampling"]["max_tokens"] == 20
 
 
+def test_a_json_tier_config_naming_a_key_twice_is_refused(tmp_path):
+    """json kept the second `model` silently: the tier would load another model than the one read first."""
+    path = tmp_path / "t.json"
+    path.write_text('{"tiers": [{"name": "a", "backend": "llama_cpp", "model": "m.gguf", "model": "n.gguf"}]}')
+    with pytest.raises(ConfigError) as info:
+        load_ladder(path)
+    assert str(info.value) == f"{path}: not valid JSON (key 'model' appears twice in one object)"
+
+
 @pytest.mark.parametrize(
     "tiers, message",
     [

@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from asd.errors import ConfigError, TraceError
+from asd.traces.jsonl import DuplicateKeyError, loads_unique
 
 # Where a source records no token counts: one token per 4 characters, rounded up
 # (the usual rule of thumb for English BPE vocabularies); an empty text is 0 tokens.
@@ -257,9 +258,12 @@ def check_unique(path: Path, frame: pd.DataFrame, columns: list[str]) -> None:
 
 
 def parse_json_cell(value, path: Path, column: str, key) -> object:
-    """A JSON text cell parsed; null or malformed is an error naming file, column and row key."""
+    """A JSON text cell parsed; null or malformed is an error naming file, column and row key, as
+    is an object naming one key twice (option-logits `choices` {"A": …, "A": …})."""
     try:
-        return json.loads(value)
+        return loads_unique(value)
+    except DuplicateKeyError as exc:
+        raise TraceError(f"{path}, column {column!r}: {key}: key {exc.key!r} appears twice in one object") from None
     except (TypeError, json.JSONDecodeError, RecursionError):
         raise TraceError(f"{path}, column {column!r}: {key}: {value!r:.60} is not JSON") from None
 

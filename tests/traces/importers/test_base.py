@@ -133,6 +133,21 @@ def test_a_null_text_of_a_kept_request_names_the_column_and_the_request(tmp_path
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
 
 
+def test_a_json_cell_naming_a_key_twice_names_the_file_column_request_and_key(tmp_path):
+    """option-logits `choices` {"A": "Sadness", "A": "Joy"} kept "Joy" as option A silently."""
+    def repeated_letter(table):
+        values = table.column("choices").to_pylist()
+        values[1] = '{"A": "Sadness", "A": "Joy", "B": "Anger"}'
+        return replace_column(table, "choices", pa.array(values, table.schema.field("choices").type))
+
+    src, options = _source(tmp_path, "option-logits", ("questions.parquet", repeated_letter))
+    result = _cli_import("option-logits", src, tmp_path / "b", options)
+    assert result.exit_code == 2
+    assert result.output == (f"error: {src / 'questions.parquet'}, column 'choices': id 1: key 'A' appears twice "
+                             "in one object\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
+
+
 @pytest.mark.parametrize("fmt, name, key, value, message", [
     ("option-logits", "questions.parquet", "id", 1, "no question with id 1 (it has logits)"),
     ("mmlu-pro", "questions.parquet", "question_id", 71, "no question '71' (it has outputs)"),

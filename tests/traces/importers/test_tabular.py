@@ -178,6 +178,9 @@ BAD_JSONL = {
     "prompt differs between tiers": ([_row(prompt="a"), _row(model="llama-70b", prompt="b")], r"line 2, column 'prompt': differs from the prompt given for request 'r' at line 1"),
     "invalid JSON": (['{"request_id": "r", "output": x}'], r"line 1, near column 'output', character 31: invalid JSON \(Expecting value\)$"),
     "not an object": (['[1, 2]'], r"line 1: expected a JSON object, got list"),
+    # json kept the last value silently: this row imported as quality 1
+    "a key twice": (['{"request_id": "r", "model": "llama-8b", "output": "x", "quality": 0, "quality": 1}'],
+                    r"runs.jsonl, line 1: key 'quality' appears twice in one object \(which value is meant\?\)$"),
     "nested too deeply": (["[" * 100_000], r"line 1: invalid JSON \(nested too deeply\)"),  # was a RecursionError
     "empty file": ([], r"runs.jsonl: empty \(no rows\)"),
 }
