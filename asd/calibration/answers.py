@@ -2,9 +2,10 @@
 
 On ladders without logprobs, "does tier i say what tier i−1 said" is the strongest signal
 there is, so the answer must be found the same way whatever the wording: a JSON `answer`
-field, an explicit marker ("The answer is (B)", "Answer: 42", \\boxed{42}, "#### 42"), a
-short bare answer ("C", "(C) Paris", "1,234"), a number closing the last line, and else the
-whole text. Keys are typed, so "(B)" from a chain of thought and {"answer": "B"} agree:
+field, an explicit marker ("The answer is (B)", "Answer: 42", \\boxed{42}, "#### 42"; of
+several, the one written last, so a correction wins), a short bare answer ("C", "(C) Paris",
+"1,234"), a number closing the last line, and else the whole text; "not A but C" is C. Keys
+are typed, so "(B)" from a chain of thought and {"answer": "B"} agree:
 `num:1234.5` (a sign before "$", an exponent however spelt, "million" and every whole digit
 kept; "2:30" is no number), `opt:B` ("b" alone too), `bool:yes`, `txt:paris`, and a math answer that is not a plain number keeps its
 whole expression, LaTeX spelling normalised (`expr:2\\sqrt{3}`, `expr:(1,2)`): reading only its
@@ -61,14 +62,14 @@ def _close_math(text: str, start: int, span: str) -> str:
 
 
 class _MarkerSpans:
-    """findall of an answer marker's pattern: the span its window captured, closed by
-    `_close_math` where the window cut a math span."""
+    """(where it starts, span) for each match of an answer marker's pattern: the span its window
+    captured, closed by `_close_math` where the window cut a math span."""
 
     def __init__(self, pattern: re.Pattern):
         self.pattern = pattern
 
-    def findall(self, text: str) -> list[str]:
-        return [_close_math(text, m.start(1), m.group(1)) for m in self.pattern.finditer(text)]
+    def spans(self, text: str) -> list[tuple[int, str]]:
+        return [(m.start(1), _close_math(text, m.start(1), m.group(1))) for m in self.pattern.finditer(text)]
 
 
 _ANSWER_IS = _MarkerSpans(_ANSWER_IS_WINDOW)
@@ -82,14 +83,14 @@ class _Boxed:
     """\\boxed{...} spans with their braces balanced to any depth (\\frac{\\sqrt{3}}{2} nests two)."""
 
     @staticmethod
-    def findall(text: str) -> list[str]:
+    def spans(text: str) -> list[tuple[int, str]]:
         spans = []
         for opening in _BOXED_OPEN.finditer(text):
             depth = 1
             for brace in _BRACE.finditer(text, opening.end()):
                 depth += 1 if brace.group() == "{" else -1
                 if depth == 0:
-                    spans.append(text[opening.end():brace.start()])
+                    spans.append((opening.end(), text[opening.end():brace.start()]))
                     break
         return spans
 
@@ -104,6 +105,12 @@ _OPTION_WORD = re.compile(r"^\s*option\s+\(?([A-Pa-p])\b", re.IGNORECASE)
 # A capital letter and then its reason: "The answer is B because ...", "Answer: A since ...".
 _OPTION_BEFORE_REASON = re.compile(r"^\s*([A-P])\s+(?:because|since|as|which|given|due)\b")
 _OPTION_AT_END = re.compile(r"\(([A-P])\)\W*$")
+# "not A but C", "not (A), but rather (C)": the answer is what follows "but", never the letter
+# denied; "not only cheap but also fast" is prose, not a correction.
+_NOT_BUT = re.compile(r"^\s*not\s+(?!only\b|just\b|merely\b|simply\b)[^\n]{1,60}?,?\s+but\s+(?!also\b)(?:rather\s+|instead\s+)?(?=\S)",
+                      re.IGNORECASE)
+# and closing unmarked text ("I'd say it is not B but D."), for an option letter only
+_NOT_BUT_OPTION_AT_END = re.compile(r"\bnot\s+(?:option\s+)?\(?[A-P]\)?,?\s+but\s+(?:rather\s+)?(?:option\s+)?\(?([A-P])\)?\W*$")
 _OPTION_NAMED_AT_END = re.compile(r"\b(?:[Oo]ption|[Cc]hoice)\s+\(?([A-P])\)?(?![\w'])\W*$")  # "I choose option D."
 # Yes/no and true/false opening what a marker points at or a bare short answer, then punctuation,
 # its end or a reason ("Yes, because", "No. It", "True"), but not "No problem": one key per
@@ -246,6 +253,9 @@ def _parse_span(span: str, marker: bool = False) -> Answer | None:
     span = span.strip().strip("*$` ")
     if not span:
         return None
+    denial = _NOT_BUT.match(span) if span[:3].lower() == "not" else None
+    if denial:
+        return _parse_span(span[denial.end():], marker)
     if "\\" in span or "$" in span:  # LaTeX: drop spacing and units' markup, one spelling of fractions
         span = _SIGNED_DOLLAR.sub(r"\1", span)
         span = _LATEX_WORDS.sub(lambda m: f" {m.group(1)} ", _LATEX_NOISE.sub(" ", span)).strip()
@@ -321,10 +331,39 @@ def _json_answer(text: str) -> Answer | None:
 
 
 _ANSWER_WORDS = ("nswer", "NSWER")
-# (pattern, take the last match, words it needs, only an option letter counts), in order.
+# (pattern, take the last match, words it needs, only an option letter counts)
 _MARKERS = ((_BOXED, True, ("box",), False), (_ANSWER_IS, False, _ANSWER_WORDS, False),
             (_CHOICE_IS, False, ("ption", "hoice"), True), (_HASHES, True, ("####",), False),
             (_ANSWER_COLON, True, _ANSWER_WORDS, False))
+
+
+def _marked_answer(text: str) -> Answer | None:
+    """What the answer markers say. Each kind names one answer: "The answer is" its first option
+    letter, else its first answer, as MMLU-Pro's harness reads it ("The answer is 34 s. The
+    answer is (J)." is J; a base model's later repeats are run-on); "The correct option is" its
+    first option letter only; \\boxed{}, "####" and "Answer:" their last. Of the kinds a text
+    uses, the one it uses last wins: \\boxed{A} then "The answer is (B)" is B (a correction, or
+    MMLU-Pro's CoT boxing a value before naming its letter), "The answer is (B)" then \\boxed{A}
+    is A. But prose after a marker (a text key: "Answer: Let's think step by step", a run-on
+    exemplar) never overrides a letter, number, expression or yes/no stated before it, and a
+    marker around a box ("Answer: \\boxed{5}") is the box's statement. A marker is looked for
+    only where its words are in the text (cheap)."""
+    best = {False: (-1, None), True: (-1, None)}  # by "is prose": the latest of each
+    for pattern, last, needs, options_only in _MARKERS:
+        if not any(word in text for word in needs):
+            continue
+        spans = pattern.spans(text)
+        if pattern is not _BOXED and "box" in text:  # "Answer: \\boxed{5}" is the box's statement, read there
+            spans = [(at, span) for at, span in spans if not _BOXED_OPEN.search(span)]
+        found = ((at, _parse_span(span, marker=True)) for at, span in spans)
+        found = [(at, a) for at, a in found if a is not None and (a.kind == KIND_OPTION or not options_only)]
+        if not found:
+            continue
+        answer = found[-1][1] if last else next((a for _, a in found if a.kind == KIND_OPTION), found[0][1])
+        prose = answer.kind == KIND_TEXT
+        if found[-1][0] > best[prose][0]:  # where this kind of marker is last used
+            best[prose] = found[-1][0], answer
+    return best[False][1] or best[True][1]
 
 
 @lru_cache(maxsize=1 << 16)
@@ -338,18 +377,9 @@ def extract_answer(text: str | None) -> Answer:
     found = _json_answer(text)
     if found:
         return found
-    # "The answer is": the first option letter it names, else its first answer, as evaluation
-    # harnesses read it ("The answer is 34 s. The answer is (J)." is J; later repeats are
-    # run-on). "The correct option is": its option letter only. \boxed{}, "####" and "Answer:":
-    # the last one. A marker is looked for only where its words are in the text (cheap).
-    for pattern, last, needs, options_only in _MARKERS:
-        if not any(word in text for word in needs):
-            continue
-        spans = pattern.findall(text)
-        parsed = [a for a in (_parse_span(span, marker=True) for span in (reversed(spans) if last else spans))
-                  if a is not None and (a.kind == KIND_OPTION or not options_only)]
-        if parsed:
-            return parsed[0] if last else next((a for a in parsed if a.kind == KIND_OPTION), parsed[0])
+    found = _marked_answer(text)
+    if found:
+        return found
     stripped = text.strip()
     short = len(stripped.split()) <= _SHORT_WORDS
     if short:
@@ -361,7 +391,8 @@ def extract_answer(text: str | None) -> Answer:
         letter = next(g for g in option.groups() if g)
         return Answer(f"opt:{letter.upper()}", KIND_OPTION, marked=True)
     tail = _LIST_MARKER.sub("", stripped.rsplit("\n", 1)[-1][-200:])
-    end_option = _OPTION_AT_END.search(tail) or _OPTION_NAMED_AT_END.search(tail)
+    end_option = (_OPTION_AT_END.search(tail) or _OPTION_NAMED_AT_END.search(tail)
+                  or _NOT_BUT_OPTION_AT_END.search(tail))
     if end_option:
         return Answer(f"opt:{end_option.group(1)}", KIND_OPTION)
     numbers = _NUMBER.findall(_LATEX_FRAC.sub(lambda m: f"{m.group(1)}/{m.group(2)}", tail))

@@ -125,6 +125,53 @@ def test_yes_and_no_agree_across_wordings_and_openers_are_not_answers():
     assert extract_answer("The best option is to rest and drink water.").key == "txt:best option is to rest and drink water"
 
 
+@pytest.mark.parametrize(
+    "text, key",
+    [
+        # the answer is what follows "but", never the letter denied (these read as the text
+        # "not but c", which agreed with nothing, or as the denied A)
+        ("not A but C", "opt:C"),
+        ("The answer is not (A) but (C).", "opt:C"),
+        ("The answer is not A, but rather C.", "opt:C"),
+        ("Answer: not (B) but (D) because the rate doubles", "opt:D"),
+        ("The correct option is not (A) but (C)", "opt:C"),
+        ("The answer is not 5 but 7.", "num:7"),
+        ("Having checked again, I would say it is not B but D.", "opt:D"),
+        # a denial alone, and "not only ... but also", are still what they were
+        ("The answer is not 5.", "txt:not 5"),
+        ("The answer is not only cheap but also fast.", "txt:not only cheap but also fast"),
+    ],
+)
+def test_a_denied_answer_reads_as_the_one_after_but(text, key):
+    assert extract_answer(text).key == key
+
+
+@pytest.mark.parametrize(
+    "text, key",
+    [
+        # \boxed{} took precedence wherever it stood: a later correction was never read
+        (r"So $\boxed{A}$. Wait, let me recheck the units. The answer is (B).", "opt:B"),
+        (r"Thus \boxed{7.4}. The answer is (E).", "opt:E"),  # MMLU-Pro CoT: a box, then the letter
+        (r"The answer is (B). On reflection, \boxed{A}", "opt:A"),
+        ("so the answer is 66 - 10 = 56 students, and then 66.\n#### 56", "num:56"),
+        # within one kind of marker the old readings stand: "The answer is" names its first option
+        # letter (MMLU-Pro's harness; later repeats are run-on), \boxed{} and "####" their last
+        ("The answer is (A). The answer is (B).", "opt:A"),
+        (" The answer is 34 residues per second. The answer is (J).", "opt:J"),
+        (r"\boxed{3} and then \boxed{4}", "num:4"),
+        # prose after a later marker does not undo a letter or number stated before it
+        ("The answer is (F).\n\nAnswer: Let's think step by step. We refer to Wikipedia", "opt:F"),
+        ("The answer is (I).\n\nFinal Answer: The answer is ... I.", "opt:I"),
+        # a marker around a box is the box's statement ("Answer: \boxed{5:4}" was an expression "\boxed{5:4}")
+        (r"Answer: \boxed{5:4}.", extract_answer(r"\boxed{5:4}").key),
+        # a JSON `answer` field is the answer the format asked for, wherever it stands
+        ('The answer is (B).\n{"answer": "C"}', "opt:C"),
+    ],
+)
+def test_the_marker_written_last_states_the_answer(text, key):
+    assert extract_answer(text).key == key
+
+
 def test_list_items_and_sentence_openers_are_not_answers():
     assert extract_answer("Here are tips:\n1. Sleep well\n2. Eat well").kind == KIND_TEXT
     assert extract_answer("I think it is Paris.").kind == KIND_TEXT  # "I" is not option I
