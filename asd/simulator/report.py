@@ -307,6 +307,11 @@ def print_sweep(result: dict, console: Console | None = None) -> None:
                       + ", ".join(f"{g} ({why})" for g, why in result["ablation_groups_absent"].items()))
 
 
+def _requests_worth(x: float) -> str:
+    """Whole requests, but under one a graded quality's fraction (a 0.5 draw is not 0 requests)."""
+    return f"{x:.0f}" if x >= 1 else f"{x:.2g}"
+
+
 def _above_text(points: list[dict], n_requests: int) -> str:
     """How many baseline points lie above the policy's frontier, whose, and how far at most, in
     quality at their cost and in what the policy pays to match them: `4 (threshold 3, router 1;
@@ -321,7 +326,7 @@ def _above_text(points: list[dict], n_requests: int) -> str:
     if above:
         z = [p["quality_above_z"] for p in points if p["quality_above_z"] is not None]
         parts.append(f"{'' if len(above) == 1 else 'up to '}{max(above):.4f} quality above the policy at "
-                     f"{'its' if one else 'their'} cost, {max(above) * n_requests:.0f} of {n_requests} requests' worth"
+                     f"{'its' if one else 'their'} cost, {_requests_worth(max(above) * n_requests)} of {n_requests} requests' worth"
                      + (f", {'' if len(z) == 1 else 'at most '}{max(z):.1f} paired standard errors" if z else ""))
     extra = [p["policy_extra_cost"] for p in points if p["policy_extra_cost"] is not None]
     if extra:

@@ -1872,3 +1872,11 @@ def test_a_one_tier_ladder_is_refused_by_every_command_that_decides(tmp_path):
         assert result.output == (f"error: {bundle}: one tier (only-8b); a cascade needs at least two to choose "
                                  "between (import the other tiers' runs with it)\n"), args
     assert not (tmp_path / "p.npz").exists()
+
+
+def test_a_margin_under_one_request_reads_as_its_fraction_not_zero():
+    """A graded quality (a 0.5 draw, a weighted judge) can put a point half a request above."""
+    point = {"baseline": "router", "quality_above": 0.125, "policy_extra_cost": None, "quality_above_z": None}
+    assert "0.1250 quality above the policy at its cost, 0.5 of 4 requests' worth" in _above_text([point], 4)
+    point["quality_above"] = 0.375
+    assert "1.5 of 4" not in _above_text([point], 4) and "2 of 4 requests' worth" in _above_text([point], 4)
