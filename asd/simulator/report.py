@@ -285,6 +285,8 @@ def print_sweep(result: dict, console: Console | None = None) -> None:
         f"{_f(q['best_simple']['cost_rel'])}, oracle {_f(q['oracle']['cost_rel'])}; saved "
         f"{_f(q['saved_vs_simple_points'], 1)} points, gap closed {_f(q['gap_closed'])}, "
         f"baseline points above the policy: {_above_text(q['baseline_points_above_policy'], result['quality_requests'])}")
+    for note in q.get("notes", ()):
+        console.print(f"note: {note}")
     at = q["policy_cost_at_loss"]
     console.print(f"policy cost at {_loss_levels(at)} loss: {' / '.join(_f(v) for v in at.values())} "
                   f"(mean {_f(q['policy_cost_at_losses_mean'])})")

@@ -1880,3 +1880,26 @@ def test_a_margin_under_one_request_reads_as_its_fraction_not_zero():
     assert "0.1250 quality above the policy at its cost, 0.5 of 4 requests' worth" in _above_text([point], 4)
     point["quality_above"] = 0.375
     assert "1.5 of 4" not in _above_text([point], 4) and "2 of 4 requests' worth" in _above_text([point], 4)
+
+
+def _point(quality, cost):
+    return {"quality": quality, "cost_rel": cost, "latency_ms": None}
+
+
+def test_the_check_says_when_a_tier_beats_the_last_and_why_a_gap_closed_exceeds_one():
+    from asd.simulator.sweep import quality_check
+
+    tiers = ["a", "b", "c"]
+    baselines = {"always-a": [_point(0.50, 0.1)], "always-b": [_point(0.90, 0.4)], "always-c": [_point(0.70, 1.0)],
+                 "threshold": [_point(0.70, 0.8)], "router": [_point(0.60, 0.3)],
+                 "oracle": [_point(0.95, 0.3)]}
+    policy = [_point(0.50, 0.1), _point(0.69, 0.2)]  # floor 0.686: the policy at 0.2, below the oracle's 0.3
+    check = quality_check(policy, baselines, tiers)
+    assert check["best_simple"]["name"] == "always-b" and check["gap_closed"] == pytest.approx(2.0)
+    first, second = check["notes"]
+    assert first.startswith("always-b (0.900) has a higher quality than always-c (0.700)")
+    assert second.startswith("gap closed above 1: the oracle (0.300) reaches quality 0.950")
+    # an ordinary ladder: the last tier is the best and the gap is partly closed, nothing to say
+    baselines["always-b"] = [_point(0.65, 0.4)]
+    baselines["oracle"] = [_point(0.95, 0.05)]
+    assert quality_check(policy, baselines, tiers)["notes"] == []
