@@ -366,6 +366,16 @@ def _marked_answer(text: str) -> Answer | None:
     return best[False][1] or best[True][1]
 
 
+def last_number(text: str) -> str | None:
+    """The canonical form (see `canonical_number`) of the last number in `text`, a LaTeX
+    fraction read as its value; None when it holds none."""
+    for token in reversed(_NUMBER.findall(_LATEX_FRAC.sub(lambda m: f"{m.group(1)}/{m.group(2)}", text))):
+        canon = canonical_number(token)
+        if canon is not None:
+            return canon
+    return None
+
+
 @lru_cache(maxsize=1 << 16)
 def extract_answer(text: str | None) -> Answer:
     """The final answer of one output (see the module docstring for the order of rules)."""
@@ -395,11 +405,9 @@ def extract_answer(text: str | None) -> Answer:
                   or _NOT_BUT_OPTION_AT_END.search(tail))
     if end_option:
         return Answer(f"opt:{end_option.group(1)}", KIND_OPTION)
-    numbers = _NUMBER.findall(_LATEX_FRAC.sub(lambda m: f"{m.group(1)}/{m.group(2)}", tail))
-    for token in reversed(numbers):
-        canon = canonical_number(token)
-        if canon is not None:
-            return Answer(f"num:{canon}", KIND_NUMBER)
+    canon = last_number(tail)
+    if canon is not None:
+        return Answer(f"num:{canon}", KIND_NUMBER)
     text_key = normalise_text(stripped)
     return Answer(f"txt:{text_key}", KIND_TEXT, marked=short) if text_key else EMPTY
 
@@ -419,5 +427,5 @@ def jaccard(a: frozenset, b: frozenset) -> float:
 
 __all__ = [
     "Answer", "KIND_BOOLEAN", "KIND_EMPTY", "KIND_EXPRESSION", "KIND_NUMBER", "KIND_OPTION", "KIND_TEXT", "canonical_number",
-    "extract_answer", "jaccard", "normalise_text", "word_set",
+    "extract_answer", "jaccard", "last_number", "normalise_text", "word_set",
 ]

@@ -7,9 +7,9 @@ from __future__ import annotations
 import re
 import string
 
+from asd.calibration.answers import KIND_NUMBER, KIND_OPTION, extract_answer, last_number
 from asd.errors import ConfigError
 
-_NUMBER = re.compile(r"-?\d+(?:,\d{3})*(?:\.\d+)?")
 _PUNCT = str.maketrans({c: " " for c in string.punctuation})
 
 # Task name → scorer; anything else is scored with `contains`.
@@ -24,15 +24,21 @@ def normalise(text: str) -> str:
     return " ".join(text.casefold().translate(_PUNCT).split())
 
 
-def last_number(text: str) -> float | None:
-    """The last number in the text: answers end with it ("76 + 34 = 110", "The answer is 110.")."""
-    matches = _NUMBER.findall(text)
-    return float(matches[-1].replace(",", "")) if matches else None
+def final_number(text: str) -> str | None:
+    """The answer's number, canonical ('1,024' and '1024.0' → '1024'), read as asd reads answers
+    offline (`extract_answer`: a marked answer, a short bare one, else the number closing the
+    last line; "not 5 but 7" is 7); else the last number anywhere in the text. That fallback is
+    labelling's own: offline a chatty tail ("76 + 34 = 110\nHope this helps!") stays text, which
+    only fails to agree with another tier, but a label scores it against a numeric reference."""
+    answer = extract_answer(text)
+    if answer.kind == KIND_NUMBER:
+        return answer.key.removeprefix("num:")
+    return last_number(text)
 
 
 def score_numeric(output: str, reference: str) -> bool:
-    got, want = last_number(output), last_number(reference)
-    return got is not None and want is not None and abs(got - want) < 1e-9
+    got = final_number(output)
+    return got is not None and got == final_number(reference)
 
 
 def score_exact(output: str, reference: str) -> bool:
@@ -51,24 +57,32 @@ def score_copy(output: str, reference: str) -> bool:
     return bool(ref) and f" {ref} " in f" {strip(output)} "
 
 
-_CHOICE_PATTERNS = (
-    re.compile(r"answer is:?\s*\(?([A-P])\b", re.IGNORECASE),  # "the answer is (C)"
-    re.compile(r"^\s*\(?([A-P])(?:[).:]|\s*$|\s+(?![a-z']))"),  # starts with "C." / "(C)" / "C"
-    re.compile(r"\(([A-P])\)"),  # "(C)" anywhere
-    re.compile(r"\b([A-P])\b(?!\s+[a-z'])"),  # a lone letter, not the word "I" / "A" in a sentence
-)
+# Where `extract_answer` reads no option letter, labelling still finds one in free text ("I
+# think it's D"): "(C)" anywhere, else a lone capital letter that is not the word "I"/"A" in a
+# sentence. Offline such a text is only compared with another tier's text, but a label scores
+# it against a gold letter, and a small model seldom writes a marker. A denied letter ("not (A),
+# but ...") is never the answer.
+_LOOSE_CHOICE = (re.compile(r"\(([A-P])\)"), re.compile(r"\b([A-P])\b(?!\s+[a-z'])"))
+_DENIED_CHOICE = re.compile(r"\bnot\s+(?:option\s+)?(?:\([A-P]\)|[A-P]\b)")
 
 
 def choice_letter(output: str) -> str | None:
-    for pattern in _CHOICE_PATTERNS:
-        match = pattern.search(output)
+    """The option letter the output picks: as asd reads answers offline (`extract_answer`:
+    "The answer is (C)", "C. …", "not (A) but (C)", of several markers the one written last),
+    else the first loose letter (see `_LOOSE_CHOICE`)."""
+    answer = extract_answer(output)
+    if answer.kind == KIND_OPTION:
+        return answer.key.removeprefix("opt:")
+    text = _DENIED_CHOICE.sub(" ", output)
+    for pattern in _LOOSE_CHOICE:
+        match = pattern.search(text)
         if match:
-            return match.group(1).upper()
+            return match.group(1)
     return None
 
 
 def score_choice(output: str, reference: str) -> bool:
-    """Multiple choice: the letter the output picks ("The answer is (C)", "C. …", "(C)", "… C")."""
+    """Multiple choice: the letter the output picks (`choice_letter`) is the reference letter."""
     return choice_letter(output) == reference.strip().upper()
 
 
@@ -113,9 +127,12 @@ def label_rule(mode: str) -> str:
             "after case-folding, punctuation removal and whitespace collapsing"
         )
     return (
-        "with a reference: numeric (the last number in the output equals the reference) for arithmetic/math tasks, "
-        "copy (reference words appear in order, case kept) for copying tasks, choice (the option letter the output picks, "
-        "e.g. 'The answer is (C)', 'C. ...', equals the reference letter) for multiple_choice tasks, contains "
+        "with a reference: numeric (the output's number equals the reference's: each the number asd reads as the "
+        "answer, e.g. 'The answer is 110.', else the last number in it) for arithmetic/math tasks, "
+        "copy (reference words appear in order, case kept) for copying tasks, choice (the option letter the output picks "
+        "as asd reads answers, e.g. 'The answer is (C)', 'C. ...', 'not (A) but (C)', of several markers the last, else "
+        "its first '(C)' or lone capital letter not denied by 'not', equals the reference letter) for multiple_choice "
+        "tasks, contains "
         "(normalised reference appears as whole words in the normalised output) otherwise; "
         f"quality 1 if accepted else 0. Without a reference: {fallback}."
     )
