@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 
+import pandas as pd
 from click.testing import CliRunner
 
 from asd.cli import main, record_command
@@ -112,6 +113,24 @@ def test_record_prompt_errors_count_lines_from_1_like_import(tmp_path):
     prompts.write_text('{"prompt": "hello"}\n{"prompt": ""}\n')
     line = one_error_line(run("record", "--tiers", tiers, "--prompts", prompts, "-o", tmp_path / "b", "--no-progress"))
     assert line == f"error: {prompts}, line 2: 'prompt' is empty or not text"
+
+
+def test_record_refuses_a_question_set_with_a_null_answer_before_any_model_loads(tmp_path, monkeypatch):
+    import asd.live.record as record
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(record, "fit_contexts", no_model)  # the first step that reads a model (its vocabulary)
+    tiers = tmp_path / "t.yaml"
+    tiers.write_text("tiers: [{name: x, backend: llama_cpp, model: smollm2-135m}]\n")
+    questions = tmp_path / "questions.parquet"
+    pd.DataFrame({"question_id": [70, 71], "question": ["2 + 2?", "3 + 3?"], "options": ['["4", "5"]', '["5", "6"]'],
+                  "answer": ["A", None], "category": ["math", "math"]}).to_parquet(questions)
+    line = one_error_line(run("record", "--tiers", tiers, "--prompts", questions, "--limit", 1, "-o", tmp_path / "b",
+                              "--no-progress"))
+    assert line == f"error: {questions}, row 2, column 'answer': null for question_id 71 (a value is required)"
+    assert not (tmp_path / "b").exists() and not (tmp_path / "b.partial").exists()
 
 
 def test_record_mode_choices_are_the_mode_tuples():

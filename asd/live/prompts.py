@@ -85,6 +85,15 @@ def _from_question_set(frame: pd.DataFrame, path: Path, where: list[str]) -> pd.
         return pd.DataFrame({"request_id": frame.get("question_id", pd.Series(range(len(frame)))).astype(str),
                              "prompt": frame["turn_1"], "task": frame.get("category")})
     if {"question", "options", "answer"} <= set(frame.columns):
+        # Here `answer` is the gold letter every label of the question comes from, so a null is a
+        # broken question, refused as the MMLU-Pro importer refuses it (a null `reference` in a
+        # prompt file of our own is allowed: that prompt is labelled by agreement instead).
+        for column in ("question", "answer"):
+            null = frame[column].isna().to_numpy()
+            if null.any():
+                i = int(null.argmax())
+                named = f" for question_id {frame['question_id'].iloc[i]}" if "question_id" in frame.columns else ""
+                raise TraceError(f"{path}, {where[i]}, column {column!r}: null{named} (a value is required)")
         prompts = []
         for i, (question, options) in enumerate(zip(frame["question"], frame["options"])):
             try:

@@ -104,6 +104,37 @@ def test_rows_without_a_prompt_column_still_say_so(tmp_path, name, content):
         load_prompts(tmp_path / name)
 
 
+def mmlu_pro_questions(**nulls) -> pd.DataFrame:
+    """Two MMLU-Pro style questions (question_id, question, JSON options, answer letter, category);
+    `nulls` gives a column's values where they differ from the well-formed ones."""
+    questions = {"question_id": [70, 71], "question": ["2 + 2?", "3 + 3?"], "options": ['["4", "5"]', '["5", "6"]'],
+                 "answer": ["A", "B"], "category": ["math", "math"]}
+    return pd.DataFrame({**questions, **nulls})
+
+
+@pytest.mark.parametrize("column", ["answer", "question"])
+def test_a_question_set_with_a_null_gold_answer_or_question_is_refused_naming_file_column_and_question(tmp_path, column):
+    """A null answer letter was read as no reference: the question was labelled by agreement with the
+    last tier (a null question asked the models 'None'); the MMLU-Pro importer refuses both."""
+    path = tmp_path / "questions.parquet"
+    mmlu_pro_questions(**{column: [mmlu_pro_questions()[column][0], None]}).to_parquet(path)
+    with pytest.raises(TraceError, match=f"^{re.escape(str(path))}, row 2, column '{column}': null for question_id 71 "
+                                         r"\(a value is required\)$"):
+        load_prompts(path)
+    csv = tmp_path / "questions.csv"
+    mmlu_pro_questions(**{column: [None, "x"]}).to_csv(csv, index=False)
+    with pytest.raises(TraceError, match=f"^{re.escape(str(csv))}, line 2, column '{column}': null for question_id 70 "):
+        load_prompts(csv)
+
+
+def test_a_prompt_file_of_our_own_may_leave_a_reference_out(tmp_path):
+    """Only a question set's gold answer is required: a prompt without `reference` is labelled by agreement."""
+    pd.DataFrame(ROWS).to_parquet(tmp_path / "p.parquet")
+    assert list(load_prompts(tmp_path / "p.parquet")["reference"]) == ["2", None]
+    mmlu_pro_questions().to_parquet(tmp_path / "questions.parquet")
+    assert list(load_prompts(tmp_path / "questions.parquet")["reference"]) == ["A", "B"]
+
+
 def test_missing_and_unknown_files(tmp_path):
     with pytest.raises(TraceError, match="prompt file not found"):
         load_prompts(tmp_path / "none.jsonl")
