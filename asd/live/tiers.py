@@ -38,6 +38,28 @@ NUMBER_OPTIONS = {
 }
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.safe_load, but a key given twice in one mapping is refused (PyYAML keeps the last
+    value silently, as json does), naming its line: the same rule as a JSON config's."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            # keys as written; a merge (`<<: *base`) may be overridden, which is what it is for
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                key = self.construct_object(key_node)
+                if key in seen:
+                    raise _DuplicateYamlKey(key, key_node.start_mark.line + 1)
+                seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+class _DuplicateYamlKey(DuplicateKeyError):
+    def __init__(self, key, line: int):
+        super().__init__(key)
+        self.line = line
+
+
 def load_ladder(path: str | Path) -> dict:
     """→ {"tiers": [tier dicts with `sampling` merged], "sampling": defaults}."""
     path = Path(path)
@@ -51,7 +73,10 @@ def load_ladder(path: str | Path) -> dict:
         raise ConfigError(f"{path}, line {line}: not UTF-8 text ({exc.reason})") from None
     kind = "JSON" if path.suffix.lower() == ".json" else "YAML"
     try:
-        data = loads_unique(text) if kind == "JSON" else yaml.safe_load(text)
+        data = loads_unique(text) if kind == "JSON" else yaml.load(text, Loader=_UniqueKeyLoader)
+    except _DuplicateYamlKey as exc:
+        raise ConfigError(f"{path}, line {exc.line}: not valid YAML (key {exc.key!r} appears twice in one "
+                          "mapping)") from None
     except DuplicateKeyError as exc:
         raise ConfigError(f"{path}: not valid JSON (key {exc.key!r} appears twice in one object)") from None
     except (json.JSONDecodeError, yaml.YAMLError) as exc:

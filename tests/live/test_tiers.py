@@ -37,6 +37,23 @@ def test_a_json_tier_config_naming_a_key_twice_is_refused(tmp_path):
     assert str(info.value) == f"{path}: not valid JSON (key 'model' appears twice in one object)"
 
 
+def test_a_yaml_tier_config_naming_a_key_twice_is_refused_with_its_line(tmp_path):
+    """PyYAML keeps the last value silently, as json does: an edited params_b must not vanish."""
+    path = tmp_path / "tiers.yaml"
+    path.write_text("tiers:\n  - name: a\n    backend: llama_cpp\n    model: m.gguf\n    params_b: 1\n"
+                    "    params_b: 7\n")
+    with pytest.raises(ConfigError) as info:
+        load_ladder(path)
+    assert str(info.value) == f"{path}, line 6: not valid YAML (key 'params_b' appears twice in one mapping)"
+    # the same key in two different mappings is no repeat, and a merged key may be overridden
+    path.write_text("tiers:\n  - &a {name: a, backend: llama_cpp, model: m.gguf, params_b: 1}\n"
+                    "  - {<<: *a, name: b, params_b: 7}\n")
+    assert [(t["name"], t["params_b"]) for t in load_ladder(path)["tiers"]] == [("a", 1), ("b", 7)]
+    path.write_text("tiers:\n  - {name: a, backend: llama_cpp, model: m.gguf, params_b: 1}\n"
+                    "  - {name: b, backend: llama_cpp, model: m.gguf, params_b: 7}\n")
+    assert [t["params_b"] for t in load_ladder(path)["tiers"]] == [1, 7]
+
+
 @pytest.mark.parametrize(
     "tiers, message",
     [
