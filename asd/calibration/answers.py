@@ -107,8 +107,10 @@ _OPTION_BEFORE_REASON = re.compile(r"^\s*([A-P])\s+(?:because|since|as|which|giv
 _OPTION_AT_END = re.compile(r"\(([A-P])\)\W*$")
 # "not A but C", "not (A), but rather (C)": the answer is what follows "but", never the letter
 # denied; "not only cheap but also fast" is prose, not a correction.
-_NOT_BUT = re.compile(r"^\s*not\s+(?!only\b|just\b|merely\b|simply\b)[^\n]{1,60}?,?\s+but\s+(?!also\b)(?:rather\s+|instead\s+)?(?=\S)",
-                      re.IGNORECASE)
+# The denied part must itself look like an answer (an option letter, a token with a digit in it):
+# "The answer is not listed, but the closest is (D)" is prose, not a correction to read after "but".
+_NOT_BUT = re.compile(r"^\s*not\s+(?:(?:option\s+)?\(?[A-P]\)?|[^\s,]{0,30}\d[^\s,]{0,30}),?\s+but\s+(?!also\b)"
+                      r"(?:rather\s+|instead\s+)?(?=\S)", re.IGNORECASE)
 # and closing unmarked text ("I'd say it is not B but D."), for an option letter only
 _NOT_BUT_OPTION_AT_END = re.compile(r"\bnot\s+(?:option\s+)?\(?[A-P]\)?,?\s+but\s+(?:rather\s+)?(?:option\s+)?\(?([A-P])\)?\W*$")
 _OPTION_NAMED_AT_END = re.compile(r"\b(?:[Oo]ption|[Cc]hoice)\s+\(?([A-P])\)?(?![\w'])\W*$")  # "I choose option D."
@@ -253,9 +255,13 @@ def _parse_span(span: str, marker: bool = False) -> Answer | None:
     span = span.strip().strip("*$` ")
     if not span:
         return None
-    denial = _NOT_BUT.match(span) if span[:3].lower() == "not" else None
-    if denial:
-        return _parse_span(span[denial.end():], marker)
+    while span[:3].lower() == "not":  # a loop, not recursion: a box may repeat "not 1 but" a thousand times
+        denial = _NOT_BUT.match(span)
+        if not denial:
+            break
+        span = span[denial.end():].strip().strip("*$` ")
+    if not span:
+        return None
     if "\\" in span or "$" in span:  # LaTeX: drop spacing and units' markup, one spelling of fractions
         span = _SIGNED_DOLLAR.sub(r"\1", span)
         span = _LATEX_WORDS.sub(lambda m: f" {m.group(1)} ", _LATEX_NOISE.sub(" ", span)).strip()
@@ -349,12 +355,19 @@ def _marked_answer(text: str) -> Answer | None:
     marker around a box ("Answer: \\boxed{5}") is the box's statement. A marker is looked for
     only where its words are in the text (cheap)."""
     best = {False: (-1, None), True: (-1, None)}  # by "is prose": the latest of each
+    boxes = None
     for pattern, last, needs, options_only in _MARKERS:
         if not any(word in text for word in needs):
             continue
+        # a kind whose words all come before the latest answer found cannot be the one used last
+        # (and prose never overrides an answer): skip its parsing, most texts use one kind
+        if best[False][1] is not None and max(text.rfind(word) for word in needs) < best[False][0]:
+            continue
         spans = pattern.spans(text)
-        if pattern is not _BOXED and "box" in text:  # "Answer: \\boxed{5}" is the box's statement, read there
-            spans = [(at, span) for at, span in spans if not _BOXED_OPEN.search(span)]
+        if pattern is _BOXED:
+            boxes = [at for at, _ in spans]
+        elif boxes:  # "Answer: \\boxed{5}" is the box's statement, read there (an unclosed box is no box)
+            spans = [(at, span) for at, span in spans if not any(at <= box <= at + len(span) for box in boxes)]
         found = ((at, _parse_span(span, marker=True)) for at, span in spans)
         found = [(at, a) for at, a in found if a is not None and (a.kind == KIND_OPTION or not options_only)]
         if not found:

@@ -172,6 +172,23 @@ def test_the_marker_written_last_states_the_answer(text, key):
     assert extract_answer(text).key == key
 
 
+@pytest.mark.parametrize("text, key", [
+    # a denied part that is no answer is prose, not a correction to read after "but"
+    ("The answer is not listed, but the closest option is (D) 15000 K.", "txt:not listed but closest option is d 15000 k"),
+    ("The answer is not among the choices, but it lies between 88.3 and 109.7 kJ/mol.",
+     "txt:not among choices but it lies between 88 3 and 109 7 kj mol"),
+    # an unclosed box (a cut-off output) is no box: the answer stated before it stands
+    ("The answer is (B). Then \\boxed{", "opt:B"),
+    ("The answer is (B) since \\boxed{", "opt:B"),
+])
+def test_prose_denials_and_unclosed_boxes_do_not_move_the_answer(text, key):
+    assert extract_answer(text).key == key
+
+
+def test_a_box_repeating_a_denial_a_thousand_times_is_read_without_recursion():
+    assert extract_answer("\\boxed{" + "not 1 but " * 1000 + "2}").key == "num:2"
+
+
 def test_list_items_and_sentence_openers_are_not_answers():
     assert extract_answer("Here are tips:\n1. Sleep well\n2. Eat well").kind == KIND_TEXT
     assert extract_answer("I think it is Paris.").kind == KIND_TEXT  # "I" is not option I
