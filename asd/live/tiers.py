@@ -40,18 +40,20 @@ NUMBER_OPTIONS = {
 
 class _UniqueKeyLoader(yaml.SafeLoader):
     """yaml.safe_load, but a key given twice in one mapping is refused (PyYAML keeps the last
-    value silently, as json does), naming its line: the same rule as a JSON config's."""
+    value silently, as json does), naming its line: the same rule as a JSON config's. Keys are
+    checked as written, when the mapping is composed: a merge (`<<: *base`) may be overridden,
+    which is what it is for, and merging rewrites the merged nodes later."""
 
-    def construct_mapping(self, node, deep=False):
+    def compose_mapping_node(self, anchor):
+        node = super().compose_mapping_node(anchor)
         seen = set()
         for key_node, _ in node.value:
-            # keys as written; a merge (`<<: *base`) may be overridden, which is what it is for
             if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
-                key = self.construct_object(key_node)
+                key = (key_node.tag, key_node.value)
                 if key in seen:
-                    raise _DuplicateYamlKey(key, key_node.start_mark.line + 1)
+                    raise _DuplicateYamlKey(key_node.value, key_node.start_mark.line + 1)
                 seen.add(key)
-        return super().construct_mapping(node, deep=deep)
+        return node
 
 
 class _DuplicateYamlKey(DuplicateKeyError):

@@ -49,6 +49,11 @@ def test_a_yaml_tier_config_naming_a_key_twice_is_refused_with_its_line(tmp_path
     path.write_text("tiers:\n  - &a {name: a, backend: llama_cpp, model: m.gguf, params_b: 1}\n"
                     "  - {<<: *a, name: b, params_b: 7}\n")
     assert [(t["name"], t["params_b"]) for t in load_ladder(path)["tiers"]] == [("a", 1), ("b", 7)]
+    # an anchored mapping that merges and overrides, itself merged later (PyYAML flattens it in place)
+    path.write_text("tiers:\n  - name: small\n    backend: vllm\n    model: a\n    sampling: &fast\n"
+                    "      <<: {temperature: 0.0, max_tokens: 48}\n      max_tokens: 16\n"
+                    "  - {name: big, backend: vllm, model: b}\nsampling:\n  <<: *fast\n")
+    assert load_ladder(path)["tiers"][1]["sampling"]["max_tokens"] == 16
     path.write_text("tiers:\n  - {name: a, backend: llama_cpp, model: m.gguf, params_b: 1}\n"
                     "  - {name: b, backend: llama_cpp, model: m.gguf, params_b: 7}\n")
     assert [t["params_b"] for t in load_ladder(path)["tiers"]] == [1, 7]
