@@ -41,11 +41,27 @@ def ece(y, p, bins: int = ECE_BINS) -> float:
     y, p = _labelled(y, p)
     if y.size == 0:
         return float("nan")
-    # calibration_curve's own rule (searchsorted, side left, on the inner edges), so even a p̂
-    # that float rounding puts beside an edge (0.3 < linspace's 0.30000000000000004) agrees
+    _, sum_y, sum_p = _bin_sums(y, p, bins)
+    return float(np.abs(sum_y - sum_p).sum() / y.size)  # Σ n_b |ȳ_b − p̄_b| / n = Σ |Σy − Σp| / n
+
+
+def _bin_sums(y, p, bins):
+    """Per bin: count, Σ label, Σ p̂, with calibration_curve's (uniform) rule: searchsorted, side
+    left, on the inner edges, so even a p̂ that float rounding puts beside an edge (0.3 <
+    linspace's 0.30000000000000004) lands where sklearn puts it."""
     which = np.searchsorted(np.linspace(0.0, 1.0, bins + 1)[1:-1], np.clip(p, 0.0, 1.0))
-    gap = np.bincount(which, weights=y, minlength=bins) - np.bincount(which, weights=p, minlength=bins)
-    return float(np.abs(gap).sum() / y.size)  # Σ n_b |ȳ_b − p̄_b| / n = Σ |Σy − Σp| / n
+    return (np.bincount(which, minlength=bins), np.bincount(which, weights=y, minlength=bins),
+            np.bincount(which, weights=p, minlength=bins))
+
+
+def reliability_curve(y, p, bins: int = ECE_BINS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(mean p̂, mean label) per non-empty bin, and the count of every bin: the ECE's bins. For
+    0/1 labels the first two are sklearn calibration_curve(strategy='uniform')'s prob_pred and
+    prob_true (tested); a graded label enters as its value, as in the ECE."""
+    y, p = _labelled(y, p)
+    counts, sum_y, sum_p = _bin_sums(y, p, bins)
+    full = counts > 0
+    return sum_p[full] / counts[full], sum_y[full] / counts[full], counts
 
 
 def auroc(y, score, fold=None) -> float | None:
@@ -116,14 +132,13 @@ def best_single_feature(X, y, names) -> tuple[str | None, float | None]:
 
 def reliability_plot(curves: Mapping, path, *, bins: int = ECE_BINS, title: str | None = None) -> Path:
     """Reliability diagram as a PNG: per stage, the mean label against the mean p̂ in `bins`
-    equal-width bins (sklearn `calibration_curve`) with the diagonal, and below it the count of
-    requests per p̂ bin. `curves` maps a stage name to `(y, p)` or to a `StageFit` (its labelled
-    out-of-fold p̂). Returns the path."""
+    equal-width bins (`reliability_curve`: calibration_curve's for 0/1 labels, and the ECE's)
+    with the diagonal, and below it the count of requests in each of those bins. `curves` maps a
+    stage name to `(y, p)` or to a `StageFit` (its labelled out-of-fold p̂). Returns the path."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from sklearn.calibration import calibration_curve
 
     path = Path(path)
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(6, 7), sharex=True,
@@ -135,14 +150,10 @@ def reliability_plot(curves: Mapping, path, *, bins: int = ECE_BINS, title: str 
         y, p = _labelled(y, p)
         if y.size == 0:
             continue
-        classes = (y >= 0.5).astype(np.int64)
         label = f"{name} (ECE {ece(y, p, bins):.3f}, n={y.size})"
-        if classes.min() == classes.max():
-            frac, mean_p = np.array([classes[0]], float), np.array([p.mean()])
-        else:
-            frac, mean_p = calibration_curve(classes, np.clip(p, 0.0, 1.0), n_bins=bins, strategy="uniform")
-        line, = top.plot(mean_p, frac, marker="o", ms=3, label=label)
-        bottom.hist(np.clip(p, 0.0, 1.0), bins=edges, histtype="step", color=line.get_color())
+        mean_p, mean_y, counts = reliability_curve(y, p, bins)
+        line, = top.plot(mean_p, mean_y, marker="o", ms=3, label=label)
+        bottom.stairs(counts, edges, color=line.get_color())
     top.set(ylabel="observed acceptance rate", xlim=(0, 1), ylim=(0, 1),
             title=title or "Reliability (out of fold)")
     top.legend(loc="upper left", fontsize=7)

@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from asd.calibration.metrics import auroc, best_single_feature, brier, ece, reliability_plot, stage_metrics
+from asd.calibration.metrics import (auroc, best_single_feature, brier, ece, reliability_curve, reliability_plot,
+                                     stage_metrics)
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -62,6 +63,20 @@ def test_ece_equals_the_count_weighted_gaps_of_calibration_curves_bins(rows):
     np.testing.assert_allclose([y[m].mean() for m in members], prob_true, rtol=1e-12)
     counts = np.array([m.sum() for m in members])
     assert ece(y, p) == pytest.approx(float(counts @ np.abs(prob_true - prob_pred)) / y.size, rel=1e-9, abs=1e-12)
+    # the diagram draws these same bins: its curve is calibration_curve's, its counts these members'
+    mean_p, mean_y, all_counts = reliability_curve(y, p)
+    np.testing.assert_allclose(mean_p, prob_pred, rtol=1e-12)
+    np.testing.assert_allclose(mean_y, prob_true, rtol=1e-12)
+    np.testing.assert_array_equal(all_counts[all_counts > 0], counts)
+
+
+def test_the_diagrams_count_panel_puts_a_value_on_an_edge_where_the_ece_does():
+    """np.histogram puts 0.5 in the upper bin, calibration_curve and the ECE in the lower one."""
+    _, _, counts = reliability_curve([1, 0, 1, 0], [0.5, 0.5, 0.5, 0.45])
+    assert counts[4] == 4 and counts.sum() == 4
+    # a graded label enters as its value, as in the ECE
+    mean_p, mean_y, _ = reliability_curve([0.25, 0.75], [0.4, 0.4])
+    assert mean_y.tolist() == [0.5] and mean_p.tolist() == [0.4]
 
 
 def test_auroc_is_none_with_one_class_and_brier_handles_soft_labels():
