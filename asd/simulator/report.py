@@ -293,8 +293,7 @@ def print_sweep(result: dict, console: Console | None = None) -> None:
     rep = result.get("repeats")
     if rep:
         def spread(d, digits=3):
-            return "n/a" if d is None else (f"{_f(d['mean'], digits)} ± {_f(d['sd'], digits)} "
-                                            f"({_f(d['min'], digits)} to {_f(d['max'], digits)})")
+            return _spread_text(d, len(rep["seeds"]), digits)
         k = len(rep["seeds"])
         console.print(f"over {k} fold seeds ({rep['seeds'][0]}..{rep['seeds'][-1]}): policy cost "
                       f"{spread(rep['policy_cost_rel'])}, saved {spread(rep['saved_vs_simple_points'], 1)} points, "
@@ -307,6 +306,16 @@ def print_sweep(result: dict, console: Console | None = None) -> None:
     if result.get("ablation_groups_absent"):
         console.print(f"not ablated (absent from {result['bundle']}): "
                       + ", ".join(f"{g} ({why})" for g, why in result["ablation_groups_absent"].items()))
+
+
+def _spread_text(d: dict | None, n_seeds: int, digits: int = 3) -> str:
+    """`mean ± sd (min to max)` over fold seeds; a seed whose policy never reaches the 2% floor
+    has no value, so where some lack one the text says how many it is of."""
+    if d is None:
+        return "n/a"
+    of = "" if d["n"] == n_seeds else (f" of the {d['n']} seeds that reach it" if d["n"] > 1
+                                       else " of the 1 seed that reaches it")
+    return f"{_f(d['mean'], digits)} ± {_f(d['sd'], digits)} ({_f(d['min'], digits)} to {_f(d['max'], digits)}{of})"
 
 
 def _requests_worth(x: float) -> str:

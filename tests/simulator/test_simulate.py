@@ -19,7 +19,7 @@ from asd.errors import ConfigError, PolicyError
 from asd.simulator import baselines as B
 from asd.simulator.evaluate import Evaluation
 from asd.simulator.outcomes import Outcomes, latency_stat
-from asd.simulator.report import _above_text, _load_text, _summarised, print_sweep
+from asd.simulator.report import _above_text, _load_text, _spread_text, _summarised, print_sweep
 from asd.simulator.job import (TRACE_DES_NOTE, deployment_check, des_latency, difficulty_priority,
                                last_policy_change, prediction_margin, simulate, trace_rate)
 from asd.simulator.sweep import (_above, _extra_cost, _quality_above, cheapest_within, paired_se, run_sweep,
@@ -1903,3 +1903,11 @@ def test_the_check_says_when_a_tier_beats_the_last_and_why_a_gap_closed_exceeds_
     baselines["always-b"] = [_point(0.65, 0.4)]
     baselines["oracle"] = [_point(0.95, 0.05)]
     assert quality_check(policy, baselines, tiers)["notes"] == []
+
+
+def test_a_repeats_spread_says_how_many_seeds_it_is_of_when_some_never_reach_the_floor():
+    one = {"mean": 0.946, "sd": 0.0, "min": 0.946, "max": 0.946, "n": 1}
+    assert _spread_text(one, 3) == "0.946 ± 0.000 (0.946 to 0.946 of the 1 seed that reaches it)"
+    assert _spread_text({**one, "n": 3}, 3) == "0.946 ± 0.000 (0.946 to 0.946)"
+    assert _spread_text(None, 3) == "n/a"
+    assert _spread_text({**one, "n": 2}, 3).endswith("of the 2 seeds that reach it)")
