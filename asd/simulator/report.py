@@ -103,6 +103,8 @@ def print_reference(report: dict, console: Console) -> None:
     console.print(f"[dim]{report['metrics_note']}; {report['note']}[/dim]")
 
 
+# a name longer than this folds where the table would not fit: enough to read every word
+METHOD_MIN_WIDTH = 24
 METHOD_WIDTH = 40  # `always-` + a 33-character tier name fits one line
 
 
@@ -110,14 +112,16 @@ def _method_table(title, rows, stat, tau=None) -> Table:
     table = Table(title=title, box=box.SIMPLE_HEAD)
     # a long tier name (a Hugging Face id) folds onto a second line rather than cut the figures
     # min_width: a narrow terminal or a wide stops column must not squeeze the names themselves
-    # (`fixed-2stag` / `e` on an 8-tier ladder, one letter a line beside 1e13 ms latencies)
+    # (`fixed-2stag` / `e` on an 8-tier ladder, one letter a line beside 1e13 ms latencies); past
+    # METHOD_MIN_WIDTH a long name folds instead, or the verdict column is cropped off the right
     table.add_column("method", overflow="fold", max_width=METHOD_WIDTH,
-                     min_width=min(max((len(str(name)) for name, _ in rows), default=6), METHOD_WIDTH))
+                     min_width=min(max((len(str(name)) for name, _ in rows), default=6), METHOD_MIN_WIDTH))
     for col in ("quality", "cost", "mean ms", "p50 ms", "p95 ms", "p99 ms"):
         table.add_column(col, justify="right", no_wrap=True)
     table.add_column("stops per tier", justify="right", overflow="fold")  # many tiers' shares fold, not the names
     if tau is not None:
-        table.add_column(f"{stat}≤τ", justify="right", no_wrap=True)
+        # the verdict is what a reader came for: never squeezed to its header's first letter
+        table.add_column(f"{stat}≤τ", justify="right", no_wrap=True, min_width=len(f"{stat}≤τ"))
     for name, s in rows:
         lat = s["latency_ms"]
         cells = [name, _f(s["quality"]), _f(s["cost_rel"]), _f(lat["mean"], 0), _f(lat["p50"], 0),

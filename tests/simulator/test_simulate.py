@@ -1592,6 +1592,25 @@ def test_long_tier_names_fold_in_the_method_table_rather_than_cut_its_figures(ev
         assert figures in text, (name, figures)
 
 
+def test_the_verdict_column_is_not_cropped_when_long_tier_names_and_four_stop_shares_fill_the_width(evaluation):
+    """FuseChat's 37-character names and four tiers' stop shares at 120 columns had left the
+    `p95≤τ` column one letter wide: the verdict could not be read off the table."""
+    from rich.console import Console
+
+    from asd.simulator.report import print_simulation
+
+    result = simulate(evaluation.view, tau_max=1e9, evaluation=evaluation)
+    long = "FuseChat-Llama-3.2-1B-Instruct-{}"
+    renamed = {name.replace("synth-", long.format("")): {**s, "stop_fractions": [0.25] * 4}
+               for name, s in result["baselines"].items()}
+    console = Console(record=True, width=120)
+    print_simulation({**result, "baselines": renamed}, console)
+    text = console.export_text()
+    assert "p95≤τ" in text
+    rows = [line for line in text.splitlines() if line.strip().startswith(("policy", "fixed-2stage", "oracle"))]
+    assert len(rows) == 3 and all(line.rstrip().endswith("yes") for line in rows), rows
+
+
 def test_method_names_stay_on_one_line_beside_a_wide_stops_column(evaluation):
     """With eight tiers' stop shares (or 1e13 ms latencies) the foldable method column was squeezed:
     `fixed-2stag` / `e`, or one letter a line."""
