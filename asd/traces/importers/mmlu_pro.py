@@ -16,6 +16,7 @@ from asd.traces.importers.base import (
     ImportedTrace,
     Importer,
     complete_ladder_requests,
+    estimate_tokens,
     estimate_tokens_from_chars,
     in_request_order,
     parse_json_cell,
@@ -93,6 +94,10 @@ class MmluProImporter(Importer):
         )
 
         rows = in_request_order(rows, keep)
+        # The question and its options as the bundle's prompt holds them: a lower bound (the
+        # harness's 5-shot CoT prefix is not in the data), where a null count would make every
+        # tier a cascade visits read its prompt for free under the `params` and profile costs.
+        prompt_tokens = estimate_tokens(requests.set_index("request_id")["prompt"])
         # Some models' archives keep only the extracted letter (empty CoT text): not recorded.
         recorded = rows["generated_chars"] > 0
         # A null `correct` is an unlabelled output: null quality and accepted, never a guess.
@@ -102,6 +107,7 @@ class MmluProImporter(Importer):
                 "request_id": rows["request_id"],
                 "tier": rows["tier"],
                 "output": rows["generated_text"].where(recorded, None),
+                "n_prompt_tokens": prompt_tokens.reindex(rows["request_id"]).to_numpy(),
                 "n_output_tokens": estimate_tokens_from_chars(rows["generated_chars"].where(recorded)),
                 "quality": correct.astype("Float32"),
                 "accepted": correct,
@@ -112,14 +118,17 @@ class MmluProImporter(Importer):
         manifest = new_manifest(
             tiers,
             label_rule=LABEL_RULE,
-            estimated_columns=["outputs.n_output_tokens"],
+            estimated_columns=["outputs.n_prompt_tokens", "outputs.n_output_tokens"],
             sampling=sampling_per_tier(tiers, {"prompting": "5-shot chain of thought (MMLU-Pro evaluation harness)"}),
             provenance={
                 "importer": self.name,
                 "source": SOURCE,
                 "source_dir": str(src.resolve()),
                 "arguments": {"models": names, "drop_incomplete": drop_incomplete},
-                "token_estimate_rule": {"outputs.n_output_tokens": TOKEN_ESTIMATE_RULE + " of the CoT text"},
+                "token_estimate_rule": {
+                    "outputs.n_prompt_tokens": TOKEN_ESTIMATE_RULE + " of the question and its options (the "
+                                               "harness's 5-shot CoT prefix is not in the data and not counted)",
+                    "outputs.n_output_tokens": TOKEN_ESTIMATE_RULE + " of the CoT text"},
                 "params_b_rule": PARAMS_B_RULE,
                 "dropped_incomplete_requests": dropped,
             },

@@ -14,9 +14,11 @@ from asd.errors import ConfigError, TraceError
 from asd.traces.bundle import new_manifest, sampling_per_tier
 from asd.traces.importers.base import (
     PARAMS_B_RULE,
+    TOKEN_ESTIMATE_RULE,
     ImportedTrace,
     Importer,
     complete_ladder_requests,
+    estimate_tokens,
     in_request_order,
     parse_json_cell,
     parse_model_list,
@@ -142,6 +144,9 @@ class OptionLogitsImporter(Importer):
             }
         )
         rows = in_request_order(rows, keep)
+        # the prompt as the bundle holds it (in-context demonstrations are not in the data): a
+        # null count would make every tier a cascade visits read its prompt for free
+        prompt_tokens = estimate_tokens(requests.set_index("request_id")["prompt"])
 
         # The answer is the data's `pred` (the argmax option letter); its log-softmax is the signal.
         unknown = ~rows["pred"].isin(list(OPTIONS))
@@ -165,6 +170,7 @@ class OptionLogitsImporter(Importer):
                 "request_id": rows["request_id"],
                 "tier": rows["tier"],
                 "output": answer,
+                "n_prompt_tokens": prompt_tokens.reindex(rows["request_id"]).to_numpy(),
                 "n_output_tokens": np.ones(len(rows), dtype=np.int32),  # one option letter
                 "token_logprobs": [[float(v)] for v in logprob],
                 "token_entropy": [[float(v)] for v in entropy],
@@ -177,6 +183,7 @@ class OptionLogitsImporter(Importer):
         manifest = new_manifest(
             tiers,
             label_rule=LABEL_RULE,
+            estimated_columns=["outputs.n_prompt_tokens"],
             sampling=sampling_per_tier(
                 tiers, {"prompt_style": prompt_style, "icl_demos": icl_demos, "decoding": "next-token option logits"}
             ),
@@ -191,6 +198,8 @@ class OptionLogitsImporter(Importer):
                     "drop_incomplete": drop_incomplete,
                 },
                 "signal_rule": SIGNAL_RULE,
+                "token_estimate_rule": {"outputs.n_prompt_tokens": TOKEN_ESTIMATE_RULE + " of the context, question "
+                                        "and options (in-context demonstrations are not in the data and not counted)"},
                 "params_b_rule": PARAMS_B_RULE,
                 "dropped_incomplete_requests": dropped,
             },

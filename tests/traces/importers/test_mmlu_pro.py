@@ -42,14 +42,20 @@ def test_requests_carry_question_options_category_and_answer_letter(shared_data,
     assert row["task"] == first["category"] and row["reference"] == first["answer"]
 
 
-def test_output_tokens_are_estimated_and_marked(llama31_bundle):
+def test_prompt_and_output_tokens_are_estimated_and_marked(llama31_bundle):
     bundle, _ = llama31_bundle
-    assert bundle.manifest["estimated_columns"] == ["outputs.n_output_tokens"]
+    assert bundle.manifest["estimated_columns"] == ["outputs.n_prompt_tokens", "outputs.n_output_tokens"]
+    assert "5-shot CoT prefix is not in the data" in bundle.manifest["provenance"]["token_estimate_rule"][
+        "outputs.n_prompt_tokens"]
     assert bundle.manifest["provenance"]["source"]["commit"].startswith("f418b116")
-    out = bundle.to_pandas("outputs", ["output", "n_output_tokens"]).head(50)
+    out = bundle.to_pandas("outputs", ["request_id", "output", "n_prompt_tokens", "n_output_tokens"]).head(50)
     expected = (out["output"].str.len() + 3) // 4
     assert out["n_output_tokens"].tolist() == expected.tolist()
     assert out["n_output_tokens"].notna().all()
+    # a prompt is never free: ceil(characters / 4) of the question and options the bundle holds
+    prompts = bundle.to_pandas("requests", ["request_id", "prompt"]).set_index("request_id")["prompt"]
+    expected = (prompts.reindex(out["request_id"]).str.len().to_numpy() + 3) // 4
+    assert out["n_prompt_tokens"].tolist() == expected.tolist()
 
 
 def test_unknown_model_lists_the_available_ones(shared_data, tmp_path):

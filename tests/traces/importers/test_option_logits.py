@@ -89,6 +89,10 @@ def test_tiny_source_end_to_end_gives_the_expected_bundle(tmp_path):
         assert logprobs.tolist() == pytest.approx([np.log(probs[chosen])], abs=1e-6)
         assert entropies.tolist() == pytest.approx([-(probs * np.log(probs)).sum()], abs=1e-6)
     assert (out["n_output_tokens"] == 1).all()
+    # the prompt is read at every tier a request visits: ceil(characters / 4), not free
+    by_id = requests.set_index("request_id")["prompt"].str.len()
+    assert out["n_prompt_tokens"].tolist() == [(by_id[r] + 3) // 4 for r in out["request_id"]]
+    assert bundle.manifest["estimated_columns"] == ["outputs.n_prompt_tokens"]
 
 
 def test_tiny_source_with_a_nan_logit_or_bad_choices_is_one_error_naming_the_column(tmp_path):
