@@ -253,8 +253,6 @@ def _parse_span(span: str, marker: bool = False) -> Answer | None:
     number ("#### Each child got 5 books." is 5, as "#### 5"); a bare short answer is read as
     written ("Paris, 3 times" stays text)."""
     span = span.strip().strip("*$` ")
-    if not span:
-        return None
     while span[:3].lower() == "not":  # a loop, not recursion: a box may repeat "not 1 but" a thousand times
         denial = _NOT_BUT.match(span)
         if not denial:
